@@ -1,0 +1,193 @@
+"""The ``harness`` command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import InputError
+from harness.paths import SPECS_DIR
+from harness.results import write_results
+from harness.runner import SpecResults, run_spec, summary_frame
+from harness.spec import LoadedSpec, load_spec
+
+app = typer.Typer(
+    help="Simulate and replay GPU scheduling policies: will this policy pay off on real hardware, and by how much?",
+    no_args_is_help=True,
+    add_completion=False,
+)
+trace_app = typer.Typer(help="Inspect and make op traces (Parquet).", no_args_is_help=True)
+app.add_typer(trace_app, name="trace")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEMO_SPEC = SPECS_DIR / "layer_streaming_demo.toml"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _default_out(results_root: Path, spec_name: str, backend: str) -> Path:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = results_root / f"{spec_name}-{backend}-{stamp}"
+    n = 1
+    while out.exists():
+        n += 1
+        out = results_root / f"{spec_name}-{backend}-{stamp}-{n}"
+    return out
+
+
+def _sim_backend_factory(loaded: LoadedSpec, repetition: int):
+    from sim import SimBackend
+
+    devices = loaded.workload.devices(loaded.workload_params)
+    return SimBackend(loaded.profile, devices, loaded.device_memory_bytes, seed=loaded.spec.seed + repetition)
+
+
+def print_summary(loaded: LoadedSpec, results: SpecResults, out: Path) -> None:
+    """Metrics as rows, policies as columns (mean over repetitions)."""
+    frame = summary_frame(results, loaded.workload.summary_metrics)
+    table = Table(title=f"{loaded.spec.name}: {loaded.workload.name} on {loaded.profile.name}", title_justify="left")
+    table.add_column("metric", style="bold")
+    for label in frame.index:
+        table.add_column(str(label), justify="right")
+    for metric in frame.columns:
+        table.add_row(metric, *(_fmt(frame.loc[label, metric]) for label in frame.index))
+    console.print(table)
+    for _, run in results.failed.iterrows():
+        err_console.print(f"[red]run {run['run_id']} failed:[/] {run['error']}", highlight=False)
+    console.print(f"results: [bold]{out}[/]  ({len(results.runs)} runs)")
+
+
+def _fmt(value: float) -> str:
+    if value != value:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def simulate_spec(spec_path: Path, out: Path | None, results_root: Path) -> Path:
+    """Validate a spec, simulate every policy, write results; exits non-zero on bad input."""
+    try:
+        loaded = load_spec(spec_path)
+        out = out or _default_out(results_root, loaded.spec.name, "sim")
+        if out.exists():
+            _fail(f"{out}: already exists; results are never overwritten")
+        with console.status("simulating…") as status:
+            results = run_spec(loaded, _sim_backend_factory, on_run=lambda rid: status.update(f"simulating {rid}"))
+    except InputError as err:
+        _fail(str(err))
+    write_results(out, results.tables)
+    print_summary(loaded, results, out)
+    if len(results.failed):
+        raise typer.Exit(1)
+    return out
+
+
+@app.command()
+def sim(
+    spec: Path = typer.Argument(..., help="Experiment spec (TOML)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Results folder to create (must not exist)."),
+    results_root: Path = typer.Option(Path("results"), help="Where the default results folder goes."),
+) -> None:
+    """Simulate every policy of SPEC and write a results folder of Parquet tables."""
+    simulate_spec(spec, out, results_root)
+
+
+@app.command()
+def demo(
+    out: Path | None = typer.Option(None, "--out", "-o", help="Results folder to create (must not exist)."),
+    results_root: Path = typer.Option(Path("results"), help="Where the default results folder goes."),
+) -> None:
+    """Run the bundled layer-streaming example end to end (sync vs prefetch vs resident)."""
+    console.print(f"spec: {DEMO_SPEC}")
+    simulate_spec(DEMO_SPEC, out, results_root)
+
+
+@app.command()
+def bench(
+    segments: int = typer.Option(20_000, help="Segments in the layer-streaming run."),
+    policy: str = typer.Option("prefetch", help="sync, prefetch or resident."),
+    repeat: int = typer.Option(3, help="Timed repetitions; the best is reported."),
+) -> None:
+    """Measure simulated ops per second on one core (a large layer-streaming run)."""
+    from harness.bench import run_bench
+
+    report = run_bench(segments, policy, repeat)
+    table = Table(title="simulator throughput", title_justify="left")
+    for key in report:
+        table.add_column(key, justify="right")
+    table.add_row(*(str(v) for v in report.values()))
+    console.print(table)
+
+
+@app.command()
+def profiles() -> None:
+    """List the bundled hardware profiles."""
+    from harness.profile import available_profiles, load_profile
+    from harness.runtime import Direction, HostMemory
+
+    table = Table(title="hardware profiles (traces/profiles/)", title_justify="left")
+    for column in ("name", "gpu", "memory GiB", "H2D 1 GiB GB/s", "launch µs", "source"):
+        table.add_column(column)
+    for name in available_profiles():
+        p = load_profile(name)
+        gbps = (1 << 30) / p.copy_time_us(1 << 30, Direction.H2D, HostMemory.PINNED) / 1e3
+        table.add_row(name, p.device.gpu_name, f"{p.device.memory_bytes / 2**30:.1f}", f"{gbps:.1f}", f"{p.host.launch_us}", p.figures.provenance.source)
+    console.print(table)
+
+
+@trace_app.command("validate")
+def trace_validate(path: Path = typer.Argument(..., help="Op-trace Parquet file.")) -> None:
+    """Check a trace against the format and print its provenance and contents."""
+    from harness.trace import load_trace
+
+    try:
+        trace = load_trace(path)
+    except InputError as err:
+        _fail(str(err))
+    ops = trace.ops
+    console.print(f"[bold]{path}[/]: {len(ops)} ops, valid (format 1)")
+    for key, value in trace.provenance.__dict__.items():
+        console.print(f"  {key}: {value}")
+    counts = ops.groupby("kind").agg(ops=("name", "size"), bytes=("bytes", "sum"), duration_us=("duration_us", "sum"))
+    console.print(counts.to_string())
+
+
+@trace_app.command("synth-layers")
+def trace_synth_layers(
+    out: Path = typer.Argument(..., help="Trace file to write."),
+    segments: int = typer.Option(9, min=1),
+    param_bytes: int = typer.Option(1_370_000_000, min=1, help="Parameters per inner segment."),
+    compute_us: float = typer.Option(30_000.0, min=0.0, help="Compute per inner segment, µs."),
+    kernels_per_segment: int = typer.Option(4, min=1),
+    edge_scale: float = typer.Option(0.25, help="Size and compute of the first and last segment relative to inner ones."),
+    profile: str = typer.Option("h100-sxm-pcie5", help="Profile used to fill in the copies' durations."),
+) -> None:
+    """Write a synthetic layer-streaming trace (provenance says so)."""
+    from harness.workloads.layer_streaming.synth import synth_layer_trace
+
+    try:
+        path = synth_layer_trace(out, segments, param_bytes, compute_us, kernels_per_segment, edge_scale, profile)
+    except InputError as err:
+        _fail(str(err))
+    console.print(f"wrote {path}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

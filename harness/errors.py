@@ -1,0 +1,30 @@
+"""Errors raised for bad input, each naming the file and the field or row at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydantic
+
+
+class InputError(Exception):
+    """Bad input: a spec, trace or profile that cannot be used as given.
+
+    The CLI prints ``str(error)`` and exits non-zero; nothing is written.
+    """
+
+    def __init__(self, source: str | Path, where: str, message: str) -> None:
+        self.source = str(source)
+        self.where = where
+        self.message = message
+        super().__init__(f"{self.source}: {where}: {message}" if where else f"{self.source}: {message}")
+
+
+def from_validation_error(source: str | Path, err: pydantic.ValidationError, prefix: str = "") -> InputError:
+    """Turn pydantic's report into one InputError naming the first bad field."""
+    first = err.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+    more = len(err.errors()) - 1
+    message = first["msg"] + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+    return InputError(source, f"field '{where}'" if where else "", message)

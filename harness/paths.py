@@ -1,0 +1,8 @@
+"""Where the project's bundled data lives (the repository's traces/ folder)."""
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRACES_DIR = REPO_ROOT / "traces"
+PROFILES_DIR = TRACES_DIR / "profiles"
+SPECS_DIR = TRACES_DIR / "specs"

@@ -1,0 +1,206 @@
+"""Hardware profiles: the measured figures the simulator runs on.
+
+A profile is a TOML file under ``traces/profiles/<name>.toml`` (format version 1,
+documented in ``traces/README.md``). It holds *measurements*, not model
+parameters: each host-link table lists ``[size_bytes, time_us]`` samples of one
+copy, plus a fixed ``latency_us``. The copy model derived from them is
+
+    time_us(N) = latency_us + N / bandwidth(N)
+
+where each sample defines the bandwidth at its size, ``bw_k = size_k /
+(time_k - latency_us)``, and ``bandwidth(N)`` is interpolated linearly in
+log(size) between samples and held flat beyond the first and last. The model
+therefore reproduces every sample exactly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydantic
+
+from harness.errors import InputError, from_validation_error
+from harness.paths import PROFILES_DIR
+from harness.runtime import Direction, HostMemory
+
+PROFILE_FORMAT_VERSION = 1
+
+
+class _Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+class Provenance(_Strict):
+    source: str
+    gpu: str
+    date: str
+    driver: str = ""
+    torch: str = ""
+    method: str = ""
+    notes: str = ""
+
+
+class DeviceFigures(_Strict):
+    gpu_name: str
+    memory_bytes: int = pydantic.Field(gt=0)
+    d2d_latency_us: float = pydantic.Field(ge=0)
+    d2d_gbps: float = pydantic.Field(gt=0)
+
+
+class HostCosts(_Strict):
+    """Host-thread time each runtime call costs, µs."""
+
+    launch_us: float = pydantic.Field(ge=0)
+    copy_launch_us: float = pydantic.Field(ge=0)
+    record_us: float = pydantic.Field(ge=0)
+    wait_us: float = pydantic.Field(ge=0)
+    sync_wake_us: float = pydantic.Field(ge=0)
+    alloc_us: float = pydantic.Field(ge=0)
+    free_us: float = pydantic.Field(ge=0)
+
+
+class LinkTable(_Strict):
+    """One direction and host-memory kind of the host link."""
+
+    latency_us: float = pydantic.Field(ge=0)
+    samples: list[tuple[int, float]] = pydantic.Field(min_length=1)
+
+    @pydantic.field_validator("samples")
+    @classmethod
+    def _sorted_and_slower_than_latency(cls, samples: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        sizes = [s for s, _ in samples]
+        if sizes != sorted(set(sizes)) or sizes[0] <= 0:
+            raise ValueError("sample sizes must be positive and strictly increasing")
+        return samples
+
+    @pydantic.model_validator(mode="after")
+    def _times_exceed_latency(self) -> "LinkTable":
+        for size, time_us in self.samples:
+            if not time_us > self.latency_us:
+                raise ValueError(f"sample [{size}, {time_us}] is not slower than latency_us={self.latency_us}")
+        return self
+
+
+class LinkDirection(_Strict):
+    pinned: LinkTable
+    pageable: LinkTable
+
+
+class LinkFigures(_Strict):
+    duplex_bandwidth_factor: float = pydantic.Field(gt=0, le=1)
+    h2d: LinkDirection
+    d2h: LinkDirection
+
+
+class HardwareProfile(_Strict):
+    format_version: int
+    name: str
+    description: str = ""
+    provenance: Provenance
+    device: DeviceFigures
+    host: HostCosts
+    link: LinkFigures
+
+    @pydantic.field_validator("format_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != PROFILE_FORMAT_VERSION:
+            raise ValueError(f"unsupported profile format_version {v} (this harness reads {PROFILE_FORMAT_VERSION})")
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class CopyCurve:
+    """Copy time as a function of size for one direction and memory kind."""
+
+    latency_us: float
+    log_sizes: tuple[float, ...]
+    bytes_per_us: tuple[float, ...]
+
+    @classmethod
+    def from_table(cls, table: LinkTable) -> "CopyCurve":
+        log_sizes = tuple(math.log(s) for s, _ in table.samples)
+        bw = tuple(s / (t - table.latency_us) for s, t in table.samples)
+        return cls(table.latency_us, log_sizes, bw)
+
+    def bandwidth_bytes_per_us(self, nbytes: int) -> float:
+        if nbytes <= 0:
+            return self.bytes_per_us[0]
+        x = math.log(nbytes)
+        xs, ys = self.log_sizes, self.bytes_per_us
+        if x <= xs[0]:
+            return ys[0]
+        if x >= xs[-1]:
+            return ys[-1]
+        k = bisect.bisect_right(xs, x)
+        frac = (x - xs[k - 1]) / (xs[k] - xs[k - 1])
+        return ys[k - 1] + frac * (ys[k] - ys[k - 1])
+
+    def time_us(self, nbytes: int) -> float:
+        """Solo time of one copy of ``nbytes``: latency plus transfer."""
+        if nbytes <= 0:
+            return self.latency_us
+        return self.latency_us + nbytes / self.bandwidth_bytes_per_us(nbytes)
+
+
+class Profile:
+    """A loaded profile with its copy curves ready for the hot path."""
+
+    def __init__(self, figures: HardwareProfile, path: Path | None = None) -> None:
+        self.figures = figures
+        self.path = path
+        self.name = figures.name
+        self.host = figures.host
+        self.device = figures.device
+        self.duplex_bandwidth_factor = figures.link.duplex_bandwidth_factor
+        self._curves = {
+            (Direction.H2D, HostMemory.PINNED): CopyCurve.from_table(figures.link.h2d.pinned),
+            (Direction.H2D, HostMemory.PAGEABLE): CopyCurve.from_table(figures.link.h2d.pageable),
+            (Direction.D2H, HostMemory.PINNED): CopyCurve.from_table(figures.link.d2h.pinned),
+            (Direction.D2H, HostMemory.PAGEABLE): CopyCurve.from_table(figures.link.d2h.pageable),
+        }
+
+    def curve(self, direction: Direction, host_memory: HostMemory) -> CopyCurve:
+        return self._curves[(direction, host_memory)]
+
+    def copy_time_us(self, nbytes: int, direction: Direction, host_memory: HostMemory) -> float:
+        """Solo time of one copy: host link for H2D/D2H, device memory for D2D."""
+        if direction is Direction.D2D:
+            return self.d2d_time_us(nbytes)
+        return self._curves[(direction, host_memory)].time_us(nbytes)
+
+    def d2d_time_us(self, nbytes: int) -> float:
+        # d2d_gbps counts bytes copied (each read once and written once).
+        return self.device.d2d_latency_us + nbytes / (self.device.d2d_gbps * 1e3)
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Load a profile by bundled name (``h100-sxm-pcie5``) or by file path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.exists():
+        path = candidate
+    else:
+        path = PROFILES_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            raise InputError(
+                str(name_or_path), "", f"unknown hardware profile; bundled profiles: {', '.join(available_profiles())}"
+            )
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "", "profile file not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(path, "", f"malformed TOML: {err}") from None
+    try:
+        figures = HardwareProfile.model_validate(raw)
+    except pydantic.ValidationError as err:
+        raise from_validation_error(path, err) from None
+    return Profile(figures, path)

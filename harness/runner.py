@@ -1,0 +1,118 @@
+"""Runs every policy of a spec on a backend and assembles the results tables.
+
+A backend is anything with ``name``, ``device_name`` and
+``run(main, *args) -> (ops rows, result, main_end_us)`` (see :class:`Backend`);
+the simulator and the replay engine both are. Inputs are prepared once per
+spec, so every policy sees the same segments/requests. A run that raises is
+recorded with ``status = "failed"`` and its error, and the other runs go on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pandas as pd
+import pyarrow as pa
+
+from harness import __version__
+from harness.results import OPS_COLUMNS, to_table
+from harness.spec import LoadedSpec
+
+
+class BackendRun(Protocol):
+    ops: list[tuple]  # rows in OPS_COLUMNS order without run_id
+    result: Any
+    main_end_us: float
+
+
+class Backend(Protocol):
+    name: str
+    device_name: str
+
+    def run(self, main: Callable[..., Any], *args: Any) -> BackendRun: ...
+
+
+BackendFactory = Callable[[LoadedSpec, int], Backend]  # (spec, repetition) -> a fresh backend
+
+
+@dataclass(frozen=True)
+class SpecResults:
+    tables: dict[str, pa.Table]
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] != "ok"]
+
+
+def run_spec(loaded: LoadedSpec, make_backend: BackendFactory, on_run: Callable[[str], None] | None = None) -> SpecResults:
+    spec = loaded.spec
+    inputs = loaded.workload.prepare(loaded.workload_params, loaded.path.parent, loaded.profile, loaded.device_memory_bytes, spec.seed)
+    run_rows, op_frames, metric_rows = [], [], []
+    for policy in loaded.policies:
+        for repetition in range(spec.repetitions):
+            backend = make_backend(loaded, repetition)
+            run_id = f"{spec.name}:{policy.label}:{backend.name}:r{repetition}"
+            if on_run:
+                on_run(run_id)
+            started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            clock = time.perf_counter()
+            status, error, n_ops = "ok", "", 0
+            try:
+                outcome = backend.run(policy.policy.main, inputs, policy.params)
+                wall_s = time.perf_counter() - clock
+                ops = pd.DataFrame(outcome.ops, columns=OPS_COLUMNS[1:]).sort_values("op_id", kind="stable")
+                ops.insert(0, "run_id", run_id)
+                n_ops = len(ops)
+                for row in loaded.workload.metrics(inputs, ops, outcome.result):
+                    metric_rows.append((run_id, row.metric, row.item, row.value, row.unit))
+                op_frames.append(ops)
+            except Exception as err:  # one failed run must not take the others down
+                wall_s = time.perf_counter() - clock
+                status = "failed"
+                error = f"{type(err).__name__}: {err}"
+                if not isinstance(err, (MemoryError, ValueError, RuntimeError)):
+                    error += "\n" + traceback.format_exc(limit=8)
+            run_rows.append(
+                {
+                    "run_id": run_id,
+                    "spec_name": spec.name,
+                    "spec_path": str(loaded.path),
+                    "spec_sha256": loaded.sha256,
+                    "workload": loaded.workload.name,
+                    "policy": policy.policy.name,
+                    "policy_label": policy.label,
+                    "params_json": policy.params_json,
+                    "backend": backend.name,
+                    "profile": loaded.profile.name,
+                    "device_name": backend.device_name,
+                    "seed": spec.seed,
+                    "repetition": repetition,
+                    "package_version": __version__,
+                    "status": status,
+                    "error": error,
+                    "started_at": started,
+                    "wall_s": wall_s,
+                    "n_ops": n_ops,
+                }
+            )
+    runs = pd.DataFrame(run_rows)
+    ops_all = pd.concat(op_frames, ignore_index=True) if op_frames else pd.DataFrame(columns=OPS_COLUMNS)
+    metrics = pd.DataFrame(metric_rows, columns=["run_id", "metric", "item", "value", "unit"])
+    tables = {"runs": to_table("runs", runs), "ops": to_table("ops", ops_all), "metrics": to_table("metrics", metrics)}
+    return SpecResults(tables, runs, metrics)
+
+
+def summary_frame(results: SpecResults, metric_names: tuple[str, ...]) -> pd.DataFrame:
+    """Run-level metrics per policy label: mean over repetitions (and the spread when there are several)."""
+    runs = results.runs[results.runs["status"] == "ok"][["run_id", "policy_label"]]
+    m = results.metrics[(results.metrics["item"] == -1) & results.metrics["metric"].isin(metric_names)]
+    m = m.merge(runs, on="run_id")
+    table = m.pivot_table(index="policy_label", columns="metric", values="value", aggfunc="mean", sort=False)
+    return table.reindex(columns=[c for c in metric_names if c in table.columns])

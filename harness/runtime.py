@@ -1,0 +1,406 @@
+"""The runtime interface a scheduling policy is written against.
+
+A policy is written once and runs unchanged on the simulator (``sim``) and on a
+real CUDA GPU (``replay``). This module is the whole contract between the two.
+
+Contract
+--------
+1. **A host thread is a generator.** A policy's entry point is a generator
+   function ``main(rt, *args)``; it asks for every runtime action by *yielding
+   a command* built with ``rt``'s methods and receives the command's result as
+   the value of the ``yield``::
+
+       compute = yield rt.create_stream(device=0, name="compute")
+       buf = yield rt.alloc(device=0, nbytes=64 << 20, name="params")
+       if buf is None:                      # allocation failed: fall back
+           ...
+       yield rt.copy(compute, 64 << 20, Direction.H2D, buffer=buf)
+       yield rt.launch(compute, "gemm", duration_us=850.0, compute_share=1.0)
+       done = yield rt.record(compute)
+       yield rt.sync_event(done)
+
+   Helpers compose with ``yield from``. A policy never calls ``time.sleep``,
+   ``torch`` or ``simpy`` itself: the backend that drives the generator does.
+
+2. **Every action is yielded, blocking or not.** Issuing GPU work costs the
+   host time (the launch overhead); the ``yield`` is where a backend charges
+   it. Time passes for a host thread only inside a ``yield``.
+
+3. **Blocking and non-blocking commands.**
+   Non-blocking (return once the work is queued on the stream):
+   ``launch``, ``copy`` from pinned memory, ``record``, ``wait_event``.
+   Blocking (return when the condition holds): ``sync_event``,
+   ``sync_stream``, ``host_work``, ``put`` on a full queue, ``get`` on an
+   empty queue, ``join``, and ``copy`` from *pageable* host memory, which
+   holds the issuing host thread until the copy has finished (as CUDA does:
+   the driver stages pageable memory through a pinned bounce buffer).
+   Immediate (no time passes): ``now``, ``query_event``, ``create_stream``,
+   ``make_queue``, ``spawn``.
+
+4. **Streams** are in-order queues on one device: work on a stream starts in
+   issue order and never overlaps itself. Work on different streams is
+   unordered except through events: ``record(s)`` returns an event that
+   completes when everything issued to ``s`` before it has completed;
+   ``wait_event(s2, ev)`` makes ``s2`` start nothing issued after the wait
+   before ``ev`` completes.
+
+5. **Kernels** are described, not written: a name, the solo duration in µs
+   (how long it takes alone on an idle GPU), the share of the GPU's compute
+   it occupies (0 < share <= 1) and a :class:`KernelKind` saying what bounds it
+   (the replay engine picks real GPU work of that kind, calibrated to the
+   duration). Concurrent kernels whose shares sum past 1 stretch.
+
+6. **Memory.** ``alloc`` reserves device memory against the device's capacity
+   and returns a :class:`Buffer`, or ``None`` when it does not fit: the policy
+   decides the fallback. ``free`` returns it. Copies may name the buffer they
+   fill or drain; the byte count is what moves.
+
+7. **Host threads and queues.** ``spawn(fn, *args)`` starts another host
+   thread running generator function ``fn(rt, *args)`` and returns a
+   :class:`Thread`; ``join`` waits for it and returns its return value.
+   ``make_queue(capacity)`` makes a bounded FIFO shared between threads.
+
+8. **Units.** Time is in microseconds since the start of the run, sizes in
+   bytes, everywhere.
+
+9. **Determinism.** A policy takes its randomness from ``rt.rng`` (seeded
+   from the spec), so the same spec and seed give the same run in the
+   simulator.
+
+Results are handles that are opaque to the policy (:class:`Stream`,
+:class:`Event`, :class:`Buffer`, :class:`Thread`, :class:`Queue`), plain
+values (``bool``, ``float``), or ``None``. A backend may hang its own object
+on a handle's ``native`` slot; policies never touch it.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Direction(str, enum.Enum):
+    """Which way a copy moves bytes."""
+
+    H2D = "h2d"
+    D2H = "d2h"
+    D2D = "d2d"
+
+
+class HostMemory(str, enum.Enum):
+    """Kind of host memory on the host side of an H2D/D2H copy."""
+
+    PINNED = "pinned"
+    PAGEABLE = "pageable"
+
+
+class KernelKind(str, enum.Enum):
+    """What bounds a kernel; the replay engine picks real work of this kind."""
+
+    COMPUTE = "compute"  # matrix products: occupies SMs
+    MEMORY = "memory"  # device-memory bandwidth bound
+    LATENCY = "latency"  # neither: a fixed wait on the device
+
+
+# --------------------------------------------------------------------------- handles
+
+
+@dataclass(eq=False, slots=True)
+class Stream:
+    """An in-order queue of device work on one device."""
+
+    id: int
+    device: int
+    name: str
+    native: Any = field(default=None, repr=False)
+
+
+@dataclass(eq=False, slots=True)
+class Event:
+    """A CUDA-style event: completes when its stream reaches the record point."""
+
+    id: int
+    stream: Stream
+    native: Any = field(default=None, repr=False)
+
+
+@dataclass(eq=False, slots=True)
+class Buffer:
+    """A device-memory allocation."""
+
+    id: int
+    device: int
+    nbytes: int
+    name: str
+    native: Any = field(default=None, repr=False)
+
+
+@dataclass(eq=False, slots=True)
+class Thread:
+    """A host thread spawned by a policy."""
+
+    id: int
+    name: str
+    native: Any = field(default=None, repr=False)
+
+
+@dataclass(eq=False, slots=True)
+class Queue:
+    """A bounded FIFO between host threads."""
+
+    id: int
+    name: str
+    capacity: int
+    native: Any = field(default=None, repr=False)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+class Command:
+    """Base of everything a policy yields."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CreateStream(Command):
+    device: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Launch(Command):
+    stream: Stream
+    name: str
+    duration_us: float
+    compute_share: float
+    kind: KernelKind
+
+
+@dataclass(frozen=True, slots=True)
+class Copy(Command):
+    stream: Stream
+    nbytes: int
+    direction: Direction
+    host_memory: HostMemory
+    name: str
+    buffer: Buffer | None
+
+
+@dataclass(frozen=True, slots=True)
+class Record(Command):
+    stream: Stream
+
+
+@dataclass(frozen=True, slots=True)
+class WaitEvent(Command):
+    stream: Stream
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class QueryEvent(Command):
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class SyncEvent(Command):
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStream(Command):
+    stream: Stream
+
+
+@dataclass(frozen=True, slots=True)
+class HostWork(Command):
+    duration_us: float
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn(Command):
+    fn: Callable[..., Generator[Command, Any, Any]]
+    args: tuple[Any, ...]
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Join(Command):
+    thread: Thread
+
+
+@dataclass(frozen=True, slots=True)
+class MakeQueue(Command):
+    capacity: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Put(Command):
+    queue: Queue
+    item: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Get(Command):
+    queue: Queue
+
+
+@dataclass(frozen=True, slots=True)
+class Now(Command):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Alloc(Command):
+    device: int
+    nbytes: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Free(Command):
+    buffer: Buffer
+
+
+_NOW = Now()
+
+PolicyGen = Generator[Command, Any, Any]
+"""What a host-thread function returns: a generator of commands."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What a policy may know about a device before it starts."""
+
+    index: int
+    name: str
+    memory_bytes: int
+
+
+class Runtime:
+    """Builds the commands a policy yields, and tells it about the machine.
+
+    Backends construct one per run. The builder methods validate their
+    arguments, so a policy bug surfaces at the call that made it, in both
+    backends alike.
+    """
+
+    def __init__(self, devices: list[DeviceInfo], backend: str, seed: int) -> None:
+        self.devices = devices
+        self.backend = backend
+        self.seed = seed
+        self.rng = random.Random(seed)
+
+    # -- streams and device work
+    def create_stream(self, device: int, name: str) -> CreateStream:
+        self._check_device(device)
+        return CreateStream(device, name)
+
+    def launch(
+        self,
+        stream: Stream,
+        name: str,
+        duration_us: float,
+        compute_share: float = 1.0,
+        kind: KernelKind = KernelKind.COMPUTE,
+    ) -> Launch:
+        if not duration_us >= 0.0:  # also rejects NaN
+            raise ValueError(f"kernel {name!r}: duration_us must be >= 0, got {duration_us}")
+        if not 0.0 < compute_share <= 1.0:
+            raise ValueError(f"kernel {name!r}: compute_share must be in (0, 1], got {compute_share}")
+        return Launch(stream, name, float(duration_us), float(compute_share), KernelKind(kind))
+
+    def copy(
+        self,
+        stream: Stream,
+        nbytes: int,
+        direction: Direction,
+        host_memory: HostMemory = HostMemory.PINNED,
+        name: str = "",
+        buffer: Buffer | None = None,
+    ) -> Copy:
+        if nbytes < 0:
+            raise ValueError(f"copy {name!r}: nbytes must be >= 0, got {nbytes}")
+        if buffer is not None and nbytes > buffer.nbytes:
+            raise ValueError(
+                f"copy {name!r}: {nbytes} bytes do not fit buffer {buffer.name!r} of {buffer.nbytes} bytes"
+            )
+        return Copy(stream, int(nbytes), Direction(direction), HostMemory(host_memory), name, buffer)
+
+    def record(self, stream: Stream) -> Record:
+        return Record(stream)
+
+    def wait_event(self, stream: Stream, event: Event) -> WaitEvent:
+        return WaitEvent(stream, event)
+
+    def query_event(self, event: Event) -> QueryEvent:
+        return QueryEvent(event)
+
+    def sync_event(self, event: Event) -> SyncEvent:
+        return SyncEvent(event)
+
+    def sync_stream(self, stream: Stream) -> SyncStream:
+        return SyncStream(stream)
+
+    # -- host
+    def host_work(self, duration_us: float, name: str = "host_work") -> HostWork:
+        if not duration_us >= 0.0:
+            raise ValueError(f"host work {name!r}: duration_us must be >= 0, got {duration_us}")
+        return HostWork(float(duration_us), name)
+
+    def spawn(self, fn: Callable[..., PolicyGen], *args: Any, name: str = "") -> Spawn:
+        return Spawn(fn, args, name or getattr(fn, "__name__", "thread"))
+
+    def join(self, thread: Thread) -> Join:
+        return Join(thread)
+
+    def make_queue(self, capacity: int, name: str = "queue") -> MakeQueue:
+        if capacity < 1:
+            raise ValueError(f"queue {name!r}: capacity must be >= 1, got {capacity}")
+        return MakeQueue(capacity, name)
+
+    def put(self, queue: Queue, item: Any) -> Put:
+        return Put(queue, item)
+
+    def get(self, queue: Queue) -> Get:
+        return Get(queue)
+
+    def now(self) -> Now:
+        return _NOW
+
+    # -- memory
+    def alloc(self, device: int, nbytes: int, name: str = "") -> Alloc:
+        self._check_device(device)
+        if nbytes <= 0:
+            raise ValueError(f"alloc {name!r}: nbytes must be > 0, got {nbytes}")
+        return Alloc(device, int(nbytes), name)
+
+    def free(self, buffer: Buffer) -> Free:
+        return Free(buffer)
+
+    def _check_device(self, device: int) -> None:
+        if not 0 <= device < len(self.devices):
+            raise ValueError(f"device {device} does not exist (this run has {len(self.devices)})")
+
+
+# Names of the op kinds every backend records in the ops table.
+class OpKind(str, enum.Enum):
+    KERNEL = "kernel"
+    COPY_H2D = "copy_h2d"
+    COPY_D2H = "copy_d2h"
+    COPY_D2D = "copy_d2d"
+    RECORD = "record"
+    WAIT = "wait"
+    HOST_WORK = "host_work"
+    HOST_SYNC = "host_sync"
+    HOST_ALLOC = "host_alloc"
+
+
+COPY_KIND = {Direction.H2D: OpKind.COPY_H2D, Direction.D2H: OpKind.COPY_D2H, Direction.D2D: OpKind.COPY_D2D}

@@ -1,0 +1,116 @@
+"""Experiment specs: a TOML file naming a workload, its inputs, the policies to
+compare, the hardware profile and the seed. The format is documented in the
+README ("Spec format"); everything is validated here, before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from harness.errors import InputError, from_validation_error
+from harness.profile import Profile, load_profile
+from harness.workloads import PolicyDef, PolicyParams, Workload, registry
+
+
+class PolicyEntry(pydantic.BaseModel):
+    """One ``[[policies]]`` table: ``name``, optional ``label``, then the policy's parameters."""
+
+    model_config = pydantic.ConfigDict(extra="allow", frozen=True)
+    name: str
+    label: str | None = None
+
+
+class ExperimentSpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    name: str = pydantic.Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    profile: str
+    seed: int = 0
+    repetitions: int = pydantic.Field(default=1, ge=1)
+    device_memory_bytes: int | None = pydantic.Field(default=None, gt=0)  # cap below the profile's memory
+    workload: dict[str, Any]
+    policies: list[PolicyEntry] = pydantic.Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class PolicyRun:
+    label: str
+    policy: PolicyDef
+    params: PolicyParams
+
+    @property
+    def params_json(self) -> str:
+        return json.dumps(self.params.model_dump(mode="json"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    path: Path
+    sha256: str
+    spec: ExperimentSpec
+    profile: Profile
+    workload: Workload
+    workload_params: pydantic.BaseModel
+    policies: list[PolicyRun]
+    device_memory_bytes: int
+
+
+def load_spec(path: str | Path) -> LoadedSpec:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, "", "spec file not found") from None
+    except IsADirectoryError:
+        raise InputError(path, "", "is a folder, not a spec file") from None
+    try:
+        raw = tomllib.loads(data.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise InputError(path, "", f"malformed TOML: {err}") from None
+    try:
+        spec = ExperimentSpec.model_validate(raw)
+    except pydantic.ValidationError as err:
+        raise from_validation_error(path, err) from None
+
+    try:
+        profile = load_profile(spec.profile)
+    except InputError as err:
+        raise InputError(path, "field 'profile'", err.message) from None
+    memory = min(spec.device_memory_bytes or profile.device.memory_bytes, profile.device.memory_bytes)
+
+    workloads = registry()
+    kind = spec.workload.get("kind")
+    if kind not in workloads:
+        raise InputError(path, "field 'workload.kind'", f"unknown workload {kind!r}; known: {', '.join(sorted(workloads))}")
+    workload = workloads[kind]
+    try:
+        workload_params = workload.params.model_validate(spec.workload)
+    except pydantic.ValidationError as err:
+        raise from_validation_error(path, err, prefix="workload") from None
+
+    policies: list[PolicyRun] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(spec.policies):
+        if entry.name not in workload.policies:
+            raise InputError(
+                path, f"field 'policies[{i}].name'", f"unknown policy {entry.name!r} for {kind}; known: {', '.join(workload.policies)}"
+            )
+        definition = workload.policies[entry.name]
+        try:
+            params = definition.params.model_validate(entry.model_extra or {})
+        except pydantic.ValidationError as err:
+            raise from_validation_error(path, err, prefix=f"policies[{i}]") from None
+        label = entry.label or entry.name
+        if label in seen:
+            raise InputError(path, f"field 'policies[{i}].label'", f"label {label!r} is used twice; give each entry a unique label")
+        seen.add(label)
+        policies.append(PolicyRun(label, definition, params))
+
+    return LoadedSpec(path, hashlib.sha256(data).hexdigest(), spec, profile, workload, workload_params, policies, memory)

@@ -1,0 +1,5 @@
+"""Discrete-event (SimPy) model of GPUs that runs harness policies."""
+
+from sim.engine import PolicyError, SimBackend, SimDeadlock, SimResult
+
+__all__ = ["PolicyError", "SimBackend", "SimDeadlock", "SimResult"]

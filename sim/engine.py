@@ -1,0 +1,374 @@
+"""The simulator backend: drives policy generators on a SimPy model of GPUs.
+
+What is modelled (figures from the hardware profile, see ``harness.profile``):
+
+* **host threads** are SimPy processes, one per policy thread. Each runtime call
+  costs the calling thread the profile's host time (``launch_us``,
+  ``copy_launch_us``, ``record_us``, ``wait_us``, ``alloc_us``, ``free_us``) before
+  the work reaches its stream; a thread that blocked pays ``sync_wake_us`` when
+  it wakes. Host threads never contend for CPU cores.
+* **streams** are in-order queues, each served by one SimPy process.
+* **compute** is one fluid server per device (:func:`sim.fluid.compute_rates`).
+* **copies**: one copy engine per direction per device (H2D and D2H overlap),
+  FIFO across streams. A copy holds its engine for ``latency_us`` and then
+  moves its bytes over the device's host link, a fluid server whose two
+  directions slow by the duplex factor while both are busy. A pageable copy
+  also holds its issuing host thread until it has finished. D2D copies run
+  through the compute server as memory-bound work of share 1.
+* **events** complete when their stream reaches them; a stream waiting on an
+  event starts nothing after the wait until the event completes.
+* **memory**: allocations are checked against each device's capacity.
+
+Every op is recorded (see ``harness.results.OPS_COLUMNS``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import simpy
+
+from harness.profile import Profile
+from harness.runtime import (
+    COPY_KIND,
+    Alloc,
+    Buffer,
+    Command,
+    Copy,
+    CreateStream,
+    DeviceInfo,
+    Direction,
+    Event,
+    Free,
+    Get,
+    HostMemory,
+    HostWork,
+    Join,
+    Launch,
+    MakeQueue,
+    Now,
+    OpKind,
+    Put,
+    QueryEvent,
+    Queue,
+    Record,
+    Runtime,
+    Spawn,
+    Stream,
+    SyncEvent,
+    SyncStream,
+    Thread,
+    WaitEvent,
+)
+from sim.fluid import FluidServer, compute_rates, duplex_link_rates
+
+HOST_DEVICE = -1  # the ops table's device for host-thread ops
+
+
+class PolicyError(RuntimeError):
+    """A policy did something the runtime contract forbids."""
+
+
+class SimDeadlock(RuntimeError):
+    """The simulation ran out of events while the main thread was still blocked."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    ops: list[tuple]  # rows in harness.results.OPS_COLUMNS order (run_id excluded)
+    result: Any  # what the main thread returned
+    main_end_us: float  # when the main thread returned
+
+
+class _Op:
+    __slots__ = ("id", "kind", "name", "nbytes", "host_memory", "direction", "work", "share", "event", "thread", "issue_us")
+
+    def __init__(self, op_id, kind, name, thread, issue_us, nbytes=0, host_memory="", direction=None, work=0.0, share=1.0, event=None):
+        self.id = op_id
+        self.kind = kind
+        self.name = name
+        self.nbytes = nbytes
+        self.host_memory = host_memory
+        self.direction = direction
+        self.work = work
+        self.share = share
+        self.event = event
+        self.thread = thread
+        self.issue_us = issue_us
+
+
+class _SimEvent:
+    __slots__ = ("done", "waiters")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.waiters: simpy.Event | None = None
+
+
+class _SimDevice:
+    __slots__ = ("index", "compute", "link", "engines", "capacity_bytes", "used_bytes")
+
+    def __init__(self, env: simpy.Environment, index: int, profile: Profile, capacity_bytes: int) -> None:
+        self.index = index
+        self.compute = FluidServer(env, compute_rates)
+        self.link = FluidServer(env, duplex_link_rates(profile.duplex_bandwidth_factor))
+        self.engines = {Direction.H2D: simpy.Resource(env, 1), Direction.D2H: simpy.Resource(env, 1)}
+        self.capacity_bytes = capacity_bytes
+        self.used_bytes = 0
+
+
+class _SimStream:
+    __slots__ = ("handle", "device", "pending", "wakeup", "issued", "completed", "sync_waiters")
+
+    def __init__(self, handle: Stream, device: _SimDevice) -> None:
+        self.handle = handle
+        self.device = device
+        self.pending: deque[_Op] = deque()
+        self.wakeup: simpy.Event | None = None
+        self.issued = 0
+        self.completed = 0
+        self.sync_waiters: deque[tuple[int, simpy.Event]] = deque()
+
+
+class SimBackend:
+    """Runs one policy (a main generator function) to completion on the model."""
+
+    name = "sim"
+
+    def __init__(self, profile: Profile, devices: int = 1, device_memory_bytes: int | None = None, seed: int = 0) -> None:
+        if devices < 1:
+            raise ValueError("a simulation needs at least one device")
+        self.profile = profile
+        self.device_name = profile.device.gpu_name
+        self.env = simpy.Environment()
+        capacity = min(device_memory_bytes or profile.device.memory_bytes, profile.device.memory_bytes)
+        self.devices = [_SimDevice(self.env, i, profile, capacity) for i in range(devices)]
+        self.runtime = Runtime(
+            [DeviceInfo(i, profile.device.gpu_name, capacity) for i in range(devices)], backend="sim", seed=seed
+        )
+        self.ops: list[tuple] = []
+        self._next_id = 0
+        self._main_return_us = 0.0
+        self._host = profile.host
+        self._immediate: dict[type, Callable[[Any, Thread], Any]] = {
+            Now: lambda cmd, th: self.env.now,
+            CreateStream: self._create_stream,
+            QueryEvent: lambda cmd, th: cmd.event.native.done,
+            MakeQueue: self._make_queue,
+            Spawn: self._spawn,
+        }
+        self._timed: dict[type, Callable[[Any, Thread], Generator]] = {
+            Launch: self._launch,
+            Copy: self._copy,
+            Record: self._record,
+            WaitEvent: self._wait_event,
+            SyncEvent: self._sync_event,
+            SyncStream: self._sync_stream,
+            HostWork: self._host_work,
+            Join: self._join,
+            Put: self._put,
+            Get: self._get,
+            Alloc: self._alloc,
+            Free: self._free,
+        }
+
+    # ------------------------------------------------------------------ driving
+    def run(self, main: Callable[..., Generator[Command, Any, Any]], *args: Any) -> SimResult:
+        main_thread = Thread(self._new_id(), "main")
+        process = self.env.process(self._drive(main(self.runtime, *args), main_thread))
+        main_thread.native = process
+        self.env.run()
+        if not process.triggered:
+            raise SimDeadlock("the main thread is still blocked after every event ran (waiting on work that never completes?)")
+        if not process.ok:  # pragma: no cover - SimPy re-raises before this
+            raise process.value
+        return SimResult(self.ops, process.value, self._main_return_us)
+
+    def _drive(self, gen: Generator[Command, Any, Any], thread: Thread) -> Generator[simpy.Event, Any, Any]:
+        value: Any = None
+        immediate = self._immediate
+        timed = self._timed
+        while True:
+            try:
+                cmd = gen.send(value)
+            except StopIteration as stop:
+                if thread.name == "main":
+                    self._main_return_us = self.env.now
+                return stop.value
+            handler = immediate.get(type(cmd))
+            if handler is not None:
+                value = handler(cmd, thread)
+                continue
+            timed_handler = timed.get(type(cmd))
+            if timed_handler is None:
+                raise PolicyError(f"thread {thread.name!r} yielded {cmd!r}, which is not a runtime command")
+            value = yield from timed_handler(cmd, thread)
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    # ------------------------------------------------------------------ immediate commands
+    def _create_stream(self, cmd: CreateStream, thread: Thread) -> Stream:
+        handle = Stream(self._new_id(), cmd.device, cmd.name)
+        stream = _SimStream(handle, self.devices[cmd.device])
+        handle.native = stream
+        self.env.process(self._stream_worker(stream))
+        return handle
+
+    def _make_queue(self, cmd: MakeQueue, thread: Thread) -> Queue:
+        return Queue(self._new_id(), cmd.name, cmd.capacity, simpy.Store(self.env, cmd.capacity))
+
+    def _spawn(self, cmd: Spawn, thread: Thread) -> Thread:
+        child = Thread(self._new_id(), cmd.name)
+        child.native = self.env.process(self._drive(cmd.fn(self.runtime, *cmd.args), child))
+        return child
+
+    # ------------------------------------------------------------------ host-timed commands
+    def _charge(self, cost_us: float) -> Generator[simpy.Event, Any, None]:
+        if cost_us > 0.0:
+            yield self.env.timeout(cost_us)
+
+    def _launch(self, cmd: Launch, thread: Thread):
+        issue = self.env.now
+        yield from self._charge(self._host.launch_us)
+        self._enqueue(cmd.stream, _Op(self._new_id(), OpKind.KERNEL, cmd.name, thread.name, issue, work=cmd.duration_us, share=cmd.compute_share))
+
+    def _copy(self, cmd: Copy, thread: Thread):
+        issue = self.env.now
+        yield from self._charge(self._host.copy_launch_us)
+        if cmd.direction is Direction.D2D:
+            work = self.profile.d2d_time_us(cmd.nbytes)
+            memory = ""
+        else:
+            work = 0.0
+            memory = cmd.host_memory.value
+        op = _Op(self._new_id(), COPY_KIND[cmd.direction], cmd.name, thread.name, issue, cmd.nbytes, memory, cmd.direction, work)
+        target = self._enqueue(cmd.stream, op)
+        if cmd.direction is not Direction.D2D and cmd.host_memory is HostMemory.PAGEABLE:
+            # The driver stages pageable memory through a pinned buffer: the host is held.
+            yield from self._block_until_stream_count(cmd.stream.native, target, thread, f"pageable:{cmd.name}")
+
+    def _record(self, cmd: Record, thread: Thread):
+        issue = self.env.now
+        yield from self._charge(self._host.record_us)
+        event = Event(self._new_id(), cmd.stream, _SimEvent())
+        self._enqueue(cmd.stream, _Op(self._new_id(), OpKind.RECORD, "record", thread.name, issue, event=event.native))
+        return event
+
+    def _wait_event(self, cmd: WaitEvent, thread: Thread):
+        issue = self.env.now
+        yield from self._charge(self._host.wait_us)
+        self._enqueue(cmd.stream, _Op(self._new_id(), OpKind.WAIT, "wait", thread.name, issue, event=cmd.event.native))
+
+    def _sync_event(self, cmd: SyncEvent, thread: Thread):
+        state: _SimEvent = cmd.event.native
+        start = self.env.now
+        if not state.done:
+            if state.waiters is None:
+                state.waiters = self.env.event()
+            yield state.waiters
+        yield from self._charge(self._host.sync_wake_us)
+        self._host_op(OpKind.HOST_SYNC, "sync_event", thread, start)
+
+    def _sync_stream(self, cmd: SyncStream, thread: Thread):
+        stream: _SimStream = cmd.stream.native
+        yield from self._block_until_stream_count(stream, stream.issued, thread, f"sync:{cmd.stream.name}")
+
+    def _block_until_stream_count(self, stream: _SimStream, target: int, thread: Thread, name: str):
+        start = self.env.now
+        if stream.completed < target:
+            woken = self.env.event()
+            stream.sync_waiters.append((target, woken))
+            yield woken
+        yield from self._charge(self._host.sync_wake_us)
+        self._host_op(OpKind.HOST_SYNC, name, thread, start)
+
+    def _host_work(self, cmd: HostWork, thread: Thread):
+        start = self.env.now
+        yield from self._charge(cmd.duration_us)
+        self._host_op(OpKind.HOST_WORK, cmd.name, thread, start)
+
+    def _join(self, cmd: Join, thread: Thread):
+        return (yield cmd.thread.native)
+
+    def _put(self, cmd: Put, thread: Thread):
+        yield cmd.queue.native.put(cmd.item)
+
+    def _get(self, cmd: Get, thread: Thread):
+        return (yield cmd.queue.native.get())
+
+    def _alloc(self, cmd: Alloc, thread: Thread):
+        yield from self._charge(self._host.alloc_us)
+        device = self.devices[cmd.device]
+        if device.used_bytes + cmd.nbytes > device.capacity_bytes:
+            return None
+        device.used_bytes += cmd.nbytes
+        return Buffer(self._new_id(), cmd.device, cmd.nbytes, cmd.name)
+
+    def _free(self, cmd: Free, thread: Thread):
+        yield from self._charge(self._host.free_us)
+        buffer = cmd.buffer
+        if buffer.native == "freed":
+            raise PolicyError(f"buffer {buffer.name!r} freed twice")
+        buffer.native = "freed"
+        self.devices[buffer.device].used_bytes -= buffer.nbytes
+
+    # ------------------------------------------------------------------ streams
+    def _enqueue(self, handle: Stream, op: _Op) -> int:
+        """Queue an op on a stream; returns the stream's issue count after it."""
+        stream: _SimStream = handle.native
+        stream.pending.append(op)
+        stream.issued += 1
+        if stream.wakeup is not None:
+            wakeup, stream.wakeup = stream.wakeup, None
+            wakeup.succeed()
+        return stream.issued
+
+    def _stream_worker(self, stream: _SimStream):
+        env = self.env
+        device = stream.device
+        name = stream.handle.name
+        rows = self.ops
+        while True:
+            if not stream.pending:
+                stream.wakeup = env.event()
+                yield stream.wakeup
+            op = stream.pending.popleft()
+            start = env.now
+            kind = op.kind
+            if kind is OpKind.KERNEL or kind is OpKind.COPY_D2D:
+                if op.work > 0.0:
+                    yield device.compute.submit(op.work, op.share)
+            elif kind is OpKind.RECORD:
+                state: _SimEvent = op.event
+                state.done = True
+                if state.waiters is not None:
+                    state.waiters.succeed()
+            elif kind is OpKind.WAIT:
+                state = op.event
+                if not state.done:
+                    if state.waiters is None:
+                        state.waiters = env.event()
+                    yield state.waiters
+            else:  # H2D / D2H over the host link
+                engine = device.engines[op.direction]
+                with engine.request() as claim:
+                    yield claim
+                    start = env.now
+                    curve = self.profile.curve(op.direction, HostMemory(op.host_memory))
+                    if curve.latency_us > 0.0:
+                        yield env.timeout(curve.latency_us)
+                    if op.nbytes > 0:
+                        yield device.link.submit(op.nbytes, curve.bandwidth_bytes_per_us(op.nbytes), op.direction)
+            rows.append((op.id, device.index, name, kind.value, op.name, op.nbytes, op.host_memory, op.thread, op.issue_us, start, env.now))
+            stream.completed += 1
+            waiters = stream.sync_waiters
+            while waiters and waiters[0][0] <= stream.completed:
+                waiters.popleft()[1].succeed()
+
+    def _host_op(self, kind: OpKind, name: str, thread: Thread, start: float) -> None:
+        self.ops.append((self._new_id(), HOST_DEVICE, thread.name, kind.value, name, 0, "", thread.name, start, start, self.env.now))
