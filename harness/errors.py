@@ -7,6 +7,11 @@ from pathlib import Path
 import pydantic
 
 
+SPEC_WORKLOAD = "[workload]"
+"""Source a workload's ``prepare`` gives for a problem in the spec's own [workload]
+values (not in a file it reads); the runner re-homes it to the spec file."""
+
+
 class InputError(Exception):
     """Bad input: a spec, trace or profile that cannot be used as given.
 

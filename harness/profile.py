@@ -7,10 +7,12 @@ copy, plus a fixed ``latency_us``. The copy model derived from them is
 
     time_us(N) = latency_us + N / bandwidth(N)
 
-where each sample defines the bandwidth at its size, ``bw_k = size_k /
-(time_k - latency_us)``, and ``bandwidth(N)`` is interpolated linearly in
-log(size) between samples and held flat beyond the first and last. The model
-therefore reproduces every sample exactly.
+where each sample fixes the bandwidth at its size, ``bw_k = size_k /
+(time_k - latency_us)``; between samples the transfer time ``N / bandwidth(N)``
+is interpolated linearly in log-log space (so bandwidth follows a power law per
+size bucket and time always grows with size), and beyond the first and last
+sample the bandwidth is held at that sample's. The model reproduces every
+sample exactly.
 """
 
 from __future__ import annotations
@@ -119,32 +121,42 @@ class CopyCurve:
 
     latency_us: float
     log_sizes: tuple[float, ...]
-    bytes_per_us: tuple[float, ...]
+    log_transfer_us: tuple[float, ...]  # log(time - latency) at each sample
 
     @classmethod
     def from_table(cls, table: LinkTable) -> "CopyCurve":
         log_sizes = tuple(math.log(s) for s, _ in table.samples)
-        bw = tuple(s / (t - table.latency_us) for s, t in table.samples)
-        return cls(table.latency_us, log_sizes, bw)
+        log_transfer = tuple(math.log(t - table.latency_us) for _, t in table.samples)
+        return cls(table.latency_us, log_sizes, log_transfer)
 
-    def bandwidth_bytes_per_us(self, nbytes: int) -> float:
+    def transfer_us(self, nbytes: int) -> float:
+        """Time the bytes spend on the link, after the fixed latency.
+
+        Interpolated linearly in log-log space between samples (a power law per
+        interval, so time grows with size whenever the samples do); beyond the
+        first and last sample the bandwidth is held at that sample's.
+        """
         if nbytes <= 0:
-            return self.bytes_per_us[0]
+            return 0.0
         x = math.log(nbytes)
-        xs, ys = self.log_sizes, self.bytes_per_us
+        xs, ys = self.log_sizes, self.log_transfer_us
         if x <= xs[0]:
-            return ys[0]
+            return math.exp(ys[0] + x - xs[0])
         if x >= xs[-1]:
-            return ys[-1]
+            return math.exp(ys[-1] + x - xs[-1])
         k = bisect.bisect_right(xs, x)
         frac = (x - xs[k - 1]) / (xs[k] - xs[k - 1])
-        return ys[k - 1] + frac * (ys[k] - ys[k - 1])
+        return math.exp(ys[k - 1] + frac * (ys[k] - ys[k - 1]))
+
+    def bandwidth_bytes_per_us(self, nbytes: int) -> float:
+        """Effective link bandwidth of one copy of ``nbytes`` (excluding latency)."""
+        if nbytes <= 0:
+            return math.exp(self.log_sizes[0] - self.log_transfer_us[0])
+        return nbytes / self.transfer_us(nbytes)
 
     def time_us(self, nbytes: int) -> float:
         """Solo time of one copy of ``nbytes``: latency plus transfer."""
-        if nbytes <= 0:
-            return self.latency_us
-        return self.latency_us + nbytes / self.bandwidth_bytes_per_us(nbytes)
+        return self.latency_us + self.transfer_us(nbytes)
 
 
 class Profile:

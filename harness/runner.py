@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from harness import __version__
+from harness.errors import SPEC_WORKLOAD, InputError
 from harness.results import OPS_COLUMNS, to_table
 from harness.spec import LoadedSpec
 
@@ -53,7 +54,12 @@ class SpecResults:
 
 def run_spec(loaded: LoadedSpec, make_backend: BackendFactory, on_run: Callable[[str], None] | None = None) -> SpecResults:
     spec = loaded.spec
-    inputs = loaded.workload.prepare(loaded.workload_params, loaded.path.parent, loaded.profile, loaded.device_memory_bytes, spec.seed)
+    try:
+        inputs = loaded.workload.prepare(loaded.workload_params, loaded.path.parent, loaded.profile, loaded.device_memory_bytes, spec.seed)
+    except InputError as err:
+        if err.source != SPEC_WORKLOAD:
+            raise
+        raise InputError(loaded.path, f"field 'workload', {err.where}" if err.where else "field 'workload'", err.message) from None
     run_rows, op_frames, metric_rows = [], [], []
     for policy in loaded.policies:
         for repetition in range(spec.repetitions):

@@ -390,7 +390,8 @@ class Runtime:
             raise ValueError(f"device {device} does not exist (this run has {len(self.devices)})")
 
 
-# Names of the op kinds every backend records in the ops table.
+# Names of the op kinds every backend records in the ops table. Record and wait
+# ops are both named by event_name(event), so a wait can be matched to its record.
 class OpKind(str, enum.Enum):
     KERNEL = "kernel"
     COPY_H2D = "copy_h2d"
@@ -401,6 +402,11 @@ class OpKind(str, enum.Enum):
     HOST_WORK = "host_work"
     HOST_SYNC = "host_sync"
     HOST_ALLOC = "host_alloc"
+
+
+def event_name(event: Event) -> str:
+    """The ops-table name of an event's record op and of every wait on it."""
+    return f"event{event.id}"
 
 
 COPY_KIND = {Direction.H2D: OpKind.COPY_H2D, Direction.D2H: OpKind.COPY_D2H, Direction.D2D: OpKind.COPY_D2D}

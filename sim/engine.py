@@ -62,6 +62,7 @@ from harness.runtime import (
     SyncStream,
     Thread,
     WaitEvent,
+    event_name,
 )
 from sim.fluid import FluidServer, compute_rates, duplex_link_rates
 
@@ -256,13 +257,13 @@ class SimBackend:
         issue = self.env.now
         yield from self._charge(self._host.record_us)
         event = Event(self._new_id(), cmd.stream, _SimEvent())
-        self._enqueue(cmd.stream, _Op(self._new_id(), OpKind.RECORD, "record", thread.name, issue, event=event.native))
+        self._enqueue(cmd.stream, _Op(self._new_id(), OpKind.RECORD, event_name(event), thread.name, issue, event=event.native))
         return event
 
     def _wait_event(self, cmd: WaitEvent, thread: Thread):
         issue = self.env.now
         yield from self._charge(self._host.wait_us)
-        self._enqueue(cmd.stream, _Op(self._new_id(), OpKind.WAIT, "wait", thread.name, issue, event=cmd.event.native))
+        self._enqueue(cmd.stream, _Op(self._new_id(), OpKind.WAIT, event_name(cmd.event), thread.name, issue, event=cmd.event.native))
 
     def _sync_event(self, cmd: SyncEvent, thread: Thread):
         state: _SimEvent = cmd.event.native

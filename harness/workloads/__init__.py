@@ -46,7 +46,8 @@ class MetricRow:
 class Workload:
     name: str
     params: type[pydantic.BaseModel]
-    # prepare(params, spec_dir, profile, device_memory_bytes, seed) -> inputs; raises InputError
+    # prepare(params, spec_dir, profile, device_memory_bytes, seed) -> inputs. Raises InputError naming
+    # the file it read, or harness.errors.SPEC_WORKLOAD for a problem in the spec's [workload] values.
     prepare: Callable[[Any, Path, Profile, int, int], Any]
     policies: dict[str, PolicyDef]
     # metrics(inputs, ops of one run, the policy's return value) -> rows

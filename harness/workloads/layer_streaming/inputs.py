@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pydantic
 
-from harness.errors import InputError
+from harness.errors import SPEC_WORKLOAD, InputError
 from harness.profile import Profile
 from harness.runtime import HostMemory
 from harness.trace import load_trace
@@ -79,9 +79,8 @@ def prepare(params: LayerStreamingParams, spec_dir: Path, profile: Profile, devi
         source = "generated"
     for seg in segments:
         if seg.param_bytes > device_memory_bytes:
-            where = source if params.trace is not None else "workload"
             raise InputError(
-                where,
+                source if params.trace is not None else SPEC_WORKLOAD,
                 f"segment {seg.index}",
                 f"param_bytes={seg.param_bytes} exceeds device memory of {device_memory_bytes} bytes",
             )
