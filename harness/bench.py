@@ -40,12 +40,15 @@ def run_bench(segments: int, policy: str, repeat: int) -> dict[str, str]:
         result = backend.run(definition.main, inputs, params)
         best = min(best, time.perf_counter() - start)
         ops = len(result.ops)
+        simulated_us = max(row[10] for row in result.ops)
     return {
         "policy": policy,
         "segments": str(segments),
         "ops simulated": f"{ops:,}",
         "best wall s": f"{best:.3f}",
         "ops/s": f"{ops / best:,.0f}",
+        "simulated GPU time s": f"{simulated_us / 1e6:.2f}",
+        "speed-up over real time": f"{simulated_us / 1e6 / best:,.0f}x",
         "python": platform.python_version(),
         "cpu": _cpu_name(),
         "cores visible": str(os.cpu_count()),

@@ -125,10 +125,11 @@ def bench(
     from harness.bench import run_bench
 
     report = run_bench(segments, policy, repeat)
-    table = Table(title="simulator throughput", title_justify="left")
-    for key in report:
-        table.add_column(key, justify="right")
-    table.add_row(*(str(v) for v in report.values()))
+    table = Table(title="simulator throughput (one core)", title_justify="left", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    for key, value in report.items():
+        table.add_row(key, value)
     console.print(table)
 
 
