@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import InputError
@@ -31,7 +32,7 @@ DEMO_SPEC = SPECS_DIR / "layer_streaming_demo.toml"
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -58,12 +59,12 @@ def print_summary(loaded: LoadedSpec, results: SpecResults, out: Path) -> None:
     table = Table(title=f"{loaded.spec.name}: {loaded.workload.name} on {loaded.profile.name}", title_justify="left")
     table.add_column("metric", style="bold")
     for label in frame.index:
-        table.add_column(str(label), justify="right")
+        table.add_column(escape(str(label)), justify="right")
     for metric in frame.columns:
         table.add_row(metric, *(_fmt(frame.loc[label, metric]) for label in frame.index))
     console.print(table)
     for _, run in results.failed.iterrows():
-        err_console.print(f"[red]run {run['run_id']} failed:[/] {run['error']}", highlight=False)
+        err_console.print(f"[red]run {escape(run['run_id'])} failed:[/] {escape(run['error'])}", highlight=False)
     console.print(f"results: [bold]{out}[/]  ({len(results.runs)} runs)")
 
 

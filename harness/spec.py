@@ -6,6 +6,7 @@ README ("Spec format"); everything is validated here, before anything runs.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import tomllib
 from dataclasses import dataclass
@@ -20,11 +21,38 @@ from harness.workloads import PolicyDef, PolicyParams, Workload, registry
 
 
 class PolicyEntry(pydantic.BaseModel):
-    """One ``[[policies]]`` table: ``name``, optional ``label``, then the policy's parameters."""
+    """One ``[[policies]]`` table: ``name``, optional ``label`` and ``sweep``, then the policy's parameters.
+
+    ``sweep = { depth = [1, 2, 4] }`` runs the policy once per combination of the
+    listed values (cartesian product), labelled ``<label>[depth=2]``.
+    """
 
     model_config = pydantic.ConfigDict(extra="allow", frozen=True)
     name: str
     label: str | None = None
+    sweep: dict[str, list[Any]] = pydantic.Field(default_factory=dict)
+
+    @pydantic.field_validator("sweep")
+    @classmethod
+    def _non_empty(cls, sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in sweep.items():
+            if not values:
+                raise ValueError(f"sweep over {key!r} lists no values")
+        return sweep
+
+    def expanded(self) -> list[tuple[str, dict[str, Any]]]:
+        """(label, parameters) for every point of the sweep (one point without a sweep)."""
+        base = dict(self.model_extra or {})
+        label = self.label or self.name
+        if not self.sweep:
+            return [(label, base)]
+        keys = list(self.sweep)
+        points = []
+        for values in itertools.product(*(self.sweep[k] for k in keys)):
+            point = dict(zip(keys, values))
+            suffix = ",".join(f"{k}={v}" for k, v in point.items())
+            points.append((f"{label}[{suffix}]", {**base, **point}))
+        return points
 
 
 class ExperimentSpec(pydantic.BaseModel):
@@ -103,14 +131,17 @@ def load_spec(path: str | Path) -> LoadedSpec:
                 path, f"field 'policies[{i}].name'", f"unknown policy {entry.name!r} for {kind}; known: {', '.join(workload.policies)}"
             )
         definition = workload.policies[entry.name]
-        try:
-            params = definition.params.model_validate(entry.model_extra or {})
-        except pydantic.ValidationError as err:
-            raise from_validation_error(path, err, prefix=f"policies[{i}]") from None
-        label = entry.label or entry.name
-        if label in seen:
-            raise InputError(path, f"field 'policies[{i}].label'", f"label {label!r} is used twice; give each entry a unique label")
-        seen.add(label)
-        policies.append(PolicyRun(label, definition, params))
+        for key in entry.sweep:
+            if key in (entry.model_extra or {}):
+                raise InputError(path, f"field 'policies[{i}].{key}'", "given both as a parameter and in 'sweep'")
+        for label, values in entry.expanded():
+            try:
+                params = definition.params.model_validate(values)
+            except pydantic.ValidationError as err:
+                raise from_validation_error(path, err, prefix=f"policies[{i}]") from None
+            if label in seen:
+                raise InputError(path, f"field 'policies[{i}].label'", f"label {label!r} is used twice; give each entry a unique label")
+            seen.add(label)
+            policies.append(PolicyRun(label, definition, params))
 
     return LoadedSpec(path, hashlib.sha256(data).hexdigest(), spec, profile, workload, workload_params, policies, memory)

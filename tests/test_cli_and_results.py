@@ -235,3 +235,21 @@ def test_bench_reports_ops_per_second():
     result = runner.invoke(app, ["bench", "--segments", "200", "--repeat", "1"])
     assert result.exit_code == 0, result.output
     assert "ops/s" in result.output
+
+
+def test_a_sweep_expands_to_one_run_per_point_with_its_parameters(tmp_path):
+    spec = write_spec(tmp_path, SPEC.replace("depth = 2", "sweep = { depth = [1, 3] }"))
+    out = tmp_path / "out"
+    result = sim(str(spec), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    runs = read_results(out).runs
+    assert list(runs["policy_label"]) == ["sync", "prefetch[depth=1]", "prefetch[depth=3]"]
+    assert list(runs["params_json"])[1:] == ['{"depth": 1}', '{"depth": 3}']
+    assert "prefetch[depth=3]" in " ".join(result.output.split())
+
+
+def test_a_bad_sweep_value_is_named(tmp_path):
+    spec = write_spec(tmp_path, SPEC.replace("depth = 2", "sweep = { depth = [1, 0] }"))
+    result = sim(str(spec), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert "field 'policies[1].depth'" in " ".join(result.output.split())
