@@ -229,18 +229,16 @@ class SimBackend:
         return child
 
     # ------------------------------------------------------------------ host-timed commands
-    def _charge(self, cost_us: float) -> Generator[simpy.Event, Any, None]:
-        if cost_us > 0.0:
-            yield self.env.timeout(cost_us)
-
     def _launch(self, cmd: Launch, thread: Thread):
         issue = self.env.now
-        yield from self._charge(self._host.launch_us)
+        if self._host.launch_us > 0.0:
+            yield self.env.timeout(self._host.launch_us)
         self._enqueue(cmd.stream, _Op(self._new_id(), OpKind.KERNEL, cmd.name, thread.name, issue, work=cmd.duration_us, share=cmd.compute_share))
 
     def _copy(self, cmd: Copy, thread: Thread):
         issue = self.env.now
-        yield from self._charge(self._host.copy_launch_us)
+        if self._host.copy_launch_us > 0.0:
+            yield self.env.timeout(self._host.copy_launch_us)
         if cmd.direction is Direction.D2D:
             work = self.profile.d2d_time_us(cmd.nbytes)
             memory = ""
@@ -255,14 +253,16 @@ class SimBackend:
 
     def _record(self, cmd: Record, thread: Thread):
         issue = self.env.now
-        yield from self._charge(self._host.record_us)
+        if self._host.record_us > 0.0:
+            yield self.env.timeout(self._host.record_us)
         event = Event(self._new_id(), cmd.stream, _SimEvent())
         self._enqueue(cmd.stream, _Op(self._new_id(), OpKind.RECORD, event_name(event), thread.name, issue, event=event.native))
         return event
 
     def _wait_event(self, cmd: WaitEvent, thread: Thread):
         issue = self.env.now
-        yield from self._charge(self._host.wait_us)
+        if self._host.wait_us > 0.0:
+            yield self.env.timeout(self._host.wait_us)
         self._enqueue(cmd.stream, _Op(self._new_id(), OpKind.WAIT, event_name(cmd.event), thread.name, issue, event=cmd.event.native))
 
     def _sync_event(self, cmd: SyncEvent, thread: Thread):
@@ -272,7 +272,8 @@ class SimBackend:
             if state.waiters is None:
                 state.waiters = self.env.event()
             yield state.waiters
-        yield from self._charge(self._host.sync_wake_us)
+        if self._host.sync_wake_us > 0.0:
+            yield self.env.timeout(self._host.sync_wake_us)
         self._host_op(OpKind.HOST_SYNC, "sync_event", thread, start)
 
     def _sync_stream(self, cmd: SyncStream, thread: Thread):
@@ -285,12 +286,14 @@ class SimBackend:
             woken = self.env.event()
             stream.sync_waiters.append((target, woken))
             yield woken
-        yield from self._charge(self._host.sync_wake_us)
+        if self._host.sync_wake_us > 0.0:
+            yield self.env.timeout(self._host.sync_wake_us)
         self._host_op(OpKind.HOST_SYNC, name, thread, start)
 
     def _host_work(self, cmd: HostWork, thread: Thread):
         start = self.env.now
-        yield from self._charge(cmd.duration_us)
+        if cmd.duration_us > 0.0:
+            yield self.env.timeout(cmd.duration_us)
         self._host_op(OpKind.HOST_WORK, cmd.name, thread, start)
 
     def _join(self, cmd: Join, thread: Thread):
@@ -303,7 +306,8 @@ class SimBackend:
         return (yield cmd.queue.native.get())
 
     def _alloc(self, cmd: Alloc, thread: Thread):
-        yield from self._charge(self._host.alloc_us)
+        if self._host.alloc_us > 0.0:
+            yield self.env.timeout(self._host.alloc_us)
         device = self.devices[cmd.device]
         if device.used_bytes + cmd.nbytes > device.capacity_bytes:
             return None
@@ -311,7 +315,8 @@ class SimBackend:
         return Buffer(self._new_id(), cmd.device, cmd.nbytes, cmd.name)
 
     def _free(self, cmd: Free, thread: Thread):
-        yield from self._charge(self._host.free_us)
+        if self._host.free_us > 0.0:
+            yield self.env.timeout(self._host.free_us)
         buffer = cmd.buffer
         if buffer.native == "freed":
             raise PolicyError(f"buffer {buffer.name!r} freed twice")
