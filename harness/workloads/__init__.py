@@ -58,5 +58,6 @@ class Workload:
 
 def registry() -> dict[str, Workload]:
     from harness.workloads.layer_streaming import WORKLOAD as layer_streaming
+    from harness.workloads.kv_backup import WORKLOAD as kv_backup
 
-    return {w.name: w for w in (layer_streaming,)}
+    return {w.name: w for w in (layer_streaming, kv_backup)}
