@@ -61,4 +61,4 @@ def registry() -> dict[str, Workload]:
     from harness.workloads.kv_backup import WORKLOAD as kv_backup
     from harness.workloads.pipeline_forwarding import WORKLOAD as pipeline_forwarding
 
-    return {w.name: w for w in (layer_streaming, kv_backup)}
+    return {w.name: w for w in (layer_streaming, kv_backup, pipeline_forwarding)}
