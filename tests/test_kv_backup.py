@@ -170,3 +170,14 @@ def test_spec_with_bad_layers_per_copy_names_the_field(tmp_path):
     bad.write_text(text)
     with pytest.raises(InputError, match="layers_per_copy=100 exceeds layers=61"):
         load_spec(bad)
+
+
+def test_per_layer_copies_make_deferred_pay_in_tpot_and_lag(h100):
+    results = run_spec(load_spec(SPECS_DIR / "kv_backup_per_layer.toml"), lambda loaded, rep: SimBackend(loaded.profile, 2))
+    m = results.metrics.merge(results.runs[["run_id", "policy_label"]], on="run_id").set_index(["policy_label", "metric", "item"])["value"]
+    tpot = {label: m[(label, "tpot_us", -1)] for label in ("none", "inline", "async_stream", "deferred-k2", "deferred-k4")}
+    assert tpot["none"] < tpot["deferred-k4"] < tpot["deferred-k2"] < tpot["async_stream"] < tpot["inline"]
+    lag = {label: m[(label, "backup_lag_mean_us", -1)] for label in ("async_stream", "deferred-k2", "deferred-k4")}
+    assert lag["async_stream"] < lag["deferred-k2"] < lag["deferred-k4"]
+    # (k-1)/2 steps of lag on average, give or take the copy time
+    assert lag["deferred-k4"] == pytest.approx(1.5 * tpot["deferred-k4"], rel=0.1)

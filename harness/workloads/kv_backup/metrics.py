@@ -14,6 +14,7 @@ Run-level rows (``item = -1``) unless said otherwise:
 * ``backups_expected``, ``backups_done``, ``backups_lost``: one backup per
   (rank, step) is due; it is done when every layer's copy covering that step
   ran on that rank. ``backups_lost`` also has one row per rank (``item = rank``).
+  The ``none`` policy backs nothing up, so all of its backups count as lost.
 """
 
 from __future__ import annotations
