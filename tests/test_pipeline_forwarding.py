@@ -88,7 +88,8 @@ def test_example_overlap_is_the_larger_lever(spec_metrics):
     overlapped = spec_metrics[("overlapped", "tpot_us", -1)]
     assert reuse - overlapped == pytest.approx(3000.0, abs=0.01)  # the whole stage-0 setup hidden: milliseconds
     assert reuse - overlapped > 10 * (spec_metrics[("alloc_per_token", "tpot_us", -1)] - reuse)
-    assert spec_metrics[("overlapped", "tokens_per_s", -1)] > 30.0
+    # the note's "30 tok/s lever": only the overlap crosses it under the example's inputs
+    assert spec_metrics[("reuse_buffers", "tokens_per_s", -1)] < 30.0 < spec_metrics[("overlapped", "tokens_per_s", -1)]
 
 
 def test_example_breakdown_names_where_the_time_goes(spec_metrics):
@@ -98,7 +99,7 @@ def test_example_breakdown_names_where_the_time_goes(spec_metrics):
     assert spec_metrics[("reuse_buffers", "stage_wait_us", 0)] - spec_metrics[("overlapped", "stage_wait_us", 0)] == pytest.approx(3000.0, abs=0.01)
     for label in POLICIES:
         for stage in (0, 1):
-            assert spec_metrics[(label, "stage_compute_us", stage)] == pytest.approx(14000.0)
+            assert spec_metrics[(label, "stage_compute_us", stage)] == pytest.approx(15000.0)
 
 
 # --------------------------------------------------------------------------- closed form and invariants
@@ -195,6 +196,6 @@ def test_tokens_leave_the_last_stage_in_order_and_after_their_inputs(h100, input
 
 def test_compute_list_of_the_wrong_length_names_the_field(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text(SPEC.read_text().replace("compute_us = 14000.0", "compute_us = [14000.0, 1.0, 2.0]"))
+    bad.write_text(SPEC.read_text().replace("compute_us = 15000.0", "compute_us = [15000.0, 1.0, 2.0]"))
     with pytest.raises(InputError, match="'compute_us' lists 3 values for 2 stages"):
         load_spec(bad)
