@@ -32,7 +32,7 @@ token. The policies differ only in the backup, a :class:`Backup` object:
 
 Op names (the metrics read them): the forward of step ``s`` is ``forward[s]``;
 the copy of layers ``l0..l1`` covering steps ``a..b`` is
-``kv_backup[a-b:L l0-l1]`` (no space). The device column is the rank.
+``kv_backup[a-b:Ll0-l1]`` (``kv_backup[7-7:L0-60]``). The device column is the rank.
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ The five work categories also get a row with ``item = -1``: their sum over stage
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from harness.workloads import MetricRow
