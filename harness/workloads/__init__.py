@@ -58,7 +58,8 @@ class Workload:
 
 def registry() -> dict[str, Workload]:
     from harness.workloads.layer_streaming import WORKLOAD as layer_streaming
+    from harness.workloads.offload_coordinator import WORKLOAD as offload_coordinator
     from harness.workloads.kv_backup import WORKLOAD as kv_backup
     from harness.workloads.pipeline_forwarding import WORKLOAD as pipeline_forwarding
 
-    return {w.name: w for w in (layer_streaming, kv_backup, pipeline_forwarding)}
+    return {w.name: w for w in (layer_streaming, kv_backup, offload_coordinator, pipeline_forwarding)}
