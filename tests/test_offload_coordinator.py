@@ -94,6 +94,8 @@ def test_example_throughput_order_and_gpu_use(example):
     assert r.loc["streaming_backpressure", "gpu_busy_frac"] > 0.9
     assert r.loc["streaming_ratchet", "gpu_busy_frac"] < 0.3
     assert r.loc["cpu_only", "gpu_busy_frac"] == 0.0
+    # The price of 4 batches in flight: a GPU block waits behind them, a CPU block does not.
+    assert r.loc["streaming_backpressure", "latency_p50_gpu_us"] > 2 * r.loc["streaming_backpressure", "latency_p50_cpu_us"]
 
 
 def test_serial_cap_holds_with_more_workers_and_a_faster_gpu(h100, tmp_path):

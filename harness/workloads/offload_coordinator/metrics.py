@@ -8,7 +8,8 @@ Run-level rows (item -1):
   index) — 0 once the ratchet has locked the GPU out;
 * ``last_gpu_route_us``: when the last block was routed to the GPU (NaN if none);
 * ``latency_{mean,p50,p95,p99,max}_us``: per block, from when the dispatcher
-  took it up to when its last stage finished;
+  took it up to when its last stage finished; ``latency_p50_{gpu,cpu}_us``: the
+  median over GPU-routed and CPU-routed blocks alone (NaN when there are none);
 * ``gpu_busy_frac``: share of the makespan with any GPU op (copy or kernel)
   running; ``gpu_kernel_busy_frac``: kernels only;
 * ``worker_busy_frac``: host work on the CPU workers / (workers x makespan);
@@ -20,7 +21,9 @@ buckets over the makespan, by the time each block was routed):
 ``gpu_share_bucket`` (fraction; NaN where no block was routed in the bucket),
 ``routed_blocks_bucket`` (count); ``bucket_width_us`` (item -1) gives the width.
 
-Per block (item = block index): ``block_latency_us`` and ``block_on_gpu`` (1/0).
+Per block (item = block index): ``block_taken_us`` (when it was routed),
+``block_latency_us`` and ``block_on_gpu`` (1/0), from which the share over time
+can be recomputed at any resolution.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ def gpu_share_by_bucket(taken_us: np.ndarray, on_gpu: np.ndarray, span_us: float
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(routed > 0, to_gpu / np.maximum(routed, 1), np.nan)
     return routed, share
+
+
+def _median(values: np.ndarray) -> float:
+    return float(np.median(values)) if values.size else float("nan")
 
 
 def metrics(inputs: OffloadInputs, ops: pd.DataFrame, log: RunLog) -> list[MetricRow]:
@@ -68,6 +75,8 @@ def metrics(inputs: OffloadInputs, ops: pd.DataFrame, log: RunLog) -> list[Metri
         MetricRow("latency_p95_us", float(np.percentile(latency, 95)), "us"),
         MetricRow("latency_p99_us", float(np.percentile(latency, 99)), "us"),
         MetricRow("latency_max_us", float(latency.max()), "us"),
+        MetricRow("latency_p50_gpu_us", _median(latency[on_gpu]), "us"),
+        MetricRow("latency_p50_cpu_us", _median(latency[~on_gpu]), "us"),
     ]
 
     device_ops = ops[ops["device"] >= 0]
@@ -91,6 +100,7 @@ def metrics(inputs: OffloadInputs, ops: pd.DataFrame, log: RunLog) -> list[Metri
         rows.append(MetricRow("gpu_share_bucket", float(share[k]), "fraction", k))
         rows.append(MetricRow("routed_blocks_bucket", float(routed[k]), "count", k))
     for b, lat, g in zip(blocks, latency, on_gpu):
+        rows.append(MetricRow("block_taken_us", float(b.taken_us), "us", b.index))
         rows.append(MetricRow("block_latency_us", float(lat), "us", b.index))
         rows.append(MetricRow("block_on_gpu", float(g), "count", b.index))
     return rows

@@ -21,6 +21,12 @@ Threads and queues (every policy):
   batch's work bytes / the stage's GPU rate), one D2H copy (``d2h_ratio``),
   then a recorded event; batches go to ``gpu_streams`` streams round-robin.
 
+The streaming dispatcher learns of completed batches only when it polls, that
+is between routing decisions; while it is blocked on a full ``cpu_work`` queue
+a finished batch waits and the GPU may idle (the ``gpu_busy_frac`` metric shows
+how much). A deep pressure limit keeps the GPU fed but queues GPU blocks behind
+several batches: the latency metrics split by route show that trade.
+
 The policies:
 
 * ``cpu_only``: every block goes to the workers.
