@@ -181,3 +181,11 @@ def test_per_layer_copies_make_deferred_pay_in_tpot_and_lag(h100):
     assert lag["async_stream"] < lag["deferred-k2"] < lag["deferred-k4"]
     # (k-1)/2 steps of lag on average, give or take the copy time
     assert lag["deferred-k4"] == pytest.approx(1.5 * tpot["deferred-k4"], rel=0.1)
+
+
+def test_single_gpu_example_gives_the_same_gain():
+    results = run_spec(load_spec(SPECS_DIR / "kv_backup_single_gpu.toml"), lambda loaded, rep: SimBackend(loaded.profile, 1))
+    assert results.failed.empty
+    m = results.metrics.merge(results.runs[["run_id", "policy_label"]], on="run_id").set_index(["policy_label", "metric", "item"])["value"]
+    assert 0.03 <= 1 - m[("async_stream", "tpot_us", -1)] / m[("inline", "tpot_us", -1)] <= 0.07
+    assert m[("async_stream", "backups_lost", -1)] == 0
