@@ -187,6 +187,13 @@ def trace_synth_layers(
     console.print(f"wrote {path}")
 
 
+# --------------------------------------------------------------------------- continuous batching (issue 5)
+from harness.workloads.continuous_batching.commands import batching_crossover, bench_batching  # noqa: E402
+
+app.command("bench-batching")(bench_batching)
+app.command("batching-crossover")(batching_crossover)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -5,6 +5,8 @@ A backend is anything with ``name``, ``device_name`` and
 the simulator and the replay engine both are. Inputs are prepared once per
 spec, so every policy sees the same segments/requests. A run that raises is
 recorded with ``status = "failed"`` and its error, and the other runs go on.
+A workload with ``tables``/``extra_tables`` (see ``harness.workloads.Workload``)
+adds tables of its own (e.g. ``requests``), with ``run_id`` in every row.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def run_spec(loaded: LoadedSpec, make_backend: BackendFactory, on_run: Callable[
             raise
         raise InputError(loaded.path, f"field 'workload', {err.where}" if err.where else "field 'workload'", err.message) from None
     run_rows, op_frames, metric_rows = [], [], []
+    extra_frames: dict[str, list[pd.DataFrame]] = {name: [] for name in loaded.workload.extra_tables}
     for policy in loaded.policies:
         for repetition in range(spec.repetitions):
             backend = make_backend(loaded, repetition)
@@ -76,8 +79,15 @@ def run_spec(loaded: LoadedSpec, make_backend: BackendFactory, on_run: Callable[
                 ops = pd.DataFrame(outcome.ops, columns=OPS_COLUMNS[1:]).sort_values("op_id", kind="stable")
                 ops.insert(0, "run_id", run_id)
                 n_ops = len(ops)
-                for row in loaded.workload.metrics(inputs, ops, outcome.result):
+                run_metrics = loaded.workload.metrics(inputs, ops, outcome.result)
+                extra = loaded.workload.tables(inputs, ops, outcome.result) if loaded.workload.tables else {}
+                unknown = sorted(set(extra) - set(extra_frames))
+                if unknown:
+                    raise ValueError(f"workload {loaded.workload.name!r} returned tables {unknown} without a schema in extra_tables")
+                for row in run_metrics:
                     metric_rows.append((run_id, row.metric, row.item, row.value, row.unit))
+                for name, frame in extra.items():
+                    extra_frames[name].append(frame.assign(run_id=run_id))
                 op_frames.append(ops)
             except Exception as err:  # one failed run must not take the others down
                 wall_s = time.perf_counter() - clock
@@ -112,6 +122,10 @@ def run_spec(loaded: LoadedSpec, make_backend: BackendFactory, on_run: Callable[
     ops_all = pd.concat(op_frames, ignore_index=True) if op_frames else pd.DataFrame(columns=OPS_COLUMNS)
     metrics = pd.DataFrame(metric_rows, columns=["run_id", "metric", "item", "value", "unit"])
     tables = {"runs": to_table("runs", runs), "ops": to_table("ops", ops_all), "metrics": to_table("metrics", metrics)}
+    for name, frames in extra_frames.items():
+        schema = loaded.workload.extra_tables[name]
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: pd.Series(dtype=object) for c in schema.names})
+        tables[name] = to_table(name, frame, schema)
     return SpecResults(tables, runs, metrics)
 
 

@@ -54,6 +54,12 @@ class Workload:
     metrics: Callable[[Any, pd.DataFrame, Any], list[MetricRow]]
     summary_metrics: tuple[str, ...] = field(default=())  # shown in the CLI's table
     devices: Callable[[Any], int] = lambda params: 1
+    # Optional tables of the workload's own next to runs/ops/metrics (a per-request table, say):
+    # tables(inputs, ops of one run, the policy's return value) -> {table name: frame without run_id}.
+    # Each name needs its Arrow schema in extra_tables, with "run_id" as first column; the runner adds
+    # run_id to every row and writes <name>.parquet (an empty table when no run succeeded).
+    tables: Callable[[Any, pd.DataFrame, Any], dict[str, pd.DataFrame]] | None = None
+    extra_tables: dict[str, Any] = field(default_factory=dict)  # name -> pyarrow.Schema
 
 
 def registry() -> dict[str, Workload]:
@@ -61,5 +67,6 @@ def registry() -> dict[str, Workload]:
     from harness.workloads.offload_coordinator import WORKLOAD as offload_coordinator
     from harness.workloads.kv_backup import WORKLOAD as kv_backup
     from harness.workloads.pipeline_forwarding import WORKLOAD as pipeline_forwarding
+    from harness.workloads.continuous_batching import WORKLOAD as continuous_batching
 
-    return {w.name: w for w in (layer_streaming, kv_backup, offload_coordinator, pipeline_forwarding)}
+    return {w.name: w for w in (layer_streaming, kv_backup, offload_coordinator, pipeline_forwarding, continuous_batching)}
