@@ -187,6 +187,124 @@ def trace_synth_layers(
     console.print(f"wrote {path}")
 
 
+# --------------------------------------------------------------------------- replay, calibrate, compare (issue 3)
+
+
+def _replay_backend_factory(loaded: LoadedSpec):
+    """One replay context (GPU state, tuned kernels) shared by every run of the spec; raises CudaUnavailable without a GPU."""
+    from replay.engine import ReplayBackend, ReplayContext
+
+    devices = loaded.workload.devices(loaded.workload_params)
+    context = ReplayContext(devices)
+    free = min(context.free_bytes(d.index) for d in context.devices)
+    asked = loaded.spec.device_memory_bytes
+    if asked is not None and asked > free:
+        raise InputError(
+            loaded.path,
+            "field 'device_memory_bytes'",
+            f"the spec budgets {asked} bytes of device memory but {context.devices[0].name} has only {free} bytes free "
+            "for a policy (after the replay's own scratch)",
+        )
+
+    def make(spec: LoadedSpec, repetition: int):
+        return ReplayBackend(context, spec.profile, spec.device_memory_bytes, seed=spec.spec.seed + repetition)
+
+    return make
+
+
+@app.command()
+def replay(
+    spec: Path = typer.Argument(..., help="Experiment spec (TOML)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Results folder to create (must not exist)."),
+    results_root: Path = typer.Option(Path("results"), help="Where the default results folder goes."),
+) -> None:
+    """Run every policy of SPEC on the real CUDA GPU and write the same results tables (backend `replay`)."""
+    from replay.gpu import CudaUnavailable
+
+    try:
+        loaded = load_spec(spec)
+        out = out or _default_out(results_root, loaded.spec.name, "replay")
+        if out.exists():
+            _fail(f"{out}: already exists; results are never overwritten")
+        factory = _replay_backend_factory(loaded)
+        with console.status("replaying…") as status:
+            results = run_spec(loaded, factory, on_run=lambda rid: status.update(f"replaying {rid}"))
+    except CudaUnavailable as err:
+        _fail(f"harness replay: {err}")
+    except InputError as err:
+        _fail(str(err))
+    write_results(out, results.tables)
+    print_summary(loaded, results, out)
+    if len(results.failed):
+        raise typer.Exit(1)
+
+
+@app.command()
+def calibrate(
+    name: str = typer.Option(..., help="Profile name (the file is traces/profiles/NAME.toml unless --out is given)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Profile file to write."),
+    base_profile: str = typer.Option("h100-sxm-pcie5", help="Profile whose memory figure caps the calibration runs."),
+    notes: str = typer.Option("", help="Free text for the profile's provenance notes."),
+    force: bool = typer.Option(False, help="Replace an existing profile file."),
+) -> None:
+    """Measure this GPU's hardware profile (host link, duplex, host costs, kernel tables) and write it."""
+    from harness.paths import PROFILES_DIR
+    from harness.profile import load_profile
+    from replay.calibrate import calibrate as run_calibration
+    from replay.calibrate import write_profile
+    from replay.gpu import CudaUnavailable
+
+    path = out or PROFILES_DIR / f"{name}.toml"
+    if path.exists() and not force:
+        _fail(f"{path}: already exists; pass --force to replace it")
+    try:
+        base = load_profile(base_profile)
+        raw = run_calibration(name, base, notes, log=lambda line: console.print(line, highlight=False))
+    except CudaUnavailable as err:
+        _fail(f"harness calibrate: {err}")
+    except InputError as err:
+        _fail(str(err))
+    header = f"# Hardware profile, format version 1 (see traces/README.md). Written by `harness calibrate --name {name}`.\n"
+    write_profile(raw, path, header)
+    console.print(f"wrote [bold]{path}[/]")
+
+
+@app.command()
+def compare(
+    results: list[Path] = typer.Argument(..., help="Results folders: sim and replay runs of the same specs."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Fidelity Parquet file to create (must not exist)."),
+    results_root: Path = typer.Option(Path("results"), help="Where the default fidelity file goes."),
+    show: list[str] = typer.Option(["makespan_us"], help="Metrics to print ('all' for every one); the file holds all."),
+) -> None:
+    """Join sim and replay runs of the same spec and policy: simulated, measured and relative error per metric."""
+    from harness.compare import fidelity_table, load_many, write_fidelity
+
+    try:
+        runs, metrics = load_many(results)
+        table = fidelity_table(runs, metrics)
+    except InputError as err:
+        _fail(str(err))
+    if out is None:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        out = results_root / f"fidelity-{stamp}.parquet"
+    if out.exists():
+        _fail(f"{out}: already exists; results are never overwritten")
+    write_fidelity(out, table)
+    shown = table if "all" in show else table[table["metric"].isin(show)]
+    view = Table(title="fidelity: simulated vs measured (median over repetitions)", title_justify="left")
+    for column in ("spec", "policy", "metric", "simulated", "measured", "range measured", "error", "rank sim/real"):
+        view.add_column(column, justify="left" if column in ("spec", "policy", "metric") else "right")
+    for r in shown.itertuples():
+        error = "-" if r.rel_error != r.rel_error else f"{r.rel_error:+.2%}"
+        style = "red" if r.rank_simulated != r.rank_measured else None
+        view.add_row(
+            r.spec_name, r.policy_label, r.metric, _fmt(r.simulated), _fmt(r.measured),
+            f"{_fmt(r.measured_min)}-{_fmt(r.measured_max)}", error, f"{r.rank_simulated}/{r.rank_measured}", style=style,
+        )
+    console.print(view)
+    console.print(f"fidelity table: [bold]{out}[/]  ({len(table)} rows)")
+
+
 # --------------------------------------------------------------------------- continuous batching (issue 5)
 from harness.workloads.continuous_batching.commands import batching_crossover, bench_batching  # noqa: E402
 

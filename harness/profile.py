@@ -98,6 +98,22 @@ class LinkFigures(_Strict):
     d2h: LinkDirection
 
 
+class KernelCalibration(_Strict):
+    """Optional ``[kernels]``: how long the replay's stand-in GPU work takes (``harness calibrate``).
+
+    The simulator does not read it; it records what the replay engine sizes
+    kernels from (see ``replay.kernels``), so a profile says what its GPU did.
+    """
+
+    matmul_k: int = pydantic.Field(gt=0)
+    matmul_n: int = pydantic.Field(gt=0)
+    matmul_samples: list[tuple[int, float]] = pydantic.Field(min_length=2)  # [rows, µs] of a bf16 rows x K x N product
+    d2d_samples: list[tuple[int, float]] = pydantic.Field(min_length=2)  # [bytes, µs] of one device-to-device copy
+    sleep_base_us: float = pydantic.Field(ge=0)  # torch.cuda._sleep(c): sleep_base_us + c / sleep_cycles_per_us
+    sleep_cycles_per_us: float = pydantic.Field(gt=0)
+    min_kernel_us: float = pydantic.Field(ge=0)  # shortest kernel the GPU runs back to back
+
+
 class HardwareProfile(_Strict):
     format_version: int
     name: str
@@ -106,6 +122,7 @@ class HardwareProfile(_Strict):
     device: DeviceFigures
     host: HostCosts
     link: LinkFigures
+    kernels: KernelCalibration | None = None  # optional (added with `harness calibrate`); format version unchanged
 
     @pydantic.field_validator("format_version")
     @classmethod

@@ -1,0 +1,260 @@
+"""Measure a hardware profile on a CUDA GPU (``harness calibrate``); needs torch and a GPU.
+
+What is measured, and how (every figure is a median of several repetitions):
+
+* **host link**, per direction (H2D, D2H) and host-memory kind (pinned,
+  pageable): the time of one copy at sizes from 64 KiB to 1 GiB (pageable to
+  256 MiB), timed with CUDA events. Pinned copies are timed behind a queued
+  ``_sleep`` so only their GPU time counts (the host's issue time is the
+  profile's ``copy_launch_us``); pageable copies block the host anyway and are
+  timed from an idle stream. ``latency_us`` is the intercept of a line through
+  the 1-16 MiB samples (:func:`replay.fit.link_latency_us`);
+* **duplex factor**: a 256 MiB pinned H2D and a 256 MiB pinned D2H released
+  together on two streams, against each alone (:func:`replay.fit.duplex_factor`);
+* **device copies** (``d2d_latency_us``, ``d2d_gbps``): a line through the
+  replay's device-copy samples of 64 MiB and more;
+* **host costs**: through the replay engine itself, so they are what a replay
+  run pays: the median gap between consecutive ``launch`` (a 500 µs compute
+  kernel), ``copy`` (64 KiB pinned H2D), ``record`` and ``wait_event`` calls;
+  ``alloc``/``free`` of 16 MiB from the warmed caching allocator; and
+  ``sync_wake_us``, the time from a stream's last op ending to ``sync_stream``
+  returning;
+* **kernel tables**: the replay's matmul, device-copy and ``_sleep`` tables
+  (:class:`replay.kernels.KernelTables`), written to the optional ``[kernels]``
+  section.
+
+The result is validated as a profile before it is written (atomically).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from harness.profile import HardwareProfile
+from harness.runtime import Direction, HostMemory, KernelKind, Runtime
+from replay.fit import MiB, duplex_factor, fit_line, link_table
+
+PINNED_SIZES = (64 << 10, 256 << 10, 1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB, 512 * MiB, 1024 * MiB)
+PAGEABLE_SIZES = (64 << 10, 1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB)
+DUPLEX_BYTES = 256 * MiB
+BUSY_CYCLES = 400_000
+
+
+def _median_time(torch: Any, stream: Any, issue: Callable[[], None], reps: int, busy: bool) -> float:
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.cuda.stream(stream):
+            if busy:
+                torch.cuda._sleep(BUSY_CYCLES)
+            start.record(stream)
+            issue()
+            end.record(stream)
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3)
+    return statistics.median(times)
+
+
+def measure_link(torch: Any, device: Any, log: Callable[[str], None]) -> dict:
+    stream = torch.cuda.Stream(device=device)
+    biggest = max(PINNED_SIZES)
+    dev = torch.empty(biggest, dtype=torch.uint8, device=device)
+    host = {
+        HostMemory.PINNED: torch.ones(biggest, dtype=torch.uint8).pin_memory(),
+        HostMemory.PAGEABLE: torch.ones(max(PAGEABLE_SIZES), dtype=torch.uint8),
+    }
+    out: dict = {}
+    for direction in (Direction.H2D, Direction.D2H):
+        out[direction.value] = {}
+        for memory, sizes in ((HostMemory.PINNED, PINNED_SIZES), (HostMemory.PAGEABLE, PAGEABLE_SIZES)):
+            h = host[memory]
+            samples = []
+            for n in sizes:
+                if direction is Direction.H2D:
+                    issue = lambda n=n, h=h: dev[:n].copy_(h[:n], non_blocking=True)
+                else:
+                    issue = lambda n=n, h=h: h[:n].copy_(dev[:n], non_blocking=True)
+                issue()
+                torch.cuda.synchronize(device)
+                reps = 5 if n >= 512 * MiB else 7
+                t = _median_time(torch, stream, issue, reps, busy=memory is HostMemory.PINNED)
+                samples.append((n, t))
+                log(f"  {direction.value} {memory.value:8} {n:>11} B  {t:10.1f} µs  {n / t / 1e3:6.2f} GB/s")
+            out[direction.value][memory.value] = link_table(samples)
+    # Both directions at once: two streams released by one event.
+    solo = {d: next(t for s, t in out[d]["pinned"]["samples"] if s == DUPLEX_BYTES) for d in ("h2d", "d2h")}
+    latency = statistics.fmean(out[d]["pinned"]["latency_us"] for d in ("h2d", "d2h"))
+    s_h2d, s_d2h, gate_stream = (torch.cuda.Stream(device=device) for _ in range(3))
+    dev2 = torch.empty(DUPLEX_BYTES, dtype=torch.uint8, device=device)
+    both = []
+    for _ in range(5):
+        gate = torch.cuda.Event()
+        with torch.cuda.stream(gate_stream):
+            torch.cuda._sleep(BUSY_CYCLES)
+            gate.record(gate_stream)
+        evs = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        for s, (a, b), fn in (
+            (s_h2d, evs[0:2], lambda: dev[:DUPLEX_BYTES].copy_(host[HostMemory.PINNED][:DUPLEX_BYTES], non_blocking=True)),
+            (s_d2h, evs[2:4], lambda: host[HostMemory.PINNED][DUPLEX_BYTES : 2 * DUPLEX_BYTES].copy_(dev2, non_blocking=True)),
+        ):
+            with torch.cuda.stream(s):
+                s.wait_event(gate)
+                a.record(s)
+                fn()
+                b.record(s)
+        torch.cuda.synchronize(device)
+        both.append(statistics.fmean([evs[0].elapsed_time(evs[1]) * 1e3, evs[2].elapsed_time(evs[3]) * 1e3]))
+    both_us = statistics.median(both)
+    factor = duplex_factor(statistics.fmean(solo.values()), both_us, latency)
+    log(f"  duplex: 256 MiB each way {both_us:.1f} µs (alone {statistics.fmean(solo.values()):.1f} µs) -> factor {factor}")
+    return {"duplex_bandwidth_factor": factor, "h2d": out["h2d"], "d2h": out["d2h"], "_duplex_us": both_us}
+
+
+# ------------------------------------------------------------------ host costs through the replay engine
+N_CALLS = 40
+
+
+def _cost_policy(rt: Runtime) -> Any:
+    """Issues each timed command back to back; returns host-clock marks for alloc/free."""
+    s = yield rt.create_stream(0, "cal")
+    s2 = yield rt.create_stream(0, "cal2")
+    buf = yield rt.alloc(0, 64 << 10, "cal-buffer")
+    for _ in range(N_CALLS):
+        yield rt.launch(s, "cal-kernel", 500.0, 1.0, KernelKind.COMPUTE)
+    yield rt.sync_stream(s)
+    for _ in range(N_CALLS):
+        yield rt.copy(s, 64 << 10, Direction.H2D, HostMemory.PINNED, "cal-copy", buf)
+    yield rt.sync_stream(s)
+    events = []
+    for _ in range(N_CALLS):
+        events.append((yield rt.record(s)))
+    for ev in events:
+        yield rt.wait_event(s2, ev)
+    yield rt.sync_stream(s2)
+    marks = {"alloc": [], "free": [], "now": []}
+    for _ in range(N_CALLS):
+        a = yield rt.now()
+        b = yield rt.now()
+        marks["now"].append(b - a)
+    for _ in range(N_CALLS):
+        t0 = yield rt.now()
+        x = yield rt.alloc(0, 16 * MiB, "cal-alloc")
+        t1 = yield rt.now()
+        yield rt.free(x)
+        t2 = yield rt.now()
+        marks["alloc"].append(t1 - t0)
+        marks["free"].append(t2 - t1)
+    for _ in range(N_CALLS):
+        yield rt.launch(s, "cal-wake", 300.0, 1.0, KernelKind.LATENCY)
+        yield rt.sync_stream(s)
+    yield rt.free(buf)
+    return marks
+
+
+def _gaps(ops: Any, kind: str, name: str | None = None) -> float:
+    rows = ops[(ops["kind"] == kind) & ((ops["name"] == name) if name else True)].sort_values("op_id")
+    gaps = rows["issue_us"].diff().dropna()
+    return float(gaps.median())
+
+
+def measure_host_costs(context: Any, profile: Any, log: Callable[[str], None]) -> dict:
+    import pandas as pd
+
+    from harness.results import OPS_COLUMNS
+    from replay.engine import ReplayBackend
+
+    backend = ReplayBackend(context, profile, warmup_runs=2)
+    run = backend.run(_cost_policy)
+    ops = pd.DataFrame(run.ops, columns=OPS_COLUMNS[1:])
+    marks = run.result
+    now_us = statistics.median(marks["now"])
+    wake = []
+    kernels = ops[(ops["kind"] == "kernel") & (ops["name"] == "cal-wake")].sort_values("op_id")
+    syncs = ops[(ops["kind"] == "host_sync") & (ops["name"] == "sync:cal")].sort_values("start_us")
+    for _, k in kernels.iterrows():
+        after = syncs[syncs["start_us"] >= k["issue_us"]]
+        if len(after):
+            wake.append(float(after.iloc[0]["end_us"] - k["end_us"]))
+    costs = {
+        "launch_us": _gaps(ops, "kernel", "cal-kernel"),
+        "copy_launch_us": _gaps(ops, "copy_h2d", "cal-copy"),
+        "record_us": _gaps(ops, "record"),
+        "wait_us": _gaps(ops, "wait"),
+        "sync_wake_us": statistics.median(wake),
+        "alloc_us": max(0.0, statistics.median(marks["alloc"]) - now_us),
+        "free_us": max(0.0, statistics.median(marks["free"]) - now_us),
+    }
+    costs = {k: round(max(v, 0.0), 2) for k, v in costs.items()}
+    log("  host costs (µs): " + ", ".join(f"{k}={v}" for k, v in costs.items()))
+    return costs
+
+
+# ------------------------------------------------------------------ the profile
+def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str], None] = print) -> dict:
+    """Measure everything on GPU 0; return the profile as a dict (validated)."""
+    from replay.engine import ReplayContext
+    from replay.gpu import driver_version
+
+    context = ReplayContext(1)
+    torch = context.torch
+    device = context.devices[0]
+    log(f"calibrating {device.name} (torch {torch.__version__})")
+    log("kernel tables: measured")
+    tables = device.kernels.tables
+    log("host link:")
+    link = measure_link(torch, device.device, log)
+    duplex_us = link.pop("_duplex_us")
+    d2d = [(b, t) for b, t in zip(tables.d2d_bytes, tables.d2d_us) if b >= 64 * MiB]
+    d2d_latency, d2d_slope = fit_line([b for b, _ in d2d], [t for _, t in d2d])
+    log("host costs through the replay engine:")
+    host = measure_host_costs(context, base_profile, log)
+    now = dt.datetime.now(dt.timezone.utc)
+    raw = {
+        "format_version": 1,
+        "name": name,
+        "description": f"{device.name}, measured by `harness calibrate` with torch {torch.__version__}",
+        "provenance": {
+            "source": "measured by `harness calibrate` (replay/calibrate.py)",
+            "gpu": device.name,
+            "date": now.isoformat(timespec="seconds"),
+            "driver": driver_version(),
+            "torch": torch.__version__,
+            "method": (
+                "CUDA-event medians: pinned copies timed behind a queued _sleep (GPU time only), pageable from an idle "
+                f"stream; latency = intercept of the 1-16 MiB samples; duplex from 256 MiB each way together "
+                f"({duplex_us:.1f} µs); host costs = median per-call host time of the replay engine's own commands; "
+                "sync_wake_us = stream end to sync_stream return; d2d from the replay's device-copy table (>= 64 MiB)"
+            ),
+            "notes": notes,
+        },
+        "device": {
+            "gpu_name": device.name,
+            "memory_bytes": int(device.total_bytes),
+            "d2d_latency_us": round(max(d2d_latency, 0.0), 2),
+            "d2d_gbps": round(1.0 / d2d_slope / 1e3, 1),
+        },
+        "host": host,
+        "link": link,
+        "kernels": tables.as_profile_section(),
+    }
+    HardwareProfile.model_validate(raw)
+    return raw
+
+
+def write_profile(raw: dict, path: Path, header: str = "") -> Path:
+    """Write a profile TOML atomically (a temporary sibling renamed into place)."""
+    HardwareProfile.model_validate(raw)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = header + tomli_w.dumps(raw)
+    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,526 @@
+"""The replay backend: the runtime interface (``harness.runtime``) on real CUDA GPUs via PyTorch.
+
+The same policy generator functions that run in the simulator run here
+unchanged. Each runtime command does the real thing:
+
+* **host threads** are Python threads (the main one is the caller's), each
+  driving its policy generator; **queues** are bounded ``queue.Queue``s;
+* **streams** are ``torch.cuda.Stream``s (from PyTorch's pool of 32 per
+  priority: a run that would alias two streams is refused), **events**
+  ``torch.cuda.Event``s;
+* **copies** move the recorded bytes between pooled host buffers (pinned or
+  pageable, see :mod:`replay.pools`) and the named device buffer (or device
+  scratch); a pageable copy holds the issuing thread until it has finished, as
+  the simulator models it (the driver stages pageable memory);
+* **kernels** run real work calibrated to their duration (:mod:`replay.kernels`);
+* **alloc** really allocates (``torch.empty`` through the caching allocator),
+  against the run's device budget (the spec's, capped by what the GPU has
+  free) and returns ``None`` when the budget or the GPU is full; **free**
+  releases it (``record_stream`` for every stream that used it);
+* **host work** is a precise wait (:func:`replay.clock.precise_wait_us`).
+
+**Timeline.** Every device op is bracketed by two timing events on its stream
+(a record is one event); host ops are timed on the host clock; both are mapped
+to one clock, µs since the run started (:mod:`replay.clock`), into the same ops
+rows as the simulator (``harness.results.OPS_COLUMNS[1:]``). A device op's
+start is when its stream reached it, so on an idle stream it includes the time
+the host took to issue it (the simulator charges the same as ``launch_us`` /
+``copy_launch_us`` before the op starts).
+
+**Warm-up.** Before the first timed run of a policy with given inputs, the
+backend runs it twice untimed: the first run makes every host buffer, warms
+the caching allocator and collects the kernel durations, which are then tuned
+(:meth:`replay.kernels.KernelFactory.tune`); the second runs the tuned plans.
+A :class:`ReplayContext` holds this state across the repetitions and policies
+of a spec.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue as queue_module
+import sys
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from harness.profile import Profile
+from harness.runtime import (
+    COPY_KIND,
+    Alloc,
+    Buffer,
+    Command,
+    Copy,
+    CreateStream,
+    DeviceInfo,
+    Direction,
+    Event,
+    Free,
+    Get,
+    HostMemory,
+    HostWork,
+    Join,
+    Launch,
+    MakeQueue,
+    Now,
+    OpKind,
+    Put,
+    QueryEvent,
+    Queue,
+    Record,
+    Runtime,
+    Spawn,
+    Stream,
+    SyncEvent,
+    SyncStream,
+    Thread,
+    WaitEvent,
+    event_name,
+)
+from replay.gpu import require_cuda
+
+HOST_DEVICE = -1
+STREAM_POOL_SIZE = 32  # torch.cuda.Stream() hands out 32 streams per priority per device, round robin
+SAFETY_BYTES = 1 << 30  # device memory left to the CUDA context, cuBLAS workspaces and fragmentation
+_POLL_S = 0.05
+
+
+class ReplayError(RuntimeError):
+    """A policy did something the replay cannot do (too many streams, a copy past the budget, ...)."""
+
+
+class ReplayAborted(RuntimeError):
+    """A host thread was stopped because another one failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    ops: list[tuple]  # rows in harness.results.OPS_COLUMNS order (run_id excluded)
+    result: Any
+    main_end_us: float
+
+
+class _DeviceBuffer:
+    __slots__ = ("tensor", "streams", "freed")
+
+    def __init__(self, tensor: Any) -> None:
+        self.tensor = tensor
+        self.streams: dict[int, Any] = {}  # streams that used it, by id
+        self.freed = False
+
+
+class _ThreadState:
+    __slots__ = ("thread", "result", "error", "done")
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
+class _DeviceState:
+    """Per-device GPU state shared by every run: kernel factory, scratch, event pool."""
+
+    def __init__(self, torch: Any, index: int) -> None:
+        from replay.kernels import KernelFactory
+
+        self.index = index
+        self.device = torch.device("cuda", index)
+        with torch.cuda.device(self.device):
+            self.kernels = KernelFactory(torch, self.device)
+        self.name = torch.cuda.get_device_name(index)
+        self.total_bytes = torch.cuda.get_device_properties(index).total_memory
+
+
+class ReplayContext:
+    """GPU state shared by the runs of a spec: devices, host pools, tuned kernels, warm-up bookkeeping."""
+
+    def __init__(self, devices: int = 1) -> None:
+        from replay.pools import DeviceScratch, HostPools
+
+        torch = require_cuda(devices - 1)
+        self.torch = torch
+        self.devices = [_DeviceState(torch, i) for i in range(devices)]
+        self.host = HostPools(torch)
+        self.scratch = DeviceScratch(torch)
+        self.warmed: set[Any] = set()
+        self._events: list[Any] = []
+        self._next_event = 0
+        self._event_lock = threading.Lock()
+
+    def free_bytes(self, device: int) -> int:
+        """Device memory still available to policy allocations: what CUDA has free plus what the allocator caches."""
+        torch = self.torch
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return max(0, free + cached - SAFETY_BYTES)
+
+    # Timing events are pooled: creating one costs host time inside the timed region.
+    def take_event(self) -> Any:
+        with self._event_lock:
+            if self._next_event == len(self._events):
+                self._events.append(self.torch.cuda.Event(enable_timing=True))
+            event = self._events[self._next_event]
+            self._next_event += 1
+        return event
+
+    def reset_events(self) -> None:
+        self._next_event = 0
+
+    def reserve_events(self, count: int) -> None:
+        while len(self._events) < count:
+            self._events.append(self.torch.cuda.Event(enable_timing=True))
+
+
+class ReplayBackend:
+    """Runs one policy (a main generator function) to completion on real GPUs.
+
+    ``device_memory_bytes`` is the run's device budget (the spec's), capped by
+    the profile's memory figure and by what the GPU has free.
+    """
+
+    name = "replay"
+
+    def __init__(
+        self,
+        context: ReplayContext,
+        profile: Profile,
+        device_memory_bytes: int | None = None,
+        seed: int = 0,
+        warmup_runs: int = 2,
+    ) -> None:
+        self.context = context
+        self.profile = profile
+        self.seed = seed
+        self.warmup_runs = warmup_runs
+        self.device_name = context.devices[0].name
+        budget = min(device_memory_bytes or profile.device.memory_bytes, profile.device.memory_bytes)
+        self.budget_bytes = budget
+        self.capacity_bytes = [min(budget, context.free_bytes(d.index)) for d in context.devices]
+        self.last_warmup: list[ReplayResult] = []
+
+    def run(self, main: Callable[..., Generator[Command, Any, Any]], *args: Any) -> ReplayResult:
+        key = _warm_key(main, args)
+        if key not in self.context.warmed:
+            self.last_warmup = []
+            for i in range(self.warmup_runs):
+                self.last_warmup.append(_Run(self).execute(main, args))
+                if i == 0:
+                    for device in self.context.devices:
+                        device.kernels.tune_untuned()
+            self.context.warmed.add(key)
+        return _Run(self).execute(main, args)
+
+
+def _warm_key(main: Callable, args: tuple) -> Any:
+    try:
+        hash(args)
+        return (main, args)
+    except TypeError:
+        return (main, tuple(id(a) for a in args))
+
+
+class _Run:
+    """The state of one replay run."""
+
+    def __init__(self, backend: ReplayBackend) -> None:
+        ctx = backend.context
+        self.backend = backend
+        self.ctx = ctx
+        self.torch = ctx.torch
+        self.runtime = Runtime(
+            [DeviceInfo(d.index, d.name, cap) for d, cap in zip(ctx.devices, backend.capacity_bytes)],
+            backend="replay",
+            seed=backend.seed,
+        )
+        self.used_bytes = [0] * len(ctx.devices)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._device_ops: list[tuple] = []  # (id, device, stream, kind, name, bytes, memory, thread, issue, start_ev, end_ev)
+        self._host_ops: list[tuple] = []
+        self._children: list[Thread] = []
+        self._stream_handles: dict[int, str] = {}  # cuda stream pointer -> stream name
+        self._abort = threading.Event()
+        self._clock = None
+        self._handlers: dict[type, Callable[[Any, Thread], Any]] = {
+            Now: lambda cmd, th: self._clock.host_us(),
+            CreateStream: self._create_stream,
+            QueryEvent: lambda cmd, th: bool(cmd.event.native.query()),
+            MakeQueue: lambda cmd, th: Queue(self._new_id(), cmd.name, cmd.capacity, queue_module.Queue(cmd.capacity)),
+            Spawn: self._spawn,
+            Launch: self._launch,
+            Copy: self._copy,
+            Record: self._record,
+            WaitEvent: self._wait_event,
+            SyncEvent: self._sync_event,
+            SyncStream: self._sync_stream,
+            HostWork: self._host_work,
+            Join: self._join,
+            Put: self._put,
+            Get: self._get,
+            Alloc: self._alloc,
+            Free: self._free,
+        }
+
+    # ------------------------------------------------------------------ driving
+    def execute(self, main: Callable[..., Generator[Command, Any, Any]], args: tuple) -> ReplayResult:
+        from replay.clock import RunClock
+
+        torch = self.torch
+        self.ctx.reset_events()
+        self.ctx.reserve_events(256)
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(5e-5)  # let a waiting host thread take the GIL within ~50 µs, not 5 ms
+        main_thread = Thread(self._new_id(), "main")
+        try:
+            self._clock = RunClock(torch, torch.cuda.current_stream(self.ctx.devices[0].device))
+            try:
+                result = self._drive(main(self.runtime, *args), main_thread)
+                main_end = self._clock.host_us()
+            except BaseException:
+                self._abort.set()
+                raise
+            finally:
+                self._join_children()
+            errors = [c.native.error for c in self._children if c.native.error is not None]
+            if errors:  # the thread that failed first, not one stopped because of it
+                raise next((e for e in errors if not isinstance(e, ReplayAborted)), errors[0])
+            for device in self.ctx.devices:
+                torch.cuda.synchronize(device.device)
+            rows = self._resolve()
+        finally:
+            sys.setswitchinterval(switch)
+            for device in self.ctx.devices:
+                torch.cuda.synchronize(device.device)
+        return ReplayResult(rows, result, main_end)
+
+    def _drive(self, gen: Generator[Command, Any, Any], thread: Thread) -> Any:
+        value: Any = None
+        handlers = self._handlers
+        while True:
+            if self._abort.is_set() and thread.name != "main":
+                gen.close()
+                raise ReplayAborted(f"thread {thread.name!r} stopped: another host thread failed")
+            try:
+                cmd = gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            handler = handlers.get(type(cmd))
+            if handler is None:
+                raise ReplayError(f"thread {thread.name!r} yielded {cmd!r}, which is not a runtime command")
+            value = handler(cmd, thread)
+
+    def _join_children(self) -> None:
+        for child in list(self._children):
+            state: _ThreadState = child.native
+            while not state.done.wait(_POLL_S):
+                pass
+
+    def _new_id(self) -> int:
+        return next(self._ids)
+
+    # ------------------------------------------------------------------ recording
+    def _device_op(self, kind: OpKind, stream: Stream, name: str, nbytes: int, memory: str, thread: Thread, issue: float, start: Any, end: Any, op_id: int) -> None:
+        self._device_ops.append((op_id, stream.device, stream.name, kind.value, name, nbytes, memory, thread.name, issue, start, end))
+
+    def _host_op(self, kind: OpKind, name: str, thread: Thread, start: float, op_id: int | None = None) -> None:
+        end = self._clock.host_us()
+        self._host_ops.append((op_id or self._new_id(), HOST_DEVICE, thread.name, kind.value, name, 0, "", thread.name, start, start, end))
+
+    def _resolve(self) -> list[tuple]:
+        clock = self._clock
+        rows = list(self._host_ops)
+        for op_id, device, stream, kind, name, nbytes, memory, thread, issue, start, end in self._device_ops:
+            start_us = clock.device_us(start)
+            end_us = clock.device_us(end) if end is not start else start_us
+            rows.append((op_id, device, stream, kind, name, nbytes, memory, thread, issue, start_us, max(end_us, start_us)))
+        return rows
+
+    # ------------------------------------------------------------------ streams and device work
+    def _create_stream(self, cmd: CreateStream, thread: Thread) -> Stream:
+        torch = self.torch
+        native = torch.cuda.Stream(device=self.ctx.devices[cmd.device].device)
+        pointer = native.cuda_stream
+        with self._lock:
+            if pointer in self._stream_handles:
+                raise ReplayError(
+                    f"stream {cmd.name!r} would share a CUDA stream with {self._stream_handles[pointer]!r}: PyTorch's pool "
+                    f"has {STREAM_POOL_SIZE} streams per device; this run asks for more"
+                )
+            self._stream_handles[pointer] = cmd.name
+        return Stream(self._new_id(), cmd.device, cmd.name, native)
+
+    def _launch(self, cmd: Launch, thread: Thread) -> None:
+        issue = self._clock.host_us()
+        op_id = self._new_id()
+        kernels = self.ctx.devices[cmd.stream.device].kernels
+        plan = kernels.plan(cmd.kind, cmd.duration_us, cmd.name) if cmd.duration_us > 0 else None
+        s = cmd.stream.native
+        start, end = self.ctx.take_event(), self.ctx.take_event()
+        with self.torch.cuda.stream(s):
+            start.record(s)
+            if plan is not None:
+                kernels.issue(plan)
+            end.record(s)
+        self._device_op(OpKind.KERNEL, cmd.stream, cmd.name, 0, "", thread, issue, start, end, op_id)
+
+    def _copy(self, cmd: Copy, thread: Thread) -> None:
+        issue = self._clock.host_us()
+        op_id = self._new_id()
+        device = cmd.stream.device
+        n = cmd.nbytes
+        if cmd.buffer is not None:
+            dev_buffer: _DeviceBuffer = cmd.buffer.native
+            if dev_buffer is None or dev_buffer.freed:
+                raise ReplayError(f"copy {cmd.name!r}: buffer {cmd.buffer.name!r} was freed")
+            dev = dev_buffer.tensor
+            dev_buffer.streams[id(cmd.stream)] = cmd.stream.native
+        else:
+            if n > self.backend.capacity_bytes[device]:
+                raise ReplayError(
+                    f"copy {cmd.name!r}: {n} bytes do not fit the device budget of {self.backend.capacity_bytes[device]} bytes"
+                )
+            dev = self.ctx.scratch.get(device, n)
+        pageable = cmd.direction is not Direction.D2D and cmd.host_memory is HostMemory.PAGEABLE
+        if cmd.direction is Direction.D2D:
+            src = self.ctx.scratch.get(device, n) if cmd.buffer is not None else dev
+            host = None
+        else:
+            host = self.ctx.host.get(cmd.host_memory, n)
+        s = cmd.stream.native
+        start, end = self.ctx.take_event(), self.ctx.take_event()
+        with self.torch.cuda.stream(s):
+            start.record(s)
+            block_start = self._clock.host_us()
+            if n > 0:
+                if cmd.direction is Direction.H2D:
+                    dev[:n].copy_(host[:n], non_blocking=True)
+                elif cmd.direction is Direction.D2H:
+                    host[:n].copy_(dev[:n], non_blocking=True)
+                else:
+                    dev[:n].copy_(src[:n], non_blocking=True)
+            end.record(s)
+        memory = "" if cmd.direction is Direction.D2D else cmd.host_memory.value
+        self._device_op(COPY_KIND[cmd.direction], cmd.stream, cmd.name, n, memory, thread, issue, start, end, op_id)
+        if pageable:
+            end.synchronize()
+            self._host_op(OpKind.HOST_SYNC, f"pageable:{cmd.name}", thread, block_start)
+
+    def _record(self, cmd: Record, thread: Thread) -> Event:
+        issue = self._clock.host_us()
+        op_id = self._new_id()
+        s = cmd.stream.native
+        native = self.ctx.take_event()
+        native.record(s)
+        event = Event(self._new_id(), cmd.stream, native)
+        self._device_op(OpKind.RECORD, cmd.stream, event_name(event), 0, "", thread, issue, native, native, op_id)
+        return event
+
+    def _wait_event(self, cmd: WaitEvent, thread: Thread) -> None:
+        issue = self._clock.host_us()
+        op_id = self._new_id()
+        s = cmd.stream.native
+        start, end = self.ctx.take_event(), self.ctx.take_event()
+        start.record(s)
+        s.wait_event(cmd.event.native)
+        end.record(s)
+        self._device_op(OpKind.WAIT, cmd.stream, event_name(cmd.event), 0, "", thread, issue, start, end, op_id)
+
+    def _sync_event(self, cmd: SyncEvent, thread: Thread) -> None:
+        start = self._clock.host_us()
+        cmd.event.native.synchronize()
+        self._host_op(OpKind.HOST_SYNC, "sync_event", thread, start)
+
+    def _sync_stream(self, cmd: SyncStream, thread: Thread) -> None:
+        start = self._clock.host_us()
+        cmd.stream.native.synchronize()
+        self._host_op(OpKind.HOST_SYNC, f"sync:{cmd.stream.name}", thread, start)
+
+    # ------------------------------------------------------------------ host
+    def _host_work(self, cmd: HostWork, thread: Thread) -> None:
+        from replay.clock import precise_wait_us
+
+        start = self._clock.host_us()
+        precise_wait_us(cmd.duration_us)
+        self._host_op(OpKind.HOST_WORK, cmd.name, thread, start)
+
+    def _spawn(self, cmd: Spawn, thread: Thread) -> Thread:
+        child = Thread(self._new_id(), cmd.name, _ThreadState())
+        state: _ThreadState = child.native
+        gen = cmd.fn(self.runtime, *cmd.args)
+
+        def body() -> None:
+            try:
+                state.result = self._drive(gen, child)
+            except BaseException as err:  # reported at join, or when the run ends
+                state.error = err
+                if not isinstance(err, ReplayAborted):
+                    self._abort.set()
+            finally:
+                state.done.set()
+
+        state.thread = threading.Thread(target=body, name=f"replay:{cmd.name}", daemon=True)
+        with self._lock:
+            self._children.append(child)
+        state.thread.start()
+        return child
+
+    def _join(self, cmd: Join, thread: Thread) -> Any:
+        state: _ThreadState = cmd.thread.native
+        while not state.done.wait(_POLL_S):
+            self._check_abort(thread)
+        if state.error is not None:
+            raise state.error
+        return state.result
+
+    def _put(self, cmd: Put, thread: Thread) -> None:
+        q: queue_module.Queue = cmd.queue.native
+        while True:
+            try:
+                q.put(cmd.item, timeout=_POLL_S)
+                return
+            except queue_module.Full:
+                self._check_abort(thread)
+
+    def _get(self, cmd: Get, thread: Thread) -> Any:
+        q: queue_module.Queue = cmd.queue.native
+        while True:
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue_module.Empty:
+                self._check_abort(thread)
+
+    def _check_abort(self, thread: Thread) -> None:
+        if self._abort.is_set():
+            raise ReplayAborted(f"thread {thread.name!r} stopped: another host thread failed")
+
+    # ------------------------------------------------------------------ memory
+    def _alloc(self, cmd: Alloc, thread: Thread) -> Buffer | None:
+        torch = self.torch
+        with self._lock:
+            if self.used_bytes[cmd.device] + cmd.nbytes > self.backend.capacity_bytes[cmd.device]:
+                return None
+            self.used_bytes[cmd.device] += cmd.nbytes
+        try:
+            tensor = torch.empty(cmd.nbytes, dtype=torch.uint8, device=self.ctx.devices[cmd.device].device)
+        except torch.cuda.OutOfMemoryError:
+            with self._lock:
+                self.used_bytes[cmd.device] -= cmd.nbytes
+            return None
+        return Buffer(self._new_id(), cmd.device, cmd.nbytes, cmd.name, _DeviceBuffer(tensor))
+
+    def _free(self, cmd: Free, thread: Thread) -> None:
+        buffer = cmd.buffer
+        state: _DeviceBuffer = buffer.native
+        if state is None or state.freed:
+            raise ReplayError(f"buffer {buffer.name!r} freed twice")
+        state.freed = True
+        for stream in state.streams.values():
+            state.tensor.record_stream(stream)  # the caching allocator must not reuse it before that stream is done
+        state.tensor = None
+        state.streams.clear()
+        with self._lock:
+            self.used_bytes[buffer.device] -= buffer.nbytes
+

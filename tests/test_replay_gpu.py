@@ -1,0 +1,246 @@
+"""The replay engine on a real CUDA GPU (skipped without torch and CUDA; run on the lent H100).
+
+Output of the last run on the device is kept in traces/fidelity/gpu_tests.log.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from harness.profile import load_profile
+from harness.results import OPS_COLUMNS
+from harness.runtime import Direction, HostMemory, KernelKind
+from harness.workloads.layer_streaming import WORKLOAD as LAYERS
+from harness.workloads.layer_streaming.inputs import LayerStreamingInputs, Segment
+from harness.workloads.layer_streaming.policies import NoParams, PrefetchParams, prefetch, sync
+
+torch = pytest.importorskip("torch")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def context():
+    from replay.engine import ReplayContext
+
+    return ReplayContext(1)
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return load_profile("h100-sxm-pcie5")
+
+
+def backend(context, profile, budget=None, warmup=2):
+    from replay.engine import ReplayBackend
+
+    return ReplayBackend(context, profile, budget, seed=0, warmup_runs=warmup)
+
+
+def frame(run) -> pd.DataFrame:
+    return pd.DataFrame(run.ops, columns=OPS_COLUMNS[1:]).sort_values("op_id")
+
+
+def inputs(n=6, nbytes=32 * MiB, compute_us=800.0) -> LayerStreamingInputs:
+    return LayerStreamingInputs(tuple(Segment(i, nbytes, compute_us) for i in range(n)), HostMemory.PINNED, 1.0, "test")
+
+
+def test_layer_streaming_runs_unchanged_and_streams_stay_in_order(context, profile):
+    run = backend(context, profile).run(prefetch, inputs(), PrefetchParams(depth=1))
+    ops = frame(run)
+    assert run.result == {"fallbacks": 0, "prefetched": 5}
+    dev = ops[ops["device"] >= 0]
+    assert set(dev["kind"]) >= {"kernel", "copy_h2d", "record", "wait"}
+    assert (ops["end_us"] >= ops["start_us"]).all() and (ops["start_us"] >= ops["issue_us"] - 5.0).all()
+    for _, s in dev.groupby("stream"):
+        s = s.sort_values("op_id")
+        # In issue order, and never overlapping itself (0.5 µs: event resolution).
+        assert (s["start_us"].to_numpy()[1:] >= s["end_us"].to_numpy()[:-1] - 0.5).all()
+    # The prefetch stream's copies overlap the compute stream's kernels.
+    m = LAYERS.metrics(inputs(), ops, run.result)
+    overlap = next(r.value for r in m if r.metric == "overlap_frac")
+    assert overlap > 0.9
+
+
+def test_sync_copies_then_computes_each_segment(context, profile):
+    run = backend(context, profile).run(sync, inputs(n=4), NoParams())
+    ops = frame(run).set_index("name")
+    for i in range(4):
+        assert ops.loc[f"segment[{i}]", "start_us"] >= ops.loc[f"params[{i}]", "end_us"] - 0.5
+        if i:
+            assert ops.loc[f"params[{i}]", "start_us"] >= ops.loc[f"segment[{i - 1}]", "end_us"]
+
+
+def test_tuned_kernels_take_their_declared_duration(context, profile):
+    for kind in KernelKind:
+        for duration in (150.0, 1000.0, 4000.0):
+            plan = context.devices[0].kernels.plan(kind, duration)
+            context.devices[0].kernels.tune(plan)
+            assert plan.measured_us == pytest.approx(duration, rel=0.01), (kind, plan)
+
+
+def test_kernel_in_a_run_matches_its_duration(context, profile):
+    def main(rt):
+        s = yield rt.create_stream(0, "s")
+        for i in range(5):
+            yield rt.launch(s, f"k{i}", 1500.0, 1.0, KernelKind.COMPUTE)
+        yield rt.sync_stream(s)
+
+    ops = frame(backend(context, profile).run(main))
+    k = ops[ops["kind"] == "kernel"]
+    durations = (k["end_us"] - k["start_us"]).to_numpy()[1:]  # the first includes its issue time on an idle stream
+    assert durations == pytest.approx([1500.0] * 4, rel=0.02)
+
+
+def test_kernel_shorter_than_the_gpu_resolves_is_refused(context, profile):
+    from replay.kernels import KernelTooShort
+
+    def main(rt):
+        s = yield rt.create_stream(0, "s")
+        yield rt.launch(s, "tiny", 0.01, 1.0, KernelKind.LATENCY)
+
+    with pytest.raises(KernelTooShort, match=r"kernel 'tiny': duration 0.01 µs is below the shortest kernel"):
+        backend(context, profile).run(main)
+
+
+def test_alloc_respects_the_budget_and_prefetch_falls_back(context, profile):
+    segs = inputs(n=4, nbytes=96 * MiB)
+    run = backend(context, profile, budget=150 * MiB).run(prefetch, segs, PrefetchParams(depth=1))
+    assert run.result["fallbacks"] == 3  # no two segments fit together: every later one takes the sync path
+
+
+def test_alloc_past_the_real_gpu_returns_none(context, profile):
+    def main(rt):
+        return (yield rt.alloc(0, 1 << 50, "huge"))
+
+    b = backend(context, profile, warmup=0)
+    b.capacity_bytes = [1 << 51]  # lift the budget so the real allocator is asked
+    assert b.run(main).result is None
+
+
+def test_pageable_copy_holds_the_host_and_pinned_does_not(context, profile):
+    def main(rt, memory):
+        s = yield rt.create_stream(0, "s")
+        buf = yield rt.alloc(0, 64 * MiB)
+        yield rt.launch(s, "busy", 3000.0, 1.0, KernelKind.LATENCY)
+        t0 = yield rt.now()
+        yield rt.copy(s, 64 * MiB, Direction.H2D, memory, "c", buf)
+        t1 = yield rt.now()
+        yield rt.sync_stream(s)
+        return t1 - t0
+
+    pinned = backend(context, profile).run(main, HostMemory.PINNED).result
+    pageable = backend(context, profile).run(main, HostMemory.PAGEABLE).result
+    assert pinned < 200.0
+    assert pageable > 3000.0
+
+
+def test_host_work_is_a_precise_wait(context, profile):
+    def main(rt):
+        t0 = yield rt.now()
+        yield rt.host_work(1000.0)
+        t1 = yield rt.now()
+        return t1 - t0
+
+    assert backend(context, profile, warmup=0).run(main).result == pytest.approx(1000.0, abs=50.0)
+
+
+def test_threads_and_queues(context, profile):
+    def producer(rt, q, n):
+        for i in range(n):
+            yield rt.host_work(100.0)
+            yield rt.put(q, i)
+        return "done"
+
+    def main(rt):
+        q = yield rt.make_queue(2)
+        th = yield rt.spawn(producer, q, 6, name="producer")
+        got = []
+        for _ in range(6):
+            got.append((yield rt.get(q)))
+        return got, (yield rt.join(th))
+
+    run = backend(context, profile, warmup=0).run(main)
+    assert run.result == ([0, 1, 2, 3, 4, 5], "done")
+    assert set(frame(run)["thread"]) == {"producer"}
+
+
+def test_a_failing_thread_fails_the_run(context, profile):
+    def bad(rt):
+        yield rt.host_work(10.0)
+        raise RuntimeError("boom")
+
+    def main(rt):
+        th = yield rt.spawn(bad, name="bad")
+        return (yield rt.join(th))
+
+    with pytest.raises(RuntimeError, match="boom"):
+        backend(context, profile, warmup=0).run(main)
+
+
+def test_more_streams_than_the_pool_are_refused(context, profile):
+    from replay.engine import ReplayError
+
+    def main(rt):
+        for i in range(40):
+            yield rt.create_stream(0, f"s{i}")
+
+    with pytest.raises(ReplayError, match="pool has 32 streams"):
+        backend(context, profile, warmup=0).run(main)
+
+
+def test_events_order_streams(context, profile):
+    def main(rt):
+        a = yield rt.create_stream(0, "a")
+        b = yield rt.create_stream(0, "b")
+        yield rt.launch(a, "first", 2000.0, 1.0, KernelKind.LATENCY)
+        ev = yield rt.record(a)
+        yield rt.wait_event(b, ev)
+        yield rt.launch(b, "second", 100.0, 1.0, KernelKind.LATENCY)
+        yield rt.sync_stream(b)
+        return (yield rt.query_event(ev))
+
+    run = backend(context, profile).run(main)
+    ops = frame(run).set_index("name")
+    assert run.result is True
+    assert ops.loc["second", "start_us"] >= ops.loc["first", "end_us"] - 0.5
+
+
+def test_cli_replay_writes_results_with_backend_replay(tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.results import read_results
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        'name = "r"\nprofile = "h100-sxm-pcie5"\nrepetitions = 2\n[workload]\nkind = "layer_streaming"\nsegments = 4\n'
+        'param_bytes = 16777216\ncompute_us = 500.0\n[[policies]]\nname = "sync"\n[[policies]]\nname = "prefetch"\n'
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["replay", str(spec), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    res = read_results(out)
+    assert set(res.runs["backend"]) == {"replay"} and set(res.runs["status"]) == {"ok"}
+    assert len(res.runs) == 4 and res.runs["device_name"].str.contains("NVIDIA").all()
+
+
+def test_cli_replay_refuses_a_budget_larger_than_the_gpu(tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        'name = "r"\nprofile = "h100-sxm-pcie5"\ndevice_memory_bytes = 85000000000\n[workload]\nkind = "layer_streaming"\n'
+        'segments = 2\nparam_bytes = 16777216\ncompute_us = 500.0\n[[policies]]\nname = "sync"\n'
+    )
+    result = CliRunner().invoke(app, ["replay", str(spec), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "device_memory_bytes" in result.output and "bytes free" in result.output
+    assert not (tmp_path / "o").exists()
