@@ -227,8 +227,8 @@ def replay(
         if out.exists():
             _fail(f"{out}: already exists; results are never overwritten")
         factory = _replay_backend_factory(loaded)
-        with console.status("replaying…") as status:
-            results = run_spec(loaded, factory, on_run=lambda rid: status.update(f"replaying {rid}"))
+        # No live spinner here: its refresh thread takes the GIL from the timed host thread.
+        results = run_spec(loaded, factory, on_run=lambda rid: console.print(f"replaying {rid}", highlight=False))
     except CudaUnavailable as err:
         _fail(f"harness replay: {err}")
     except InputError as err:
@@ -303,6 +303,34 @@ def compare(
         )
     console.print(view)
     console.print(f"fidelity table: [bold]{out}[/]  ({len(table)} rows)")
+
+
+@app.command()
+def dashboard(
+    results: list[Path] = typer.Argument(None, help="Results folders, folders of them, or fidelity tables (default: results/)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 127.0.0.1 keeps the dashboard on this machine."),
+    port: int = typer.Option(8501, help="Port to serve on."),
+) -> None:
+    """Browse and compare results in a Streamlit app (runs, policy comparison, timelines, fidelity, sweeps)."""
+    import os
+    import subprocess
+
+    import dashboard
+    from dashboard.sources import DIRS_ENV
+
+    app_path = Path(dashboard.__file__).parent / "app.py"
+    paths = [str(p.resolve()) for p in (results or [Path("results")])]
+    env = dict(os.environ, **{DIRS_ENV: os.pathsep.join(paths)})
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app_path),
+        "--server.address", host, "--server.port", str(port), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--theme.base", "light",
+    ]
+    console.print(f"dashboard on [bold]http://{host}:{port}[/] over {len(paths)} path(s); Ctrl-C stops it")
+    try:
+        raise typer.Exit(subprocess.call(command, env=env))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
 
 
 # --------------------------------------------------------------------------- continuous batching (issue 5)

@@ -112,6 +112,9 @@ class KernelCalibration(_Strict):
     sleep_base_us: float = pydantic.Field(ge=0)  # torch.cuda._sleep(c): sleep_base_us + c / sleep_cycles_per_us
     sleep_cycles_per_us: float = pydantic.Field(gt=0)
     min_kernel_us: float = pydantic.Field(ge=0)  # shortest kernel the GPU runs back to back
+    stand_in: str = "sized"  # what the replay ran for kernels: "sized" (the tables above) or "timed" (replay.timed)
+    timed_overhead_us: dict[str, float] | None = None  # timed stand-ins: measured minus requested duration, per kind
+    timed_min_kernel_us: float | None = None
 
 
 class HardwareProfile(_Strict):

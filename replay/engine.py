@@ -25,7 +25,9 @@ to one clock, µs since the run started (:mod:`replay.clock`), into the same ops
 rows as the simulator (``harness.results.OPS_COLUMNS[1:]``). A device op's
 start is when its stream reached it, so on an idle stream it includes the time
 the host took to issue it (the simulator charges the same as ``launch_us`` /
-``copy_launch_us`` before the op starts).
+``copy_launch_us`` before the op starts); a host-link copy that queued behind
+another stream's copy in the same direction starts when that one ended
+(:func:`_engine_starts`), as the simulator's copy engine does.
 
 **Warm-up.** Before the first timed run of a policy with given inputs, the
 backend runs it twice untimed: the first run makes every host buffer, warms
@@ -124,12 +126,12 @@ class _DeviceState:
     """Per-device GPU state shared by every run: kernel factory, scratch, event pool."""
 
     def __init__(self, torch: Any, index: int) -> None:
-        from replay.kernels import KernelFactory
+        from replay.kernels import make_kernels
 
         self.index = index
         self.device = torch.device("cuda", index)
         with torch.cuda.device(self.device):
-            self.kernels = KernelFactory(torch, self.device)
+            self.kernels = make_kernels(torch, self.device)
         self.name = torch.cuda.get_device_name(index)
         self.total_bytes = torch.cuda.get_device_properties(index).total_memory
 
@@ -214,6 +216,29 @@ class ReplayBackend:
         return _Run(self).execute(main, args)
 
 
+_HOST_LINK_KINDS = (OpKind.COPY_H2D.value, OpKind.COPY_D2H.value)
+
+
+def _engine_starts(rows: list[list]) -> None:
+    """Start each host-link copy when its direction's copy engine was free, not when its stream reached it.
+
+    A copy's start event fires when its stream gets to it; if another stream's
+    copy in the same direction still holds the copy engine, the bytes do not
+    move until that copy ends (measured on the H100: two 512 MiB H2D copies on
+    two streams end 9.8 and 19.7 ms after they were issued together, one after
+    the other). The simulator starts a copy when it claims the engine, so the
+    replay does the same: within a device and direction, in order of end time,
+    a copy starts no earlier than the previous one ended.
+    """
+    last_end: dict[tuple[int, str], float] = {}
+    for row in sorted((r for r in rows if r[3] in _HOST_LINK_KINDS), key=lambda r: r[10]):
+        key = (row[1], row[3])
+        previous = last_end.get(key)
+        if previous is not None and row[9] < previous:
+            row[9] = min(previous, row[10])
+        last_end[key] = row[10]
+
+
 def _warm_key(main: Callable, args: tuple) -> Any:
     try:
         hash(args)
@@ -244,6 +269,7 @@ class _Run:
         self._stream_handles: dict[int, str] = {}  # cuda stream pointer -> stream name
         self._abort = threading.Event()
         self._clock = None
+        self._thread_local = threading.local()
         self._handlers: dict[type, Callable[[Any, Thread], Any]] = {
             Now: lambda cmd, th: self._clock.host_us(),
             CreateStream: self._create_stream,
@@ -274,6 +300,7 @@ class _Run:
         switch = sys.getswitchinterval()
         sys.setswitchinterval(5e-5)  # let a waiting host thread take the GIL within ~50 µs, not 5 ms
         main_thread = Thread(self._new_id(), "main")
+        caller_stream = torch.cuda.current_stream(self.ctx.devices[0].device)
         try:
             self._clock = RunClock(torch, torch.cuda.current_stream(self.ctx.devices[0].device))
             try:
@@ -292,6 +319,7 @@ class _Run:
             rows = self._resolve()
         finally:
             sys.setswitchinterval(switch)
+            torch.cuda.set_stream(caller_stream)
             for device in self.ctx.devices:
                 torch.cuda.synchronize(device.device)
         return ReplayResult(rows, result, main_end)
@@ -321,6 +349,13 @@ class _Run:
     def _new_id(self) -> int:
         return next(self._ids)
 
+    def _use_stream(self, stream: Any) -> None:
+        """Make ``stream`` the calling thread's current stream (``torch.cuda.stream()`` costs ~19 µs a call; this ~2, once per switch)."""
+        local = self._thread_local
+        if getattr(local, "stream", None) is not stream:
+            self.torch.cuda.set_stream(stream)
+            local.stream = stream
+
     # ------------------------------------------------------------------ recording
     def _device_op(self, kind: OpKind, stream: Stream, name: str, nbytes: int, memory: str, thread: Thread, issue: float, start: Any, end: Any, op_id: int) -> None:
         self._device_ops.append((op_id, stream.device, stream.name, kind.value, name, nbytes, memory, thread.name, issue, start, end))
@@ -331,12 +366,13 @@ class _Run:
 
     def _resolve(self) -> list[tuple]:
         clock = self._clock
-        rows = list(self._host_ops)
+        device_rows = []
         for op_id, device, stream, kind, name, nbytes, memory, thread, issue, start, end in self._device_ops:
             start_us = clock.device_us(start)
             end_us = clock.device_us(end) if end is not start else start_us
-            rows.append((op_id, device, stream, kind, name, nbytes, memory, thread, issue, start_us, max(end_us, start_us)))
-        return rows
+            device_rows.append([op_id, device, stream, kind, name, nbytes, memory, thread, issue, start_us, max(end_us, start_us)])
+        _engine_starts(device_rows)
+        return list(self._host_ops) + [tuple(r) for r in device_rows]
 
     # ------------------------------------------------------------------ streams and device work
     def _create_stream(self, cmd: CreateStream, thread: Thread) -> Stream:
@@ -356,14 +392,14 @@ class _Run:
         issue = self._clock.host_us()
         op_id = self._new_id()
         kernels = self.ctx.devices[cmd.stream.device].kernels
-        plan = kernels.plan(cmd.kind, cmd.duration_us, cmd.name) if cmd.duration_us > 0 else None
+        plan = kernels.plan(cmd.kind, cmd.duration_us, cmd.name, cmd.compute_share) if cmd.duration_us > 0 else None
         s = cmd.stream.native
         start, end = self.ctx.take_event(), self.ctx.take_event()
-        with self.torch.cuda.stream(s):
-            start.record(s)
-            if plan is not None:
-                kernels.issue(plan)
-            end.record(s)
+        self._use_stream(s)
+        start.record(s)
+        if plan is not None:
+            kernels.issue(plan, s)
+        end.record(s)
         self._device_op(OpKind.KERNEL, cmd.stream, cmd.name, 0, "", thread, issue, start, end, op_id)
 
     def _copy(self, cmd: Copy, thread: Thread) -> None:
@@ -391,17 +427,17 @@ class _Run:
             host = self.ctx.host.get(cmd.host_memory, n)
         s = cmd.stream.native
         start, end = self.ctx.take_event(), self.ctx.take_event()
-        with self.torch.cuda.stream(s):
-            start.record(s)
-            block_start = self._clock.host_us()
-            if n > 0:
-                if cmd.direction is Direction.H2D:
-                    dev[:n].copy_(host[:n], non_blocking=True)
-                elif cmd.direction is Direction.D2H:
-                    host[:n].copy_(dev[:n], non_blocking=True)
-                else:
-                    dev[:n].copy_(src[:n], non_blocking=True)
-            end.record(s)
+        self._use_stream(s)
+        start.record(s)
+        block_start = self._clock.host_us()
+        if n > 0:
+            if cmd.direction is Direction.H2D:
+                dev[:n].copy_(host[:n], non_blocking=True)
+            elif cmd.direction is Direction.D2H:
+                host[:n].copy_(dev[:n], non_blocking=True)
+            else:
+                dev[:n].copy_(src[:n], non_blocking=True)
+        end.record(s)
         memory = "" if cmd.direction is Direction.D2D else cmd.host_memory.value
         self._device_op(COPY_KIND[cmd.direction], cmd.stream, cmd.name, n, memory, thread, issue, start, end, op_id)
         if pageable:

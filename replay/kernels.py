@@ -82,8 +82,29 @@ class KernelTooShort(ValueError):
     """A kernel duration below what the GPU can run."""
 
 
+def make_kernels(torch: Any, device: Any) -> Any:
+    """The replay's kernel stand-ins: timer-bounded kernels (CuPy) unless ``HARNESS_REPLAY_KERNELS=sized`` or CuPy is missing."""
+    import os
+
+    choice = os.environ.get("HARNESS_REPLAY_KERNELS", "timed")
+    if choice not in ("timed", "sized"):
+        raise ValueError(f"HARNESS_REPLAY_KERNELS must be 'timed' or 'sized', got {choice!r}")
+    if choice == "timed":
+        try:
+            import cupy  # noqa: F401
+        except ImportError:
+            choice = "sized"
+    if choice == "timed":
+        from replay.timed import TimedKernels
+
+        return TimedKernels(torch, device)
+    return KernelFactory(torch, device)
+
+
 class KernelFactory:
     """Sizes, tunes and issues the stand-in work for described kernels on one device."""
+
+    stand_in = "sized"
 
     def __init__(self, torch: Any, device: Any) -> None:
         self.torch = torch
@@ -106,8 +127,15 @@ class KernelFactory:
         return sum(t.numel() * t.element_size() for t in (self._a, self._b, self._c, self._src, self._dst))
 
     # ------------------------------------------------------------------ issuing
-    def issue(self, plan: Plan) -> None:
-        """Queue the plan's work on the current stream."""
+    @property
+    def min_kernel_us(self) -> float:
+        return self.tables.min_kernel_us
+
+    def as_profile_section(self) -> dict:
+        return self.tables.as_profile_section()
+
+    def issue(self, plan: Plan, stream: Any = None) -> None:
+        """Queue the plan's work on the current stream (the caller makes ``stream`` current)."""
         torch = self.torch
         if plan.kind is KernelKind.COMPUTE and plan.size:
             a, c = self._a[: plan.size], self._c[: plan.size]
@@ -120,7 +148,7 @@ class KernelFactory:
         torch.cuda._sleep(int(plan.sleep_cycles))
 
     # ------------------------------------------------------------------ planning
-    def plan(self, kind: KernelKind, duration_us: float, name: str = "") -> Plan:
+    def plan(self, kind: KernelKind, duration_us: float, name: str = "", share: float = 1.0) -> Plan:
         key = (kind, round(float(duration_us), 1))
         plan = self._plans.get(key)
         if plan is None:
