@@ -12,6 +12,7 @@ The ``[workload]`` table (see :class:`BatchingParams`)::
     output_tokens = [128, 384]          # generated outputs: a count or [lo, hi]
     # trace = "../requests/x.parquet"   # rows' tokens (and, for arrivals = "trace", their times)
     # rate_per_s = 5.0; cv = 3.0        # poisson / bursty
+    # arrival_scale = 2.0               # stretch the trace's arrival times (half the rate)
     # on_invalid = "reject"             # bad rows: "error" (default) names the row and stops;
     #                                   # "reject" sets them aside, counted in the metrics
 
@@ -52,6 +53,7 @@ class BatchingParams(pydantic.BaseModel):
     cv: float | None = pydantic.Field(default=None, gt=0)
     clients: int | None = pydantic.Field(default=None, ge=1)
     think_us: float = pydantic.Field(default=0.0, ge=0)
+    arrival_scale: float = pydantic.Field(default=1.0, gt=0)  # multiplies trace arrival times (2.0: half the rate)
     prompt_tokens: TokenSpec | None = None
     output_tokens: TokenSpec | None = None
     context_limit_tokens: int | None = pydantic.Field(default=None, ge=2)
@@ -126,6 +128,8 @@ def prepare(params: BatchingParams, spec_dir: Path, profile: Profile, device_mem
         else:
             times = np.zeros(n)  # set when each client sends
         table = RequestTable(times, table.prompt_tokens, table.output_tokens, table.source)
+    if params.arrival_scale != 1.0:
+        table = RequestTable(table.arrival_us * params.arrival_scale, table.prompt_tokens, table.output_tokens, table.source)
     screened = screen(table, limit, params.on_invalid)
     if len(screened) == 0:
         raise InputError(table.source, "", f"every one of its {len(table)} requests was rejected (first: row {screened.rejected[0].row}, {screened.rejected[0].reason})")

@@ -39,7 +39,8 @@ invariant (documented, deliberate):
 * the engine's loop tests ``all_done`` before staggered joins, so staggered
   requests still pending when every started slot has finished (a first request
   of one output token, say) would never be served. Here the loop goes on while
-  staggered requests are pending.
+  staggered requests are pending, and they take finished slots even when slot
+  recycling is switched off (the engine always recycles).
 """
 
 from __future__ import annotations
@@ -229,21 +230,27 @@ class GenerateLoop:
                     self._admit(req, (yield rt.now()), "mid_batch_join", batch_id)
                     yield from self._join(req, slots, len(slots))
             # (c) slot recycling: finished slots, in order, to pending or queued requests
-            if opt.slot_recycling:
+            # (pending staggered requests take finished slots even with recycling off: they
+            # belong to this batch, and mid-batch joins may have filled every new slot)
+            if opt.slot_recycling or pending:
                 for i in range(len(slots)):
                     if not slots[i].done:
                         continue
                     if pending:
                         req = pending.popleft()
-                    else:
+                    elif opt.slot_recycling:
                         req = self.channel.try_recv()
                         if req is None:
                             break
                         self._admit(req, (yield rt.now()), "recycle", batch_id)
+                    else:
+                        break
                     yield from self._join(req, slots, i)
             # (d) one decode step over the occupied slots
             active = [s for s in slots if not s.done]
             if not active:
+                if pending:  # unreachable: a pending request always finds a new or finished slot above
+                    raise RuntimeError("generate loop: pending staggered requests but no slot to join")
                 continue
             context = sum(s.prompt_tokens + s.tokens for s in active)
             t = yield from self._step("decode", cost.decode_us(len(slots), context))

@@ -1,0 +1,142 @@
+"""Invariants of the continuous-batching server on random workloads and policies (hypothesis).
+
+Every request gets exactly its output tokens, no token comes before its request
+arrived, never more than max_batch slots hold requests, and requests leave the
+channel in arrival order (first tokens too, except under staggered prefill,
+where the engine lets newer requests join before pending staggered ones).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.profile import load_profile
+from harness.results import OPS_COLUMNS
+from harness.workloads.continuous_batching.cost_model import (
+    BatchCost,
+    CostModel,
+    CostProvenance,
+    DecodeCost,
+    FastDecodeCost,
+    JoinCost,
+    PrefillCost,
+)
+from harness.workloads.continuous_batching.inputs import BatchingInputs
+from harness.workloads.continuous_batching.metrics import metrics, requests_frame
+from harness.workloads.continuous_batching.policies import AdaptiveParams, FixedWindowParams, adaptive, fixed_window
+from harness.workloads.continuous_batching.requests import RequestTable, screen
+from sim import SimBackend
+
+H100 = load_profile("h100-sxm-pcie5")
+COST = CostModel(
+    format_version=1,
+    name="test",
+    context_limit_tokens=4096,
+    provenance=CostProvenance(source="test", hardware="none", date="2026-11-23"),
+    prefill=PrefillCost(floor_us=500.0, base_us=300.0, per_seq_us=200.0, per_token_us=2.0),
+    decode=DecodeCost(floor_us=0.0, base_us=900.0, per_seq_us=150.0, per_context_token_us=0.01),
+    join=JoinCost(overhead_us=250.0),
+    fast_decode=FastDecodeCost(floor_us=0.0, base_us=400.0, per_context_token_us=0.0),
+    batch=BatchCost(cleanup_us=50.0),
+)
+
+requests_strategy = st.lists(
+    st.tuples(st.floats(0.0, 20_000.0), st.integers(1, 300), st.integers(1, 24)), min_size=1, max_size=24
+)
+loop_strategy = st.fixed_dictionaries(
+    {
+        "max_batch": st.integers(1, 5),
+        "fast_path": st.booleans(),
+        "prefill": st.sampled_from(["batched", "staggered"]),
+        "mid_batch_joins": st.booleans(),
+        "slot_recycling": st.booleans(),
+    }
+)
+policy_strategy = st.one_of(
+    st.tuples(st.just("fixed_window"), loop_strategy, st.fixed_dictionaries({"window_ms": st.sampled_from([0.0, 0.5, 3.0, 10.0])})),
+    st.tuples(
+        st.just("adaptive"),
+        loop_strategy,
+        st.fixed_dictionaries({"peer_wait_ms": st.sampled_from([0.0, 1.0, 3.0]), "singleton_wait_ms": st.sampled_from([0.0, 2.0])}),
+    ),
+)
+
+
+def make_inputs(rows, clients: int) -> BatchingInputs:
+    gaps = np.array([r[0] for r in rows])
+    table = RequestTable(np.cumsum(gaps), np.array([r[1] for r in rows], float), np.array([r[2] for r in rows], float), "hypothesis")
+    return BatchingInputs(screen(table, COST.context_limit_tokens, "error"), COST, COST.context_limit_tokens, clients, 300.0, "hypothesis")
+
+
+def simulate(inputs: BatchingInputs, policy):
+    name, loop, extra = policy
+    params = (FixedWindowParams if name == "fixed_window" else AdaptiveParams)(**loop, **extra)
+    main = fixed_window if name == "fixed_window" else adaptive
+    outcome = SimBackend(H100, seed=3).run(main, inputs, params)
+    return params, outcome.result, pd.DataFrame(outcome.ops, columns=OPS_COLUMNS[1:])
+
+
+def max_overlap(starts: np.ndarray, ends: np.ndarray) -> int:
+    """Most half-open intervals [start, end) holding at one instant (an end at t frees before a start at t)."""
+    events = sorted([(e, -1) for e in ends] + [(s, 1) for s in starts])
+    depth = best = 0
+    for _, step in events:
+        depth += step
+        best = max(best, depth)
+    return best
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=requests_strategy, clients=st.sampled_from([0, 0, 1, 3]), policy=policy_strategy)
+def test_every_request_served_in_order_within_slots(rows, clients, policy):
+    inputs = make_inputs(rows, clients)
+    params, log, ops = simulate(inputs, policy)
+    frame = requests_frame(inputs, log)
+
+    # exactly its output tokens, all of them, none before it arrived
+    assert (frame["tokens_emitted"] == frame["output_tokens"]).all()
+    assert len(log.itl_us) == int((frame["output_tokens"] - 1).sum())
+    assert (frame["admitted_us"] >= frame["arrival_us"]).all()
+    assert (frame["first_token_us"] > frame["arrival_us"]).all()
+    assert (frame["last_token_us"] >= frame["first_token_us"]).all()
+
+    # never more than max_batch requests hold KV slots (from their prefill to their last token)
+    starts = np.array([r.prefill_us for r in log.requests])
+    ends = np.array([r.last_token_us for r in log.requests])
+    assert max_overlap(starts, ends) <= params.max_batch
+    assert log.max_slots_in_use <= params.max_batch
+    assert (frame["slot"] < params.max_batch).all()
+
+    # FIFO: requests leave the channel in arrival order; first tokens too unless staggered
+    ordered = frame.sort_values(["arrival_us", "admitted_us"], kind="stable")
+    assert ordered["admitted_us"].is_monotonic_increasing
+    if params.prefill == "batched":
+        ordered = frame.sort_values(["arrival_us", "first_token_us"], kind="stable")
+        assert ordered["first_token_us"].is_monotonic_increasing
+
+    # the fast path runs only single-request batches and takes no joins
+    fast_batches = set(frame.loc[frame["admission"] == "fast_path", "batch"])
+    assert all((frame["batch"] == b).sum() == 1 for b in fast_batches)
+    if not params.fast_path:
+        assert not fast_batches
+
+    # the metrics agree with the table
+    values = {m.metric: m.value for m in metrics(inputs, ops, log) if m.item == -1}
+    assert values["completed_requests"] == len(frame)
+    assert values["output_tokens"] == frame["output_tokens"].sum()
+    assert 0.0 < values["gpu_busy_frac"] <= 1.0 + 1e-9
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=requests_strategy)
+def test_single_slot_without_fast_path_serves_one_at_a_time(rows):
+    """max_batch = 1: one request at a time, strictly in arrival order, each with its full output."""
+    inputs = make_inputs(rows, 0)
+    params, log, _ = simulate(inputs, ("fixed_window", {"max_batch": 1, "fast_path": False, "prefill": "batched",
+                                                        "mid_batch_joins": True, "slot_recycling": True}, {"window_ms": 1.0}))
+    frame = requests_frame(inputs, log).sort_values("request")
+    assert (frame["first_token_us"].to_numpy()[1:] >= frame["last_token_us"].to_numpy()[:-1]).all()
+    assert set(frame["admission"]) <= {"batch", "recycle"}
