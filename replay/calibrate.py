@@ -14,8 +14,9 @@ What is measured, and how (every figure is a median of several repetitions):
 * **device copies** (``d2d_latency_us``, ``d2d_gbps``): a line through the
   replay's device-copy samples of 64 MiB and more;
 * **host costs**: through the replay engine itself, so they are what a replay
-  run pays, inside a streaming loop like a policy's (alloc 16 MiB, copy 1 MiB,
-  launch a 300 µs kernel, record, wait, sync, free): each command's cost is
+  run pays, inside a double-buffered streaming loop like a policy's (wait for
+  the buffer's copy, launch a 300 µs kernel, alloc the next 16 MiB buffer, copy
+  into it on a side stream, record, sync, free the previous): each command's cost is
   the median gap to the next command's issue, ``sync_wake_us`` the time from
   the stream's last op ending to ``sync_stream`` returning. The same commands
   repeated in tight loops cost less (hot caches); those figures go to the
@@ -169,52 +170,60 @@ N_LOOP = 40
 
 
 def _loop_policy(rt: Runtime) -> Any:
-    """A streaming loop like a real policy's: each command's host time is read between its neighbours."""
+    """A double-buffered streaming loop, as policies issue commands: each command's host time is read
+    from the next command's issue (``now`` marks around alloc and free, which leave no op row)."""
     s = yield rt.create_stream(0, "loop")
-    s2 = yield rt.create_stream(0, "loop2")
-    marks = {"alloc": [], "free": [], "now": []}
+    side = yield rt.create_stream(0, "loop-side")
+    marks: dict[str, list[float]] = {"now": [], "launch_end": [], "alloc": [], "free": []}
     for _ in range(N_LOOP):
         a = yield rt.now()
         b = yield rt.now()
         marks["now"].append(b - a)
+    buf = yield rt.alloc(0, 16 * MiB, "loop-buffer")
+    yield rt.copy(side, 16 * MiB, Direction.H2D, HostMemory.PINNED, "loop-first", buf)
+    ready = yield rt.record(side)
     for _ in range(N_LOOP):
-        t0 = yield rt.now()
-        buf = yield rt.alloc(0, 16 * MiB, "loop-buffer")
-        t1 = yield rt.now()
-        yield rt.copy(s, 1 * MiB, Direction.H2D, HostMemory.PINNED, "loop-copy", buf)
+        yield rt.wait_event(s, ready)
         yield rt.launch(s, "loop-kernel", 300.0, 1.0, KernelKind.COMPUTE)
-        ev = yield rt.record(s)
-        yield rt.wait_event(s2, ev)
+        t0 = yield rt.now()
+        nxt = yield rt.alloc(0, 16 * MiB, "loop-buffer")
+        t1 = yield rt.now()
+        yield rt.copy(side, 16 * MiB, Direction.H2D, HostMemory.PINNED, "loop-copy", nxt)
+        ready_next = yield rt.record(side)
         yield rt.sync_stream(s)
         t2 = yield rt.now()
         yield rt.free(buf)
         t3 = yield rt.now()
+        marks["launch_end"].append(t0)
         marks["alloc"].append(t1 - t0)
         marks["free"].append(t3 - t2)
-    yield rt.sync_stream(s2)
+        buf, ready = nxt, ready_next
+    yield rt.sync_stream(side)
+    yield rt.free(buf)
     return marks
 
 
 def _loop_costs(ops: Any, marks: dict) -> dict:
     """Per-command host time inside the streaming loop: the gap to the next command's issue."""
     ops = ops.sort_values("op_id")
-    s = ops[ops["thread"] == "main"]
-    copies = s[s["kind"] == "copy_h2d"]
-    kernels = s[s["kind"] == "kernel"]
-    records = s[s["kind"] == "record"]
-    waits = s[s["kind"] == "wait"]
-    syncs = s[(s["kind"] == "host_sync") & (s["name"] == "sync:loop")].iloc[: len(copies)]
-    n = min(len(copies), len(kernels), len(records), len(waits), len(syncs))
-    col = lambda frame, c: frame[c].to_numpy()[:n]  # noqa: E731
+    waits = ops[ops["kind"] == "wait"]["issue_us"].to_numpy()
+    kernels = ops[ops["kind"] == "kernel"]
+    copies = ops[(ops["kind"] == "copy_h2d") & (ops["name"] == "loop-copy")]["issue_us"].to_numpy()
+    records = ops[ops["kind"] == "record"]["issue_us"].to_numpy()[1:]  # the first belongs to the first copy
+    syncs = ops[(ops["kind"] == "host_sync") & (ops["name"] == "sync:loop")]
+    n = min(len(waits), len(kernels), len(copies), len(records), len(syncs), len(marks["launch_end"]))
+    k_issue, k_end = kernels["issue_us"].to_numpy()[:n], kernels["end_us"].to_numpy()[:n]
+    sync_start, sync_end = syncs["start_us"].to_numpy()[:n], syncs["end_us"].to_numpy()[:n]
     now_us = statistics.median(marks["now"])
+    med = lambda values: float(statistics.median(values))  # noqa: E731
     return {
-        "launch_us": float(statistics.median(col(records, "issue_us") - col(kernels, "issue_us"))),
-        "copy_launch_us": float(statistics.median(col(kernels, "issue_us") - col(copies, "issue_us"))),
-        "record_us": float(statistics.median(col(waits, "issue_us") - col(records, "issue_us"))),
-        "wait_us": float(statistics.median(col(syncs, "start_us") - col(waits, "issue_us"))),
-        "sync_wake_us": float(statistics.median(col(syncs, "end_us") - col(kernels, "end_us"))),
-        "alloc_us": max(0.0, statistics.median(marks["alloc"]) - now_us),
-        "free_us": max(0.0, statistics.median(marks["free"]) - now_us),
+        "launch_us": med(marks["launch_end"][:n] - k_issue),
+        "copy_launch_us": med(records[:n] - copies[:n]),
+        "record_us": med(sync_start - records[:n]),
+        "wait_us": med(k_issue - waits[:n]),
+        "sync_wake_us": med(sync_end - k_end),
+        "alloc_us": max(0.0, med(marks["alloc"]) - now_us),
+        "free_us": max(0.0, med(marks["free"]) - now_us),
     }
 
 
@@ -305,7 +314,8 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
                 "CUDA-event medians: pinned copies timed behind a queued _sleep (GPU time only), pageable from an idle "
                 f"stream; latency = intercept of the 1-16 MiB samples; duplex from 256 MiB each way together "
                 f"({duplex_us:.1f} µs); host costs = median per-call host time of the replay engine's own commands inside a "
-                "streaming loop (alloc, copy 1 MiB, launch 300 µs, record, wait, sync, free), each the gap to the next "
+                "double-buffered streaming loop (wait, launch 300 µs, alloc, side-stream copy 16 MiB, record, sync, free), "
+                "each the gap to the next "
                 "command's issue; sync_wake_us = stream end to sync_stream return; d2d from the device-copy table (>= 64 MiB)"
             ),
             "notes": (notes + " " if notes else "") + f"The same commands repeated in tight loops cost (µs): {tight_note}.",

@@ -16,7 +16,8 @@ unchanged. Each runtime command does the real thing:
 * **alloc** really allocates (``torch.empty`` through the caching allocator),
   against the run's device budget (the spec's, capped by what the GPU has
   free) and returns ``None`` when the budget or the GPU is full; **free**
-  releases it (``record_stream`` for every stream that used it);
+  releases it (``record_stream`` for every stream whose last copy into or out
+  of it has not finished);
 * **host work** is a precise wait (:func:`replay.clock.precise_wait_us`).
 
 **Timeline.** Every device op is bracketed by two timing events on its stream
@@ -108,7 +109,7 @@ class _DeviceBuffer:
 
     def __init__(self, tensor: Any) -> None:
         self.tensor = tensor
-        self.streams: dict[int, Any] = {}  # streams that used it, by id
+        self.streams: dict[int, tuple[Any, Any]] = {}  # stream id -> (stream, end event of its last copy into/out of it)
         self.freed = False
 
 
@@ -412,7 +413,6 @@ class _Run:
             if dev_buffer is None or dev_buffer.freed:
                 raise ReplayError(f"copy {cmd.name!r}: buffer {cmd.buffer.name!r} was freed")
             dev = dev_buffer.tensor
-            dev_buffer.streams[id(cmd.stream)] = cmd.stream.native
         else:
             if n > self.backend.capacity_bytes[device]:
                 raise ReplayError(
@@ -439,6 +439,8 @@ class _Run:
                 dev[:n].copy_(src[:n], non_blocking=True)
         end.record(s)
         memory = "" if cmd.direction is Direction.D2D else cmd.host_memory.value
+        if cmd.buffer is not None:
+            dev_buffer.streams[id(cmd.stream)] = (s, end)
         self._device_op(COPY_KIND[cmd.direction], cmd.stream, cmd.name, n, memory, thread, issue, start, end, op_id)
         if pageable:
             end.synchronize()
@@ -539,8 +541,11 @@ class _Run:
             if self.used_bytes[cmd.device] + cmd.nbytes > self.backend.capacity_bytes[cmd.device]:
                 return None
             self.used_bytes[cmd.device] += cmd.nbytes
+        device = self.ctx.devices[cmd.device].device
+        # Allocate from one stream's pool (the device's default stream), whatever stream this thread used last.
+        self._use_stream(torch.cuda.default_stream(device))
         try:
-            tensor = torch.empty(cmd.nbytes, dtype=torch.uint8, device=self.ctx.devices[cmd.device].device)
+            tensor = torch.empty(cmd.nbytes, dtype=torch.uint8, device=device)
         except torch.cuda.OutOfMemoryError:
             with self._lock:
                 self.used_bytes[cmd.device] -= cmd.nbytes
@@ -553,8 +558,10 @@ class _Run:
         if state is None or state.freed:
             raise ReplayError(f"buffer {buffer.name!r} freed twice")
         state.freed = True
-        for stream in state.streams.values():
-            state.tensor.record_stream(stream)  # the caching allocator must not reuse it before that stream is done
+        for stream, last_use in state.streams.values():
+            if not last_use.query():
+                # Still in use on that stream: the caching allocator must not hand it out before it is done.
+                state.tensor.record_stream(stream)
         state.tensor = None
         state.streams.clear()
         with self._lock:

@@ -76,6 +76,7 @@ class Plan:
     tuned: bool = False
     measured_us: float = math.nan  # back-to-back GPU time at the last tuning step
     history: list[float] = field(default_factory=list)
+    launch: Any = field(default=None, repr=False)  # timed stand-ins: (function, grid, block, args) ready to launch
 
 
 class KernelTooShort(ValueError):

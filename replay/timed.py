@@ -118,17 +118,25 @@ class TimedKernels:
         return ext
 
     def _launch(self, kind: KernelKind, grid: int, ns: int, stream: Any) -> None:
-        ext = self._cupy_stream(stream)
-        if kind is KernelKind.MEMORY:
-            self._memory((grid,), (THREADS,), (np.uint64(ns), np.uint64(self._src.data_ptr()), np.uint64(self._dst.data_ptr()), self._n4), stream=ext)
-        elif kind is KernelKind.COMPUTE:
-            self._compute((grid,), (THREADS,), (np.uint64(ns), np.uint64(self._sink.data_ptr())), stream=ext)
-        else:
-            self._compute((1,), (32,), (np.uint64(ns), np.uint64(self._sink.data_ptr())), stream=ext)
+        function, grid_dims, block, args = self._prepared(kind, grid, ns)
+        function(grid_dims, block, args, stream=self._cupy_stream(stream))
 
     def issue(self, plan: Plan, stream: Any) -> None:
-        """Queue the plan's kernel on ``stream`` (a torch stream)."""
-        self._launch(plan.kind, plan.pieces, plan.sleep_cycles, stream)
+        """Queue the plan's kernel on ``stream`` (a torch stream); its arguments are built once per plan."""
+        launch = plan.launch
+        if launch is None or launch[3][0] != plan.sleep_cycles:
+            launch = plan.launch = self._prepared(plan.kind, plan.pieces, plan.sleep_cycles)
+        function, grid, block, args = launch
+        function(grid, block, args, stream=self._cupy_stream(stream))
+
+    def _prepared(self, kind: KernelKind, grid: int, ns: int) -> tuple:
+        if kind is KernelKind.MEMORY:
+            args = (np.uint64(ns), np.uint64(self._src.data_ptr()), np.uint64(self._dst.data_ptr()), self._n4)
+            return self._memory, (grid,), (THREADS,), args
+        args = (np.uint64(ns), np.uint64(self._sink.data_ptr()))
+        if kind is KernelKind.COMPUTE:
+            return self._compute, (grid,), (THREADS,), args
+        return self._compute, (1,), (32,), args
 
     # ------------------------------------------------------------------ planning
     def _grid(self, kind: KernelKind, share: float) -> int:

@@ -111,3 +111,17 @@ def test_shipped_measured_profile_says_where_it_came_from():
     # Measured pinned H2D of 1 GiB on PCIe Gen5 x16: about 50-56 GB/s.
     gbps = (1 << 30) / profile.copy_time_us(1 << 30, Direction.H2D, HostMemory.PINNED) / 1e3
     assert 45.0 < gbps < 60.0
+
+
+def test_host_cost_loop_recovers_the_costs_it_runs_under(h100):
+    """The calibration's streaming loop, run on the simulator, reads back the profile's host costs."""
+    import pandas as pd
+
+    from harness.results import OPS_COLUMNS
+    from replay.calibrate import _loop_costs, _loop_policy
+    from sim import SimBackend
+
+    run = SimBackend(h100).run(_loop_policy)
+    costs = _loop_costs(pd.DataFrame(run.ops, columns=OPS_COLUMNS[1:]), run.result)
+    expected = h100.host.model_dump()
+    assert costs == pytest.approx(expected, abs=1e-6)
