@@ -1,0 +1,125 @@
+"""Policies side by side: run-level metric summaries, change against a baseline, distributions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dashboard.catalog import RUN_KEY, Catalog
+
+RUN_LEVEL = -1  # metrics.item of a whole-run metric
+LATENCY_SUFFIX = "_us"
+# Offered first among the distributions (other *_us columns may be time stamps such as arrival_us).
+LATENCY_WORDS = ("latency", "ttft", "tpot", "e2e", "segment_time", "queue", "wait", "time_us")
+
+
+def ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["status"] == "ok"]
+
+
+def run_metrics(catalog: Catalog, runs: pd.DataFrame, run_level: bool = True) -> pd.DataFrame:
+    """Metric rows of ``runs`` (whole-run rows, or per-item rows) with the run's columns joined on."""
+    metrics = catalog.metrics
+    metrics = metrics[metrics["item"] == RUN_LEVEL] if run_level else metrics[metrics["item"] >= 0]
+    keep = [*RUN_KEY, "spec_name", "workload", "policy", "policy_label", "params_json", "backend", "repetition"]
+    return metrics.merge(runs[keep], on=RUN_KEY, how="inner")
+
+
+def metric_summary(frame: pd.DataFrame, group: str = "policy_label") -> pd.DataFrame:
+    """Per (group, metric): mean, std, min, max over repetitions, and the number of runs."""
+    order = list(dict.fromkeys(frame[group]))
+    summary = (
+        frame.groupby([group, "metric"], sort=False)["value"]
+        .agg(mean="mean", std="std", min="min", max="max", n="count")
+        .reset_index()
+    )
+    summary["std"] = summary["std"].fillna(0.0)
+    summary[group] = pd.Categorical(summary[group], categories=order, ordered=True)
+    return summary.sort_values([group, "metric"], kind="stable").reset_index(drop=True).astype({group: str})
+
+
+def relative_change(summary: pd.DataFrame, baseline: str, group: str = "policy_label") -> pd.DataFrame:
+    """``mean / baseline mean - 1`` per metric (NaN where the baseline is 0 or absent)."""
+    base = summary[summary[group] == baseline].set_index("metric")["mean"]
+    out = summary[[group, "metric", "mean"]].copy()
+    base_mean = out["metric"].map(base)
+    out["baseline_mean"] = base_mean
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["relative_change"] = np.where(base_mean.abs() > 0, out["mean"] / base_mean - 1.0, np.nan)
+    return out
+
+
+@dataclass(frozen=True)
+class DistributionSource:
+    """Where a latency distribution comes from: per-item metric rows, or a column of a workload table."""
+
+    table: str  # "metrics" or the extra table's name
+    column: str  # the metric name, or the table's column
+
+    @property
+    def label(self) -> str:
+        return f"{self.column} (per item)" if self.table == "metrics" else f"{self.table}.{self.column}"
+
+
+def distribution_sources(catalog: Catalog, runs: pd.DataFrame) -> list[DistributionSource]:
+    """Per-item ``*_us`` metrics and ``*_us`` columns of extra tables that have rows for ``runs``."""
+    items = run_metrics(catalog, runs, run_level=False)
+    sources = [DistributionSource("metrics", m) for m in sorted(items["metric"].unique()) if m.endswith(LATENCY_SUFFIX)]
+    for name, frame in sorted(catalog.extra.items()):
+        if "run_id" not in frame.columns:
+            continue
+        mine = frame.merge(runs[RUN_KEY], on=RUN_KEY, how="inner")
+        if mine.empty:
+            continue
+        for column in frame.columns:
+            if column.endswith(LATENCY_SUFFIX) and pd.api.types.is_numeric_dtype(frame[column]):
+                sources.append(DistributionSource(name, column))
+    return sorted(sources, key=_latency_rank)
+
+
+def _latency_rank(source: DistributionSource) -> int:
+    return next((i for i, word in enumerate(LATENCY_WORDS) if word in source.column), len(LATENCY_WORDS))
+
+
+def distribution_values(catalog: Catalog, runs: pd.DataFrame, source: DistributionSource, group: str = "policy_label") -> pd.DataFrame:
+    """Columns ``group``, ``value``: every sample of the distribution over ``runs``."""
+    if source.table == "metrics":
+        items = run_metrics(catalog, runs, run_level=False)
+        values = items[items["metric"] == source.column][[group, "value"]]
+    else:
+        frame = catalog.extra[source.table].merge(runs[[*RUN_KEY, group]], on=RUN_KEY, how="inner")
+        values = frame[[group, source.column]].rename(columns={source.column: "value"})
+    return values.dropna().reset_index(drop=True)
+
+
+def cdf_frame(values: pd.DataFrame, group: str = "policy_label") -> pd.DataFrame:
+    """Empirical CDF per group: sorted ``value`` and ``fraction`` (k/n for the k-th smallest)."""
+    parts = []
+    for name, part in values.groupby(group, sort=False):
+        v = np.sort(part["value"].to_numpy(dtype=float))
+        parts.append(pd.DataFrame({group: name, "value": v, "fraction": np.arange(1, v.size + 1) / v.size}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[group, "value", "fraction"])
+
+
+def percentiles(values: pd.DataFrame, group: str = "policy_label", qs: tuple[float, ...] = (0.5, 0.9, 0.99)) -> pd.DataFrame:
+    """p50/p90/p99 (and the mean and count) per group."""
+    grouped = values.groupby(group, sort=False)["value"]
+    table = grouped.quantile(list(qs)).unstack()
+    table.columns = [f"p{round(q * 100):g}" for q in qs]
+    table.insert(0, "mean", grouped.mean())
+    table.insert(0, "n", grouped.size())
+    return table.reset_index()
+
+
+def default_metrics(workload: str, available: list[str], limit: int = 6) -> list[str]:
+    """The workload's summary metrics (as the CLI shows them) that are present, else the first few."""
+    try:
+        from harness.workloads import registry
+
+        preferred = registry()[workload].summary_metrics
+    except Exception:  # an unknown or broken workload must not take the page down
+        preferred = ()
+    chosen = [m for m in preferred if m in available]
+    return chosen or available[:limit]

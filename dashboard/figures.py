@@ -1,0 +1,158 @@
+"""Plotly figures built from the pure tables (no Streamlit here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from dashboard.fidelity import MEASURED, SIM
+from dashboard.timeline import TimelineView, lanes, min_visible_width_us
+
+KIND_COLOURS = {
+    "kernel": "#4C78A8",
+    "copy_h2d": "#F58518",
+    "copy_d2h": "#54A24B",
+    "copy_d2d": "#B279A2",
+    "record": "#9D755D",
+    "wait": "#BAB0AC",
+    "host_work": "#E45756",
+    "host_sync": "#72B7B2",
+    "host_alloc": "#EECA3B",
+}
+
+
+def metric_bars(summary: pd.DataFrame, group: str = "policy_label", wrap: int = 3) -> go.Figure:
+    """One panel per metric: the mean per policy, whiskers from the min to the max repetition."""
+    frame = summary.assign(err_plus=summary["max"] - summary["mean"], err_minus=summary["mean"] - summary["min"])
+    n_metrics = frame["metric"].nunique()
+    fig = px.bar(
+        frame,
+        x=group,
+        y="mean",
+        color=group,
+        facet_col="metric",
+        facet_col_wrap=wrap,
+        error_y="err_plus",
+        error_y_minus="err_minus",
+        hover_data={"std": ":.4g", "n": True, "min": ":.4g", "max": ":.4g"},
+        facet_row_spacing=0.5 / max(1, int(np.ceil(n_metrics / wrap))),
+    )
+    fig.update_yaxes(matches=None, showticklabels=True, title=None)
+    fig.update_xaxes(title=None, showticklabels=True)
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
+    fig.update_layout(height=max(340, 320 * int(np.ceil(n_metrics / wrap))), legend_title=None, margin=dict(t=40))
+    return fig
+
+
+def relative_bars(change: pd.DataFrame, baseline: str, group: str = "policy_label") -> go.Figure:
+    """Per metric, each policy's change against the baseline, in percent."""
+    frame = change[change[group] != baseline].assign(change_pct=100 * change["relative_change"])
+    fig = px.bar(frame, x="metric", y="change_pct", color=group, barmode="group", hover_data={"mean": ":.4g", "baseline_mean": ":.4g"})
+    fig.update_layout(yaxis_title=f"change vs {baseline} (%)", xaxis_title=None, height=420)
+    fig.add_hline(y=0, line_color="black", line_width=1)
+    return fig
+
+
+def cdf_figure(cdf: pd.DataFrame, label: str, group: str = "policy_label") -> go.Figure:
+    fig = px.line(cdf, x="value", y="fraction", color=group, line_shape="hv", markers=len(cdf) <= 200)
+    fig.update_layout(xaxis_title=label, yaxis_title="fraction of samples ≤ x", yaxis_range=[0, 1.02], height=420)
+    return fig
+
+
+def _timeline_traces(view: TimelineView, min_width_us: float, show_legend: set[str]) -> list[go.Bar]:
+    traces = []
+    for kind, part in view.bars.groupby("kind", sort=True):
+        duration = part["end_us"] - part["start_us"]
+        custom = np.column_stack([part["name"], part["start_us"], part["end_us"], duration, part["bytes"], part["n_ops"]])
+        traces.append(
+            go.Bar(
+                y=part["lane"],
+                x=np.maximum(duration, min_width_us),
+                base=part["start_us"],
+                orientation="h",
+                name=kind,
+                legendgroup=kind,
+                showlegend=kind not in show_legend,
+                marker_color=KIND_COLOURS.get(kind, "#888888"),
+                marker_line_width=0,
+                customdata=custom,
+                hovertemplate="%{customdata[0]}<br>%{y}<br>start %{customdata[1]:,.1f} µs<br>end %{customdata[2]:,.1f} µs"
+                "<br>duration %{customdata[3]:,.1f} µs<br>bytes %{customdata[4]:,}<br>ops %{customdata[5]}<extra>"
+                + kind
+                + "</extra>",
+            )
+        )
+        show_legend.add(kind)
+    return traces
+
+
+def timeline_figure(views: list[tuple[str, TimelineView]]) -> go.Figure:
+    """One timeline per run, stacked, on a shared time axis (µs since the run's start)."""
+    heights = [max(2, len(lanes(v.bars))) for _, v in views]
+    fig = make_subplots(
+        rows=len(views), cols=1, shared_xaxes=True, subplot_titles=[t for t, _ in views], row_heights=heights, vertical_spacing=0.12 if len(views) > 1 else 0.05
+    )
+    min_width = min_visible_width_us([v for _, v in views])
+    legend: set[str] = set()
+    for row, (_, view) in enumerate(views, start=1):
+        for trace in _timeline_traces(view, min_width, legend):
+            fig.add_trace(trace, row=row, col=1)
+        fig.update_yaxes(categoryorder="array", categoryarray=lanes(view.bars)[::-1], row=row, col=1)
+    fig.update_xaxes(title="time (µs)", row=len(views), col=1)
+    fig.update_layout(barmode="overlay", height=140 + 42 * sum(heights), bargap=0.25, legend_title="op kind", margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def fidelity_scatter(pairs: pd.DataFrame, band_frac: float, log_axes: bool = True) -> go.Figure:
+    """Simulated (x) against measured (y) with the measured range as whiskers, the y = x line and a ±band."""
+    frame = pairs.assign(
+        err_plus=pairs["measured_max"] - pairs[MEASURED], err_minus=pairs[MEASURED] - pairs["measured_min"]
+    )
+    fig = px.scatter(
+        frame,
+        x=SIM,
+        y=MEASURED,
+        color="metric",
+        symbol="policy_label",
+        error_y="err_plus",
+        error_y_minus="err_minus",
+        hover_data={"spec_name": True, "rel_error": ":+.2%", "unit": True, "err_plus": False, "err_minus": False},
+        log_x=log_axes,
+        log_y=log_axes,
+    )
+    values = pd.concat([frame[SIM], frame[MEASURED]])
+    values = values[values > 0] if log_axes else values
+    if not values.empty:
+        lo, hi = float(values.min()) * 0.8, float(values.max()) * 1.25
+        xs = np.geomspace(lo, hi, 50) if log_axes else np.linspace(lo, hi, 50)
+        fig.add_trace(go.Scatter(x=xs, y=xs * (1 + band_frac), mode="lines", line=dict(width=0), showlegend=False, hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=xs * (1 - band_frac),
+                mode="lines",
+                line=dict(width=0),
+                fill="tonexty",
+                fillcolor="rgba(120,120,120,0.18)",
+                name=f"±{band_frac:.0%} band",
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(go.Scatter(x=xs, y=xs, mode="lines", line=dict(color="black", dash="dash", width=1), name="y = x", hoverinfo="skip"))
+    fig.update_layout(xaxis_title="simulated", yaxis_title="measured (replay)", height=560)
+    return fig
+
+
+def sweep_line_figure(line: pd.DataFrame, x: str, metric: str, series: str = "policy") -> go.Figure:
+    fig = px.line(line, x=x, y="mean", color=series, error_y="std", markers=True, hover_data=["n"])
+    fig.update_layout(yaxis_title=metric, xaxis_title=x, height=440)
+    return fig
+
+
+def sweep_heatmap_figure(grid: pd.DataFrame, x: str, y: str, metric: str) -> go.Figure:
+    fig = px.imshow(grid, x=[str(c) for c in grid.columns], y=[str(i) for i in grid.index], text_auto=".4g", aspect="auto", labels=dict(x=x, y=y, color=metric), origin="lower")
+    fig.update_layout(height=440)
+    return fig

@@ -1,0 +1,73 @@
+"""Policies side by side: metric bars with their spread, change against a baseline, latency CDFs."""
+
+import streamlit as st
+
+from dashboard import ui
+from dashboard.compare import (
+    cdf_frame,
+    default_metrics,
+    distribution_sources,
+    distribution_values,
+    metric_summary,
+    ok_runs,
+    percentiles,
+    relative_change,
+    run_metrics,
+)
+from dashboard.figures import cdf_figure, metric_bars, relative_bars
+
+st.title("Compare policies")
+cat = ui.catalog()
+ui.require_runs(cat)
+spec, backend, runs = ui.pick_spec_backend(ok_runs(cat.runs), key="compare")
+values = run_metrics(cat, runs)
+available = list(dict.fromkeys(values["metric"]))
+workload = runs["workload"].iloc[0] if len(runs) else ""
+metrics = st.multiselect("Metrics", available, default=default_metrics(workload, available), key=f"compare-metrics-{spec}-{backend}")
+if not metrics:
+    st.info("Choose at least one metric.")
+    st.stop()
+
+summary = metric_summary(values[values["metric"].isin(metrics)])
+reps = summary["n"].max()
+st.subheader("Metrics per policy")
+st.caption(f"{spec} on {backend}: bars are the mean over repetitions, whiskers the min and max ({reps} repetition(s) at most).")
+fig = metric_bars(summary)
+ui.show_figure(fig, key="compare-bars")
+st.dataframe(summary, hide_index=True)
+left, right = st.columns(2)
+with left:
+    ui.download_table(summary, spec, backend, "metrics", key="compare-summary-csv")
+with right:
+    ui.download_figure(fig, spec, backend, "metrics", key="compare-bars-html")
+
+st.subheader("Change against a baseline")
+labels = list(dict.fromkeys(summary["policy_label"]))
+baseline = st.selectbox("Baseline policy", labels, key=f"compare-baseline-{spec}")
+change = relative_change(summary, baseline)
+change_fig = relative_bars(change, baseline)
+ui.show_figure(change_fig, key="compare-change")
+table = change.pivot(index="metric", columns="policy_label", values="relative_change").reindex(columns=labels) * 100
+st.dataframe(table.style.format("{:+.1f} %", na_rep="-"))
+left, right = st.columns(2)
+with left:
+    ui.download_table(change, spec, backend, "vs", baseline, key="compare-change-csv")
+with right:
+    ui.download_figure(change_fig, spec, backend, "vs", baseline, key="compare-change-html")
+
+st.subheader("Latency distributions")
+sources = distribution_sources(cat, runs)
+if not sources:
+    st.info("This workload records no per-item latencies (`*_us` metrics with item ≥ 0, or a `requests` table).")
+    st.stop()
+source = st.selectbox("Distribution", sources, format_func=lambda s: s.label, key=f"compare-dist-{spec}")
+samples = distribution_values(cat, runs, source)
+cdf = cdf_frame(samples)
+cdf_fig = cdf_figure(cdf, source.label)
+ui.show_figure(cdf_fig, key="compare-cdf")
+st.dataframe(percentiles(samples), hide_index=True)
+left, right = st.columns(2)
+with left:
+    ui.download_table(cdf, spec, backend, source.column, "cdf", key="compare-cdf-csv")
+with right:
+    ui.download_figure(cdf_fig, spec, backend, source.column, "cdf", key="compare-cdf-html")

@@ -1,0 +1,49 @@
+"""Simulated against measured for every metric both backends report."""
+
+import streamlit as st
+
+from dashboard import ui
+from dashboard.fidelity import derive_fidelity, error_summary, stored_fidelity, within_band
+from dashboard.figures import fidelity_scatter
+
+DERIVED = "derived from the loaded runs"
+
+st.title("Fidelity: simulated vs measured")
+cat = ui.catalog()
+stored = stored_fidelity(cat)
+derived = derive_fidelity(cat)
+sources = {DERIVED: derived.table}
+if stored is not None:
+    for path, table in stored.groupby("folder", sort=True):
+        sources[f"stored: {path}"] = table.drop(columns="folder")
+if derived.table.empty:
+    st.info(f"Nothing to derive: {derived.message}. Runs are matched by spec name and policy label across every loaded folder.")
+available = [name for name, table in sources.items() if not table.empty]
+if not available:
+    st.stop()
+
+source = st.selectbox("Pairs", available, key="fidelity-source")
+pairs = sources[source]
+st.caption("One row per (spec, policy, metric): the median over each backend's repetitions, as `harness compare` computes it.")
+c1, c2, c3 = st.columns(3)
+metrics = sorted(pairs["metric"].unique())
+preferred = [m for m in metrics if m.endswith("_us")] or metrics
+chosen = c1.multiselect("Metrics", metrics, default=preferred, key=f"fidelity-metrics-{source}")
+band = c2.slider("error band (±%)", 1, 50, 10, key="fidelity-band") / 100
+log_axes = c3.checkbox("log axes", value=True, key="fidelity-log")
+shown = pairs[pairs["metric"].isin(chosen)]
+inside = int(within_band(shown, band).sum())
+st.markdown(f"**{inside} of {len(shown)} pairs** within ±{band:.0%}")
+fig = fidelity_scatter(shown, band, log_axes)
+ui.show_figure(fig, key="fidelity-scatter")
+
+st.subheader("Error per metric")
+summary = error_summary(shown)
+st.dataframe(summary.style.format({"median_abs_rel_error": "{:.2%}", "max_abs_rel_error": "{:.2%}"}), hide_index=True)
+st.subheader("Every pair")
+st.dataframe(shown.style.format({"rel_error": "{:+.2%}"}), hide_index=True)
+left, right = st.columns(2)
+with left:
+    ui.download_table(shown, "fidelity", key="fidelity-csv")
+with right:
+    ui.download_figure(fig, "fidelity", key="fidelity-html")

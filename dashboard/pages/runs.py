@@ -1,0 +1,31 @@
+"""Every run in a filterable table."""
+
+import streamlit as st
+
+from dashboard import ui
+from dashboard.runs_view import FILTER_COLUMNS, RunFilter, day_range, filter_runs, runs_table
+
+st.title("Runs")
+cat = ui.catalog()
+ui.require_runs(cat)
+table = runs_table(cat.runs)
+
+with st.expander("Filters", expanded=True):
+    cols = st.columns(4)
+    choices = {}
+    for i, column in enumerate(FILTER_COLUMNS):
+        options = sorted(table[column].dropna().unique())
+        choices[column] = cols[i % 4].multiselect(column, options, key=f"runs-filter-{column}")
+    params = cols[(len(FILTER_COLUMNS)) % 4].text_input("parameters contain", key="runs-filter-params", placeholder='"depth": 2')
+    dates = table["started_at"].dropna()
+    since = until = None
+    if not dates.empty:
+        picked = cols[(len(FILTER_COLUMNS) + 1) % 4].date_input("started between", (dates.min().date(), dates.max().date()), key="runs-filter-dates")
+        if isinstance(picked, tuple) and len(picked) == 2:
+            since, until = day_range(*picked)
+
+shown = filter_runs(table, RunFilter(choices, params, since, until))
+failed = int((shown["status"] != "ok").sum())
+st.markdown(f"**{len(shown)} of {len(table)} runs** shown" + (f", {failed} failed" if failed else ""))
+st.dataframe(shown, hide_index=True, column_config={"started_at": st.column_config.DatetimeColumn("started_at", format="YYYY-MM-DD HH:mm:ss")})
+ui.download_table(shown, "runs", key="runs-csv")

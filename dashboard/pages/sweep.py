@@ -1,0 +1,45 @@
+"""A metric against one or two policy parameters."""
+
+import streamlit as st
+
+from dashboard import ui
+from dashboard.compare import default_metrics, ok_runs, run_metrics
+from dashboard.figures import sweep_heatmap_figure, sweep_line_figure
+from dashboard.sweep import numeric_params, sweep_frame, sweep_grid, sweep_line
+
+NONE = "(none)"
+
+st.title("Sweep")
+cat = ui.catalog()
+ui.require_runs(cat)
+spec, backend, runs = ui.pick_spec_backend(ok_runs(cat.runs), key="sweep")
+available = list(dict.fromkeys(run_metrics(cat, runs)["metric"]))
+if not available:
+    st.info("These runs have no whole-run metrics.")
+    st.stop()
+workload = runs["workload"].iloc[0]
+metric = st.selectbox("Metric", available, index=available.index(default_metrics(workload, available)[0]), key=f"sweep-metric-{spec}-{backend}")
+frame = sweep_frame(cat, runs, metric)
+params = numeric_params(frame)
+if not params:
+    st.info(f"The policies of {spec} have no numeric parameters to sweep.")
+    st.stop()
+c1, c2 = st.columns(2)
+x = c1.selectbox("x: parameter", params, key=f"sweep-x-{spec}")
+y = c2.selectbox("y: second parameter (heatmap)", [NONE] + [p for p in params if p != x], key=f"sweep-y-{spec}")
+if y == NONE:
+    table = sweep_line(frame, x)
+    fig = sweep_line_figure(table, x, metric)
+    st.caption("Mean over repetitions per policy; error bars: standard deviation. Runs without the parameter are left out.")
+else:
+    grid = sweep_grid(frame, x, y)
+    table = grid.reset_index()
+    fig = sweep_heatmap_figure(grid, x, y, metric)
+    st.caption("Mean over repetitions of runs that have both parameters.")
+ui.show_figure(fig, key="sweep-figure")
+st.dataframe(table, hide_index=True)
+left, right = st.columns(2)
+with left:
+    ui.download_table(table, spec, backend, metric, "sweep", key="sweep-csv")
+with right:
+    ui.download_figure(fig, spec, backend, metric, "sweep", key="sweep-html")

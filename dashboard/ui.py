@@ -1,0 +1,94 @@
+"""Streamlit pieces shared by the pages: cached loading, the folder sidebar, downloads.
+
+Only this module and the page scripts import Streamlit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard.catalog import Catalog, FolderLoad, build_catalog, load_path
+from dashboard.export import PLOTLY_CONFIG, csv_bytes, figure_html, file_stem
+from dashboard.sources import dirs_from_env, expand, signature
+
+FOLDERS_KEY = "results_folders"
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _load(path: str, key: tuple) -> FolderLoad:
+    """Cached per path; ``key`` (file names, sizes, mtimes) is part of the cache key, so edits reload."""
+    del key  # only a cache key
+    return load_path(Path(path))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _catalog(keys: tuple[tuple[str, tuple], ...]) -> Catalog:
+    return build_catalog([_load(path, key) for path, key in keys])
+
+
+def folder_args() -> list[Path]:
+    if FOLDERS_KEY not in st.session_state:
+        st.session_state[FOLDERS_KEY] = "\n".join(str(p) for p in dirs_from_env())
+    return [Path(line.strip()) for line in st.session_state[FOLDERS_KEY].splitlines() if line.strip()]
+
+
+def catalog() -> Catalog:
+    """Every results folder currently chosen, loaded (cached by path and modification time)."""
+    paths = expand(folder_args())
+    return _catalog(tuple((str(p), signature(p)) for p in paths))
+
+
+def sidebar(cat: Catalog) -> None:
+    """Folder chooser and the load status of every folder (errors name the folder and file)."""
+    with st.sidebar:
+        st.text_area("Results folders or table files (one a line; a folder of results folders counts as all of them)", key=FOLDERS_KEY, height=90)
+        for load in cat.folders:
+            if load.ok and load.results is None:
+                st.caption(f":material/check: {load.path.name}: table {', '.join(load.tables)}")
+            elif load.ok:
+                st.caption(f":material/check: {load.path.name}: {len(load.results.runs)} runs, {len(load.results.ops):,} ops")
+            else:
+                st.error(load.error, icon=":material/error:")
+
+
+def require_runs(cat: Catalog) -> None:
+    """Stop the page with a message when nothing readable is loaded."""
+    if cat.runs.empty:
+        st.info("No runs loaded. Name results folders in the sidebar (or run `harness dashboard RESULTS_DIR`).")
+        st.stop()
+
+
+def show_figure(fig: go.Figure, key: str) -> None:
+    st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key)
+
+
+def download_table(frame: pd.DataFrame, *stem: str, key: str, label: str = "Download table (CSV)") -> None:
+    st.download_button(label, csv_bytes(frame), file_name=file_stem(*stem) + ".csv", mime="text/csv", key=key, on_click="ignore")
+
+
+def download_figure(fig: go.Figure, *stem: str, key: str) -> None:
+    """HTML built only when clicked (a standalone page is several MB); PNG: the chart toolbar's camera."""
+    st.download_button(
+        "Download figure (HTML)",
+        lambda: figure_html(fig),
+        file_name=file_stem(*stem) + ".html",
+        mime="text/html",
+        key=key,
+        on_click="ignore",
+        help="A standalone interactive page. For a PNG use the camera icon in the chart's toolbar.",
+    )
+
+
+def pick_spec_backend(runs: pd.DataFrame, key: str) -> tuple[str, str, pd.DataFrame]:
+    """Choose an experiment (spec) and a backend; return them and that spec's runs on it."""
+    left, right = st.columns(2)
+    specs = sorted(runs["spec_name"].unique())
+    spec = left.selectbox("Experiment (spec)", specs, key=f"{key}-spec")
+    mine = runs[runs["spec_name"] == spec]
+    backends = sorted(mine["backend"].unique())
+    backend = right.selectbox("Backend", backends, key=f"{key}-backend")
+    return spec, backend, mine[mine["backend"] == backend]

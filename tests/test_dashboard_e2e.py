@@ -1,0 +1,158 @@
+"""End to end in a real headless browser: `harness dashboard` serves every page and the charts are drawn.
+
+Drives Debian's chromium (/usr/bin/chromium, `apt-get install chromium`) with
+the `playwright` package; no browser is downloaded at run time. Skips when
+either is missing. Screenshots of every page go to test-artifacts/dashboard/.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_dashboard_support import DEMO, DashboardData, build
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
+PLOT = ".js-plotly-plot .main-svg"
+MARKS = ".js-plotly-plot .barlayer path, .js-plotly-plot .scatterlayer path, .js-plotly-plot .heatmaplayer image"
+
+if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
+    pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) to run the browser test", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[test]')")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> DashboardData:
+    return build(tmp_path_factory.mktemp("dashboard-e2e"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(data):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "dashboard", str(data.root), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                if reply.read() == b"ok":
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the dashboard did not come up on {url}:\n{proc.stdout.read()}")
+        time.sleep(0.3)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1500, "height": 2000})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def settle(page) -> None:
+    """Wait until Streamlit has finished running the script."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=30_000)
+    page.wait_for_timeout(600)
+
+
+def shoot(page, name: str, tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for folder in (ARTIFACTS, tmp_path):
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def no_exception(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+
+
+def choose(page, label: str, option_text: str) -> None:
+    box = page.get_by_role("combobox", name=label, exact=True)
+    box.click()
+    page.keyboard.type(option_text)
+    page.keyboard.press("Enter")
+    settle(page)
+
+
+def test_runs_page_lists_runs_and_names_broken_folders(server, page, tmp_path):
+    page.goto(server)
+    settle(page)
+    page.wait_for_selector('[data-testid="stDataFrame"] canvas', timeout=30_000)
+    no_exception(page)
+    body = page.inner_text("body")
+    assert "16 of 16 runs" in body
+    assert "ops.parquet is missing" in body and "unreadable Parquet file" in body
+    shoot(page, "1-runs", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "path, spec, name",
+    [("compare", "layer-streaming-demo", "2-compare"), ("fidelity", None, "4-fidelity"), ("sweep", "layer-streaming-sweep", "5-sweep")],
+)
+def test_chart_pages_draw_their_charts(server, page, tmp_path, path, spec, name):
+    page.goto(f"{server}/{path}")
+    settle(page)
+    if spec:
+        choose(page, "Experiment (spec)", spec)
+    page.wait_for_selector(PLOT, timeout=30_000)
+    no_exception(page)
+    assert page.locator(PLOT).count() >= 1
+    assert page.locator(MARKS).count() > 0  # bars, points or lines drawn, not an empty frame
+    shoot(page, name, tmp_path)
+
+
+def test_timeline_page_draws_sim_over_replay(server, page, tmp_path):
+    page.goto(f"{server}/timeline")
+    settle(page)
+    choose(page, "Run", f"{DEMO.replace('_', '-')}:prefetch:sim")
+    page.wait_for_selector(PLOT, timeout=30_000)
+    no_exception(page)
+    body = page.inner_text("body")
+    assert "layer-streaming-demo:prefetch:sim:r0 (sim)" in body and "layer-streaming-demo:prefetch:replay:r0 (replay)" in body
+    assert page.locator(".js-plotly-plot .barlayer path").count() > 20
+    shoot(page, "3-timeline", tmp_path)
