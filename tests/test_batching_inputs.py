@@ -219,3 +219,17 @@ def test_requests_table_is_written_with_run_id_in_every_row(tmp_path):
     per_request = back.extra["requests"].groupby("run_id")["ttft_us"].median()
     for _, row in ttft.iterrows():
         assert row["value"] == pytest.approx(per_request[row["run_id"]])
+
+
+@pytest.mark.parametrize("arrivals", ['arrivals = "poisson"\nrate_per_s = 20.0', 'arrivals = "bursty"\nrate_per_s = 20.0\ncv = 4.0'])
+def test_generated_open_loop_specs_serve_every_request(tmp_path, arrivals):
+    spec = tmp_path / "g.toml"
+    spec.write_text('name = "g"\nprofile = "h100-sxm-pcie5"\nseed = 3\n[workload]\nkind = "continuous_batching"\n'
+                    f'cost_model = "h100-tinyllama1b-graphs"\n{arrivals}\nrequests = 60\nprompt_tokens = [8, 512]\n'
+                    'output_tokens = [4, 64]\n[[policies]]\nname = "adaptive"\nmax_batch = 8\n[[policies]]\nname = "fixed_window"\nwindow_ms = 5.0\n')
+    results = run_spec(load_spec(spec), sim_factory)
+    assert (results.runs["status"] == "ok").all()
+    table = results.tables["requests"].to_pandas()
+    assert len(table) == 120 and (table["tokens_emitted"] == table["output_tokens"]).all()
+    arrivals_by_run = table.groupby("run_id")["arrival_us"].apply(lambda s: s.sort_values().to_numpy())
+    np.testing.assert_allclose(*arrivals_by_run.to_list())  # both policies saw the same generated arrivals

@@ -110,7 +110,12 @@ def test_every_request_served_in_order_within_slots(rows, clients, policy):
     assert log.max_slots_in_use <= params.max_batch
     assert (frame["slot"] < params.max_batch).all()
 
-    # FIFO: requests leave the channel in arrival order; first tokens too unless staggered
+    # FIFO: requests leave the channel in the order they were sent, at non-decreasing times;
+    # first tokens in that order too, unless staggered
+    sent = np.array([r.sent_seq for r in log.requests])
+    taken = np.array([r.admit_seq for r in log.requests])
+    assert sorted(sent) == list(range(1, len(sent) + 1))
+    assert (taken[np.argsort(sent)] == np.arange(1, len(sent) + 1)).all()
     ordered = frame.sort_values(["arrival_us", "admitted_us"], kind="stable")
     assert ordered["admitted_us"].is_monotonic_increasing
     if params.prefill == "batched":

@@ -18,11 +18,13 @@ stragglers). The runtime offers only a blocking ``get``, so the channel is:
   longer waits on).
 
 ``try_recv`` yields nothing: taking from a shared FIFO costs no modelled time,
-as the engine's ``try_recv`` costs next to none.
+as the engine's ``try_recv`` costs next to none. An item with a ``sent_seq``
+attribute gets its place in the channel's order (1, 2, ...) when it is sent.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from typing import Any
 
@@ -45,9 +47,15 @@ class RequestChannel:
         self.doorbell = doorbell
         self._timers = 0
         self.timer_threads: list[Thread] = []
+        self.sent = 0
+        self._send_lock = threading.Lock()  # senders may be real threads (replay)
 
     def send(self, rt: Runtime, item: Any) -> PolicyGen:
-        self.items.append(item)
+        with self._send_lock:
+            self.sent += 1
+            if hasattr(item, "sent_seq"):
+                item.sent_seq = self.sent
+            self.items.append(item)
         yield rt.put(self.doorbell, _WAKE)
 
     def try_recv(self) -> Any | None:

@@ -62,7 +62,8 @@ class Request:
     """One request's life in the server (times in µs; -1 until it happens)."""
 
     __slots__ = ("index", "prompt_tokens", "output_tokens", "arrival_us", "client", "done_queue", "admitted_us",
-                 "first_token_us", "last_token_us", "tokens", "admission", "batch", "slot", "prefill_us")
+                 "first_token_us", "last_token_us", "tokens", "admission", "batch", "slot", "prefill_us",
+                 "sent_seq", "admit_seq")
 
     def __init__(self, index: int, prompt_tokens: int, output_tokens: int, arrival_us: float) -> None:
         self.index = index
@@ -79,6 +80,8 @@ class Request:
         self.batch = -1
         self.slot = -1
         self.prefill_us = -1.0  # when its prefill (batch prefill, join or recycle) started on the host
+        self.sent_seq = -1  # its place in the channel's order (set by the channel)
+        self.admit_seq = -1  # its place in the order requests were taken off the channel
 
     @property
     def done(self) -> bool:
@@ -154,6 +157,7 @@ class GenerateLoop:
         self.opt = options
         self.log = log
         self.completed = 0
+        self.admitted = 0
 
     def _step(self, name: str, duration_us: float) -> PolicyGen:
         """One synchronous GPU step: launch, wait for it; returns the time the host sees it done."""
@@ -175,6 +179,9 @@ class GenerateLoop:
                 yield self.rt.put(req.done_queue, req.index)
 
     def _admit(self, req: Request, now: float, admission: str, batch: int) -> None:
+        """Record that ``req`` left the channel (a formed batch is admitted in the order it was taken)."""
+        self.admitted += 1
+        req.admit_seq = self.admitted
         req.admitted_us = now
         req.admission = admission
         req.batch = batch
