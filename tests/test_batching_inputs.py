@@ -233,3 +233,15 @@ def test_generated_open_loop_specs_serve_every_request(tmp_path, arrivals):
     assert len(table) == 120 and (table["tokens_emitted"] == table["output_tokens"]).all()
     arrivals_by_run = table.groupby("run_id")["arrival_us"].apply(lambda s: s.sort_values().to_numpy())
     np.testing.assert_allclose(*arrivals_by_run.to_list())  # both policies saw the same generated arrivals
+
+
+def test_a_table_without_a_schema_fails_the_run_not_the_spec():
+    import dataclasses
+
+    loaded = load_spec(TRACES_DIR / "specs" / "batching_c1_window.toml")
+    bogus = dataclasses.replace(loaded.workload, tables=lambda inputs, ops, log: {"bogus": pd.DataFrame({"x": [1]})})
+    results = run_spec(dataclasses.replace(loaded, workload=bogus), sim_factory)
+    assert (results.runs["status"] == "failed").all()
+    assert results.runs["error"].str.contains("without a schema in extra_tables").all()
+    assert results.metrics.empty  # no metrics left behind for a failed run
+    assert results.tables["requests"].num_rows == 0
