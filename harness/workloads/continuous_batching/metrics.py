@@ -3,7 +3,9 @@
 Run-level metrics (``item = -1``), times in µs:
 
 * ``ttft_*``: first token − arrival; ``e2e_*``: last token − arrival;
-  ``queue_*``: taken off the channel − arrival; ``tpot_*``: (last − first token)
+  ``queue_*``: start of serving − arrival (the batch started, or the request was
+  taken to join a running batch: the engine's ``queue_latency`` point, so a batch
+  window counts as queueing); ``tpot_*``: (last − first token)
   / (output tokens − 1), per request with more than one token; ``itl_*``: every
   gap between consecutive tokens of a request. Each at p50, p90, p99, p999
   (99.9th percentile), plus ``*_mean``.
@@ -46,7 +48,7 @@ REQUESTS_SCHEMA = pa.schema(
         ("output_tokens", pa.int64()),  # tokens requested
         ("tokens_emitted", pa.int64()),  # tokens it received (equals output_tokens when served)
         ("arrival_us", pa.float64()),  # when it was queued on the server's request channel
-        ("admitted_us", pa.float64()),  # when the scheduler took it off the channel
+        ("admitted_us", pa.float64()),  # when serving it began: its batch started, or it was taken to join a running one
         ("first_token_us", pa.float64()),
         ("last_token_us", pa.float64()),
         ("queue_us", pa.float64()),  # admitted - arrival

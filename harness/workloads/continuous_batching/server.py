@@ -72,7 +72,7 @@ class Request:
         self.arrival_us = arrival_us
         self.client = -1
         self.done_queue: Queue | None = None
-        self.admitted_us = -1.0  # taken off the request channel
+        self.admitted_us = -1.0  # serving began: its batch started, or it was taken to join a running batch
         self.first_token_us = -1.0
         self.last_token_us = -1.0
         self.tokens = 0
@@ -179,7 +179,7 @@ class GenerateLoop:
                 yield self.rt.put(req.done_queue, req.index)
 
     def _admit(self, req: Request, now: float, admission: str, batch: int) -> None:
-        """Record that ``req`` left the channel (a formed batch is admitted in the order it was taken)."""
+        """Record that serving ``req`` begins (a formed batch is admitted in the order its requests were taken)."""
         self.admitted += 1
         req.admit_seq = self.admitted
         req.admitted_us = now
