@@ -18,7 +18,10 @@ unchanged. Each runtime command does the real thing:
   free) and returns ``None`` when the budget or the GPU is full; **free**
   releases it (``record_stream`` for every stream whose last copy into or out
   of it has not finished);
-* **host work** is a precise wait (:func:`replay.clock.precise_wait_us`).
+* **host work** is a precise wait (:func:`replay.clock.precise_wait_us`);
+* **blocking commands** (``sync_event``, ``sync_stream``, a pageable copy)
+  poll the event or stream until it completes rather than block in the
+  driver (:meth:`_Run._spin_until` says why).
 
 **Timeline.** Every device op is bracketed by two timing events on its stream
 (a record is one event); host ops are timed on the host clock; both are mapped
@@ -44,6 +47,7 @@ import itertools
 import queue as queue_module
 import sys
 import threading
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -443,7 +447,7 @@ class _Run:
             dev_buffer.streams[id(cmd.stream)] = (s, end)
         self._device_op(COPY_KIND[cmd.direction], cmd.stream, cmd.name, n, memory, thread, issue, start, end, op_id)
         if pageable:
-            end.synchronize()
+            self._spin_until(end.query)
             self._host_op(OpKind.HOST_SYNC, f"pageable:{cmd.name}", thread, block_start)
 
     def _record(self, cmd: Record, thread: Thread) -> Event:
@@ -468,13 +472,28 @@ class _Run:
 
     def _sync_event(self, cmd: SyncEvent, thread: Thread) -> None:
         start = self._clock.host_us()
-        cmd.event.native.synchronize()
+        self._spin_until(cmd.event.native.query)
         self._host_op(OpKind.HOST_SYNC, "sync_event", thread, start)
 
     def _sync_stream(self, cmd: SyncStream, thread: Thread) -> None:
         start = self._clock.host_us()
-        cmd.stream.native.synchronize()
+        self._spin_until(cmd.stream.native.query)
         self._host_op(OpKind.HOST_SYNC, f"sync:{cmd.stream.name}", thread, start)
+
+    def _spin_until(self, done: Callable[[], bool]) -> None:
+        """Wait for the GPU by polling, not by blocking in the driver.
+
+        A host thread that blocked in ``synchronize`` and woke ran its next
+        commands 1.5-3x slower than one that never slept, more so the longer it
+        had blocked (measured on the lent H100's host, see
+        traces/fidelity/README.md); polling keeps the thread's costs what
+        calibration measured. With other policy threads alive, each poll also
+        yields the GIL.
+        """
+        share = bool(self._children)
+        while not done():
+            if share:
+                time.sleep(0)
 
     # ------------------------------------------------------------------ host
     def _host_work(self, cmd: HostWork, thread: Thread) -> None:

@@ -23,5 +23,5 @@ for spec in traces/specs/fidelity_*.toml; do
 done
 h compare "$out"/results/* --out "$out/fidelity.parquet" --show makespan_us --show makespan_over_overlap_bound 2>&1 | tee "$out/compare.log"
 python3 -m replay.report "$out" --command "traces/fidelity/run_benchmark.sh $*"
-python3 -m pytest -m gpu -v -p no:cacheprovider tests 2>&1 | tee "$out/gpu_tests.log" || true
+python3 -m pytest -m gpu -v -p no:cacheprovider tests/test_replay_gpu.py 2>&1 | tee "$out/gpu_tests.log" || true
 python3 traces/fidelity/probe_clock_drift.py 2>&1 | tee "$out/probe_clock_drift.log" || true
