@@ -48,6 +48,7 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from harness.runtime import KernelKind, PolicyGen, Queue, Runtime, Stream
 from harness.workloads.continuous_batching.channel import RequestChannel
@@ -288,7 +289,13 @@ class GenerateLoop:
 # ----------------------------------------------------------------------------- the scheduler
 
 
-def serve(rt: Runtime, inputs: BatchingInputs, formation, options: LoopOptions) -> PolicyGen:
+class BatchFormation(Protocol):
+    """A policy's batch-formation step: given the first request off the channel, return the batch."""
+
+    def form(self, rt: Runtime, channel: RequestChannel, first: Request) -> PolicyGen: ...
+
+
+def serve(rt: Runtime, inputs: BatchingInputs, formation: BatchFormation, options: LoopOptions) -> PolicyGen:
     """The policy's main thread: start the request source, then form and run batches until all are served."""
     screened = inputs.requests
     requests = [Request(i, int(p), int(o), float(a)) for i, (p, o, a) in
