@@ -29,15 +29,15 @@ def run_metrics(catalog: Catalog, runs: pd.DataFrame, run_level: bool = True) ->
 
 def metric_summary(frame: pd.DataFrame, group: str = "policy_label") -> pd.DataFrame:
     """Per (group, metric): mean, std, min, max over repetitions, and the number of runs."""
-    order = list(dict.fromkeys(frame[group]))
     summary = (
         frame.groupby([group, "metric"], sort=False)["value"]
         .agg(mean="mean", std="std", min="min", max="max", n="count")
         .reset_index()
     )
     summary["std"] = summary["std"].fillna(0.0)
-    summary[group] = pd.Categorical(summary[group], categories=order, ordered=True)
-    return summary.sort_values([group, "metric"], kind="stable").reset_index(drop=True).astype({group: str})
+    for column in (group, "metric"):  # keep the order in which policies and metrics first appear
+        summary[column] = pd.Categorical(summary[column], categories=list(dict.fromkeys(frame[column])), ordered=True)
+    return summary.sort_values([group, "metric"], kind="stable").reset_index(drop=True).astype({group: str, "metric": str})
 
 
 def relative_change(summary: pd.DataFrame, baseline: str, group: str = "policy_label") -> pd.DataFrame:

@@ -39,6 +39,7 @@ def metric_bars(summary: pd.DataFrame, group: str = "policy_label", wrap: int = 
         error_y_minus="err_minus",
         hover_data={"std": ":.4g", "n": True, "min": ":.4g", "max": ":.4g"},
         facet_row_spacing=0.5 / max(1, int(np.ceil(n_metrics / wrap))),
+        category_orders={"metric": list(dict.fromkeys(frame["metric"])), group: list(dict.fromkeys(frame[group]))},
     )
     fig.update_yaxes(matches=None, showticklabels=True, title=None)
     fig.update_xaxes(title=None, showticklabels=True)
@@ -149,6 +150,9 @@ def fidelity_scatter(pairs: pd.DataFrame, band_frac: float, log_axes: bool = Tru
 def sweep_line_figure(line: pd.DataFrame, x: str, metric: str, series: str = "policy") -> go.Figure:
     fig = px.line(line, x=x, y="mean", color=series, error_y="std", markers=True, hover_data=["n"])
     fig.update_layout(yaxis_title=metric, xaxis_title=x, height=440)
+    values = sorted(line[x].unique())
+    if len(values) <= 20 and all(float(v).is_integer() for v in values):  # integer parameters: no 1.5 ticks
+        fig.update_xaxes(tickmode="array", tickvals=values)
     return fig
 
 

@@ -6,18 +6,23 @@ per host thread (``host thread <name>``, the ``device = -1`` rows).
 
 A browser cannot draw tens of thousands of bars; beyond ``max_bars`` the ops of
 one lane and kind that lie closer together than a resolution are merged into one
-bar (the resolution doubles until the bound holds), and the view says so.
+bar (the resolution doubles until the bound holds), and the view says so. Nor
+can a person read hundreds of lanes: beyond ``max_lanes``, lanes of one family
+(names equal but for a trailing number: ``host thread deadline17``) share one
+lane, ``host thread deadline* (212 lanes)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 COPY_ENGINE_KINDS = {"copy_h2d": "h2d", "copy_d2h": "d2h"}
 DEFAULT_MAX_BARS = 3000
+DEFAULT_MAX_LANES = 24
 BAR_COLUMNS = ["lane", "lane_order", "kind", "name", "start_us", "end_us", "bytes", "n_ops"]
 
 
@@ -41,7 +46,13 @@ def lane_bars(ops: pd.DataFrame) -> pd.DataFrame:
 
 def lanes(bars: pd.DataFrame) -> list[str]:
     """Lanes top to bottom: host threads, then each device's streams and copy engines."""
-    return list(dict.fromkeys(bars.sort_values(["lane_order", "lane"], kind="stable")["lane"]))
+    pairs = set(zip(bars["lane_order"], bars["lane"]))
+    return [lane for _, lane in sorted(pairs, key=lambda p: (p[0], _natural(p[1])))]
+
+
+def _natural(name: str) -> list:
+    """``stream2`` before ``stream10``."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
 
 def merge_close(bars: pd.DataFrame, gap_us: float) -> pd.DataFrame:
@@ -69,18 +80,46 @@ def merge_close(bars: pd.DataFrame, gap_us: float) -> pd.DataFrame:
     return merged.sort_values(["lane_order", "lane", "start_us"], kind="stable").reset_index(drop=True)
 
 
+def lane_family(lane: str) -> str:
+    return re.sub(r"\d+$", "*", lane)
+
+
+def collapse_lanes(bars: pd.DataFrame, max_lanes: int) -> tuple[pd.DataFrame, list[str]]:
+    """Beyond ``max_lanes`` lanes, share one lane per family, largest family first, until the bound holds.
+
+    Returns the bars and the names of the shared lanes.
+    """
+    names = pd.Series(lanes(bars))
+    family = names.map(lane_family)
+    sizes = family[family.str.endswith("*")].value_counts()
+    count, renamed = len(names), {}
+    for fam, size in sizes.items():
+        if count <= max_lanes or size < 2:
+            break
+        renamed.update({lane: f"{fam} ({size} lanes)" for lane in names[family == fam]})
+        count -= size - 1
+    if not renamed:
+        return bars, []
+    return bars.assign(lane=bars["lane"].map(lambda lane: renamed.get(lane, lane))), sorted(set(renamed.values()))
+
+
 @dataclass(frozen=True)
 class TimelineView:
     bars: pd.DataFrame  # BAR_COLUMNS
     n_ops: int  # ops in the window
     n_bars_full: int  # bars before merging
     merge_gap_us: float  # 0.0: every op is its own bar
+    collapsed: list[str] = field(default_factory=list)  # lanes that stand for a family of lanes
 
     @property
     def merged(self) -> bool:
         return self.merge_gap_us > 0
 
     def note(self) -> str:
+        lanes_note = f" Lanes shared by a family of threads or streams: {', '.join(self.collapsed)}." if self.collapsed else ""
+        return self._bars_note() + lanes_note
+
+    def _bars_note(self) -> str:
         if not self.merged:
             return f"{self.n_ops:,} ops, every op drawn ({len(self.bars):,} bars)."
         return (
@@ -99,20 +138,26 @@ def in_window(ops: pd.DataFrame, start_us: float | None, end_us: float | None) -
     return ops[keep]
 
 
-def timeline_view(ops: pd.DataFrame, max_bars: int = DEFAULT_MAX_BARS, start_us: float | None = None, end_us: float | None = None) -> TimelineView:
-    """The bars to draw for ``ops`` in a window, merged until at most ``max_bars`` remain."""
+def timeline_view(
+    ops: pd.DataFrame,
+    max_bars: int = DEFAULT_MAX_BARS,
+    start_us: float | None = None,
+    end_us: float | None = None,
+    max_lanes: int = DEFAULT_MAX_LANES,
+) -> TimelineView:
+    """The bars to draw for ``ops`` in a window: lanes collapsed past ``max_lanes``, bars merged past ``max_bars``."""
     window = in_window(ops, start_us, end_us)
-    bars = lane_bars(window)
+    bars, collapsed = collapse_lanes(lane_bars(window), max_lanes)
     full = len(bars)
     if full <= max_bars:
-        return TimelineView(bars, len(window), full, 0.0)
+        return TimelineView(bars, len(window), full, 0.0, collapsed)
     span = float(bars["end_us"].max() - bars["start_us"].min()) or 1.0
     gap = span / 4000
     merged = merge_close(bars, gap)
     while len(merged) > max_bars:
         gap *= 2
         merged = merge_close(merged, gap)
-    return TimelineView(merged, len(window), full, gap)
+    return TimelineView(merged, len(window), full, gap, collapsed)
 
 
 def min_visible_width_us(views: list[TimelineView], fraction: float = 5e-4) -> float:

@@ -313,7 +313,6 @@ def dashboard(
 ) -> None:
     """Browse and compare results in a Streamlit app (runs, policy comparison, timelines, fidelity, sweeps)."""
     import os
-    import subprocess
 
     import dashboard
     from dashboard.sources import DIRS_ENV
@@ -324,13 +323,12 @@ def dashboard(
     command = [
         sys.executable, "-m", "streamlit", "run", str(app_path),
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--theme.base", "light",
+        "--browser.gatherUsageStats", "false", "--theme.base", "light", "--client.toolbarMode", "viewer",
     ]
     console.print(f"dashboard on [bold]http://{host}:{port}[/] over {len(paths)} path(s); Ctrl-C stops it")
-    try:
-        raise typer.Exit(subprocess.call(command, env=env))
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    sys.stdout.flush()
+    # Become the server (no child left behind when this process is stopped).
+    os.execve(sys.executable, command, env)
 
 
 # --------------------------------------------------------------------------- continuous batching (issue 5)

@@ -195,7 +195,7 @@ def test_runs_page_lists_every_readable_run_and_names_the_broken_folders(app, da
 
 
 def test_compare_page_shows_the_metrics_and_the_change_against_the_baseline(app, data):
-    app.switch_page("pages/compare.py").run()
+    app.switch_page("views/compare.py").run()
     app.selectbox(key="compare-spec").set_value("layer-streaming-demo").run()
     app.selectbox(key="compare-backend").set_value("sim").run()
     no_exception(app)
@@ -211,7 +211,7 @@ def test_compare_page_shows_the_metrics_and_the_change_against_the_baseline(app,
 
 
 def test_compare_page_draws_request_latency_cdfs(app, data):
-    app.switch_page("pages/compare.py").run()
+    app.switch_page("views/compare.py").run()
     app.selectbox(key="compare-spec").set_value("batching-c1-window").run()
     no_exception(app)
     dist = app.selectbox(key="compare-dist-batching-c1-window")
@@ -223,7 +223,7 @@ def test_compare_page_draws_request_latency_cdfs(app, data):
 
 
 def test_timeline_page_stacks_sim_over_replay_and_bounds_large_runs(app, data):
-    app.switch_page("pages/timeline.py").run()
+    app.switch_page("views/timeline.py").run()
     no_exception(app)
     runs = read_results(data.good[DEMO]).runs.set_index("policy_label")
     label = next(o for o in app.selectbox(key="timeline-run").options if o.startswith("layer-streaming-demo:prefetch:sim"))
@@ -241,7 +241,7 @@ def test_timeline_page_stacks_sim_over_replay_and_bounds_large_runs(app, data):
 
 
 def test_fidelity_page_shows_pairs_and_errors(app, data):
-    app.switch_page("pages/fidelity.py").run()
+    app.switch_page("views/fidelity.py").run()
     no_exception(app)
     assert app.selectbox(key="fidelity-source").options == ["derived from the loaded runs", f"stored: {data.fidelity_file}"]
     # shown by default: the *_us metrics; the replay fixture is 25 % slower, so only pairs that are 0 on both sides are in ±10 %
@@ -258,7 +258,7 @@ def test_fidelity_page_shows_pairs_and_errors(app, data):
 
 
 def test_sweep_page_plots_the_metric_against_the_parameter(app, data):
-    app.switch_page("pages/sweep.py").run()
+    app.switch_page("views/sweep.py").run()
     app.selectbox(key="sweep-spec").set_value("layer-streaming-sweep").run()
     app.selectbox(key="sweep-metric-layer-streaming-sweep-sim").set_value("makespan_us").run()
     no_exception(app)
@@ -274,5 +274,30 @@ def test_pages_keep_working_when_only_broken_folders_are_loaded(data, monkeypatc
     no_exception(at)
     assert len(at.sidebar.error) == 2 and "No runs loaded" in at.info[0].value
     for page in ("compare", "timeline", "fidelity", "sweep"):
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
         no_exception(at)
+
+
+def test_a_two_parameter_sweep_is_a_grid_of_means():
+    frame = pd.DataFrame(
+        {"policy": "p", "param.a": [1, 1, 2, 2, 2], "param.b": [10, 20, 10, 20, 20], "value": [1.0, 2.0, 3.0, 4.0, 6.0]}
+    )
+    grid = sweep.sweep_grid(frame, "param.a", "param.b")
+    assert grid.loc[20, 2] == 5.0 and grid.loc[10, 1] == 1.0 and list(grid.columns) == [1, 2]
+    assert sweep.numeric_params(frame.assign(**{"param.flag": True})) == ["param.a", "param.b"]  # booleans are no axis
+
+
+def test_hundreds_of_thread_lanes_share_one_lane_per_family():
+    rows = [(-1, f"deadline{i}", "host_work", f"d{i}", 0, float(i), i + 0.5) for i in range(200)]
+    rows += [(-1, "client0", "host_work", "c", 0, 0.0, 300.0), (0, "compute", "kernel", "k", 0, 0.0, 10.0)]
+    view = timeline_view(ops_frame(rows), max_lanes=24)
+    assert lanes(view.bars) == ["host thread client0", "host thread deadline* (200 lanes)", "gpu0 stream compute"]
+    four = ops_frame(rows + [(-1, f"client{i}", "host_work", "c", 0, 0.0, 1.0) for i in (1, 2, 3)])
+    assert "host thread client3" in lanes(timeline_view(four, max_lanes=24).bars)  # the big family alone suffices
+    assert "deadline* (200 lanes)" in view.note() and len(view.bars) == 202
+    assert len(lanes(timeline_view(ops_frame(rows[:10]), max_lanes=24).bars)) == 10  # few lanes: each its own
+
+
+def test_lanes_are_in_natural_order():
+    rows = [(0, f"s{i}", "kernel", "k", 0, 0.0, 1.0) for i in (10, 2, 1)]
+    assert lanes(lane_bars(ops_frame(rows))) == ["gpu0 stream s1", "gpu0 stream s2", "gpu0 stream s10"]

@@ -27,5 +27,5 @@ with st.expander("Filters", expanded=True):
 shown = filter_runs(table, RunFilter(choices, params, since, until))
 failed = int((shown["status"] != "ok").sum())
 st.markdown(f"**{len(shown)} of {len(table)} runs** shown" + (f", {failed} failed" if failed else ""))
-st.dataframe(shown, hide_index=True, column_config={"started_at": st.column_config.DatetimeColumn("started_at", format="YYYY-MM-DD HH:mm:ss")})
+st.dataframe(shown, hide_index=True, height=min(36 + 35 * len(shown), 720), column_config={"started_at": st.column_config.DatetimeColumn("started_at", format="YYYY-MM-DD HH:mm:ss")})
 ui.download_table(shown, "runs", key="runs-csv")
