@@ -1,8 +1,11 @@
-"""Real GPU work standing in for a described kernel (needs torch; built by a replay context).
+"""Real GPU work standing in for a described kernel, sized from measured tables (needs torch).
 
-A policy describes a kernel by its solo duration ``D`` and a
-:class:`~harness.runtime.KernelKind`; the replay runs real work of that kind
-sized to take ``D`` on this GPU:
+:func:`make_kernels` picks the replay's stand-ins: the timer-bounded kernels of
+:mod:`replay.timed` by default, or the sized ones here when CuPy is missing or
+``HARNESS_REPLAY_KERNELS=sized`` (sized work drifts with the SM clock: see
+traces/fidelity/README.md). A policy describes a kernel by its solo duration
+``D`` and a :class:`~harness.runtime.KernelKind`; the sized stand-ins run real
+work of that kind sized to take ``D`` on this GPU:
 
 * ``COMPUTE``: bf16 matrix products ``A[:rows] @ B`` (K = N = 8192), sized from a
   table of measured times, in as few pieces as fit the largest measured size;
