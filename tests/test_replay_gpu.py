@@ -247,3 +247,25 @@ def test_cli_replay_refuses_a_budget_larger_than_the_gpu(tmp_path):
     assert result.exit_code == 2
     assert "device_memory_bytes" in result.output and "bytes free" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_copy_without_a_buffer_past_the_budget_is_refused(context, profile):
+    from replay.engine import ReplayError
+
+    def main(rt):
+        s = yield rt.create_stream(0, "s")
+        yield rt.copy(s, 64 * MiB, Direction.H2D, HostMemory.PINNED, "big")
+
+    with pytest.raises(ReplayError, match=r"copy 'big': 67108864 bytes do not fit the device budget of 33554432 bytes"):
+        backend(context, profile, budget=32 * MiB, warmup=0).run(main)
+
+
+def test_stand_ins_are_the_timed_kernels_when_cupy_is_there(context):
+    import importlib.util
+
+    expected = "timed" if importlib.util.find_spec("cupy") else "sized"
+    import os
+
+    if os.environ.get("HARNESS_REPLAY_KERNELS") == "sized":
+        expected = "sized"
+    assert context.devices[0].kernels.stand_in == expected
