@@ -27,16 +27,20 @@ def run_metrics(catalog: Catalog, runs: pd.DataFrame, run_level: bool = True) ->
     return metrics.merge(runs[keep], on=RUN_KEY, how="inner")
 
 
-def metric_summary(frame: pd.DataFrame, group: str = "policy_label") -> pd.DataFrame:
-    """Per (group, metric): mean, std, min, max over repetitions, and the number of runs."""
+def metric_summary(frame: pd.DataFrame, group: str = "policy_label", metric_order: list[str] | None = None) -> pd.DataFrame:
+    """Per (group, metric): mean, std, min, max over repetitions, and the number of runs.
+
+    Policies keep the order in which they first appear; metrics follow ``metric_order`` when given.
+    """
     summary = (
         frame.groupby([group, "metric"], sort=False)["value"]
         .agg(mean="mean", std="std", min="min", max="max", n="count")
         .reset_index()
     )
     summary["std"] = summary["std"].fillna(0.0)
-    for column in (group, "metric"):  # keep the order in which policies and metrics first appear
-        summary[column] = pd.Categorical(summary[column], categories=list(dict.fromkeys(frame[column])), ordered=True)
+    orders = {group: list(dict.fromkeys(frame[group])), "metric": list(dict.fromkeys([*(metric_order or []), *frame["metric"]]))}
+    for column, order in orders.items():
+        summary[column] = pd.Categorical(summary[column], categories=order, ordered=True)
     return summary.sort_values([group, "metric"], kind="stable").reset_index(drop=True).astype({group: str, "metric": str})
 
 

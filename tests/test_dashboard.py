@@ -301,3 +301,8 @@ def test_hundreds_of_thread_lanes_share_one_lane_per_family():
 def test_lanes_are_in_natural_order():
     rows = [(0, f"s{i}", "kernel", "k", 0, 0.0, 1.0) for i in (10, 2, 1)]
     assert lanes(lane_bars(ops_frame(rows))) == ["gpu0 stream s1", "gpu0 stream s2", "gpu0 stream s10"]
+
+
+def test_summary_follows_the_chosen_metric_order():
+    frame = pd.DataFrame({"policy_label": ["a", "a"], "metric": ["x_us", "y_us"], "value": [1.0, 2.0]})
+    assert list(compare.metric_summary(frame, metric_order=["y_us", "x_us"])["metric"]) == ["y_us", "x_us"]

@@ -149,6 +149,13 @@ def test_timeline_page_draws_sim_over_replay(server, page, tmp_path):
     assert "layer-streaming-demo:prefetch:sim:r0 (sim)" in body and "layer-streaming-demo:prefetch:replay:r0 (replay)" in body
     assert page.locator(".js-plotly-plot .barlayer path").count() > 20
     shoot(page, "3-timeline", tmp_path)
+    with page.expect_download() as html:
+        page.get_by_role("button", name="Download figure (HTML)").click()
+    figure = Path(html.value.path()).read_text()
+    assert html.value.suggested_filename.endswith("timeline.html") and "plotly" in figure and "copy engine h2d" in figure
+    with page.expect_download() as csv:
+        page.get_by_role("button", name="Download bars of the first run (CSV)").click()
+    assert Path(csv.value.path()).read_text().startswith("lane,lane_order,kind,name,start_us,end_us,bytes,n_ops")
 
 
 def test_runs_page_lists_runs_and_names_broken_folders(server, page, tmp_path):

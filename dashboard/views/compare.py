@@ -28,7 +28,7 @@ if not metrics:
     st.info("Choose at least one metric.")
     st.stop()
 
-summary = metric_summary(values[values["metric"].isin(metrics)])
+summary = metric_summary(values[values["metric"].isin(metrics)], metric_order=metrics)
 reps = summary["n"].max()
 st.subheader("Metrics per policy")
 st.caption(f"{spec} on {backend}: bars are the mean over repetitions, whiskers the min and max ({reps} repetition(s) at most).")

@@ -24,7 +24,10 @@ if not available:
 
 source = st.selectbox("Pairs", available, key="fidelity-source")
 pairs = sources[source]
-st.caption("One row per (spec, policy, metric): the median over each backend's repetitions, as `harness compare` computes it.")
+st.caption(
+    "One row per (spec, policy, metric): the median over each backend's repetitions, as `harness compare` computes it; "
+    "whiskers: the measured min to max. Log axes leave out zero values."
+)
 c1, c2, c3 = st.columns(3)
 metrics = sorted(pairs["metric"].unique())
 preferred = [m for m in metrics if m.endswith("_us")] or metrics
