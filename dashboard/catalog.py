@@ -50,6 +50,8 @@ def load_table_file(path: Path) -> FolderLoad:
 def load_path(path: Path) -> FolderLoad:
     """Read a results folder or a lone table file; a bad one becomes an error message, never an exception."""
     path = Path(path)
+    if not path.exists():
+        return FolderLoad(path, error=f"{path}: no such folder or file")
     if path.is_file():
         return load_table_file(path)
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 from test_dashboard_support import BATCHING, DEMO, REPLAY_SCALE, SWEEP, DashboardData, build
@@ -19,7 +20,7 @@ from dashboard.export import csv_bytes, figure_html, file_stem
 from dashboard.fidelity import derive_fidelity, error_summary, stored_fidelity
 from dashboard.figures import timeline_figure
 from dashboard.timeline import lane_bars, lanes, timeline_view
-from harness.results import read_results
+from harness.results import read_results, to_table
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 
@@ -60,7 +61,7 @@ def test_bad_folders_become_messages_naming_the_file(data):
     assert "ops.parquet is missing" in load_path(data.missing_ops).error
     corrupt = load_path(data.corrupt)
     assert str(data.corrupt / "metrics.parquet") in corrupt.error and "unreadable Parquet file" in corrupt.error
-    assert "not a results folder" in load_path(data.root / "nowhere").error
+    assert "no such folder or file" in load_path(data.root / "nowhere").error
 
 
 def test_the_catalog_keeps_runs_apart_by_folder(data, tmp_path):
@@ -306,3 +307,16 @@ def test_lanes_are_in_natural_order():
 def test_summary_follows_the_chosen_metric_order():
     frame = pd.DataFrame({"policy_label": ["a", "a"], "metric": ["x_us", "y_us"], "value": [1.0, 2.0]})
     assert list(compare.metric_summary(frame, metric_order=["y_us", "x_us"])["metric"]) == ["y_us", "x_us"]
+
+
+def test_the_app_rereads_a_folder_whose_tables_changed_on_disk(data, tmp_path, monkeypatch):
+    folder = shutil.copytree(data.good[DEMO], tmp_path / "live")
+    monkeypatch.setenv(sources.DIRS_ENV, str(folder))
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert "**4 of 4 runs** shown" in [m.value for m in at.markdown]
+    runs = read_results(folder).runs
+    time.sleep(0.01)  # a later modification time
+    pq.write_table(to_table("runs", runs[runs["policy"] != "prefetch"]), folder / "runs.parquet")
+    at.run()
+    no_exception(at)
+    assert "**2 of 2 runs** shown" in [m.value for m in at.markdown]
