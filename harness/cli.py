@@ -136,8 +136,8 @@ def bench(
 
 @app.command()
 def profiles() -> None:
-    """List the bundled hardware profiles."""
-    from harness.profile import available_profiles, load_profile
+    """List the bundled hardware profiles and which one is each GPU's default."""
+    from harness.profile import available_profiles, gpu_defaults, load_profile
     from harness.runtime import Direction, HostMemory
 
     table = Table(title="hardware profiles (traces/profiles/)", title_justify="left")
@@ -148,6 +148,12 @@ def profiles() -> None:
         gbps = (1 << 30) / p.copy_time_us(1 << 30, Direction.H2D, HostMemory.PINNED) / 1e3
         table.add_row(name, p.device.gpu_name, f"{p.device.memory_bytes / 2**30:.1f}", f"{gbps:.1f}", f"{p.host.launch_us}", p.figures.provenance.source)
     console.print(table)
+    defaults = Table(title="GPU defaults (traces/profiles/gpu-defaults.toml): a spec may name the alias", title_justify="left")
+    for column in ("alias", "gpu", "profile"):
+        defaults.add_column(column)
+    for alias, default in sorted(gpu_defaults().items()):
+        defaults.add_row(alias, default.gpu_name, default.profile)
+    console.print(defaults)
 
 
 @trace_app.command("validate")
@@ -267,6 +273,10 @@ def calibrate(
     header = f"# Hardware profile, format version 1 (see traces/README.md). Written by `harness calibrate --name {name}`.\n"
     write_profile(raw, path, header)
     console.print(f"wrote [bold]{path}[/]")
+    console.print(
+        "to make it the simulator's default for this GPU, point the GPU's alias at it in traces/profiles/gpu-defaults.toml",
+        highlight=False,
+    )
 
 
 @app.command()

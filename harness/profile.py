@@ -13,6 +13,11 @@ is interpolated linearly in log-log space (so bandwidth follows a power law per
 size bucket and time always grows with size), and beyond the first and last
 sample the bandwidth is held at that sample's. The model reproduces every
 sample exactly.
+
+**GPU defaults.** ``traces/profiles/gpu-defaults.toml`` names, for each GPU the
+project has measured, the profile the simulator uses for it by default: a spec
+that says ``profile = "h100"`` gets the profile ``harness calibrate`` measured on
+the H100, while a spec that names a profile file gets exactly that file.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 import pydantic
 
 from harness.errors import InputError, from_validation_error
-from harness.paths import PROFILES_DIR
+from harness.paths import GPU_DEFAULTS_FILE, PROFILES_DIR
 from harness.runtime import Direction, HostMemory
 
 PROFILE_FORMAT_VERSION = 1
@@ -210,20 +215,50 @@ class Profile:
         return self.device.d2d_latency_us + nbytes / (self.device.d2d_gbps * 1e3)
 
 
+class GpuDefault(_Strict):
+    gpu_name: str  # the name the driver reports, as in a profile's [device] gpu_name
+    profile: str  # the bundled profile the simulator uses for that GPU
+
+
+class GpuDefaults(_Strict):
+    format_version: int = PROFILE_FORMAT_VERSION
+    gpus: dict[str, GpuDefault]  # alias (what a spec may name) -> default
+
+
 def available_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml") if p != GPU_DEFAULTS_FILE)
+
+
+def gpu_defaults() -> dict[str, GpuDefault]:
+    """The GPU aliases of ``traces/profiles/gpu-defaults.toml`` (alias -> default profile)."""
+    try:
+        raw = tomllib.loads(GPU_DEFAULTS_FILE.read_text())
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(GPU_DEFAULTS_FILE, "", f"malformed TOML: {err}") from None
+    try:
+        return GpuDefaults.model_validate(raw).gpus
+    except pydantic.ValidationError as err:
+        raise from_validation_error(GPU_DEFAULTS_FILE, err) from None
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
-    """Load a profile by bundled name (``h100-sxm-pcie5``) or by file path."""
+    """Load a profile by GPU alias (``h100``), bundled name (``h100-sxm-pcie5``) or file path."""
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml" or candidate.exists():
         path = candidate
     else:
-        path = PROFILES_DIR / f"{name_or_path}.toml"
+        aliases = gpu_defaults()
+        default = aliases.get(str(name_or_path))
+        path = PROFILES_DIR / f"{default.profile if default else name_or_path}.toml"
         if not path.exists():
+            where = f"GPU alias {name_or_path!r} in {GPU_DEFAULTS_FILE.name}: " if default else ""
             raise InputError(
-                str(name_or_path), "", f"unknown hardware profile; bundled profiles: {', '.join(available_profiles())}"
+                str(name_or_path),
+                "",
+                f"{where}unknown hardware profile; bundled profiles: {', '.join(available_profiles())}"
+                f"; GPU aliases: {', '.join(sorted(aliases)) or 'none'}",
             )
     try:
         raw = tomllib.loads(path.read_text())

@@ -103,3 +103,34 @@ def test_malformed_profile_names_file_and_field(tmp_path):
     bad.write_text("format_version = [")
     with pytest.raises(InputError, match="malformed TOML"):
         load_profile(bad)
+
+
+def test_gpu_alias_resolves_to_the_measured_default_and_runs_record_the_profile(tmp_path):
+    # Issue 3: the simulator uses the profile measured on the H100 by default for that GPU.
+    from harness.cli import simulate_spec
+    from harness.profile import gpu_defaults
+    from harness.results import read_results
+
+    profile = load_profile("h100")
+    assert profile.name == "h100-sxm-pcie5-measured"
+    assert profile.figures.provenance.source.startswith("measured by `harness calibrate`")
+    for alias, default in gpu_defaults().items():
+        assert load_profile(alias).device.gpu_name == default.gpu_name, alias
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "s"\nprofile = "h100"\n[workload]\nkind = "layer_streaming"\nsegments = 2\n'
+                    'param_bytes = 1048576\ncompute_us = 100.0\n[[policies]]\nname = "sync"\n')
+    out = simulate_spec(spec, tmp_path / "out", tmp_path)
+    assert set(read_results(out).runs["profile"]) == {"h100-sxm-pcie5-measured"}
+
+
+def test_broken_gpu_defaults_file_is_named(tmp_path, monkeypatch):
+    import harness.profile as profile_module
+
+    bad = tmp_path / "gpu-defaults.toml"
+    monkeypatch.setattr(profile_module, "GPU_DEFAULTS_FILE", bad)
+    bad.write_text('[gpus.x100]\ngpu_name = "X100"\nprofile = "x100-missing"\n')
+    with pytest.raises(InputError, match="GPU alias 'x100' in gpu-defaults.toml: unknown hardware profile"):
+        load_profile("x100")
+    bad.write_text('[gpus.x100]\nprofile = "h100-sxm-pcie5"\n')
+    with pytest.raises(InputError, match=r"gpu-defaults\.toml: field 'gpus\.x100\.gpu_name'"):
+        load_profile("x100")
