@@ -13,7 +13,8 @@ from harness.runtime import HostMemory
 from sim import SimBackend
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model, for benchmark reports."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -50,6 +51,6 @@ def run_bench(segments: int, policy: str, repeat: int) -> dict[str, str]:
         "simulated GPU time s": f"{simulated_us / 1e6:.2f}",
         "speed-up over real time": f"{simulated_us / 1e6 / best:,.0f}x",
         "python": platform.python_version(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores visible": str(os.cpu_count()),
     }

@@ -41,6 +41,25 @@ ROW_STEP = 64
 BYTE_STEP = 4096
 
 
+def timing_events(torch: Any, pairs: int = 16) -> list[tuple[Any, Any]]:
+    return [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(pairs)]
+
+
+def median_gpu_time_us(torch: Any, stream: Any, events: list[tuple[Any, Any]], issue: Any, reps: int) -> float:
+    """Median GPU time of ``issue()``'s work on ``stream``, which is kept busy so host issue time is excluded."""
+    times = []
+    for i in range(reps):
+        start, end = events[i % len(events)]
+        with torch.cuda.stream(stream):
+            torch.cuda._sleep(BUSY_CYCLES)
+            start.record(stream)
+            issue()
+            end.record(stream)
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3)
+    return statistics.median(times)
+
+
 @dataclass(frozen=True)
 class KernelTables:
     """Measured times of the work the factory can issue (back to back: GPU time only)."""
@@ -122,7 +141,7 @@ class KernelFactory:
         self._c = torch.empty(MATMUL_ROWS[-1], MATMUL_N, device=device, dtype=bf16)
         self._src = torch.randint(0, 255, (D2D_BYTES[-1],), device=device, dtype=torch.uint8, generator=gen)
         self._dst = torch.empty(D2D_BYTES[-1], device=device, dtype=torch.uint8)
-        self._events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(16)]
+        self._events = timing_events(torch)
         self._plans: dict[tuple[KernelKind, float], Plan] = {}
         self.tables = self._measure_tables()
 
@@ -229,19 +248,7 @@ class KernelFactory:
 
     # ------------------------------------------------------------------ measuring
     def gpu_time_us(self, issue: Any, reps: int = 5) -> float:
-        """Median GPU time of ``issue()``'s work, timed on a stream kept busy so host issue time is excluded."""
-        torch = self.torch
-        times = []
-        for i in range(reps):
-            start, end = self._events[i % len(self._events)]
-            with torch.cuda.stream(self.stream):
-                torch.cuda._sleep(BUSY_CYCLES)
-                start.record(self.stream)
-                issue()
-                end.record(self.stream)
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e3)
-        return statistics.median(times)
+        return median_gpu_time_us(self.torch, self.stream, self._events, issue, reps)
 
     def _measure_tables(self) -> KernelTables:
         torch = self.torch

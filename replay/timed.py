@@ -22,13 +22,12 @@ read) is measured when the factory is built and subtracted, and each distinct
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Any
 
 import numpy as np
 
 from harness.runtime import KernelKind
-from replay.kernels import BUSY_CYCLES, KernelTooShort, Plan
+from replay.kernels import KernelTooShort, Plan, median_gpu_time_us, timing_events
 
 _SOURCE = r"""
 __device__ __forceinline__ unsigned long long now_ns() {
@@ -94,7 +93,7 @@ class TimedKernels:
         self._dst = torch.empty_like(self._src)
         self._n4 = np.uint64(STREAM_BYTES // 16)
         self._cupy_streams: dict[int, Any] = {}
-        self._events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(16)]
+        self._events = timing_events(torch)
         self._plans: dict[tuple[KernelKind, float, float], Plan] = {}
         self.overhead_us: dict[KernelKind, float] = {}
         self.min_kernel_us = 0.0
@@ -184,18 +183,7 @@ class TimedKernels:
 
     # ------------------------------------------------------------------ measuring
     def gpu_time_us(self, issue: Any, reps: int = 5) -> float:
-        torch = self.torch
-        times = []
-        for i in range(reps):
-            start, end = self._events[i % len(self._events)]
-            with torch.cuda.stream(self.stream):
-                torch.cuda._sleep(BUSY_CYCLES)
-                start.record(self.stream)
-                issue()
-                end.record(self.stream)
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e3)
-        return statistics.median(times)
+        return median_gpu_time_us(self.torch, self.stream, self._events, issue, reps)
 
     def _measure(self) -> None:
         for kind in KernelKind:

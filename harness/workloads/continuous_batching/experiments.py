@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.bench import cpu_name
 from harness.profile import Profile, load_profile
 from harness.results import OPS_COLUMNS
 from harness.workloads.continuous_batching.cost_model import load_cost_model
@@ -102,17 +103,6 @@ def prefill_crossover(cost_model: str, lo: int = 16, hi: int = 4096, resolution:
     return Crossover(cost_model, found, lo, hi, any(v[3] >= v[2] for v in seen.values()), evaluated)
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def bench_requests(trace: Path | None, requests: int, cost_model: str, max_batch: int, rate_per_s: float | None, repeat: int) -> dict[str, str]:
     """Simulate ``requests`` requests (the first rows of ``trace``, or Poisson-generated) with the adaptive policy."""
     if trace is not None:
@@ -138,6 +128,6 @@ def bench_requests(trace: Path | None, requests: int, cost_model: str, max_batch
         "simulated s": f"{best.requests['last_token_us'].max() / 1e6:,.1f}",
         "best wall s": f"{best.wall_s:.2f}",
         "python": platform.python_version(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores visible": str(os.cpu_count()),
     }
