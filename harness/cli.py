@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import datetime as dt
 import sys
 from pathlib import Path
@@ -78,15 +80,21 @@ def _fmt(value: float) -> str:
     return f"{value:.3f}"
 
 
-def simulate_spec(spec_path: Path, out: Path | None, results_root: Path) -> Path:
-    """Validate a spec, simulate every policy, write results; exits non-zero on bad input."""
+def _run_to_folder(spec_path: Path, out: Path | None, results_root: Path, backend: str, factory_for, progress) -> Path:
+    """Validate a spec, run every policy on ``backend``, write the results folder, print the summary.
+
+    ``factory_for(loaded)`` makes the per-run backend factory; ``progress()`` is a
+    context manager yielding the per-run callback. Exits non-zero on bad input and
+    with status 1 when a run failed (the others' results are still written).
+    """
     try:
         loaded = load_spec(spec_path)
-        out = out or _default_out(results_root, loaded.spec.name, "sim")
+        out = out or _default_out(results_root, loaded.spec.name, backend)
         if out.exists():
             _fail(f"{out}: already exists; results are never overwritten")
-        with console.status("simulating…") as status:
-            results = run_spec(loaded, _sim_backend_factory, on_run=lambda rid: status.update(f"simulating {rid}"))
+        factory = factory_for(loaded)
+        with progress() as on_run:
+            results = run_spec(loaded, factory, on_run=on_run)
     except InputError as err:
         _fail(str(err))
     write_results(out, results.tables)
@@ -94,6 +102,23 @@ def simulate_spec(spec_path: Path, out: Path | None, results_root: Path) -> Path
     if len(results.failed):
         raise typer.Exit(1)
     return out
+
+
+@contextlib.contextmanager
+def _sim_progress():
+    with console.status("simulating…") as status:
+        yield lambda rid: status.update(f"simulating {rid}")
+
+
+@contextlib.contextmanager
+def _replay_progress():
+    # No live spinner here: its refresh thread takes the GIL from the timed host thread.
+    yield lambda rid: console.print(f"replaying {rid}", highlight=False)
+
+
+def simulate_spec(spec_path: Path, out: Path | None, results_root: Path) -> Path:
+    """Validate a spec, simulate every policy, write results; exits non-zero on bad input."""
+    return _run_to_folder(spec_path, out, results_root, "sim", lambda loaded: _sim_backend_factory, _sim_progress)
 
 
 @app.command()
@@ -228,21 +253,9 @@ def replay(
     from replay.gpu import CudaUnavailable
 
     try:
-        loaded = load_spec(spec)
-        out = out or _default_out(results_root, loaded.spec.name, "replay")
-        if out.exists():
-            _fail(f"{out}: already exists; results are never overwritten")
-        factory = _replay_backend_factory(loaded)
-        # No live spinner here: its refresh thread takes the GIL from the timed host thread.
-        results = run_spec(loaded, factory, on_run=lambda rid: console.print(f"replaying {rid}", highlight=False))
+        _run_to_folder(spec, out, results_root, "replay", _replay_backend_factory, _replay_progress)
     except CudaUnavailable as err:
         _fail(f"harness replay: {err}")
-    except InputError as err:
-        _fail(str(err))
-    write_results(out, results.tables)
-    print_summary(loaded, results, out)
-    if len(results.failed):
-        raise typer.Exit(1)
 
 
 @app.command()
