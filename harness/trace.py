@@ -32,6 +32,7 @@ recording, a generator), ``harness.trace.hardware`` (the GPU, or "synthetic"),
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,25 +105,38 @@ def write_trace(path: Path, ops: pd.DataFrame, provenance: Provenance) -> Path:
     return path
 
 
-def load_trace(path: Path) -> Trace:
-    """Read and validate a trace file; errors name the file and the column or row."""
-    path = Path(path)
+def read_stamped_parquet(
+    path: Path, what: str, prefix: str, version: str, required_metadata: Iterable[str], required_columns: Iterable[str]
+) -> tuple[pa.Table, dict[str, str]]:
+    """Read a Parquet file whose metadata carries ``<prefix>.format_version`` and provenance keys.
+
+    Checks the version, that every ``<prefix>.<key>`` of ``required_metadata`` is
+    non-empty and that the required columns exist; errors name the file and the
+    key or column. Returns the table and its metadata, decoded.
+    """
     if not path.exists():
-        raise InputError(path, "", "trace file not found")
+        raise InputError(path, "", f"{what} not found")
     try:
         table = pq.read_table(path)
     except Exception as err:  # pyarrow raises several types for malformed files
         raise InputError(path, "", f"not a readable Parquet file ({err})") from None
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    version = meta.get("harness.trace.format_version")
-    if version != TRACE_FORMAT_VERSION:
-        raise InputError(path, "metadata 'harness.trace.format_version'", f"expected {TRACE_FORMAT_VERSION!r}, found {version!r}")
-    for key in REQUIRED_METADATA:
-        if not meta.get(f"harness.trace.{key}"):
-            raise InputError(path, f"metadata 'harness.trace.{key}'", "missing (provenance is required)")
-    for column in REQUIRED_COLUMNS:
+    found = meta.get(f"{prefix}.format_version")
+    if found != version:
+        raise InputError(path, f"metadata '{prefix}.format_version'", f"expected {version!r}, found {found!r}")
+    for key in required_metadata:
+        if not meta.get(f"{prefix}.{key}"):
+            raise InputError(path, f"metadata '{prefix}.{key}'", "missing (provenance is required)")
+    for column in required_columns:
         if column not in table.column_names:
             raise InputError(path, f"column '{column}'", "missing")
+    return table, meta
+
+
+def load_trace(path: Path) -> Trace:
+    """Read and validate a trace file; errors name the file and the column or row."""
+    path = Path(path)
+    table, meta = read_stamped_parquet(path, "trace file", "harness.trace", TRACE_FORMAT_VERSION, REQUIRED_METADATA, REQUIRED_COLUMNS)
     frame = table.to_pandas()
     for field in TRACE_SCHEMA:
         if field.name not in frame.columns:

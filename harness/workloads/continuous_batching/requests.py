@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import InputError
+from harness.trace import read_stamped_parquet
 
 REQUESTS_FORMAT_VERSION = "1"
 REQUEST_COLUMNS = ("arrival_us", "prompt_tokens", "output_tokens")
@@ -122,21 +123,7 @@ def read_request_csv(path: Path) -> RequestTable:
 
 def read_request_parquet(path: Path) -> RequestTable:
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "", "request trace not found")
-    try:
-        table = pq.read_table(path)
-    except Exception as err:  # pyarrow raises several types for malformed files
-        raise InputError(path, "", f"not a readable Parquet file ({err})") from None
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    version = meta.get("harness.requests.format_version")
-    if version != REQUESTS_FORMAT_VERSION:
-        raise InputError(path, "metadata 'harness.requests.format_version'", f"expected {REQUESTS_FORMAT_VERSION!r}, found {version!r}")
-    if not meta.get("harness.requests.source"):
-        raise InputError(path, "metadata 'harness.requests.source'", "missing (provenance is required)")
-    for column in REQUEST_COLUMNS:
-        if column not in table.column_names:
-            raise InputError(path, f"column '{column}'", "missing")
+    table, _ = read_stamped_parquet(path, "request trace", "harness.requests", REQUESTS_FORMAT_VERSION, ("source",), REQUEST_COLUMNS)
     return _frame_to_table(table.to_pandas(), str(path), path)
 
 
