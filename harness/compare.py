@@ -11,7 +11,8 @@ metric both sides report, the fidelity table holds one row::
 
 ``rel_error = (simulated - measured) / measured`` (0 when both are 0, NaN when
 only the measurement is 0). ``rank_*`` rank the spec's policies by the metric
-(1 = smallest), so a ranking disagreement shows as differing ranks. The table is
+(1 = smallest; 0 where the metric is NaN, i.e. not defined for that policy), so a
+ranking disagreement shows as differing ranks. The table is
 written as one Parquet file with the results' metadata (``harness.table =
 "fidelity"``), atomically.
 """
@@ -123,8 +124,9 @@ def fidelity_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     )
     out["rel_error"] = relative_error(out["simulated"].to_numpy(), out["measured"].to_numpy())
     group = out.groupby(["spec_name", "metric"], sort=False)
-    out["rank_simulated"] = group["simulated"].rank(method="min").astype("int64")
-    out["rank_measured"] = group["measured"].rank(method="min").astype("int64")
+    # A metric a policy has no value for (NaN: no GPU-routed block has no GPU latency, say) is not ranked: 0.
+    out["rank_simulated"] = group["simulated"].rank(method="min").fillna(0).astype("int64")
+    out["rank_measured"] = group["measured"].rank(method="min").fillna(0).astype("int64")
     names = ok.groupby(["spec_name", "backend"])
     profile = names["profile"].first().xs("sim", level="backend")
     device = names["device_name"].first().xs("replay", level="backend")

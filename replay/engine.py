@@ -47,7 +47,6 @@ import itertools
 import queue as queue_module
 import sys
 import threading
-import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +84,7 @@ from harness.runtime import (
     WaitEvent,
     event_name,
 )
+from replay.clock import yield_gil
 from replay.gpu import require_cuda
 
 HOST_DEVICE = -1
@@ -488,12 +488,13 @@ class _Run:
         had blocked (measured on the lent H100's host, see
         traces/fidelity/README.md); polling keeps the thread's costs what
         calibration measured. With other policy threads alive, each poll also
-        yields the GIL.
+        yields the GIL (:func:`replay.clock.yield_gil`; ``time.sleep(0)`` here
+        made every such wait wake up to ~50 µs late, the timer slack).
         """
         share = bool(self._children)
         while not done():
             if share:
-                time.sleep(0)
+                yield_gil()
 
     # ------------------------------------------------------------------ host
     def _host_work(self, cmd: HostWork, thread: Thread) -> None:

@@ -163,3 +163,15 @@ def test_report_renders_the_makespan_table_and_verdicts(sim_folder, tmp_path):
     assert "| cmp | sync |" in text and "-0.99%" in text
     assert "worst |error| 7.41% (limit 5%): FAIL" in text
     assert "overlap bound = 1.0100" in text and "G; driver D; torch T" in text
+
+
+def test_a_metric_undefined_for_a_policy_is_left_unranked(sim_folder, tmp_path):
+    # A NaN metric (offload's GPU latency for cpu_only, say) must not break the table: rank 0, error NaN.
+    replay = fake_replay(sim_folder, tmp_path / "replay", {})
+    runs, metrics = load_many([sim_folder, replay])
+    sync_runs = runs.loc[runs["policy_label"] == "sync", "run_id"]
+    metrics.loc[metrics["run_id"].isin(sync_runs) & (metrics["metric"] == "makespan_us"), "value"] = float("nan")
+    mk = fidelity_table(runs, metrics).query("metric == 'makespan_us'").set_index("policy_label")
+    assert mk.loc["sync", "rank_simulated"] == mk.loc["sync", "rank_measured"] == 0
+    assert mk.loc["prefetch", "rank_simulated"] == 1
+    assert mk.loc["sync", "rel_error"] != mk.loc["sync", "rel_error"]

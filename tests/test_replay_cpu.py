@@ -86,3 +86,30 @@ def test_copies_of_one_direction_start_when_the_engine_is_free():
     ]
     _engine_starts(rows)
     assert [r[9] for r in rows] == [1.0, 100.0, 3.0, 4.0, 5.0, 250.0]
+
+
+def test_host_threads_waiting_at_once_do_not_serialise():
+    """replay's host work sleeps most of its wait (releasing the GIL): 8 threads x 10 ms take ~10 ms, not 80."""
+    import threading
+    import time
+
+    from replay.clock import precise_wait_us
+
+    took = []
+    start = threading.Barrier(8)
+
+    def body():
+        start.wait()
+        t = time.perf_counter()
+        precise_wait_us(10_000.0)
+        took.append((time.perf_counter() - t) * 1e6)
+
+    threads = [threading.Thread(target=body) for _ in range(8)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall_us = (time.perf_counter() - t0) * 1e6
+    assert min(took) >= 10_000.0
+    assert wall_us < 30_000.0, (wall_us, took)
