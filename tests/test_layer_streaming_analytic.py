@@ -129,3 +129,20 @@ def test_segment_times_sum_to_last_compute_end(h100):
     per_segment = [rows[("segment_time_us", i)] for i in range(6)]
     last_kernel_end = ops[ops["name"] == "segment[5]"]["end_us"].iloc[0]
     assert sum(per_segment) == pytest.approx(last_kernel_end)
+
+
+def test_overlap_of_ops_that_only_touch_is_exactly_zero_and_matches_the_union_identity():
+    import numpy as np
+    import pandas as pd
+
+    from harness.timeline import overlap_us, union_us
+
+    rng = np.random.default_rng(7)
+    edges = np.cumsum(rng.uniform(0.1, 5000.0, 41)) / 3.0  # non-representable sums, as op times are
+    a = pd.DataFrame({"start_us": edges[0:40:2], "end_us": edges[1:41:2]})  # alternate stretches:
+    b = pd.DataFrame({"start_us": edges[1:40:2], "end_us": edges[2:41:2]})  # b runs exactly between a's ops
+    assert overlap_us(a, b) == 0.0
+    shifted = b.assign(start_us=b["start_us"] - 1.0)  # now each b op overlaps the a op before it by 1 µs
+    assert overlap_us(a, shifted) == pytest.approx(20.0)
+    both = pd.concat([a, shifted])
+    assert overlap_us(a, shifted) == pytest.approx(union_us(a) + union_us(shifted) - union_us(both))
