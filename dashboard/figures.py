@@ -24,7 +24,13 @@ KIND_COLOURS = {
 }
 
 
-def metric_bars(summary: pd.DataFrame, group: str = "policy_label", wrap: int = 3) -> go.Figure:
+def policy_colours(labels) -> dict[str, str]:
+    """One colour per policy label, in order of first appearance, so every chart of a page agrees."""
+    palette = px.colors.qualitative.Plotly
+    return {label: palette[i % len(palette)] for i, label in enumerate(dict.fromkeys(labels))}
+
+
+def metric_bars(summary: pd.DataFrame, group: str = "policy_label", wrap: int = 3, colours: dict[str, str] | None = None) -> go.Figure:
     """One panel per metric: the mean per policy, whiskers from the min to the max repetition."""
     frame = summary.assign(err_plus=summary["max"] - summary["mean"], err_minus=summary["mean"] - summary["min"])
     n_metrics = frame["metric"].nunique()
@@ -33,6 +39,7 @@ def metric_bars(summary: pd.DataFrame, group: str = "policy_label", wrap: int = 
         x=group,
         y="mean",
         color=group,
+        color_discrete_map=colours or policy_colours(frame[group]),
         facet_col="metric",
         facet_col_wrap=wrap,
         error_y="err_plus",
@@ -48,17 +55,23 @@ def metric_bars(summary: pd.DataFrame, group: str = "policy_label", wrap: int = 
     return fig
 
 
-def relative_bars(change: pd.DataFrame, baseline: str, group: str = "policy_label") -> go.Figure:
+def relative_bars(change: pd.DataFrame, baseline: str, group: str = "policy_label", colours: dict[str, str] | None = None) -> go.Figure:
     """Per metric, each policy's change against the baseline, in percent."""
     frame = change[change[group] != baseline].assign(change_pct=100 * change["relative_change"])
-    fig = px.bar(frame, x="metric", y="change_pct", color=group, barmode="group", hover_data={"mean": ":.4g", "baseline_mean": ":.4g"})
+    fig = px.bar(
+        frame, x="metric", y="change_pct", color=group, barmode="group", hover_data={"mean": ":.4g", "baseline_mean": ":.4g"},
+        color_discrete_map=colours or policy_colours(change[group]),
+    )
     fig.update_layout(yaxis_title=f"change vs {baseline} (%)", xaxis_title=None, height=420)
     fig.add_hline(y=0, line_color="black", line_width=1)
     return fig
 
 
-def cdf_figure(cdf: pd.DataFrame, label: str, group: str = "policy_label") -> go.Figure:
-    fig = px.line(cdf, x="value", y="fraction", color=group, line_shape="hv", markers=len(cdf) <= 200)
+def cdf_figure(cdf: pd.DataFrame, label: str, group: str = "policy_label", colours: dict[str, str] | None = None) -> go.Figure:
+    fig = px.line(
+        cdf, x="value", y="fraction", color=group, line_shape="hv", markers=len(cdf) <= 200,
+        color_discrete_map=colours or policy_colours(cdf[group]),
+    )
     fig.update_layout(xaxis_title=label, yaxis_title="fraction of samples ≤ x", yaxis_range=[0, 1.02], height=420)
     return fig
 

@@ -320,3 +320,24 @@ def test_the_app_rereads_a_folder_whose_tables_changed_on_disk(data, tmp_path, m
     at.run()
     no_exception(at)
     assert "**2 of 2 runs** shown" in [m.value for m in at.markdown]
+
+
+def test_a_policy_keeps_its_colour_across_the_compare_charts():
+    from dashboard.figures import metric_bars, policy_colours, relative_bars
+
+    values = pd.DataFrame({
+        "policy_label": ["sync", "prefetch", "resident"] * 2,
+        "metric": ["makespan_us"] * 3 + ["h2d_busy_frac"] * 3,
+        "value": [300.0, 200.0, 150.0, 0.5, 0.9, 0.0],
+    })
+    summary = compare.metric_summary(values)
+    colours = policy_colours(summary["policy_label"])
+    assert len(set(colours.values())) == 3
+
+    def colour_of(fig):
+        return {trace.name: trace.marker.color for trace in fig.data}
+
+    bars = colour_of(metric_bars(summary, colours=colours))
+    change = colour_of(relative_bars(compare.relative_change(summary, "sync"), "sync", colours=colours))
+    assert change == {"prefetch": colours["prefetch"], "resident": colours["resident"]}  # the baseline is not drawn
+    assert bars == colours

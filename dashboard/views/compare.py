@@ -14,7 +14,7 @@ from dashboard.compare import (
     relative_change,
     run_metrics,
 )
-from dashboard.figures import cdf_figure, metric_bars, relative_bars
+from dashboard.figures import cdf_figure, metric_bars, policy_colours, relative_bars
 
 st.title("Compare policies")
 cat = ui.catalog()
@@ -32,7 +32,8 @@ summary = metric_summary(values[values["metric"].isin(metrics)], metric_order=me
 reps = summary["n"].max()
 st.subheader("Metrics per policy")
 st.caption(f"{spec} on {backend}: bars are the mean over repetitions, whiskers the min and max ({reps} repetition(s) at most).")
-fig = metric_bars(summary)
+colours = policy_colours(summary["policy_label"])  # the same colour per policy in every chart below
+fig = metric_bars(summary, colours=colours)
 ui.show_figure(fig, key="compare-bars")
 st.dataframe(summary, hide_index=True)
 left, right = st.columns(2)
@@ -45,7 +46,7 @@ st.subheader("Change against a baseline")
 labels = list(dict.fromkeys(summary["policy_label"]))
 baseline = st.selectbox("Baseline policy", labels, key=f"compare-baseline-{spec}")
 change = relative_change(summary, baseline)
-change_fig = relative_bars(change, baseline)
+change_fig = relative_bars(change, baseline, colours=colours)
 ui.show_figure(change_fig, key="compare-change")
 table = change.pivot(index="metric", columns="policy_label", values="relative_change").reindex(columns=labels) * 100
 st.dataframe(table.style.format("{:+.1f} %", na_rep="-"))
@@ -63,7 +64,7 @@ if not sources:
 source = st.selectbox("Distribution", sources, format_func=lambda s: s.label, key=f"compare-dist-{spec}")
 samples = distribution_values(cat, runs, source)
 cdf = cdf_frame(samples)
-cdf_fig = cdf_figure(cdf, source.label)
+cdf_fig = cdf_figure(cdf, source.label, colours=colours)
 ui.show_figure(cdf_fig, key="compare-cdf")
 st.dataframe(percentiles(samples), hide_index=True)
 left, right = st.columns(2)
