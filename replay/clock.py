@@ -1,8 +1,9 @@
 """One clock for a replay run: microseconds since the run started, for host and device ops.
 
 Host ops are timed with ``time.perf_counter``. Device ops are timed with CUDA
-events; an event's time is its elapsed time since a reference event ``t0``
-recorded on an idle GPU just before the run starts, plus ``t0``'s place on the
+events; an event's time is its elapsed time since a reference event ``t0`` of
+its own device (CUDA times events against events of the same device only),
+recorded on that idle GPU just before the run starts, plus ``t0``'s place on the
 host clock. ``t0`` is taken to execute when its ``record`` call returns (the GPU
 is idle, so it runs within a microsecond or two of being submitted); that is
 the only approximation in the mapping, and it is the same in calibration and
@@ -17,21 +18,27 @@ from typing import Any
 
 
 class RunClock:
-    def __init__(self, torch: Any, stream: Any) -> None:
-        self._t0 = torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        self._t0.record(stream)
-        recorded = time.perf_counter()
-        self._t0.synchronize()
+    """``streams``: one stream per device the run uses, in device order (index = device)."""
+
+    def __init__(self, torch: Any, streams: list[Any]) -> None:
+        self._t0 = [torch.cuda.Event(enable_timing=True) for _ in streams]
+        for stream in streams:
+            torch.cuda.synchronize(stream.device)
+        recorded = []
+        for t0, stream in zip(self._t0, streams):
+            t0.record(stream)
+            recorded.append(time.perf_counter())
+        for t0 in self._t0:
+            t0.synchronize()
         self.origin = time.perf_counter()  # the run starts now: host time 0
-        self.t0_us = (recorded - self.origin) * 1e6  # negative: t0 ran just before the origin
+        self.t0_us = [(r - self.origin) * 1e6 for r in recorded]  # negative: each t0 ran just before the origin
 
     def host_us(self) -> float:
         return (time.perf_counter() - self.origin) * 1e6
 
-    def device_us(self, event: Any) -> float:
-        """The event's time on the run's clock; the event must have completed."""
-        return self.t0_us + self._t0.elapsed_time(event) * 1e3
+    def device_us(self, event: Any, device: int = 0) -> float:
+        """The time of ``event``, recorded on ``device``, on the run's clock; the event must have completed."""
+        return self.t0_us[device] + self._t0[device].elapsed_time(event) * 1e3
 
 
 SPIN_TAIL_US = 200.0  # a sleep overshoots by tens of microseconds (the timer slack): the last stretch is polled

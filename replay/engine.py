@@ -153,8 +153,9 @@ class ReplayContext:
         self.host = HostPools(torch)
         self.scratch = DeviceScratch(torch)
         self.warmed: set[Any] = set()
-        self._events: list[Any] = []
-        self._next_event = 0
+        # Timing events, pooled per device: an event belongs to the device it was first recorded on.
+        self._events: list[list[Any]] = [[] for _ in self.devices]
+        self._next_event = [0] * len(self.devices)
         self._event_lock = threading.Lock()
 
     def free_bytes(self, device: int) -> int:
@@ -165,20 +166,23 @@ class ReplayContext:
         return max(0, free + cached - SAFETY_BYTES)
 
     # Timing events are pooled: creating one costs host time inside the timed region.
-    def take_event(self) -> Any:
+    def take_event(self, device: int = 0) -> Any:
+        """An event for a stream of ``device`` (events of one device cannot be recorded on another's streams)."""
         with self._event_lock:
-            if self._next_event == len(self._events):
-                self._events.append(self.torch.cuda.Event(enable_timing=True))
-            event = self._events[self._next_event]
-            self._next_event += 1
+            pool = self._events[device]
+            if self._next_event[device] == len(pool):
+                pool.append(self.torch.cuda.Event(enable_timing=True))
+            event = pool[self._next_event[device]]
+            self._next_event[device] += 1
         return event
 
     def reset_events(self) -> None:
-        self._next_event = 0
+        self._next_event = [0] * len(self.devices)
 
     def reserve_events(self, count: int) -> None:
-        while len(self._events) < count:
-            self._events.append(self.torch.cuda.Event(enable_timing=True))
+        for pool in self._events:
+            while len(pool) < count:
+                pool.append(self.torch.cuda.Event(enable_timing=True))
 
 
 class ReplayBackend:
@@ -307,7 +311,7 @@ class _Run:
         main_thread = Thread(self._new_id(), "main")
         caller_stream = torch.cuda.current_stream(self.ctx.devices[0].device)
         try:
-            self._clock = RunClock(torch, torch.cuda.current_stream(self.ctx.devices[0].device))
+            self._clock = RunClock(torch, [torch.cuda.current_stream(d.device) for d in self.ctx.devices])
             try:
                 result = self._drive(main(self.runtime, *args), main_thread)
                 main_end = self._clock.host_us()
@@ -373,8 +377,8 @@ class _Run:
         clock = self._clock
         device_rows = []
         for op_id, device, stream, kind, name, nbytes, memory, thread, issue, start, end in self._device_ops:
-            start_us = clock.device_us(start)
-            end_us = clock.device_us(end) if end is not start else start_us
+            start_us = clock.device_us(start, device)
+            end_us = clock.device_us(end, device) if end is not start else start_us
             device_rows.append([op_id, device, stream, kind, name, nbytes, memory, thread, issue, start_us, max(end_us, start_us)])
         _engine_starts(device_rows)
         return list(self._host_ops) + [tuple(r) for r in device_rows]
@@ -399,7 +403,7 @@ class _Run:
         kernels = self.ctx.devices[cmd.stream.device].kernels
         plan = kernels.plan(cmd.kind, cmd.duration_us, cmd.name, cmd.compute_share) if cmd.duration_us > 0 else None
         s = cmd.stream.native
-        start, end = self.ctx.take_event(), self.ctx.take_event()
+        start, end = self.ctx.take_event(cmd.stream.device), self.ctx.take_event(cmd.stream.device)
         self._use_stream(s)
         start.record(s)
         if plan is not None:
@@ -430,7 +434,7 @@ class _Run:
         else:
             host = self.ctx.host.get(cmd.host_memory, n)
         s = cmd.stream.native
-        start, end = self.ctx.take_event(), self.ctx.take_event()
+        start, end = self.ctx.take_event(cmd.stream.device), self.ctx.take_event(cmd.stream.device)
         self._use_stream(s)
         start.record(s)
         block_start = self._clock.host_us()
@@ -454,7 +458,7 @@ class _Run:
         issue = self._clock.host_us()
         op_id = self._new_id()
         s = cmd.stream.native
-        native = self.ctx.take_event()
+        native = self.ctx.take_event(cmd.stream.device)
         native.record(s)
         event = Event(self._new_id(), cmd.stream, native)
         self._device_op(OpKind.RECORD, cmd.stream, event_name(event), 0, "", thread, issue, native, native, op_id)
@@ -464,7 +468,7 @@ class _Run:
         issue = self._clock.host_us()
         op_id = self._new_id()
         s = cmd.stream.native
-        start, end = self.ctx.take_event(), self.ctx.take_event()
+        start, end = self.ctx.take_event(cmd.stream.device), self.ctx.take_event(cmd.stream.device)
         start.record(s)
         s.wait_event(cmd.event.native)
         end.record(s)

@@ -116,3 +116,33 @@ def test_host_threads_working_at_once_do_not_serialise(context, profile):
     assert len(work) == 8
     assert ((work["end_us"] - work["start_us"]) < 10_500).all()
     assert work["end_us"].max() - work["start_us"].min() < 12_000  # together, not one after another (80 ms)
+
+
+two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+
+
+@pytest.fixture(scope="module")
+def context2():
+    from replay.engine import ReplayContext
+
+    return ReplayContext(2)
+
+
+@two_gpus
+def test_kv_backup_on_two_ranks_loses_rank_1_backups_only_with_the_bug(context2, profile):
+    runs = replay_all(context2, profile, KV, {**KV_PARAMS, "tp_ranks": 2})
+    for name in ("inline", "async_stream", "deferred"):
+        assert runs[name][1]["backups_lost"] == 0, name
+    assert runs["async_scheduler_rank_only"][1]["backups_lost"] == KV_PARAMS["steps"]  # rank 1's, every step
+    ops = runs["async_stream"][0]
+    assert set(ops.loc[ops["kind"] == "copy_d2h", "device"]) == {0, 1}
+
+
+@two_gpus
+def test_pipeline_on_two_gpus_one_stage_each(context2, profile):
+    runs = replay_all(context2, profile, PIPELINE, {**PIPELINE_PARAMS, "gpus": 2})
+    for name, (ops, m) in runs.items():
+        assert m["tokens_emitted"] == PIPELINE_PARAMS["tokens"] and m["tokens_out_of_order"] == 0, name
+        dev = ops[ops["device"] >= 0]
+        assert dict(dev.groupby("stream")["device"].first()) == {"stage0": 0, "stage1": 1}
+        assert (dev["end_us"] >= dev["start_us"]).all() and (dev["start_us"] >= dev["issue_us"] - 5.0).all()
