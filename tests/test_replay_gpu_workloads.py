@@ -3,7 +3,7 @@
 Small inputs, every policy of kv_backup, offload_coordinator and pipeline_forwarding
 (one GPU), checked for the workloads' invariants in the replay's own timeline; and
 host threads doing host work at the same time do not serialise on the GIL. Output of
-the last run on the device: traces/fidelity/issue6/gpu_tests.log.
+the last runs on the device: traces/fidelity/issue6/{one_gpu,two_gpus}/gpu_tests.log.
 """
 
 from __future__ import annotations
