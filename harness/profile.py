@@ -66,6 +66,10 @@ class HostCosts(_Strict):
     record_us: float = pydantic.Field(ge=0)
     wait_us: float = pydantic.Field(ge=0)
     sync_wake_us: float = pydantic.Field(ge=0)
+    # A thread blocked on another host thread (a queue get or put, a join) resumes this long after
+    # the item, the space or the thread's end is there. Optional: profiles older than the field
+    # model the hand-off as free.
+    thread_wake_us: float = pydantic.Field(default=0.0, ge=0)
     alloc_us: float = pydantic.Field(ge=0)
     free_us: float = pydantic.Field(ge=0)
 

@@ -18,7 +18,9 @@ What is measured, and how (every figure is a median of several repetitions):
   the buffer's copy, launch a 300 µs kernel, alloc the next 16 MiB buffer, copy
   into it on a side stream, record, sync, free the previous): each command's cost is
   the median gap to the next command's issue, ``sync_wake_us`` the time from
-  the stream's last op ending to ``sync_stream`` returning. The same commands
+  the stream's last op ending to ``sync_stream`` returning, ``thread_wake_us``
+  the time from one host thread's ``put`` to another, blocked in ``get`` on
+  that queue, running again (a Python thread's wake-up and GIL hand-over). The same commands
   repeated in tight loops cost less (hot caches); those figures go to the
   provenance notes, not the model;
 * **kernel tables**: the sized stand-ins' matmul, device-copy and ``_sleep``
@@ -203,6 +205,33 @@ def _loop_policy(rt: Runtime) -> Any:
     return marks
 
 
+N_HANDOFF = 40
+
+
+def _handoff_worker(rt: Runtime, q: Any) -> Any:
+    lags = []
+    while (sent := (yield rt.get(q))) is not None:
+        lags.append((yield rt.now()) - sent)
+    return lags
+
+
+def _handoff_policy(rt: Runtime) -> Any:
+    """A worker thread blocked on an empty queue; the main thread puts its clock reading, then
+    idles as a producer would. Each lag is a put-to-woken-get hand-off: ``thread_wake_us``."""
+    q = yield rt.make_queue(1, "cal-handoff")
+    worker = yield rt.spawn(_handoff_worker, q, name="cal-worker")
+    for _ in range(N_HANDOFF):
+        yield rt.host_work(500.0, "cal-idle")  # long enough for the worker to block in get again
+        yield rt.put(q, (yield rt.now()))
+    yield rt.put(q, None)
+    return (yield rt.join(worker))
+
+
+def handoff_wake_us(backend: Any, now_us: float) -> float:
+    """``thread_wake_us`` on ``backend``: the median put-to-get lag less the cost of reading the clock."""
+    return statistics.median(backend.run(_handoff_policy).result) - now_us
+
+
 def _loop_costs(ops: Any, marks: dict) -> dict:
     """Per-command host time inside the streaming loop: the gap to the next command's issue."""
     ops = ops.sort_values("op_id")
@@ -264,6 +293,7 @@ def measure_host_costs(context: Any, profile: Any, log: Callable[[str], None]) -
     log("  tight loops, one command repeated (µs): " + ", ".join(f"{k}={v}" for k, v in tight.items()))
     loop_run = backend.run(_loop_policy)
     loop = _loop_costs(pd.DataFrame(loop_run.ops, columns=OPS_COLUMNS[1:]), loop_run.result)
+    loop["thread_wake_us"] = handoff_wake_us(backend, statistics.median(loop_run.result["now"]))
     loop = {k: round(max(v, 0.0), 2) for k, v in loop.items()}
     log("  streaming loop, as policies issue them (µs; written to the profile): " + ", ".join(f"{k}={v}" for k, v in loop.items()))
     return {"profile": loop, "tight": tight}
@@ -316,7 +346,8 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
                 f"({duplex_us:.1f} µs); host costs = median per-call host time of the replay engine's own commands inside a "
                 "double-buffered streaming loop (wait, launch 300 µs, alloc, side-stream copy 16 MiB, record, sync, free), "
                 "each the gap to the next "
-                "command's issue; sync_wake_us = stream end to sync_stream return; d2d from the device-copy table (>= 64 MiB)"
+                "command's issue; sync_wake_us = stream end to sync_stream return; thread_wake_us = put to a blocked get's "
+                "return on another host thread; d2d from the device-copy table (>= 64 MiB)"
             ),
             "notes": (notes + " " if notes else "") + f"The same commands repeated in tight loops cost (µs): {tight_note}.",
         },

@@ -5,8 +5,10 @@ What is modelled (figures from the hardware profile, see ``harness.profile``):
 * **host threads** are SimPy processes, one per policy thread. Each runtime call
   costs the calling thread the profile's host time (``launch_us``,
   ``copy_launch_us``, ``record_us``, ``wait_us``, ``alloc_us``, ``free_us``) before
-  the work reaches its stream; a thread that blocked pays ``sync_wake_us`` when
-  it wakes. Host threads never contend for CPU cores.
+  the work reaches its stream; a thread that blocked on the GPU pays
+  ``sync_wake_us`` when it wakes, one that blocked on another host thread (a
+  queue get or put, a join) ``thread_wake_us``. Host threads never contend for
+  CPU cores.
 * **streams** are in-order queues, each served by one SimPy process.
 * **compute** is one fluid server per device (:func:`sim.fluid.compute_rates`).
 * **copies**: one copy engine per direction per device (H2D and D2H overlap),
@@ -296,14 +298,22 @@ class SimBackend:
             yield self.env.timeout(cmd.duration_us)
         self._host_op(OpKind.HOST_WORK, cmd.name, thread, start)
 
+    def _after_handoff(self, request: simpy.Event):
+        """Yield a join/put/get request; a thread that had to block pays ``thread_wake_us`` on waking."""
+        blocked = not request.triggered
+        value = yield request
+        if blocked and self._host.thread_wake_us > 0.0:
+            yield self.env.timeout(self._host.thread_wake_us)
+        return value
+
     def _join(self, cmd: Join, thread: Thread):
-        return (yield cmd.thread.native)
+        return (yield from self._after_handoff(cmd.thread.native))
 
     def _put(self, cmd: Put, thread: Thread):
-        yield cmd.queue.native.put(cmd.item)
+        yield from self._after_handoff(cmd.queue.native.put(cmd.item))
 
     def _get(self, cmd: Get, thread: Thread):
-        return (yield cmd.queue.native.get())
+        return (yield from self._after_handoff(cmd.queue.native.get()))
 
     def _alloc(self, cmd: Alloc, thread: Thread):
         if self._host.alloc_us > 0.0:

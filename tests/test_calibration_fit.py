@@ -118,10 +118,13 @@ def test_host_cost_loop_recovers_the_costs_it_runs_under(h100):
     import pandas as pd
 
     from harness.results import OPS_COLUMNS
-    from replay.calibrate import _loop_costs, _loop_policy
+    from harness.profile import Profile
+    from replay.calibrate import _loop_costs, _loop_policy, handoff_wake_us
     from sim import SimBackend
 
-    run = SimBackend(h100).run(_loop_policy)
+    profile = Profile(h100.figures.model_copy(update={"host": h100.host.model_copy(update={"thread_wake_us": 120.0})}))
+    run = SimBackend(profile).run(_loop_policy)
     costs = _loop_costs(pd.DataFrame(run.ops, columns=OPS_COLUMNS[1:]), run.result)
-    expected = h100.host.model_dump()
+    costs["thread_wake_us"] = handoff_wake_us(SimBackend(profile), now_us=0.0)
+    expected = profile.host.model_dump()
     assert costs == pytest.approx(expected, abs=1e-6)

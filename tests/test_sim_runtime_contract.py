@@ -130,3 +130,41 @@ def test_runtime_rejects_bad_arguments_at_the_call(h100):
         rt.launch(None, "k", 1.0, compute_share=1.5)
     with pytest.raises(ValueError, match="device 3 does not exist"):
         rt.create_stream(3, "s")
+
+
+def test_a_thread_that_blocked_on_another_thread_pays_the_wake_up(h100):
+    from harness.profile import Profile
+
+    wake_us = 120.0
+    figures = h100.figures.model_copy(update={"host": h100.host.model_copy(update={"thread_wake_us": wake_us})})
+    profile = Profile(figures)
+
+    def consumer(rt, q):
+        got = []
+        for _ in range(2):
+            item = yield rt.get(q)
+            got.append(((yield rt.now()), item))
+        return got
+
+    def main(rt):
+        q = yield rt.make_queue(4, "q")
+        child = yield rt.spawn(consumer, q, name="consumer")
+        yield rt.host_work(100.0)
+        yield rt.put(q, "a")  # the consumer is blocked on the empty queue: it wakes late
+        yield rt.host_work(300.0)
+        yield rt.put(q, "b")  # ditto
+        got = yield rt.join(child)  # the consumer is done by then: joining does not block
+        return got, (yield rt.now())
+
+    got, end = SimBackend(profile).run(main).result
+    assert got == [(pytest.approx(100.0 + wake_us), "a"), (pytest.approx(400.0 + wake_us), "b")]
+    assert end == pytest.approx(400.0 + wake_us + wake_us)  # join blocked until the consumer's end, then woke
+
+    def ready(rt):
+        q = yield rt.make_queue(4, "q")
+        yield rt.put(q, 1)
+        item = yield rt.get(q)  # already there: no wake-up
+        return item, (yield rt.now())
+
+    assert SimBackend(profile).run(ready).result == (1, 0.0)
+    assert h100.host.thread_wake_us == 0.0  # profiles without the figure model hand-offs as free
