@@ -234,13 +234,22 @@ def test_cli_replay_writes_results_with_backend_replay(tmp_path):
 
 
 def test_cli_replay_refuses_a_budget_larger_than_the_gpu(tmp_path):
+    import re
+
+    import torch
     from typer.testing import CliRunner
 
     from harness.cli import app
+    from harness.profile import load_profile
 
+    # A budget 1 GiB above this GPU's memory (whatever GPU it is), under a profile that allows it.
+    budget = torch.cuda.mem_get_info()[1] + (1 << 30)
+    profile = tmp_path / "big.toml"
+    text = load_profile("h100-sxm-pcie5").path.read_text()
+    profile.write_text(re.sub(r"(?m)^memory_bytes = \d+", f"memory_bytes = {budget}", text, count=1))
     spec = tmp_path / "s.toml"
     spec.write_text(
-        'name = "r"\nprofile = "h100-sxm-pcie5"\ndevice_memory_bytes = 85000000000\n[workload]\nkind = "layer_streaming"\n'
+        f'name = "r"\nprofile = "{profile}"\ndevice_memory_bytes = {budget}\n[workload]\nkind = "layer_streaming"\n'
         'segments = 2\nparam_bytes = 16777216\ncompute_us = 500.0\n[[policies]]\nname = "sync"\n'
     )
     result = CliRunner().invoke(app, ["replay", str(spec), "--out", str(tmp_path / "o")])
