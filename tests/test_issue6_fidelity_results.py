@@ -67,7 +67,7 @@ def test_committed_table_is_what_compare_makes_of_the_committed_runs(tables, fol
     committed = pd.read_parquet(ISSUE6 / folder / "fidelity.parquet").set_index(["spec_name", "policy_label", "metric"])
     now = tables[folder].set_index(["spec_name", "policy_label", "metric"])
     assert set(now.index) == set(committed.index)
-    both = now.join(committed, rsuffix="_committed")
+    both = now.merge(committed, left_index=True, right_index=True, suffixes=("", "_committed"))
     pd.testing.assert_series_equal(both["measured"], both["measured_committed"], check_names=False)
     pd.testing.assert_series_equal(both["simulated"], both["simulated_committed"], check_names=False, rtol=1e-9)
 
