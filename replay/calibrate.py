@@ -45,6 +45,7 @@ import tomli_w
 from harness.profile import HardwareProfile
 from harness.runtime import Direction, HostMemory, KernelKind, Runtime
 from replay.fit import MiB, duplex_factor, fit_line, link_table
+from replay.kernels import median_gpu_time_us, timing_events
 
 PINNED_SIZES = (64 << 10, 256 << 10, 1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB, 512 * MiB, 1024 * MiB)
 PAGEABLE_SIZES = (64 << 10, 1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB)
@@ -52,23 +53,10 @@ DUPLEX_BYTES = 256 * MiB
 BUSY_CYCLES = 400_000
 
 
-def _median_time(torch: Any, stream: Any, issue: Callable[[], None], reps: int, busy: bool) -> float:
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        with torch.cuda.stream(stream):
-            if busy:
-                torch.cuda._sleep(BUSY_CYCLES)
-            start.record(stream)
-            issue()
-            end.record(stream)
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return statistics.median(times)
-
 
 def measure_link(torch: Any, device: Any, log: Callable[[str], None]) -> dict:
     stream = torch.cuda.Stream(device=device)
+    events = timing_events(torch)
     biggest = max(PINNED_SIZES)
     dev = torch.empty(biggest, dtype=torch.uint8, device=device)
     host = {
@@ -89,7 +77,8 @@ def measure_link(torch: Any, device: Any, log: Callable[[str], None]) -> dict:
                 issue()
                 torch.cuda.synchronize(device)
                 reps = 5 if n >= 512 * MiB else 7
-                t = _median_time(torch, stream, issue, reps, busy=memory is HostMemory.PINNED)
+                busy = BUSY_CYCLES if memory is HostMemory.PINNED else 0  # pageable copies block the host anyway
+                t = median_gpu_time_us(torch, stream, events, issue, reps, busy_cycles=busy)
                 samples.append((n, t))
                 log(f"  {direction.value} {memory.value:8} {n:>11} B  {t:10.1f} µs  {n / t / 1e3:6.2f} GB/s")
             out[direction.value][memory.value] = link_table(samples)

@@ -45,13 +45,21 @@ def timing_events(torch: Any, pairs: int = 16) -> list[tuple[Any, Any]]:
     return [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(pairs)]
 
 
-def median_gpu_time_us(torch: Any, stream: Any, events: list[tuple[Any, Any]], issue: Any, reps: int) -> float:
-    """Median GPU time of ``issue()``'s work on ``stream``, which is kept busy so host issue time is excluded."""
+def median_gpu_time_us(
+    torch: Any, stream: Any, events: list[tuple[Any, Any]], issue: Any, reps: int, busy_cycles: int = BUSY_CYCLES
+) -> float:
+    """Median time between CUDA events around ``issue()``'s work on ``stream``.
+
+    With ``busy_cycles`` > 0 a ``_sleep`` of that many cycles is queued first, so
+    the stream is still busy while the host issues and only GPU time counts; with 0
+    the stream is idle and the host's issue time counts too.
+    """
     times = []
     for i in range(reps):
         start, end = events[i % len(events)]
         with torch.cuda.stream(stream):
-            torch.cuda._sleep(BUSY_CYCLES)
+            if busy_cycles:
+                torch.cuda._sleep(busy_cycles)
             start.record(stream)
             issue()
             end.record(stream)

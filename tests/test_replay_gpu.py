@@ -24,18 +24,6 @@ pytestmark = [
 MiB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def context():
-    from replay.engine import ReplayContext
-
-    return ReplayContext(1)
-
-
-@pytest.fixture(scope="module")
-def profile():
-    return load_profile("h100-sxm-pcie5")
-
-
 def backend(context, profile, budget=None, warmup=2):
     from replay.engine import ReplayBackend
 
@@ -240,7 +228,6 @@ def test_cli_replay_refuses_a_budget_larger_than_the_gpu(tmp_path):
     from typer.testing import CliRunner
 
     from harness.cli import app
-    from harness.profile import load_profile
 
     # A budget 1 GiB above this GPU's memory (whatever GPU it is), under a profile that allows it.
     budget = torch.cuda.mem_get_info()[1] + (1 << 30)

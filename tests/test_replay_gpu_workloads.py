@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.profile import load_profile
 from harness.results import OPS_COLUMNS
 from harness.workloads import Workload
 from harness.workloads.kv_backup import WORKLOAD as KV
@@ -35,18 +34,6 @@ PIPELINE_PARAMS = dict(
     stages=2, gpus=1, compute_us=1500.0, activation_bytes=20480, encode_us=20.0, alloc_us=150.0, stage0_setup_us=300.0,
     link_latency_us=250.0, link_gbit_per_s=1.0, tokens=5,
 )
-
-
-@pytest.fixture(scope="module")
-def context():
-    from replay.engine import ReplayContext
-
-    return ReplayContext(1)
-
-
-@pytest.fixture(scope="module")
-def profile():
-    return load_profile("h100-sxm-pcie5")
 
 
 def replay_all(context, profile, workload: Workload, raw: dict) -> dict[str, tuple[pd.DataFrame, dict[str, float]]]:
