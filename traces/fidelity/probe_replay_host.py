@@ -53,7 +53,7 @@ def main() -> None:
         if profile_arg:
             from harness.profile import load_profile
             profile = load_profile(profile_arg)
-        inputs = loaded.workload.prepare(loaded.workload_params, loaded.path.parent, profile, loaded.device_memory_bytes, 0)
+        inputs = loaded.workload.prepare(loaded.workload_params, loaded.path.parent, profile, loaded.device_memory_bytes, loaded.spec.seed)
         for policy in loaded.policies:
             backend = ReplayBackend(context, profile, loaded.device_memory_bytes)
             backend.run(policy.policy.main, inputs, policy.params)  # warm-up (and tuning)
