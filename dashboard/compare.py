@@ -120,7 +120,7 @@ def percentiles(values: pd.DataFrame, group: str = "policy_label", qs: tuple[flo
 def default_metrics(workload: str, available: list[str], limit: int = 6) -> list[str]:
     """The workload's summary metrics (as the CLI shows them) that are present, else the first few."""
     try:
-        from harness.workloads import registry
+        from harness.workload import registry
 
         preferred = registry()[workload].summary_metrics
     except Exception:  # an unknown or broken workload must not take the page down

@@ -1,7 +1,7 @@
 """Simulated against measured: every whole-run metric that both a sim and a replay run report.
 
 The pairs are derived from the loaded runs with the same join ``harness
-compare`` uses (:func:`harness.compare.fidelity_table`: runs of one
+compare`` uses (:func:`fidelity.compare.fidelity_table`: runs of one
 ``spec_name`` and ``policy_label``, sim against replay, median over
 repetitions), so they do not depend on a stored table; a ``fidelity`` table
 that ``harness compare`` stored is shown as well.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.compare import FIDELITY_COLUMNS, fidelity_table
+from fidelity.compare import FIDELITY_COLUMNS, fidelity_table
 from harness.errors import InputError
 
 from dashboard.catalog import Catalog

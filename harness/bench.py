@@ -1,56 +1,59 @@
-"""Simulator throughput benchmark: simulated ops per second on one core."""
+"""Simulator throughput: simulated ops per second on one core, for any spec's policy.
+
+The benchmark goes through a spec like every run does: the spec's workload
+prepares the inputs once, then one policy is simulated ``repeat`` times and the
+best wall time is reported. The policy is picked by label among the spec's
+policies, or by name among its workload's policies with default parameters.
+"""
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 
-from harness.profile import load_profile
-from harness.workloads.layer_streaming import WORKLOAD
-from harness.workloads.layer_streaming.inputs import LayerStreamingInputs, Segment
-from harness.runtime import HostMemory
-from sim import SimBackend
+from harness.backend import BackendFactory
+from harness.errors import InputError
+from harness.machine import machine_report
+from harness.spec import LoadedSpec, PolicyRun
 
 
-def cpu_name() -> str:
-    """The CPU model, for benchmark reports."""
+def pick_policy(loaded: LoadedSpec, label: str) -> PolicyRun:
+    """The spec's policy run labelled ``label``, else the workload's policy ``label`` with default parameters."""
+    for run in loaded.policies:
+        if run.label == label:
+            return run
+    definition = loaded.workload.policies.get(label)
+    if definition is None:
+        known = sorted({r.label for r in loaded.policies} | set(loaded.workload.policies))
+        raise InputError(loaded.path, "policies", f"no policy labelled or named {label!r}; known: {', '.join(known)}")
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        params = definition.params()
+    except Exception as err:  # pydantic: a required parameter without a default
+        raise InputError(loaded.path, "policies", f"policy {label!r} needs parameters; add it to the spec: {err}") from None
+    return PolicyRun(label, definition, params)
 
 
-def run_bench(segments: int, policy: str, repeat: int) -> dict[str, str]:
-    """Simulate ``segments`` layer-streaming segments ``repeat`` times; report the best."""
-    profile = load_profile("h100-sxm-pcie5")
-    # Alternate transfer- and compute-bound segments so both paths of the model are exercised.
-    segs = tuple(Segment(i, (64 << 20) if i % 2 else (16 << 20), 900.0 if i % 3 else 200.0) for i in range(segments))
-    inputs = LayerStreamingInputs(segs, HostMemory.PINNED, 1.0, "bench")
-    definition = WORKLOAD.policies[policy]
-    params = definition.params()
+def run_bench(loaded: LoadedSpec, label: str, repeat: int, simulator: BackendFactory) -> dict[str, str]:
+    """Simulate policy ``label`` of the spec ``repeat`` times; report the best run's throughput."""
+    run = pick_policy(loaded, label)
+    inputs = loaded.workload.prepare(loaded.prepare_context())
+    devices = loaded.workload.devices(loaded.workload_params)
     best = float("inf")
     ops = 0
+    simulated_us = 0.0
     for _ in range(repeat):
-        backend = SimBackend(profile)
+        backend = simulator(loaded.profile, devices, loaded.device_memory_bytes, loaded.spec.seed)
         start = time.perf_counter()
-        result = backend.run(definition.main, inputs, params)
+        outcome = backend.run(run.policy.main, inputs, run.params)
         best = min(best, time.perf_counter() - start)
-        ops = len(result.ops)
-        simulated_us = max(row[10] for row in result.ops)
+        ops = len(outcome.ops)
+        simulated_us = max((row.end_us for row in outcome.ops), default=0.0)
     return {
-        "policy": policy,
-        "segments": str(segments),
+        "spec": str(loaded.path),
+        "policy": run.label,
         "ops simulated": f"{ops:,}",
         "best wall s": f"{best:.3f}",
         "ops/s": f"{ops / best:,.0f}",
         "simulated GPU time s": f"{simulated_us / 1e6:.2f}",
         "speed-up over real time": f"{simulated_us / 1e6 / best:,.0f}x",
-        "python": platform.python_version(),
-        "cpu": cpu_name(),
-        "cores visible": str(os.cpu_count()),
+        **machine_report(),
     }

@@ -36,6 +36,10 @@ from harness.runtime import Direction, HostMemory
 
 PROFILE_FORMAT_VERSION = 1
 
+QUOTED_PROFILE = "h100-sxm-pcie5"
+"""The H100 profile built from quoted figures: what benchmarks, tools and generated traces use when
+they need a fixed profile, so that their figures do not move when a GPU's default is recalibrated."""
+
 
 class _Strict(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
@@ -111,7 +115,7 @@ class KernelCalibration(_Strict):
     """Optional ``[kernels]``: how long the replay's stand-in GPU work takes (``harness calibrate``).
 
     The simulator does not read it; it records what the replay engine sizes
-    kernels from (see ``replay.kernels``), so a profile says what its GPU did.
+    kernels from (see ``replay.sized``), so a profile says what its GPU did.
     """
 
     matmul_k: int = pydantic.Field(gt=0)

@@ -1,11 +1,10 @@
 """Runs every policy of a spec on a backend and assembles the results tables.
 
-A backend is anything with ``name``, ``device_name`` and
-``run(main, *args) -> (ops rows, result, main_end_us)`` (see :class:`Backend`);
-the simulator and the replay engine both are. Inputs are prepared once per
+A backend is a :class:`harness.backend.Backend` (the simulator, the replay
+engine), made fresh for every run by a :data:`SpecBackendFactory`. Inputs are prepared once per
 spec, so every policy sees the same segments/requests. A run that raises is
 recorded with ``status = "failed"`` and its error, and the other runs go on.
-A workload with ``tables``/``extra_tables`` (see ``harness.workloads.Workload``)
+A workload with ``tables``/``extra_tables`` (see ``workloads.Workload``)
 adds tables of its own (e.g. ``requests``), with ``run_id`` in every row.
 """
 
@@ -16,31 +15,17 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow as pa
 
 from harness import __version__
 from harness.errors import SPEC_WORKLOAD, InputError
+from harness.backend import Backend, ops_frame
 from harness.results import OPS_COLUMNS, to_table
 from harness.spec import LoadedSpec
 
-
-class BackendRun(Protocol):
-    ops: list[tuple]  # rows in OPS_COLUMNS order without run_id
-    result: Any
-    main_end_us: float
-
-
-class Backend(Protocol):
-    name: str
-    device_name: str
-
-    def run(self, main: Callable[..., Any], *args: Any) -> BackendRun: ...
-
-
-BackendFactory = Callable[[LoadedSpec, int], Backend]  # (spec, repetition) -> a fresh backend
+SpecBackendFactory = Callable[[LoadedSpec, int], Backend]  # (spec, repetition) -> a fresh backend
 
 
 @dataclass(frozen=True)
@@ -54,10 +39,10 @@ class SpecResults:
         return self.runs[self.runs["status"] != "ok"]
 
 
-def run_spec(loaded: LoadedSpec, make_backend: BackendFactory, on_run: Callable[[str], None] | None = None) -> SpecResults:
+def run_spec(loaded: LoadedSpec, make_backend: SpecBackendFactory, on_run: Callable[[str], None] | None = None) -> SpecResults:
     spec = loaded.spec
     try:
-        inputs = loaded.workload.prepare(loaded.workload_params, loaded.path.parent, loaded.profile, loaded.device_memory_bytes, spec.seed)
+        inputs = loaded.workload.prepare(loaded.prepare_context())
     except InputError as err:
         if err.source != SPEC_WORKLOAD:
             raise
@@ -76,8 +61,7 @@ def run_spec(loaded: LoadedSpec, make_backend: BackendFactory, on_run: Callable[
             try:
                 outcome = backend.run(policy.policy.main, inputs, policy.params)
                 wall_s = time.perf_counter() - clock
-                ops = pd.DataFrame(outcome.ops, columns=OPS_COLUMNS[1:]).sort_values("op_id", kind="stable")
-                ops.insert(0, "run_id", run_id)
+                ops = ops_frame(outcome.ops, run_id)
                 n_ops = len(ops)
                 run_metrics = loaded.workload.metrics(inputs, ops, outcome.result)
                 extra = loaded.workload.tables(inputs, ops, outcome.result) if loaded.workload.tables else {}

@@ -67,6 +67,21 @@ Contract
    from the spec), so the same spec and seed give the same run in the
    simulator.
 
+10. **What a policy returns.** ``main`` returns the run's result: a typed
+    value (a frozen dataclass of counts, logs, ...) that the workload's
+    ``metrics`` reads; the backend hands it back untouched. A spawned thread's
+    return value is what ``join`` returns.
+
+11. **Python rules.** ``yield`` cannot appear inside a comprehension or a
+    lambda (it would make that a generator of its own): build lists with a
+    loop, one ``yield`` per command. A helper that issues commands is itself a
+    generator, called with ``yield from``.
+
+12. **What a policy may know.** ``rt.devices`` (index, name, memory of each
+    device the run has), ``rt.profile`` (the hardware profile the run uses:
+    the simulator's model, or the replay's calibrated figures), ``rt.backend``
+    ("sim" or "replay"), ``rt.seed`` and ``rt.rng``.
+
 Results are handles that are opaque to the policy (:class:`Stream`,
 :class:`Event`, :class:`Buffer`, :class:`Thread`, :class:`Queue`), plain
 values (``bool``, ``float``), or ``None``. A backend may hang its own object
@@ -79,7 +94,10 @@ import enum
 import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.profile import Profile
 
 
 class Direction(str, enum.Enum):
@@ -271,6 +289,30 @@ class Free(Command):
 
 _NOW = Now()
 
+COMMANDS: dict[type[Command], str] = {
+    Now: "now",
+    CreateStream: "create_stream",
+    QueryEvent: "query_event",
+    MakeQueue: "make_queue",
+    Spawn: "spawn",
+    Launch: "launch",
+    Copy: "copy",
+    Record: "record",
+    WaitEvent: "wait_event",
+    SyncEvent: "sync_event",
+    SyncStream: "sync_stream",
+    HostWork: "host_work",
+    Join: "join",
+    Put: "put",
+    Get: "get",
+    Alloc: "alloc",
+    Free: "free",
+}
+"""Every runtime command and the name of its handler: a backend implements ``_<name>(cmd, thread)`` for each."""
+
+IMMEDIATE: frozenset[type[Command]] = frozenset({Now, CreateStream, QueryEvent, MakeQueue, Spawn})
+"""Commands during which no time passes for the host thread (contract point 3)."""
+
 PolicyGen = Generator[Command, Any, Any]
 """What a host-thread function returns: a generator of commands."""
 
@@ -292,9 +334,10 @@ class Runtime:
     backends alike.
     """
 
-    def __init__(self, devices: list[DeviceInfo], backend: str, seed: int) -> None:
+    def __init__(self, devices: list[DeviceInfo], backend: str, seed: int, profile: Profile | None = None) -> None:
         self.devices = devices
         self.backend = backend
+        self.profile = profile
         self.seed = seed
         self.rng = random.Random(seed)
 
@@ -401,7 +444,6 @@ class OpKind(str, enum.Enum):
     WAIT = "wait"
     HOST_WORK = "host_work"
     HOST_SYNC = "host_sync"
-    HOST_ALLOC = "host_alloc"
 
 
 def event_name(event: Event) -> str:

@@ -17,7 +17,7 @@ import pydantic
 
 from harness.errors import InputError, from_validation_error
 from harness.profile import Profile, load_profile
-from harness.workloads import PolicyDef, PolicyParams, Workload, registry
+from harness.workload import PolicyDef, PolicyParams, PrepareContext, Workload, WorkloadParams, registry
 
 
 class PolicyEntry(pydantic.BaseModel):
@@ -85,12 +85,17 @@ class LoadedSpec:
     spec: ExperimentSpec
     profile: Profile
     workload: Workload
-    workload_params: pydantic.BaseModel
+    workload_params: WorkloadParams
     policies: list[PolicyRun]
     device_memory_bytes: int
 
+    def prepare_context(self) -> PrepareContext:
+        """What the workload's ``prepare`` is given for this spec."""
+        return PrepareContext(self.workload_params, self.path.parent, self.profile, self.device_memory_bytes, self.spec.seed)
 
-def load_spec(path: str | Path) -> LoadedSpec:
+
+def load_spec(path: str | Path, workload_overrides: dict[str, Any] | None = None) -> LoadedSpec:
+    """Read and validate a spec; ``workload_overrides`` replace keys of its ``[workload]`` table."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -114,12 +119,13 @@ def load_spec(path: str | Path) -> LoadedSpec:
     memory = min(spec.device_memory_bytes or profile.device.memory_bytes, profile.device.memory_bytes)
 
     workloads = registry()
-    kind = spec.workload.get("kind")
+    values = {**spec.workload, **(workload_overrides or {})}
+    kind = values.pop("kind", None)
     if kind not in workloads:
         raise InputError(path, "field 'workload.kind'", f"unknown workload {kind!r}; known: {', '.join(sorted(workloads))}")
     workload = workloads[kind]
     try:
-        workload_params = workload.params.model_validate(spec.workload)
+        workload_params = workload.params.model_validate(values)
     except pydantic.ValidationError as err:
         raise from_validation_error(path, err, prefix="workload") from None
 

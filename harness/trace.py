@@ -1,17 +1,20 @@
-"""The op-trace format: recorded GPU work as a Parquet table (format version 1).
+"""The op-trace format: recorded GPU work as a Parquet table (format version 2).
 
 One row per op, in the vocabulary of the results' ops table, so that the same
 file can hold a synthetic workload description, a harness replay, or what a
 PyTorch profiler trace records (kernels and copies with their streams, bytes,
-launch and start times):
+launch and start times, and every CUDA runtime call of each host thread;
+:mod:`harness.profiler_import` writes those). Version 1 files (the first twelve
+columns) are still read; the later columns then read as null:
 
 ==============  =========  ========  ===================================================
 column          type       required  meaning
 ==============  =========  ========  ===================================================
 device          int32      yes       GPU index (-1 for host-side ops)
 stream          string     yes       stream name or profiler stream id
-kind            string     yes       kernel, copy_h2d, copy_d2h, copy_d2d, record, wait,
-                                     host_work, host_sync
+kind            string     yes       GPU ops: kernel, copy_h2d, copy_d2h, copy_d2d, memset;
+                                     record, wait, host_work, host_sync, host_alloc; host
+                                     runtime calls (device -1): the CALL_KINDS below
 name            string     yes       kernel or op name
 bytes           int64      yes       bytes moved (copies); 0 otherwise
 duration_us     float64    yes       measured duration, µs, >= 0
@@ -21,13 +24,28 @@ thread          string     no        host thread that launched it
 group           string     no        logical unit the op belongs to (segment, layer,
                                      step, request); workloads aggregate by it
 compute_share   float64    no        share of the GPU's compute a kernel occupies
-host_memory     string     no        pinned / pageable for host copies
+host_memory     string     no        pinned / pageable for host copies ("" when the
+                                     recording does not say)
+-- version 2 --
+correlation     int64      no        runtime correlation id: a host call and the GPU ops
+                                     it launched share it (a graph launch: many ops)
+host_gap_us     float64    no        host calls: the thread's own CPU time between the end
+                                     of its previous call (or time 0) and this call, µs
+wait_stream     string     no        call_wait / call_sync_event: the stream whose event
+                                     is waited on (null when sync events were not recorded)
+wait_correlation int64     no        ... and the correlation of that event's record call
+annotation      string     no        innermost record_function range around the host call
+source_index    int64      no        index of the event in the source file (traceEvents)
 ==============  =========  ========  ===================================================
+
+Times are µs; in an imported trace, µs since the first imported event.
 
 File metadata (Parquet key-value, UTF-8): ``harness.trace.format_version``
 ("1"), ``harness.trace.source`` (where it came from: a tool and command, a
 recording, a generator), ``harness.trace.hardware`` (the GPU, or "synthetic"),
-``harness.trace.date`` (ISO date), and optionally ``harness.trace.description``.
+``harness.trace.date`` (ISO date), and optionally ``harness.trace.description``,
+``harness.trace.sync_events`` ("recorded" / "absent": whether cross-stream
+dependencies were recorded) and ``harness.trace.notes`` (caveats of an import).
 """
 
 from __future__ import annotations
@@ -44,7 +62,8 @@ import pyarrow.parquet as pq
 from harness.errors import InputError
 from harness.runtime import OpKind
 
-TRACE_FORMAT_VERSION = "1"
+TRACE_FORMAT_VERSION = "2"
+READABLE_TRACE_VERSIONS = ("1", "2")
 
 TRACE_SCHEMA = pa.schema(
     [
@@ -60,11 +79,32 @@ TRACE_SCHEMA = pa.schema(
         pa.field("group", pa.string()),
         pa.field("compute_share", pa.float64()),
         pa.field("host_memory", pa.string()),
+        pa.field("correlation", pa.int64()),
+        pa.field("host_gap_us", pa.float64()),
+        pa.field("wait_stream", pa.string()),
+        pa.field("wait_correlation", pa.int64()),
+        pa.field("annotation", pa.string()),
+        pa.field("source_index", pa.int64()),
     ]
 )
 REQUIRED_COLUMNS = [f.name for f in TRACE_SCHEMA if not f.nullable]
 REQUIRED_METADATA = ("source", "hardware", "date")
-_KINDS = {k.value for k in OpKind}
+GPU_KINDS = ("kernel", "copy_h2d", "copy_d2h", "copy_d2d", "memset")
+CALL_KINDS = (
+    "call_launch",  # cudaLaunchKernel and the like: one kernel
+    "call_graph_launch",  # cudaGraphLaunch: every kernel of the graph shares its correlation
+    "call_memcpy",
+    "call_memset",
+    "call_sync_stream",
+    "call_sync_device",
+    "call_sync_event",
+    "call_record",  # cudaEventRecord
+    "call_wait",  # cudaStreamWaitEvent
+    "call_malloc",
+    "call_free",
+    "call_other",  # any other runtime call (queries, attributes, stream creation, ...)
+)
+_KINDS = {k.value for k in OpKind} | set(GPU_KINDS) | set(CALL_KINDS)
 
 
 @dataclass(frozen=True)
@@ -73,9 +113,11 @@ class Provenance:
     hardware: str
     date: str
     description: str = ""
+    sync_events: str = ""  # "recorded" / "absent" for an imported profiler trace
+    notes: str = ""  # caveats of an import, one per line
 
     def to_metadata(self) -> dict[bytes, bytes]:
-        meta = {"format_version": TRACE_FORMAT_VERSION, **self.__dict__}
+        meta = {"format_version": TRACE_FORMAT_VERSION, **{k: v for k, v in self.__dict__.items() if v or k == "description"}}
         return {f"harness.trace.{k}".encode(): str(v).encode() for k, v in meta.items()}
 
 
@@ -100,17 +142,25 @@ def write_trace(path: Path, ops: pd.DataFrame, provenance: Provenance) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    pq.write_table(table, partial)
-    partial.replace(path)
+    try:
+        pq.write_table(table, partial)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
 def read_stamped_parquet(
-    path: Path, what: str, prefix: str, version: str, required_metadata: Iterable[str], required_columns: Iterable[str]
+    path: Path,
+    what: str,
+    prefix: str,
+    version: str | tuple[str, ...],
+    required_metadata: Iterable[str],
+    required_columns: Iterable[str],
 ) -> tuple[pa.Table, dict[str, str]]:
     """Read a Parquet file whose metadata carries ``<prefix>.format_version`` and provenance keys.
 
-    Checks the version, that every ``<prefix>.<key>`` of ``required_metadata`` is
+    Checks the version (one, or a tuple of those accepted), that every ``<prefix>.<key>`` of ``required_metadata`` is
     non-empty and that the required columns exist; errors name the file and the
     key or column. Returns the table and its metadata, decoded.
     """
@@ -122,8 +172,10 @@ def read_stamped_parquet(
         raise InputError(path, "", f"not a readable Parquet file ({err})") from None
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     found = meta.get(f"{prefix}.format_version")
-    if found != version:
-        raise InputError(path, f"metadata '{prefix}.format_version'", f"expected {version!r}, found {found!r}")
+    accepted = (version,) if isinstance(version, str) else tuple(version)
+    if found not in accepted:
+        expected = " or ".join(repr(v) for v in accepted)
+        raise InputError(path, f"metadata '{prefix}.format_version'", f"expected {expected}, found {found!r}")
     for key in required_metadata:
         if not meta.get(f"{prefix}.{key}"):
             raise InputError(path, f"metadata '{prefix}.{key}'", "missing (provenance is required)")
@@ -136,7 +188,7 @@ def read_stamped_parquet(
 def load_trace(path: Path) -> Trace:
     """Read and validate a trace file; errors name the file and the column or row."""
     path = Path(path)
-    table, meta = read_stamped_parquet(path, "trace file", "harness.trace", TRACE_FORMAT_VERSION, REQUIRED_METADATA, REQUIRED_COLUMNS)
+    table, meta = read_stamped_parquet(path, "trace file", "harness.trace", READABLE_TRACE_VERSIONS, REQUIRED_METADATA, REQUIRED_COLUMNS)
     frame = table.to_pandas()
     for field in TRACE_SCHEMA:
         if field.name not in frame.columns:
@@ -147,6 +199,8 @@ def load_trace(path: Path) -> Trace:
         meta["harness.trace.hardware"],
         meta["harness.trace.date"],
         meta.get("harness.trace.description", ""),
+        meta.get("harness.trace.sync_events", ""),
+        meta.get("harness.trace.notes", ""),
     )
     return Trace(path, frame[TRACE_SCHEMA.names], provenance)
 

@@ -24,7 +24,7 @@ What is measured, and how (every figure is a median of several repetitions):
   repeated in tight loops cost less (hot caches); those figures go to the
   provenance notes, not the model;
 * **kernel tables**: the sized stand-ins' matmul, device-copy and ``_sleep``
-  tables (:class:`replay.kernels.KernelTables`) and, when the replay uses the
+  tables (:class:`replay.sized.KernelTables`) and, when the replay uses the
   timer-bounded stand-ins (:mod:`replay.timed`), their measured overheads,
   written to the optional ``[kernels]`` section.
 
@@ -45,7 +45,8 @@ import tomli_w
 from harness.profile import HardwareProfile
 from harness.runtime import Direction, HostMemory, KernelKind, Runtime
 from replay.fit import MiB, duplex_factor, fit_line, link_table
-from replay.kernels import median_gpu_time_us, timing_events
+from replay.sized import SizedKernels
+from replay.timing import median_gpu_time_us, timing_events
 
 PINNED_SIZES = (64 << 10, 256 << 10, 1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB, 512 * MiB, 1024 * MiB)
 PAGEABLE_SIZES = (64 << 10, 1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB)
@@ -252,14 +253,13 @@ def _gaps(ops: Any, kind: str, name: str | None = None) -> float:
 
 
 def measure_host_costs(context: Any, profile: Any, log: Callable[[str], None]) -> dict:
-    import pandas as pd
 
-    from harness.results import OPS_COLUMNS
+    from harness.backend import ops_frame, run_policy
     from replay.engine import ReplayBackend
 
     backend = ReplayBackend(context, profile, warmup_runs=2)
-    run = backend.run(_cost_policy)
-    ops = pd.DataFrame(run.ops, columns=OPS_COLUMNS[1:])
+    run = run_policy(backend, _cost_policy)
+    ops = run.ops
     marks = run.result
     now_us = statistics.median(marks["now"])
     wake = []
@@ -281,7 +281,7 @@ def measure_host_costs(context: Any, profile: Any, log: Callable[[str], None]) -
     tight = {k: round(max(v, 0.0), 2) for k, v in costs.items()}
     log("  tight loops, one command repeated (µs): " + ", ".join(f"{k}={v}" for k, v in tight.items()))
     loop_run = backend.run(_loop_policy)
-    loop = _loop_costs(pd.DataFrame(loop_run.ops, columns=OPS_COLUMNS[1:]), loop_run.result)
+    loop = _loop_costs(ops_frame(loop_run.ops), loop_run.result)
     loop["thread_wake_us"] = handoff_wake_us(backend, statistics.median(loop_run.result["now"]))
     loop = {k: round(max(v, 0.0), 2) for k, v in loop.items()}
     log("  streaming loop, as policies issue them (µs; written to the profile): " + ", ".join(f"{k}={v}" for k, v in loop.items()))
@@ -307,9 +307,7 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
     host = measured_costs["profile"]
     tight_note = ", ".join(f"{k}={v}" for k, v in measured_costs["tight"].items())
     log("sized stand-ins (matmul, device copy, _sleep) for the [kernels] section:")
-    from replay.kernels import KernelFactory
-
-    sized = KernelFactory(torch, device.device)
+    sized = SizedKernels(torch, device.device)
     kernels = sized.as_profile_section()
     kernels["stand_in"] = device.kernels.stand_in
     if device.kernels.stand_in == "timed":

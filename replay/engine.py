@@ -26,7 +26,7 @@ unchanged. Each runtime command does the real thing:
 **Timeline.** Every device op is bracketed by two timing events on its stream
 (a record is one event); host ops are timed on the host clock; both are mapped
 to one clock, µs since the run started (:mod:`replay.clock`), into the same ops
-rows as the simulator (``harness.results.OPS_COLUMNS[1:]``). A device op's
+rows as the simulator (:class:`harness.backend.OpRow`). A device op's
 start is when its stream reached it, so on an idle stream it includes the time
 the host took to issue it (the simulator charges the same as ``launch_us`` /
 ``copy_launch_us`` before the op starts); a host-link copy that queued behind
@@ -36,7 +36,7 @@ another stream's copy in the same direction starts when that one ended
 **Warm-up.** Before the first timed run of a policy with given inputs, the
 backend runs it twice untimed: the first run makes every host buffer, warms
 the caching allocator and collects the kernel durations, which are then tuned
-(:meth:`replay.kernels.KernelFactory.tune`); the second runs the tuned plans.
+(:meth:`replay.plan.StandIn.tune`); the second runs the tuned plans.
 A :class:`ReplayContext` holds this state across the repetitions and policies
 of a spec.
 """
@@ -48,9 +48,9 @@ import queue as queue_module
 import sys
 import threading
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import Any
 
+from harness.backend import HOST_DEVICE, Backend, OpRow, RunResult, command_handlers
 from harness.profile import Profile
 from harness.runtime import (
     COPY_KIND,
@@ -87,7 +87,6 @@ from harness.runtime import (
 from replay.clock import yield_gil
 from replay.gpu import require_cuda
 
-HOST_DEVICE = -1
 STREAM_POOL_SIZE = 32  # torch.cuda.Stream() hands out 32 streams per priority per device, round robin
 SAFETY_BYTES = 1 << 30  # device memory left to the CUDA context, cuBLAS workspaces and fragmentation
 _POLL_S = 0.05
@@ -99,13 +98,6 @@ class ReplayError(RuntimeError):
 
 class ReplayAborted(RuntimeError):
     """A host thread was stopped because another one failed."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayResult:
-    ops: list[tuple]  # rows in harness.results.OPS_COLUMNS order (run_id excluded)
-    result: Any
-    main_end_us: float
 
 
 class _DeviceBuffer:
@@ -185,7 +177,7 @@ class ReplayContext:
                 pool.append(self.torch.cuda.Event(enable_timing=True))
 
 
-class ReplayBackend:
+class ReplayBackend(Backend):
     """Runs one policy (a main generator function) to completion on real GPUs.
 
     ``device_memory_bytes`` is the run's device budget (the spec's), capped by
@@ -208,11 +200,10 @@ class ReplayBackend:
         self.warmup_runs = warmup_runs
         self.device_name = context.devices[0].name
         budget = min(device_memory_bytes or profile.device.memory_bytes, profile.device.memory_bytes)
-        self.budget_bytes = budget
         self.capacity_bytes = [min(budget, context.free_bytes(d.index)) for d in context.devices]
-        self.last_warmup: list[ReplayResult] = []
+        self.last_warmup: list[RunResult] = []
 
-    def run(self, main: Callable[..., Generator[Command, Any, Any]], *args: Any) -> ReplayResult:
+    def run(self, main: Callable[..., Generator[Command, Any, Any]], *args: Any) -> RunResult:
         key = _warm_key(main, args)
         if key not in self.context.warmed:
             self.last_warmup = []
@@ -228,7 +219,7 @@ class ReplayBackend:
 _HOST_LINK_KINDS = (OpKind.COPY_H2D.value, OpKind.COPY_D2H.value)
 
 
-def _engine_starts(rows: list[list]) -> None:
+def _engine_starts(rows: list[OpRow]) -> list[OpRow]:
     """Start each host-link copy when its direction's copy engine was free, not when its stream reached it.
 
     A copy's start event fires when its stream gets to it; if another stream's
@@ -239,13 +230,15 @@ def _engine_starts(rows: list[list]) -> None:
     replay does the same: within a device and direction, in order of end time,
     a copy starts no earlier than the previous one ended.
     """
+    moved: dict[int, OpRow] = {}
     last_end: dict[tuple[int, str], float] = {}
-    for row in sorted((r for r in rows if r[3] in _HOST_LINK_KINDS), key=lambda r: r[10]):
-        key = (row[1], row[3])
+    for row in sorted((r for r in rows if r.kind in _HOST_LINK_KINDS), key=lambda r: r.end_us):
+        key = (row.device, row.kind)
         previous = last_end.get(key)
-        if previous is not None and row[9] < previous:
-            row[9] = min(previous, row[10])
-        last_end[key] = row[10]
+        if previous is not None and row.start_us < previous:
+            moved[row.op_id] = row._replace(start_us=min(previous, row.end_us))
+        last_end[key] = row.end_us
+    return [moved.get(r.op_id, r) for r in rows]
 
 
 def _warm_key(main: Callable, args: tuple) -> Any:
@@ -268,6 +261,7 @@ class _Run:
             [DeviceInfo(d.index, d.name, cap) for d, cap in zip(ctx.devices, backend.capacity_bytes)],
             backend="replay",
             seed=backend.seed,
+            profile=backend.profile,
         )
         self.used_bytes = [0] * len(ctx.devices)
         self._ids = itertools.count(1)
@@ -279,25 +273,7 @@ class _Run:
         self._abort = threading.Event()
         self._clock = None
         self._thread_local = threading.local()
-        self._handlers: dict[type, Callable[[Any, Thread], Any]] = {
-            Now: lambda cmd, th: self._clock.host_us(),
-            CreateStream: self._create_stream,
-            QueryEvent: lambda cmd, th: bool(cmd.event.native.query()),
-            MakeQueue: lambda cmd, th: Queue(self._new_id(), cmd.name, cmd.capacity, queue_module.Queue(cmd.capacity)),
-            Spawn: self._spawn,
-            Launch: self._launch,
-            Copy: self._copy,
-            Record: self._record,
-            WaitEvent: self._wait_event,
-            SyncEvent: self._sync_event,
-            SyncStream: self._sync_stream,
-            HostWork: self._host_work,
-            Join: self._join,
-            Put: self._put,
-            Get: self._get,
-            Alloc: self._alloc,
-            Free: self._free,
-        }
+        self._handlers = command_handlers(self)
 
     # ------------------------------------------------------------------ driving
     def execute(self, main: Callable[..., Generator[Command, Any, Any]], args: tuple) -> ReplayResult:
@@ -331,7 +307,7 @@ class _Run:
             torch.cuda.set_stream(caller_stream)
             for device in self.ctx.devices:
                 torch.cuda.synchronize(device.device)
-        return ReplayResult(rows, result, main_end)
+        return RunResult(rows, result, main_end)
 
     def _drive(self, gen: Generator[Command, Any, Any], thread: Thread) -> Any:
         value: Any = None
@@ -371,19 +347,27 @@ class _Run:
 
     def _host_op(self, kind: OpKind, name: str, thread: Thread, start: float, op_id: int | None = None) -> None:
         end = self._clock.host_us()
-        self._host_ops.append((op_id or self._new_id(), HOST_DEVICE, thread.name, kind.value, name, 0, "", thread.name, start, start, end))
+        self._host_ops.append(OpRow(op_id or self._new_id(), HOST_DEVICE, thread.name, kind.value, name, 0, "", thread.name, start, start, end))
 
-    def _resolve(self) -> list[tuple]:
+    def _resolve(self) -> list[OpRow]:
         clock = self._clock
         device_rows = []
         for op_id, device, stream, kind, name, nbytes, memory, thread, issue, start, end in self._device_ops:
             start_us = clock.device_us(start, device)
             end_us = clock.device_us(end, device) if end is not start else start_us
-            device_rows.append([op_id, device, stream, kind, name, nbytes, memory, thread, issue, start_us, max(end_us, start_us)])
-        _engine_starts(device_rows)
-        return list(self._host_ops) + [tuple(r) for r in device_rows]
+            device_rows.append(OpRow(op_id, device, stream, kind, name, nbytes, memory, thread, issue, start_us, max(end_us, start_us)))
+        return list(self._host_ops) + _engine_starts(device_rows)
 
     # ------------------------------------------------------------------ streams and device work
+    def _now(self, cmd: Now, thread: Thread) -> float:
+        return self._clock.host_us()
+
+    def _query_event(self, cmd: QueryEvent, thread: Thread) -> bool:
+        return bool(cmd.event.native.query())
+
+    def _make_queue(self, cmd: MakeQueue, thread: Thread) -> Queue:
+        return Queue(self._new_id(), cmd.name, cmd.capacity, queue_module.Queue(cmd.capacity))
+
     def _create_stream(self, cmd: CreateStream, thread: Thread) -> Stream:
         torch = self.torch
         native = torch.cuda.Stream(device=self.ctx.devices[cmd.device].device)
@@ -490,7 +474,7 @@ class _Run:
         A host thread that blocked in ``synchronize`` and woke ran its next
         commands 1.5-3x slower than one that never slept, more so the longer it
         had blocked (measured on the lent H100's host, see
-        traces/fidelity/README.md); polling keeps the thread's costs what
+        measurements/2026-11-23_h100_layer-streaming/README.md); polling keeps the thread's costs what
         calibration measured. With other policy threads alive, each poll also
         yields the GIL (:func:`replay.clock.yield_gil`; ``time.sleep(0)`` here
         made every such wait wake up to ~50 µs late, the timer slack).

@@ -1,122 +1,30 @@
-"""Real GPU work standing in for a described kernel, sized from measured tables (needs torch).
+"""The replay's kernel stand-ins: real GPU work for a described kernel, picked per device (needs torch).
 
-:func:`make_kernels` picks the replay's stand-ins: the timer-bounded kernels of
-:mod:`replay.timed` by default, or the sized ones here when CuPy is missing or
-``HARNESS_REPLAY_KERNELS=sized`` (sized work drifts with the SM clock: see
-traces/fidelity/README.md). A policy describes a kernel by its solo duration
-``D`` and a :class:`~harness.runtime.KernelKind`; the sized stand-ins run real
-work of that kind sized to take ``D`` on this GPU:
+:func:`make_kernels` is what the replay engine builds for each device:
 
-* ``COMPUTE``: bf16 matrix products ``A[:rows] @ B`` (K = N = 8192), sized from a
-  table of measured times, in as few pieces as fit the largest measured size;
-* ``MEMORY``: device-to-device copies between two scratch buffers, sized likewise;
-* ``LATENCY``: ``torch.cuda._sleep`` (one thread spinning for a number of cycles).
+* :class:`replay.timed.TimedKernels` (the default): kernels that do the work of
+  their kind until the GPU's nanosecond timer says their duration has passed;
+  needs CuPy;
+* :class:`replay.sized.SizedKernels`, when CuPy is missing or
+  ``HARNESS_REPLAY_KERNELS=sized``: real work sized from measured tables (it
+  drifts with the SM clock: see measurements/2026-11-23_h100_layer-streaming/README.md).
 
-The sized work leaves a remainder below one size step; a short ``_sleep``
-fills it, so every kernel is "bulk work + a filler". Tables are measured when
-the factory is built (about a second). Each distinct (kind, duration) a run
-asks for is then *tuned*: timed back to back on a busy stream (so only GPU
-time counts, not the host's issue time) and its filler (or, if need be, its
-size) corrected until it hits ``D``; the replay engine tunes between its
-warm-up runs, so timed runs use tuned plans. ``compute_share`` is not modelled
-by the replay: the work occupies the GPU as its kind does.
+Both give the interface of :class:`replay.plan.StandIn`. The modules import one
+way: ``timing``, ``plan`` <- ``sized``, ``timed`` <- ``kernels``.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
-from dataclasses import dataclass, field
+import os
 from typing import Any
 
-from harness.runtime import KernelKind
-from replay.fit import fit_line, monotone_times, size_for_time, split_pieces, time_for_size
-
-MATMUL_K = MATMUL_N = 8192
-MATMUL_ROWS = (128, 256, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288)
-D2D_BYTES = (1 << 20, 4 << 20, 16 << 20, 64 << 20, 128 << 20, 256 << 20, 512 << 20)
-SLEEP_CYCLES = (0, 20_000, 200_000, 1_000_000)
-BUSY_CYCLES = 300_000  # ~200 µs of _sleep queued ahead of a timed region keeps the stream busy while the host issues
-ROW_STEP = 64
-BYTE_STEP = 4096
+from replay.plan import StandIn
+from replay.sized import SizedKernels
+from replay.timed import TimedKernels
 
 
-def timing_events(torch: Any, pairs: int = 16) -> list[tuple[Any, Any]]:
-    return [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(pairs)]
-
-
-def median_gpu_time_us(
-    torch: Any, stream: Any, events: list[tuple[Any, Any]], issue: Any, reps: int, busy_cycles: int = BUSY_CYCLES
-) -> float:
-    """Median time between CUDA events around ``issue()``'s work on ``stream``.
-
-    With ``busy_cycles`` > 0 a ``_sleep`` of that many cycles is queued first, so
-    the stream is still busy while the host issues and only GPU time counts; with 0
-    the stream is idle and the host's issue time counts too.
-    """
-    times = []
-    for i in range(reps):
-        start, end = events[i % len(events)]
-        with torch.cuda.stream(stream):
-            if busy_cycles:
-                torch.cuda._sleep(busy_cycles)
-            start.record(stream)
-            issue()
-            end.record(stream)
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return statistics.median(times)
-
-
-@dataclass(frozen=True)
-class KernelTables:
-    """Measured times of the work the factory can issue (back to back: GPU time only)."""
-
-    matmul_k: int
-    matmul_n: int
-    matmul_rows: tuple[int, ...]
-    matmul_us: tuple[float, ...]
-    d2d_bytes: tuple[int, ...]
-    d2d_us: tuple[float, ...]
-    sleep_base_us: float  # _sleep(c) takes sleep_base_us + c / sleep_cycles_per_us
-    sleep_cycles_per_us: float
-    min_kernel_us: float  # the shortest kernel the GPU runs back to back (a _sleep(0)); shorter durations are refused
-
-    def as_profile_section(self) -> dict:
-        return {
-            "matmul_k": self.matmul_k,
-            "matmul_n": self.matmul_n,
-            "matmul_samples": [[r, round(t, 2)] for r, t in zip(self.matmul_rows, self.matmul_us)],
-            "d2d_samples": [[b, round(t, 2)] for b, t in zip(self.d2d_bytes, self.d2d_us)],
-            "sleep_base_us": round(self.sleep_base_us, 3),
-            "sleep_cycles_per_us": round(self.sleep_cycles_per_us, 2),
-            "min_kernel_us": round(self.min_kernel_us, 3),
-        }
-
-
-@dataclass
-class Plan:
-    """The work issued for one (kind, duration): ``pieces`` x work of ``size`` then a filler sleep."""
-
-    kind: KernelKind
-    duration_us: float
-    pieces: int
-    size: int  # matmul rows, or d2d bytes; 0 for a sleep-only plan
-    sleep_cycles: int
-    tuned: bool = False
-    measured_us: float = math.nan  # back-to-back GPU time at the last tuning step
-    history: list[float] = field(default_factory=list)
-    launch: Any = field(default=None, repr=False)  # timed stand-ins: (function, grid, block, args) ready to launch
-
-
-class KernelTooShort(ValueError):
-    """A kernel duration below what the GPU can run."""
-
-
-def make_kernels(torch: Any, device: Any) -> Any:
+def make_kernels(torch: Any, device: Any) -> StandIn:
     """The replay's kernel stand-ins: timer-bounded kernels (CuPy) unless ``HARNESS_REPLAY_KERNELS=sized`` or CuPy is missing."""
-    import os
-
     choice = os.environ.get("HARNESS_REPLAY_KERNELS", "timed")
     if choice not in ("timed", "sized"):
         raise ValueError(f"HARNESS_REPLAY_KERNELS must be 'timed' or 'sized', got {choice!r}")
@@ -126,158 +34,5 @@ def make_kernels(torch: Any, device: Any) -> Any:
         except ImportError:
             choice = "sized"
     if choice == "timed":
-        from replay.timed import TimedKernels
-
         return TimedKernels(torch, device)
-    return KernelFactory(torch, device)
-
-
-class KernelFactory:
-    """Sizes, tunes and issues the stand-in work for described kernels on one device."""
-
-    stand_in = "sized"
-
-    def __init__(self, torch: Any, device: Any) -> None:
-        self.torch = torch
-        self.device = device
-        self.stream = torch.cuda.Stream(device=device)
-        gen = torch.Generator(device=device).manual_seed(0)
-        bf16 = torch.bfloat16
-        # Random (not zero) operands: zeros run faster than real data.
-        self._b = torch.randn(MATMUL_K, MATMUL_N, device=device, dtype=bf16, generator=gen)
-        self._a = torch.randn(MATMUL_ROWS[-1], MATMUL_K, device=device, dtype=bf16, generator=gen)
-        self._c = torch.empty(MATMUL_ROWS[-1], MATMUL_N, device=device, dtype=bf16)
-        self._src = torch.randint(0, 255, (D2D_BYTES[-1],), device=device, dtype=torch.uint8, generator=gen)
-        self._dst = torch.empty(D2D_BYTES[-1], device=device, dtype=torch.uint8)
-        self._events = timing_events(torch)
-        self._plans: dict[tuple[KernelKind, float], Plan] = {}
-        self.tables = self._measure_tables()
-
-    @property
-    def scratch_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self._a, self._b, self._c, self._src, self._dst))
-
-    # ------------------------------------------------------------------ issuing
-    @property
-    def min_kernel_us(self) -> float:
-        return self.tables.min_kernel_us
-
-    def as_profile_section(self) -> dict:
-        return self.tables.as_profile_section()
-
-    def issue(self, plan: Plan, stream: Any = None) -> None:
-        """Queue the plan's work on the current stream (the caller makes ``stream`` current)."""
-        torch = self.torch
-        if plan.kind is KernelKind.COMPUTE and plan.size:
-            a, c = self._a[: plan.size], self._c[: plan.size]
-            for _ in range(plan.pieces):
-                torch.mm(a, self._b, out=c)
-        elif plan.kind is KernelKind.MEMORY and plan.size:
-            dst, src = self._dst[: plan.size], self._src[: plan.size]
-            for _ in range(plan.pieces):
-                dst.copy_(src, non_blocking=True)
-        torch.cuda._sleep(int(plan.sleep_cycles))
-
-    # ------------------------------------------------------------------ planning
-    def plan(self, kind: KernelKind, duration_us: float, name: str = "", share: float = 1.0) -> Plan:
-        key = (kind, round(float(duration_us), 1))
-        plan = self._plans.get(key)
-        if plan is None:
-            if duration_us < self.tables.min_kernel_us:
-                raise KernelTooShort(
-                    f"kernel {name!r}: duration {duration_us:g} µs is below the shortest kernel this GPU runs "
-                    f"({self.tables.min_kernel_us:.1f} µs measured); the replay cannot resolve it"
-                )
-            plan = self._initial_plan(kind, key[1])
-            self._plans[key] = plan
-        return plan
-
-    def untuned(self) -> list[Plan]:
-        return [p for p in self._plans.values() if not p.tuned]
-
-    def plans(self) -> list[Plan]:
-        return list(self._plans.values())
-
-    def _sleep_cycles_for(self, filler_us: float) -> int:
-        t = self.tables
-        return max(0, int(round((filler_us - t.sleep_base_us) * t.sleep_cycles_per_us)))
-
-    def _curve(self, kind: KernelKind) -> tuple[tuple[int, ...], tuple[float, ...], int]:
-        t = self.tables
-        if kind is KernelKind.COMPUTE:
-            return t.matmul_rows, t.matmul_us, ROW_STEP
-        return t.d2d_bytes, t.d2d_us, BYTE_STEP
-
-    def _initial_plan(self, kind: KernelKind, duration_us: float) -> Plan:
-        t = self.tables
-        if kind is KernelKind.LATENCY:
-            return Plan(kind, duration_us, 0, 0, self._sleep_cycles_for(duration_us))
-        sizes, times, step = self._curve(kind)
-        filler_floor = t.sleep_base_us + 1.0
-        bulk_us = duration_us - filler_floor
-        if bulk_us < times[0]:
-            # Shorter than the smallest sized work: a sleep alone stands in for it.
-            return Plan(kind, duration_us, 0, 0, self._sleep_cycles_for(duration_us))
-        pieces, each_us = split_pieces(bulk_us, times[-1])
-        size = self._size_for(sizes, times, step, each_us)
-        predicted = pieces * time_for_size(sizes, times, size)
-        return Plan(kind, duration_us, pieces, size, self._sleep_cycles_for(duration_us - predicted))
-
-    @staticmethod
-    def _size_for(sizes: tuple[int, ...], times: tuple[float, ...], step: int, each_us: float) -> int:
-        size = int(size_for_time(sizes, times, each_us) // step * step)
-        return min(max(size, sizes[0]), sizes[-1])
-
-    # ------------------------------------------------------------------ tuning
-    def tune(self, plan: Plan, rounds: int = 4, tolerance_us: float = 0.5) -> Plan:
-        """Correct the plan until its back-to-back GPU time is within ``tolerance_us`` (or 0.1%) of its duration."""
-        t = self.tables
-        for _ in range(rounds):
-            measured = self.gpu_time_us(lambda: self.issue(plan), reps=5)
-            plan.measured_us = measured
-            plan.history.append(measured)
-            error = plan.duration_us - measured
-            if abs(error) <= max(tolerance_us, 1e-3 * plan.duration_us):
-                break
-            filler_us = t.sleep_base_us + plan.sleep_cycles / t.sleep_cycles_per_us + error
-            if filler_us >= t.sleep_base_us or plan.size == 0:
-                plan.sleep_cycles = self._sleep_cycles_for(filler_us)
-            else:
-                # The bulk alone overshoots: shrink each piece by the overshoot, then refill.
-                sizes, times, step = self._curve(plan.kind)
-                each_us = time_for_size(sizes, times, plan.size) - (t.sleep_base_us + 1.0 - filler_us) / plan.pieces
-                plan.size = self._size_for(sizes, times, step, each_us)
-                plan.sleep_cycles = 0
-        plan.tuned = True
-        return plan
-
-    def tune_untuned(self) -> list[Plan]:
-        return [self.tune(p) for p in self.untuned()]
-
-    # ------------------------------------------------------------------ measuring
-    def gpu_time_us(self, issue: Any, reps: int = 5) -> float:
-        return median_gpu_time_us(self.torch, self.stream, self._events, issue, reps)
-
-    def _measure_tables(self) -> KernelTables:
-        torch = self.torch
-        with torch.cuda.stream(self.stream):  # warm up cuBLAS, the copy kernel and _sleep
-            for _ in range(3):
-                torch.mm(self._a, self._b, out=self._c)
-                self._dst.copy_(self._src)
-                torch.cuda._sleep(1000)
-        self.stream.synchronize()
-        sleep_us = [self.gpu_time_us(lambda c=c: torch.cuda._sleep(c)) for c in SLEEP_CYCLES]
-        base, slope = fit_line(list(SLEEP_CYCLES), sleep_us)
-        mm_us = [self.gpu_time_us(lambda r=r: torch.mm(self._a[:r], self._b, out=self._c[:r])) for r in MATMUL_ROWS]
-        d2d_us = [self.gpu_time_us(lambda n=n: self._dst[:n].copy_(self._src[:n], non_blocking=True)) for n in D2D_BYTES]
-        return KernelTables(
-            MATMUL_K,
-            MATMUL_N,
-            MATMUL_ROWS,
-            tuple(monotone_times(mm_us)),
-            D2D_BYTES,
-            tuple(monotone_times(d2d_us)),
-            sleep_base_us=max(base, 0.0),
-            sleep_cycles_per_us=1.0 / slope,
-            min_kernel_us=sleep_us[0],
-        )
+    return SizedKernels(torch, device)

@@ -3,7 +3,7 @@
 Matrix products sized from a table do not hold a duration on the lent H100:
 its SM clock moves between about 1.5 and 1.98 GHz with no power pressure (100-450 W
 of 700 W), so the same product took 1.38-1.60 ms from one call to the next and
-whole runs drifted by up to 10% (see traces/fidelity/README.md). These kernels do
+whole runs drifted by up to 10% (see measurements/2026-11-23_h100_layer-streaming/README.md). These kernels do
 the work of their kind *until* ``%globaltimer`` (ns, independent of the SM clock)
 says their duration has passed:
 
@@ -16,7 +16,8 @@ says their duration has passed:
 Each block times itself from its own start, so a kernel ends ``D`` after its
 last block started; the small constant on top (launch skew, the last timer
 read) is measured when the factory is built and subtracted, and each distinct
-(kind, duration, share) is tuned once back to back like the sized kernels.
+(kind, duration, share) is tuned once back to back like the sized kernels
+(:mod:`replay.sized`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from harness.runtime import KernelKind
-from replay.kernels import KernelTooShort, Plan, median_gpu_time_us, timing_events
+from replay.plan import KernelTooShort, Plan
+from replay.timing import median_gpu_time_us, timing_events
 
 _SOURCE = r"""
 __device__ __forceinline__ unsigned long long now_ns() {

@@ -1,5 +1,5 @@
 """Discrete-event (SimPy) model of GPUs that runs harness policies."""
 
-from sim.engine import PolicyError, SimBackend, SimDeadlock, SimResult
+from sim.engine import PolicyError, SimBackend, SimDeadlock
 
-__all__ = ["PolicyError", "SimBackend", "SimDeadlock", "SimResult"]
+__all__ = ["PolicyError", "SimBackend", "SimDeadlock"]

@@ -21,21 +21,22 @@ What is modelled (figures from the hardware profile, see ``harness.profile``):
   event starts nothing after the wait until the event completes.
 * **memory**: allocations are checked against each device's capacity.
 
-Every op is recorded (see ``harness.results.OPS_COLUMNS``).
+Every op is recorded as an :class:`harness.backend.OpRow`.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import Any
 
 import simpy
 
+from harness.backend import HOST_DEVICE, Backend, OpRow, RunResult, command_handlers
 from harness.profile import Profile
 from harness.runtime import (
     COPY_KIND,
+    IMMEDIATE,
     Alloc,
     Buffer,
     Command,
@@ -68,22 +69,12 @@ from harness.runtime import (
 )
 from sim.fluid import FluidServer, compute_rates, duplex_link_rates
 
-HOST_DEVICE = -1  # the ops table's device for host-thread ops
-
-
 class PolicyError(RuntimeError):
     """A policy did something the runtime contract forbids."""
 
 
 class SimDeadlock(RuntimeError):
     """The simulation ran out of events while the main thread was still blocked."""
-
-
-@dataclass(frozen=True, slots=True)
-class SimResult:
-    ops: list[tuple]  # rows in harness.results.OPS_COLUMNS order (run_id excluded)
-    result: Any  # what the main thread returned
-    main_end_us: float  # when the main thread returned
 
 
 class _Op:
@@ -136,7 +127,7 @@ class _SimStream:
         self.sync_waiters: deque[tuple[int, simpy.Event]] = deque()
 
 
-class SimBackend:
+class SimBackend(Backend):
     """Runs one policy (a main generator function) to completion on the model."""
 
     name = "sim"
@@ -150,36 +141,18 @@ class SimBackend:
         capacity = min(device_memory_bytes or profile.device.memory_bytes, profile.device.memory_bytes)
         self.devices = [_SimDevice(self.env, i, profile, capacity) for i in range(devices)]
         self.runtime = Runtime(
-            [DeviceInfo(i, profile.device.gpu_name, capacity) for i in range(devices)], backend="sim", seed=seed
+            [DeviceInfo(i, profile.device.gpu_name, capacity) for i in range(devices)], backend="sim", seed=seed, profile=profile
         )
-        self.ops: list[tuple] = []
+        self.ops: list[OpRow] = []
         self._next_id = 0
         self._main_return_us = 0.0
         self._host = profile.host
-        self._immediate: dict[type, Callable[[Any, Thread], Any]] = {
-            Now: lambda cmd, th: self.env.now,
-            CreateStream: self._create_stream,
-            QueryEvent: lambda cmd, th: cmd.event.native.done,
-            MakeQueue: self._make_queue,
-            Spawn: self._spawn,
-        }
-        self._timed: dict[type, Callable[[Any, Thread], Generator]] = {
-            Launch: self._launch,
-            Copy: self._copy,
-            Record: self._record,
-            WaitEvent: self._wait_event,
-            SyncEvent: self._sync_event,
-            SyncStream: self._sync_stream,
-            HostWork: self._host_work,
-            Join: self._join,
-            Put: self._put,
-            Get: self._get,
-            Alloc: self._alloc,
-            Free: self._free,
-        }
+        handlers = command_handlers(self)
+        self._immediate: dict[type, Callable[[Any, Thread], Any]] = {c: h for c, h in handlers.items() if c in IMMEDIATE}
+        self._timed: dict[type, Callable[[Any, Thread], Generator]] = {c: h for c, h in handlers.items() if c not in IMMEDIATE}
 
     # ------------------------------------------------------------------ driving
-    def run(self, main: Callable[..., Generator[Command, Any, Any]], *args: Any) -> SimResult:
+    def run(self, main: Callable[..., Generator[Command, Any, Any]], *args: Any) -> RunResult:
         main_thread = Thread(self._new_id(), "main")
         process = self.env.process(self._drive(main(self.runtime, *args), main_thread))
         main_thread.native = process
@@ -188,7 +161,7 @@ class SimBackend:
             raise SimDeadlock("the main thread is still blocked after every event ran (waiting on work that never completes?)")
         if not process.ok:  # pragma: no cover - SimPy re-raises before this
             raise process.value
-        return SimResult(self.ops, process.value, self._main_return_us)
+        return RunResult(self.ops, process.value, self._main_return_us)
 
     def _drive(self, gen: Generator[Command, Any, Any], thread: Thread) -> Generator[simpy.Event, Any, Any]:
         value: Any = None
@@ -215,6 +188,12 @@ class SimBackend:
         return self._next_id
 
     # ------------------------------------------------------------------ immediate commands
+    def _now(self, cmd: Now, thread: Thread) -> float:
+        return self.env.now
+
+    def _query_event(self, cmd: QueryEvent, thread: Thread) -> bool:
+        return cmd.event.native.done
+
     def _create_stream(self, cmd: CreateStream, thread: Thread) -> Stream:
         handle = Stream(self._new_id(), cmd.device, cmd.name)
         stream = _SimStream(handle, self.devices[cmd.device])
@@ -380,11 +359,11 @@ class SimBackend:
                         yield env.timeout(curve.latency_us)
                     if op.nbytes > 0:
                         yield device.link.submit(op.nbytes, curve.bandwidth_bytes_per_us(op.nbytes), op.direction)
-            rows.append((op.id, device.index, name, kind.value, op.name, op.nbytes, op.host_memory, op.thread, op.issue_us, start, env.now))
+            rows.append(OpRow(op.id, device.index, name, kind.value, op.name, op.nbytes, op.host_memory, op.thread, op.issue_us, start, env.now))
             stream.completed += 1
             waiters = stream.sync_waiters
             while waiters and waiters[0][0] <= stream.completed:
                 waiters.popleft()[1].succeed()
 
     def _host_op(self, kind: OpKind, name: str, thread: Thread, start: float) -> None:
-        self.ops.append((self._new_id(), HOST_DEVICE, thread.name, kind.value, name, 0, "", thread.name, start, start, self.env.now))
+        self.ops.append(OpRow(self._new_id(), HOST_DEVICE, thread.name, kind.value, name, 0, "", thread.name, start, start, self.env.now))

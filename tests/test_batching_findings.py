@@ -13,8 +13,11 @@ from __future__ import annotations
 from harness.paths import SPECS_DIR
 from harness.runner import run_spec
 from harness.spec import load_spec
-from harness.workloads.continuous_batching.experiments import prefill_comparison, prefill_crossover
 from sim import SimBackend
+from workloads.continuous_batching.experiments import (
+    prefill_comparison,
+    prefill_crossover,
+)
 
 
 def _sim(spec_name: str) -> dict[str, dict[str, float]]:
@@ -56,8 +59,8 @@ def test_c4_short_prompts_staggered_prefill_loses_throughput_and_ttft():
 
 
 def test_staggered_prefill_wins_ttft_only_for_long_prompts():
-    short = prefill_comparison("engine-pmat-quoted", 32, requests=60)
-    long = prefill_comparison("engine-pmat-quoted", 1024, requests=60)
+    short = prefill_comparison(SimBackend, "engine-pmat-quoted", 32, requests=60)
+    long = prefill_comparison(SimBackend, "engine-pmat-quoted", 1024, requests=60)
     assert short["staggered"]["ttft_mean_us"] > short["batched"]["ttft_mean_us"]
     assert long["staggered"]["ttft_mean_us"] < long["batched"]["ttft_mean_us"]
     for r in (short, long):  # each join is an extra prefill step: never a throughput win here
@@ -65,6 +68,6 @@ def test_staggered_prefill_wins_ttft_only_for_long_prompts():
 
 
 def test_crossover_under_the_engine_figures_is_a_few_hundred_tokens():
-    found = prefill_crossover("engine-pmat-quoted", lo=16, hi=2048, resolution=64, requests=60)
+    found = prefill_crossover(SimBackend, "engine-pmat-quoted", lo=16, hi=2048, resolution=64, requests=60)
     assert found.prompt_tokens is not None and 250 < found.prompt_tokens < 700
     assert not found.throughput_ever_wins

@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import json
 import textwrap
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import tomllib
 
 from harness.errors import InputError
-from harness.paths import TRACES_DIR
+from harness.paths import REPO_ROOT, TRACES_DIR
 from harness.results import read_results, write_results
 from harness.runner import run_spec
 from harness.spec import load_spec
-from harness.workloads.continuous_batching.cost_model import available_cost_models, load_cost_model
-from harness.workloads.continuous_batching.fit_cost_model import fit
-from harness.workloads.continuous_batching.generators import gamma_arrivals_us, poisson_arrivals_us
-from harness.workloads.continuous_batching.metrics import REQUESTS_SCHEMA
-from harness.workloads.continuous_batching.requests import read_request_csv, read_requests, write_request_parquet
 from sim import SimBackend
+from workloads.continuous_batching.cost_model import (
+    available_cost_models,
+    load_cost_model,
+)
+from workloads.continuous_batching.fit_cost_model import fit
+from workloads.continuous_batching.generators import (
+    gamma_arrivals_us,
+    poisson_arrivals_us,
+)
+from workloads.continuous_batching.metrics import REQUESTS_SCHEMA
+from workloads.continuous_batching.requests import (
+    read_request_csv,
+    read_requests,
+    write_request_parquet,
+)
 
 AZURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "azure2023"
 
@@ -179,9 +189,9 @@ def test_bundled_cost_models_load_and_say_where_they_came_from():
 
 @pytest.mark.parametrize("variant", ["eager", "graphs"])
 def test_measured_cost_models_are_reproduced_from_the_committed_measurement(variant):
-    raw = json.loads((TRACES_DIR / "cost_models" / "measurements" / "h100-tinyllama1b-run2.json").read_text())
+    raw = json.loads((REPO_ROOT / "measurements" / "2026-11-23_h100_batching-step-cost-run2" / "h100-tinyllama1b-run2.json").read_text())
     name = f"h100-tinyllama1b-{variant}"
-    refit = fit(raw, variant, name, "traces/cost_models/measurements/h100-tinyllama1b-run2.log")
+    refit = fit(raw, variant, name, "measurements/2026-11-23_h100_batching-step-cost-run2/h100-tinyllama1b-run2.log")
     shipped = tomllib.loads((TRACES_DIR / "cost_models" / f"{name}.toml").read_text())
     for table in ("prefill", "decode", "join", "fast_decode"):
         assert refit[table] == shipped[table], table

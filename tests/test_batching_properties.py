@@ -9,13 +9,13 @@ where the engine lets newer requests join before pending staggered ones).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.backend import run_policy
 from harness.profile import load_profile
-from harness.results import OPS_COLUMNS
-from harness.workloads.continuous_batching.cost_model import (
+from sim import SimBackend
+from workloads.continuous_batching.cost_model import (
     BatchCost,
     CostModel,
     CostProvenance,
@@ -24,11 +24,15 @@ from harness.workloads.continuous_batching.cost_model import (
     JoinCost,
     PrefillCost,
 )
-from harness.workloads.continuous_batching.inputs import BatchingInputs
-from harness.workloads.continuous_batching.metrics import metrics, requests_frame
-from harness.workloads.continuous_batching.policies import AdaptiveParams, FixedWindowParams, adaptive, fixed_window
-from harness.workloads.continuous_batching.requests import RequestTable, screen
-from sim import SimBackend
+from workloads.continuous_batching.inputs import BatchingInputs
+from workloads.continuous_batching.metrics import metrics, requests_frame
+from workloads.continuous_batching.policies import (
+    AdaptiveParams,
+    FixedWindowParams,
+    adaptive,
+    fixed_window,
+)
+from workloads.continuous_batching.requests import RequestTable, screen
 
 H100 = load_profile("h100-sxm-pcie5")
 COST = CostModel(
@@ -75,8 +79,8 @@ def simulate(inputs: BatchingInputs, policy):
     name, loop, extra = policy
     params = (FixedWindowParams if name == "fixed_window" else AdaptiveParams)(**loop, **extra)
     main = fixed_window if name == "fixed_window" else adaptive
-    outcome = SimBackend(H100, seed=3).run(main, inputs, params)
-    return params, outcome.result, pd.DataFrame(outcome.ops, columns=OPS_COLUMNS[1:])
+    outcome = run_policy(SimBackend(H100, seed=3), main, inputs, params)
+    return params, outcome.result, outcome.ops
 
 
 def max_overlap(starts: np.ndarray, ends: np.ndarray) -> int:

@@ -115,16 +115,15 @@ def test_shipped_measured_profile_says_where_it_came_from():
 
 def test_host_cost_loop_recovers_the_costs_it_runs_under(h100):
     """The calibration's streaming loop, run on the simulator, reads back the profile's host costs."""
-    import pandas as pd
 
-    from harness.results import OPS_COLUMNS
+    from harness.backend import ops_frame
     from harness.profile import Profile
     from replay.calibrate import _loop_costs, _loop_policy, handoff_wake_us
     from sim import SimBackend
 
     profile = Profile(h100.figures.model_copy(update={"host": h100.host.model_copy(update={"thread_wake_us": 120.0})}))
     run = SimBackend(profile).run(_loop_policy)
-    costs = _loop_costs(pd.DataFrame(run.ops, columns=OPS_COLUMNS[1:]), run.result)
+    costs = _loop_costs(ops_frame(run.ops), run.result)
     costs["thread_wake_us"] = handoff_wake_us(SimBackend(profile), now_us=0.0)
     expected = profile.host.model_dump()
     assert costs == pytest.approx(expected, abs=1e-6)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -232,9 +231,23 @@ def test_bundled_layer_streaming_specs_run(tmp_path, spec):
 
 
 def test_bench_reports_ops_per_second():
-    result = runner.invoke(app, ["bench", "--segments", "200", "--repeat", "1"])
+    result = runner.invoke(app, ["bench", "--set", "segments=200", "--repeat", "1"])
     assert result.exit_code == 0, result.output
     assert "ops/s" in result.output
+    assert "998" in result.output  # 200 segments of prefetch: ~5 ops each (copy, record, wait, kernel, free ...)
+
+
+def test_bench_runs_any_policy_of_the_spec_workload_and_refuses_unknown_ones(tmp_path):
+    # A policy the spec does not list runs with its default parameters: the bench goes through prepare.
+    text = (SPECS_DIR / "kv_backup_h20.toml").read_text()
+    spec = tmp_path / "kv.toml"
+    spec.write_text(text[: text.index("[[policies]]")] + '[[policies]]\nname = "inline"\n')
+    result = runner.invoke(app, ["bench", str(spec), "--policy", "async_stream", "--repeat", "1"])
+    assert result.exit_code == 0, result.output
+    assert "async_stream" in result.output
+    result = runner.invoke(app, ["bench", "--policy", "bogus"])
+    assert result.exit_code == 2
+    assert "no policy labelled or named 'bogus'; known: prefetch, resident, sync" in " ".join(result.output.split())
 
 
 def test_a_sweep_expands_to_one_run_per_point_with_its_parameters(tmp_path):

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from fidelity.compare import (
+    FIDELITY_COLUMNS,
+    fidelity_table,
+    load_many,
+    makespan_summary,
+    relative_error,
+)
 from harness.cli import app
-from harness.compare import FIDELITY_COLUMNS, fidelity_table, load_many, makespan_summary, relative_error
 from harness.errors import InputError
 from harness.results import read_results, to_table, write_results
 
@@ -151,18 +156,6 @@ def test_cli_compare_writes_the_table_atomically_and_never_overwrites(sim_folder
     assert len(frame) == len(frame.drop_duplicates(["spec_name", "policy_label", "metric"]))
     again = runner.invoke(app, ["compare", str(sim_folder), str(replay), "--out", str(out)])
     assert again.exit_code == 2 and "already exists" in again.output
-
-
-def test_report_renders_the_makespan_table_and_verdicts(sim_folder, tmp_path):
-    from replay.report import render
-
-    replay = fake_replay(sim_folder, tmp_path / "replay", {"sync": [1.01, 1.01], "prefetch": [1.08, 1.08]})
-    table = fidelity_table(*load_many([sim_folder, replay]))
-    bounds = pd.DataFrame([{"spec_name": "cmp", "policy_label": "prefetch", "ratio": 1.01, "worst": 1.02}])
-    text = render(table, bounds, {"name": "p", "provenance": {"gpu": "G", "driver": "D", "torch": "T", "date": "X"}}, "cmd")
-    assert "| cmp | sync |" in text and "-0.99%" in text
-    assert "worst |error| 7.41% (limit 5%): FAIL" in text
-    assert "overlap bound = 1.0100" in text and "G; driver D; torch T" in text
 
 
 def test_a_metric_undefined_for_a_policy_is_left_unranked(sim_folder, tmp_path):

@@ -12,7 +12,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_dashboard_support import BATCHING, DEMO, REPLAY_SCALE, SWEEP, DashboardData, build
+from test_dashboard_support import (
+    BATCHING,
+    DEMO,
+    REPLAY_SCALE,
+    SWEEP,
+    DashboardData,
+    build,
+)
 
 from dashboard import compare, sources, sweep
 from dashboard.catalog import build_catalog, load_path

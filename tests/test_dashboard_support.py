@@ -14,8 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cli import simulate_spec
-from harness.compare import fidelity_table, load_many, write_fidelity
+from fidelity.compare import fidelity_table, load_many, write_fidelity
+from harness.cli.run import simulate_spec
 from harness.paths import SPECS_DIR
 from harness.results import read_results, to_table, write_results
 

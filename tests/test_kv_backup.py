@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.backend import run_policy
 from harness.errors import InputError
 from harness.paths import SPECS_DIR
-from harness.results import OPS_COLUMNS
 from harness.runner import run_spec
 from harness.spec import load_spec
-from harness.workloads.kv_backup import WORKLOAD
-from harness.workloads.kv_backup.inputs import KvBackupInputs
-from harness.workloads.kv_backup.policies import BACKUP_RE, FORWARD_RE
 from sim import SimBackend
+from workloads.kv_backup import WORKLOAD
+from workloads.kv_backup.inputs import KvBackupInputs
+from workloads.kv_backup.policies import BACKUP_RE, FORWARD_RE
 
 SPEC = SPECS_DIR / "kv_backup_h20.toml"
 CORRECT = [("inline", {}), ("async_stream", {}), ("deferred", {"k": 1}), ("deferred", {"k": 3})]
@@ -23,8 +22,8 @@ CORRECT = [("inline", {}), ("async_stream", {}), ("deferred", {"k": 1}), ("defer
 
 def simulate(profile, inputs: KvBackupInputs, policy: str, **params):
     definition = WORKLOAD.policies[policy]
-    run = SimBackend(profile, devices=inputs.tp_ranks).run(definition.main, inputs, definition.params(**params))
-    ops = pd.DataFrame(run.ops, columns=OPS_COLUMNS[1:]).sort_values("op_id")
+    run = run_policy(SimBackend(profile, devices=inputs.tp_ranks), definition.main, inputs, definition.params(**params))
+    ops = run.ops
     ops.insert(0, "run_id", "t")
     rows = {(m.metric, m.item): m.value for m in WORKLOAD.metrics(inputs, ops, run.result)}
     return rows, ops

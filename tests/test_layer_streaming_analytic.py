@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.results import OPS_COLUMNS
+from harness.backend import run_policy
 from harness.runtime import Direction, HostMemory
-from harness.workloads.layer_streaming import WORKLOAD
-from harness.workloads.layer_streaming.inputs import LayerStreamingInputs, Segment
-from harness.workloads.layer_streaming.metrics import metrics
 from sim import SimBackend
+from workloads.layer_streaming import WORKLOAD
+from workloads.layer_streaming.inputs import LayerStreamingInputs, Segment
+from workloads.layer_streaming.metrics import metrics
+from workloads.layer_streaming.policies import StreamingResult
 
 MiB = 1 << 20
 
@@ -20,8 +20,8 @@ MiB = 1 << 20
 def simulate(profile, segments, policy, memory_bytes=None, **params):
     definition = WORKLOAD.policies[policy]
     inputs = LayerStreamingInputs(tuple(segments), HostMemory.PINNED, 1.0, "test")
-    run = SimBackend(profile, device_memory_bytes=memory_bytes).run(definition.main, inputs, definition.params(**params))
-    ops = pd.DataFrame(run.ops, columns=OPS_COLUMNS[1:]).sort_values("op_id")
+    run = run_policy(SimBackend(profile, device_memory_bytes=memory_bytes), definition.main, inputs, definition.params(**params))
+    ops = run.ops
     ops.insert(0, "run_id", "t")
     rows = {(m.metric, m.item): m.value for m in metrics(inputs, ops, run.result)}
     return rows, run.result, ops
@@ -57,7 +57,7 @@ def overlap_bound(profile, segments):
 @given(segments_strategy)
 def test_prefetch_stays_between_the_overlap_bound_and_bound_plus_host_costs(h100, segments):
     rows, result, _ = simulate(h100, segments, "prefetch")
-    assert result == {"fallbacks": 0, "prefetched": len(segments) - 1}
+    assert result == StreamingResult(fallbacks=0, prefetched=len(segments) - 1)
     host = h100.host
     # Host time between one segment's end and the next one's start, at most:
     # wake from the sync, free, wait_event, launch, and the next prefetch's alloc, copy launch, record.
@@ -100,7 +100,7 @@ def test_prefetch_falls_back_to_sync_when_the_pending_buffer_does_not_fit(h100):
     # Room for one 512 MiB segment plus a bit: every pending allocation fails.
     segments = [Segment(i, 512 * MiB, 5000.0) for i in range(6)]
     rows, result, ops = simulate(h100, segments, "prefetch", memory_bytes=700 * MiB)
-    assert result == {"fallbacks": 5, "prefetched": 0}
+    assert result == StreamingResult(fallbacks=5, prefetched=0)
     sync_rows, _, _ = simulate(h100, segments, "sync", memory_bytes=700 * MiB)
     assert rows[("makespan_us", -1)] == pytest.approx(sync_rows[("makespan_us", -1)], rel=0.005)
     # Every copy went on the compute stream: nothing overlapped.
@@ -115,7 +115,7 @@ def test_deeper_prefetch_absorbs_uneven_compute_until_the_budget_stops_it(h100):
     for budget in (None, 600 * MiB):  # 600 MiB: room for the current and one pending buffer only
         for depth in (1, 2, 4):
             rows, result, _ = simulate(h100, segments, "prefetch", memory_bytes=budget, depth=depth)
-            assert result["fallbacks"] == 0
+            assert result.fallbacks == 0
             makespan[(budget, depth)] = rows[("makespan_us", -1)]
     assert makespan[(None, 2)] < 0.85 * makespan[(None, 1)]
     assert makespan[(None, 4)] <= makespan[(None, 2)]

@@ -11,16 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.backend import run_policy
 from harness.errors import InputError
 from harness.paths import SPECS_DIR
-from harness.results import OPS_COLUMNS
 from harness.runner import run_spec
 from harness.spec import load_spec
-from harness.workloads.offload_coordinator import WORKLOAD
-from harness.workloads.offload_coordinator.inputs import MIB, OffloadParams, prepare
-from harness.workloads.offload_coordinator.metrics import metrics as offload_metrics
-from harness.workloads.offload_coordinator.policies import GPU, RunLog, batch_label
+from harness.workload import PrepareContext
 from sim import SimBackend
+from workloads.offload_coordinator import WORKLOAD
+from workloads.offload_coordinator.inputs import MIB, OffloadParams, prepare
+from workloads.offload_coordinator.metrics import metrics as offload_metrics
+from workloads.offload_coordinator.policies import GPU, RunLog, batch_label
 
 SPEC = SPECS_DIR / "offload_mozilla.toml"
 POLICIES = ("cpu_only", "serial_gpu_coordinator", "streaming_backpressure", "streaming_ratchet")
@@ -29,8 +30,8 @@ POLICIES = ("cpu_only", "serial_gpu_coordinator", "streaming_backpressure", "str
 def _sim(h100, inputs, policy: str, seed: int = 0) -> tuple[pd.DataFrame, RunLog]:
     backend = SimBackend(h100, 1, seed=seed)
     definition = WORKLOAD.policies[policy]
-    outcome = backend.run(definition.main, inputs, definition.params())
-    ops = pd.DataFrame(outcome.ops, columns=OPS_COLUMNS[1:])
+    outcome = run_policy(backend, definition.main, inputs, definition.params())
+    ops = outcome.ops
     return ops, outcome.result
 
 
@@ -104,7 +105,7 @@ def test_serial_cap_holds_with_more_workers_and_a_faster_gpu(h100, tmp_path):
             corpus_bytes=96 << 20, block_bytes=1 << 20, cpu_workers=workers, batch_blocks=8, pressure_limit=32,
             stages=[dict(name="match", cpu_mibps=12.0, gpu_mibps=gpu_mibps), dict(name="entropy", cpu_mibps=28.0)],
         )
-        return prepare(params, tmp_path, h100, h100.device.memory_bytes, 0)
+        return prepare(PrepareContext(params, tmp_path, h100, h100.device.memory_bytes, 0))
 
     small, big = inputs(4, 60.0), inputs(32, 2000.0)
     serial = [_run_level(*_sim(h100, i, "serial_gpu_coordinator"), i)["throughput_mibps"] for i in (small, big)]
@@ -147,7 +148,7 @@ def _prepare(h100, raw: dict, folder: Path, seed: int):
     sizes = raw.pop("_sizes", None)
     if sizes is not None:
         pd.DataFrame({"block_bytes": sizes}).to_csv(folder / "sizes.csv", index=False)
-    return prepare(OffloadParams(**raw), folder, h100, h100.device.memory_bytes, seed)
+    return prepare(PrepareContext(OffloadParams(**raw), folder, h100, h100.device.memory_bytes, seed))
 
 
 @settings(max_examples=60, deadline=None)
@@ -234,10 +235,10 @@ def test_block_size_file_errors_name_file_and_row(tmp_path, h100):
     path = _write_spec(tmp_path, f'block_sizes = "sizes.csv"\n{COMMON}{STAGES}')
     loaded = load_spec(path)
     with pytest.raises(InputError, match=r"sizes\.csv: row 1, column 'block_bytes': must be a positive whole number"):
-        loaded.workload.prepare(loaded.workload_params, tmp_path, h100, h100.device.memory_bytes, 0)
+        loaded.workload.prepare(PrepareContext(loaded.workload_params, tmp_path, h100, h100.device.memory_bytes, 0))
     (tmp_path / "sizes.csv").write_text("size\n65536\n")
     with pytest.raises(InputError, match=r"sizes\.csv: column 'block_bytes': missing"):
-        loaded.workload.prepare(loaded.workload_params, tmp_path, h100, h100.device.memory_bytes, 0)
+        loaded.workload.prepare(PrepareContext(loaded.workload_params, tmp_path, h100, h100.device.memory_bytes, 0))
 
 
 def test_both_block_sources_are_rejected(tmp_path):
@@ -249,7 +250,7 @@ def test_both_block_sources_are_rejected(tmp_path):
 def test_gpu_policy_without_gpu_stage_fails_clearly(h100, tmp_path):
     params = OffloadParams(corpus_bytes=1 << 20, block_bytes=1 << 18, cpu_workers=2, batch_blocks=2, pressure_limit=4,
                            stages=[dict(name="entropy", cpu_mibps=28.0)])
-    inputs = prepare(params, tmp_path, h100, h100.device.memory_bytes, 0)
+    inputs = prepare(PrepareContext(params, tmp_path, h100, h100.device.memory_bytes, 0))
     with pytest.raises(ValueError, match="needs a stage with gpu_mibps"):
         _sim(h100, inputs, "streaming_backpressure")
     ops, log = _sim(h100, inputs, "cpu_only")

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.backend import run_policy
 from harness.errors import InputError
 from harness.paths import SPECS_DIR
-from harness.results import OPS_COLUMNS
 from harness.runner import run_spec
 from harness.runtime import Direction, HostMemory
 from harness.spec import load_spec
-from harness.workloads.pipeline_forwarding import WORKLOAD
-from harness.workloads.pipeline_forwarding.inputs import PipelineInputs
-from harness.workloads.pipeline_forwarding.metrics import with_items
 from sim import SimBackend
+from workloads.pipeline_forwarding import WORKLOAD
+from workloads.pipeline_forwarding.inputs import PipelineInputs
+from workloads.pipeline_forwarding.metrics import with_items
 
 SPEC = SPECS_DIR / "pipeline_two_hosts.toml"
 POLICIES = list(WORKLOAD.policies)
@@ -24,8 +23,8 @@ POLICIES = list(WORKLOAD.policies)
 
 def simulate(profile, inputs: PipelineInputs, policy: str):
     definition = WORKLOAD.policies[policy]
-    run = SimBackend(profile, devices=inputs.gpus).run(definition.main, inputs, definition.params())
-    ops = pd.DataFrame(run.ops, columns=OPS_COLUMNS[1:]).sort_values("op_id")
+    run = run_policy(SimBackend(profile, devices=inputs.gpus), definition.main, inputs, definition.params())
+    ops = run.ops
     ops.insert(0, "run_id", "t")
     rows = {(m.metric, m.item): m.value for m in WORKLOAD.metrics(inputs, ops, run.result)}
     return rows, ops

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
+from harness.backend import ops_frame
 from harness.errors import InputError
 from harness.profile import load_profile
-from harness.results import OPS_COLUMNS
 from harness.runtime import Direction, HostMemory
 from sim import SimBackend
 
@@ -37,7 +36,7 @@ def test_pageable_is_slower_than_pinned_at_every_size(h100):
 
 def run_ops(profile, main):
     result = SimBackend(profile).run(main)
-    return pd.DataFrame(result.ops, columns=OPS_COLUMNS[1:]).sort_values("op_id")
+    return ops_frame(result.ops)
 
 
 def test_duplex_pair_of_256_mib_copies_takes_the_measured_5_75_ms(h100):
@@ -106,8 +105,8 @@ def test_malformed_profile_names_file_and_field(tmp_path):
 
 
 def test_gpu_alias_resolves_to_the_measured_default_and_runs_record_the_profile(tmp_path):
-    # Issue 3: the simulator uses the profile measured on the H100 by default for that GPU.
-    from harness.cli import simulate_spec
+    # The simulator uses the profile measured on the H100 by default for that GPU.
+    from harness.cli.run import simulate_spec
     from harness.profile import gpu_defaults
     from harness.results import read_results
 

@@ -26,7 +26,7 @@ name = "sync"
 def test_replay_and_harness_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import harness.cli, harness.compare, replay, replay.engine, replay.kernels, replay.calibrate, replay.report, replay.fit\n"
+        "import harness.cli, fidelity.compare, fidelity.report, replay, replay.engine, replay.kernels, replay.sized, replay.timed, replay.timing, replay.plan, replay.calibrate, replay.fit\n"
         "assert sys.modules['torch'] is None\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -73,19 +73,19 @@ def test_replay_context_names_the_missing_gpu(no_torch):
 
 
 def test_copies_of_one_direction_start_when_the_engine_is_free():
+    from harness.backend import OpRow
     from replay.engine import _engine_starts
 
     # op_id, device, stream, kind, name, bytes, memory, thread, issue, start, end
     rows = [
-        [1, 0, "a", "copy_h2d", "x", 1, "pinned", "main", 0.0, 1.0, 100.0],
-        [2, 0, "b", "copy_h2d", "y", 1, "pinned", "main", 0.0, 2.0, 200.0],  # queued behind x
-        [3, 0, "c", "copy_d2h", "z", 1, "pinned", "main", 0.0, 3.0, 90.0],  # other direction: untouched
-        [4, 1, "d", "copy_h2d", "w", 1, "pinned", "main", 0.0, 4.0, 150.0],  # other device: untouched
-        [5, 0, "a", "kernel", "k", 0, "", "main", 0.0, 5.0, 300.0],
-        [6, 0, "b", "copy_h2d", "v", 1, "pinned", "main", 0.0, 250.0, 400.0],  # engine already free
+        OpRow(1, 0, "a", "copy_h2d", "x", 1, "pinned", "main", 0.0, 1.0, 100.0),
+        OpRow(2, 0, "b", "copy_h2d", "y", 1, "pinned", "main", 0.0, 2.0, 200.0),  # queued behind x
+        OpRow(3, 0, "c", "copy_d2h", "z", 1, "pinned", "main", 0.0, 3.0, 90.0),  # other direction: untouched
+        OpRow(4, 1, "d", "copy_h2d", "w", 1, "pinned", "main", 0.0, 4.0, 150.0),  # other device: untouched
+        OpRow(5, 0, "a", "kernel", "k", 0, "", "main", 0.0, 5.0, 300.0),
+        OpRow(6, 0, "b", "copy_h2d", "v", 1, "pinned", "main", 0.0, 250.0, 400.0),  # engine already free
     ]
-    _engine_starts(rows)
-    assert [r[9] for r in rows] == [1.0, 100.0, 3.0, 4.0, 5.0, 250.0]
+    assert [r.start_us for r in _engine_starts(rows)] == [1.0, 100.0, 3.0, 4.0, 5.0, 250.0]
 
 
 def test_host_threads_waiting_at_once_do_not_serialise():

@@ -1,6 +1,6 @@
 """The replay engine on a real CUDA GPU (skipped without torch and CUDA; run on the lent H100).
 
-Output of the last run on the device is kept in traces/fidelity/gpu_tests.log.
+Output of runs on the device is kept with each benchmark's measurements (measurements/*/gpu_tests.log).
 """
 
 from __future__ import annotations
@@ -8,12 +8,18 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from harness.backend import ops_frame
 from harness.profile import load_profile
-from harness.results import OPS_COLUMNS
 from harness.runtime import Direction, HostMemory, KernelKind
-from harness.workloads.layer_streaming import WORKLOAD as LAYERS
-from harness.workloads.layer_streaming.inputs import LayerStreamingInputs, Segment
-from harness.workloads.layer_streaming.policies import NoParams, PrefetchParams, prefetch, sync
+from harness.workload import NoParams
+from workloads.layer_streaming import WORKLOAD as LAYERS
+from workloads.layer_streaming.inputs import LayerStreamingInputs, Segment
+from workloads.layer_streaming.policies import (
+    PrefetchParams,
+    StreamingResult,
+    prefetch,
+    sync,
+)
 
 torch = pytest.importorskip("torch")
 pytestmark = [
@@ -31,7 +37,7 @@ def backend(context, profile, budget=None, warmup=2):
 
 
 def frame(run) -> pd.DataFrame:
-    return pd.DataFrame(run.ops, columns=OPS_COLUMNS[1:]).sort_values("op_id")
+    return ops_frame(run.ops)
 
 
 def inputs(n=6, nbytes=32 * MiB, compute_us=800.0) -> LayerStreamingInputs:
@@ -41,7 +47,7 @@ def inputs(n=6, nbytes=32 * MiB, compute_us=800.0) -> LayerStreamingInputs:
 def test_layer_streaming_runs_unchanged_and_streams_stay_in_order(context, profile):
     run = backend(context, profile).run(prefetch, inputs(), PrefetchParams(depth=1))
     ops = frame(run)
-    assert run.result == {"fallbacks": 0, "prefetched": 5}
+    assert run.result == StreamingResult(fallbacks=0, prefetched=5)
     dev = ops[ops["device"] >= 0]
     assert set(dev["kind"]) >= {"kernel", "copy_h2d", "record", "wait"}
     assert (ops["end_us"] >= ops["start_us"]).all() and (ops["start_us"] >= ops["issue_us"] - 5.0).all()
@@ -89,7 +95,7 @@ def test_kernel_in_a_run_matches_its_duration(context, profile):
 
 
 def test_kernel_shorter_than_the_gpu_resolves_is_refused(context, profile):
-    from replay.kernels import KernelTooShort
+    from replay.plan import KernelTooShort
 
     def main(rt):
         s = yield rt.create_stream(0, "s")
@@ -102,7 +108,7 @@ def test_kernel_shorter_than_the_gpu_resolves_is_refused(context, profile):
 def test_alloc_respects_the_budget_and_prefetch_falls_back(context, profile):
     segs = inputs(n=4, nbytes=96 * MiB)
     run = backend(context, profile, budget=150 * MiB).run(prefetch, segs, PrefetchParams(depth=1))
-    assert run.result["fallbacks"] == 3  # no two segments fit together: every later one takes the sync path
+    assert run.result.fallbacks == 3  # no two segments fit together: every later one takes the sync path
 
 
 def test_alloc_past_the_real_gpu_returns_none(context, profile):

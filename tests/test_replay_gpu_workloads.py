@@ -1,9 +1,9 @@
-"""The issue-6 workloads replayed unchanged on a real CUDA GPU (skipped without torch and CUDA).
+"""KV backup, offload coordinator and pipeline forwarding replayed unchanged on a real CUDA GPU (skipped without torch and CUDA).
 
 Small inputs, every policy of kv_backup, offload_coordinator and pipeline_forwarding
 (one GPU), checked for the workloads' invariants in the replay's own timeline; and
 host threads doing host work at the same time do not serialise on the GIL. Output of
-the last runs on the device: traces/fidelity/issue6/{one_gpu,two_gpus}/gpu_tests.log.
+the last runs on the device: measurements/2026-11-26_h100*_workloads-*/gpu_tests.log.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.results import OPS_COLUMNS
-from harness.workloads import Workload
-from harness.workloads.kv_backup import WORKLOAD as KV
-from harness.workloads.offload_coordinator import WORKLOAD as OFFLOAD
-from harness.workloads.pipeline_forwarding import WORKLOAD as PIPELINE
+from harness.backend import run_policy
+from harness.workload import Workload
+from workloads.kv_backup import WORKLOAD as KV
+from workloads.offload_coordinator import WORKLOAD as OFFLOAD
+from workloads.pipeline_forwarding import WORKLOAD as PIPELINE
 
 torch = pytest.importorskip("torch")
 pytestmark = [
@@ -44,8 +44,8 @@ def replay_all(context, profile, workload: Workload, raw: dict) -> dict[str, tup
     inputs = workload.prepare(params, Path("."), profile, profile.device.memory_bytes, 0)
     out = {}
     for name, policy in workload.policies.items():
-        run = ReplayBackend(context, profile, seed=0, warmup_runs=1).run(policy.main, inputs, policy.params())
-        ops = pd.DataFrame(run.ops, columns=OPS_COLUMNS[1:]).sort_values("op_id")
+        run = run_policy(ReplayBackend(context, profile, seed=0, warmup_runs=1), policy.main, inputs, policy.params())
+        ops = run.ops
         ops.insert(0, "run_id", name)
         rows = workload.metrics(inputs, ops, run.result)
         out[name] = ops, {r.metric: r.value for r in rows if r.item == -1}
@@ -97,8 +97,8 @@ def test_host_threads_working_at_once_do_not_serialise(context, profile):
             yield rt.join(th)
         return (yield rt.now()) - t0
 
-    run = ReplayBackend(context, profile, seed=0, warmup_runs=0).run(main)
-    ops = pd.DataFrame(run.ops, columns=OPS_COLUMNS[1:])
+    run = run_policy(ReplayBackend(context, profile, seed=0, warmup_runs=0), main)
+    ops = run.ops
     work = ops[ops["kind"] == "host_work"]
     assert len(work) == 8
     assert ((work["end_us"] - work["start_us"]) < 10_500).all()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.results import OPS_COLUMNS
+from harness.backend import run_policy
 from harness.runtime import Direction, HostMemory
 from sim import SimBackend
 
@@ -61,8 +60,8 @@ def random_policy(n_streams, program):
 def test_stream_and_engine_invariants(h100, workload):
     n_streams, program = workload
     backend = SimBackend(h100)
-    result = backend.run(random_policy(n_streams, program))
-    ops = pd.DataFrame(result.ops, columns=OPS_COLUMNS[1:])
+    result = run_policy(backend, random_policy(n_streams, program))
+    ops = result.ops
 
     # Every op ends after it starts, and starts no earlier than it was issued.
     assert (ops["end_us"] >= ops["start_us"] - EPS).all()
@@ -107,8 +106,8 @@ def test_concurrent_kernels_stretch_only_past_full_share(h100, kernels):
             yield rt.launch(s, f"k{i}", duration, share)
         return None
 
-    result = SimBackend(h100).run(main)
-    ops = pd.DataFrame(result.ops, columns=OPS_COLUMNS[1:]).sort_values("op_id")
+    result = run_policy(SimBackend(h100), main)
+    ops = result.ops
     kernels_ops = ops[ops["kind"] == "kernel"]
     for (_, row), (duration, _share) in zip(kernels_ops.iterrows(), kernels):
         assert row["end_us"] - row["start_us"] >= duration - 1e-6

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
-from harness.results import OPS_COLUMNS
+from harness.backend import ops_frame
 from harness.runtime import Direction
 from sim import PolicyError, SimBackend, SimDeadlock
 
@@ -30,7 +29,7 @@ def test_launch_bound_regime_shows_gaps_on_the_device(h100):
             yield rt.launch(s, f"tiny{i}", 2.0)
         yield rt.sync_stream(s)
 
-    ops = pd.DataFrame(SimBackend(h100).run(main).ops, columns=OPS_COLUMNS[1:])
+    ops = ops_frame(SimBackend(h100).run(main).ops)
     kernels = ops[ops["kind"] == "kernel"].sort_values("op_id")
     gaps = kernels["start_us"].diff().dropna()
     assert list(gaps) == pytest.approx([h100.host.launch_us] * 4)
@@ -52,7 +51,7 @@ def test_events_order_work_across_streams(h100):
 
     run = SimBackend(h100).run(main)
     assert run.result == (False, True)
-    ops = pd.DataFrame(run.ops, columns=OPS_COLUMNS[1:]).set_index("name")
+    ops = ops_frame(run.ops).set_index("name")
     assert ops.loc["consumer", "start_us"] >= ops.loc["producer", "end_us"]
 
 
@@ -98,7 +97,7 @@ def test_devices_are_independent(h100):
         yield rt.sync_stream(s0)
         yield rt.sync_stream(s1)
 
-    ops = pd.DataFrame(SimBackend(h100, devices=2).run(main).ops, columns=OPS_COLUMNS[1:])
+    ops = ops_frame(SimBackend(h100, devices=2).run(main).ops)
     copies = ops[ops["kind"] == "copy_h2d"]
     assert sorted(copies["device"]) == [0, 1]
     # Each GPU has its own host link: the copies overlap at full speed.

@@ -1,0 +1,109 @@
+"""What every backend shares: the op row, the run result, the command dispatch and the ops table.
+
+A backend (``sim.SimBackend``, ``replay.engine.ReplayBackend``) subclasses
+:class:`Backend`: it has a ``name`` ("sim", "replay"), the ``device_name`` it
+models or runs on, and ``run(main, *args) -> RunResult``, which drives the
+policy's main host thread (``harness.runtime``) to completion. It implements
+one handler per runtime command, named as :data:`harness.runtime.COMMANDS`
+says; :func:`command_handlers` builds the dispatch table from that one list,
+so a backend that misses a command fails when it is made, not mid-run.
+
+Every op a run executes becomes an :class:`OpRow`; :func:`ops_frame` turns a
+run's rows into the ops table (``harness.results.OPS_SCHEMA``) and
+:func:`run_policy` runs a policy and returns that table with its result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from harness.profile import Profile
+from harness.results import OPS_COLUMNS
+from harness.runtime import COMMANDS, Command, PolicyGen
+
+HOST_DEVICE = -1  # the ops table's device for host-thread ops
+
+
+class OpRow(NamedTuple):
+    """One op of a run: a row of the ops table without its ``run_id``."""
+
+    op_id: int  # unique within a run, increasing in issue order
+    device: int  # GPU index; HOST_DEVICE for host-thread ops
+    stream: str  # stream name; the thread name for host ops
+    kind: str  # harness.runtime.OpKind value
+    name: str
+    bytes: int  # bytes moved (copies); 0 otherwise
+    host_memory: str  # "pinned" / "pageable" for H2D/D2H copies; "" otherwise
+    thread: str  # host thread that issued the op
+    issue_us: float  # when the host thread made the call
+    start_us: float  # when the device (or host) began the op
+    end_us: float
+
+
+assert OpRow._fields == tuple(OPS_COLUMNS[1:]), "OpRow must follow harness.results.OPS_SCHEMA"
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a backend's ``run`` returns."""
+
+    ops: list[OpRow]
+    result: Any  # what the policy's main thread returned
+    main_end_us: float  # when the main thread returned
+
+
+class Backend:
+    """Base of the simulator and the replay engine."""
+
+    name: str = ""
+    device_name: str = ""
+
+    def run(self, main: Callable[..., PolicyGen], *args: Any) -> RunResult:
+        raise NotImplementedError
+
+
+def command_handlers(executor: object) -> dict[type[Command], Callable[[Any, Any], Any]]:
+    """``{command class: executor._<name>}`` for every command of :data:`harness.runtime.COMMANDS`.
+
+    ``executor`` is whatever object runs a backend's commands (the backend, or
+    its per-run state); each handler takes ``(command, thread)``.
+    """
+    table = {}
+    for command, name in COMMANDS.items():
+        handler = getattr(executor, f"_{name}", None)
+        if handler is None:
+            raise TypeError(f"{type(executor).__name__} has no handler _{name} for {command.__name__}")
+        table[command] = handler
+    return table
+
+
+BackendFactory = Callable[[Profile, int, "int | None", int], Backend]
+"""``(profile, devices, device_memory_bytes, seed) -> backend``: how a caller that must not import a
+backend (a workload's command, a tool) is handed one; ``sim.SimBackend`` itself is such a factory."""
+
+
+def ops_frame(rows: list[OpRow], run_id: str | None = None) -> pd.DataFrame:
+    """A run's ops table in issue (``op_id``) order; with ``run_id``, the results' ops table."""
+    frame = pd.DataFrame(rows, columns=OPS_COLUMNS[1:]).sort_values("op_id", kind="stable")
+    if run_id is not None:
+        frame.insert(0, "run_id", run_id)
+    return frame
+
+
+@dataclass(frozen=True)
+class PolicyRun:
+    """One policy run: its ops table (``op_id`` order), the policy's result, when its main thread ended."""
+
+    ops: pd.DataFrame
+    result: Any
+    main_end_us: float
+
+
+def run_policy(backend: Backend, main: Callable[..., PolicyGen], *args: Any) -> PolicyRun:
+    """Run ``main(rt, *args)`` on ``backend`` and tabulate its ops."""
+    outcome = backend.run(main, *args)
+    return PolicyRun(ops_frame(outcome.ops), outcome.result, outcome.main_end_us)

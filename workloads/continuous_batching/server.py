@@ -1,0 +1,325 @@
+"""The modelled server: clients, the scheduler thread and the batched generate loop.
+
+Written once against ``harness.runtime``, so it runs under the simulator and the
+replay engine alike. Host threads:
+
+* the **request source**: one thread sending requests at their arrival times
+  (open loop), or ``clients`` threads that each send a request, wait for its
+  last token, wait a think time and send the next (closed loop);
+* the **scheduler** (the policy's main thread): forms a batch with the policy's
+  :class:`BatchFormation`, then runs it through the generate loop below, then
+  forms the next; GPU steps are kernels on one stream ``gpu``, each followed by
+  a stream sync (the engine's CUDA calls are synchronous), and tokens are handed
+  out when the sync returns;
+* short-lived **deadline timers** (see ``channel``).
+
+The generate loop follows the engine's ``process_cuda_batch``:
+
+1. ``m == 1`` and the fast path is on: the single-request path (prefill, then
+   one fast decode step per token); requests arriving meanwhile wait.
+2. Otherwise prefill all prompts together (*batched*), or only the first with
+   the rest pending (*staggered*), in a batch of ``max_batch`` KV slots.
+3. Each step, while some slot is still generating: (a) staggered: join one
+   pending request into a new slot; (b) mid-batch joins: take queued requests
+   into new slots up to ``max_batch``; (c) slot recycling: give each finished
+   slot, in slot order, to a pending request or else a queued one, stopping at
+   the first miss; (d) one batched decode step over the occupied slots: one
+   token for each slot still generating.
+
+A join or recycle prefills the one prompt (its first token comes from that
+prefill) and inserts its KV into the slot: ``cost.join_us``. The first token
+of any request comes from its prefill; every later one from a decode step.
+
+Modelling choices where the engine's source is silent or would break an
+invariant (documented, deliberate):
+
+* the engine's loop also stops at ``gen_idx == max_tokens_max``; a request that
+  joins late with a long output would be cut short by that bound if it is not
+  raised on join. Here every request runs to its own output length.
+* the engine's loop tests ``all_done`` before staggered joins, so staggered
+  requests still pending when every started slot has finished (a first request
+  of one output token, say) would never be served. Here the loop goes on while
+  staggered requests are pending, and they take finished slots even when slot
+  recycling is switched off (the engine always recycles).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from harness.runtime import KernelKind, PolicyGen, Queue, Runtime, Stream
+from workloads.continuous_batching.channel import RequestChannel
+from workloads.continuous_batching.cost_model import CostModel
+from workloads.continuous_batching.inputs import BatchingInputs
+
+DEVICE = 0
+
+
+class Request:
+    """One request's life in the server (times in µs; -1 until it happens)."""
+
+    __slots__ = ("index", "prompt_tokens", "output_tokens", "arrival_us", "client", "done_queue", "admitted_us",
+                 "first_token_us", "last_token_us", "tokens", "admission", "batch", "slot", "prefill_us",
+                 "sent_seq", "admit_seq")
+
+    def __init__(self, index: int, prompt_tokens: int, output_tokens: int, arrival_us: float) -> None:
+        self.index = index
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.arrival_us = arrival_us
+        self.client = -1
+        self.done_queue: Queue | None = None
+        self.admitted_us = -1.0  # serving began: its batch started, or it was taken to join a running batch
+        self.first_token_us = -1.0
+        self.last_token_us = -1.0
+        self.tokens = 0
+        self.admission = ""
+        self.batch = -1
+        self.slot = -1
+        self.prefill_us = -1.0  # when its prefill (batch prefill, join or recycle) started on the host
+        self.sent_seq = -1  # its place in the channel's order (set by the channel)
+        self.admit_seq = -1  # its place in the order requests were taken off the channel
+
+    @property
+    def done(self) -> bool:
+        return self.tokens >= self.output_tokens
+
+
+@dataclass
+class ServerLog:
+    """What the scheduler saw; the metrics and the requests table are computed from it."""
+
+    requests: list[Request]
+    batch_sizes: array = field(default_factory=lambda: array("i"))  # size of each batch formed, in order
+    batch_fast_path: array = field(default_factory=lambda: array("b"))
+    step_slots: array = field(default_factory=lambda: array("i"))  # occupied slots per decode step
+    step_active: array = field(default_factory=lambda: array("i"))  # slots that got a token per decode step
+    itl_us: array = field(default_factory=lambda: array("d"))  # every gap between a request's consecutive tokens
+    max_slots_in_use: int = 0
+    end_us: float = 0.0
+
+
+# ----------------------------------------------------------------------------- request sources
+
+
+def open_loop_source(rt: Runtime, channel: RequestChannel, requests: list[Request]) -> PolicyGen:
+    """Send each request at its arrival time (the time it is actually queued is recorded)."""
+    for req in requests:
+        now = yield rt.now()
+        if req.arrival_us > now:
+            yield rt.host_work(req.arrival_us - now, "until_arrival")
+        req.arrival_us = yield rt.now()
+        yield from channel.send(rt, req)
+
+
+def closed_loop_client(rt: Runtime, channel: RequestChannel, pool: deque, client: int, think_us: float, done: Queue) -> PolicyGen:
+    """Send a request, wait for its last token, think, send the next; until none is left.
+
+    Clients start together: the first request goes out at once, the think time
+    (exponential, mean ``think_us``) comes between a request's last token and the next send.
+    """
+    first = True
+    while pool:
+        req = pool.popleft()
+        if think_us > 0 and not first:
+            yield rt.host_work(rt.rng.expovariate(1.0 / think_us), "think")
+        first = False
+        req.client = client
+        req.done_queue = done
+        req.arrival_us = yield rt.now()
+        yield from channel.send(rt, req)
+        yield rt.get(done)
+
+
+# ----------------------------------------------------------------------------- the generate loop
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    max_batch: int
+    fast_path: bool
+    staggered_prefill: bool
+    mid_batch_joins: bool
+    slot_recycling: bool
+
+
+class GenerateLoop:
+    """Runs formed batches through the engine's batched generate loop on one GPU stream."""
+
+    def __init__(self, rt: Runtime, gpu: Stream, channel: RequestChannel, cost: CostModel, options: LoopOptions, log: ServerLog) -> None:
+        self.rt = rt
+        self.gpu = gpu
+        self.channel = channel
+        self.cost = cost
+        self.opt = options
+        self.log = log
+        self.completed = 0
+        self.admitted = 0
+
+    def _step(self, name: str, duration_us: float) -> PolicyGen:
+        """One synchronous GPU step: launch, wait for it; returns the time the host sees it done."""
+        rt = self.rt
+        yield rt.launch(self.gpu, name, duration_us, 1.0, KernelKind.COMPUTE)
+        yield rt.sync_stream(self.gpu)
+        return (yield rt.now())
+
+    def _token(self, req: Request, now: float) -> PolicyGen:
+        if req.tokens == 0:
+            req.first_token_us = now
+        else:
+            self.log.itl_us.append(now - req.last_token_us)
+        req.last_token_us = now
+        req.tokens += 1
+        if req.tokens == req.output_tokens:
+            self.completed += 1
+            if req.done_queue is not None:
+                yield self.rt.put(req.done_queue, req.index)
+
+    def _admit(self, req: Request, now: float, admission: str, batch: int) -> None:
+        """Record that serving ``req`` begins (a formed batch is admitted in the order its requests were taken)."""
+        self.admitted += 1
+        req.admit_seq = self.admitted
+        req.admitted_us = now
+        req.admission = admission
+        req.batch = batch
+
+    def run(self, batch: list[Request], batch_id: int) -> PolicyGen:
+        rt, cost, opt, log = self.rt, self.cost, self.opt, self.log
+        m = len(batch)
+        now = yield rt.now()
+        log.batch_sizes.append(m)
+        fast = m == 1 and opt.fast_path
+        log.batch_fast_path.append(fast)
+        if fast:
+            req = batch[0]
+            self._admit(req, now, "fast_path", batch_id)
+            req.slot = 0
+            req.prefill_us = now
+            log.max_slots_in_use = max(log.max_slots_in_use, 1)
+            t = yield from self._step("fast_prefill", cost.prefill_us((req.prompt_tokens,)))
+            yield from self._token(req, t)
+            while not req.done:
+                t = yield from self._step("fast_decode", cost.fast_decode_us(req.prompt_tokens + req.tokens))
+                yield from self._token(req, t)
+            yield from self._cleanup()
+            return
+
+        for req in batch:
+            self._admit(req, now, "batch", batch_id)
+        staggered = opt.staggered_prefill and m > 1
+        first = batch[:1] if staggered else batch
+        pending: deque[Request] = deque(batch[1:] if staggered else ())
+        for req in batch[1:] if staggered else ():
+            req.admission = "staggered_join"
+        slots: list[Request] = []
+        for req in first:
+            req.slot = len(slots)
+            req.prefill_us = now
+            slots.append(req)
+        log.max_slots_in_use = max(log.max_slots_in_use, len(slots))
+        t = yield from self._step("prefill", cost.prefill_us(tuple(r.prompt_tokens for r in first)))
+        for req in first:
+            yield from self._token(req, t)
+
+        while pending or any(not s.done for s in slots):
+            # (a) staggered: one pending prompt joins per step
+            if pending and len(slots) < opt.max_batch:
+                yield from self._join(pending.popleft(), slots, len(slots))
+            # (b) mid-batch joins from the channel into free slots
+            if opt.mid_batch_joins:
+                while len(slots) < opt.max_batch:
+                    req = self.channel.try_recv()
+                    if req is None:
+                        break
+                    self._admit(req, (yield rt.now()), "mid_batch_join", batch_id)
+                    yield from self._join(req, slots, len(slots))
+            # (c) slot recycling: finished slots, in order, to pending or queued requests
+            # (pending staggered requests take finished slots even with recycling off: they
+            # belong to this batch, and mid-batch joins may have filled every new slot)
+            if opt.slot_recycling or pending:
+                for i in range(len(slots)):
+                    if not slots[i].done:
+                        continue
+                    if pending:
+                        req = pending.popleft()
+                    elif opt.slot_recycling:
+                        req = self.channel.try_recv()
+                        if req is None:
+                            break
+                        self._admit(req, (yield rt.now()), "recycle", batch_id)
+                    else:
+                        break
+                    yield from self._join(req, slots, i)
+            # (d) one decode step over the occupied slots
+            active = [s for s in slots if not s.done]
+            if not active:
+                if pending:  # unreachable: a pending request always finds a new or finished slot above
+                    raise RuntimeError("generate loop: pending staggered requests but no slot to join")
+                continue
+            context = sum(s.prompt_tokens + s.tokens for s in active)
+            t = yield from self._step("decode", cost.decode_us(len(slots), context))
+            log.step_slots.append(len(slots))
+            log.step_active.append(len(active))
+            for req in active:
+                yield from self._token(req, t)
+        yield from self._cleanup()
+
+    def _join(self, req: Request, slots: list[Request], slot: int) -> PolicyGen:
+        """Prefill one prompt into ``slot`` (a new one at the end, or a finished one)."""
+        req.slot = slot
+        req.prefill_us = yield self.rt.now()
+        if slot == len(slots):
+            slots.append(req)
+        else:
+            slots[slot] = req
+        self.log.max_slots_in_use = max(self.log.max_slots_in_use, len(slots))
+        name = "recycle" if req.admission == "recycle" else "join"
+        t = yield from self._step(name, self.cost.join_us(req.prompt_tokens))
+        yield from self._token(req, t)
+
+    def _cleanup(self) -> PolicyGen:
+        if self.cost.batch.cleanup_us > 0:
+            yield self.rt.host_work(self.cost.batch.cleanup_us, "batch_cleanup")
+
+
+# ----------------------------------------------------------------------------- the scheduler
+
+
+class BatchFormation(Protocol):
+    """A policy's batch-formation step: given the first request off the channel, return the batch."""
+
+    def form(self, rt: Runtime, channel: RequestChannel, first: Request) -> PolicyGen: ...
+
+
+def serve(rt: Runtime, inputs: BatchingInputs, formation: BatchFormation, options: LoopOptions) -> PolicyGen:
+    """The policy's main thread: start the request source, then form and run batches until all are served."""
+    screened = inputs.requests
+    requests = [Request(i, int(p), int(o), float(a)) for i, (p, o, a) in
+                enumerate(zip(screened.prompt_tokens, screened.output_tokens, screened.arrival_us))]
+    log = ServerLog(requests)
+    gpu = yield rt.create_stream(DEVICE, "gpu")
+    doorbell = yield rt.make_queue(1 << 30, "requests")
+    channel = RequestChannel(doorbell)
+    sources = []
+    if inputs.closed_loop_clients:
+        pool = deque(requests)
+        for c in range(inputs.closed_loop_clients):
+            done = yield rt.make_queue(4, f"client{c}.done")
+            sources.append((yield rt.spawn(closed_loop_client, channel, pool, c, inputs.think_us, done, name=f"client{c}")))
+    else:
+        sources.append((yield rt.spawn(open_loop_source, channel, requests, name="arrivals")))
+    loop = GenerateLoop(rt, gpu, channel, inputs.cost, options, log)
+    batch_id = 0
+    while loop.completed < len(requests):
+        first = yield from channel.recv(rt)
+        batch = yield from formation.form(rt, channel, first)
+        yield from loop.run(batch, batch_id)
+        batch_id += 1
+    log.end_us = yield rt.now()
+    for thread in sources:
+        yield rt.join(thread)
+    yield from channel.join_timers(rt)
+    return log

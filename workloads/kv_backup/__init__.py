@@ -1,0 +1,39 @@
+"""KV backup: the newest decode token's KV copied to host memory every step.
+
+Models a merged change to an LLM serving engine's sparse-attention coordinator
+(see ``../shared/reference/001-decode-kv-async-backup.txt``): the per-step D2H
+backup moved from the compute stream, with the host waiting, to a dedicated
+backup stream ordered by ``forward_done`` / ``backup_done`` events, which the
+change reports as 5% better end-to-end TPOT on an H20. The review also caught
+that a backup issued only on the scheduler rank loses every other
+tensor-parallel rank's shard; ``async_scheduler_rank_only`` models that bug.
+"""
+
+from harness.workload import NoParams, PolicyDef, Workload
+from workloads.kv_backup import policies
+from workloads.kv_backup.fidelity import FIDELITY
+from workloads.kv_backup.inputs import KvBackupParams, prepare
+from workloads.kv_backup.metrics import metrics
+
+WORKLOAD = Workload(
+    name="kv_backup",
+    params=KvBackupParams,
+    prepare=prepare,
+    policies={
+        "none": PolicyDef("none", NoParams, policies.none, "no backup (the floor)"),
+        "inline": PolicyDef("inline", NoParams, policies.inline, "D2H on the compute stream after the forward; the host waits"),
+        "async_stream": PolicyDef(
+            "async_stream", NoParams, policies.async_stream,
+            "D2H on a backup stream after forward_done; the next forward waits on backup_done",
+        ),
+        "deferred": PolicyDef("deferred", policies.DeferredParams, policies.deferred, "as async_stream, one copy per layer every k steps"),
+        "async_scheduler_rank_only": PolicyDef(
+            "async_scheduler_rank_only", NoParams, policies.async_scheduler_rank_only,
+            "BUG: async backup on rank 0 only; other TP ranks' shards are lost",
+        ),
+    },
+    metrics=metrics,
+    summary_metrics=("tpot_us", "backup_lag_mean_us", "bytes_backed_up", "host_link_util", "backups_lost"),
+    devices=lambda params: params.tp_ranks,
+    fidelity=FIDELITY,
+)
