@@ -4,13 +4,19 @@ Run directly with ``streamlit run dashboard/app.py``; the folders come from
 ``HARNESS_DASHBOARD_DIRS`` (``harness dashboard`` sets it), else ``results/``.
 """
 
+import os
+import sys
 from pathlib import Path
 
-import streamlit as st
+HERE = Path(__file__).resolve().parent
+# Streamlit puts the entry point's folder first on sys.path while a page runs: there `import fidelity` would find
+# dashboard/fidelity.py, not the fidelity package (every page importing dashboard.fidelity failed in a real server).
+for entry in [p for p in sys.path if p and os.path.abspath(p) == os.path.abspath(HERE)]:
+    sys.path.remove(entry)
 
-from dashboard import ui
+import streamlit as st  # noqa: E402
 
-HERE = Path(__file__).parent
+from dashboard import ui  # noqa: E402
 
 st.set_page_config(page_title="GPU policy harness", page_icon=":material/bar_chart:", layout="wide")
 page = st.navigation(

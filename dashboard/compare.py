@@ -27,7 +27,9 @@ def run_metrics(catalog: Catalog, runs: pd.DataFrame, run_level: bool = True) ->
     return metrics.merge(runs[keep], on=RUN_KEY, how="inner")
 
 
-def metric_summary(frame: pd.DataFrame, group: str = "policy_label", metric_order: list[str] | None = None) -> pd.DataFrame:
+def metric_summary(
+    frame: pd.DataFrame, group: str = "policy_label", metric_order: list[str] | None = None
+) -> pd.DataFrame:
     """Per (group, metric): mean, std, min, max over repetitions, and the number of runs.
 
     Policies keep the order in which they first appear; metrics follow ``metric_order`` when given.
@@ -38,10 +40,15 @@ def metric_summary(frame: pd.DataFrame, group: str = "policy_label", metric_orde
         .reset_index()
     )
     summary["std"] = summary["std"].fillna(0.0)
-    orders = {group: list(dict.fromkeys(frame[group])), "metric": list(dict.fromkeys([*(metric_order or []), *frame["metric"]]))}
+    orders = {
+        group: list(dict.fromkeys(frame[group])),
+        "metric": list(dict.fromkeys([*(metric_order or []), *frame["metric"]])),
+    }
     for column, order in orders.items():
         summary[column] = pd.Categorical(summary[column], categories=order, ordered=True)
-    return summary.sort_values([group, "metric"], kind="stable").reset_index(drop=True).astype({group: str, "metric": str})
+    return (
+        summary.sort_values([group, "metric"], kind="stable").reset_index(drop=True).astype({group: str, "metric": str})
+    )
 
 
 def relative_change(summary: pd.DataFrame, baseline: str, group: str = "policy_label") -> pd.DataFrame:
@@ -87,7 +94,9 @@ def _latency_rank(source: DistributionSource) -> int:
     return next((i for i, word in enumerate(LATENCY_WORDS) if word in source.column), len(LATENCY_WORDS))
 
 
-def distribution_values(catalog: Catalog, runs: pd.DataFrame, source: DistributionSource, group: str = "policy_label") -> pd.DataFrame:
+def distribution_values(
+    catalog: Catalog, runs: pd.DataFrame, source: DistributionSource, group: str = "policy_label"
+) -> pd.DataFrame:
     """Columns ``group``, ``value``: every sample of the distribution over ``runs``."""
     if source.table == "metrics":
         items = run_metrics(catalog, runs, run_level=False)
@@ -107,7 +116,9 @@ def cdf_frame(values: pd.DataFrame, group: str = "policy_label") -> pd.DataFrame
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[group, "value", "fraction"])
 
 
-def percentiles(values: pd.DataFrame, group: str = "policy_label", qs: tuple[float, ...] = (0.5, 0.9, 0.99)) -> pd.DataFrame:
+def percentiles(
+    values: pd.DataFrame, group: str = "policy_label", qs: tuple[float, ...] = (0.5, 0.9, 0.99)
+) -> pd.DataFrame:
     """p50/p90/p99 (and the mean and count) per group."""
     grouped = values.groupby(group, sort=False)["value"]
     table = grouped.quantile(list(qs)).unstack()
@@ -127,3 +138,115 @@ def default_metrics(workload: str, available: list[str], limit: int = 6) -> list
         preferred = ()
     chosen = [m for m in preferred if m in available]
     return chosen or available[:limit]
+
+
+# --------------------------------------------------------------------------- the headline: who wins, by how much
+
+HIGHER_IS_BETTER = ("tok_s", "tokens_per_s", "_per_s", "throughput", "goodput", "overlap_frac")
+LOWER_IS_BETTER = ("lost", "fallbacks", "dropped", "errors", "violations", "over_overlap_bound")
+
+
+def better_direction(metric: str, unit: str = "") -> str | None:
+    """``"lower"``, ``"higher"`` or None (busy fractions, bytes moved: no side is better by itself)."""
+    if any(word in metric for word in HIGHER_IS_BETTER):
+        return "higher"
+    if unit == "us" or metric.endswith("_us") or any(word in metric for word in LOWER_IS_BETTER):
+        return "lower"
+    return None
+
+
+def format_value(value: float, unit: str = "") -> str:
+    """A value in the unit people read: µs as ms or s, bytes as GB or MB, fractions as %, counts with commas."""
+    if value is None or not np.isfinite(value):
+        return "-"
+    if unit == "us":
+        from dashboard.timeline import format_duration
+
+        return format_duration(value)
+    if unit == "bytes":
+        for name, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+            if abs(value) >= size:
+                return f"{value / size:,.3g} {name}"
+        return f"{value:,.0f} B"
+    if unit == "fraction":
+        return f"{value:.1%}"
+    if unit == "count":
+        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+    if unit == "ratio":
+        return f"{value:,.3g}×"
+    return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.4g}"
+
+
+def metric_units(values: pd.DataFrame) -> dict[str, str]:
+    """metric -> unit, from the metrics rows (``unit`` column)."""
+    if "unit" not in values.columns:
+        return {}
+    return dict(zip(values["metric"], values["unit"].fillna("")))
+
+
+@dataclass(frozen=True)
+class Headline:
+    metric: str
+    direction: str | None  # "lower", "higher" or None
+    winner: str  # "" when nothing can win (one policy, or no better side)
+    text: str  # the one-line answer (Markdown)
+
+
+def headline(summary: pd.DataFrame, metric: str, unit: str = "", group: str = "policy_label") -> Headline:
+    """Which policy wins on ``metric``, by how much over the next best, and which side is better, with units."""
+    rows = summary[summary["metric"] == metric].dropna(subset=["mean"])
+    direction = better_direction(metric, unit)
+    if rows.empty:
+        return Headline(metric, direction, "", f"No policy reports `{metric}`.")
+    if direction is None or len(rows) < 2:
+        spread = ", ".join(f"{g} {format_value(v, unit)}" for g, v in zip(rows[group], rows["mean"]))
+        why = "one policy only" if len(rows) < 2 else "neither higher nor lower is better by itself"
+        return Headline(metric, direction, "", f"`{metric}` ({why}): {spread}.")
+    ranked = rows.sort_values("mean", ascending=direction == "lower", kind="stable")
+    best, second = ranked.iloc[0], ranked.iloc[1]
+    diff = abs(best["mean"] - second["mean"])
+    if diff == 0:
+        text = f"**Tie** on `{metric}` ({direction} is better): {best[group]} and {second[group]} both at " + (
+            f"{format_value(best['mean'], unit)}."
+        )
+        return Headline(metric, direction, "", text)
+    rel = diff / abs(second["mean"]) if second["mean"] else np.nan
+    by = f"{rel:.1%} {'less' if direction == 'lower' else 'more'} than" if np.isfinite(rel) else "ahead of"
+    worst = ranked.iloc[-1]
+    tail = f"; worst: {worst[group]} at {format_value(worst['mean'], unit)}" if len(ranked) > 2 else ""
+    text = (
+        f"**{best[group]}** wins on `{metric}` ({direction} is better): {format_value(best['mean'], unit)}, "
+        f"{by} the next best, {second[group]} ({format_value(second['mean'], unit)}, "
+        f"{format_value(diff, unit)} apart){tail}."
+    )
+    return Headline(metric, direction, str(best[group]), text)
+
+
+def change_table(change: pd.DataFrame, baseline: str, group: str = "policy_label", units=None) -> pd.DataFrame:
+    """Metric rows, one column per policy other than the baseline, cells like ``-39.1 %``.
+
+    Where the baseline's mean is 0 a percentage means nothing: the cell says so and gives the absolute difference.
+    """
+    units = units or {}
+    others = [g for g in dict.fromkeys(change[group]) if g != baseline]
+    metrics = list(dict.fromkeys(change["metric"]))
+    cells = {g: [] for g in others}
+    indexed = change.set_index([group, "metric"])
+    for metric in metrics:
+        for g in others:
+            if (g, metric) not in indexed.index:
+                cells[g].append("-")
+                continue
+            row = indexed.loc[(g, metric)]
+            base, rel = row["baseline_mean"], row["relative_change"]
+            if pd.isna(base):
+                cells[g].append("no baseline value")
+            elif np.isfinite(rel):
+                cells[g].append(f"{100 * rel:+.1f} %")
+            elif row["mean"] == base:
+                cells[g].append("0 (both 0)")
+            else:
+                diff = row["mean"] - base
+                sign = "+" if diff > 0 else "-"
+                cells[g].append(f"baseline 0, {sign}{format_value(abs(diff), units.get(metric, ''))}")
+    return pd.DataFrame(cells, index=pd.Index(metrics, name="metric"), columns=others)

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dashboard.fidelity import MEASURED, SIM
-from dashboard.timeline import TimelineView, lanes, min_visible_width_us
+from dashboard.timeline import TimelineView, format_duration, lanes, min_visible_width_us, time_unit
 
 KIND_COLOURS = {
     "kernel": "#4C78A8",
@@ -24,13 +24,24 @@ KIND_COLOURS = {
 }
 
 
-def policy_colours(labels) -> dict[str, str]:
-    """One colour per policy label, in order of first appearance, so every chart of a page agrees."""
-    palette = px.colors.qualitative.Plotly
-    return {label: palette[i % len(palette)] for i, label in enumerate(dict.fromkeys(labels))}
+def policy_colours(labels, universe=None) -> dict[str, str]:
+    """One colour per policy label, so every chart agrees: by its place among ``universe`` (every loaded label,
+    sorted; the same on every page) or, without one, in order of first appearance."""
+    palette = list(dict.fromkeys(px.colors.qualitative.Plotly + px.colors.qualitative.Dark24))
+    order = sorted(set(universe)) if universe is not None else list(dict.fromkeys(labels))
+    place = {label: i for i, label in enumerate(order)}
+    out: dict[str, str] = {}
+    for label in dict.fromkeys(labels):
+        colour = palette[place.get(label, len(place)) % len(palette)]
+        if colour in out.values():  # more labels than colours: never two alike on one chart
+            colour = next((c for c in palette if c not in out.values()), colour)
+        out[label] = colour
+    return out
 
 
-def metric_bars(summary: pd.DataFrame, group: str = "policy_label", wrap: int = 3, colours: dict[str, str] | None = None) -> go.Figure:
+def metric_bars(
+    summary: pd.DataFrame, group: str = "policy_label", wrap: int = 3, colours: dict[str, str] | None = None
+) -> go.Figure:
     """One panel per metric: the mean per policy, whiskers from the min to the max repetition."""
     frame = summary.assign(err_plus=summary["max"] - summary["mean"], err_minus=summary["mean"] - summary["min"])
     n_metrics = frame["metric"].nunique()
@@ -55,11 +66,18 @@ def metric_bars(summary: pd.DataFrame, group: str = "policy_label", wrap: int = 
     return fig
 
 
-def relative_bars(change: pd.DataFrame, baseline: str, group: str = "policy_label", colours: dict[str, str] | None = None) -> go.Figure:
+def relative_bars(
+    change: pd.DataFrame, baseline: str, group: str = "policy_label", colours: dict[str, str] | None = None
+) -> go.Figure:
     """Per metric, each policy's change against the baseline, in percent."""
     frame = change[change[group] != baseline].assign(change_pct=100 * change["relative_change"])
     fig = px.bar(
-        frame, x="metric", y="change_pct", color=group, barmode="group", hover_data={"mean": ":.4g", "baseline_mean": ":.4g"},
+        frame,
+        x="metric",
+        y="change_pct",
+        color=group,
+        barmode="group",
+        hover_data={"mean": ":.4g", "baseline_mean": ":.4g"},
         color_discrete_map=colours or policy_colours(change[group]),
     )
     fig.update_layout(yaxis_title=f"change vs {baseline} (%)", xaxis_title=None, height=420)
@@ -67,56 +85,122 @@ def relative_bars(change: pd.DataFrame, baseline: str, group: str = "policy_labe
     return fig
 
 
-def cdf_figure(cdf: pd.DataFrame, label: str, group: str = "policy_label", colours: dict[str, str] | None = None) -> go.Figure:
+def cdf_figure(
+    cdf: pd.DataFrame, label: str, group: str = "policy_label", colours: dict[str, str] | None = None
+) -> go.Figure:
     fig = px.line(
-        cdf, x="value", y="fraction", color=group, line_shape="hv", markers=len(cdf) <= 200,
+        cdf,
+        x="value",
+        y="fraction",
+        color=group,
+        line_shape="hv",
+        markers=len(cdf) <= 200,
         color_discrete_map=colours or policy_colours(cdf[group]),
     )
     fig.update_layout(xaxis_title=label, yaxis_title="fraction of samples ≤ x", yaxis_range=[0, 1.02], height=420)
     return fig
 
 
-def _timeline_traces(view: TimelineView, min_width_us: float, show_legend: set[str]) -> list[go.Bar]:
+def _hover_lines(bars: pd.DataFrame) -> list[str]:
+    """One hover text per bar: name, lane, times in fitting units, busy fraction, bytes and GB/s, launch latency."""
+    out = []
+    for b in bars.itertuples(index=False):
+        lines = [f"<b>{b.name}</b>", b.lane]
+        lines.append(
+            f"{format_duration(b.start_us)} → {format_duration(b.end_us)} ({format_duration(b.end_us - b.start_us)})"
+        )
+        if b.n_ops > 1:
+            lines.append(f"{b.n_ops:,} ops, busy {b.busy_frac:.0%} ({format_duration(b.busy_us)}): {b.kinds}")
+        if b.bytes > 0:
+            rate = f", {b.bytes / b.busy_us / 1e3:,.2f} GB/s" if b.busy_us > 0 else ""
+            lines.append(f"{b.bytes / 1e9:,.3f} GB{rate}")
+        if np.isfinite(b.launch_us):
+            lines.append(f"launch latency {format_duration(b.launch_us)}" + (" (mean)" if b.n_ops > 1 else ""))
+        out.append("<br>".join(lines))
+    return out
+
+
+def _timeline_traces(view: TimelineView, unit_us: float, min_width_us: float, legend: set[str]) -> list[go.Bar]:
     traces = []
     for kind, part in view.bars.groupby("kind", sort=True):
-        duration = part["end_us"] - part["start_us"]
-        custom = np.column_stack([part["name"], part["start_us"], part["end_us"], duration, part["bytes"], part["n_ops"]])
+        duration = (part["end_us"] - part["start_us"]).to_numpy()
+        single = part["n_ops"].to_numpy() == 1
         traces.append(
             go.Bar(
                 y=part["lane"],
-                x=np.maximum(duration, min_width_us),
-                base=part["start_us"],
+                x=np.maximum(duration, min_width_us) / unit_us,
+                base=part["start_us"] / unit_us,
                 orientation="h",
                 name=kind,
                 legendgroup=kind,
-                showlegend=kind not in show_legend,
-                marker_color=KIND_COLOURS.get(kind, "#888888"),
-                marker_line_width=0,
-                customdata=custom,
-                hovertemplate="%{customdata[0]}<br>%{y}<br>start %{customdata[1]:,.1f} µs<br>end %{customdata[2]:,.1f} µs"
-                "<br>duration %{customdata[3]:,.1f} µs<br>bytes %{customdata[4]:,}<br>ops %{customdata[5]}<extra>"
-                + kind
-                + "</extra>",
+                showlegend=kind not in legend,
+                marker=dict(
+                    color=KIND_COLOURS.get(kind, "#888888"),
+                    opacity=0.3 + 0.7 * part["busy_frac"].to_numpy(),
+                    line_width=0,
+                ),
+                text=np.where(single, part["name"], ""),
+                textposition="inside",
+                insidetextanchor="start",
+                hovertext=_hover_lines(part),
+                hovertemplate="%{hovertext}<extra>" + kind + "</extra>",
             )
         )
-        show_legend.add(kind)
+        legend.add(kind)
     return traces
 
 
-def timeline_figure(views: list[tuple[str, TimelineView]]) -> go.Figure:
-    """One timeline per run, stacked, on a shared time axis (µs since the run's start)."""
+def timeline_figure(views: list[tuple[str, TimelineView]], highlight: pd.DataFrame | None = None) -> go.Figure:
+    """One timeline per run, stacked, on a shared time axis in the unit that fits the window.
+
+    Merged bars are shaded by their busy fraction; ``highlight`` (ops with ``start_us``, ``end_us``, ``name``;
+    the first view's) are marked with a diamond above their start.
+    """
     heights = [max(2, len(lanes(v.bars))) for _, v in views]
     fig = make_subplots(
-        rows=len(views), cols=1, shared_xaxes=True, subplot_titles=[t for t, _ in views], row_heights=heights, vertical_spacing=0.12 if len(views) > 1 else 0.05
+        rows=len(views),
+        cols=1,
+        shared_xaxes=True,
+        subplot_titles=[t for t, _ in views],
+        row_heights=heights,
+        vertical_spacing=0.12 if len(views) > 1 else 0.05,
     )
-    min_width = min_visible_width_us([v for _, v in views])
+    start = min((v.start_us for _, v in views), default=0.0)
+    end = max((v.end_us for _, v in views), default=1.0)
+    unit, scale = time_unit(end - start)
+    min_width = min_visible_width_us(start, end)
     legend: set[str] = set()
     for row, (_, view) in enumerate(views, start=1):
-        for trace in _timeline_traces(view, min_width, legend):
+        for trace in _timeline_traces(view, scale, min_width, legend):
             fig.add_trace(trace, row=row, col=1)
-        fig.update_yaxes(categoryorder="array", categoryarray=lanes(view.bars)[::-1], row=row, col=1)
-    fig.update_xaxes(title="time (µs)", row=len(views), col=1)
-    fig.update_layout(barmode="overlay", height=140 + 42 * sum(heights), bargap=0.25, legend_title="op kind", margin=dict(l=10, r=10, t=50, b=40))
+        fig.update_yaxes(categoryorder="array", categoryarray=lanes(view.bars)[::-1], automargin=True, row=row, col=1)
+    if highlight is not None and not highlight.empty and views:
+        top = lanes(views[0][1].bars)[:1]
+        fig.add_trace(
+            go.Scatter(
+                x=highlight["start_us"] / scale,
+                y=top * len(highlight),
+                mode="markers",
+                marker=dict(symbol="diamond", size=10, color="black"),
+                name="search hits",
+                hovertext=[f"{n} at {format_duration(s)}" for n, s in zip(highlight["name"], highlight["start_us"])],
+                hovertemplate="%{hovertext}<extra>search</extra>",
+            ),
+            row=1,
+            col=1,
+        )
+    fig.update_xaxes(title=f"time ({unit})", row=len(views), col=1)
+    fig.update_xaxes(range=[start / scale, end / scale])
+    fig.update_layout(
+        barmode="overlay",
+        height=140 + 42 * sum(heights),
+        bargap=0.25,
+        legend_title="op kind",
+        margin=dict(l=10, r=10, t=50, b=40),
+        uniformtext=dict(minsize=9, mode="hide"),
+        dragmode="select",
+        selectdirection="h",
+    )
     return fig
 
 
@@ -142,7 +226,11 @@ def fidelity_scatter(pairs: pd.DataFrame, band_frac: float, log_axes: bool = Tru
     if not values.empty:
         lo, hi = float(values.min()) * 0.8, float(values.max()) * 1.25
         xs = np.geomspace(lo, hi, 50) if log_axes else np.linspace(lo, hi, 50)
-        fig.add_trace(go.Scatter(x=xs, y=xs * (1 + band_frac), mode="lines", line=dict(width=0), showlegend=False, hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=xs, y=xs * (1 + band_frac), mode="lines", line=dict(width=0), showlegend=False, hoverinfo="skip"
+            )
+        )
         fig.add_trace(
             go.Scatter(
                 x=xs,
@@ -155,13 +243,28 @@ def fidelity_scatter(pairs: pd.DataFrame, band_frac: float, log_axes: bool = Tru
                 hoverinfo="skip",
             )
         )
-        fig.add_trace(go.Scatter(x=xs, y=xs, mode="lines", line=dict(color="black", dash="dash", width=1), name="y = x", hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=xs, y=xs, mode="lines", line=dict(color="black", dash="dash", width=1), name="y = x", hoverinfo="skip"
+            )
+        )
     fig.update_layout(xaxis_title="simulated", yaxis_title="measured (replay)", height=560)
     return fig
 
 
-def sweep_line_figure(line: pd.DataFrame, x: str, metric: str, series: str = "policy") -> go.Figure:
-    fig = px.line(line, x=x, y="mean", color=series, error_y="std", markers=True, hover_data=["n"])
+def sweep_line_figure(line: pd.DataFrame, x: str, metric: str, series: str = "configuration") -> go.Figure:
+    """Mean per configuration against ``x``; whiskers from the min to the max repetition (never below the data)."""
+    frame = line.assign(err_plus=line["max"] - line["mean"], err_minus=line["mean"] - line["min"])
+    fig = px.line(
+        frame,
+        x=x,
+        y="mean",
+        color=series,
+        error_y="err_plus",
+        error_y_minus="err_minus",
+        markers=True,
+        hover_data={"n": True, "min": ":.4g", "max": ":.4g", "err_plus": False, "err_minus": False},
+    )
     fig.update_layout(yaxis_title=metric, xaxis_title=x, height=440)
     values = sorted(line[x].unique())
     if len(values) <= 20 and all(float(v).is_integer() for v in values):  # integer parameters: no 1.5 ticks
@@ -170,6 +273,39 @@ def sweep_line_figure(line: pd.DataFrame, x: str, metric: str, series: str = "po
 
 
 def sweep_heatmap_figure(grid: pd.DataFrame, x: str, y: str, metric: str) -> go.Figure:
-    fig = px.imshow(grid, x=[str(c) for c in grid.columns], y=[str(i) for i in grid.index], text_auto=".4g", aspect="auto", labels=dict(x=x, y=y, color=metric), origin="lower")
+    fig = px.imshow(
+        grid,
+        x=[str(c) for c in grid.columns],
+        y=[str(i) for i in grid.index],
+        text_auto=".4g",
+        aspect="auto",
+        labels=dict(x=x, y=y, color=metric),
+        origin="lower",
+    )
     fig.update_layout(height=440)
+    return fig
+
+
+def signed_error_figure(errors: pd.DataFrame, band_frac: float) -> go.Figure:
+    """Signed error per (spec, policy) and metric, in %: right of 0 the simulator predicts more than was measured."""
+    fig = px.bar(
+        errors,
+        x="error_pct",
+        y="pair",
+        color="metric",
+        orientation="h",
+        barmode="group",
+        hover_data={"simulated": ":,.2f", "measured": ":,.2f", "unit": True, "device_name": True, "pair": False},
+    )
+    for edge in (-100 * band_frac, 100 * band_frac):
+        fig.add_vline(x=edge, line_dash="dot", line_color="grey", line_width=1)
+    fig.add_vline(x=0, line_color="black", line_width=1)
+    n_pairs = max(1, errors["pair"].nunique()) if len(errors) else 1
+    fig.update_layout(
+        xaxis_title="simulated vs measured (%): + over-predicts, − under-predicts",
+        yaxis_title=None,
+        height=min(1800, 160 + 26 * n_pairs * max(1, errors["metric"].nunique() if len(errors) else 1) ** 0.5),
+        legend_title="metric",
+    )
+    fig.update_yaxes(automargin=True, categoryorder="array", categoryarray=list(dict.fromkeys(errors["pair"]))[::-1])
     return fig

@@ -24,6 +24,8 @@ def param_columns(frame: pd.DataFrame, numeric_only: bool = False) -> list[str]:
         cols = [
             c
             for c in cols
-            if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) and frame[c].notna().any()
+            if pd.api.types.is_numeric_dtype(frame[c])
+            and not pd.api.types.is_bool_dtype(frame[c])
+            and frame[c].notna().any()
         ]
     return cols

@@ -11,8 +11,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard.catalog import Catalog, FolderLoad, build_catalog, load_path
+from dashboard.catalog import Catalog, FolderLoad, build_catalog, load_path, read_run_ops
 from dashboard.export import PLOTLY_CONFIG, csv_bytes, figure_html, file_stem
+from dashboard.fidelity import Derived, derive_fidelity
+from dashboard.machines import machine_groups
 from dashboard.sources import dirs_from_env, expand, signature
 
 FOLDERS_KEY = "results_folders"
@@ -30,27 +32,74 @@ def _catalog(keys: tuple[tuple[str, tuple], ...]) -> Catalog:
     return build_catalog([_load(path, key) for path, key in keys])
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _run_ops(folder: str, key: tuple, run_id: str) -> pd.DataFrame:
+    """A few runs' ops held at once (categorical text: ~50 bytes an op), read lazily, never all of them."""
+    del key  # only a cache key
+    return read_run_ops(Path(folder), run_id)
+
+
+def run_ops(folder: str, run_id: str) -> pd.DataFrame:
+    """One run's ops, read from its folder on first use (cached by the folder's file signature). Do not mutate."""
+    return _run_ops(folder, signature(Path(folder)), run_id)
+
+
+def from_query(param: str, key: str, options) -> None:
+    """Before a widget: on first render, take its value from the URL's query parameter ``param`` if valid."""
+    value = st.query_params.get(param)
+    if key not in st.session_state and value is not None and value in list(options):
+        st.session_state[key] = value
+
+
+def to_query(**values) -> None:
+    """Write the page state into the URL, so a view can be shared (None removes a parameter)."""
+    for param, value in values.items():
+        if value is None:
+            st.query_params.pop(param, None)
+        elif st.query_params.get(param) != str(value):
+            st.query_params[param] = str(value)
+
+
 def folder_args() -> list[Path]:
     if FOLDERS_KEY not in st.session_state:
         st.session_state[FOLDERS_KEY] = "\n".join(str(p) for p in dirs_from_env())
     return [Path(line.strip()) for line in st.session_state[FOLDERS_KEY].splitlines() if line.strip()]
 
 
+def _keys() -> tuple[tuple[str, tuple], ...]:
+    return tuple((str(p), signature(p)) for p in expand(folder_args()))
+
+
 def catalog() -> Catalog:
     """Every results folder currently chosen, loaded (cached by path and modification time)."""
-    paths = expand(folder_args())
-    return _catalog(tuple((str(p), signature(p)) for p in paths))
+    return _catalog(_keys())
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _derived(keys: tuple[tuple[str, tuple], ...]) -> Derived:
+    return derive_fidelity(_catalog(keys))
+
+
+def fidelity_pairs() -> Derived:
+    """The sim-vs-replay pairs of the loaded runs, computed once per set of folders."""
+    return _derived(_keys())
 
 
 def sidebar(cat: Catalog) -> None:
     """Folder chooser and the load status of every folder (errors name the folder and file)."""
     with st.sidebar:
-        st.text_area("Results folders or table files (one a line; a folder of results folders counts as all of them)", key=FOLDERS_KEY, height=90)
+        st.text_area(
+            "Results folders or table files (one a line; a folder of results folders counts as all of them)",
+            key=FOLDERS_KEY,
+            height=90,
+        )
         for load in cat.folders:
             if load.ok and load.results is None:
                 st.caption(f":material/check: {load.path.name}: table {', '.join(load.tables)}")
             elif load.ok:
-                st.caption(f":material/check: {load.path.name}: {len(load.results.runs)} runs, {len(load.results.ops):,} ops")
+                st.caption(
+                    f":material/check: {load.path.name}: {len(load.results.runs)} runs, {load.results.n_ops:,} ops"
+                )
             else:
                 st.error(load.error, icon=":material/error:")
 
@@ -67,7 +116,9 @@ def show_figure(fig: go.Figure, key: str) -> None:
 
 
 def download_table(frame: pd.DataFrame, *stem: str, key: str, label: str = "Download table (CSV)") -> None:
-    st.download_button(label, csv_bytes(frame), file_name=file_stem(*stem) + ".csv", mime="text/csv", key=key, on_click="ignore")
+    st.download_button(
+        label, csv_bytes(frame), file_name=file_stem(*stem) + ".csv", mime="text/csv", key=key, on_click="ignore"
+    )
 
 
 def download_figure(fig: go.Figure, *stem: str, key: str) -> None:
@@ -84,11 +135,17 @@ def download_figure(fig: go.Figure, *stem: str, key: str) -> None:
 
 
 def pick_spec_backend(runs: pd.DataFrame, key: str) -> tuple[str, str, pd.DataFrame]:
-    """Choose an experiment (spec) and a backend; return them and that spec's runs on it."""
+    """Choose an experiment (spec) and a backend on one machine; return them and those runs.
+
+    Runs of one backend on different machines (replays on an H100 and an H200) are offered apart, never pooled.
+    The choice is kept in the URL (``?spec=...&backend=...``).
+    """
     left, right = st.columns(2)
     specs = sorted(runs["spec_name"].unique())
+    from_query("spec", f"{key}-spec", specs)
     spec = left.selectbox("Experiment (spec)", specs, key=f"{key}-spec")
-    mine = runs[runs["spec_name"] == spec]
-    backends = sorted(mine["backend"].unique())
-    backend = right.selectbox("Backend", backends, key=f"{key}-backend")
-    return spec, backend, mine[mine["backend"] == backend]
+    groups = machine_groups(runs[runs["spec_name"] == spec])
+    from_query("backend", f"{key}-backend", groups)
+    backend = right.selectbox("Backend (and machine)", list(groups), key=f"{key}-backend")
+    to_query(spec=spec, backend=backend)
+    return spec, backend, groups.get(backend, runs.iloc[:0])

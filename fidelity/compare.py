@@ -79,7 +79,9 @@ def load_many(paths: Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     if dup.any():
         first = all_runs[dup].iloc[0]
         folders = sorted(set(all_runs.loc[all_runs["run_id"] == first["run_id"], "folder"]))
-        raise InputError(first["folder"], f"run {first['run_id']!r}", f"appears in more than one folder ({', '.join(folders)})")
+        raise InputError(
+            first["folder"], f"run {first['run_id']!r}", f"appears in more than one folder ({', '.join(folders)})"
+        )
     return all_runs, pd.concat(metrics, ignore_index=True)
 
 
@@ -88,7 +90,9 @@ def _check_same_spec(runs: pd.DataFrame) -> None:
         hashes = rows.drop_duplicates("spec_sha256")
         if len(hashes) > 1:
             detail = "; ".join(f"{r.folder}: {r.spec_sha256[:12]}" for r in hashes.itertuples())
-            raise InputError(hashes.iloc[1]["folder"], f"spec {spec!r}", f"the runs were made from different spec files ({detail})")
+            raise InputError(
+                hashes.iloc[1]["folder"], f"spec {spec!r}", f"the runs were made from different spec files ({detail})"
+            )
 
 
 def fidelity_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
@@ -96,7 +100,11 @@ def fidelity_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     backends = set(runs["backend"])
     for needed in ("sim", "replay"):
         if needed not in backends:
-            raise InputError(", ".join(sorted(set(runs["folder"]))), "", f"no {needed} runs among these results; compare needs both sim and replay runs of a spec")
+            raise InputError(
+                ", ".join(sorted(set(runs["folder"]))),
+                "",
+                f"no {needed} runs among these results; compare needs both sim and replay runs of a spec",
+            )
     _check_same_spec(runs)
     ok = runs[runs["status"] == "ok"]
     m = metrics.merge(ok[["run_id", "spec_name", "policy_label", "backend", "profile", "device_name"]], on="run_id")
@@ -106,10 +114,15 @@ def fidelity_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     rep = agg[agg["backend"] == "replay"].drop(columns="backend")
     joined = sim.merge(rep, on=keys, suffixes=("_sim", "_replay"))
     if joined.empty:
-        pairs_sim = sorted(set(zip(ok.loc[ok["backend"] == "sim", "spec_name"], ok.loc[ok["backend"] == "sim", "policy_label"])))
-        pairs_rep = sorted(set(zip(ok.loc[ok["backend"] == "replay", "spec_name"], ok.loc[ok["backend"] == "replay", "policy_label"])))
+        pairs_sim = sorted(
+            set(zip(ok.loc[ok["backend"] == "sim", "spec_name"], ok.loc[ok["backend"] == "sim", "policy_label"]))
+        )
+        pairs_rep = sorted(
+            set(zip(ok.loc[ok["backend"] == "replay", "spec_name"], ok.loc[ok["backend"] == "replay", "policy_label"]))
+        )
         raise InputError(
-            ", ".join(sorted(set(runs["folder"]))), "",
+            ", ".join(sorted(set(runs["folder"]))),
+            "",
             f"no (spec, policy) has successful runs on both backends; sim has {pairs_sim}, replay has {pairs_rep}",
         )
     out = pd.DataFrame(
@@ -171,7 +184,8 @@ def makespan_summary(table: pd.DataFrame, metric: str = "makespan_us") -> dict:
     rows = table[table["metric"] == metric]
     errors = rows["rel_error"].abs()
     ranks_agree = {
-        spec: bool((g["rank_simulated"] == g["rank_measured"]).all()) for spec, g in rows.groupby("spec_name", sort=False)
+        spec: bool((g["rank_simulated"] == g["rank_measured"]).all())
+        for spec, g in rows.groupby("spec_name", sort=False)
     }
     return {
         "rows": len(rows),

@@ -38,7 +38,9 @@ OP_KINDS = ("kernel", "copy_h2d", "copy_d2h", "copy_d2d")  # device ops whose du
 _MEASURED_STAT = {"median": "measured", "min": "measured_min", "max": "measured_max"}
 
 
-def workload_of(table: pd.DataFrame, results_dir: Path | None = None, spec_dirs: Sequence[Path] = (SPECS_DIR,)) -> dict[str, str]:
+def workload_of(
+    table: pd.DataFrame, results_dir: Path | None = None, spec_dirs: Sequence[Path] = (SPECS_DIR,)
+) -> dict[str, str]:
     """Each spec's workload ("" when unknown).
 
     From the table's ``workload`` column; for a table stored before that column, from
@@ -120,8 +122,14 @@ def criteria_lines(rows: pd.DataFrame, fidelity: Fidelity) -> list[str]:
             lines.append(f"- {bound.metric}: no row has both a simulated and a measured value")
             continue
         median, worst = float(errors.median()), float(errors.max())
-        lines.append(f"- {bound.metric}, median |error| {median:.2%} (limit {bound.median_limit:.0%}): {_verdict(median <= bound.median_limit)}")
-        lines.append(f"- {bound.metric}, worst |error| {worst:.2%} (limit {bound.worst_limit:.0%}): {_verdict(worst <= bound.worst_limit)}")
+        lines.append(
+            f"- {bound.metric}, median |error| {median:.2%} (limit {bound.median_limit:.0%}): "
+            f"{_verdict(median <= bound.median_limit)}"
+        )
+        lines.append(
+            f"- {bound.metric}, worst |error| {worst:.2%} (limit {bound.worst_limit:.0%}): "
+            f"{_verdict(worst <= bound.worst_limit)}"
+        )
     for metric in fidelity.ranked_metrics:
         for spec, g in rows[rows["metric"] == metric].groupby("spec_name", sort=False):
             agree = bool((g["rank_simulated"] == g["rank_measured"]).all())
@@ -182,17 +190,21 @@ def provenance_lines(table: pd.DataFrame, profile: Mapping | None, command: str)
         prov = profile.get("provenance", {})
         host = profile.get("host", {})
         lines += [
-            f"- replayed on: {devices}; calibrated GPU 0: {prov.get('gpu', '?')}; driver {prov.get('driver', '?')}; torch {prov.get('torch', '?')}",
+            f"- replayed on: {devices}; calibrated GPU 0: {prov.get('gpu', '?')}; "
+            f"driver {prov.get('driver', '?')}; torch {prov.get('torch', '?')}",
             f"- profile: `{profile.get('name', '?')}` measured {prov.get('date', '?')} by `harness calibrate`;"
             " host costs (µs): " + ", ".join(f"{k}={v}" for k, v in host.items()),
         ]
     else:
-        lines.append(f"- replayed on: {devices}; simulated with profile(s): {', '.join(sorted(set(table['profile']) - {''})) or '?'}")
+        lines.append(
+            f"- replayed on: {devices}; "
+            f"simulated with profile(s): {', '.join(sorted(set(table['profile']) - {''})) or '?'}"
+        )
     if command:
         lines.append(f"- command: `{command}`")
     lines.append(
-        "- simulated: `harness sim` with that profile; measured: `harness replay`, median of the repetitions (range in brackets);"
-        " error = (simulated - measured) / measured"
+        "- simulated: `harness sim` with that profile; measured: `harness replay`, "
+        "median of the repetitions (range in brackets); error = (simulated - measured) / measured"
     )
     return lines
 

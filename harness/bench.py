@@ -8,11 +8,14 @@ policies, or by name among its workload's policies with default parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from harness.backend import BackendFactory
 from harness.errors import InputError
+from harness.limits import Limits
 from harness.machine import machine_report
+from harness.runner import check_limits
 from harness.spec import LoadedSpec, PolicyRun
 
 
@@ -28,13 +31,24 @@ def pick_policy(loaded: LoadedSpec, label: str) -> PolicyRun:
     try:
         params = definition.params()
     except Exception as err:  # pydantic: a required parameter without a default
-        raise InputError(loaded.path, "policies", f"policy {label!r} needs parameters; add it to the spec: {err}") from None
+        raise InputError(
+            loaded.path, "policies", f"policy {label!r} needs parameters; add it to the spec: {err}"
+        ) from None
     return PolicyRun(label, definition, params)
 
 
-def run_bench(loaded: LoadedSpec, label: str, repeat: int, simulator: BackendFactory) -> dict[str, str]:
-    """Simulate policy ``label`` of the spec ``repeat`` times; report the best run's throughput."""
+def run_bench(
+    loaded: LoadedSpec, label: str, repeat: int, simulator: BackendFactory, limits: Limits | None = None
+) -> dict[str, str]:
+    """Simulate policy ``label`` of the spec ``repeat`` times; report the best run's throughput.
+
+    One run is checked against ``limits`` (``harness.runner.check_limits``) before the inputs are prepared.
+    """
+    if repeat < 1:
+        raise InputError(loaded.path, "", f"repeat must be >= 1, got {repeat}")
     run = pick_policy(loaded, label)
+    one_run = dataclasses.replace(loaded, policies=[run], spec=loaded.spec.model_copy(update={"repetitions": 1}))
+    check_limits(one_run, limits)
     inputs = loaded.workload.prepare(loaded.prepare_context())
     devices = loaded.workload.devices(loaded.workload_params)
     best = float("inf")

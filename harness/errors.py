@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pydantic
 
-
 SPEC_WORKLOAD = "[workload]"
 """Source a workload's ``prepare`` gives for a problem in the spec's own [workload]
 values (not in a file it reads); the runner re-homes it to the spec file."""
@@ -31,5 +30,6 @@ def from_validation_error(source: str | Path, err: pydantic.ValidationError, pre
     loc = ".".join(str(part) for part in first["loc"])
     where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
     more = len(err.errors()) - 1
-    message = first["msg"] + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+    message = first["msg"].removeprefix("Value error, ")
+    message += f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return InputError(source, f"field '{where}'" if where else "", message)

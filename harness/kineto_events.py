@@ -219,7 +219,9 @@ def _sync_table(events: list, idx: list[int]) -> pd.DataFrame:
     args = [events[i].get("args") or {} for i in idx]
 
     def col(key: str) -> pd.Series:
-        return _ints(pd.to_numeric(pd.Series([a.get(key) for a in args], dtype=object), errors="coerce").to_numpy(dtype=float))
+        return _ints(
+            pd.to_numeric(pd.Series([a.get(key) for a in args], dtype=object), errors="coerce").to_numpy(dtype=float)
+        )
 
     return pd.DataFrame(
         {

@@ -39,10 +39,31 @@ import pandas as pd
 HOST_PID = 100000
 """The host process's pid in exported traces (GPU processes use pid = device)."""
 
-_COPY_NAMES = {"copy_h2d": ("HtoD", "{host} -> Device"), "copy_d2h": ("DtoH", "Device -> {host}"), "copy_d2d": ("DtoD", "Device -> Device")}
+_COPY_NAMES = {
+    "copy_h2d": ("HtoD", "{host} -> Device"),
+    "copy_d2h": ("DtoH", "Device -> {host}"),
+    "copy_d2d": ("DtoD", "Device -> Device"),
+}
 _HOST_MEMORY = {"pinned": "Pinned", "pageable": "Pageable"}
-_LAUNCH_CALLS = {"kernel": "cudaLaunchKernel", "record": "cudaEventRecord", "wait": "cudaStreamWaitEvent", "memset": "cudaMemsetAsync"}
-_OPS_COLUMNS = ["op_id", "device", "stream", "kind", "name", "bytes", "host_memory", "thread", "issue_us", "start_us", "end_us"]
+_LAUNCH_CALLS = {
+    "kernel": "cudaLaunchKernel",
+    "record": "cudaEventRecord",
+    "wait": "cudaStreamWaitEvent",
+    "memset": "cudaMemsetAsync",
+}
+_OPS_COLUMNS = [
+    "op_id",
+    "device",
+    "stream",
+    "kind",
+    "name",
+    "bytes",
+    "host_memory",
+    "thread",
+    "issue_us",
+    "start_us",
+    "end_us",
+]
 
 
 @dataclass(frozen=True)
@@ -61,7 +82,10 @@ def export_perfetto(ops: pd.DataFrame, path: str | Path, title: str = "harness r
     streams = _stream_ids(ops)
     threads = {name: i + 1 for i, name in enumerate(pd.unique(ops["thread"].fillna("main")))}
     events = _metadata(ops, streams, threads)
-    records = {r.name: (int(r.op_id) + 1, streams[(int(r.device), r.stream)]) for r in ops[ops["kind"] == "record"].itertuples()}
+    records = {
+        r.name: (int(r.op_id) + 1, streams[(int(r.device), r.stream)])
+        for r in ops[ops["kind"] == "record"].itertuples()
+    }
     for op in ops.itertuples(index=False):
         tid = threads[op.thread if isinstance(op.thread, str) else "main"]
         if op.device >= 0:
@@ -96,10 +120,18 @@ def _stream_ids(ops: pd.DataFrame) -> dict[tuple[int, str], int]:
 
 
 def _metadata(ops: pd.DataFrame, streams: dict, threads: dict) -> list[dict]:
-    meta = lambda name, pid, tid, args: {"name": name, "ph": "M", "ts": 0, "pid": pid, "tid": tid, "args": args}
-    events = [meta("process_name", HOST_PID, 0, {"name": "harness host"}), meta("process_labels", HOST_PID, 0, {"labels": "CPU"})]
+    def meta(name: str, pid: int, tid: int, args: dict) -> dict:
+        return {"name": name, "ph": "M", "ts": 0, "pid": pid, "tid": tid, "args": args}
+
+    events = [
+        meta("process_name", HOST_PID, 0, {"name": "harness host"}),
+        meta("process_labels", HOST_PID, 0, {"labels": "CPU"}),
+    ]
     for device in sorted({d for d, _ in streams}):
-        events += [meta("process_name", device, 0, {"name": f"GPU {device}"}), meta("process_labels", device, 0, {"labels": f"GPU {device}"})]
+        events += [
+            meta("process_name", device, 0, {"name": f"GPU {device}"}),
+            meta("process_labels", device, 0, {"labels": f"GPU {device}"}),
+        ]
         events.append(meta("process_sort_index", device, 0, {"sort_index": 5000000 + device}))
     events += [meta("thread_name", d, tid, {"name": f"stream {tid} {s}"}) for (d, s), tid in streams.items()]
     events += [meta("thread_name", HOST_PID, tid, {"name": name}) for name, tid in threads.items()]
@@ -108,20 +140,40 @@ def _metadata(ops: pd.DataFrame, streams: dict, threads: dict) -> list[dict]:
 
 def _slice(cat: str, name: str, pid: int, tid: int, start: float, end: float, args: dict) -> dict:
     ts = round(float(start), 3)
-    return {"ph": "X", "cat": cat, "name": name, "pid": pid, "tid": tid, "ts": ts, "dur": round(max(float(end) - ts, 0.0), 3), "args": args}
+    return {
+        "ph": "X",
+        "cat": cat,
+        "name": name,
+        "pid": pid,
+        "tid": tid,
+        "ts": ts,
+        "dur": round(max(float(end) - ts, 0.0), 3),
+        "args": args,
+    }
 
 
 def _device_op(op, stream_id: int, host_tid: int, records: dict) -> list[dict]:
     """The host call, the GPU-side event (if Kineto has one) and the flow between them."""
     corr, device = int(op.op_id) + 1, int(op.device)
-    base = {"device": device, "stream": stream_id, "correlation": corr, "harness name": op.name, "stream name": op.stream}
+    base = {
+        "device": device,
+        "stream": stream_id,
+        "correlation": corr,
+        "harness name": op.name,
+        "stream name": op.stream,
+    }
     call = _LAUNCH_CALLS.get(op.kind, "cudaMemcpyAsync")
     events = [_slice("cuda_runtime", call, HOST_PID, host_tid, op.issue_us, op.issue_us, {"correlation": corr})]
     if op.kind == "record":
         return events
     if op.kind == "wait":
         wait_corr, wait_stream = records.get(op.name, (-1, -1))
-        sync = {**base, "cuda_sync_kind": "Stream Wait Event", "wait_on_stream": wait_stream, "wait_on_cuda_event_record_corr_id": wait_corr}
+        sync = {
+            **base,
+            "cuda_sync_kind": "Stream Wait Event",
+            "wait_on_stream": wait_stream,
+            "wait_on_cuda_event_record_corr_id": wait_corr,
+        }
         return events + [_slice("cuda_sync", "Stream Wait Event", device, stream_id, op.start_us, op.end_us, sync)]
     if op.kind in _COPY_NAMES:
         direction, sides = _COPY_NAMES[op.kind]
@@ -130,10 +182,27 @@ def _device_op(op, stream_id: int, host_tid: int, records: dict) -> list[dict]:
     else:
         cat = "gpu_memset" if op.kind == "memset" else "kernel"
         name = "Memset (Device)" if op.kind == "memset" else op.name
-        gpu = _slice(cat, name, device, stream_id, op.start_us, op.end_us, {**base, "bytes": int(op.bytes)} if op.kind == "memset" else base)
+        gpu = _slice(
+            cat,
+            name,
+            device,
+            stream_id,
+            op.start_us,
+            op.end_us,
+            {**base, "bytes": int(op.bytes)} if op.kind == "memset" else base,
+        )
     flows = [
         {"ph": "s", "id": corr, "pid": HOST_PID, "tid": host_tid, "ts": events[0]["ts"], "cat": "ac2g", "name": "ac2g"},
-        {"ph": "f", "id": corr, "pid": device, "tid": stream_id, "ts": gpu["ts"], "cat": "ac2g", "name": "ac2g", "bp": "e"},
+        {
+            "ph": "f",
+            "id": corr,
+            "pid": device,
+            "tid": stream_id,
+            "ts": gpu["ts"],
+            "cat": "ac2g",
+            "name": "ac2g",
+            "bp": "e",
+        },
     ]
     return events + [gpu] + flows
 
@@ -142,12 +211,24 @@ def _host_op(op, tid: int, streams: dict) -> list[dict]:
     """A host-thread op: syncs and allocations as runtime calls, the rest as CPU work."""
     corr = int(op.op_id) + 1
     if op.kind == "host_alloc":
-        return [_slice("cuda_runtime", "cudaMalloc", HOST_PID, tid, op.start_us, op.end_us, {"correlation": corr, "harness name": op.name})]
+        return [
+            _slice(
+                "cuda_runtime",
+                "cudaMalloc",
+                HOST_PID,
+                tid,
+                op.start_us,
+                op.end_us,
+                {"correlation": corr, "harness name": op.name},
+            )
+        ]
     if op.kind != "host_sync":
         return [_slice("cpu_op", op.name, HOST_PID, tid, op.start_us, op.end_us, {"harness kind": op.kind})]
     synced = re.fullmatch(r"sync:(.+)", str(op.name))
     target = next(((d, sid) for (d, s), sid in streams.items() if synced and s == synced.group(1)), None)
-    call, kind = ("cudaEventSynchronize", "Event Sync") if op.name == "sync_event" else ("cudaDeviceSynchronize", "Context Sync")
+    call, kind = (
+        ("cudaEventSynchronize", "Event Sync") if op.name == "sync_event" else ("cudaDeviceSynchronize", "Context Sync")
+    )
     if target:
         call, kind = "cudaStreamSynchronize", "Stream Sync"
     args = {"correlation": corr, "harness name": op.name}

@@ -60,6 +60,9 @@ class DeviceFigures(_Strict):
     memory_bytes: int = pydantic.Field(gt=0)
     d2d_latency_us: float = pydantic.Field(ge=0)
     d2d_gbps: float = pydantic.Field(gt=0)
+    # GPU time between two kernels of one CUDA graph (the device's own launch of the next node).
+    # Optional: a profile without it runs a graph's kernels back to back.
+    graph_kernel_gap_us: float = pydantic.Field(default=0.0, ge=0)
 
 
 class HostCosts(_Strict):
@@ -76,6 +79,13 @@ class HostCosts(_Strict):
     thread_wake_us: float = pydantic.Field(default=0.0, ge=0)
     alloc_us: float = pydantic.Field(ge=0)
     free_us: float = pydantic.Field(ge=0)
+    # One CUDA-graph launch (``launch_graph``), whatever the graph holds. Optional: a profile without
+    # it charges a graph launch what one kernel launch costs.
+    graph_launch_us: float | None = pydantic.Field(default=None, ge=0)
+
+    @property
+    def graph_launch_cost_us(self) -> float:
+        return self.launch_us if self.graph_launch_us is None else self.graph_launch_us
 
 
 class LinkTable(_Strict):
@@ -93,7 +103,7 @@ class LinkTable(_Strict):
         return samples
 
     @pydantic.model_validator(mode="after")
-    def _times_exceed_latency(self) -> "LinkTable":
+    def _times_exceed_latency(self) -> LinkTable:
         for size, time_us in self.samples:
             if not time_us > self.latency_us:
                 raise ValueError(f"sample [{size}, {time_us}] is not slower than latency_us={self.latency_us}")
@@ -157,7 +167,7 @@ class CopyCurve:
     log_transfer_us: tuple[float, ...]  # log(time - latency) at each sample
 
     @classmethod
-    def from_table(cls, table: LinkTable) -> "CopyCurve":
+    def from_table(cls, table: LinkTable) -> CopyCurve:
         log_sizes = tuple(math.log(s) for s, _ in table.samples)
         log_transfer = tuple(math.log(t - table.latency_us) for _, t in table.samples)
         return cls(table.latency_us, log_sizes, log_transfer)

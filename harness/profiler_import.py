@@ -87,7 +87,9 @@ def import_profiler_trace(path: str | Path, device: int | None = None, limit: in
     path = Path(path)
     ev = load_kineto_events(path, limit)
     if ev.gpu.empty:
-        raise InputError(path, "", "no GPU events (kernel, gpu_memcpy, gpu_memset): a CPU-only profile cannot be imported")
+        raise InputError(
+            path, "", "no GPU events (kernel, gpu_memcpy, gpu_memset): a CPU-only profile cannot be imported"
+        )
     devices = tuple(int(d) for d in sorted(ev.gpu["device"].dropna().unique()))
     gpu = _classify_gpu(path, ev.gpu)
     if device is not None:
@@ -132,7 +134,11 @@ def _classify_gpu(path: Path, gpu: pd.DataFrame) -> pd.DataFrame:
     for name, result in parsed.items():
         if result is None:
             first = int(gpu.loc[copies & (gpu["name"] == name), "idx"].iloc[0])
-            raise InputError(path, f"event {first}", f"unknown memcpy name {name!r}; expected 'Memcpy HtoD|DtoH|DtoD|PtoP (<src> -> <dst>)'")
+            raise InputError(
+                path,
+                f"event {first}",
+                f"unknown memcpy name {name!r}; expected 'Memcpy HtoD|DtoH|DtoD|PtoP (<src> -> <dst>)'",
+            )
     gpu.loc[copies, "kind"] = gpu.loc[copies, "name"].map(lambda n: parsed[n][0])
     gpu.loc[copies, "host_memory"] = gpu.loc[copies, "name"].map(lambda n: parsed[n][1])
     gpu.loc[gpu["kind"].isin(["copy_h2d", "copy_d2h"]) & gpu["host_memory"].isna(), "host_memory"] = ""
@@ -150,18 +156,28 @@ def _link(path: Path, ev: KinetoEvents, gpu: pd.DataFrame) -> pd.DataFrame:
         gpu.loc[missing, "correlation"] = _correlations_from_flows(ev, gpu[missing])
         if gpu["correlation"].isna().any():
             bad = gpu[gpu["correlation"].isna()].iloc[0]
-            raise InputError(path, f"event {int(bad['idx'])}", f"GPU op {bad['name'][:60]!r} has no args.correlation and no ac2g flow linking it to a host call")
+            raise InputError(
+                path,
+                f"event {int(bad['idx'])}",
+                f"GPU op {bad['name'][:60]!r} has no args.correlation and no ac2g flow linking it to a host call",
+            )
     return gpu
 
 
 def _correlations_from_flows(ev: KinetoEvents, ops: pd.DataFrame) -> pd.Series:
     """The correlation of the call each op's ``ac2g`` flow starts at (NA where there is none)."""
     flows = ev.flows
-    key = lambda pid, tid, ts: f"{pid}|{tid}|{ts!r}"
+
+    def key(pid: object, tid: object, ts: object) -> str:
+        return f"{pid}|{tid}|{ts!r}"
+
     finish = {key(p, t, ts): i for p, t, ts, i in zip(flows["pid"], flows["tid"], flows["ts"], flows["id"])}
     starts = flows[flows["ph"] == "s"]
     start_at = dict(zip(starts["id"], (key(p, t, ts) for p, t, ts in zip(starts["pid"], starts["tid"], starts["ts"]))))
-    call_at = {key(p, t, ts): c for p, t, ts, c in zip(ev.calls["pid"], ev.calls["tid"], ev.calls["ts"], ev.calls["correlation"])}
+    call_at = {
+        key(p, t, ts): c
+        for p, t, ts, c in zip(ev.calls["pid"], ev.calls["tid"], ev.calls["ts"], ev.calls["correlation"])
+    }
     found = []
     for d, s, ts in zip(ops["device"], ops["stream"], ops["ts"]):
         flow = finish.get(key(d, s, ts))
@@ -183,10 +199,16 @@ def _host_calls(ev: KinetoEvents, gpu: pd.DataFrame, device: int | None) -> pd.D
     calls = ev.calls.copy()
     calls["kind"] = calls["name"].map({n: call_kind(n) for n in calls["name"].unique()})
     all_ops = ev.gpu.drop_duplicates("correlation")[["correlation", "device", "stream"]]
-    calls = calls.merge(all_ops.rename(columns={"device": "op_device", "stream": "op_stream"}), on="correlation", how="left")
-    syncs = ev.syncs.drop_duplicates("correlation")[["correlation", "device", "stream", "wait_stream", "wait_correlation"]]
+    calls = calls.merge(
+        all_ops.rename(columns={"device": "op_device", "stream": "op_stream"}), on="correlation", how="left"
+    )
+    syncs = ev.syncs.drop_duplicates("correlation")[
+        ["correlation", "device", "stream", "wait_stream", "wait_correlation"]
+    ]
     syncs = syncs.mask(syncs.isin([-1]))  # -1: the sync names no stream or record
-    calls = calls.merge(syncs.rename(columns={"device": "sync_device", "stream": "sync_stream"}), on="correlation", how="left")
+    calls = calls.merge(
+        syncs.rename(columns={"device": "sync_device", "stream": "sync_stream"}), on="correlation", how="left"
+    )
     target = calls["op_device"].fillna(calls["sync_device"])
     if device is not None:
         calls = calls[target.isna() | (target == device)]
@@ -257,7 +279,7 @@ def _innermost(ann: pd.DataFrame, tid: np.ndarray, ts: np.ndarray) -> np.ndarray
 def _parents(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Index of each range's enclosing range (-1 at top level); ranges sorted by start."""
     parent, stack = np.full(len(starts), -1), []
-    for i, (s, e) in enumerate(zip(starts, ends)):
+    for i, (s, _e) in enumerate(zip(starts, ends)):
         while stack and ends[stack[-1]] < s:
             stack.pop()
         parent[i] = stack[-1] if stack else -1
@@ -268,7 +290,9 @@ def _parents(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 # --- assembly ----------------------------------------------------------------------
 
 
-def _assemble(path: Path, ev: KinetoEvents, gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[pd.DataFrame, float, list[str]]:
+def _assemble(
+    path: Path, ev: KinetoEvents, gpu: pd.DataFrame, calls: pd.DataFrame
+) -> tuple[pd.DataFrame, float, list[str]]:
     """Both row families in trace-format columns, rebased to the first event (``origin``), sorted by start."""
     origin = float(min(gpu["ts"].min(), calls["ts"].min() if len(calls) else np.inf))
     gaps, overlaps = _host_gaps(calls, origin)
@@ -278,9 +302,13 @@ def _assemble(path: Path, ev: KinetoEvents, gpu: pd.DataFrame, calls: pd.DataFra
     group = np.where(pd.isna(step), annotation, step)
     host = _call_rows(calls, origin, gaps, group, annotation)
     dev, notes = _gpu_rows(path, gpu, calls.assign(group=group, annotation=annotation), origin)
-    ops = pd.concat([dev, host], ignore_index=True).sort_values(["start_us", "source_index"], kind="stable", ignore_index=True)
+    ops = pd.concat([dev, host], ignore_index=True).sort_values(
+        ["start_us", "source_index"], kind="stable", ignore_index=True
+    )
     if overlaps:
-        notes.append(f"{overlaps} host call(s) started before the previous call on their thread ended; their host_gap_us is 0")
+        notes.append(
+            f"{overlaps} host call(s) started before the previous call on their thread ended; their host_gap_us is 0"
+        )
     for column in ("correlation", "wait_correlation", "source_index"):
         ops[column] = pd.to_numeric(ops[column]).astype("Int64")
     return ops[TRACE_SCHEMA.names], origin, notes
@@ -292,7 +320,9 @@ def _stream_names(streams: pd.Series) -> pd.Series:
     return ids.astype(object).map(lambda v: None if v is pd.NA else str(v))
 
 
-def _call_rows(calls: pd.DataFrame, origin: float, gaps: np.ndarray, group: np.ndarray, annotation: np.ndarray) -> pd.DataFrame:
+def _call_rows(
+    calls: pd.DataFrame, origin: float, gaps: np.ndarray, group: np.ndarray, annotation: np.ndarray
+) -> pd.DataFrame:
     start = calls["ts"].to_numpy() - origin
     return pd.DataFrame(
         {
@@ -300,7 +330,11 @@ def _call_rows(calls: pd.DataFrame, origin: float, gaps: np.ndarray, group: np.n
             "stream": _stream_names(calls["stream"]).fillna("").to_numpy(),
             "kind": calls["kind"].to_numpy(),
             "name": calls["name"].to_numpy(),
-            "bytes": calls["size"].fillna(0).where(calls["kind"].isin(["call_memcpy", "call_memset"]), 0).astype(np.int64).to_numpy(),
+            "bytes": calls["size"]
+            .fillna(0)
+            .where(calls["kind"].isin(["call_memcpy", "call_memset"]), 0)
+            .astype(np.int64)
+            .to_numpy(),
             "duration_us": calls["dur"].to_numpy(),
             "start_us": start,
             "launch_us": start,
@@ -326,15 +360,23 @@ def _gpu_rows(path: Path, gpu: pd.DataFrame, calls: pd.DataFrame, origin: float)
     lacking = gpu["kind"].ne("kernel") & nbytes.isna()
     if lacking.any():
         bad = gpu[lacking].iloc[0]
-        raise InputError(path, f"event {int(bad['idx'])}", f"{bad['kind']} {bad['name']!r} records no bytes (args.bytes)")
+        raise InputError(
+            path, f"event {int(bad['idx'])}", f"{bad['kind']} {bad['name']!r} records no bytes (args.bytes)"
+        )
     start = gpu["ts"].to_numpy() - origin
     launch_us = gpu["call_ts"].to_numpy(dtype=float) - origin
     early = launch_us > start
     notes = []
     if early.any():
-        notes.append(f"{int(early.sum())} GPU op(s) started up to {np.max(launch_us[early] - start[early]):.3f} us before their launch call (clock skew); launch_us clamped to their start")
-    if (unlinked := int(np.isnan(launch_us).sum())):
-        notes.append(f"{unlinked} GPU op(s) have no launch call in the trace (launched before the recording window); launch_us is null")
+        notes.append(
+            f"{int(early.sum())} GPU op(s) started up to {np.max(launch_us[early] - start[early]):.3f} us "
+            "before their launch call (clock skew); launch_us clamped to their start"
+        )
+    if unlinked := int(np.isnan(launch_us).sum()):
+        notes.append(
+            f"{unlinked} GPU op(s) have no launch call in the trace "
+            "(launched before the recording window); launch_us is null"
+        )
     rows = pd.DataFrame(
         {
             "device": gpu["device"].astype(np.int32).to_numpy(),
@@ -360,7 +402,9 @@ def _gpu_rows(path: Path, gpu: pd.DataFrame, calls: pd.DataFrame, origin: float)
     return rows, notes
 
 
-def _provenance(ev: KinetoEvents, origin: float, devices: tuple[int, ...], device: int | None, notes: list[str]) -> Provenance:
+def _provenance(
+    ev: KinetoEvents, origin: float, devices: tuple[int, ...], device: int | None, notes: list[str]
+) -> Provenance:
     """Where the trace came from, its GPUs, recording date, and the import's caveats."""
     kept = [device] if device is not None else list(devices)
     names = sorted({ev.device_names.get(d, "") for d in kept} - {""})
@@ -378,7 +422,11 @@ def _provenance(ev: KinetoEvents, origin: float, devices: tuple[int, ...], devic
         date=start.date().isoformat() if start else dt.date.today().isoformat(),
         description=(
             f"devices {kept} of {list(devices)}; µs since "
-            + (start.isoformat(timespec="microseconds") if start else "the first imported event (the file's clock is not epoch-based)")
+            + (
+                start.isoformat(timespec="microseconds")
+                if start
+                else "the first imported event (the file's clock is not epoch-based)"
+            )
         ),
         sync_events="recorded" if synced else "absent",
         notes="\n".join(notes),

@@ -11,15 +11,20 @@ carries ``run_id``. Each file's Parquet metadata holds
 ``harness.schema_version`` and ``harness.table``. The columns are documented in
 the README ("Results schema") and defined here, once.
 
-Writes are atomic: tables go to a hidden sibling folder that is renamed into
-place only when every table is on disk, so an interrupted run leaves no
-half-written results folder behind.
+Writes are atomic: tables go to a hidden sibling folder (``.<name>.partial-<pid>``)
+that is renamed into place only when every table is on disk, so an interrupted
+run leaves no half-written results folder behind. A process killed outright
+(``kill -9``) leaves its staging folder; the next write into the same parent
+folder removes every such folder whose process is gone.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,24 +111,118 @@ def to_table(name: str, frame: pd.DataFrame, schema: pa.Schema | None = None) ->
     return table.replace_schema_metadata(meta)
 
 
+class OutputPathError(Exception):
+    """An output path that cannot be written (under a file, read-only, too long a name...), named in the message."""
+
+
+_STAGING = re.compile(r"^\..+\.partial-(\d+)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process, or not a pid we can judge: leave it
+    return True
+
+
+def remove_stale_staging(folder: Path) -> list[Path]:
+    """Remove the ``.<name>.partial-<pid>`` folders (and files) in ``folder`` whose process is gone; returns them."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _STAGING.match(entry.name)
+        if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def check_output_path(out: Path, what: str = "results folder") -> None:
+    """Raise :class:`OutputPathError` unless ``out`` can be created: before any work, and without writing anything.
+
+    The nearest existing ancestor must be a writable folder (probed by creating and removing a hidden temporary
+    folder in it: permissions, read-only mounts and /proc all answer that) and every new name must fit the file system.
+    """
+    out = Path(out)
+    if _exists(out) or out.is_symlink():
+        raise OutputPathError(f"{out}: already exists; {what}s are never overwritten")
+    ancestor = out.parent
+    while not _exists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputPathError(f"{out}: cannot create the {what}: {ancestor} is a file, not a folder")
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    staged = f".{out.name}.partial-{os.getpid()}"
+    for part in (*out.relative_to(ancestor).parts[:-1], staged):
+        if len(part.encode()) > limit:
+            raise OutputPathError(
+                f"{out}: cannot create the {what}: the name {part[:40]!r}... is longer than {limit} bytes"
+            )
+    try:
+        tempfile.TemporaryDirectory(dir=ancestor, prefix=".harness-probe-").cleanup()
+    except OSError as err:
+        raise OutputPathError(f"{out}: cannot create the {what} in {ancestor}: {err.strerror or err}") from None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system, say: not there
+        return False
+
+
 def write_results(out_dir: Path, tables: dict[str, pa.Table]) -> Path:
-    """Write every table into ``out_dir`` at once; refuse to overwrite."""
+    """Write every table into ``out_dir`` at once; refuse to overwrite.
+
+    Raises :class:`OutputPathError` when the folder cannot be created or written (nothing is left behind).
+    """
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; results are never overwritten")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputPathError(f"{out_dir}: cannot create its parent folder: {err.strerror or err}") from None
+    remove_stale_staging(out_dir.parent)
     staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
+    try:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+    except OSError as err:
+        raise OutputPathError(f"{out_dir}: cannot create the results folder: {err.strerror or err}") from None
     try:
         for name, table in tables.items():
             pq.write_table(table, staging / f"{name}.parquet")
         os.rename(staging, out_dir)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, OSError) or _is_os_error(err):
+            raise OutputPathError(f"{out_dir}: cannot write the results: {_reason(err)}") from None
         raise
     return out_dir
+
+
+def _is_os_error(err: BaseException) -> bool:
+    """pyarrow reports a failed write as its own error type wrapping errno (ENOSPC, EIO...)."""
+    return type(err).__name__ == "ArrowIOError" or isinstance(getattr(err, "errno", None), int)
+
+
+def _reason(err: BaseException) -> str:
+    code = getattr(err, "errno", None)
+    return os.strerror(code) if isinstance(code, int) and code in errno.errorcode else str(err)
 
 
 class ResultsError(Exception):
@@ -144,7 +243,9 @@ def read_results(path: Path) -> Results:
         meta = table.schema.metadata or {}
         version = meta.get(b"harness.schema_version", b"").decode()
         if version != RESULTS_SCHEMA_VERSION:
-            raise ResultsError(f"{file}: results schema version {version or 'missing'}, expected {RESULTS_SCHEMA_VERSION}")
+            raise ResultsError(
+                f"{file}: results schema version {version or 'missing'}, expected {RESULTS_SCHEMA_VERSION}"
+            )
         frames[file.stem] = table.to_pandas()
     for name, schema in CORE_SCHEMAS.items():
         if name not in frames:

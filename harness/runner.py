@@ -20,12 +20,80 @@ import pandas as pd
 import pyarrow as pa
 
 from harness import __version__
-from harness.errors import SPEC_WORKLOAD, InputError
 from harness.backend import Backend, ops_frame
+from harness.errors import SPEC_WORKLOAD, InputError
+from harness.limits import OP_ROW_BYTES, Limits, beyond
 from harness.results import OPS_COLUMNS, to_table
 from harness.spec import LoadedSpec
 
 SpecBackendFactory = Callable[[LoadedSpec, int], Backend]  # (spec, repetition) -> a fresh backend
+
+
+@dataclass(frozen=True)
+class SpecEstimate:
+    """How big a spec's runs are, from its workload's ``estimate`` (``harness.workload.WorkEstimate``)."""
+
+    runs: int
+    ops_per_run: int
+    ops: int  # all runs
+    memory_bytes: int  # held until the results are written: every op row plus each run's inputs and tables
+    driver: str  # the [workload] field that sets one run's size
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """Handed to ``run_spec``'s ``on_start`` as each run begins (progress displays poll ``backend.ops``)."""
+
+    index: int  # 0-based among the spec's runs
+    total: int
+    run_id: str
+    backend: Backend
+    estimated_ops: int  # 0 when the workload gives no estimate
+
+
+def _rehome(loaded: LoadedSpec, err: InputError) -> InputError:
+    """A workload's problem in the spec's own [workload] values, named in the spec file."""
+    if err.source != SPEC_WORKLOAD:
+        return err
+    if err.where.startswith("field '"):  # "field 'x'" -> "field 'workload.x'"
+        return InputError(loaded.path, "field 'workload." + err.where.removeprefix("field '"), err.message)
+    return InputError(loaded.path, f"field 'workload', {err.where}" if err.where else "field 'workload'", err.message)
+
+
+def estimate_spec(loaded: LoadedSpec) -> SpecEstimate | None:
+    """The spec's size from its workload's estimate, before anything is prepared; None without an estimate."""
+    runs = len(loaded.policies) * loaded.spec.repetitions
+    if loaded.workload.estimate is None:
+        return None
+    try:
+        one = loaded.workload.estimate(loaded.prepare_context())
+    except InputError as err:
+        raise _rehome(loaded, err) from None
+    memory = runs * (one.ops * OP_ROW_BYTES + one.memory_bytes)
+    return SpecEstimate(runs, one.ops, one.ops * runs, memory, one.driver)
+
+
+def check_limits(loaded: LoadedSpec, limits: Limits | None = None) -> SpecEstimate | None:
+    """Refuse a spec whose estimate is beyond ``limits`` (default: from the environment), naming the field at fault."""
+    limits = limits or Limits.from_env()
+    estimate = estimate_spec(loaded)
+    if estimate is None:
+        return None
+    problem = beyond(estimate.ops, estimate.memory_bytes, limits)
+    if problem is None:
+        return estimate
+    one_run_memory = estimate.memory_bytes // estimate.runs
+    if estimate.runs == 1 or beyond(estimate.ops_per_run, one_run_memory, limits):  # one run alone is too big
+        where = f"field 'workload.{estimate.driver}'" if estimate.driver else "field 'workload'"
+    elif loaded.spec.repetitions > 1 and loaded.spec.repetitions >= len(loaded.policies):
+        where = "field 'repetitions'"
+    else:
+        where = "field 'policies'"
+    raise InputError(
+        loaded.path,
+        where,
+        f"{estimate.runs:,} run(s) of about {estimate.ops_per_run:,} ops each need {problem}; or make it smaller",
+    )
 
 
 @dataclass(frozen=True)
@@ -39,14 +107,21 @@ class SpecResults:
         return self.runs[self.runs["status"] != "ok"]
 
 
-def run_spec(loaded: LoadedSpec, make_backend: SpecBackendFactory, on_run: Callable[[str], None] | None = None) -> SpecResults:
+def run_spec(
+    loaded: LoadedSpec,
+    make_backend: SpecBackendFactory,
+    on_run: Callable[[str], None] | None = None,
+    limits: Limits | None = None,
+    on_start: Callable[[RunStart], None] | None = None,
+) -> SpecResults:
+    """Run every policy and repetition; refuses first a spec beyond ``limits`` (:func:`check_limits`)."""
     spec = loaded.spec
+    estimate = check_limits(loaded, limits)
     try:
         inputs = loaded.workload.prepare(loaded.prepare_context())
     except InputError as err:
-        if err.source != SPEC_WORKLOAD:
-            raise
-        raise InputError(loaded.path, f"field 'workload', {err.where}" if err.where else "field 'workload'", err.message) from None
+        raise _rehome(loaded, err) from None
+    total = len(loaded.policies) * spec.repetitions
     run_rows, op_frames, metric_rows = [], [], []
     extra_frames: dict[str, list[pd.DataFrame]] = {name: [] for name in loaded.workload.extra_tables}
     for policy in loaded.policies:
@@ -55,7 +130,10 @@ def run_spec(loaded: LoadedSpec, make_backend: SpecBackendFactory, on_run: Calla
             run_id = f"{spec.name}:{policy.label}:{backend.name}:r{repetition}"
             if on_run:
                 on_run(run_id)
-            started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            if on_start:
+                index = len(run_rows)
+                on_start(RunStart(index, total, run_id, backend, estimate.ops_per_run if estimate else 0))
+            started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             clock = time.perf_counter()
             status, error, n_ops = "ok", "", 0
             try:
@@ -67,7 +145,9 @@ def run_spec(loaded: LoadedSpec, make_backend: SpecBackendFactory, on_run: Calla
                 extra = loaded.workload.tables(inputs, ops, outcome.result) if loaded.workload.tables else {}
                 unknown = sorted(set(extra) - set(extra_frames))
                 if unknown:
-                    raise ValueError(f"workload {loaded.workload.name!r} returned tables {unknown} without a schema in extra_tables")
+                    raise ValueError(
+                        f"workload {loaded.workload.name!r} returned tables {unknown} without a schema in extra_tables"
+                    )
                 for row in run_metrics:
                     metric_rows.append((run_id, row.metric, row.item, row.value, row.unit))
                 for name, frame in extra.items():
@@ -108,7 +188,11 @@ def run_spec(loaded: LoadedSpec, make_backend: SpecBackendFactory, on_run: Calla
     tables = {"runs": to_table("runs", runs), "ops": to_table("ops", ops_all), "metrics": to_table("metrics", metrics)}
     for name, frames in extra_frames.items():
         schema = loaded.workload.extra_tables[name]
-        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: pd.Series(dtype=object) for c in schema.names})
+        frame = (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame({c: pd.Series(dtype=object) for c in schema.names})
+        )
         tables[name] = to_table(name, frame, schema)
     return SpecResults(tables, runs, metrics)
 

@@ -28,7 +28,9 @@ Contract
 
 3. **Blocking and non-blocking commands.**
    Non-blocking (return once the work is queued on the stream):
-   ``launch``, ``copy`` from pinned memory, ``record``, ``wait_event``.
+   ``launch``, ``launch_graph`` (a captured CUDA graph of kernels: one host
+   launch cost, ``graph_launch_us``, for all of them), ``copy`` from pinned
+   memory, ``record``, ``wait_event``.
    Blocking (return when the condition holds): ``sync_event``,
    ``sync_stream``, ``host_work``, ``put`` on a full queue, ``get`` on an
    empty queue, ``join``, and ``copy`` from *pageable* host memory, which
@@ -77,7 +79,13 @@ Contract
     loop, one ``yield`` per command. A helper that issues commands is itself a
     generator, called with ``yield from``.
 
-12. **What a policy may know.** ``rt.devices`` (index, name, memory of each
+12. **Host cost of a call.** ``launch``, ``launch_graph``, ``copy``, ``record``
+    and ``wait_event`` take an optional ``host_us``: what this call costs the
+    host, when the policy knows it (a recorded program knows what each call
+    took). The simulator charges it instead of the profile's figure; a real
+    backend pays what the call really costs.
+
+13. **What a policy may know.** ``rt.devices`` (index, name, memory of each
     device the run has), ``rt.profile`` (the hardware profile the run uses:
     the simulator's model, or the replay's calibrated figures), ``rt.backend``
     ("sim" or "replay"), ``rt.seed`` and ``rt.rng``.
@@ -197,6 +205,25 @@ class Launch(Command):
     duration_us: float
     compute_share: float
     kind: KernelKind
+    host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
+
+
+@dataclass(frozen=True, slots=True)
+class GraphKernel:
+    """One kernel of a captured graph: described like a launch (contract point 5)."""
+
+    name: str
+    duration_us: float
+    compute_share: float = 1.0
+    kind: KernelKind = KernelKind.COMPUTE
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchGraph(Command):
+    stream: Stream
+    name: str
+    kernels: tuple[GraphKernel, ...]
+    host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,17 +234,20 @@ class Copy(Command):
     host_memory: HostMemory
     name: str
     buffer: Buffer | None
+    host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
 
 
 @dataclass(frozen=True, slots=True)
 class Record(Command):
     stream: Stream
+    host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
 
 
 @dataclass(frozen=True, slots=True)
 class WaitEvent(Command):
     stream: Stream
     event: Event
+    host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +326,7 @@ COMMANDS: dict[type[Command], str] = {
     MakeQueue: "make_queue",
     Spawn: "spawn",
     Launch: "launch",
+    LaunchGraph: "launch_graph",
     Copy: "copy",
     Record: "record",
     WaitEvent: "wait_event",
@@ -326,6 +357,14 @@ class DeviceInfo:
     memory_bytes: int
 
 
+def _host_cost(host_us: float | None) -> float | None:
+    if host_us is None:
+        return None
+    if not host_us >= 0.0:  # also rejects NaN
+        raise ValueError(f"host_us must be >= 0, got {host_us}")
+    return float(host_us)
+
+
 class Runtime:
     """Builds the commands a policy yields, and tells it about the machine.
 
@@ -353,12 +392,24 @@ class Runtime:
         duration_us: float,
         compute_share: float = 1.0,
         kind: KernelKind = KernelKind.COMPUTE,
+        host_us: float | None = None,
     ) -> Launch:
         if not duration_us >= 0.0:  # also rejects NaN
             raise ValueError(f"kernel {name!r}: duration_us must be >= 0, got {duration_us}")
         if not 0.0 < compute_share <= 1.0:
             raise ValueError(f"kernel {name!r}: compute_share must be in (0, 1], got {compute_share}")
-        return Launch(stream, name, float(duration_us), float(compute_share), KernelKind(kind))
+        return Launch(stream, name, float(duration_us), float(compute_share), KernelKind(kind), _host_cost(host_us))
+
+    def launch_graph(
+        self, stream: Stream, name: str, kernels: tuple[GraphKernel, ...], host_us: float | None = None
+    ) -> LaunchGraph:
+        """Launch a captured CUDA graph of ``kernels`` on ``stream``: one host launch cost, then the kernels in order."""
+        if not kernels:
+            raise ValueError(f"graph {name!r}: has no kernels")
+        for k in kernels:
+            if not (k.duration_us >= 0.0 and 0.0 < k.compute_share <= 1.0):  # a launch's checks; also rejects NaN
+                raise ValueError(f"graph {name!r}, kernel {k.name!r}: needs duration_us >= 0 and compute_share in (0, 1]")
+        return LaunchGraph(stream, name, tuple(kernels), _host_cost(host_us))
 
     def copy(
         self,
@@ -368,6 +419,7 @@ class Runtime:
         host_memory: HostMemory = HostMemory.PINNED,
         name: str = "",
         buffer: Buffer | None = None,
+        host_us: float | None = None,
     ) -> Copy:
         if nbytes < 0:
             raise ValueError(f"copy {name!r}: nbytes must be >= 0, got {nbytes}")
@@ -375,13 +427,13 @@ class Runtime:
             raise ValueError(
                 f"copy {name!r}: {nbytes} bytes do not fit buffer {buffer.name!r} of {buffer.nbytes} bytes"
             )
-        return Copy(stream, int(nbytes), Direction(direction), HostMemory(host_memory), name, buffer)
+        return Copy(stream, int(nbytes), Direction(direction), HostMemory(host_memory), name, buffer, _host_cost(host_us))
 
-    def record(self, stream: Stream) -> Record:
-        return Record(stream)
+    def record(self, stream: Stream, host_us: float | None = None) -> Record:
+        return Record(stream, _host_cost(host_us))
 
-    def wait_event(self, stream: Stream, event: Event) -> WaitEvent:
-        return WaitEvent(stream, event)
+    def wait_event(self, stream: Stream, event: Event, host_us: float | None = None) -> WaitEvent:
+        return WaitEvent(stream, event, _host_cost(host_us))
 
     def query_event(self, event: Event) -> QueryEvent:
         return QueryEvent(event)

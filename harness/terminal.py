@@ -13,6 +13,6 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code`` (2: bad input)."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    """Print ``error: message`` on stderr, one line however long, and exit with ``code`` (2: bad input)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

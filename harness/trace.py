@@ -117,7 +117,10 @@ class Provenance:
     notes: str = ""  # caveats of an import, one per line
 
     def to_metadata(self) -> dict[bytes, bytes]:
-        meta = {"format_version": TRACE_FORMAT_VERSION, **{k: v for k, v in self.__dict__.items() if v or k == "description"}}
+        meta = {
+            "format_version": TRACE_FORMAT_VERSION,
+            **{k: v for k, v in self.__dict__.items() if v or k == "description"},
+        }
         return {f"harness.trace.{k}".encode(): str(v).encode() for k, v in meta.items()}
 
 
@@ -188,7 +191,9 @@ def read_stamped_parquet(
 def load_trace(path: Path) -> Trace:
     """Read and validate a trace file; errors name the file and the column or row."""
     path = Path(path)
-    table, meta = read_stamped_parquet(path, "trace file", "harness.trace", READABLE_TRACE_VERSIONS, REQUIRED_METADATA, REQUIRED_COLUMNS)
+    table, meta = read_stamped_parquet(
+        path, "trace file", "harness.trace", READABLE_TRACE_VERSIONS, REQUIRED_METADATA, REQUIRED_COLUMNS
+    )
     frame = table.to_pandas()
     for field in TRACE_SCHEMA:
         if field.name not in frame.columns:
@@ -216,12 +221,20 @@ def _check_rows(path: Path, frame: pd.DataFrame) -> None:
             raise InputError(path, f"row {i}, column '{column}'", "missing value")
     durations = pd.to_numeric(frame["duration_us"], errors="coerce").to_numpy(dtype=float)
     if (i := _first(~np.isfinite(durations) | (durations < 0))) is not None:
-        raise InputError(path, f"row {i}, column 'duration_us'", f"must be a finite number >= 0, got {frame['duration_us'].iloc[i]!r}")
+        raise InputError(
+            path,
+            f"row {i}, column 'duration_us'",
+            f"must be a finite number >= 0, got {frame['duration_us'].iloc[i]!r}",
+        )
     sizes = pd.to_numeric(frame["bytes"], errors="coerce").to_numpy(dtype=float)
     if (i := _first(~np.isfinite(sizes) | (sizes < 0))) is not None:
         raise InputError(path, f"row {i}, column 'bytes'", f"must be an integer >= 0, got {frame['bytes'].iloc[i]!r}")
     if (i := _first(~frame["kind"].isin(_KINDS).to_numpy())) is not None:
-        raise InputError(path, f"row {i}, column 'kind'", f"unknown op kind {frame['kind'].iloc[i]!r}; expected one of {sorted(_KINDS)}")
+        raise InputError(
+            path,
+            f"row {i}, column 'kind'",
+            f"unknown op kind {frame['kind'].iloc[i]!r}; expected one of {sorted(_KINDS)}",
+        )
     shares = pd.to_numeric(frame["compute_share"], errors="coerce").to_numpy(dtype=float)
     if (i := _first(~np.isnan(shares) & ~((shares > 0) & (shares <= 1)))) is not None:
         raise InputError(path, f"row {i}, column 'compute_share'", f"must be in (0, 1], got {shares[i]}")

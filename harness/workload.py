@@ -16,6 +16,10 @@ nothing outside the folder names it. A workload provides:
   params)`` is a host-thread generator (``harness.runtime``) and returns a typed
   result (a frozen dataclass) that ``metrics`` reads.
 * ``metrics(inputs, ops, result) -> list[MetricRow]`` over one run's ops table.
+* optionally ``estimate(ctx: PrepareContext) -> WorkEstimate``: how big one run
+  of these parameters is (ops, memory), worked out *without* preparing the
+  inputs (at most reading a file's row count), so that the runner can refuse a
+  spec beyond the limits (``harness.limits``) before it allocates anything.
 * optionally its own results tables (``tables`` + ``extra_tables``), its own CLI
   commands (``commands``) and its own fidelity checks (``fidelity``).
 
@@ -78,6 +82,18 @@ class PolicyDef:
     params: type[PolicyParams]
     main: Callable[[Runtime, Any, Any], PolicyGen]
     summary: str
+
+
+@dataclass(frozen=True)
+class WorkEstimate:
+    """How big one policy run is, estimated from the parameters before anything is prepared.
+
+    Upper bounds of the right order (within a factor of about two) are what is asked for.
+    """
+
+    ops: int  # rows the run adds to the ops table (its largest policy)
+    memory_bytes: int  # memory the prepared inputs and the run's own tables hold, beyond the op rows
+    driver: str = ""  # the [workload] field that sets the size ("requests", "segments"), named in a refusal
 
 
 @dataclass(frozen=True)
@@ -161,6 +177,7 @@ class Workload:
     extra_tables: dict[str, Any] = field(default_factory=dict)  # name -> pyarrow.Schema
     commands: CommandsFactory | None = None  # extra `harness` commands of this workload
     fidelity: Fidelity = field(default_factory=Fidelity)
+    estimate: Callable[[PrepareContext], WorkEstimate] | None = None  # size of one run, before prepare
 
 
 @cache

@@ -43,7 +43,7 @@ from typing import Any
 import tomli_w
 
 from harness.profile import HardwareProfile
-from harness.runtime import Direction, HostMemory, KernelKind, Runtime
+from harness.runtime import Direction, GraphKernel, HostMemory, KernelKind, Runtime
 from replay.fit import MiB, duplex_factor, fit_line, link_table
 from replay.sized import SizedKernels
 from replay.timing import median_gpu_time_us, timing_events
@@ -52,7 +52,6 @@ PINNED_SIZES = (64 << 10, 256 << 10, 1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB, 256 *
 PAGEABLE_SIZES = (64 << 10, 1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB)
 DUPLEX_BYTES = 256 * MiB
 BUSY_CYCLES = 400_000
-
 
 
 def measure_link(torch: Any, device: Any, log: Callable[[str], None]) -> dict:
@@ -96,8 +95,16 @@ def measure_link(torch: Any, device: Any, log: Callable[[str], None]) -> dict:
             gate.record(gate_stream)
         evs = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         for s, (a, b), fn in (
-            (s_h2d, evs[0:2], lambda: dev[:DUPLEX_BYTES].copy_(host[HostMemory.PINNED][:DUPLEX_BYTES], non_blocking=True)),
-            (s_d2h, evs[2:4], lambda: host[HostMemory.PINNED][DUPLEX_BYTES : 2 * DUPLEX_BYTES].copy_(dev2, non_blocking=True)),
+            (
+                s_h2d,
+                evs[0:2],
+                lambda: dev[:DUPLEX_BYTES].copy_(host[HostMemory.PINNED][:DUPLEX_BYTES], non_blocking=True),
+            ),
+            (
+                s_d2h,
+                evs[2:4],
+                lambda: host[HostMemory.PINNED][DUPLEX_BYTES : 2 * DUPLEX_BYTES].copy_(dev2, non_blocking=True),
+            ),
         ):
             with torch.cuda.stream(s):
                 s.wait_event(gate)
@@ -108,7 +115,9 @@ def measure_link(torch: Any, device: Any, log: Callable[[str], None]) -> dict:
         both.append(statistics.fmean([evs[0].elapsed_time(evs[1]) * 1e3, evs[2].elapsed_time(evs[3]) * 1e3]))
     both_us = statistics.median(both)
     factor = duplex_factor(statistics.fmean(solo.values()), both_us, latency)
-    log(f"  duplex: 256 MiB each way {both_us:.1f} µs (alone {statistics.fmean(solo.values()):.1f} µs) -> factor {factor}")
+    log(
+        f"  duplex: 256 MiB each way {both_us:.1f} µs (alone {statistics.fmean(solo.values()):.1f} µs) -> factor {factor}"
+    )
     return {"duplex_bandwidth_factor": factor, "h2d": out["h2d"], "d2h": out["d2h"], "_duplex_us": both_us}
 
 
@@ -284,8 +293,106 @@ def measure_host_costs(context: Any, profile: Any, log: Callable[[str], None]) -
     loop = _loop_costs(ops_frame(loop_run.ops), loop_run.result)
     loop["thread_wake_us"] = handoff_wake_us(backend, statistics.median(loop_run.result["now"]))
     loop = {k: round(max(v, 0.0), 2) for k, v in loop.items()}
-    log("  streaming loop, as policies issue them (µs; written to the profile): " + ", ".join(f"{k}={v}" for k, v in loop.items()))
+    log(
+        "  streaming loop, as policies issue them (µs; written to the profile): "
+        + ", ".join(f"{k}={v}" for k, v in loop.items())
+    )
     return {"profile": loop, "tight": tight}
+
+
+# ------------------------------------------------------------------ CUDA graphs
+N_GRAPH, GRAPH_KERNELS, GRAPH_KERNEL_US = 20, 32, 5.0
+
+
+def _graph_policy(rt: Runtime) -> Any:
+    """Launch a graph of ``GRAPH_KERNELS`` short kernels ``N_GRAPH`` times; returns each launch's host time."""
+    s = yield rt.create_stream(0, "graph")
+    kernels = tuple(GraphKernel(f"graph-kernel{i}", GRAPH_KERNEL_US, 1.0, KernelKind.LATENCY) for i in range(GRAPH_KERNELS))
+    launch_us, now_us = [], []
+    for _ in range(N_GRAPH):
+        t0 = yield rt.now()
+        t1 = yield rt.now()
+        yield rt.launch_graph(s, "calibration-graph", kernels)
+        t2 = yield rt.now()
+        yield rt.sync_stream(s)
+        now_us.append(t1 - t0)
+        launch_us.append(t2 - t1)
+    return {"launch": launch_us, "now": now_us}
+
+
+def graph_costs(ops: Any, marks: dict) -> dict:
+    """``graph_launch_us`` (host time of a launch) and ``graph_kernel_gap_us`` (device time between its kernels).
+
+    The replay records a graph as one op, the simulator as one per kernel: either way each
+    launch's kernels are a run of ``len(kernel ops) / N_GRAPH`` consecutive kernel ops.
+    """
+    kernels = ops[ops["kind"] == "kernel"].sort_values("op_id")
+    per = len(kernels) // N_GRAPH
+    start = kernels["start_us"].to_numpy().reshape(N_GRAPH, per)[:, 0]
+    end = kernels["end_us"].to_numpy().reshape(N_GRAPH, per)[:, -1]
+    span = float(statistics.median(end - start))
+    now_us = statistics.median(marks["now"])
+    return {
+        "graph_launch_us": round(max(0.0, statistics.median(marks["launch"]) - now_us), 2),
+        "graph_kernel_gap_us": round(max(0.0, (span - GRAPH_KERNELS * GRAPH_KERNEL_US) / (GRAPH_KERNELS - 1)), 3),
+    }
+
+
+def measure_graph_costs(context: Any, profile: Any, log: Callable[[str], None]) -> dict:
+    """``graph_launch_us`` through the replay engine; ``graph_kernel_gap_us`` from the profiler's kernel timestamps.
+
+    CUDA events cannot time inside a graph, and the stand-in kernels are tuned back to back, so
+    their durations already hold the device's gap between kernels: the replay's graph span gives
+    the launch cost but not the gap. The gap the simulator adds is the one a profiler recording
+    shows between a graph's kernels (what ``as_recorded`` replays), so it is read the same way.
+    """
+    from harness.backend import run_policy
+    from replay.engine import ReplayBackend
+
+    run = run_policy(ReplayBackend(context, profile, warmup_runs=2), _graph_policy)
+    costs = graph_costs(run.ops, run.result)
+    costs["graph_kernel_gap_us"] = profiled_graph_kernel_gap_us(context.torch, context.devices[0].device)
+    log(
+        f"  graph of {GRAPH_KERNELS} x {GRAPH_KERNEL_US:g} µs kernels: launch {costs['graph_launch_us']} µs host; "
+        f"{costs['graph_kernel_gap_us']} µs between a graph's kernels on the device (profiler)"
+    )
+    return costs
+
+
+def profiled_graph_kernel_gap_us(torch: Any, device: Any, kernels: int = 64, replays: int = 10) -> float:
+    """Median device time from one kernel's end to the next one's start inside a captured graph, as
+    torch.profiler records it (through ``harness.profiler_import``, as a user's recording is read)."""
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from harness.profiler_import import import_profiler_trace
+
+    x = torch.zeros(1 << 16, device=device)
+    capture = torch.cuda.Stream(device)
+    capture.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(capture):
+        x.add_(1.0)
+    torch.cuda.synchronize(device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=capture):
+        for _ in range(kernels):
+            x.add_(1.0)
+    graph.replay()
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            graph.replay()
+        torch.cuda.synchronize(device)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "graph.json"
+        prof.export_chrome_trace(str(path))
+        ops = import_profiler_trace(path).ops
+    gaps = []
+    for _, launch in ops[ops["kind"] == "kernel"].groupby("correlation"):
+        launch = launch.sort_values("start_us")
+        gaps += list(launch["start_us"].to_numpy()[1:] - (launch["start_us"] + launch["duration_us"]).to_numpy()[:-1])
+    return round(float(statistics.median(gaps)), 3) if gaps else 0.0
 
 
 # ------------------------------------------------------------------ the profile
@@ -305,6 +412,9 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
     log("host costs through the replay engine:")
     measured_costs = measure_host_costs(context, base_profile, log)
     host = measured_costs["profile"]
+    log("CUDA graphs through the replay engine:")
+    graph = measure_graph_costs(context, base_profile, log)
+    host["graph_launch_us"] = graph["graph_launch_us"]
     tight_note = ", ".join(f"{k}={v}" for k, v in measured_costs["tight"].items())
     log("sized stand-ins (matmul, device copy, _sleep) for the [kernels] section:")
     sized = SizedKernels(torch, device.device)
@@ -316,7 +426,7 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
     d2d = [(b, t) for b, t in zip(sized.tables.d2d_bytes, sized.tables.d2d_us) if b >= 64 * MiB]
     d2d_latency, d2d_slope = fit_line([b for b, _ in d2d], [t for _, t in d2d])
     del sized
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     raw = {
         "format_version": 1,
         "name": name,
@@ -334,15 +444,19 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
                 "double-buffered streaming loop (wait, launch 300 µs, alloc, side-stream copy 16 MiB, record, sync, free), "
                 "each the gap to the next "
                 "command's issue; sync_wake_us = stream end to sync_stream return; thread_wake_us = put to a blocked get's "
-                "return on another host thread; d2d from the device-copy table (>= 64 MiB)"
+                "return on another host thread; d2d from the device-copy table (>= 64 MiB); graph_launch_us = host time of "
+                f"launch_graph of {GRAPH_KERNELS} kernels of {GRAPH_KERNEL_US:g} µs, graph_kernel_gap_us = (its span - their "
+                "sum) / (kernels - 1)"
             ),
-            "notes": (notes + " " if notes else "") + f"The same commands repeated in tight loops cost (µs): {tight_note}.",
+            "notes": (notes + " " if notes else "")
+            + f"The same commands repeated in tight loops cost (µs): {tight_note}.",
         },
         "device": {
             "gpu_name": device.name,
             "memory_bytes": int(device.total_bytes),
             "d2d_latency_us": round(max(d2d_latency, 0.0), 2),
             "d2d_gbps": round(1.0 / d2d_slope / 1e3, 1),
+            "graph_kernel_gap_us": graph["graph_kernel_gap_us"],
         },
         "host": host,
         "link": link,

@@ -43,7 +43,10 @@ class RunClock:
 
 SPIN_TAIL_US = 200.0  # a sleep overshoots by tens of microseconds (the timer slack): the last stretch is polled
 yield_gil = getattr(os, "sched_yield", lambda: time.sleep(0))
-"""Let other Python threads take the GIL now, without sleeping (``time.sleep(0)`` sleeps the timer slack, ~50 µs on Linux)."""
+"""Let other Python threads take the GIL now, without sleeping.
+
+(``time.sleep(0)`` sleeps the timer slack, ~50 µs on Linux.)
+"""
 
 
 def precise_wait_us(duration_us: float) -> None:

@@ -13,6 +13,8 @@ unchanged. Each runtime command does the real thing:
   scratch); a pageable copy holds the issuing thread until it has finished, as
   the simulator models it (the driver stages pageable memory);
 * **kernels** run real work calibrated to their duration (:mod:`replay.kernels`);
+  a **graph launch** replays a CUDA graph captured (once, after the kernels
+  are tuned) of its kernels' stand-ins, and is one op row;
 * **alloc** really allocates (``torch.empty`` through the caching allocator),
   against the run's device budget (the spec's, capped by what the GPU has
   free) and returns ``None`` when the budget or the GPU is full; **free**
@@ -68,6 +70,7 @@ from harness.runtime import (
     HostWork,
     Join,
     Launch,
+    LaunchGraph,
     MakeQueue,
     Now,
     OpKind,
@@ -105,7 +108,9 @@ class _DeviceBuffer:
 
     def __init__(self, tensor: Any) -> None:
         self.tensor = tensor
-        self.streams: dict[int, tuple[Any, Any]] = {}  # stream id -> (stream, end event of its last copy into/out of it)
+        self.streams: dict[
+            int, tuple[Any, Any]
+        ] = {}  # stream id -> (stream, end event of its last copy into/out of it)
         self.freed = False
 
 
@@ -145,10 +150,40 @@ class ReplayContext:
         self.host = HostPools(torch)
         self.scratch = DeviceScratch(torch)
         self.warmed: set[Any] = set()
+        self._graphs: dict[Any, Any] = {}  # (device, plan ids) -> captured torch.cuda.CUDAGraph
+        self._graph_plans: dict[tuple[int, int], tuple[Any, Any]] = {}  # (device, id(kernels)) -> (kernels, plans)
         # Timing events, pooled per device: an event belongs to the device it was first recorded on.
         self._events: list[list[Any]] = [[] for _ in self.devices]
         self._next_event = [0] * len(self.devices)
         self._event_lock = threading.Lock()
+
+    def graph_plans(self, device: int, kernels: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The stand-in plans of a graph's kernels, made once per kernels tuple (a policy that launches the
+        same graph again passes the same tuple: planning 100 kernels per launch would cost the host ~1 ms)."""
+        entry = self._graph_plans.get((device, id(kernels)))
+        if entry is None or entry[0] is not kernels:
+            factory = self.devices[device].kernels
+            plans = tuple(factory.plan(k.kind, k.duration_us, k.name, k.compute_share) for k in kernels if k.duration_us > 0)
+            entry = self._graph_plans[(device, id(kernels))] = (kernels, plans)  # keeps kernels alive: its id stays its own
+        return entry[1]
+
+    def graph(self, device: int, plans: tuple[Any, ...]) -> Any:
+        """The CUDA graph of ``plans``' stand-in kernels on ``device``, captured on first use (on a side stream)."""
+        key = (device, tuple(id(p) for p in plans))
+        graph = self._graphs.get(key)
+        if graph is None:
+            torch = self.torch
+            state = self.devices[device]
+            capture = torch.cuda.Stream(state.device)
+            capture.wait_stream(torch.cuda.current_stream(state.device))
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: other policy threads may call CUDA while this one captures
+            with torch.cuda.graph(graph, stream=capture, capture_error_mode="thread_local"):
+                for plan in plans:
+                    state.kernels.issue(plan, capture)
+            torch.cuda.current_stream(state.device).wait_stream(capture)
+            self._graphs[key] = graph
+        return graph
 
     def free_bytes(self, device: int) -> int:
         """Device memory still available to policy allocations: what CUDA has free plus what the allocator caches."""
@@ -266,7 +301,9 @@ class _Run:
         self.used_bytes = [0] * len(ctx.devices)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._device_ops: list[tuple] = []  # (id, device, stream, kind, name, bytes, memory, thread, issue, start_ev, end_ev)
+        self._device_ops: list[
+            tuple
+        ] = []  # (id, device, stream, kind, name, bytes, memory, thread, issue, start_ev, end_ev)
         self._host_ops: list[tuple] = []
         self._children: list[Thread] = []
         self._stream_handles: dict[int, str] = {}  # cuda stream pointer -> stream name
@@ -276,7 +313,7 @@ class _Run:
         self._handlers = command_handlers(self)
 
     # ------------------------------------------------------------------ driving
-    def execute(self, main: Callable[..., Generator[Command, Any, Any]], args: tuple) -> ReplayResult:
+    def execute(self, main: Callable[..., Generator[Command, Any, Any]], args: tuple) -> RunResult:
         from replay.clock import RunClock
 
         torch = self.torch
@@ -342,12 +379,40 @@ class _Run:
             local.stream = stream
 
     # ------------------------------------------------------------------ recording
-    def _device_op(self, kind: OpKind, stream: Stream, name: str, nbytes: int, memory: str, thread: Thread, issue: float, start: Any, end: Any, op_id: int) -> None:
-        self._device_ops.append((op_id, stream.device, stream.name, kind.value, name, nbytes, memory, thread.name, issue, start, end))
+    def _device_op(
+        self,
+        kind: OpKind,
+        stream: Stream,
+        name: str,
+        nbytes: int,
+        memory: str,
+        thread: Thread,
+        issue: float,
+        start: Any,
+        end: Any,
+        op_id: int,
+    ) -> None:
+        self._device_ops.append(
+            (op_id, stream.device, stream.name, kind.value, name, nbytes, memory, thread.name, issue, start, end)
+        )
 
     def _host_op(self, kind: OpKind, name: str, thread: Thread, start: float, op_id: int | None = None) -> None:
         end = self._clock.host_us()
-        self._host_ops.append(OpRow(op_id or self._new_id(), HOST_DEVICE, thread.name, kind.value, name, 0, "", thread.name, start, start, end))
+        self._host_ops.append(
+            OpRow(
+                op_id or self._new_id(),
+                HOST_DEVICE,
+                thread.name,
+                kind.value,
+                name,
+                0,
+                "",
+                thread.name,
+                start,
+                start,
+                end,
+            )
+        )
 
     def _resolve(self) -> list[OpRow]:
         clock = self._clock
@@ -355,7 +420,9 @@ class _Run:
         for op_id, device, stream, kind, name, nbytes, memory, thread, issue, start, end in self._device_ops:
             start_us = clock.device_us(start, device)
             end_us = clock.device_us(end, device) if end is not start else start_us
-            device_rows.append(OpRow(op_id, device, stream, kind, name, nbytes, memory, thread, issue, start_us, max(end_us, start_us)))
+            device_rows.append(
+                OpRow(op_id, device, stream, kind, name, nbytes, memory, thread, issue, start_us, max(end_us, start_us))
+            )
         return list(self._host_ops) + _engine_starts(device_rows)
 
     # ------------------------------------------------------------------ streams and device work
@@ -392,6 +459,26 @@ class _Run:
         start.record(s)
         if plan is not None:
             kernels.issue(plan, s)
+        end.record(s)
+        self._device_op(OpKind.KERNEL, cmd.stream, cmd.name, 0, "", thread, issue, start, end, op_id)
+
+    def _launch_graph(self, cmd: LaunchGraph, thread: Thread) -> None:
+        issue = self._clock.host_us()
+        op_id = self._new_id()
+        device = cmd.stream.device
+        kernels = self.ctx.devices[device].kernels
+        plans = self.ctx.graph_plans(device, cmd.kernels)
+        s = cmd.stream.native
+        start, end = self.ctx.take_event(device), self.ctx.take_event(device)
+        self._use_stream(s)
+        # Plans are tuned after the first warm-up run; from then on the graph is captured once and replayed.
+        graph = self.ctx.graph(device, plans) if plans and all(p.tuned for p in plans) else None
+        start.record(s)
+        if graph is None:
+            for plan in plans:
+                kernels.issue(plan, s)
+        else:
+            graph.replay()
         end.record(s)
         self._device_op(OpKind.KERNEL, cmd.stream, cmd.name, 0, "", thread, issue, start, end, op_id)
 
@@ -574,4 +661,3 @@ class _Run:
         state.streams.clear()
         with self._lock:
             self.used_bytes[buffer.device] -= buffer.nbytes
-

@@ -20,7 +20,10 @@ def require_cuda(device_index: int = 0) -> Any:
             "(install a CUDA build of torch, e.g. pip install 'gpu-policy-harness[replay]')"
         ) from None
     if not torch.cuda.is_available():
-        raise CudaUnavailable(f"this command needs a CUDA GPU; torch {torch.__version__} sees none (is this a CPU-only build or a machine without a GPU?)")
+        raise CudaUnavailable(
+            f"this command needs a CUDA GPU; torch {torch.__version__} sees none "
+            "(is this a CPU-only build or a machine without a GPU?)"
+        )
     count = torch.cuda.device_count()
     if not 0 <= device_index < count:
         raise CudaUnavailable(f"CUDA device {device_index} does not exist; this machine has {count}")
@@ -31,7 +34,10 @@ def driver_version() -> str:
     """The NVIDIA driver version as nvidia-smi reports it, or "" when it cannot be read."""
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
     except (OSError, subprocess.TimeoutExpired):
         return ""

@@ -24,7 +24,10 @@ from replay.timed import TimedKernels
 
 
 def make_kernels(torch: Any, device: Any) -> StandIn:
-    """The replay's kernel stand-ins: timer-bounded kernels (CuPy) unless ``HARNESS_REPLAY_KERNELS=sized`` or CuPy is missing."""
+    """The replay's kernel stand-ins.
+
+    Timer-bounded kernels (CuPy) unless ``HARNESS_REPLAY_KERNELS=sized`` or CuPy is missing.
+    """
     choice = os.environ.get("HARNESS_REPLAY_KERNELS", "timed")
     if choice not in ("timed", "sized"):
         raise ValueError(f"HARNESS_REPLAY_KERNELS must be 'timed' or 'sized', got {choice!r}")

@@ -39,6 +39,7 @@ SLEEP_CYCLES = (0, 20_000, 200_000, 1_000_000)
 ROW_STEP = 64
 BYTE_STEP = 4096
 
+
 @dataclass(frozen=True)
 class KernelTables:
     """Measured times of the work the factory can issue (back to back: GPU time only)."""
@@ -202,7 +203,9 @@ class SizedKernels:
         sleep_us = [self.gpu_time_us(lambda c=c: torch.cuda._sleep(c)) for c in SLEEP_CYCLES]
         base, slope = fit_line(list(SLEEP_CYCLES), sleep_us)
         mm_us = [self.gpu_time_us(lambda r=r: torch.mm(self._a[:r], self._b, out=self._c[:r])) for r in MATMUL_ROWS]
-        d2d_us = [self.gpu_time_us(lambda n=n: self._dst[:n].copy_(self._src[:n], non_blocking=True)) for n in D2D_BYTES]
+        d2d_us = [
+            self.gpu_time_us(lambda n=n: self._dst[:n].copy_(self._src[:n], non_blocking=True)) for n in D2D_BYTES
+        ]
         return KernelTables(
             MATMUL_K,
             MATMUL_N,

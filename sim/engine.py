@@ -4,8 +4,9 @@ What is modelled (figures from the hardware profile, see ``harness.profile``):
 
 * **host threads** are SimPy processes, one per policy thread. Each runtime call
   costs the calling thread the profile's host time (``launch_us``,
-  ``copy_launch_us``, ``record_us``, ``wait_us``, ``alloc_us``, ``free_us``) before
-  the work reaches its stream; a thread that blocked on the GPU pays
+  ``copy_launch_us``, ``graph_launch_us``, ``record_us``, ``wait_us``,
+  ``alloc_us``, ``free_us``; or the call's own ``host_us`` when the policy
+  gives it) before the work reaches its stream; a thread that blocked on the GPU pays
   ``sync_wake_us`` when it wakes, one that blocked on another host thread (a
   queue get or put, a join) ``thread_wake_us``. Host threads never contend for
   CPU cores.
@@ -51,6 +52,7 @@ from harness.runtime import (
     HostWork,
     Join,
     Launch,
+    LaunchGraph,
     MakeQueue,
     Now,
     OpKind,
@@ -69,6 +71,7 @@ from harness.runtime import (
 )
 from sim.fluid import FluidServer, compute_rates, duplex_link_rates
 
+
 class PolicyError(RuntimeError):
     """A policy did something the runtime contract forbids."""
 
@@ -78,9 +81,35 @@ class SimDeadlock(RuntimeError):
 
 
 class _Op:
-    __slots__ = ("id", "kind", "name", "nbytes", "host_memory", "direction", "work", "share", "event", "thread", "issue_us")
+    __slots__ = (
+        "id",
+        "kind",
+        "name",
+        "nbytes",
+        "host_memory",
+        "direction",
+        "work",
+        "share",
+        "event",
+        "thread",
+        "issue_us",
+        "delay",
+    )
 
-    def __init__(self, op_id, kind, name, thread, issue_us, nbytes=0, host_memory="", direction=None, work=0.0, share=1.0, event=None):
+    def __init__(
+        self,
+        op_id,
+        kind,
+        name,
+        thread,
+        issue_us,
+        nbytes=0,
+        host_memory="",
+        direction=None,
+        work=0.0,
+        share=1.0,
+        event=None,
+    ):
         self.id = op_id
         self.kind = kind
         self.name = name
@@ -92,6 +121,7 @@ class _Op:
         self.event = event
         self.thread = thread
         self.issue_us = issue_us
+        self.delay = 0.0  # device time before the op starts once its stream reaches it (a graph node's launch)
 
 
 class _SimEvent:
@@ -132,7 +162,9 @@ class SimBackend(Backend):
 
     name = "sim"
 
-    def __init__(self, profile: Profile, devices: int = 1, device_memory_bytes: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, profile: Profile, devices: int = 1, device_memory_bytes: int | None = None, seed: int = 0
+    ) -> None:
         if devices < 1:
             raise ValueError("a simulation needs at least one device")
         self.profile = profile
@@ -141,15 +173,22 @@ class SimBackend(Backend):
         capacity = min(device_memory_bytes or profile.device.memory_bytes, profile.device.memory_bytes)
         self.devices = [_SimDevice(self.env, i, profile, capacity) for i in range(devices)]
         self.runtime = Runtime(
-            [DeviceInfo(i, profile.device.gpu_name, capacity) for i in range(devices)], backend="sim", seed=seed, profile=profile
+            [DeviceInfo(i, profile.device.gpu_name, capacity) for i in range(devices)],
+            backend="sim",
+            seed=seed,
+            profile=profile,
         )
         self.ops: list[OpRow] = []
         self._next_id = 0
         self._main_return_us = 0.0
         self._host = profile.host
         handlers = command_handlers(self)
-        self._immediate: dict[type, Callable[[Any, Thread], Any]] = {c: h for c, h in handlers.items() if c in IMMEDIATE}
-        self._timed: dict[type, Callable[[Any, Thread], Generator]] = {c: h for c, h in handlers.items() if c not in IMMEDIATE}
+        self._immediate: dict[type, Callable[[Any, Thread], Any]] = {
+            c: h for c, h in handlers.items() if c in IMMEDIATE
+        }
+        self._timed: dict[type, Callable[[Any, Thread], Generator]] = {
+            c: h for c, h in handlers.items() if c not in IMMEDIATE
+        }
 
     # ------------------------------------------------------------------ driving
     def run(self, main: Callable[..., Generator[Command, Any, Any]], *args: Any) -> RunResult:
@@ -158,7 +197,9 @@ class SimBackend(Backend):
         main_thread.native = process
         self.env.run()
         if not process.triggered:
-            raise SimDeadlock("the main thread is still blocked after every event ran (waiting on work that never completes?)")
+            raise SimDeadlock(
+                "the main thread is still blocked after every event ran (waiting on work that never completes?)"
+            )
         if not process.ok:  # pragma: no cover - SimPy re-raises before this
             raise process.value
         return RunResult(self.ops, process.value, self._main_return_us)
@@ -212,21 +253,56 @@ class SimBackend(Backend):
     # ------------------------------------------------------------------ host-timed commands
     def _launch(self, cmd: Launch, thread: Thread):
         issue = self.env.now
-        if self._host.launch_us > 0.0:
-            yield self.env.timeout(self._host.launch_us)
-        self._enqueue(cmd.stream, _Op(self._new_id(), OpKind.KERNEL, cmd.name, thread.name, issue, work=cmd.duration_us, share=cmd.compute_share))
+        cost = self._host.launch_us if cmd.host_us is None else cmd.host_us
+        if cost > 0.0:
+            yield self.env.timeout(cost)
+        self._enqueue(
+            cmd.stream,
+            _Op(
+                self._new_id(),
+                OpKind.KERNEL,
+                cmd.name,
+                thread.name,
+                issue,
+                work=cmd.duration_us,
+                share=cmd.compute_share,
+            ),
+        )
+
+    def _launch_graph(self, cmd: LaunchGraph, thread: Thread):
+        issue = self.env.now
+        cost = self._host.graph_launch_cost_us if cmd.host_us is None else cmd.host_us
+        if cost > 0.0:
+            yield self.env.timeout(cost)
+        gap = self.profile.device.graph_kernel_gap_us
+        for i, k in enumerate(cmd.kernels):
+            op = _Op(self._new_id(), OpKind.KERNEL, k.name, thread.name, issue, work=k.duration_us, share=k.compute_share)
+            if i:
+                op.delay = gap
+            self._enqueue(cmd.stream, op)
 
     def _copy(self, cmd: Copy, thread: Thread):
         issue = self.env.now
-        if self._host.copy_launch_us > 0.0:
-            yield self.env.timeout(self._host.copy_launch_us)
+        cost = self._host.copy_launch_us if cmd.host_us is None else cmd.host_us
+        if cost > 0.0:
+            yield self.env.timeout(cost)
         if cmd.direction is Direction.D2D:
             work = self.profile.d2d_time_us(cmd.nbytes)
             memory = ""
         else:
             work = 0.0
             memory = cmd.host_memory.value
-        op = _Op(self._new_id(), COPY_KIND[cmd.direction], cmd.name, thread.name, issue, cmd.nbytes, memory, cmd.direction, work)
+        op = _Op(
+            self._new_id(),
+            COPY_KIND[cmd.direction],
+            cmd.name,
+            thread.name,
+            issue,
+            cmd.nbytes,
+            memory,
+            cmd.direction,
+            work,
+        )
         target = self._enqueue(cmd.stream, op)
         if cmd.direction is not Direction.D2D and cmd.host_memory is HostMemory.PAGEABLE:
             # The driver stages pageable memory through a pinned buffer: the host is held.
@@ -234,17 +310,24 @@ class SimBackend(Backend):
 
     def _record(self, cmd: Record, thread: Thread):
         issue = self.env.now
-        if self._host.record_us > 0.0:
-            yield self.env.timeout(self._host.record_us)
+        cost = self._host.record_us if cmd.host_us is None else cmd.host_us
+        if cost > 0.0:
+            yield self.env.timeout(cost)
         event = Event(self._new_id(), cmd.stream, _SimEvent())
-        self._enqueue(cmd.stream, _Op(self._new_id(), OpKind.RECORD, event_name(event), thread.name, issue, event=event.native))
+        self._enqueue(
+            cmd.stream, _Op(self._new_id(), OpKind.RECORD, event_name(event), thread.name, issue, event=event.native)
+        )
         return event
 
     def _wait_event(self, cmd: WaitEvent, thread: Thread):
         issue = self.env.now
-        if self._host.wait_us > 0.0:
-            yield self.env.timeout(self._host.wait_us)
-        self._enqueue(cmd.stream, _Op(self._new_id(), OpKind.WAIT, event_name(cmd.event), thread.name, issue, event=cmd.event.native))
+        cost = self._host.wait_us if cmd.host_us is None else cmd.host_us
+        if cost > 0.0:
+            yield self.env.timeout(cost)
+        self._enqueue(
+            cmd.stream,
+            _Op(self._new_id(), OpKind.WAIT, event_name(cmd.event), thread.name, issue, event=cmd.event.native),
+        )
 
     def _sync_event(self, cmd: SyncEvent, thread: Thread):
         state: _SimEvent = cmd.event.native
@@ -333,6 +416,8 @@ class SimBackend(Backend):
                 stream.wakeup = env.event()
                 yield stream.wakeup
             op = stream.pending.popleft()
+            if op.delay > 0.0:
+                yield env.timeout(op.delay)
             start = env.now
             kind = op.kind
             if kind is OpKind.KERNEL or kind is OpKind.COPY_D2D:
@@ -359,11 +444,39 @@ class SimBackend(Backend):
                         yield env.timeout(curve.latency_us)
                     if op.nbytes > 0:
                         yield device.link.submit(op.nbytes, curve.bandwidth_bytes_per_us(op.nbytes), op.direction)
-            rows.append(OpRow(op.id, device.index, name, kind.value, op.name, op.nbytes, op.host_memory, op.thread, op.issue_us, start, env.now))
+            rows.append(
+                OpRow(
+                    op.id,
+                    device.index,
+                    name,
+                    kind.value,
+                    op.name,
+                    op.nbytes,
+                    op.host_memory,
+                    op.thread,
+                    op.issue_us,
+                    start,
+                    env.now,
+                )
+            )
             stream.completed += 1
             waiters = stream.sync_waiters
             while waiters and waiters[0][0] <= stream.completed:
                 waiters.popleft()[1].succeed()
 
     def _host_op(self, kind: OpKind, name: str, thread: Thread, start: float) -> None:
-        self.ops.append(OpRow(self._new_id(), HOST_DEVICE, thread.name, kind.value, name, 0, "", thread.name, start, start, self.env.now))
+        self.ops.append(
+            OpRow(
+                self._new_id(),
+                HOST_DEVICE,
+                thread.name,
+                kind.value,
+                name,
+                0,
+                "",
+                thread.name,
+                start,
+                start,
+                self.env.now,
+            )
+        )

@@ -103,10 +103,22 @@ def test_imports_go_down_the_layers(package):
         ("harness/spec.py", "from workloads import kv_backup", "only its own workload may name a workload"),
         ("harness/cli/run.py", "from workloads.kv_backup import WORKLOAD", "only its own workload may name a workload"),
         ("harness/spec.py", "from sim import SimBackend", "layer 'core' may not import layer 'sim'"),
-        ("workloads/kv_backup/experiments.py", "def f():\n    from sim import SimBackend", "layer 'workloads' may not import layer 'sim'"),
-        ("workloads/kv_backup/metrics.py", "from workloads.layer_streaming.inputs import Segment", "only its own workload"),
+        (
+            "workloads/kv_backup/experiments.py",
+            "def f():\n    from sim import SimBackend",
+            "layer 'workloads' may not import layer 'sim'",
+        ),
+        (
+            "workloads/kv_backup/metrics.py",
+            "from workloads.layer_streaming.inputs import Segment",
+            "only its own workload",
+        ),
         ("dashboard/app.py", "from harness.cli import app", "layer 'dashboard' may not import layer 'cli'"),
-        ("fidelity/report.py", "from replay.engine import ReplayBackend", "layer 'fidelity' may not import layer 'replay'"),
+        (
+            "fidelity/report.py",
+            "from replay.engine import ReplayBackend",
+            "layer 'fidelity' may not import layer 'replay'",
+        ),
     ],
 )
 def test_a_wrong_import_is_caught(importer, source, expected):
@@ -116,7 +128,9 @@ def test_a_wrong_import_is_caught(importer, source, expected):
 
 def test_allowed_imports_pass():
     allowed = {
-        "workloads/kv_backup/metrics.py": "from workloads.kv_backup.inputs import KvBackupInputs\nfrom harness.runtime import Stream",
+        "workloads/kv_backup/metrics.py": (
+            "from workloads.kv_backup.inputs import KvBackupInputs\nfrom harness.runtime import Stream"
+        ),
         "harness/cli/run.py": "from sim import SimBackend\nfrom replay.engine import ReplayBackend",
         "dashboard/fidelity.py": "from fidelity.compare import fidelity_table",
         "harness/workload.py": "import importlib\nimport workloads as package",

@@ -40,7 +40,9 @@ def sim_factory(spec, rep):
     return SimBackend(spec.profile, seed=spec.spec.seed + rep)
 
 
-def write_spec(tmp_path: Path, csv_text: str, extra: str = "", policies: str = '[[policies]]\nname = "adaptive"\n') -> Path:
+def write_spec(
+    tmp_path: Path, csv_text: str, extra: str = "", policies: str = '[[policies]]\nname = "adaptive"\n'
+) -> Path:
     (tmp_path / "reqs.csv").write_text(textwrap.dedent(csv_text).lstrip())
     spec = tmp_path / "spec.toml"
     spec.write_text(
@@ -100,14 +102,19 @@ def test_reject_mode_counts_and_lists_bad_rows(tmp_path):
 
 def test_spec_field_errors_name_the_field(tmp_path):
     spec = tmp_path / "s.toml"
-    spec.write_text('name = "t"\nprofile = "h100-sxm-pcie5"\n[workload]\nkind = "continuous_batching"\ncost_model = "engine-pmat-quoted"\n'
-                    'arrivals = "poisson"\nrequests = 5\nprompt_tokens = 10\noutput_tokens = [8, 4]\n[[policies]]\nname = "adaptive"\n')
+    spec.write_text(
+        'name = "t"\nprofile = "h100-sxm-pcie5"\n[workload]\nkind = "continuous_batching"\n'
+        'cost_model = "engine-pmat-quoted"\narrivals = "poisson"\nrequests = 5\nprompt_tokens = 10\n'
+        'output_tokens = [8, 4]\n[[policies]]\nname = "adaptive"\n'
+    )
     with pytest.raises(InputError, match=r"field 'workload.output_tokens'.*empty"):
         load_spec(spec)
     spec.write_text(spec.read_text().replace("output_tokens = [8, 4]", "output_tokens = 4"))
     with pytest.raises(InputError, match="rate_per_s"):
         load_spec(spec)
-    spec.write_text(spec.read_text().replace('cost_model = "engine-pmat-quoted"', 'cost_model = "nope"\nrate_per_s = 2.0'))
+    spec.write_text(
+        spec.read_text().replace('cost_model = "engine-pmat-quoted"', 'cost_model = "nope"\nrate_per_s = 2.0')
+    )
     with pytest.raises(InputError, match="cost model not found"):
         run_spec(load_spec(spec), sim_factory)
 
@@ -117,8 +124,10 @@ def test_spec_field_errors_name_the_field(tmp_path):
 
 def test_azure_layout_csv_is_read_as_microseconds_since_the_first_row(tmp_path):
     path = tmp_path / "azure.csv"
-    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"
-                    "2023-11-16 18:15:50.9951690,396,109\n2023-11-16 18:15:51.2224670,879,55\n")
+    path.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"
+        "2023-11-16 18:15:50.9951690,396,109\n2023-11-16 18:15:51.2224670,879,55\n"
+    )
     table = read_request_csv(path)
     assert table.arrival_us.tolist() == pytest.approx([0.0, 4_314_579.0, 4_541_877.0])
     assert table.prompt_tokens.tolist() == [374, 396, 879] and table.output_tokens.tolist() == [44, 109, 55]
@@ -135,7 +144,9 @@ def test_parquet_round_trip_keeps_provenance_and_refuses_files_without_it(tmp_pa
     out = write_request_parquet(tmp_path / "r.parquet", [0.0, 5.0], [3, 4], [2, 1], source="unit test")
     table = read_requests(out)
     assert table.prompt_tokens.tolist() == [3, 4] and table.arrival_us.tolist() == [0.0, 5.0]
-    pd.DataFrame({"arrival_us": [0.0], "prompt_tokens": [1], "output_tokens": [1]}).to_parquet(tmp_path / "bare.parquet")
+    pd.DataFrame({"arrival_us": [0.0], "prompt_tokens": [1], "output_tokens": [1]}).to_parquet(
+        tmp_path / "bare.parquet"
+    )
     with pytest.raises(InputError, match="format_version"):
         read_requests(tmp_path / "bare.parquet")
     with pytest.raises(InputError, match="row 1"):
@@ -154,7 +165,9 @@ def test_bundled_azure_sample_matches_the_public_trace():
     np.testing.assert_array_equal(sample.output_tokens, full.output_tokens[:300])
 
 
-@pytest.mark.skipif(not (AZURE / "AzureLLMInferenceTrace_code.csv").exists(), reason="../shared/data/azure2023 not present")
+@pytest.mark.skipif(
+    not (AZURE / "AzureLLMInferenceTrace_code.csv").exists(), reason="../shared/data/azure2023 not present"
+)
 def test_real_azure_code_trace_is_ordered_and_positive():
     table = read_request_csv(AZURE / "AzureLLMInferenceTrace_code.csv")
     assert len(table) == 8819
@@ -165,7 +178,9 @@ def test_real_azure_code_trace_is_ordered_and_positive():
 def test_generators_have_the_asked_rate_and_variability():
     rng = np.random.default_rng(0)
     poisson = np.diff(poisson_arrivals_us(20_000, 10.0, rng))
-    assert poisson.mean() == pytest.approx(1e5, rel=0.03) and poisson.std() / poisson.mean() == pytest.approx(1.0, rel=0.05)
+    assert poisson.mean() == pytest.approx(1e5, rel=0.03) and poisson.std() / poisson.mean() == pytest.approx(
+        1.0, rel=0.05
+    )
     bursty = np.diff(gamma_arrivals_us(20_000, 10.0, 3.0, rng))
     assert bursty.mean() == pytest.approx(1e5, rel=0.1) and bursty.std() / bursty.mean() == pytest.approx(3.0, rel=0.1)
 
@@ -183,13 +198,19 @@ def test_bundled_cost_models_load_and_say_where_they_came_from():
         assert model.prefill_us((512,) * 4) >= model.prefill_us((512,))  # more prompts never cost less
     engine = load_cost_model("engine-pmat-quoted")
     assert engine.fast_decode_us(100) == 6700.0  # quoted: 256 tokens x 6.7 ms
-    assert engine.join_us(30) == pytest.approx(14_600.9)  # quoted 14 ms per join (+ 30 prompt tokens, 0.9 of them squared)
+    assert engine.join_us(30) == pytest.approx(
+        14_600.9
+    )  # quoted 14 ms per join (+ 30 prompt tokens, 0.9 of them squared)
     assert engine.prefill_us((8,) * 4) == pytest.approx(20_640.0, abs=1.0)  # quoted 20 ms for the c=4 prefill
 
 
 @pytest.mark.parametrize("variant", ["eager", "graphs"])
 def test_measured_cost_models_are_reproduced_from_the_committed_measurement(variant):
-    raw = json.loads((REPO_ROOT / "measurements" / "2026-11-23_h100_batching-step-cost-run2" / "h100-tinyllama1b-run2.json").read_text())
+    raw = json.loads(
+        (
+            REPO_ROOT / "measurements" / "2026-11-23_h100_batching-step-cost-run2" / "h100-tinyllama1b-run2.json"
+        ).read_text()
+    )
     name = f"h100-tinyllama1b-{variant}"
     refit = fit(raw, variant, name, "measurements/2026-11-23_h100_batching-step-cost-run2/h100-tinyllama1b-run2.log")
     shipped = tomllib.loads((TRACES_DIR / "cost_models" / f"{name}.toml").read_text())
@@ -205,7 +226,11 @@ def test_measured_cost_models_are_reproduced_from_the_committed_measurement(vari
 
 def test_cost_model_file_errors_name_the_field(tmp_path):
     bad = tmp_path / "m.toml"
-    text = (TRACES_DIR / "cost_models" / "engine-pmat-quoted.toml").read_text().replace("base_us = 12300.0", "base_us = -1.0")
+    text = (
+        (TRACES_DIR / "cost_models" / "engine-pmat-quoted.toml")
+        .read_text()
+        .replace("base_us = 12300.0", "base_us = -1.0")
+    )
     bad.write_text(text)
     with pytest.raises(InputError, match=r"decode.base_us"):
         load_cost_model(str(bad))
@@ -231,12 +256,17 @@ def test_requests_table_is_written_with_run_id_in_every_row(tmp_path):
         assert row["value"] == pytest.approx(per_request[row["run_id"]])
 
 
-@pytest.mark.parametrize("arrivals", ['arrivals = "poisson"\nrate_per_s = 20.0', 'arrivals = "bursty"\nrate_per_s = 20.0\ncv = 4.0'])
+@pytest.mark.parametrize(
+    "arrivals", ['arrivals = "poisson"\nrate_per_s = 20.0', 'arrivals = "bursty"\nrate_per_s = 20.0\ncv = 4.0']
+)
 def test_generated_open_loop_specs_serve_every_request(tmp_path, arrivals):
     spec = tmp_path / "g.toml"
-    spec.write_text('name = "g"\nprofile = "h100-sxm-pcie5"\nseed = 3\n[workload]\nkind = "continuous_batching"\n'
-                    f'cost_model = "h100-tinyllama1b-graphs"\n{arrivals}\nrequests = 60\nprompt_tokens = [8, 512]\n'
-                    'output_tokens = [4, 64]\n[[policies]]\nname = "adaptive"\nmax_batch = 8\n[[policies]]\nname = "fixed_window"\nwindow_ms = 5.0\n')
+    spec.write_text(
+        'name = "g"\nprofile = "h100-sxm-pcie5"\nseed = 3\n[workload]\nkind = "continuous_batching"\n'
+        f'cost_model = "h100-tinyllama1b-graphs"\n{arrivals}\nrequests = 60\nprompt_tokens = [8, 512]\n'
+        'output_tokens = [4, 64]\n[[policies]]\nname = "adaptive"\nmax_batch = 8\n'
+        '[[policies]]\nname = "fixed_window"\nwindow_ms = 5.0\n'
+    )
     results = run_spec(load_spec(spec), sim_factory)
     assert (results.runs["status"] == "ok").all()
     table = results.tables["requests"].to_pandas()

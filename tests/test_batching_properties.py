@@ -60,19 +60,29 @@ loop_strategy = st.fixed_dictionaries(
     }
 )
 policy_strategy = st.one_of(
-    st.tuples(st.just("fixed_window"), loop_strategy, st.fixed_dictionaries({"window_ms": st.sampled_from([0.0, 0.5, 3.0, 10.0])})),
+    st.tuples(
+        st.just("fixed_window"),
+        loop_strategy,
+        st.fixed_dictionaries({"window_ms": st.sampled_from([0.0, 0.5, 3.0, 10.0])}),
+    ),
     st.tuples(
         st.just("adaptive"),
         loop_strategy,
-        st.fixed_dictionaries({"peer_wait_ms": st.sampled_from([0.0, 1.0, 3.0]), "singleton_wait_ms": st.sampled_from([0.0, 2.0])}),
+        st.fixed_dictionaries(
+            {"peer_wait_ms": st.sampled_from([0.0, 1.0, 3.0]), "singleton_wait_ms": st.sampled_from([0.0, 2.0])}
+        ),
     ),
 )
 
 
 def make_inputs(rows, clients: int) -> BatchingInputs:
     gaps = np.array([r[0] for r in rows])
-    table = RequestTable(np.cumsum(gaps), np.array([r[1] for r in rows], float), np.array([r[2] for r in rows], float), "hypothesis")
-    return BatchingInputs(screen(table, COST.context_limit_tokens, "error"), COST, COST.context_limit_tokens, clients, 300.0, "hypothesis")
+    table = RequestTable(
+        np.cumsum(gaps), np.array([r[1] for r in rows], float), np.array([r[2] for r in rows], float), "hypothesis"
+    )
+    return BatchingInputs(
+        screen(table, COST.context_limit_tokens, "error"), COST, COST.context_limit_tokens, clients, 300.0, "hypothesis"
+    )
 
 
 def simulate(inputs: BatchingInputs, policy):
@@ -144,8 +154,14 @@ def test_every_request_served_in_order_within_slots(rows, clients, policy):
 def test_single_slot_without_fast_path_serves_one_at_a_time(rows):
     """max_batch = 1: one request at a time, strictly in arrival order, each with its full output."""
     inputs = make_inputs(rows, 0)
-    params, log, _ = simulate(inputs, ("fixed_window", {"max_batch": 1, "fast_path": False, "prefill": "batched",
-                                                        "mid_batch_joins": True, "slot_recycling": True}, {"window_ms": 1.0}))
+    params, log, _ = simulate(
+        inputs,
+        (
+            "fixed_window",
+            {"max_batch": 1, "fast_path": False, "prefill": "batched", "mid_batch_joins": True, "slot_recycling": True},
+            {"window_ms": 1.0},
+        ),
+    )
     frame = requests_frame(inputs, log).sort_values("request")
     assert (frame["first_token_us"].to_numpy()[1:] >= frame["last_token_us"].to_numpy()[:-1]).all()
     assert set(frame["admission"]) <= {"batch", "recycle"}

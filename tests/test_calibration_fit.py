@@ -85,8 +85,12 @@ def test_profile_with_kernels_section_round_trips(tmp_path, h100):
     raw = h100.figures.model_dump(exclude_none=True)
     raw["name"] = "with-kernels"
     raw["kernels"] = {
-        "matmul_k": 8192, "matmul_n": 8192, "matmul_samples": [[128, 20.0], [256, 30.0]],
-        "d2d_samples": [[1048576, 5.0], [2097152, 6.5]], "sleep_base_us": 2.0, "sleep_cycles_per_us": 1430.0,
+        "matmul_k": 8192,
+        "matmul_n": 8192,
+        "matmul_samples": [[128, 20.0], [256, 30.0]],
+        "d2d_samples": [[1048576, 5.0], [2097152, 6.5]],
+        "sleep_base_us": 2.0,
+        "sleep_cycles_per_us": 1430.0,
         "min_kernel_us": 2.5,
     }
     path = write_profile(raw, tmp_path / "with-kernels.toml", "# header\n")
@@ -125,5 +129,22 @@ def test_host_cost_loop_recovers_the_costs_it_runs_under(h100):
     run = SimBackend(profile).run(_loop_policy)
     costs = _loop_costs(ops_frame(run.ops), run.result)
     costs["thread_wake_us"] = handoff_wake_us(SimBackend(profile), now_us=0.0)
-    expected = profile.host.model_dump()
+    expected = profile.host.model_dump(exclude={"graph_launch_us"})  # measured by the graph policy, below
     assert costs == pytest.approx(expected, abs=1e-6)
+
+
+def test_graph_calibration_recovers_the_graph_costs_it_runs_under(h100):
+    """The calibration's graph loop, run on the simulator, reads back the profile's graph launch cost and kernel gap."""
+    from harness.backend import run_policy
+    from harness.profile import Profile
+    from replay.calibrate import _graph_policy, graph_costs
+    from sim import SimBackend
+
+    figures = h100.figures.model_copy(
+        update={
+            "host": h100.host.model_copy(update={"graph_launch_us": 12.5}),
+            "device": h100.figures.device.model_copy(update={"graph_kernel_gap_us": 0.25}),
+        }
+    )
+    run = run_policy(SimBackend(Profile(figures)), _graph_policy)
+    assert graph_costs(run.ops, run.result) == pytest.approx({"graph_launch_us": 12.5, "graph_kernel_gap_us": 0.25}, abs=1e-3)

@@ -109,16 +109,46 @@ def test_existing_results_are_never_overwritten(tmp_path):
 BAD_SPECS = [
     ("missing field", SPEC.replace('profile = "h100-sxm-pcie5"\n', ""), "field 'profile'", "Field required"),
     ("unknown profile", SPEC.replace("h100-sxm-pcie5", "tpu-v9"), "field 'profile'", "unknown hardware profile"),
-    ("unknown policy", SPEC.replace('name = "sync"', 'name = "magic"'), "field 'policies[0].name'", "unknown policy 'magic'"),
+    (
+        "unknown policy",
+        SPEC.replace('name = "sync"', 'name = "magic"'),
+        "field 'policies[0].name'",
+        "unknown policy 'magic'",
+    ),
     ("unknown policy parameter", SPEC.replace("depth = 2", "dept = 2"), "field 'policies[1].dept'", "Extra inputs"),
-    ("bad policy parameter", SPEC.replace("depth = 2", "depth = 0"), "field 'policies[1].depth'", "greater than or equal to 1"),
+    (
+        "bad policy parameter",
+        SPEC.replace("depth = 2", "depth = 0"),
+        "field 'policies[1].depth'",
+        "greater than or equal to 1",
+    ),
     ("negative duration", SPEC.replace("compute_us = 900.0", "compute_us = -5.0"), "field 'workload'", "compute_us"),
-    ("NaN duration", SPEC.replace("compute_us = 900.0", "compute_us = nan"), "field 'workload'", "compute_us"),
-    ("unknown workload", SPEC.replace('kind = "layer_streaming"', 'kind = "sorting"'), "field 'workload.kind'", "unknown workload"),
-    ("segment larger than device memory", SPEC.replace("param_bytes = 67108864", "param_bytes = 100000000000"), "field 'workload', segment", "exceeds device memory"),
-    ("segment larger than the budget", SPEC.replace('seed = 3', 'seed = 3\ndevice_memory_bytes = 1000000'), "field 'workload', segment 0", "exceeds device memory of 1000000 bytes"),
+    ("NaN duration", SPEC.replace("compute_us = 900.0", "compute_us = nan"), "field 'workload.compute_us'", "finite"),
+    (
+        "unknown workload",
+        SPEC.replace('kind = "layer_streaming"', 'kind = "sorting"'),
+        "field 'workload.kind'",
+        "unknown workload",
+    ),
+    (
+        "segment larger than device memory",
+        SPEC.replace("param_bytes = 67108864", "param_bytes = 100000000000"),
+        "field 'workload', segment",
+        "exceeds device memory",
+    ),
+    (
+        "segment larger than the budget",
+        SPEC.replace("seed = 3", "seed = 3\ndevice_memory_bytes = 1000000"),
+        "field 'workload', segment 0",
+        "exceeds device memory of 1000000 bytes",
+    ),
     ("malformed TOML", SPEC.replace("[workload]", "[workload"), "", "malformed TOML"),
-    ("duplicate label", SPEC.replace('name = "prefetch"', 'name = "sync"').replace("depth = 2", ""), "field 'policies[1].label'", "used twice"),
+    (
+        "duplicate label",
+        SPEC.replace('name = "prefetch"', 'name = "sync"').replace("depth = 2", ""),
+        "field 'policies[1].label'",
+        "used twice",
+    ),
 ]
 
 
@@ -136,7 +166,9 @@ def test_bad_specs_get_one_clear_error_and_write_nothing(tmp_path, case, text, w
 
 
 def _trace_spec(tmp_path: Path, trace: Path) -> Path:
-    return write_spec(tmp_path, f'''
+    return write_spec(
+        tmp_path,
+        f'''
 name = "tr"
 profile = "h100-sxm-pcie5"
 [workload]
@@ -144,7 +176,8 @@ kind = "layer_streaming"
 trace = "{trace.name}"
 [[policies]]
 name = "sync"
-''')
+''',
+    )
 
 
 def _ops():
@@ -219,7 +252,9 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     res = read_results(out)
     m = res.metrics[res.metrics["item"] == -1].pivot(index="run_id", columns="metric", values="value")
-    sync, prefetch, resident = (m.loc[f"layer-streaming-demo:{p}:sim:r0", "makespan_us"] for p in ("sync", "prefetch", "resident"))
+    sync, prefetch, resident = (
+        m.loc[f"layer-streaming-demo:{p}:sim:r0", "makespan_us"] for p in ("sync", "prefetch", "resident")
+    )
     assert resident < prefetch < sync
     assert m.loc["layer-streaming-demo:prefetch:sim:r0", "makespan_over_overlap_bound"] == pytest.approx(1.0, abs=0.005)
 

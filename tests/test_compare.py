@@ -48,7 +48,9 @@ def sim_folder(tmp_path_factory) -> Path:
     return out
 
 
-def fake_replay(sim_folder: Path, out: Path, scale: dict[str, list[float]], fail: set[str] = frozenset(), sha: str | None = None) -> Path:
+def fake_replay(
+    sim_folder: Path, out: Path, scale: dict[str, list[float]], fail: set[str] = frozenset(), sha: str | None = None
+) -> Path:
     """A 'replay' folder made from the sim one: each policy's makespan scaled per repetition."""
     res = read_results(sim_folder)
     runs = res.runs.copy()

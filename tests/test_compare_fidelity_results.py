@@ -27,7 +27,9 @@ SPECS = sorted(SPECS_DIR.glob("fidelity_*.toml"))
 
 def simulate(spec_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     loaded = load_spec(spec_path)
-    results = run_spec(loaded, lambda spec, rep: SimBackend(spec.profile, 1, spec.device_memory_bytes, seed=spec.spec.seed + rep))
+    results = run_spec(
+        loaded, lambda spec, rep: SimBackend(spec.profile, 1, spec.device_memory_bytes, seed=spec.spec.seed + rep)
+    )
     runs = results.runs.assign(folder="sim")
     return runs, results.metrics[results.metrics["item"] == -1]
 

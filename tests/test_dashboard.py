@@ -50,7 +50,11 @@ def run_level(folder: Path, metric: str) -> dict[str, float]:
 def test_a_parent_folder_stands_for_its_results_folders_and_tables(data):
     (data.root / ".partial-123").mkdir(exist_ok=True)
     found = {p.name for p in sources.expand([data.root])}
-    assert found == {p.name for p in data.good.values()} | {"broken-missing-ops", "broken-corrupt", "fidelity-test.parquet"}
+    assert found == {p.name for p in data.good.values()} | {
+        "broken-missing-ops",
+        "broken-corrupt",
+        "fidelity-test.parquet",
+    }
     assert sources.expand([data.root / "nowhere"]) == [data.root / "nowhere"]
 
 
@@ -117,7 +121,9 @@ def test_a_large_timeline_is_merged_under_the_bound_without_losing_ops():
     view = timeline_view(ops, max_bars=2000)
     assert view.merged and len(view.bars) <= 2000 and view.bars["n_ops"].sum() == n
     assert "merged" in view.note() and "40,000 ops" in view.note()
-    for lane, part in ops.assign(lane="gpu0 stream " + ops["stream"]).groupby("lane"):  # every op lies inside a drawn bar
+    for lane, part in ops.assign(lane="gpu0 stream " + ops["stream"]).groupby(
+        "lane"
+    ):  # every op lies inside a drawn bar
         drawn = view.bars[view.bars["lane"] == lane].sort_values("start_us")
         idx = np.searchsorted(drawn["start_us"].to_numpy(), part["start_us"].to_numpy(), side="right") - 1
         assert (part["end_us"].to_numpy() <= drawn["end_us"].to_numpy()[idx]).all()
@@ -213,7 +219,10 @@ def test_compare_page_shows_the_metrics_and_the_change_against_the_baseline(app,
     assert shown == pytest.approx(makespan)
     app.selectbox(key="compare-baseline-layer-streaming-demo").set_value("sync").run()
     change = app.dataframe[1].value
-    assert change.loc["makespan_us", "prefetch"] == pytest.approx(100 * (makespan["prefetch"] / makespan["sync"] - 1))
+    expected = 100 * (makespan["prefetch"] / makespan["sync"] - 1)
+    assert change.loc["makespan_us", "prefetch"] == f"{expected:+.1f} %"
+    assert "sync" not in change.columns  # the baseline against itself is no information
+    assert not change.isin(["None", "nan"]).any().any()
     assert len(app.get("plotly_chart")) == 3  # bars, change, segment-time CDF
     assert app.selectbox(key="compare-dist-layer-streaming-demo").value.column == "segment_time_us"
 
@@ -224,7 +233,9 @@ def test_compare_page_draws_request_latency_cdfs(app, data):
     no_exception(app)
     dist = app.selectbox(key="compare-dist-batching-c1-window")
     assert dist.value.table == "requests" and dist.value.column == "ttft_us"
-    requests = read_results(data.good[BATCHING]).extra["requests"].merge(read_results(data.good[BATCHING]).runs, on="run_id")
+    requests = (
+        read_results(data.good[BATCHING]).extra["requests"].merge(read_results(data.good[BATCHING]).runs, on="run_id")
+    )
     p50 = requests.groupby("policy_label")["ttft_us"].quantile(0.5)
     table = app.dataframe[-1].value.set_index("policy_label")
     assert table["p50"].to_dict() == pytest.approx(p50.to_dict())
@@ -234,7 +245,9 @@ def test_timeline_page_stacks_sim_over_replay_and_bounds_large_runs(app, data):
     app.switch_page("views/timeline.py").run()
     no_exception(app)
     runs = read_results(data.good[DEMO]).runs.set_index("policy_label")
-    label = next(o for o in app.selectbox(key="timeline-run").options if o.startswith("layer-streaming-demo:prefetch:sim"))
+    label = next(
+        o for o in app.selectbox(key="timeline-run").options if o.startswith("layer-streaming-demo:prefetch:sim")
+    )
     app.selectbox(key="timeline-run").set_value(label).run()
     no_exception(app)
     second = app.selectbox(key=f"timeline-second-{label}").value
@@ -251,8 +264,12 @@ def test_timeline_page_stacks_sim_over_replay_and_bounds_large_runs(app, data):
 def test_fidelity_page_shows_pairs_and_errors(app, data):
     app.switch_page("views/fidelity.py").run()
     no_exception(app)
-    assert app.selectbox(key="fidelity-source").options == ["derived from the loaded runs", f"stored: {data.fidelity_file}"]
-    # shown by default: the *_us metrics; the replay fixture is 25 % slower, so only pairs that are 0 on both sides are in ±10 %
+    assert app.selectbox(key="fidelity-source").options == [
+        "derived from the loaded runs",
+        f"stored: {data.fidelity_file}",
+    ]
+    # shown by default: the *_us metrics; the replay fixture is 25 % slower,
+    # so only pairs that are 0 on both sides are in ±10 %
     sim = read_results(data.good[DEMO]).metrics
     timed = sim[(sim["item"] == -1) & sim["metric"].str.endswith("_us")]
     zero = int((timed["value"] == 0).sum())
@@ -262,7 +279,7 @@ def test_fidelity_page_shows_pairs_and_errors(app, data):
     assert f"**{n_pairs} of {n_pairs} pairs** within ±25%" in [m.value for m in app.markdown]
     per_metric = app.dataframe[0].value.set_index("metric")
     assert per_metric.loc["makespan_us", "median_abs_rel_error"] == pytest.approx(0.2)
-    assert len(app.get("plotly_chart")) == 1
+    assert len(app.get("plotly_chart")) == 2  # the scatter and the signed errors
 
 
 def test_sweep_page_plots_the_metric_against_the_parameter(app, data):
@@ -272,7 +289,9 @@ def test_sweep_page_plots_the_metric_against_the_parameter(app, data):
     no_exception(app)
     line = app.dataframe[0].value
     expected = run_level(data.good[SWEEP], "makespan_us")
-    assert dict(zip(line["param.depth"].astype(int), line["mean"])) == pytest.approx({d: expected[f"prefetch[depth={d}]"] for d in (1, 2, 3, 4)})
+    assert dict(zip(line["param.depth"].astype(int), line["mean"])) == pytest.approx(
+        {d: expected[f"prefetch[depth={d}]"] for d in (1, 2, 3, 4)}
+    )
     assert len(app.get("plotly_chart")) == 1
 
 
@@ -332,11 +351,13 @@ def test_the_app_rereads_a_folder_whose_tables_changed_on_disk(data, tmp_path, m
 def test_a_policy_keeps_its_colour_across_the_compare_charts():
     from dashboard.figures import metric_bars, policy_colours, relative_bars
 
-    values = pd.DataFrame({
-        "policy_label": ["sync", "prefetch", "resident"] * 2,
-        "metric": ["makespan_us"] * 3 + ["h2d_busy_frac"] * 3,
-        "value": [300.0, 200.0, 150.0, 0.5, 0.9, 0.0],
-    })
+    values = pd.DataFrame(
+        {
+            "policy_label": ["sync", "prefetch", "resident"] * 2,
+            "metric": ["makespan_us"] * 3 + ["h2d_busy_frac"] * 3,
+            "value": [300.0, 200.0, 150.0, 0.5, 0.9, 0.0],
+        }
+    )
     summary = compare.metric_summary(values)
     colours = policy_colours(summary["policy_label"])
     assert len(set(colours.values())) == 3

@@ -34,8 +34,13 @@ PLOT = ".js-plotly-plot .main-svg"
 MARKS = ".js-plotly-plot .barlayer path, .js-plotly-plot .scatterlayer path, .js-plotly-plot .heatmaplayer image"
 
 if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-    pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) to run the browser test", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[test]')")
+    pytest.skip(
+        f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) to run the browser test",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[test]')"
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +60,11 @@ def server(data, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("dashboard-server") / "server.log"
     log = log_path.open("w")
     # `harness dashboard` execs the Streamlit server, so this process is the server itself.
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "dashboard", str(data.root), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "dashboard", str(data.root), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -109,7 +118,9 @@ def shoot(page, name: str, tmp_path: Path) -> None:
 
 def no_exception(page) -> None:
     """No exception on the page, and the app's own navigation (not Streamlit's legacy file-name pages)."""
-    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
+        '[data-testid="stException"]'
+    ).first.inner_text()
     assert page.locator('[data-testid="stSidebarNav"]').get_by_text("Compare policies").count() == 1
 
 
@@ -125,7 +136,11 @@ def choose(page, label: str, option_text: str) -> None:
 # Streamlit would serve it as a legacy page (no sidebar, file names as titles) and no_exception() fails.
 @pytest.mark.parametrize(
     "path, spec, name",
-    [("compare", "layer-streaming-demo", "2-compare"), ("fidelity", None, "4-fidelity"), ("sweep", "layer-streaming-sweep", "5-sweep")],
+    [
+        ("compare", "layer-streaming-demo", "2-compare"),
+        ("fidelity", None, "4-fidelity"),
+        ("sweep", "layer-streaming-sweep", "5-sweep"),
+    ],
 )
 def test_chart_pages_draw_their_charts(server, page, tmp_path, path, spec, name):
     page.goto(f"{server}/{path}")
@@ -146,13 +161,18 @@ def test_timeline_page_draws_sim_over_replay(server, page, tmp_path):
     page.wait_for_selector(PLOT, timeout=30_000)
     no_exception(page)
     body = page.inner_text("body")
-    assert "layer-streaming-demo:prefetch:sim:r0 (sim)" in body and "layer-streaming-demo:prefetch:replay:r0 (replay)" in body
+    assert (
+        "layer-streaming-demo:prefetch:sim:r0 (sim)" in body
+        and "layer-streaming-demo:prefetch:replay:r0 (replay)" in body
+    )
     assert page.locator(".js-plotly-plot .barlayer path").count() > 20
     shoot(page, "3-timeline", tmp_path)
     with page.expect_download() as html:
         page.get_by_role("button", name="Download figure (HTML)").click()
     figure = Path(html.value.path()).read_text()
-    assert html.value.suggested_filename.endswith("timeline.html") and "plotly" in figure and "copy engine h2d" in figure
+    assert (
+        html.value.suggested_filename.endswith("timeline.html") and "plotly" in figure and "copy engine h2d" in figure
+    )
     with page.expect_download() as csv:
         page.get_by_role("button", name="Download bars of the first run (CSV)").click()
     assert Path(csv.value.path()).read_text().startswith("lane,lane_order,kind,name,start_us,end_us,bytes,n_ops")
@@ -167,3 +187,31 @@ def test_runs_page_lists_runs_and_names_broken_folders(server, page, tmp_path):
     assert "16 of 16 runs" in body
     assert "ops.parquet is missing" in body and "unreadable Parquet file" in body
     shoot(page, "1-runs", tmp_path)
+
+
+def test_timeline_url_opens_a_zoomed_window_of_a_big_run_with_its_units(server, page, tmp_path):
+    """A shared URL (run and window) opens that view; the axis is in ms, bars are drawn, nothing is reversed."""
+    from urllib.parse import urlencode
+
+    run = "batching-c1-window:window-10ms:sim:r0 @ batching_c1_window-sim"
+    page.goto(f"{server}/timeline?" + urlencode({"run": run, "start": "1000000", "end": "1100000"}))
+    settle(page)
+    page.wait_for_selector(PLOT, timeout=30_000)
+    no_exception(page)
+    assert page.locator(".js-plotly-plot .xtitle").first.text_content() == "time (ms)"
+    assert page.locator(".js-plotly-plot .barlayer path").count() > 3
+    body = page.inner_text("body")
+    assert "outside this run" not in body and "Download Perfetto trace" in body
+    page.get_by_role("button", name="Whole run").click()
+    settle(page)
+    assert "exceed the bound" in page.inner_text("body") or "every op drawn" in page.inner_text("body")
+    shoot(page, "6-timeline-window", tmp_path)
+
+
+def test_compare_page_leads_with_the_winner(server, page, tmp_path):
+    page.goto(f"{server}/compare?spec=layer-streaming-demo&backend=sim")
+    settle(page)
+    page.wait_for_selector(PLOT, timeout=30_000)
+    no_exception(page)
+    body = page.inner_text("body")
+    assert "wins on" in body and "(lower is better)" in body and "sim vs replay" in body

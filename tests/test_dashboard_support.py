@@ -51,7 +51,9 @@ def write_synthetic_replay(sim_folder: Path, out: Path) -> Path:
     metrics = res.metrics.assign(run_id=res.metrics["run_id"].map(rename))
     timed = metrics["metric"].str.endswith("_us")
     metrics.loc[timed, "value"] = metrics.loc[timed, "value"] * REPLAY_SCALE
-    return write_results(out, {"runs": to_table("runs", runs), "ops": to_table("ops", ops), "metrics": to_table("metrics", metrics)})
+    return write_results(
+        out, {"runs": to_table("runs", runs), "ops": to_table("ops", ops), "metrics": to_table("metrics", metrics)}
+    )
 
 
 def build(root: Path) -> DashboardData:

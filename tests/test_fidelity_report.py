@@ -21,7 +21,11 @@ from sim import SimBackend
 
 MEASUREMENTS = REPO_ROOT / "measurements"
 GOLDEN = Path(__file__).parent / "data" / "fidelity_report"
-PROVENANCE = {"name": "p", "provenance": {"gpu": "G", "driver": "D", "torch": "T", "date": "X"}, "host": {"launch_us": 9.0}}
+PROVENANCE = {
+    "name": "p",
+    "provenance": {"gpu": "G", "driver": "D", "torch": "T", "date": "X"},
+    "host": {"launch_us": 9.0},
+}
 SPEC = """
 name = "cmp"
 profile = "h100-sxm-pcie5"
@@ -41,7 +45,9 @@ name = "prefetch"
 def simulate(spec: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     loaded = load_spec(spec)
     devices = loaded.workload.devices(loaded.workload_params)
-    results = run_spec(loaded, lambda s, rep: SimBackend(s.profile, devices, s.device_memory_bytes, seed=s.spec.seed + rep))
+    results = run_spec(
+        loaded, lambda s, rep: SimBackend(s.profile, devices, s.device_memory_bytes, seed=s.spec.seed + rep)
+    )
     return results.runs, results.metrics[results.metrics["item"] == -1]
 
 
@@ -84,8 +90,14 @@ def test_report_takes_the_checks_from_the_workload_not_from_itself(layer_table):
     declared = Fidelity(
         shown_metrics=("h2d_bytes",),
         error_bounds=(ErrorBound("h2d_bytes", 0.0, 0.0),),
-        checks=(FidelityCheck("sync is slower", ("sync", "prefetch"), lambda v: (v("sync", "makespan_us") > v("prefetch", "makespan_us"), "ok")),
-                FidelityCheck("needs a policy the spec lacks", ("resident",), lambda v: (True, "never shown"))),
+        checks=(
+            FidelityCheck(
+                "sync is slower",
+                ("sync", "prefetch"),
+                lambda v: (v("sync", "makespan_us") > v("prefetch", "makespan_us"), "ok"),
+            ),
+            FidelityCheck("needs a policy the spec lacks", ("resident",), lambda v: (True, "never shown")),
+        ),
     )
     workloads = {"layer_streaming": dataclasses.replace(registry()["layer_streaming"], fidelity=declared)}
     text = render(layer_table, None, "", workloads=workloads)
@@ -107,8 +119,12 @@ def test_a_check_reads_the_median_and_the_measured_range(layer_table):
 
 def test_a_check_on_a_missing_metric_says_so(layer_table):
     check = FidelityCheck("uses a metric nobody reports", ("sync",), lambda v: (True, f"{v('sync', 'no_such_us')}"))
-    workloads = {"layer_streaming": dataclasses.replace(registry()["layer_streaming"], fidelity=Fidelity(checks=(check,)))}
-    assert "| cmp | uses a metric nobody reports | missing ('sync', 'no_such_us') | missing" in render(layer_table, workloads=workloads)
+    workloads = {
+        "layer_streaming": dataclasses.replace(registry()["layer_streaming"], fidelity=Fidelity(checks=(check,)))
+    }
+    assert "| cmp | uses a metric nobody reports | missing ('sync', 'no_such_us') | missing" in render(
+        layer_table, workloads=workloads
+    )
 
 
 @pytest.mark.parametrize("stem", ["batching_replay_c1", "batching_replay_c4"])
@@ -122,12 +138,18 @@ def test_continuous_batching_claims_hold_in_the_simulator(stem):
 def test_tables_stored_before_the_workload_column_stay_readable():
     old = pd.read_parquet(MEASUREMENTS / "2026-11-26_h100_workloads-one-gpu-thread-wake" / "fidelity.parquet")
     assert "workload" not in old.columns
-    assert workload_of(old) == {"kv-backup-fidelity": "kv_backup", "offload-fidelity": "offload_coordinator", "pipeline-fidelity": "pipeline_forwarding"}
+    assert workload_of(old) == {
+        "kv-backup-fidelity": "kv_backup",
+        "offload-fidelity": "offload_coordinator",
+        "pipeline-fidelity": "pipeline_forwarding",
+    }
     text = render(old)
     assert "## kv_backup" in text and "## offload_coordinator" in text and "DOES NOT HOLD" not in text
     layer = MEASUREMENTS / "2026-11-23_h100_layer-streaming"
     table = pd.read_parquet(layer / "fidelity.parquet")
-    assert set(workload_of(table, layer / "results", spec_dirs=()).values()) == {"layer_streaming"}  # from the results' runs
+    assert set(workload_of(table, layer / "results", spec_dirs=()).values()) == {
+        "layer_streaming"
+    }  # from the results' runs
 
 
 def test_report_of_a_folder_never_overwrites_and_fails_cleanly(tmp_path, capsys):
@@ -145,7 +167,12 @@ def test_report_of_the_committed_two_gpu_measurement_is_the_golden_file():
     """tests/data/fidelity_report/workloads-two-gpus.md; UPDATE_GOLDEN=1 rewrites it (review the diff)."""
     folder = MEASUREMENTS / "2026-11-26_h100x2_workloads-two-gpus"
     profile = tomllib.loads((folder / "profile.toml").read_text())
-    text = render(pd.read_parquet(folder / "fidelity.parquet"), profile, "fidelity/run_benchmark.sh OUT SPEC...", folder / "results")
+    text = render(
+        pd.read_parquet(folder / "fidelity.parquet"),
+        profile,
+        "fidelity/run_benchmark.sh OUT SPEC...",
+        folder / "results",
+    )
     golden = GOLDEN / "workloads-two-gpus.md"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(text)

@@ -30,8 +30,17 @@ def simulate(profile, inputs: KvBackupInputs, policy: str, **params):
 
 
 def make_inputs(**overrides) -> KvBackupInputs:
-    base = dict(layers=8, batch=4, kv_bytes_per_token_per_layer=1024, forward_us=2000.0, schedule_us=300.0,
-                host_alloc_us=50.0, steps=6, tp_ranks=1, layers_per_copy=8)
+    base = dict(
+        layers=8,
+        batch=4,
+        kv_bytes_per_token_per_layer=1024,
+        forward_us=2000.0,
+        schedule_us=300.0,
+        host_alloc_us=50.0,
+        steps=6,
+        tp_ranks=1,
+        layers_per_copy=8,
+    )
     base.update(overrides)
     return KvBackupInputs(**base)
 
@@ -41,7 +50,9 @@ def make_inputs(**overrides) -> KvBackupInputs:
 
 @pytest.fixture(scope="module")
 def spec_metrics():
-    results = run_spec(load_spec(SPEC), lambda loaded, rep: SimBackend(loaded.profile, loaded.workload.devices(loaded.workload_params)))
+    results = run_spec(
+        load_spec(SPEC), lambda loaded, rep: SimBackend(loaded.profile, loaded.workload.devices(loaded.workload_params))
+    )
     assert results.failed.empty, results.failed["error"].tolist()
     m = results.metrics.merge(results.runs[["run_id", "policy_label"]], on="run_id")
     return m.set_index(["policy_label", "metric", "item"])["value"]
@@ -71,7 +82,10 @@ def test_example_scheduler_rank_only_bug_loses_every_other_rank(spec_metrics):
 
 
 def test_deferred_trades_lag_for_fewer_copies(spec_metrics):
-    assert spec_metrics[("deferred-k4", "backup_lag_mean_us", -1)] > 10 * spec_metrics[("async_stream", "backup_lag_mean_us", -1)]
+    assert (
+        spec_metrics[("deferred-k4", "backup_lag_mean_us", -1)]
+        > 10 * spec_metrics[("async_stream", "backup_lag_mean_us", -1)]
+    )
 
 
 # --------------------------------------------------------------------------- closed form
@@ -116,7 +130,10 @@ def test_correct_policies_lose_no_backup_and_copy_after_the_forward(h100, inputs
     assert rows[("bytes_backed_up", -1)] == inputs.steps * inputs.tp_ranks * inputs.step_bytes
     # every copy starts after the forward that wrote the newest token it holds, on the same rank
     kernels = ops[ops["kind"] == "kernel"]
-    fwd_end = {(int(d), int(FORWARD_RE.match(n)[1])): e for d, n, e in zip(kernels["device"], kernels["name"], kernels["end_us"])}
+    fwd_end = {
+        (int(d), int(FORWARD_RE.match(n)[1])): e
+        for d, n, e in zip(kernels["device"], kernels["name"], kernels["end_us"])
+    }
     copies = ops[ops["kind"] == "copy_d2h"]
     for device, name_, start in zip(copies["device"], copies["name"], copies["start_us"]):
         last_step = int(BACKUP_RE.match(name_)[2])
@@ -172,9 +189,15 @@ def test_spec_with_bad_layers_per_copy_names_the_field(tmp_path):
 
 
 def test_per_layer_copies_make_deferred_pay_in_tpot_and_lag(h100):
-    results = run_spec(load_spec(SPECS_DIR / "kv_backup_per_layer.toml"), lambda loaded, rep: SimBackend(loaded.profile, 2))
-    m = results.metrics.merge(results.runs[["run_id", "policy_label"]], on="run_id").set_index(["policy_label", "metric", "item"])["value"]
-    tpot = {label: m[(label, "tpot_us", -1)] for label in ("none", "inline", "async_stream", "deferred-k2", "deferred-k4")}
+    results = run_spec(
+        load_spec(SPECS_DIR / "kv_backup_per_layer.toml"), lambda loaded, rep: SimBackend(loaded.profile, 2)
+    )
+    m = results.metrics.merge(results.runs[["run_id", "policy_label"]], on="run_id").set_index(
+        ["policy_label", "metric", "item"]
+    )["value"]
+    tpot = {
+        label: m[(label, "tpot_us", -1)] for label in ("none", "inline", "async_stream", "deferred-k2", "deferred-k4")
+    }
     assert tpot["none"] < tpot["deferred-k4"] < tpot["deferred-k2"] < tpot["async_stream"] < tpot["inline"]
     lag = {label: m[(label, "backup_lag_mean_us", -1)] for label in ("async_stream", "deferred-k2", "deferred-k4")}
     assert lag["async_stream"] < lag["deferred-k2"] < lag["deferred-k4"]
@@ -183,8 +206,12 @@ def test_per_layer_copies_make_deferred_pay_in_tpot_and_lag(h100):
 
 
 def test_single_gpu_example_gives_the_same_gain():
-    results = run_spec(load_spec(SPECS_DIR / "kv_backup_single_gpu.toml"), lambda loaded, rep: SimBackend(loaded.profile, 1))
+    results = run_spec(
+        load_spec(SPECS_DIR / "kv_backup_single_gpu.toml"), lambda loaded, rep: SimBackend(loaded.profile, 1)
+    )
     assert results.failed.empty
-    m = results.metrics.merge(results.runs[["run_id", "policy_label"]], on="run_id").set_index(["policy_label", "metric", "item"])["value"]
+    m = results.metrics.merge(results.runs[["run_id", "policy_label"]], on="run_id").set_index(
+        ["policy_label", "metric", "item"]
+    )["value"]
     assert 0.03 <= 1 - m[("async_stream", "tpot_us", -1)] / m[("inline", "tpot_us", -1)] <= 0.07
     assert m[("async_stream", "backups_lost", -1)] == 0

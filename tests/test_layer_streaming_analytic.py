@@ -20,7 +20,9 @@ MiB = 1 << 20
 def simulate(profile, segments, policy, memory_bytes=None, **params):
     definition = WORKLOAD.policies[policy]
     inputs = LayerStreamingInputs(tuple(segments), HostMemory.PINNED, 1.0, "test")
-    run = run_policy(SimBackend(profile, device_memory_bytes=memory_bytes), definition.main, inputs, definition.params(**params))
+    run = run_policy(
+        SimBackend(profile, device_memory_bytes=memory_bytes), definition.main, inputs, definition.params(**params)
+    )
     ops = run.ops
     ops.insert(0, "run_id", "t")
     rows = {(m.metric, m.item): m.value for m in metrics(inputs, ops, run.result)}
@@ -31,9 +33,9 @@ def copy_us(profile, seg):
     return profile.copy_time_us(seg.param_bytes, Direction.H2D, HostMemory.PINNED)
 
 
-segments_strategy = st.lists(
-    st.tuples(st.integers(16, 512), st.floats(200.0, 10_000.0)), min_size=2, max_size=24
-).map(lambda rows: [Segment(i, mib * MiB, us) for i, (mib, us) in enumerate(rows)])
+segments_strategy = st.lists(st.tuples(st.integers(16, 512), st.floats(200.0, 10_000.0)), min_size=2, max_size=24).map(
+    lambda rows: [Segment(i, mib * MiB, us) for i, (mib, us) in enumerate(rows)]
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -43,7 +45,9 @@ def test_sync_makespan_is_copies_plus_compute_plus_overheads(h100, segments):
     host = h100.host
     per_segment_overhead = host.alloc_us + host.copy_launch_us + host.sync_wake_us + host.free_us
     # The run ends when the last synchronize returns (before the last free).
-    expected = sum(copy_us(h100, s) + s.compute_us for s in segments) + len(segments) * per_segment_overhead - host.free_us
+    expected = (
+        sum(copy_us(h100, s) + s.compute_us for s in segments) + len(segments) * per_segment_overhead - host.free_us
+    )
     assert rows[("makespan_us", -1)] == pytest.approx(expected, rel=0.005)
 
 
@@ -61,7 +65,15 @@ def test_prefetch_stays_between_the_overlap_bound_and_bound_plus_host_costs(h100
     host = h100.host
     # Host time between one segment's end and the next one's start, at most:
     # wake from the sync, free, wait_event, launch, and the next prefetch's alloc, copy launch, record.
-    per_segment = host.sync_wake_us + host.free_us + host.wait_us + host.launch_us + host.alloc_us + host.copy_launch_us + host.record_us
+    per_segment = (
+        host.sync_wake_us
+        + host.free_us
+        + host.wait_us
+        + host.launch_us
+        + host.alloc_us
+        + host.copy_launch_us
+        + host.record_us
+    )
     bound = overlap_bound(h100, segments)
     makespan = rows[("makespan_us", -1)]
     assert bound <= makespan <= bound + host.alloc_us + host.copy_launch_us + len(segments) * per_segment

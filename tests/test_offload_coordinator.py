@@ -45,11 +45,15 @@ def _run_level(ops, log, inputs) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def example():
     loaded = load_spec(SPEC)
-    results = run_spec(loaded, lambda spec, rep: SimBackend(spec.profile, 1, spec.device_memory_bytes, seed=spec.spec.seed))
+    results = run_spec(
+        loaded, lambda spec, rep: SimBackend(spec.profile, 1, spec.device_memory_bytes, seed=spec.spec.seed)
+    )
     assert results.failed.empty, results.failed["error"].tolist()
     m = results.metrics.merge(results.runs[["run_id", "policy_label"]], on="run_id")
     run_level = m[m["item"] == -1].pivot_table(index="policy_label", columns="metric", values="value")
-    buckets = m[m["metric"] == "gpu_share_bucket"].pivot_table(index="item", columns="policy_label", values="value", dropna=False)
+    buckets = m[m["metric"] == "gpu_share_bucket"].pivot_table(
+        index="item", columns="policy_label", values="value", dropna=False
+    )
     return loaded, run_level, buckets
 
 
@@ -91,18 +95,27 @@ def test_example_throughput_order_and_gpu_use(example):
     _, r, _ = example
     tput = r["throughput_mibps"]
     assert tput["streaming_backpressure"] > 1.3 * tput["cpu_only"]
-    assert tput["streaming_backpressure"] > tput["streaming_ratchet"] > tput["cpu_only"] > tput["serial_gpu_coordinator"]
+    assert (
+        tput["streaming_backpressure"] > tput["streaming_ratchet"] > tput["cpu_only"] > tput["serial_gpu_coordinator"]
+    )
     assert r.loc["streaming_backpressure", "gpu_busy_frac"] > 0.9
     assert r.loc["streaming_ratchet", "gpu_busy_frac"] < 0.3
     assert r.loc["cpu_only", "gpu_busy_frac"] == 0.0
     # The price of 4 batches in flight: a GPU block waits behind them, a CPU block does not.
-    assert r.loc["streaming_backpressure", "latency_p50_gpu_us"] > 2 * r.loc["streaming_backpressure", "latency_p50_cpu_us"]
+    assert (
+        r.loc["streaming_backpressure", "latency_p50_gpu_us"]
+        > 2 * r.loc["streaming_backpressure", "latency_p50_cpu_us"]
+    )
 
 
 def test_serial_cap_holds_with_more_workers_and_a_faster_gpu(h100, tmp_path):
     def inputs(workers: int, gpu_mibps: float):
         params = OffloadParams(
-            corpus_bytes=96 << 20, block_bytes=1 << 20, cpu_workers=workers, batch_blocks=8, pressure_limit=32,
+            corpus_bytes=96 << 20,
+            block_bytes=1 << 20,
+            cpu_workers=workers,
+            batch_blocks=8,
+            pressure_limit=32,
             stages=[dict(name="match", cpu_mibps=12.0, gpu_mibps=gpu_mibps), dict(name="entropy", cpu_mibps=28.0)],
         )
         return prepare(PrepareContext(params, tmp_path, h100, h100.device.memory_bytes, 0))
@@ -122,7 +135,11 @@ def offload_inputs(draw):
     n_stages = draw(st.integers(1, 3))
     n_gpu = draw(st.integers(1, n_stages))
     stages = [
-        dict(name=f"s{k}", cpu_mibps=draw(st.floats(5.0, 200.0)), **({"gpu_mibps": draw(st.floats(5.0, 500.0))} if k < n_gpu else {}))
+        dict(
+            name=f"s{k}",
+            cpu_mibps=draw(st.floats(5.0, 200.0)),
+            **({"gpu_mibps": draw(st.floats(5.0, 500.0))} if k < n_gpu else {}),
+        )
         for k in range(n_stages)
     ]
     if draw(st.booleans()):
@@ -130,17 +147,21 @@ def offload_inputs(draw):
     else:
         source = dict(block_sizes="sizes.csv")
         source["_sizes"] = draw(st.lists(st.integers(1, 1 << 20), min_size=1, max_size=40))
-    return dict(
-        **source,
-        stages=stages,
-        cpu_workers=draw(st.integers(1, 6)),
-        cpu_queue_blocks=draw(st.one_of(st.none(), st.integers(1, 8))),
-        batch_blocks=draw(st.integers(1, 8)),
-        pressure_limit=draw(st.integers(1, 32)),
-        gpu_streams=draw(st.integers(1, 3)),
-        cost_jitter=draw(st.sampled_from([0.0, 0.5])),
-        d2h_ratio=draw(st.sampled_from([0.0, 0.5, 2.0])),
-    ), draw(st.sampled_from(POLICIES)), draw(st.integers(0, 3))
+    return (
+        dict(
+            **source,
+            stages=stages,
+            cpu_workers=draw(st.integers(1, 6)),
+            cpu_queue_blocks=draw(st.one_of(st.none(), st.integers(1, 8))),
+            batch_blocks=draw(st.integers(1, 8)),
+            pressure_limit=draw(st.integers(1, 32)),
+            gpu_streams=draw(st.integers(1, 3)),
+            cost_jitter=draw(st.sampled_from([0.0, 0.5])),
+            d2h_ratio=draw(st.sampled_from([0.0, 0.5, 2.0])),
+        ),
+        draw(st.sampled_from(POLICIES)),
+        draw(st.integers(0, 3)),
+    )
 
 
 def _prepare(h100, raw: dict, folder: Path, seed: int):
@@ -215,7 +236,10 @@ def test_invariants_on_random_inputs(h100, tmp_path_factory, case):
 
 def _write_spec(tmp_path: Path, workload: str) -> Path:
     path = tmp_path / "offload.toml"
-    path.write_text(f'name = "t"\nprofile = "h100-sxm-pcie5"\n\n[workload]\nkind = "offload_coordinator"\n{workload}\n[[policies]]\nname = "streaming_backpressure"\n')
+    path.write_text(
+        f'name = "t"\nprofile = "h100-sxm-pcie5"\n\n[workload]\nkind = "offload_coordinator"\n{workload}\n'
+        '[[policies]]\nname = "streaming_backpressure"\n'
+    )
     return path
 
 
@@ -248,8 +272,14 @@ def test_both_block_sources_are_rejected(tmp_path):
 
 
 def test_gpu_policy_without_gpu_stage_fails_clearly(h100, tmp_path):
-    params = OffloadParams(corpus_bytes=1 << 20, block_bytes=1 << 18, cpu_workers=2, batch_blocks=2, pressure_limit=4,
-                           stages=[dict(name="entropy", cpu_mibps=28.0)])
+    params = OffloadParams(
+        corpus_bytes=1 << 20,
+        block_bytes=1 << 18,
+        cpu_workers=2,
+        batch_blocks=2,
+        pressure_limit=4,
+        stages=[dict(name="entropy", cpu_mibps=28.0)],
+    )
     inputs = prepare(PrepareContext(params, tmp_path, h100, h100.device.memory_bytes, 0))
     with pytest.raises(ValueError, match="needs a stage with gpu_mibps"):
         _sim(h100, inputs, "streaming_backpressure")

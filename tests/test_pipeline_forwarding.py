@@ -31,9 +31,20 @@ def simulate(profile, inputs: PipelineInputs, policy: str):
 
 
 def make_inputs(**overrides) -> PipelineInputs:
-    base = dict(stages=3, compute_us=(2000.0, 1500.0, 2500.0), activation_bytes=16384, encode_us=20.0, alloc_us=100.0,
-                stage0_setup_us=500.0, link_latency_us=50.0, link_gbit_per_s=10.0, return_bytes=64, tokens=6,
-                sequences=1, gpus=3)
+    base = dict(
+        stages=3,
+        compute_us=(2000.0, 1500.0, 2500.0),
+        activation_bytes=16384,
+        encode_us=20.0,
+        alloc_us=100.0,
+        stage0_setup_us=500.0,
+        link_latency_us=50.0,
+        link_gbit_per_s=10.0,
+        return_bytes=64,
+        tokens=6,
+        sequences=1,
+        gpus=3,
+    )
     base.update(overrides)
     if isinstance(base["compute_us"], float):
         base["compute_us"] = (base["compute_us"],) * base["stages"]
@@ -60,7 +71,9 @@ def stage_path_us(profile, inputs: PipelineInputs, s: int, policy: str) -> float
 
 def expected_tpot(profile, inputs: PipelineInputs, policy: str) -> float:
     """One token in flight: every stage's path in series, the return hop and (unless hidden) stage-0 setup."""
-    total = sum(stage_path_us(profile, inputs, s, policy) for s in range(inputs.stages)) + inputs.link_us(inputs.return_bytes)
+    total = sum(stage_path_us(profile, inputs, s, policy) for s in range(inputs.stages)) + inputs.link_us(
+        inputs.return_bytes
+    )
     return total + (0.0 if policy == "overlapped" else inputs.stage0_setup_us)
 
 
@@ -69,7 +82,9 @@ def expected_tpot(profile, inputs: PipelineInputs, policy: str) -> float:
 
 @pytest.fixture(scope="module")
 def spec_metrics():
-    results = run_spec(load_spec(SPEC), lambda loaded, rep: SimBackend(loaded.profile, loaded.workload.devices(loaded.workload_params)))
+    results = run_spec(
+        load_spec(SPEC), lambda loaded, rep: SimBackend(loaded.profile, loaded.workload.devices(loaded.workload_params))
+    )
     assert results.failed.empty, results.failed["error"].tolist()
     m = results.metrics.merge(results.runs[["run_id", "policy_label"]], on="run_id")
     return m.set_index(["policy_label", "metric", "item"])["value"]
@@ -95,7 +110,9 @@ def test_example_breakdown_names_where_the_time_goes(spec_metrics):
     assert spec_metrics[("alloc_per_token", "stage_allocate_us", 0)] == pytest.approx(150.0)
     assert spec_metrics[("reuse_buffers", "stage_allocate_us", 0)] == 0.0
     # overlapped: stage 0 still does its setup, but waits 3 ms less for stage 1
-    assert spec_metrics[("reuse_buffers", "stage_wait_us", 0)] - spec_metrics[("overlapped", "stage_wait_us", 0)] == pytest.approx(3000.0, abs=0.01)
+    assert spec_metrics[("reuse_buffers", "stage_wait_us", 0)] - spec_metrics[
+        ("overlapped", "stage_wait_us", 0)
+    ] == pytest.approx(3000.0, abs=0.01)
     for label in POLICIES:
         for stage in (0, 1):
             assert spec_metrics[(label, "stage_compute_us", stage)] == pytest.approx(15000.0)
@@ -143,12 +160,21 @@ def test_breakdown_partitions_each_stage_time(h100, inputs, policy):
     rows, _ = simulate(h100, inputs, policy)
     host = h100.host
     for stage in range(inputs.stages):
-        parts = {k: rows[(f"stage_{k}_us", stage)] for k in ("compute", "transfer", "encode", "allocate", "setup", "wait", "other")}
+        parts = {
+            k: rows[(f"stage_{k}_us", stage)]
+            for k in ("compute", "transfer", "encode", "allocate", "setup", "wait", "other")
+        }
         assert all(v >= -1e-6 for k, v in parts.items() if k != "other")
         # other: runtime-call costs only (three issues and a wake, less what overlaps the copies)
-        assert -host.copy_launch_us <= parts["other"] <= 2 * host.copy_launch_us + host.launch_us + host.sync_wake_us + 1e-6
+        assert (
+            -host.copy_launch_us
+            <= parts["other"]
+            <= 2 * host.copy_launch_us + host.launch_us + host.sync_wake_us + 1e-6
+        )
         forwarding = stage < inputs.stages - 1
-        assert parts["allocate"] == pytest.approx(inputs.alloc_us if forwarding and policy == "alloc_per_token" else 0.0)
+        assert parts["allocate"] == pytest.approx(
+            inputs.alloc_us if forwarding and policy == "alloc_per_token" else 0.0
+        )
         assert parts["compute"] == pytest.approx(inputs.compute_us[stage])
 
 

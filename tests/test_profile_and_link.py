@@ -12,7 +12,15 @@ from sim import SimBackend
 
 MiB = 1 << 20
 
-QUOTED_PINNED_H2D_US = {64 << 10: 17.7, 1 * MiB: 28.0, 4 * MiB: 89.0, 16 * MiB: 324.0, 64 * MiB: 1227.0, 256 * MiB: 4875.0, 1 << 30: 19440.0}
+QUOTED_PINNED_H2D_US = {
+    64 << 10: 17.7,
+    1 * MiB: 28.0,
+    4 * MiB: 89.0,
+    16 * MiB: 324.0,
+    64 * MiB: 1227.0,
+    256 * MiB: 4875.0,
+    1 << 30: 19440.0,
+}
 
 
 @pytest.mark.parametrize("nbytes, time_us", sorted(QUOTED_PINNED_H2D_US.items()))
@@ -31,7 +39,9 @@ def test_pageable_is_slower_than_pinned_at_every_size(h100):
     for k in range(16, 31):
         n = 1 << k
         for direction in (Direction.H2D, Direction.D2H):
-            assert h100.copy_time_us(n, direction, HostMemory.PAGEABLE) > h100.copy_time_us(n, direction, HostMemory.PINNED)
+            assert h100.copy_time_us(n, direction, HostMemory.PAGEABLE) > h100.copy_time_us(
+                n, direction, HostMemory.PINNED
+            )
 
 
 def run_ops(profile, main):
@@ -116,8 +126,10 @@ def test_gpu_alias_resolves_to_the_measured_default_and_runs_record_the_profile(
     for alias, default in gpu_defaults().items():
         assert load_profile(alias).device.gpu_name == default.gpu_name, alias
     spec = tmp_path / "s.toml"
-    spec.write_text('name = "s"\nprofile = "h100"\n[workload]\nkind = "layer_streaming"\nsegments = 2\n'
-                    'param_bytes = 1048576\ncompute_us = 100.0\n[[policies]]\nname = "sync"\n')
+    spec.write_text(
+        'name = "s"\nprofile = "h100"\n[workload]\nkind = "layer_streaming"\nsegments = 2\n'
+        'param_bytes = 1048576\ncompute_us = 100.0\n[[policies]]\nname = "sync"\n'
+    )
     out = simulate_spec(spec, tmp_path / "out", tmp_path)
     assert set(read_results(out).runs["profile"]) == {"h100-sxm-pcie5-measured"}
 

@@ -80,7 +80,9 @@ def test_every_file_imports_with_the_json_counts(path, imported):
 def test_correlation_links_resolve(path, imported):
     ops = imported[path.name].ops
     gpu, calls = ops[ops["device"] >= 0], ops[ops["kind"].str.startswith("call_")]
-    joined = gpu.merge(calls[["correlation", "start_us", "thread"]], on="correlation", how="left", suffixes=("", "_call"))
+    joined = gpu.merge(
+        calls[["correlation", "start_us", "thread"]], on="correlation", how="left", suffixes=("", "_call")
+    )
     assert len(joined) == len(gpu)  # one call per correlation
     assert joined["start_us_call"].notna().all()  # every GPU op has its launch call in these files
     assert (joined["launch_us"] == np.minimum(joined["start_us_call"], joined["start_us"])).all()
@@ -92,7 +94,9 @@ def test_correlation_links_resolve(path, imported):
 @needs_data
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name.split(".")[0])
 def test_profiler_steps_become_groups(path, imported):
-    steps = {e["name"] for e in _events(path) if e.get("cat") == "user_annotation" and e["name"].startswith("ProfilerStep#")}
+    steps = {
+        e["name"] for e in _events(path) if e.get("cat") == "user_annotation" and e["name"].startswith("ProfilerStep#")
+    }
     gpu = imported[path.name].ops.query("device >= 0")
     groups = set(gpu["group"].dropna())
     if not steps:
@@ -148,11 +152,53 @@ def _trace(extra: list[dict] | None = None) -> dict:
     host = {"pid": 10, "tid": 11}
     ev = [
         {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#3", **host, "ts": BASE, "dur": 100},
-        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", **host, "ts": BASE + 10, "dur": 5, "args": {"correlation": 1}},
-        {"ph": "X", "cat": "kernel", "name": "gemm", "pid": 0, "tid": 7, "ts": BASE + 20, "dur": 30, "args": {"correlation": 1, "stream": 7}},
-        {"ph": "X", "cat": "cuda_runtime", "name": "cudaMemcpyAsync", **host, "ts": BASE + 18, "dur": 4, "args": {"correlation": 2}},
-        {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy HtoD (Pinned -> Device)", "pid": 0, "tid": 7, "ts": BASE + 50, "dur": 8, "args": {"correlation": 2, "bytes": 4096}},
-        {"ph": "X", "cat": "cuda_runtime", "name": "cudaStreamSynchronize", **host, "ts": BASE + 21, "dur": 38, "args": {"correlation": 3}},
+        {
+            "ph": "X",
+            "cat": "cuda_runtime",
+            "name": "cudaLaunchKernel",
+            **host,
+            "ts": BASE + 10,
+            "dur": 5,
+            "args": {"correlation": 1},
+        },
+        {
+            "ph": "X",
+            "cat": "kernel",
+            "name": "gemm",
+            "pid": 0,
+            "tid": 7,
+            "ts": BASE + 20,
+            "dur": 30,
+            "args": {"correlation": 1, "stream": 7},
+        },
+        {
+            "ph": "X",
+            "cat": "cuda_runtime",
+            "name": "cudaMemcpyAsync",
+            **host,
+            "ts": BASE + 18,
+            "dur": 4,
+            "args": {"correlation": 2},
+        },
+        {
+            "ph": "X",
+            "cat": "gpu_memcpy",
+            "name": "Memcpy HtoD (Pinned -> Device)",
+            "pid": 0,
+            "tid": 7,
+            "ts": BASE + 50,
+            "dur": 8,
+            "args": {"correlation": 2, "bytes": 4096},
+        },
+        {
+            "ph": "X",
+            "cat": "cuda_runtime",
+            "name": "cudaStreamSynchronize",
+            **host,
+            "ts": BASE + 21,
+            "dur": 38,
+            "args": {"correlation": 3},
+        },
     ]
     return {"schemaVersion": 1, "traceEvents": ev + (extra or [])}
 
@@ -166,7 +212,13 @@ def _write(tmp_path: Path, doc: dict | bytes, name: str = "t.json") -> Path:
 def test_hand_made_trace_imports(tmp_path):
     imported = import_profiler_trace(_write(tmp_path, _trace()))
     ops = imported.ops.set_index("name")
-    assert ops.loc["gemm", ["start_us", "launch_us", "thread", "group", "stream"]].tolist() == [10.0, 0.0, "11", "ProfilerStep#3", "7"]
+    assert ops.loc["gemm", ["start_us", "launch_us", "thread", "group", "stream"]].tolist() == [
+        10.0,
+        0.0,
+        "11",
+        "ProfilerStep#3",
+        "7",
+    ]
     copy_op = ops.loc["Memcpy HtoD (Pinned -> Device)"]
     assert (copy_op["kind"], copy_op["host_memory"], copy_op["bytes"]) == ("copy_h2d", "pinned", 4096)
     sync = ops.loc["cudaStreamSynchronize"]
@@ -185,18 +237,43 @@ def test_gpu_clock_ahead_of_host_is_clamped(tmp_path):
 
 
 def test_flow_events_link_ops_without_correlation(tmp_path):
-    doc = _trace([
-        {"ph": "s", "cat": "ac2g", "name": "ac2g", "id": 1, "pid": 10, "tid": 11, "ts": BASE + 10},
-        {"ph": "f", "cat": "ac2g", "name": "ac2g", "id": 1, "pid": 0, "tid": 7, "ts": BASE + 20, "bp": "e"},
-    ])
+    doc = _trace(
+        [
+            {"ph": "s", "cat": "ac2g", "name": "ac2g", "id": 1, "pid": 10, "tid": 11, "ts": BASE + 10},
+            {"ph": "f", "cat": "ac2g", "name": "ac2g", "id": 1, "pid": 0, "tid": 7, "ts": BASE + 20, "bp": "e"},
+        ]
+    )
     del doc["traceEvents"][2]["args"]["correlation"]
     kernel = import_profiler_trace(_write(tmp_path, doc)).ops.query("kind == 'kernel'").iloc[0]
     assert kernel["correlation"] == 1 and kernel["launch_us"] == 0.0
 
 
 def test_graph_launch_is_one_call_for_all_its_kernels(tmp_path):
-    graph = [{"ph": "X", "cat": "cuda_runtime", "name": "cudaGraphLaunch", "pid": 10, "tid": 11, "ts": BASE + 60, "dur": 9, "args": {"correlation": 9}}]
-    graph += [{"ph": "X", "cat": "kernel", "name": f"g{i}", "pid": 0, "tid": 7, "ts": BASE + 70 + 5 * i, "dur": 4, "args": {"correlation": 9}} for i in range(3)]
+    graph = [
+        {
+            "ph": "X",
+            "cat": "cuda_runtime",
+            "name": "cudaGraphLaunch",
+            "pid": 10,
+            "tid": 11,
+            "ts": BASE + 60,
+            "dur": 9,
+            "args": {"correlation": 9},
+        }
+    ]
+    graph += [
+        {
+            "ph": "X",
+            "cat": "kernel",
+            "name": f"g{i}",
+            "pid": 0,
+            "tid": 7,
+            "ts": BASE + 70 + 5 * i,
+            "dur": 4,
+            "args": {"correlation": 9},
+        }
+        for i in range(3)
+    ]
     ops = import_profiler_trace(_write(tmp_path, _trace(graph))).ops
     assert (ops["kind"] == "call_graph_launch").sum() == 1
     kernels = ops[ops["correlation"] == 9].query("kind == 'kernel'")
@@ -215,8 +292,26 @@ def test_relative_ts_with_base_time_nanoseconds(tmp_path):
 
 def test_device_picks_one_gpu_of_a_multi_gpu_file(tmp_path):
     other = [
-        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 10, "tid": 11, "ts": BASE + 30, "dur": 5, "args": {"correlation": 5}},
-        {"ph": "X", "cat": "kernel", "name": "on1", "pid": 1, "tid": 9, "ts": BASE + 40, "dur": 3, "args": {"correlation": 5}},
+        {
+            "ph": "X",
+            "cat": "cuda_runtime",
+            "name": "cudaLaunchKernel",
+            "pid": 10,
+            "tid": 11,
+            "ts": BASE + 30,
+            "dur": 5,
+            "args": {"correlation": 5},
+        },
+        {
+            "ph": "X",
+            "cat": "kernel",
+            "name": "on1",
+            "pid": 1,
+            "tid": 9,
+            "ts": BASE + 40,
+            "dur": 3,
+            "args": {"correlation": 5},
+        },
     ]
     path = _write(tmp_path, _trace(other))
     both = import_profiler_trace(path)
@@ -232,8 +327,10 @@ def test_name_rules():
     assert memcpy_kind("Memcpy DtoH (Device -> Pageable)") == ("copy_d2h", "pageable")
     assert memcpy_kind("Memcpy PtoP (Device -> Device)") == ("copy_d2d", "")
     assert memcpy_kind("Memcpy HtoH (Pinned -> Pageable)") is None
-    assert [call_kind(n) for n in ("cudaStreamWaitEvent", "cuLaunchKernelEx", "hipMemcpyWithStream", "cudaFreeAsync", "cudaGetDevice")] == [
-        "call_wait", "call_launch", "call_memcpy", "call_free", "call_other"]
+    assert [
+        call_kind(n)
+        for n in ("cudaStreamWaitEvent", "cuLaunchKernelEx", "hipMemcpyWithStream", "cudaFreeAsync", "cudaGetDevice")
+    ] == ["call_wait", "call_launch", "call_memcpy", "call_free", "call_other"]
 
 
 # --- bad input -----------------------------------------------------------------------
@@ -281,7 +378,9 @@ def test_bad_input_names_file_and_event_and_writes_nothing(tmp_path, case, where
         import_to_parquet(path, out)
     err = info.value
     assert err.source == str(path) and message in err.message
-    assert (where is None and err.where == "") or (where and pd.Series([err.where]).str.contains(where).all()), err.where
+    assert (where is None and err.where == "") or (where and pd.Series([err.where]).str.contains(where).all()), (
+        err.where
+    )
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
 
 
@@ -294,7 +393,9 @@ def test_files_above_the_limit_are_refused(tmp_path):
 def test_version_1_traces_still_read(tmp_path):
     frame = pd.DataFrame([{"device": 0, "stream": "s", "kind": "kernel", "name": "k", "bytes": 0, "duration_us": 5.0}])
     meta = {**Provenance("unit test", "synthetic", "2026-11-23").to_metadata(), b"harness.trace.format_version": b"1"}
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(meta), tmp_path / "v1.parquet")
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(meta), tmp_path / "v1.parquet"
+    )
     trace = load_trace(tmp_path / "v1.parquet")
     assert trace.ops["correlation"].isna().all() and trace.provenance.source == "unit test"
 
@@ -314,7 +415,19 @@ def _run_ops() -> pd.DataFrame:
         (6, -1, "main", "host_work", "python", 0, "", "main", 7.0, 7.0, 9.0),
         (7, -1, "main", "host_sync", "sync:compute", 0, "", "main", 9.5, 9.5, 52.5),
     ]
-    cols = ["op_id", "device", "stream", "kind", "name", "bytes", "host_memory", "thread", "issue_us", "start_us", "end_us"]
+    cols = [
+        "op_id",
+        "device",
+        "stream",
+        "kind",
+        "name",
+        "bytes",
+        "host_memory",
+        "thread",
+        "issue_us",
+        "start_us",
+        "end_us",
+    ]
     return pd.DataFrame(rows, columns=cols).assign(run_id="spec:prefetch:sim:r0")
 
 

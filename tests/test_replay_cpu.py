@@ -26,7 +26,8 @@ name = "sync"
 def test_replay_and_harness_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import harness.cli, fidelity.compare, fidelity.report, replay, replay.engine, replay.kernels, replay.sized, replay.timed, replay.timing, replay.plan, replay.calibrate, replay.fit\n"
+        "import harness.cli, fidelity.compare, fidelity.report, replay, replay.engine, replay.kernels, replay.sized, "
+        "replay.timed, replay.timing, replay.plan, replay.calibrate, replay.fit\n"
         "assert sys.modules['torch'] is None\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -24,7 +24,9 @@ op_strategy = st.one_of(
     st.tuples(st.just("host"), st.floats(0.0, 200.0)),
 )
 
-workload_strategy = st.tuples(st.integers(1, 4), st.lists(st.tuples(st.integers(0, 3), op_strategy), min_size=1, max_size=40))
+workload_strategy = st.tuples(
+    st.integers(1, 4), st.lists(st.tuples(st.integers(0, 3), op_strategy), min_size=1, max_size=40)
+)
 
 
 def random_policy(n_streams, program):

@@ -33,7 +33,10 @@ CASES = [
     (TWO_GPUS, "pipeline_2gpu_fidelity"),
 ]
 HEADLINE = {"tpot_us": 0.05, "throughput_mibps": 0.02, "gpu_share": 0.01}  # largest |error| measured: 3.6%, 1.1%, 0.4%
-CHECKS = {ONE_GPU: 4, TWO_GPUS: 3}  # claims that apply: kv 1 (no rank-only policy on one GPU), offload 2, pipeline 1; kv 2, pipeline 1
+CHECKS = {
+    ONE_GPU: 4,
+    TWO_GPUS: 3,
+}  # claims that apply: kv 1 (no rank-only policy on one GPU), offload 2, pipeline 1; kv 2, pipeline 1
 
 
 def simulate(folder: str, stem: str, tmp_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -45,7 +48,9 @@ def simulate(folder: str, stem: str, tmp_path: Path) -> tuple[pd.DataFrame, pd.D
     spec.write_text("\n".join(lines) + "\n")
     loaded = load_spec(spec)
     devices = loaded.workload.devices(loaded.workload_params)
-    results = run_spec(loaded, lambda s, rep: SimBackend(s.profile, devices, s.device_memory_bytes, seed=s.spec.seed + rep))
+    results = run_spec(
+        loaded, lambda s, rep: SimBackend(s.profile, devices, s.device_memory_bytes, seed=s.spec.seed + rep)
+    )
     return results.runs, results.metrics[results.metrics["item"] == -1]
 
 
@@ -67,7 +72,9 @@ def tables(tmp_path_factory) -> dict[str, pd.DataFrame]:
 
 @pytest.mark.parametrize("folder", [ONE_GPU, TWO_GPUS])
 def test_committed_table_is_what_compare_makes_of_the_committed_runs(tables, folder):
-    committed = pd.read_parquet(MEASUREMENTS / folder / "fidelity.parquet").set_index(["spec_name", "policy_label", "metric"])
+    committed = pd.read_parquet(MEASUREMENTS / folder / "fidelity.parquet").set_index(
+        ["spec_name", "policy_label", "metric"]
+    )
     now = tables[folder].set_index(["spec_name", "policy_label", "metric"])
     assert set(now.index) == set(committed.index)
     both = now.merge(committed, left_index=True, right_index=True, suffixes=("", "_committed"))

@@ -39,8 +39,25 @@ def _template() -> tuple[dict, list[dict]]:
         t = 10 * i
         events += [
             {"ph": "X", "cat": "cpu_op", "name": "aten::mm", **host, "ts": t, "dur": 8, "args": {"External id": i}},
-            {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", **host, "ts": t + 1, "dur": 5, "args": {"correlation": i}},
-            {"ph": "X", "cat": "kernel", "name": "gemm", "pid": 0, "tid": 7, "ts": t + 4, "dur": 9, "args": {"correlation": i, "stream": 7}},
+            {
+                "ph": "X",
+                "cat": "cuda_runtime",
+                "name": "cudaLaunchKernel",
+                **host,
+                "ts": t + 1,
+                "dur": 5,
+                "args": {"correlation": i},
+            },
+            {
+                "ph": "X",
+                "cat": "kernel",
+                "name": "gemm",
+                "pid": 0,
+                "tid": 7,
+                "ts": t + 4,
+                "dur": 9,
+                "args": {"correlation": i, "stream": 7},
+            },
             {"ph": "s", "cat": "ac2g", "name": "ac2g", "id": i, **host, "ts": t + 1},
             {"ph": "f", "cat": "ac2g", "name": "ac2g", "id": i, "pid": 0, "tid": 7, "ts": t + 4, "bp": "e"},
         ]
@@ -101,7 +118,14 @@ def import_once(path: Path) -> None:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     import os
 
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -118,10 +142,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "bench_trace.json"
         size, n = synthesise(path, args.mb)
-        child = subprocess.run([sys.executable, __file__, "--import-only", str(path)], capture_output=True, text=True, check=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--import-only", str(path)], capture_output=True, text=True, check=True
+        )
         result = json.loads(child.stdout.strip().splitlines()[-1])
     print(f"machine: {machine()}")
-    print(f"trace:   {size / 1e6:.1f} MB JSON, {n:,} events (repeats of {SOURCE.name if SOURCE.exists() else 'a built-in step'})")
+    print(
+        f"trace:   {size / 1e6:.1f} MB JSON, {n:,} events "
+        f"(repeats of {SOURCE.name if SOURCE.exists() else 'a built-in step'})"
+    )
     print(f"import:  {result['import_s']:.2f} s -> {result['ops']:,} ops; write Parquet {result['write_s']:.2f} s")
     print(f"peak RSS of the importing process: {result['peak_rss_mb']:.0f} MB")
     total = result["import_s"] + result["write_s"]

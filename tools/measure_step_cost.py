@@ -53,7 +53,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--max-batch", type=int, default=8, help="KV slots of the batch a join inserts into")
-    ap.add_argument("--variants", action="store_true", help="also time batched StaticCache decode, eager and as a CUDA graph, and profile one eager step")
+    ap.add_argument(
+        "--variants",
+        action="store_true",
+        help="also time batched StaticCache decode, eager and as a CUDA graph, and profile one eager step",
+    )
     ap.add_argument("--profile-out", default="", help="where --variants writes the profiler table")
     args = ap.parse_args()
 
@@ -64,13 +68,28 @@ def main() -> None:
     dev = torch.device(args.device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     if args.tiny:
-        cfg = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+        cfg = LlamaConfig(
+            vocab_size=512,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+        )
         prompt_lens, batch_sizes, contexts, decode_batches = [8, 32, 128], [1, 2, 4], [16, 128], [1, 2, 4]
     else:
-        cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                          num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=8192,
-                          rms_norm_eps=1e-5, tie_word_embeddings=False)
+        cfg = LlamaConfig(
+            vocab_size=32000,
+            hidden_size=2048,
+            intermediate_size=5632,
+            num_hidden_layers=22,
+            num_attention_heads=32,
+            num_key_value_heads=4,
+            max_position_embeddings=8192,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
+        )
         prompt_lens = [16, 64, 128, 256, 512, 1024, 2048]
         batch_sizes = [1, 2, 4, 8]
         contexts = [64, 512, 1024, 2048]
@@ -145,7 +164,10 @@ def main() -> None:
         n_layers = cfg.num_hidden_layers
         head_dim = cfg.hidden_size // cfg.num_attention_heads
         max_ctx = max(prompt_lens) + 64
-        slots_k = [torch.empty(args.max_batch, cfg.num_key_value_heads, max_ctx, head_dim, dtype=dtype, device=dev) for _ in range(n_layers)]
+        slots_k = [
+            torch.empty(args.max_batch, cfg.num_key_value_heads, max_ctx, head_dim, dtype=dtype, device=dev)
+            for _ in range(n_layers)
+        ]
         slots_v = [torch.empty_like(t) for t in slots_k]
 
         def layer_kv(cache, i):
@@ -228,7 +250,9 @@ def main() -> None:
         if not graph_ok:
             for row in out["decode"]:
                 if row["m"] == 1:
-                    out["fast_decode"].append({"context_tokens": row["context_tokens"], "us": row["us"], "graph": False})
+                    out["fast_decode"].append(
+                        {"context_tokens": row["context_tokens"], "us": row["us"], "graph": False}
+                    )
 
     def cmd(args_: list[str]) -> str:
         try:
@@ -239,7 +263,7 @@ def main() -> None:
     out["meta"] = {
         "script": "tools/measure_step_cost.py",
         "argv": sys.argv,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
         "driver": cmd(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]),
         "torch": torch.__version__,
@@ -247,8 +271,17 @@ def main() -> None:
         "python": platform.python_version(),
         "dtype": str(dtype),
         "params": n_params,
-        "model": {k: getattr(cfg, k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                                               "num_attention_heads", "num_key_value_heads")},
+        "model": {
+            k: getattr(cfg, k)
+            for k in (
+                "vocab_size",
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+            )
+        },
         "reps": args.reps,
         "warmup": args.warmup,
         "max_batch": args.max_batch,
@@ -296,7 +329,10 @@ def measure_static_variants(out, forward, ids, cfg, batches, static_len, timed, 
 
             graph_us = timed(replay)
             out["decode_static"].append({"m": m, "static_len": static_len, "eager_us": eager_us, "graph_us": graph_us})
-            log(f"static  m={m:2d} (StaticCache {static_len}): eager {eager_us:10.1f} us, CUDA graph {graph_us:10.1f} us")
+            log(
+                f"static  m={m:2d} (StaticCache {static_len}): "
+                f"eager {eager_us:10.1f} us, CUDA graph {graph_us:10.1f} us"
+            )
             del graph, cache
         except Exception as err:
             out["notes"].append(f"static decode m={m} failed: {type(err).__name__}: {err}")

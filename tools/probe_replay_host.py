@@ -43,7 +43,8 @@ PolicyMain = Callable[..., Generator[Command, Any, Any]]
 
 
 def timed_policy(main: PolicyMain, samples_us: dict[str, list[float]]) -> PolicyMain:
-    """``main``, adding the host µs of each command it yields (keyed by command type) and of its own code to ``samples_us``."""
+    """``main``, adding the host µs of each command it yields (keyed by command type) and of its own code
+    to ``samples_us``."""
 
     def wrapped(rt: Runtime, *args: Any) -> Generator[Command, Any, Any]:
         gen = main(rt, *args)
@@ -83,12 +84,14 @@ def main() -> None:
             samples_us.clear()
             for _ in range(TIMED_RUNS):
                 backend.run(policy_main, inputs, policy.params)
-            row = ", ".join(f"{k}={statistics.median(v):.1f}" for k, v in sorted(samples_us.items()) if k not in NOT_SHOWN)
+            row = ", ".join(
+                f"{k}={statistics.median(v):.1f}" for k, v in sorted(samples_us.items()) if k not in NOT_SHOWN
+            )
             print(f"{loaded.spec.name:28} {policy.label:9} {row}", flush=True)
     h = profile.host
     print(
-        f"profile {profile.name}: launch {h.launch_us}, copy_launch {h.copy_launch_us}, record {h.record_us}, wait {h.wait_us}, "
-        f"alloc {h.alloc_us}, free {h.free_us}, sync_wake {h.sync_wake_us}"
+        f"profile {profile.name}: launch {h.launch_us}, copy_launch {h.copy_launch_us}, "
+        f"record {h.record_us}, wait {h.wait_us}, alloc {h.alloc_us}, free {h.free_us}, sync_wake {h.sync_wake_us}"
     )
 
 

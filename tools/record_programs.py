@@ -201,8 +201,12 @@ def main() -> None:
             "profiled_span_us": profiled,
             "profiled_sync_events_span_us": profiled_sync,
         }
-        print(f"{name:16s} unprofiled median {statistics.median(timed):10.1f} us  (min {min(timed):.1f}, max {max(timed):.1f})"
-              f"  profiled {profiled:10.1f} us  profiled+sync events {profiled_sync:10.1f} us", flush=True)
+        print(
+            f"{name:16s} unprofiled median {statistics.median(timed):10.1f} us  "
+            f"(min {min(timed):.1f}, max {max(timed):.1f})"
+            f"  profiled {profiled:10.1f} us  profiled+sync events {profiled_sync:10.1f} us",
+            flush=True,
+        )
     meta = {
         "gpu": torch.cuda.get_device_name(device),
         "torch": torch.__version__,

@@ -4,16 +4,21 @@ import streamlit as st
 
 from dashboard import ui
 from dashboard.compare import (
+    better_direction,
     cdf_frame,
+    change_table,
     default_metrics,
     distribution_sources,
     distribution_values,
+    headline,
     metric_summary,
+    metric_units,
     ok_runs,
     percentiles,
     relative_change,
     run_metrics,
 )
+from dashboard.fidelity import fidelity_badge
 from dashboard.figures import cdf_figure, metric_bars, policy_colours, relative_bars
 
 st.title("Compare policies")
@@ -23,16 +28,34 @@ spec, backend, runs = ui.pick_spec_backend(ok_runs(cat.runs), key="compare")
 values = run_metrics(cat, runs)
 available = list(dict.fromkeys(values["metric"]))
 workload = runs["workload"].iloc[0] if len(runs) else ""
-metrics = st.multiselect("Metrics", available, default=default_metrics(workload, available), key=f"compare-metrics-{spec}-{backend}")
+metrics = st.multiselect(
+    "Metrics", available, default=default_metrics(workload, available), key=f"compare-metrics-{spec}-{backend}"
+)
 if not metrics:
     st.info("Choose at least one metric.")
     st.stop()
 
 summary = metric_summary(values[values["metric"].isin(metrics)], metric_order=metrics)
+units = metric_units(values)
 reps = summary["n"].max()
+ranked = [m for m in metrics if better_direction(m, units.get(m, ""))] or metrics
+ui.from_query("metric", f"compare-headline-{spec}", ranked)
+lead = st.selectbox("Headline metric", ranked, key=f"compare-headline-{spec}")
+answer = headline(summary, lead, units.get(lead, ""))
+st.markdown(answer.text)
+badge = fidelity_badge(ui.fidelity_pairs().table, spec, lead)
+if badge:
+    st.success(badge, icon=":material/target:")
+elif not ((cat.runs["spec_name"] == spec) & (cat.runs["backend"] == "replay")).any():
+    st.caption("No replay of this spec is loaded: the figures are the simulator's alone.")
+ui.to_query(metric=lead)
 st.subheader("Metrics per policy")
-st.caption(f"{spec} on {backend}: bars are the mean over repetitions, whiskers the min and max ({reps} repetition(s) at most).")
-colours = policy_colours(summary["policy_label"])  # the same colour per policy in every chart below
+st.caption(
+    f"{spec} on {backend}: bars are the mean over repetitions, whiskers the min and max ({reps} repetition(s) at most)."
+)
+colours = policy_colours(
+    summary["policy_label"], universe=cat.runs["policy_label"]
+)  # one colour per policy, every page
 fig = metric_bars(summary, colours=colours)
 ui.show_figure(fig, key="compare-bars")
 st.dataframe(summary, hide_index=True)
@@ -48,8 +71,7 @@ baseline = st.selectbox("Baseline policy", labels, key=f"compare-baseline-{spec}
 change = relative_change(summary, baseline)
 change_fig = relative_bars(change, baseline, colours=colours)
 ui.show_figure(change_fig, key="compare-change")
-table = change.pivot(index="metric", columns="policy_label", values="relative_change").reindex(columns=labels) * 100
-st.dataframe(table.style.format("{:+.1f} %", na_rep="-"))
+st.dataframe(change_table(change, baseline, units=units))
 left, right = st.columns(2)
 with left:
     ui.download_table(change, spec, backend, "vs", baseline, key="compare-change-csv")

@@ -1,10 +1,25 @@
-"""The timeline of a run, and optionally a second run below it on the same time axis."""
+"""The timeline of a run, and optionally a second run below it on the same time axis.
+
+The window (zoom) is the page's state: drag a box over the chart to zoom into it (the bars are re-aggregated for
+the new window), or use the buttons; the run, the second run and the window are kept in the URL.
+"""
 
 import streamlit as st
 
 from dashboard import ui
+from dashboard.export import PERFETTO_MAX_OPS, perfetto_bytes
 from dashboard.figures import timeline_figure
-from dashboard.timeline import DEFAULT_MAX_BARS, timeline_view
+from dashboard.timeline import (
+    DEFAULT_MAX_BARS,
+    format_duration,
+    in_window,
+    pan_window,
+    resolve_window,
+    search_ops,
+    time_unit,
+    timeline_view,
+    zoom_window,
+)
 
 NONE = "(none)"
 
@@ -16,32 +31,116 @@ if runs.empty:
     st.info("No run has ops to show.")
     st.stop()
 labels = list(runs["run_label"])
+from_url = st.query_params.get("run")
+ui.from_query("run", "timeline-run", labels)
 first = st.selectbox("Run", labels, key="timeline-run")
 row = runs[runs["run_label"] == first].iloc[0]
 # Suggest the same policy on the other backend (sim over replay), else nothing.
-partner = runs[(runs["spec_name"] == row["spec_name"]) & (runs["policy_label"] == row["policy_label"]) & (runs["backend"] != row["backend"])]
+partner = runs[
+    (runs["spec_name"] == row["spec_name"])
+    & (runs["policy_label"] == row["policy_label"])
+    & (runs["backend"] != row["backend"])
+]
 options = [NONE] + [label for label in labels if label != first]
 suggested = options.index(partner["run_label"].iloc[0]) if len(partner) else 0
-second = st.selectbox("Below it, on the same time axis", options, index=suggested, key=f"timeline-second-{first}")
+second_key = f"timeline-second-{first}"
+if from_url == first:
+    ui.from_query("vs", second_key, options)
+if second_key not in st.session_state:
+    st.session_state[second_key] = options[suggested]
+second = st.selectbox("Below it, on the same time axis", options, key=second_key)
 
 chosen = [row] + ([runs[runs["run_label"] == second].iloc[0]] if second != NONE else [])
-ops = [cat.run_ops(r["folder"], r["run_id"]) for r in chosen]
-end_us = max(float(o["end_us"].max()) for o in ops)
-c1, c2, c3 = st.columns(3)
-start = c1.number_input("window start (µs)", min_value=0.0, value=0.0, step=1000.0, key="timeline-start")
-stop = c2.number_input("window end (µs)", min_value=0.0, value=end_us, step=1000.0, key=f"timeline-end-{first}-{second}")
-max_bars = c3.number_input("most bars per run", min_value=200, max_value=50_000, value=DEFAULT_MAX_BARS, step=500, key="timeline-max-bars")
+ops = [ui.run_ops(r["folder"], r["run_id"]) for r in chosen]
+run_end = max(float(o["end_us"].max()) for o in ops)
+
+# The window belongs to this pair of runs: another run starts from its whole extent (or the URL's window).
+window_key = f"timeline-window-{first}-{second}"
+if window_key not in st.session_state:
+    url = st.query_params
+    start_url = url.get("start") if from_url == first else None
+    end_url = url.get("end") if from_url == first else None
+    st.session_state[window_key] = (
+        float(start_url) if start_url else None,
+        float(end_url) if end_url else None,
+    )
+start, stop, stale = resolve_window(*st.session_state[window_key], run_end)
+if stale:
+    st.warning(stale)
+st.session_state[window_key] = (start, stop)
+
+
+def set_window(lo: float, hi: float) -> None:
+    st.session_state[window_key] = (lo, hi)
+
+
+c = st.columns([1, 1, 1, 1, 1, 2])
+c[0].button("Zoom in", on_click=lambda: set_window(*zoom_window(start, stop, 0.5, run_end)), key="timeline-in")
+c[1].button("Zoom out", on_click=lambda: set_window(*zoom_window(start, stop, 2.0, run_end)), key="timeline-out")
+c[2].button("◀ Earlier", on_click=lambda: set_window(*pan_window(start, stop, -0.5, run_end)), key="timeline-left")
+c[3].button("Later ▶", on_click=lambda: set_window(*pan_window(start, stop, 0.5, run_end)), key="timeline-right")
+c[4].button("Whole run", on_click=lambda: set_window(0.0, run_end), key="timeline-all")
+max_bars = c[5].number_input(
+    "most bars per run", min_value=200, max_value=50_000, value=DEFAULT_MAX_BARS, step=500, key="timeline-max-bars"
+)
+with st.expander(f"Window: {format_duration(start)} to {format_duration(stop)} of {format_duration(run_end)}"):
+    with st.form(f"timeline-window-form-{start}-{stop}"):
+        w1, w2 = st.columns(2)
+        typed_start = w1.number_input("window start (µs)", min_value=0.0, value=start, step=1000.0)
+        typed_end = w2.number_input("window end (µs)", min_value=0.0, value=stop, step=1000.0)
+        if st.form_submit_button("Show this window"):
+            set_window(typed_start, typed_end)
+            st.rerun()
+
+query = st.text_input("Search ops by name", key="timeline-search", placeholder="decode, Memcpy, segment[3] ...")
+hits, n_hits = search_ops(ops[0], query)
 
 views = [(f"{r['run_id']} ({r['backend']})", timeline_view(o, int(max_bars), start, stop)) for r, o in zip(chosen, ops)]
 for title, view in views:
     (st.warning if view.merged else st.caption)(f"{title}: {view.note()}")
-fig = timeline_figure(views)
-fig.update_xaxes(range=[start, stop])
-ui.show_figure(fig, key="timeline-figure")
-st.caption("Drag to zoom, double-click to reset; the camera icon saves a PNG.")
+fig = timeline_figure(views, highlight=in_window(hits, start, stop) if n_hits else None)
+chart_key = f"timeline-figure-{first}-{second}-{start}-{stop}-{max_bars}"
+event = st.plotly_chart(fig, config=ui.PLOTLY_CONFIG, key=chart_key, on_select="rerun", selection_mode="box")
+box = (event.selection.get("box") or [None])[0] if event else None
+if box and len(box.get("x", [])) == 2:
+    unit_us = time_unit(stop - start)[1]
+    lo, hi = sorted(float(x) * unit_us for x in box["x"])
+    set_window(*resolve_window(lo, hi, run_end)[:2])
+    st.rerun()
+st.caption(
+    "Drag across the chart to zoom into that stretch (the bars are recomputed for it); hover a bar for its times, "
+    "launch latency and GB/s, or a merged bar's busy fraction and kinds. The camera icon saves a PNG."
+)
+ui.to_query(run=first, vs=None if second == NONE else second, start=f"{start:.3f}", end=f"{stop:.3f}")
+
+if query:
+    st.caption(f"{n_hits:,} ops of {chosen[0]['run_id']} have a name containing {query!r}; the first are listed.")
+    picked = st.dataframe(hits, hide_index=True, on_select="rerun", selection_mode="single-row", key="timeline-hits")
+    chosen_rows = picked.selection.get("rows", []) if picked else []
+    if chosen_rows:
+        hit = hits.iloc[chosen_rows[0]]
+        pad = max(float(hit["end_us"] - hit["start_us"]) * 10, 10.0)
+        if st.button(f"Show {hit['name']} at {format_duration(hit['start_us'])}", key="timeline-goto"):
+            set_window(*resolve_window(hit["start_us"] - pad, hit["end_us"] + pad, run_end)[:2])
+            st.rerun()
+
 bars = views[0][1].bars
-left, right = st.columns(2)
+left, middle, right = st.columns(3)
 with left:
     ui.download_table(bars, row["run_id"], "timeline", key="timeline-csv", label="Download bars of the first run (CSV)")
-with right:
+with middle:
     ui.download_figure(fig, row["run_id"], "timeline", key="timeline-html")
+with right:
+    shown = in_window(ops[0], start, stop)
+    if len(shown) <= PERFETTO_MAX_OPS:
+        st.download_button(
+            "Download Perfetto trace",
+            lambda: perfetto_bytes(shown, row["run_id"]),
+            file_name=ui.file_stem(row["run_id"], "window") + ".perfetto.json.gz",
+            mime="application/gzip",
+            key="timeline-perfetto",
+            on_click="ignore",
+            help="The first run's ops in this window as a Chrome/Kineto trace: open it in ui.perfetto.dev.",
+        )
+    else:
+        st.caption(f"Perfetto trace: {len(shown):,} ops in the window; narrow it to {PERFETTO_MAX_OPS:,} or fewer.")

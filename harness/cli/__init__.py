@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from harness.cli import bench, compare, dashboard, profiles, run, trace
+from harness.cli import bench, compare, dashboard, export, profiles, run, trace
 from harness.workload import registry
 
 app = typer.Typer(
@@ -19,7 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _module in (run, bench, profiles, trace, compare, dashboard):
+for _module in (run, bench, profiles, trace, export, compare, dashboard):
     _module.register(app)
 
 
@@ -33,7 +33,9 @@ def _register_workload_commands() -> None:
         for name, function in workload.commands(SimBackend).items():
             group, _, command = name.rpartition(" ")
             if group and group not in groups:
-                raise RuntimeError(f"workload {workload.name!r}: command {name!r} names no command group ({', '.join(groups)})")
+                raise RuntimeError(
+                    f"workload {workload.name!r}: command {name!r} names no command group ({', '.join(groups)})"
+                )
             (groups[group] if group else app).command(command)(function)
 
 

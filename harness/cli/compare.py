@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from harness.cli.common import console, fail, fmt, utc_stamp
+from harness.cli.common import INTERRUPTED, check_out, console, fail, fmt, print_table, utc_stamp
 from harness.errors import InputError
+from harness.results import remove_stale_staging
 
 
 def compare(
@@ -20,15 +21,20 @@ def compare(
     """Join sim and replay runs of the same spec and policy: simulated, measured and relative error per metric."""
     from fidelity.compare import fidelity_table, load_many, write_fidelity
 
+    out = out or results_root / f"fidelity-{utc_stamp()}.parquet"
+    check_out(out, "fidelity file")
     try:
         runs, metrics = load_many(results)
         table = fidelity_table(runs, metrics)
     except InputError as err:
         fail(str(err))
-    out = out or results_root / f"fidelity-{utc_stamp()}.parquet"
-    if out.exists():
-        fail(f"{out}: already exists; results are never overwritten")
-    write_fidelity(out, table)
+    try:
+        write_fidelity(out, table)
+    except OSError as err:
+        fail(f"{out}: cannot write the fidelity file: {err.strerror or err}")
+    except KeyboardInterrupt:
+        fail("interrupted (Ctrl-C) while writing the fidelity file: nothing was written", INTERRUPTED)
+    remove_stale_staging(out.parent)
     shown = table if "all" in show else table[table["metric"].isin(show)]
     view = Table(title="fidelity: simulated vs measured (median over repetitions)", title_justify="left")
     for column in ("spec", "policy", "metric", "simulated", "measured", "range measured", "error", "rank sim/real"):
@@ -37,10 +43,17 @@ def compare(
         error = "-" if r.rel_error != r.rel_error else f"{r.rel_error:+.2%}"
         style = "red" if r.rank_simulated != r.rank_measured else None
         view.add_row(
-            r.spec_name, r.policy_label, r.metric, fmt(r.simulated), fmt(r.measured),
-            f"{fmt(r.measured_min)}-{fmt(r.measured_max)}", error, f"{r.rank_simulated}/{r.rank_measured}", style=style,
+            r.spec_name,
+            r.policy_label,
+            r.metric,
+            fmt(r.simulated),
+            fmt(r.measured),
+            f"{fmt(r.measured_min)}-{fmt(r.measured_max)}",
+            error,
+            f"{r.rank_simulated}/{r.rank_measured}",
+            style=style,
         )
-    console.print(view)
+    print_table(view)
     console.print(f"fidelity table: [bold]{out}[/]  ({len(table)} rows)")
 
 

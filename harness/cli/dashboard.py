@@ -12,7 +12,9 @@ from harness.cli.common import console
 
 
 def dashboard(
-    results: list[Path] = typer.Argument(None, help="Results folders, folders of them, or fidelity tables (default: results/)."),
+    results: list[Path] = typer.Argument(
+        None, help="Results folders, folders of them, or fidelity tables (default: results/)."
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to bind; 127.0.0.1 keeps the dashboard on this machine."),
     port: int = typer.Option(8501, help="Port to serve on."),
 ) -> None:
@@ -24,9 +26,23 @@ def dashboard(
     paths = [str(p.resolve()) for p in (results or [Path("results")])]
     env = dict(os.environ, **{DIRS_ENV: os.pathsep.join(paths)})
     command = [
-        sys.executable, "-m", "streamlit", "run", str(app_path),
-        "--server.address", host, "--server.port", str(port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--theme.base", "light", "--client.toolbarMode", "viewer",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_path),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--theme.base",
+        "light",
+        "--client.toolbarMode",
+        "viewer",
     ]
     console.print(f"dashboard on [bold]http://{host}:{port}[/] over {len(paths)} path(s); Ctrl-C stops it")
     sys.stdout.flush()

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from harness.cli.common import console, fail
+from harness.cli.common import check_out, console, fail, print_table
 from harness.errors import InputError
 from harness.profile import QUOTED_PROFILE
 
@@ -23,14 +23,23 @@ def profiles() -> None:
     for name in available_profiles():
         p = load_profile(name)
         gbps = (1 << 30) / p.copy_time_us(1 << 30, Direction.H2D, HostMemory.PINNED) / 1e3
-        table.add_row(name, p.device.gpu_name, f"{p.device.memory_bytes / 2**30:.1f}", f"{gbps:.1f}", f"{p.host.launch_us}", p.figures.provenance.source)
-    console.print(table)
-    defaults = Table(title="GPU defaults (traces/profiles/gpu-defaults.toml): a spec may name the alias", title_justify="left")
+        table.add_row(
+            name,
+            p.device.gpu_name,
+            f"{p.device.memory_bytes / 2**30:.1f}",
+            f"{gbps:.1f}",
+            f"{p.host.launch_us}",
+            p.figures.provenance.source,
+        )
+    print_table(table)
+    defaults = Table(
+        title="GPU defaults (traces/profiles/gpu-defaults.toml): a spec may name the alias", title_justify="left"
+    )
     for column in ("alias", "gpu", "profile"):
         defaults.add_column(column)
     for alias, default in sorted(gpu_defaults().items()):
         defaults.add_row(alias, default.gpu_name, default.profile)
-    console.print(defaults)
+    print_table(defaults)
 
 
 def calibrate(
@@ -50,6 +59,8 @@ def calibrate(
     path = out or PROFILES_DIR / f"{name}.toml"
     if path.exists() and not force:
         fail(f"{path}: already exists; pass --force to replace it")
+    if not path.exists():
+        check_out(path, "profile file")
     try:
         base = load_profile(base_profile)
         raw = run_calibration(name, base, notes, log=lambda line: console.print(line, highlight=False))
@@ -57,11 +68,14 @@ def calibrate(
         fail(f"harness calibrate: {err}")
     except InputError as err:
         fail(str(err))
-    header = f"# Hardware profile, format version 1 (see traces/README.md). Written by `harness calibrate --name {name}`.\n"
+    header = (
+        f"# Hardware profile, format version 1 (see traces/README.md). Written by `harness calibrate --name {name}`.\n"
+    )
     write_profile(raw, path, header)
     console.print(f"wrote [bold]{path}[/]")
     console.print(
-        "to make it the simulator's default for this GPU, point the GPU's alias at it in traces/profiles/gpu-defaults.toml",
+        "to make it the simulator's default for this GPU, "
+        "point the GPU's alias at it in traces/profiles/gpu-defaults.toml",
         highlight=False,
     )
 

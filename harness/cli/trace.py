@@ -22,11 +22,42 @@ def trace_validate(path: Path = typer.Argument(..., help="Op-trace Parquet file.
     except InputError as err:
         fail(str(err))
     ops = trace.ops
-    console.print(f"[bold]{path}[/]: {len(ops)} ops, valid (format 1)")
+    console.print(f"[bold]{path}[/]: {len(ops)} ops, valid")
     for key, value in trace.provenance.__dict__.items():
         console.print(f"  {key}: {value}")
     counts = ops.groupby("kind").agg(ops=("name", "size"), bytes=("bytes", "sum"), duration_us=("duration_us", "sum"))
     console.print(counts.to_string())
+
+
+@trace_app.command("import")
+def trace_import(
+    profile: Path = typer.Argument(
+        ..., help="Chrome trace written by torch.profiler (export_chrome_trace), .json or .json.gz."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Op-trace Parquet file to write (must not exist)."),
+    device: int | None = typer.Option(None, help="Import this GPU only (a trace of several devices or ranks)."),
+) -> None:
+    """Import a torch.profiler trace: GPU ops, every CUDA runtime call of each host thread, their links and steps."""
+    from harness.profiler_import import import_to_parquet
+
+    if out.exists():
+        fail(f"{out}: already exists; traces are never overwritten")
+    try:
+        imported = import_to_parquet(profile, out, device)
+    except InputError as err:
+        fail(str(err))
+    ops = imported.ops
+    calls = ops["kind"].str.startswith("call_")
+    console.print(
+        f"wrote [bold]{out}[/]: {int((~calls).sum())} GPU ops, {int(calls.sum())} host calls", highlight=False
+    )
+    console.print(f"  {imported.provenance.description}", highlight=False)
+    if imported.provenance.sync_events != "recorded":
+        console.print(
+            "  no CUDA sync events: cross-stream waits are inferred from start times when simulated", highlight=False
+        )
+    if imported.provenance.notes:
+        console.print(f"  notes: {imported.provenance.notes}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

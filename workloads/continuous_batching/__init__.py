@@ -13,9 +13,9 @@ clients). Per-request rows go to a ``requests`` results table.
 
 from harness.workload import PolicyDef, Workload
 from workloads.continuous_batching import policies
-from workloads.continuous_batching.fidelity import FIDELITY
 from workloads.continuous_batching.commands import commands
-from workloads.continuous_batching.inputs import BatchingParams, prepare
+from workloads.continuous_batching.fidelity import FIDELITY
+from workloads.continuous_batching.inputs import BatchingParams, estimate, prepare
 from workloads.continuous_batching.metrics import REQUESTS_SCHEMA, metrics, tables
 
 WORKLOAD = Workload(
@@ -23,16 +23,39 @@ WORKLOAD = Workload(
     params=BatchingParams,
     prepare=prepare,
     policies={
-        "fixed_window": PolicyDef("fixed_window", policies.FixedWindowParams, policies.fixed_window,
-                                  "wait window_ms after the first request for up to max_batch (0: immediate start)"),
-        "adaptive": PolicyDef("adaptive", policies.AdaptiveParams, policies.adaptive,
-                              "zero window: yield, drain, wait 3 ms for stragglers if peers were found, 2 ms if a singleton follows a batch > 1"),
+        "fixed_window": PolicyDef(
+            "fixed_window",
+            policies.FixedWindowParams,
+            policies.fixed_window,
+            "wait window_ms after the first request for up to max_batch (0: immediate start)",
+        ),
+        "adaptive": PolicyDef(
+            "adaptive",
+            policies.AdaptiveParams,
+            policies.adaptive,
+            "zero window: yield, drain, wait 3 ms for stragglers if peers were found, "
+            "2 ms if a singleton follows a batch > 1",
+        ),
     },
     metrics=metrics,
-    summary_metrics=("ttft_p50_us", "ttft_p99_us", "ttft_p999_us", "itl_p50_us", "tpot_p50_us", "e2e_p99_us", "queue_p99_us",
-                     "agg_tok_s", "per_slot_tok_s", "batch_size_mean", "singleton_batches", "gpu_busy_frac", "rejected_requests"),
+    summary_metrics=(
+        "ttft_p50_us",
+        "ttft_p99_us",
+        "ttft_p999_us",
+        "itl_p50_us",
+        "tpot_p50_us",
+        "e2e_p99_us",
+        "queue_p99_us",
+        "agg_tok_s",
+        "per_slot_tok_s",
+        "batch_size_mean",
+        "singleton_batches",
+        "gpu_busy_frac",
+        "rejected_requests",
+    ),
     tables=tables,
     extra_tables={"requests": REQUESTS_SCHEMA},
     commands=commands,
     fidelity=FIDELITY,
+    estimate=estimate,
 )

@@ -45,7 +45,7 @@ COST_MODEL_FORMAT_VERSION = 1
 
 
 class _Strict(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf costs: inf results
 
 
 class CostProvenance(_Strict):
@@ -104,7 +104,9 @@ class CostModel(_Strict):
     @classmethod
     def _known_version(cls, v: int) -> int:
         if v != COST_MODEL_FORMAT_VERSION:
-            raise ValueError(f"unsupported cost model format_version {v} (this harness reads {COST_MODEL_FORMAT_VERSION})")
+            raise ValueError(
+                f"unsupported cost model format_version {v} (this harness reads {COST_MODEL_FORMAT_VERSION})"
+            )
         return v
 
     # -- the costs, µs

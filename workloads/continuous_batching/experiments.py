@@ -24,11 +24,13 @@ from pathlib import Path
 import pandas as pd
 
 from harness.backend import BackendFactory, run_policy
+from harness.errors import InputError
+from harness.limits import OP_ROW_BYTES, Limits, beyond
 from harness.machine import machine_report
 from harness.profile import QUOTED_PROFILE, Profile, load_profile
 from harness.workload import PrepareContext
 from workloads.continuous_batching.cost_model import load_cost_model
-from workloads.continuous_batching.inputs import BatchingInputs, BatchingParams, prepare
+from workloads.continuous_batching.inputs import BatchingInputs, BatchingParams, estimate, prepare
 from workloads.continuous_batching.metrics import metrics, requests_frame
 from workloads.continuous_batching.policies import AdaptiveParams, FixedWindowParams, adaptive, fixed_window
 
@@ -44,7 +46,11 @@ class BatchingRun:
 
 
 def simulate_policy(
-    simulator: BackendFactory, inputs: BatchingInputs, params: AdaptiveParams | FixedWindowParams, seed: int = 0, profile: Profile | None = None
+    simulator: BackendFactory,
+    inputs: BatchingInputs,
+    params: AdaptiveParams | FixedWindowParams,
+    seed: int = 0,
+    profile: Profile | None = None,
 ) -> BatchingRun:
     backend = simulator(profile or load_profile(QUOTED_PROFILE), 1, None, seed)
     main = adaptive if isinstance(params, AdaptiveParams) else fixed_window
@@ -59,18 +65,36 @@ def _prepare(params: BatchingParams, seed: int) -> BatchingInputs:
     return prepare(PrepareContext(params, Path("."), load_profile(QUOTED_PROFILE), NO_MEMORY_LIMIT_BYTES, seed))
 
 
-def closed_loop_inputs(cost_model: str, clients: int, prompt_tokens, output_tokens, requests: int, think_us: float = 450.0, seed: int = 5) -> BatchingInputs:
-    params = BatchingParams(cost_model=cost_model, arrivals="closed_loop", clients=clients, think_us=think_us,
-                            requests=requests, prompt_tokens=prompt_tokens, output_tokens=output_tokens)
+def closed_loop_inputs(
+    cost_model: str, clients: int, prompt_tokens, output_tokens, requests: int, think_us: float = 450.0, seed: int = 5
+) -> BatchingInputs:
+    params = BatchingParams(
+        cost_model=cost_model,
+        arrivals="closed_loop",
+        clients=clients,
+        think_us=think_us,
+        requests=requests,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+    )
     return _prepare(params, seed)
 
 
 def prefill_comparison(
-    simulator: BackendFactory, cost_model: str, prompt_tokens: int, clients: int = 4, output_tokens: int = 256, requests: int = 120, seed: int = 5
+    simulator: BackendFactory,
+    cost_model: str,
+    prompt_tokens: int,
+    clients: int = 4,
+    output_tokens: int = 256,
+    requests: int = 120,
+    seed: int = 5,
 ) -> dict[str, dict[str, float]]:
     inputs = closed_loop_inputs(cost_model, clients, prompt_tokens, output_tokens, requests, seed=seed)
     modes = ("batched", "staggered")
-    return {mode: simulate_policy(simulator, inputs, AdaptiveParams(max_batch=clients, prefill=mode), seed).metrics for mode in modes}
+    return {
+        mode: simulate_policy(simulator, inputs, AdaptiveParams(max_batch=clients, prefill=mode), seed).metrics
+        for mode in modes
+    }
 
 
 @dataclass(frozen=True)
@@ -80,10 +104,20 @@ class Crossover:
     lo: int
     hi: int
     throughput_ever_wins: bool  # staggered agg tok/s >= batched at any evaluated length
-    evaluated: tuple[tuple[int, float, float, float, float], ...]  # (L, ttft batched, ttft staggered, tok/s batched, tok/s staggered)
+    evaluated: tuple[
+        tuple[int, float, float, float, float], ...
+    ]  # (L, ttft batched, ttft staggered, tok/s batched, tok/s staggered)
 
 
-def prefill_crossover(simulator: BackendFactory, cost_model: str, lo: int = 16, hi: int = 4096, resolution: int = 8, clients: int = 4, requests: int = 120) -> Crossover:
+def prefill_crossover(
+    simulator: BackendFactory,
+    cost_model: str,
+    lo: int = 16,
+    hi: int = 4096,
+    resolution: int = 8,
+    clients: int = 4,
+    requests: int = 120,
+) -> Crossover:
     """Bisect the prompt length where staggered prefill's mean TTFT stops losing to batched prefill's.
 
     ``hi`` is capped so that prompt + 256 output tokens fit the cost model's context limit.
@@ -94,7 +128,12 @@ def prefill_crossover(simulator: BackendFactory, cost_model: str, lo: int = 16, 
     def staggered_wins(length: int) -> bool:
         if length not in seen:
             r = prefill_comparison(simulator, cost_model, length, clients=clients, requests=requests)
-            seen[length] = (r["batched"]["ttft_mean_us"], r["staggered"]["ttft_mean_us"], r["batched"]["agg_tok_s"], r["staggered"]["agg_tok_s"])
+            seen[length] = (
+                r["batched"]["ttft_mean_us"],
+                r["staggered"]["ttft_mean_us"],
+                r["batched"]["agg_tok_s"],
+                r["staggered"]["agg_tok_s"],
+            )
         b, s, _, _ = seen[length]
         return s <= b
 
@@ -111,14 +150,38 @@ def prefill_crossover(simulator: BackendFactory, cost_model: str, lo: int = 16, 
     return Crossover(cost_model, found, lo, hi, any(v[3] >= v[2] for v in seen.values()), evaluated)
 
 
-def bench_requests(simulator: BackendFactory, trace: Path | None, requests: int, cost_model: str, max_batch: int, rate_per_s: float | None, repeat: int) -> dict[str, str]:
+def bench_requests(
+    simulator: BackendFactory,
+    trace: Path | None,
+    requests: int,
+    cost_model: str,
+    max_batch: int,
+    rate_per_s: float | None,
+    repeat: int,
+) -> dict[str, str]:
     """Simulate ``requests`` requests (the first rows of ``trace``, or Poisson-generated) with the adaptive policy."""
     if trace is not None:
         arrivals = "trace" if rate_per_s is None else "poisson"
-        params = BatchingParams(cost_model=cost_model, trace=str(trace), requests=requests, arrivals=arrivals, rate_per_s=rate_per_s, on_invalid="reject")
+        params = BatchingParams(
+            cost_model=cost_model,
+            trace=str(trace),
+            requests=requests,
+            arrivals=arrivals,
+            rate_per_s=rate_per_s,
+            on_invalid="reject",
+        )
     else:
-        params = BatchingParams(cost_model=cost_model, arrivals="poisson", rate_per_s=rate_per_s or 5.0, requests=requests,
-                                prompt_tokens=(16, 2048), output_tokens=(16, 512))
+        params = BatchingParams(
+            cost_model=cost_model,
+            arrivals="poisson",
+            rate_per_s=rate_per_s or 5.0,
+            requests=requests,
+            prompt_tokens=(16, 2048),
+            output_tokens=(16, 512),
+        )
+    size = estimate(PrepareContext(params, Path("."), load_profile(QUOTED_PROFILE), NO_MEMORY_LIMIT_BYTES, 0))
+    if problem := beyond(size.ops, size.ops * OP_ROW_BYTES + size.memory_bytes, Limits.from_env()):
+        raise InputError("--requests", "", f"{requests:,} requests need {problem}")
     inputs = _prepare(params, 0)
     best: BatchingRun | None = None
     for _ in range(repeat):
@@ -128,7 +191,8 @@ def bench_requests(simulator: BackendFactory, trace: Path | None, requests: int,
     assert best is not None
     m = best.metrics
     return {
-        "requests": f"{len(inputs.requests):,}" + (f" (+{len(inputs.requests.rejected)} rejected)" if inputs.requests.rejected else ""),
+        "requests": f"{len(inputs.requests):,}"
+        + (f" (+{len(inputs.requests.rejected)} rejected)" if inputs.requests.rejected else ""),
         "source": str(trace) if trace else "poisson, generated",
         "output tokens": f"{int(m['output_tokens']):,}",
         "decode steps": f"{int(m['decode_steps']):,}",

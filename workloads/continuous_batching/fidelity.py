@@ -27,14 +27,25 @@ def _staggered_prefill_loses(v: Value) -> tuple[bool, str]:
 def _singleton_wait_cuts_the_tail(v: Value) -> tuple[bool, str]:
     wait, none = v("batched-prefill", "ttft_p99_us"), v("no-singleton-wait", "ttft_p99_us")
     singles = v("no-singleton-wait", "singleton_batches")
-    return none > 2 * wait and singles > 0, f"TTFT p99 {wait / 1e3:.1f} ms with the wait, {none / 1e3:.1f} ms without ({singles:.0f} singleton batches)"
+    return (
+        none > 2 * wait and singles > 0,
+        f"TTFT p99 {wait / 1e3:.1f} ms with the wait, {none / 1e3:.1f} ms without ({singles:.0f} singleton batches)",
+    )
 
 
 FIDELITY = Fidelity(
     shown_metrics=("ttft_p50_us", "ttft_p99_us", "ttft_p999_us", "tpot_p50_us", "agg_tok_s", "singleton_batches"),
     checks=(
-        FidelityCheck("c=1: zero-window adds no TTFT over immediate start (< 1 ms)", ("immediate", "zero-window"), _zero_window_is_free),
-        FidelityCheck("c=1: a 10 ms window adds ~10 ms to TTFT p50 and lowers tok/s", ("immediate", "window-10ms"), _window_adds_its_length),
+        FidelityCheck(
+            "c=1: zero-window adds no TTFT over immediate start (< 1 ms)",
+            ("immediate", "zero-window"),
+            _zero_window_is_free,
+        ),
+        FidelityCheck(
+            "c=1: a 10 ms window adds ~10 ms to TTFT p50 and lowers tok/s",
+            ("immediate", "window-10ms"),
+            _window_adds_its_length,
+        ),
         FidelityCheck(
             "short prompts: staggered prefill raises TTFT and loses throughput against batched prefill",
             ("batched-prefill", "staggered-prefill"),

@@ -63,39 +63,65 @@ def fit(raw: dict, variant: str, name: str, log_path: str) -> dict:
     fast = [r["us"] for r in raw["fast_decode"]]
     graph_note = "" if meta.get("fast_path_graph") else " (CUDA-graph capture failed: fast path is the eager m=1 step)"
     decode = (
-        {"floor_us": round(eager_floor, 1), "base_us": round(float(g_base), 1), "per_seq_us": round(float(g_seq), 2), "per_context_token_us": 0.0}
+        {
+            "floor_us": round(eager_floor, 1),
+            "base_us": round(float(g_base), 1),
+            "per_seq_us": round(float(g_seq), 2),
+            "per_context_token_us": 0.0,
+        }
         if variant == "eager"
-        else {"floor_us": 0.0, "base_us": round(float(g_base), 1), "per_seq_us": round(float(g_seq), 2), "per_context_token_us": 0.0}
+        else {
+            "floor_us": 0.0,
+            "base_us": round(float(g_base), 1),
+            "per_seq_us": round(float(g_seq), 2),
+            "per_context_token_us": 0.0,
+        }
     )
-    what = ("HF eager batched decode (DynamicCache): host-bound floor; GPU part from the CUDA-graph step" if variant == "eager"
-            else "batched decode as a CUDA graph over a StaticCache")
+    what = (
+        "HF eager batched decode (DynamicCache): host-bound floor; GPU part from the CUDA-graph step"
+        if variant == "eager"
+        else "batched decode as a CUDA graph over a StaticCache"
+    )
     model = meta["model"]
     return {
         "format_version": 1,
         "name": name,
-        "description": (f"{model['num_hidden_layers']}-layer Llama-shaped decoder ({meta['params'] / 1e9:.2f} B params, random "
-                        f"{meta['dtype'].split('.')[-1]} weights) on {meta['device']}: {what}; eager prefill and joins; "
-                        f"single-request fast path as a CUDA graph{graph_note}"),
+        "description": (
+            f"{model['num_hidden_layers']}-layer Llama-shaped decoder ({meta['params'] / 1e9:.2f} B params, random "
+            f"{meta['dtype'].split('.')[-1]} weights) on {meta['device']}: {what}; eager prefill and joins; "
+            f"single-request fast path as a CUDA graph{graph_note}"
+        ),
         "context_limit_tokens": 8192,
         "provenance": {
             "source": "measured: python3 tools/measure_step_cost.py --variants; fitted by python3 -m "
-                      f"workloads.continuous_batching.fit_cost_model --variant {variant}",
+            f"workloads.continuous_batching.fit_cost_model --variant {variant}",
             "hardware": meta["device"],
             "date": meta["date"][:10],
-            "method": ("host clock around each synchronised call (launch overhead included), median of "
-                       f"{meta['reps']} after {meta['warmup']} warm-ups; torch {meta['torch']}, transformers {meta['transformers']}, "
-                       f"driver {meta.get('driver', '')}; model config {json.dumps(model, sort_keys=True)}"),
+            "method": (
+                "host clock around each synchronised call (launch overhead included), median of "
+                f"{meta['reps']} after {meta['warmup']} warm-ups; "
+                f"torch {meta['torch']}, transformers {meta['transformers']}, "
+                f"driver {meta.get('driver', '')}; model config {json.dumps(model, sort_keys=True)}"
+            ),
             "script": "tools/measure_step_cost.py",
             "log": log_path,
-            "notes": ("Eager HF steps are host-bound on this machine (a profiled m=4 decode step: ~37 ms CPU, 2.8 ms GPU) and "
-                      "vary ~30% between runs. Contexts measured up to 2048 tokens, prompts up to 2048 x 8; "
-                      "context_limit_tokens=8192 is the config's max_position_embeddings, beyond the measured range costs are "
-                      "extrapolated. per_context_token_us = 0: not resolved by these measurements (flat within noise). "
-                      "Join = prefill of the one prompt + KV insert into a slot (overhead_us = median insert). "
-                      "Batch cleanup not measured (0)."),
+            "notes": (
+                "Eager HF steps are host-bound on this machine (a profiled m=4 decode step: ~37 ms CPU, 2.8 ms GPU) "
+                "and vary ~30% between runs. Contexts measured up to 2048 tokens, prompts up to 2048 x 8; "
+                "context_limit_tokens=8192 is the config's max_position_embeddings, "
+                "beyond the measured range costs are extrapolated. "
+                "per_context_token_us = 0: not resolved by these measurements (flat within noise). "
+                "Join = prefill of the one prompt + KV insert into a slot (overhead_us = median insert). "
+                "Batch cleanup not measured (0)."
+            ),
         },
-        "prefill": {"floor_us": round(statistics.median(small), 1), "base_us": round(float(base), 1), "per_seq_us": round(float(per_seq), 2),
-                    "per_token_us": round(float(per_tok), 4), "per_token_sq_us": round(float(per_sq), 7)},
+        "prefill": {
+            "floor_us": round(statistics.median(small), 1),
+            "base_us": round(float(base), 1),
+            "per_seq_us": round(float(per_seq), 2),
+            "per_token_us": round(float(per_tok), 4),
+            "per_token_sq_us": round(float(per_sq), 7),
+        },
         "decode": decode,
         "join": {"overhead_us": round(statistics.median(r["insert_us"] for r in raw["join"]), 1)},
         "fast_decode": {"floor_us": 0.0, "base_us": round(statistics.median(fast), 1), "per_context_token_us": 0.0},
@@ -103,8 +129,13 @@ def fit(raw: dict, variant: str, name: str, log_path: str) -> dict:
         "samples": {
             "prefill_m_tokens_us": [[r["m"], r["prompt_tokens"], round(r["us"], 1)] for r in pre],
             "decode_eager_m_context_us": [[r["m"], r["context_tokens"], round(r["us"], 1)] for r in raw["decode"]],
-            "decode_static_m_eager_graph_us": [[r["m"], round(r["eager_us"], 1), round(r["graph_us"], 1)] for r in static],
-            "join_tokens_us_prefill_insert": [[r["prompt_tokens"], round(r["us"], 1), round(r["prefill_us"], 1), round(r["insert_us"], 1)] for r in raw["join"]],
+            "decode_static_m_eager_graph_us": [
+                [r["m"], round(r["eager_us"], 1), round(r["graph_us"], 1)] for r in static
+            ],
+            "join_tokens_us_prefill_insert": [
+                [r["prompt_tokens"], round(r["us"], 1), round(r["prefill_us"], 1), round(r["insert_us"], 1)]
+                for r in raw["join"]
+            ],
             "fast_decode_context_us": [[r["context_tokens"], round(r["us"], 1)] for r in raw["fast_decode"]],
         },
     }
@@ -119,7 +150,10 @@ def main() -> None:
     ap.add_argument("--log", default="")
     args = ap.parse_args()
     model = fit(json.loads(args.raw.read_text()), args.variant, args.name, args.log)
-    header = "# Step cost model, format version 1 (workloads/continuous_batching/cost_model.py). Generated by fit_cost_model; do not edit by hand.\n"
+    header = (
+        "# Step cost model, format version 1 (workloads/continuous_batching/cost_model.py). "
+        "Generated by fit_cost_model; do not edit by hand.\n"
+    )
     args.out.write_text(header + tomli_w.dumps(model))
     print(f"wrote {args.out}")
 

@@ -27,9 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         table = read_request_csv(args.csv)
         n = len(table) if args.rows is None else min(args.rows, len(table))
-        command = f"python3 -m workloads.continuous_batching.import_trace {args.csv.name} {args.out.name}" + (f" --rows {args.rows}" if args.rows else "")
+        command = f"python3 -m workloads.continuous_batching.import_trace {args.csv.name} {args.out.name}" + (
+            f" --rows {args.rows}" if args.rows else ""
+        )
         source = "; ".join(x for x in (args.source, f"first {n} of {len(table)} rows of {args.csv.name}", command) if x)
-        write_request_parquet(args.out, table.arrival_us[:n], table.prompt_tokens[:n], table.output_tokens[:n], source, args.description)
+        write_request_parquet(
+            args.out, table.arrival_us[:n], table.prompt_tokens[:n], table.output_tokens[:n], source, args.description
+        )
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

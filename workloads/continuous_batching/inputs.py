@@ -26,13 +26,17 @@ in trace/generated order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pydantic
 
 from harness.errors import SPEC_WORKLOAD, InputError
-from harness.workload import PrepareContext, WorkloadParams
+from harness.limits import file_rows
+from harness.workload import PrepareContext, WorkEstimate, WorkloadParams
 from workloads.continuous_batching.cost_model import CostModel, load_cost_model
 from workloads.continuous_batching.generators import (
     gamma_arrivals_us,
@@ -75,7 +79,7 @@ class BatchingParams(WorkloadParams):
         return v
 
     @pydantic.model_validator(mode="after")
-    def _consistent(self) -> "BatchingParams":
+    def _consistent(self) -> BatchingParams:
         generated_tokens = self.prompt_tokens is not None or self.output_tokens is not None
         if self.trace is not None and generated_tokens:
             raise ValueError("give either 'trace' or 'prompt_tokens'/'output_tokens', not both")
@@ -95,6 +99,49 @@ class BatchingParams(WorkloadParams):
         return self
 
 
+OPS_PER_TOKEN = 2  # a decode step's launch and sync when every request runs alone (batches share them)
+OPS_PER_REQUEST = 8
+BYTES_PER_REQUEST = 600  # the request's inputs, its row of the requests table and its metric rows
+ASSUMED_OUTPUT_TOKENS = 512  # mean output of a trace too big to read its column for the estimate
+
+
+def estimate(ctx: PrepareContext) -> WorkEstimate:
+    """One run's size from the request count and the mean output length (ops follow decode steps)."""
+    params = ctx.params
+    if params.trace is None:
+        n = params.requests or 0
+        tokens = params.output_tokens
+        mean_output = float(sum(tokens) / 2 if isinstance(tokens, tuple) else tokens or 0)
+        driver = "requests" if n >= mean_output else "output_tokens"
+    else:
+        path = (ctx.spec_dir / params.trace).resolve()
+        rows = file_rows(path) or 0
+        n = min(rows, params.requests) if params.requests is not None else rows
+        mean_output = _mean_output_tokens(path, rows)
+        driver = "requests" if params.requests is not None and params.requests < rows else "trace"
+    ops = int(n * (OPS_PER_TOKEN * mean_output + OPS_PER_REQUEST)) + 16
+    return WorkEstimate(ops, n * BYTES_PER_REQUEST, driver)
+
+
+def _mean_output_tokens(path: Path, rows: int) -> float:
+    """The trace's mean ``output_tokens`` (one column read), or an assumption for a very large or unreadable file."""
+    if rows == 0 or rows > 50_000_000:
+        return ASSUMED_OUTPUT_TOKENS
+    try:
+        if path.suffix.lower() == ".csv":
+            header = [c.strip() for c in pd.read_csv(path, nrows=0).columns]
+            column = next((i for i, c in enumerate(header) if c in ("output_tokens", "GeneratedTokens")), None)
+            if column is None:
+                return ASSUMED_OUTPUT_TOKENS
+            values = pd.read_csv(path, usecols=[column]).iloc[:, 0]
+        else:
+            values = pq.read_table(path, columns=["output_tokens"]).column(0).to_pandas()
+        mean = float(pd.to_numeric(values, errors="coerce").clip(lower=0).mean())
+    except Exception:  # unreadable or malformed: prepare names the problem
+        return ASSUMED_OUTPUT_TOKENS
+    return mean if mean > 0 else ASSUMED_OUTPUT_TOKENS
+
+
 @dataclass(frozen=True)
 class BatchingInputs:
     requests: ScreenedRequests  # served requests; arrival_us unused for closed loop
@@ -107,7 +154,12 @@ class BatchingInputs:
 
 def prepare(ctx: PrepareContext) -> BatchingInputs:
     params, spec_dir, seed = ctx.params, ctx.spec_dir, ctx.seed
-    cost = load_cost_model(params.cost_model, spec_dir)
+    try:
+        cost = load_cost_model(params.cost_model, spec_dir)
+    except InputError as err:
+        if "not found" not in err.message:
+            raise
+        raise InputError(SPEC_WORKLOAD, "field 'cost_model'", f"{err.source}: {err.message}") from None
     limit = params.context_limit_tokens or cost.context_limit_tokens
     rng = np.random.default_rng(seed)
     if params.trace is not None:
@@ -135,8 +187,17 @@ def prepare(ctx: PrepareContext) -> BatchingInputs:
             times = np.zeros(n)  # set when each client sends
         table = RequestTable(times, table.prompt_tokens, table.output_tokens, table.source)
     if params.arrival_scale != 1.0:
-        table = RequestTable(table.arrival_us * params.arrival_scale, table.prompt_tokens, table.output_tokens, table.source)
+        table = RequestTable(
+            table.arrival_us * params.arrival_scale, table.prompt_tokens, table.output_tokens, table.source
+        )
     screened = screen(table, limit, params.on_invalid)
     if len(screened) == 0:
-        raise InputError(table.source, "", f"every one of its {len(table)} requests was rejected (first: row {screened.rejected[0].row}, {screened.rejected[0].reason})")
-    return BatchingInputs(screened, cost, limit, params.clients if params.arrivals == "closed_loop" else 0, params.think_us, table.source)
+        raise InputError(
+            table.source,
+            "",
+            f"every one of its {len(table)} requests was rejected "
+            f"(first: row {screened.rejected[0].row}, {screened.rejected[0].reason})",
+        )
+    return BatchingInputs(
+        screened, cost, limit, params.clients if params.arrivals == "closed_loop" else 0, params.think_us, table.source
+    )

@@ -48,7 +48,10 @@ REQUESTS_SCHEMA = pa.schema(
         ("output_tokens", pa.int64()),  # tokens requested
         ("tokens_emitted", pa.int64()),  # tokens it received (equals output_tokens when served)
         ("arrival_us", pa.float64()),  # when it was queued on the server's request channel
-        ("admitted_us", pa.float64()),  # when serving it began: its batch started, or it was taken to join a running one
+        (
+            "admitted_us",
+            pa.float64(),
+        ),  # when serving it began: its batch started, or it was taken to join a running one
         ("first_token_us", pa.float64()),
         ("last_token_us", pa.float64()),
         ("queue_us", pa.float64()),  # admitted - arrival
@@ -88,7 +91,9 @@ def requests_frame(inputs: BatchingInputs, log: ServerLog) -> pd.DataFrame:
     f["ttft_us"] = f["first_token_us"] - f["arrival_us"]
     f["e2e_us"] = f["last_token_us"] - f["arrival_us"]
     many = f["output_tokens"] > 1
-    f["tpot_us"] = np.where(many, (f["last_token_us"] - f["first_token_us"]) / (f["output_tokens"] - 1).clip(lower=1), np.nan)
+    f["tpot_us"] = np.where(
+        many, (f["last_token_us"] - f["first_token_us"]) / (f["output_tokens"] - 1).clip(lower=1), np.nan
+    )
     if inputs.requests.rejected:
         rej = pd.DataFrame(
             {

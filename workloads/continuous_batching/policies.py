@@ -38,7 +38,9 @@ class LoopParams(PolicyParams):
     slot_recycling: bool = True
 
     def loop_options(self) -> LoopOptions:
-        return LoopOptions(self.max_batch, self.fast_path, self.prefill == "staggered", self.mid_batch_joins, self.slot_recycling)
+        return LoopOptions(
+            self.max_batch, self.fast_path, self.prefill == "staggered", self.mid_batch_joins, self.slot_recycling
+        )
 
 
 class FixedWindowParams(LoopParams):

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import InputError
+from harness.limits import MAX_DURATION_US
 from harness.trace import read_stamped_parquet
 
 REQUESTS_FORMAT_VERSION = "1"
@@ -116,14 +117,23 @@ def read_request_csv(path: Path) -> RequestTable:
             raise InputError(path, f"row {i}, column 'TIMESTAMP'", f"not a timestamp: {frame['TIMESTAMP'].iloc[i]!r}")
         origin = stamps.iloc[0]
         arrival = (stamps - origin).dt.total_seconds().to_numpy() * 1e6 if len(stamps) else np.zeros(0)
-        renamed = pd.DataFrame({"arrival_us": arrival, "prompt_tokens": frame["ContextTokens"], "output_tokens": frame["GeneratedTokens"]})
+        renamed = pd.DataFrame(
+            {"arrival_us": arrival, "prompt_tokens": frame["ContextTokens"], "output_tokens": frame["GeneratedTokens"]}
+        )
         return _frame_to_table(renamed, f"{path} (Azure LLM inference trace layout)", path)
-    raise InputError(path, "header", f"expected columns {', '.join(REQUEST_COLUMNS)} or the Azure layout {', '.join(AZURE_COLUMNS)}; found {', '.join(columns)}")
+    raise InputError(
+        path,
+        "header",
+        f"expected columns {', '.join(REQUEST_COLUMNS)} or the Azure layout {', '.join(AZURE_COLUMNS)}; "
+        f"found {', '.join(columns)}",
+    )
 
 
 def read_request_parquet(path: Path) -> RequestTable:
     path = Path(path)
-    table, _ = read_stamped_parquet(path, "request trace", "harness.requests", REQUESTS_FORMAT_VERSION, ("source",), REQUEST_COLUMNS)
+    table, _ = read_stamped_parquet(
+        path, "request trace", "harness.requests", REQUESTS_FORMAT_VERSION, ("source",), REQUEST_COLUMNS
+    )
     return _frame_to_table(table.to_pandas(), str(path), path)
 
 
@@ -135,15 +145,29 @@ def read_requests(path: Path) -> RequestTable:
     return read_request_parquet(path)
 
 
-def write_request_parquet(path: Path, arrival_us, prompt_tokens, output_tokens, source: str, description: str = "") -> Path:
+def write_request_parquet(
+    path: Path, arrival_us, prompt_tokens, output_tokens, source: str, description: str = ""
+) -> Path:
     """Write a request trace (validated first; the file appears only once complete)."""
     path = Path(path)
-    table_in = RequestTable(np.asarray(arrival_us, float), np.asarray(prompt_tokens, float), np.asarray(output_tokens, float), str(path))
+    table_in = RequestTable(
+        np.asarray(arrival_us, float), np.asarray(prompt_tokens, float), np.asarray(output_tokens, float), str(path)
+    )
     screen(table_in, context_limit_tokens=None, on_invalid="error")
-    frame = pd.DataFrame({"arrival_us": table_in.arrival_us, "prompt_tokens": table_in.prompt_tokens.astype(np.int64),
-                          "output_tokens": table_in.output_tokens.astype(np.int64)})
+    frame = pd.DataFrame(
+        {
+            "arrival_us": table_in.arrival_us,
+            "prompt_tokens": table_in.prompt_tokens.astype(np.int64),
+            "output_tokens": table_in.output_tokens.astype(np.int64),
+        }
+    )
     table = pa.Table.from_pandas(frame, schema=_SCHEMA, preserve_index=False)
-    meta = {"format_version": REQUESTS_FORMAT_VERSION, "source": source, "date": dt.date.today().isoformat(), "description": description}
+    meta = {
+        "format_version": REQUESTS_FORMAT_VERSION,
+        "source": source,
+        "date": dt.date.today().isoformat(),
+        "description": description,
+    }
     table = table.replace_schema_metadata({f"harness.requests.{k}".encode(): v.encode() for k, v in meta.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
@@ -157,8 +181,13 @@ def _row_problem(arrival: float, prompt: float, output: float, previous_arrival:
         return f"arrival_us is {arrival}, not a finite time"
     if arrival < 0:
         return f"arrival_us is negative ({arrival})"
+    if arrival > MAX_DURATION_US:
+        return f"arrival_us is {arrival}, beyond {MAX_DURATION_US:.0e} µs (11.6 days)"
     if arrival < previous_arrival:
-        return f"arrival_us {arrival} is earlier than the previous request's {previous_arrival} (arrivals must be in order)"
+        return (
+            f"arrival_us {arrival} is earlier than the previous request's {previous_arrival} "
+            "(arrivals must be in order)"
+        )
     for name, value in (("prompt_tokens", prompt), ("output_tokens", output)):
         if not np.isfinite(value) or value < 1 or value != int(value):
             return f"{name} must be a whole number >= 1, got {value}"
@@ -174,7 +203,17 @@ def screen(table: RequestTable, context_limit_tokens: int | None, on_invalid: st
     a, p, o = table.arrival_us, table.prompt_tokens, table.output_tokens
     # Fast path: vectorised check; only traces with a problem take the row loop.
     with np.errstate(invalid="ignore"):
-        ok = np.isfinite(a) & (a >= 0) & np.isfinite(p) & np.isfinite(o) & (p >= 1) & (o >= 1) & (p == np.floor(p)) & (o == np.floor(o))
+        ok = (
+            np.isfinite(a)
+            & (a >= 0)
+            & (a <= MAX_DURATION_US)
+            & np.isfinite(p)
+            & np.isfinite(o)
+            & (p >= 1)
+            & (o >= 1)
+            & (p == np.floor(p))
+            & (o == np.floor(o))
+        )
         if context_limit_tokens is not None:
             ok &= (p + o) <= context_limit_tokens
         ordered = np.all(np.diff(a) >= 0) if len(a) > 1 else True
@@ -193,4 +232,6 @@ def screen(table: RequestTable, context_limit_tokens: int | None, on_invalid: st
         rows.append(i)
         previous = float(a[i])
     keep = np.asarray(rows, dtype=np.int64)
-    return ScreenedRequests(keep, a[keep].astype(float), p[keep].astype(np.int64), o[keep].astype(np.int64), tuple(rejected), table.source)
+    return ScreenedRequests(
+        keep, a[keep].astype(float), p[keep].astype(np.int64), o[keep].astype(np.int64), tuple(rejected), table.source
+    )

@@ -61,9 +61,24 @@ DEVICE = 0
 class Request:
     """One request's life in the server (times in µs; -1 until it happens)."""
 
-    __slots__ = ("index", "prompt_tokens", "output_tokens", "arrival_us", "client", "done_queue", "admitted_us",
-                 "first_token_us", "last_token_us", "tokens", "admission", "batch", "slot", "prefill_us",
-                 "sent_seq", "admit_seq")
+    __slots__ = (
+        "index",
+        "prompt_tokens",
+        "output_tokens",
+        "arrival_us",
+        "client",
+        "done_queue",
+        "admitted_us",
+        "first_token_us",
+        "last_token_us",
+        "tokens",
+        "admission",
+        "batch",
+        "slot",
+        "prefill_us",
+        "sent_seq",
+        "admit_seq",
+    )
 
     def __init__(self, index: int, prompt_tokens: int, output_tokens: int, arrival_us: float) -> None:
         self.index = index
@@ -115,7 +130,9 @@ def open_loop_source(rt: Runtime, channel: RequestChannel, requests: list[Reques
         yield from channel.send(rt, req)
 
 
-def closed_loop_client(rt: Runtime, channel: RequestChannel, pool: deque, client: int, think_us: float, done: Queue) -> PolicyGen:
+def closed_loop_client(
+    rt: Runtime, channel: RequestChannel, pool: deque, client: int, think_us: float, done: Queue
+) -> PolicyGen:
     """Send a request, wait for its last token, think, send the next; until none is left.
 
     Clients start together: the first request goes out at once, the think time
@@ -149,7 +166,9 @@ class LoopOptions:
 class GenerateLoop:
     """Runs formed batches through the engine's batched generate loop on one GPU stream."""
 
-    def __init__(self, rt: Runtime, gpu: Stream, channel: RequestChannel, cost: CostModel, options: LoopOptions, log: ServerLog) -> None:
+    def __init__(
+        self, rt: Runtime, gpu: Stream, channel: RequestChannel, cost: CostModel, options: LoopOptions, log: ServerLog
+    ) -> None:
         self.rt = rt
         self.gpu = gpu
         self.channel = channel
@@ -297,8 +316,10 @@ class BatchFormation(Protocol):
 def serve(rt: Runtime, inputs: BatchingInputs, formation: BatchFormation, options: LoopOptions) -> PolicyGen:
     """The policy's main thread: start the request source, then form and run batches until all are served."""
     screened = inputs.requests
-    requests = [Request(i, int(p), int(o), float(a)) for i, (p, o, a) in
-                enumerate(zip(screened.prompt_tokens, screened.output_tokens, screened.arrival_us))]
+    requests = [
+        Request(i, int(p), int(o), float(a))
+        for i, (p, o, a) in enumerate(zip(screened.prompt_tokens, screened.output_tokens, screened.arrival_us))
+    ]
     log = ServerLog(requests)
     gpu = yield rt.create_stream(DEVICE, "gpu")
     doorbell = yield rt.make_queue(1 << 30, "requests")
@@ -308,7 +329,9 @@ def serve(rt: Runtime, inputs: BatchingInputs, formation: BatchFormation, option
         pool = deque(requests)
         for c in range(inputs.closed_loop_clients):
             done = yield rt.make_queue(4, f"client{c}.done")
-            sources.append((yield rt.spawn(closed_loop_client, channel, pool, c, inputs.think_us, done, name=f"client{c}")))
+            sources.append(
+                (yield rt.spawn(closed_loop_client, channel, pool, c, inputs.think_us, done, name=f"client{c}"))
+            )
     else:
         sources.append((yield rt.spawn(open_loop_source, channel, requests, name="arrivals")))
     loop = GenerateLoop(rt, gpu, channel, inputs.cost, options, log)

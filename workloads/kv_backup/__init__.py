@@ -12,7 +12,7 @@ tensor-parallel rank's shard; ``async_scheduler_rank_only`` models that bug.
 from harness.workload import NoParams, PolicyDef, Workload
 from workloads.kv_backup import policies
 from workloads.kv_backup.fidelity import FIDELITY
-from workloads.kv_backup.inputs import KvBackupParams, prepare
+from workloads.kv_backup.inputs import KvBackupParams, estimate, prepare
 from workloads.kv_backup.metrics import metrics
 
 WORKLOAD = Workload(
@@ -21,14 +21,22 @@ WORKLOAD = Workload(
     prepare=prepare,
     policies={
         "none": PolicyDef("none", NoParams, policies.none, "no backup (the floor)"),
-        "inline": PolicyDef("inline", NoParams, policies.inline, "D2H on the compute stream after the forward; the host waits"),
+        "inline": PolicyDef(
+            "inline", NoParams, policies.inline, "D2H on the compute stream after the forward; the host waits"
+        ),
         "async_stream": PolicyDef(
-            "async_stream", NoParams, policies.async_stream,
+            "async_stream",
+            NoParams,
+            policies.async_stream,
             "D2H on a backup stream after forward_done; the next forward waits on backup_done",
         ),
-        "deferred": PolicyDef("deferred", policies.DeferredParams, policies.deferred, "as async_stream, one copy per layer every k steps"),
+        "deferred": PolicyDef(
+            "deferred", policies.DeferredParams, policies.deferred, "as async_stream, one copy per layer every k steps"
+        ),
         "async_scheduler_rank_only": PolicyDef(
-            "async_scheduler_rank_only", NoParams, policies.async_scheduler_rank_only,
+            "async_scheduler_rank_only",
+            NoParams,
+            policies.async_scheduler_rank_only,
             "BUG: async backup on rank 0 only; other TP ranks' shards are lost",
         ),
     },
@@ -36,4 +44,5 @@ WORKLOAD = Workload(
     summary_metrics=("tpot_us", "backup_lag_mean_us", "bytes_backed_up", "host_link_util", "backups_lost"),
     devices=lambda params: params.tp_ranks,
     fidelity=FIDELITY,
+    estimate=estimate,
 )

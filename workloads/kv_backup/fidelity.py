@@ -17,7 +17,9 @@ FIDELITY = Fidelity(
     shown_metrics=("tpot_us", "backup_lag_mean_us", "host_link_util", "backups_lost"),
     checks=(
         FidelityCheck(
-            "async_stream lowers TPOT against inline (quoted: -5% on an H20)", ("inline", "async_stream"), _async_beats_inline,
+            "async_stream lowers TPOT against inline (quoted: -5% on an H20)",
+            ("inline", "async_stream"),
+            _async_beats_inline,
         ),
         FidelityCheck(
             "backing up on the scheduler rank only loses the other ranks' backups",

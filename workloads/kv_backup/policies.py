@@ -78,7 +78,9 @@ class Backup:
         return
         yield
 
-    def after_forward(self, rt: Runtime, inputs: KvBackupInputs, compute: Stream, step: int, forward_done: Event) -> PolicyGen:
+    def after_forward(
+        self, rt: Runtime, inputs: KvBackupInputs, compute: Stream, step: int, forward_done: Event
+    ) -> PolicyGen:
         return
         yield
 
@@ -90,7 +92,9 @@ class Backup:
 def _copy_layers(rt: Runtime, inputs: KvBackupInputs, stream: Stream, first: int, last: int) -> PolicyGen:
     per_layer = inputs.layer_bytes(last - first + 1)
     for l0, l1 in inputs.layer_groups():
-        yield rt.copy(stream, (l1 - l0 + 1) * per_layer, Direction.D2H, HostMemory.PINNED, backup_name(first, last, l0, l1))
+        yield rt.copy(
+            stream, (l1 - l0 + 1) * per_layer, Direction.D2H, HostMemory.PINNED, backup_name(first, last, l0, l1)
+        )
 
 
 class InlineBackup(Backup):
@@ -154,7 +158,9 @@ class StepBarrier:
             yield rt.get(self.releases[rank - 1])
 
 
-def decode_rank(rt: Runtime, inputs: KvBackupInputs, rank: int, backup: Backup, barrier: StepBarrier | None) -> PolicyGen:
+def decode_rank(
+    rt: Runtime, inputs: KvBackupInputs, rank: int, backup: Backup, barrier: StepBarrier | None
+) -> PolicyGen:
     compute = yield rt.create_stream(rank, "compute")
     yield from backup.setup(rt, rank)
     previous_done: Event | None = None

@@ -10,9 +10,9 @@ the pending buffer cannot be allocated.
 
 from harness.workload import NoParams, PolicyDef, Workload
 from workloads.layer_streaming import policies
-from workloads.layer_streaming.fidelity import FIDELITY
 from workloads.layer_streaming.commands import commands
-from workloads.layer_streaming.inputs import LayerStreamingParams, prepare
+from workloads.layer_streaming.fidelity import FIDELITY
+from workloads.layer_streaming.inputs import LayerStreamingParams, estimate, prepare
 from workloads.layer_streaming.metrics import metrics
 
 WORKLOAD = Workload(
@@ -21,11 +21,24 @@ WORKLOAD = Workload(
     prepare=prepare,
     policies={
         "sync": PolicyDef("sync", NoParams, policies.sync, "H2D then compute, per segment"),
-        "prefetch": PolicyDef("prefetch", policies.PrefetchParams, policies.prefetch, "copy the next `depth` segments on a side stream during compute"),
+        "prefetch": PolicyDef(
+            "prefetch",
+            policies.PrefetchParams,
+            policies.prefetch,
+            "copy the next `depth` segments on a side stream during compute",
+        ),
         "resident": PolicyDef("resident", NoParams, policies.resident, "all parameters already on the GPU"),
     },
     metrics=metrics,
-    summary_metrics=("makespan_us", "segment_time_mean_us", "compute_busy_frac", "h2d_busy_frac", "overlap_frac", "fallbacks"),
+    summary_metrics=(
+        "makespan_us",
+        "segment_time_mean_us",
+        "compute_busy_frac",
+        "h2d_busy_frac",
+        "overlap_frac",
+        "fallbacks",
+    ),
     commands=commands,
     fidelity=FIDELITY,
+    estimate=estimate,
 )

@@ -19,7 +19,10 @@ def _prefetch_beats_sync(v: Value) -> tuple[bool, str]:
 
 def _prefetch_near_bound(v: Value) -> tuple[bool, str]:
     ratio, worst = v("prefetch", "makespan_over_overlap_bound"), v("prefetch", "makespan_over_overlap_bound", "max")
-    return ratio - 1 <= BOUND_LIMIT, f"makespan / overlap bound {ratio:.4f} (worst repetition {worst:.4f}; limit {1 + BOUND_LIMIT:.2f})"
+    return (
+        ratio - 1 <= BOUND_LIMIT,
+        f"makespan / overlap bound {ratio:.4f} (worst repetition {worst:.4f}; limit {1 + BOUND_LIMIT:.2f})",
+    )
 
 
 FIDELITY = Fidelity(

@@ -48,13 +48,21 @@ def metrics(inputs: LayerStreamingInputs, ops: pd.DataFrame, result: StreamingRe
         MetricRow("d2h_busy_frac", busy_fraction(d2h, makespan), "fraction"),
         MetricRow("copy_compute_overlap_us", both, "us"),
         # 1.0: every microsecond that could have overlapped did.
-        MetricRow("overlap_frac", both / min(h2d_busy, compute_busy) if h2d_busy > 0 and compute_busy > 0 else 0.0, "fraction"),
+        MetricRow(
+            "overlap_frac", both / min(h2d_busy, compute_busy) if h2d_busy > 0 and compute_busy > 0 else 0.0, "fraction"
+        ),
         MetricRow("h2d_bytes", float(h2d["bytes"].sum()), "bytes"),
     ]
 
     copies = h2d.set_index("name")
-    copy_us = [float(copies.loc[copy_name(s), "end_us"] - copies.loc[copy_name(s), "start_us"]) for s in inputs.segments] if len(h2d) else []
-    compute_us = [float(kernels.loc[kernel_name(s), "end_us"] - kernels.loc[kernel_name(s), "start_us"]) for s in inputs.segments]
+    copy_us = (
+        [float(copies.loc[copy_name(s), "end_us"] - copies.loc[copy_name(s), "start_us"]) for s in inputs.segments]
+        if len(h2d)
+        else []
+    )
+    compute_us = [
+        float(kernels.loc[kernel_name(s), "end_us"] - kernels.loc[kernel_name(s), "start_us"]) for s in inputs.segments
+    ]
     bound = overlap_bound_us(copy_us, compute_us)
     rows += [
         MetricRow("serial_bound_us", sum(copy_us) + sum(compute_us), "us"),

@@ -34,17 +34,42 @@ def synth_layer_trace(
         nbytes = int(param_bytes * scale)
         group = f"segment{i}"
         copy_us = profile.copy_time_us(nbytes, Direction.H2D, HostMemory.PINNED)
-        rows.append(dict(device=0, stream="prefetch", kind="copy_h2d", name=f"params{i}", bytes=nbytes,
-                         duration_us=copy_us, group=group, host_memory="pinned"))
+        rows.append(
+            dict(
+                device=0,
+                stream="prefetch",
+                kind="copy_h2d",
+                name=f"params{i}",
+                bytes=nbytes,
+                duration_us=copy_us,
+                group=group,
+                host_memory="pinned",
+            )
+        )
         for k in range(kernels_per_segment):
-            rows.append(dict(device=0, stream="compute", kind="kernel", name=f"block{i}.op{k}", bytes=0,
-                             duration_us=compute_us * scale / kernels_per_segment, group=group, compute_share=1.0))
+            rows.append(
+                dict(
+                    device=0,
+                    stream="compute",
+                    kind="kernel",
+                    name=f"block{i}.op{k}",
+                    bytes=0,
+                    duration_us=compute_us * scale / kernels_per_segment,
+                    group=group,
+                    compute_share=1.0,
+                )
+            )
     provenance = Provenance(
-        source=(f"synthetic: harness trace synth-layers --segments {segments} --param-bytes {param_bytes} "
-                f"--compute-us {compute_us} --kernels-per-segment {kernels_per_segment} --edge-scale {edge_scale} "
-                f"--profile {profile_name}; copy durations from that profile's model"),
+        source=(
+            f"synthetic: harness trace synth-layers --segments {segments} --param-bytes {param_bytes} "
+            f"--compute-us {compute_us} --kernels-per-segment {kernels_per_segment} --edge-scale {edge_scale} "
+            f"--profile {profile_name}; copy durations from that profile's model"
+        ),
         hardware="synthetic",
         date=dt.date.today().isoformat(),
-        description="layer-streaming segments shaped like a bf16 diffusion transformer offloaded to host memory; not a recording",
+        description=(
+            "layer-streaming segments shaped like a bf16 diffusion transformer offloaded to host memory; "
+            "not a recording"
+        ),
     )
     return write_trace(out, pd.DataFrame(rows), provenance)

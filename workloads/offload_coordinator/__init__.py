@@ -12,7 +12,7 @@ serialised entropy encoding capped throughput. Policies are documented in
 from harness.workload import NoParams, PolicyDef, Workload
 from workloads.offload_coordinator import policies
 from workloads.offload_coordinator.fidelity import FIDELITY
-from workloads.offload_coordinator.inputs import OffloadParams, prepare
+from workloads.offload_coordinator.inputs import OffloadParams, estimate, prepare
 from workloads.offload_coordinator.metrics import metrics
 
 WORKLOAD = Workload(
@@ -22,22 +22,37 @@ WORKLOAD = Workload(
     policies={
         "cpu_only": PolicyDef("cpu_only", NoParams, policies.cpu_only, "every block compressed by the CPU workers"),
         "serial_gpu_coordinator": PolicyDef(
-            "serial_gpu_coordinator", NoParams, policies.serial_gpu_coordinator,
+            "serial_gpu_coordinator",
+            NoParams,
+            policies.serial_gpu_coordinator,
             "removed design: every block through one coordinator thread that also runs the CPU-only stages",
         ),
         "streaming_backpressure": PolicyDef(
-            "streaming_backpressure", NoParams, policies.streaming_backpressure,
+            "streaming_backpressure",
+            NoParams,
+            policies.streaming_backpressure,
             "the fix: GPU while pressure < limit; completion lowers pressure by the batch length",
         ),
         "streaming_ratchet": PolicyDef(
-            "streaming_ratchet", NoParams, policies.streaming_ratchet,
+            "streaming_ratchet",
+            NoParams,
+            policies.streaming_ratchet,
             "the bug: completion never lowers pressure, so the GPU is locked out after the first batches",
         ),
     },
     metrics=metrics,
     summary_metrics=(
-        "throughput_mibps", "gpu_share", "gpu_share_late", "last_gpu_route_us", "latency_p50_us",
-        "latency_p99_us", "gpu_busy_frac", "worker_busy_frac", "pressure_max", "pressure_final",
+        "throughput_mibps",
+        "gpu_share",
+        "gpu_share_late",
+        "last_gpu_route_us",
+        "latency_p50_us",
+        "latency_p99_us",
+        "gpu_busy_frac",
+        "worker_busy_frac",
+        "pressure_max",
+        "pressure_final",
     ),
     fidelity=FIDELITY,
+    estimate=estimate,
 )

@@ -14,12 +14,21 @@ def _fix_shares_more(v: Value) -> tuple[bool, str]:
 def _serial_is_capped(v: Value) -> tuple[bool, str]:
     serial, cpu = v("serial_gpu_coordinator", "throughput_mibps"), v("cpu_only", "throughput_mibps")
     fix = v("streaming_backpressure", "throughput_mibps")
-    return serial <= SERIAL_CAP_MIBPS and serial < cpu < fix, f"MiB/s: serial {serial:.1f}, cpu_only {cpu:.1f}, fix {fix:.1f}"
+    return (
+        serial <= SERIAL_CAP_MIBPS and serial < cpu < fix,
+        f"MiB/s: serial {serial:.1f}, cpu_only {cpu:.1f}, fix {fix:.1f}",
+    )
 
 
 FIDELITY = Fidelity(
     shown_metrics=(
-        "throughput_mibps", "gpu_share", "gpu_share_late", "gpu_busy_frac", "worker_busy_frac", "latency_p50_us", "pressure_final",
+        "throughput_mibps",
+        "gpu_share",
+        "gpu_share_late",
+        "gpu_busy_frac",
+        "worker_busy_frac",
+        "latency_p50_us",
+        "pressure_final",
     ),
     checks=(
         FidelityCheck(

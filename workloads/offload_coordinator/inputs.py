@@ -27,9 +27,10 @@ import numpy as np
 import pandas as pd
 import pydantic
 
-from harness.errors import InputError
+from harness.errors import SPEC_WORKLOAD, InputError
+from harness.limits import MAX_DURATION_US, file_rows
 from harness.runtime import HostMemory
-from harness.workload import PrepareContext, WorkloadParams
+from harness.workload import PrepareContext, WorkEstimate, WorkloadParams
 
 MIB = 1 << 20
 BYTES_PER_US_PER_MIBPS = MIB / 1e6  # 1 MiB/s moves this many bytes per µs
@@ -65,7 +66,7 @@ class OffloadParams(WorkloadParams):
     timeline_buckets: int = pydantic.Field(default=10, ge=1)  # buckets of the GPU-share-over-time metric
 
     @pydantic.model_validator(mode="after")
-    def _check(self) -> "OffloadParams":
+    def _check(self) -> OffloadParams:
         generated = (self.corpus_bytes, self.block_bytes)
         if self.block_sizes is not None:
             if any(v is not None for v in generated):
@@ -80,7 +81,10 @@ class OffloadParams(WorkloadParams):
             if stage.gpu_mibps is None:
                 seen_cpu_only = True
             elif seen_cpu_only:
-                raise ValueError(f"stage {stage.name!r} has gpu_mibps but follows a CPU-only stage; GPU-capable stages must come first")
+                raise ValueError(
+                    f"stage {stage.name!r} has gpu_mibps but follows a CPU-only stage; "
+                    "GPU-capable stages must come first"
+                )
         return self
 
 
@@ -135,6 +139,22 @@ class OffloadInputs:
         return sum(b.nbytes for b in self.blocks)
 
 
+OPS_PER_BLOCK = 4  # measured: 782 ops for 391 blocks (CPU only); GPU batches add a few per batch
+BYTES_PER_BLOCK = 400
+
+
+def estimate(ctx: PrepareContext) -> WorkEstimate:
+    """One run's size: a few ops per block (the block-size file's rows, or the corpus over the block size)."""
+    params = ctx.params
+    if params.block_sizes is not None:
+        blocks = file_rows((ctx.spec_dir / params.block_sizes).resolve()) or 0
+        driver = "block_sizes"
+    else:
+        blocks = -(-params.corpus_bytes // params.block_bytes)
+        driver = "corpus_bytes"
+    return WorkEstimate(OPS_PER_BLOCK * blocks + 64, BYTES_PER_BLOCK * blocks, driver)
+
+
 def prepare(ctx: PrepareContext) -> OffloadInputs:
     params, spec_dir, device_memory_bytes, seed = ctx.params, ctx.spec_dir, ctx.device_memory_bytes, ctx.seed
     if params.block_sizes is not None:
@@ -157,10 +177,21 @@ def prepare(ctx: PrepareContext) -> OffloadInputs:
         )
         for s in params.stages
     )
+    slowest = max(b.work_bytes for b in blocks) / min(s.cpu_bytes_per_us for s in stages) * len(stages)
+    if not slowest <= MAX_DURATION_US:
+        raise InputError(
+            SPEC_WORKLOAD,
+            "field 'stages'",
+            f"a block would take {slowest:.3g} µs on a CPU, beyond {MAX_DURATION_US:.0e}",
+        )
     largest_batch = sum(sorted((b.nbytes for b in blocks), reverse=True)[: params.batch_blocks])
     staged = int(largest_batch * max(params.h2d_ratio, params.d2h_ratio))
     if staged > device_memory_bytes:
-        raise InputError("workload", "field 'batch_blocks'", f"a batch may stage {staged} bytes, more than the device's {device_memory_bytes}")
+        raise InputError(
+            SPEC_WORKLOAD,
+            "field 'batch_blocks'",
+            f"a batch may stage {staged} bytes, more than the device's {device_memory_bytes}",
+        )
     return OffloadInputs(
         blocks=blocks,
         stages=stages,
@@ -193,13 +224,17 @@ def read_block_sizes(path: Path) -> list[int]:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise InputError(path, "", f"not a readable CSV file ({err})") from None
     if "block_bytes" not in frame.columns:
-        raise InputError(path, "column 'block_bytes'", f"missing (columns: {', '.join(map(str, frame.columns)) or 'none'})")
+        raise InputError(
+            path, "column 'block_bytes'", f"missing (columns: {', '.join(map(str, frame.columns)) or 'none'})"
+        )
     if frame.empty:
         raise InputError(path, "", "no blocks")
     sizes = []
     for row, value in enumerate(frame["block_bytes"]):
         number = pd.to_numeric(value, errors="coerce")
         if not (number == number) or number != int(number) or int(number) <= 0:
-            raise InputError(path, f"row {row}, column 'block_bytes'", f"must be a positive whole number of bytes, got {value!r}")
+            raise InputError(
+                path, f"row {row}, column 'block_bytes'", f"must be a positive whole number of bytes, got {value!r}"
+            )
         sizes.append(int(number))
     return sizes

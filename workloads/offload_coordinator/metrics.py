@@ -37,7 +37,9 @@ from workloads.offload_coordinator.inputs import MIB, OffloadInputs
 from workloads.offload_coordinator.policies import GPU, RunLog
 
 
-def gpu_share_by_bucket(taken_us: np.ndarray, on_gpu: np.ndarray, span_us: float, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+def gpu_share_by_bucket(
+    taken_us: np.ndarray, on_gpu: np.ndarray, span_us: float, buckets: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per equal time bucket over ``[0, span_us]``: blocks routed in it and the GPU's share of them."""
     width = span_us / buckets if span_us > 0 else 1.0
     which = np.minimum((taken_us / width).astype(int), buckets - 1)
@@ -87,7 +89,11 @@ def metrics(inputs: OffloadInputs, ops: pd.DataFrame, log: RunLog) -> list[Metri
     rows += [
         MetricRow("gpu_busy_frac", busy_fraction(device_ops[device_ops["kind"] != "record"], makespan), "fraction"),
         MetricRow("gpu_kernel_busy_frac", busy_fraction(kernels, makespan), "fraction"),
-        MetricRow("worker_busy_frac", worker_us / (log.workers * makespan) if log.workers and makespan > 0 else 0.0, "fraction"),
+        MetricRow(
+            "worker_busy_frac",
+            worker_us / (log.workers * makespan) if log.workers and makespan > 0 else 0.0,
+            "fraction",
+        ),
         MetricRow("pressure_max", float(max(pressures)), "count"),
         MetricRow("pressure_min", float(min(pressures)), "count"),
         MetricRow("pressure_final", float(pressures[-1]), "count"),

@@ -151,7 +151,9 @@ class _GpuBatches:
         sent = yield rt.now()
         yield rt.copy(stream, int(nbytes * inputs.h2d_ratio), Direction.H2D, inputs.host_memory, f"h2d[{label}]")
         for stage in inputs.gpu_stages:
-            yield rt.launch(stream, f"{stage.name}[{label}]", stage.gpu_us(work_bytes), inputs.kernel_share, KernelKind.COMPUTE)
+            yield rt.launch(
+                stream, f"{stage.name}[{label}]", stage.gpu_us(work_bytes), inputs.kernel_share, KernelKind.COMPUTE
+            )
         yield rt.copy(stream, int(nbytes * inputs.d2h_ratio), Direction.D2H, inputs.host_memory, f"d2h[{label}]")
         done = yield rt.record(stream)
         for rec in batch:

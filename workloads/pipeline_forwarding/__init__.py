@@ -11,7 +11,7 @@ overlapping stage-0 setup with downstream work as the larger lever.
 from harness.workload import NoParams, PolicyDef, Workload
 from workloads.pipeline_forwarding import policies
 from workloads.pipeline_forwarding.fidelity import FIDELITY
-from workloads.pipeline_forwarding.inputs import PipelineParams, prepare
+from workloads.pipeline_forwarding.inputs import PipelineParams, estimate, prepare
 from workloads.pipeline_forwarding.metrics import metrics
 
 WORKLOAD = Workload(
@@ -26,11 +26,23 @@ WORKLOAD = Workload(
             "reuse_buffers", NoParams, policies.reuse_buffers, "one reusable frame and encode buffer per stage"
         ),
         "overlapped": PolicyDef(
-            "overlapped", NoParams, policies.overlapped, "reuse_buffers + stage-0 setup of the next token during downstream work"
+            "overlapped",
+            NoParams,
+            policies.overlapped,
+            "reuse_buffers + stage-0 setup of the next token during downstream work",
         ),
     },
     metrics=metrics,
-    summary_metrics=("tpot_us", "tokens_per_s", "stage_compute_us", "stage_transfer_us", "stage_encode_us", "stage_allocate_us", "stage_setup_us"),
+    summary_metrics=(
+        "tpot_us",
+        "tokens_per_s",
+        "stage_compute_us",
+        "stage_transfer_us",
+        "stage_encode_us",
+        "stage_allocate_us",
+        "stage_setup_us",
+    ),
     devices=lambda params: params.gpus or params.stages,
     fidelity=FIDELITY,
+    estimate=estimate,
 )

@@ -23,7 +23,16 @@ from dataclasses import dataclass
 
 import pydantic
 
-from harness.workload import PrepareContext, WorkloadParams
+from harness.workload import PrepareContext, WorkEstimate, WorkloadParams
+
+OPS_PER_TOKEN_STAGE = 8  # measured: 416 ops for 32 tokens through 2 stages (alloc_per_token)
+
+
+def estimate(ctx: PrepareContext) -> WorkEstimate:
+    """One run's size: a handful of ops per token, stage and sequence."""
+    p = ctx.params
+    ops = OPS_PER_TOKEN_STAGE * p.tokens * p.stages * p.sequences + 16
+    return WorkEstimate(ops, 64 * p.tokens * p.sequences, "tokens")
 
 
 class PipelineParams(WorkloadParams):
@@ -43,7 +52,7 @@ class PipelineParams(WorkloadParams):
     gpus: int | None = pydantic.Field(default=None, ge=1)  # devices to place stages on; default one per stage
 
     @pydantic.model_validator(mode="after")
-    def _per_stage_lists(self) -> "PipelineParams":
+    def _per_stage_lists(self) -> PipelineParams:
         if isinstance(self.compute_us, list):
             if len(self.compute_us) != self.stages:
                 raise ValueError(f"'compute_us' lists {len(self.compute_us)} values for {self.stages} stages")

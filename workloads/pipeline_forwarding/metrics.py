@@ -41,7 +41,9 @@ def with_items(ops: pd.DataFrame) -> pd.DataFrame:
     parts = ops["name"].str.extract(ITEM_RE)
     parts.columns = ["what", "seq", "tok"]
     keep = parts["what"].notna()
-    items = ops[keep].assign(what=parts.loc[keep, "what"], seq=parts.loc[keep, "seq"].astype(int), tok=parts.loc[keep, "tok"].astype(int))
+    items = ops[keep].assign(
+        what=parts.loc[keep, "what"], seq=parts.loc[keep, "seq"].astype(int), tok=parts.loc[keep, "tok"].astype(int)
+    )
     return items.assign(duration=items["end_us"] - items["start_us"])
 
 
@@ -65,7 +67,9 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 
 
-def stage_breakdown(inputs: PipelineInputs, items: pd.DataFrame, waits: list, stage: int, tpot: float) -> dict[str, float]:
+def stage_breakdown(
+    inputs: PipelineInputs, items: pd.DataFrame, waits: list, stage: int, tpot: float
+) -> dict[str, float]:
     rounds = inputs.tokens - 1
     steady = items[items["tok"] >= 1]
     device = steady[(steady["device"] >= 0) & (steady["stream"] == stage_name(stage))]

@@ -77,7 +77,9 @@ def _receive(rt: Runtime, queue: Queue, waits: list) -> PolicyGen:
     return item
 
 
-def _forward_item(rt, inputs: PipelineInputs, cfg: Forwarding, stage: int, stream, seq: int, tok: int, out: Queue) -> PolicyGen:
+def _forward_item(
+    rt, inputs: PipelineInputs, cfg: Forwarding, stage: int, stream, seq: int, tok: int, out: Queue
+) -> PolicyGen:
     """One item's GPU work on this stage, then (unless last) allocate, encode and send."""
     last = stage == inputs.stages - 1
     in_bytes = inputs.return_bytes if stage == 0 else inputs.activation_bytes
@@ -118,7 +120,9 @@ def first_stage(rt: Runtime, inputs: PipelineInputs, cfg: Forwarding, out: Queue
     return waits
 
 
-def later_stage(rt: Runtime, inputs: PipelineInputs, cfg: Forwarding, stage: int, inbox: Queue, out: Queue) -> PolicyGen:
+def later_stage(
+    rt: Runtime, inputs: PipelineInputs, cfg: Forwarding, stage: int, inbox: Queue, out: Queue
+) -> PolicyGen:
     stream = yield rt.create_stream(inputs.device(stage), stage_name(stage))
     if cfg.reuse_buffers and stage < inputs.stages - 1:
         yield rt.host_work(inputs.alloc_us, "allocate[frame]")

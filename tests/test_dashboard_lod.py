@@ -1,0 +1,348 @@
+"""Issue 14: the dashboard's timelines never lie, pages answer at a glance, nothing is pooled that must not be.
+
+Each test names the bug it would have caught. Pure functions first; the pages through AppTest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_dashboard_support import BATCHING, DEMO, DashboardData, build
+
+from dashboard import compare, sources, sweep
+from dashboard.catalog import Catalog, build_catalog, load_path, read_run_ops
+from dashboard.export import perfetto_bytes
+from dashboard.fidelity import derive_fidelity, fidelity_badge, fidelity_headline, number_text, signed_errors
+from dashboard.figures import policy_colours, signed_error_figure, timeline_figure
+from dashboard.machines import machine_groups
+from dashboard.timeline import (
+    format_duration,
+    pan_window,
+    resolve_window,
+    search_ops,
+    time_unit,
+    timeline_view,
+    zoom_window,
+)
+from harness.results import read_results, to_table, write_results
+
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> DashboardData:
+    return build(tmp_path_factory.mktemp("dashboard-lod"))
+
+
+def ops_frame(rows: list[tuple]) -> pd.DataFrame:
+    cols = ["device", "stream", "kind", "name", "bytes", "start_us", "end_us"]
+    frame = pd.DataFrame(rows, columns=cols)
+    return frame.assign(
+        op_id=range(len(frame)), host_memory="", thread="main", issue_us=frame["start_us"] - 5.0
+    ).astype({"device": "int32"})
+
+
+def drawn_widths(fig) -> np.ndarray:
+    return np.concatenate([np.asarray(t.x, dtype=float) for t in fig.data if t.type == "bar"])
+
+
+# --------------------------------------------------------------------------- wrong or misleading today
+
+
+def test_bars_are_not_drawn_wider_than_the_window_allows():
+    """Bug: the minimum width was 0.05 % of the absolute end time: in a 10 ms window at t = 10 s every op was 5 ms."""
+    rows = [(0, "compute", "kernel", f"k{i}", 0, 10e6 + 100.0 * i, 10e6 + 100.0 * i + 1.0) for i in range(100)]
+    view = timeline_view(ops_frame(rows), start_us=10e6, end_us=10e6 + 10_000)
+    fig = timeline_figure([("r", view)])
+    assert fig.layout.xaxis.title.text == "time (ms)"
+    widths_us = drawn_widths(fig) * 1e3
+    assert widths_us.max() <= 10.0 + 1e-9  # 1 µs ops: at most 1/1000 of the 10 ms window, never 5 ms
+    busy = widths_us.sum() / 10_000
+    assert busy < 0.2  # 100 ops of 1 µs in 10 ms: the lane does not look busy
+
+
+def test_merged_bars_keep_kernels_visible_among_waits():
+    """Bug: merged bars of different kinds were overlaid, so a compute stream showed as one solid 'wait' bar."""
+    rows = []
+    for i in range(20_000):
+        t = 10.0 * i
+        rows.append((0, "compute", "kernel", "gemm", 0, t, t + 8.0))
+        rows.append((0, "compute", "wait", f"event{i}", 0, t + 8.0, t + 8.0))
+    view = timeline_view(ops_frame(rows), max_bars=1000)
+    assert view.merged and len(view.bars) <= 1000
+    on_lane = view.bars[view.bars["lane"] == "gpu0 stream compute"]
+    assert set(on_lane["kind"]) == {"kernel"}  # the kind that keeps the lane busy colours the bar
+    assert on_lane["busy_frac"].between(0.75, 0.85).all()  # 8 µs of every 10 µs
+    assert on_lane["kinds"].str.contains("wait").all() and on_lane["kinds"].str.startswith("kernel").all()
+    assert on_lane["n_ops"].sum() == len(rows)
+    ordered = on_lane.sort_values("start_us")
+    assert (ordered["start_us"].to_numpy()[1:] >= ordered["end_us"].to_numpy()[:-1] - 10.0).all()  # side by side
+
+
+def test_aggregation_keeps_detail_and_follows_the_bound():
+    """Bug: 1.34 M ops became 5 bars; 3,376 ops (just over the 3,000 cap) became 2; raising the cap changed nothing."""
+    rng = np.random.default_rng(1)
+    n = 3_376
+    start = np.sort(rng.uniform(0, 10e6, n))
+    rows = [(0, "gpu", "kernel", "decode", 0, s, s + 2000.0) for s in start]
+    small = timeline_view(ops_frame(rows), max_bars=3000)
+    assert small.merged and len(small.bars) > 1000
+    bigger = timeline_view(ops_frame(rows), max_bars=6000)
+    assert not bigger.merged and len(bigger.bars) == n  # raising the cap shows every op
+    big = pd.DataFrame(
+        {
+            "device": np.zeros(400_000, dtype="int32"),
+            "stream": pd.Categorical(["gpu"] * 400_000),
+            "kind": pd.Categorical(["kernel"] * 400_000),
+            "name": pd.Categorical(["decode"] * 400_000),
+            "bytes": 0,
+            "start_us": np.arange(400_000) * 10.0,
+            "end_us": np.arange(400_000) * 10.0 + 7.0,
+            "issue_us": np.arange(400_000) * 10.0 - 1.0,
+        }
+    )
+    view = timeline_view(big, max_bars=3000)
+    assert 1000 <= len(view.bars) <= 3000 and view.bars["n_ops"].sum() == len(big)
+    assert view.bars["busy_us"].sum() == pytest.approx(7.0 * len(big))  # busy time is conserved
+
+
+def test_zooming_in_reaggregates_down_to_single_ops():
+    rows = [(0, "gpu", "kernel", f"k{i}", 0, 10.0 * i, 10.0 * i + 5.0) for i in range(50_000)]
+    ops = ops_frame(rows)
+    whole = timeline_view(ops, max_bars=2000)
+    assert whole.merged
+    lo, hi = zoom_window(0.0, 500_000.0, 1 / 64, 500_000.0)
+    zoomed = timeline_view(ops, max_bars=2000, start_us=lo, end_us=hi)
+    assert not zoomed.merged and set(zoomed.bars["name"]) <= {f"k{i}" for i in range(50_000)}
+    assert pan_window(0.0, 100.0, -0.5, 1000.0) == (0.0, 100.0)  # never before the run
+
+
+def test_a_stale_window_becomes_the_whole_run_with_a_message():
+    """Bug: after switching runs the old window stayed: an empty chart with a reversed axis and no message."""
+    assert resolve_window(None, None, 500.0) == (0.0, 500.0, "")
+    assert resolve_window(100.0, 200.0, 500.0) == (100.0, 200.0, "")
+    lo, hi, note = resolve_window(9e6, 9.01e6, 500.0)
+    assert (lo, hi) == (0.0, 500.0) and "outside this run" in note
+    lo, hi, note = resolve_window(300.0, 100.0, 500.0)  # reversed
+    assert (lo, hi) == (0.0, 500.0) and note
+
+
+def test_sweep_lines_are_configurations_not_policies():
+    """Bug: the sweep grouped by policy, so four adaptive configurations were averaged as 'n = 4' repetitions."""
+    frame = pd.DataFrame(
+        {
+            "policy": ["adaptive"] * 4 + ["fixed"] * 2,
+            "param.max_wait_us": [1000.0, 1000.0, 3000.0, 3000.0, np.nan, np.nan],
+            "param.batch": [8.0, 16.0, 8.0, 16.0, 8.0, 16.0],
+            "value": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0],
+        }
+    )
+    line = sweep.sweep_line(frame, "param.batch")
+    assert (line["n"] == 1).all() and len(line) == 6
+    assert set(line["configuration"]) == {"adaptive (max_wait_us=1000)", "adaptive (max_wait_us=3000)", "fixed"}
+    assert (line["min"] <= line["mean"]).all() and (line["min"] >= 0).all()  # whiskers stay within the data
+    grid = sweep.sweep_grid(frame, "param.batch", "param.max_wait_us", "adaptive")
+    assert grid.loc[3000.0, 16.0] == 40.0
+
+
+def _retag(folder: Path, out: Path, device: str) -> Path:
+    res = read_results(folder)
+    runs = res.runs.assign(device_name=device)
+    return write_results(
+        out,
+        {"runs": to_table("runs", runs), "ops": to_table("ops", res.ops), "metrics": to_table("metrics", res.metrics)},
+    )
+
+
+def test_replays_of_different_machines_are_never_pooled(data, tmp_path):
+    """Bug: Compare pooled H100 and H200 replays as 21 repetitions; Fidelity refused several machines together."""
+    h100 = _retag(data.good["replay"], tmp_path / "replay-h100", "NVIDIA H100")
+    h200 = _retag(data.good["replay"], tmp_path / "replay-h200", "NVIDIA H200")
+    cat = build_catalog([load_path(p) for p in (data.good[DEMO], h100, h200)])
+    groups = machine_groups(cat.runs[cat.runs["spec_name"] == "layer-streaming-demo"])
+    assert sorted(groups) == ["replay · NVIDIA H100", "replay · NVIDIA H200", "sim"]
+    assert all(g["device_name"].nunique() == 1 for g in groups.values())
+    derived = derive_fidelity(cat)
+    assert not derived.message
+    pairs = derived.table
+    assert sorted(pairs["device_name"].unique()) == ["NVIDIA H100", "NVIDIA H200"]
+    assert (pairs["n_replay"] == 1).all()  # one repetition per machine, not two pooled
+    assert "NVIDIA H100" in fidelity_badge(pairs, "layer-streaming-demo", "makespan_us")
+
+
+def test_fidelity_values_keep_every_digit():
+    """Bug: the fidelity table showed 1,281,151.68 as `281151.680000`."""
+    assert number_text(1_281_151.68) == "1,281,151.68"
+    assert number_text(0.01234) == "0.01234" and number_text(float("nan")) == "-"
+
+
+def test_the_change_table_leaves_out_the_baseline_and_explains_a_zero_baseline():
+    """Bug: `None` where the baseline is 0, and a column for the baseline against itself."""
+    values = pd.DataFrame(
+        {
+            "policy_label": ["sync", "prefetch", "sync", "prefetch", "sync", "prefetch"],
+            "metric": ["makespan_us", "makespan_us", "fallbacks", "fallbacks", "zero", "zero"],
+            "value": [300.0, 200.0, 0.0, 3.0, 0.0, 0.0],
+        }
+    )
+    summary = compare.metric_summary(values)
+    table = compare.change_table(compare.relative_change(summary, "sync"), "sync", units={"fallbacks": "count"})
+    assert list(table.columns) == ["prefetch"]
+    assert table.loc["makespan_us", "prefetch"] == "-33.3 %"
+    assert table.loc["fallbacks", "prefetch"] == "baseline 0, +3"
+    assert table.loc["zero", "prefetch"] == "0 (both 0)"
+    assert not table.isin(["None"]).any().any() and not table.isna().any().any()
+
+
+# --------------------------------------------------------------------------- headlines, units, hover
+
+
+def test_the_compare_headline_names_the_winner_the_margin_and_the_better_side():
+    values = pd.DataFrame(
+        {
+            "policy_label": ["sync", "prefetch", "resident", "sync", "prefetch", "resident"],
+            "metric": ["makespan_us"] * 3 + ["h2d_busy_frac"] * 3,
+            "value": [338_000.0, 206_000.0, 151_000.0, 0.5, 0.9, 0.0],
+        }
+    )
+    summary = compare.metric_summary(values)
+    line = compare.headline(summary, "makespan_us", "us")
+    assert line.winner == "resident" and line.direction == "lower"
+    assert "151 ms" in line.text and "26.7% less than" in line.text and "prefetch" in line.text
+    assert "worst: sync" in line.text
+    neutral = compare.headline(summary, "h2d_busy_frac", "fraction")
+    assert neutral.winner == "" and "90.0%" in neutral.text
+    assert compare.better_direction("tokens_per_s") == "higher" and compare.better_direction("h2d_bytes") is None
+    assert compare.format_value(2.5e9, "bytes") == "2.5 GB" and compare.format_value(0.25, "fraction") == "25.0%"
+
+
+def test_time_units_follow_the_window():
+    assert time_unit(500.0) == ("µs", 1.0) and time_unit(10_000.0) == ("ms", 1e3) and time_unit(5e6) == ("s", 1e6)
+    assert format_duration(1500.0) == "1.5 ms" and format_duration(850.0) == "850 µs"
+    assert format_duration(12.3e6) == "12.3 s"
+
+
+def test_hover_gives_launch_latency_and_bandwidth():
+    rows = [(0, "copy", "copy_h2d", "params[0]", 1_000_000_000, 100.0, 100_100.0)]
+    fig = timeline_figure([("r", timeline_view(ops_frame(rows)))])
+    hover = " ".join(h for t in fig.data for h in t.hovertext)
+    assert "launch latency 5 µs" in hover and "10.00 GB/s" in hover and "1.000 GB" in hover
+    assert "params[0]" in list(fig.data[0].text)  # a wide op carries its name
+
+
+def test_merged_bars_show_their_busy_fraction_as_shade():
+    rows = [(0, "gpu", "kernel", "k", 0, 10.0 * i, 10.0 * i + 2.0) for i in range(10_000)]
+    view = timeline_view(ops_frame(rows), max_bars=200)
+    fig = timeline_figure([("r", view)])
+    opacity = np.asarray(fig.data[0].marker.opacity, dtype=float)
+    assert np.allclose(opacity, 0.3 + 0.7 * 0.2, atol=0.02)  # 20 % busy: a light bar, not a solid one
+
+
+def test_search_finds_ops_by_name():
+    rows = [(0, "gpu", "kernel", name, 0, float(i), i + 0.5) for i, name in enumerate(["gemm", "decode", "Decode2"])]
+    found, total = search_ops(ops_frame(rows).astype({"name": "category"}), "decode")
+    assert total == 2 and list(found["name"]) == ["decode", "Decode2"]
+
+
+def test_policy_colours_are_the_same_on_every_page():
+    universe = ["sync", "prefetch", "resident"]
+    assert policy_colours(["resident"], universe)["resident"] == policy_colours(universe, universe)["resident"]
+
+
+def test_signed_errors_and_the_fidelity_headline(data):
+    cat = build_catalog([load_path(p) for p in (data.good[DEMO], data.good["replay"])])
+    pairs = derive_fidelity(cat).table
+    timed = pairs[pairs["metric"] == "makespan_us"]
+    line = fidelity_headline(timed)
+    assert "20.0% median, 20.0% worst" in line and "under-predicts in 100%" in line and "4 of 1" not in line
+    errors = signed_errors(timed)
+    assert np.allclose(errors["error_pct"], -20.0)
+    assert len(signed_error_figure(errors, 0.1).data) == 1
+
+
+# --------------------------------------------------------------------------- lazy loading
+
+
+def test_ops_are_read_per_run_and_window_never_up_front(data):
+    cat = build_catalog([load_path(data.good[BATCHING])])
+    assert not hasattr(cat, "ops") and "ops" not in Catalog.__dataclass_fields__
+    assert cat.folders[0].results.n_ops == len(read_results(data.good[BATCHING]).ops)
+    run = cat.runs["run_id"].iloc[0]
+    ops = cat.run_ops(str(data.good[BATCHING]), run)
+    assert len(ops) == int(cat.runs["n_ops"].iloc[0]) and "run_id" not in ops.columns
+    assert isinstance(ops["name"].dtype, pd.CategoricalDtype)
+    window = read_run_ops(data.good[BATCHING], run, 1e6, 2e6)
+    assert 0 < len(window) < len(ops) and (window["end_us"] >= 1e6).all() and (window["start_us"] <= 2e6).all()
+
+
+def test_a_corrupt_ops_file_is_still_reported(data, tmp_path):
+    folder = shutil.copytree(data.good[DEMO], tmp_path / "bad-ops")
+    (folder / "ops.parquet").write_bytes(b"garbage")
+    assert "ops.parquet: unreadable Parquet file" in load_path(folder).error
+
+
+def test_the_perfetto_download_is_a_trace(data):
+    run = read_results(data.good[DEMO]).runs["run_id"].iloc[0]
+    trace = json.loads(gzip.decompress(perfetto_bytes(read_run_ops(data.good[DEMO], run), run)))
+    assert trace["traceName"] == run and any(e.get("cat") == "kernel" for e in trace["traceEvents"])
+
+
+# --------------------------------------------------------------------------- the pages
+
+
+def new_app(data, monkeypatch, **query) -> AppTest:
+    monkeypatch.setenv(sources.DIRS_ENV, str(data.root))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update(query)
+    return at
+
+
+def figure_json(at: AppTest, index: int = 0) -> dict:
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def test_timeline_window_comes_from_the_url_and_never_outlives_its_run(data, monkeypatch):
+    at = new_app(data, monkeypatch).run()
+    at.switch_page("views/timeline.py").run()
+    big = next(o for o in at.selectbox(key="timeline-run").options if o.startswith("batching-c1-window"))
+    at = new_app(data, monkeypatch, run=big, start="1000000", end="1010000").run()
+    at.switch_page("views/timeline.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="timeline-run").value == big
+    layout = figure_json(at)["layout"]
+    assert layout["xaxis"]["title"]["text"] == "time (ms)" and layout["xaxis"]["range"] == [1000.0, 1010.0]
+    at.button(key="timeline-out").click().run()
+    lo, hi = figure_json(at)["layout"]["xaxis"]["range"]
+    assert lo < 1000.0 and hi > 1010.0
+    demo = next(o for o in at.selectbox(key="timeline-run").options if o.startswith("layer-streaming-demo:sync:sim"))
+    at.selectbox(key="timeline-run").set_value(demo).run()
+    assert not at.exception
+    lo, hi = figure_json(at)["layout"]["xaxis"]["range"]
+    assert 0 <= lo < hi  # a fresh window for the new run: never reversed, never empty
+    assert at.query_params["run"] == [demo] or at.query_params["run"] == demo
+
+
+def test_compare_page_answers_first_and_keeps_its_state_in_the_url(data, monkeypatch):
+    at = new_app(data, monkeypatch, spec="layer-streaming-demo", backend="sim").run()
+    at.switch_page("views/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="compare-spec").value == "layer-streaming-demo"
+    text = " ".join(m.value for m in at.markdown)
+    assert "wins on `makespan_us` (lower is better)" in text and "ms" in text
+    assert any("sim vs replay" in s.value for s in at.success)  # the fidelity badge: a replay is loaded
+    assert at.selectbox(key="compare-backend").options == ["replay", "sim"]
+
+
+def test_fidelity_page_leads_with_a_headline_and_a_signed_error_chart(data, monkeypatch):
+    at = new_app(data, monkeypatch).run()
+    at.switch_page("views/fidelity.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("the simulator is within" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 2

@@ -1,0 +1,232 @@
+"""The recorded workload: imported profiler traces re-issued through the runtime (as_recorded).
+
+The committed recordings (traces/recorded/, plain PyTorch programs recorded on an H200) must be
+predicted within 2% of their recorded span; hand-made traces pin down what each recorded call
+becomes; the public Kineto traces (../shared/data/kineto_hta/) must all simulate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from harness.backend import run_policy
+from harness.cli import app
+from harness.paths import SPECS_DIR, TRACES_DIR
+from harness.profile import load_profile
+from harness.profiler_import import import_to_parquet
+from harness.runner import run_spec
+from harness.spec import load_spec
+from harness.trace import Provenance, load_trace, write_trace
+from sim import SimBackend
+from workloads.recorded.policies import AsRecordedParams, as_recorded
+from workloads.recorded.program import build_program
+
+runner = CliRunner()
+RECORDED_SPECS = sorted(SPECS_DIR.glob("recorded_*.toml"))
+KINETO = Path(__file__).resolve().parents[2] / "shared" / "data" / "kineto_hta"
+KINETO_FILES = sorted(KINETO.glob("*.json.gz")) if KINETO.is_dir() else []
+
+
+def _sim_spec(path: Path):
+    loaded = load_spec(path)
+    results = run_spec(loaded, lambda spec, rep: SimBackend(spec.profile, 1, spec.device_memory_bytes, seed=rep))
+    assert results.failed.empty, results.failed["error"].tolist()
+    m = results.metrics.merge(results.runs[["run_id", "policy_label"]])
+    return m[m["item"] == -1].pivot_table(index="policy_label", columns="metric", values="value")
+
+
+@pytest.mark.parametrize("spec", RECORDED_SPECS, ids=lambda p: p.stem)
+def test_committed_recordings_are_predicted_within_4_percent(spec):
+    # Measured (traces/recorded/README.md): within 2% for 9 of the 10, -3.55% for decode_graph without
+    # sync events (the copy behind each graph starts ~8 µs late on the GPU, which is not modelled).
+    table = _sim_spec(spec)
+    exact = table.loc["as_recorded"]
+    assert abs(exact["makespan_vs_recorded"]) < (0.04 if "graph_nosync" in spec.stem else 0.02)
+    assert exact["makespan_us"] == pytest.approx(exact["recorded_makespan_us"] * (1 + exact["makespan_vs_recorded"]))
+
+
+def test_decode_loop_reproduces_host_bound_step_times():
+    table = _sim_spec(SPECS_DIR / "recorded_decode_inline.toml").loc["as_recorded"]
+    assert table["group_time_us"] == pytest.approx(table["recorded_group_time_us"], rel=0.02)
+    assert table["gpu_wait_for_host_us"] > 0.5 * table["makespan_us"]  # host-bound: the GPU mostly waits
+
+
+def test_recorded_traces_say_where_they_came_from():
+    for path in sorted((TRACES_DIR / "recorded").glob("*.parquet")):
+        trace = load_trace(path)
+        assert trace.provenance.hardware == "NVIDIA H200"
+        assert "torch.profiler" in trace.provenance.source
+        assert (path.with_suffix("").with_suffix(".json.gz")).exists() or path.with_name(
+            path.stem + ".json.gz"
+        ).exists()
+
+
+# --------------------------------------------------------------------------- hand-made recordings
+
+
+def _row(
+    kind, name, start, dur, corr, *, device=-1, stream="7", gap=None, nbytes=0, memory=None, group="step0", **extra
+):
+    row = dict(
+        device=device,
+        stream=stream,
+        kind=kind,
+        name=name,
+        bytes=nbytes,
+        duration_us=dur,
+        start_us=start,
+        launch_us=start if device < 0 else None,
+        thread="1",
+        group=group,
+        host_memory=memory,
+        correlation=corr,
+        host_gap_us=gap,
+        annotation=group,
+    )
+    row.update(extra)
+    return row
+
+
+def _trace(tmp_path: Path, rows: list[dict]) -> Path:
+    path = tmp_path / "t.parquet"
+    prov = Provenance(source="hand-made torch.profiler-like trace", hardware="test", date="2026-11-29", description="")
+    return write_trace(path, pd.DataFrame(rows), prov)
+
+
+def _run(tmp_path, rows, profile="h100-sxm-pcie5", **params):
+    program = build_program(load_trace(_trace(tmp_path, rows)).ops, "t")
+    run = run_policy(SimBackend(load_profile(profile)), as_recorded, program, AsRecordedParams(**params))
+    return program, run
+
+
+def test_host_gaps_call_costs_and_kernel_durations_are_reissued_exactly(tmp_path):
+    rows = [
+        _row("call_launch", "cudaLaunchKernel", 10.0, 5.0, 1, gap=10.0),
+        _row("kernel", "k0", 20.0, 100.0, 1, device=0),
+        _row("call_launch", "cudaLaunchKernel", 18.0, 4.0, 2, gap=3.0),
+        _row("kernel", "k1", 120.0, 50.0, 2, device=0),
+        _row("call_sync_stream", "cudaStreamSynchronize", 25.0, 150.0, 3, gap=3.0),
+    ]
+    program, run = _run(tmp_path, rows)
+    assert program.recorded_span_us == pytest.approx(175.0)
+    ops = run.ops.set_index("name")
+    # host: 10 of CPU work, the 5 µs call, 3, the 4 µs call: k1 issued at 22; the kernels run back to back
+    assert ops.loc["k0", "issue_us"] == pytest.approx(10.0) and ops.loc["k0", "start_us"] == pytest.approx(15.0)
+    assert ops.loc["k1", "issue_us"] == pytest.approx(18.0)
+    assert ops.loc["k1", "end_us"] == pytest.approx(165.0)
+    assert run.result.calls == 3
+
+
+def test_profile_host_costs_replace_recorded_call_costs(tmp_path):
+    rows = [_row("call_launch", "cudaLaunchKernel", 0.0, 5.0, 1, gap=0.0), _row("kernel", "k0", 6.0, 10.0, 1, device=0)]
+    _, run = _run(tmp_path, rows, host_costs="profile")
+    launch_us = load_profile("h100-sxm-pcie5").host.launch_us
+    assert run.ops.set_index("name").loc["k0", "start_us"] == pytest.approx(launch_us)
+
+
+def test_waits_are_inferred_when_the_recording_has_no_sync_events(tmp_path):
+    # Side stream 9 copies; stream 7's kernel was launched early but started only when the copy ended.
+    rows = [
+        _row("call_memcpy", "cudaMemcpyAsync", 0.0, 5.0, 1, gap=0.0),
+        _row(
+            "copy_h2d",
+            "Memcpy HtoD (Pinned -> Device)",
+            6.0,
+            1000.0,
+            1,
+            device=0,
+            stream="9",
+            nbytes=64 << 20,
+            memory="pinned",
+        ),
+        _row("call_launch", "cudaLaunchKernel", 10.0, 5.0, 2, gap=0.0),
+        _row("kernel", "k", 1006.0, 100.0, 2, device=0),
+        _row("call_sync_device", "cudaDeviceSynchronize", 20.0, 1090.0, 3, gap=5.0),
+    ]
+    program, run = _run(tmp_path, rows)
+    assert program.inferred_waits == 1 and not program.sync_events
+    ops = run.ops.set_index("name")
+    copy_end = ops.loc["Memcpy HtoD (Pinned -> Device)", "end_us"]
+    assert ops.loc["k", "start_us"] == pytest.approx(copy_end)  # held by the inferred wait
+    assert set(run.ops["kind"]) >= {"record", "wait", "copy_h2d", "kernel", "host_sync"}
+
+
+def test_a_graph_launch_is_one_host_call_and_its_kernels_run_with_the_profile_gap(tmp_path):
+    rows = [_row("call_graph_launch", "cudaGraphLaunch", 0.0, 40.0, 1, gap=0.0)]
+    rows += [_row("kernel", f"g{i}", 40.0 + i * 2.5, 2.0, 1, device=0) for i in range(4)]
+    rows += [_row("call_sync_stream", "cudaStreamSynchronize", 41.0, 50.0, 2, gap=1.0)]
+    _, run = _run(tmp_path, rows, profile="h200-measured")
+    kernels = run.ops[run.ops["kind"] == "kernel"].sort_values("start_us")
+    gap = load_profile("h200-measured").device.graph_kernel_gap_us
+    assert len(kernels) == 4 and set(kernels["issue_us"]) == {0.0}
+    assert kernels["start_us"].iloc[0] == pytest.approx(40.0)  # the recorded 40 µs launch call, then the kernels
+    assert kernels["start_us"].diff().dropna().tolist() == pytest.approx([2.0 + gap] * 3)
+
+
+def test_min_kernel_us_lengthens_short_kernels_on_every_backend(tmp_path):
+    rows = [_row("call_launch", "cudaLaunchKernel", 0.0, 5.0, 1, gap=0.0), _row("kernel", "k0", 6.0, 0.9, 1, device=0)]
+    _, run = _run(tmp_path, rows, min_kernel_us=3.0)
+    k = run.ops.set_index("name").loc["k0"]
+    assert k["end_us"] - k["start_us"] == pytest.approx(3.0)
+
+
+def test_spec_refuses_a_trace_that_is_not_an_imported_recording(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        'name = "r"\nprofile = "h100"\n[workload]\nkind = "recorded"\n'
+        'trace = "%s"\n[[policies]]\nname = "as_recorded"\n'
+        % (TRACES_DIR / "layer_streaming" / "dit_9seg_synthetic.parquet")
+    )
+    result = runner.invoke(app, ["sim", str(spec), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "not an imported profiler trace" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- CLI: import and export
+
+
+def test_cli_imports_a_recording_and_exports_a_run_to_perfetto(tmp_path):
+    source = TRACES_DIR / "recorded" / "layers_sync-sync.json.gz"
+    out = tmp_path / "layers.parquet"
+    result = runner.invoke(app, ["trace", "import", str(source), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert load_trace(out).ops.equals(load_trace(TRACES_DIR / "recorded" / "layers_sync-sync.parquet").ops)
+    again = runner.invoke(app, ["trace", "import", str(source), "--out", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        f'name = "r"\nprofile = "h200"\n[workload]\nkind = "recorded"\ntrace = "{out}"\n[[policies]]\nname = "as_recorded"\n'
+    )
+    assert runner.invoke(app, ["sim", str(spec), "--out", str(tmp_path / "res")]).exit_code == 0
+    perfetto = tmp_path / "run.json"
+    result = runner.invoke(
+        app, ["export", "perfetto", str(tmp_path / "res"), "--run", "as_recorded", "--out", str(perfetto)]
+    )
+    assert result.exit_code == 0, result.output
+    back = import_to_parquet(perfetto, tmp_path / "back.parquet").ops
+    sim_ops = pd.read_parquet(tmp_path / "res" / "ops.parquet")
+    assert (back["kind"] == "kernel").sum() == (sim_ops["kind"] == "kernel").sum()
+
+
+# --------------------------------------------------------------------------- recordings by others
+
+
+@pytest.mark.skipif(not KINETO_FILES, reason="../shared/data/kineto_hta not present on this machine")
+@pytest.mark.parametrize("path", KINETO_FILES, ids=lambda p: p.name.split(".")[0])
+def test_public_kineto_traces_simulate_as_recorded(tmp_path, path):
+    trace = tmp_path / "t.parquet"
+    imported = import_to_parquet(path, trace, device=None if "rank" not in path.name else 0)
+    if imported.ops["device"].max() > 0:
+        pytest.skip("several devices: import one with --device")
+    program = build_program(load_trace(trace).ops, str(path))
+    run = run_policy(SimBackend(load_profile("h100-sxm-pcie5")), as_recorded, program, AsRecordedParams())
+    makespan = float(run.ops["end_us"].max())
+    assert makespan > 0
+    # Recorded on other GPUs with other copy speeds: the simulation is checked for sanity, not fidelity.
+    assert 0.2 < makespan / program.recorded_span_us < 5.0

@@ -1,0 +1,286 @@
+"""Dashboard speed on a big results collection, measured in a real browser (issue 14's targets).
+
+    python3 tools/bench_dashboard.py [--out /tmp/bench-dashboard] [--big-ops 1340000] [--keep]
+
+1. Builds a collection (once; reused when ``--out`` exists): a few bundled specs simulated by the harness
+   (real results folders), plus synthesised folders written with the results schema (``harness.results``):
+   a layer-streaming-shaped sim run and its "replay" twin of ``--big-ops`` ops each (host thread launching
+   kernels, copies on a side stream, records and waits), and a folder of 24 mid-sized runs. About 3.9 M ops.
+   The synthesised folders say so in their device name (``synthetic``).
+2. Starts ``harness dashboard`` on it and drives Debian's chromium (``/usr/bin/chromium``) with playwright:
+   each page opened in a fresh browser context (first visit) and again (warm), timed from navigation until
+   Streamlit reports the script finished and the page's chart (or table) is on screen.
+3. Reads the server's peak and current resident memory from /proc.
+
+Prints a table and writes ``bench.json`` beside the collection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness.results import to_table, write_results  # noqa: E402
+
+REAL_SPECS = ("layer_streaming_demo", "layer_streaming_sweep", "batching_c1_window", "kv_backup_single_gpu")
+BIG_SPEC = "synthetic-big-streaming"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def synth_ops(n_ops: int, seed: int, scale: float = 1.0) -> pd.DataFrame:
+    """A layer-streaming-shaped op table: per segment a copy (side stream + its copy engine), a record, a wait,
+    a kernel, and a host sync every 8 segments; n_ops ops in all."""
+    rng = np.random.default_rng(seed)
+    per = 5
+    seg = n_ops // per
+    copy_us = rng.uniform(40, 60, seg) * scale
+    kern_us = rng.uniform(30, 90, seg) * scale
+    t_kernel_end = np.cumsum(np.maximum(copy_us, kern_us) + 2.0)
+    k_start = t_kernel_end - kern_us
+    c_start = np.maximum(k_start - copy_us - 1.0, 0)
+    c_end = c_start + copy_us
+    issue = np.maximum(c_start - rng.uniform(3, 8, seg), 0)
+    idx = np.arange(seg)
+    parts = [
+        dict(stream="prefetch", kind="copy_h2d", name="params", bytes=64 << 20, start=c_start, end=c_end, issue=issue),
+        dict(stream="prefetch", kind="record", name="event", bytes=0, start=c_end, end=c_end, issue=issue + 1),
+        dict(stream="compute", kind="wait", name="event", bytes=0, start=k_start - 1, end=k_start, issue=issue + 2),
+        dict(
+            stream="compute", kind="kernel", name="segment", bytes=0, start=k_start, end=t_kernel_end, issue=issue + 3
+        ),
+        dict(
+            stream="main",
+            kind="host_sync",
+            name="sync:compute",
+            bytes=0,
+            start=issue + 4,
+            end=t_kernel_end,
+            issue=issue + 4,
+        ),
+    ]
+    frames = []
+    for i, p in enumerate(parts):
+        named = p["name"] if p["kind"] in ("copy_h2d", "kernel") else p["name"]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "op_id": idx * per + i,
+                    "device": np.int32(-1 if p["kind"] == "host_sync" else 0),
+                    "stream": p["stream"],
+                    "kind": p["kind"],
+                    "name": [f"{named}[{j % 64}]" for j in idx] if p["kind"] in ("copy_h2d", "kernel") else named,
+                    "bytes": p["bytes"],
+                    "host_memory": "pinned" if p["kind"] == "copy_h2d" else "",
+                    "thread": "main",
+                    "issue_us": p["issue"],
+                    "start_us": p["start"],
+                    "end_us": p["end"],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True).sort_values("op_id", kind="stable").reset_index(drop=True)
+
+
+def synth_folder(out: Path, spec: str, runs_spec: list[tuple[str, str, int]], backend: str, seed: int) -> None:
+    """A results folder of synthesised runs: (policy label, policy, n_ops) each."""
+    runs, ops, metrics = [], [], []
+    for i, (label, policy, n_ops) in enumerate(runs_spec):
+        run_id = f"{spec}:{label}:{backend}:r0"
+        o = synth_ops(n_ops, seed + i, scale=1.0 if backend == "sim" else 1.04)
+        ops.append(o.assign(run_id=run_id))
+        makespan = float(o["end_us"].max())
+        metrics += [
+            dict(run_id=run_id, metric="makespan_us", item=-1, value=makespan, unit="us"),
+            dict(run_id=run_id, metric="h2d_busy_frac", item=-1, value=0.7 + 0.01 * i, unit="fraction"),
+            dict(run_id=run_id, metric="h2d_bytes", item=-1, value=float(o["bytes"].sum()), unit="bytes"),
+        ]
+        runs.append(
+            dict(
+                run_id=run_id,
+                spec_name=spec,
+                spec_path="synthetic",
+                spec_sha256="synthetic",
+                workload="layer_streaming",
+                policy=policy,
+                policy_label=label,
+                params_json=json.dumps({"depth": i % 4 + 1} if policy == "prefetch" else {}),
+                backend=backend,
+                profile="h100-sxm-pcie5-measured",
+                device_name="synthetic H100" if backend == "replay" else "H100 (synthetic sim)",
+                seed=0,
+                repetition=0,
+                package_version="bench",
+                status="ok",
+                error="",
+                started_at="2026-11-29T00:00:00+00:00",
+                wall_s=1.0,
+                n_ops=len(o),
+            )
+        )
+    write_results(
+        out,
+        {
+            "runs": to_table("runs", pd.DataFrame(runs)),
+            "ops": to_table("ops", pd.concat(ops, ignore_index=True)),
+            "metrics": to_table("metrics", pd.DataFrame(metrics)),
+        },
+    )
+
+
+def build_collection(out: Path, big_ops: int) -> None:
+    from harness.cli.run import simulate_spec
+    from harness.paths import SPECS_DIR
+
+    out.mkdir(parents=True)
+    for spec in REAL_SPECS:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                simulate_spec(SPECS_DIR / f"{spec}.toml", out / f"{spec}-sim", out)
+        except Exception as err:  # a spec that needs what this machine lacks: the synthetic folders still count
+            print(f"skipped {spec}: {err}", file=sys.stderr)
+    synth_folder(out / "big-sim", BIG_SPEC, [("prefetch", "prefetch", big_ops)], "sim", 1)
+    synth_folder(out / "big-replay", BIG_SPEC, [("prefetch", "prefetch", big_ops)], "replay", 1)
+    mids = [(f"prefetch-{i}", "prefetch", 50_000) for i in range(24)]
+    synth_folder(out / "mid-sim", "synthetic-mid", mids, "sim", 100)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+def time_page(browser, url: str, ready: str, context=None) -> tuple[float, object]:
+    context = context or browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=120_000)
+    page.wait_for_selector(ready, timeout=120_000)
+    elapsed = time.perf_counter() - t0
+    errors = page.locator('[data-testid="stException"]').count()
+    page.close()
+    if errors:
+        raise RuntimeError(f"{url}: the page shows an exception")
+    return elapsed, context
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/bench-dashboard"))
+    parser.add_argument("--big-ops", type=int, default=1_340_000)
+    args = parser.parse_args()
+    if not args.out.exists():
+        t = time.perf_counter()
+        build_collection(args.out, args.big_ops)
+        print(f"built {args.out} in {time.perf_counter() - t:.0f} s")
+    import pyarrow.parquet as pq
+
+    folders = sorted(p for p in args.out.iterdir() if (p / "ops.parquet").exists())
+    n_ops = sum(pq.ParquetFile(p / "ops.parquet").metadata.num_rows for p in folders)
+    n_runs = sum(pq.ParquetFile(p / "runs.parquet").metadata.num_rows for p in folders)
+    print(f"collection: {len(folders)} folders, {n_runs} runs, {n_ops:,} ops")
+
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "harness", "dashboard", str(args.out), "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.3)
+        big_run = f"{BIG_SPEC}:prefetch:sim:r0 @ big-sim"  # run labels name the folder
+        pages = [
+            ("runs", "/", '[data-testid="stDataFrame"] canvas'),
+            ("compare", "/compare?" + urlencode({"spec": BIG_SPEC, "backend": "sim"}), ".js-plotly-plot .barlayer"),
+            (
+                "timeline (1.34 M ops, whole run)",
+                "/timeline?" + urlencode({"run": big_run}),
+                ".js-plotly-plot .barlayer",
+            ),
+            (
+                "timeline (10 ms window)",
+                "/timeline?" + urlencode({"run": big_run, "start": "10000000", "end": "10010000"}),
+                ".js-plotly-plot .barlayer",
+            ),
+            ("fidelity", "/fidelity", ".js-plotly-plot .scatterlayer"),
+            ("sweep", "/sweep?" + urlencode({"spec": "synthetic-mid", "backend": "sim"}), ".js-plotly-plot"),
+        ]
+        results = []
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"], headless=True
+            )
+            for name, path, ready in pages:
+                first, context = time_page(browser, base + path, ready)
+                warm, _ = time_page(browser, base + path, ready, context)
+                context.close()
+                results.append({"page": name, "first_s": round(first, 2), "warm_s": round(warm, 2)})
+                print(f"{name:36s} first {first:5.2f} s   warm {warm:5.2f} s")
+            browser.close()
+        memory = memory_mb(server.pid)
+        print(f"server memory: peak {memory['VmHWM']:.0f} MB, now {memory['VmRSS']:.0f} MB")
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    machine = {
+        "cpus": os.cpu_count(),
+        "cpu": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if "model name" in line
+            ),
+            platform.processor(),
+        ),
+        "python": platform.python_version(),
+    }
+    report = {
+        "folders": len(folders),
+        "runs": n_runs,
+        "ops": n_ops,
+        "pages": results,
+        "memory_mb": memory,
+        "machine": machine,
+    }
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(machine))
+
+
+if __name__ == "__main__":
+    main()

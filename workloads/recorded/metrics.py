@@ -1,0 +1,105 @@
+"""Metrics of the recorded workload, from one run's ops table.
+
+* ``makespan_us``: program start (time 0) to the end of the last op.
+* ``recorded_makespan_us``: the same span in the recording; ``makespan_vs_recorded``:
+  ``makespan_us / recorded_makespan_us - 1``.
+* ``gpu_busy_frac``: time some GPU op ran, over the makespan (per device as items, mean as the run row).
+* ``h2d_busy_frac`` / ``d2h_busy_frac``: each direction's copy engine busy, over the makespan.
+* ``stream_<device>_<name>_busy_frac``: each stream's busy time, over the makespan.
+* ``gpu_wait_for_host_us``: idle GPU time waiting for work the host had not issued yet: each
+  idle gap up to when the next op was issued (per device as items, sum as the run row).
+* ``group_time_us``: each group's (profiler step or record_function range) GPU time, its ops'
+  first start to last end, item = group index; the run row is the mean, and
+  ``recorded_group_time_us`` the recording's mean over the same groups.
+* ``inferred_waits``, ``unresolved_waits``: cross-stream orderings the recording implied, waits
+  left out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.workload import MetricRow
+from workloads.recorded.policies import RecordedResult
+from workloads.recorded.program import RecordedProgram
+
+DEVICE_KINDS = ("kernel", "copy_h2d", "copy_d2h", "copy_d2d")
+
+
+def union_us(start: np.ndarray, end: np.ndarray) -> float:
+    """Total length of the union of intervals [start, end)."""
+    if len(start) == 0:
+        return 0.0
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], np.maximum.accumulate(end[order])
+    gaps = np.maximum(s[1:] - e[:-1], 0.0)
+    return float(e[-1] - s[0] - gaps.sum())
+
+
+def waiting_for_host_us(ops: pd.DataFrame) -> float:
+    """Idle time of one device before ops the host had not issued yet when the device went idle."""
+    ops = ops.sort_values("start_us", kind="stable")
+    start, end, issue = ops["start_us"].to_numpy(), ops["end_us"].to_numpy(), ops["issue_us"].to_numpy()
+    busy_until = np.maximum.accumulate(end)
+    idle_from = np.concatenate(([0.0], busy_until[:-1]))
+    waited = np.minimum(start, np.maximum(issue, idle_from)) - idle_from
+    return float(np.clip(waited, 0.0, None).sum())
+
+
+def metrics(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult) -> list[MetricRow]:
+    makespan = float(ops["end_us"].max()) if len(ops) else 0.0
+    device_ops = ops[(ops["device"] >= 0) & ops["kind"].isin(DEVICE_KINDS)]
+    rows = [
+        MetricRow("makespan_us", makespan, "us"),
+        MetricRow("recorded_makespan_us", program.recorded_span_us, "us"),
+        MetricRow("makespan_vs_recorded", makespan / program.recorded_span_us - 1.0, "fraction"),
+        MetricRow("inferred_waits", float(program.inferred_waits), "count"),
+        MetricRow("unresolved_waits", float(result.unresolved_waits), "count"),
+    ]
+    per = max(makespan, 1e-9)
+    busy, waited = [], []
+    for device, part in device_ops.groupby("device"):
+        busy.append(union_us(part["start_us"].to_numpy(), part["end_us"].to_numpy()) / per)
+        waited.append(waiting_for_host_us(part))
+        rows += [
+            MetricRow("gpu_busy_frac", busy[-1], "fraction", int(device)),
+            MetricRow("gpu_wait_for_host_us", waited[-1], "us", int(device)),
+        ]
+    rows += [
+        MetricRow("gpu_busy_frac", float(np.mean(busy)) if busy else 0.0, "fraction"),
+        MetricRow("gpu_wait_for_host_us", float(sum(waited)), "us"),
+    ]
+    for kind, metric in (("copy_h2d", "h2d_busy_frac"), ("copy_d2h", "d2h_busy_frac")):
+        part = device_ops[device_ops["kind"] == kind]
+        rows.append(
+            MetricRow(metric, union_us(part["start_us"].to_numpy(), part["end_us"].to_numpy()) / per, "fraction")
+        )
+    for (device, stream), part in device_ops.groupby(["device", "stream"]):
+        value = union_us(part["start_us"].to_numpy(), part["end_us"].to_numpy()) / per
+        rows.append(MetricRow(f"stream_{device}_{stream}_busy_frac", value, "fraction"))
+    rows += _group_rows(program, ops)
+    return rows
+
+
+def _group_rows(program: RecordedProgram, ops: pd.DataFrame) -> list[MetricRow]:
+    """Each group's GPU time: the ops issued from its first host work (named ``cpu:<group>``) until the next group's,
+    first start to last end; and the recording's, for comparison."""
+    names = [g for g, _ in program.recorded_group_us]
+    host = ops[(ops["kind"] == "host_work") & ops["name"].str.startswith("cpu:")]
+    if not names or host.empty:
+        return []
+    first = host.groupby("name", sort=False)["start_us"].min().sort_values()
+    bounds = np.append(first.to_numpy(), np.inf)
+    issued = ops[ops["device"] >= 0]
+    spans = {}
+    for i, (name, start) in enumerate(first.items()):
+        inside = issued[(issued["issue_us"] >= start) & (issued["issue_us"] < bounds[i + 1])]
+        if len(inside):
+            spans[name[len("cpu:") :]] = float(inside["end_us"].max() - inside["start_us"].min())
+    rows = [MetricRow("group_time_us", spans[g], "us", i) for i, g in enumerate(names) if g in spans]
+    if rows:
+        rows.append(MetricRow("group_time_us", float(np.mean([r.value for r in rows])), "us"))
+        recorded = [us for g, us in program.recorded_group_us if g in spans]
+        rows.append(MetricRow("recorded_group_time_us", float(np.mean(recorded)), "us"))
+    return rows

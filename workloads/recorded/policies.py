@@ -1,0 +1,146 @@
+"""Policies of the recorded workload.
+
+``as_recorded`` re-issues the recorded program through the runtime: each host
+thread makes its recorded calls in order with its recorded CPU time between
+them; kernels take their recorded GPU durations on their recorded streams;
+copies move their recorded bytes; syncs and event waits block as recorded.
+
+**Host costs.** Each call's CPU work before it (``host_gap_us``) is host work.
+With ``host_costs = "recorded"`` (the default) each call also costs the host its
+recorded duration (the command's ``host_us``): the simulator charges exactly
+that, a real backend what the call really costs it (the replay engine's Python
+loop pays more than eager PyTorch for a small kernel launch). With
+``"profile"`` calls cost what the hardware profile says: a what-if of this
+program on another host.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pydantic
+
+from harness.runtime import Direction, Event, GraphKernel, HostMemory, KernelKind, PolicyGen, Runtime, Stream
+from harness.workload import PolicyParams
+from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey, ThreadProgram, is_gemm
+
+COPIES = {"copy_h2d": Direction.H2D, "copy_d2h": Direction.D2H}
+
+
+class AsRecordedParams(PolicyParams):
+    host_costs: Literal["recorded", "profile"] = "recorded"
+    # Kernels shorter than this run this long (on both backends): the replay's stand-in kernels cannot
+    # be shorter than the GPU's shortest back-to-back kernel (about 2 µs); 0 keeps recorded durations.
+    min_kernel_us: float = pydantic.Field(default=0.0, ge=0.0)
+    compute_share: float = pydantic.Field(default=1.0, gt=0.0, le=1.0)  # share of the GPU each kernel occupies
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedResult:
+    """What ``as_recorded`` returns."""
+
+    calls: int  # runtime calls re-issued
+    unresolved_waits: int  # waits on an event the program never recorded (left out)
+
+
+@dataclass
+class _Shared:
+    """State the program's host threads share: streams, events, which streams have work outstanding."""
+
+    streams: dict[StreamKey, Stream]
+    events: dict[int, Event] = field(default_factory=dict)
+    outstanding: set[StreamKey] = field(default_factory=set)
+    unresolved_waits: int = 0
+
+
+def as_recorded(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
+    streams = {}
+    for device, name in program.streams:
+        streams[(device, name)] = yield rt.create_stream(device, f"s{name}" if device == 0 else f"d{device}s{name}")
+    shared = _Shared(streams)
+    others = []
+    for thread in program.threads[1:]:
+        others.append((yield rt.spawn(_run_thread, program, thread, shared, params, name=f"thread{thread.name}")))
+    calls = yield from _run_thread(rt, program, program.threads[0], shared, params)
+    for other in others:
+        calls += yield rt.join(other)
+    return RecordedResult(calls, shared.unresolved_waits)
+
+
+def _run_thread(
+    rt: Runtime, program: RecordedProgram, thread: ThreadProgram, shared: _Shared, params: AsRecordedParams
+) -> PolicyGen:
+    recorded = params.host_costs == "recorded"
+    for call in thread.calls:
+        if call.host_before_us > 0.0:
+            yield rt.host_work(call.host_before_us, f"cpu:{call.group}" if call.group else "cpu")
+        yield from _issue(rt, params, call, shared, call.duration_us if recorded else None)
+    return len(thread.calls)
+
+
+def _issue(rt: Runtime, params: AsRecordedParams, call: Call, shared: _Shared, host_us: float | None) -> PolicyGen:
+    """The commands one call becomes; ``host_us`` (the call's recorded cost, or None) goes to its first command."""
+    kind = call.kind
+    for key, event in call.wait_before:  # inferred orderings: free on the host, the recording has no call for them
+        if event in shared.events:
+            yield rt.wait_event(shared.streams[key], shared.events[event], host_us=0.0)
+    if kind in ("call_launch", "call_memset", "call_memcpy"):
+        for i, op in enumerate(call.ops):
+            yield from _device_op(rt, params, op, shared, host_us if i == 0 else 0.0)
+        if call.synchronous and call.ops:
+            yield rt.sync_stream(shared.streams[call.ops[0].stream])
+            shared.outstanding.discard(call.ops[0].stream)
+    elif kind == "call_graph_launch" and call.ops:
+        kernels = _graph_kernels(call, params.min_kernel_us, params.compute_share)
+        key = call.ops[0].stream
+        yield rt.launch_graph(shared.streams[key], f"graph:{call.group or call.name}", kernels, host_us)
+        shared.outstanding.add(key)
+    elif kind == "call_record" and call.event is not None and call.stream in shared.streams:
+        shared.events[call.event] = yield rt.record(shared.streams[call.stream], host_us)
+    elif kind == "call_wait" and call.stream in shared.streams:
+        event = shared.events.get(call.waits_for) if call.waits_for is not None else None
+        if event is not None:
+            yield rt.wait_event(shared.streams[call.stream], event, host_us)
+        else:
+            shared.unresolved_waits += 1
+    elif kind == "call_sync_event" and call.waits_for in shared.events:
+        yield rt.sync_event(shared.events[call.waits_for])
+    elif kind == "call_sync_stream" and call.stream in shared.streams:
+        yield rt.sync_stream(shared.streams[call.stream])
+        shared.outstanding.discard(call.stream)
+    elif kind in ("call_sync_stream", "call_sync_device", "call_sync_event"):
+        # Device-wide, or a stream/event the recording does not name: wait for every stream with work.
+        for key in sorted(shared.outstanding):
+            yield rt.sync_stream(shared.streams[key])
+        shared.outstanding.clear()
+    for key, event in call.record_after:
+        shared.events[event] = yield rt.record(shared.streams[key], host_us=0.0)
+
+
+def _device_op(
+    rt: Runtime, params: AsRecordedParams, op: DeviceOp, shared: _Shared, host_us: float | None
+) -> PolicyGen:
+    stream = shared.streams[op.stream]
+    shared.outstanding.add(op.stream)
+    if op.kind in COPIES:
+        yield rt.copy(stream, op.nbytes, COPIES[op.kind], HostMemory(op.host_memory), op.name, host_us=host_us)
+    else:  # kernel, memset, device-to-device copy: GPU work of the recorded duration
+        k = _graph_kernel(params, op)
+        yield rt.launch(stream, k.name, k.duration_us, k.compute_share, k.kind, host_us=host_us)
+
+
+def _graph_kernel(params: AsRecordedParams, op: DeviceOp) -> GraphKernel:
+    return _kernel(op, params.min_kernel_us, params.compute_share)
+
+
+def _kernel(op: DeviceOp, min_kernel_us: float, compute_share: float) -> GraphKernel:
+    kind = KernelKind.COMPUTE if op.kind == "kernel" and is_gemm(op.name) else KernelKind.MEMORY
+    return GraphKernel(op.name, max(op.duration_us, min_kernel_us), compute_share, kind)
+
+
+@functools.cache
+def _graph_kernels(call: Call, min_kernel_us: float, compute_share: float) -> tuple[GraphKernel, ...]:
+    """A graph launch's kernels, built once per call (the same tuple on every run: the replay keys its graphs by it)."""
+    return tuple(_kernel(op, min_kernel_us, compute_share) for op in call.ops)
