@@ -124,7 +124,8 @@ def _timeline_traces(view: TimelineView, unit_us: float, min_width_us: float, le
     traces = []
     for kind, part in view.bars.groupby("kind", sort=True):
         duration = (part["end_us"] - part["start_us"]).to_numpy()
-        single = part["n_ops"].to_numpy() == 1
+        # Names only on single ops wide enough to hold one (text measuring is what slows plotly down).
+        named = (part["n_ops"].to_numpy() == 1) & (duration >= 0.03 * (view.end_us - view.start_us))
         traces.append(
             go.Bar(
                 y=part["lane"],
@@ -139,8 +140,8 @@ def _timeline_traces(view: TimelineView, unit_us: float, min_width_us: float, le
                     opacity=0.3 + 0.7 * part["busy_frac"].to_numpy(),
                     line_width=0,
                 ),
-                text=np.where(single, part["name"], ""),
-                textposition="inside",
+                text=np.where(named, part["name"], "") if named.any() else None,
+                textposition="inside" if named.any() else "none",
                 insidetextanchor="start",
                 hovertext=_hover_lines(part),
                 hovertemplate="%{hovertext}<extra>" + kind + "</extra>",

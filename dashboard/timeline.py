@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 COPY_ENGINE_KINDS = {"copy_h2d": "h2d", "copy_d2h": "d2h"}
-DEFAULT_MAX_BARS = 3000
+DEFAULT_MAX_BARS = 1500  # per run: ~1,500 SVG bars keep plotly interactive on a 2-core machine
 DEFAULT_MAX_LANES = 24
 MIN_WIDTH_FRACTION = 1e-3  # of the window's span: about 1.5 px of a 1600 px chart
 # Which kind colours a merged bar when kinds keep a lane equally busy: real work before waits and records.

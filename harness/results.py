@@ -153,7 +153,7 @@ def check_output_path(out: Path, what: str = "results folder") -> None:
     folder in it: permissions, read-only mounts and /proc all answer that) and every new name must fit the file system.
     """
     out = Path(out)
-    if _exists(out) or out.is_symlink():
+    if _exists(out):
         raise OutputPathError(f"{out}: already exists; {what}s are never overwritten")
     ancestor = out.parent
     while not _exists(ancestor) and ancestor != ancestor.parent:
@@ -178,7 +178,7 @@ def check_output_path(out: Path, what: str = "results folder") -> None:
 
 def _exists(path: Path) -> bool:
     try:
-        return path.exists()
+        return path.exists() or path.is_symlink()
     except OSError:  # a name too long for the file system, say: not there
         return False
 

@@ -121,6 +121,12 @@ def run_spec(
         inputs = loaded.workload.prepare(loaded.prepare_context())
     except InputError as err:
         raise _rehome(loaded, err) from None
+    for policy in loaded.policies:
+        if policy.policy.check is not None:
+            try:
+                policy.policy.check(inputs, policy.params)
+            except ValueError as err:
+                raise InputError(loaded.path, f"field 'policies' ({policy.label!r})", str(err)) from None
     total = len(loaded.policies) * spec.repetitions
     run_rows, op_frames, metric_rows = [], [], []
     extra_frames: dict[str, list[pd.DataFrame]] = {name: [] for name in loaded.workload.extra_tables}

@@ -403,12 +403,17 @@ class Runtime:
     def launch_graph(
         self, stream: Stream, name: str, kernels: tuple[GraphKernel, ...], host_us: float | None = None
     ) -> LaunchGraph:
-        """Launch a captured CUDA graph of ``kernels`` on ``stream``: one host launch cost, then the kernels in order."""
+        """Launch a captured CUDA graph of ``kernels`` on ``stream``.
+
+        One host launch cost (``graph_launch_us``), then the kernels run in order.
+        """
         if not kernels:
             raise ValueError(f"graph {name!r}: has no kernels")
         for k in kernels:
             if not (k.duration_us >= 0.0 and 0.0 < k.compute_share <= 1.0):  # a launch's checks; also rejects NaN
-                raise ValueError(f"graph {name!r}, kernel {k.name!r}: needs duration_us >= 0 and compute_share in (0, 1]")
+                raise ValueError(
+                    f"graph {name!r}, kernel {k.name!r}: needs duration_us >= 0 and compute_share in (0, 1]"
+                )
         return LaunchGraph(stream, name, tuple(kernels), _host_cost(host_us))
 
     def copy(
@@ -427,7 +432,9 @@ class Runtime:
             raise ValueError(
                 f"copy {name!r}: {nbytes} bytes do not fit buffer {buffer.name!r} of {buffer.nbytes} bytes"
             )
-        return Copy(stream, int(nbytes), Direction(direction), HostMemory(host_memory), name, buffer, _host_cost(host_us))
+        return Copy(
+            stream, int(nbytes), Direction(direction), HostMemory(host_memory), name, buffer, _host_cost(host_us)
+        )
 
     def record(self, stream: Stream, host_us: float | None = None) -> Record:
         return Record(stream, _host_cost(host_us))

@@ -82,6 +82,9 @@ class PolicyDef:
     params: type[PolicyParams]
     main: Callable[[Runtime, Any, Any], PolicyGen]
     summary: str
+    # check(inputs, params) raises ValueError when the policy does not apply to these inputs (a what-if
+    # that finds nothing to change): the runner calls it before any run, and the spec is refused.
+    check: Callable[[Any, Any], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,15 @@ def measure_link(torch: Any, device: Any, log: Callable[[str], None]) -> dict:
             samples = []
             for n in sizes:
                 if direction is Direction.H2D:
-                    issue = lambda n=n, h=h: dev[:n].copy_(h[:n], non_blocking=True)
+
+                    def issue(n: int = n, h: Any = h) -> Any:
+                        return dev[:n].copy_(h[:n], non_blocking=True)
+
                 else:
-                    issue = lambda n=n, h=h: h[:n].copy_(dev[:n], non_blocking=True)
+
+                    def issue(n: int = n, h: Any = h) -> Any:
+                        return h[:n].copy_(dev[:n], non_blocking=True)
+
                 issue()
                 torch.cuda.synchronize(device)
                 reps = 5 if n >= 512 * MiB else 7
@@ -116,7 +122,8 @@ def measure_link(torch: Any, device: Any, log: Callable[[str], None]) -> dict:
     both_us = statistics.median(both)
     factor = duplex_factor(statistics.fmean(solo.values()), both_us, latency)
     log(
-        f"  duplex: 256 MiB each way {both_us:.1f} µs (alone {statistics.fmean(solo.values()):.1f} µs) -> factor {factor}"
+        f"  duplex: 256 MiB each way {both_us:.1f} µs "
+        f"(alone {statistics.fmean(solo.values()):.1f} µs) -> factor {factor}"
     )
     return {"duplex_bandwidth_factor": factor, "h2d": out["h2d"], "d2h": out["d2h"], "_duplex_us": both_us}
 
@@ -307,7 +314,9 @@ N_GRAPH, GRAPH_KERNELS, GRAPH_KERNEL_US = 20, 32, 5.0
 def _graph_policy(rt: Runtime) -> Any:
     """Launch a graph of ``GRAPH_KERNELS`` short kernels ``N_GRAPH`` times; returns each launch's host time."""
     s = yield rt.create_stream(0, "graph")
-    kernels = tuple(GraphKernel(f"graph-kernel{i}", GRAPH_KERNEL_US, 1.0, KernelKind.LATENCY) for i in range(GRAPH_KERNELS))
+    kernels = tuple(
+        GraphKernel(f"graph-kernel{i}", GRAPH_KERNEL_US, 1.0, KernelKind.LATENCY) for i in range(GRAPH_KERNELS)
+    )
     launch_us, now_us = [], []
     for _ in range(N_GRAPH):
         t0 = yield rt.now()
@@ -438,15 +447,16 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
             "driver": driver_version(),
             "torch": torch.__version__,
             "method": (
-                "CUDA-event medians: pinned copies timed behind a queued _sleep (GPU time only), pageable from an idle "
-                f"stream; latency = intercept of the 1-16 MiB samples; duplex from 256 MiB each way together "
-                f"({duplex_us:.1f} µs); host costs = median per-call host time of the replay engine's own commands inside a "
-                "double-buffered streaming loop (wait, launch 300 µs, alloc, side-stream copy 16 MiB, record, sync, free), "
-                "each the gap to the next "
-                "command's issue; sync_wake_us = stream end to sync_stream return; thread_wake_us = put to a blocked get's "
-                "return on another host thread; d2d from the device-copy table (>= 64 MiB); graph_launch_us = host time of "
-                f"launch_graph of {GRAPH_KERNELS} kernels of {GRAPH_KERNEL_US:g} µs, graph_kernel_gap_us = (its span - their "
-                "sum) / (kernels - 1)"
+                "CUDA-event medians: pinned copies timed behind a queued _sleep (GPU time only), "
+                "pageable from an idle stream; latency = intercept of the 1-16 MiB samples; "
+                f"duplex from 256 MiB each way together ({duplex_us:.1f} µs); "
+                "host costs = median per-call host time of the replay engine's own commands inside a "
+                "double-buffered streaming loop (wait, launch 300 µs, alloc, side-stream copy 16 MiB, record, sync, "
+                "free), each the gap to the next command's issue; sync_wake_us = stream end to sync_stream return; "
+                "thread_wake_us = put to a blocked get's return on another host thread; "
+                "d2d from the device-copy table (>= 64 MiB); graph_launch_us = host time of "
+                f"launch_graph of {GRAPH_KERNELS} kernels of {GRAPH_KERNEL_US:g} µs, "
+                "graph_kernel_gap_us = (its span - their sum) / (kernels - 1)"
             ),
             "notes": (notes + " " if notes else "")
             + f"The same commands repeated in tight loops cost (µs): {tight_note}.",

@@ -163,8 +163,13 @@ class ReplayContext:
         entry = self._graph_plans.get((device, id(kernels)))
         if entry is None or entry[0] is not kernels:
             factory = self.devices[device].kernels
-            plans = tuple(factory.plan(k.kind, k.duration_us, k.name, k.compute_share) for k in kernels if k.duration_us > 0)
-            entry = self._graph_plans[(device, id(kernels))] = (kernels, plans)  # keeps kernels alive: its id stays its own
+            plans = tuple(
+                factory.plan(k.kind, k.duration_us, k.name, k.compute_share) for k in kernels if k.duration_us > 0
+            )
+            entry = self._graph_plans[(device, id(kernels))] = (
+                kernels,
+                plans,
+            )  # keeps kernels alive: its id stays its own
         return entry[1]
 
     def graph(self, device: int, plans: tuple[Any, ...]) -> Any:
@@ -372,7 +377,10 @@ class _Run:
         return next(self._ids)
 
     def _use_stream(self, stream: Any) -> None:
-        """Make ``stream`` the calling thread's current stream (``torch.cuda.stream()`` costs ~19 µs a call; this ~2, once per switch)."""
+        """Make ``stream`` the calling thread's current stream.
+
+        ``torch.cuda.stream()`` costs ~19 µs a call; this ~2, once per switch.
+        """
         local = self._thread_local
         if getattr(local, "stream", None) is not stream:
             self.torch.cuda.set_stream(stream)
@@ -442,7 +450,8 @@ class _Run:
         with self._lock:
             if pointer in self._stream_handles:
                 raise ReplayError(
-                    f"stream {cmd.name!r} would share a CUDA stream with {self._stream_handles[pointer]!r}: PyTorch's pool "
+                    f"stream {cmd.name!r} would share a CUDA stream with {self._stream_handles[pointer]!r}: "
+                    "PyTorch's pool "
                     f"has {STREAM_POOL_SIZE} streams per device; this run asks for more"
                 )
             self._stream_handles[pointer] = cmd.name
@@ -495,7 +504,8 @@ class _Run:
         else:
             if n > self.backend.capacity_bytes[device]:
                 raise ReplayError(
-                    f"copy {cmd.name!r}: {n} bytes do not fit the device budget of {self.backend.capacity_bytes[device]} bytes"
+                    f"copy {cmd.name!r}: {n} bytes do not fit the device budget of "
+                    f"{self.backend.capacity_bytes[device]} bytes"
                 )
             dev = self.ctx.scratch.get(device, n)
         pageable = cmd.direction is not Direction.D2D and cmd.host_memory is HostMemory.PAGEABLE

@@ -276,7 +276,9 @@ class SimBackend(Backend):
             yield self.env.timeout(cost)
         gap = self.profile.device.graph_kernel_gap_us
         for i, k in enumerate(cmd.kernels):
-            op = _Op(self._new_id(), OpKind.KERNEL, k.name, thread.name, issue, work=k.duration_us, share=k.compute_share)
+            op = _Op(
+                self._new_id(), OpKind.KERNEL, k.name, thread.name, issue, work=k.duration_us, share=k.compute_share
+            )
             if i:
                 op.delay = gap
             self._enqueue(cmd.stream, op)

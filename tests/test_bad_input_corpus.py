@@ -574,6 +574,12 @@ CASES: list[Case] = [
         {"t.parquet": trace_writer(segment_rows(duration=float("nan")))},
         ("t.parquet", "row 1", "duration_us"),
     ),
+    Case(
+        "trace validate zero rows",
+        ["trace", "validate", "{d}/t.parquet"],
+        {"t.parquet": trace_writer([])},
+        ("t.parquet", "no ops"),
+    ),
     # ------------------------------------------------------------------ torch.profiler traces (harness trace import)
     Case(
         "profiler trace missing",
@@ -689,3 +695,19 @@ def test_refused_huge_specs_stay_under_a_gigabyte(tmp_path):
         assert int(peak_kib) * 1024 < 1e9, (name, peak_kib)
     assert not (tmp_path / "results").exists()
     assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 < 1e9
+
+
+def test_labels_with_markup_and_sweep_points_are_printed_whole(tmp_path, monkeypatch):
+    """A label that looks like rich markup, and sweep labels wider than 80 columns in all, survive piped output."""
+    text = spec(
+        LAYERS,
+        ('name = "sync"', 'name = "sync"\nlabel = "[/]oops[bold"'),
+        ("depth = 2", "sweep = { depth = [1, 2, 3, 4] }"),
+    )
+    (tmp_path / "spec.toml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["sim", "spec.toml", "--out", "out"])
+    assert result.exit_code == 0, result.output
+    for label in ("[/]oops[bold", *(f"prefetch[depth={d}]" for d in range(1, 5))):
+        assert label in result.output, result.output
+    assert "…" not in result.output

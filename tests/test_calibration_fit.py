@@ -147,4 +147,6 @@ def test_graph_calibration_recovers_the_graph_costs_it_runs_under(h100):
         }
     )
     run = run_policy(SimBackend(Profile(figures)), _graph_policy)
-    assert graph_costs(run.ops, run.result) == pytest.approx({"graph_launch_us": 12.5, "graph_kernel_gap_us": 0.25}, abs=1e-3)
+    assert graph_costs(run.ops, run.result) == pytest.approx(
+        {"graph_launch_us": 12.5, "graph_kernel_gap_us": 0.25}, abs=1e-3
+    )

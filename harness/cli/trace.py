@@ -22,6 +22,8 @@ def trace_validate(path: Path = typer.Argument(..., help="Op-trace Parquet file.
     except InputError as err:
         fail(str(err))
     ops = trace.ops
+    if ops.empty:
+        fail(f"{path}: the trace has no ops (a simulation of it would be refused)")
     console.print(f"[bold]{path}[/]: {len(ops)} ops, valid")
     for key, value in trace.provenance.__dict__.items():
         console.print(f"  {key}: {value}")

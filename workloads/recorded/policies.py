@@ -17,6 +17,7 @@ program on another host.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,6 +25,7 @@ import pydantic
 
 from harness.runtime import Direction, Event, GraphKernel, HostMemory, KernelKind, PolicyGen, Runtime, Stream
 from harness.workload import PolicyParams
+from workloads.recorded import whatif
 from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey, ThreadProgram, is_gemm
 
 COPIES = {"copy_h2d": Direction.H2D, "copy_d2h": Direction.D2H}
@@ -56,6 +58,11 @@ class _Shared:
 
 
 def as_recorded(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
+    return (yield from _run_program(rt, program, params))
+
+
+def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
+    """Re-issue ``program``: its streams, then each host thread's calls (the first thread is this one)."""
     streams = {}
     for device, name in program.streams:
         streams[(device, name)] = yield rt.create_stream(device, f"s{name}" if device == 0 else f"d{device}s{name}")
@@ -76,7 +83,7 @@ def _run_thread(
     for call in thread.calls:
         if call.host_before_us > 0.0:
             yield rt.host_work(call.host_before_us, f"cpu:{call.group}" if call.group else "cpu")
-        yield from _issue(rt, params, call, shared, call.duration_us if recorded else None)
+        yield from _issue(rt, params, call, shared, call.duration_us if recorded and not call.synthetic else None)
     return len(thread.calls)
 
 
@@ -144,3 +151,59 @@ def _kernel(op: DeviceOp, min_kernel_us: float, compute_share: float) -> GraphKe
 def _graph_kernels(call: Call, min_kernel_us: float, compute_share: float) -> tuple[GraphKernel, ...]:
     """A graph launch's kernels, built once per call (the same tuple on every run: the replay keys its graphs by it)."""
     return tuple(_kernel(op, min_kernel_us, compute_share) for op in call.ops)
+
+
+# --------------------------------------------------------------------------- what-ifs (whatif.py)
+
+
+class PrefetchCopiesParams(AsRecordedParams):
+    depth: int = pydantic.Field(default=1, ge=1)  # groups ahead
+    budget_bytes: int | None = pydantic.Field(default=None, gt=0)  # device memory for the copy buffers
+
+
+class ScaleKernelsParams(AsRecordedParams):
+    factors: dict[str, float] = pydantic.Field(min_length=1)  # kernel-name regex -> duration factor
+
+    @pydantic.field_validator("factors")
+    @classmethod
+    def _valid(cls, factors: dict[str, float]) -> dict[str, float]:
+        for pattern, factor in factors.items():
+            re.compile(pattern)
+            if not factor > 0:
+                raise ValueError(f"factor of {pattern!r} must be > 0, got {factor}")
+        return factors
+
+
+_TRANSFORMS = {
+    "prefetch_copies": lambda program, p: whatif.prefetch_copies(program, p.depth, p.budget_bytes),
+    "async_d2h": lambda program, p: whatif.async_d2h(program),
+    "graph_launch": lambda program, p: whatif.graph_launch(program),
+    "scale_kernels": lambda program, p: whatif.scale_kernels(program, p.factors),
+}
+_transformed: dict[tuple[int, str, str], tuple[RecordedProgram, RecordedProgram]] = {}
+
+
+def transformed(name: str, program: RecordedProgram, params: AsRecordedParams) -> RecordedProgram:
+    """The program the what-if ``name`` makes of ``program``, made once (every run re-issues the same one)."""
+    key = (id(program), name, params.model_dump_json())
+    entry = _transformed.get(key)
+    if entry is None or entry[0] is not program:
+        entry = _transformed[key] = (program, _TRANSFORMS[name](program, params))
+    return entry[1]
+
+
+def _what_if(name: str):
+    def main(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
+        return (yield from _run_program(rt, transformed(name, program, params), params))
+
+    def check(program: RecordedProgram, params: AsRecordedParams) -> None:
+        transformed(name, program, params)  # raises NotApplicable (a ValueError) naming what it looked for
+
+    main.__name__ = name
+    return main, check
+
+
+prefetch_copies, check_prefetch_copies = _what_if("prefetch_copies")
+async_d2h, check_async_d2h = _what_if("async_d2h")
+graph_launch, check_graph_launch = _what_if("graph_launch")
+scale_kernels, check_scale_kernels = _what_if("scale_kernels")

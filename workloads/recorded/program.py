@@ -75,6 +75,7 @@ class Call:
     synchronous: bool = False  # a cudaMemcpy without Async: the host waits for the copy
     wait_before: tuple[tuple[StreamKey, int], ...] = ()  # inferred: (stream, event) waits before the ops
     record_after: tuple[tuple[StreamKey, int], ...] = ()  # inferred: (stream, event) records after the ops
+    synthetic: bool = False  # added by a what-if (whatif.py): it costs what the profile says, not a recorded duration
 
 
 @dataclass(frozen=True, slots=True)
