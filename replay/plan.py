@@ -64,4 +64,6 @@ class StandIn(Protocol):
 
     def gpu_time_us(self, issue: Any, reps: int = 5) -> float: ...
 
+    def lengthened(self, plan: Plan, by_us: float) -> Plan: ...  # a copy of plan running by_us longer (< 0: shorter)
+
     def as_profile_section(self) -> dict: ...

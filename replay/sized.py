@@ -24,7 +24,7 @@ by the sized stand-ins: the work occupies the GPU as its kind does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.runtime import KernelKind
@@ -189,6 +189,11 @@ class SizedKernels:
         return [self.tune(p) for p in self.untuned()]
 
     # ------------------------------------------------------------------ measuring
+    def lengthened(self, plan: Plan, by_us: float) -> Plan:
+        """A copy of ``plan`` whose filler sleep runs ``by_us`` longer (shorter when negative, never below 0)."""
+        cycles = plan.sleep_cycles + by_us * self.tables.sleep_cycles_per_us
+        return replace(plan, sleep_cycles=max(0, int(round(cycles))))
+
     def gpu_time_us(self, issue: Any, reps: int = 5) -> float:
         return median_gpu_time_us(self.torch, self.stream, self._events, issue, reps)
 

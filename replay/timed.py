@@ -22,6 +22,7 @@ read) is measured when the factory is built and subtracted, and each distinct
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -181,6 +182,10 @@ class TimedKernels:
             plan.sleep_cycles = max(0, int(round(plan.sleep_cycles + error * 1e3)))
         plan.tuned = True
         return plan
+
+    def lengthened(self, plan: Plan, by_us: float) -> Plan:
+        """A copy of ``plan`` whose timer runs ``by_us`` longer (shorter when negative, never below 0)."""
+        return dataclasses.replace(plan, sleep_cycles=max(0, int(round(plan.sleep_cycles + by_us * 1e3))), launch=None)
 
     def tune_untuned(self) -> list[Plan]:
         return [self.tune(p) for p in self.untuned()]

@@ -23,15 +23,34 @@ What is modelled (figures from the hardware profile, see ``harness.profile``):
 * **memory**: allocations are checked against each device's capacity.
 
 Every op is recorded as an :class:`harness.backend.OpRow`.
+
+**Fast paths.** The SimPy model above is the reference. Two shortcuts skip its
+event queue where nothing else can happen in the meantime, and give the same
+op timeline to the last bit (``tests/test_sim_fast_paths.py`` checks it against
+``SimBackend(..., fast=False)``, which turns them off):
+
+* a host thread that must wait ``d`` µs (a call's host cost, host work, a
+  wake-up) moves the clock itself when the next pending event lies strictly
+  after ``now + d`` (and no other callback of the event that woke it is still
+  to run): SimPy would have run nothing but that timeout in between;
+* a kernel launched on an idle stream of a device whose compute is idle, and
+  synchronised on by the very next call of the same thread, is recorded at
+  once with its start and end (solo rate) and the thread wakes after the sync,
+  when no pending event falls before that wake-up; otherwise the kernel goes to
+  its stream as usual, at the same instant.
 """
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from collections.abc import Callable, Generator
+from heapq import heappop
 from typing import Any
 
 import simpy
+from simpy.core import EmptySchedule, StopSimulation
+from simpy.events import EventPriority
 
 from harness.backend import HOST_DEVICE, Backend, OpRow, RunResult, command_handlers
 from harness.profile import Profile
@@ -69,7 +88,44 @@ from harness.runtime import (
     WaitEvent,
     event_name,
 )
-from sim.fluid import FluidServer, compute_rates, duplex_link_rates
+from sim.fluid import DONE_TOLERANCE, FluidServer, compute_rates, duplex_link_rates
+
+_KERNEL = OpKind.KERNEL.value
+
+
+class _Environment(simpy.Environment):
+    """SimPy's environment, telling the fast paths whether the callback running now is its event's last.
+
+    ``step`` is SimPy's own (``simpy.core.Environment.step``) plus that flag: a host thread may move
+    the clock itself only when no other callback of the event that resumed it is still to run at
+    the current time.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_callback = True
+
+    def step(self) -> None:
+        try:
+            self._now, _, _, event = heappop(self._queue)
+        except IndexError:
+            raise EmptySchedule from None
+        callbacks, event.callbacks = event.callbacks, None
+        last = len(callbacks) - 1
+        try:
+            for i, callback in enumerate(callbacks):
+                self.last_callback = i == last
+                callback(event)
+        except StopSimulation:  # as SimPy does: the remaining callbacks run when the simulation resumes
+            event.callbacks = callbacks[callbacks.index(callback) + 1 :]
+            self.schedule(event, EventPriority(-1))
+            raise
+        finally:
+            self.last_callback = True
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)
+            exc.__cause__ = event._value
+            raise exc
 
 
 class PolicyError(RuntimeError):
@@ -163,13 +219,20 @@ class SimBackend(Backend):
     name = "sim"
 
     def __init__(
-        self, profile: Profile, devices: int = 1, device_memory_bytes: int | None = None, seed: int = 0
+        self,
+        profile: Profile,
+        devices: int = 1,
+        device_memory_bytes: int | None = None,
+        seed: int = 0,
+        *,
+        fast: bool = True,
     ) -> None:
         if devices < 1:
             raise ValueError("a simulation needs at least one device")
         self.profile = profile
         self.device_name = profile.device.gpu_name
-        self.env = simpy.Environment()
+        self.fast = fast  # False: every op through the SimPy model (the reference the fast paths are tested against)
+        self.env = _Environment()
         capacity = min(device_memory_bytes or profile.device.memory_bytes, profile.device.memory_bytes)
         self.devices = [_SimDevice(self.env, i, profile, capacity) for i in range(devices)]
         self.runtime = Runtime(
@@ -182,6 +245,7 @@ class SimBackend(Backend):
         self._next_id = 0
         self._main_return_us = 0.0
         self._host = profile.host
+        self._held: tuple[_SimStream, _Op, float] | None = None  # a kernel that may fuse with the next call's sync
         handlers = command_handlers(self)
         self._immediate: dict[type, Callable[[Any, Thread], Any]] = {
             c: h for c, h in handlers.items() if c in IMMEDIATE
@@ -195,7 +259,15 @@ class SimBackend(Backend):
         main_thread = Thread(self._new_id(), "main")
         process = self.env.process(self._drive(main(self.runtime, *args), main_thread))
         main_thread.native = process
-        self.env.run()
+        # The run keeps every op row alive to its end; the cyclic collector would rescan them all,
+        # again and again, for garbage that reference counting frees anyway: paused while it runs.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self.env.run()
+        finally:
+            if collecting:
+                gc.enable()
         if not process.triggered:
             raise SimDeadlock(
                 "the main thread is still blocked after every event ran (waiting on work that never completes?)"
@@ -212,9 +284,16 @@ class SimBackend(Backend):
             try:
                 cmd = gen.send(value)
             except StopIteration as stop:
+                if self._held is not None:
+                    self._release_held()
                 if thread.name == "main":
                     self._main_return_us = self.env.now
                 return stop.value
+            if self._held is not None:
+                if type(cmd) is SyncStream and self._fused_sync(cmd, thread):
+                    value = None
+                    continue
+                self._release_held()
             handler = immediate.get(type(cmd))
             if handler is not None:
                 value = handler(cmd, thread)
@@ -227,6 +306,57 @@ class SimBackend(Backend):
     def _new_id(self) -> int:
         self._next_id += 1
         return self._next_id
+
+    # ------------------------------------------------------------------ fast paths
+    def _skip_to(self, t: float) -> bool:
+        """Move the clock to ``t`` at once if SimPy would run nothing before a timeout ending there."""
+        env = self.env
+        if self.fast and env.last_callback:
+            queue = env._queue
+            if not queue or queue[0][0] > t:
+                env._now = t
+                return True
+        return False
+
+    def _release_held(self) -> None:
+        """The held kernel goes to its stream, at the instant it was launched (no time has passed since)."""
+        stream, op, _ = self._held
+        self._held = None
+        self._enqueue(stream.handle, op)
+
+    def _fused_sync(self, cmd: SyncStream, thread: Thread) -> bool:
+        """The held kernel's stream sync, without SimPy, when nothing else can happen until the thread wakes."""
+        stream, op, end = self._held
+        if cmd.stream.native is not stream:
+            return False
+        wake = self._host.sync_wake_us
+        woken = end + wake if wake > 0.0 else end
+        env = self.env
+        queue = env._queue
+        if not env.last_callback or (queue and queue[0][0] <= woken):
+            return False
+        self._held = None
+        start = env._now
+        stream.issued += 1
+        stream.completed += 1
+        self.ops.append(
+            OpRow(
+                op.id,
+                stream.device.index,
+                stream.handle.name,
+                _KERNEL,
+                op.name,
+                0,
+                "",
+                op.thread,
+                op.issue_us,
+                start,
+                end,
+            )
+        )
+        env._now = woken
+        self._host_op(OpKind.HOST_SYNC, f"sync:{cmd.stream.name}", thread, start)
+        return True
 
     # ------------------------------------------------------------------ immediate commands
     def _now(self, cmd: Now, thread: Thread) -> float:
@@ -252,27 +382,33 @@ class SimBackend(Backend):
 
     # ------------------------------------------------------------------ host-timed commands
     def _launch(self, cmd: Launch, thread: Thread):
-        issue = self.env.now
+        env = self.env
+        issue = env._now
         cost = self._host.launch_us if cmd.host_us is None else cmd.host_us
-        if cost > 0.0:
-            yield self.env.timeout(cost)
-        self._enqueue(
-            cmd.stream,
-            _Op(
-                self._new_id(),
-                OpKind.KERNEL,
-                cmd.name,
-                thread.name,
-                issue,
-                work=cmd.duration_us,
-                share=cmd.compute_share,
-            ),
+        if cost > 0.0 and not self._skip_to(issue + cost):
+            yield env.timeout(cost)
+        op = _Op(
+            self._new_id(), OpKind.KERNEL, cmd.name, thread.name, issue, work=cmd.duration_us, share=cmd.compute_share
         )
+        stream: _SimStream = cmd.stream.native
+        if self.fast and stream.wakeup is not None and not stream.device.compute.jobs:
+            # Idle stream, idle compute: the kernel runs solo from now (sim.fluid's arithmetic).
+            # Held for the next call; _fused_sync or _release_held takes it.
+            start = env._now
+            work = op.work
+            if work > DONE_TOLERANCE:
+                share = op.share
+                end = start + max(work / (1.0 if share <= 1.0 else 1.0 / share), 0.0)
+            else:
+                end = start
+            self._held = (stream, op, end)
+            return
+        self._enqueue(cmd.stream, op)
 
     def _launch_graph(self, cmd: LaunchGraph, thread: Thread):
         issue = self.env.now
         cost = self._host.graph_launch_cost_us if cmd.host_us is None else cmd.host_us
-        if cost > 0.0:
+        if cost > 0.0 and not self._skip_to(issue + cost):
             yield self.env.timeout(cost)
         gap = self.profile.device.graph_kernel_gap_us
         for i, k in enumerate(cmd.kernels):
@@ -286,7 +422,7 @@ class SimBackend(Backend):
     def _copy(self, cmd: Copy, thread: Thread):
         issue = self.env.now
         cost = self._host.copy_launch_us if cmd.host_us is None else cmd.host_us
-        if cost > 0.0:
+        if cost > 0.0 and not self._skip_to(issue + cost):
             yield self.env.timeout(cost)
         if cmd.direction is Direction.D2D:
             work = self.profile.d2d_time_us(cmd.nbytes)
@@ -313,7 +449,7 @@ class SimBackend(Backend):
     def _record(self, cmd: Record, thread: Thread):
         issue = self.env.now
         cost = self._host.record_us if cmd.host_us is None else cmd.host_us
-        if cost > 0.0:
+        if cost > 0.0 and not self._skip_to(issue + cost):
             yield self.env.timeout(cost)
         event = Event(self._new_id(), cmd.stream, _SimEvent())
         self._enqueue(
@@ -324,7 +460,7 @@ class SimBackend(Backend):
     def _wait_event(self, cmd: WaitEvent, thread: Thread):
         issue = self.env.now
         cost = self._host.wait_us if cmd.host_us is None else cmd.host_us
-        if cost > 0.0:
+        if cost > 0.0 and not self._skip_to(issue + cost):
             yield self.env.timeout(cost)
         self._enqueue(
             cmd.stream,
@@ -338,8 +474,9 @@ class SimBackend(Backend):
             if state.waiters is None:
                 state.waiters = self.env.event()
             yield state.waiters
-        if self._host.sync_wake_us > 0.0:
-            yield self.env.timeout(self._host.sync_wake_us)
+        wake = self._host.sync_wake_us
+        if wake > 0.0 and not self._skip_to(self.env._now + wake):
+            yield self.env.timeout(wake)
         self._host_op(OpKind.HOST_SYNC, "sync_event", thread, start)
 
     def _sync_stream(self, cmd: SyncStream, thread: Thread):
@@ -352,13 +489,14 @@ class SimBackend(Backend):
             woken = self.env.event()
             stream.sync_waiters.append((target, woken))
             yield woken
-        if self._host.sync_wake_us > 0.0:
-            yield self.env.timeout(self._host.sync_wake_us)
+        wake = self._host.sync_wake_us
+        if wake > 0.0 and not self._skip_to(self.env._now + wake):
+            yield self.env.timeout(wake)
         self._host_op(OpKind.HOST_SYNC, name, thread, start)
 
     def _host_work(self, cmd: HostWork, thread: Thread):
         start = self.env.now
-        if cmd.duration_us > 0.0:
+        if cmd.duration_us > 0.0 and not self._skip_to(start + cmd.duration_us):
             yield self.env.timeout(cmd.duration_us)
         self._host_op(OpKind.HOST_WORK, cmd.name, thread, start)
 
@@ -366,8 +504,9 @@ class SimBackend(Backend):
         """Yield a join/put/get request; a thread that had to block pays ``thread_wake_us`` on waking."""
         blocked = not request.triggered
         value = yield request
-        if blocked and self._host.thread_wake_us > 0.0:
-            yield self.env.timeout(self._host.thread_wake_us)
+        wake = self._host.thread_wake_us
+        if blocked and wake > 0.0 and not self._skip_to(self.env._now + wake):
+            yield self.env.timeout(wake)
         return value
 
     def _join(self, cmd: Join, thread: Thread):
@@ -380,8 +519,9 @@ class SimBackend(Backend):
         return (yield from self._after_handoff(cmd.queue.native.get()))
 
     def _alloc(self, cmd: Alloc, thread: Thread):
-        if self._host.alloc_us > 0.0:
-            yield self.env.timeout(self._host.alloc_us)
+        cost = self._host.alloc_us
+        if cost > 0.0 and not self._skip_to(self.env._now + cost):
+            yield self.env.timeout(cost)
         device = self.devices[cmd.device]
         if device.used_bytes + cmd.nbytes > device.capacity_bytes:
             return None
@@ -389,8 +529,9 @@ class SimBackend(Backend):
         return Buffer(self._new_id(), cmd.device, cmd.nbytes, cmd.name)
 
     def _free(self, cmd: Free, thread: Thread):
-        if self._host.free_us > 0.0:
-            yield self.env.timeout(self._host.free_us)
+        cost = self._host.free_us
+        if cost > 0.0 and not self._skip_to(self.env._now + cost):
+            yield self.env.timeout(cost)
         buffer = cmd.buffer
         if buffer.native == "freed":
             raise PolicyError(f"buffer {buffer.name!r} freed twice")

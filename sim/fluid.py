@@ -23,7 +23,7 @@ from collections.abc import Callable
 import simpy
 
 # Work below this (µs of solo compute or bytes) counts as done: absorbs rounding.
-_DONE_TOLERANCE = 1e-6
+DONE_TOLERANCE = 1e-6
 
 
 class Job:
@@ -58,7 +58,7 @@ class FluidServer:
     def submit(self, work: float, weight: float, group: object = None) -> simpy.Event:
         """Start a job now; the returned event fires when it completes."""
         done = self.env.event()
-        if work <= _DONE_TOLERANCE:
+        if work <= DONE_TOLERANCE:
             done.succeed()
             return done
         self._advance()
@@ -90,8 +90,8 @@ class FluidServer:
             return  # superseded by a later re-plan
         self._advance()
         first.remaining = 0.0  # the job this timer was set for is done by construction
-        finished = [j for j in self.jobs if j.remaining <= _DONE_TOLERANCE * max(1.0, j.rate)]
-        self.jobs = [j for j in self.jobs if j.remaining > _DONE_TOLERANCE * max(1.0, j.rate)]
+        finished = [j for j in self.jobs if j.remaining <= DONE_TOLERANCE * max(1.0, j.rate)]
+        self.jobs = [j for j in self.jobs if j.remaining > DONE_TOLERANCE * max(1.0, j.rate)]
         for job in finished:
             job.done.succeed()
         self._replan()

@@ -147,6 +147,27 @@ def test_host_work_is_a_precise_wait(context, profile):
     assert backend(context, profile, warmup=0).run(main).result == pytest.approx(1000.0, abs=50.0)
 
 
+def test_a_graph_launch_runs_its_kernels_for_their_durations_plus_the_profile_gap(context, profile):
+    from harness.runtime import GraphKernel
+
+    kernels = tuple(GraphKernel(f"g{i}", 5.0, 1.0, KernelKind.LATENCY) for i in range(20))
+
+    def main(rt):
+        s = yield rt.create_stream(0, "s")
+        yield rt.launch(s, "busy", 2000.0, 1.0, KernelKind.LATENCY)  # the graph's op then starts when the GPU does
+        t0 = yield rt.now()
+        yield rt.launch_graph(s, "graph", kernels)
+        t1 = yield rt.now()
+        yield rt.sync_stream(s)
+        return t1 - t0
+
+    run = backend(context, profile).run(main)
+    graph = frame(run).set_index("name").loc["graph"]
+    expected = 20 * 5.0 + 19 * profile.device.graph_kernel_gap_us
+    assert graph["end_us"] - graph["start_us"] == pytest.approx(expected, rel=0.05, abs=2.0)
+    assert run.result < 200.0  # one launch of the whole graph, not 20
+
+
 def test_threads_and_queues(context, profile):
     def producer(rt, q, n):
         for i in range(n):

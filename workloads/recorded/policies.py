@@ -142,9 +142,21 @@ def _graph_kernel(params: AsRecordedParams, op: DeviceOp) -> GraphKernel:
     return _kernel(op, params.min_kernel_us, params.compute_share)
 
 
+SHORT_KERNEL_US = 10.0
+"""Kernels shorter than this stand in as a timer on one warp in the replay (KernelKind.LATENCY): a
+memory- or compute-bound stand-in that short is mostly its own launch, and inside a CUDA graph it
+does not keep the duration it was tuned to. The simulator does not look at the kind."""
+
+
 def _kernel(op: DeviceOp, min_kernel_us: float, compute_share: float) -> GraphKernel:
-    kind = KernelKind.COMPUTE if op.kind == "kernel" and is_gemm(op.name) else KernelKind.MEMORY
-    return GraphKernel(op.name, max(op.duration_us, min_kernel_us), compute_share, kind)
+    duration_us = max(op.duration_us, min_kernel_us)
+    if duration_us < SHORT_KERNEL_US:
+        kind = KernelKind.LATENCY
+    elif op.kind == "kernel" and is_gemm(op.name):
+        kind = KernelKind.COMPUTE
+    else:
+        kind = KernelKind.MEMORY
+    return GraphKernel(op.name, duration_us, compute_share, kind)
 
 
 @functools.cache
