@@ -112,7 +112,7 @@ def test_every_request_served_in_order_within_slots(rows, clients, policy):
 
     # exactly its output tokens, all of them, none before it arrived
     assert (frame["tokens_emitted"] == frame["output_tokens"]).all()
-    assert len(log.itl_us) == int((frame["output_tokens"] - 1).sum())
+    assert len(log.itl_us()) == int((frame["output_tokens"] - 1).sum())
     assert (frame["admitted_us"] >= frame["arrival_us"]).all()
     assert (frame["first_token_us"] > frame["arrival_us"]).all()
     assert (frame["last_token_us"] >= frame["first_token_us"]).all()

@@ -133,7 +133,7 @@ def metrics(inputs: BatchingInputs, ops: pd.DataFrame, log: ServerLog) -> list[M
     rows: list[MetricRow] = []
     for name in ("ttft", "e2e", "queue", "tpot"):
         rows += _percentile_rows(name, served[f"{name}_us"].to_numpy(dtype=float))
-    itl = np.frombuffer(log.itl_us, dtype=float) if len(log.itl_us) else np.zeros(0)
+    itl = log.itl_us()
     rows += _percentile_rows("itl", itl)
     start = float(served["arrival_us"].min())
     end = float(served["last_token_us"].max())

@@ -50,6 +50,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from harness.runtime import KernelKind, PolicyGen, Queue, Runtime, Stream
 from workloads.continuous_batching.channel import RequestChannel
 from workloads.continuous_batching.cost_model import CostModel
@@ -78,6 +80,8 @@ class Request:
         "prefill_us",
         "sent_seq",
         "admit_seq",
+        "base_step",
+        "fresh",
     )
 
     def __init__(self, index: int, prompt_tokens: int, output_tokens: int, arrival_us: float) -> None:
@@ -97,6 +101,11 @@ class Request:
         self.prefill_us = -1.0  # when its prefill (batch prefill, join or recycle) started on the host
         self.sent_seq = -1  # its place in the channel's order (set by the channel)
         self.admit_seq = -1  # its place in the order requests were taken off the channel
+        # While it decodes in a batch, ``tokens`` and ``last_token_us`` are kept lazily (GenerateLoop.run):
+        # it has ``tokens + (decode steps so far - base_step)`` tokens, its last at the latest decode step
+        # unless ``fresh`` (its first token came since). Both are exact again once it has finished.
+        self.base_step = 0
+        self.fresh = False
 
     @property
     def done(self) -> bool:
@@ -112,9 +121,27 @@ class ServerLog:
     batch_fast_path: array = field(default_factory=lambda: array("b"))
     step_slots: array = field(default_factory=lambda: array("i"))  # occupied slots per decode step
     step_active: array = field(default_factory=lambda: array("i"))  # slots that got a token per decode step
-    itl_us: array = field(default_factory=lambda: array("d"))  # every gap between a request's consecutive tokens
+    # every gap between a request's consecutive tokens, in the order they happened, run-length encoded:
+    # itl_run_us[i] repeated itl_run_count[i] times (see itl_us())
+    itl_run_us: array = field(default_factory=lambda: array("d"))
+    itl_run_count: array = field(default_factory=lambda: array("q"))
     max_slots_in_use: int = 0
     end_us: float = 0.0
+
+    def add_itl(self, gap_us: float, count: int = 1) -> None:
+        """``count`` more gaps of ``gap_us``."""
+        runs = self.itl_run_us
+        if runs and runs[-1] == gap_us:
+            self.itl_run_count[-1] += count
+        else:
+            runs.append(gap_us)
+            self.itl_run_count.append(count)
+
+    def itl_us(self) -> np.ndarray:
+        """Every gap between a request's consecutive tokens, in the order they happened."""
+        if not self.itl_run_us:
+            return np.zeros(0)
+        return np.repeat(np.frombuffer(self.itl_run_us, dtype=float), np.frombuffer(self.itl_run_count, dtype=np.int64))
 
 
 # ----------------------------------------------------------------------------- request sources
@@ -177,25 +204,41 @@ class GenerateLoop:
         self.log = log
         self.completed = 0
         self.admitted = 0
+        self._sync = rt.sync_stream(gpu)  # the same command every step
+        self._now = rt.now()
+        self._finishing: dict[int, list[Request]] = {}  # decode step (of this batch) -> requests ending there
+        self.joins = 0  # requests prefilled into a slot of the running batch so far
+        self.fresh = 0  # requests with a first token since the latest decode step
 
     def _step(self, name: str, duration_us: float) -> PolicyGen:
         """One synchronous GPU step: launch, wait for it; returns the time the host sees it done."""
-        rt = self.rt
-        yield rt.launch(self.gpu, name, duration_us, 1.0, KernelKind.COMPUTE)
-        yield rt.sync_stream(self.gpu)
-        return (yield rt.now())
+        yield self.rt.launch(self.gpu, name, duration_us, 1.0, KernelKind.COMPUTE)
+        yield self._sync
+        return (yield self._now)
 
     def _token(self, req: Request, now: float) -> PolicyGen:
         if req.tokens == 0:
             req.first_token_us = now
         else:
-            self.log.itl_us.append(now - req.last_token_us)
+            self.log.add_itl(now - req.last_token_us)
         req.last_token_us = now
         req.tokens += 1
         if req.tokens == req.output_tokens:
-            self.completed += 1
-            if req.done_queue is not None:
-                yield self.rt.put(req.done_queue, req.index)
+            yield from self._finished(req)
+
+    def _finished(self, req: Request) -> PolicyGen:
+        self.completed += 1
+        if req.done_queue is not None:
+            yield self.rt.put(req.done_queue, req.index)
+
+    def _first_token(self, req: Request, now: float, step: int) -> PolicyGen:
+        """A batched request's first token (from its prefill); from here on it decodes lazily (see Request)."""
+        yield from self._token(req, now)
+        if req.tokens < req.output_tokens:
+            req.base_step = step
+            req.fresh = True
+            self.fresh += 1
+            self._finishing.setdefault(step + req.output_tokens - req.tokens, []).append(req)
 
     def _admit(self, req: Request, now: float, admission: str, batch: int) -> None:
         """Record that serving ``req`` begins (a formed batch is admitted in the order its requests were taken)."""
@@ -240,13 +283,22 @@ class GenerateLoop:
             slots.append(req)
         log.max_slots_in_use = max(log.max_slots_in_use, len(slots))
         t = yield from self._step("prefill", cost.prefill_us(tuple(r.prompt_tokens for r in first)))
+        self._finishing.clear()
+        step = 0  # decode steps of this batch so far
+        self.fresh = 0
         for req in first:
-            yield from self._token(req, t)
+            yield from self._first_token(req, t, 0)
+        last_t = t  # time of the latest decode step
+        gpu, launch, sync, now_cmd = self.gpu, rt.launch, self._sync, self._now
+        finishing = self._finishing
+        active = [s for s in slots if s.tokens < s.output_tokens]
+        context = -1  # sum of prompt + tokens over the active slots; -1: to recount
+        joins = self.joins = 0
 
-        while pending or any(not s.done for s in slots):
+        while pending or active:
             # (a) staggered: one pending prompt joins per step
             if pending and len(slots) < opt.max_batch:
-                yield from self._join(pending.popleft(), slots, len(slots))
+                yield from self._join(pending.popleft(), slots, len(slots), step)
             # (b) mid-batch joins from the channel into free slots
             if opt.mid_batch_joins:
                 while len(slots) < opt.max_batch:
@@ -254,7 +306,7 @@ class GenerateLoop:
                     if req is None:
                         break
                     self._admit(req, (yield rt.now()), "mid_batch_join", batch_id)
-                    yield from self._join(req, slots, len(slots))
+                    yield from self._join(req, slots, len(slots), step)
             # (c) slot recycling: finished slots, in order, to pending or queued requests
             # (pending staggered requests take finished slots even with recycling off: they
             # belong to this batch, and mid-batch joins may have filled every new slot)
@@ -271,23 +323,52 @@ class GenerateLoop:
                         self._admit(req, (yield rt.now()), "recycle", batch_id)
                     else:
                         break
-                    yield from self._join(req, slots, i)
+                    yield from self._join(req, slots, i, step)
             # (d) one decode step over the occupied slots
-            active = [s for s in slots if not s.done]
+            if self.joins != joins:
+                joins = self.joins
+                active = [s for s in slots if s.tokens < s.output_tokens]
+                context = -1
             if not active:
                 if pending:  # unreachable: a pending request always finds a new or finished slot above
                     raise RuntimeError("generate loop: pending staggered requests but no slot to join")
                 continue
-            context = sum(s.prompt_tokens + s.tokens for s in active)
-            t = yield from self._step("decode", cost.decode_us(len(slots), context))
+            if context < 0:
+                context = sum(s.prompt_tokens + s.tokens + (step - s.base_step) for s in active)
+            yield launch(gpu, "decode", cost.decode_us(len(slots), context), 1.0, KernelKind.COMPUTE)
+            yield sync
+            t = yield now_cmd
+            step += 1
+            n = len(active)
             log.step_slots.append(len(slots))
-            log.step_active.append(len(active))
-            for req in active:
-                yield from self._token(req, t)
+            log.step_active.append(n)
+            # every active slot gets one token: gaps from the previous decode step, or from a fresh first token
+            gap = t - last_t
+            if self.fresh:
+                self.fresh = 0
+                for s in active:
+                    if s.fresh:
+                        log.add_itl(t - s.last_token_us)
+                        s.fresh = False
+                    else:
+                        log.add_itl(gap)
+            else:
+                log.add_itl(gap, n)
+            last_t = t
+            context += n
+            ended = finishing.pop(step, None)
+            if ended is not None:
+                ended.sort(key=_slot)
+                for req in ended:
+                    req.tokens = req.output_tokens
+                    req.last_token_us = t
+                    yield from self._finished(req)
+                active = [s for s in slots if s.tokens < s.output_tokens]
+                context = -1
         yield from self._cleanup()
 
-    def _join(self, req: Request, slots: list[Request], slot: int) -> PolicyGen:
-        """Prefill one prompt into ``slot`` (a new one at the end, or a finished one)."""
+    def _join(self, req: Request, slots: list[Request], slot: int, step: int) -> PolicyGen:
+        """Prefill one prompt into ``slot`` (a new one at the end, or a finished one), after ``step`` decode steps."""
         req.slot = slot
         req.prefill_us = yield self.rt.now()
         if slot == len(slots):
@@ -297,11 +378,16 @@ class GenerateLoop:
         self.log.max_slots_in_use = max(self.log.max_slots_in_use, len(slots))
         name = "recycle" if req.admission == "recycle" else "join"
         t = yield from self._step(name, self.cost.join_us(req.prompt_tokens))
-        yield from self._token(req, t)
+        self.joins += 1
+        yield from self._first_token(req, t, step)
 
     def _cleanup(self) -> PolicyGen:
         if self.cost.batch.cleanup_us > 0:
             yield self.rt.host_work(self.cost.batch.cleanup_us, "batch_cleanup")
+
+
+def _slot(req: Request) -> int:
+    return req.slot
 
 
 # ----------------------------------------------------------------------------- the scheduler
