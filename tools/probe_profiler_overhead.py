@@ -65,6 +65,8 @@ for fn, n, name in ((eager, 2000, "eager op"), (graphs, 50, "graph replay+sync")
             experimental_config=torch._C._profiler._ExperimentalConfig(enable_cuda_sync_events=True),
         ):
             ps.append(timed(fn) / n)
+    mu, mp, mps = statistics.median(u), statistics.median(p), statistics.median(ps)
     print(
-        f"{name}: unprofiled {statistics.median(u):.2f} us  profiled {statistics.median(p):.2f} us  +sync events {statistics.median(ps):.2f} us  overhead {statistics.median(p) - statistics.median(u):.2f} us  (u {[round(v, 1) for v in u]}, p {[round(v, 1) for v in p]})"
+        f"{name}: unprofiled {mu:.2f} us  profiled {mp:.2f} us  +sync events {mps:.2f} us  overhead {mp - mu:.2f} us  "
+        f"(u {[round(v, 1) for v in u]}, p {[round(v, 1) for v in p]})"
     )
