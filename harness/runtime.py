@@ -398,7 +398,8 @@ class Runtime:
             raise ValueError(f"kernel {name!r}: duration_us must be >= 0, got {duration_us}")
         if not 0.0 < compute_share <= 1.0:
             raise ValueError(f"kernel {name!r}: compute_share must be in (0, 1], got {compute_share}")
-        return Launch(stream, name, float(duration_us), float(compute_share), KernelKind(kind), _host_cost(host_us))
+        kind = kind if kind.__class__ is KernelKind else KernelKind(kind)  # the enum call only when coercing
+        return Launch(stream, name, float(duration_us), float(compute_share), kind, _host_cost(host_us))
 
     def launch_graph(
         self, stream: Stream, name: str, kernels: tuple[GraphKernel, ...], host_us: float | None = None

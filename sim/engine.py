@@ -91,6 +91,7 @@ from harness.runtime import (
 from sim.fluid import DONE_TOLERANCE, FluidServer, compute_rates, duplex_link_rates
 
 _KERNEL = OpKind.KERNEL.value
+_row = tuple.__new__  # OpRow(*fields) without its Python-level __new__: _row(OpRow, fields)
 
 
 class _Environment(simpy.Environment):
@@ -294,6 +295,9 @@ class SimBackend(Backend):
                     value = None
                     continue
                 self._release_held()
+            if type(cmd) is Launch and self.fast and self._launch_at_once(cmd, thread):
+                value = None
+                continue
             handler = immediate.get(type(cmd))
             if handler is not None:
                 value = handler(cmd, thread)
@@ -339,21 +343,20 @@ class SimBackend(Backend):
         start = env._now
         stream.issued += 1
         stream.completed += 1
-        self.ops.append(
-            OpRow(
-                op.id,
-                stream.device.index,
-                stream.handle.name,
-                _KERNEL,
-                op.name,
-                0,
-                "",
-                op.thread,
-                op.issue_us,
-                start,
-                end,
-            )
+        row = (
+            op.id,
+            stream.device.index,
+            stream.handle.name,
+            _KERNEL,
+            op.name,
+            0,
+            "",
+            op.thread,
+            op.issue_us,
+            start,
+            end,
         )
+        self.ops.append(_row(OpRow, row))
         env._now = woken
         self._host_op(OpKind.HOST_SYNC, f"sync:{cmd.stream.name}", thread, start)
         return True
@@ -381,12 +384,24 @@ class SimBackend(Backend):
         return child
 
     # ------------------------------------------------------------------ host-timed commands
-    def _launch(self, cmd: Launch, thread: Thread):
-        env = self.env
-        issue = env._now
+    def _launch_at_once(self, cmd: Launch, thread: Thread) -> bool:
+        """``_launch`` without a generator, when its host cost needs no SimPy timeout; False: nothing done."""
+        issue = self.env._now
         cost = self._host.launch_us if cmd.host_us is None else cmd.host_us
         if cost > 0.0 and not self._skip_to(issue + cost):
-            yield env.timeout(cost)
+            return False
+        self._issue_kernel(cmd, thread, issue)
+        return True
+
+    def _launch(self, cmd: Launch, thread: Thread):
+        issue = self.env._now
+        cost = self._host.launch_us if cmd.host_us is None else cmd.host_us
+        if cost > 0.0 and not self._skip_to(issue + cost):
+            yield self.env.timeout(cost)
+        self._issue_kernel(cmd, thread, issue)
+
+    def _issue_kernel(self, cmd: Launch, thread: Thread, issue: float) -> None:
+        env = self.env
         op = _Op(
             self._new_id(), OpKind.KERNEL, cmd.name, thread.name, issue, work=cmd.duration_us, share=cmd.compute_share
         )
@@ -608,18 +623,18 @@ class SimBackend(Backend):
                 waiters.popleft()[1].succeed()
 
     def _host_op(self, kind: OpKind, name: str, thread: Thread, start: float) -> None:
-        self.ops.append(
-            OpRow(
-                self._new_id(),
-                HOST_DEVICE,
-                thread.name,
-                kind.value,
-                name,
-                0,
-                "",
-                thread.name,
-                start,
-                start,
-                self.env.now,
-            )
+        self._next_id += 1
+        row = (
+            self._next_id,
+            HOST_DEVICE,
+            thread.name,
+            kind._value_,
+            name,
+            0,
+            "",
+            thread.name,
+            start,
+            start,
+            self.env._now,
         )
+        self.ops.append(_row(OpRow, row))

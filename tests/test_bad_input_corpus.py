@@ -267,6 +267,13 @@ CASES: list[Case] = [
         "field 'host.launch_us'",
         files={"gpu.toml": PROFILE.replace("launch_us = ", "launch_us = nan #", 1)},
     ),
+    sim_case(
+        "profile inf latency",
+        spec(LAYERS, ('"h100-sxm-pcie5"', '"gpu.toml"')),
+        "gpu.toml",
+        "latency_us",
+        files={"gpu.toml": PROFILE.replace("latency_us = ", "latency_us = inf #", 1)},
+    ),
     # ------------------------------------------------------------------ workload and policies
     sim_case("workload kind unknown", spec(LAYERS, ('"layer_streaming"', '"sorting"')), "field 'workload.kind'"),
     sim_case("workload kind missing", spec(LAYERS, ('kind = "layer_streaming"\n', "")), "field 'workload.kind'"),
@@ -586,6 +593,18 @@ CASES: list[Case] = [
         ["trace", "import", "{d}/p.json", "--out", "{d}/t.parquet"],
         {},
         ("p.json",),
+    ),
+    Case(
+        "profiler trace import under a file",
+        ["trace", "import", "{d}/p.json", "--out", "{d}/file/t.parquet"],
+        {"p.json": '{"traceEvents": []}', "file": "x"},
+        ("file", "is a file"),
+    ),
+    Case(
+        "perfetto export over an existing file",
+        ["export", "perfetto", "{d}/res", "--out", "{d}/old.json"],
+        {"old.json": "{}"},
+        ("old.json", "already exists"),
     ),
     Case(
         "profiler trace not JSON",

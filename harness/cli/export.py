@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from harness.cli.common import console, fail
+from harness.cli.common import INTERRUPTED, check_out, console, fail
 from harness.errors import InputError
 
 export_app = typer.Typer(help="Write a run of a results folder in another tool's format.", no_args_is_help=True)
@@ -26,8 +26,7 @@ def export_perfetto_command(
     from harness.perfetto_export import export_perfetto
     from harness.results import ResultsError, read_results
 
-    if out.exists():
-        fail(f"{out}: already exists; exports are never overwritten")
+    check_out(out, "export")
     try:
         res = read_results(results)
     except ResultsError as err:
@@ -46,6 +45,10 @@ def export_perfetto_command(
         export_perfetto(ops, out, title=run_id)
     except (InputError, ValueError) as err:
         fail(str(err))
+    except OSError as err:
+        fail(f"{out}: cannot write the export: {err.strerror or err}")
+    except KeyboardInterrupt:
+        fail(f"interrupted (Ctrl-C) while exporting {run_id}: nothing was written", INTERRUPTED)
     console.print(f"wrote [bold]{out}[/]: {len(ops)} ops of {run_id}", highlight=False)
 
 

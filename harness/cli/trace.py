@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from harness.cli.common import console, fail
+from harness.cli.common import INTERRUPTED, check_out, console, fail
 from harness.errors import InputError
 
 trace_app = typer.Typer(help="Inspect and make op traces (Parquet).", no_args_is_help=True)
@@ -42,12 +42,15 @@ def trace_import(
     """Import a torch.profiler trace: GPU ops, every CUDA runtime call of each host thread, their links and steps."""
     from harness.profiler_import import import_to_parquet
 
-    if out.exists():
-        fail(f"{out}: already exists; traces are never overwritten")
+    check_out(out, "trace")
     try:
         imported = import_to_parquet(profile, out, device)
     except InputError as err:
         fail(str(err))
+    except OSError as err:
+        fail(f"{out}: cannot write the trace: {err.strerror or err}")
+    except KeyboardInterrupt:
+        fail(f"interrupted (Ctrl-C) while importing {profile}: nothing was written", INTERRUPTED)
     ops = imported.ops
     calls = ops["kind"].str.startswith("call_")
     console.print(
