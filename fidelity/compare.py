@@ -95,15 +95,23 @@ def _check_same_spec(runs: pd.DataFrame) -> None:
             )
 
 
+MEASURED_BACKENDS = ("replay", "recording")  # what a simulation is compared with, in this order of preference
+
+
 def fidelity_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
-    """Join sim and replay runs of the same spec and policy; one row per (spec, policy, metric)."""
+    """Join sim runs with measured runs of the same spec and policy; one row per (spec, policy, metric).
+
+    The measured side is the replay, or, among results without a replay, a recording
+    (``harness trace as-run``: what the profiler recorded of the real program).
+    """
     backends = set(runs["backend"])
-    for needed in ("sim", "replay"):
+    measured = next((b for b in MEASURED_BACKENDS if b in backends), "replay")
+    for needed in ("sim", measured):
         if needed not in backends:
             raise InputError(
                 ", ".join(sorted(set(runs["folder"]))),
                 "",
-                f"no {needed} runs among these results; compare needs both sim and replay runs of a spec",
+                f"no {needed} runs among these results; compare needs sim and replay (or recording) runs of a spec",
             )
     _check_same_spec(runs)
     ok = runs[runs["status"] == "ok"]
@@ -111,14 +119,14 @@ def fidelity_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     keys = ["spec_name", "policy_label", "metric", "unit"]
     agg = m.groupby(keys + ["backend"], sort=False)["value"].agg(["median", "min", "max", "count"]).reset_index()
     sim = agg[agg["backend"] == "sim"].drop(columns="backend")
-    rep = agg[agg["backend"] == "replay"].drop(columns="backend")
+    rep = agg[agg["backend"] == measured].drop(columns="backend")
     joined = sim.merge(rep, on=keys, suffixes=("_sim", "_replay"))
     if joined.empty:
         pairs_sim = sorted(
             set(zip(ok.loc[ok["backend"] == "sim", "spec_name"], ok.loc[ok["backend"] == "sim", "policy_label"]))
         )
         pairs_rep = sorted(
-            set(zip(ok.loc[ok["backend"] == "replay", "spec_name"], ok.loc[ok["backend"] == "replay", "policy_label"]))
+            set(zip(ok.loc[ok["backend"] == measured, "spec_name"], ok.loc[ok["backend"] == measured, "policy_label"]))
         )
         raise InputError(
             ", ".join(sorted(set(runs["folder"]))),
@@ -146,7 +154,7 @@ def fidelity_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     out["rank_measured"] = group["measured"].rank(method="min").fillna(0).astype("int64")
     names = ok.groupby(["spec_name", "backend"])
     profile = names["profile"].first().xs("sim", level="backend")
-    device = names["device_name"].first().xs("replay", level="backend")
+    device = names["device_name"].first().xs(measured, level="backend")
     out["profile"] = out["spec_name"].map(profile).fillna("")
     out["device_name"] = out["spec_name"].map(device).fillna("")
     out["workload"] = out["spec_name"].map(ok.groupby("spec_name")["workload"].first()).fillna("")

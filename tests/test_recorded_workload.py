@@ -283,3 +283,25 @@ def test_a_what_if_that_does_not_apply_is_refused_before_running(tmp_path, polic
     assert result.exit_code == 2, message
     assert "s.toml" in message and policy in message and looked_for in message
     assert not (tmp_path / "out").exists()
+
+
+def test_a_recording_as_a_run_is_on_the_simulations_clock_and_compares_with_it(tmp_path):
+    spec = SPECS_DIR / "recorded_layers_prefetch.toml"
+    result = runner.invoke(app, ["trace", "as-run", str(spec), "--out", str(tmp_path / "rec")])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(app, ["sim", str(spec), "--out", str(tmp_path / "sim")]).exit_code == 0
+    rec = pd.read_parquet(tmp_path / "rec" / "metrics.parquet").query("item == -1").set_index("metric")["value"]
+    assert rec["makespan_us"] == pytest.approx(rec["recorded_makespan_us"])  # the same program start
+    runs = pd.read_parquet(tmp_path / "rec" / "runs.parquet")
+    assert runs["backend"].tolist() == ["recording"] and runs["device_name"].tolist() == ["NVIDIA H200"]
+    ops = pd.read_parquet(tmp_path / "rec" / "ops.parquet")
+    assert {"s7", "s13"} <= set(ops["stream"])  # the same lane names as the simulation's
+    out = tmp_path / "fidelity.parquet"
+    result = runner.invoke(app, ["compare", str(tmp_path / "rec"), str(tmp_path / "sim"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out).set_index(["policy_label", "metric"])
+    assert table.loc[("as_recorded", "makespan_us"), "rel_error"] == pytest.approx(-0.0104, abs=0.002)
+    again = runner.invoke(
+        app, ["trace", "as-run", str(SPECS_DIR / "layer_streaming_demo.toml"), "--out", str(tmp_path / "x")]
+    )
+    assert again.exit_code == 2 and "recorded spec" in again.output

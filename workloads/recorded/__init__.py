@@ -9,6 +9,7 @@ on the GPU. See :mod:`.program` for what each recorded call becomes, and
 
 from harness.workload import Fidelity, PolicyDef, Workload
 from workloads.recorded import policies
+from workloads.recorded.commands import commands
 from workloads.recorded.inputs import RecordedParams, prepare
 from workloads.recorded.metrics import metrics
 
@@ -65,5 +66,6 @@ WORKLOAD = Workload(
         "inferred_waits",
     ),
     devices=lambda params: 1,
+    commands=commands,
     fidelity=Fidelity(shown_metrics=("makespan_us", "recorded_makespan_us", "gpu_busy_frac", "group_time_us")),
 )

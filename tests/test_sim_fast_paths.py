@@ -1,0 +1,202 @@
+"""The simulator's fast paths against its full SimPy model: identical op timelines, metrics and tables.
+
+``SimBackend(..., fast=False)`` runs every op through the SimPy model (the reference);
+the default takes the fast paths of ``sim.engine`` (clock moves without the event queue,
+a kernel launched on an idle stream fused with the next sync). Each test runs the same
+thing both ways and asserts the results are equal to the last bit: random runtime
+programs that contend on purpose, random workloads of every workload kind (a bundled
+spec of that kind, resized and reseeded), and the recorded workload's ``as_recorded``
+over every committed recording in ``traces/recorded/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.backend import ops_frame
+from harness.paths import SPECS_DIR
+from harness.profile import load_profile
+from harness.runner import run_spec
+from harness.runtime import Direction, HostMemory
+from harness.spec import LoadedSpec, load_spec
+from sim import SimBackend
+
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _results(loaded: LoadedSpec, fast: bool) -> dict:
+    devices = loaded.workload.devices(loaded.workload_params)
+
+    def make(spec: LoadedSpec, repetition: int) -> SimBackend:
+        return SimBackend(spec.profile, devices, spec.device_memory_bytes, seed=spec.spec.seed + repetition, fast=fast)
+
+    results = run_spec(loaded, make)
+    tables = {name: table for name, table in results.tables.items() if name != "runs"}
+    runs = results.runs[["run_id", "status", "error", "n_ops"]]
+    return {"runs": runs.to_dict("records"), **{name: t.to_pandas() for name, t in tables.items()}}
+
+
+def assert_same_both_ways(loaded: LoadedSpec) -> None:
+    fast, reference = _results(loaded, True), _results(loaded, False)
+    assert fast["runs"] == reference["runs"]
+    assert all(run["status"] == "ok" for run in fast["runs"]), fast["runs"]
+    assert fast.keys() == reference.keys()
+    for name in fast:
+        if name != "runs":
+            assert fast[name].equals(reference[name]), f"table {name!r} differs between fast paths and the full model"
+
+
+def _reseeded(loaded: LoadedSpec, seed: int) -> LoadedSpec:
+    return dataclasses.replace(loaded, spec=loaded.spec.model_copy(update={"seed": seed}))
+
+
+# one bundled spec per workload kind, with the [workload] field that sizes it
+KINDS = {
+    "layer_streaming": (["bench_layer_streaming", "layer_streaming_budget"], "segments", 1, 30),
+    "continuous_batching": (
+        ["batching_c1_window", "batching_c4_prefill", "batching_c4_singleton", "batching_azure_conv"],
+        "requests",
+        1,
+        40,
+    ),
+    "kv_backup": (["kv_backup_single_gpu", "kv_backup_h20", "kv_backup_per_layer"], "steps", 2, 16),
+    "offload_coordinator": (["offload_mozilla"], None, 0, 0),
+    "pipeline_forwarding": (["pipeline_two_hosts", "pipeline_2gpu_fidelity"], "tokens", 2, 10),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@SETTINGS
+@given(data=st.data(), seed=st.integers(0, 10_000))
+def test_every_workload_kind_same_with_and_without_fast_paths(kind: str, data, seed: int) -> None:
+    specs, field, lo, hi = KINDS[kind]
+    name = data.draw(st.sampled_from(specs), label="spec")
+    overrides = {field: data.draw(st.integers(lo, hi), label=field)} if field else {}
+    loaded = load_spec(SPECS_DIR / f"{name}.toml", overrides)
+    assert loaded.workload.name == kind
+    assert_same_both_ways(_reseeded(loaded, seed))
+
+
+@pytest.mark.parametrize("spec", sorted(p.name for p in SPECS_DIR.glob("recorded_*.toml")))
+def test_as_recorded_on_every_committed_recording(spec: str) -> None:
+    loaded = load_spec(SPECS_DIR / spec)
+    assert loaded.workload.name == "recorded"
+    assert_same_both_ways(loaded)
+
+
+def test_every_committed_recording_has_a_spec() -> None:
+    recordings = {p.name for p in (SPECS_DIR.parent / "recorded").glob("*.parquet") if p.stem != "whatif_fidelity"}
+    named = {
+        Path(line.split("=", 1)[1].strip().strip('"')).name
+        for spec in SPECS_DIR.glob("recorded_*.toml")
+        for line in spec.read_text().splitlines()
+        if line.startswith("trace")
+    }
+    assert recordings <= named
+
+
+# ----------------------------------------------------------------------------- random runtime programs
+
+STEP = st.one_of(
+    st.tuples(
+        st.just("launch"), st.integers(0, 2), st.sampled_from([0.0, 1e-7, 5.0, 40.0, 333.3]), st.floats(0.1, 1.0)
+    ),
+    st.tuples(
+        st.just("copy"),
+        st.integers(0, 2),
+        st.sampled_from([0, 4096, 1 << 20, 3 << 22]),
+        st.sampled_from(["h2d", "d2h", "d2d"]),
+        st.booleans(),
+    ),
+    st.tuples(st.just("record_wait"), st.integers(0, 2), st.integers(0, 2)),
+    st.tuples(st.just("sync"), st.integers(0, 2)),
+    st.tuples(st.just("host"), st.sampled_from([0.0, 2.5, 50.0, 400.0])),
+    st.tuples(
+        st.just("put"),
+    ),
+)
+PROGRAM = st.lists(st.lists(STEP, max_size=25), min_size=1, max_size=3)
+
+
+def _program_main(rt, threads, streams_per_device, devices):
+    def worker(rt, steps, streams, queue, index):
+        for step in steps:
+            what = step[0]
+            if what == "launch":
+                yield rt.launch(streams[step[1] % len(streams)], "k", step[2], step[3])
+                if index % 2 == 0:  # the batching server's pattern: launch, then sync the same stream
+                    yield rt.sync_stream(streams[step[1] % len(streams)])
+            elif what == "copy":
+                memory = HostMemory.PAGEABLE if step[4] else HostMemory.PINNED
+                yield rt.copy(streams[step[1] % len(streams)], step[2], Direction(step[3]), memory, "c")
+            elif what == "record_wait":
+                event = yield rt.record(streams[step[1] % len(streams)])
+                yield rt.wait_event(streams[step[2] % len(streams)], event)
+            elif what == "sync":
+                yield rt.sync_stream(streams[step[1] % len(streams)])
+            elif what == "host":
+                yield rt.host_work(step[1], "h")
+            else:
+                yield rt.put(queue, index)
+                yield rt.get(queue)
+        for stream in streams:
+            yield rt.sync_stream(stream)
+
+    streams = []
+    for d in range(devices):
+        for s in range(streams_per_device):
+            streams.append((yield rt.create_stream(d, f"s{d}.{s}")))
+    queue = yield rt.make_queue(2, "q")
+    spawned = []
+    for i, steps in enumerate(threads[1:], start=1):
+        spawned.append((yield rt.spawn(worker, steps, streams, queue, i, name=f"t{i}")))
+    yield from worker(rt, threads[0], streams, queue, 0)
+    for thread in spawned:
+        yield rt.join(thread)
+    return None
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    threads=PROGRAM,
+    streams_per_device=st.integers(1, 3),
+    devices=st.integers(1, 2),
+    profile=st.sampled_from(["h100-sxm-pcie5", "h200-measured"]),
+)
+def test_random_programs_same_with_and_without_fast_paths(threads, streams_per_device, devices, profile) -> None:
+    prof = load_profile(profile)
+    frames = []
+    for fast in (True, False):
+        backend = SimBackend(prof, devices, None, 0, fast=fast)
+        outcome = backend.run(_program_main, threads, streams_per_device, devices)
+        frames.append((ops_frame(outcome.ops), outcome.main_end_us))
+    assert frames[0][0].equals(frames[1][0])
+    assert frames[0][1] == frames[1][1]
+
+
+def test_fast_paths_take_the_batching_steps() -> None:
+    """The batching server's launch + sync steps run without SimPy events (the point of the fast path)."""
+    loaded = load_spec(SPECS_DIR / "batching_c1_window.toml", {"requests": 20})
+    inputs = loaded.workload.prepare(loaded.prepare_context())
+    counts = []
+    for fast in (True, False):
+        backend = SimBackend(loaded.profile, 1, None, 0, fast=fast)
+        env = backend.env
+        steps = 0
+        step = env.step
+
+        def counting_step(step=step) -> None:
+            nonlocal steps
+            steps += 1
+            step()
+
+        env.step = counting_step
+        run = loaded.policies[0]
+        backend.run(run.policy.main, inputs, run.params)
+        counts.append(steps)
+    assert counts[0] * 5 < counts[1]
