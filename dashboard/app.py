@@ -24,6 +24,7 @@ page = st.navigation(
         st.Page(HERE / "views" / "runs.py", title="Runs", icon=":material/table:", default=True),
         st.Page(HERE / "views" / "compare.py", title="Compare policies", icon=":material/bar_chart:"),
         st.Page(HERE / "views" / "timeline.py", title="Timeline", icon=":material/timeline:"),
+        st.Page(HERE / "views" / "requests.py", title="Requests", icon=":material/list:"),
         st.Page(HERE / "views" / "fidelity.py", title="Fidelity", icon=":material/target:"),
         st.Page(HERE / "views" / "sweep.py", title="Sweep", icon=":material/show_chart:"),
     ]

@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 
 from dashboard.catalog import Catalog
-from fidelity.compare import FIDELITY_COLUMNS, fidelity_table
+from fidelity.compare import FIDELITY_COLUMNS, MEASURED_BACKENDS, fidelity_table
 from harness.errors import InputError
 
 SIM, MEASURED = "simulated", "measured"
 STORED_TABLE = "fidelity"  # harness.table of the file `harness compare` writes
 _SEP = " @ "
+DERIVED_COLUMNS = [*FIDELITY_COLUMNS, "measured_by"]  # measured_by: "replay" or "recording"
 
 
 @dataclass(frozen=True)
@@ -34,36 +35,64 @@ class Derived:
 
 
 def derive_fidelity(catalog: Catalog) -> Derived:
-    """The fidelity table of every loaded run (run ids made unique per folder before the join)."""
+    """The fidelity table of every loaded run (run ids made unique per folder before the join).
+
+    The measured side of a spec is its replay or, where the spec has no replay, its recording
+    (``harness trace as-run``), as ``harness compare`` chooses it; ``measured_by`` says which.
+    """
     runs = catalog.runs
-    if runs.empty or not {"sim", "replay"} <= set(runs["backend"]):
+    if runs.empty or "sim" not in set(runs["backend"]) or not set(MEASURED_BACKENDS) & set(runs["backend"]):
         return Derived(
-            pd.DataFrame(columns=FIDELITY_COLUMNS),
-            "no metric has both a simulated and a measured value: load `sim` and `replay` results of the same spec",
+            pd.DataFrame(columns=DERIVED_COLUMNS),
+            "no metric has both a simulated and a measured value: load `sim` and `replay` (or `recording`) "
+            "results of the same spec",
         )
     runs = runs.assign(run_id=runs["run_id"] + _SEP + runs["folder"])
     metrics = catalog.metrics[catalog.metrics["item"] == -1]
     metrics = metrics.assign(run_id=metrics["run_id"] + _SEP + metrics["folder"])
     sims = runs[runs["backend"] == "sim"]
     tables, problems = [], []
-    replays = runs[runs["backend"] == "replay"].fillna({"device_name": ""})
-    for (spec, _device), replay in replays.groupby(["spec_name", "device_name"], sort=True):
-        mine = sims[sims["spec_name"] == spec]
-        same_file = mine[mine["spec_sha256"].isin(replay["spec_sha256"])]
-        mine = same_file if len(same_file) else mine
-        for _profile, sim in mine.groupby("profile", sort=True):
-            try:
-                tables.append(fidelity_table(pd.concat([sim, replay], ignore_index=True), metrics))
-            except InputError as err:
-                problems.append(str(err))
+    measured = runs[runs["backend"].isin(MEASURED_BACKENDS)].fillna({"device_name": ""})
+    for spec, of_spec in measured.groupby("spec_name", sort=True):
+        backend = next(b for b in MEASURED_BACKENDS if b in set(of_spec["backend"]))  # a replay before a recording
+        for _device, real in of_spec[of_spec["backend"] == backend].groupby("device_name", sort=True):
+            mine = sims[sims["spec_name"] == spec]
+            same_file = mine[mine["spec_sha256"].isin(real["spec_sha256"])]
+            mine = same_file if len(same_file) else mine
+            for _profile, sim in mine.groupby("profile", sort=True):
+                try:
+                    table = fidelity_table(pd.concat([sim, real], ignore_index=True), metrics)
+                except InputError as err:
+                    problems.append(str(err))
+                    continue
+                tables.append(table.assign(measured_by=backend))
     if not tables:
-        return Derived(pd.DataFrame(columns=FIDELITY_COLUMNS), "; ".join(problems) or "no spec has sim and replay runs")
+        return Derived(
+            pd.DataFrame(columns=DERIVED_COLUMNS),
+            "; ".join(problems) or "no spec has sim and replay (or recording) runs",
+        )
     return Derived(pd.concat(tables, ignore_index=True), "; ".join(problems))
 
 
 def machines(pairs: pd.DataFrame) -> list[str]:
-    """The GPUs the pairs' replays ran on, each a set of pairs of its own."""
-    return sorted(pairs["device_name"].fillna("").unique()) if "device_name" in pairs.columns else []
+    """What measured the pairs, each a set of pairs of its own: the GPU a replay ran on (``NVIDIA H200``), or
+    a recording on a GPU (``recording · NVIDIA H200``)."""
+    return sorted(measurement_labels(pairs).unique()) if "device_name" in pairs.columns else []
+
+
+def measurement_labels(pairs: pd.DataFrame) -> pd.Series:
+    """Per pair, what measured it: the replay's GPU, or ``recording · <GPU>`` for a recording as the measured side."""
+    device = pairs["device_name"].fillna("") if "device_name" in pairs.columns else pd.Series("", pairs.index)
+    if "measured_by" not in pairs.columns:
+        return device
+    recorded = pairs["measured_by"].fillna("replay") == "recording"
+    return device.where(~recorded, "recording · " + device)
+
+
+def measured_side(pairs: pd.DataFrame) -> str:
+    """``replay``, ``recording`` or ``replay or recording``: what the pairs' measured values come from."""
+    sides = set(pairs["measured_by"].fillna("replay")) if "measured_by" in pairs.columns else set()
+    return " or ".join(s for s in MEASURED_BACKENDS if s in sides) or "replay"
 
 
 def fidelity_headline(pairs: pd.DataFrame, metric: str = "makespan_us") -> str:
@@ -136,11 +165,14 @@ def stored_fidelity(catalog: Catalog) -> pd.DataFrame | None:
 def fidelity_badge(pairs: pd.DataFrame, spec: str, metric: str) -> str:
     """For a spec that was also replayed: how close the simulator came on ``metric``, per GPU; "" when not replayed."""
     mine = pairs[(pairs["spec_name"] == spec) & (pairs["metric"] == metric)] if len(pairs) else pairs
-    parts = []
-    for device, rows in mine.groupby(mine["device_name"].fillna(""), sort=True):
+    by = mine["measured_by"].fillna("replay") if "measured_by" in mine.columns else pd.Series("replay", mine.index)
+    parts, sides = [], []
+    for (side, device), rows in mine.groupby([by, mine["device_name"].fillna("")], sort=True):
         err = rows["rel_error"].abs().dropna()
         if len(err):
+            sides.append(side)
             parts.append(
-                f"{device or 'replay'}: within {err.median():.1%} median, {err.max():.1%} worst ({len(err)} policies)"
+                f"{device or side}: within {err.median():.1%} median, {err.max():.1%} worst ({len(err)} policies)"
             )
-    return f"Fidelity of `{metric}`, sim vs replay: " + "; ".join(parts) if parts else ""
+    against = " and ".join(dict.fromkeys(sides))
+    return f"Fidelity of `{metric}`, sim vs {against}: " + "; ".join(parts) if parts else ""

@@ -151,11 +151,16 @@ def _timeline_traces(view: TimelineView, unit_us: float, min_width_us: float, le
     return traces
 
 
-def timeline_figure(views: list[tuple[str, TimelineView]], highlight: pd.DataFrame | None = None) -> go.Figure:
+def timeline_figure(
+    views: list[tuple[str, TimelineView]],
+    highlight: pd.DataFrame | None = None,
+    marks: list[tuple[str, float]] | None = None,
+) -> go.Figure:
     """One timeline per run, stacked, on a shared time axis in the unit that fits the window.
 
     Merged bars are shaded by their busy fraction; ``highlight`` (ops with ``start_us``, ``end_us``, ``name``;
-    the first view's) are marked with a diamond above their start.
+    the first view's) are marked with a diamond above their start; ``marks`` (label, time in µs), such as a
+    request's arrival and last token, are dashed vertical lines across every run.
     """
     heights = [max(2, len(lanes(v.bars))) for _, v in views]
     fig = make_subplots(
@@ -175,23 +180,17 @@ def timeline_figure(views: list[tuple[str, TimelineView]], highlight: pd.DataFra
         for trace in _timeline_traces(view, scale, min_width, legend):
             fig.add_trace(trace, row=row, col=1)
         fig.update_yaxes(categoryorder="array", categoryarray=lanes(view.bars)[::-1], automargin=True, row=row, col=1)
-    if highlight is not None and not highlight.empty and views:
-        top = lanes(views[0][1].bars)[:1]
-        fig.add_trace(
-            go.Scatter(
-                x=highlight["start_us"] / scale,
-                y=top * len(highlight),
-                mode="markers",
-                marker=dict(symbol="diamond", size=10, color="black"),
-                name="search hits",
-                hovertext=[f"{n} at {format_duration(s)}" for n, s in zip(highlight["name"], highlight["start_us"])],
-                hovertemplate="%{hovertext}<extra>search</extra>",
-            ),
-            row=1,
-            col=1,
+    for i, (label, t) in enumerate(marks or []):
+        fig.add_vline(
+            x=t / scale,
+            line=dict(color="black", dash="dash", width=1),
+            annotation=dict(text=label, font_size=11),
+            annotation_position="top right" if i % 2 else "top left",  # neighbours' labels on either side
         )
     fig.update_xaxes(title=f"time ({unit})", row=len(views), col=1)
     fig.update_xaxes(range=[start / scale, end / scale])
+    if highlight is not None and views:
+        add_highlight(fig, views, highlight)
     fig.update_layout(
         barmode="overlay",
         height=140 + 42 * sum(heights),
@@ -205,7 +204,33 @@ def timeline_figure(views: list[tuple[str, TimelineView]], highlight: pd.DataFra
     return fig
 
 
-def fidelity_scatter(pairs: pd.DataFrame, band_frac: float, log_axes: bool = True) -> go.Figure:
+def add_highlight(fig: go.Figure, views: list[tuple[str, TimelineView]], highlight: pd.DataFrame) -> go.Figure:
+    """Mark ``highlight`` (ops with ``start_us``, ``name``: search hits) with diamonds above the first run's lanes
+    of a :func:`timeline_figure` of ``views``."""
+    if highlight.empty or not views:
+        return fig
+    start = min(v.start_us for _, v in views)
+    scale = time_unit(max(v.end_us for _, v in views) - start)[1]
+    top = lanes(views[0][1].bars)[:1]
+    fig.add_trace(
+        go.Scatter(
+            x=highlight["start_us"] / scale,
+            y=top * len(highlight),
+            mode="markers",
+            marker=dict(symbol="diamond", size=10, color="black"),
+            name="search hits",
+            hovertext=[f"{n} at {format_duration(s)}" for n, s in zip(highlight["name"], highlight["start_us"])],
+            hovertemplate="%{hovertext}<extra>search</extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    return fig
+
+
+def fidelity_scatter(
+    pairs: pd.DataFrame, band_frac: float, log_axes: bool = True, measured_by: str = "replay"
+) -> go.Figure:
     """Simulated (x) against measured (y) with the measured range as whiskers, the y = x line and a ±band."""
     frame = pairs.assign(
         err_plus=pairs["measured_max"] - pairs[MEASURED], err_minus=pairs[MEASURED] - pairs["measured_min"]
@@ -249,7 +274,7 @@ def fidelity_scatter(pairs: pd.DataFrame, band_frac: float, log_axes: bool = Tru
                 x=xs, y=xs, mode="lines", line=dict(color="black", dash="dash", width=1), name="y = x", hoverinfo="skip"
             )
         )
-    fig.update_layout(xaxis_title="simulated", yaxis_title="measured (replay)", height=560)
+    fig.update_layout(xaxis_title="simulated", yaxis_title=f"measured ({measured_by})", height=560)
     return fig
 
 

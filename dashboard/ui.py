@@ -14,8 +14,11 @@ import streamlit as st
 from dashboard.catalog import Catalog, FolderLoad, build_catalog, load_path, read_run_ops
 from dashboard.export import PLOTLY_CONFIG, csv_bytes, figure_html, file_stem
 from dashboard.fidelity import Derived, derive_fidelity
+from dashboard.figures import timeline_figure
 from dashboard.machines import machine_groups
+from dashboard.requests_view import request_labels, run_requests
 from dashboard.sources import dirs_from_env, expand, signature
+from dashboard.timeline import TimelineView, timeline_view
 
 FOLDERS_KEY = "results_folders"
 
@@ -42,6 +45,37 @@ def _run_ops(folder: str, key: tuple, run_id: str) -> pd.DataFrame:
 def run_ops(folder: str, run_id: str) -> pd.DataFrame:
     """One run's ops, read from its folder on first use (cached by the folder's file signature). Do not mutate."""
     return _run_ops(folder, signature(Path(folder)), run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _timeline(
+    runs: tuple[tuple[str, tuple, str, str], ...],
+    start_us: float,
+    end_us: float,
+    max_bars: int,
+    marks: tuple[tuple[str, float], ...],
+) -> tuple[list[tuple[str, TimelineView]], go.Figure]:
+    views = [
+        (title, timeline_view(_run_ops(folder, key, run_id), max_bars, start_us, end_us))
+        for folder, key, run_id, title in runs
+    ]
+    return views, timeline_figure(views, marks=list(marks))
+
+
+def timeline(
+    runs: list[tuple[str, str, str]],
+    start_us: float,
+    end_us: float,
+    max_bars: int,
+    marks: list[tuple[str, float]] | None = None,
+) -> tuple[list[tuple[str, TimelineView]], go.Figure]:
+    """Each run's bars in a window (``runs``: folder, run id, title) and their figure, stacked on one time axis.
+
+    Cached by the folders' signatures, the window and the bound: a window seen before (a shared link, the way
+    back) costs no re-aggregation of a million ops and no figure building. The figure is the caller's to change.
+    """
+    keyed = tuple((folder, signature(Path(folder)), run_id, title) for folder, run_id, title in runs)
+    return _timeline(keyed, float(start_us), float(end_us), int(max_bars), tuple(marks or ()))
 
 
 def from_query(param: str, key: str, options) -> None:
@@ -83,6 +117,19 @@ def _derived(keys: tuple[tuple[str, tuple], ...]) -> Derived:
 def fidelity_pairs() -> Derived:
     """The sim-vs-replay pairs of the loaded runs, computed once per set of folders."""
     return _derived(_keys())
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _requests(
+    keys: tuple[tuple[str, tuple], ...], folder: str, run_id: str, sort_by: str, ascending: bool
+) -> tuple[pd.DataFrame, dict[int, str]]:
+    table = run_requests(_catalog(keys), folder, run_id, sort_by, ascending)
+    return table, request_labels(table)
+
+
+def requests_table(folder: str, run_id: str, sort_by: str, ascending: bool) -> tuple[pd.DataFrame, dict[int, str]]:
+    """One run's requests, sorted, and a label per request (cached by the loaded folders' signatures)."""
+    return _requests(_keys(), folder, run_id, sort_by, ascending)
 
 
 def sidebar(cat: Catalog) -> None:

@@ -107,8 +107,12 @@ def to_table(name: str, frame: pd.DataFrame, schema: pa.Schema | None = None) ->
     if missing:
         raise ValueError(f"table {name!r} is missing columns {missing}")
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    meta = {b"harness.schema_version": RESULTS_SCHEMA_VERSION.encode(), b"harness.table": name.encode()}
-    return table.replace_schema_metadata(meta)
+    return table.replace_schema_metadata(table_metadata(name))
+
+
+def table_metadata(name: str) -> dict[bytes, bytes]:
+    """The Parquet metadata of results table ``name``."""
+    return {b"harness.schema_version": RESULTS_SCHEMA_VERSION.encode(), b"harness.table": name.encode()}
 
 
 class OutputPathError(Exception):

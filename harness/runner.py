@@ -6,6 +6,11 @@ spec, so every policy sees the same segments/requests. A run that raises is
 recorded with ``status = "failed"`` and its error, and the other runs go on.
 A workload with ``tables``/``extra_tables`` (see ``workloads.Workload``)
 adds tables of its own (e.g. ``requests``), with ``run_id`` in every row.
+
+:func:`run_spec` is the serial loop over three pieces that any process can call:
+:func:`prepare_spec` (size, inputs, policy checks), :func:`execute_run` (one run's
+rows of every table) and :func:`assemble` (the runs' rows, in the spec's order, as
+the results tables); ``harness.sweep`` runs the same pieces in parallel.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -23,8 +29,8 @@ from harness import __version__
 from harness.backend import Backend, ops_frame
 from harness.errors import SPEC_WORKLOAD, InputError
 from harness.limits import OP_ROW_BYTES, Limits, beyond
-from harness.results import OPS_COLUMNS, to_table
-from harness.spec import LoadedSpec
+from harness.results import CORE_SCHEMAS, METRICS_SCHEMA, table_metadata, to_table
+from harness.spec import LoadedSpec, PolicyRun
 
 SpecBackendFactory = Callable[[LoadedSpec, int], Backend]  # (spec, repetition) -> a fresh backend
 
@@ -107,15 +113,34 @@ class SpecResults:
         return self.runs[self.runs["status"] != "ok"]
 
 
-def run_spec(
-    loaded: LoadedSpec,
-    make_backend: SpecBackendFactory,
-    on_run: Callable[[str], None] | None = None,
-    limits: Limits | None = None,
-    on_start: Callable[[RunStart], None] | None = None,
-) -> SpecResults:
-    """Run every policy and repetition; refuses first a spec beyond ``limits`` (:func:`check_limits`)."""
-    spec = loaded.spec
+RunTables = dict[str, pa.Table]
+"""One run's rows of every results table (``runs``: one row; ``ops``, ``metrics`` and the workload's own)."""
+
+
+@dataclass(frozen=True)
+class PreparedSpec:
+    """A spec sized, its inputs prepared and its policies checked: ready for its runs, in any process.
+
+    Run ``index`` (0-based, in results order) is policy ``index // repetitions``, repetition
+    ``index % repetitions``.
+    """
+
+    loaded: LoadedSpec
+    inputs: Any
+    estimate: SpecEstimate | None
+
+    @property
+    def total(self) -> int:
+        return len(self.loaded.policies) * self.loaded.spec.repetitions
+
+    def run_at(self, index: int) -> tuple[PolicyRun, int]:
+        """The policy and repetition of run ``index``."""
+        policy, repetition = divmod(index, self.loaded.spec.repetitions)
+        return self.loaded.policies[policy], repetition
+
+
+def prepare_spec(loaded: LoadedSpec, limits: Limits | None = None) -> PreparedSpec:
+    """Size the spec (refused beyond ``limits``: :func:`check_limits`), prepare its inputs, check its policies."""
     estimate = check_limits(loaded, limits)
     try:
         inputs = loaded.workload.prepare(loaded.prepare_context())
@@ -127,80 +152,126 @@ def run_spec(
                 policy.policy.check(inputs, policy.params)
             except ValueError as err:
                 raise InputError(loaded.path, f"field 'policies' ({policy.label!r})", str(err)) from None
-    total = len(loaded.policies) * spec.repetitions
-    run_rows, op_frames, metric_rows = [], [], []
-    extra_frames: dict[str, list[pd.DataFrame]] = {name: [] for name in loaded.workload.extra_tables}
-    for policy in loaded.policies:
-        for repetition in range(spec.repetitions):
-            backend = make_backend(loaded, repetition)
-            run_id = f"{spec.name}:{policy.label}:{backend.name}:r{repetition}"
-            if on_run:
-                on_run(run_id)
-            if on_start:
-                index = len(run_rows)
-                on_start(RunStart(index, total, run_id, backend, estimate.ops_per_run if estimate else 0))
-            started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            clock = time.perf_counter()
-            status, error, n_ops = "ok", "", 0
-            try:
-                outcome = backend.run(policy.policy.main, inputs, policy.params)
-                wall_s = time.perf_counter() - clock
-                ops = ops_frame(outcome.ops, run_id)
-                n_ops = len(ops)
-                run_metrics = loaded.workload.metrics(inputs, ops, outcome.result)
-                extra = loaded.workload.tables(inputs, ops, outcome.result) if loaded.workload.tables else {}
-                unknown = sorted(set(extra) - set(extra_frames))
-                if unknown:
-                    raise ValueError(
-                        f"workload {loaded.workload.name!r} returned tables {unknown} without a schema in extra_tables"
-                    )
-                for row in run_metrics:
-                    metric_rows.append((run_id, row.metric, row.item, row.value, row.unit))
-                for name, frame in extra.items():
-                    extra_frames[name].append(frame.assign(run_id=run_id))
-                op_frames.append(ops)
-            except Exception as err:  # one failed run must not take the others down
-                wall_s = time.perf_counter() - clock
-                status = "failed"
-                error = f"{type(err).__name__}: {err}"
-                if not isinstance(err, (MemoryError, ValueError, RuntimeError)):
-                    error += "\n" + traceback.format_exc(limit=8)
-            run_rows.append(
-                {
-                    "run_id": run_id,
-                    "spec_name": spec.name,
-                    "spec_path": str(loaded.path),
-                    "spec_sha256": loaded.sha256,
-                    "workload": loaded.workload.name,
-                    "policy": policy.policy.name,
-                    "policy_label": policy.label,
-                    "params_json": policy.params_json,
-                    "backend": backend.name,
-                    "profile": loaded.profile.name,
-                    "device_name": backend.device_name,
-                    "seed": spec.seed,
-                    "repetition": repetition,
-                    "package_version": __version__,
-                    "status": status,
-                    "error": error,
-                    "started_at": started,
-                    "wall_s": wall_s,
-                    "n_ops": n_ops,
-                }
+    return PreparedSpec(loaded, inputs, estimate)
+
+
+def execute_run(
+    prepared: PreparedSpec,
+    index: int,
+    make_backend: SpecBackendFactory,
+    on_run: Callable[[str], None] | None = None,
+    on_start: Callable[[RunStart], None] | None = None,
+) -> RunTables:
+    """Run ``index`` of the spec on a fresh backend; a run that raises comes back with ``status = "failed"``."""
+    loaded = prepared.loaded
+    policy, repetition = prepared.run_at(index)
+    backend = make_backend(loaded, repetition)
+    run_id = f"{loaded.spec.name}:{policy.label}:{backend.name}:r{repetition}"
+    if on_run:
+        on_run(run_id)
+    if on_start:
+        ops_per_run = prepared.estimate.ops_per_run if prepared.estimate else 0
+        on_start(RunStart(index, prepared.total, run_id, backend, ops_per_run))
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    clock = time.perf_counter()
+    status, error, n_ops = "ok", "", 0
+    tables: RunTables = {}
+    try:
+        outcome = backend.run(policy.policy.main, prepared.inputs, policy.params)
+        wall_s = time.perf_counter() - clock
+        ops = ops_frame(outcome.ops, run_id)
+        n_ops = len(ops)
+        run_metrics = loaded.workload.metrics(prepared.inputs, ops, outcome.result)
+        extra = loaded.workload.tables(prepared.inputs, ops, outcome.result) if loaded.workload.tables else {}
+        unknown = sorted(set(extra) - set(loaded.workload.extra_tables))
+        if unknown:
+            raise ValueError(
+                f"workload {loaded.workload.name!r} returned tables {unknown} without a schema in extra_tables"
             )
-    runs = pd.DataFrame(run_rows)
-    ops_all = pd.concat(op_frames, ignore_index=True) if op_frames else pd.DataFrame(columns=OPS_COLUMNS)
-    metrics = pd.DataFrame(metric_rows, columns=["run_id", "metric", "item", "value", "unit"])
-    tables = {"runs": to_table("runs", runs), "ops": to_table("ops", ops_all), "metrics": to_table("metrics", metrics)}
-    for name, frames in extra_frames.items():
-        schema = loaded.workload.extra_tables[name]
-        frame = (
-            pd.concat(frames, ignore_index=True)
-            if frames
-            else pd.DataFrame({c: pd.Series(dtype=object) for c in schema.names})
-        )
-        tables[name] = to_table(name, frame, schema)
-    return SpecResults(tables, runs, metrics)
+        rows = [(run_id, row.metric, row.item, row.value, row.unit) for row in run_metrics]
+        tables["ops"] = to_table("ops", ops)
+        tables["metrics"] = to_table("metrics", pd.DataFrame(rows, columns=METRICS_SCHEMA.names))
+        for name, frame in extra.items():
+            tables[name] = to_table(name, frame.assign(run_id=run_id), loaded.workload.extra_tables[name])
+    except Exception as err:  # one failed run must not take the others down
+        wall_s = time.perf_counter() - clock
+        status = "failed"
+        error = f"{type(err).__name__}: {err}"
+        if not isinstance(err, (MemoryError, ValueError, RuntimeError)):
+            error += "\n" + traceback.format_exc(limit=8)
+        tables = {}
+    tables["runs"] = _run_row(prepared, index, backend, status, error, started, wall_s, n_ops)
+    return tables
+
+
+def failed_run(prepared: PreparedSpec, index: int, make_backend: SpecBackendFactory, error: str) -> RunTables:
+    """The tables of run ``index`` when it never finished (its worker died every time it was tried)."""
+    _, repetition = prepared.run_at(index)
+    backend = make_backend(prepared.loaded, repetition)
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return {"runs": _run_row(prepared, index, backend, "failed", error, started, 0.0, 0)}
+
+
+def _run_row(
+    prepared: PreparedSpec,
+    index: int,
+    backend: Backend,
+    status: str,
+    error: str,
+    started: str,
+    wall_s: float,
+    n_ops: int,
+) -> pa.Table:
+    loaded, (policy, repetition) = prepared.loaded, prepared.run_at(index)
+    row = {
+        "run_id": f"{loaded.spec.name}:{policy.label}:{backend.name}:r{repetition}",
+        "spec_name": loaded.spec.name,
+        "spec_path": str(loaded.path),
+        "spec_sha256": loaded.sha256,
+        "workload": loaded.workload.name,
+        "policy": policy.policy.name,
+        "policy_label": policy.label,
+        "params_json": policy.params_json,
+        "backend": backend.name,
+        "profile": loaded.profile.name,
+        "device_name": backend.device_name,
+        "seed": loaded.spec.seed,
+        "repetition": repetition,
+        "package_version": __version__,
+        "status": status,
+        "error": error,
+        "started_at": started,
+        "wall_s": wall_s,
+        "n_ops": n_ops,
+    }
+    return to_table("runs", pd.DataFrame([row]))
+
+
+def assemble(loaded: LoadedSpec, runs: list[RunTables]) -> SpecResults:
+    """The results tables of every run, in the order given (the spec's run order): one Arrow chunk per table."""
+    schemas = {**CORE_SCHEMAS, **loaded.workload.extra_tables}
+    tables = {}
+    for name, schema in schemas.items():
+        parts = [run[name] for run in runs if name in run and run[name].num_rows]
+        table = pa.concat_tables(parts).combine_chunks() if parts else schema.empty_table()
+        tables[name] = table.replace_schema_metadata(table_metadata(name))
+    return SpecResults(tables, tables["runs"].to_pandas(), tables["metrics"].to_pandas())
+
+
+def run_spec(
+    loaded: LoadedSpec,
+    make_backend: SpecBackendFactory,
+    on_run: Callable[[str], None] | None = None,
+    limits: Limits | None = None,
+    on_start: Callable[[RunStart], None] | None = None,
+) -> SpecResults:
+    """Run every policy and repetition, serially; refuses first a spec beyond ``limits`` (:func:`check_limits`).
+
+    ``harness.sweep.run_sweep`` runs the same runs in parallel (processes or Ray) with a resumable cache.
+    """
+    prepared = prepare_spec(loaded, limits)
+    runs = [execute_run(prepared, i, make_backend, on_run, on_start) for i in range(prepared.total)]
+    return assemble(loaded, runs)
 
 
 def summary_frame(results: SpecResults, metric_names: tuple[str, ...]) -> pd.DataFrame:

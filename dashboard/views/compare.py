@@ -46,8 +46,10 @@ st.markdown(answer.text)
 badge = fidelity_badge(ui.fidelity_pairs().table, spec, lead)
 if badge:
     st.success(badge, icon=":material/target:")
-elif not ((cat.runs["spec_name"] == spec) & (cat.runs["backend"] == "replay")).any():
-    st.caption("No replay of this spec is loaded: the figures are the simulator's alone.")
+elif (
+    backend == "sim" and not ((cat.runs["spec_name"] == spec) & cat.runs["backend"].isin(["replay", "recording"])).any()
+):
+    st.caption("No replay or recording of this spec is loaded: the figures are the simulator's alone.")
 ui.to_query(metric=lead)
 st.subheader("Metrics per policy")
 st.caption(

@@ -7,6 +7,8 @@ from dashboard.fidelity import (
     error_summary,
     fidelity_headline,
     machines,
+    measured_side,
+    measurement_labels,
     number_text,
     signed_errors,
     stored_fidelity,
@@ -43,8 +45,8 @@ pairs = sources[source]
 gpus = machines(pairs)
 if len(gpus) > 1:  # replays of different GPUs are separate experiments, never pooled
     ui.from_query("machine", "fidelity-machine", gpus)
-    machine = st.selectbox("Replayed on (each GPU apart)", gpus, key="fidelity-machine")
-    pairs = pairs[pairs["device_name"].fillna("") == machine]
+    machine = st.selectbox("Measured on (each GPU, and replay or recording, apart)", gpus, key="fidelity-machine")
+    pairs = pairs[measurement_labels(pairs) == machine]
     ui.to_query(source=source, machine=machine)
 else:
     ui.to_query(source=source)
@@ -62,7 +64,7 @@ shown = pairs[pairs["metric"].isin(chosen)]
 st.markdown(fidelity_headline(shown))
 inside = int(within_band(shown, band).sum())
 st.markdown(f"**{inside} of {len(shown)} pairs** within ±{band:.0%}")
-fig = fidelity_scatter(shown, band, log_axes)
+fig = fidelity_scatter(shown, band, log_axes, measured_by=measured_side(shown))
 ui.show_figure(fig, key="fidelity-scatter")
 
 st.subheader("Signed error per pair")

@@ -8,7 +8,8 @@ import streamlit as st
 
 from dashboard import ui
 from dashboard.export import PERFETTO_MAX_OPS, perfetto_bytes
-from dashboard.figures import timeline_figure
+from dashboard.figures import add_highlight
+from dashboard.machines import partner_run
 from dashboard.timeline import (
     DEFAULT_MAX_BARS,
     format_duration,
@@ -17,7 +18,6 @@ from dashboard.timeline import (
     resolve_window,
     search_ops,
     time_unit,
-    timeline_view,
     zoom_window,
 )
 
@@ -35,14 +35,10 @@ from_url = st.query_params.get("run")
 ui.from_query("run", "timeline-run", labels)
 first = st.selectbox("Run", labels, key="timeline-run")
 row = runs[runs["run_label"] == first].iloc[0]
-# Suggest the same policy on the other backend (sim over replay), else nothing.
-partner = runs[
-    (runs["spec_name"] == row["spec_name"])
-    & (runs["policy_label"] == row["policy_label"])
-    & (runs["backend"] != row["backend"])
-]
+# Suggest the same policy on the side it is checked against (sim over replay, else over the recording).
+partner = partner_run(runs, row)
 options = [NONE] + [label for label in labels if label != first]
-suggested = options.index(partner["run_label"].iloc[0]) if len(partner) else 0
+suggested = options.index(partner) if partner in options else 0
 second_key = f"timeline-second-{first}"
 if from_url == first:
     ui.from_query("vs", second_key, options)
@@ -95,10 +91,13 @@ with st.expander(f"Window: {format_duration(start)} to {format_duration(stop)} o
 query = st.text_input("Search ops by name", key="timeline-search", placeholder="decode, Memcpy, segment[3] ...")
 hits, n_hits = search_ops(ops[0], query)
 
-views = [(f"{r['run_id']} ({r['backend']})", timeline_view(o, int(max_bars), start, stop)) for r, o in zip(chosen, ops)]
+views, fig = ui.timeline(
+    [(r["folder"], r["run_id"], f"{r['run_id']} ({r['backend']})") for r in chosen], start, stop, int(max_bars)
+)
 for title, view in views:
     (st.warning if view.merged else st.caption)(f"{title}: {view.note()}")
-fig = timeline_figure(views, highlight=in_window(hits, start, stop) if n_hits else None)
+if n_hits:
+    add_highlight(fig, views, in_window(hits, start, stop))
 chart_key = f"timeline-figure-{first}-{second}-{start}-{stop}-{max_bars}"
 event = st.plotly_chart(fig, config=ui.PLOTLY_CONFIG, key=chart_key, on_select="rerun", selection_mode="box")
 box = (event.selection.get("box") or [None])[0] if event else None

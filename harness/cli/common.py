@@ -17,12 +17,20 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from harness.limits import ENV_MEMORY, ENV_OPS, ENV_RUNS, Limits
 from harness.results import OutputPathError, check_output_path
 from harness.runner import RunStart
+from harness.sweep import RunDone
 from harness.terminal import console, err_console, fail
 
 __all__ = [
@@ -36,6 +44,7 @@ __all__ = [
     "limit_options",
     "print_table",
     "run_progress",
+    "sweep_progress",
     "utc_stamp",
 ]
 
@@ -107,7 +116,7 @@ def default_out(results_root: Path, spec_name: str, backend: str) -> Path:
 
 
 @contextlib.contextmanager
-def run_progress(verb: str) -> Iterator[Callable[[RunStart], None]]:
+def run_progress(verb: str) -> Iterator[Callable[[RunStart | RunDone], None]]:
     """Progress of a spec's runs, fed by ``run_spec``'s ``on_start``: a rich bar on a terminal, lines when piped.
 
     The bar counts the ops of the current run (its backend's ``ops``) against the workload's estimate; piped
@@ -119,6 +128,10 @@ def run_progress(verb: str) -> Iterator[Callable[[RunStart], None]]:
 
     def done_ops() -> int:
         return len(getattr(current[-1].backend, "ops", ())) if current else 0
+
+    def starts(event: RunStart | RunDone) -> None:
+        if isinstance(event, RunStart):
+            current.append(event)
 
     def describe() -> str:
         run = current[-1]
@@ -142,16 +155,13 @@ def run_progress(verb: str) -> Iterator[Callable[[RunStart], None]]:
             thread = threading.Thread(target=poll, daemon=True)
             thread.start()
             try:
-                yield current.append
+                yield starts
             finally:
                 stop.set()
                 thread.join()
         return
 
-    try:
-        interval = float(os.environ.get(PROGRESS_ENV, "10"))
-    except ValueError:
-        interval = 10.0
+    interval = _piped_interval()
 
     def report() -> None:
         while not stop.wait(interval):
@@ -164,7 +174,84 @@ def run_progress(verb: str) -> Iterator[Callable[[RunStart], None]]:
     thread = threading.Thread(target=report, daemon=True)
     thread.start()
     try:
-        yield current.append
+        yield starts
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _piped_interval() -> float:
+    try:
+        return float(os.environ.get(PROGRESS_ENV, "10"))
+    except ValueError:
+        return 10.0
+
+
+@contextlib.contextmanager
+def sweep_progress(verb: str) -> Iterator[Callable[[RunStart | RunDone], None]]:
+    """Progress of a parallel sweep, fed by ``run_sweep``'s ``on_done``: runs done, rate and ETA.
+
+    A rich bar on a terminal; piped, a line every ``HARNESS_PROGRESS_S`` seconds (default 10), as
+    :func:`run_progress`. The rate and ETA count the runs computed now (not those taken from the cache).
+    """
+    done: list[RunDone] = []
+    stop = threading.Event()
+    started = time.monotonic()
+
+    def figures() -> tuple[int, int, int, float]:
+        run = done[-1]
+        computed = sum(1 for d in done if not d.cached)
+        rate = computed / max(time.monotonic() - started, 1e-9)
+        return run.done, run.total, run.done - computed, rate
+
+    def on_event(event: RunStart | RunDone) -> None:
+        if isinstance(event, RunDone):
+            done.append(event)
+
+    if console.is_terminal:
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        task = bar.add_task(f"{verb} runs", total=None, rate="")
+
+        def poll() -> None:
+            while not stop.wait(0.25):
+                if done:
+                    count, total, cached, rate = figures()
+                    bar.update(task, completed=count, total=total, rate=f"{rate:.1f} runs/s")
+
+        with bar:
+            thread = threading.Thread(target=poll, daemon=True)
+            thread.start()
+            try:
+                yield on_event
+            finally:
+                stop.set()
+                thread.join()
+        return
+
+    interval = _piped_interval()
+
+    def report() -> None:
+        while not stop.wait(interval):
+            if done:
+                count, total, cached, rate = figures()
+                eta = f", ETA {(total - count) / rate:.0f} s" if rate > 0 else ""
+                from_cache = f" ({cached} from the cache)" if cached else ""
+                line = f"{verb}: {count}/{total} runs{from_cache}, {rate:.1f} runs/s{eta}"
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
+    try:
+        yield on_event
     finally:
         stop.set()
         thread.join()

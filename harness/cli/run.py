@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from harness.cli.common import (
     limit_options,
     print_table,
     run_progress,
+    sweep_progress,
 )
 from harness.errors import InputError
 from harness.limits import Limits
@@ -31,29 +33,45 @@ from harness.paths import SPECS_DIR
 from harness.results import OutputPathError, write_results
 from harness.runner import RunStart, SpecBackendFactory, SpecResults, run_spec, summary_frame
 from harness.spec import LoadedSpec, load_spec
+from harness.sweep import RunDone, SweepOptions, run_sweep
+from harness.sweep.on_ray import RayUnavailable
 
 DEMO_SPEC = SPECS_DIR / "layer_streaming_demo.toml"
+
+SUMMARY_COLUMNS = 8  # policy labels shown as columns; more are shown as rows
 
 OUT_OPTION = typer.Option(None, "--out", "-o", help="Results folder to create (must not exist).")
 ROOT_OPTION = typer.Option(Path("results"), help="Where the default results folder goes.")
 
 
 def print_summary(loaded: LoadedSpec, results: SpecResults, out: Path) -> None:
-    """Metrics as rows, policies as columns (mean over repetitions); labels are never cut."""
+    """Metrics as rows, policies as columns (mean over repetitions); labels are never cut.
+
+    A sweep of more than ``SUMMARY_COLUMNS`` policy labels gets policies as rows instead.
+    """
     frame = summary_frame(results, loaded.workload.summary_metrics)
     table = Table(title=f"{loaded.spec.name}: {loaded.workload.name} on {loaded.profile.name}", title_justify="left")
-    table.add_column("metric", style="bold")
-    for label in frame.index:
-        table.add_column(escape(str(label)), justify="right")
-    for metric in frame.columns:
-        table.add_row(metric, *(fmt(frame.loc[label, metric]) for label in frame.index))
+    if len(frame.index) > SUMMARY_COLUMNS:
+        table.add_column("policy", style="bold")
+        for metric in frame.columns:
+            table.add_column(metric, justify="right")
+        for label in frame.index:
+            table.add_row(escape(str(label)), *(fmt(frame.loc[label, metric]) for metric in frame.columns))
+    else:
+        table.add_column("metric", style="bold")
+        for label in frame.index:
+            table.add_column(escape(str(label)), justify="right")
+        for metric in frame.columns:
+            table.add_row(metric, *(fmt(frame.loc[label, metric]) for label in frame.index))
     print_table(table)
     for _, run in results.failed.iterrows():
         err_console.print(f"[red]run {escape(run['run_id'])} failed:[/] {escape(run['error'])}", highlight=False)
     console.print(f"results: [bold]{escape(str(out))}[/]  ({len(results.runs)} runs)")
 
 
-ProgressFactory = Callable[[], contextlib.AbstractContextManager[Callable[[RunStart], None]]]
+ProgressFactory = Callable[[], contextlib.AbstractContextManager[Callable[[RunStart | RunDone], None]]]
+
+DEFAULT_CACHE = Path(".sweep-cache")  # a sweep's cache, beside its results folder unless --cache says where
 
 
 def run_to_folder(
@@ -64,41 +82,70 @@ def run_to_folder(
     factory_for: Callable[[LoadedSpec], SpecBackendFactory],
     progress: ProgressFactory,
     limits: Limits | None = None,
+    sweep: SweepOptions | None = None,
 ) -> Path:
     """Validate a spec, run every policy on ``backend``, write the results folder, print the summary.
 
     ``factory_for(loaded)`` makes the per-run backend factory; ``progress()`` is a context manager
-    yielding ``run_spec``'s ``on_start`` callback. Bad input (the spec, its size beyond ``limits``, an output
+    yielding a callback for ``run_spec``'s ``on_start`` and ``run_sweep``'s ``on_done``. With ``sweep`` the runs go
+    through :func:`harness.sweep.run_sweep` (workers, Ray, the resumable cache: ``DEFAULT_CACHE`` is placed beside
+    the results folder, and removed once it is written). Bad input (the spec, its size beyond ``limits``, an output
     path that cannot be created) exits 2 before anything runs; Ctrl-C exits 130 saying what it interrupted;
     a failed run exits 1 (the others' results are still written). Nothing is written unless every run ended.
     """
     limits = limits or Limits.from_env()
     doing = "validating the spec"
+    report = None
     try:
         loaded = load_spec(spec_path, limits=limits)
         out = out or default_out(results_root, loaded.spec.name, backend)
         check_out(out)
-        factory = factory_for(loaded)
+        if sweep is not None and sweep.cache_root == DEFAULT_CACHE:
+            sweep = dataclasses.replace(sweep, cache_root=out.parent / DEFAULT_CACHE)
         started: list[RunStart] = []
+        finished: list[RunDone] = []
         doing = "preparing the inputs"
-        with progress() as on_start:
+        with progress() as on_event:
 
             def start(run: RunStart) -> None:
                 started.append(run)
-                on_start(run)
+                on_event(run)
 
-            results = run_spec(loaded, factory, limits=limits, on_start=start)
+            def done(run: RunDone) -> None:
+                finished.append(run)
+                on_event(run)
+
+            if sweep is None:
+                results = run_spec(loaded, factory_for(loaded), limits=limits, on_start=start)
+            else:
+                report = run_sweep(loaded, factory_for, sweep, limits=limits, on_start=start, on_done=done)
+                results = report.results
         doing = "writing the results"
         write_results(out, results.tables)
     except InputError as err:
         fail(str(err))
     except OutputPathError as err:
         fail(str(err))
+    except RayUnavailable as err:
+        fail(str(err))
     except KeyboardInterrupt:
+        if doing == "preparing the inputs" and sweep is not None and finished:
+            kept = sum(1 for run in finished if run.status == "ok")
+            where = f"; the {kept} finished run(s) are kept in {sweep.cache_root}: the same command resumes"
+            doing = f"running the sweep ({len(finished)} of {finished[-1].total} runs done)"
+            fail(f"interrupted (Ctrl-C) while {doing}: no results folder was written{where}", INTERRUPTED)
         if doing == "preparing the inputs" and started:
             doing = f"running {started[-1].run_id} (run {started[-1].index + 1} of {started[-1].total})"
         fail(f"interrupted (Ctrl-C) while {doing}: nothing was written", INTERRUPTED)
+    if report is not None and report.cache is not None:
+        report.cache.clear()
     print_summary(loaded, results, out)
+    if report is not None and (report.cached or report.restarts):
+        console.print(
+            f"{report.computed} run(s) computed, {report.cached} taken from the cache"
+            + (f", {report.restarts} task(s) restarted after their worker died" if report.restarts else ""),
+            highlight=False,
+        )
     if len(results.failed):
         raise typer.Exit(1)
     return out
@@ -115,8 +162,12 @@ def sim_backend_factory(loaded: LoadedSpec) -> SpecBackendFactory:
     return make
 
 
-def _sim_progress() -> contextlib.AbstractContextManager[Callable[[RunStart], None]]:
+def _sim_progress() -> contextlib.AbstractContextManager[Callable[[RunStart | RunDone], None]]:
     return run_progress("simulating")
+
+
+def _sweep_progress() -> contextlib.AbstractContextManager[Callable[[RunStart | RunDone], None]]:
+    return sweep_progress("simulating")
 
 
 @contextlib.contextmanager
@@ -127,9 +178,44 @@ def _replay_progress() -> Iterator[Callable[[RunStart], None]]:
     )
 
 
-def simulate_spec(spec_path: Path, out: Path | None, results_root: Path, limits: Limits | None = None) -> Path:
+def simulate_spec(
+    spec_path: Path,
+    out: Path | None,
+    results_root: Path,
+    limits: Limits | None = None,
+    sweep: SweepOptions | None = None,
+) -> Path:
     """Validate a spec, simulate every policy, write results; exits non-zero on bad input."""
-    return run_to_folder(spec_path, out, results_root, "sim", sim_backend_factory, _sim_progress, limits)
+    parallel = sweep is not None and (sweep.workers > 1 or sweep.ray is not None)
+    progress = _sweep_progress if parallel else _sim_progress
+    return run_to_folder(spec_path, out, results_root, "sim", sim_backend_factory, progress, limits, sweep)
+
+
+WORKERS_OPTION = typer.Option(
+    None, "--workers", "-j", min=1, help="Run the spec's runs on N processes of this machine (resumable: see --cache)."
+)
+RAY_OPTION = typer.Option(
+    None,
+    "--ray",
+    metavar="ADDRESS",
+    help="Run the runs as Ray tasks: 'auto' (the running cluster), host:port, ray://..., or 'local' (start one "
+    "here, --workers CPUs). Needs pip install -e '.\\[ray]'.",
+)
+CACHE_OPTION = typer.Option(
+    None,
+    "--cache",
+    help="Keep each finished run here, so that an interrupted sweep resumes where it stopped (default with "
+    "--workers/--ray: .sweep-cache beside the results folder; removed once the results are written).",
+)
+NO_CACHE_OPTION = typer.Option(False, "--no-cache", help="Keep no finished runs: an interrupted sweep starts over.")
+
+
+def sweep_options(workers: int | None, ray: str | None, cache: Path | None, no_cache: bool) -> SweepOptions | None:
+    """The sweep the options ask for; None (the plain serial run) when none of them is given."""
+    if workers is None and ray is None and cache is None:
+        return None
+    cache_root = None if no_cache else (cache or DEFAULT_CACHE)
+    return SweepOptions(workers=workers or 1, ray=ray, cache_root=cache_root)
 
 
 def sim(
@@ -139,9 +225,14 @@ def sim(
     max_runs: int | None = MAX_RUNS_OPTION,
     max_ops: int | None = MAX_OPS_OPTION,
     max_memory_gb: float | None = MAX_MEMORY_OPTION,
+    workers: int | None = WORKERS_OPTION,
+    ray: str | None = RAY_OPTION,
+    cache: Path | None = CACHE_OPTION,
+    no_cache: bool = NO_CACHE_OPTION,
 ) -> None:
     """Simulate every policy of SPEC and write a results folder of Parquet tables."""
-    simulate_spec(spec, out, results_root, limit_options(max_runs, max_ops, max_memory_gb))
+    limits = limit_options(max_runs, max_ops, max_memory_gb)
+    simulate_spec(spec, out, results_root, limits, sweep_options(workers, ray, cache, no_cache))
 
 
 def demo(out: Path | None = OUT_OPTION, results_root: Path = ROOT_OPTION) -> None:

@@ -1,0 +1,84 @@
+"""A run's requests (continuous batching), sortable by TTFT, e2e or queue time; one request's timeline window.
+
+Select a row (or pick the request below the table) to draw the run's lanes from the request's arrival to its
+last token, with its milestones marked. The run, the sort and the request are kept in the URL.
+"""
+
+from urllib.parse import urlencode
+
+import streamlit as st
+
+from dashboard import ui
+from dashboard.requests_view import SORT_COLUMNS, request_span, runs_with_requests
+from dashboard.timeline import DEFAULT_MAX_BARS, format_duration
+
+st.title("Requests")
+cat = ui.catalog()
+ui.require_runs(cat)
+runs = runs_with_requests(cat)
+if runs.empty:
+    st.info("No loaded run has a `requests` table (continuous-batching results write one per run).")
+    st.stop()
+labels = list(runs["run_label"])
+from_url = st.query_params.get("run")
+ui.from_query("run", "requests-run", labels)
+c1, c2, c3 = st.columns([3, 1, 1])
+label = c1.selectbox("Run", labels, key="requests-run")
+row = runs[runs["run_label"] == label].iloc[0]
+ui.from_query("sort", "requests-sort", SORT_COLUMNS)
+sort_by = c2.selectbox("Sort by", SORT_COLUMNS, key="requests-sort")
+ascending = c3.toggle("smallest first", key="requests-ascending")
+table, names = ui.requests_table(row["folder"], row["run_id"], sort_by, ascending)
+
+st.caption(
+    f"{len(table):,} requests of {row['run_id']} ({row['backend']}), sorted by {sort_by}, "
+    f"{'smallest' if ascending else 'largest'} first. Select a row to see the timeline around that request."
+)
+time_columns = [c for c in table.columns if c.endswith("_us")]
+picked = st.dataframe(
+    table,
+    hide_index=True,
+    height=320,
+    on_select="rerun",
+    selection_mode="single-row",
+    key=f"requests-table-{label}-{sort_by}-{ascending}",
+    column_config={c: st.column_config.NumberColumn(c, format="%.1f") for c in time_columns},
+)
+ids = [int(r) for r in table["request"]]
+request_key = f"requests-request-{label}"
+if from_url == label:
+    wanted = st.query_params.get("request")
+    if request_key not in st.session_state and wanted is not None and wanted.lstrip("-").isdigit():
+        if int(wanted) in ids:
+            st.session_state[request_key] = int(wanted)
+rows = picked.selection.get("rows", []) if picked else []
+seen_key = f"{request_key}-seen"
+if rows and st.session_state.get(seen_key) != (sort_by, ascending, rows[0]):
+    st.session_state[seen_key] = (sort_by, ascending, rows[0])  # a new click in the table picks its request
+    st.session_state[request_key] = ids[rows[0]]
+if st.session_state.get(request_key) not in ids:
+    st.session_state[request_key] = ids[0]  # the worst request by the chosen sort
+chosen = st.selectbox("Request", ids, key=request_key, format_func=names.get)
+request = table.iloc[ids.index(chosen)]
+ui.to_query(run=label, sort=sort_by, request=int(chosen))
+
+ops = ui.run_ops(row["folder"], row["run_id"])
+run_end = float(ops["end_us"].max()) if len(ops) else 0.0
+max_bars = st.number_input(
+    "most bars", min_value=200, max_value=50_000, value=DEFAULT_MAX_BARS, step=500, key="requests-max-bars"
+)
+start, end, marks, note = request_span(request, run_end)
+if note:
+    st.warning(note)
+st.subheader(f"Request {int(chosen)}: {format_duration(start)} to {format_duration(end)}")
+title = f"{row['run_id']} ({row['backend']})"
+[(_, view)], fig = ui.timeline([(row["folder"], row["run_id"], title)], start, end, int(max_bars), marks)
+(st.warning if view.merged else st.caption)(f"{title}: {view.note()}")
+ui.show_figure(fig, key=f"requests-figure-{label}-{chosen}-{max_bars}")
+link = "./timeline?" + urlencode({"run": label, "start": f"{start:.3f}", "end": f"{end:.3f}"})
+st.markdown(f"[Open this window on the Timeline page]({link}) (zoom, pan, search, a second run below it).")
+left, right = st.columns(2)
+with left:
+    ui.download_table(table, row["run_id"], "requests", key="requests-csv", label="Download the requests (CSV)")
+with right:
+    ui.download_figure(fig, row["run_id"], f"request-{int(chosen)}", key="requests-html")

@@ -1,0 +1,156 @@
+"""Per-request drill-down (continuous batching): the requests of a run, sorted, and the timeline around one.
+
+Pure functions first, then the Requests page through AppTest: choosing a request draws the run's lanes from
+its arrival to its last token, and the run, the sort and the request are in the URL.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_dashboard_support import BATCHING, DEMO, simulate
+
+from dashboard import sources
+from dashboard.catalog import build_catalog, load_path, read_run_ops
+from dashboard.requests_view import (
+    request_label,
+    request_labels,
+    request_timeline,
+    request_window,
+    requests_of,
+    run_requests,
+    runs_with_requests,
+)
+from dashboard.timeline import time_unit, timeline_view
+from harness.results import read_results
+
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("dashboard-requests")
+    return {name: simulate(name, root / f"{name}-sim") for name in (BATCHING, DEMO)}
+
+
+@pytest.fixture(scope="module")
+def catalog(folders):
+    return build_catalog([load_path(p) for p in folders.values()])
+
+
+def test_only_runs_with_a_requests_table_are_offered(catalog, folders):
+    runs = runs_with_requests(catalog)
+    expected = read_results(folders[BATCHING]).runs
+    assert sorted(runs["run_id"]) == sorted(expected["run_id"]) and len(runs) >= 2
+    demo_only = build_catalog([load_path(folders[DEMO])])
+    assert requests_of(demo_only) is None and runs_with_requests(demo_only).empty
+
+
+@pytest.mark.parametrize("column", ["ttft_us", "e2e_us", "queue_us"])
+def test_requests_are_sorted_worst_first_or_smallest_first(catalog, folders, column):
+    run = runs_with_requests(catalog).iloc[0]
+    table = run_requests(catalog, run["folder"], run["run_id"], column)
+    raw = read_results(folders[BATCHING]).extra["requests"]
+    mine = raw[raw["run_id"] == run["run_id"]]
+    assert len(table) == len(mine) and set(table["request"]) == set(mine["request"])
+    values = table[column].dropna().to_numpy()
+    assert (np.diff(values) <= 0).all() and values[0] == mine[column].max()
+    smallest = run_requests(catalog, run["folder"], run["run_id"], column, ascending=True)
+    assert smallest[column].iloc[0] == mine[column].min()
+    with pytest.raises(ValueError, match="no column"):
+        run_requests(catalog, run["folder"], run["run_id"], "nonsense_us")
+
+
+def test_a_request_window_runs_from_arrival_to_last_token_on_the_runs_lanes(catalog):
+    run = runs_with_requests(catalog).iloc[0]
+    table = run_requests(catalog, run["folder"], run["run_id"], "e2e_us")
+    request = table.iloc[len(table) // 2]
+    ops = read_run_ops(Path(run["folder"]), run["run_id"])
+    run_end = float(ops["end_us"].max())
+    assert request_window(request) == (request["arrival_us"], request["last_token_us"])
+    drill = request_timeline(ops, request, run_end, max_bars=1500)
+    assert (drill.start_us, drill.end_us) == (request["arrival_us"], request["last_token_us"]) and not drill.note
+    view = drill.view
+    assert (view.start_us, view.end_us) == (drill.start_us, drill.end_us)
+    # The timeline's own level of detail for that window: the same bars the Timeline page draws there.
+    same = timeline_view(ops, 1500, drill.start_us, drill.end_us)
+    pd.testing.assert_frame_equal(view.bars, same.bars)
+    assert len(view.bars) > 0 and (view.bars["end_us"] >= drill.start_us).all()
+    assert (view.bars["start_us"] <= drill.end_us).all()
+    assert [label for label, _ in drill.marks] == ["arrival", "admitted", "first token", "last token"]
+    assert "TTFT" in request_label(request) and f"request {int(request['request'])}" in request_label(request)
+    assert request_labels(table.head(3)) == {
+        int(r): request_label(row) for r, row in table.head(3).set_index("request", drop=False).iterrows()
+    }
+
+
+def test_a_request_without_tokens_gets_a_short_window_after_its_arrival():
+    rejected = {
+        "request": 7,
+        "status": "rejected",
+        "arrival_us": 500.0,
+        "admitted_us": np.nan,
+        "first_token_us": np.nan,
+        "last_token_us": np.nan,
+    }
+    lo, hi = request_window(rejected)
+    assert lo == 500.0 and hi > lo
+    assert "rejected" in request_label(rejected)
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def new_app(folders, monkeypatch, **query) -> AppTest:
+    monkeypatch.setenv(sources.DIRS_ENV, str(folders[BATCHING].parent))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update(query)
+    return at
+
+
+def x_range(at: AppTest) -> list[float]:
+    return json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["xaxis"]["range"]
+
+
+def test_choosing_a_request_draws_the_timeline_around_it(folders, monkeypatch):
+    at = new_app(folders, monkeypatch).run()
+    at.switch_page("views/requests.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    run_label = at.selectbox(key="requests-run").value
+    at.selectbox(key="requests-sort").set_value("e2e_us").run()
+    table = at.dataframe[0].value
+    assert (np.diff(table["e2e_us"].dropna().to_numpy()) <= 0).all()  # worst first
+    picked = table.iloc[5]
+    at.selectbox(key=f"requests-request-{run_label}").set_value(int(picked["request"])).run()
+    assert not at.exception, [e.value for e in at.exception]
+    scale = time_unit(picked["last_token_us"] - picked["arrival_us"])[1]
+    assert x_range(at) == pytest.approx([picked["arrival_us"] / scale, picked["last_token_us"] / scale])
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {s["type"] for s in figure["layout"]["shapes"]} == {"line"}  # arrival ... last token marked
+    assert any(t["type"] == "bar" and len(t["y"]) for t in figure["data"])  # the run's lanes are drawn
+    assert at.query_params["request"] in ([str(int(picked["request"]))], str(int(picked["request"])))
+    assert at.query_params["sort"] in (["e2e_us"], "e2e_us")
+    links = " ".join(m.value for m in at.markdown)
+    assert "./timeline?" in links and "start=" in links
+
+
+def test_a_shared_url_opens_that_request(folders, monkeypatch):
+    cat = build_catalog([load_path(p) for p in folders.values()])
+    run = runs_with_requests(cat).iloc[-1]
+    table = run_requests(cat, run["folder"], run["run_id"], "queue_us")
+    request = table.iloc[len(table) - 1]
+    at = new_app(
+        folders, monkeypatch, run=run["run_label"], sort="queue_us", request=str(int(request["request"]))
+    ).run()
+    at.switch_page("views/requests.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="requests-run").value == run["run_label"]
+    assert at.selectbox(key=f"requests-request-{run['run_label']}").value == int(request["request"])
+    lo, hi = request_window(request)
+    scale = time_unit(hi - lo)[1]
+    assert x_range(at) == pytest.approx([lo / scale, hi / scale])
