@@ -36,6 +36,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.results import OPS_COLUMNS
+
 HOST_PID = 100000
 """The host process's pid in exported traces (GPU processes use pid = device)."""
 
@@ -51,19 +53,7 @@ _LAUNCH_CALLS = {
     "wait": "cudaStreamWaitEvent",
     "memset": "cudaMemsetAsync",
 }
-_OPS_COLUMNS = [
-    "op_id",
-    "device",
-    "stream",
-    "kind",
-    "name",
-    "bytes",
-    "host_memory",
-    "thread",
-    "issue_us",
-    "start_us",
-    "end_us",
-]
+_OPS_COLUMNS = OPS_COLUMNS[1:]  # a run's ops, without run_id
 
 
 @dataclass(frozen=True)

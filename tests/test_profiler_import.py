@@ -25,6 +25,7 @@ from harness.profiler_import import (
     import_to_parquet,
     memcpy_kind,
 )
+from harness.results import OPS_COLUMNS
 from harness.trace import Provenance, load_trace
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "kineto_hta"
@@ -415,20 +416,7 @@ def _run_ops() -> pd.DataFrame:
         (6, -1, "main", "host_work", "python", 0, "", "main", 7.0, 7.0, 9.0),
         (7, -1, "main", "host_sync", "sync:compute", 0, "", "main", 9.5, 9.5, 52.5),
     ]
-    cols = [
-        "op_id",
-        "device",
-        "stream",
-        "kind",
-        "name",
-        "bytes",
-        "host_memory",
-        "thread",
-        "issue_us",
-        "start_us",
-        "end_us",
-    ]
-    return pd.DataFrame(rows, columns=cols).assign(run_id="spec:prefetch:sim:r0")
+    return pd.DataFrame(rows, columns=OPS_COLUMNS[1:]).assign(run_id="spec:prefetch:sim:r0")
 
 
 def test_export_then_import_gives_the_same_ops(tmp_path):

@@ -151,14 +151,8 @@ def run_progress(verb: str) -> Iterator[Callable[[RunStart | RunDone], None]]:
                     total = max(run.estimated_ops, done_ops()) or None
                     bar.update(task, description=escape(describe()), completed=done_ops(), total=total)
 
-        with bar:
-            thread = threading.Thread(target=poll, daemon=True)
-            thread.start()
-            try:
-                yield starts
-            finally:
-                stop.set()
-                thread.join()
+        with bar, _in_background(poll, stop):
+            yield starts
         return
 
     interval = _piped_interval()
@@ -171,10 +165,17 @@ def run_progress(verb: str) -> Iterator[Callable[[RunStart | RunDone], None]]:
                 line = f"{describe()}: {done_ops():,}{of} ops, {time.monotonic() - started:.0f} s"
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
 
-    thread = threading.Thread(target=report, daemon=True)
+    with _in_background(report, stop):
+        yield starts
+
+
+@contextlib.contextmanager
+def _in_background(work: Callable[[], None], stop: threading.Event) -> Iterator[None]:
+    """Run ``work`` (a loop that ends once ``stop`` is set) on a daemon thread for the ``with`` block."""
+    thread = threading.Thread(target=work, daemon=True)
     thread.start()
     try:
-        yield starts
+        yield
     finally:
         stop.set()
         thread.join()
@@ -227,14 +228,8 @@ def sweep_progress(verb: str) -> Iterator[Callable[[RunStart | RunDone], None]]:
                     count, total, cached, rate = figures()
                     bar.update(task, completed=count, total=total, rate=f"{rate:.1f} runs/s")
 
-        with bar:
-            thread = threading.Thread(target=poll, daemon=True)
-            thread.start()
-            try:
-                yield on_event
-            finally:
-                stop.set()
-                thread.join()
+        with bar, _in_background(poll, stop):
+            yield on_event
         return
 
     interval = _piped_interval()
@@ -248,10 +243,5 @@ def sweep_progress(verb: str) -> Iterator[Callable[[RunStart | RunDone], None]]:
                 line = f"{verb}: {count}/{total} runs{from_cache}, {rate:.1f} runs/s{eta}"
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
 
-    thread = threading.Thread(target=report, daemon=True)
-    thread.start()
-    try:
+    with _in_background(report, stop):
         yield on_event
-    finally:
-        stop.set()
-        thread.join()
