@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from harness.cli.run import sim_backend_factory
+from harness.machine import cpu_name
 from harness.runner import assemble, prepare_spec
 from harness.spec import load_spec
 from harness.sweep import SweepOptions, run_sweep
@@ -55,15 +56,7 @@ sweep = {{ depth = [{depths}] }}
 
 
 def machine() -> str:
-    model = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def timed(loaded, options: SweepOptions):
