@@ -89,7 +89,8 @@ class RecordedProgram:
     threads: tuple[ThreadProgram, ...]  # the first is the main thread (the earliest caller)
     streams: tuple[StreamKey, ...]  # every stream the program uses, by device then id
     devices: int
-    recorded_span_us: float  # program start (after leading syncs) to the last GPU op's or call's end
+    start_us: float  # the program's start in the trace's clock: the end of the syncs before its first GPU work
+    recorded_span_us: float  # program start to the last GPU op's or call's end
     recorded_group_us: tuple[tuple[str, float], ...]  # per group: its GPU ops' first start to last end, as recorded
     sync_events: bool  # the recording names each wait's record (CUDA sync events with record correlations)
     inferred_waits: int  # cross-stream waits inferred from start times (no sync events)
@@ -144,6 +145,7 @@ def build_program(ops: pd.DataFrame, source: str) -> RecordedProgram:
         threads=tuple(threads),
         streams=streams,
         devices=max((s[0] for s in streams), default=0) + 1,
+        start_us=start_us,
         recorded_span_us=max(ends) - start_us,
         recorded_group_us=_group_spans(calls, linked),
         sync_events=sync_events,

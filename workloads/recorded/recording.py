@@ -29,7 +29,7 @@ GPU_KINDS = {
 
 def recording_rows(ops: pd.DataFrame, program: RecordedProgram) -> list[OpRow]:
     """The recorded ops of ``ops`` (an imported trace) as ops-table rows on the simulation's clock."""
-    start = _program_start(ops)
+    start = program.start_us
     main = program.threads[0].name
     threads = {t.name: ("main" if t.name == main else f"thread{t.name}") for t in program.threads}
     rows: list[tuple] = []
@@ -76,15 +76,6 @@ def recording_rows(ops: pd.DataFrame, program: RecordedProgram) -> list[OpRow]:
 def _host_row(thread: str, kind: str, name: str, start_us: float, end_us: float) -> tuple:
     """(sort key, then an OpRow's fields after op_id) of a host op."""
     return (start_us, HOST_DEVICE, thread, kind, name, 0, "", thread, start_us, start_us, end_us)
-
-
-def _program_start(ops: pd.DataFrame) -> float:
-    """Where the program starts: the end of the syncs before its first GPU work (as :func:`build_program`)."""
-    calls = ops[ops["kind"].str.startswith("call_")]
-    gpu_calls = calls[calls["correlation"].isin(ops.loc[ops["device"] >= 0, "correlation"])]
-    first = gpu_calls["start_us"].min()
-    leading = calls[calls["kind"].isin(SYNC_CALLS) & (calls["start_us"] < first)]
-    return float((leading["start_us"] + leading["duration_us"]).max()) if len(leading) else 0.0
 
 
 class RecordingBackend(Backend):
