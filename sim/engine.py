@@ -24,10 +24,16 @@ What is modelled (figures from the hardware profile, see ``harness.profile``):
 
 Every op is recorded as an :class:`harness.backend.OpRow`.
 
-**Fast paths.** The SimPy model above is the reference. Two shortcuts skip its
+**Fast paths.** The SimPy model above is the reference. These shortcuts skip its
 event queue where nothing else can happen in the meantime, and give the same
 op timeline to the last bit (``tests/test_sim_fast_paths.py`` checks it against
 ``SimBackend(..., fast=False)``, which turns them off):
+
+* a run of one host thread is first tried on :mod:`sim.timeline`, which works out
+  every op's start and end when it is issued, with no event queue at all; the
+  moment the run needs the event model (a second thread, a queue, contention on
+  compute, a copy engine or the link), that executor gives up and the run starts
+  again here (``SimBackend.timeline_gave_up`` says why);
 
 * a host thread that must wait ``d`` µs (a call's host cost, host work, a
   wake-up) moves the clock itself when the next pending event lies strictly
@@ -89,6 +95,7 @@ from harness.runtime import (
     event_name,
 )
 from sim.fluid import DONE_TOLERANCE, FluidServer, compute_rates, duplex_link_rates
+from sim.timeline import NeedsEventModel, TimelineRun
 
 _KERNEL = OpKind.KERNEL.value
 _row = tuple.__new__  # OpRow(*fields) without its Python-level __new__: _row(OpRow, fields)
@@ -242,6 +249,8 @@ class SimBackend(Backend):
             seed=seed,
             profile=profile,
         )
+        self.seed = seed
+        self.timeline_gave_up: str | None = None  # why the run left the timeline executor, if it did
         self.ops: list[OpRow] = []
         self._next_id = 0
         self._main_return_us = 0.0
@@ -257,18 +266,28 @@ class SimBackend(Backend):
 
     # ------------------------------------------------------------------ driving
     def run(self, main: Callable[..., Generator[Command, Any, Any]], *args: Any) -> RunResult:
-        main_thread = Thread(self._new_id(), "main")
-        process = self.env.process(self._drive(main(self.runtime, *args), main_thread))
-        main_thread.native = process
         # The run keeps every op row alive to its end; the cyclic collector would rescan them all,
         # again and again, for garbage that reference counting frees anyway: paused while it runs.
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self.env.run()
+            if self.fast:  # one host thread and no contention: no event queue at all (sim.timeline)
+                runtime = Runtime(self.runtime.devices, backend="sim", seed=self.seed, profile=self.profile)
+                timeline = TimelineRun(self.profile, runtime, len(self.devices), self.devices[0].capacity_bytes)
+                try:
+                    return timeline.run(main, *args)
+                except NeedsEventModel as gave_up:  # run it again from the start on the full model
+                    self.timeline_gave_up = str(gave_up)
+            return self._run_on_event_model(main, *args)
         finally:
             if collecting:
                 gc.enable()
+
+    def _run_on_event_model(self, main: Callable[..., Generator[Command, Any, Any]], *args: Any) -> RunResult:
+        main_thread = Thread(self._new_id(), "main")
+        process = self.env.process(self._drive(main(self.runtime, *args), main_thread))
+        main_thread.native = process
+        self.env.run()
         if not process.triggered:
             raise SimDeadlock(
                 "the main thread is still blocked after every event ran (waiting on work that never completes?)"

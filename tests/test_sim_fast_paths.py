@@ -200,3 +200,99 @@ def test_fast_paths_take_the_batching_steps() -> None:
         backend.run(run.policy.main, inputs, run.params)
         counts.append(steps)
     assert counts[0] * 5 < counts[1]
+
+
+# ----------------------------------------------------------------------------- the timeline executor (sim.timeline)
+
+SOLO_STEP = STEP.filter(lambda step: step[0] != "put")  # one host thread, no queues: the timeline's domain
+
+
+def _single_thread_main(rt, steps, streams_per_device, devices):
+    streams = []
+    for d in range(devices):
+        for s in range(streams_per_device):
+            streams.append((yield rt.create_stream(d, f"s{d}.{s}")))
+    for step in steps:
+        what = step[0]
+        stream = streams[step[1] % len(streams)] if what != "host" else None
+        if what == "launch":
+            yield rt.launch(stream, "k", step[2], step[3])
+        elif what == "copy":
+            memory = HostMemory.PAGEABLE if step[4] else HostMemory.PINNED
+            yield rt.copy(stream, step[2], Direction(step[3]), memory, "c")
+        elif what == "record_wait":
+            event = yield rt.record(stream)
+            yield rt.wait_event(streams[step[2] % len(streams)], event)
+            if (yield rt.query_event(event)):
+                yield rt.host_work(1.0, "saw_it_done")
+        elif what == "sync":
+            yield rt.sync_stream(stream)
+        else:
+            yield rt.host_work(step[1], "h")
+    for stream in streams:
+        yield rt.sync_stream(stream)
+    return (yield rt.now())
+
+
+def _both_ways(profile: str, devices: int, main, *args):
+    prof = load_profile(profile)
+    fast = SimBackend(prof, devices, None, 0)
+    fast_outcome = fast.run(main, *args)
+    reference = SimBackend(prof, devices, None, 0, fast=False).run(main, *args)
+    # rows in op_id order (the timeline appends them in issue order, the full model as they finish)
+    assert ops_frame(fast_outcome.ops).reset_index(drop=True).equals(ops_frame(reference.ops).reset_index(drop=True))
+    assert fast_outcome.main_end_us == reference.main_end_us
+    assert fast_outcome.result == reference.result
+    return fast
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(SOLO_STEP, max_size=40),
+    streams_per_device=st.integers(1, 3),
+    devices=st.integers(1, 2),
+    profile=st.sampled_from(["h100-sxm-pcie5", "h200-measured"]),
+)
+def test_random_single_thread_programs_same_on_the_timeline(steps, streams_per_device, devices, profile) -> None:
+    """Whether the timeline executor times the run or gives up midway, the ops are the full model's."""
+    _both_ways(profile, devices, _single_thread_main, steps, streams_per_device, devices)
+
+
+def test_the_timeline_times_uncontended_runs_itself() -> None:
+    """Copies on a side stream, kernels on another, waits between them: no contention, so no event model."""
+    steps = [("copy", 1, 1 << 20, "h2d", False), ("record_wait", 1, 0), ("launch", 0, 40.0, 1.0)] * 20
+    steps += [("copy", 0, 4096, "d2h", True), ("sync", 0), ("host", 2.5)]
+    backend = _both_ways("h100-sxm-pcie5", 1, _single_thread_main, steps, 2, 1)
+    assert backend.timeline_gave_up is None
+
+
+@pytest.mark.parametrize(
+    ("steps", "reason"),
+    [
+        ([("launch", 0, 40.0, 1.0), ("launch", 1, 40.0, 0.5)], "compute work of two streams overlaps"),
+        ([("copy", 0, 3 << 22, "h2d", False), ("copy", 1, 3 << 22, "d2h", False)], "both directions"),
+        (
+            [("launch", 0, 333.3, 1.0), ("copy", 0, 4096, "h2d", False), ("copy", 1, 4096, "h2d", False)],
+            "out of issue order",
+        ),
+    ],
+)
+def test_the_timeline_gives_up_on_contention_and_the_full_model_runs_it(steps, reason) -> None:
+    backend = _both_ways("h100-sxm-pcie5", 1, _single_thread_main, steps, 2, 1)
+    assert reason in (backend.timeline_gave_up or "")
+
+
+def test_a_second_host_thread_leaves_the_timeline() -> None:
+    backend = _both_ways("h100-sxm-pcie5", 1, _program_main, [[("launch", 0, 5.0, 1.0)], [("host", 2.5)]], 1, 1)
+    assert backend.timeline_gave_up == "MakeQueue needs the event model"
+
+
+@pytest.mark.parametrize("spec", ["bench_layer_streaming", "layer_streaming_demo", "recorded_layers_prefetch"])
+def test_single_thread_workloads_run_on_the_timeline(spec: str) -> None:
+    """The point of the executor: layer streaming and recorded programs never need the event queue."""
+    loaded = load_spec(SPECS_DIR / f"{spec}.toml", {"segments": 50} if spec == "bench_layer_streaming" else {})
+    inputs = loaded.workload.prepare(loaded.prepare_context())
+    for run in loaded.policies:
+        backend = SimBackend(loaded.profile, 1, loaded.device_memory_bytes, loaded.spec.seed)
+        backend.run(run.policy.main, inputs, run.params)
+        assert backend.timeline_gave_up is None, (run.label, backend.timeline_gave_up)

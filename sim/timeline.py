@@ -1,0 +1,360 @@
+"""One host thread, no event queue: every op's start and end worked out when it is issued.
+
+A run whose policy keeps to one host thread (no ``spawn``, no queues) issues its
+calls in time order, and as long as nothing on its devices contends, when an op
+will start and end is known the moment it reaches its stream:
+
+* a stream's op starts when the op is issued or when the stream's previous op
+  ends, whichever is later (after a graph node's launch gap);
+* a kernel alone on the device's compute runs at its solo rate; a wait ends when
+  its event's record op runs; a record op runs when its stream reaches it;
+* a copy takes its direction's copy engine when its stream reaches it, or when
+  the engine's previous copy ends, then pays the curve's latency and moves its
+  bytes at the curve's bandwidth for its size;
+* a sync ends when the op it waits for ends, plus ``sync_wake_us``.
+
+These are the full model's rules (``sim.engine``) with the same arithmetic, so
+the op timeline is identical to the last bit. The executor gives up, raising
+:class:`NeedsEventModel`, the moment the run does something whose timing would
+depend on contention or on the order of simultaneous events: a second host
+thread or a queue; a kernel or device-to-device copy that would overlap (or
+touch) compute work of another stream; a copy that would request its engine
+before, or at the same instant as, a copy of another stream issued earlier; a
+transfer that would overlap (or touch) one in the other direction of the same
+link; an event queried at the very instant it completes; anything the full
+model would reject. The overlap checks are conservative: they compare with the
+latest end so far, not with every interval, so they may give up where the full
+model would have found no contention; then the full model simply runs instead.
+``SimBackend.run`` catches it and runs the policy again from the start on the
+full model (policies are deterministic functions of their inputs and
+``rt.rng``, which is re-seeded), so giving up costs time, never accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from harness.backend import HOST_DEVICE, OpRow, RunResult
+from harness.profile import Profile
+from harness.runtime import (
+    Alloc,
+    Buffer,
+    Copy,
+    CreateStream,
+    Direction,
+    Event,
+    Free,
+    HostMemory,
+    HostWork,
+    Launch,
+    LaunchGraph,
+    Now,
+    OpKind,
+    PolicyGen,
+    QueryEvent,
+    Record,
+    Runtime,
+    Stream,
+    SyncEvent,
+    SyncStream,
+    Thread,
+    WaitEvent,
+)
+from sim.fluid import DONE_TOLERANCE
+
+_row = tuple.__new__  # OpRow(*fields) without its Python-level __new__: _row(OpRow, fields)
+_NEVER = float("-inf")
+_KERNEL = OpKind.KERNEL.value
+_RECORD = OpKind.RECORD.value
+_WAIT = OpKind.WAIT.value
+_HOST_SYNC = OpKind.HOST_SYNC.value
+_HOST_WORK = OpKind.HOST_WORK.value
+_COPY_KIND = {Direction.H2D: OpKind.COPY_H2D.value, Direction.D2H: OpKind.COPY_D2H.value}
+_OTHER = {Direction.H2D: Direction.D2H, Direction.D2H: Direction.H2D}
+_MAIN = "main"
+
+
+class NeedsEventModel(Exception):
+    """The run does something whose timing this executor cannot work out exactly; the SimPy model must run it."""
+
+
+class _Device:
+    __slots__ = (
+        "index",
+        "capacity_bytes",
+        "used_bytes",
+        "compute_end_us",
+        "compute_stream",
+        "engine_free_us",
+        "engine_request_us",
+        "engine_stream",
+        "link_end_us",
+    )
+
+    def __init__(self, index: int, capacity_bytes: int) -> None:
+        self.index = index
+        self.capacity_bytes = capacity_bytes
+        self.used_bytes = 0
+        self.compute_end_us = _NEVER  # latest end of compute work (kernels, D2D copies) so far
+        self.compute_stream: _Stream | None = None  # ... and the stream it ran on
+        self.engine_free_us = {Direction.H2D: _NEVER, Direction.D2H: _NEVER}  # when each copy engine frees
+        self.engine_request_us = {Direction.H2D: _NEVER, Direction.D2H: _NEVER}  # latest request for it
+        self.engine_stream: dict[Direction, _Stream | None] = {Direction.H2D: None, Direction.D2H: None}
+        self.link_end_us = {Direction.H2D: _NEVER, Direction.D2H: _NEVER}  # latest end of a transfer per direction
+
+
+class _Stream:
+    __slots__ = ("device", "name", "tail_us")
+
+    def __init__(self, device: _Device, name: str) -> None:
+        self.device = device
+        self.name = name
+        self.tail_us = _NEVER  # when the last op issued to it ends
+
+
+class TimelineRun:
+    """Runs one policy on the timeline executor (see the module's docstring); made fresh for each run."""
+
+    def __init__(self, profile: Profile, runtime: Runtime, devices: int, capacity_bytes: int) -> None:
+        self.profile = profile
+        self.runtime = runtime
+        self.devices = [_Device(i, capacity_bytes) for i in range(devices)]
+        self.host = profile.host
+        self.rows: list[OpRow] = []
+        self.now_us = 0  # SimPy's clock starts at the int 0 too: a run that never moves it records ints
+        self.next_id = 0
+        self.handlers: dict[type, Callable[[Any], Any]] = {
+            Now: self._now,
+            CreateStream: self._create_stream,
+            QueryEvent: self._query_event,
+            Launch: self._launch,
+            LaunchGraph: self._launch_graph,
+            Copy: self._copy,
+            Record: self._record,
+            WaitEvent: self._wait_event,
+            SyncEvent: self._sync_event,
+            SyncStream: self._sync_stream,
+            HostWork: self._host_work,
+            Alloc: self._alloc,
+            Free: self._free,
+        }  # every other command (spawn, join, queues) needs the event model
+
+    def run(self, main: Callable[..., PolicyGen], *args: Any) -> RunResult:
+        self.next_id += 1
+        Thread(self.next_id, _MAIN)  # the main thread's id, as the full model numbers it
+        send = main(self.runtime, *args).send
+        handlers = self.handlers
+        value: Any = None
+        while True:
+            try:
+                cmd = send(value)
+            except StopIteration as stop:
+                return RunResult(self.rows, stop.value, self.now_us)
+            handler = handlers.get(type(cmd))
+            if handler is None:
+                raise NeedsEventModel(f"{type(cmd).__name__} needs the event model")
+            value = handler(cmd)
+
+    # ------------------------------------------------------------------ host
+    def _host_row(self, kind: str, name: str, start_us: float) -> None:
+        self.next_id += 1
+        self.rows.append(
+            _row(OpRow, (self.next_id, HOST_DEVICE, _MAIN, kind, name, 0, "", _MAIN, start_us, start_us, self.now_us))
+        )
+
+    def _now(self, cmd: Now) -> float:
+        return self.now_us
+
+    def _host_work(self, cmd: HostWork) -> None:
+        start = self.now_us
+        if cmd.duration_us > 0.0:
+            self.now_us = start + cmd.duration_us
+        self._host_row(_HOST_WORK, cmd.name, start)
+
+    def _wake_after(self, ready_us: float, name: str) -> None:
+        """Block the host until ``ready_us``, pay the wake-up, record the sync."""
+        start = self.now_us
+        now = ready_us if ready_us > start else start
+        wake = self.host.sync_wake_us
+        self.now_us = now + wake if wake > 0.0 else now
+        self._host_row(_HOST_SYNC, name, start)
+
+    def _sync_stream(self, cmd: SyncStream) -> None:
+        stream: _Stream = cmd.stream.native
+        self._wake_after(stream.tail_us, "sync:" + cmd.stream.name)
+
+    def _sync_event(self, cmd: SyncEvent) -> None:
+        self._wake_after(cmd.event.native, "sync_event")
+
+    def _query_event(self, cmd: QueryEvent) -> bool:
+        done_us = cmd.event.native
+        if done_us == self.now_us:
+            raise NeedsEventModel("an event queried at the instant it completes")
+        return done_us < self.now_us
+
+    def _pay(self, cost_us: float) -> float:
+        """Charge the host a call's cost; returns when the call was made."""
+        issue = self.now_us
+        if cost_us > 0.0:
+            self.now_us = issue + cost_us
+        return issue
+
+    # ------------------------------------------------------------------ memory and streams
+    def _create_stream(self, cmd: CreateStream) -> Stream:
+        self.next_id += 1
+        handle = Stream(self.next_id, cmd.device, cmd.name)
+        handle.native = _Stream(self.devices[cmd.device], cmd.name)
+        return handle
+
+    def _alloc(self, cmd: Alloc) -> Buffer | None:
+        self._pay(self.host.alloc_us)
+        device = self.devices[cmd.device]
+        if device.used_bytes + cmd.nbytes > device.capacity_bytes:
+            return None
+        device.used_bytes += cmd.nbytes
+        self.next_id += 1
+        return Buffer(self.next_id, cmd.device, cmd.nbytes, cmd.name)
+
+    def _free(self, cmd: Free) -> None:
+        self._pay(self.host.free_us)
+        buffer = cmd.buffer
+        if buffer.native == "freed":
+            raise NeedsEventModel("a buffer freed twice (the full model reports it)")
+        buffer.native = "freed"
+        self.devices[buffer.device].used_bytes -= buffer.nbytes
+
+    # ------------------------------------------------------------------ device work
+    def _compute(self, stream: _Stream, start_us: float, work_us: float, share: float) -> float:
+        """When compute work started at ``start_us`` ends, running alone (``sim.fluid``'s arithmetic)."""
+        if work_us <= DONE_TOLERANCE:
+            return start_us  # never reaches the compute server
+        device = stream.device
+        if device.compute_stream is not stream and start_us <= device.compute_end_us:
+            raise NeedsEventModel("compute work of two streams overlaps")
+        end = start_us + max(work_us / (1.0 if share <= 1.0 else 1.0 / share), 0.0)
+        if end > device.compute_end_us:
+            device.compute_end_us = end
+            device.compute_stream = stream
+        return end
+
+    def _kernel(self, handle: Stream, name: str, work_us: float, share: float, issue_us: float, gap_us: float) -> None:
+        stream: _Stream = handle.native
+        self.next_id += 1
+        ready = self.now_us if self.now_us > stream.tail_us else stream.tail_us
+        start = ready + gap_us if gap_us > 0.0 else ready
+        end = self._compute(stream, start, work_us, share) if work_us > 0.0 else start
+        stream.tail_us = end
+        self.rows.append(
+            _row(
+                OpRow,
+                (self.next_id, stream.device.index, stream.name, _KERNEL, name, 0, "", _MAIN, issue_us, start, end),
+            )
+        )
+
+    def _launch(self, cmd: Launch) -> None:
+        issue = self._pay(self.host.launch_us if cmd.host_us is None else cmd.host_us)
+        self._kernel(cmd.stream, cmd.name, cmd.duration_us, cmd.compute_share, issue, 0.0)
+
+    def _launch_graph(self, cmd: LaunchGraph) -> None:
+        issue = self._pay(self.host.graph_launch_cost_us if cmd.host_us is None else cmd.host_us)
+        gap = self.profile.device.graph_kernel_gap_us
+        for i, k in enumerate(cmd.kernels):
+            self._kernel(cmd.stream, k.name, k.duration_us, k.compute_share, issue, gap if i else 0.0)
+
+    def _copy(self, cmd: Copy) -> None:
+        issue = self._pay(self.host.copy_launch_us if cmd.host_us is None else cmd.host_us)
+        stream: _Stream = cmd.stream.native
+        device = stream.device
+        self.next_id += 1
+        ready = self.now_us if self.now_us > stream.tail_us else stream.tail_us
+        direction = cmd.direction
+        if direction is Direction.D2D:
+            end = self._compute(stream, ready, self.profile.d2d_time_us(cmd.nbytes), 1.0)
+            start, kind, memory = ready, OpKind.COPY_D2D.value, ""
+        else:
+            # The engine is FIFO by request time: a request earlier than (or simultaneous with) one of
+            # another stream already placed would have been served in another order.
+            last = device.engine_request_us[direction]
+            if ready < last or (ready == last and device.engine_stream[direction] is not stream):
+                raise NeedsEventModel("copies of two streams reach one copy engine out of issue order")
+            device.engine_request_us[direction] = ready
+            device.engine_stream[direction] = stream
+            free = device.engine_free_us[direction]
+            start = ready if ready > free else free
+            curve = self.profile.curve(direction, cmd.host_memory)
+            moving = start + curve.latency_us if curve.latency_us > 0.0 else start
+            if cmd.nbytes > 0:
+                if moving <= device.link_end_us[_OTHER[direction]]:
+                    raise NeedsEventModel("transfers in both directions of one link overlap")
+                end = moving + max(cmd.nbytes / curve.bandwidth_bytes_per_us(cmd.nbytes), 0.0)
+                device.link_end_us[direction] = end
+            else:
+                end = moving
+            device.engine_free_us[direction] = end
+            kind, memory = _COPY_KIND[direction], cmd.host_memory.value
+        stream.tail_us = end
+        self.rows.append(
+            _row(
+                OpRow,
+                (self.next_id, device.index, stream.name, kind, cmd.name, cmd.nbytes, memory, _MAIN, issue, start, end),
+            )
+        )
+        if direction is not Direction.D2D and cmd.host_memory is HostMemory.PAGEABLE:
+            self._wake_after(end, "pageable:" + cmd.name)  # the driver stages pageable memory: the host is held
+
+    def _record(self, cmd: Record) -> Event:
+        issue = self._pay(self.host.record_us if cmd.host_us is None else cmd.host_us)
+        stream: _Stream = cmd.stream.native
+        self.next_id += 1
+        event = Event(self.next_id, cmd.stream)
+        self.next_id += 1
+        at = self.now_us if self.now_us > stream.tail_us else stream.tail_us
+        stream.tail_us = at
+        event.native = at  # when it completes
+        self.rows.append(
+            _row(
+                OpRow,
+                (
+                    self.next_id,
+                    stream.device.index,
+                    stream.name,
+                    _RECORD,
+                    f"event{event.id}",
+                    0,
+                    "",
+                    _MAIN,
+                    issue,
+                    at,
+                    at,
+                ),
+            )
+        )
+        return event
+
+    def _wait_event(self, cmd: WaitEvent) -> None:
+        issue = self._pay(self.host.wait_us if cmd.host_us is None else cmd.host_us)
+        stream: _Stream = cmd.stream.native
+        self.next_id += 1
+        start = self.now_us if self.now_us > stream.tail_us else stream.tail_us
+        done_us = cmd.event.native
+        end = done_us if done_us > start else start
+        stream.tail_us = end
+        self.rows.append(
+            _row(
+                OpRow,
+                (
+                    self.next_id,
+                    stream.device.index,
+                    stream.name,
+                    _WAIT,
+                    f"event{cmd.event.id}",
+                    0,
+                    "",
+                    _MAIN,
+                    issue,
+                    start,
+                    end,
+                ),
+            )
+        )
