@@ -38,6 +38,7 @@ from typing import Any
 from harness.backend import HOST_DEVICE, OpRow, RunResult
 from harness.profile import Profile
 from harness.runtime import (
+    COPY_KIND,
     Alloc,
     Buffer,
     Copy,
@@ -70,8 +71,9 @@ _RECORD = OpKind.RECORD.value
 _WAIT = OpKind.WAIT.value
 _HOST_SYNC = OpKind.HOST_SYNC.value
 _HOST_WORK = OpKind.HOST_WORK.value
-_COPY_KIND = {Direction.H2D: OpKind.COPY_H2D.value, Direction.D2H: OpKind.COPY_D2H.value}
-_OTHER = {Direction.H2D: Direction.D2H, Direction.D2H: Direction.H2D}
+_COPY_D2D = OpKind.COPY_D2D.value
+_PINNED = HostMemory.PINNED.value
+_PAGEABLE = HostMemory.PAGEABLE.value
 _MAIN = "main"
 
 
@@ -79,29 +81,34 @@ class NeedsEventModel(Exception):
     """The run does something whose timing this executor cannot work out exactly; the SimPy model must run it."""
 
 
-class _Device:
-    __slots__ = (
-        "index",
-        "capacity_bytes",
-        "used_bytes",
-        "compute_end_us",
-        "compute_stream",
-        "engine_free_us",
-        "engine_request_us",
-        "engine_stream",
-        "link_end_us",
-    )
+class _Engine:
+    """One copy engine of a device (one per direction) and its direction of the host link."""
 
-    def __init__(self, index: int, capacity_bytes: int) -> None:
+    __slots__ = ("free_us", "request_us", "stream", "link_end_us", "other", "kind", "pinned", "pageable")
+
+    def __init__(self, profile: Profile, direction: Direction) -> None:
+        self.free_us = _NEVER  # when its latest copy ends
+        self.request_us = _NEVER  # when its latest copy asked for it
+        self.stream: _Stream | None = None  # ... from which stream
+        self.link_end_us = _NEVER  # latest end of a transfer in this direction
+        self.other: _Engine | None = None  # the other direction's engine
+        self.kind = COPY_KIND[direction].value
+        self.pinned = profile.curve(direction, HostMemory.PINNED)
+        self.pageable = profile.curve(direction, HostMemory.PAGEABLE)
+
+
+class _Device:
+    __slots__ = ("index", "capacity_bytes", "used_bytes", "compute_end_us", "compute_stream", "h2d", "d2h")
+
+    def __init__(self, index: int, capacity_bytes: int, profile: Profile) -> None:
         self.index = index
         self.capacity_bytes = capacity_bytes
         self.used_bytes = 0
         self.compute_end_us = _NEVER  # latest end of compute work (kernels, D2D copies) so far
         self.compute_stream: _Stream | None = None  # ... and the stream it ran on
-        self.engine_free_us = {Direction.H2D: _NEVER, Direction.D2H: _NEVER}  # when each copy engine frees
-        self.engine_request_us = {Direction.H2D: _NEVER, Direction.D2H: _NEVER}  # latest request for it
-        self.engine_stream: dict[Direction, _Stream | None] = {Direction.H2D: None, Direction.D2H: None}
-        self.link_end_us = {Direction.H2D: _NEVER, Direction.D2H: _NEVER}  # latest end of a transfer per direction
+        self.h2d = _Engine(profile, Direction.H2D)
+        self.d2h = _Engine(profile, Direction.D2H)
+        self.h2d.other, self.d2h.other = self.d2h, self.h2d
 
 
 class _Stream:
@@ -119,7 +126,7 @@ class TimelineRun:
     def __init__(self, profile: Profile, runtime: Runtime, devices: int, capacity_bytes: int) -> None:
         self.profile = profile
         self.runtime = runtime
-        self.devices = [_Device(i, capacity_bytes) for i in range(devices)]
+        self.devices = [_Device(i, capacity_bytes, profile) for i in range(devices)]
         self.host = profile.host
         self.rows: list[OpRow] = []
         self.now_us = 0  # SimPy's clock starts at the int 0 too: a run that never moves it records ints
@@ -253,8 +260,18 @@ class TimelineRun:
         )
 
     def _launch(self, cmd: Launch) -> None:
-        issue = self._pay(self.host.launch_us if cmd.host_us is None else cmd.host_us)
-        self._kernel(cmd.stream, cmd.name, cmd.duration_us, cmd.compute_share, issue, 0.0)
+        issue = now = self.now_us
+        cost = self.host.launch_us if cmd.host_us is None else cmd.host_us
+        if cost > 0.0:
+            self.now_us = now = issue + cost
+        stream: _Stream = cmd.stream.native
+        self.next_id += 1
+        start = now if now > stream.tail_us else stream.tail_us
+        work = cmd.duration_us
+        end = self._compute(stream, start, work, cmd.compute_share) if work > 0.0 else start
+        stream.tail_us = end
+        row = (self.next_id, stream.device.index, stream.name, _KERNEL, cmd.name, 0, "", _MAIN, issue, start, end)
+        self.rows.append(_row(OpRow, row))
 
     def _launch_graph(self, cmd: LaunchGraph) -> None:
         issue = self._pay(self.host.graph_launch_cost_us if cmd.host_us is None else cmd.host_us)
@@ -263,53 +280,56 @@ class TimelineRun:
             self._kernel(cmd.stream, k.name, k.duration_us, k.compute_share, issue, gap if i else 0.0)
 
     def _copy(self, cmd: Copy) -> None:
-        issue = self._pay(self.host.copy_launch_us if cmd.host_us is None else cmd.host_us)
+        issue = now = self.now_us
+        cost = self.host.copy_launch_us if cmd.host_us is None else cmd.host_us
+        if cost > 0.0:
+            self.now_us = now = issue + cost
         stream: _Stream = cmd.stream.native
         device = stream.device
         self.next_id += 1
-        ready = self.now_us if self.now_us > stream.tail_us else stream.tail_us
+        ready = now if now > stream.tail_us else stream.tail_us
         direction = cmd.direction
+        nbytes = cmd.nbytes
         if direction is Direction.D2D:
-            end = self._compute(stream, ready, self.profile.d2d_time_us(cmd.nbytes), 1.0)
-            start, kind, memory = ready, OpKind.COPY_D2D.value, ""
+            end = self._compute(stream, ready, self.profile.d2d_time_us(nbytes), 1.0)
+            start, kind, memory = ready, _COPY_D2D, ""
         else:
+            engine = device.h2d if direction is Direction.H2D else device.d2h
             # The engine is FIFO by request time: a request earlier than (or simultaneous with) one of
             # another stream already placed would have been served in another order.
-            last = device.engine_request_us[direction]
-            if ready < last or (ready == last and device.engine_stream[direction] is not stream):
+            if ready < engine.request_us or (ready == engine.request_us and engine.stream is not stream):
                 raise NeedsEventModel("copies of two streams reach one copy engine out of issue order")
-            device.engine_request_us[direction] = ready
-            device.engine_stream[direction] = stream
-            free = device.engine_free_us[direction]
-            start = ready if ready > free else free
-            curve = self.profile.curve(direction, cmd.host_memory)
+            engine.request_us = ready
+            engine.stream = stream
+            start = ready if ready > engine.free_us else engine.free_us
+            pinned = cmd.host_memory is HostMemory.PINNED
+            curve = engine.pinned if pinned else engine.pageable
             moving = start + curve.latency_us if curve.latency_us > 0.0 else start
-            if cmd.nbytes > 0:
-                if moving <= device.link_end_us[_OTHER[direction]]:
+            if nbytes > 0:
+                if moving <= engine.other.link_end_us:
                     raise NeedsEventModel("transfers in both directions of one link overlap")
-                end = moving + max(cmd.nbytes / curve.bandwidth_bytes_per_us(cmd.nbytes), 0.0)
-                device.link_end_us[direction] = end
+                end = moving + max(nbytes / curve.bandwidth_bytes_per_us(nbytes), 0.0)
+                engine.link_end_us = end
             else:
                 end = moving
-            device.engine_free_us[direction] = end
-            kind, memory = _COPY_KIND[direction], cmd.host_memory.value
+            engine.free_us = end
+            kind, memory = engine.kind, _PINNED if pinned else _PAGEABLE
         stream.tail_us = end
-        self.rows.append(
-            _row(
-                OpRow,
-                (self.next_id, device.index, stream.name, kind, cmd.name, cmd.nbytes, memory, _MAIN, issue, start, end),
-            )
-        )
-        if direction is not Direction.D2D and cmd.host_memory is HostMemory.PAGEABLE:
-            self._wake_after(end, "pageable:" + cmd.name)  # the driver stages pageable memory: the host is held
+        row = (self.next_id, device.index, stream.name, kind, cmd.name, nbytes, memory, _MAIN, issue, start, end)
+        self.rows.append(_row(OpRow, row))
+        if memory is _PAGEABLE:  # the driver stages pageable memory through a pinned buffer: the host is held
+            self._wake_after(end, "pageable:" + cmd.name)
 
     def _record(self, cmd: Record) -> Event:
-        issue = self._pay(self.host.record_us if cmd.host_us is None else cmd.host_us)
+        issue = now = self.now_us
+        cost = self.host.record_us if cmd.host_us is None else cmd.host_us
+        if cost > 0.0:
+            self.now_us = now = issue + cost
         stream: _Stream = cmd.stream.native
         self.next_id += 1
         event = Event(self.next_id, cmd.stream)
         self.next_id += 1
-        at = self.now_us if self.now_us > stream.tail_us else stream.tail_us
+        at = now if now > stream.tail_us else stream.tail_us
         stream.tail_us = at
         event.native = at  # when it completes
         self.rows.append(
@@ -333,10 +353,13 @@ class TimelineRun:
         return event
 
     def _wait_event(self, cmd: WaitEvent) -> None:
-        issue = self._pay(self.host.wait_us if cmd.host_us is None else cmd.host_us)
+        issue = now = self.now_us
+        cost = self.host.wait_us if cmd.host_us is None else cmd.host_us
+        if cost > 0.0:
+            self.now_us = now = issue + cost
         stream: _Stream = cmd.stream.native
         self.next_id += 1
-        start = self.now_us if self.now_us > stream.tail_us else stream.tail_us
+        start = now if now > stream.tail_us else stream.tail_us
         done_us = cmd.event.native
         end = done_us if done_us > start else start
         stream.tail_us = end
