@@ -159,6 +159,11 @@ def _natural(name: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
+def _missing(value: object) -> bool:
+    """``pd.isna`` of one cell, without its per-call cost (it is called for every row of a recording)."""
+    return value is None or value is pd.NA or value != value
+
+
 def _thread_calls(rows: pd.DataFrame, by_corr, start_us: float, waits, records) -> tuple[Call, ...]:
     out: list[Call] = []
     pending_us = 0.0
@@ -167,7 +172,7 @@ def _thread_calls(rows: pd.DataFrame, by_corr, start_us: float, waits, records) 
         gap = float(row.start_us) - previous_end if not out and pending_us == 0.0 else float(row.host_gap_us or 0.0)
         previous_end = float(row.start_us) + float(row.duration_us)
         pending_us += max(0.0, gap)
-        corr = None if pd.isna(row.correlation) else int(row.correlation)
+        corr = None if _missing(row.correlation) else int(row.correlation)
         ops = tuple(by_corr.get(corr, ())) if corr is not None else ()
         stream = (0, str(row.stream)) if isinstance(row.stream, str) and row.stream else None
         if ops:
@@ -176,7 +181,7 @@ def _thread_calls(rows: pd.DataFrame, by_corr, start_us: float, waits, records) 
         # A record or wait whose stream or event the recording does not name cannot be re-issued:
         # its host time stays, and the ordering it made is inferred (infer_waits).
         unnamed = (row.kind == "call_record" and stream is None) or (
-            row.kind == "call_wait" and (stream is None or pd.isna(wait))
+            row.kind == "call_wait" and (stream is None or _missing(wait))
         )
         if row.kind not in MODELLED_CALLS or unnamed:
             pending_us += float(row.duration_us)  # allocation, free, queries: host time
@@ -191,7 +196,7 @@ def _thread_calls(rows: pd.DataFrame, by_corr, start_us: float, waits, records) 
                 ops=ops,
                 group=row.group if isinstance(row.group, str) else "",
                 event=corr if row.kind == "call_record" else None,
-                waits_for=None if pd.isna(wait) else int(wait),
+                waits_for=None if _missing(wait) else int(wait),
                 synchronous=row.kind == "call_memcpy" and "Async" not in str(row.name),
                 wait_before=tuple(waits.get(corr, ())),
                 record_after=tuple(records.get(corr, ())),
