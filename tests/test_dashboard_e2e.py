@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_dashboard_support import DEMO, DashboardData, build
+from test_dashboard_support import BATCHING, DEMO, DashboardData, build
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -215,3 +215,55 @@ def test_compare_page_leads_with_the_winner(server, page, tmp_path):
     no_exception(page)
     body = page.inner_text("body")
     assert "wins on" in body and "(lower is better)" in body and "sim vs replay" in body
+
+
+def plot_layout(page) -> dict:
+    """The drawn chart's layout as plotly holds it in the browser (the x range, the shapes)."""
+    return page.evaluate(
+        "() => { const gd = document.querySelector('.js-plotly-plot');"
+        " return {range: gd._fullLayout.xaxis.range, shapes: gd._fullLayout.shapes.length,"
+        " bars: gd.querySelectorAll('.barlayer path').length}; }"
+    )
+
+
+def test_clicking_a_request_row_shows_the_timeline_around_that_request(server, data, page, tmp_path):
+    """The per-request drill-down: a click on a row of the requests table draws the run from that request's arrival
+    to its last token, with its milestones, and puts the request in the URL."""
+    from urllib.parse import parse_qs, urlencode, urlparse
+
+    from dashboard.catalog import build_catalog, load_path
+    from dashboard.requests_view import request_window, run_requests, runs_with_requests
+    from dashboard.timeline import time_unit
+
+    cat = build_catalog([load_path(data.good[BATCHING])])
+    run = runs_with_requests(cat).iloc[0]
+    label = f"{run['run_id']} @ {data.good[BATCHING].name}"
+    table = run_requests(cat, run["folder"], run["run_id"], "e2e_us")
+    page.goto(f"{server}/requests?" + urlencode({"run": label, "sort": "e2e_us"}))
+    settle(page)
+    page.wait_for_selector(PLOT, timeout=30_000)
+    no_exception(page)
+    first = int(table["request"].iloc[0])
+    assert f"Request {first}:" in page.inner_text("body")  # before a click: the worst request by e2e
+
+    row = 3  # the fourth row (worst first): a request other than the one shown
+    wanted = table.iloc[row]
+    assert int(wanted["request"]) != first
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    box = grid.bounding_box()
+    row_height = 35  # Streamlit's default row (and header) height
+    # The row marker column (the selection checkbox) at the left of the row.
+    page.mouse.click(box["x"] + 14, box["y"] + row_height * (row + 1) + row_height / 2)
+    settle(page)
+    page.wait_for_selector(PLOT, timeout=30_000)
+    no_exception(page)
+    body = page.inner_text("body")
+    assert f"Request {int(wanted['request'])}:" in body
+    query = parse_qs(urlparse(page.url).query)
+    assert query["request"] == [str(int(wanted["request"]))] and query["run"] == [label]
+    lo, hi = request_window(wanted)
+    scale = time_unit(hi - lo)[1]
+    layout = plot_layout(page)
+    assert layout["range"] == pytest.approx([lo / scale, hi / scale], rel=1e-6)
+    assert layout["shapes"] >= 2 and layout["bars"] > 0  # arrival ... last token marked over the run's lanes
+    shoot(page, "7-requests-click", tmp_path)

@@ -346,3 +346,125 @@ def test_fidelity_page_leads_with_a_headline_and_a_signed_error_chart(data, monk
     assert not at.exception, [e.value for e in at.exception]
     assert any("the simulator is within" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) == 2
+
+
+# --------------------------------------------------------------------------- each bug, as drawn or shown
+# The tests above check the tables behind the pictures; these check the pictures (the figure handed to the
+# browser, or the page) for each bug of the issue's "wrong or misleading" list.
+
+
+def bars_per_trace(fig) -> dict[str, int]:
+    return {t.name: len(t.y) for t in fig.data if t.type == "bar"}
+
+
+def test_drawn_merged_bars_of_a_compute_stream_are_kernels_not_one_wait_bar():
+    """Bug: a compute stream showed as one solid 'wait' bar; kernels and copies vanished from the chart."""
+    rows = []
+    for i in range(20_000):
+        t = 10.0 * i
+        rows.append((0, "compute", "kernel", "gemm", 0, t, t + 8.0))
+        rows.append((0, "compute", "wait", f"event{i}", 0, t + 8.0, t + 8.0))
+        rows.append((0, "side", "copy_h2d", "params", 1 << 20, t, t + 6.0))
+    fig = timeline_figure([("r", timeline_view(ops_frame(rows), max_bars=1000))])
+    drawn = {t.name: list(t.y) for t in fig.data if t.type == "bar"}
+    assert "gpu0 stream compute" in drawn["kernel"] and "gpu0 stream compute" not in drawn.get("wait", [])
+    assert {"gpu0 stream side", "gpu0 copy engine h2d"} <= set(drawn["copy_h2d"])  # copies drawn on both lanes
+    assert len(drawn["kernel"]) > 100  # many bars side by side, not one
+
+
+def test_drawn_bars_follow_the_bound_and_raising_it_shows_every_op():
+    """Bug: 1.34 M ops were drawn as 5 bars, 3,376 ops as 2, and raising the cap changed nothing."""
+    rng = np.random.default_rng(1)
+    start = np.sort(rng.uniform(0, 10e6, 3_376))
+    ops = ops_frame([(0, "gpu", "kernel", "decode", 0, s, s + 2000.0) for s in start])
+    capped = sum(bars_per_trace(timeline_figure([("r", timeline_view(ops, max_bars=3000))])).values())
+    raised = sum(bars_per_trace(timeline_figure([("r", timeline_view(ops, max_bars=6000))])).values())
+    assert 1000 < capped <= 3000 and raised == len(ops)
+    n = 1_340_000
+    big = pd.DataFrame(
+        {
+            "device": np.zeros(n, dtype="int32"),
+            "stream": pd.Categorical(["gpu"] * n),
+            "kind": pd.Categorical(["kernel"] * n),
+            "name": pd.Categorical(["decode"] * n),
+            "bytes": 0,
+            "start_us": np.arange(n) * 10.0,
+            "end_us": np.arange(n) * 10.0 + 7.0,
+            "issue_us": np.arange(n) * 10.0 - 1.0,
+        }
+    )
+    drawn = sum(bars_per_trace(timeline_figure([("r", timeline_view(big, max_bars=1500))])).values())
+    assert 500 <= drawn <= 1500
+
+
+def test_a_stale_window_from_the_url_is_named_on_the_page_and_the_axis_is_the_run(data, monkeypatch):
+    """Bug: a window kept from another run drew an empty chart with a reversed axis and no message."""
+    run = f"{DEMO.replace('_', '-')}:sync:sim:r0 @ {data.good[DEMO].name}"
+    at = new_app(data, monkeypatch, run=run, vs="(none)", start="9000000000", end="9000010000").run()
+    at.switch_page("views/timeline.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("outside this run" in w.value for w in at.warning)
+    lo, hi = figure_json(at)["layout"]["xaxis"]["range"]
+    makespan = read_run_ops(data.good[DEMO], run.split(" @ ")[0])["end_us"].max()
+    assert lo == 0.0 and hi == pytest.approx(makespan / time_unit(makespan)[1])
+    assert any(t["type"] == "bar" and len(t["y"]) for t in figure_json(at)["data"])
+
+
+def test_drawn_sweep_lines_are_one_per_configuration_with_whiskers_inside_the_data():
+    """Bug: four adaptive configurations were drawn as one line of 'n = 4' means, error bars below zero."""
+    from dashboard.figures import sweep_line_figure
+
+    frame = pd.DataFrame(
+        {
+            "policy": ["adaptive"] * 4 + ["fixed"] * 2,
+            "param.max_wait_us": [1000.0, 1000.0, 3000.0, 3000.0, np.nan, np.nan],
+            "param.batch": [8.0, 16.0, 8.0, 16.0, 8.0, 16.0],
+            "value": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0],
+        }
+    )
+    fig = sweep_line_figure(sweep.sweep_line(frame, "param.batch"), "param.batch", "ttft_us")
+    assert sorted(t.name for t in fig.data) == ["adaptive (max_wait_us=1000)", "adaptive (max_wait_us=3000)", "fixed"]
+    for trace in fig.data:
+        low = np.asarray(trace.y, dtype=float) - np.asarray(trace.error_y.arrayminus, dtype=float)
+        assert (low >= 0).all()
+
+
+def test_compare_and_fidelity_pages_keep_each_machines_replays_apart(data, tmp_path, monkeypatch):
+    """Bug: Compare showed H100 and H200 replays as 21 repetitions; Fidelity refused several machines' tables."""
+    root = tmp_path / "machines"
+    root.mkdir()
+    shutil.copytree(data.good[DEMO], root / "sim")
+    _retag(data.good["replay"], root / "replay-h100", "NVIDIA H100")
+    _retag(data.good["replay"], root / "replay-h200", "NVIDIA H200")
+    monkeypatch.setenv(sources.DIRS_ENV, str(root))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update(spec="layer-streaming-demo", backend="replay · NVIDIA H200")
+    at.run()
+    at.switch_page("views/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="compare-backend").options == ["replay · NVIDIA H100", "replay · NVIDIA H200", "sim"]
+    assert at.selectbox(key="compare-backend").value == "replay · NVIDIA H200"
+    assert set(at.dataframe[0].value["n"]) == {1}  # one repetition on that machine, not both pooled
+    at.switch_page("views/fidelity.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="fidelity-machine").options == ["NVIDIA H100", "NVIDIA H200"]
+    shown = at.dataframe[-1].value
+    assert set(shown["device_name"]) == {at.selectbox(key="fidelity-machine").value}
+
+
+def test_the_fidelity_table_shows_every_digit_on_the_page(data, monkeypatch):
+    """Bug: the page showed 1,281,151.68 as `281151.680000` (the formatted text, not only the number, is checked)."""
+    import pyarrow as pa
+
+    at = new_app(data, monkeypatch).run()
+    at.switch_page("views/fidelity.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    proto = at.dataframe[-1].proto
+    shown = pa.ipc.open_stream(proto.arrow_data.styler.display_values).read_all().to_pandas()
+    values = at.dataframe[-1].value
+    big = values["simulated"].abs().idxmax()
+    assert values.loc[big, "simulated"] > 100_000
+    assert shown.loc[big, "simulated"] == number_text(values.loc[big, "simulated"])
+    assert "," in shown.loc[big, "simulated"] and shown.loc[big, "simulated"].endswith(
+        f"{values.loc[big, 'simulated']:.2f}"[-3:]
+    )
