@@ -8,7 +8,8 @@ one handler per runtime command, named as :data:`harness.runtime.COMMANDS`
 says; :func:`command_handlers` builds the dispatch table from that one list,
 so a backend that misses a command fails when it is made, not mid-run.
 
-Every op a run executes becomes an :class:`OpRow`; :func:`ops_frame` turns a
+Every op a run executes becomes an :class:`OpRow` (recorded in a columnar
+:class:`harness.oplog.OpLog`, or listed); :func:`ops_frame` turns a
 run's rows into the ops table (``harness.results.OPS_SCHEMA``) and
 :func:`run_policy` runs a policy and returns that table with its result.
 """
@@ -16,43 +17,24 @@ run's rows into the ops table (``harness.results.OPS_SCHEMA``) and
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import pandas as pd
 
+from harness.oplog import OpLog, OpRow
 from harness.profile import Profile
-from harness.results import OPS_COLUMNS
 from harness.runtime import COMMANDS, Command, PolicyGen
 
 HOST_DEVICE = -1  # the ops table's device for host-thread ops
-
-
-class OpRow(NamedTuple):
-    """One op of a run: a row of the ops table without its ``run_id``."""
-
-    op_id: int  # unique within a run, increasing in issue order
-    device: int  # GPU index; HOST_DEVICE for host-thread ops
-    stream: str  # stream name; the thread name for host ops
-    kind: str  # harness.runtime.OpKind value
-    name: str
-    bytes: int  # bytes moved (copies); 0 otherwise
-    host_memory: str  # "pinned" / "pageable" for H2D/D2H copies; "" otherwise
-    thread: str  # host thread that issued the op
-    issue_us: float  # when the host thread made the call
-    start_us: float  # when the device (or host) began the op
-    end_us: float
-
-
-assert OpRow._fields == tuple(OPS_COLUMNS[1:]), "OpRow must follow harness.results.OPS_SCHEMA"
 
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
     """What a backend's ``run`` returns."""
 
-    ops: list[OpRow]
+    ops: OpLog | list[OpRow]  # the simulator records into an OpLog; a list of rows does as well
     result: Any  # what the policy's main thread returned
     main_end_us: float  # when the main thread returned
 
@@ -87,17 +69,16 @@ BackendFactory = Callable[[Profile, int, "int | None", int], Backend]
 backend (a workload's command, a tool) is handed one; ``sim.SimBackend`` itself is such a factory."""
 
 
-def ops_frame(rows: list[OpRow], run_id: str | None = None) -> pd.DataFrame:
+def ops_frame(rows: OpLog | Iterable[tuple], run_id: str | None = None) -> pd.DataFrame:
     """A run's ops table in issue (``op_id``) order; with ``run_id``, the results' ops table."""
-    # Built column by column with the cyclic collector paused: it would rescan every row for nothing.
+    # Built with the cyclic collector paused: it would rescan every row for nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        if rows:
-            data = {name: [row[i] for row in rows] for i, name in enumerate(OPS_COLUMNS[1:])}
-            frame = pd.DataFrame(data).sort_values("op_id", kind="stable")
-        else:
-            frame = pd.DataFrame(rows, columns=OPS_COLUMNS[1:])
+        log = rows if isinstance(rows, OpLog) else OpLog(rows if isinstance(rows, list) else list(rows))
+        frame = log.frame()
+        if len(frame):
+            frame = frame.sort_values("op_id", kind="stable")
     finally:
         if collecting:
             gc.enable()

@@ -32,7 +32,9 @@ Contract
    launch cost, ``graph_launch_us``, for all of them), ``copy`` from pinned
    memory, ``record``, ``wait_event``.
    Blocking (return when the condition holds): ``sync_event``,
-   ``sync_stream``, ``host_work``, ``put`` on a full queue, ``get`` on an
+   ``sync_stream``, ``launch_sync`` (a launch and a sync of its stream, as
+   one call: it returns the host time at which the sync returned, what a
+   ``now`` right after it would say), ``host_work``, ``put`` on a full queue, ``get`` on an
    empty queue, ``join``, and ``copy`` from *pageable* host memory, which
    holds the issuing host thread until the copy has finished (as CUDA does:
    the driver stages pageable memory through a pinned bounce buffer).
@@ -198,7 +200,7 @@ class CreateStream(Command):
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every kernel, and a frozen dataclass's __init__ costs 4x; never hashed
 class Launch(Command):
     stream: Stream
     name: str
@@ -206,6 +208,18 @@ class Launch(Command):
     compute_share: float
     kind: KernelKind
     host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
+
+
+@dataclass(slots=True)  # not frozen, as Launch
+class LaunchSync(Command):
+    """A launch followed by a sync of its stream (``launch`` + ``sync_stream`` + ``now`` in one round trip)."""
+
+    stream: Stream
+    name: str
+    duration_us: float
+    compute_share: float
+    kind: KernelKind
+    host_us: float | None = None  # the launch's own host cost when the policy knows it; None: the profile's
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +340,7 @@ COMMANDS: dict[type[Command], str] = {
     MakeQueue: "make_queue",
     Spawn: "spawn",
     Launch: "launch",
+    LaunchSync: "launch_sync",
     LaunchGraph: "launch_graph",
     Copy: "copy",
     Record: "record",
@@ -365,6 +380,18 @@ def _host_cost(host_us: float | None) -> float | None:
     return float(host_us)
 
 
+def _kernel_fields(
+    name: str, duration_us: float, compute_share: float, kind: KernelKind, host_us: float | None
+) -> tuple[float, float, KernelKind, float | None]:
+    """A kernel's checked ``duration_us, compute_share, kind, host_us`` (contract point 5)."""
+    if not duration_us >= 0.0:  # also rejects NaN
+        raise ValueError(f"kernel {name!r}: duration_us must be >= 0, got {duration_us}")
+    if not 0.0 < compute_share <= 1.0:
+        raise ValueError(f"kernel {name!r}: compute_share must be in (0, 1], got {compute_share}")
+    kind = kind if kind.__class__ is KernelKind else KernelKind(kind)  # the enum call only when coercing
+    return float(duration_us), float(compute_share), kind, None if host_us is None else _host_cost(host_us)
+
+
 class Runtime:
     """Builds the commands a policy yields, and tells it about the machine.
 
@@ -394,12 +421,23 @@ class Runtime:
         kind: KernelKind = KernelKind.COMPUTE,
         host_us: float | None = None,
     ) -> Launch:
-        if not duration_us >= 0.0:  # also rejects NaN
-            raise ValueError(f"kernel {name!r}: duration_us must be >= 0, got {duration_us}")
-        if not 0.0 < compute_share <= 1.0:
-            raise ValueError(f"kernel {name!r}: compute_share must be in (0, 1], got {compute_share}")
-        kind = kind if kind.__class__ is KernelKind else KernelKind(kind)  # the enum call only when coercing
-        return Launch(stream, name, float(duration_us), float(compute_share), kind, _host_cost(host_us))
+        return Launch(stream, name, *_kernel_fields(name, duration_us, compute_share, kind, host_us))
+
+    def launch_sync(
+        self,
+        stream: Stream,
+        name: str,
+        duration_us: float,
+        compute_share: float = 1.0,
+        kind: KernelKind = KernelKind.COMPUTE,
+        host_us: float | None = None,
+    ) -> LaunchSync:
+        """Launch a kernel and wait for its stream (everything issued to it so far) to finish.
+
+        The same ops as ``launch`` then ``sync_stream`` (a kernel and a host sync); the command
+        returns the host time the sync returned at, as a ``now`` right after would.
+        """
+        return LaunchSync(stream, name, *_kernel_fields(name, duration_us, compute_share, kind, host_us))
 
     def launch_graph(
         self, stream: Stream, name: str, kernels: tuple[GraphKernel, ...], host_us: float | None = None

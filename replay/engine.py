@@ -71,6 +71,7 @@ from harness.runtime import (
     Join,
     Launch,
     LaunchGraph,
+    LaunchSync,
     MakeQueue,
     Now,
     OpKind,
@@ -490,6 +491,12 @@ class _Run:
             kernels.issue(plan, s)
         end.record(s)
         self._device_op(OpKind.KERNEL, cmd.stream, cmd.name, 0, "", thread, issue, start, end, op_id)
+
+    def _launch_sync(self, cmd: LaunchSync, thread: Thread) -> float:
+        """A launch, then a sync of its stream; the host time when the sync returned."""
+        self._launch(cmd, thread)  # reads the fields Launch and LaunchSync share
+        self._sync_stream(cmd, thread)
+        return self._clock.host_us()
 
     def _launch_graph(self, cmd: LaunchGraph, thread: Thread) -> None:
         issue = self._clock.host_us()

@@ -22,7 +22,8 @@ What is modelled (figures from the hardware profile, see ``harness.profile``):
   event starts nothing after the wait until the event completes.
 * **memory**: allocations are checked against each device's capacity.
 
-Every op is recorded as an :class:`harness.backend.OpRow`.
+Every op is recorded as a row of an :class:`harness.backend.OpLog` (a tuple in
+:class:`harness.backend.OpRow` field order).
 
 **Fast paths.** The SimPy model above is the reference. These shortcuts skip its
 event queue where nothing else can happen in the meantime, and give the same
@@ -40,10 +41,10 @@ op timeline to the last bit (``tests/test_sim_fast_paths.py`` checks it against
   after ``now + d`` (and no other callback of the event that woke it is still
   to run): SimPy would have run nothing but that timeout in between;
 * a kernel launched on an idle stream of a device whose compute is idle, and
-  synchronised on by the very next call of the same thread, is recorded at
-  once with its start and end (solo rate) and the thread wakes after the sync,
-  when no pending event falls before that wake-up; otherwise the kernel goes to
-  its stream as usual, at the same instant.
+  synchronised on by the very next call of the same thread (or launched with
+  ``launch_sync``), is recorded at once with its start and end (solo rate) and
+  the thread wakes after the sync, when no pending event falls before that
+  wake-up; otherwise the kernel goes to its stream as usual, at the same instant.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ import simpy
 from simpy.core import EmptySchedule, StopSimulation
 from simpy.events import EventPriority
 
-from harness.backend import HOST_DEVICE, Backend, OpRow, RunResult, command_handlers
+from harness.backend import HOST_DEVICE, Backend, OpLog, RunResult, command_handlers
 from harness.profile import Profile
 from harness.runtime import (
     COPY_KIND,
@@ -78,6 +79,7 @@ from harness.runtime import (
     Join,
     Launch,
     LaunchGraph,
+    LaunchSync,
     MakeQueue,
     Now,
     OpKind,
@@ -98,7 +100,7 @@ from sim.fluid import DONE_TOLERANCE, FluidServer, compute_rates, duplex_link_ra
 from sim.timeline import NeedsEventModel, TimelineRun
 
 _KERNEL = OpKind.KERNEL.value
-_row = tuple.__new__  # OpRow(*fields) without its Python-level __new__: _row(OpRow, fields)
+_HOST_SYNC = OpKind.HOST_SYNC.value
 
 
 class _Environment(simpy.Environment):
@@ -209,10 +211,11 @@ class _SimDevice:
 
 
 class _SimStream:
-    __slots__ = ("handle", "device", "pending", "wakeup", "issued", "completed", "sync_waiters")
+    __slots__ = ("handle", "device", "pending", "wakeup", "issued", "completed", "sync_waiters", "sync_name")
 
     def __init__(self, handle: Stream, device: _SimDevice) -> None:
         self.handle = handle
+        self.sync_name = f"sync:{handle.name}"  # the ops-table name of a host sync on it, one str for every row
         self.device = device
         self.pending: deque[_Op] = deque()
         self.wakeup: simpy.Event | None = None
@@ -251,11 +254,12 @@ class SimBackend(Backend):
         )
         self.seed = seed
         self.timeline_gave_up: str | None = None  # why the run left the timeline executor, if it did
-        self.ops: list[OpRow] = []
+        self.ops = OpLog()
         self._next_id = 0
         self._main_return_us = 0.0
         self._host = profile.host
-        self._held: tuple[_SimStream, _Op, float] | None = None  # a kernel that may fuse with the next call's sync
+        # a kernel that may fuse with the next call's sync: stream, op id, launch command, thread name, issue, end
+        self._held: tuple[_SimStream, int, Launch, str, float, float] | None = None
         handlers = command_handlers(self)
         self._immediate: dict[type, Callable[[Any, Thread], Any]] = {
             c: h for c, h in handlers.items() if c in IMMEDIATE
@@ -314,6 +318,9 @@ class SimBackend(Backend):
                     value = None
                     continue
                 self._release_held()
+            if type(cmd) is LaunchSync and self.fast and self._launch_sync_at_once(cmd, thread):
+                value = self.env._now
+                continue
             if type(cmd) is Launch and self.fast and self._launch_at_once(cmd, thread):
                 value = None
                 continue
@@ -343,13 +350,14 @@ class SimBackend(Backend):
 
     def _release_held(self) -> None:
         """The held kernel goes to its stream, at the instant it was launched (no time has passed since)."""
-        stream, op, _ = self._held
+        stream, op_id, cmd, thread_name, issue, _ = self._held
         self._held = None
+        op = _Op(op_id, OpKind.KERNEL, cmd.name, thread_name, issue, work=cmd.duration_us, share=cmd.compute_share)
         self._enqueue(stream.handle, op)
 
-    def _fused_sync(self, cmd: SyncStream, thread: Thread) -> bool:
+    def _fused_sync(self, cmd: SyncStream | LaunchSync, thread: Thread) -> bool:
         """The held kernel's stream sync, without SimPy, when nothing else can happen until the thread wakes."""
-        stream, op, end = self._held
+        stream, op_id, launch, thread_name, issue, end = self._held
         if cmd.stream.native is not stream:
             return False
         wake = self._host.sync_wake_us
@@ -359,26 +367,73 @@ class SimBackend(Backend):
         if not env.last_callback or (queue and queue[0][0] <= woken):
             return False
         self._held = None
-        start = env._now
+        self._record_step(stream, op_id, launch.name, thread_name, issue, env._now, end, thread.name, woken)
+        return True
+
+    def _launch_sync_at_once(self, cmd: LaunchSync, thread: Thread) -> bool:
+        """``launch_sync`` without SimPy (the held kernel and its fused sync in one go); False: nothing done.
+
+        The conditions are the two steps' together: the stream and its device's compute idle, and
+        no pending event at or before the thread's wake-up (which implies none before the launch's
+        host cost is paid).
+        """
+        env = self.env
+        stream: _SimStream = cmd.stream.native
+        if not env.last_callback or stream.wakeup is None or stream.device.compute.jobs:
+            return False
+        host = self._host
+        issue = env._now
+        cost = host.launch_us if cmd.host_us is None else cmd.host_us
+        start = issue + cost if cost > 0.0 else issue
+        work = cmd.duration_us
+        if work > DONE_TOLERANCE:  # sim.fluid's arithmetic, solo rate
+            share = cmd.compute_share
+            end = start + max(work / (1.0 if share <= 1.0 else 1.0 / share), 0.0)
+        else:
+            end = start
+        wake = host.sync_wake_us
+        woken = end + wake if wake > 0.0 else end
+        queue = env._queue
+        if queue and queue[0][0] <= woken:
+            return False
+        self._next_id += 1
+        self._record_step(stream, self._next_id, cmd.name, thread.name, issue, start, end, thread.name, woken)
+        return True
+
+    def _record_step(
+        self,
+        stream: _SimStream,
+        op_id: int,
+        name: str,
+        thread_name: str,
+        issue: float,
+        start: float,
+        end: float,
+        sync_thread: str,
+        woken: float,
+    ) -> None:
+        """A kernel that ran solo from ``start`` to ``end`` and the host sync on it that woke at ``woken``."""
         stream.issued += 1
         stream.completed += 1
-        row = (
-            op.id,
-            stream.device.index,
-            stream.handle.name,
-            _KERNEL,
-            op.name,
-            0,
-            "",
-            op.thread,
-            op.issue_us,
-            start,
-            end,
+        append = self.ops.append
+        append((op_id, stream.device.index, stream.handle.name, _KERNEL, name, 0, "", thread_name, issue, start, end))
+        self.env._now = woken
+        self._next_id += 1
+        append(
+            (
+                self._next_id,
+                HOST_DEVICE,
+                sync_thread,
+                _HOST_SYNC,
+                stream.sync_name,
+                0,
+                "",
+                sync_thread,
+                start,
+                start,
+                woken,
+            )
         )
-        self.ops.append(_row(OpRow, row))
-        env._now = woken
-        self._host_op(OpKind.HOST_SYNC, f"sync:{cmd.stream.name}", thread, start)
-        return True
 
     # ------------------------------------------------------------------ immediate commands
     def _now(self, cmd: Now, thread: Thread) -> float:
@@ -412,32 +467,41 @@ class SimBackend(Backend):
         self._issue_kernel(cmd, thread, issue)
         return True
 
-    def _launch(self, cmd: Launch, thread: Thread):
+    def _launch(self, cmd: Launch | LaunchSync, thread: Thread):
         issue = self.env._now
         cost = self._host.launch_us if cmd.host_us is None else cmd.host_us
         if cost > 0.0 and not self._skip_to(issue + cost):
             yield self.env.timeout(cost)
         self._issue_kernel(cmd, thread, issue)
 
-    def _issue_kernel(self, cmd: Launch, thread: Thread, issue: float) -> None:
-        env = self.env
-        op = _Op(
-            self._new_id(), OpKind.KERNEL, cmd.name, thread.name, issue, work=cmd.duration_us, share=cmd.compute_share
-        )
+    def _issue_kernel(self, cmd: Launch | LaunchSync, thread: Thread, issue: float) -> None:
+        self._next_id += 1
+        op_id = self._next_id
         stream: _SimStream = cmd.stream.native
         if self.fast and stream.wakeup is not None and not stream.device.compute.jobs:
             # Idle stream, idle compute: the kernel runs solo from now (sim.fluid's arithmetic).
             # Held for the next call; _fused_sync or _release_held takes it.
-            start = env._now
-            work = op.work
+            start = self.env._now
+            work = cmd.duration_us
             if work > DONE_TOLERANCE:
-                share = op.share
+                share = cmd.compute_share
                 end = start + max(work / (1.0 if share <= 1.0 else 1.0 / share), 0.0)
             else:
                 end = start
-            self._held = (stream, op, end)
+            self._held = (stream, op_id, cmd, thread.name, issue, end)
             return
+        op = _Op(op_id, OpKind.KERNEL, cmd.name, thread.name, issue, work=cmd.duration_us, share=cmd.compute_share)
         self._enqueue(cmd.stream, op)
+
+    def _launch_sync(self, cmd: LaunchSync, thread: Thread):
+        """A launch, then a sync of its stream, as the two commands would run; returns the time it woke."""
+        yield from self._launch(cmd, thread)
+        if self._held is not None:
+            if self._fused_sync(cmd, thread):
+                return self.env._now
+            self._release_held()
+        yield from self._sync_stream(cmd, thread)
+        return self.env._now
 
     def _launch_graph(self, cmd: LaunchGraph, thread: Thread):
         issue = self.env.now
@@ -513,9 +577,9 @@ class SimBackend(Backend):
             yield self.env.timeout(wake)
         self._host_op(OpKind.HOST_SYNC, "sync_event", thread, start)
 
-    def _sync_stream(self, cmd: SyncStream, thread: Thread):
+    def _sync_stream(self, cmd: SyncStream | LaunchSync, thread: Thread):
         stream: _SimStream = cmd.stream.native
-        yield from self._block_until_stream_count(stream, stream.issued, thread, f"sync:{cmd.stream.name}")
+        yield from self._block_until_stream_count(stream, stream.issued, thread, stream.sync_name)
 
     def _block_until_stream_count(self, stream: _SimStream, target: int, thread: Thread, name: str):
         start = self.env.now
@@ -622,7 +686,7 @@ class SimBackend(Backend):
                     if op.nbytes > 0:
                         yield device.link.submit(op.nbytes, curve.bandwidth_bytes_per_us(op.nbytes), op.direction)
             rows.append(
-                OpRow(
+                (
                     op.id,
                     device.index,
                     name,
@@ -656,4 +720,4 @@ class SimBackend(Backend):
             start,
             self.env._now,
         )
-        self.ops.append(_row(OpRow, row))
+        self.ops.append(row)

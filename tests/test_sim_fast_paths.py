@@ -121,6 +121,10 @@ STEP = st.one_of(
     ),
 )
 PROGRAM = st.lists(st.lists(STEP, max_size=25), min_size=1, max_size=3)
+LAUNCH_SYNC = st.tuples(
+    st.just("launch_sync"), st.integers(0, 2), st.sampled_from([0.0, 1e-7, 5.0, 40.0, 333.3]), st.floats(0.1, 1.0)
+)
+PROGRAM_WITH_LAUNCH_SYNC = st.lists(st.lists(st.one_of(STEP, LAUNCH_SYNC), max_size=25), min_size=1, max_size=3)
 
 
 def _program_main(rt, threads, streams_per_device, devices):
@@ -131,6 +135,13 @@ def _program_main(rt, threads, streams_per_device, devices):
                 yield rt.launch(streams[step[1] % len(streams)], "k", step[2], step[3])
                 if index % 2 == 0:  # the batching server's pattern: launch, then sync the same stream
                     yield rt.sync_stream(streams[step[1] % len(streams)])
+            elif what == "launch_sync":  # the same pattern as one command; it returns when the sync did
+                woke = yield rt.launch_sync(streams[step[1] % len(streams)], "k", step[2], step[3])
+                assert woke == (yield rt.now())
+            elif what == "launch_sync_by_hand":  # what launch_sync stands for, call by call
+                yield rt.launch(streams[step[1] % len(streams)], "k", step[2], step[3])
+                yield rt.sync_stream(streams[step[1] % len(streams)])
+                yield rt.now()
             elif what == "copy":
                 memory = HostMemory.PAGEABLE if step[4] else HostMemory.PINNED
                 yield rt.copy(streams[step[1] % len(streams)], step[2], Direction(step[3]), memory, "c")
@@ -177,6 +188,43 @@ def test_random_programs_same_with_and_without_fast_paths(threads, streams_per_d
         frames.append((ops_frame(outcome.ops), outcome.main_end_us))
     assert frames[0][0].equals(frames[1][0])
     assert frames[0][1] == frames[1][1]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    threads=PROGRAM_WITH_LAUNCH_SYNC,
+    streams_per_device=st.integers(1, 3),
+    devices=st.integers(1, 2),
+    profile=st.sampled_from(["h100-sxm-pcie5", "h200-measured"]),
+)
+def test_random_programs_with_launch_sync_same_with_and_without_fast_paths(
+    threads, streams_per_device, devices, profile
+) -> None:
+    prof = load_profile(profile)
+    frames = []
+    for fast in (True, False):
+        backend = SimBackend(prof, devices, None, 0, fast=fast)
+        outcome = backend.run(_program_main, threads, streams_per_device, devices)
+        frames.append((ops_frame(outcome.ops), outcome.main_end_us))
+    assert frames[0][0].equals(frames[1][0])
+    assert frames[0][1] == frames[1][1]
+
+
+def _as_separate_calls(step):
+    """A launch_sync step as the three calls it stands for; any other step as it is."""
+    return [("launch_sync_by_hand", *step[1:])] if step[0] == "launch_sync" else [step]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(threads=PROGRAM_WITH_LAUNCH_SYNC, streams_per_device=st.integers(1, 2), fast=st.booleans())
+def test_launch_sync_is_a_launch_a_sync_and_a_now(threads, streams_per_device, fast) -> None:
+    """``launch_sync`` records the very ops, at the very times, of launch + sync_stream + now."""
+    prof = load_profile("h100-sxm-pcie5")
+    one = SimBackend(prof, 1, None, 0, fast=fast).run(_program_main, threads, streams_per_device, 1)
+    by_hand = [[s for step in steps for s in _as_separate_calls(step)] for steps in threads]
+    three = SimBackend(prof, 1, None, 0, fast=fast).run(_program_main, by_hand, streams_per_device, 1)
+    assert ops_frame(one.ops).equals(ops_frame(three.ops))
+    assert one.main_end_us == three.main_end_us
 
 
 def test_fast_paths_take_the_batching_steps() -> None:

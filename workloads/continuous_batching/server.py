@@ -9,8 +9,8 @@ replay engine alike. Host threads:
 * the **scheduler** (the policy's main thread): forms a batch with the policy's
   :class:`BatchFormation`, then runs it through the generate loop below, then
   forms the next; GPU steps are kernels on one stream ``gpu``, each followed by
-  a stream sync (the engine's CUDA calls are synchronous), and tokens are handed
-  out when the sync returns;
+  a stream sync (the engine's CUDA calls are synchronous: ``rt.launch_sync``),
+  and tokens are handed out when the sync returns;
 * short-lived **deadline timers** (see ``channel``).
 
 The generate loop follows the engine's ``process_cuda_batch``:
@@ -204,17 +204,13 @@ class GenerateLoop:
         self.log = log
         self.completed = 0
         self.admitted = 0
-        self._sync = rt.sync_stream(gpu)  # the same command every step
-        self._now = rt.now()
         self._finishing: dict[int, list[Request]] = {}  # decode step (of this batch) -> requests ending there
         self.joins = 0  # requests prefilled into a slot of the running batch so far
         self.fresh = 0  # requests with a first token since the latest decode step
 
     def _step(self, name: str, duration_us: float) -> PolicyGen:
         """One synchronous GPU step: launch, wait for it; returns the time the host sees it done."""
-        yield self.rt.launch(self.gpu, name, duration_us, 1.0, KernelKind.COMPUTE)
-        yield self._sync
-        return (yield self._now)
+        return (yield self.rt.launch_sync(self.gpu, name, duration_us, 1.0, KernelKind.COMPUTE))
 
     def _token(self, req: Request, now: float) -> PolicyGen:
         if req.tokens == 0:
@@ -289,7 +285,7 @@ class GenerateLoop:
         for req in first:
             yield from self._first_token(req, t, 0)
         last_t = t  # time of the latest decode step
-        gpu, launch, sync, now_cmd = self.gpu, rt.launch, self._sync, self._now
+        gpu, launch_sync = self.gpu, rt.launch_sync
         finishing = self._finishing
         active = [s for s in slots if s.tokens < s.output_tokens]
         context = -1  # sum of prompt + tokens over the active slots; -1: to recount
@@ -335,9 +331,7 @@ class GenerateLoop:
                 continue
             if context < 0:
                 context = sum(s.prompt_tokens + s.tokens + (step - s.base_step) for s in active)
-            yield launch(gpu, "decode", cost.decode_us(len(slots), context), 1.0, KernelKind.COMPUTE)
-            yield sync
-            t = yield now_cmd
+            t = yield launch_sync(gpu, "decode", cost.decode_us(len(slots), context), 1.0, KernelKind.COMPUTE)
             step += 1
             n = len(active)
             log.step_slots.append(len(slots))

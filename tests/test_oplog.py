@@ -1,0 +1,90 @@
+"""The columnar op log (harness.oplog): the ops table it builds is the one pandas builds from the rows as lists."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.backend import ops_frame
+from harness.oplog import OpLog, OpRow
+
+NAMES = st.sampled_from(["decode", "sync:gpu", "", "event7", "naïve ✓", "k"])
+NUMBER = st.one_of(st.integers(-(2**40), 2**40), st.floats(allow_nan=False, allow_infinity=False, width=64))
+ROW = st.tuples(
+    st.integers(0, 10**9),  # op_id
+    st.integers(-1, 7),  # device
+    NAMES,  # stream
+    st.sampled_from(["kernel", "host_sync", "copy_h2d", "record"]),
+    NAMES,  # name
+    st.integers(0, 2**40),  # bytes
+    st.sampled_from(["", "pinned", "pageable"]),
+    NAMES,  # thread
+    NUMBER,  # issue_us: SimPy's clock starts at the int 0, so ints and floats mix
+    NUMBER,
+    NUMBER,
+)
+
+
+def _reference(rows: list[tuple]) -> pd.DataFrame:
+    """The ops table as it was built before the op log: one list per column, then a stable sort by op_id."""
+    if not rows:
+        return pd.DataFrame(rows, columns=list(OpRow._fields))
+    data = {name: [row[i] for row in rows] for i, name in enumerate(OpRow._fields)}
+    return pd.DataFrame(data).sort_values("op_id", kind="stable")
+
+
+def _small_chunks(rows: int) -> OpLog:
+    class Small(OpLog):
+        CHUNK_ROWS = rows
+
+    return Small()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(ROW, max_size=40), chunk=st.integers(1, 9))
+def test_the_table_is_the_one_pandas_builds_from_lists(rows, chunk) -> None:
+    log = _small_chunks(chunk)  # many chunk boundaries: chunks of ints next to chunks of floats
+    for row in rows:
+        log.append(row)
+    assert len(log) == len(rows)
+    assert list(log) == rows and all(type(row) is OpRow for row in log)
+    expected = _reference(rows)
+    got = ops_frame(log)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    assert got.dtypes.equals(expected.dtypes)
+    assert ops_frame(rows).equals(expected)  # a plain list of rows makes the same table
+
+
+def test_values_a_typed_column_cannot_hold_are_kept_as_pandas_would_keep_them() -> None:
+    rows = [
+        (1, 0, "s", "kernel", "a", 0, "", "main", 0.0, 1.0, 2.0),
+        (2, 0, "s", "kernel", None, 0, "", "main", 1.0, 2.0, 3.0),  # a missing name
+        (3, 0, "s", "kernel", 5, 0, "", "main", True, 2.0, 3.0),  # a number as name, a bool as time
+    ]
+    log = _small_chunks(1)
+    for row in rows:
+        log.append(row)
+    pd.testing.assert_frame_equal(ops_frame(log), _reference(rows), check_exact=True)
+
+
+def test_an_empty_log_makes_the_empty_table() -> None:
+    pd.testing.assert_frame_equal(ops_frame(OpLog()), _reference([]))
+    assert len(OpLog()) == 0 and list(OpLog()) == []
+
+
+def test_a_row_of_the_wrong_width_is_refused() -> None:
+    log = OpLog()
+    log.append((1, 2, 3))
+    with pytest.raises(ValueError, match="11 of OpRow"):
+        log.frame()
+
+
+def test_columns_and_run_id() -> None:
+    rows = [(i, 0, "gpu", "kernel", "decode", 0, "", "main", float(i), float(i), i + 0.5) for i in range(10)]
+    log = OpLog(rows)
+    assert log.column("end_us").tolist() == [row[10] for row in rows]
+    assert log.column("stream").tolist() == ["gpu"] * 10
+    framed = ops_frame(log, "spec:policy:sim:r0")
+    assert list(framed.columns[:2]) == ["run_id", "op_id"] and (framed["run_id"] == "spec:policy:sim:r0").all()
