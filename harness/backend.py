@@ -70,15 +70,13 @@ backend (a workload's command, a tool) is handed one; ``sim.SimBackend`` itself 
 
 
 def ops_frame(rows: OpLog | Iterable[tuple], run_id: str | None = None) -> pd.DataFrame:
-    """A run's ops table in issue (``op_id``) order; with ``run_id``, the results' ops table."""
+    """A run's ops table in issue (``op_id``) order, index 0..n-1; with ``run_id``, the results' ops table."""
     # Built with the cyclic collector paused: it would rescan every row for nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
         log = rows if isinstance(rows, OpLog) else OpLog(rows if isinstance(rows, list) else list(rows))
         frame = log.frame()
-        if len(frame):
-            frame = frame.sort_values("op_id", kind="stable")
     finally:
         if collecting:
             gc.enable()

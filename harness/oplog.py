@@ -6,11 +6,17 @@ the hot paths skip ``OpRow``'s constructor). A long run records millions of
 rows, so the log keeps no tuple for long: every :data:`OpLog.CHUNK_ROWS` rows
 the pending tuples become one chunk of typed columns (numpy arrays for the
 numbers, dictionary-encoded Arrow arrays for the strings, which repeat: a
-stream, a kind, a kernel name), about 70 bytes a row instead of the ~250 of a
-tuple and its objects. :meth:`OpLog.frame` builds the ops table from the chunks
-with the dtypes pandas infers for the same rows given as lists (int64, float64
-and this pandas' default string dtype), without a Python loop over the rows.
+stream, a kind, a kernel name).
 
+The commonest pair of rows, a kernel that ran alone and the host sync that
+waited for it (a synchronous GPU step: ``sim.engine``'s fast path), has a
+record of its own, :meth:`OpLog.append_step`: its op id and four times go to
+typed arrays at once, and what the two rows share (device, stream, kernel
+name, threads) is one small code per step. Both rows come out of it in the table.
+
+:meth:`OpLog.frame` builds the ops table in ``op_id`` order from the chunks and
+the steps, with the dtypes pandas infers for the same rows given as lists (int64,
+float64 and this pandas' default string dtype), without a Python loop over the rows.
 A value a typed column cannot hold (a string where a number belongs, a
 non-string name) is kept as a Python object for that chunk, and its column is
 then built from the Python values as pandas would: the table is the same either way.
@@ -18,6 +24,7 @@ then built from the Python values as pandas would: the table is the same either 
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -46,22 +53,28 @@ class OpRow(NamedTuple):
 
 assert OpRow._fields == tuple(OPS_COLUMNS[1:]), "OpRow must follow harness.results.OPS_SCHEMA"
 
+_FIELDS = OpRow._fields
 _STRING_COLUMNS = frozenset({"stream", "kind", "name", "host_memory", "thread"})
-_IS_STRING = tuple(name in _STRING_COLUMNS for name in OpRow._fields)
+_IS_STRING = tuple(name in _STRING_COLUMNS for name in _FIELDS)
+_KERNEL, _HOST_SYNC, _HOST_DEVICE = "kernel", "host_sync", -1  # harness.runtime.OpKind values; backend.HOST_DEVICE
 
 
 class OpLog:
-    """Op rows in typed column chunks; ``append`` a row, ``len``, iterate (as :class:`OpRow`), :meth:`frame`."""
+    """Op rows in typed columns: ``append`` a row, ``append_step`` a kernel + its sync; ``len``, iterate, ``frame``."""
 
     CHUNK_ROWS = 1 << 16
     """Rows kept as tuples before they become a chunk of columns (bounds the tuples alive at once)."""
 
-    __slots__ = ("_pending", "_chunks", "_chunked_rows")
+    __slots__ = ("_pending", "_chunks", "_chunked_rows", "_step_ids", "_step_times", "_step_kinds", "_kinds")
 
     def __init__(self, rows: Iterable[tuple] = ()) -> None:
         self._pending: list[tuple] = []
         self._chunks: list[list[Any]] = []  # per chunk, one column per OpRow field
         self._chunked_rows = 0
+        self._step_ids = array("q")  # per step: the kernel's op id (its sync's is the next)
+        self._step_times = array("d")  # per step: issue, start, end of the kernel, when the sync returned
+        self._step_kinds = array("q")  # per step: its code in _kinds
+        self._kinds: dict[tuple, int] = {}  # (device, stream, kernel name, thread, sync thread, sync name) -> code
         self.extend(rows)
 
     def append(self, row: tuple) -> None:
@@ -83,36 +96,75 @@ class OpLog:
             self._pending = rows[start : start + step]
             self._chunk()
 
+    def step_kind(self, device: int, stream: str, name: str, thread: str, sync_thread: str, sync_name: str) -> int:
+        """The code :meth:`append_step` takes for steps with these shared fields (the same code for the same fields)."""
+        key = (device, stream, name, thread, sync_thread, sync_name)
+        code = self._kinds.get(key)
+        if code is None:
+            code = self._kinds[key] = len(self._kinds)
+        return code
+
+    def append_step(
+        self, kind: int, op_id: int, issue_us: float, start_us: float, end_us: float, woken_us: float
+    ) -> None:
+        """Record two ops: kernel ``op_id`` (``kind`` from :meth:`step_kind`) issued at ``issue_us``, run from
+        ``start_us`` to ``end_us``, and op ``op_id + 1``, the host sync on it from ``start_us`` to ``woken_us``.
+
+        The times must be floats (the table's float64 columns hold them as they are).
+        """
+        self._step_ids.append(op_id)
+        self._step_kinds.append(kind)
+        self._step_times.extend((issue_us, start_us, end_us, woken_us))
+
     def __len__(self) -> int:
-        return self._chunked_rows + len(self._pending)
+        return self._chunked_rows + len(self._pending) + 2 * len(self._step_ids)
 
     def __iter__(self) -> Iterator[OpRow]:
-        """The rows in the order they were recorded (not necessarily ``op_id`` order)."""
+        """Every row: those appended one by one in the order they were, then the steps' (not ``op_id`` order)."""
         make = OpRow._make
         for chunk in self._chunks:
-            for values in zip(*(_to_list(column) for column in chunk)):
-                yield make(values)
-        for row in list(self._pending):
-            yield make(row)
+            yield from map(make, zip(*(_to_list(column) for column in chunk)))
+        yield from map(make, list(self._pending))
+        keys = list(self._kinds)
+        times = self._step_times
+        for i, (op_id, code) in enumerate(zip(self._step_ids, self._step_kinds)):
+            device, stream, name, thread, sync_thread, sync_name = keys[code]
+            issue, start, end, woken = times[4 * i : 4 * i + 4]
+            yield OpRow(op_id, device, stream, _KERNEL, name, 0, "", thread, issue, start, end)
+            yield OpRow(
+                op_id + 1, _HOST_DEVICE, sync_thread, _HOST_SYNC, sync_name, 0, "", sync_thread, start, start, woken
+            )
 
-    def column(self, name: str) -> np.ndarray:
-        """One column of every row, in recorded order (numbers as numpy arrays, strings as object arrays)."""
-        i = OpRow._fields.index(name)
+    def column(self, name: str) -> Any:
+        """One column of every row, in the order :meth:`__iter__` gives them (a numpy array, or a list)."""
+        i = _FIELDS.index(name)
         self._chunk()
-        parts = [_to_numpy(chunk[i], _IS_STRING[i]) for chunk in self._chunks]
-        return np.concatenate(parts) if parts else np.zeros(0)
+        parts = self._parts(i)
+        if not parts:
+            return np.zeros(0, dtype=object if _IS_STRING[i] else None)
+        column = _gathered(parts, _IS_STRING[i], None)
+        return column.to_numpy(dtype=object) if isinstance(column, pd.Series) else column
 
     def frame(self) -> pd.DataFrame:
-        """The rows as a frame with OpRow's columns, in recorded order; dtypes as pandas infers them from lists."""
+        """The rows as a frame with OpRow's columns in ``op_id`` order (stable), index 0..n-1.
+
+        Dtypes are those pandas infers from the columns as lists; a log without rows gives
+        ``pd.DataFrame([], columns=OpRow's fields)``.
+        """
         self._chunk()
-        if not self._chunks:
-            return pd.DataFrame([], columns=list(OpRow._fields))
-        columns = {}
-        for i, name in enumerate(OpRow._fields):
-            parts = [chunk[i] for chunk in self._chunks]
-            columns[name] = _string_column(parts) if _IS_STRING[i] else _number_column(parts)
+        if not self._chunks and not self._step_ids:
+            return pd.DataFrame([], columns=list(_FIELDS))
+        op_id = _gathered(self._parts(0), False, None)
+        order = None
+        if isinstance(op_id, np.ndarray) and op_id.dtype.kind in "iu":
+            if len(op_id) > 1 and not (op_id[1:] > op_id[:-1]).all():
+                order = np.argsort(op_id, kind="stable")
+        else:  # op ids pandas would sort as objects: sort as the table did before the log
+            order = pd.Series(op_id).sort_values(kind="stable").index.to_numpy()
+        columns = {name: _gathered(self._parts(i), _IS_STRING[i], order) for i, name in enumerate(_FIELDS)}
         return pd.DataFrame(columns, copy=False)
 
+    # ------------------------------------------------------------------ internals
     def _chunk(self) -> None:
         """The pending tuples become one chunk of typed columns."""
         pending = self._pending
@@ -120,52 +172,107 @@ class OpLog:
             return
         self._pending = []
         columns = list(zip(*pending))
-        if len(columns) != len(OpRow._fields):
-            raise ValueError(f"an op row has {len(columns)} fields, not the {len(OpRow._fields)} of OpRow")
+        if len(columns) != len(_FIELDS):
+            raise ValueError(f"an op row has {len(columns)} fields, not the {len(_FIELDS)} of OpRow")
         self._chunks.append([_typed(values, string) for values, string in zip(columns, _IS_STRING)])
         self._chunked_rows += len(pending)
+
+    def _parts(self, i: int) -> list[Any]:
+        """Column ``i`` in parts: each chunk's, then the steps' kernel rows, then their sync rows."""
+        parts = [chunk[i] for chunk in self._chunks]
+        if not self._step_ids:
+            return parts
+        name = _FIELDS[i]
+        if name in ("issue_us", "start_us", "end_us"):
+            times = np.frombuffer(self._step_times, dtype=np.float64).reshape(-1, 4)
+            kernel, sync = {"issue_us": (0, 1), "start_us": (1, 1), "end_us": (2, 3)}[name]
+            return [*parts, times[:, kernel], times[:, sync]]
+        if name == "op_id":
+            ids = np.frombuffer(self._step_ids, dtype=np.int64)
+            return [*parts, ids, ids + 1]
+        codes = np.frombuffer(self._step_kinds, dtype=np.int64)
+        keys = list(self._kinds)
+        kernel_values, sync_values = {
+            "device": ([k[0] for k in keys], [_HOST_DEVICE] * len(keys)),
+            "stream": ([k[1] for k in keys], [k[4] for k in keys]),
+            "kind": ([_KERNEL] * len(keys), [_HOST_SYNC] * len(keys)),
+            "name": ([k[2] for k in keys], [k[5] for k in keys]),
+            "bytes": ([0] * len(keys), [0] * len(keys)),
+            "host_memory": ([""] * len(keys), [""] * len(keys)),
+            "thread": ([k[3] for k in keys], [k[4] for k in keys]),
+        }[name]
+        return [*parts, _Coded(codes, tuple(kernel_values)), _Coded(codes, tuple(sync_values))]
+
+
+class _Coded:
+    """A step column: ``values[codes[i]]`` for each step."""
+
+    __slots__ = ("codes", "values")
+
+    def __init__(self, codes: np.ndarray, values: tuple) -> None:
+        self.codes = codes
+        self.values = values
 
 
 def _typed(values: tuple, string: bool) -> Any:
     """A chunk's column: a numpy array of numbers, a dictionary-encoded Arrow array of strings, else the tuple."""
     if string:
         try:
-            array = pa.array(values, pa.string())
+            array_ = pa.array(values, pa.string())
         except (pa.ArrowException, TypeError, ValueError):
             return values
-        return array.dictionary_encode() if array.null_count == 0 else values
-    array = np.array(values)
-    return array if array.dtype.kind in "iuf" and array.ndim == 1 else values
+        return array_.dictionary_encode() if array_.null_count == 0 else values
+    array_ = np.array(values)
+    return array_ if array_.dtype.kind in "iuf" and array_.ndim == 1 else values
 
 
 _DEFAULT_STRING_DTYPE = pd.Series(["x"]).dtype  # what this pandas infers for a column of str
 
 
-def _string_column(parts: list[Any]) -> Any:
-    if any(isinstance(part, tuple) for part in parts):
-        return [value for part in parts for value in _to_list(part)]
+def _gathered(parts: list[Any], string: bool, order: np.ndarray | None) -> Any:
+    """One column from its parts, in ``order`` (None: as they come), typed as pandas would type its values."""
+    typed = all(not isinstance(p, tuple) for p in parts) and all(
+        not isinstance(p, _Coded) or all(isinstance(v, str) if string else type(v) is int for v in p.values)
+        for p in parts
+    )
+    if not typed:  # Python values, in order, for pandas to infer from
+        values = [v for p in parts for v in _to_list(p)]
+        return values if order is None else [values[i] for i in order]
+    if not string:
+        column = np.concatenate([_numbers(p) for p in parts])
+        return column if order is None else column[order]
+    uniques: dict[str, int] = {}
+    codes = []
+    for p in parts:
+        if isinstance(p, _Coded):
+            remap = np.array([uniques.setdefault(v, len(uniques)) for v in p.values], dtype=np.int64)
+            codes.append(remap[p.codes] if len(remap) else np.zeros(0, np.int64))
+        else:  # a dictionary-encoded chunk
+            remap = np.array([uniques.setdefault(v, len(uniques)) for v in p.dictionary.to_pylist()], dtype=np.int64)
+            codes.append(remap[p.indices.to_numpy(zero_copy_only=False)] if len(remap) else np.zeros(0, np.int64))
+    all_codes = np.concatenate(codes)
+    if order is not None:
+        all_codes = all_codes[order]
+    dictionary = list(uniques)
     if isinstance(_DEFAULT_STRING_DTYPE, pd.StringDtype):  # pandas >= 3 (or future.infer_string): Arrow-backed str
-        return pd.Series(_DEFAULT_STRING_DTYPE.__from_arrow__(pa.chunked_array(parts)), copy=False)
-    return np.concatenate([_to_numpy(part, True) for part in parts])  # object dtype: str objects, shared per value
+        encoded = pa.DictionaryArray.from_arrays(
+            pa.array(all_codes.astype(np.int32)), pa.array(dictionary, pa.string())
+        )
+        return pd.Series(_DEFAULT_STRING_DTYPE.__from_arrow__(encoded), copy=False)
+    return np.array(dictionary, dtype=object)[all_codes]  # object dtype: one str object per distinct value
 
 
-def _number_column(parts: list[Any]) -> Any:
-    if any(isinstance(part, tuple) for part in parts):
-        return [value for part in parts for value in part]
-    return np.concatenate(parts)
+def _numbers(part: Any) -> np.ndarray:
+    if isinstance(part, _Coded):
+        return np.array(part.values, dtype=np.int64)[part.codes] if part.values else np.zeros(0, np.int64)
+    return part
 
 
 def _to_list(part: Any) -> list:
     if isinstance(part, tuple):
         return list(part)
+    if isinstance(part, _Coded):
+        return [part.values[c] for c in part.codes.tolist()]
     if isinstance(part, pa.DictionaryArray):
-        return _to_numpy(part, True).tolist()
+        return part.to_pylist()
     return part.tolist()
-
-
-def _to_numpy(part: Any, string: bool) -> np.ndarray:
-    if isinstance(part, tuple):
-        return np.array(part, dtype=object) if string else np.array(part)
-    if isinstance(part, pa.DictionaryArray):
-        return part.dictionary.to_numpy(zero_copy_only=False)[part.indices.to_numpy()]
-    return part

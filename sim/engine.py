@@ -211,11 +211,22 @@ class _SimDevice:
 
 
 class _SimStream:
-    __slots__ = ("handle", "device", "pending", "wakeup", "issued", "completed", "sync_waiters", "sync_name")
+    __slots__ = (
+        "handle",
+        "device",
+        "pending",
+        "wakeup",
+        "issued",
+        "completed",
+        "sync_waiters",
+        "sync_name",
+        "step_kinds",
+    )
 
     def __init__(self, handle: Stream, device: _SimDevice) -> None:
         self.handle = handle
         self.sync_name = f"sync:{handle.name}"  # the ops-table name of a host sync on it, one str for every row
+        self.step_kinds: dict[tuple[str, str, str], int] = {}  # (kernel, thread, sync thread) -> OpLog.step_kind
         self.device = device
         self.pending: deque[_Op] = deque()
         self.wakeup: simpy.Event | None = None
@@ -415,25 +426,35 @@ class SimBackend(Backend):
         """A kernel that ran solo from ``start`` to ``end`` and the host sync on it that woke at ``woken``."""
         stream.issued += 1
         stream.completed += 1
-        append = self.ops.append
-        append((op_id, stream.device.index, stream.handle.name, _KERNEL, name, 0, "", thread_name, issue, start, end))
         self.env._now = woken
         self._next_id += 1
-        append(
-            (
-                self._next_id,
-                HOST_DEVICE,
-                sync_thread,
-                _HOST_SYNC,
-                stream.sync_name,
-                0,
-                "",
-                sync_thread,
-                start,
-                start,
-                woken,
-            )
+        if type(issue) is float and self._next_id == op_id + 1:  # floats all (issue is): one step record
+            kinds = stream.step_kinds
+            key = (name, thread_name, sync_thread)
+            kind = kinds.get(key)
+            if kind is None:
+                kind = kinds[key] = self.ops.step_kind(
+                    stream.device.index, stream.handle.name, name, thread_name, sync_thread, stream.sync_name
+                )
+            self.ops.append_step(kind, op_id, issue, start, end, woken)
+            return
+        # SimPy's clock is still the int 0: two rows, keeping the ints as they are
+        append = self.ops.append
+        append((op_id, stream.device.index, stream.handle.name, _KERNEL, name, 0, "", thread_name, issue, start, end))
+        row = (
+            self._next_id,
+            HOST_DEVICE,
+            sync_thread,
+            _HOST_SYNC,
+            stream.sync_name,
+            0,
+            "",
+            sync_thread,
+            start,
+            start,
+            woken,
         )
+        append(row)
 
     # ------------------------------------------------------------------ immediate commands
     def _now(self, cmd: Now, thread: Thread) -> float:

@@ -28,7 +28,8 @@ ROW = st.tuples(
 
 
 def _reference(rows: list[tuple]) -> pd.DataFrame:
-    """The ops table as it was built before the op log: one list per column, then a stable sort by op_id."""
+    """The ops table as it was built before the op log: one list per column, then a stable sort by op_id
+    (whose index was the rows' places before the sort; the log's table has 0..n-1)."""
     if not rows:
         return pd.DataFrame(rows, columns=list(OpRow._fields))
     data = {name: [row[i] for row in rows] for i, name in enumerate(OpRow._fields)}
@@ -52,9 +53,47 @@ def test_the_table_is_the_one_pandas_builds_from_lists(rows, chunk) -> None:
     assert list(log) == rows and all(type(row) is OpRow for row in log)
     expected = _reference(rows)
     got = ops_frame(log)
-    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    pd.testing.assert_frame_equal(got, expected.reset_index(drop=True), check_exact=True)
     assert got.dtypes.equals(expected.dtypes)
-    assert ops_frame(rows).equals(expected)  # a plain list of rows makes the same table
+    assert ops_frame(rows).equals(expected.reset_index(drop=True))  # a plain list of rows makes the same table
+
+
+STEP = st.tuples(
+    st.sampled_from([(0, "gpu", "decode", "main", "main", "sync:gpu"), (1, "s1", "prefill", "t1", "t1", "sync:s1")]),
+    st.floats(0.0, 1e9),  # issue
+    st.floats(0.0, 10.0),  # host cost
+    st.floats(0.0, 1e4),  # kernel time
+    st.floats(0.0, 10.0),  # wake-up
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(st.one_of(ROW, STEP), max_size=40), chunk=st.integers(1, 9))
+def test_steps_make_the_two_rows_they_stand_for(records, chunk) -> None:
+    """A kernel + host sync recorded as one step gives the table the two rows appended one by one would."""
+    log = _small_chunks(chunk)
+    rows = []
+    next_id = 10**9 + 1  # above the rows' op ids; steps interleave with each other in id order
+    for record in records:
+        if len(record) == 11:
+            log.append(record)
+            rows.append(record)
+            continue
+        (device, stream, name, thread, sync_thread, sync_name), issue, cost, work, wake = record
+        start = issue + cost
+        end = start + work
+        woken = end + wake
+        log.append_step(
+            log.step_kind(device, stream, name, thread, sync_thread, sync_name), next_id, issue, start, end, woken
+        )
+        rows.append((next_id, device, stream, "kernel", name, 0, "", thread, issue, start, end))
+        rows.append((next_id + 1, -1, sync_thread, "host_sync", sync_name, 0, "", sync_thread, start, start, woken))
+        next_id += 2
+    assert len(log) == len(rows)
+    assert sorted(log) == sorted(rows)
+    pd.testing.assert_frame_equal(ops_frame(log), _reference(rows).reset_index(drop=True), check_exact=True)
+    for name in ("op_id", "end_us", "name"):
+        assert sorted(list(log.column(name))) == sorted(row[OpRow._fields.index(name)] for row in rows)
 
 
 def test_values_a_typed_column_cannot_hold_are_kept_as_pandas_would_keep_them() -> None:
@@ -66,7 +105,7 @@ def test_values_a_typed_column_cannot_hold_are_kept_as_pandas_would_keep_them() 
     log = _small_chunks(1)
     for row in rows:
         log.append(row)
-    pd.testing.assert_frame_equal(ops_frame(log), _reference(rows), check_exact=True)
+    pd.testing.assert_frame_equal(ops_frame(log), _reference(rows).reset_index(drop=True), check_exact=True)
 
 
 def test_an_empty_log_makes_the_empty_table() -> None:
