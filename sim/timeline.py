@@ -35,7 +35,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from harness.backend import HOST_DEVICE, OpRow, RunResult
+from harness.backend import HOST_DEVICE, RunResult
+from harness.oplog import OpLog
 from harness.profile import Profile
 from harness.runtime import (
     COPY_KIND,
@@ -50,6 +51,7 @@ from harness.runtime import (
     HostWork,
     Launch,
     LaunchGraph,
+    LaunchSync,
     Now,
     OpKind,
     PolicyGen,
@@ -64,7 +66,6 @@ from harness.runtime import (
 )
 from sim.fluid import DONE_TOLERANCE
 
-_row = tuple.__new__  # OpRow(*fields) without its Python-level __new__: _row(OpRow, fields)
 _NEVER = float("-inf")
 _KERNEL = OpKind.KERNEL.value
 _RECORD = OpKind.RECORD.value
@@ -128,7 +129,7 @@ class TimelineRun:
         self.runtime = runtime
         self.devices = [_Device(i, capacity_bytes, profile) for i in range(devices)]
         self.host = profile.host
-        self.rows: list[OpRow] = []
+        self.rows = OpLog()
         self.now_us = 0  # SimPy's clock starts at the int 0 too: a run that never moves it records ints
         self.next_id = 0
         self.handlers: dict[type, Callable[[Any], Any]] = {
@@ -136,6 +137,7 @@ class TimelineRun:
             CreateStream: self._create_stream,
             QueryEvent: self._query_event,
             Launch: self._launch,
+            LaunchSync: self._launch_sync,
             LaunchGraph: self._launch_graph,
             Copy: self._copy,
             Record: self._record,
@@ -152,23 +154,26 @@ class TimelineRun:
         Thread(self.next_id, _MAIN)  # the main thread's id, as the full model numbers it
         send = main(self.runtime, *args).send
         handlers = self.handlers
+        rows, log, chunk = self.rows, self.log, OpLog.CHUNK_ROWS
         value: Any = None
         while True:
             try:
                 cmd = send(value)
             except StopIteration as stop:
-                return RunResult(self.rows, stop.value, self.now_us)
+                log.extend(rows)
+                return RunResult(log, stop.value, self.now_us)
             handler = handlers.get(type(cmd))
             if handler is None:
                 raise NeedsEventModel(f"{type(cmd).__name__} needs the event model")
             value = handler(cmd)
+            if len(rows) >= chunk:  # rows are appended to a list (the cheapest append there is), logged in chunks
+                log.extend(rows)
+                rows.clear()
 
     # ------------------------------------------------------------------ host
     def _host_row(self, kind: str, name: str, start_us: float) -> None:
         self.next_id += 1
-        self.rows.append(
-            _row(OpRow, (self.next_id, HOST_DEVICE, _MAIN, kind, name, 0, "", _MAIN, start_us, start_us, self.now_us))
-        )
+        self.rows.append((self.next_id, HOST_DEVICE, _MAIN, kind, name, 0, "", _MAIN, start_us, start_us, self.now_us))
 
     def _now(self, cmd: Now) -> float:
         return self.now_us
@@ -187,7 +192,7 @@ class TimelineRun:
         self.now_us = now + wake if wake > 0.0 else now
         self._host_row(_HOST_SYNC, name, start)
 
-    def _sync_stream(self, cmd: SyncStream) -> None:
+    def _sync_stream(self, cmd: SyncStream | LaunchSync) -> None:
         stream: _Stream = cmd.stream.native
         self._wake_after(stream.tail_us, "sync:" + cmd.stream.name)
 
@@ -253,13 +258,10 @@ class TimelineRun:
         end = self._compute(stream, start, work_us, share) if work_us > 0.0 else start
         stream.tail_us = end
         self.rows.append(
-            _row(
-                OpRow,
-                (self.next_id, stream.device.index, stream.name, _KERNEL, name, 0, "", _MAIN, issue_us, start, end),
-            )
+            (self.next_id, stream.device.index, stream.name, _KERNEL, name, 0, "", _MAIN, issue_us, start, end)
         )
 
-    def _launch(self, cmd: Launch) -> None:
+    def _launch(self, cmd: Launch | LaunchSync) -> None:
         issue = now = self.now_us
         cost = self.host.launch_us if cmd.host_us is None else cmd.host_us
         if cost > 0.0:
@@ -271,7 +273,13 @@ class TimelineRun:
         end = self._compute(stream, start, work, cmd.compute_share) if work > 0.0 else start
         stream.tail_us = end
         row = (self.next_id, stream.device.index, stream.name, _KERNEL, cmd.name, 0, "", _MAIN, issue, start, end)
-        self.rows.append(_row(OpRow, row))
+        self.rows.append(row)
+
+    def _launch_sync(self, cmd: LaunchSync) -> float:
+        """A launch, then a sync of its stream; returns when the host woke."""
+        self._launch(cmd)
+        self._sync_stream(cmd)
+        return self.now_us
 
     def _launch_graph(self, cmd: LaunchGraph) -> None:
         issue = self._pay(self.host.graph_launch_cost_us if cmd.host_us is None else cmd.host_us)
@@ -316,7 +324,7 @@ class TimelineRun:
             kind, memory = engine.kind, _PINNED if pinned else _PAGEABLE
         stream.tail_us = end
         row = (self.next_id, device.index, stream.name, kind, cmd.name, nbytes, memory, _MAIN, issue, start, end)
-        self.rows.append(_row(OpRow, row))
+        self.rows.append(row)
         if memory is _PAGEABLE:  # the driver stages pageable memory through a pinned buffer: the host is held
             self._wake_after(end, "pageable:" + cmd.name)
 
@@ -333,21 +341,18 @@ class TimelineRun:
         stream.tail_us = at
         event.native = at  # when it completes
         self.rows.append(
-            _row(
-                OpRow,
-                (
-                    self.next_id,
-                    stream.device.index,
-                    stream.name,
-                    _RECORD,
-                    f"event{event.id}",
-                    0,
-                    "",
-                    _MAIN,
-                    issue,
-                    at,
-                    at,
-                ),
+            (
+                self.next_id,
+                stream.device.index,
+                stream.name,
+                _RECORD,
+                f"event{event.id}",
+                0,
+                "",
+                _MAIN,
+                issue,
+                at,
+                at,
             )
         )
         return event
@@ -364,20 +369,17 @@ class TimelineRun:
         end = done_us if done_us > start else start
         stream.tail_us = end
         self.rows.append(
-            _row(
-                OpRow,
-                (
-                    self.next_id,
-                    stream.device.index,
-                    stream.name,
-                    _WAIT,
-                    f"event{cmd.event.id}",
-                    0,
-                    "",
-                    _MAIN,
-                    issue,
-                    start,
-                    end,
-                ),
+            (
+                self.next_id,
+                stream.device.index,
+                stream.name,
+                _WAIT,
+                f"event{cmd.event.id}",
+                0,
+                "",
+                _MAIN,
+                issue,
+                start,
+                end,
             )
         )

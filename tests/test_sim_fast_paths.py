@@ -252,7 +252,8 @@ def test_fast_paths_take_the_batching_steps() -> None:
 
 # ----------------------------------------------------------------------------- the timeline executor (sim.timeline)
 
-SOLO_STEP = STEP.filter(lambda step: step[0] != "put")  # one host thread, no queues: the timeline's domain
+# one host thread, no queues: the timeline's domain
+SOLO_STEP = st.one_of(STEP.filter(lambda step: step[0] != "put"), LAUNCH_SYNC)
 
 
 def _single_thread_main(rt, steps, streams_per_device, devices):
@@ -265,6 +266,9 @@ def _single_thread_main(rt, steps, streams_per_device, devices):
         stream = streams[step[1] % len(streams)] if what != "host" else None
         if what == "launch":
             yield rt.launch(stream, "k", step[2], step[3])
+        elif what == "launch_sync":
+            woke = yield rt.launch_sync(stream, "k", step[2], step[3])
+            assert woke == (yield rt.now())
         elif what == "copy":
             memory = HostMemory.PAGEABLE if step[4] else HostMemory.PINNED
             yield rt.copy(stream, step[2], Direction(step[3]), memory, "c")
