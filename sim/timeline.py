@@ -129,7 +129,8 @@ class TimelineRun:
         self.runtime = runtime
         self.devices = [_Device(i, capacity_bytes, profile) for i in range(devices)]
         self.host = profile.host
-        self.rows = OpLog()
+        self.rows: list[tuple] = []  # op rows (OpRow field order) not yet in the log
+        self.log = OpLog()
         self.now_us = 0  # SimPy's clock starts at the int 0 too: a run that never moves it records ints
         self.next_id = 0
         self.handlers: dict[type, Callable[[Any], Any]] = {
