@@ -113,12 +113,13 @@ class _Device:
 
 
 class _Stream:
-    __slots__ = ("device", "name", "tail_us")
+    __slots__ = ("device", "name", "tail_us", "sync_name")
 
     def __init__(self, device: _Device, name: str) -> None:
         self.device = device
         self.name = name
         self.tail_us = _NEVER  # when the last op issued to it ends
+        self.sync_name = "sync:" + name  # the name of a host sync on it
 
 
 class TimelineRun:
@@ -195,7 +196,7 @@ class TimelineRun:
 
     def _sync_stream(self, cmd: SyncStream | LaunchSync) -> None:
         stream: _Stream = cmd.stream.native
-        self._wake_after(stream.tail_us, "sync:" + cmd.stream.name)
+        self._wake_after(stream.tail_us, stream.sync_name)
 
     def _sync_event(self, cmd: SyncEvent) -> None:
         self._wake_after(cmd.event.native, "sync_event")
