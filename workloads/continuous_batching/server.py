@@ -285,7 +285,14 @@ class GenerateLoop:
         for req in first:
             yield from self._first_token(req, t, 0)
         last_t = t  # time of the latest decode step
-        gpu, launch_sync = self.gpu, rt.launch_sync
+        gpu, launch_sync, decode_us = self.gpu, rt.launch_sync, cost.decode_us
+        max_batch, mid_batch_joins, recycling, try_recv = (
+            opt.max_batch,
+            opt.mid_batch_joins,
+            opt.slot_recycling,
+            self.channel.try_recv,
+        )
+        step_slots, step_active, add_itl = log.step_slots, log.step_active, log.add_itl
         finishing = self._finishing
         active = [s for s in slots if s.tokens < s.output_tokens]
         context = -1  # sum of prompt + tokens over the active slots; -1: to recount
@@ -293,12 +300,12 @@ class GenerateLoop:
 
         while pending or active:
             # (a) staggered: one pending prompt joins per step
-            if pending and len(slots) < opt.max_batch:
+            if pending and len(slots) < max_batch:
                 yield from self._join(pending.popleft(), slots, len(slots), step)
             # (b) mid-batch joins from the channel into free slots
-            if opt.mid_batch_joins:
-                while len(slots) < opt.max_batch:
-                    req = self.channel.try_recv()
+            if mid_batch_joins:
+                while len(slots) < max_batch:
+                    req = try_recv()
                     if req is None:
                         break
                     self._admit(req, (yield rt.now()), "mid_batch_join", batch_id)
@@ -306,14 +313,15 @@ class GenerateLoop:
             # (c) slot recycling: finished slots, in order, to pending or queued requests
             # (pending staggered requests take finished slots even with recycling off: they
             # belong to this batch, and mid-batch joins may have filled every new slot)
-            if opt.slot_recycling or pending:
+            # (none is finished while every slot is active and none joined since ``active`` was taken)
+            if (recycling or pending) and (len(active) != len(slots) or self.joins != joins):
                 for i in range(len(slots)):
                     if not slots[i].done:
                         continue
                     if pending:
                         req = pending.popleft()
-                    elif opt.slot_recycling:
-                        req = self.channel.try_recv()
+                    elif recycling:
+                        req = try_recv()
                         if req is None:
                             break
                         self._admit(req, (yield rt.now()), "recycle", batch_id)
@@ -331,23 +339,23 @@ class GenerateLoop:
                 continue
             if context < 0:
                 context = sum(s.prompt_tokens + s.tokens + (step - s.base_step) for s in active)
-            t = yield launch_sync(gpu, "decode", cost.decode_us(len(slots), context), 1.0, KernelKind.COMPUTE)
+            t = yield launch_sync(gpu, "decode", decode_us(len(slots), context), 1.0, KernelKind.COMPUTE)
             step += 1
             n = len(active)
-            log.step_slots.append(len(slots))
-            log.step_active.append(n)
+            step_slots.append(len(slots))
+            step_active.append(n)
             # every active slot gets one token: gaps from the previous decode step, or from a fresh first token
             gap = t - last_t
             if self.fresh:
                 self.fresh = 0
                 for s in active:
                     if s.fresh:
-                        log.add_itl(t - s.last_token_us)
+                        add_itl(t - s.last_token_us)
                         s.fresh = False
                     else:
-                        log.add_itl(gap)
+                        add_itl(gap)
             else:
-                log.add_itl(gap, n)
+                add_itl(gap, n)
             last_t = t
             context += n
             ended = finishing.pop(step, None)
