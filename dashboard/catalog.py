@@ -34,6 +34,8 @@ RUN_KEY = ["folder", "run_id"]
 
 OPS_FILE = "ops.parquet"
 RUN_OPS_COLUMNS = [c for c in OPS_SCHEMA.names if c != "run_id"]
+# What the timeline, the request drill-down and the search read: a third less to read and hold than every column.
+TIMELINE_COLUMNS = ["device", "stream", "kind", "name", "bytes", "issue_us", "start_us", "end_us"]
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,15 @@ def read_folder(path: Path) -> FolderTables:
     return FolderTables(path, frames["runs"], frames["metrics"], extra, n_ops)
 
 
-def read_run_ops(folder: Path, run_id: str, start_us: float | None = None, end_us: float | None = None) -> pd.DataFrame:
-    """One run's ops (every OPS_SCHEMA column but ``run_id``), optionally only those overlapping a window.
+def read_run_ops(
+    folder: Path,
+    run_id: str,
+    start_us: float | None = None,
+    end_us: float | None = None,
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
+    """One run's ops (``columns``, by default every OPS_SCHEMA column but ``run_id``), optionally only those
+    overlapping a window.
 
     Read with a pyarrow dataset filter, so neither other runs nor (with a window) ops outside it reach pandas;
     text columns come back as categoricals (a million ops of a few dozen names cost megabytes, not hundreds).
@@ -128,7 +137,9 @@ def read_run_ops(folder: Path, run_id: str, start_us: float | None = None, end_u
         expr &= pc.field("end_us") >= start_us
     if end_us is not None:
         expr &= pc.field("start_us") <= end_us
-    table = ds.dataset(Path(folder) / OPS_FILE, format="parquet").to_table(columns=RUN_OPS_COLUMNS, filter=expr)
+    table = ds.dataset(Path(folder) / OPS_FILE, format="parquet").to_table(
+        columns=list(columns or RUN_OPS_COLUMNS), filter=expr
+    )
     return table.to_pandas(strings_to_categorical=True)
 
 

@@ -13,6 +13,7 @@ from harness.perfetto_export import export_perfetto
 
 # The chart toolbar's camera button saves a PNG in the browser (no server-side renderer).
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+PLOTLY_THEME = None  # the figures' own template (dashboard.figures.TEMPLATE), not Streamlit's re-styling
 
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:

@@ -5,14 +5,17 @@ Only this module and the page scripts import Streamlit.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
-from dashboard.catalog import Catalog, FolderLoad, build_catalog, load_path, read_run_ops
-from dashboard.export import PLOTLY_CONFIG, csv_bytes, figure_html, file_stem
+from dashboard.catalog import TIMELINE_COLUMNS, Catalog, FolderLoad, build_catalog, load_path, read_run_ops
+from dashboard.export import PLOTLY_CONFIG, PLOTLY_THEME, csv_bytes, figure_html, file_stem
 from dashboard.fidelity import Derived, derive_fidelity
 from dashboard.figures import timeline_figure
 from dashboard.machines import machine_groups
@@ -37,14 +40,31 @@ def _catalog(keys: tuple[tuple[str, tuple], ...]) -> Catalog:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _run_ops(folder: str, key: tuple, run_id: str) -> pd.DataFrame:
-    """A few runs' ops held at once (categorical text: ~50 bytes an op), read lazily, never all of them."""
+    """A few runs' ops held at once (the timeline's columns, categorical text: ~45 bytes an op), read lazily,
+    never all of them."""
     del key  # only a cache key
-    return read_run_ops(Path(folder), run_id)
+    return read_run_ops(Path(folder), run_id, columns=TIMELINE_COLUMNS)
 
 
 def run_ops(folder: str, run_id: str) -> pd.DataFrame:
-    """One run's ops, read from its folder on first use (cached by the folder's file signature). Do not mutate."""
+    """One run's ops (TIMELINE_COLUMNS), read from its folder on first use (cached by the folder's file
+    signature). Do not mutate."""
     return _run_ops(folder, signature(Path(folder)), run_id)
+
+
+def runs_ops(runs: list[tuple[str, str]]) -> list[pd.DataFrame]:
+    """:func:`run_ops` of several runs (folder, run id), read side by side: a sim run and its replay of a million
+    ops each are read in the time of one on two cores (pyarrow reads without the GIL)."""
+    if len(runs) < 2:
+        return [run_ops(folder, run_id) for folder, run_id in runs]
+    ctx = get_script_run_ctx()
+
+    def read(item: tuple[str, str]) -> pd.DataFrame:
+        add_script_run_ctx(threading.current_thread(), ctx)  # the cache belongs to this session's script run
+        return run_ops(*item)
+
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        return list(pool.map(read, runs))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -159,7 +179,7 @@ def require_runs(cat: Catalog) -> None:
 
 
 def show_figure(fig: go.Figure, key: str) -> None:
-    st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key)
+    st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, theme=PLOTLY_THEME)
 
 
 def download_table(frame: pd.DataFrame, *stem: str, key: str, label: str = "Download table (CSV)") -> None:

@@ -468,3 +468,17 @@ def test_the_fidelity_table_shows_every_digit_on_the_page(data, monkeypatch):
     assert "," in shown.loc[big, "simulated"] and shown.loc[big, "simulated"].endswith(
         f"{values.loc[big, 'simulated']:.2f}"[-3:]
     )
+
+
+def test_a_requests_milestones_are_labelled_apart_inside_the_chart():
+    """Found trying the Requests page: arrival, admission and first token a few µs apart printed their labels on
+    top of each other, and the last token's label ran into the legend."""
+    rows = [(0, "gpu", "kernel", "decode", 0, 1000.0 * i, 1000.0 * i + 800.0) for i in range(1000)]
+    view = timeline_view(ops_frame(rows), start_us=0.0, end_us=1e6)
+    marks = [("arrival", 10.0), ("admitted", 12.0), ("first token", 15.0), ("last token", 1e6)]
+    fig = timeline_figure([("r", view)], marks=marks)
+    labels = {a.text: a for a in fig.layout.annotations if a.text in dict(marks)}
+    assert len(labels) == 4 and len({labels[m].y for m, _ in marks[:3]}) == 3  # one row each
+    assert all(0 <= a.y <= 1 and a.yref == "paper" for a in labels.values())  # inside the chart
+    assert labels["arrival"].xanchor == "left" and labels["last token"].xanchor == "right"  # towards the middle
+    assert len([s for s in fig.layout.shapes if s.type == "line"]) == 4

@@ -12,7 +12,13 @@
    the browser's cache and the server's caches filled; the median is reported, the VM's speed varies from one
    load to the next), timed from navigation until Streamlit reports the script finished and the page's chart
    (or table) is on screen. The Requests page (per-request drill-down) is timed on the simulated batching run.
+   Then the interactions people wait on, in an open page (warm, the median of ``--warm``): on the whole-run timeline
+   "Zoom in" (the bars re-aggregated for the new window and redrawn), on the Requests page a click on a row of the
+   requests table (that request's timeline drawn); timed from the click until the new chart is on screen.
 3. Reads the server's peak and current resident memory from /proc.
+4. The floor: the same timing of a page of a bare Streamlit app that draws one three-bar plotly chart, so that
+   what Streamlit and plotly.js cost on this machine (load the page, connect, run, load and start plotly.js) is
+   seen apart from the dashboard's own cost.
 
 Prints a table and writes ``bench.json`` beside the collection.
 """
@@ -178,6 +184,100 @@ def memory_mb(pid: int) -> dict[str, float]:
     return fields
 
 
+FLOOR_APP = """
+import plotly.graph_objects as go
+import streamlit as st
+
+st.title("Floor")
+st.plotly_chart(go.Figure(go.Bar(x=[1, 2, 3], y=[1, 2, 3])))
+"""
+URL_SPAN = "() => { const u = new URL(location.href).searchParams; return u.get('end') - u.get('start'); }"
+SCRIPT_DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+X_RANGE = (
+    "() => { const gd = document.querySelector('.js-plotly-plot');"
+    " return gd && gd._fullLayout && gd._fullLayout.xaxis ? gd._fullLayout.xaxis.range : null; }"
+)
+
+
+def wait_healthy(base: str) -> None:
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+
+
+def time_floor(browser, warm: int) -> dict:
+    """First and warm visits of a bare Streamlit page with one small plotly chart (no dashboard code)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        app = Path(folder) / "floor.py"
+        app.write_text(FLOOR_APP)
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port)]
+            + ["--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(base)
+            first, context = time_page(browser, base, ".js-plotly-plot .barlayer")
+            warms = [time_page(browser, base, ".js-plotly-plot .barlayer", context)[0] for _ in range(max(1, warm))]
+            context.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    return {"page": "floor: bare Streamlit page, one plotly chart", "first_s": round(first, 2), "warm_s": warms}
+
+
+def time_interactions(browser, base: str, big_run: str, warm: int) -> list[dict]:
+    """Zoom in on the whole-run timeline; click a row of the requests table. Seconds from the click to the chart."""
+    out = []
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    page.goto(base + "/timeline?" + urlencode({"run": big_run}))
+    page.wait_for_selector(SCRIPT_DONE, timeout=120_000)
+    page.wait_for_selector(".js-plotly-plot .barlayer", timeout=120_000)
+    times = []
+    for _ in range(max(1, warm)):
+        before = [page.evaluate(URL_SPAN), page.evaluate(X_RANGE)]
+        t0 = time.perf_counter()
+        page.get_by_test_id("stButton").get_by_role("button", name="Zoom in").click()
+        page.wait_for_function(  # the window in the URL halved, and a chart of it drawn (its unit may change)
+            f"(b) => {{ const r = ({X_RANGE})(); return Math.abs(({URL_SPAN})() - b[0] / 2) < 1e-3 * b[0]"
+            " && r && (r[0] !== b[1][0] || r[1] !== b[1][1]) && document.querySelector('.js-plotly-plot .barlayer') }",
+            arg=before,
+            timeout=120_000,
+        )
+        page.wait_for_selector(SCRIPT_DONE, timeout=120_000)
+        times.append(time.perf_counter() - t0)
+    out.append({"page": "timeline: Zoom in (1.34 M-op run)", "warm_s": times})
+    page.goto(base + "/requests")
+    page.wait_for_selector(SCRIPT_DONE, timeout=120_000)
+    page.wait_for_selector(".js-plotly-plot .barlayer", timeout=120_000)
+    grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+    times = []
+    for row in range(1, max(1, warm) + 1):
+        before = [page.evaluate("() => new URL(location.href).searchParams.get('request')"), page.evaluate(X_RANGE)]
+        t0 = time.perf_counter()
+        page.mouse.click(grid["x"] + 14, grid["y"] + 35 * (row + 1) + 17)  # the row's selection marker
+        page.wait_for_function(
+            f"(b) => {{ const r = ({X_RANGE})(); return new URL(location.href).searchParams.get('request') !== b[0]"
+            " && r && (r[0] !== b[1][0] || r[1] !== b[1][1]) && document.querySelector('.js-plotly-plot .barlayer') }",
+            arg=before,
+            timeout=120_000,
+        )
+        page.wait_for_selector(SCRIPT_DONE, timeout=120_000)
+        times.append(time.perf_counter() - t0)
+    out.append({"page": "requests: click a row", "warm_s": times})
+    context.close()
+    return out
+
+
 def time_page(browser, url: str, ready: str, context=None) -> tuple[float, object]:
     context = context or browser.new_context(viewport={"width": 1600, "height": 1000})
     page = context.new_page()
@@ -221,12 +321,7 @@ def main() -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.3)
+        wait_healthy(base)
         big_run = f"{BIG_SPEC}:prefetch:sim:r0 @ big-sim"  # run labels name the folder
         pages = [
             ("runs", "/", '[data-testid="stDataFrame"] canvas'),
@@ -264,13 +359,32 @@ def main() -> None:
                     }
                 )
                 spread = f"({min(warms):.2f}-{max(warms):.2f})"
-                print(f"{name:36s} first {first:5.2f} s   warm {warm:5.2f} s {spread}")
-            browser.close()
+                print(f"{name:44s} first {first:5.2f} s   warm {warm:5.2f} s {spread}")
+            interactions = time_interactions(browser, base, big_run, args.warm)
+            for item in interactions:
+                warms = item.pop("warm_s")
+                item.update(warm_s=round(float(np.median(warms)), 2), warm_all_s=[round(w, 2) for w in warms])
+                spread = f"({min(warms):.2f}-{max(warms):.2f})"
+                print(f"{item['page']:44s} {'':15s}   warm {item['warm_s']:5.2f} s {spread}")
+            results += interactions
         memory = memory_mb(server.pid)
         print(f"server memory: peak {memory['VmHWM']:.0f} MB, now {memory['VmRSS']:.0f} MB")
     finally:
         server.terminate()
         server.wait(timeout=20)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"], headless=True
+        )
+        floor = time_floor(browser, args.warm)
+        browser.close()
+    warms = floor.pop("warm_s")
+    floor.update(warm_s=round(float(np.median(warms)), 2), warm_all_s=[round(w, 2) for w in warms])
+    print(
+        f"{floor['page']:44s} first {floor['first_s']:5.2f} s   warm {floor['warm_s']:5.2f} s "
+        f"({min(warms):.2f}-{max(warms):.2f})"
+    )
+    results.append(floor)
     machine = {
         "cpus": os.cpu_count(),
         "cpu": next(

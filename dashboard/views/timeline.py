@@ -7,6 +7,7 @@ the new window), or use the buttons; the run, the second run and the window are 
 import streamlit as st
 
 from dashboard import ui
+from dashboard.catalog import read_run_ops
 from dashboard.export import PERFETTO_MAX_OPS, perfetto_bytes
 from dashboard.figures import add_highlight
 from dashboard.machines import partner_run
@@ -47,7 +48,7 @@ if second_key not in st.session_state:
 second = st.selectbox("Below it, on the same time axis", options, key=second_key)
 
 chosen = [row] + ([runs[runs["run_label"] == second].iloc[0]] if second != NONE else [])
-ops = [ui.run_ops(r["folder"], r["run_id"]) for r in chosen]
+ops = ui.runs_ops([(r["folder"], r["run_id"]) for r in chosen])
 run_end = max(float(o["end_us"].max()) for o in ops)
 
 # The window belongs to this pair of runs: another run starts from its whole extent (or the URL's window).
@@ -99,7 +100,9 @@ for title, view in views:
 if n_hits:
     add_highlight(fig, views, in_window(hits, start, stop))
 chart_key = f"timeline-figure-{first}-{second}-{start}-{stop}-{max_bars}"
-event = st.plotly_chart(fig, config=ui.PLOTLY_CONFIG, key=chart_key, on_select="rerun", selection_mode="box")
+event = st.plotly_chart(
+    fig, config=ui.PLOTLY_CONFIG, theme=ui.PLOTLY_THEME, key=chart_key, on_select="rerun", selection_mode="box"
+)
 box = (event.selection.get("box") or [None])[0] if event else None
 if box and len(box.get("x", [])) == 2:
     unit_us = time_unit(stop - start)[1]
@@ -130,11 +133,12 @@ with left:
 with middle:
     ui.download_figure(fig, row["run_id"], "timeline", key="timeline-html")
 with right:
-    shown = in_window(ops[0], start, stop)
-    if len(shown) <= PERFETTO_MAX_OPS:
+    n_shown = views[0][1].n_ops  # the first run's ops in the window
+    if n_shown <= PERFETTO_MAX_OPS:
         st.download_button(
             "Download Perfetto trace",
-            lambda: perfetto_bytes(shown, row["run_id"]),
+            # Every column of those ops (the timeline holds only what it draws), read when the button is pressed.
+            lambda: perfetto_bytes(read_run_ops(row["folder"], row["run_id"], start, stop), row["run_id"]),
             file_name=ui.file_stem(row["run_id"], "window") + ".perfetto.json.gz",
             mime="application/gzip",
             key="timeline-perfetto",
@@ -142,4 +146,4 @@ with right:
             help="The first run's ops in this window as a Chrome/Kineto trace: open it in ui.perfetto.dev.",
         )
     else:
-        st.caption(f"Perfetto trace: {len(shown):,} ops in the window; narrow it to {PERFETTO_MAX_OPS:,} or fewer.")
+        st.caption(f"Perfetto trace: {n_shown:,} ops in the window; narrow it to {PERFETTO_MAX_OPS:,} or fewer.")
