@@ -25,7 +25,7 @@ then built from the Python values as pandas would: the table is the same either 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -116,6 +116,11 @@ class OpLog:
         self._step_kinds.append(kind)
         self._step_times.extend((issue_us, start_us, end_us, woken_us))
 
+    def step_appenders(self) -> tuple[Callable[[int], None], Callable[[int], None], Callable[[tuple], None]]:
+        """:meth:`append_step` in three bound calls, for a hot path to hold: ``id(op_id)``, ``kind(kind)``,
+        ``times((issue_us, start_us, end_us, woken_us))``; a step is recorded once all three are made."""
+        return self._step_ids.append, self._step_kinds.append, self._step_times.extend
+
     def __len__(self) -> int:
         return self._chunked_rows + len(self._pending) + 2 * len(self._step_ids)
 
@@ -161,8 +166,13 @@ class OpLog:
                 order = np.argsort(op_id, kind="stable")
         else:  # op ids pandas would sort as objects: sort as the table did before the log
             order = pd.Series(op_id).sort_values(kind="stable").index.to_numpy()
-        columns = {name: _gathered(self._parts(i), _IS_STRING[i], order) for i, name in enumerate(_FIELDS)}
-        return pd.DataFrame(columns, copy=False)
+        # Column by column: a frame made from a dict of them would also hold every number column twice at once
+        # (while pandas stacks the int64 and the float64 ones into blocks).
+        frame = pd.DataFrame(index=pd.RangeIndex(len(op_id)))
+        del op_id
+        for i, name in enumerate(_FIELDS):
+            frame[name] = _gathered(self._parts(i), _IS_STRING[i], order)
+        return frame
 
     # ------------------------------------------------------------------ internals
     def _chunk(self) -> None:

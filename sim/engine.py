@@ -226,7 +226,7 @@ class _SimStream:
     def __init__(self, handle: Stream, device: _SimDevice) -> None:
         self.handle = handle
         self.sync_name = f"sync:{handle.name}"  # the ops-table name of a host sync on it, one str for every row
-        self.step_kinds: dict[tuple[str, str, str], int] = {}  # (kernel, thread, sync thread) -> OpLog.step_kind
+        self.step_kinds: dict[tuple[str, ...], int] = {}  # (kernel, thread[, sync thread]) -> OpLog.step_kind
         self.device = device
         self.pending: deque[_Op] = deque()
         self.wakeup: simpy.Event | None = None
@@ -266,6 +266,7 @@ class SimBackend(Backend):
         self.seed = seed
         self.timeline_gave_up: str | None = None  # why the run left the timeline executor, if it did
         self.ops = OpLog()
+        self._step_id, self._step_kind, self._step_times = self.ops.step_appenders()  # the fast path's, bound once
         self._next_id = 0
         self._main_return_us = 0.0
         self._host = profile.host
@@ -315,31 +316,36 @@ class SimBackend(Backend):
         value: Any = None
         immediate = self._immediate
         timed = self._timed
+        fast = self.fast
+        env = self.env
+        send = gen.send
         while True:
             try:
-                cmd = gen.send(value)
+                cmd = send(value)
             except StopIteration as stop:
                 if self._held is not None:
                     self._release_held()
                 if thread.name == "main":
                     self._main_return_us = self.env.now
                 return stop.value
+            kind = type(cmd)
             if self._held is not None:
-                if type(cmd) is SyncStream and self._fused_sync(cmd, thread):
+                if kind is SyncStream and self._fused_sync(cmd, thread):
                     value = None
                     continue
                 self._release_held()
-            if type(cmd) is LaunchSync and self.fast and self._launch_sync_at_once(cmd, thread):
-                value = self.env._now
-                continue
-            if type(cmd) is Launch and self.fast and self._launch_at_once(cmd, thread):
+            if kind is LaunchSync:
+                if fast and self._launch_sync_at_once(cmd, thread):
+                    value = env._now
+                    continue
+            elif kind is Launch and fast and self._launch_at_once(cmd, thread):
                 value = None
                 continue
-            handler = immediate.get(type(cmd))
+            handler = immediate.get(kind)
             if handler is not None:
                 value = handler(cmd, thread)
                 continue
-            timed_handler = timed.get(type(cmd))
+            timed_handler = timed.get(kind)
             if timed_handler is None:
                 raise PolicyError(f"thread {thread.name!r} yielded {cmd!r}, which is not a runtime command")
             value = yield from timed_handler(cmd, thread)
@@ -407,8 +413,25 @@ class SimBackend(Backend):
         queue = env._queue
         if queue and queue[0][0] <= woken:
             return False
-        self._next_id += 1
-        self._record_step(stream, self._next_id, cmd.name, thread.name, issue, start, end, thread.name, woken)
+        # _record_step, inlined: this is the batching server's every GPU step
+        stream.issued += 1
+        stream.completed += 1
+        env._now = woken
+        op_id = self._next_id + 1
+        self._next_id = op_id + 1
+        name = thread.name
+        if type(issue) is not float:  # SimPy's clock is still the int 0: two rows, keeping the ints
+            self._record_rows(stream, op_id, cmd.name, name, issue, start, end, op_id + 1, name, woken)
+            return True
+        key = (cmd.name, name)
+        kind = stream.step_kinds.get(key)
+        if kind is None:
+            kind = stream.step_kinds[key] = self.ops.step_kind(
+                stream.device.index, stream.handle.name, cmd.name, name, name, stream.sync_name
+            )
+        self._step_id(op_id)
+        self._step_kind(kind)
+        self._step_times((issue, start, end, woken))
         return True
 
     def _record_step(
@@ -428,21 +451,36 @@ class SimBackend(Backend):
         stream.completed += 1
         self.env._now = woken
         self._next_id += 1
-        if type(issue) is float and self._next_id == op_id + 1:  # floats all (issue is): one step record
-            kinds = stream.step_kinds
-            key = (name, thread_name, sync_thread)
-            kind = kinds.get(key)
-            if kind is None:
-                kind = kinds[key] = self.ops.step_kind(
-                    stream.device.index, stream.handle.name, name, thread_name, sync_thread, stream.sync_name
-                )
-            self.ops.append_step(kind, op_id, issue, start, end, woken)
+        if type(issue) is not float or self._next_id != op_id + 1:
+            self._record_rows(stream, op_id, name, thread_name, issue, start, end, self._next_id, sync_thread, woken)
             return
-        # SimPy's clock is still the int 0: two rows, keeping the ints as they are
+        # floats all (issue is): one step record (harness.oplog)
+        key = (name, thread_name) if thread_name == sync_thread else (name, thread_name, sync_thread)
+        kind = stream.step_kinds.get(key)
+        if kind is None:
+            kind = stream.step_kinds[key] = self.ops.step_kind(
+                stream.device.index, stream.handle.name, name, thread_name, sync_thread, stream.sync_name
+            )
+        self.ops.append_step(kind, op_id, issue, start, end, woken)
+
+    def _record_rows(
+        self,
+        stream: _SimStream,
+        op_id: int,
+        name: str,
+        thread_name: str,
+        issue: float,
+        start: float,
+        end: float,
+        sync_id: int,
+        sync_thread: str,
+        woken: float,
+    ) -> None:
+        """The two rows of a step one by one (SimPy's clock is still the int 0: the table keeps ints as they are)."""
         append = self.ops.append
         append((op_id, stream.device.index, stream.handle.name, _KERNEL, name, 0, "", thread_name, issue, start, end))
         row = (
-            self._next_id,
+            sync_id,
             HOST_DEVICE,
             sync_thread,
             _HOST_SYNC,

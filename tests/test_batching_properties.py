@@ -23,6 +23,8 @@ from workloads.continuous_batching.cost_model import (
     FastDecodeCost,
     JoinCost,
     PrefillCost,
+    available_cost_models,
+    load_cost_model,
 )
 from workloads.continuous_batching.inputs import BatchingInputs
 from workloads.continuous_batching.metrics import metrics, requests_frame
@@ -165,3 +167,15 @@ def test_single_slot_without_fast_path_serves_one_at_a_time(rows):
     frame = requests_frame(inputs, log).sort_values("request")
     assert (frame["first_token_us"].to_numpy()[1:] >= frame["last_token_us"].to_numpy()[:-1]).all()
     assert set(frame["admission"]) <= {"batch", "recycle"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    model=st.sampled_from(available_cost_models()),
+    slots=st.integers(0, 256),
+    context=st.integers(0, 1 << 22),
+)
+def test_the_bound_decode_cost_is_decode_us(model, slots, context) -> None:
+    """The generate loop's ``decode_cost()`` prices a step as ``decode_us`` does, to the last bit."""
+    cost = load_cost_model(model)
+    assert cost.decode_cost()(slots, context) == cost.decode_us(slots, context)

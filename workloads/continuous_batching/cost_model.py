@@ -33,6 +33,7 @@ log, or derived from quoted figures, saying which are guesses).
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pydantic
@@ -120,6 +121,17 @@ class CostModel(_Strict):
     def decode_us(self, slots: int, context_tokens: int) -> float:
         d = self.decode
         return max(d.floor_us, d.base_us + d.per_seq_us * slots + d.per_context_token_us * context_tokens)
+
+    def decode_cost(self) -> Callable[[int, int], float]:
+        """:meth:`decode_us` with the figures looked up once (the generate loop prices every decode step)."""
+        d = self.decode
+        floor, base, per_seq, per_token = d.floor_us, d.base_us, d.per_seq_us, d.per_context_token_us
+
+        def decode_us(slots: int, context_tokens: int) -> float:
+            linear = base + per_seq * slots + per_token * context_tokens
+            return linear if linear > floor else floor  # max(floor, linear), as decode_us
+
+        return decode_us
 
     def join_us(self, prompt_tokens: int) -> float:
         return self.prefill_us((prompt_tokens,)) + self.join.overhead_us

@@ -164,7 +164,7 @@ def metrics(inputs: BatchingInputs, ops: pd.DataFrame, log: ServerLog) -> list[M
     ]
     for size, count in zip(*np.unique(active, return_counts=True)):
         rows.append(MetricRow("steps_with_active", float(count), "count", int(size)))
-    kernels = ops[(ops["device"] >= 0) & (ops["kind"] == "kernel")]
+    kernels = ops.loc[(ops["device"] >= 0) & (ops["kind"] == "kernel"), ["start_us", "end_us"]]
     rows.append(MetricRow("gpu_busy_frac", union_us(kernels) / span if span > 0 else 0.0, "fraction"))
     return rows
 

@@ -285,7 +285,7 @@ class GenerateLoop:
         for req in first:
             yield from self._first_token(req, t, 0)
         last_t = t  # time of the latest decode step
-        gpu, launch_sync, decode_us = self.gpu, rt.launch_sync, cost.decode_us
+        gpu, launch_sync, decode_us = self.gpu, rt.launch_sync, cost.decode_cost()
         max_batch, mid_batch_joins, recycling, try_recv = (
             opt.max_batch,
             opt.mid_batch_joins,
