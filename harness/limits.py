@@ -15,8 +15,9 @@ memory estimate           4 GB         ``HARNESS_MAX_MEMORY_GB``           ``--m
 ========================  ===========  ==================================  =====================
 
 The memory estimate counts what the run holds until the results are written:
-every op row (:data:`OP_ROW_BYTES` each, measured on the layer-streaming bench)
-plus each run's inputs and tables; the interpreter's own ~0.2 GB comes on top.
+every op row (:data:`OP_ROW_BYTES` each, measured on the layer-streaming bench,
+or the workload's own ``WorkEstimate.bytes_per_op``) plus each run's inputs and
+tables; the interpreter's own ~0.2 GB comes on top.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import pyarrow as pa
 from harness import __version__
 from harness.backend import Backend, ops_frame
 from harness.errors import SPEC_WORKLOAD, InputError
-from harness.limits import OP_ROW_BYTES, Limits, beyond
+from harness.limits import Limits, beyond
 from harness.results import CORE_SCHEMAS, METRICS_SCHEMA, table_metadata, to_table
 from harness.spec import LoadedSpec, PolicyRun
 
@@ -75,7 +75,7 @@ def estimate_spec(loaded: LoadedSpec) -> SpecEstimate | None:
         one = loaded.workload.estimate(loaded.prepare_context())
     except InputError as err:
         raise _rehome(loaded, err) from None
-    memory = runs * (one.ops * OP_ROW_BYTES + one.memory_bytes)
+    memory = runs * (one.ops * one.bytes_per_op + one.memory_bytes)
     return SpecEstimate(runs, one.ops, one.ops * runs, memory, one.driver)
 
 

@@ -41,6 +41,7 @@ import pandas as pd
 import pydantic
 
 from harness.backend import BackendFactory
+from harness.limits import OP_ROW_BYTES
 from harness.profile import Profile
 from harness.runtime import PolicyGen, Runtime
 
@@ -97,6 +98,7 @@ class WorkEstimate:
     ops: int  # rows the run adds to the ops table (its largest policy)
     memory_bytes: int  # memory the prepared inputs and the run's own tables hold, beyond the op rows
     driver: str = ""  # the [workload] field that sets the size ("requests", "segments"), named in a refusal
+    bytes_per_op: int = OP_ROW_BYTES  # memory one of its op rows costs until the results are written
 
 
 @dataclass(frozen=True)

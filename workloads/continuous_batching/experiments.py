@@ -25,7 +25,7 @@ import pandas as pd
 
 from harness.backend import BackendFactory, run_policy
 from harness.errors import InputError
-from harness.limits import OP_ROW_BYTES, Limits, beyond
+from harness.limits import Limits, beyond
 from harness.machine import machine_report
 from harness.profile import QUOTED_PROFILE, Profile, load_profile
 from harness.workload import PrepareContext
@@ -180,7 +180,7 @@ def bench_requests(
             output_tokens=(16, 512),
         )
     size = estimate(PrepareContext(params, Path("."), load_profile(QUOTED_PROFILE), NO_MEMORY_LIMIT_BYTES, 0))
-    if problem := beyond(size.ops, size.ops * OP_ROW_BYTES + size.memory_bytes, Limits.from_env()):
+    if problem := beyond(size.ops, size.ops * size.bytes_per_op + size.memory_bytes, Limits.from_env()):
         raise InputError("--requests", "", f"{requests:,} requests need {problem}")
     inputs = _prepare(params, 0)
     best: BatchingRun | None = None

@@ -102,6 +102,12 @@ class BatchingParams(WorkloadParams):
 OPS_PER_TOKEN = 2  # a decode step's launch and sync when every request runs alone (batches share them)
 OPS_PER_REQUEST = 8
 BYTES_PER_REQUEST = 600  # the request's inputs, its row of the requests table and its metric rows
+# Memory per op row until the results are written: nearly every row is half of a decode step (a kernel
+# and its host sync, one step record in harness.oplog.OpLog, ~24 bytes a row) until the ops table
+# (~110 bytes a row) and its Arrow copy are made. Measured peak RSS less the interpreter's (~133 MB),
+# per op: harness sim of 10,000 Poisson requests (1.34 M ops) 270; bench-batching 233 (the 19,366-request
+# Azure conversation trace, 2.1 M ops: 221). With a margin:
+BYTES_PER_OP = 320
 ASSUMED_OUTPUT_TOKENS = 512  # mean output of a trace too big to read its column for the estimate
 
 
@@ -120,7 +126,7 @@ def estimate(ctx: PrepareContext) -> WorkEstimate:
         mean_output = _mean_output_tokens(path, rows)
         driver = "requests" if params.requests is not None and params.requests < rows else "trace"
     ops = int(n * (OPS_PER_TOKEN * mean_output + OPS_PER_REQUEST)) + 16
-    return WorkEstimate(ops, n * BYTES_PER_REQUEST, driver)
+    return WorkEstimate(ops, n * BYTES_PER_REQUEST, driver, bytes_per_op=BYTES_PER_OP)
 
 
 def _mean_output_tokens(path: Path, rows: int) -> float:
