@@ -380,18 +380,6 @@ def _host_cost(host_us: float | None) -> float | None:
     return float(host_us)
 
 
-def _plain_kernel(duration_us: Any, compute_share: Any, kind: Any, host_us: Any) -> bool:
-    """Whether a kernel's fields are valid as given and need no coercion (the hot path: no float() calls)."""
-    return (
-        duration_us.__class__ is float
-        and compute_share.__class__ is float
-        and kind.__class__ is KernelKind
-        and host_us is None
-        and duration_us >= 0.0
-        and 0.0 < compute_share <= 1.0
-    )
-
-
 def _kernel_fields(
     name: str, duration_us: float, compute_share: float, kind: KernelKind, host_us: float | None
 ) -> tuple[float, float, KernelKind, float | None]:
@@ -433,7 +421,14 @@ class Runtime:
         kind: KernelKind = KernelKind.COMPUTE,
         host_us: float | None = None,
     ) -> Launch:
-        if _plain_kernel(duration_us, compute_share, kind, host_us):
+        if (  # valid as given, nothing to coerce: no float() calls (the hot path of a batching server)
+            duration_us.__class__ is float
+            and compute_share.__class__ is float
+            and kind.__class__ is KernelKind
+            and host_us is None
+            and duration_us >= 0.0
+            and 0.0 < compute_share <= 1.0
+        ):
             return Launch(stream, name, duration_us, compute_share, kind)
         return Launch(stream, name, *_kernel_fields(name, duration_us, compute_share, kind, host_us))
 
@@ -451,7 +446,14 @@ class Runtime:
         The same ops as ``launch`` then ``sync_stream`` (a kernel and a host sync); the command
         returns the host time the sync returned at, as a ``now`` right after would.
         """
-        if _plain_kernel(duration_us, compute_share, kind, host_us):
+        if (  # valid as given, nothing to coerce: no float() calls (the hot path of a batching server)
+            duration_us.__class__ is float
+            and compute_share.__class__ is float
+            and kind.__class__ is KernelKind
+            and host_us is None
+            and duration_us >= 0.0
+            and 0.0 < compute_share <= 1.0
+        ):
             return LaunchSync(stream, name, duration_us, compute_share, kind)
         return LaunchSync(stream, name, *_kernel_fields(name, duration_us, compute_share, kind, host_us))
 

@@ -285,7 +285,7 @@ class GenerateLoop:
         for req in first:
             yield from self._first_token(req, t, 0)
         last_t = t  # time of the latest decode step
-        gpu, launch_sync, decode_us = self.gpu, rt.launch_sync, cost.decode_cost()
+        gpu, launch_sync, decode_us, compute = self.gpu, rt.launch_sync, cost.decode_cost(), KernelKind.COMPUTE
         max_batch, mid_batch_joins, recycling, try_recv = (
             opt.max_batch,
             opt.mid_batch_joins,
@@ -339,7 +339,7 @@ class GenerateLoop:
                 continue
             if context < 0:
                 context = sum(s.prompt_tokens + s.tokens + (step - s.base_step) for s in active)
-            t = yield launch_sync(gpu, "decode", decode_us(len(slots), context), 1.0, KernelKind.COMPUTE)
+            t = yield launch_sync(gpu, "decode", decode_us(len(slots), context), 1.0, compute)
             step += 1
             n = len(active)
             step_slots.append(len(slots))
