@@ -27,7 +27,7 @@ KIND_COLOURS = {
 
 # Every figure carries its own look (a white plot area, plotly's colours), and the pages hand it to the browser as
 # it is (``theme=None``): Streamlit's theme re-styles each figure in the browser, which on the 2-core dev box cost
-# ~0.3 s per load of a 1,500-bar timeline (tools/bench_dashboard.py). The exported HTML looks the same.
+# ~0.3 s per load of a 1,500-bar timeline (two A/B rounds of six warm loads). The exported HTML looks the same.
 TEMPLATE = "plotly_white"
 pio.templates.default = TEMPLATE
 MARK_ROW = 0.06  # a milestone label's row height, as a fraction of the figure
