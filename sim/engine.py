@@ -270,6 +270,7 @@ class SimBackend(Backend):
         self._next_id = 0
         self._main_return_us = 0.0
         self._host = profile.host
+        self._launch_us, self._sync_wake_us = profile.host.launch_us, profile.host.sync_wake_us  # the hot path's
         # a kernel that may fuse with the next call's sync: stream, op id, launch command, thread name, issue, end
         self._held: tuple[_SimStream, int, Launch, str, float, float] | None = None
         handlers = command_handlers(self)
@@ -396,11 +397,10 @@ class SimBackend(Backend):
         """
         env = self.env
         stream: _SimStream = cmd.stream.native
-        if not env.last_callback or stream.wakeup is None or stream.device.compute.jobs:
+        if stream.wakeup is None or stream.device.compute.jobs or not env.last_callback:
             return False
-        host = self._host
         issue = env._now
-        cost = host.launch_us if cmd.host_us is None else cmd.host_us
+        cost = self._launch_us if cmd.host_us is None else cmd.host_us
         start = issue + cost if cost > 0.0 else issue
         work = cmd.duration_us
         if work > DONE_TOLERANCE:  # sim.fluid's arithmetic, solo rate
@@ -408,7 +408,7 @@ class SimBackend(Backend):
             end = start + max(work / (1.0 if share <= 1.0 else 1.0 / share), 0.0)
         else:
             end = start
-        wake = host.sync_wake_us
+        wake = self._sync_wake_us
         woken = end + wake if wake > 0.0 else end
         queue = env._queue
         if queue and queue[0][0] <= woken:
