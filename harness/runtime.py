@@ -240,7 +240,7 @@ class LaunchGraph(Command):
     host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Launch
 class Copy(Command):
     stream: Stream
     nbytes: int
@@ -251,13 +251,13 @@ class Copy(Command):
     host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Launch
 class Record(Command):
     stream: Stream
     host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Launch
 class WaitEvent(Command):
     stream: Stream
     event: Event
@@ -319,14 +319,14 @@ class Now(Command):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Launch
 class Alloc(Command):
     device: int
     nbytes: int
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Launch
 class Free(Command):
     buffer: Buffer
 
@@ -489,9 +489,11 @@ class Runtime:
             raise ValueError(
                 f"copy {name!r}: {nbytes} bytes do not fit buffer {buffer.name!r} of {buffer.nbytes} bytes"
             )
-        return Copy(
-            stream, int(nbytes), Direction(direction), HostMemory(host_memory), name, buffer, _host_cost(host_us)
-        )
+        # the enum calls only when coercing (a copy is built for every transfer)
+        direction = direction if direction.__class__ is Direction else Direction(direction)
+        host_memory = host_memory if host_memory.__class__ is HostMemory else HostMemory(host_memory)
+        nbytes = nbytes if nbytes.__class__ is int else int(nbytes)
+        return Copy(stream, nbytes, direction, host_memory, name, buffer, _host_cost(host_us))
 
     def record(self, stream: Stream, host_us: float | None = None) -> Record:
         return Record(stream, _host_cost(host_us))

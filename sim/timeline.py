@@ -246,7 +246,10 @@ class TimelineRun:
         device = stream.device
         if device.compute_stream is not stream and start_us <= device.compute_end_us:
             raise NeedsEventModel("compute work of two streams overlaps")
-        end = start_us + max(work_us / (1.0 if share <= 1.0 else 1.0 / share), 0.0)
+        solo_us = work_us / (1.0 if share <= 1.0 else 1.0 / share)
+        if solo_us < 0.0:  # max(solo_us, 0.0), as sim.fluid writes it, without the call
+            solo_us = 0.0
+        end = start_us + solo_us
         if end > device.compute_end_us:
             device.compute_end_us = end
             device.compute_stream = stream
@@ -318,7 +321,10 @@ class TimelineRun:
             if nbytes > 0:
                 if moving <= engine.other.link_end_us:
                     raise NeedsEventModel("transfers in both directions of one link overlap")
-                end = moving + max(nbytes / curve.bandwidth_bytes_per_us(nbytes), 0.0)
+                moving_us = nbytes / curve.bandwidth_bytes_per_us(nbytes)
+                if moving_us < 0.0:  # max(moving_us, 0.0), as sim.fluid writes it, without the call
+                    moving_us = 0.0
+                end = moving + moving_us
                 engine.link_end_us = end
             else:
                 end = moving
