@@ -410,6 +410,60 @@ def pan_window(start_us: float, end_us: float, fraction: float, run_end_us: floa
     return lo, lo + span
 
 
+def window_from_relayout(
+    relayout: dict | None, unit_us: float, window: tuple[float, float], run_end_us: float
+) -> tuple[float, float] | None:
+    """The window (µs) that a zoom or pan in the browser asks for, or None when it leaves the window as it is.
+
+    ``relayout``: the x axes' keys of plotly's ``plotly_relayout`` events (the stacked runs share one x range, so
+    ``xaxis2.range[0]`` counts as ``xaxis.range[0]``), in the unit of the figure it was made on (``unit_us`` µs):
+    ``xaxis.range`` ([lo, hi]: wheel, modebar zoom, a dragged box), ``xaxis.range[0]`` or ``xaxis.range[1]`` alone
+    (one end dragged: the other stays at ``window``'s), ``xaxis.autorange`` (a double click: the whole run). A
+    reversed range is put in order; one reaching out of the run is moved back inside it with its span (a pan past
+    the end stops at the end), a span wider than the run becomes the run. Values that are not finite numbers are
+    ignored."""
+    if not relayout or not (unit_us > 0) or not (run_end_us > 0):
+        return None
+    lo_us, hi_us = window
+    ends: dict[int, float] = {}
+    autorange = False
+    for key, value in relayout.items():
+        match = re.fullmatch(r"xaxis\d*\.(range(?:\[([01])\])?|autorange)", str(key))
+        if not match:
+            continue
+        if match.group(1) == "autorange":
+            autorange = autorange or bool(value)
+        elif match.group(2) is not None:
+            ends[int(match.group(2))] = value
+        elif isinstance(value, (list, tuple)) and len(value) == 2:
+            ends[0], ends[1] = value
+    if autorange and not ends:
+        lo, hi = 0.0, float(run_end_us)
+    else:
+        numbers = {i: _finite(v) for i, v in ends.items()}
+        numbers = {i: v * unit_us for i, v in numbers.items() if v is not None}
+        if not numbers:
+            return None
+        lo, hi = sorted((numbers.get(0, lo_us), numbers.get(1, hi_us)))
+        span = min(hi - lo, float(run_end_us))
+        if not span > 0:
+            return None
+        lo = min(max(0.0, lo), float(run_end_us) - span)
+        hi = lo + span
+    tolerance = 1e-9 * max(float(run_end_us), 1.0)
+    if abs(lo - lo_us) <= tolerance and abs(hi - hi_us) <= tolerance:
+        return None
+    return lo, hi
+
+
+def _finite(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
 def search_ops(ops: pd.DataFrame, text: str, limit: int = 200) -> tuple[pd.DataFrame, int]:
     """Ops whose name contains ``text`` (case-insensitive), earliest first: the first ``limit`` and how many in all."""
     columns = ["name", "kind", "device", "stream", "start_us", "end_us", "bytes"]

@@ -5,6 +5,7 @@ Only this module and the page scripts import Streamlit.
 
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+import streamlit.components.v1 as components
 from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
 from dashboard.catalog import TIMELINE_COLUMNS, Catalog, FolderLoad, build_catalog, load_path, read_run_ops
@@ -22,6 +24,7 @@ from dashboard.machines import machine_groups
 from dashboard.requests_view import request_labels, run_requests
 from dashboard.sources import dirs_from_env, expand, signature
 from dashboard.timeline import TimelineView, timeline_view
+from dashboard.zoom_chart import chart_args, chart_folder
 
 FOLDERS_KEY = "results_folders"
 
@@ -96,6 +99,29 @@ def timeline(
     """
     keyed = tuple((folder, signature(Path(folder)), run_id, title) for folder, run_id, title in runs)
     return _timeline(keyed, float(start_us), float(end_us), int(max_bars), tuple(marks or ()))
+
+
+@functools.cache
+def _zoom_chart() -> tuple[object | None, str]:
+    folder, why = chart_folder()
+    if folder is None:
+        return None, why
+    return components.declare_component("timeline_chart", path=str(folder)), ""
+
+
+def zoom_chart_problem() -> str:
+    """Why the zoomable chart cannot be served here ("" when it can)."""
+    return _zoom_chart()[1]
+
+
+def zoom_chart(fig: go.Figure, unit_us: float, key: str) -> dict | None:
+    """Draw ``fig`` in the zoomable chart (``dashboard.zoom_chart``); its value: the last zoom or pan made in it,
+    ``{id, unit_us, relayout}``, or None. Changes the figure's y axes (lanes fixed). Needs
+    :func:`zoom_chart_problem` to be empty."""
+    component, why = _zoom_chart()
+    if component is None:
+        raise RuntimeError(why)
+    return component(**chart_args(fig, unit_us), key=key, default=None)
 
 
 def from_query(param: str, key: str, options) -> None:

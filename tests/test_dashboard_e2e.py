@@ -32,6 +32,7 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
 PLOT = ".js-plotly-plot .main-svg"
 MARKS = ".js-plotly-plot .barlayer path, .js-plotly-plot .scatterlayer path, .js-plotly-plot .heatmaplayer image"
+ZOOM_CHART = 'iframe[title*="timeline_chart"]'  # the Timeline page's zoomable chart (dashboard/zoom_chart.py)
 
 if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
     pytest.skip(
@@ -158,14 +159,14 @@ def test_timeline_page_draws_sim_over_replay(server, page, tmp_path):
     page.goto(f"{server}/timeline")
     settle(page)
     choose(page, "Run", f"{DEMO.replace('_', '-')}:prefetch:sim")
-    page.wait_for_selector(PLOT, timeout=30_000)
+    page.frame_locator(ZOOM_CHART).locator(PLOT).first.wait_for(timeout=30_000)
     no_exception(page)
     body = page.inner_text("body")
     assert (
         "layer-streaming-demo:prefetch:sim:r0 (sim)" in body
         and "layer-streaming-demo:prefetch:replay:r0 (replay)" in body
     )
-    assert page.locator(".js-plotly-plot .barlayer path").count() > 20
+    assert page.frame_locator(ZOOM_CHART).locator(".js-plotly-plot .barlayer path").count() > 20
     shoot(page, "3-timeline", tmp_path)
     with page.expect_download() as html:
         page.get_by_role("button", name="Download figure (HTML)").click()
@@ -196,10 +197,11 @@ def test_timeline_url_opens_a_zoomed_window_of_a_big_run_with_its_units(server, 
     run = "batching-c1-window:window-10ms:sim:r0 @ batching_c1_window-sim"
     page.goto(f"{server}/timeline?" + urlencode({"run": run, "start": "1000000", "end": "1100000"}))
     settle(page)
-    page.wait_for_selector(PLOT, timeout=30_000)
+    chart = page.frame_locator(ZOOM_CHART)
+    chart.locator(PLOT).first.wait_for(timeout=30_000)
     no_exception(page)
-    assert page.locator(".js-plotly-plot .xtitle").first.text_content() == "time (ms)"
-    assert page.locator(".js-plotly-plot .barlayer path").count() > 3
+    assert chart.locator(".js-plotly-plot .xtitle").first.text_content() == "time (ms)"
+    assert chart.locator(".js-plotly-plot .barlayer path").count() > 3
     body = page.inner_text("body")
     assert "outside this run" not in body and "Download Perfetto trace" in body
     page.get_by_role("button", name="Whole run").click()
@@ -267,3 +269,84 @@ def test_clicking_a_request_row_shows_the_timeline_around_that_request(server, d
     assert layout["range"] == pytest.approx([lo / scale, hi / scale], rel=1e-6)
     assert layout["shapes"] >= 2 and layout["bars"] > 0  # arrival ... last token marked over the run's lanes
     shoot(page, "7-requests-click", tmp_path)
+
+
+def settle_url(page) -> None:
+    """Wait until the page's window (its URL) has stopped moving: a burst of wheel ticks may come as two zooms."""
+    while True:
+        url = page.url
+        settle(page)
+        page.wait_for_timeout(1000)
+        if page.url == url:
+            return
+
+
+def bars_caption(page) -> str:
+    """The line above the chart that says how many ops of the window are drawn, and how (a caption or a warning)."""
+    return next(line for line in page.inner_text("body").splitlines() if "r0 (sim): " in line)
+
+
+def test_wheel_zoom_over_the_timeline_requeries_the_bars_of_the_new_window(server, data, page, tmp_path):
+    """Bug: the mouse wheel (and the toolbar's zoom) only stretched the bars drawn, merged bars stayed merged. Now
+    the chart reports the x range, the page re-queries that window and draws its ops at its level of detail."""
+    from urllib.parse import parse_qs, urlencode, urlparse
+
+    from dashboard.timeline import in_window
+
+    label = "batching-c1-window:window-10ms:sim:r0"
+    run = f"{label} @ batching_c1_window-sim"
+    ops = read_ops(data.good[BATCHING], label)
+    page.goto(f"{server}/timeline?" + urlencode({"run": run}))
+    settle(page)
+    chart = page.frame_locator(ZOOM_CHART)
+    chart.locator(".js-plotly-plot .barlayer path").first.wait_for(timeout=30_000)
+    no_exception(page)
+    before = bars_caption(page)
+    assert f"{len(ops):,} ops" in before and "exceed the bound" in before  # the whole run: short ops merged
+    frame = page.locator(ZOOM_CHART).bounding_box()
+    plot = chart.locator(".js-plotly-plot .nsewdrag").first.bounding_box()  # the plot area, in page coordinates
+    assert plot is not None and frame is not None
+    page.mouse.move(plot["x"] + plot["width"] * 0.3, plot["y"] + plot["height"] / 2)
+    for _ in range(12):  # many wheel ticks: one re-query after the chart's 250 ms debounce
+        page.mouse.wheel(0, -300)
+        page.wait_for_timeout(30)
+    page.wait_for_function(
+        "() => new URL(location.href).searchParams.get('start') !== '0.000'", timeout=30_000, polling=200
+    )
+    settle_url(page)
+    no_exception(page)
+    query = parse_qs(urlparse(page.url).query)
+    lo, hi = float(query["start"][0]), float(query["end"][0])
+    assert 0 < lo < hi < float(ops["end_us"].max()) and hi - lo < 0.9 * float(ops["end_us"].max())
+    after = bars_caption(page)
+    n_inside = len(in_window(ops, lo, hi))
+    assert after != before and after.split(" ops")[0].endswith(f"{n_inside:,}")  # the window's ops, re-queried
+    drawn = page.evaluate(
+        "(sel) => { const gd = document.querySelector(sel).contentDocument.querySelector('.js-plotly-plot');"
+        " return gd._fullLayout.xaxis.range; }",
+        ZOOM_CHART,
+    )
+    scale = 1e3 if "time (ms)" in chart.locator(".xtitle").first.text_content() else 1e6
+    assert drawn == pytest.approx([lo / scale, hi / scale], rel=1e-3)  # the redrawn figure is that window
+    shoot(page, "8-timeline-wheel-zoom", tmp_path)
+    # A box dragged across the chart: that stretch, re-queried.
+    y = plot["y"] + plot["height"] / 2
+    page.mouse.move(plot["x"] + plot["width"] * 0.4, y)
+    page.mouse.down()
+    page.mouse.move(plot["x"] + plot["width"] * 0.5, y, steps=5)
+    page.mouse.move(plot["x"] + plot["width"] * 0.6, y, steps=5)
+    page.mouse.up()
+    page.wait_for_function(
+        "(lo) => Number(new URL(location.href).searchParams.get('start')) > lo", arg=lo, timeout=30_000, polling=200
+    )
+    settle_url(page)
+    query = parse_qs(urlparse(page.url).query)
+    box_lo, box_hi = float(query["start"][0]), float(query["end"][0])
+    assert lo < box_lo < box_hi < hi and box_hi - box_lo == pytest.approx(0.2 * (hi - lo), rel=0.15)
+    assert bars_caption(page).split(" ops")[0].endswith(f"{len(in_window(ops, box_lo, box_hi)):,}")
+
+
+def read_ops(folder: Path, run_id: str):
+    from dashboard.catalog import read_run_ops
+
+    return read_run_ops(folder, run_id)

@@ -29,6 +29,7 @@ from dashboard.timeline import (
     search_ops,
     time_unit,
     timeline_view,
+    window_from_relayout,
     zoom_window,
 )
 from harness.results import read_results, to_table, write_results
@@ -132,6 +133,85 @@ def test_a_stale_window_becomes_the_whole_run_with_a_message():
     assert (lo, hi) == (0.0, 500.0) and "outside this run" in note
     lo, hi, note = resolve_window(300.0, 100.0, 500.0)  # reversed
     assert (lo, hi) == (0.0, 500.0) and note
+
+
+def test_a_zoom_or_pan_in_the_browser_gives_the_window_to_requery():
+    """Bug: wheel zoom and the toolbar's zoom only stretched the bars drawn; the page never heard of them."""
+    ms, run_end, window = 1e3, 10_000.0, (2_000.0, 4_000.0)  # the figure's axis in ms, the window in µs
+
+    def moved(relayout, window=window):
+        return window_from_relayout(relayout, ms, window, run_end)
+
+    assert moved({"xaxis.range": [2.5, 3.0]}) == (2_500.0, 3_000.0)  # wheel or toolbar zoom
+    assert moved({"xaxis.range[0]": 2.5, "xaxis.range[1]": 3.0}) == (2_500.0, 3_000.0)
+    assert moved({"xaxis2.range[0]": 2.5, "xaxis2.range[1]": 3.0}) == (2_500.0, 3_000.0)  # the run drawn below
+    assert moved({"xaxis.range[0]": 3.0}) == (3_000.0, 4_000.0)  # one end dragged: the other stays
+    assert moved({"xaxis.range[1]": 3.5}) == (2_000.0, 3_500.0)
+    assert moved({"xaxis.range": [3.0, 2.5]}) == (2_500.0, 3_000.0)  # reversed: put in order
+    assert moved({"xaxis.autorange": True}) == (0.0, run_end)  # double click: the whole run
+    assert moved({"xaxis.autorange": True, "xaxis.range": [2.5, 3.0]}) == (2_500.0, 3_000.0)
+    assert moved({"xaxis.range": [9.0, 11.0]}) == (8_000.0, run_end)  # panned past the end: stops there, same span
+    assert moved({"xaxis.range": [-1.0, 0.5]}) == (0.0, 1_500.0)
+    assert moved({"xaxis.range": [-5.0, 50.0]}) == (0.0, run_end)  # wider than the run: the run
+    assert moved({"xaxis.range": [20.0, 30.0]}) == (0.0, run_end)  # wholly outside the run, wider than it
+    assert moved({"xaxis.range": [12.0, 13.0]}) == (9_000.0, run_end)  # wholly outside: the run's last stretch
+    # Nothing to do: no x key, the same window, an empty or unreadable range, no event.
+    for relayout in ({"yaxis.range": [0, 1]}, {"autosize": True}, {"xaxis.range": [2.0, 4.0]}, None, {}):
+        assert moved(relayout) is None
+    assert moved({"xaxis.range": [3.0, 3.0]}) is None and moved({"xaxis.range": ["a", None]}) is None
+    assert moved({"xaxis.range[0]": float("nan")}) is None and moved({"xaxis.autorange": True}, (0.0, run_end)) is None
+    assert window_from_relayout({"xaxis.range": [1, 2]}, 0.0, window, run_end) is None
+
+
+def test_a_zoom_in_the_chart_requeries_the_window_on_the_page(data, monkeypatch):
+    """The page applies the chart's zoom once, before drawing: the bars drawn are those of the new window."""
+    run = f"{DEMO.replace('_', '-')}:sync:sim:r0 @ {data.good[DEMO].name}"
+    at = new_app(data, monkeypatch, run=run, vs="(none)").run()
+    at.switch_page("views/timeline.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    chart = at.get("component_instance")[0]
+    args = json.loads(chart.proto.json_args)
+    lo, hi = figure_json(at)["layout"]["xaxis"]["range"]
+    unit_us = args["unit_us"]
+    assert args["config"]["scrollZoom"] and figure_json(at)["layout"]["yaxis"]["fixedrange"]
+    whole = [c.value for c in at.caption if "ops, every op drawn" in c.value or "exceed the bound" in c.value]
+    # What the browser sends after a wheel zoom into the first tenth of the run.
+    key = f"timeline-chart-{run}-(none)"  # the chart's widget key: one chart per pair of runs
+    zoom = {"id": "s-1", "unit_us": unit_us, "relayout": {"xaxis.range[0]": lo, "xaxis.range[1]": lo + (hi - lo) / 10}}
+    at.session_state[key] = zoom
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    new_lo, new_hi = figure_json(at)["layout"]["xaxis"]["range"]
+    scale = time_unit((hi - lo) / 10 * unit_us)[1]
+    assert new_lo * scale == pytest.approx(lo * unit_us) and new_hi * scale == pytest.approx(
+        (lo + (hi - lo) / 10) * unit_us
+    )
+    end = at.query_params["end"]
+    assert float(end[0] if isinstance(end, list) else end) == pytest.approx((lo + (hi - lo) / 10) * unit_us, rel=1e-6)
+    tenth = [c.value for c in at.caption if "ops, every op drawn" in c.value or "exceed the bound" in c.value]
+    assert tenth != whole
+    at.button(key="timeline-out").click().run()  # the chart's last value is not applied again: the button wins
+    out_lo, out_hi = figure_json(at)["layout"]["xaxis"]["range"]
+    assert (out_hi - out_lo) == pytest.approx(2 * (new_hi - new_lo))
+
+
+def test_without_the_zoomable_chart_the_page_draws_plotlys_own_and_says_what_zooms(data, monkeypatch):
+    """The fallback: Streamlit's plotly chart (drag-select re-aggregates), named on the page, also when the
+    component's files cannot be served."""
+    from dashboard import ui
+
+    run = f"{DEMO.replace('_', '-')}:sync:sim:r0 @ {data.good[DEMO].name}"
+    at = new_app(data, monkeypatch, run=run, vs="(none)").run()
+    at.switch_page("views/timeline.py").run()
+    at.toggle(key="timeline-zoomable").set_value(False).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("plotly_chart")) == 1 and not at.get("component_instance")
+    assert any(c.value.startswith("Plain chart: drag across it") for c in at.caption)
+    monkeypatch.setattr(ui, "_zoom_chart", lambda: (None, "no plotly.min.js"))
+    at = new_app(data, monkeypatch, run=run, vs="(none)").run()
+    at.switch_page("views/timeline.py").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 1
+    assert any("cannot be served here: no plotly.min.js" in c.value for c in at.caption)
 
 
 def test_sweep_lines_are_configurations_not_policies():
@@ -305,7 +385,9 @@ def new_app(data, monkeypatch, **query) -> AppTest:
 
 
 def figure_json(at: AppTest, index: int = 0) -> dict:
-    return json.loads(at.get("plotly_chart")[index].proto.spec)
+    """The figure drawn: by the Timeline page's zoomable chart (its arguments) or by st.plotly_chart."""
+    charts = [json.loads(json.loads(e.proto.json_args)["figure"]) for e in at.get("component_instance")]
+    return (charts + [json.loads(e.proto.spec) for e in at.get("plotly_chart")])[index]
 
 
 def test_timeline_window_comes_from_the_url_and_never_outlives_its_run(data, monkeypatch):

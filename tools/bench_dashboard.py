@@ -193,8 +193,14 @@ st.plotly_chart(go.Figure(go.Bar(x=[1, 2, 3], y=[1, 2, 3])))
 """
 URL_SPAN = "() => { const u = new URL(location.href).searchParams; return u.get('end') - u.get('start'); }"
 SCRIPT_DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+# An element of the page or of a frame in it (the Timeline page draws its chart in a component's iframe).
+FIND = (
+    "((sel) => [document, ...Array.from(document.querySelectorAll('iframe'), (f) => {"
+    " try { return f.contentDocument; } catch (e) { return null; } })]"
+    ".map((d) => d && d.querySelector(sel)).find(Boolean) || null)"
+)
 X_RANGE = (
-    "() => { const gd = document.querySelector('.js-plotly-plot');"
+    f"() => {{ const gd = {FIND}('.js-plotly-plot');"
     " return gd && gd._fullLayout && gd._fullLayout.xaxis ? gd._fullLayout.xaxis.range : null; }"
 )
 
@@ -241,7 +247,7 @@ def time_interactions(browser, base: str, big_run: str, warm: int) -> list[dict]
     page = context.new_page()
     page.goto(base + "/timeline?" + urlencode({"run": big_run}))
     page.wait_for_selector(SCRIPT_DONE, timeout=120_000)
-    page.wait_for_selector(".js-plotly-plot .barlayer", timeout=120_000)
+    page.wait_for_function(f"() => !!{FIND}('.js-plotly-plot .barlayer')", timeout=120_000)
     times = []
     for _ in range(max(1, warm)):
         before = [page.evaluate(URL_SPAN), page.evaluate(X_RANGE)]
@@ -249,7 +255,7 @@ def time_interactions(browser, base: str, big_run: str, warm: int) -> list[dict]
         page.get_by_test_id("stButton").get_by_role("button", name="Zoom in").click()
         page.wait_for_function(  # the window in the URL halved, and a chart of it drawn (its unit may change)
             f"(b) => {{ const r = ({X_RANGE})(); return Math.abs(({URL_SPAN})() - b[0] / 2) < 1e-3 * b[0]"
-            " && r && (r[0] !== b[1][0] || r[1] !== b[1][1]) && document.querySelector('.js-plotly-plot .barlayer') }",
+            f" && r && (r[0] !== b[1][0] || r[1] !== b[1][1]) && {FIND}('.js-plotly-plot .barlayer') }}",
             arg=before,
             timeout=120_000,
         )
@@ -258,7 +264,7 @@ def time_interactions(browser, base: str, big_run: str, warm: int) -> list[dict]
     out.append({"page": "timeline: Zoom in (1.34 M-op run)", "warm_s": times})
     page.goto(base + "/requests")
     page.wait_for_selector(SCRIPT_DONE, timeout=120_000)
-    page.wait_for_selector(".js-plotly-plot .barlayer", timeout=120_000)
+    page.wait_for_function(f"() => !!{FIND}('.js-plotly-plot .barlayer')", timeout=120_000)
     grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
     times = []
     for row in range(1, max(1, warm) + 1):
@@ -267,7 +273,7 @@ def time_interactions(browser, base: str, big_run: str, warm: int) -> list[dict]
         page.mouse.click(grid["x"] + 14, grid["y"] + 35 * (row + 1) + 17)  # the row's selection marker
         page.wait_for_function(
             f"(b) => {{ const r = ({X_RANGE})(); return new URL(location.href).searchParams.get('request') !== b[0]"
-            " && r && (r[0] !== b[1][0] || r[1] !== b[1][1]) && document.querySelector('.js-plotly-plot .barlayer') }",
+            f" && r && (r[0] !== b[1][0] || r[1] !== b[1][1]) && {FIND}('.js-plotly-plot .barlayer') }}",
             arg=before,
             timeout=120_000,
         )
@@ -284,7 +290,7 @@ def time_page(browser, url: str, ready: str, context=None) -> tuple[float, objec
     t0 = time.perf_counter()
     page.goto(url)
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=120_000)
-    page.wait_for_selector(ready, timeout=120_000)
+    page.wait_for_function(f"(sel) => !!{FIND}(sel)", arg=ready, timeout=120_000)  # in the page or a frame
     elapsed = time.perf_counter() - t0
     errors = page.locator('[data-testid="stException"]').count()
     page.close()
