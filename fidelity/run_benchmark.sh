@@ -53,8 +53,8 @@ fi
 
 for spec in "${specs[@]}"; do
   n=$(basename "$spec" .toml)
-  # The same spec, pointed at this call's profile (only the profile line differs).
-  sed "s|^profile = .*|profile = \"$out/profile.toml\"|" "$spec" > "$out/specs/$n.toml"
+  # The same spec, pointed at this call's profile, with its input files (paths relative to its folder) made absolute.
+  python3 -m fidelity.respec "$spec" "$out/profile.toml" "$out/specs/$n.toml" || { echo "cannot copy $spec"; exit 1; }
   h sim "$out/specs/$n.toml" --out "$out/results/$n-sim" 2>&1 | tee -a "$out/sim.log"
   [[ ${PIPESTATUS[0]} -eq 0 ]] || echo "sim of $n failed" | tee -a "$out/sim.log"
   h replay "$out/specs/$n.toml" --out "$out/results/$n-replay" 2>&1 | tee -a "$out/runs.log"
