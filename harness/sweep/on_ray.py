@@ -9,6 +9,7 @@ spec's files at the same paths (one image and a shared file system, or a Ray ``r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ Finish = Callable[[int, RunTables], None]
 GiveUp = Callable[[int, str], None]
 
 IN_FLIGHT_PER_CPU = 2
+CANCEL_WAIT_S = 10.0  # how long an interrupted sweep waits for its cancelled tasks to stop
 
 
 class RayUnavailable(Exception):
@@ -92,4 +94,7 @@ def run_ray(ref: SpecRef, chunks: list[list[int]], finish: Finish, give_up: Give
     except BaseException:
         for pending in in_flight:
             ray.cancel(pending, force=True)
+        if in_flight:  # cancelling is asynchronous: wait (a while) until the workers have stopped writing
+            with contextlib.suppress(Exception):
+                ray.wait(list(in_flight), num_returns=len(in_flight), timeout=CANCEL_WAIT_S)
         raise
