@@ -69,14 +69,19 @@ BackendFactory = Callable[[Profile, int, "int | None", int], Backend]
 backend (a workload's command, a tool) is handed one; ``sim.SimBackend`` itself is such a factory."""
 
 
-def ops_frame(rows: OpLog | Iterable[tuple], run_id: str | None = None) -> pd.DataFrame:
-    """A run's ops table in issue (``op_id``) order, index 0..n-1; with ``run_id``, the results' ops table."""
+def ops_frame(
+    rows: OpLog | Iterable[tuple], run_id: str | None = None, columns: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """A run's ops table in issue (``op_id``) order, index 0..n-1; with ``run_id``, the results' ops table.
+
+    ``columns``: only these of the table's columns (what a metric reads), in that order.
+    """
     # Built with the cyclic collector paused: it would rescan every row for nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
         log = rows if isinstance(rows, OpLog) else OpLog(rows if isinstance(rows, list) else list(rows))
-        frame = log.frame()
+        frame = log.frame(columns)
     finally:
         if collecting:
             gc.enable()

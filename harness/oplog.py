@@ -150,15 +150,19 @@ class OpLog:
         column = _gathered(parts, _IS_STRING[i], None)
         return column.to_numpy(dtype=object) if isinstance(column, pd.Series) else column
 
-    def frame(self) -> pd.DataFrame:
-        """The rows as a frame with OpRow's columns in ``op_id`` order (stable), index 0..n-1.
+    def frame(self, columns: Iterable[str] | None = None) -> pd.DataFrame:
+        """The rows as a frame with OpRow's columns (or only ``columns``) in ``op_id`` order (stable), index 0..n-1.
 
         Dtypes are those pandas infers from the columns as lists; a log without rows gives
-        ``pd.DataFrame([], columns=OpRow's fields)``.
+        ``pd.DataFrame([], columns=...)``. A caller that reads a few columns of a long run (a metric over
+        its kernels) builds only those: the string columns are most of the table's cost.
         """
+        names = _FIELDS if columns is None else tuple(columns)
+        if unknown := [name for name in names if name not in _FIELDS]:
+            raise ValueError(f"not ops-table columns: {unknown}")
         self._chunk()
         if not self._chunks and not self._step_ids:
-            return pd.DataFrame([], columns=list(_FIELDS))
+            return pd.DataFrame([], columns=list(names))
         op_id = _gathered(self._parts(0), False, None)
         order = None
         if isinstance(op_id, np.ndarray) and op_id.dtype.kind in "iu":
@@ -170,7 +174,8 @@ class OpLog:
         # (while pandas stacks the int64 and the float64 ones into blocks).
         frame = pd.DataFrame(index=pd.RangeIndex(len(op_id)))
         del op_id
-        for i, name in enumerate(_FIELDS):
+        for name in names:
+            i = _FIELDS.index(name)
             frame[name] = _gathered(self._parts(i), _IS_STRING[i], order)
         return frame
 

@@ -179,3 +179,18 @@ def test_the_bound_decode_cost_is_decode_us(model, slots, context) -> None:
     """The generate loop's ``decode_cost()`` prices a step as ``decode_us`` does, to the last bit."""
     cost = load_cost_model(model)
     assert cost.decode_cost()(slots, context) == cost.decode_us(slots, context)
+
+
+def test_the_metrics_need_only_the_columns_they_declare() -> None:
+    """``simulate_policy`` builds only ``OPS_COLUMNS_READ`` of the ops table: the metrics must be the same."""
+    from harness.backend import ops_frame
+    from harness.paths import SPECS_DIR
+    from harness.spec import load_spec
+    from workloads.continuous_batching.metrics import OPS_COLUMNS_READ, metrics
+
+    loaded = load_spec(SPECS_DIR / "batching_c4_prefill.toml", {"requests": 60})
+    inputs = loaded.workload.prepare(loaded.prepare_context())
+    for run in loaded.policies:
+        outcome = SimBackend(loaded.profile, 1, None, 0).run(run.policy.main, inputs, run.params)
+        full = metrics(inputs, ops_frame(outcome.ops), outcome.result)
+        assert metrics(inputs, ops_frame(outcome.ops, columns=OPS_COLUMNS_READ), outcome.result) == full

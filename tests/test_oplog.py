@@ -127,3 +127,27 @@ def test_columns_and_run_id() -> None:
     assert log.column("stream").tolist() == ["gpu"] * 10
     framed = ops_frame(log, "spec:policy:sim:r0")
     assert list(framed.columns[:2]) == ["run_id", "op_id"] and (framed["run_id"] == "spec:policy:sim:r0").all()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    records=st.lists(st.one_of(ROW, STEP), max_size=30),
+    columns=st.lists(st.sampled_from(OpRow._fields), min_size=1, max_size=5, unique=True),
+)
+def test_a_subset_of_columns_is_those_columns_of_the_whole_table(records, columns) -> None:
+    log = _small_chunks(4)
+    next_id = 10**9 + 1
+    for record in records:
+        if len(record) == 11:
+            log.append(record)
+        else:
+            (device, stream, name, thread, sync_thread, sync_name), issue, cost, work, wake = record
+            kind = log.step_kind(device, stream, name, thread, sync_thread, sync_name)
+            log.append_step(kind, next_id, issue, issue + cost, issue + cost + work, issue + cost + work + wake)
+            next_id += 2
+    pd.testing.assert_frame_equal(ops_frame(log, columns=columns), ops_frame(log)[columns], check_exact=True)
+
+
+def test_an_unknown_column_is_refused() -> None:
+    with pytest.raises(ValueError, match="not ops-table columns"):
+        ops_frame([], columns=["op_id", "duration_us"])

@@ -34,7 +34,10 @@ def commands(simulator: BackendFactory) -> dict[str, Callable[..., None]]:
         ),
         repeat: int = typer.Option(1, min=1, help="Timed repetitions; the best is reported."),
     ) -> None:
-        """Time the simulation of a large request trace on one core (continuous batching, adaptive policy)."""
+        """Time the simulation of a large request trace on one core (continuous batching, adaptive policy).
+
+        "best wall s" is the simulation and the ops-table columns its metrics read (no results folder is written).
+        """
         from workloads.continuous_batching.experiments import bench_requests
 
         try:

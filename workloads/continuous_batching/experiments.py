@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.backend import BackendFactory, run_policy
+from harness.backend import BackendFactory, ops_frame
 from harness.errors import InputError
 from harness.limits import Limits, beyond
 from harness.machine import machine_report
@@ -31,7 +31,7 @@ from harness.profile import QUOTED_PROFILE, Profile, load_profile
 from harness.workload import PrepareContext
 from workloads.continuous_batching.cost_model import load_cost_model
 from workloads.continuous_batching.inputs import BatchingInputs, BatchingParams, estimate, prepare
-from workloads.continuous_batching.metrics import metrics, requests_frame
+from workloads.continuous_batching.metrics import OPS_COLUMNS_READ, metrics, requests_frame
 from workloads.continuous_batching.policies import AdaptiveParams, FixedWindowParams, adaptive, fixed_window
 
 NO_MEMORY_LIMIT_BYTES = 1 << 40
@@ -55,10 +55,11 @@ def simulate_policy(
     backend = simulator(profile or load_profile(QUOTED_PROFILE), 1, None, seed)
     main = adaptive if isinstance(params, AdaptiveParams) else fixed_window
     start = time.perf_counter()
-    outcome = run_policy(backend, main, inputs, params)
+    outcome = backend.run(main, inputs, params)
+    ops = ops_frame(outcome.ops, columns=OPS_COLUMNS_READ)  # what the metrics read: no results folder is written
     wall = time.perf_counter() - start
-    values = {m.metric: m.value for m in metrics(inputs, outcome.ops, outcome.result) if m.item == -1}
-    return BatchingRun(values, requests_frame(inputs, outcome.result), len(outcome.ops), wall)
+    values = {m.metric: m.value for m in metrics(inputs, ops, outcome.result) if m.item == -1}
+    return BatchingRun(values, requests_frame(inputs, outcome.result), len(ops), wall)
 
 
 def _prepare(params: BatchingParams, seed: int) -> BatchingInputs:

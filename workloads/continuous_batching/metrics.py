@@ -129,6 +129,10 @@ def _percentile_rows(name: str, values: np.ndarray) -> list[MetricRow]:
     return rows
 
 
+OPS_COLUMNS_READ = ("device", "kind", "start_us", "end_us")
+"""The ops-table columns :func:`metrics` reads (a caller may build only these)."""
+
+
 def metrics(inputs: BatchingInputs, ops: pd.DataFrame, log: ServerLog) -> list[MetricRow]:
     served = requests_frame(inputs, log)
     served = served[served["status"] == "ok"]
