@@ -380,16 +380,31 @@ def _host_cost(host_us: float | None) -> float | None:
     return float(host_us)
 
 
-def _kernel_fields(
-    name: str, duration_us: float, compute_share: float, kind: KernelKind, host_us: float | None
-) -> tuple[float, float, KernelKind, float | None]:
-    """A kernel's checked ``duration_us, compute_share, kind, host_us`` (contract point 5)."""
+def _kernel(
+    command: type[Launch] | type[LaunchSync],
+    stream: Stream,
+    name: str,
+    duration_us: float,
+    compute_share: float,
+    kind: KernelKind,
+    host_us: float | None,
+) -> Launch | LaunchSync:
+    """A kernel command with its fields checked (contract point 5); numbers as floats, the kind as the enum."""
+    if (  # valid as given, nothing to coerce: no float() calls (the hot path of a batching server)
+        duration_us.__class__ is float
+        and compute_share.__class__ is float
+        and kind.__class__ is KernelKind
+        and host_us is None
+        and duration_us >= 0.0
+        and 0.0 < compute_share <= 1.0
+    ):
+        return command(stream, name, duration_us, compute_share, kind)
     if not duration_us >= 0.0:  # also rejects NaN
         raise ValueError(f"kernel {name!r}: duration_us must be >= 0, got {duration_us}")
     if not 0.0 < compute_share <= 1.0:
         raise ValueError(f"kernel {name!r}: compute_share must be in (0, 1], got {compute_share}")
     kind = kind if kind.__class__ is KernelKind else KernelKind(kind)  # the enum call only when coercing
-    return float(duration_us), float(compute_share), kind, None if host_us is None else _host_cost(host_us)
+    return command(stream, name, float(duration_us), float(compute_share), kind, _host_cost(host_us))
 
 
 class Runtime:
@@ -421,16 +436,7 @@ class Runtime:
         kind: KernelKind = KernelKind.COMPUTE,
         host_us: float | None = None,
     ) -> Launch:
-        if (  # valid as given, nothing to coerce: no float() calls (the hot path of a batching server)
-            duration_us.__class__ is float
-            and compute_share.__class__ is float
-            and kind.__class__ is KernelKind
-            and host_us is None
-            and duration_us >= 0.0
-            and 0.0 < compute_share <= 1.0
-        ):
-            return Launch(stream, name, duration_us, compute_share, kind)
-        return Launch(stream, name, *_kernel_fields(name, duration_us, compute_share, kind, host_us))
+        return _kernel(Launch, stream, name, duration_us, compute_share, kind, host_us)
 
     def launch_sync(
         self,
@@ -446,16 +452,7 @@ class Runtime:
         The same ops as ``launch`` then ``sync_stream`` (a kernel and a host sync); the command
         returns the host time the sync returned at, as a ``now`` right after would.
         """
-        if (  # valid as given, nothing to coerce: no float() calls (the hot path of a batching server)
-            duration_us.__class__ is float
-            and compute_share.__class__ is float
-            and kind.__class__ is KernelKind
-            and host_us is None
-            and duration_us >= 0.0
-            and 0.0 < compute_share <= 1.0
-        ):
-            return LaunchSync(stream, name, duration_us, compute_share, kind)
-        return LaunchSync(stream, name, *_kernel_fields(name, duration_us, compute_share, kind, host_us))
+        return _kernel(LaunchSync, stream, name, duration_us, compute_share, kind, host_us)
 
     def launch_graph(
         self, stream: Stream, name: str, kernels: tuple[GraphKernel, ...], host_us: float | None = None
