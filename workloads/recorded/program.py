@@ -44,6 +44,7 @@ MODELLED_CALLS = (
     "call_wait",
     *SYNC_CALLS,
 )
+_MODELLED = frozenset(MODELLED_CALLS)
 INFER_TOLERANCE_US = 20.0  # a GPU op that started this much later than its launch and stream allowed was held
 
 
@@ -98,11 +99,19 @@ class RecordedProgram:
     source: str
 
 
-def _device_op(row) -> DeviceOp:
-    memory = row.host_memory if isinstance(row.host_memory, str) and row.host_memory else "pinned"
-    return DeviceOp(
-        row.kind, (int(row.device), str(row.stream)), str(row.name), float(row.duration_us), int(row.bytes), memory
-    )
+_OP_COLUMNS = ("correlation", "kind", "device", "stream", "name", "duration_us", "bytes", "host_memory")
+_CALL_COLUMNS = ("start_us", "host_gap_us", "duration_us", "correlation", "stream", "wait_correlation")
+_CALL_COLUMNS += ("kind", "name", "group")
+
+
+def _rows(frame: pd.DataFrame, columns: tuple[str, ...]):
+    """The frame's rows as tuples of Python values (what ``itertuples`` gives, without a namedtuple per row)."""
+    return zip(*(frame[column].tolist() for column in columns))
+
+
+def _device_op(kind, device, stream, name, duration_us, nbytes, host_memory) -> DeviceOp:
+    memory = host_memory if isinstance(host_memory, str) and host_memory else "pinned"
+    return DeviceOp(kind, (int(device), str(stream)), str(name), float(duration_us), int(nbytes), memory)
 
 
 def is_gemm(name: str) -> bool:
@@ -112,14 +121,15 @@ def is_gemm(name: str) -> bool:
 
 def build_program(ops: pd.DataFrame, source: str) -> RecordedProgram:
     """The recorded program of an imported trace (see the module docstring)."""
+    is_call = ops["kind"].str.startswith("call_").to_numpy(dtype=bool)  # before the strings become objects
     text = [c for c in ops.columns if pd.api.types.is_string_dtype(ops[c].dtype)]
     ops = ops.astype(dict.fromkeys(text, object))  # row iteration over Arrow-backed strings is ~6x slower
-    calls = ops[ops["kind"].str.startswith("call_")].sort_values(["thread", "start_us"], kind="stable")
-    gpu = ops[(ops["device"] >= 0) & ~ops["kind"].str.startswith("call_")]
+    calls = ops[is_call].sort_values(["thread", "start_us"], kind="stable")
+    gpu = ops[(ops["device"].to_numpy() >= 0) & ~is_call]
     linked = gpu[gpu["correlation"].isin(calls["correlation"])]
     by_corr: dict[int, list[DeviceOp]] = {}
-    for row in linked.sort_values(["correlation", "start_us"], kind="stable").itertuples():
-        by_corr.setdefault(int(row.correlation), []).append(_device_op(row))
+    for correlation, *op in _rows(linked.sort_values(["correlation", "start_us"], kind="stable"), _OP_COLUMNS):
+        by_corr.setdefault(int(correlation), []).append(_device_op(*op))
     # Only a wait that names its record's correlation orders streams by itself; torch 2.11's sync events
     # name the waiting stream and an event id but not the record (-1), so the ordering is inferred then.
     sync_events = bool(calls["wait_correlation"].notna().any())
@@ -168,36 +178,35 @@ def _thread_calls(rows: pd.DataFrame, by_corr, start_us: float, waits, records) 
     out: list[Call] = []
     pending_us = 0.0
     previous_end = start_us
-    for row in rows.itertuples():
-        gap = float(row.start_us) - previous_end if not out and pending_us == 0.0 else float(row.host_gap_us or 0.0)
-        previous_end = float(row.start_us) + float(row.duration_us)
+    for start, host_gap_us, duration, correlation, stream_id, wait, kind, name, group in _rows(rows, _CALL_COLUMNS):
+        gap = float(start) - previous_end if not out and pending_us == 0.0 else float(host_gap_us or 0.0)
+        previous_end = float(start) + float(duration)
         pending_us += max(0.0, gap)
-        corr = None if _missing(row.correlation) else int(row.correlation)
+        corr = None if _missing(correlation) else int(correlation)
         ops = tuple(by_corr.get(corr, ())) if corr is not None else ()
-        stream = (0, str(row.stream)) if isinstance(row.stream, str) and row.stream else None
+        stream = (0, str(stream_id)) if isinstance(stream_id, str) and stream_id else None
         if ops:
             stream = ops[0].stream
-        wait = row.wait_correlation
         # A record or wait whose stream or event the recording does not name cannot be re-issued:
         # its host time stays, and the ordering it made is inferred (infer_waits).
-        unnamed = (row.kind == "call_record" and stream is None) or (
-            row.kind == "call_wait" and (stream is None or _missing(wait))
+        unnamed = (kind == "call_record" and stream is None) or (
+            kind == "call_wait" and (stream is None or _missing(wait))
         )
-        if row.kind not in MODELLED_CALLS or unnamed:
-            pending_us += float(row.duration_us)  # allocation, free, queries: host time
+        if kind not in _MODELLED or unnamed:
+            pending_us += float(duration)  # allocation, free, queries: host time
             continue
         out.append(
             Call(
-                kind=row.kind,
-                name=str(row.name),
+                kind=kind,
+                name=str(name),
                 host_before_us=pending_us,
-                duration_us=float(row.duration_us),
+                duration_us=float(duration),
                 stream=stream,
                 ops=ops,
-                group=row.group if isinstance(row.group, str) else "",
-                event=corr if row.kind == "call_record" else None,
+                group=group if isinstance(group, str) else "",
+                event=corr if kind == "call_record" else None,
                 waits_for=None if _missing(wait) else int(wait),
-                synchronous=row.kind == "call_memcpy" and "Async" not in str(row.name),
+                synchronous=kind == "call_memcpy" and "Async" not in str(name),
                 wait_before=tuple(waits.get(corr, ())),
                 record_after=tuple(records.get(corr, ())),
             )
