@@ -16,13 +16,13 @@ run's rows into the ops table (``harness.results.OPS_SCHEMA``) and
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from harness.gc_pause import collector_paused
 from harness.oplog import OpLog, OpRow
 from harness.profile import Profile
 from harness.runtime import COMMANDS, Command, PolicyGen
@@ -76,15 +76,9 @@ def ops_frame(
 
     ``columns``: only these of the table's columns (what a metric reads), in that order.
     """
-    # Built with the cyclic collector paused: it would rescan every row for nothing.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():  # it would rescan every row for nothing
         log = rows if isinstance(rows, OpLog) else OpLog(rows if isinstance(rows, list) else list(rows))
         frame = log.frame(columns)
-    finally:
-        if collecting:
-            gc.enable()
     if run_id is not None:
         frame.insert(0, "run_id", run_id)
     return frame

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import InputError
+from harness.gc_pause import collector_paused
 from harness.kineto_events import MAX_TRACE_BYTES, KinetoEvents, load_kineto_events
 from harness.trace import TRACE_SCHEMA, Provenance, write_trace
 
@@ -82,6 +83,7 @@ class ImportedTrace:
     devices: tuple[int, ...]  # the GPUs the file holds (``ops`` has the chosen ones)
 
 
+@collector_paused()  # the parsed JSON is millions of objects, kept until the tables are built
 def import_profiler_trace(path: str | Path, device: int | None = None, limit: int = MAX_TRACE_BYTES) -> ImportedTrace:
     """Read a Kineto Chrome trace; ``device`` keeps one GPU of a multi-GPU file (None: all)."""
     path = Path(path)

@@ -49,7 +49,6 @@ op timeline to the last bit (``tests/test_sim_fast_paths.py`` checks it against
 
 from __future__ import annotations
 
-import gc
 from collections import deque
 from collections.abc import Callable, Generator
 from heapq import heappop
@@ -60,6 +59,7 @@ from simpy.core import EmptySchedule, StopSimulation
 from simpy.events import EventPriority
 
 from harness.backend import HOST_DEVICE, Backend, OpLog, RunResult, command_handlers
+from harness.gc_pause import collector_paused
 from harness.profile import Profile
 from harness.runtime import (
     COPY_KIND,
@@ -283,11 +283,8 @@ class SimBackend(Backend):
 
     # ------------------------------------------------------------------ driving
     def run(self, main: Callable[..., Generator[Command, Any, Any]], *args: Any) -> RunResult:
-        # The run keeps every op row alive to its end; the cyclic collector would rescan them all,
-        # again and again, for garbage that reference counting frees anyway: paused while it runs.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        # The run keeps every op row alive to its end: no cyclic collection while it runs (harness.gc_pause).
+        with collector_paused():
             if self.fast:  # one host thread and no contention: no event queue at all (sim.timeline)
                 runtime = Runtime(self.runtime.devices, backend="sim", seed=self.seed, profile=self.profile)
                 timeline = TimelineRun(self.profile, runtime, len(self.devices), self.devices[0].capacity_bytes)
@@ -296,9 +293,6 @@ class SimBackend(Backend):
                 except NeedsEventModel as gave_up:  # run it again from the start on the full model
                     self.timeline_gave_up = str(gave_up)
             return self._run_on_event_model(main, *args)
-        finally:
-            if collecting:
-                gc.enable()
 
     def _run_on_event_model(self, main: Callable[..., Generator[Command, Any, Any]], *args: Any) -> RunResult:
         main_thread = Thread(self._new_id(), "main")

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from harness.gc_pause import collector_paused
+
 StreamKey = tuple[int, str]  # (device, recorded stream id)
 
 SYNC_CALLS = ("call_sync_stream", "call_sync_device", "call_sync_event")
@@ -119,6 +121,7 @@ def is_gemm(name: str) -> bool:
     return re.search(r"gemm|matmul|cutlass|xmma|mma_|cublas|sm\d\d_", name, re.IGNORECASE) is not None
 
 
+@collector_paused()  # a program of a long recording is millions of objects kept to the end
 def build_program(ops: pd.DataFrame, source: str) -> RecordedProgram:
     """The recorded program of an imported trace (see the module docstring)."""
     is_call = ops["kind"].str.startswith("call_").to_numpy(dtype=bool)  # before the strings become objects
