@@ -25,7 +25,7 @@ then built from the Python values as pandas would: the table is the same either 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -115,11 +115,6 @@ class OpLog:
         self._step_ids.append(op_id)
         self._step_kinds.append(kind)
         self._step_times.extend((issue_us, start_us, end_us, woken_us))
-
-    def step_appenders(self) -> tuple[Callable[[int], None], Callable[[int], None], Callable[[tuple], None]]:
-        """:meth:`append_step` in three bound calls, for a hot path to hold: ``id(op_id)``, ``kind(kind)``,
-        ``times((issue_us, start_us, end_us, woken_us))``; a step is recorded once all three are made."""
-        return self._step_ids.append, self._step_kinds.append, self._step_times.extend
 
     def __len__(self) -> int:
         return self._chunked_rows + len(self._pending) + 2 * len(self._step_ids)

@@ -96,7 +96,7 @@ from harness.runtime import (
     WaitEvent,
     event_name,
 )
-from sim.fluid import DONE_TOLERANCE, FluidServer, compute_rates, duplex_link_rates
+from sim.fluid import FluidServer, compute_rates, duplex_link_rates, solo_end_us
 from sim.timeline import NeedsEventModel, TimelineRun
 
 _KERNEL = OpKind.KERNEL.value
@@ -266,7 +266,6 @@ class SimBackend(Backend):
         self.seed = seed
         self.timeline_gave_up: str | None = None  # why the run left the timeline executor, if it did
         self.ops = OpLog()
-        self._step_id, self._step_kind, self._step_times = self.ops.step_appenders()  # the fast path's, bound once
         self._next_id = 0
         self._main_return_us = 0.0
         self._host = profile.host
@@ -396,36 +395,14 @@ class SimBackend(Backend):
         issue = env._now
         cost = self._launch_us if cmd.host_us is None else cmd.host_us
         start = issue + cost if cost > 0.0 else issue
-        work = cmd.duration_us
-        if work > DONE_TOLERANCE:  # sim.fluid's arithmetic, solo rate
-            share = cmd.compute_share
-            end = start + max(work / (1.0 if share <= 1.0 else 1.0 / share), 0.0)
-        else:
-            end = start
+        end = solo_end_us(start, cmd.duration_us, cmd.compute_share)
         wake = self._sync_wake_us
         woken = end + wake if wake > 0.0 else end
         queue = env._queue
         if queue and queue[0][0] <= woken:
             return False
-        # _record_step, inlined: this is the batching server's every GPU step
-        stream.issued += 1
-        stream.completed += 1
-        env._now = woken
-        op_id = self._next_id + 1
-        self._next_id = op_id + 1
-        name = thread.name
-        if type(issue) is not float:  # SimPy's clock is still the int 0: two rows, keeping the ints
-            self._record_rows(stream, op_id, cmd.name, name, issue, start, end, op_id + 1, name, woken)
-            return True
-        key = (cmd.name, name)
-        kind = stream.step_kinds.get(key)
-        if kind is None:
-            kind = stream.step_kinds[key] = self.ops.step_kind(
-                stream.device.index, stream.handle.name, cmd.name, name, name, stream.sync_name
-            )
-        self._step_id(op_id)
-        self._step_kind(kind)
-        self._step_times((issue, start, end, woken))
+        self._next_id += 1
+        self._record_step(stream, self._next_id, cmd.name, thread.name, issue, start, end, thread.name, woken)
         return True
 
     def _record_step(
@@ -534,13 +511,7 @@ class SimBackend(Backend):
         if self.fast and stream.wakeup is not None and not stream.device.compute.jobs:
             # Idle stream, idle compute: the kernel runs solo from now (sim.fluid's arithmetic).
             # Held for the next call; _fused_sync or _release_held takes it.
-            start = self.env._now
-            work = cmd.duration_us
-            if work > DONE_TOLERANCE:
-                share = cmd.compute_share
-                end = start + max(work / (1.0 if share <= 1.0 else 1.0 / share), 0.0)
-            else:
-                end = start
+            end = solo_end_us(self.env._now, cmd.duration_us, cmd.compute_share)
             self._held = (stream, op_id, cmd, thread.name, issue, end)
             return
         op = _Op(op_id, OpKind.KERNEL, cmd.name, thread.name, issue, work=cmd.duration_us, share=cmd.compute_share)

@@ -97,6 +97,14 @@ class FluidServer:
         self._replan()
 
 
+def solo_end_us(start_us: float, work: float, share: float) -> float:
+    """When compute work of ``share`` submitted alone at ``start_us`` completes, to the last bit as a
+    :class:`FluidServer` under :func:`compute_rates` times it (the simulator's shortcuts past the server)."""
+    if work <= DONE_TOLERANCE:
+        return start_us  # done at once: submit() never starts a job
+    return start_us + max(work / (1.0 if share <= 1.0 else 1.0 / share), 0.0)
+
+
 def compute_rates(jobs: list[Job]) -> None:
     """Kernels share compute by declared share; all stretch equally past 100%."""
     total_share = 0.0

@@ -64,7 +64,7 @@ from harness.runtime import (
     Thread,
     WaitEvent,
 )
-from sim.fluid import DONE_TOLERANCE
+from sim.fluid import DONE_TOLERANCE, solo_end_us
 
 _NEVER = float("-inf")
 _KERNEL = OpKind.KERNEL.value
@@ -246,10 +246,7 @@ class TimelineRun:
         device = stream.device
         if device.compute_stream is not stream and start_us <= device.compute_end_us:
             raise NeedsEventModel("compute work of two streams overlaps")
-        solo_us = work_us / (1.0 if share <= 1.0 else 1.0 / share)
-        if solo_us < 0.0:  # max(solo_us, 0.0), as sim.fluid writes it, without the call
-            solo_us = 0.0
-        end = start_us + solo_us
+        end = solo_end_us(start_us, work_us, share)
         if end > device.compute_end_us:
             device.compute_end_us = end
             device.compute_stream = stream
@@ -267,18 +264,8 @@ class TimelineRun:
         )
 
     def _launch(self, cmd: Launch | LaunchSync) -> None:
-        issue = now = self.now_us
-        cost = self.host.launch_us if cmd.host_us is None else cmd.host_us
-        if cost > 0.0:
-            self.now_us = now = issue + cost
-        stream: _Stream = cmd.stream.native
-        self.next_id += 1
-        start = now if now > stream.tail_us else stream.tail_us
-        work = cmd.duration_us
-        end = self._compute(stream, start, work, cmd.compute_share) if work > 0.0 else start
-        stream.tail_us = end
-        row = (self.next_id, stream.device.index, stream.name, _KERNEL, cmd.name, 0, "", _MAIN, issue, start, end)
-        self.rows.append(row)
+        issue = self._pay(self.host.launch_us if cmd.host_us is None else cmd.host_us)
+        self._kernel(cmd.stream, cmd.name, cmd.duration_us, cmd.compute_share, issue, 0.0)
 
     def _launch_sync(self, cmd: LaunchSync) -> float:
         """A launch, then a sync of its stream; returns when the host woke."""
@@ -293,10 +280,8 @@ class TimelineRun:
             self._kernel(cmd.stream, k.name, k.duration_us, k.compute_share, issue, gap if i else 0.0)
 
     def _copy(self, cmd: Copy) -> None:
-        issue = now = self.now_us
-        cost = self.host.copy_launch_us if cmd.host_us is None else cmd.host_us
-        if cost > 0.0:
-            self.now_us = now = issue + cost
+        issue = self._pay(self.host.copy_launch_us if cmd.host_us is None else cmd.host_us)
+        now = self.now_us
         stream: _Stream = cmd.stream.native
         device = stream.device
         self.next_id += 1
@@ -337,10 +322,8 @@ class TimelineRun:
             self._wake_after(end, "pageable:" + cmd.name)
 
     def _record(self, cmd: Record) -> Event:
-        issue = now = self.now_us
-        cost = self.host.record_us if cmd.host_us is None else cmd.host_us
-        if cost > 0.0:
-            self.now_us = now = issue + cost
+        issue = self._pay(self.host.record_us if cmd.host_us is None else cmd.host_us)
+        now = self.now_us
         stream: _Stream = cmd.stream.native
         self.next_id += 1
         event = Event(self.next_id, cmd.stream)
@@ -366,10 +349,8 @@ class TimelineRun:
         return event
 
     def _wait_event(self, cmd: WaitEvent) -> None:
-        issue = now = self.now_us
-        cost = self.host.wait_us if cmd.host_us is None else cmd.host_us
-        if cost > 0.0:
-            self.now_us = now = issue + cost
+        issue = self._pay(self.host.wait_us if cmd.host_us is None else cmd.host_us)
+        now = self.now_us
         stream: _Stream = cmd.stream.native
         self.next_id += 1
         start = now if now > stream.tail_us else stream.tail_us
