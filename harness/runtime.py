@@ -211,15 +211,11 @@ class Launch(Command):
 
 
 @dataclass(slots=True)  # not frozen, as Launch
-class LaunchSync(Command):
-    """A launch followed by a sync of its stream (``launch`` + ``sync_stream`` + ``now`` in one round trip)."""
+class LaunchSync(Launch):
+    """A launch followed by a sync of its stream (``launch`` + ``sync_stream`` + ``now`` in one round trip).
 
-    stream: Stream
-    name: str
-    duration_us: float
-    compute_share: float
-    kind: KernelKind
-    host_us: float | None = None  # the launch's own host cost when the policy knows it; None: the profile's
+    A launch's fields; backends dispatch on the exact command type, so it is never taken for a plain launch.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,14 +377,14 @@ def _host_cost(host_us: float | None) -> float | None:
 
 
 def _kernel(
-    command: type[Launch] | type[LaunchSync],
+    command: type[Launch],
     stream: Stream,
     name: str,
     duration_us: float,
     compute_share: float,
     kind: KernelKind,
     host_us: float | None,
-) -> Launch | LaunchSync:
+) -> Launch:
     """A kernel command with its fields checked (contract point 5); numbers as floats, the kind as the enum."""
     if (  # valid as given, nothing to coerce: no float() calls (the hot path of a batching server)
         duration_us.__class__ is float

@@ -497,14 +497,14 @@ class SimBackend(Backend):
         self._issue_kernel(cmd, thread, issue)
         return True
 
-    def _launch(self, cmd: Launch | LaunchSync, thread: Thread):
+    def _launch(self, cmd: Launch, thread: Thread):
         issue = self.env._now
         cost = self._host.launch_us if cmd.host_us is None else cmd.host_us
         if cost > 0.0 and not self._skip_to(issue + cost):
             yield self.env.timeout(cost)
         self._issue_kernel(cmd, thread, issue)
 
-    def _issue_kernel(self, cmd: Launch | LaunchSync, thread: Thread, issue: float) -> None:
+    def _issue_kernel(self, cmd: Launch, thread: Thread, issue: float) -> None:
         self._next_id += 1
         op_id = self._next_id
         stream: _SimStream = cmd.stream.native

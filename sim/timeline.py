@@ -263,7 +263,7 @@ class TimelineRun:
             (self.next_id, stream.device.index, stream.name, _KERNEL, name, 0, "", _MAIN, issue_us, start, end)
         )
 
-    def _launch(self, cmd: Launch | LaunchSync) -> None:
+    def _launch(self, cmd: Launch) -> None:
         issue = self._pay(self.host.launch_us if cmd.host_us is None else cmd.host_us)
         self._kernel(cmd.stream, cmd.name, cmd.duration_us, cmd.compute_share, issue, 0.0)
 
