@@ -172,6 +172,18 @@ def _program_main(rt, threads, streams_per_device, devices):
     return None
 
 
+def _both_ways(profile: str, devices: int, main, *args):
+    prof = load_profile(profile)
+    fast = SimBackend(prof, devices, None, 0)
+    fast_outcome = fast.run(main, *args)
+    reference = SimBackend(prof, devices, None, 0, fast=False).run(main, *args)
+    # both tables in op_id order, index 0..n-1 (the timeline logs rows in issue order, the full model as they finish)
+    assert ops_frame(fast_outcome.ops).equals(ops_frame(reference.ops))
+    assert fast_outcome.main_end_us == reference.main_end_us
+    assert fast_outcome.result == reference.result
+    return fast
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     threads=PROGRAM,
@@ -180,14 +192,7 @@ def _program_main(rt, threads, streams_per_device, devices):
     profile=st.sampled_from(["h100-sxm-pcie5", "h200-measured"]),
 )
 def test_random_programs_same_with_and_without_fast_paths(threads, streams_per_device, devices, profile) -> None:
-    prof = load_profile(profile)
-    frames = []
-    for fast in (True, False):
-        backend = SimBackend(prof, devices, None, 0, fast=fast)
-        outcome = backend.run(_program_main, threads, streams_per_device, devices)
-        frames.append((ops_frame(outcome.ops), outcome.main_end_us))
-    assert frames[0][0].equals(frames[1][0])
-    assert frames[0][1] == frames[1][1]
+    _both_ways(profile, devices, _program_main, threads, streams_per_device, devices)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -200,14 +205,7 @@ def test_random_programs_same_with_and_without_fast_paths(threads, streams_per_d
 def test_random_programs_with_launch_sync_same_with_and_without_fast_paths(
     threads, streams_per_device, devices, profile
 ) -> None:
-    prof = load_profile(profile)
-    frames = []
-    for fast in (True, False):
-        backend = SimBackend(prof, devices, None, 0, fast=fast)
-        outcome = backend.run(_program_main, threads, streams_per_device, devices)
-        frames.append((ops_frame(outcome.ops), outcome.main_end_us))
-    assert frames[0][0].equals(frames[1][0])
-    assert frames[0][1] == frames[1][1]
+    _both_ways(profile, devices, _program_main, threads, streams_per_device, devices)
 
 
 def _as_separate_calls(step):
@@ -284,18 +282,6 @@ def _single_thread_main(rt, steps, streams_per_device, devices):
     for stream in streams:
         yield rt.sync_stream(stream)
     return (yield rt.now())
-
-
-def _both_ways(profile: str, devices: int, main, *args):
-    prof = load_profile(profile)
-    fast = SimBackend(prof, devices, None, 0)
-    fast_outcome = fast.run(main, *args)
-    reference = SimBackend(prof, devices, None, 0, fast=False).run(main, *args)
-    # rows in op_id order (the timeline appends them in issue order, the full model as they finish)
-    assert ops_frame(fast_outcome.ops).reset_index(drop=True).equals(ops_frame(reference.ops).reset_index(drop=True))
-    assert fast_outcome.main_end_us == reference.main_end_us
-    assert fast_outcome.result == reference.result
-    return fast
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
