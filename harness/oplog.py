@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -115,6 +116,14 @@ class OpLog:
         self._step_ids.append(op_id)
         self._step_kinds.append(kind)
         self._step_times.extend((issue_us, start_us, end_us, woken_us))
+
+    def append_steps(self, kind: int, first_op_id: int, times_us: list[float]) -> None:
+        """Record consecutive steps of one ``kind`` (:meth:`append_step` each): op ids ``first_op_id``,
+        ``first_op_id + 2``, ... for the kernels; ``times_us`` holds issue, start, end, wake-up of each step."""
+        count = len(times_us) // 4
+        self._step_ids.extend(range(first_op_id, first_op_id + 2 * count, 2))
+        self._step_kinds.extend(repeat(kind, count))
+        self._step_times.extend(times_us)
 
     def __len__(self) -> int:
         return self._chunked_rows + len(self._pending) + 2 * len(self._step_ids)

@@ -34,7 +34,9 @@ Contract
    Blocking (return when the condition holds): ``sync_event``,
    ``sync_stream``, ``launch_sync`` (a launch and a sync of its stream, as
    one call: it returns the host time at which the sync returned, what a
-   ``now`` right after it would say), ``host_work``, ``put`` on a full queue, ``get`` on an
+   ``now`` right after it would say), ``launch_sync_series`` (``launch_sync``
+   once per duration, stopping early when a condition the policy gives holds
+   after a step: the list of those times), ``host_work``, ``put`` on a full queue, ``get`` on an
    empty queue, ``join``, and ``copy`` from *pageable* host memory, which
    holds the issuing host thread until the copy has finished (as CUDA does:
    the driver stages pageable memory through a pinned bounce buffer).
@@ -102,7 +104,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -216,6 +218,38 @@ class LaunchSync(Launch):
 
     A launch's fields; backends dispatch on the exact command type, so it is never taken for a plain launch.
     """
+
+
+@dataclass(slots=True)  # not frozen, as Launch
+class LaunchSyncSeries(Command):
+    """``launch_sync`` of one kernel per duration in turn, until ``until()`` is true after a step.
+
+    ``durations_us`` is consumed one step at a time (it may be a generator), so a series that
+    stops early never prices the steps it did not run.
+    """
+
+    stream: Stream
+    name: str
+    durations_us: Iterable[float]  # a list checked when the command was built, or an iterator checked as taken
+    compute_share: float
+    kind: KernelKind
+    until: Callable[[], object] | None = None
+
+    def each_duration_us(self) -> Iterator[float]:
+        """The durations, each checked as ``launch`` checks its own (contract point 5)."""
+        if isinstance(self.durations_us, list):
+            return iter(self.durations_us)
+        return self._checked(self.durations_us)
+
+    def _checked(self, durations_us: Iterable[float]) -> Iterator[float]:
+        for i, duration in enumerate(durations_us):
+            if duration.__class__ is not float:
+                duration = float(duration)
+            if not duration >= 0.0:  # also rejects NaN
+                raise ValueError(
+                    f"kernel {self.name!r}, step {i} of a series: duration_us must be >= 0, got {duration}"
+                )
+            yield duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +371,7 @@ COMMANDS: dict[type[Command], str] = {
     Spawn: "spawn",
     Launch: "launch",
     LaunchSync: "launch_sync",
+    LaunchSyncSeries: "launch_sync_series",
     LaunchGraph: "launch_graph",
     Copy: "copy",
     Record: "record",
@@ -449,6 +484,36 @@ class Runtime:
         returns the host time the sync returned at, as a ``now`` right after would.
         """
         return _kernel(LaunchSync, stream, name, duration_us, compute_share, kind, host_us)
+
+    def launch_sync_series(
+        self,
+        stream: Stream,
+        name: str,
+        durations_us: Iterable[float],
+        compute_share: float = 1.0,
+        kind: KernelKind = KernelKind.COMPUTE,
+        until: Callable[[], object] | None = None,
+    ) -> LaunchSyncSeries:
+        """``launch_sync`` of one kernel per duration, in turn, stopping early once ``until()`` is true.
+
+        Exactly the ops and times of yielding ``launch_sync`` once per duration, checking
+        ``until()`` after each (it is called when that step's sync has returned, as the
+        policy's own code would run then): a loop whose steps depend on nothing but a
+        condition the policy can state up front pays one round trip instead of one per step.
+        ``durations_us`` is a list (or tuple), checked here, or an iterator taken one step at a
+        time (a generator prices only the steps that run), each checked as it is taken; a
+        duration is checked as ``launch`` checks its own. Returns the host time each step's
+        sync returned at, one per step run.
+        """
+        if not 0.0 < compute_share <= 1.0:
+            raise ValueError(f"kernel {name!r}: compute_share must be in (0, 1], got {compute_share}")
+        kind = kind if kind.__class__ is KernelKind else KernelKind(kind)
+        series = LaunchSyncSeries(stream, name, durations_us, float(compute_share), kind, until)
+        if isinstance(durations_us, (list, tuple)):  # checked here, at once (a NaN makes the sum NaN)
+            durations = series.durations_us = list(map(float, durations_us))
+            if durations and (not min(durations) >= 0.0 or (total := sum(durations)) != total):
+                list(series._checked(durations))  # raises, naming the first bad step
+        return series
 
     def launch_graph(
         self, stream: Stream, name: str, kernels: tuple[GraphKernel, ...], host_us: float | None = None

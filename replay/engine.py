@@ -72,6 +72,7 @@ from harness.runtime import (
     Launch,
     LaunchGraph,
     LaunchSync,
+    LaunchSyncSeries,
     MakeQueue,
     Now,
     OpKind,
@@ -497,6 +498,16 @@ class _Run:
         self._launch(cmd, thread)  # reads the fields Launch and LaunchSync share
         self._sync_stream(cmd, thread)
         return self._clock.host_us()
+
+    def _launch_sync_series(self, cmd: LaunchSyncSeries, thread: Thread) -> list[float]:
+        """``launch_sync`` per duration until ``until()`` holds after a step; the host time each sync returned."""
+        times: list[float] = []
+        for duration in cmd.each_duration_us():
+            step = LaunchSync(cmd.stream, cmd.name, duration, cmd.compute_share, cmd.kind)
+            times.append(self._launch_sync(step, thread))
+            if cmd.until is not None and cmd.until():
+                break
+        return times
 
     def _launch_graph(self, cmd: LaunchGraph, thread: Thread) -> None:
         issue = self._clock.host_us()

@@ -50,7 +50,7 @@ op timeline to the last bit (``tests/test_sim_fast_paths.py`` checks it against
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from heapq import heappop
 from typing import Any
 
@@ -80,6 +80,7 @@ from harness.runtime import (
     Launch,
     LaunchGraph,
     LaunchSync,
+    LaunchSyncSeries,
     MakeQueue,
     Now,
     OpKind,
@@ -100,6 +101,7 @@ from sim.fluid import FluidServer, compute_rates, duplex_link_rates, solo_end_us
 from sim.timeline import NeedsEventModel, TimelineRun
 
 _KERNEL = OpKind.KERNEL.value
+_INFINITY = float("inf")
 _HOST_SYNC = OpKind.HOST_SYNC.value
 
 
@@ -329,7 +331,9 @@ class SimBackend(Backend):
                     continue
                 self._release_held()
             if kind is LaunchSync:
-                if fast and self._launch_sync_at_once(cmd, thread):
+                if fast and self._launch_sync_at_once(
+                    cmd.stream, cmd.name, cmd.duration_us, cmd.compute_share, cmd.host_us, thread
+                ):
                     value = env._now
                     continue
             elif kind is Launch and fast and self._launch_at_once(cmd, thread):
@@ -381,7 +385,9 @@ class SimBackend(Backend):
         self._record_step(stream, op_id, launch.name, thread_name, issue, env._now, end, thread.name, woken)
         return True
 
-    def _launch_sync_at_once(self, cmd: LaunchSync, thread: Thread) -> bool:
+    def _launch_sync_at_once(
+        self, handle: Stream, name: str, duration_us: float, share: float, host_us: float | None, thread: Thread
+    ) -> bool:
         """``launch_sync`` without SimPy (the held kernel and its fused sync in one go); False: nothing done.
 
         The conditions are the two steps' together: the stream and its device's compute idle, and
@@ -389,20 +395,20 @@ class SimBackend(Backend):
         host cost is paid).
         """
         env = self.env
-        stream: _SimStream = cmd.stream.native
+        stream: _SimStream = handle.native
         if stream.wakeup is None or stream.device.compute.jobs or not env.last_callback:
             return False
         issue = env._now
-        cost = self._launch_us if cmd.host_us is None else cmd.host_us
+        cost = self._launch_us if host_us is None else host_us
         start = issue + cost if cost > 0.0 else issue
-        end = solo_end_us(start, cmd.duration_us, cmd.compute_share)
+        end = solo_end_us(start, duration_us, share)
         wake = self._sync_wake_us
         woken = end + wake if wake > 0.0 else end
         queue = env._queue
         if queue and queue[0][0] <= woken:
             return False
         self._next_id += 1
-        self._record_step(stream, self._next_id, cmd.name, thread.name, issue, start, end, thread.name, woken)
+        self._record_step(stream, self._next_id, name, thread.name, issue, start, end, thread.name, woken)
         return True
 
     def _record_step(
@@ -426,13 +432,17 @@ class SimBackend(Backend):
             self._record_rows(stream, op_id, name, thread_name, issue, start, end, self._next_id, sync_thread, woken)
             return
         # floats all (issue is): one step record (harness.oplog)
+        self.ops.append_step(self._step_kind(stream, name, thread_name, sync_thread), op_id, issue, start, end, woken)
+
+    def _step_kind(self, stream: _SimStream, name: str, thread_name: str, sync_thread: str) -> int:
+        """The op log's code for steps of kernel ``name`` on ``stream`` (:meth:`harness.oplog.OpLog.step_kind`)."""
         key = (name, thread_name) if thread_name == sync_thread else (name, thread_name, sync_thread)
         kind = stream.step_kinds.get(key)
         if kind is None:
             kind = stream.step_kinds[key] = self.ops.step_kind(
                 stream.device.index, stream.handle.name, name, thread_name, sync_thread, stream.sync_name
             )
-        self.ops.append_step(kind, op_id, issue, start, end, woken)
+        return kind
 
     def _record_rows(
         self,
@@ -526,6 +536,81 @@ class SimBackend(Backend):
             self._release_held()
         yield from self._sync_stream(cmd, thread)
         return self.env._now
+
+    def _launch_sync_series(self, cmd: LaunchSyncSeries, thread: Thread):
+        """``launch_sync`` per duration, each step as that command alone would run; returns when each woke.
+
+        Runs of steps that may take the fast path go through :meth:`_solo_steps` in one loop; any other
+        step goes as ``_launch_sync``.
+        """
+        times: list[float] = []
+        until, env = cmd.until, self.env
+        handle, name, share = cmd.stream, cmd.name, cmd.compute_share
+        durations = cmd.each_duration_us()
+        for duration in durations:
+            if self.fast:
+                left = self._solo_steps(handle, name, share, duration, durations, until, thread, times)
+                if left is None:
+                    return times
+                duration = left
+            yield from self._launch_sync(LaunchSync(handle, name, duration, share, cmd.kind), thread)
+            times.append(env._now)
+            if until is not None and until():
+                break
+        return times
+
+    def _solo_steps(
+        self,
+        handle: Stream,
+        name: str,
+        share: float,
+        duration_us: float,
+        durations: Iterator[float],
+        until: Callable[[], object] | None,
+        thread: Thread,
+        times: list[float],
+    ) -> float | None:
+        """Steps of a series, from one of ``duration_us`` on, each as :meth:`_launch_sync_at_once` would run it.
+
+        The fast path's conditions hold for every step once they hold for the first: a step ends with
+        its stream and compute idle again and adds no event. Appends each step's wake-up to ``times``;
+        returns the duration of the first step that may not take the fast path (a pending event at or
+        before its wake-up), or None when the series is over (``durations`` ran out, or ``until()`` held).
+        """
+        env = self.env
+        stream: _SimStream = handle.native
+        issue = env._now
+        if stream.wakeup is None or stream.device.compute.jobs or not env.last_callback or issue.__class__ is not float:
+            return duration_us
+        queue = env._queue
+        horizon = queue[0][0] if queue else _INFINITY  # a step must wake before the next pending event
+        cost, wake = self._launch_us, self._sync_wake_us
+        first_id = self._next_id + 1
+        steps: list[float] = []  # issue, start, end, wake-up of each step
+        extend, append = steps.extend, times.append
+        left: float | None = duration_us
+        while left is not None:
+            start = issue + cost if cost > 0.0 else issue
+            end = solo_end_us(start, left, share)
+            woken = end + wake if wake > 0.0 else end
+            if woken >= horizon:
+                break
+            extend((issue, start, end, woken))
+            append(woken)
+            issue = woken
+            if until is not None and until():
+                left = None
+                break
+            left = next(durations, None)
+        count = len(steps) // 4
+        if count:
+            stream.issued += count
+            stream.completed += count
+            env._now = issue
+            self._next_id += 2 * count
+            kind = self._step_kind(stream, name, thread.name, thread.name)
+            self.ops.append_steps(kind, first_id, steps)
+        return left
 
     def _launch_graph(self, cmd: LaunchGraph, thread: Thread):
         issue = self.env.now

@@ -102,7 +102,8 @@ def solo_end_us(start_us: float, work: float, share: float) -> float:
     :class:`FluidServer` under :func:`compute_rates` times it (the simulator's shortcuts past the server)."""
     if work <= DONE_TOLERANCE:
         return start_us  # done at once: submit() never starts a job
-    return start_us + max(work / (1.0 if share <= 1.0 else 1.0 / share), 0.0)
+    # the server's delay is max(work / rate, 0.0); work > 0, and work / 1.0 is work to the bit
+    return start_us + (work if share <= 1.0 else work / (1.0 / share))
 
 
 def compute_rates(jobs: list[Job]) -> None:

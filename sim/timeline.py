@@ -52,6 +52,7 @@ from harness.runtime import (
     Launch,
     LaunchGraph,
     LaunchSync,
+    LaunchSyncSeries,
     Now,
     OpKind,
     PolicyGen,
@@ -140,6 +141,7 @@ class TimelineRun:
             QueryEvent: self._query_event,
             Launch: self._launch,
             LaunchSync: self._launch_sync,
+            LaunchSyncSeries: self._launch_sync_series,
             LaunchGraph: self._launch_graph,
             Copy: self._copy,
             Record: self._record,
@@ -194,7 +196,7 @@ class TimelineRun:
         self.now_us = now + wake if wake > 0.0 else now
         self._host_row(_HOST_SYNC, name, start)
 
-    def _sync_stream(self, cmd: SyncStream | LaunchSync) -> None:
+    def _sync_stream(self, cmd: SyncStream | LaunchSync | LaunchSyncSeries) -> None:
         stream: _Stream = cmd.stream.native
         self._wake_after(stream.tail_us, stream.sync_name)
 
@@ -272,6 +274,18 @@ class TimelineRun:
         self._launch(cmd)
         self._sync_stream(cmd)
         return self.now_us
+
+    def _launch_sync_series(self, cmd: LaunchSyncSeries) -> list[float]:
+        """``launch_sync`` per duration until ``until()`` holds after a step; returns when each woke."""
+        times: list[float] = []
+        for duration in cmd.each_duration_us():
+            issue = self._pay(self.host.launch_us)
+            self._kernel(cmd.stream, cmd.name, duration, cmd.compute_share, issue, 0.0)
+            self._sync_stream(cmd)
+            times.append(self.now_us)
+            if cmd.until is not None and cmd.until():
+                break
+        return times
 
     def _launch_graph(self, cmd: LaunchGraph) -> None:
         issue = self._pay(self.host.graph_launch_cost_us if cmd.host_us is None else cmd.host_us)

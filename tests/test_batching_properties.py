@@ -9,11 +9,13 @@ where the engine lets newer requests join before pending staggered ones).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.backend import run_policy
 from harness.profile import load_profile
+from harness.runtime import KernelKind, Runtime
 from sim import SimBackend
 from workloads.continuous_batching.cost_model import (
     BatchCost,
@@ -37,6 +39,15 @@ from workloads.continuous_batching.policies import (
 from workloads.continuous_batching.requests import RequestTable, screen
 
 H100 = load_profile("h100-sxm-pcie5")
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    """A monkeypatch a hypothesis test may hold across its examples (each patch is undone by ``context()``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
 COST = CostModel(
     format_version=1,
     name="test",
@@ -151,6 +162,27 @@ def test_every_request_served_in_order_within_slots(rows, clients, policy):
     assert 0.0 < values["gpu_busy_frac"] <= 1.0 + 1e-9
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=requests_strategy, clients=st.sampled_from([0, 0, 1, 3]), policy=policy_strategy)
+def test_decode_series_serve_as_single_steps_would(rows, clients, policy, monkeypatch_module):
+    """The generate loop runs decode steps in series (``launch_sync_series``) only where no request can
+    join in between: cut every series to one step and the requests, ITLs, metrics and ops are the same."""
+    inputs = make_inputs(rows, clients)
+    _, log, ops = simulate(inputs, policy)
+    whole = Runtime.launch_sync_series
+
+    def one_step_each(self, stream, name, durations_us, compute_share=1.0, kind=KernelKind.COMPUTE, until=None):
+        return whole(self, stream, name, durations_us, compute_share, kind, until=lambda: True)
+
+    with monkeypatch_module.context() as patch:
+        patch.setattr(Runtime, "launch_sync_series", one_step_each)
+        _, single_log, single_ops = simulate(inputs, policy)
+    assert requests_frame(inputs, log).equals(requests_frame(inputs, single_log))
+    assert np.array_equal(log.itl_us(), single_log.itl_us())
+    assert log.step_slots == single_log.step_slots and log.step_active == single_log.step_active
+    assert ops.equals(single_ops)
+
+
 @settings(max_examples=25, deadline=None)
 @given(rows=requests_strategy)
 def test_single_slot_without_fast_path_serves_one_at_a_time(rows):
@@ -174,11 +206,16 @@ def test_single_slot_without_fast_path_serves_one_at_a_time(rows):
     model=st.sampled_from(available_cost_models()),
     slots=st.integers(0, 256),
     context=st.integers(0, 1 << 22),
+    per_step=st.integers(0, 256),
+    steps=st.integers(0, 40),
 )
-def test_the_bound_decode_cost_is_decode_us(model, slots, context) -> None:
-    """The generate loop's ``decode_cost()`` prices a step as ``decode_us`` does, to the last bit."""
+def test_a_decode_series_is_priced_as_its_steps(model, slots, context, per_step, steps) -> None:
+    """The generate loop prices a series of decode steps (``decode_series_us``) as ``decode_us`` prices
+    each step, to the last bit, and hands the backend Python floats."""
     cost = load_cost_model(model)
-    assert cost.decode_cost()(slots, context) == cost.decode_us(slots, context)
+    series = cost.decode_series_us(slots, context, per_step, steps)
+    assert series == [cost.decode_us(slots, context + i * per_step) for i in range(steps)]
+    assert all(type(d) is float for d in series)
 
 
 def test_the_metrics_need_only_the_columns_they_declare() -> None:

@@ -125,9 +125,54 @@ LAUNCH_SYNC = st.tuples(
     st.just("launch_sync"), st.integers(0, 2), st.sampled_from([0.0, 1e-7, 5.0, 40.0, 333.3]), st.floats(0.1, 1.0)
 )
 PROGRAM_WITH_LAUNCH_SYNC = st.lists(st.lists(st.one_of(STEP, LAUNCH_SYNC), max_size=25), min_size=1, max_size=3)
+# launch_sync_series: stream, durations, share, stop after that many steps (None: never), stop once a put was made
+SERIES = st.tuples(
+    st.just("series"),
+    st.integers(0, 2),
+    st.lists(st.sampled_from([0.0, 1e-7, 5.0, 40.0, 333.3]), max_size=6),
+    st.floats(0.1, 1.0),
+    st.sampled_from([None, 1, 3]),
+    st.booleans(),
+)
+PROGRAM_WITH_SERIES = st.lists(st.lists(st.one_of(STEP, LAUNCH_SYNC, SERIES), max_size=25), min_size=1, max_size=3)
+
+
+def _until(stop_after: int | None, on_put: bool, mailbox: list):
+    """A series' stop condition: after ``stop_after`` steps, or once another put is in ``mailbox``; None: neither."""
+    if stop_after is None and not on_put:
+        return None
+    steps, puts = [0], len(mailbox)
+
+    def until() -> bool:
+        steps[0] += 1
+        return (stop_after is not None and steps[0] >= stop_after) or (on_put and len(mailbox) > puts)
+
+    return until
+
+
+def _series(rt, stream, step, mailbox):
+    """A series step, as the one command (``by_hand``: False) or as the launch_sync loop it stands for."""
+    _, _, durations, share, stop_after, on_put, by_hand = step
+    until = _until(stop_after, on_put, mailbox)
+    if by_hand:
+        times = []
+        for duration in durations:
+            times.append((yield rt.launch_sync(stream, "k", duration, share)))
+            if until is not None and until():
+                break
+    else:
+        times = yield rt.launch_sync_series(stream, "k", iter(durations), share, until=until)
+    assert len(times) <= len(durations) and times == sorted(times)
+    if times:
+        assert times[-1] == (yield rt.now())
+    else:
+        yield rt.now()
+    return times
 
 
 def _program_main(rt, threads, streams_per_device, devices):
+    mailbox: list[int] = []  # every put, in the order made (what a series may stop on)
+
     def worker(rt, steps, streams, queue, index):
         for step in steps:
             what = step[0]
@@ -152,7 +197,10 @@ def _program_main(rt, threads, streams_per_device, devices):
                 yield rt.sync_stream(streams[step[1] % len(streams)])
             elif what == "host":
                 yield rt.host_work(step[1], "h")
+            elif what == "series":
+                yield from _series(rt, streams[step[1] % len(streams)], (*step, False)[:7], mailbox)
             else:
+                mailbox.append(index)
                 yield rt.put(queue, index)
                 yield rt.get(queue)
         for stream in streams:
@@ -225,6 +273,64 @@ def test_launch_sync_is_a_launch_a_sync_and_a_now(threads, streams_per_device, f
     assert one.main_end_us == three.main_end_us
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    threads=PROGRAM_WITH_SERIES,
+    streams_per_device=st.integers(1, 3),
+    devices=st.integers(1, 2),
+    profile=st.sampled_from(["h100-sxm-pcie5", "h200-measured"]),
+)
+def test_random_programs_with_series_same_with_and_without_fast_paths(
+    threads, streams_per_device, devices, profile
+) -> None:
+    _both_ways(profile, devices, _program_main, threads, streams_per_device, devices)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(threads=PROGRAM_WITH_SERIES, streams_per_device=st.integers(1, 2), fast=st.booleans())
+def test_a_series_is_its_launch_syncs_one_by_one(threads, streams_per_device, fast) -> None:
+    """``launch_sync_series`` records the very ops, at the very times, and stops at the very step, of a loop of
+    ``launch_sync`` that checks the stop condition after each; other threads' puts stop it midway."""
+    prof = load_profile("h100-sxm-pcie5")
+    one = SimBackend(prof, 1, None, 0, fast=fast).run(_program_main, threads, streams_per_device, 1)
+    by_hand = [[(*step, True) if step[0] == "series" else step for step in steps] for steps in threads]
+    loop = SimBackend(prof, 1, None, 0, fast=fast).run(_program_main, by_hand, streams_per_device, 1)
+    assert ops_frame(one.ops).equals(ops_frame(loop.ops))
+    assert one.main_end_us == loop.main_end_us
+
+
+def test_a_series_stops_on_a_put_made_while_it_runs() -> None:
+    """A series watching the mailbox stops at the first step whose sync returns after another thread's put."""
+    threads = [[("series", 0, [333.3] * 6, 1.0, None, True)], [("host", 400.0), ("put",)]]
+    for fast in (True, False):
+        outcome = SimBackend(load_profile("h100-sxm-pcie5"), 1, None, 0, fast=fast).run(_program_main, threads, 1, 1)
+        kernels = ops_frame(outcome.ops).query("kind == 'kernel'")
+        assert len(kernels) == 2  # the put comes at ~400 µs, during the second step
+        assert kernels.end_us.iloc[0] < 400.0 < kernels.end_us.iloc[1]
+
+
+@pytest.mark.parametrize(
+    ("durations", "bad"),
+    [
+        (lambda: iter([5.0, -1.0]), "-1.0"),  # an iterator: checked step by step, as the backend takes them
+        (lambda: [5.0, 3, float("nan")], "nan"),  # a list: checked when the command is built
+        (lambda: (5.0, -2.0), "-2.0"),
+    ],
+)
+def test_a_series_rejects_a_bad_duration_naming_its_step(durations, bad) -> None:
+    ran = []
+
+    def main(rt):
+        stream = yield rt.create_stream(0, "s")
+        command = rt.launch_sync_series(stream, "decode", durations())
+        ran.append(command)
+        yield command
+
+    with pytest.raises(ValueError, match=rf"kernel 'decode', step \d of a series: duration_us must be >= 0, got {bad}"):
+        SimBackend(load_profile("h100-sxm-pcie5"), 1, None, 0).run(main)
+    assert len(ran) == (1 if bad == "-1.0" else 0)  # a list or tuple fails at the call that made it
+
+
 def test_fast_paths_take_the_batching_steps() -> None:
     """The batching server's launch + sync steps run without SimPy events (the point of the fast path)."""
     loaded = load_spec(SPECS_DIR / "batching_c1_window.toml", {"requests": 20})
@@ -251,7 +357,7 @@ def test_fast_paths_take_the_batching_steps() -> None:
 # ----------------------------------------------------------------------------- the timeline executor (sim.timeline)
 
 # one host thread, no queues: the timeline's domain
-SOLO_STEP = st.one_of(STEP.filter(lambda step: step[0] != "put"), LAUNCH_SYNC)
+SOLO_STEP = st.one_of(STEP.filter(lambda step: step[0] != "put"), LAUNCH_SYNC, SERIES)
 
 
 def _single_thread_main(rt, steps, streams_per_device, devices):
@@ -277,6 +383,8 @@ def _single_thread_main(rt, steps, streams_per_device, devices):
                 yield rt.host_work(1.0, "saw_it_done")
         elif what == "sync":
             yield rt.sync_stream(stream)
+        elif what == "series":
+            yield from _series(rt, stream, (*step, False), [])
         else:
             yield rt.host_work(step[1], "h")
     for stream in streams:

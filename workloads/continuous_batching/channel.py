@@ -60,6 +60,10 @@ class RequestChannel:
     def try_recv(self) -> Any | None:
         return self.items.popleft() if self.items else None
 
+    def has_items(self) -> bool:
+        """Whether an item is queued (a ``try_recv`` now would return one); takes nothing."""
+        return bool(self.items)
+
     def recv(self, rt: Runtime) -> PolicyGen:
         """Block until an item is queued; return it."""
         while not self.items:

@@ -33,9 +33,9 @@ log, or derived from quoted figures, saying which are guesses).
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pydantic
 
 from harness.errors import InputError, from_validation_error
@@ -122,16 +122,16 @@ class CostModel(_Strict):
         d = self.decode
         return max(d.floor_us, d.base_us + d.per_seq_us * slots + d.per_context_token_us * context_tokens)
 
-    def decode_cost(self) -> Callable[[int, int], float]:
-        """:meth:`decode_us` with the figures looked up once (the generate loop prices every decode step)."""
+    def decode_series_us(self, slots: int, context_tokens: int, tokens_per_step: int, steps: int) -> list[float]:
+        """:meth:`decode_us` of ``steps`` decode steps in a row, the context growing by ``tokens_per_step`` a step.
+
+        To the last bit what ``decode_us`` gives step by step (numpy does the same float operations in
+        the same order, elementwise), at a fraction of the cost for a long series.
+        """
         d = self.decode
-        floor, base, per_seq, per_token = d.floor_us, d.base_us, d.per_seq_us, d.per_context_token_us
-
-        def decode_us(slots: int, context_tokens: int) -> float:
-            linear = base + per_seq * slots + per_token * context_tokens
-            return linear if linear > floor else floor  # max(floor, linear), as decode_us
-
-        return decode_us
+        context = np.arange(steps, dtype=np.int64) * tokens_per_step + context_tokens
+        linear = (d.base_us + d.per_seq_us * slots) + d.per_context_token_us * context
+        return np.where(linear > d.floor_us, linear, d.floor_us).tolist()
 
     def join_us(self, prompt_tokens: int) -> float:
         return self.prefill_us((prompt_tokens,)) + self.join.overhead_us

@@ -48,6 +48,7 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Protocol
 
 import numpy as np
@@ -259,9 +260,11 @@ class GenerateLoop:
             log.max_slots_in_use = max(log.max_slots_in_use, 1)
             t = yield from self._step("fast_prefill", cost.prefill_us((req.prompt_tokens,)))
             yield from self._token(req, t)
-            while not req.done:
-                t = yield from self._step("fast_decode", cost.fast_decode_us(req.prompt_tokens + req.tokens))
-                yield from self._token(req, t)
+            while not req.done:  # one decode step per token, each over the context so far
+                context = req.prompt_tokens + req.tokens
+                steps = (cost.fast_decode_us(context + i) for i in range(req.output_tokens - req.tokens))
+                for t in (yield rt.launch_sync_series(self.gpu, "fast_decode", steps)):
+                    yield from self._token(req, t)
             yield from self._cleanup()
             return
 
@@ -285,12 +288,14 @@ class GenerateLoop:
         for req in first:
             yield from self._first_token(req, t, 0)
         last_t = t  # time of the latest decode step
-        gpu, launch_sync, decode_us, compute = self.gpu, rt.launch_sync, cost.decode_cost(), KernelKind.COMPUTE
-        max_batch, mid_batch_joins, recycling, try_recv = (
+        gpu, series, compute = self.gpu, rt.launch_sync_series, KernelKind.COMPUTE
+        decode_series_us = cost.decode_series_us
+        max_batch, mid_batch_joins, recycling, try_recv, queued = (
             opt.max_batch,
             opt.mid_batch_joins,
             opt.slot_recycling,
             self.channel.try_recv,
+            self.channel.has_items,
         )
         step_slots, step_active, add_itl = log.step_slots, log.step_active, log.add_itl
         finishing = self._finishing
@@ -328,7 +333,7 @@ class GenerateLoop:
                     else:
                         break
                     yield from self._join(req, slots, i, step)
-            # (d) one decode step over the occupied slots
+            # (d) decode steps over the occupied slots: one, or as many as nothing can change in between
             if self.joins != joins:
                 joins = self.joins
                 active = [s for s in slots if s.tokens < s.output_tokens]
@@ -339,13 +344,27 @@ class GenerateLoop:
                 continue
             if context < 0:
                 context = sum(s.prompt_tokens + s.tokens + (step - s.base_step) for s in active)
-            t = yield launch_sync(gpu, "decode", decode_us(len(slots), context), 1.0, compute)
-            step += 1
-            n = len(active)
-            step_slots.append(len(slots))
-            step_active.append(n)
-            # every active slot gets one token: gaps from the previous decode step, or from a fresh first token
-            gap = t - last_t
+            n, occupied = len(active), len(slots)
+            # Until the next request finishes, only a join changes the slots: a pending staggered request
+            # joins before the next step if a slot is free or finished, a queued one (mid-batch join, slot
+            # recycling) once one is on the channel when a step's sync returns. So the steps up to that
+            # finish run as one series that stops early when a request is queued, if it could join.
+            steps = 1 if pending and (occupied < max_batch or n != occupied) else min(finishing) - step
+            watch = (mid_batch_joins and occupied < max_batch) or (recycling and n != occupied)
+            times = yield series(
+                gpu,
+                "decode",
+                decode_series_us(occupied, context, n, steps),
+                1.0,
+                compute,
+                queued if watch else None,
+            )
+            ran = len(times)
+            step += ran
+            step_slots.extend(repeat(occupied, ran))
+            step_active.extend(repeat(n, ran))
+            # every active slot gets one token a step: gaps from the previous decode step, or from a fresh first token
+            t = times[0]
             if self.fresh:
                 self.fresh = 0
                 for s in active:
@@ -353,12 +372,15 @@ class GenerateLoop:
                         add_itl(t - s.last_token_us)
                         s.fresh = False
                     else:
-                        add_itl(gap)
+                        add_itl(t - last_t)
             else:
-                add_itl(gap, n)
+                add_itl(t - last_t, n)
+            for later in times[1:]:
+                add_itl(later - t, n)
+                t = later
             last_t = t
-            context += n
-            ended = finishing.pop(step, None)
+            context += n * ran
+            ended = finishing.pop(step, None)  # none finish before the series' last step
             if ended is not None:
                 ended.sort(key=_slot)
                 for req in ended:
