@@ -97,13 +97,14 @@ def test_kernel_in_a_run_matches_its_duration(context, profile):
 def test_a_series_runs_its_steps_in_turn_and_stops_when_told(context, profile):
     """launch_sync_series: one kernel and one host sync per step, each kernel issued after the previous
     sync returned, a time per step run (when its sync returned), and no step after ``until()`` held."""
-    checked = []
 
-    def third_step_done() -> bool:
-        checked.append(1)
-        return len(checked) == 3
+    def main(rt):  # the replay runs it again for each warm-up: a fresh count each time
+        checked = []
 
-    def main(rt):
+        def third_step_done() -> bool:
+            checked.append(1)
+            return len(checked) == 3
+
         s = yield rt.create_stream(0, "s")
         times = yield rt.launch_sync_series(s, "step", iter([400.0, 800.0, 1200.0, 1600.0]), until=third_step_done)
         return times, (yield rt.now())
@@ -113,7 +114,8 @@ def test_a_series_runs_its_steps_in_turn_and_stops_when_told(context, profile):
     ops = frame(run)
     kernels, syncs = ops[ops["kind"] == "kernel"], ops[ops["kind"] == "host_sync"]
     assert list(kernels["name"]) == ["step"] * 3 and len(syncs) == 3 and len(times) == 3
-    assert (kernels["end_us"] - kernels["start_us"]).to_numpy() == pytest.approx([400.0, 800.0, 1200.0], rel=0.05)
+    # each on an idle stream: its span starts when the stream reached it, so it includes the launch's latency
+    assert (kernels["end_us"] - kernels["start_us"]).to_numpy() == pytest.approx([400.0, 800.0, 1200.0], abs=60.0)
     # each time is read right after its sync row closed: within a few µs of it, and in order
     assert times == pytest.approx(list(syncs["end_us"]), abs=20.0) and times == sorted(times) and times[-1] <= now
     assert (kernels["issue_us"].to_numpy()[1:] >= syncs["end_us"].to_numpy()[:-1]).all()
