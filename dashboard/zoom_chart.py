@@ -24,7 +24,10 @@ from dashboard.export import PLOTLY_CONFIG
 SOURCE = Path(__file__).resolve().parent / "timeline_chart"
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 # Wheel zoom on, the lanes fixed (zoom and pan move time only, as in Perfetto), the chart follows its frame's width.
-CHART_CONFIG = {**PLOTLY_CONFIG, "scrollZoom": True, "responsive": True}
+# A double click autoranges x (the whole run, or the page's home window) in zoom and pan mode: plotly's default,
+# "reset+autosize", would go back to the range of the first figure drawn in the frame, which is not the page's
+# window once the page has redrawn a zoom. (In select mode the chart turns a double click into the same reset.)
+CHART_CONFIG = {**PLOTLY_CONFIG, "scrollZoom": True, "responsive": True, "doubleClick": "autosize"}
 
 
 def _complete(folder: Path) -> bool:

@@ -350,3 +350,74 @@ def read_ops(folder: Path, run_id: str):
     from dashboard.catalog import read_run_ops
 
     return read_run_ops(folder, run_id)
+
+
+def drag_across(page, plot: dict, lo_frac: float, hi_frac: float) -> None:
+    """Drag a box across the chart's plot area from ``lo_frac`` to ``hi_frac`` of its width (select mode)."""
+    y = plot["y"] + plot["height"] / 2
+    page.mouse.move(plot["x"] + plot["width"] * lo_frac, y)
+    page.mouse.down()
+    page.mouse.move(plot["x"] + plot["width"] * (lo_frac + hi_frac) / 2, y, steps=5)
+    page.mouse.move(plot["x"] + plot["width"] * hi_frac, y, steps=5)
+    page.mouse.up()
+
+
+def test_double_click_after_a_zoom_shows_the_whole_run_again(server, data, page, tmp_path):
+    """Bug: in the chart's select mode (its default) a double click only cleared the selection: plotly runs no
+    double-click reset there and emits no plotly_doubleclick or relayout, only plotly_deselect. Now a double click
+    after a zoom re-queries the whole run, in select mode and in the toolbar's zoom mode."""
+    from urllib.parse import parse_qs, urlencode, urlparse
+
+    label = "batching-c1-window:window-10ms:sim:r0"
+    ops = read_ops(data.good[BATCHING], label)
+    run_end = float(ops["end_us"].max())
+    page.goto(f"{server}/timeline?" + urlencode({"run": f"{label} @ batching_c1_window-sim"}))
+    settle(page)
+    chart = page.frame_locator(ZOOM_CHART)
+    chart.locator(".js-plotly-plot .barlayer path").first.wait_for(timeout=30_000)
+    whole = bars_caption(page)
+    assert f"{len(ops):,} ops" in whole
+    plot = chart.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    assert plot is not None
+
+    def window() -> tuple[float, float]:
+        query = parse_qs(urlparse(page.url).query)
+        return float(query["start"][0]), float(query["end"][0])
+
+    def double_click_resets() -> None:
+        page.mouse.dblclick(plot["x"] + plot["width"] * 0.5, plot["y"] + plot["height"] / 2)
+        page.wait_for_function(
+            "() => new URL(location.href).searchParams.get('start') === '0.000'", timeout=30_000, polling=200
+        )
+        settle_url(page)
+        no_exception(page)
+        lo, hi = window()
+        assert lo == 0.0 and hi == pytest.approx(run_end, abs=1e-3)
+        assert bars_caption(page) == whole  # the whole run's ops, re-queried and drawn as before the zoom
+
+    drag_across(page, plot, 0.4, 0.6)  # select mode: a dragged box zooms
+    page.wait_for_function(
+        "() => new URL(location.href).searchParams.get('start') !== '0.000'", timeout=30_000, polling=200
+    )
+    settle_url(page)
+    lo, hi = window()
+    assert 0 < lo < hi < run_end and bars_caption(page) != whole
+    double_click_resets()
+    shoot(page, "9-timeline-double-click", tmp_path)
+
+    chart.locator('.modebar-btn[data-val="zoom"][data-attr="dragmode"]').first.click()  # the toolbar's zoom mode
+    page.mouse.move(plot["x"] + plot["width"] * 0.3, plot["y"] + plot["height"] / 2)
+    for _ in range(6):
+        page.mouse.wheel(0, -300)
+        page.wait_for_timeout(30)
+    page.wait_for_function(
+        "() => new URL(location.href).searchParams.get('start') !== '0.000'", timeout=30_000, polling=200
+    )
+    settle_url(page)
+    assert window()[1] < run_end
+    mode = page.evaluate(
+        "(sel) => document.querySelector(sel).contentDocument.querySelector('.js-plotly-plot')._fullLayout.dragmode",
+        ZOOM_CHART,
+    )
+    assert mode == "zoom"  # the redrawn window kept the toolbar's mode
+    double_click_resets()
