@@ -122,8 +122,12 @@ def request_span(request: pd.Series | dict, run_end_us: float) -> tuple[float, f
     """The request's window kept inside the run, its milestones in that window, and a note when it was clipped."""
     lo, hi = request_window(request)
     start, end, note = resolve_window(lo, hi, run_end_us)
-    marks = [(label, t) for label, t in milestones(request) if start <= t <= end]
-    return start, end, marks, note
+    return start, end, milestones_in(request, start, end), note
+
+
+def milestones_in(request: pd.Series | dict, start_us: float, end_us: float) -> list[tuple[str, float]]:
+    """The request's milestones inside the window ``[start_us, end_us]`` (a zoomed one, say), in time order."""
+    return [(label, t) for label, t in milestones(request) if start_us <= t <= end_us]
 
 
 def request_timeline(

@@ -411,14 +411,19 @@ def pan_window(start_us: float, end_us: float, fraction: float, run_end_us: floa
 
 
 def window_from_relayout(
-    relayout: dict | None, unit_us: float, window: tuple[float, float], run_end_us: float
+    relayout: dict | None,
+    unit_us: float,
+    window: tuple[float, float],
+    run_end_us: float,
+    home: tuple[float, float] | None = None,
 ) -> tuple[float, float] | None:
     """The window (µs) that a zoom or pan in the browser asks for, or None when it leaves the window as it is.
 
     ``relayout``: the x axes' keys of plotly's ``plotly_relayout`` events (the stacked runs share one x range, so
     ``xaxis2.range[0]`` counts as ``xaxis.range[0]``), in the unit of the figure it was made on (``unit_us`` µs):
     ``xaxis.range`` ([lo, hi]: wheel, modebar zoom, a dragged box), ``xaxis.range[0]`` or ``xaxis.range[1]`` alone
-    (one end dragged: the other stays at ``window``'s), ``xaxis.autorange`` (a double click: the whole run). A
+    (one end dragged: the other stays at ``window``'s), ``xaxis.autorange`` (a double click: ``home``, by default
+    the whole run; the Requests page's home is the request's window). A
     reversed range is put in order; one reaching out of the run is moved back inside it with its span (a pan past
     the end stops at the end), a span wider than the run becomes the run. Values that are not finite numbers are
     ignored."""
@@ -438,7 +443,7 @@ def window_from_relayout(
         elif isinstance(value, (list, tuple)) and len(value) == 2:
             ends[0], ends[1] = value
     if autorange and not ends:
-        lo, hi = 0.0, float(run_end_us)
+        lo, hi = home if home is not None else (0.0, float(run_end_us))
     else:
         numbers = {i: _finite(v) for i, v in ends.items()}
         numbers = {i: v * unit_us for i, v in numbers.items() if v is not None}

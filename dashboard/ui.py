@@ -23,7 +23,7 @@ from dashboard.figures import timeline_figure
 from dashboard.machines import machine_groups
 from dashboard.requests_view import request_labels, run_requests
 from dashboard.sources import dirs_from_env, expand, signature
-from dashboard.timeline import TimelineView, timeline_view
+from dashboard.timeline import TimelineView, resolve_window, timeline_view, window_from_relayout
 from dashboard.zoom_chart import chart_args, chart_folder
 
 FOLDERS_KEY = "results_folders"
@@ -122,6 +122,86 @@ def zoom_chart(fig: go.Figure, unit_us: float, key: str) -> dict | None:
     if component is None:
         raise RuntimeError(why)
     return component(**chart_args(fig, unit_us), key=key, default=None)
+
+
+def take_zoom(
+    value: dict | None, chart_key: str, window_key: str, run_end_us: float, home: tuple[float, float] | None = None
+) -> bool:
+    """Apply a zoom or pan made in the zoomable chart ``chart_key`` (its value, ``{id, unit_us, relayout}``) to the
+    window kept in ``st.session_state[window_key]`` (start, end in µs; None ends: the whole run), once: the chart
+    keeps its last value. A double click goes to ``home`` (default: the whole run). True if the window moved."""
+    seen = f"{chart_key}-seen"
+    if not value or value.get("id") == st.session_state.get(seen):
+        return False
+    st.session_state[seen] = value.get("id")
+    current = st.session_state[window_key]
+    if None in current:
+        current = resolve_window(*current, run_end_us)[:2]
+    moved = window_from_relayout(value.get("relayout"), float(value.get("unit_us") or 0), current, run_end_us, home)
+    if moved:
+        st.session_state[window_key] = moved
+    return moved is not None
+
+
+def zoomable_timeline(
+    fig: go.Figure,
+    unit_us: float,
+    *,
+    chart_key: str,
+    window_key: str,
+    run_end_us: float,
+    zoomable: bool,
+    plain_key: str,
+    home: tuple[float, float] | None = None,
+    home_name: str = "the whole run",
+) -> str:
+    """Draw a timeline figure whose zooms re-query the window in ``st.session_state[window_key]``; return the
+    caption line that says how to zoom it.
+
+    ``zoomable``: the zoomable chart (:func:`zoom_chart` under ``chart_key``, kept mounted while the page zooms:
+    pass the same key for every window), where the wheel, the toolbar, a pan and a dragged box move the window
+    and a double click goes to ``home`` (default: the whole run; ``home_name`` in the caption). Else Streamlit's
+    own plotly chart (``plain_key``: a new one per figure), where only a dragged box does. A new window reruns the
+    page. Call :func:`take_zoom` with the chart's session value before the page reads its window, so that a zoom
+    costs one script run."""
+    if zoomable:
+        if take_zoom(zoom_chart(fig, unit_us, key=chart_key), chart_key, window_key, run_end_us, home):
+            st.rerun()
+        return (
+            "Zoom with the mouse wheel or the toolbar, pan, or drag across the chart: the bars are re-queried and "
+            f"re-aggregated for the new window (double click: {home_name})."
+        )
+    event = st.plotly_chart(
+        fig, config=PLOTLY_CONFIG, theme=PLOTLY_THEME, key=plain_key, on_select="rerun", selection_mode="box"
+    )
+    box = (event.selection.get("box") or [None])[0] if event else None
+    if box and len(box.get("x", [])) == 2:
+        lo, hi = sorted(float(x) * unit_us for x in box["x"])
+        st.session_state[window_key] = resolve_window(lo, hi, run_end_us)[:2]
+        st.rerun()
+    problem = zoom_chart_problem()
+    return (
+        "Plain chart: drag across it to zoom into that stretch (the bars are recomputed for it); the toolbar's zoom "
+        "only stretches the bars drawn." + (f" The zoomable chart cannot be served here: {problem}." if problem else "")
+    )
+
+
+def zoomable_toggle(key: str) -> bool:
+    """The "Zoomable chart" switch (on by default; off and disabled where the chart cannot be served): read its
+    state with :func:`zoomable_on` before drawing, place it with this after the chart."""
+    return st.toggle(
+        "Zoomable chart",
+        value=True,
+        key=key,
+        disabled=bool(zoom_chart_problem()),
+        help="Off: Streamlit's own plotly chart, where only a dragged box and the buttons re-aggregate the bars "
+        "(for a browser where the zoomable chart does not load).",
+    )
+
+
+def zoomable_on(key: str) -> bool:
+    """Whether to draw the zoomable chart: it can be served and the switch :func:`zoomable_toggle` ``key`` is on."""
+    return not zoom_chart_problem() and st.session_state.get(key, True)
 
 
 def from_query(param: str, key: str, options) -> None:

@@ -220,11 +220,29 @@ def test_compare_page_leads_with_the_winner(server, page, tmp_path):
 
 
 def plot_layout(page) -> dict:
-    """The drawn chart's layout as plotly holds it in the browser (the x range, the shapes)."""
+    """The zoomable chart's layout as plotly holds it in the browser (the x range, the shapes, the bars)."""
     return page.evaluate(
-        "() => { const gd = document.querySelector('.js-plotly-plot');"
+        "(sel) => { const gd = document.querySelector(sel).contentDocument.querySelector('.js-plotly-plot');"
         " return {range: gd._fullLayout.xaxis.range, shapes: gd._fullLayout.shapes.length,"
-        " bars: gd.querySelectorAll('.barlayer path').length}; }"
+        " bars: gd.querySelectorAll('.barlayer path').length}; }",
+        ZOOM_CHART,
+    )
+
+
+def wait_for_chart(page) -> None:
+    page.frame_locator(ZOOM_CHART).locator(".js-plotly-plot .barlayer path").first.wait_for(timeout=30_000)
+
+
+def wait_for_range(page, expected: list[float], rel: float = 1e-6) -> None:
+    """Wait until the zoomable chart has drawn the x range ``expected`` (it redraws after the script has run)."""
+    page.wait_for_function(
+        "([sel, want, rel]) => { const f = document.querySelector(sel);"
+        " const gd = f && f.contentDocument && f.contentDocument.querySelector('.js-plotly-plot');"
+        " const r = gd && gd._fullLayout && gd._fullLayout.xaxis && gd._fullLayout.xaxis.range;"
+        " return !!r && r.every((v, i) => Math.abs(v - want[i]) <= rel * Math.abs(want[1] - want[0])); }",
+        arg=[ZOOM_CHART, expected, rel],
+        timeout=30_000,
+        polling=200,
     )
 
 
@@ -243,7 +261,7 @@ def test_clicking_a_request_row_shows_the_timeline_around_that_request(server, d
     table = run_requests(cat, run["folder"], run["run_id"], "e2e_us")
     page.goto(f"{server}/requests?" + urlencode({"run": label, "sort": "e2e_us"}))
     settle(page)
-    page.wait_for_selector(PLOT, timeout=30_000)
+    wait_for_chart(page)
     no_exception(page)
     first = int(table["request"].iloc[0])
     assert f"Request {first}:" in page.inner_text("body")  # before a click: the worst request by e2e
@@ -257,7 +275,7 @@ def test_clicking_a_request_row_shows_the_timeline_around_that_request(server, d
     # The row marker column (the selection checkbox) at the left of the row.
     page.mouse.click(box["x"] + 14, box["y"] + row_height * (row + 1) + row_height / 2)
     settle(page)
-    page.wait_for_selector(PLOT, timeout=30_000)
+    wait_for_chart(page)
     no_exception(page)
     body = page.inner_text("body")
     assert f"Request {int(wanted['request'])}:" in body
@@ -265,6 +283,7 @@ def test_clicking_a_request_row_shows_the_timeline_around_that_request(server, d
     assert query["request"] == [str(int(wanted["request"]))] and query["run"] == [label]
     lo, hi = request_window(wanted)
     scale = time_unit(hi - lo)[1]
+    wait_for_range(page, [lo / scale, hi / scale])
     layout = plot_layout(page)
     assert layout["range"] == pytest.approx([lo / scale, hi / scale], rel=1e-6)
     assert layout["shapes"] >= 2 and layout["bars"] > 0  # arrival ... last token marked over the run's lanes
@@ -421,3 +440,53 @@ def test_double_click_after_a_zoom_shows_the_whole_run_again(server, data, page,
     )
     assert mode == "zoom"  # the redrawn window kept the toolbar's mode
     double_click_resets()
+
+
+def test_wheel_zoom_over_a_requests_timeline_requeries_the_window(server, data, page, tmp_path):
+    """Bug: the Requests page drew plotly's own chart, whose wheel and toolbar zoom only stretched the bars drawn.
+    It now draws the Timeline page's zoomable chart: a zoom re-queries the new window and re-aggregates its bars,
+    and a double click goes back to the request's span."""
+    from urllib.parse import parse_qs, urlencode, urlparse
+
+    from dashboard.catalog import build_catalog, load_path
+    from dashboard.requests_view import request_window, run_requests, runs_with_requests
+    from dashboard.timeline import in_window, time_unit
+
+    cat = build_catalog([load_path(data.good[BATCHING])])
+    run = runs_with_requests(cat).iloc[0]
+    label = f"{run['run_id']} @ {data.good[BATCHING].name}"
+    request = run_requests(cat, run["folder"], run["run_id"], "e2e_us").iloc[0]  # the longest: many ops
+    ops = read_ops(data.good[BATCHING], run["run_id"])
+    lo, hi = request_window(request)
+    home = [lo / time_unit(hi - lo)[1], hi / time_unit(hi - lo)[1]]
+    page.goto(f"{server}/requests?" + urlencode({"run": label, "sort": "e2e_us"}))
+    settle(page)
+    wait_for_chart(page)
+    no_exception(page)
+    wait_for_range(page, home)
+    before = bars_caption(page)
+    assert before.split(" ops")[0].endswith(f"{len(in_window(ops, lo, hi)):,}")
+    chart = page.frame_locator(ZOOM_CHART)
+    plot = chart.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    page.mouse.move(plot["x"] + plot["width"] * 0.5, plot["y"] + plot["height"] / 2)
+    for _ in range(8):
+        page.mouse.wheel(0, -300)
+        page.wait_for_timeout(30)
+    page.wait_for_function(
+        "(before) => !document.body.innerText.includes(before)", arg=before, timeout=30_000, polling=200
+    )
+    settle_url(page)
+    no_exception(page)
+    link = page.get_by_role("link", name="Open this window on the Timeline page").get_attribute("href")
+    query = parse_qs(urlparse(link).query)
+    z_lo, z_hi = float(query["start"][0]), float(query["end"][0])
+    assert lo < z_lo < z_hi < hi and z_hi - z_lo < 0.8 * (hi - lo)
+    assert bars_caption(page).split(" ops")[0].endswith(f"{len(in_window(ops, z_lo, z_hi)):,}")  # re-queried
+    scale = time_unit(z_hi - z_lo)[1]
+    wait_for_range(page, [z_lo / scale, z_hi / scale], rel=1e-3)
+    assert f"Request {int(request['request'])}:" in page.inner_text("body")
+    shoot(page, "10-requests-wheel-zoom", tmp_path)
+    page.mouse.dblclick(plot["x"] + plot["width"] * 0.5, plot["y"] + plot["height"] / 2)
+    wait_for_range(page, home)
+    settle(page)
+    assert bars_caption(page) == before

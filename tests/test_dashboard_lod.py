@@ -149,6 +149,9 @@ def test_a_zoom_or_pan_in_the_browser_gives_the_window_to_requery():
     assert moved({"xaxis.range[1]": 3.5}) == (2_000.0, 3_500.0)
     assert moved({"xaxis.range": [3.0, 2.5]}) == (2_500.0, 3_000.0)  # reversed: put in order
     assert moved({"xaxis.autorange": True}) == (0.0, run_end)  # double click: the whole run
+    home = (2_500.0, 2_600.0)  # a page's own start (the Requests page: the request's span)
+    assert window_from_relayout({"xaxis.autorange": True}, ms, window, run_end, home) == home
+    assert window_from_relayout({"xaxis.autorange": True}, ms, home, run_end, home) is None  # already there
     assert moved({"xaxis.autorange": True, "xaxis.range": [2.5, 3.0]}) == (2_500.0, 3_000.0)
     assert moved({"xaxis.range": [9.0, 11.0]}) == (8_000.0, run_end)  # panned past the end: stops there, same span
     assert moved({"xaxis.range": [-1.0, 0.5]}) == (0.0, 1_500.0)

@@ -113,8 +113,14 @@ def new_app(folders, monkeypatch, **query) -> AppTest:
     return at
 
 
+def figure_json(at: AppTest) -> dict:
+    """The figure drawn: by the zoomable chart (its arguments) or, with it off, by st.plotly_chart."""
+    charts = [json.loads(json.loads(e.proto.json_args)["figure"]) for e in at.get("component_instance")]
+    return (charts + [json.loads(e.proto.spec) for e in at.get("plotly_chart")])[0]
+
+
 def x_range(at: AppTest) -> list[float]:
-    return json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["xaxis"]["range"]
+    return figure_json(at)["layout"]["xaxis"]["range"]
 
 
 def test_choosing_a_request_draws_the_timeline_around_it(folders, monkeypatch):
@@ -130,7 +136,7 @@ def test_choosing_a_request_draws_the_timeline_around_it(folders, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     scale = time_unit(picked["last_token_us"] - picked["arrival_us"])[1]
     assert x_range(at) == pytest.approx([picked["arrival_us"] / scale, picked["last_token_us"] / scale])
-    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    figure = figure_json(at)
     assert {s["type"] for s in figure["layout"]["shapes"]} == {"line"}  # arrival ... last token marked
     assert any(t["type"] == "bar" and len(t["y"]) for t in figure["data"])  # the run's lanes are drawn
     assert at.query_params["request"] in ([str(int(picked["request"]))], str(int(picked["request"])))
@@ -154,3 +160,53 @@ def test_a_shared_url_opens_that_request(folders, monkeypatch):
     lo, hi = request_window(request)
     scale = time_unit(hi - lo)[1]
     assert x_range(at) == pytest.approx([lo / scale, hi / scale])
+
+
+def bars_note(at: AppTest, title: str) -> str:
+    return next(e.value for e in [*at.caption, *at.warning] if e.value.startswith(f"{title}: "))
+
+
+def test_a_zoom_in_the_request_chart_requeries_that_window_and_a_double_click_goes_back(folders, monkeypatch):
+    """The Requests page draws the Timeline page's zoomable chart: a zoom made in it re-queries the window and
+    re-aggregates its bars (before: plotly only stretched the bars drawn); a double click (autorange) or "Back to
+    the request" returns to the request's span, not to the whole run."""
+    cat = build_catalog([load_path(p) for p in folders.values()])
+    run = runs_with_requests(cat).iloc[0]
+    table = run_requests(cat, run["folder"], run["run_id"], "e2e_us")
+    request = table.iloc[0]  # the longest request: many ops in its window
+    at = new_app(folders, monkeypatch, run=run["run_label"], sort="e2e_us", request=str(int(request["request"])))
+    at.run()
+    at.switch_page("views/requests.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    chart = at.get("component_instance")
+    assert len(chart) == 1 and not at.get("plotly_chart")  # the zoomable chart, not plotly's own
+    args = json.loads(chart[0].proto.json_args)
+    assert args["config"]["scrollZoom"] and args["config"]["doubleClick"] == "autosize"
+    lo, hi = x_range(at)
+    title = f"{run['run_id']} ({run['backend']})"
+    span_note = bars_note(at, title)
+    ops = read_run_ops(Path(run["folder"]), run["run_id"])
+    # What the browser sends after a wheel zoom into the middle tenth of the request's window.
+    z_lo, z_hi = lo + 0.45 * (hi - lo), lo + 0.55 * (hi - lo)
+    key = f"requests-chart-{run['run_label']}"
+    at.session_state[key] = {"id": "s-1", "unit_us": args["unit_us"], "relayout": {"xaxis.range": [z_lo, z_hi]}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    lo_us, hi_us = z_lo * args["unit_us"], z_hi * args["unit_us"]
+    scale = time_unit(hi_us - lo_us)[1]
+    assert x_range(at) == pytest.approx([lo_us / scale, hi_us / scale])
+    view = timeline_view(ops, 1500, lo_us, hi_us)
+    zoomed_note = bars_note(at, title)
+    assert zoomed_note == f"{title}: {view.note()}" and zoomed_note != span_note  # the new window's ops
+    assert at.button(key="requests-home")  # offered only while zoomed
+    assert f"Request {int(request['request'])}:" in " ".join(h.value for h in at.subheader)
+    at.session_state[key] = {"id": "s-2", "unit_us": args["unit_us"], "relayout": {"xaxis.autorange": True}}
+    at.run()
+    scale = time_unit(request["last_token_us"] - request["arrival_us"])[1]
+    home = [request["arrival_us"] / scale, request["last_token_us"] / scale]
+    assert x_range(at) == pytest.approx(home) and bars_note(at, title) == span_note
+    assert not [b for b in at.button if b.key == "requests-home"]
+    at.session_state[key] = {"id": "s-3", "unit_us": args["unit_us"], "relayout": {"xaxis.range": [z_lo, z_hi]}}
+    at.run()
+    at.button(key="requests-home").click().run()
+    assert x_range(at) == pytest.approx(home)

@@ -1,7 +1,9 @@
 """A run's requests (continuous batching), sortable by TTFT, e2e or queue time; one request's timeline window.
 
 Select a row (or pick the request below the table) to draw the run's lanes from the request's arrival to its
-last token, with its milestones marked. The run, the sort and the request are kept in the URL.
+last token, with its milestones marked. Zoom and pan in the chart as on the Timeline page (the same zoomable chart,
+dashboard/zoom_chart.py: each new window is re-queried and re-aggregated); a double click, or "Back to the
+request", returns to the request's span. The run, the sort and the request are kept in the URL.
 """
 
 from urllib.parse import urlencode
@@ -9,8 +11,8 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from dashboard import ui
-from dashboard.requests_view import SORT_COLUMNS, request_span, runs_with_requests
-from dashboard.timeline import DEFAULT_MAX_BARS, format_duration
+from dashboard.requests_view import SORT_COLUMNS, milestones_in, request_span, runs_with_requests
+from dashboard.timeline import DEFAULT_MAX_BARS, format_duration, resolve_window, time_unit
 
 st.title("Requests")
 cat = ui.catalog()
@@ -67,14 +69,47 @@ run_end = float(ops["end_us"].max()) if len(ops) else 0.0
 max_bars = st.number_input(
     "most bars", min_value=200, max_value=50_000, value=DEFAULT_MAX_BARS, step=500, key="requests-max-bars"
 )
-start, end, marks, note = request_span(request, run_end)
+span_start, span_end, _, note = request_span(request, run_end)
 if note:
     st.warning(note)
-st.subheader(f"Request {int(chosen)}: {format_duration(start)} to {format_duration(end)}")
+# The window starts as the request's span; a zoom or pan in the chart moves it, a double click brings it back.
+home = (span_start, span_end)
+window_key = f"requests-window-{label}-{int(chosen)}"
+if window_key not in st.session_state:
+    st.session_state[window_key] = home
+chart_key = f"requests-chart-{label}"  # one chart per run: it stays mounted while zooming and picking requests
+zoomable = ui.zoomable_on("requests-zoomable")
+if zoomable:  # before anything is drawn: one script run per zoom
+    ui.take_zoom(st.session_state.get(chart_key), chart_key, window_key, run_end, home)
+start, end, _ = resolve_window(*st.session_state[window_key], run_end)
+st.session_state[window_key] = (start, end)
+
+st.subheader(f"Request {int(chosen)}: {format_duration(span_start)} to {format_duration(span_end)}")
+if (start, end) != home:
+
+    def back_to_request() -> None:
+        st.session_state[window_key] = home
+
+    left, right = st.columns([3, 1])
+    left.caption(f"Zoomed to {format_duration(start)} to {format_duration(end)}.")
+    right.button("Back to the request", on_click=back_to_request, key="requests-home")
 title = f"{row['run_id']} ({row['backend']})"
+marks = milestones_in(request, start, end)
 [(_, view)], fig = ui.timeline([(row["folder"], row["run_id"], title)], start, end, int(max_bars), marks)
 (st.warning if view.merged else st.caption)(f"{title}: {view.note()}")
-ui.show_figure(fig, key=f"requests-figure-{label}-{chosen}-{max_bars}")
+how = ui.zoomable_timeline(
+    fig,
+    time_unit(end - start)[1],
+    chart_key=chart_key,
+    window_key=window_key,
+    run_end_us=run_end,
+    zoomable=zoomable,
+    plain_key=f"requests-figure-{label}-{chosen}-{start}-{end}-{max_bars}",
+    home=home,
+    home_name="back to the request",
+)
+st.caption(how)
+ui.zoomable_toggle("requests-zoomable")
 link = "./timeline?" + urlencode({"run": label, "start": f"{start:.3f}", "end": f"{end:.3f}"})
 st.markdown(f"[Open this window on the Timeline page]({link}) (zoom, pan, search, a second run below it).")
 left, right = st.columns(2)

@@ -20,7 +20,6 @@ from dashboard.timeline import (
     resolve_window,
     search_ops,
     time_unit,
-    window_from_relayout,
     zoom_window,
 )
 
@@ -64,27 +63,9 @@ if window_key not in st.session_state:
         float(end_url) if end_url else None,
     )
 chart_key = f"timeline-chart-{first}-{second}"  # one chart per pair of runs: it stays mounted while zooming
-zoom_problem = ui.zoom_chart_problem()
-zoomable = not zoom_problem and st.session_state.get("timeline-zoomable", True)
-
-
-def take_zoom(value: dict | None) -> bool:
-    """Apply a zoom or pan made in the chart (once: the chart keeps its last value); True if the window moved."""
-    seen = f"{chart_key}-seen"
-    if not value or value.get("id") == st.session_state.get(seen):
-        return False
-    st.session_state[seen] = value.get("id")
-    current = st.session_state[window_key]
-    if None in current:
-        current = resolve_window(*current, run_end)[:2]
-    moved = window_from_relayout(value.get("relayout"), float(value.get("unit_us") or 0), current, run_end)
-    if moved:
-        st.session_state[window_key] = moved
-    return moved is not None
-
-
-if zoomable:
-    take_zoom(st.session_state.get(chart_key))  # before anything is drawn: one script run per zoom
+zoomable = ui.zoomable_on("timeline-zoomable")
+if zoomable:  # before anything is drawn: one script run per zoom
+    ui.take_zoom(st.session_state.get(chart_key), chart_key, window_key, run_end)
 start, stop, stale = resolve_window(*st.session_state[window_key], run_end)
 if stale:
     st.warning(stale)
@@ -124,40 +105,20 @@ for title, view in views:
 if n_hits:
     add_highlight(fig, views, in_window(hits, start, stop))
 unit_us = time_unit(stop - start)[1]
-if zoomable:
-    if take_zoom(ui.zoom_chart(fig, unit_us, key=chart_key)):
-        st.rerun()
-    how = (
-        "Zoom with the mouse wheel or the toolbar, pan, or drag across the chart: the bars are re-queried and "
-        "re-aggregated for the new window (double click: the whole run)."
-    )
-else:
-    plain_key = f"timeline-figure-{first}-{second}-{start}-{stop}-{max_bars}"
-    event = st.plotly_chart(
-        fig, config=ui.PLOTLY_CONFIG, theme=ui.PLOTLY_THEME, key=plain_key, on_select="rerun", selection_mode="box"
-    )
-    box = (event.selection.get("box") or [None])[0] if event else None
-    if box and len(box.get("x", [])) == 2:
-        lo, hi = sorted(float(x) * unit_us for x in box["x"])
-        set_window(*resolve_window(lo, hi, run_end)[:2])
-        st.rerun()
-    how = (
-        "Plain chart: drag across it to zoom into that stretch (the bars are recomputed for it); the toolbar's zoom "
-        "only stretches the bars drawn."
-        + (f" The zoomable chart cannot be served here: {zoom_problem}." if zoom_problem else "")
-    )
+how = ui.zoomable_timeline(
+    fig,
+    unit_us,
+    chart_key=chart_key,
+    window_key=window_key,
+    run_end_us=run_end,
+    zoomable=zoomable,
+    plain_key=f"timeline-figure-{first}-{second}-{start}-{stop}-{max_bars}",
+)
 st.caption(
     how + " Hover a bar for its times, launch latency and GB/s, or a merged bar's busy fraction and kinds. "
     "The camera icon saves a PNG."
 )
-st.toggle(
-    "Zoomable chart",
-    value=True,
-    key="timeline-zoomable",
-    disabled=bool(zoom_problem),
-    help="Off: Streamlit's own plotly chart, where only a dragged box and the buttons re-aggregate the bars "
-    "(for a browser where the zoomable chart does not load).",
-)
+ui.zoomable_toggle("timeline-zoomable")
 ui.to_query(run=first, vs=None if second == NONE else second, start=f"{start:.3f}", end=f"{stop:.3f}")
 
 if query:
