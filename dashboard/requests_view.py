@@ -89,6 +89,20 @@ def run_requests(
     return mine[columns].reset_index(drop=True)
 
 
+def ms_name(column: str) -> str:
+    """``ttft_us`` -> ``ttft_ms``; other names as they are."""
+    return column[: -len("_us")] + "_ms" if column.endswith("_us") else column
+
+
+def table_in_ms(table: pd.DataFrame) -> pd.DataFrame:
+    """The requests table as people read it: every ``*_us`` column in milliseconds, named ``*_ms`` (still numbers,
+    so the page's table sorts them numerically), the rest as it is, in the same order."""
+    timed = [c for c in table.columns if c.endswith("_us")]
+    out = table.astype({c: "float64" for c in timed})
+    out[timed] = out[timed] / 1e3
+    return out.rename(columns={c: ms_name(c) for c in timed})
+
+
 def request_window(request: pd.Series | dict) -> tuple[float, float]:
     """From the request's arrival to its last token (to its admission, or 1 ms on, when it got no token)."""
     arrival = float(request["arrival_us"])

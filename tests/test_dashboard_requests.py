@@ -18,6 +18,7 @@ from test_dashboard_support import BATCHING, DEMO, simulate
 from dashboard import sources
 from dashboard.catalog import build_catalog, load_path, read_run_ops
 from dashboard.requests_view import (
+    ms_name,
     request_label,
     request_labels,
     request_timeline,
@@ -25,6 +26,7 @@ from dashboard.requests_view import (
     requests_of,
     run_requests,
     runs_with_requests,
+    table_in_ms,
 )
 from dashboard.timeline import time_unit, timeline_view
 from harness.results import read_results
@@ -89,6 +91,24 @@ def test_a_request_window_runs_from_arrival_to_last_token_on_the_runs_lanes(cata
     }
 
 
+def test_the_requests_table_is_in_ms_with_the_unit_in_its_names_and_sorts_as_numbers(catalog):
+    """Bug: the table showed µs (e2e 643573.5): unreadable at a glance. Times are in ms, named *_ms, numbers."""
+    run = runs_with_requests(catalog).iloc[0]
+    table = run_requests(catalog, run["folder"], run["run_id"], "e2e_us")
+    shown = table_in_ms(table)
+    timed = [c for c in table.columns if c.endswith("_us")]
+    assert {"ttft_us", "e2e_us", "queue_us", "arrival_us"} <= set(timed)
+    assert list(shown.columns) == [c[:-3] + "_ms" if c in timed else c for c in table.columns]
+    for column in timed:
+        ms = shown[column[:-3] + "_ms"]
+        assert pd.api.types.is_float_dtype(ms)  # numbers: the page's table sorts them as numbers, not text
+        np.testing.assert_allclose(ms.to_numpy(), table[column].to_numpy() / 1e3, equal_nan=True)
+    assert shown["request"].tolist() == table["request"].tolist()  # the chosen sort is kept
+    assert shown.sort_values("e2e_ms")["request"].tolist() == table.sort_values("e2e_us")["request"].tolist()
+    assert ms_name("ttft_us") == "ttft_ms" and ms_name("request") == "request"
+    assert "e2e_us" in table.columns  # the data itself is untouched
+
+
 def test_a_request_without_tokens_gets_a_short_window_after_its_arrival():
     rejected = {
         "request": 7,
@@ -129,8 +149,13 @@ def test_choosing_a_request_draws_the_timeline_around_it(folders, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     run_label = at.selectbox(key="requests-run").value
     at.selectbox(key="requests-sort").set_value("e2e_us").run()
-    table = at.dataframe[0].value
-    assert (np.diff(table["e2e_us"].dropna().to_numpy()) <= 0).all()  # worst first
+    shown = at.dataframe[0].value
+    assert not [c for c in shown.columns if c.endswith("_us")]  # times in ms, the unit in the column names
+    assert (np.diff(shown["e2e_ms"].dropna().to_numpy()) <= 0).all()  # worst first
+    cat = build_catalog([load_path(p) for p in folders.values()])
+    run = runs_with_requests(cat).set_index("run_label").loc[run_label]
+    table = run_requests(cat, run["folder"], run["run_id"], "e2e_us")
+    assert shown["e2e_ms"].to_numpy() == pytest.approx(table["e2e_us"].to_numpy() / 1e3, nan_ok=True)
     picked = table.iloc[5]
     at.selectbox(key=f"requests-request-{run_label}").set_value(int(picked["request"])).run()
     assert not at.exception, [e.value for e in at.exception]

@@ -1,4 +1,4 @@
-"""A run's requests (continuous batching), sortable by TTFT, e2e or queue time; one request's timeline window.
+"""A run's requests (continuous batching, times in ms), sortable by TTFT, e2e or queue time; one request's timeline.
 
 Select a row (or pick the request below the table) to draw the run's lanes from the request's arrival to its
 last token, with its milestones marked. Zoom and pan in the chart as on the Timeline page (the same zoomable chart,
@@ -11,7 +11,14 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from dashboard import ui
-from dashboard.requests_view import SORT_COLUMNS, milestones_in, request_span, runs_with_requests
+from dashboard.requests_view import (
+    SORT_COLUMNS,
+    milestones_in,
+    ms_name,
+    request_span,
+    runs_with_requests,
+    table_in_ms,
+)
 from dashboard.timeline import DEFAULT_MAX_BARS, format_duration, resolve_window, time_unit
 
 st.title("Requests")
@@ -28,23 +35,25 @@ c1, c2, c3 = st.columns([3, 1, 1])
 label = c1.selectbox("Run", labels, key="requests-run")
 row = runs[runs["run_label"] == label].iloc[0]
 ui.from_query("sort", "requests-sort", SORT_COLUMNS)
-sort_by = c2.selectbox("Sort by", SORT_COLUMNS, key="requests-sort")
+sort_by = c2.selectbox("Sort by", SORT_COLUMNS, key="requests-sort", format_func=ms_name)
 ascending = c3.toggle("smallest first", key="requests-ascending")
 table, names = ui.requests_table(row["folder"], row["run_id"], sort_by, ascending)
 
+shown = table_in_ms(table)
 st.caption(
-    f"{len(table):,} requests of {row['run_id']} ({row['backend']}), sorted by {sort_by}, "
-    f"{'smallest' if ascending else 'largest'} first. Select a row to see the timeline around that request."
+    f"{len(table):,} requests of {row['run_id']} ({row['backend']}), sorted by {ms_name(sort_by)}, "
+    f"{'smallest' if ascending else 'largest'} first; times in ms. Select a row to see the timeline around that "
+    "request."
 )
-time_columns = [c for c in table.columns if c.endswith("_us")]
+time_columns = [c for c in shown.columns if c.endswith("_ms")]
 picked = st.dataframe(
-    table,
+    shown,
     hide_index=True,
     height=320,
     on_select="rerun",
     selection_mode="single-row",
     key=f"requests-table-{label}-{sort_by}-{ascending}",
-    column_config={c: st.column_config.NumberColumn(c, format="%.1f") for c in time_columns},
+    column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in time_columns},
 )
 ids = [int(r) for r in table["request"]]
 request_key = f"requests-request-{label}"
@@ -114,6 +123,6 @@ link = "./timeline?" + urlencode({"run": label, "start": f"{start:.3f}", "end": 
 st.markdown(f"[Open this window on the Timeline page]({link}) (zoom, pan, search, a second run below it).")
 left, right = st.columns(2)
 with left:
-    ui.download_table(table, row["run_id"], "requests", key="requests-csv", label="Download the requests (CSV)")
+    ui.download_table(shown, row["run_id"], "requests", key="requests-csv", label="Download the requests (CSV)")
 with right:
     ui.download_figure(fig, row["run_id"], f"request-{int(chosen)}", key="requests-html")
