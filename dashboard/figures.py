@@ -31,6 +31,7 @@ KIND_COLOURS = {
 TEMPLATE = "plotly_white"
 pio.templates.default = TEMPLATE
 MARK_ROW = 0.06  # a milestone label's row height, as a fraction of the figure
+FLOW_NAME = "launch → start"  # the launch arrows' legend entry
 
 
 def policy_colours(labels, universe=None) -> dict[str, str]:
@@ -160,16 +161,51 @@ def _timeline_traces(view: TimelineView, unit_us: float, min_width_us: float, le
     return traces
 
 
+def _flow_trace(flows: pd.DataFrame, unit_us: float, showlegend: bool) -> go.Scatter:
+    """Launch arrows as one trace: a thin line from each call (its thread's lane) to the op's start (its stream
+    lane), an arrow head at the start; the pairs apart by gaps."""
+    n = len(flows)
+    x = np.full(3 * n, np.nan)
+    x[0::3], x[1::3] = flows["issue_us"].to_numpy() / unit_us, flows["start_us"].to_numpy() / unit_us
+    y = np.full(3 * n, None, dtype=object)
+    y[0::3], y[1::3] = flows["from_lane"].to_numpy(), flows["to_lane"].to_numpy()
+    text = [
+        f"<b>{f.name}</b> launched at {format_duration(f.issue_us)}, started {format_duration(f.start_us)} "
+        f"(launch latency {format_duration(f.start_us - f.issue_us)})"
+        for f in flows.itertuples(index=False)
+    ]
+    hover = np.full(3 * n, "", dtype=object)
+    hover[0::3], hover[1::3] = text, text
+    size = np.zeros(3 * n)
+    size[1::3] = 8
+    return go.Scatter(
+        x=x,
+        y=y,
+        mode="lines+markers",
+        line=dict(color="rgba(40,40,40,0.55)", width=1),
+        marker=dict(symbol="arrow", angleref="previous", size=size, color="rgba(40,40,40,0.8)", line_width=0),
+        connectgaps=False,
+        name=FLOW_NAME,
+        legendgroup=FLOW_NAME,
+        showlegend=showlegend,
+        hovertext=hover,
+        hovertemplate="%{hovertext}<extra>launch</extra>",
+    )
+
+
 def timeline_figure(
     views: list[tuple[str, TimelineView]],
     highlight: pd.DataFrame | None = None,
     marks: list[tuple[str, float]] | None = None,
+    flows: bool = True,
 ) -> go.Figure:
     """One timeline per run, stacked, on a shared time axis in the unit that fits the window.
 
     Merged bars are shaded by their busy fraction; ``highlight`` (ops with ``start_us``, ``end_us``, ``name``;
     the first view's) are marked with a diamond above their start; ``marks`` (label, time in µs), such as a
-    request's arrival and last token, are dashed vertical lines across every run.
+    request's arrival and last token, are dashed vertical lines across every run. ``flows``: each view's launch
+    arrows (``TimelineView.flows``: only in a window of few single ops) from the host thread's call to the op's
+    start.
     """
     heights = [max(2, len(lanes(v.bars))) for _, v in views]
     fig = make_subplots(
@@ -188,6 +224,9 @@ def timeline_figure(
     for row, (_, view) in enumerate(views, start=1):
         for trace in _timeline_traces(view, scale, min_width, legend):
             fig.add_trace(trace, row=row, col=1)
+        if flows and len(view.flows):
+            fig.add_trace(_flow_trace(view.flows, scale, FLOW_NAME not in legend), row=row, col=1)
+            legend.add(FLOW_NAME)
         fig.update_yaxes(categoryorder="array", categoryarray=lanes(view.bars)[::-1], automargin=True, row=row, col=1)
     for i, (label, t) in enumerate(sorted(marks or [], key=lambda m: m[1])):
         fig.add_vline(x=t / scale, line=dict(color="black", dash="dash", width=1))

@@ -15,6 +15,10 @@ there (kernels and copies before waits and records), with the busy fraction, the
 op count and the mix of kinds. The window, not the run, sets the bucket, so
 zooming in re-aggregates down to single ops. Nothing is drawn wider than it is,
 except zero-length ops, which get 1/1000 of the window so they can be seen.
+
+Launch arrows: in a window of at most ``MAX_FLOW_BARS`` bars, none merged, each
+kernel or copy whose launching thread has a lane in the window gets a flow from
+the call (its ``issue_us`` on the thread's lane) to its start on its stream lane.
 """
 
 from __future__ import annotations
@@ -51,6 +55,18 @@ BAR_COLUMNS = [
     "kinds",  # merged bars: "kernel 300, wait 12" (ops per kind, busiest first); "" for single ops
 ]
 TIME_UNITS = (("s", 1e6), ("ms", 1e3), ("µs", 1.0))
+# Launch arrows (host thread's call -> the op's start on its stream, as Perfetto and Nsight Systems draw flows):
+# only in a window of at most this many bars, none merged; beyond it they are a hatching, not a picture.
+MAX_FLOW_BARS = 200
+FLOW_KINDS = ("kernel", "copy_h2d", "copy_d2h", "copy_d2d")  # the device work a launch starts (not records, waits)
+FLOW_COLUMNS = [
+    "name",
+    "kind",
+    "from_lane",  # the launching host thread's lane
+    "issue_us",  # when the thread made the call
+    "to_lane",  # the op's stream lane
+    "start_us",  # when the op started there
+]
 
 
 # --------------------------------------------------------------------------- time units
@@ -281,6 +297,40 @@ def _bucket_bars(
     )
 
 
+def _launch_flows(ops: pd.DataFrame, rows: _Rows) -> pd.DataFrame:
+    """One row per kernel or copy of ``ops`` (FLOW_KINDS) whose launching thread has a lane among ``rows`` (it has
+    host ops in the window) and whose issue time is known: from the call on the thread's lane to the op's start on
+    its stream lane (never its copy engine lane)."""
+    n = len(ops)
+    if n == 0 or "thread" not in ops.columns or "issue_us" not in ops.columns:
+        return pd.DataFrame(columns=FLOW_COLUMNS)
+    # _lane_rows lists every op once on its own lane first (its stream; for host ops their thread), in op order.
+    own_lane = rows.lane[:n]
+    device = ops["device"].to_numpy()
+    host = device < 0
+    stream_codes, stream_names = _codes(ops["stream"])  # a host op's stream is its thread
+    thread_lane = {stream_names[c]: lane for c, lane in zip(stream_codes[host], own_lane[host])}
+    thread_codes, thread_names = _codes(ops["thread"])
+    launcher = np.array([thread_lane.get(t, -1) for t in thread_names], dtype=np.int64)[thread_codes]
+    issue = ops["issue_us"].to_numpy(dtype=float)
+    kind_codes, kind_names = _codes(ops["kind"])
+    work = np.isin(kind_codes, [i for i, k in enumerate(kind_names) if k in FLOW_KINDS])
+    pick = np.flatnonzero(~host & work & (launcher >= 0) & np.isfinite(issue))
+    names = np.array(rows.names, dtype=object)
+    name_codes, name_names = _codes(ops["name"])
+    return pd.DataFrame(
+        {
+            "name": np.array(name_names, dtype=object)[name_codes[pick]],
+            "kind": np.array(kind_names, dtype=object)[kind_codes[pick]],
+            "from_lane": names[launcher[pick]],
+            "issue_us": issue[pick],
+            "to_lane": names[own_lane[pick]],
+            "start_us": ops["start_us"].to_numpy(dtype=float)[pick],
+        },
+        columns=FLOW_COLUMNS,
+    ).reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------- the view
 
 
@@ -295,6 +345,8 @@ class TimelineView:
     end_us: float = 0.0
     max_bars: int = DEFAULT_MAX_BARS
     busy_lanes: list[str] = field(default_factory=list)  # lanes whose short ops are merged
+    # FLOW_COLUMNS: launch arrows, only when no bar is merged and at most MAX_FLOW_BARS bars are drawn
+    flows: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FLOW_COLUMNS))
 
     @property
     def merged(self) -> bool:
@@ -346,7 +398,8 @@ def timeline_view(
     dense_lane = counts > budget
     if not dense_lane.any():
         bars = _ordered(_single_bars(window, rows, np.ones(rows.row.size, dtype=bool)))
-        return TimelineView(bars, len(window), len(bars), 0.0, rows.collapsed, lo, hi, max_bars)
+        flows = _launch_flows(window, rows) if len(bars) <= MAX_FLOW_BARS else pd.DataFrame(columns=FLOW_COLUMNS)
+        return TimelineView(bars, len(window), len(bars), 0.0, rows.collapsed, lo, hi, max_bars, flows=flows)
     n_buckets = max(1, budget // 2)
     width = max(hi - lo, 1e-9) / n_buckets
     start = window["start_us"].to_numpy()[rows.row]

@@ -77,12 +77,13 @@ def _timeline(
     end_us: float,
     max_bars: int,
     marks: tuple[tuple[str, float], ...],
+    flows: bool,
 ) -> tuple[list[tuple[str, TimelineView]], go.Figure]:
     views = [
         (title, timeline_view(_run_ops(folder, key, run_id), max_bars, start_us, end_us))
         for folder, key, run_id, title in runs
     ]
-    return views, timeline_figure(views, marks=list(marks))
+    return views, timeline_figure(views, marks=list(marks), flows=flows)
 
 
 def timeline(
@@ -91,14 +92,16 @@ def timeline(
     end_us: float,
     max_bars: int,
     marks: list[tuple[str, float]] | None = None,
+    flows: bool = True,
 ) -> tuple[list[tuple[str, TimelineView]], go.Figure]:
-    """Each run's bars in a window (``runs``: folder, run id, title) and their figure, stacked on one time axis.
+    """Each run's bars in a window (``runs``: folder, run id, title) and their figure, stacked on one time axis
+    (``flows``: with launch arrows where the window has few enough single ops).
 
     Cached by the folders' signatures, the window and the bound: a window seen before (a shared link, the way
     back) costs no re-aggregation of a million ops and no figure building. The figure is the caller's to change.
     """
     keyed = tuple((folder, signature(Path(folder)), run_id, title) for folder, run_id, title in runs)
-    return _timeline(keyed, float(start_us), float(end_us), int(max_bars), tuple(marks or ()))
+    return _timeline(keyed, float(start_us), float(end_us), int(max_bars), tuple(marks or ()), bool(flows))
 
 
 @functools.cache

@@ -20,9 +20,10 @@ from dashboard import compare, sources, sweep
 from dashboard.catalog import Catalog, build_catalog, load_path, read_run_ops
 from dashboard.export import perfetto_bytes
 from dashboard.fidelity import derive_fidelity, fidelity_badge, fidelity_headline, number_text, signed_errors
-from dashboard.figures import policy_colours, signed_error_figure, timeline_figure
+from dashboard.figures import FLOW_NAME, policy_colours, signed_error_figure, timeline_figure
 from dashboard.machines import machine_groups
 from dashboard.timeline import (
+    MAX_FLOW_BARS,
     format_duration,
     pan_window,
     resolve_window,
@@ -326,6 +327,68 @@ def test_merged_bars_show_their_busy_fraction_as_shade():
     fig = timeline_figure([("r", view)])
     opacity = np.asarray(fig.data[0].marker.opacity, dtype=float)
     assert np.allclose(opacity, 0.3 + 0.7 * 0.2, atol=0.02)  # 20 % busy: a light bar, not a solid one
+
+
+def flow_points(fig) -> list[tuple[tuple[float, str], tuple[float, str]]]:
+    """The launch arrows drawn: ((x, lane) of the call, (x, lane) of the start) per arrow."""
+    traces = [t for t in fig.data if t.name == FLOW_NAME]
+    assert len(traces) <= 1
+    if not traces:
+        return []
+    x, y = list(traces[0].x), list(traces[0].y)
+    return [((x[i], y[i]), (x[i + 1], y[i + 1])) for i in range(0, len(x), 3)]
+
+
+def launched_ops(n_kernels: int, *, copies: bool = True, period_us: float = 100.0) -> pd.DataFrame:
+    """A host thread that launches kernels (and copies) on one GPU stream; its host ops give it a lane."""
+    rows = []
+    for i in range(n_kernels):
+        t = period_us * i
+        rows.append((0, "compute", "kernel", f"k{i}", 0, t + 10.0, t + 60.0))
+        rows.append((-1, "main", "host_work", f"prep{i}", 0, t, t + 4.0))
+        rows.append((0, "compute", "record", f"done{i}", 0, t + 60.0, t + 60.0))  # no arrow: no work launched
+        if copies:
+            rows.append((0, "compute", "copy_h2d", f"c{i}", 1 << 20, t + 60.0, t + 80.0))
+    return ops_frame(rows).assign(issue_us=lambda f: f["start_us"] - 7.0)
+
+
+def test_launch_arrows_join_the_call_on_the_thread_lane_to_the_start_on_the_stream_lane():
+    """What Perfetto and Nsight Systems draw: a flow from the launch to the kernel (or copy). The call is the op's
+    issue time on its launching thread's lane, the end is the op's start on its stream lane, never its copy engine
+    lane, in the figure's unit."""
+    ops = launched_ops(10)
+    view = timeline_view(ops, start_us=0.0, end_us=1_000.0)
+    assert not view.merged and len(view.bars) <= MAX_FLOW_BARS
+    fig = timeline_figure([("r", view)])
+    scale = time_unit(1_000.0)[1]
+    device = ops[ops["kind"].isin(["kernel", "copy_h2d"])]
+    expected = sorted(
+        ((issue / scale, "host thread main"), (start / scale, "gpu0 stream compute"))
+        for issue, start in zip(device["issue_us"], device["start_us"])
+    )
+    assert sorted(flow_points(fig)) == pytest.approx(expected)  # 20 arrows: 10 kernels, 10 copies
+    assert not [f for f in view.flows.itertuples() if "copy engine" in f.to_lane]
+    hover = " ".join(h for t in fig.data if t.name == FLOW_NAME for h in t.hovertext)
+    assert "launch latency 7 µs" in hover
+    assert not flow_points(timeline_figure([("r", view)], flows=False))  # the page's switch: off
+    # A device op whose thread has no lane in the window (no host op of its own there) gets no arrow.
+    other = ops.assign(thread=np.where(ops["name"] == "k3", "loader", "main"))
+    assert len(timeline_view(other, start_us=0.0, end_us=1_000.0).flows) == len(view.flows) - 1
+    # The lower run of a pair gets its own arrows on its own axes.
+    pair = timeline_figure([("a", view), ("b", view)])
+    assert [t.yaxis for t in pair.data if t.name == FLOW_NAME] == ["y", "y2"]
+
+
+def test_launch_arrows_vanish_when_bars_are_merged_or_too_many_to_read():
+    """Arrows over merged bars would point at ops that are not drawn; past MAX_FLOW_BARS single bars they are a
+    hatching. Zooming in (a window of few ops) brings them back."""
+    ops = launched_ops(2_000, copies=False)
+    merged = timeline_view(ops, max_bars=1500)
+    assert merged.merged and merged.flows.empty and not flow_points(timeline_figure([("r", merged)]))
+    many = timeline_view(ops, max_bars=50_000)  # every op single, but 4,000 bars
+    assert not many.merged and len(many.bars) > MAX_FLOW_BARS and not flow_points(timeline_figure([("r", many)]))
+    few = timeline_view(ops, max_bars=1500, start_us=0.0, end_us=3_000.0)  # zoomed in: 30 launches, 91 bars
+    assert not few.merged and len(flow_points(timeline_figure([("r", few)]))) == 30
 
 
 def test_search_finds_ops_by_name():

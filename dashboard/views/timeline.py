@@ -14,6 +14,7 @@ from dashboard.figures import add_highlight
 from dashboard.machines import partner_run
 from dashboard.timeline import (
     DEFAULT_MAX_BARS,
+    MAX_FLOW_BARS,
     format_duration,
     in_window,
     pan_window,
@@ -94,11 +95,23 @@ with st.expander(f"Window: {format_duration(start)} to {format_duration(stop)} o
             set_window(typed_start, typed_end)
             st.rerun()
 
-query = st.text_input("Search ops by name", key="timeline-search", placeholder="decode, Memcpy, segment[3] ...")
+s1, s2 = st.columns([5, 1])
+query = s1.text_input("Search ops by name", key="timeline-search", placeholder="decode, Memcpy, segment[3] ...")
 hits, n_hits = search_ops(ops[0], query)
+flows = s2.toggle(
+    "Launch arrows",
+    value=True,
+    key="timeline-flows",
+    help=f"From a host thread's call to the op's start on its stream, in a window of at most {MAX_FLOW_BARS} "
+    "bars with none merged (zoom in to see them).",
+)
 
 views, fig = ui.timeline(
-    [(r["folder"], r["run_id"], f"{r['run_id']} ({r['backend']})") for r in chosen], start, stop, int(max_bars)
+    [(r["folder"], r["run_id"], f"{r['run_id']} ({r['backend']})") for r in chosen],
+    start,
+    stop,
+    int(max_bars),
+    flows=flows,
 )
 for title, view in views:
     (st.warning if view.merged else st.caption)(f"{title}: {view.note()}")
