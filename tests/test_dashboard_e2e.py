@@ -396,6 +396,12 @@ def test_double_click_after_a_zoom_shows_the_whole_run_again(server, data, page,
     chart.locator(".js-plotly-plot .barlayer path").first.wait_for(timeout=30_000)
     whole = bars_caption(page)
     assert f"{len(ops):,} ops" in whole
+    loaded = page.evaluate(
+        "(sel) => document.querySelector(sel).contentWindow.performance.getEntriesByType('resource')"
+        ".map((r) => new URL(r.name).pathname).filter((p) => p.endsWith('plotly.min.js'))",
+        ZOOM_CHART,
+    )
+    assert loaded == ["/app/static/plotly.min.js"]  # the cacheable route, not the component's copy
     plot = chart.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
     assert plot is not None
 

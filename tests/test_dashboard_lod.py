@@ -199,6 +199,30 @@ def test_a_zoom_in_the_chart_requeries_the_window_on_the_page(data, monkeypatch)
     assert (out_hi - out_lo) == pytest.approx(2 * (new_hi - new_lo))
 
 
+def test_the_zoomable_chart_gets_plotly_from_the_cacheable_static_route(monkeypatch):
+    """Slow page loads: Streamlit serves component files without a validator or lifetime, so every Timeline load
+    fetched and compiled plotly.js (4.8 MB) again. The chart loads it from the app's static folder first, copied
+    with the package file's time (its Last-Modified), and `harness dashboard` serves that folder."""
+    import os
+
+    from dashboard import zoom_chart
+    from harness.cli import dashboard as cli
+
+    folder, why = zoom_chart.chart_folder()
+    assert folder is not None, why
+    static = zoom_chart.STATIC / "plotly.min.js"
+    assert static.stat().st_size == zoom_chart.PLOTLY_JS.stat().st_size
+    assert static.stat().st_mtime == pytest.approx(zoom_chart.PLOTLY_JS.stat().st_mtime, abs=1e-3)
+    assert zoom_chart.STATIC.parent == Path(APP).parent  # Streamlit serves <app.py's folder>/static
+    page = (zoom_chart.SOURCE / "index.html").read_text()
+    assert page.index('src="../../app/static/plotly.min.js"') < page.index('<script src="plotly.min.js">')
+    started = {}
+    monkeypatch.setattr(os, "execve", lambda exe, command, env: started.update(command=command))
+    cli.dashboard([Path("results")], "127.0.0.1", 8501)
+    command = started["command"]
+    assert command[command.index("--server.enableStaticServing") + 1] == "true"
+
+
 def test_without_the_zoomable_chart_the_page_draws_plotlys_own_and_says_what_zooms(data, monkeypatch):
     """The fallback: Streamlit's plotly chart (drag-select re-aggregates), named on the page, also when the
     component's files cannot be served."""

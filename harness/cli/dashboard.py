@@ -43,6 +43,10 @@ def dashboard(
         "light",
         "--client.toolbarMode",
         "viewer",
+        # dashboard/static/ at /app/static/: the timeline chart's plotly.js, which browsers cache (the component
+        # route makes them fetch it afresh on every load; dashboard/zoom_chart.py).
+        "--server.enableStaticServing",
+        "true",
     ]
     console.print(f"dashboard on [bold]http://{host}:{port}[/] over {len(paths)} path(s); Ctrl-C stops it")
     sys.stdout.flush()
