@@ -654,3 +654,28 @@ def test_a_requests_milestones_are_labelled_apart_inside_the_chart():
     assert all(0 <= a.y <= 1 and a.yref == "paper" for a in labels.values())  # inside the chart
     assert labels["arrival"].xanchor == "left" and labels["last token"].xanchor == "right"  # towards the middle
     assert len([s for s in fig.layout.shapes if s.type == "line"]) == 4
+
+
+def test_page_figures_are_built_once_per_input_and_handed_out_as_copies():
+    """Compare's figures are cached by their inputs (a warm visit builds none); a new input builds a new one, and
+    a page changing its copy never changes the next visit's."""
+    import plotly.graph_objects as go
+
+    from dashboard import ui
+
+    built = []
+
+    def bars(frame: pd.DataFrame, colour: str = "red") -> go.Figure:
+        built.append(len(frame))
+        return go.Figure(go.Bar(x=frame["x"], y=frame["y"], marker_color=colour))
+
+    frame = pd.DataFrame({"x": ["a", "b"], "y": [1.0, 2.0]})
+    expected = json.loads(bars(frame, "blue").to_json())["data"]
+    built.clear()
+    first = ui.cached_figure(bars, frame, colour="blue")
+    first.update_layout(title="changed by the page")
+    again = ui.cached_figure(bars, frame.copy(), colour="blue")
+    assert built == [2] and again.layout.title.text is None and json.loads(again.to_json())["data"] == expected
+    ui.cached_figure(bars, frame.assign(y=[1.0, 3.0]), colour="blue")
+    ui.cached_figure(bars, frame, colour="green")
+    assert built == [2, 2, 2]

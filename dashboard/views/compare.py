@@ -58,7 +58,7 @@ st.caption(
 colours = policy_colours(
     summary["policy_label"], universe=cat.runs["policy_label"]
 )  # one colour per policy, every page
-fig = metric_bars(summary, colours=colours)
+fig = ui.cached_figure(metric_bars, summary, colours=colours)
 ui.show_figure(fig, key="compare-bars")
 st.dataframe(summary, hide_index=True)
 left, right = st.columns(2)
@@ -71,7 +71,7 @@ st.subheader("Change against a baseline")
 labels = list(dict.fromkeys(summary["policy_label"]))
 baseline = st.selectbox("Baseline policy", labels, key=f"compare-baseline-{spec}")
 change = relative_change(summary, baseline)
-change_fig = relative_bars(change, baseline, colours=colours)
+change_fig = ui.cached_figure(relative_bars, change, baseline, colours=colours)
 ui.show_figure(change_fig, key="compare-change")
 st.dataframe(change_table(change, baseline, units=units))
 left, right = st.columns(2)
@@ -88,7 +88,7 @@ if not sources:
 source = st.selectbox("Distribution", sources, format_func=lambda s: s.label, key=f"compare-dist-{spec}")
 samples = distribution_values(cat, runs, source)
 cdf = cdf_frame(samples)
-cdf_fig = cdf_figure(cdf, source.label, colours=colours)
+cdf_fig = ui.cached_figure(cdf_figure, cdf, source.label, colours=colours)
 ui.show_figure(cdf_fig, key="compare-cdf")
 st.dataframe(percentiles(samples), hide_index=True)
 left, right = st.columns(2)
