@@ -44,7 +44,10 @@ op timeline to the last bit (``tests/test_sim_fast_paths.py`` checks it against
   synchronised on by the very next call of the same thread (or launched with
   ``launch_sync``), is recorded at once with its start and end (solo rate) and
   the thread wakes after the sync, when no pending event falls before that
-  wake-up; otherwise the kernel goes to its stream as usual, at the same instant.
+  wake-up; otherwise the kernel goes to its stream as usual, at the same instant;
+* a ``launch_sync_series`` runs each step as that ``launch_sync`` would: the steps
+  that may take the fast path above run in one loop (``_solo_steps``), with no
+  round trip to the policy between them.
 """
 
 from __future__ import annotations

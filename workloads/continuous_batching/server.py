@@ -10,7 +10,8 @@ replay engine alike. Host threads:
   :class:`BatchFormation`, then runs it through the generate loop below, then
   forms the next; GPU steps are kernels on one stream ``gpu``, each followed by
   a stream sync (the engine's CUDA calls are synchronous: ``rt.launch_sync``),
-  and tokens are handed out when the sync returns;
+  and tokens are handed out when the sync returns; steps that nothing can
+  change in between go as one ``rt.launch_sync_series`` (below);
 * short-lived **deadline timers** (see ``channel``).
 
 The generate loop follows the engine's ``process_cuda_batch``:
@@ -24,7 +25,11 @@ The generate loop follows the engine's ``process_cuda_batch``:
    into new slots up to ``max_batch``; (c) slot recycling: give each finished
    slot, in slot order, to a pending request or else a queued one, stopping at
    the first miss; (d) one batched decode step over the occupied slots: one
-   token for each slot still generating.
+   token for each slot still generating. Until the next request finishes,
+   only a join can change the batch, so the loop runs the steps up to that
+   finish as one series, which stops after any step whose sync returns with a
+   request queued that could join ((a)-(c) then run as they would have after
+   that step); the fast path's steps go as one series too.
 
 A join or recycle prefills the one prompt (its first token comes from that
 prefill) and inserts its KV into the slot: ``cost.join_us``. The first token
