@@ -6,6 +6,7 @@ Only this module and the page scripts import Streamlit.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -225,6 +226,17 @@ def from_query(param: str, key: str, options) -> None:
     value = st.query_params.get(param)
     if key not in st.session_state and value is not None and value in list(options):
         st.session_state[key] = value
+
+
+def query_float(param: str) -> float | None:
+    """The URL's query parameter ``param`` as a finite number, or None (absent, or not a number: a hand-edited
+    link opens the page's default instead of failing)."""
+    value = st.query_params.get(param)
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def to_query(**values) -> None:

@@ -582,6 +582,17 @@ def test_a_stale_window_from_the_url_is_named_on_the_page_and_the_axis_is_the_ru
     assert any(t["type"] == "bar" and len(t["y"]) for t in figure_json(at)["data"])
 
 
+def test_a_window_in_the_url_that_is_not_a_number_opens_the_whole_run(data, monkeypatch):
+    """Bug: a hand-edited link (``start=soon``) stopped the Timeline page with a ValueError traceback."""
+    run = f"{DEMO.replace('_', '-')}:sync:sim:r0 @ {data.good[DEMO].name}"
+    at = new_app(data, monkeypatch, run=run, vs="(none)", start="soon", end="inf").run()
+    at.switch_page("views/timeline.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    lo, hi = figure_json(at)["layout"]["xaxis"]["range"]
+    makespan = read_run_ops(data.good[DEMO], run.split(" @ ")[0])["end_us"].max()
+    assert lo == 0.0 and hi == pytest.approx(makespan / time_unit(makespan)[1])
+
+
 def test_drawn_sweep_lines_are_one_per_configuration_with_whiskers_inside_the_data():
     """Bug: four adaptive configurations were drawn as one line of 'n = 4' means, error bars below zero."""
     from dashboard.figures import sweep_line_figure

@@ -224,6 +224,7 @@ def test_a_zoom_in_the_request_chart_requeries_that_window_and_a_double_click_go
     zoomed_note = bars_note(at, title)
     assert zoomed_note == f"{title}: {view.note()}" and zoomed_note != span_note  # the new window's ops
     assert at.button(key="requests-home")  # offered only while zoomed
+    assert _query(at, "start") == f"{lo_us:.3f}" and _query(at, "end") == f"{hi_us:.3f}"  # a zoom is shareable
     assert f"Request {int(request['request'])}:" in " ".join(h.value for h in at.subheader)
     at.session_state[key] = {"id": "s-2", "unit_us": args["unit_us"], "relayout": {"xaxis.autorange": True}}
     at.run()
@@ -231,7 +232,35 @@ def test_a_zoom_in_the_request_chart_requeries_that_window_and_a_double_click_go
     home = [request["arrival_us"] / scale, request["last_token_us"] / scale]
     assert x_range(at) == pytest.approx(home) and bars_note(at, title) == span_note
     assert not [b for b in at.button if b.key == "requests-home"]
+    assert "start" not in at.query_params and "end" not in at.query_params  # the request's own span: no zoom
     at.session_state[key] = {"id": "s-3", "unit_us": args["unit_us"], "relayout": {"xaxis.range": [z_lo, z_hi]}}
     at.run()
     at.button(key="requests-home").click().run()
     assert x_range(at) == pytest.approx(home)
+
+
+def _query(at: AppTest, param: str) -> str | None:
+    value = at.query_params.get(param)
+    return value[0] if isinstance(value, list) else value
+
+
+def test_a_shared_url_opens_that_request_zoomed_and_a_bad_window_opens_its_span(folders, monkeypatch):
+    """A link carries the zoomed window of the request it names; a window that is not a number (a hand-edited
+    link) opens the request's own span, with no error."""
+    cat = build_catalog([load_path(p) for p in folders.values()])
+    run = runs_with_requests(cat).iloc[0]
+    request = run_requests(cat, run["folder"], run["run_id"], "e2e_us").iloc[0]
+    lo, hi = request_window(request)
+    z_lo, z_hi = lo + 0.25 * (hi - lo), lo + 0.5 * (hi - lo)
+    link = {"run": run["run_label"], "sort": "e2e_us", "request": str(int(request["request"]))}
+    at = new_app(folders, monkeypatch, **link, start=f"{z_lo:.3f}", end=f"{z_hi:.3f}").run()
+    at.switch_page("views/requests.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    scale = time_unit(z_hi - z_lo)[1]
+    assert x_range(at) == pytest.approx([z_lo / scale, z_hi / scale], rel=1e-6)
+    assert at.button(key="requests-home")
+    at = new_app(folders, monkeypatch, **link, start="soon", end="nan").run()
+    at.switch_page("views/requests.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    scale = time_unit(hi - lo)[1]
+    assert x_range(at) == pytest.approx([lo / scale, hi / scale])

@@ -3,7 +3,7 @@
 Select a row (or pick the request below the table) to draw the run's lanes from the request's arrival to its
 last token, with its milestones marked. Zoom and pan in the chart as on the Timeline page (the same zoomable chart,
 dashboard/zoom_chart.py: each new window is re-queried and re-aggregated); a double click, or "Back to the
-request", returns to the request's span. The run, the sort and the request are kept in the URL.
+request", returns to the request's span. The run, the sort, the request and a zoomed window are kept in the URL.
 """
 
 from urllib.parse import urlencode
@@ -71,7 +71,6 @@ if st.session_state.get(request_key) not in ids:
     st.session_state[request_key] = ids[0]  # the worst request by the chosen sort
 chosen = st.selectbox("Request", ids, key=request_key, format_func=names.get)
 request = table.iloc[ids.index(chosen)]
-ui.to_query(run=label, sort=sort_by, request=int(chosen))
 
 ops = ui.run_ops(row["folder"], row["run_id"])
 run_end = float(ops["end_us"].max()) if len(ops) else 0.0
@@ -84,17 +83,27 @@ if note:
 # The window starts as the request's span; a zoom or pan in the chart moves it, a double click brings it back.
 home = (span_start, span_end)
 window_key = f"requests-window-{label}-{int(chosen)}"
-if window_key not in st.session_state:
-    st.session_state[window_key] = home
+if window_key not in st.session_state:  # a shared link's zoom, for the request it names; else the request's span
+    linked = from_url == label and st.query_params.get("request") == str(int(chosen))
+    zoom = (ui.query_float("start"), ui.query_float("end")) if linked else (None, None)
+    st.session_state[window_key] = zoom if None not in zoom else home
 chart_key = f"requests-chart-{label}"  # one chart per run: it stays mounted while zooming and picking requests
 zoomable = ui.zoomable_on("requests-zoomable")
 if zoomable:  # before anything is drawn: one script run per zoom
     ui.take_zoom(st.session_state.get(chart_key), chart_key, window_key, run_end, home)
 start, end, _ = resolve_window(*st.session_state[window_key], run_end)
 st.session_state[window_key] = (start, end)
+zoomed = (start, end) != home
+ui.to_query(
+    run=label,
+    sort=sort_by,
+    request=int(chosen),
+    start=f"{start:.3f}" if zoomed else None,
+    end=f"{end:.3f}" if zoomed else None,
+)
 
 st.subheader(f"Request {int(chosen)}: {format_duration(span_start)} to {format_duration(span_end)}")
-if (start, end) != home:
+if zoomed:
 
     def back_to_request() -> None:
         st.session_state[window_key] = home

@@ -56,12 +56,10 @@ run_end = max(float(o["end_us"].max()) for o in ops)
 # The window belongs to this pair of runs: another run starts from its whole extent (or the URL's window).
 window_key = f"timeline-window-{first}-{second}"
 if window_key not in st.session_state:
-    url = st.query_params
-    start_url = url.get("start") if from_url == first else None
-    end_url = url.get("end") if from_url == first else None
+    from_link = from_url == first
     st.session_state[window_key] = (
-        float(start_url) if start_url else None,
-        float(end_url) if end_url else None,
+        ui.query_float("start") if from_link else None,
+        ui.query_float("end") if from_link else None,
     )
 chart_key = f"timeline-chart-{first}-{second}"  # one chart per pair of runs: it stays mounted while zooming
 zoomable = ui.zoomable_on("timeline-zoomable")
