@@ -390,7 +390,10 @@ def test_launch_arrows_join_the_call_on_the_thread_lane_to_the_start_on_the_stre
         ((issue / scale, "host thread main"), (start / scale, "gpu0 stream compute"))
         for issue, start in zip(device["issue_us"], device["start_us"])
     )
-    assert sorted(flow_points(fig)) == pytest.approx(expected)  # 20 arrows: 10 kernels, 10 copies
+    drawn = sorted(flow_points(fig))  # 20 arrows: 10 kernels, 10 copies
+    assert [(a[1], b[1]) for a, b in drawn] == [(a[1], b[1]) for a, b in expected]  # lanes
+    times = [x for a, b in drawn for x in (a[0], b[0])]
+    assert times == pytest.approx([x for a, b in expected for x in (a[0], b[0])])  # call, start of each arrow
     assert not [f for f in view.flows.itertuples() if "copy engine" in f.to_lane]
     hover = " ".join(h for t in fig.data if t.name == FLOW_NAME for h in t.hovertext)
     assert "launch latency 7 µs" in hover
