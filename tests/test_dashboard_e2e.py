@@ -168,6 +168,7 @@ def test_timeline_page_draws_sim_over_replay(server, page, tmp_path):
     )
     assert page.frame_locator(ZOOM_CHART).locator(".js-plotly-plot .barlayer path").count() > 20
     shoot(page, "3-timeline", tmp_path)
+    page.get_by_role("button", name="Download", exact=True).click()  # the downloads are in a popover
     with page.expect_download() as html:
         page.get_by_role("button", name="Download figure (HTML)").click()
     figure = Path(html.value.path()).read_text()
@@ -202,8 +203,10 @@ def test_timeline_url_opens_a_zoomed_window_of_a_big_run_with_its_units(server, 
     no_exception(page)
     assert chart.locator(".js-plotly-plot .xtitle").first.text_content() == "time (ms)"
     assert chart.locator(".js-plotly-plot .barlayer path").count() > 3
-    body = page.inner_text("body")
-    assert "outside this run" not in body and "Download Perfetto trace" in body
+    assert "outside this run" not in page.inner_text("body")
+    page.get_by_role("button", name="Download", exact=True).click()  # the downloads are in a popover
+    page.get_by_role("button", name="Download Perfetto trace").wait_for(timeout=10_000)
+    page.keyboard.press("Escape")
     page.get_by_role("button", name="Whole run").click()
     settle(page)
     assert "exceed the bound" in page.inner_text("body") or "every op drawn" in page.inner_text("body")

@@ -82,8 +82,6 @@ st.dataframe(
     hide_index=True,
     column_config={c: st.column_config.Column(c, width="medium") for c in VALUE_COLUMNS},
 )
-left, right = st.columns(2)
-with left:
+with st.popover("Download"):  # drawn only when opened: a page load mounts fewer elements (issue 14)
     ui.download_table(shown, "fidelity", key="fidelity-csv")
-with right:
     ui.download_figure(fig, "fidelity", key="fidelity-html")

@@ -74,9 +74,6 @@ request = table.iloc[ids.index(chosen)]
 
 ops = ui.run_ops(row["folder"], row["run_id"])
 run_end = float(ops["end_us"].max()) if len(ops) else 0.0
-max_bars = st.number_input(
-    "most bars", min_value=200, max_value=50_000, value=DEFAULT_MAX_BARS, step=500, key="requests-max-bars"
-)
 span_start, span_end, _, note = request_span(request, run_end)
 if note:
     st.warning(note)
@@ -111,6 +108,13 @@ if zoomed:
     left, right = st.columns([3, 1])
     left.caption(f"Zoomed to {format_duration(start)} to {format_duration(end)}.")
     right.button("Back to the request", on_click=back_to_request, key="requests-home")
+# The rarely used controls in a popover: its content is drawn only when it is opened, so a page load mounts fewer
+# elements (the browser's work before the chart's frame is created, issue 14).
+with st.popover("Chart options"):
+    max_bars = st.number_input(
+        "most bars", min_value=200, max_value=50_000, value=DEFAULT_MAX_BARS, step=500, key="requests-max-bars"
+    )
+    ui.zoomable_toggle("requests-zoomable")
 title = f"{row['run_id']} ({row['backend']})"
 marks = milestones_in(request, start, end)
 [(_, view)], fig = ui.timeline([(row["folder"], row["run_id"], title)], start, end, int(max_bars), marks)
@@ -127,11 +131,8 @@ how = ui.zoomable_timeline(
     home_name="back to the request",
 )
 st.caption(how)
-ui.zoomable_toggle("requests-zoomable")
 link = "./timeline?" + urlencode({"run": label, "start": f"{start:.3f}", "end": f"{end:.3f}"})
 st.markdown(f"[Open this window on the Timeline page]({link}) (zoom, pan, search, a second run below it).")
-left, right = st.columns(2)
-with left:
+with st.popover("Download"):
     ui.download_table(shown, row["run_id"], "requests", key="requests-csv", label="Download the requests (CSV)")
-with right:
     ui.download_figure(fig, row["run_id"], f"request-{int(chosen)}", key="requests-html")

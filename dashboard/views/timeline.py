@@ -81,10 +81,9 @@ c[1].button("Zoom out", on_click=lambda: set_window(*zoom_window(start, stop, 2.
 c[2].button("◀ Earlier", on_click=lambda: set_window(*pan_window(start, stop, -0.5, run_end)), key="timeline-left")
 c[3].button("Later ▶", on_click=lambda: set_window(*pan_window(start, stop, 0.5, run_end)), key="timeline-right")
 c[4].button("Whole run", on_click=lambda: set_window(0.0, run_end), key="timeline-all")
-max_bars = c[5].number_input(
-    "most bars per run", min_value=200, max_value=50_000, value=DEFAULT_MAX_BARS, step=500, key="timeline-max-bars"
-)
-with st.expander(f"Window: {format_duration(start)} to {format_duration(stop)} of {format_duration(run_end)}"):
+# The rarely used controls in a popover: its content is drawn only when it is opened, so a page load mounts fewer
+# elements (the browser's work before the chart's frame is created, issue 14).
+with c[5].popover(f"Window: {format_duration(start)} to {format_duration(stop)} of {format_duration(run_end)}"):
     with st.form(f"timeline-window-form-{start}-{stop}"):
         w1, w2 = st.columns(2)
         typed_start = w1.number_input("window start (µs)", min_value=0.0, value=start, step=1000.0)
@@ -92,6 +91,10 @@ with st.expander(f"Window: {format_duration(start)} to {format_duration(stop)} o
         if st.form_submit_button("Show this window"):
             set_window(typed_start, typed_end)
             st.rerun()
+    max_bars = st.number_input(
+        "most bars per run", min_value=200, max_value=50_000, value=DEFAULT_MAX_BARS, step=500, key="timeline-max-bars"
+    )
+    ui.zoomable_toggle("timeline-zoomable")
 
 s1, s2 = st.columns([5, 1])
 query = s1.text_input("Search ops by name", key="timeline-search", placeholder="decode, Memcpy, segment[3] ...")
@@ -129,7 +132,6 @@ st.caption(
     how + " Hover a bar for its times, launch latency and GB/s, or a merged bar's busy fraction and kinds. "
     "The camera icon saves a PNG."
 )
-ui.zoomable_toggle("timeline-zoomable")
 ui.to_query(run=first, vs=None if second == NONE else second, start=f"{start:.3f}", end=f"{stop:.3f}")
 
 if query:
@@ -144,12 +146,9 @@ if query:
             st.rerun()
 
 bars = views[0][1].bars
-left, middle, right = st.columns(3)
-with left:
+with st.popover("Download"):
     ui.download_table(bars, row["run_id"], "timeline", key="timeline-csv", label="Download bars of the first run (CSV)")
-with middle:
     ui.download_figure(fig, row["run_id"], "timeline", key="timeline-html")
-with right:
     n_shown = views[0][1].n_ops  # the first run's ops in the window
     if n_shown <= PERFETTO_MAX_OPS:
         st.download_button(
