@@ -293,7 +293,7 @@ def sidebar(cat: Catalog) -> None:
     a text area and a caption per folder fewer (issue 14, page speed). Errors stay in view."""
     loaded = [load for load in cat.folders if load.ok]
     with st.sidebar:
-        with st.popover(f"Results folders: {len(loaded)} loaded", use_container_width=True):
+        with st.popover(f"Results folders: {len(loaded)} loaded", width="stretch"):
             st.text_area(
                 "Results folders or table files (one a line; a folder of results folders counts as all of them)",
                 key=FOLDERS_KEY,
