@@ -89,6 +89,18 @@ def format_duration(us: float) -> str:
     return f"{value:,.3g} {unit}" if abs(value) < 1000 else f"{value:,.0f} {unit}"
 
 
+def format_window(start_us: float, end_us: float) -> str:
+    """``10,000.00 ms to 10,002.00 ms``: both ends in the unit that fits the window's span, with the digits that
+    tell them apart (three significant digits of the span), however late in the run the window lies."""
+    if not (np.isfinite(start_us) and np.isfinite(end_us)):
+        return f"{format_duration(start_us)} to {format_duration(end_us)}"
+    span_us = abs(end_us - start_us)
+    unit, scale = time_unit(span_us)
+    span = span_us / scale
+    decimals = max(0, 2 - int(np.floor(np.log10(span)))) if span > 0 else 3
+    return f"{start_us / scale:,.{decimals}f} {unit} to {end_us / scale:,.{decimals}f} {unit}"
+
+
 # --------------------------------------------------------------------------- lanes
 
 

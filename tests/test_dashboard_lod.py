@@ -25,6 +25,7 @@ from dashboard.machines import machine_groups
 from dashboard.timeline import (
     MAX_FLOW_BARS,
     format_duration,
+    format_window,
     pan_window,
     resolve_window,
     search_ops,
@@ -335,6 +336,14 @@ def test_time_units_follow_the_window():
     assert time_unit(500.0) == ("µs", 1.0) and time_unit(10_000.0) == ("ms", 1e3) and time_unit(5e6) == ("s", 1e6)
     assert format_duration(1500.0) == "1.5 ms" and format_duration(850.0) == "850 µs"
     assert format_duration(12.3e6) == "12.3 s"
+
+
+def test_a_window_late_in_a_run_is_labelled_with_ends_that_differ():
+    """Bug: a 2 ms window at t = 10 s was labelled "10 s to 10 s" (each end rounded to three digits on its own)."""
+    assert format_window(10e6, 10.002e6) == "10,000.00 ms to 10,002.00 ms"
+    assert format_window(0.0, 18.3e6) == "0.0 s to 18.3 s"
+    assert format_window(1_000.0, 1_000.5) == "1,000.000 µs to 1,000.500 µs"
+    assert format_window(5.0, 5.0) == "5.000 µs to 5.000 µs"
 
 
 def test_hover_gives_launch_latency_and_bandwidth():

@@ -19,7 +19,7 @@ from dashboard.requests_view import (
     runs_with_requests,
     table_in_ms,
 )
-from dashboard.timeline import DEFAULT_MAX_BARS, format_duration, resolve_window, time_unit
+from dashboard.timeline import DEFAULT_MAX_BARS, format_window, resolve_window, time_unit
 
 st.title("Requests")
 cat = ui.catalog()
@@ -99,14 +99,14 @@ ui.to_query(
     end=f"{end:.3f}" if zoomed else None,
 )
 
-st.subheader(f"Request {int(chosen)}: {format_duration(span_start)} to {format_duration(span_end)}")
+st.subheader(f"Request {int(chosen)}: {format_window(span_start, span_end)}")
 if zoomed:
 
     def back_to_request() -> None:
         st.session_state[window_key] = home
 
     left, right = st.columns([3, 1])
-    left.caption(f"Zoomed to {format_duration(start)} to {format_duration(end)}.")
+    left.caption(f"Zoomed to {format_window(start, end)}.")
     right.button("Back to the request", on_click=back_to_request, key="requests-home")
 # The rarely used controls in a popover: its content is drawn only when it is opened, so a page load mounts fewer
 # elements (the browser's work before the chart's frame is created, issue 14).

@@ -16,6 +16,7 @@ from dashboard.timeline import (
     DEFAULT_MAX_BARS,
     MAX_FLOW_BARS,
     format_duration,
+    format_window,
     in_window,
     pan_window,
     resolve_window,
@@ -83,7 +84,7 @@ c[3].button("Later ▶", on_click=lambda: set_window(*pan_window(start, stop, 0.
 c[4].button("Whole run", on_click=lambda: set_window(0.0, run_end), key="timeline-all")
 # The rarely used controls in a popover: its content is drawn only when it is opened, so a page load mounts fewer
 # elements (the browser's work before the chart's frame is created, issue 14).
-with c[5].popover(f"Window: {format_duration(start)} to {format_duration(stop)} of {format_duration(run_end)}"):
+with c[5].popover(f"Window: {format_window(start, stop)} of {format_duration(run_end)}"):
     with st.form(f"timeline-window-form-{start}-{stop}"):
         w1, w2 = st.columns(2)
         typed_start = w1.number_input("window start (µs)", min_value=0.0, value=start, step=1000.0)
