@@ -105,6 +105,7 @@ from sim.timeline import NeedsEventModel, TimelineRun
 
 _KERNEL = OpKind.KERNEL.value
 _INFINITY = float("inf")
+_NO_STEPS: Iterator[float] = iter(())  # the rest of a series of one step (an exhausted iterator stays exhausted)
 _HOST_SYNC = OpKind.HOST_SYNC.value
 
 
@@ -393,26 +394,9 @@ class SimBackend(Backend):
     ) -> bool:
         """``launch_sync`` without SimPy (the held kernel and its fused sync in one go); False: nothing done.
 
-        The conditions are the two steps' together: the stream and its device's compute idle, and
-        no pending event at or before the thread's wake-up (which implies none before the launch's
-        host cost is paid).
+        A series of one step (:meth:`_solo_steps`, which holds the conditions and the arithmetic).
         """
-        env = self.env
-        stream: _SimStream = handle.native
-        if stream.wakeup is None or stream.device.compute.jobs or not env.last_callback:
-            return False
-        issue = env._now
-        cost = self._launch_us if host_us is None else host_us
-        start = issue + cost if cost > 0.0 else issue
-        end = solo_end_us(start, duration_us, share)
-        wake = self._sync_wake_us
-        woken = end + wake if wake > 0.0 else end
-        queue = env._queue
-        if queue and queue[0][0] <= woken:
-            return False
-        self._next_id += 1
-        self._record_step(stream, self._next_id, name, thread.name, issue, start, end, thread.name, woken)
-        return True
+        return self._solo_steps(handle, name, share, duration_us, _NO_STEPS, None, thread, [], host_us) is None
 
     def _record_step(
         self,
@@ -572,13 +556,17 @@ class SimBackend(Backend):
         until: Callable[[], object] | None,
         thread: Thread,
         times: list[float],
+        host_us: float | None = None,
     ) -> float | None:
-        """Steps of a series, from one of ``duration_us`` on, each as :meth:`_launch_sync_at_once` would run it.
+        """Steps of a series, from one of ``duration_us`` on, each ``launch_sync`` without SimPy: the held
+        kernel and its fused sync in one go, each paying ``host_us`` (None: the profile's launch cost).
 
-        The fast path's conditions hold for every step once they hold for the first: a step ends with
-        its stream and compute idle again and adds no event. Appends each step's wake-up to ``times``;
-        returns the duration of the first step that may not take the fast path (a pending event at or
-        before its wake-up), or None when the series is over (``durations`` ran out, or ``until()`` held).
+        The conditions are the two steps' together: the stream and its device's compute idle, and no
+        pending event at or before the thread's wake-up (which implies none before the launch's host cost
+        is paid). They hold for every step once they hold for the first: a step ends with its stream and
+        compute idle again and adds no event. Appends each step's wake-up to ``times``; returns the
+        duration of the first step that may not take the fast path, or None when the series is over
+        (``durations`` ran out, or ``until()`` held).
         """
         env = self.env
         stream: _SimStream = handle.native
@@ -587,7 +575,7 @@ class SimBackend(Backend):
             return duration_us
         queue = env._queue
         horizon = queue[0][0] if queue else _INFINITY  # a step must wake before the next pending event
-        cost, wake = self._launch_us, self._sync_wake_us
+        cost, wake = self._launch_us if host_us is None else host_us, self._sync_wake_us
         first_id = self._next_id + 1
         steps: list[float] = []  # issue, start, end, wake-up of each step
         extend, append = steps.extend, times.append

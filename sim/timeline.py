@@ -196,7 +196,7 @@ class TimelineRun:
         self.now_us = now + wake if wake > 0.0 else now
         self._host_row(_HOST_SYNC, name, start)
 
-    def _sync_stream(self, cmd: SyncStream | LaunchSync | LaunchSyncSeries) -> None:
+    def _sync_stream(self, cmd: SyncStream | LaunchSync) -> None:
         stream: _Stream = cmd.stream.native
         self._wake_after(stream.tail_us, stream.sync_name)
 
@@ -279,10 +279,7 @@ class TimelineRun:
         """``launch_sync`` per duration until ``until()`` holds after a step; returns when each woke."""
         times: list[float] = []
         for duration in cmd.each_duration_us():
-            issue = self._pay(self.host.launch_us)
-            self._kernel(cmd.stream, cmd.name, duration, cmd.compute_share, issue, 0.0)
-            self._sync_stream(cmd)
-            times.append(self.now_us)
+            times.append(self._launch_sync(LaunchSync(cmd.stream, cmd.name, duration, cmd.compute_share, cmd.kind)))
             if cmd.until is not None and cmd.until():
                 break
         return times
