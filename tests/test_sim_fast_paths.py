@@ -232,27 +232,20 @@ def _both_ways(profile: str, devices: int, main, *args):
     return fast
 
 
+@pytest.mark.parametrize(
+    "program",
+    [PROGRAM, PROGRAM_WITH_LAUNCH_SYNC, PROGRAM_WITH_SERIES],
+    ids=["plain", "with_launch_sync", "with_series"],
+)
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    threads=PROGRAM,
+    data=st.data(),
     streams_per_device=st.integers(1, 3),
     devices=st.integers(1, 2),
     profile=st.sampled_from(["h100-sxm-pcie5", "h200-measured"]),
 )
-def test_random_programs_same_with_and_without_fast_paths(threads, streams_per_device, devices, profile) -> None:
-    _both_ways(profile, devices, _program_main, threads, streams_per_device, devices)
-
-
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    threads=PROGRAM_WITH_LAUNCH_SYNC,
-    streams_per_device=st.integers(1, 3),
-    devices=st.integers(1, 2),
-    profile=st.sampled_from(["h100-sxm-pcie5", "h200-measured"]),
-)
-def test_random_programs_with_launch_sync_same_with_and_without_fast_paths(
-    threads, streams_per_device, devices, profile
-) -> None:
+def test_random_programs_same_with_and_without_fast_paths(program, data, streams_per_device, devices, profile) -> None:
+    threads = data.draw(program, label="threads")
     _both_ways(profile, devices, _program_main, threads, streams_per_device, devices)
 
 
@@ -271,19 +264,6 @@ def test_launch_sync_is_a_launch_a_sync_and_a_now(threads, streams_per_device, f
     three = SimBackend(prof, 1, None, 0, fast=fast).run(_program_main, by_hand, streams_per_device, 1)
     assert ops_frame(one.ops).equals(ops_frame(three.ops))
     assert one.main_end_us == three.main_end_us
-
-
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    threads=PROGRAM_WITH_SERIES,
-    streams_per_device=st.integers(1, 3),
-    devices=st.integers(1, 2),
-    profile=st.sampled_from(["h100-sxm-pcie5", "h200-measured"]),
-)
-def test_random_programs_with_series_same_with_and_without_fast_paths(
-    threads, streams_per_device, devices, profile
-) -> None:
-    _both_ways(profile, devices, _program_main, threads, streams_per_device, devices)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
