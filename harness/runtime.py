@@ -432,10 +432,15 @@ def _kernel(
         return command(stream, name, duration_us, compute_share, kind)
     if not duration_us >= 0.0:  # also rejects NaN
         raise ValueError(f"kernel {name!r}: duration_us must be >= 0, got {duration_us}")
+    share, kind = _share_and_kind(name, compute_share, kind)
+    return command(stream, name, float(duration_us), share, kind, _host_cost(host_us))
+
+
+def _share_and_kind(name: str, compute_share: float, kind: KernelKind) -> tuple[float, KernelKind]:
+    """A kernel's compute share and kind, checked and coerced (contract point 5)."""
     if not 0.0 < compute_share <= 1.0:
         raise ValueError(f"kernel {name!r}: compute_share must be in (0, 1], got {compute_share}")
-    kind = kind if kind.__class__ is KernelKind else KernelKind(kind)  # the enum call only when coercing
-    return command(stream, name, float(duration_us), float(compute_share), kind, _host_cost(host_us))
+    return float(compute_share), kind if kind.__class__ is KernelKind else KernelKind(kind)  # enum call only to coerce
 
 
 class Runtime:
@@ -505,10 +510,8 @@ class Runtime:
         duration is checked as ``launch`` checks its own. Returns the host time each step's
         sync returned at, one per step run.
         """
-        if not 0.0 < compute_share <= 1.0:
-            raise ValueError(f"kernel {name!r}: compute_share must be in (0, 1], got {compute_share}")
-        kind = kind if kind.__class__ is KernelKind else KernelKind(kind)
-        series = LaunchSyncSeries(stream, name, durations_us, float(compute_share), kind, until)
+        share, kind = _share_and_kind(name, compute_share, kind)
+        series = LaunchSyncSeries(stream, name, durations_us, share, kind, until)
         if isinstance(durations_us, (list, tuple)):  # checked here, at once (a NaN makes the sum NaN)
             durations = series.durations_us = list(map(float, durations_us))
             if durations and (not min(durations) >= 0.0 or (total := sum(durations)) != total):
