@@ -422,3 +422,10 @@ def test_single_thread_workloads_run_on_the_timeline(spec: str) -> None:
         backend = SimBackend(loaded.profile, 1, loaded.device_memory_bytes, loaded.spec.seed)
         backend.run(run.policy.main, inputs, run.params)
         assert backend.timeline_gave_up is None, (run.label, backend.timeline_gave_up)
+
+
+def test_a_series_rejects_a_bad_share_at_the_call_as_launch_does() -> None:
+    rt = SimBackend(load_profile("h100-sxm-pcie5"), 1, None, 0).runtime
+    for build in (rt.launch, rt.launch_sync_series):
+        with pytest.raises(ValueError, match=r"kernel 'decode': compute_share must be in \(0, 1\], got 1.5"):
+            build(None, "decode", [5.0] if build == rt.launch_sync_series else 5.0, 1.5)
