@@ -10,9 +10,14 @@ stream, a kind, a kernel name).
 
 The commonest pair of rows, a kernel that ran alone and the host sync that
 waited for it (a synchronous GPU step: ``sim.engine``'s fast path), has a
-record of its own, :meth:`OpLog.append_step`: its op id and four times go to
-typed arrays at once, and what the two rows share (device, stream, kernel
-name, threads) is one small code per step. Both rows come out of it in the table.
+record of its own. Steps come in runs (:meth:`OpLog.append_steps`): each step
+of a run is issued when the previous one's sync returned, its kernel starts a
+fixed host cost later and its sync returns a fixed wake-up after the kernel
+ends. So a run keeps its kind (one small code for what its rows share:
+device, stream, kernel name, threads), first op id, first issue time, cost
+and wake-up, and each step only its kernel's end time: 8 bytes for two rows.
+The other times are the same float additions redone with numpy when a column
+is built, so they come out to the last bit. Both rows come out of a step in the table.
 
 :meth:`OpLog.frame` builds the ops table in ``op_id`` order from the chunks and
 the steps, with the dtypes pandas infers for the same rows given as lists (int64,
@@ -25,8 +30,7 @@ then built from the Python values as pandas would: the table is the same either 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Iterator
-from itertools import repeat
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -66,15 +70,15 @@ class OpLog:
     CHUNK_ROWS = 1 << 16
     """Rows kept as tuples before they become a chunk of columns (bounds the tuples alive at once)."""
 
-    __slots__ = ("_pending", "_chunks", "_chunked_rows", "_step_ids", "_step_times", "_step_kinds", "_kinds")
+    __slots__ = ("_pending", "_chunks", "_chunked_rows", "_run_ints", "_run_times", "_step_ends", "_kinds")
 
     def __init__(self, rows: Iterable[tuple] = ()) -> None:
         self._pending: list[tuple] = []
         self._chunks: list[list[Any]] = []  # per chunk, one column per OpRow field
         self._chunked_rows = 0
-        self._step_ids = array("q")  # per step: the kernel's op id (its sync's is the next)
-        self._step_times = array("d")  # per step: issue, start, end of the kernel, when the sync returned
-        self._step_kinds = array("q")  # per step: its code in _kinds
+        self._run_ints = array("q")  # per run of steps: its code in _kinds, its first kernel's op id, its steps
+        self._run_times = array("d")  # per run: its first step's issue time, the host cost, the wake-up
+        self._step_ends = array("d")  # per step: when its kernel ended
         self._kinds: dict[tuple, int] = {}  # (device, stream, kernel name, thread, sync thread, sync name) -> code
         self.extend(rows)
 
@@ -113,20 +117,30 @@ class OpLog:
 
         The times must be floats (the table's float64 columns hold them as they are).
         """
-        self._step_ids.append(op_id)
-        self._step_kinds.append(kind)
-        self._step_times.extend((issue_us, start_us, end_us, woken_us))
+        cost, wake = start_us - issue_us, woken_us - end_us
+        if issue_us + cost == start_us and end_us + wake == woken_us:  # a run of one step holds them exactly
+            self.append_steps(kind, op_id, issue_us, cost, wake, (end_us,))
+            return
+        device, stream, name, thread, sync_thread, sync_name = list(self._kinds)[kind]
+        self.append((op_id, device, stream, _KERNEL, name, 0, "", thread, issue_us, start_us, end_us))
+        sync_row = (op_id + 1, _HOST_DEVICE, sync_thread, _HOST_SYNC, sync_name, 0, "", sync_thread)
+        self.append((*sync_row, start_us, start_us, woken_us))
 
-    def append_steps(self, kind: int, first_op_id: int, times_us: list[float]) -> None:
-        """Record consecutive steps of one ``kind`` (:meth:`append_step` each): op ids ``first_op_id``,
-        ``first_op_id + 2``, ... for the kernels; ``times_us`` holds issue, start, end, wake-up of each step."""
-        count = len(times_us) // 4
-        self._step_ids.extend(range(first_op_id, first_op_id + 2 * count, 2))
-        self._step_kinds.extend(repeat(kind, count))
-        self._step_times.extend(times_us)
+    def append_steps(
+        self, kind: int, first_op_id: int, issue_us: float, cost_us: float, wake_us: float, ends_us: Sequence[float]
+    ) -> None:
+        """Record a run of consecutive steps of one ``kind`` (:meth:`append_step` each), one per kernel end time
+        in ``ends_us``: kernel op ids ``first_op_id``, ``first_op_id + 2``, ...; the first step issued at
+        ``issue_us``, each later one when the previous one's sync returned; each kernel starting at its issue
+        + ``cost_us`` and each sync returning at its kernel's end + ``wake_us``. All floats."""
+        if not ends_us:
+            return
+        self._run_ints.extend((kind, first_op_id, len(ends_us)))
+        self._run_times.extend((issue_us, cost_us, wake_us))
+        self._step_ends.extend(ends_us)
 
     def __len__(self) -> int:
-        return self._chunked_rows + len(self._pending) + 2 * len(self._step_ids)
+        return self._chunked_rows + len(self._pending) + 2 * len(self._step_ends)
 
     def __iter__(self) -> Iterator[OpRow]:
         """Every row: those appended one by one in the order they were, then the steps' (not ``op_id`` order)."""
@@ -134,11 +148,13 @@ class OpLog:
         for chunk in self._chunks:
             yield from map(make, zip(*(_to_list(column) for column in chunk)))
         yield from map(make, list(self._pending))
+        steps = self._steps()
+        if steps is None:
+            return
         keys = list(self._kinds)
-        times = self._step_times
-        for i, (op_id, code) in enumerate(zip(self._step_ids, self._step_kinds)):
+        columns = (steps.ids, steps.codes, steps.issue, steps.start, steps.end, steps.woken)
+        for op_id, code, issue, start, end, woken in zip(*(c.tolist() for c in columns)):
             device, stream, name, thread, sync_thread, sync_name = keys[code]
-            issue, start, end, woken = times[4 * i : 4 * i + 4]
             yield OpRow(op_id, device, stream, _KERNEL, name, 0, "", thread, issue, start, end)
             yield OpRow(
                 op_id + 1, _HOST_DEVICE, sync_thread, _HOST_SYNC, sync_name, 0, "", sync_thread, start, start, woken
@@ -148,7 +164,7 @@ class OpLog:
         """One column of every row, in the order :meth:`__iter__` gives them (a numpy array, or a list)."""
         i = _FIELDS.index(name)
         self._chunk()
-        parts = self._parts(i)
+        parts = self._parts(i, self._steps())
         if not parts:
             return np.zeros(0, dtype=object if _IS_STRING[i] else None)
         column = _gathered(parts, _IS_STRING[i], None)
@@ -165,9 +181,10 @@ class OpLog:
         if unknown := [name for name in names if name not in _FIELDS]:
             raise ValueError(f"not ops-table columns: {unknown}")
         self._chunk()
-        if not self._chunks and not self._step_ids:
+        if not self._chunks and not self._step_ends:
             return pd.DataFrame([], columns=list(names))
-        op_id = _gathered(self._parts(0), False, None)
+        steps = self._steps()  # once for every column
+        op_id = _gathered(self._parts(0, steps), False, None)
         order = None
         if isinstance(op_id, np.ndarray) and op_id.dtype.kind in "iu":
             if len(op_id) > 1 and not (op_id[1:] > op_id[:-1]).all():
@@ -180,7 +197,7 @@ class OpLog:
         del op_id
         for name in names:
             i = _FIELDS.index(name)
-            frame[name] = _gathered(self._parts(i), _IS_STRING[i], order)
+            frame[name] = _gathered(self._parts(i, steps), _IS_STRING[i], order)
         return frame
 
     # ------------------------------------------------------------------ internals
@@ -196,20 +213,21 @@ class OpLog:
         self._chunks.append([_typed(values, string) for values, string in zip(columns, _IS_STRING)])
         self._chunked_rows += len(pending)
 
-    def _parts(self, i: int) -> list[Any]:
+    def _parts(self, i: int, steps: _Steps | None) -> list[Any]:
         """Column ``i`` in parts: each chunk's, then the steps' kernel rows, then their sync rows."""
         parts = [chunk[i] for chunk in self._chunks]
-        if not self._step_ids:
+        if steps is None:
             return parts
         name = _FIELDS[i]
-        if name in ("issue_us", "start_us", "end_us"):
-            times = np.frombuffer(self._step_times, dtype=np.float64).reshape(-1, 4)
-            kernel, sync = {"issue_us": (0, 1), "start_us": (1, 1), "end_us": (2, 3)}[name]
-            return [*parts, times[:, kernel], times[:, sync]]
+        if name == "issue_us":
+            return [*parts, steps.issue, steps.start]
+        if name == "start_us":
+            return [*parts, steps.start, steps.start]
+        if name == "end_us":
+            return [*parts, steps.end, steps.woken]
         if name == "op_id":
-            ids = np.frombuffer(self._step_ids, dtype=np.int64)
-            return [*parts, ids, ids + 1]
-        codes = np.frombuffer(self._step_kinds, dtype=np.int64)
+            return [*parts, steps.ids, steps.ids + 1]
+        codes = steps.codes
         keys = list(self._kinds)
         kernel_values, sync_values = {
             "device": ([k[0] for k in keys], [_HOST_DEVICE] * len(keys)),
@@ -221,6 +239,42 @@ class OpLog:
             "thread": ([k[3] for k in keys], [k[4] for k in keys]),
         }[name]
         return [*parts, _Coded(codes, tuple(kernel_values)), _Coded(codes, tuple(sync_values))]
+
+    def _steps(self) -> _Steps | None:
+        """Every step's op id, code and times, redone from the runs (the additions ``append_steps`` describes);
+        None without steps."""
+        if not self._step_ends:
+            return None
+        runs = np.frombuffer(self._run_ints, dtype=np.int64).reshape(-1, 3)
+        run_times = np.frombuffer(self._run_times, dtype=np.float64).reshape(-1, 3)
+        counts = runs[:, 2]
+        first = np.cumsum(counts) - counts  # each run's first step
+        ordinal = np.arange(len(self._step_ends), dtype=np.int64) - np.repeat(first, counts)  # step within its run
+        end = np.frombuffer(self._step_ends, dtype=np.float64)
+        woken = end + np.repeat(run_times[:, 2], counts)
+        issue = np.empty_like(end)
+        issue[1:] = woken[:-1]
+        issue[first] = run_times[:, 0]
+        return _Steps(
+            ids=np.repeat(runs[:, 1], counts) + 2 * ordinal,
+            codes=np.repeat(runs[:, 0], counts),
+            issue=issue,
+            start=issue + np.repeat(run_times[:, 1], counts),
+            end=end,
+            woken=woken,
+        )
+
+
+class _Steps(NamedTuple):
+    """Per step: the kernel's op id (the sync's is the next), its code in ``OpLog._kinds``, the kernel's issue,
+    start and end, and when its sync returned."""
+
+    ids: np.ndarray
+    codes: np.ndarray
+    issue: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    woken: np.ndarray
 
 
 class _Coded:

@@ -100,7 +100,7 @@ from harness.runtime import (
     WaitEvent,
     event_name,
 )
-from sim.fluid import FluidServer, compute_rates, duplex_link_rates, solo_end_us
+from sim.fluid import DONE_TOLERANCE, FluidServer, compute_rates, duplex_link_rates, solo_end_us
 from sim.timeline import NeedsEventModel, TimelineRun
 
 _KERNEL = OpKind.KERNEL.value
@@ -575,32 +575,39 @@ class SimBackend(Backend):
             return duration_us
         queue = env._queue
         horizon = queue[0][0] if queue else _INFINITY  # a step must wake before the next pending event
+        # The host costs are >= 0 (the runtime and the profile check), so issue + cost is issue when the cost is 0.
         cost, wake = self._launch_us if host_us is None else host_us, self._sync_wake_us
-        first_id = self._next_id + 1
-        steps: list[float] = []  # issue, start, end, wake-up of each step
-        extend, append = steps.extend, times.append
+        first_issue, first_id = issue, self._next_id + 1
+        ends: list[float] = []  # each step's kernel end (the op log's record of a run of steps)
+        end_at, woke_at = ends.append, times.append
         left: float | None = duration_us
-        while left is not None:
-            start = issue + cost if cost > 0.0 else issue
-            end = solo_end_us(start, left, share)
-            woken = end + wake if wake > 0.0 else end
+        solo = share <= 1.0  # then sim.fluid.solo_end_us is start + work, or start for work the server counts as done
+        while True:
+            start = issue + cost
+            if solo:
+                end = start + left if left > DONE_TOLERANCE else start
+            else:
+                end = solo_end_us(start, left, share)
+            woken = end + wake
             if woken >= horizon:
                 break
-            extend((issue, start, end, woken))
-            append(woken)
+            end_at(end)
+            woke_at(woken)
             issue = woken
             if until is not None and until():
                 left = None
                 break
             left = next(durations, None)
-        count = len(steps) // 4
-        if count:
+            if left is None:
+                break
+        if ends:
+            count = len(ends)
             stream.issued += count
             stream.completed += count
             env._now = issue
             self._next_id += 2 * count
             kind = self._step_kind(stream, name, thread.name, thread.name)
-            self.ops.append_steps(kind, first_id, steps)
+            self.ops.append_steps(kind, first_id, first_issue, cost, wake, ends)
         return left
 
     def _launch_graph(self, cmd: LaunchGraph, thread: Thread):

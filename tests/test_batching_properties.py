@@ -208,11 +208,22 @@ def test_single_slot_without_fast_path_serves_one_at_a_time(rows):
     context=st.integers(0, 1 << 22),
     per_step=st.integers(0, 256),
     steps=st.integers(0, 40),
+    per_token=st.one_of(st.none(), st.floats(-1.0, 1.0)),
+    floor_at=st.one_of(st.none(), st.floats(0.0, 1.0)),
 )
-def test_a_decode_series_is_priced_as_its_steps(model, slots, context, per_step, steps) -> None:
+def test_a_decode_series_is_priced_as_its_steps(model, slots, context, per_step, steps, per_token, floor_at) -> None:
     """The generate loop prices a series of decode steps (``decode_series_us``) as ``decode_us`` prices
-    each step, to the last bit, and hands the backend Python floats."""
+    each step, to the last bit, and hands the backend Python floats: with the model's own coefficients, and
+    with a per-token cost (negative too) and a floor that falls inside the series' range of costs."""
     cost = load_cost_model(model)
+    decode = cost.decode if per_token is None else cost.decode.model_copy(update={"per_context_token_us": per_token})
+    if floor_at is not None and steps:
+        ends = [  # the costs of the first and the last step without the floor
+            decode.base_us + decode.per_seq_us * slots + decode.per_context_token_us * (context + i * per_step)
+            for i in (0, steps - 1)
+        ]
+        decode = decode.model_copy(update={"floor_us": min(ends) + floor_at * (max(ends) - min(ends))})
+    cost = cost.model_copy(update={"decode": decode})
     series = cost.decode_series_us(slots, context, per_step, steps)
     assert series == [cost.decode_us(slots, context + i * per_step) for i in range(steps)]
     assert all(type(d) is float for d in series)

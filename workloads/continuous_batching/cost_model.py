@@ -35,7 +35,6 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-import numpy as np
 import pydantic
 
 from harness.errors import InputError, from_validation_error
@@ -125,13 +124,20 @@ class CostModel(_Strict):
     def decode_series_us(self, slots: int, context_tokens: int, tokens_per_step: int, steps: int) -> list[float]:
         """:meth:`decode_us` of ``steps`` decode steps in a row, the context growing by ``tokens_per_step`` a step.
 
-        To the last bit what ``decode_us`` gives step by step (numpy does the same float operations in
-        the same order, elementwise), at a fraction of the cost for a long series.
+        To the last bit what ``decode_us`` gives step by step (the same float operations in the same order),
+        at a fraction of the cost for a long series: the linear part is monotone in the step, so the floor
+        applies nowhere when it is above the floor at both ends of the series.
         """
         d = self.decode
-        context = np.arange(steps, dtype=np.int64) * tokens_per_step + context_tokens
-        linear = (d.base_us + d.per_seq_us * slots) + d.per_context_token_us * context
-        return np.where(linear > d.floor_us, linear, d.floor_us).tolist()
+        base, per_token, floor = d.base_us + d.per_seq_us * slots, d.per_context_token_us, d.floor_us
+        if tokens_per_step:
+            last = context_tokens + steps * tokens_per_step
+            linear = [base + per_token * context for context in range(context_tokens, last, tokens_per_step)]
+        else:
+            linear = [base + per_token * context_tokens] * steps
+        if linear and (linear[0] <= floor or linear[-1] <= floor):
+            return [x if x > floor else floor for x in linear]
+        return linear
 
     def join_us(self, prompt_tokens: int) -> float:
         return self.prefill_us((prompt_tokens,)) + self.join.overhead_us

@@ -54,6 +54,7 @@ from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import sub
 from typing import Protocol
 
 import numpy as np
@@ -142,6 +143,11 @@ class ServerLog:
         else:
             runs.append(gap_us)
             self.itl_run_count.append(count)
+
+    def add_itl_between(self, times_us: list[float], count: int) -> None:
+        """``count`` gaps of each interval between consecutive ``times_us`` (the steps of a series)."""
+        self.itl_run_us.extend(map(sub, times_us[1:], times_us))
+        self.itl_run_count.extend(repeat(count, len(times_us) - 1))
 
     def itl_us(self) -> np.ndarray:
         """Every gap between a request's consecutive tokens, in the order they happened."""
@@ -380,9 +386,9 @@ class GenerateLoop:
                         add_itl(t - last_t)
             else:
                 add_itl(t - last_t, n)
-            for later in times[1:]:
-                add_itl(later - t, n)
-                t = later
+            if ran > 1:
+                log.add_itl_between(times, n)
+                t = times[-1]
             last_t = t
             context += n * ran
             ended = finishing.pop(step, None)  # none finish before the series' last step
