@@ -70,15 +70,21 @@ backend (a workload's command, a tool) is handed one; ``sim.SimBackend`` itself 
 
 
 def ops_frame(
-    rows: OpLog | Iterable[tuple], run_id: str | None = None, columns: Iterable[str] | None = None
+    rows: OpLog | Iterable[tuple],
+    run_id: str | None = None,
+    columns: Iterable[str] | None = None,
+    *,
+    categorical_strings: bool = False,
 ) -> pd.DataFrame:
     """A run's ops table in issue (``op_id``) order, index 0..n-1; with ``run_id``, the results' ops table.
 
-    ``columns``: only these of the table's columns (what a metric reads), in that order.
+    ``columns``: only these of the table's columns (what a metric reads), in that order;
+    ``categorical_strings``: the string columns as pandas categoricals, for a caller that only reads them
+    (:meth:`harness.oplog.OpLog.frame`).
     """
     with collector_paused():  # it would rescan every row for nothing
         log = rows if isinstance(rows, OpLog) else OpLog(rows if isinstance(rows, list) else list(rows))
-        frame = log.frame(columns)
+        frame = log.frame(columns, categorical_strings=categorical_strings)
     if run_id is not None:
         frame.insert(0, "run_id", run_id)
     return frame

@@ -137,7 +137,10 @@ class OpLog:
             return
         self._run_ints.extend((kind, first_op_id, len(ends_us)))
         self._run_times.extend((issue_us, cost_us, wake_us))
-        self._step_ends.extend(ends_us)
+        if isinstance(ends_us, list):
+            self._step_ends.fromlist(ends_us)  # twice as fast as extend for a list
+        else:
+            self._step_ends.extend(ends_us)
 
     def __len__(self) -> int:
         return self._chunked_rows + len(self._pending) + 2 * len(self._step_ends)
@@ -170,12 +173,14 @@ class OpLog:
         column = _gathered(parts, _IS_STRING[i], None)
         return column.to_numpy(dtype=object) if isinstance(column, pd.Series) else column
 
-    def frame(self, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    def frame(self, columns: Iterable[str] | None = None, *, categorical_strings: bool = False) -> pd.DataFrame:
         """The rows as a frame with OpRow's columns (or only ``columns``) in ``op_id`` order (stable), index 0..n-1.
 
         Dtypes are those pandas infers from the columns as lists; a log without rows gives
         ``pd.DataFrame([], columns=...)``. A caller that reads a few columns of a long run (a metric over
-        its kernels) builds only those: the string columns are most of the table's cost.
+        its kernels) builds only those: the string columns are most of the table's cost. A caller that only
+        reads them may take them as pandas categoricals (``categorical_strings``): the log's dictionary
+        encoding as it is, with the same values, at a small part of the time and memory.
         """
         names = _FIELDS if columns is None else tuple(columns)
         if unknown := [name for name in names if name not in _FIELDS]:
@@ -197,7 +202,7 @@ class OpLog:
         del op_id
         for name in names:
             i = _FIELDS.index(name)
-            frame[name] = _gathered(self._parts(i, steps), _IS_STRING[i], order)
+            frame[name] = _gathered(self._parts(i, steps), _IS_STRING[i], order, categorical_strings)
         return frame
 
     # ------------------------------------------------------------------ internals
@@ -302,8 +307,9 @@ def _typed(values: tuple, string: bool) -> Any:
 _DEFAULT_STRING_DTYPE = pd.Series(["x"]).dtype  # what this pandas infers for a column of str
 
 
-def _gathered(parts: list[Any], string: bool, order: np.ndarray | None) -> Any:
-    """One column from its parts, in ``order`` (None: as they come), typed as pandas would type its values."""
+def _gathered(parts: list[Any], string: bool, order: np.ndarray | None, categorical: bool = False) -> Any:
+    """One column from its parts, in ``order`` (None: as they come), typed as pandas would type its values
+    (strings as a categorical when ``categorical``)."""
     typed = all(not isinstance(p, tuple) for p in parts) and all(
         not isinstance(p, _Coded) or all(isinstance(v, str) if string else type(v) is int for v in p.values)
         for p in parts
@@ -327,6 +333,8 @@ def _gathered(parts: list[Any], string: bool, order: np.ndarray | None) -> Any:
     if order is not None:
         all_codes = all_codes[order]
     dictionary = list(uniques)
+    if categorical:
+        return pd.Categorical.from_codes(all_codes, categories=dictionary)
     if isinstance(_DEFAULT_STRING_DTYPE, pd.StringDtype):  # pandas >= 3 (or future.infer_string): Arrow-backed str
         encoded = pa.DictionaryArray.from_arrays(
             pa.array(all_codes.astype(np.int32)), pa.array(dictionary, pa.string())

@@ -151,3 +151,28 @@ def test_a_subset_of_columns_is_those_columns_of_the_whole_table(records, column
 def test_an_unknown_column_is_refused() -> None:
     with pytest.raises(ValueError, match="not ops-table columns"):
         ops_frame([], columns=["op_id", "duration_us"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(st.one_of(ROW, STEP), max_size=30), chunk=st.integers(1, 9))
+def test_categorical_strings_hold_the_same_values(records, chunk) -> None:
+    """A reader's frame (``categorical_strings``) has the table's values: string columns as categoricals."""
+    log = _small_chunks(chunk)
+    next_id = 10**9 + 1
+    for record in records:
+        if len(record) == 11:
+            log.append(record)
+        else:
+            (device, stream, name, thread, sync_thread, sync_name), issue, cost, work, wake = record
+            kind = log.step_kind(device, stream, name, thread, sync_thread, sync_name)
+            log.append_step(kind, next_id, issue, issue + cost, issue + cost + work, issue + cost + work + wake)
+            next_id += 2
+    table, reader = ops_frame(log), ops_frame(log, categorical_strings=True)
+    assert list(reader.columns) == list(table.columns) and len(reader) == len(table)
+    for name in table.columns:
+        if isinstance(reader[name].dtype, pd.CategoricalDtype):
+            assert reader[name].astype(object).tolist() == table[name].astype(object).tolist()
+        else:
+            pd.testing.assert_series_equal(reader[name], table[name], check_exact=True)
+    if len(table):
+        assert isinstance(reader["kind"].dtype, pd.CategoricalDtype)

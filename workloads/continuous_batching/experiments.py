@@ -56,7 +56,8 @@ def simulate_policy(
     main = adaptive if isinstance(params, AdaptiveParams) else fixed_window
     start = time.perf_counter()
     outcome = backend.run(main, inputs, params)
-    ops = ops_frame(outcome.ops, columns=OPS_COLUMNS_READ)  # what the metrics read: no results folder is written
+    # what the metrics read, no more: no results folder is written
+    ops = ops_frame(outcome.ops, columns=OPS_COLUMNS_READ, categorical_strings=True)
     wall = time.perf_counter() - start
     values = {m.metric: m.value for m in metrics(inputs, ops, outcome.result) if m.item == -1}
     return BatchingRun(values, requests_frame(inputs, outcome.result), len(ops), wall)

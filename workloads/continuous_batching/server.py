@@ -53,7 +53,6 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
-from itertools import repeat
 from operator import sub
 from typing import Protocol
 
@@ -146,8 +145,13 @@ class ServerLog:
 
     def add_itl_between(self, times_us: list[float], count: int) -> None:
         """``count`` gaps of each interval between consecutive ``times_us`` (the steps of a series)."""
-        self.itl_run_us.extend(map(sub, times_us[1:], times_us))
-        self.itl_run_count.extend(repeat(count, len(times_us) - 1))
+        self.itl_run_us.fromlist(list(map(sub, times_us[1:], times_us)))
+        self.itl_run_count.extend(array("q", (count,)) * (len(times_us) - 1))
+
+    def add_steps(self, slots: int, active: int, steps: int) -> None:
+        """``steps`` decode steps over ``slots`` occupied slots, ``active`` of them generating."""
+        self.step_slots.extend(array("i", (slots,)) * steps)
+        self.step_active.extend(array("i", (active,)) * steps)
 
     def itl_us(self) -> np.ndarray:
         """Every gap between a request's consecutive tokens, in the order they happened."""
@@ -308,7 +312,7 @@ class GenerateLoop:
             self.channel.try_recv,
             self.channel.has_items,
         )
-        step_slots, step_active, add_itl = log.step_slots, log.step_active, log.add_itl
+        add_itl = log.add_itl
         finishing = self._finishing
         active = [s for s in slots if s.tokens < s.output_tokens]
         context = -1  # sum of prompt + tokens over the active slots; -1: to recount
@@ -372,8 +376,7 @@ class GenerateLoop:
             )
             ran = len(times)
             step += ran
-            step_slots.extend(repeat(occupied, ran))
-            step_active.extend(repeat(n, ran))
+            log.add_steps(occupied, n, ran)
             # every active slot gets one token a step: gaps from the previous decode step, or from a fresh first token
             t = times[0]
             if self.fresh:
