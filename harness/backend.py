@@ -75,16 +75,17 @@ def ops_frame(
     columns: Iterable[str] | None = None,
     *,
     categorical_strings: bool = False,
+    host_rows: bool = True,
 ) -> pd.DataFrame:
     """A run's ops table in issue (``op_id``) order, index 0..n-1; with ``run_id``, the results' ops table.
 
     ``columns``: only these of the table's columns (what a metric reads), in that order;
-    ``categorical_strings``: the string columns as pandas categoricals, for a caller that only reads them
-    (:meth:`harness.oplog.OpLog.frame`).
+    ``categorical_strings``: the string columns as pandas categoricals, for a caller that only reads them;
+    ``host_rows=False``: only the devices' rows (:meth:`harness.oplog.OpLog.frame`).
     """
     with collector_paused():  # it would rescan every row for nothing
         log = rows if isinstance(rows, OpLog) else OpLog(rows if isinstance(rows, list) else list(rows))
-        frame = log.frame(columns, categorical_strings=categorical_strings)
+        frame = log.frame(columns, categorical_strings=categorical_strings, host_rows=host_rows)
     if run_id is not None:
         frame.insert(0, "run_id", run_id)
     return frame

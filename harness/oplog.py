@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import compress
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -155,7 +156,7 @@ class OpLog:
         if steps is None:
             return
         keys = list(self._kinds)
-        columns = (steps.ids, steps.codes, steps.issue, steps.start, steps.end, steps.woken)
+        columns = (steps.ids, steps.codes, *steps.issue_and_start(), steps.end, steps.woken)
         for op_id, code, issue, start, end, woken in zip(*(c.tolist() for c in columns)):
             device, stream, name, thread, sync_thread, sync_name = keys[code]
             yield OpRow(op_id, device, stream, _KERNEL, name, 0, "", thread, issue, start, end)
@@ -173,14 +174,18 @@ class OpLog:
         column = _gathered(parts, _IS_STRING[i], None)
         return column.to_numpy(dtype=object) if isinstance(column, pd.Series) else column
 
-    def frame(self, columns: Iterable[str] | None = None, *, categorical_strings: bool = False) -> pd.DataFrame:
+    def frame(
+        self, columns: Iterable[str] | None = None, *, categorical_strings: bool = False, host_rows: bool = True
+    ) -> pd.DataFrame:
         """The rows as a frame with OpRow's columns (or only ``columns``) in ``op_id`` order (stable), index 0..n-1.
 
         Dtypes are those pandas infers from the columns as lists; a log without rows gives
         ``pd.DataFrame([], columns=...)``. A caller that reads a few columns of a long run (a metric over
         its kernels) builds only those: the string columns are most of the table's cost. A caller that only
         reads them may take them as pandas categoricals (``categorical_strings``): the log's dictionary
-        encoding as it is, with the same values, at a small part of the time and memory.
+        encoding as it is, with the same values, at a small part of the time and memory. A caller that reads
+        only the devices' ops may leave the host threads' rows out (``host_rows=False``: the table's rows
+        whose ``device`` is not ``HOST_DEVICE``, renumbered 0..n-1), half of a synchronous run's rows.
         """
         names = _FIELDS if columns is None else tuple(columns)
         if unknown := [name for name in names if name not in _FIELDS]:
@@ -188,8 +193,11 @@ class OpLog:
         self._chunk()
         if not self._chunks and not self._step_ends:
             return pd.DataFrame([], columns=list(names))
-        steps = self._steps()  # once for every column
-        op_id = _gathered(self._parts(0, steps), False, None)
+        steps = self._steps()
+        kept = None if host_rows else [_device_rows(chunk[1]) for chunk in self._chunks]
+        if kept is not None and steps is None and not any(mask.any() for mask in kept):  # no device row at all
+            return self.frame(columns, categorical_strings=categorical_strings).iloc[0:0]
+        op_id = _gathered(self._parts(0, steps, kept), False, None)
         order = None
         if isinstance(op_id, np.ndarray) and op_id.dtype.kind in "iu":
             if len(op_id) > 1 and not (op_id[1:] > op_id[:-1]).all():
@@ -202,7 +210,7 @@ class OpLog:
         del op_id
         for name in names:
             i = _FIELDS.index(name)
-            frame[name] = _gathered(self._parts(i, steps), _IS_STRING[i], order, categorical_strings)
+            frame[name] = _gathered(self._parts(i, steps, kept), _IS_STRING[i], order, categorical_strings)
         return frame
 
     # ------------------------------------------------------------------ internals
@@ -218,68 +226,77 @@ class OpLog:
         self._chunks.append([_typed(values, string) for values, string in zip(columns, _IS_STRING)])
         self._chunked_rows += len(pending)
 
-    def _parts(self, i: int, steps: _Steps | None) -> list[Any]:
-        """Column ``i`` in parts: each chunk's, then the steps' kernel rows, then their sync rows."""
-        parts = [chunk[i] for chunk in self._chunks]
+    def _parts(self, i: int, steps: _Steps | None, kept: list[np.ndarray] | None = None) -> list[Any]:
+        """Column ``i`` in parts: each chunk's, then the steps' kernel rows, then their sync rows; with ``kept``
+        (a row mask per chunk), only the chunks' kept rows and no sync rows."""
+        if kept is None:
+            parts = [chunk[i] for chunk in self._chunks]
+        else:
+            parts = [_rows_of(chunk[i], mask) for chunk, mask in zip(self._chunks, kept)]
         if steps is None:
             return parts
         name = _FIELDS[i]
         if name == "issue_us":
-            return [*parts, steps.issue, steps.start]
-        if name == "start_us":
-            return [*parts, steps.start, steps.start]
-        if name == "end_us":
-            return [*parts, steps.end, steps.woken]
-        if name == "op_id":
-            return [*parts, steps.ids, steps.ids + 1]
-        codes = steps.codes
-        keys = list(self._kinds)
-        kernel_values, sync_values = {
-            "device": ([k[0] for k in keys], [_HOST_DEVICE] * len(keys)),
-            "stream": ([k[1] for k in keys], [k[4] for k in keys]),
-            "kind": ([_KERNEL] * len(keys), [_HOST_SYNC] * len(keys)),
-            "name": ([k[2] for k in keys], [k[5] for k in keys]),
-            "bytes": ([0] * len(keys), [0] * len(keys)),
-            "host_memory": ([""] * len(keys), [""] * len(keys)),
-            "thread": ([k[3] for k in keys], [k[4] for k in keys]),
-        }[name]
-        return [*parts, _Coded(codes, tuple(kernel_values)), _Coded(codes, tuple(sync_values))]
+            kernel, sync = steps.issue_and_start()
+        elif name == "start_us":
+            kernel = sync = steps.issue_and_start()[1]
+        elif name == "end_us":
+            kernel, sync = steps.end, (steps.woken if kept is None else None)
+        elif name == "op_id":
+            kernel = steps.ids
+            sync = kernel + 1 if kept is None else None
+        else:
+            codes = steps.codes
+            keys = list(self._kinds)
+            kernel_values, sync_values = {
+                "device": ([k[0] for k in keys], [_HOST_DEVICE] * len(keys)),
+                "stream": ([k[1] for k in keys], [k[4] for k in keys]),
+                "kind": ([_KERNEL] * len(keys), [_HOST_SYNC] * len(keys)),
+                "name": ([k[2] for k in keys], [k[5] for k in keys]),
+                "bytes": ([0] * len(keys), [0] * len(keys)),
+                "host_memory": ([""] * len(keys), [""] * len(keys)),
+                "thread": ([k[3] for k in keys], [k[4] for k in keys]),
+            }[name]
+            kernel, sync = _Coded(codes, tuple(kernel_values)), _Coded(codes, tuple(sync_values))
+        return [*parts, kernel] if kept is not None else [*parts, kernel, sync]
 
     def _steps(self) -> _Steps | None:
-        """Every step's op id, code and times, redone from the runs (the additions ``append_steps`` describes);
-        None without steps."""
-        if not self._step_ends:
-            return None
-        runs = np.frombuffer(self._run_ints, dtype=np.int64).reshape(-1, 3)
-        run_times = np.frombuffer(self._run_times, dtype=np.float64).reshape(-1, 3)
-        counts = runs[:, 2]
-        first = np.cumsum(counts) - counts  # each run's first step
-        ordinal = np.arange(len(self._step_ends), dtype=np.int64) - np.repeat(first, counts)  # step within its run
-        end = np.frombuffer(self._step_ends, dtype=np.float64)
-        woken = end + np.repeat(run_times[:, 2], counts)
-        issue = np.empty_like(end)
-        issue[1:] = woken[:-1]
-        issue[first] = run_times[:, 0]
-        return _Steps(
-            ids=np.repeat(runs[:, 1], counts) + 2 * ordinal,
-            codes=np.repeat(runs[:, 0], counts),
-            issue=issue,
-            start=issue + np.repeat(run_times[:, 1], counts),
-            end=end,
-            woken=woken,
-        )
+        """The steps' columns, each redone from the runs when asked for; None without steps."""
+        return _Steps(self._run_ints, self._run_times, self._step_ends) if self._step_ends else None
 
 
-class _Steps(NamedTuple):
+class _Steps:
     """Per step: the kernel's op id (the sync's is the next), its code in ``OpLog._kinds``, the kernel's issue,
-    start and end, and when its sync returned."""
+    start and end, and when its sync returned: each computed when asked for (a long run's columns are not all
+    held at once), with the float additions :meth:`OpLog.append_steps` describes."""
 
-    ids: np.ndarray
-    codes: np.ndarray
-    issue: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    woken: np.ndarray
+    def __init__(self, run_ints: array, run_times: array, ends: array) -> None:
+        runs = np.frombuffer(run_ints, dtype=np.int64).reshape(-1, 3)
+        self._kinds, self._first_ids, self._counts = runs[:, 0], runs[:, 1], runs[:, 2]
+        self._run_times = np.frombuffer(run_times, dtype=np.float64).reshape(-1, 3)  # first issue, cost, wake-up
+        self._first = np.cumsum(self._counts) - self._counts  # each run's first step
+        self.end = np.frombuffer(ends, dtype=np.float64)
+
+    def _per_step(self, per_run: np.ndarray) -> np.ndarray:
+        return np.repeat(per_run, self._counts)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._per_step(self._first_ids - 2 * self._first) + 2 * np.arange(len(self.end), dtype=np.int64)
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self._per_step(self._kinds)
+
+    @property
+    def woken(self) -> np.ndarray:
+        return self.end + self._per_step(self._run_times[:, 2])
+
+    def issue_and_start(self) -> tuple[np.ndarray, np.ndarray]:
+        issue = np.empty_like(self.end)
+        issue[1:] = self.woken[:-1]  # a step is issued when the previous one's sync returned ...
+        issue[self._first] = self._run_times[:, 0]  # ... but the first of a run
+        return issue, issue + self._per_step(self._run_times[:, 1])
 
 
 class _Coded:
@@ -290,6 +307,22 @@ class _Coded:
     def __init__(self, codes: np.ndarray, values: tuple) -> None:
         self.codes = codes
         self.values = values
+
+
+def _device_rows(device: Any) -> np.ndarray:
+    """Which rows of a chunk ran on a device (``device`` is not ``HOST_DEVICE``), from its device column."""
+    if isinstance(device, np.ndarray):
+        return device != _HOST_DEVICE
+    return np.array([not (d == _HOST_DEVICE) for d in device], dtype=bool)
+
+
+def _rows_of(part: Any, mask: np.ndarray) -> Any:
+    """A chunk's column, only the rows of ``mask``."""
+    if isinstance(part, np.ndarray):
+        return part[mask]
+    if isinstance(part, pa.DictionaryArray):
+        return part.filter(pa.array(mask))
+    return tuple(compress(part, mask))
 
 
 def _typed(values: tuple, string: bool) -> Any:

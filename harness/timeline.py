@@ -11,11 +11,13 @@ def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, n
     starts = np.asarray(starts, dtype=float)
     ends = np.asarray(ends, dtype=float)
     keep = ends > starts
-    starts, ends = starts[keep], ends[keep]
+    if not keep.all():  # (a timeline of a million kernels is already kept and sorted: no copies of it)
+        starts, ends = starts[keep], ends[keep]
     if starts.size == 0:
         return starts, ends
-    order = np.argsort(starts, kind="stable")
-    starts, ends = starts[order], ends[order]
+    if not (starts[1:] >= starts[:-1]).all():  # a stable sort leaves a sorted array as it is
+        order = np.argsort(starts, kind="stable")
+        starts, ends = starts[order], ends[order]
     reach = np.maximum.accumulate(ends)
     new_block = np.empty(starts.size, dtype=bool)
     new_block[0] = True

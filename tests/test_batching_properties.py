@@ -230,7 +230,8 @@ def test_a_decode_series_is_priced_as_its_steps(model, slots, context, per_step,
 
 
 def test_the_metrics_need_only_the_columns_they_declare() -> None:
-    """``simulate_policy`` builds only ``OPS_COLUMNS_READ`` of the ops table: the metrics must be the same."""
+    """``simulate_policy`` builds only ``OPS_COLUMNS_READ`` of the devices' rows of the ops table, with
+    categorical strings: the metrics must be the same."""
     from harness.backend import ops_frame
     from harness.paths import SPECS_DIR
     from harness.spec import load_spec
@@ -242,3 +243,5 @@ def test_the_metrics_need_only_the_columns_they_declare() -> None:
         outcome = SimBackend(loaded.profile, 1, None, 0).run(run.policy.main, inputs, run.params)
         full = metrics(inputs, ops_frame(outcome.ops), outcome.result)
         assert metrics(inputs, ops_frame(outcome.ops, columns=OPS_COLUMNS_READ), outcome.result) == full
+        read = ops_frame(outcome.ops, columns=OPS_COLUMNS_READ, categorical_strings=True, host_rows=False)
+        assert (read["device"] >= 0).all() and metrics(inputs, read, outcome.result) == full

@@ -169,10 +169,42 @@ def test_categorical_strings_hold_the_same_values(records, chunk) -> None:
             next_id += 2
     table, reader = ops_frame(log), ops_frame(log, categorical_strings=True)
     assert list(reader.columns) == list(table.columns) and len(reader) == len(table)
+    _assert_same_values(reader, table)
+    if len(table):
+        assert isinstance(reader["kind"].dtype, pd.CategoricalDtype)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    records=st.lists(st.one_of(ROW, STEP), max_size=30),
+    chunk=st.integers(1, 9),
+    columns=st.lists(st.sampled_from(OpRow._fields), min_size=1, max_size=5, unique=True),
+    categorical=st.booleans(),
+)
+def test_without_host_rows_the_table_is_its_device_rows(records, chunk, columns, categorical) -> None:
+    """``host_rows=False`` gives the table's rows whose device is not HOST_DEVICE (-1), renumbered."""
+    log = _small_chunks(chunk)
+    next_id = 10**9 + 1
+    for record in records:
+        if len(record) == 11:
+            log.append(record)
+        else:
+            (device, stream, name, thread, sync_thread, sync_name), issue, cost, work, wake = record
+            kind = log.step_kind(device, stream, name, thread, sync_thread, sync_name)
+            log.append_step(kind, next_id, issue, issue + cost, issue + cost + work, issue + cost + work + wake)
+            next_id += 2
+    table = ops_frame(log)
+    expected = table.loc[table["device"] != -1, columns].reset_index(drop=True)
+    got = ops_frame(log, columns=columns, categorical_strings=categorical, host_rows=False)
+    assert list(got.columns) == list(expected.columns) and len(got) == len(expected)
+    _assert_same_values(got, expected)
+
+
+def _assert_same_values(got: pd.DataFrame, table: pd.DataFrame) -> None:
+    """Each column of ``got`` holds ``table``'s values: exactly, or as categories of the same strings."""
+    reader = got
     for name in table.columns:
         if isinstance(reader[name].dtype, pd.CategoricalDtype):
             assert reader[name].astype(object).tolist() == table[name].astype(object).tolist()
         else:
             pd.testing.assert_series_equal(reader[name], table[name], check_exact=True)
-    if len(table):
-        assert isinstance(reader["kind"].dtype, pd.CategoricalDtype)

@@ -57,7 +57,7 @@ def simulate_policy(
     start = time.perf_counter()
     outcome = backend.run(main, inputs, params)
     # what the metrics read, no more: no results folder is written
-    ops = ops_frame(outcome.ops, columns=OPS_COLUMNS_READ, categorical_strings=True)
+    ops = ops_frame(outcome.ops, columns=OPS_COLUMNS_READ, categorical_strings=True, host_rows=False)
     wall = time.perf_counter() - start
     values = {m.metric: m.value for m in metrics(inputs, ops, outcome.result) if m.item == -1}
     return BatchingRun(values, requests_frame(inputs, outcome.result), len(ops), wall)
