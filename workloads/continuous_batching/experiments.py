@@ -60,7 +60,7 @@ def simulate_policy(
     ops = ops_frame(outcome.ops, columns=OPS_COLUMNS_READ, categorical_strings=True, host_rows=False)
     wall = time.perf_counter() - start
     values = {m.metric: m.value for m in metrics(inputs, ops, outcome.result) if m.item == -1}
-    return BatchingRun(values, requests_frame(inputs, outcome.result), len(ops), wall)
+    return BatchingRun(values, requests_frame(inputs, outcome.result), len(outcome.ops), wall)
 
 
 def _prepare(params: BatchingParams, seed: int) -> BatchingInputs:
