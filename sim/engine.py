@@ -47,7 +47,10 @@ op timeline to the last bit (``tests/test_sim_fast_paths.py`` checks it against
   wake-up; otherwise the kernel goes to its stream as usual, at the same instant;
 * a ``launch_sync_series`` runs each step as that ``launch_sync`` would: the steps
   that may take the fast path above run in one loop (``_solo_steps``), with no
-  round trip to the policy between them.
+  round trip to the policy between them;
+* a queue put with room (a get with an item) that no other thread waits on, while
+  nothing else is due at this instant, takes effect at once: SimPy's event for it
+  would have been the very next one run, and the thread did not block.
 """
 
 from __future__ import annotations
@@ -343,6 +346,13 @@ class SimBackend(Backend):
             elif kind is Launch and fast and self._launch_at_once(cmd, thread):
                 value = None
                 continue
+            elif kind is Put and fast and self._handoff_now_due(cmd.queue.native, put=True):
+                cmd.queue.native.items.append(cmd.item)
+                value = None
+                continue
+            elif kind is Get and fast and self._handoff_now_due(cmd.queue.native, put=False):
+                value = cmd.queue.native.items.pop(0)
+                continue
             handler = immediate.get(kind)
             if handler is not None:
                 value = handler(cmd, thread)
@@ -366,6 +376,20 @@ class SimBackend(Backend):
                 env._now = t
                 return True
         return False
+
+    def _handoff_now_due(self, store: simpy.Store, put: bool) -> bool:
+        """Whether a put (``put``) or a get on ``store`` may skip SimPy's event for it: it would succeed at
+        once (room for the item, or an item to take, and no other putter or getter waiting, so its event
+        would serve no one else when it runs) and that event would be the next one run (nothing else due
+        now, no other callback of the current event still to run): the thread would resume before anything
+        else happens, without a wake-up (it did not block)."""
+        env = self.env
+        if store.put_queue or store.get_queue or not env.last_callback:
+            return False
+        if (len(store.items) >= store.capacity) if put else not store.items:
+            return False
+        queue = env._queue
+        return not queue or queue[0][0] > env._now
 
     def _release_held(self) -> None:
         """The held kernel goes to its stream, at the instant it was launched (no time has passed since)."""

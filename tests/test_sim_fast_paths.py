@@ -119,6 +119,7 @@ STEP = st.one_of(
     st.tuples(
         st.just("put"),
     ),
+    st.tuples(st.just("take_give")),  # take the queue's token (waiting while another thread holds it), give it back
 )
 PROGRAM = st.lists(st.lists(STEP, max_size=25), min_size=1, max_size=3)
 LAUNCH_SYNC = st.tuples(
@@ -172,6 +173,7 @@ def _series(rt, stream, step, mailbox):
 
 def _program_main(rt, threads, streams_per_device, devices):
     mailbox: list[int] = []  # every put, in the order made (what a series may stop on)
+    taken: list[tuple[int, int, float]] = []  # every get: the getter, the item it got, when it got it
 
     def worker(rt, steps, streams, queue, index):
         for step in steps:
@@ -199,10 +201,15 @@ def _program_main(rt, threads, streams_per_device, devices):
                 yield rt.host_work(step[1], "h")
             elif what == "series":
                 yield from _series(rt, streams[step[1] % len(streams)], (*step, False)[:7], mailbox)
+            elif what == "take_give":
+                item = yield rt.get(queue)
+                taken.append((index, item, (yield rt.now())))
+                yield rt.put(queue, item)
             else:
                 mailbox.append(index)
                 yield rt.put(queue, index)
-                yield rt.get(queue)
+                item = yield rt.get(queue)
+                taken.append((index, item, (yield rt.now())))
         for stream in streams:
             yield rt.sync_stream(stream)
 
@@ -211,13 +218,14 @@ def _program_main(rt, threads, streams_per_device, devices):
         for s in range(streams_per_device):
             streams.append((yield rt.create_stream(d, f"s{d}.{s}")))
     queue = yield rt.make_queue(2, "q")
+    yield rt.put(queue, -1)  # the token "take_give" steps pass around (each thread's steps leave as many items)
     spawned = []
     for i, steps in enumerate(threads[1:], start=1):
         spawned.append((yield rt.spawn(worker, steps, streams, queue, i, name=f"t{i}")))
     yield from worker(rt, threads[0], streams, queue, 0)
     for thread in spawned:
         yield rt.join(thread)
-    return None
+    return taken  # the handoffs, in the order they happened (both ways must agree)
 
 
 def _both_ways(profile: str, devices: int, main, *args):
@@ -337,7 +345,7 @@ def test_fast_paths_take_the_batching_steps() -> None:
 # ----------------------------------------------------------------------------- the timeline executor (sim.timeline)
 
 # one host thread, no queues: the timeline's domain
-SOLO_STEP = st.one_of(STEP.filter(lambda step: step[0] != "put"), LAUNCH_SYNC, SERIES)
+SOLO_STEP = st.one_of(STEP.filter(lambda step: step[0] not in ("put", "take_give")), LAUNCH_SYNC, SERIES)
 
 
 def _single_thread_main(rt, steps, streams_per_device, devices):
