@@ -48,6 +48,10 @@ op timeline to the last bit (``tests/test_sim_fast_paths.py`` checks it against
 * a ``launch_sync_series`` runs each step as that ``launch_sync`` would: the steps
   that may take the fast path above run in one loop (``_solo_steps``), with no
   round trip to the policy between them;
+* a held kernel whose thread then syncs its stream, when that fast path is not open
+  (another event falls before the thread would wake), starts on its device from
+  the thread itself when the stream worker's wake-up would have been the next event
+  run: the worker stays parked until the kernel ends (``_Flight``);
 * a queue put with room (a get with an item) that no other thread waits on, while
   nothing else is due at this instant, takes effect at once: SimPy's event for it
   would have been the very next one run, and the thread did not block.
@@ -244,6 +248,55 @@ class _SimStream:
         self.sync_waiters: deque[tuple[int, simpy.Event]] = deque()
 
 
+class _Flight:
+    """A kernel started by its launching thread (``SimBackend._start_held``): when its fluid job completes,
+    this does what the stream's worker would have done then, in the same event: record the kernel's row,
+    count it completed, wake the syncs it satisfies, and then either go on with ops queued behind it (the
+    worker, woken here at once, takes them as it would have) or leave the stream idle."""
+
+    __slots__ = ("backend", "stream", "op_id", "name", "thread", "issue_us", "start_us", "parked")
+
+    def __init__(
+        self,
+        backend: SimBackend,
+        stream: _SimStream,
+        op_id: int,
+        name: str,
+        thread: str,
+        issue_us: float,
+        start_us: float,
+        parked: simpy.Event,
+    ) -> None:
+        self.backend = backend
+        self.stream = stream
+        self.op_id = op_id
+        self.name = name
+        self.thread = thread
+        self.issue_us = issue_us
+        self.start_us = start_us
+        self.parked = parked  # the wake-up the stream's worker waits on
+
+    def __call__(self, done: simpy.Event) -> None:
+        stream = self.stream
+        end = self.backend.env._now
+        row = (self.op_id, stream.device.index, stream.handle.name, _KERNEL, self.name, 0, "", self.thread)
+        self.backend.ops.append((*row, self.issue_us, self.start_us, end))
+        stream.completed += 1
+        waiters = stream.sync_waiters
+        while waiters and waiters[0][0] <= stream.completed:
+            waiters.popleft()[1].succeed()
+        parked = self.parked
+        if not stream.pending:
+            stream.wakeup = parked
+            return
+        # Ops were queued behind it: the worker takes the next one now, within this event, as it would have
+        # (its wake-up runs here, not scheduled: SimPy's own steps for an event, done at once).
+        parked._ok, parked._value = True, None
+        callbacks, parked.callbacks = parked.callbacks, None
+        for callback in callbacks:
+            callback(parked)
+
+
 class SimBackend(Backend):
     """Runs one policy (a main generator function) to completion on the model."""
 
@@ -336,7 +389,8 @@ class SimBackend(Backend):
                 if kind is SyncStream and self._fused_sync(cmd, thread):
                     value = None
                     continue
-                self._release_held()
+                if not (kind is SyncStream and cmd.stream.native is self._held[0] and self._start_held()):
+                    self._release_held()
             if kind is LaunchSync:
                 if fast and self._launch_sync_at_once(
                     cmd.stream, cmd.name, cmd.duration_us, cmd.compute_share, cmd.host_us, thread
@@ -397,6 +451,27 @@ class SimBackend(Backend):
         self._held = None
         op = _Op(op_id, OpKind.KERNEL, cmd.name, thread_name, issue, work=cmd.duration_us, share=cmd.compute_share)
         self._enqueue(stream.handle, op)
+
+    def _start_held(self) -> bool:
+        """The held kernel starts on its device now, from its launching thread, which syncs its stream next;
+        False: nothing done (``_release_held`` then hands it to the stream's worker).
+
+        Handed over, the kernel would start when the worker's wake-up ran, and that wake-up would be the next
+        event run (nothing else due now, no other callback of the current event left, and the thread blocks
+        on its sync without making an event): so starting it here makes the same fluid job and timer, and
+        every later event keeps its place. The worker stays parked until the kernel ends (:class:`_Flight`).
+        """
+        stream, op_id, cmd, thread_name, issue, _ = self._held
+        env = self.env
+        queue = env._queue
+        if not env.last_callback or (queue and queue[0][0] <= env._now) or cmd.duration_us <= DONE_TOLERANCE:
+            return False
+        self._held = None
+        stream.issued += 1
+        parked, stream.wakeup = stream.wakeup, None  # the stream is busy; its worker waits on ``parked``
+        done = stream.device.compute.submit(cmd.duration_us, cmd.compute_share)
+        done.callbacks.append(_Flight(self, stream, op_id, cmd.name, thread_name, issue, env._now, parked))
+        return True
 
     def _fused_sync(self, cmd: SyncStream | LaunchSync, thread: Thread) -> bool:
         """The held kernel's stream sync, without SimPy, when nothing else can happen until the thread wakes."""
@@ -544,7 +619,8 @@ class SimBackend(Backend):
         if self._held is not None:
             if self._fused_sync(cmd, thread):
                 return self.env._now
-            self._release_held()
+            if not self._start_held():
+                self._release_held()
         yield from self._sync_stream(cmd, thread)
         return self.env._now
 

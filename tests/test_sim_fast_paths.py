@@ -257,6 +257,26 @@ def test_random_programs_same_with_and_without_fast_paths(program, data, streams
     _both_ways(profile, devices, _program_main, threads, streams_per_device, devices)
 
 
+@pytest.mark.parametrize(
+    "program", [PROGRAM_WITH_LAUNCH_SYNC, PROGRAM_WITH_SERIES], ids=["with_launch_sync", "with_series"]
+)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    copies=st.integers(2, 3),
+    streams_per_device=st.integers(1, 3),
+    profile=st.sampled_from(["h100-sxm-pcie5", "h200-measured"]),
+)
+def test_threads_running_one_program_same_with_and_without_fast_paths(
+    program, data, copies, streams_per_device, profile
+) -> None:
+    """Threads that run the same steps do them at the same instants: every tie the event order settles
+    (two wake-ups due at once, a launch while another thread's event is due, ops queued behind a kernel
+    its own thread started) is met, and the fast paths must settle it as the full model does."""
+    steps = data.draw(program, label="threads")[0]
+    _both_ways(profile, 1, _program_main, [steps] * copies, streams_per_device, 1)
+
+
 def _as_separate_calls(step):
     """A launch_sync step as the three calls it stands for; any other step as it is."""
     return [("launch_sync_by_hand", *step[1:])] if step[0] == "launch_sync" else [step]
