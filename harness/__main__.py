@@ -1,5 +1,25 @@
-"""``python3 -m harness`` is the ``harness`` command."""
+"""``python3 -m harness`` and the ``harness`` command (``harness = "harness.__main__:main"``)."""
 
-from harness.cli import app
+from __future__ import annotations
 
-app(prog_name="harness")
+import gc
+
+
+def main() -> None:
+    """Run the command line.
+
+    Its modules are imported with the cyclic collector paused, and their objects (hundreds of
+    thousands: every module, class and function, alive to the end) are then frozen, so that no later
+    collection walks them again: 0.05-0.1 s of a 1.6 s command on the dev box.
+    """
+    gc.disable()
+    try:
+        from harness.cli import app
+    finally:
+        gc.freeze()
+        gc.enable()
+    app(prog_name="harness")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,10 @@
 """The ``harness`` command line: one module per command group, plus each workload's own commands.
 
-``app`` is the entry point (``harness = "harness.cli:app"``). The core groups
-register themselves from their modules; a workload adds commands through its
-``commands`` field (``harness.workload.Workload``): a name with a space
-(``"trace synth-layers"``) goes into that group.
+``app`` is the command line; ``harness.__main__.main`` runs it (the ``harness``
+entry point). The core groups register themselves from their modules; a
+workload adds commands through its ``commands`` field
+(``harness.workload.Workload``): a name with a space (``"trace synth-layers"``)
+goes into that group.
 """
 
 from __future__ import annotations
