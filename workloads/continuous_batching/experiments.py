@@ -31,7 +31,7 @@ from harness.profile import QUOTED_PROFILE, Profile, load_profile
 from harness.workload import PrepareContext
 from workloads.continuous_batching.cost_model import load_cost_model
 from workloads.continuous_batching.inputs import BatchingInputs, BatchingParams, estimate, prepare
-from workloads.continuous_batching.metrics import OPS_COLUMNS_READ, metrics, requests_frame
+from workloads.continuous_batching.metrics import OPS_COLUMNS_READ, metrics_with, requests_frame
 from workloads.continuous_batching.policies import AdaptiveParams, FixedWindowParams, adaptive, fixed_window
 
 NO_MEMORY_LIMIT_BYTES = 1 << 40
@@ -59,8 +59,9 @@ def simulate_policy(
     # what the metrics read, no more: no results folder is written
     ops = ops_frame(outcome.ops, columns=OPS_COLUMNS_READ, categorical_strings=True, host_rows=False)
     wall = time.perf_counter() - start
-    values = {m.metric: m.value for m in metrics(inputs, ops, outcome.result) if m.item == -1}
-    return BatchingRun(values, requests_frame(inputs, outcome.result), len(outcome.ops), wall)
+    requests = requests_frame(inputs, outcome.result)
+    values = {m.metric: m.value for m in metrics_with(inputs, requests, ops, outcome.result) if m.item == -1}
+    return BatchingRun(values, requests, len(outcome.ops), wall)
 
 
 def _prepare(params: BatchingParams, seed: int) -> BatchingInputs:

@@ -141,8 +141,12 @@ build only these (``harness.backend.ops_frame(..., columns=OPS_COLUMNS_READ, hos
 
 
 def metrics(inputs: BatchingInputs, ops: pd.DataFrame, log: ServerLog) -> list[MetricRow]:
-    served = requests_frame(inputs, log)
-    served = served[served["status"] == "ok"]
+    return metrics_with(inputs, requests_frame(inputs, log), ops, log)
+
+
+def metrics_with(inputs: BatchingInputs, requests: pd.DataFrame, ops: pd.DataFrame, log: ServerLog) -> list[MetricRow]:
+    """:func:`metrics`, given the run's :func:`requests_frame` (a caller that keeps it builds it once)."""
+    served = requests[requests["status"] == "ok"]
     rows: list[MetricRow] = []
     for name in ("ttft", "e2e", "queue", "tpot"):
         rows += _percentile_rows(name, served[f"{name}_us"].to_numpy(dtype=float))
