@@ -53,7 +53,6 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
-from operator import sub
 from typing import Protocol
 
 import numpy as np
@@ -128,7 +127,8 @@ class ServerLog:
     step_slots: array = field(default_factory=lambda: array("i"))  # occupied slots per decode step
     step_active: array = field(default_factory=lambda: array("i"))  # slots that got a token per decode step
     # every gap between a request's consecutive tokens, in the order they happened, run-length encoded:
-    # itl_run_us[i] repeated itl_run_count[i] times (see itl_us())
+    # itl_run_us[i] repeated itl_run_count[i] times; a negative count -n marks a time of a series of steps,
+    # standing for n gaps from the entry before it (see add_itl_between and itl_us())
     itl_run_us: array = field(default_factory=lambda: array("d"))
     itl_run_count: array = field(default_factory=lambda: array("q"))
     max_slots_in_use: int = 0
@@ -136,17 +136,20 @@ class ServerLog:
 
     def add_itl(self, gap_us: float, count: int = 1) -> None:
         """``count`` more gaps of ``gap_us``."""
-        runs = self.itl_run_us
-        if runs and runs[-1] == gap_us:
-            self.itl_run_count[-1] += count
+        runs, counts = self.itl_run_us, self.itl_run_count
+        if runs and counts[-1] > 0 and runs[-1] == gap_us:
+            counts[-1] += count
         else:
             runs.append(gap_us)
-            self.itl_run_count.append(count)
+            counts.append(count)
 
     def add_itl_between(self, times_us: list[float], count: int) -> None:
-        """``count`` gaps of each interval between consecutive ``times_us`` (the steps of a series)."""
-        self.itl_run_us.fromlist(list(map(sub, times_us[1:], times_us)))
-        self.itl_run_count.extend(array("q", (count,)) * (len(times_us) - 1))
+        """``count`` gaps of each interval between consecutive ``times_us`` (the steps of a series): kept as the
+        times themselves, the first with no gaps, and subtracted by :meth:`itl_us` (the same subtractions)."""
+        self.itl_run_us.fromlist(times_us)
+        counts = self.itl_run_count
+        counts.append(0)
+        counts.extend(array("q", (-count,)) * (len(times_us) - 1))
 
     def add_steps(self, slots: int, active: int, steps: int) -> None:
         """``steps`` decode steps over ``slots`` occupied slots, ``active`` of them generating."""
@@ -157,7 +160,12 @@ class ServerLog:
         """Every gap between a request's consecutive tokens, in the order they happened."""
         if not self.itl_run_us:
             return np.zeros(0)
-        return np.repeat(np.frombuffer(self.itl_run_us, dtype=float), np.frombuffer(self.itl_run_count, dtype=np.int64))
+        values = np.frombuffer(self.itl_run_us, dtype=float)
+        counts = np.frombuffer(self.itl_run_count, dtype=np.int64)
+        timed = np.flatnonzero(counts < 0)  # a series' later times: the gap from the time before
+        gaps = values.copy()
+        gaps[timed] = values[timed] - values[timed - 1]
+        return np.repeat(gaps, np.abs(counts))
 
 
 # ----------------------------------------------------------------------------- request sources
