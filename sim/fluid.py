@@ -78,8 +78,9 @@ class FluidServer:
         self._plan += 1
         if not self.jobs:
             return
-        self._set_rates(self.jobs)
-        first = min(self.jobs, key=lambda j: j.remaining / j.rate)
+        jobs = self.jobs
+        self._set_rates(jobs)
+        first = jobs[0] if len(jobs) == 1 else min(jobs, key=lambda j: j.remaining / j.rate)
         delay = max(first.remaining / first.rate, 0.0)
         plan = self._plan
         timer = self.env.timeout(delay)
@@ -90,6 +91,11 @@ class FluidServer:
             return  # superseded by a later re-plan
         self._advance()
         first.remaining = 0.0  # the job this timer was set for is done by construction
+        if len(self.jobs) == 1:  # that job alone (the common case: one kernel on the device)
+            self.jobs = []
+            first.done.succeed()
+            self._replan()
+            return
         finished = [j for j in self.jobs if j.remaining <= DONE_TOLERANCE * max(1.0, j.rate)]
         self.jobs = [j for j in self.jobs if j.remaining > DONE_TOLERANCE * max(1.0, j.rate)]
         for job in finished:
