@@ -130,7 +130,7 @@ class ServerLog:
     # itl_run_us[i] repeated itl_run_count[i] times; a negative count -n marks a time of a series of steps,
     # standing for n gaps from the entry before it (see add_itl_between and itl_us())
     itl_run_us: array = field(default_factory=lambda: array("d"))
-    itl_run_count: array = field(default_factory=lambda: array("q"))
+    itl_run_count: array = field(default_factory=lambda: array("i"))
     max_slots_in_use: int = 0
     end_us: float = 0.0
 
@@ -149,7 +149,7 @@ class ServerLog:
         self.itl_run_us.fromlist(times_us)
         counts = self.itl_run_count
         counts.append(0)
-        counts.extend(array("q", (-count,)) * (len(times_us) - 1))
+        counts.extend(array("i", (-count,)) * (len(times_us) - 1))
 
     def add_steps(self, slots: int, active: int, steps: int) -> None:
         """``steps`` decode steps over ``slots`` occupied slots, ``active`` of them generating."""
@@ -161,10 +161,9 @@ class ServerLog:
         if not self.itl_run_us:
             return np.zeros(0)
         values = np.frombuffer(self.itl_run_us, dtype=float)
-        counts = np.frombuffer(self.itl_run_count, dtype=np.int64)
-        timed = np.flatnonzero(counts < 0)  # a series' later times: the gap from the time before
-        gaps = values.copy()
-        gaps[timed] = values[timed] - values[timed - 1]
+        counts = np.frombuffer(self.itl_run_count, dtype=np.int32)
+        gaps = values.copy()  # a series' later times (negative counts) become the gap from the time before
+        np.subtract(values[1:], values[:-1], out=gaps[1:], where=counts[1:] < 0)
         return np.repeat(gaps, np.abs(counts))
 
 
