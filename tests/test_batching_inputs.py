@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.errors import InputError
 from harness.paths import REPO_ROOT, TRACES_DIR
@@ -28,8 +30,11 @@ from workloads.continuous_batching.generators import (
 )
 from workloads.continuous_batching.metrics import REQUESTS_SCHEMA
 from workloads.continuous_batching.requests import (
+    RequestTable,
+    _row_problem,
     read_request_csv,
     read_requests,
+    screen,
     write_request_parquet,
 )
 
@@ -285,3 +290,59 @@ def test_a_table_without_a_schema_fails_the_run_not_the_spec():
     assert results.runs["error"].str.contains("without a schema in extra_tables").all()
     assert results.metrics.empty  # no metrics left behind for a failed run
     assert results.tables["requests"].num_rows == 0
+
+
+# ------------------------------------------------------------------ screening: the vectorised paths equal the row loop
+
+_VALUE = st.one_of(
+    st.sampled_from([0.0, 1.0, 2.0, 5.0, 100.0, 2.5, -1.0, float("nan"), float("inf"), 4096.0]),
+    st.floats(0.0, 1e6, allow_nan=False),
+)
+
+
+def _screened_row_by_row(table, limit, on_invalid):
+    """The definition: each row in turn against the last kept arrival (requests._row_problem)."""
+    kept, rejected, previous = [], [], 0.0
+    for i in range(len(table)):
+        a, p, o = float(table.arrival_us[i]), float(table.prompt_tokens[i]), float(table.output_tokens[i])
+        problem = _row_problem(a, p, o, previous, limit)
+        if problem:
+            if on_invalid == "error":
+                return ("error", i, problem)
+            rejected.append((i, problem))
+            continue
+        kept.append(i)
+        previous = a
+    return (kept, rejected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(st.tuples(_VALUE, _VALUE, _VALUE), max_size=12),
+    sorted_arrivals=st.booleans(),
+    limit=st.sampled_from([None, 200, 5000]),
+    on_invalid=st.sampled_from(["error", "reject"]),
+)
+def test_screening_keeps_and_rejects_the_rows_the_row_loop_does(rows, sorted_arrivals, limit, on_invalid) -> None:
+    """``screen`` checks a trace with numpy and explains only the bad rows; what it keeps, what it sets aside
+    and why (or the error it raises) are what checking every row in turn gives."""
+    arrivals = [r[0] for r in rows]
+    if sorted_arrivals:  # mostly the case of real traces: bad rows among good ones in order
+        arrivals = sorted(arrivals, key=lambda x: (np.isnan(x), x))
+    table = RequestTable(
+        np.array(arrivals, dtype=float),
+        np.array([r[1] for r in rows], dtype=float),
+        np.array([r[2] for r in rows], dtype=float),
+        "t.csv",
+    )
+    expected = _screened_row_by_row(table, limit, on_invalid)
+    if expected[0] == "error":
+        with pytest.raises(InputError, match=f"row {expected[1]}") as raised:
+            screen(table, limit, on_invalid)
+        assert expected[2] in str(raised.value)
+        return
+    got = screen(table, limit, on_invalid)
+    assert got.row.tolist() == expected[0]
+    assert [(r.row, r.reason) for r in got.rejected] == expected[1]
+    assert got.arrival_us.tolist() == [float(table.arrival_us[i]) for i in expected[0]]
+    assert got.prompt_tokens.dtype == np.int64 and got.arrival_us.dtype == np.float64

@@ -220,6 +220,26 @@ def screen(table: RequestTable, context_limit_tokens: int | None, on_invalid: st
     if ok.all() and ordered:
         keep = np.arange(len(a))
         return ScreenedRequests(keep, a.astype(float), p.astype(np.int64), o.astype(np.int64), (), table.source)
+    good = np.flatnonzero(ok)
+    if len(good) < 2 or np.all(np.diff(a[good]) >= 0):
+        # The rows that pass the checks above are in order, so they are the ones kept; only the others
+        # need the row-by-row reasons, each against the last kept arrival before it (as the loop below).
+        bad = np.flatnonzero(~ok)
+        before = np.searchsorted(good, bad) - 1
+        reasons = [
+            _row_problem(
+                float(a[i]), float(p[i]), float(o[i]), float(a[good[k]]) if k >= 0 else 0.0, context_limit_tokens
+            )
+            for i, k in zip(bad.tolist(), before.tolist())
+        ]
+        if all(reasons):  # (else the two checks disagree on a row: the loop below decides)
+            if reasons and on_invalid == "error":
+                raise InputError(table.source, f"row {int(bad[0])}", reasons[0])
+            rejected = tuple(
+                Rejection(i, float(a[i]), float(p[i]), float(o[i]), reason) for i, reason in zip(bad.tolist(), reasons)
+            )
+            kept = (a[good].astype(float), p[good].astype(np.int64), o[good].astype(np.int64))
+            return ScreenedRequests(good, *kept, rejected, table.source)
     rows, rejected = [], []
     previous = 0.0
     for i in range(len(a)):
