@@ -112,8 +112,12 @@ class CostModel(_Strict):
     # -- the costs, µs
     def prefill_us(self, prompt_lengths: list[int] | tuple[int, ...]) -> float:
         p = self.prefill
-        total = sum(prompt_lengths)
-        squares = sum(n * n for n in prompt_lengths)
+        if len(prompt_lengths) == 1:  # a join: one prompt (the same ints the sums give)
+            total = prompt_lengths[0]
+            squares = total * total
+        else:
+            total = sum(prompt_lengths)
+            squares = sum(n * n for n in prompt_lengths)
         linear = p.base_us + p.per_seq_us * len(prompt_lengths) + p.per_token_us * total + p.per_token_sq_us * squares
         return max(p.floor_us, linear)
 
