@@ -135,7 +135,13 @@ def test_columns_and_run_id() -> None:
     columns=st.lists(st.sampled_from(OpRow._fields), min_size=1, max_size=5, unique=True),
 )
 def test_a_subset_of_columns_is_those_columns_of_the_whole_table(records, columns) -> None:
-    log = _small_chunks(4)
+    log = _log_of(records, 4)
+    pd.testing.assert_frame_equal(ops_frame(log, columns=columns), ops_frame(log)[columns], check_exact=True)
+
+
+def _log_of(records: list[tuple], chunk: int) -> OpLog:
+    """A log of ``ROW`` and ``STEP`` records in turn (chunks of ``chunk`` rows); the steps' op ids from 10**9 + 1."""
+    log = _small_chunks(chunk)
     next_id = 10**9 + 1
     for record in records:
         if len(record) == 11:
@@ -145,7 +151,7 @@ def test_a_subset_of_columns_is_those_columns_of_the_whole_table(records, column
             kind = log.step_kind(device, stream, name, thread, sync_thread, sync_name)
             log.append_step(kind, next_id, issue, issue + cost, issue + cost + work, issue + cost + work + wake)
             next_id += 2
-    pd.testing.assert_frame_equal(ops_frame(log, columns=columns), ops_frame(log)[columns], check_exact=True)
+    return log
 
 
 def test_an_unknown_column_is_refused() -> None:
@@ -157,16 +163,7 @@ def test_an_unknown_column_is_refused() -> None:
 @given(records=st.lists(st.one_of(ROW, STEP), max_size=30), chunk=st.integers(1, 9))
 def test_categorical_strings_hold_the_same_values(records, chunk) -> None:
     """A reader's frame (``categorical_strings``) has the table's values: string columns as categoricals."""
-    log = _small_chunks(chunk)
-    next_id = 10**9 + 1
-    for record in records:
-        if len(record) == 11:
-            log.append(record)
-        else:
-            (device, stream, name, thread, sync_thread, sync_name), issue, cost, work, wake = record
-            kind = log.step_kind(device, stream, name, thread, sync_thread, sync_name)
-            log.append_step(kind, next_id, issue, issue + cost, issue + cost + work, issue + cost + work + wake)
-            next_id += 2
+    log = _log_of(records, chunk)
     table, reader = ops_frame(log), ops_frame(log, categorical_strings=True)
     assert list(reader.columns) == list(table.columns) and len(reader) == len(table)
     _assert_same_values(reader, table)
@@ -183,16 +180,7 @@ def test_categorical_strings_hold_the_same_values(records, chunk) -> None:
 )
 def test_without_host_rows_the_table_is_its_device_rows(records, chunk, columns, categorical) -> None:
     """``host_rows=False`` gives the table's rows whose device is not HOST_DEVICE (-1), renumbered."""
-    log = _small_chunks(chunk)
-    next_id = 10**9 + 1
-    for record in records:
-        if len(record) == 11:
-            log.append(record)
-        else:
-            (device, stream, name, thread, sync_thread, sync_name), issue, cost, work, wake = record
-            kind = log.step_kind(device, stream, name, thread, sync_thread, sync_name)
-            log.append_step(kind, next_id, issue, issue + cost, issue + cost + work, issue + cost + work + wake)
-            next_id += 2
+    log = _log_of(records, chunk)
     table = ops_frame(log)
     expected = table.loc[table["device"] != -1, columns].reset_index(drop=True)
     got = ops_frame(log, columns=columns, categorical_strings=categorical, host_rows=False)
