@@ -248,6 +248,14 @@ class _SimStream:
         self.sync_waiters: deque[tuple[int, simpy.Event]] = deque()
 
 
+def _count_completed(stream: _SimStream) -> None:
+    """One more op of ``stream`` is done: wake the syncs that were waiting for it."""
+    stream.completed += 1
+    waiters = stream.sync_waiters
+    while waiters and waiters[0][0] <= stream.completed:
+        waiters.popleft()[1].succeed()
+
+
 class _Flight:
     """A kernel started by its launching thread (``SimBackend._start_held``): when its fluid job completes,
     this does what the stream's worker would have done then, in the same event: record the kernel's row,
@@ -281,10 +289,7 @@ class _Flight:
         end = self.backend.env._now
         row = (self.op_id, stream.device.index, stream.handle.name, _KERNEL, self.name, 0, "", self.thread)
         self.backend.ops.append((*row, self.issue_us, self.start_us, end))
-        stream.completed += 1
-        waiters = stream.sync_waiters
-        while waiters and waiters[0][0] <= stream.completed:
-            waiters.popleft()[1].succeed()
+        _count_completed(stream)
         parked = self.parked
         if not stream.pending:
             stream.wakeup = parked
@@ -421,14 +426,20 @@ class SimBackend(Backend):
         return self._next_id
 
     # ------------------------------------------------------------------ fast paths
+    def _nothing_due_by(self, t: float) -> bool:
+        """Whether SimPy would run nothing else up to and including ``t``: no other callback of the event
+        running now is left, and no pending event falls at or before ``t``."""
+        env = self.env
+        if not env.last_callback:
+            return False
+        queue = env._queue
+        return not queue or queue[0][0] > t
+
     def _skip_to(self, t: float) -> bool:
         """Move the clock to ``t`` at once if SimPy would run nothing before a timeout ending there."""
-        env = self.env
-        if self.fast and env.last_callback:
-            queue = env._queue
-            if not queue or queue[0][0] > t:
-                env._now = t
-                return True
+        if self.fast and self._nothing_due_by(t):
+            self.env._now = t
+            return True
         return False
 
     def _handoff_now_due(self, store: simpy.Store, put: bool) -> bool:
@@ -437,13 +448,11 @@ class SimBackend(Backend):
         would serve no one else when it runs) and that event would be the next one run (nothing else due
         now, no other callback of the current event still to run): the thread would resume before anything
         else happens, without a wake-up (it did not block)."""
-        env = self.env
-        if store.put_queue or store.get_queue or not env.last_callback:
+        if store.put_queue or store.get_queue:
             return False
         if (len(store.items) >= store.capacity) if put else not store.items:
             return False
-        queue = env._queue
-        return not queue or queue[0][0] > env._now
+        return self._nothing_due_by(self.env._now)
 
     def _release_held(self) -> None:
         """The held kernel goes to its stream, at the instant it was launched (no time has passed since)."""
@@ -463,8 +472,7 @@ class SimBackend(Backend):
         """
         stream, op_id, cmd, thread_name, issue, _ = self._held
         env = self.env
-        queue = env._queue
-        if not env.last_callback or (queue and queue[0][0] <= env._now) or cmd.duration_us <= DONE_TOLERANCE:
+        if cmd.duration_us <= DONE_TOLERANCE or not self._nothing_due_by(env._now):
             return False
         self._held = None
         stream.issued += 1
@@ -480,12 +488,10 @@ class SimBackend(Backend):
             return False
         wake = self._host.sync_wake_us
         woken = end + wake if wake > 0.0 else end
-        env = self.env
-        queue = env._queue
-        if not env.last_callback or (queue and queue[0][0] <= woken):
+        if not self._nothing_due_by(woken):
             return False
         self._held = None
-        self._record_step(stream, op_id, launch.name, thread_name, issue, env._now, end, thread.name, woken)
+        self._record_step(stream, op_id, launch.name, thread_name, issue, self.env._now, end, thread.name, woken)
         return True
 
     def _launch_sync_at_once(
@@ -907,10 +913,7 @@ class SimBackend(Backend):
                     env.now,
                 )
             )
-            stream.completed += 1
-            waiters = stream.sync_waiters
-            while waiters and waiters[0][0] <= stream.completed:
-                waiters.popleft()[1].succeed()
+            _count_completed(stream)
 
     def _host_op(self, kind: OpKind, name: str, thread: Thread, start: float) -> None:
         self._next_id += 1
