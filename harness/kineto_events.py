@@ -10,7 +10,9 @@ index in ``traceEvents`` (so every later error can name it):
 * ``syncs``       ``cuda_sync`` events (only present when recorded with
                   ``_ExperimentalConfig(enable_cuda_sync_events=True)``);
 * ``annotations`` host ``user_annotation`` ranges (``ProfilerStep#N``, record_function);
-* ``flows``       ``ac2g`` flow events (host launch -> GPU op), the fallback link.
+* ``flows``       ``ac2g`` flow events (host launch -> GPU op), the fallback link;
+* ``cpu_ops``     host ``cpu_op`` events (aten ops; absent when recorded with CUDA activities only):
+                  only their thread and start are kept, to count the profiler events in each host gap.
 
 Times stay in the file's own µs clock here (``ts`` as written; ``base_us`` is
 ``baseTimeNanoseconds`` / 1000 when the file has one, else 0). The whole file is
@@ -53,6 +55,8 @@ class KinetoEvents:
     annotations: pd.DataFrame  # idx, name, pid, tid, ts, dur
     flows: pd.DataFrame  # idx, ph, id, pid, tid, ts
     device_names: dict[int, str] = field(default_factory=dict)
+    cpu_ops: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"tid": [], "ts": []}))  # tid, ts
+    torch_version: str = ""  # where the file says (a top-level "torch_version" / "pytorch_version"), else ""
 
 
 def read_json_bytes(path: Path, limit: int = MAX_TRACE_BYTES) -> bytes:
@@ -126,12 +130,14 @@ def load_kineto_events(path: Path, limit: int = MAX_TRACE_BYTES) -> KinetoEvents
         annotations=_annotation_table(path, events, groups["annotations"]),
         flows=_flow_table(path, events, groups["flows"]),
         device_names=_device_names(top.get("deviceProperties")),
+        cpu_ops=_cpu_op_table(path, events, groups["cpu_ops"]),
+        torch_version=str(top.get("torch_version") or top.get("pytorch_version") or ""),
     )
 
 
 def _group_indices(path: Path, events: list) -> dict[str, list[int]]:
     """Event indices per family, in file order; a non-object event is rejected by index."""
-    groups: dict[str, list[int]] = {"gpu": [], "calls": [], "syncs": [], "annotations": [], "flows": []}
+    groups: dict[str, list[int]] = {"gpu": [], "calls": [], "syncs": [], "annotations": [], "flows": [], "cpu_ops": []}
     for i, event in enumerate(events):
         if not isinstance(event, dict):
             raise InputError(path, f"event {i}", f"expected a JSON object, got {type(event).__name__}")
@@ -145,6 +151,8 @@ def _group_indices(path: Path, events: list) -> dict[str, list[int]]:
                 groups["syncs"].append(i)
             elif cat == "user_annotation":
                 groups["annotations"].append(i)
+            elif cat == "cpu_op":
+                groups["cpu_ops"].append(i)
         elif cat == "ac2g" and ph in ("s", "f"):
             groups["flows"].append(i)
     return groups
@@ -245,6 +253,12 @@ def _annotation_table(path: Path, events: list, idx: list[int]) -> pd.DataFrame:
             "tid": [str(events[i].get("tid")) for i in idx],
             **_times(path, events, idx),
         }
+    )
+
+
+def _cpu_op_table(path: Path, events: list, idx: list[int]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"tid": [str(events[i].get("tid")) for i in idx], "ts": _times(path, events, idx, with_dur=False)["ts"]}
     )
 
 

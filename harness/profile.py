@@ -66,7 +66,7 @@ class DeviceFigures(_Strict):
 
 
 class HostCosts(_Strict):
-    """Host-thread time each runtime call costs, µs."""
+    """Host-thread time each runtime call costs, µs (one kind of host: see ``HOST_COST_KINDS``)."""
 
     launch_us: float = pydantic.Field(ge=0)
     copy_launch_us: float = pydantic.Field(ge=0)
@@ -86,6 +86,67 @@ class HostCosts(_Strict):
     @property
     def graph_launch_cost_us(self) -> float:
         return self.launch_us if self.graph_launch_us is None else self.graph_launch_us
+
+
+HOST_COST_KINDS = ("replay_engine", "pytorch_eager")
+"""The two kinds of host a profile's host costs describe. ``replay_engine``: what the replay engine's own
+commands cost (``[host]``, or ``[host_costs.replay_engine]``; what the simulator charges a policy's commands
+by default). ``pytorch_eager``: what a plain eager PyTorch program pays per call (``[host_costs.pytorch_eager]``,
+optional, measured by ``harness calibrate --profiler``): what a recorded program's added calls cost."""
+
+PROFILER_MODES = ("cpu_cuda", "cpu_cuda_sync", "cuda", "cuda_sync")
+"""torch.profiler recording modes: activities CPU+CUDA (the default), the same with CUDA sync events
+(``_ExperimentalConfig(enable_cuda_sync_events=True)``), CUDA only, CUDA only with sync events."""
+
+PROFILER_EVENT_KINDS = ("aten_op", "runtime_call", "range", "graph_launch", "graph_kernel")
+"""Profiler events whose host overhead a calibration measures: an aten op (``cpu_op``), a CUDA runtime call,
+a ``record_function`` range (``user_annotation``, ``ProfilerStep#N`` included), a CUDA-graph launch, and each
+kernel inside a launched graph."""
+
+
+class Spread(_Strict):
+    """A calibrated figure: the median over rounds and its spread (half the interquartile range), µs."""
+
+    median_us: float
+    spread_us: float = pydantic.Field(ge=0)
+
+
+class ProfilerCalibration(_Strict):
+    """``[profiler.<mode>]``: what torch.profiler in one mode adds to a recording (``harness calibrate --profiler``).
+
+    ``overhead``: host time each recorded event of a kind adds (per event, median over rounds of a
+    least-squares fit); ``floor_us``: the unprofiled host time below which a call of a kind is never
+    compensated (an eager op launching one kernel, a graph replay), per ``call_*`` kind.
+    """
+
+    torch: str
+    date: str
+    rounds: int = pydantic.Field(ge=1)
+    overhead: dict[str, Spread]
+    floor_us: dict[str, float]
+    method: str = ""
+    notes: str = ""
+
+    @pydantic.field_validator("overhead")
+    @classmethod
+    def _known_kinds(cls, overhead: dict[str, Spread]) -> dict[str, Spread]:
+        unknown = sorted(set(overhead) - set(PROFILER_EVENT_KINDS))
+        if unknown:
+            raise ValueError(f"unknown profiler event kind(s) {unknown}; expected {list(PROFILER_EVENT_KINDS)}")
+        return overhead
+
+    @pydantic.field_validator("floor_us")
+    @classmethod
+    def _floors(cls, floors: dict[str, float]) -> dict[str, float]:
+        for kind, us in floors.items():
+            if not kind.startswith("call_") or not us >= 0:
+                raise ValueError(f"floor_us: {kind!r} = {us}: keys are call kinds (call_launch, ...), values >= 0")
+        return floors
+
+    def overhead_us(self, kind: str) -> float:
+        """Median overhead of one event of ``kind`` (0 when not calibrated), never negative."""
+        figure = self.overhead.get(kind)
+        return max(figure.median_us, 0.0) if figure else 0.0
 
 
 class LinkTable(_Strict):
@@ -146,9 +207,39 @@ class HardwareProfile(_Strict):
     description: str = ""
     provenance: Provenance
     device: DeviceFigures
-    host: HostCosts
+    host: HostCosts  # the replay engine's (TOML: [host], or [host_costs.replay_engine])
     link: LinkFigures
     kernels: KernelCalibration | None = None  # optional (added with `harness calibrate`); format version unchanged
+    # Optional, format version unchanged ([host_costs.pytorch_eager] and [profiler.<mode>] in TOML):
+    pytorch_eager_host: HostCosts | None = None
+    profiler: dict[str, ProfilerCalibration] = pydantic.Field(default_factory=dict)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _host_cost_kinds(cls, raw: object) -> object:
+        """``[host_costs.<kind>]`` tables into their fields; ``[host]`` is the replay engine's (older profiles)."""
+        if not isinstance(raw, dict) or "host_costs" not in raw:
+            return raw
+        raw = dict(raw)
+        kinds = raw.pop("host_costs")
+        if not isinstance(kinds, dict) or set(kinds) - set(HOST_COST_KINDS):
+            extra = sorted(set(kinds) - set(HOST_COST_KINDS)) if isinstance(kinds, dict) else kinds
+            raise ValueError(f"host_costs: unknown kind(s) {extra}; expected {list(HOST_COST_KINDS)}")
+        if "replay_engine" in kinds:
+            if "host" in raw:
+                raise ValueError("give the replay engine's host costs once: [host] or [host_costs.replay_engine]")
+            raw["host"] = kinds["replay_engine"]
+        if "pytorch_eager" in kinds:
+            raw["pytorch_eager_host"] = kinds["pytorch_eager"]
+        return raw
+
+    @pydantic.field_validator("profiler")
+    @classmethod
+    def _known_modes(cls, profiler: dict[str, ProfilerCalibration]) -> dict[str, ProfilerCalibration]:
+        unknown = sorted(set(profiler) - set(PROFILER_MODES))
+        if unknown:
+            raise ValueError(f"unknown profiler mode(s) {unknown}; expected {list(PROFILER_MODES)}")
+        return profiler
 
     @pydantic.field_validator("format_version")
     @classmethod
@@ -219,6 +310,34 @@ class Profile:
             (Direction.D2H, HostMemory.PAGEABLE): CopyCurve.from_table(figures.link.d2h.pageable),
         }
 
+    @property
+    def pytorch_eager_measured(self) -> bool:
+        """Whether the profile carries a PyTorch program's own host costs (``[host_costs.pytorch_eager]``)."""
+        return self.figures.pytorch_eager_host is not None
+
+    def program_call_cost_us(self, kind: str) -> float:
+        """Host time a plain eager PyTorch program pays for one call of ``kind``, µs.
+
+        ``kind`` is a :class:`HostCosts` figure without ``_us`` (``launch``, ``graph_launch``,
+        ``copy_launch``, ``record``, ``wait``, ``sync_wake``, ``alloc``, ``free``) or a trace's call kind
+        (``call_launch``, ``call_graph_launch``, ``call_memcpy``, ``call_record``, ``call_wait``, ...).
+        It is what a what-if that adds calls to a recorded program charges them: the figures of
+        ``[host_costs.pytorch_eager]``, or, in a profile without them, the replay engine's (``[host]``;
+        check :attr:`pytorch_eager_measured`: those are 2-5x an eager program's).
+        """
+        field = _PROGRAM_CALL_FIGURES.get(kind, kind)
+        costs = self.figures.pytorch_eager_host or self.host
+        if field == "graph_launch":
+            return costs.graph_launch_cost_us
+        value = getattr(costs, f"{field}_us", None) if field in _HOST_FIGURES else None
+        if value is None:
+            raise KeyError(f"no host cost for call kind {kind!r}; expected one of {sorted(_PROGRAM_CALL_FIGURES)}")
+        return float(value)
+
+    def profiler_calibration(self, mode: str) -> ProfilerCalibration | None:
+        """The ``[profiler.<mode>]`` calibration (None when this profile has none for ``mode``)."""
+        return self.figures.profiler.get(mode)
+
     def curve(self, direction: Direction, host_memory: HostMemory) -> CopyCurve:
         return self._curves[(direction, host_memory)]
 
@@ -231,6 +350,23 @@ class Profile:
     def d2d_time_us(self, nbytes: int) -> float:
         # d2d_gbps counts bytes copied (each read once and written once).
         return self.device.d2d_latency_us + nbytes / (self.device.d2d_gbps * 1e3)
+
+
+_HOST_FIGURES = ("launch", "graph_launch", "copy_launch", "record", "wait", "sync_wake", "thread_wake", "alloc", "free")
+_PROGRAM_CALL_FIGURES = {
+    **{f: f for f in _HOST_FIGURES},
+    "call_launch": "launch",
+    "call_memset": "launch",
+    "call_graph_launch": "graph_launch",
+    "call_memcpy": "copy_launch",
+    "call_record": "record",
+    "call_wait": "wait",
+    "call_sync_stream": "sync_wake",
+    "call_sync_device": "sync_wake",
+    "call_sync_event": "sync_wake",
+    "call_malloc": "alloc",
+    "call_free": "free",
+}
 
 
 class GpuDefault(_Strict):

@@ -15,7 +15,17 @@ op table in the vocabulary of :mod:`harness.trace` (format version 2):
 * links: ``args.correlation``, or the ``ac2g`` flow events when an op lacks it;
   a CUDA-graph launch is one call whose kernels all share its correlation;
 * ``group``: the ``ProfilerStep#N`` around the launching call (else its
-  innermost record_function range); ``annotation``: that innermost range.
+  innermost record_function range); ``annotation``: that innermost range;
+* per host call, the profiler events its gap holds (``gap_aten_ops``,
+  ``gap_ranges``: aten ops and record_function ranges that began on its thread
+  after the previous call ended), so that a simulation can take out the
+  profiler's calibrated overhead (``profiler_overhead = "subtract"``);
+* the recording's profiler mode in the provenance (``cpu_cuda``,
+  ``cpu_cuda_sync``, ``cuda``, ``cuda_sync``: CPU activities are taken as
+  recorded when the file has any ``cpu_op`` or ``user_annotation``). A CUDA-only
+  recording (runtime calls, no aten ops) imports the same way. A host-bound
+  recording (the GPU idle most of the span) taken with CPU activities gets a
+  warning (``ImportedTrace.warnings``): the profiler inflated it most.
 
 Times are µs since the first imported event, whether the file's ``ts`` is
 absolute epoch µs (older torch) or relative to ``baseTimeNanoseconds`` (newer).
@@ -81,6 +91,7 @@ class ImportedTrace:
     ops: pd.DataFrame
     provenance: Provenance
     devices: tuple[int, ...]  # the GPUs the file holds (``ops`` has the chosen ones)
+    warnings: tuple[str, ...] = ()  # what the user should know before trusting a prediction from it
 
 
 @collector_paused()  # the parsed JSON is millions of objects, kept until the tables are built
@@ -101,7 +112,8 @@ def import_profiler_trace(path: str | Path, device: int | None = None, limit: in
     gpu = _link(path, ev, gpu)
     calls = _host_calls(ev, gpu, device)
     ops, origin, notes = _assemble(path, ev, gpu, calls)
-    return ImportedTrace(path, ops, _provenance(ev, origin, devices, device, notes), devices)
+    provenance = _provenance(ev, origin, devices, device, notes)
+    return ImportedTrace(path, ops, provenance, devices, _mode_warnings(ops, provenance.profiler_mode))
 
 
 def import_to_parquet(path: str | Path, out: str | Path, device: int | None = None) -> ImportedTrace:
@@ -231,6 +243,28 @@ def _record_streams(calls: pd.DataFrame) -> pd.DataFrame:
     return calls
 
 
+def _gap_counts(calls: pd.DataFrame, events: pd.DataFrame) -> np.ndarray:
+    """Per call: how many ``events`` (tid, ts) began on its thread after its previous call ended, up to its start.
+
+    A thread's first call counts every earlier event of the thread; overlapping calls count none.
+    """
+    counts = np.zeros(len(calls), dtype=np.int64)
+    if events.empty or calls.empty:
+        return counts
+    order = calls.sort_values(["tid", "ts", "idx"], kind="stable")
+    prev_end = (order["ts"] + order["dur"]).groupby(order["tid"]).shift(1).fillna(-np.inf)
+    position = pd.Series(np.arange(len(calls)), index=calls.index)
+    by_thread = {tid: np.sort(part["ts"].to_numpy(dtype=float)) for tid, part in events.groupby("tid")}
+    for tid, rows in order.groupby("tid", sort=False):
+        ts = by_thread.get(tid)
+        if ts is None:
+            continue
+        begin = np.searchsorted(ts, prev_end[rows.index].to_numpy(), side="right")
+        end = np.searchsorted(ts, rows["ts"].to_numpy(), side="right")
+        counts[position[rows.index].to_numpy()] = np.maximum(end - begin, 0)
+    return counts
+
+
 def _host_gaps(calls: pd.DataFrame, origin: float) -> tuple[np.ndarray, int]:
     """Per thread: a call's start minus the previous call's end (first: minus ``origin``), clamped >= 0."""
     order = calls.sort_values(["tid", "ts", "idx"], kind="stable")
@@ -303,6 +337,8 @@ def _assemble(
     step = _steps(ev.annotations, ts)
     group = np.where(pd.isna(step), annotation, step)
     host = _call_rows(calls, origin, gaps, group, annotation)
+    host["gap_aten_ops"] = _gap_counts(calls, ev.cpu_ops)
+    host["gap_ranges"] = _gap_counts(calls, ev.annotations[["tid", "ts"]])
     dev, notes = _gpu_rows(path, gpu, calls.assign(group=group, annotation=annotation), origin)
     ops = pd.concat([dev, host], ignore_index=True).sort_values(
         ["start_us", "source_index"], kind="stable", ignore_index=True
@@ -311,7 +347,7 @@ def _assemble(
         notes.append(
             f"{overlaps} host call(s) started before the previous call on their thread ended; their host_gap_us is 0"
         )
-    for column in ("correlation", "wait_correlation", "source_index"):
+    for column in ("correlation", "wait_correlation", "source_index", "gap_aten_ops", "gap_ranges"):
         ops[column] = pd.to_numeric(ops[column]).astype("Int64")
     return ops[TRACE_SCHEMA.names], origin, notes
 
@@ -432,6 +468,44 @@ def _provenance(
         ),
         sync_events="recorded" if synced else "absent",
         notes="\n".join(notes),
+        profiler_mode=profiler_mode(ev),
+        torch=ev.torch_version,
+    )
+
+
+def profiler_mode(ev: KinetoEvents) -> str:
+    """The recording's torch.profiler mode (see :data:`harness.profile.PROFILER_MODES`)."""
+    cpu = not ev.cpu_ops.empty or not ev.annotations.empty
+    return ("cpu_cuda" if cpu else "cuda") + ("_sync" if not ev.syncs.empty else "")
+
+
+HOST_BOUND_BUSY_FRAC = 0.7
+"""A recording whose GPU ran less than this share of its span is taken as host-bound (warned about)."""
+
+
+def gpu_busy_fraction(ops: pd.DataFrame) -> float:
+    """Share of the trace's span (first op or call start to last end) that some GPU op ran."""
+    gpu = ops[ops["device"] >= 0]
+    if gpu.empty:
+        return 0.0
+    start, end = gpu["start_us"].to_numpy(float), (gpu["start_us"] + gpu["duration_us"]).to_numpy(float)
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], np.maximum.accumulate(end[order])
+    busy = float(e[-1] - s[0] - np.maximum(s[1:] - e[:-1], 0.0).sum())
+    span = float((ops["start_us"] + ops["duration_us"]).max() - ops["start_us"].min())
+    return busy / span if span > 0 else 1.0
+
+
+def _mode_warnings(ops: pd.DataFrame, mode: str) -> tuple[str, ...]:
+    """A host-bound recording taken with CPU activities: the mode that inflates a host-bound program most."""
+    busy = gpu_busy_fraction(ops)
+    if not mode.startswith("cpu") or busy >= HOST_BOUND_BUSY_FRAC:
+        return ()
+    return (
+        f"host-bound recording (the GPU ran {busy:.0%} of its span) taken with CPU activities ({mode}): the "
+        "profiler's per-op host overhead inflates it most in this mode. Simulate it with profiler_overhead = "
+        '"subtract" and a profile calibrated by `harness calibrate --profiler`, or record with '
+        "activities=[ProfilerActivity.CUDA] only (see traces/recorded/README.md)",
     )
 
 

@@ -1,11 +1,13 @@
-"""The op-trace format: recorded GPU work as a Parquet table (format version 2).
+"""The op-trace format: recorded GPU work as a Parquet table (format version 3).
 
 One row per op, in the vocabulary of the results' ops table, so that the same
 file can hold a synthetic workload description, a harness replay, or what a
 PyTorch profiler trace records (kernels and copies with their streams, bytes,
 launch and start times, and every CUDA runtime call of each host thread;
 :mod:`harness.profiler_import` writes those). Version 1 files (the first twelve
-columns) are still read; the later columns then read as null:
+columns) and version 2 files (without the ``gap_*`` counts) are still read; the
+later columns then read as null (a recording then cannot say which profiler
+events its gaps hold, and profiler-overhead compensation says so):
 
 ==============  =========  ========  ===================================================
 column          type       required  meaning
@@ -36,6 +38,12 @@ wait_stream     string     no        call_wait / call_sync_event: the stream who
 wait_correlation int64     no        ... and the correlation of that event's record call
 annotation      string     no        innermost record_function range around the host call
 source_index    int64      no        index of the event in the source file (traceEvents)
+-- version 3 --
+gap_aten_ops    int64      no        host calls: the profiler's aten ops (``cpu_op``) that began
+                                     on the call's thread in its gap (after the previous call
+                                     ended, up to this call's start); 0 in a CUDA-only recording
+gap_ranges      int64      no        ... and the record_function ranges (``user_annotation``,
+                                     ``ProfilerStep#N`` too) that began there
 ==============  =========  ========  ===================================================
 
 Times are µs; in an imported trace, µs since the first imported event.
@@ -45,7 +53,11 @@ File metadata (Parquet key-value, UTF-8): ``harness.trace.format_version``
 recording, a generator), ``harness.trace.hardware`` (the GPU, or "synthetic"),
 ``harness.trace.date`` (ISO date), and optionally ``harness.trace.description``,
 ``harness.trace.sync_events`` ("recorded" / "absent": whether cross-stream
-dependencies were recorded) and ``harness.trace.notes`` (caveats of an import).
+dependencies were recorded), ``harness.trace.profiler_mode`` (an imported
+recording's torch.profiler mode: ``cpu_cuda``, ``cpu_cuda_sync``, ``cuda`` or
+``cuda_sync``, see :data:`harness.profile.PROFILER_MODES`), ``harness.trace.torch``
+(the torch version, where the recording says) and ``harness.trace.notes``
+(caveats of an import).
 """
 
 from __future__ import annotations
@@ -62,8 +74,8 @@ import pyarrow.parquet as pq
 from harness.errors import InputError
 from harness.runtime import OpKind
 
-TRACE_FORMAT_VERSION = "2"
-READABLE_TRACE_VERSIONS = ("1", "2")
+TRACE_FORMAT_VERSION = "3"
+READABLE_TRACE_VERSIONS = ("1", "2", "3")
 
 TRACE_SCHEMA = pa.schema(
     [
@@ -85,6 +97,8 @@ TRACE_SCHEMA = pa.schema(
         pa.field("wait_correlation", pa.int64()),
         pa.field("annotation", pa.string()),
         pa.field("source_index", pa.int64()),
+        pa.field("gap_aten_ops", pa.int64()),
+        pa.field("gap_ranges", pa.int64()),
     ]
 )
 REQUIRED_COLUMNS = [f.name for f in TRACE_SCHEMA if not f.nullable]
@@ -115,6 +129,8 @@ class Provenance:
     description: str = ""
     sync_events: str = ""  # "recorded" / "absent" for an imported profiler trace
     notes: str = ""  # caveats of an import, one per line
+    profiler_mode: str = ""  # an imported recording's torch.profiler mode (harness.profile.PROFILER_MODES)
+    torch: str = ""  # the torch version that recorded it, where the recording says
 
     def to_metadata(self) -> dict[bytes, bytes]:
         meta = {
@@ -129,6 +145,7 @@ class Trace:
     path: Path
     ops: pd.DataFrame
     provenance: Provenance
+    format_version: str = TRACE_FORMAT_VERSION  # the file's (older versions lack later columns: null)
 
 
 def write_trace(path: Path, ops: pd.DataFrame, provenance: Provenance) -> Path:
@@ -206,8 +223,10 @@ def load_trace(path: Path) -> Trace:
         meta.get("harness.trace.description", ""),
         meta.get("harness.trace.sync_events", ""),
         meta.get("harness.trace.notes", ""),
+        meta.get("harness.trace.profiler_mode", ""),
+        meta.get("harness.trace.torch", ""),
     )
-    return Trace(path, frame[TRACE_SCHEMA.names], provenance)
+    return Trace(path, frame[TRACE_SCHEMA.names], provenance, meta["harness.trace.format_version"])
 
 
 def _first(mask: np.ndarray) -> int | None:

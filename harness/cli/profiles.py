@@ -45,11 +45,41 @@ def profiles() -> None:
 def calibrate(
     name: str = typer.Option(..., help="Profile name (the file is traces/profiles/NAME.toml unless --out is given)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Profile file to write."),
-    base_profile: str = typer.Option(QUOTED_PROFILE, help="Profile whose memory figure caps the calibration runs."),
+    base_profile: str | None = typer.Option(
+        None,
+        help="Profile whose memory figure caps the calibration runs (default: "
+        f"{QUOTED_PROFILE}); with --profiler, the profile the calibration is added to (default: this GPU's).",
+    ),
     notes: str = typer.Option("", help="Free text for the profile's provenance notes."),
     force: bool = typer.Option(False, help="Replace an existing profile file."),
+    profiler: bool = typer.Option(
+        False,
+        "--profiler",
+        help="Calibrate torch.profiler's host overhead per recorded event and a plain eager program's host costs "
+        "instead, and write them into a copy of the base profile ([profiler.<mode>], [host_costs.pytorch_eager]).",
+    ),
+    modes: str = typer.Option(
+        "cpu_cuda,cpu_cuda_sync,cuda", help="--profiler: the profiler modes to calibrate, comma-separated."
+    ),
+    rounds: int = typer.Option(9, min=1, help="--profiler: rounds (one fresh process per round and mode)."),
+    script: Path | None = typer.Option(
+        None, help="--profiler: also time this script of yours unprofiled and profiled, in each round and mode."
+    ),
+    raw: Path | None = typer.Option(None, help="--profiler: also write every round's figures to this JSON file."),
+    budget_s: float = typer.Option(
+        300.0,
+        help="--profiler: start no round after this many seconds (the first always runs; the rounds done are kept).",
+    ),
 ) -> None:
-    """Measure this GPU's hardware profile (host link, duplex, host costs, kernel tables) and write it."""
+    """Measure this GPU's hardware profile (host link, duplex, host costs, kernel tables) and write it.
+
+    With --profiler: measure what torch.profiler adds per recorded event in each mode, and what a plain eager
+    PyTorch program pays per call, and write the base profile with them (what profiler_overhead = "subtract"
+    and what-ifs of recorded programs read)."""
+    if profiler:
+        _calibrate_profiler(name, out, base_profile, force, modes, rounds, script, raw, budget_s)
+        return
+    base_profile = base_profile or QUOTED_PROFILE
     from harness.paths import PROFILES_DIR
     from harness.profile import load_profile
     from replay.calibrate import calibrate as run_calibration
@@ -78,6 +108,71 @@ def calibrate(
         "point the GPU's alias at it in traces/profiles/gpu-defaults.toml",
         highlight=False,
     )
+
+
+def _calibrate_profiler(
+    name: str,
+    out: Path | None,
+    base_profile: str | None,
+    force: bool,
+    modes: str,
+    rounds: int,
+    script: Path | None,
+    raw: Path | None,
+    budget_s: float,
+) -> None:
+    import tomllib
+
+    from harness.paths import PROFILES_DIR
+    from harness.profile import HardwareProfile, gpu_defaults, load_profile
+    from replay.calibrate import write_profile
+    from replay.gpu import CudaUnavailable, require_cuda
+    from replay.profiler_calibration import calibrate_profiler, profile_with_calibration
+
+    path = out or PROFILES_DIR / f"{name}.toml"
+    if path.exists() and not force:
+        fail(f"{path}: already exists; pass --force to replace it")
+    if not path.exists():
+        check_out(path, "profile file")
+    if script is not None and not script.is_file():
+        fail(f"{script}: script not found")
+    chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+    try:
+        torch = require_cuda()
+        gpu = torch.cuda.get_device_name(0)
+        del torch  # the rounds run in fresh processes; this one only names the GPU
+        if base_profile is None:
+            match = [a for a, d in sorted(gpu_defaults().items()) if d.gpu_name == gpu]
+            base_profile = match[0] if match else QUOTED_PROFILE
+        base = load_profile(base_profile)
+        log = lambda line: console.print(line, highlight=False)  # noqa: E731
+        result = calibrate_profiler(chosen, rounds, "cuda:0", script, log=log, budget_s=budget_s, raw_path=raw)
+    except CudaUnavailable as err:
+        fail(f"harness calibrate --profiler: {err}")
+    except (InputError, ValueError) as err:
+        fail(f"harness calibrate --profiler: {err}")
+    except RuntimeError as err:
+        fail(f"harness calibrate --profiler: {err}", 1)
+    base_raw = tomllib.loads(base.path.read_text())
+    thread_wake = base.host.thread_wake_us
+    updated = profile_with_calibration(base_raw, result, thread_wake)
+    updated["name"] = name
+    provenance = dict(updated["provenance"])
+    provenance["notes"] = (
+        provenance.get("notes", "")
+        + " [profiler.*] and [host_costs.pytorch_eager] measured by `harness calibrate --profiler` on "
+        f"{result['device']} with torch {result['torch']} ({rounds} rounds; base profile {base.name})."
+    ).strip()
+    updated["provenance"] = provenance
+    HardwareProfile.model_validate(updated)
+    if result["failures"]:
+        console.print(f"[yellow]{len(result['failures'])} round(s) failed and were left out[/]", highlight=False)
+    header = (
+        f"# Hardware profile, format version 1 (see traces/README.md). {base.name} with the profiler calibration of "
+        f"`harness calibrate --profiler --name {name}`.\n"
+    )
+    write_profile(updated, path, header)
+    console.print(f"wrote [bold]{path}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -61,8 +61,11 @@ def trace_import(
         console.print(
             "  no CUDA sync events: cross-stream waits are inferred from start times when simulated", highlight=False
         )
+    console.print(f"  profiler mode: {imported.provenance.profiler_mode}", highlight=False)
     if imported.provenance.notes:
         console.print(f"  notes: {imported.provenance.notes}", highlight=False)
+    for warning in imported.warnings:
+        console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -57,6 +57,8 @@ WORKLOAD = Workload(
     summary_metrics=(
         "makespan_us",
         "recorded_makespan_us",
+        "unprofiled_makespan_us",
+        "profiler_overhead_removed_us",
         "makespan_vs_recorded",
         "gpu_busy_frac",
         "gpu_wait_for_host_us",

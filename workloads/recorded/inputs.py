@@ -31,7 +31,7 @@ def prepare(ctx: PrepareContext) -> RecordedProgram:
     calls = ops[ops["kind"].str.startswith("call_")]
     if calls.empty:
         raise InputError(path, "", "the trace records no host runtime calls: nothing to re-issue")
-    program = build_program(ops, str(path))
+    program = build_program(ops, str(path), trace.provenance.profiler_mode)
     if not program.streams:
         raise InputError(path, "", "no GPU op of the trace is linked to a host call (column 'correlation')")
     return program

@@ -13,6 +13,10 @@
   ``recorded_group_time_us`` the recording's mean over the same groups.
 * ``inferred_waits``, ``unresolved_waits``: cross-stream orderings the recording implied, waits
   left out.
+* With ``profiler_overhead = "subtract"`` only: ``unprofiled_makespan_us``, the predicted span of
+  the program *without* the profiler (the run's makespan, named for what it is: ``makespan_us``
+  and ``recorded_makespan_us`` are then the prediction and the profiled recording), and
+  ``profiler_overhead_removed_us``, the host time taken out of the recorded calls.
 """
 
 from __future__ import annotations
@@ -57,6 +61,11 @@ def metrics(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult)
         MetricRow("inferred_waits", float(program.inferred_waits), "count"),
         MetricRow("unresolved_waits", float(result.unresolved_waits), "count"),
     ]
+    if getattr(result, "profiler_overhead", "keep") == "subtract":
+        rows += [
+            MetricRow("unprofiled_makespan_us", makespan, "us"),
+            MetricRow("profiler_overhead_removed_us", float(result.overhead_removed_us), "us"),
+        ]
     per = max(makespan, 1e-9)
     busy, waited = [], []
     for device, part in device_ops.groupby("device"):

@@ -10,22 +10,38 @@ With ``host_costs = "recorded"`` (the default) each call also costs the host its
 recorded duration (the command's ``host_us``): the simulator charges exactly
 that, a real backend what the call really costs it (the replay engine's Python
 loop pays more than eager PyTorch for a small kernel launch). With
-``"profile"`` calls cost what the hardware profile says: a what-if of this
-program on another host.
+``"profile"`` calls cost what the hardware profile says a PyTorch program pays
+(``[host_costs.pytorch_eager]``, :meth:`harness.profile.Profile.program_call_cost_us`;
+in a profile without those, the replay engine's own costs): a what-if of this
+program on another host. Calls a what-if adds are charged the same way.
+
+**Profiler overhead.** ``profiler_overhead = "keep"`` (the default) re-issues the
+recording as recorded, the profiler's host overhead included: the prediction is
+of the program *as it ran under the profiler*, which is what ``as_recorded``
+reproduces and what a fidelity check against the recording compares. With
+``"subtract"`` every recorded gap and call cost first loses the overhead the
+profile's ``[profiler.<mode>]`` calibration gives for the events recorded in it
+(:mod:`.compensation`), never below the calibrated floor of a call: the
+prediction is of the program *as it runs without the profiler*, and the run's
+metrics say so (``unprofiled_makespan_us``). ``"subtract"`` needs a format-3
+trace and a profile calibrated for the recording's mode (``harness calibrate
+--profiler``); without them the run fails saying which is missing, rather than
+quietly predicting the profiled program. Keep is the default because a
+prediction's meaning must not depend on which profile happens to be calibrated.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import pydantic
 
 from harness.runtime import Direction, Event, GraphKernel, HostMemory, KernelKind, PolicyGen, Runtime, Stream
 from harness.workload import PolicyParams
-from workloads.recorded import whatif
+from workloads.recorded import compensation, whatif
 from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey, ThreadProgram, is_gemm
 
 COPIES = {"copy_h2d": Direction.H2D, "copy_d2h": Direction.D2H}
@@ -33,6 +49,8 @@ COPIES = {"copy_h2d": Direction.H2D, "copy_d2h": Direction.D2H}
 
 class AsRecordedParams(PolicyParams):
     host_costs: Literal["recorded", "profile"] = "recorded"
+    # "subtract": take the calibrated torch.profiler overhead out of the recording first (see the module docstring)
+    profiler_overhead: Literal["keep", "subtract"] = "keep"
     # Kernels shorter than this run this long (on both backends): the replay's stand-in kernels cannot
     # be shorter than the GPU's shortest back-to-back kernel (about 2 µs); 0 keeps recorded durations.
     min_kernel_us: float = pydantic.Field(default=0.0, ge=0.0)
@@ -45,6 +63,8 @@ class RecordedResult:
 
     calls: int  # runtime calls re-issued
     unresolved_waits: int  # waits on an event the program never recorded (left out)
+    profiler_overhead: str = "keep"  # what the run did with the recording's profiler overhead
+    overhead_removed_us: float = 0.0  # host time taken out of the recorded calls ("subtract")
 
 
 @dataclass
@@ -58,7 +78,25 @@ class _Shared:
 
 
 def as_recorded(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
-    return (yield from _run_program(rt, program, params))
+    program, removed_us = _compensated(rt, program, params)
+    result = yield from _run_program(rt, program, params)
+    return replace(result, profiler_overhead=params.profiler_overhead, overhead_removed_us=removed_us)
+
+
+_compensations: dict[tuple[int, str], tuple[RecordedProgram, object, RecordedProgram, float]] = {}
+
+
+def _compensated(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> tuple[RecordedProgram, float]:
+    """``program`` as it would run without the profiler (``"subtract"``; made once per program and profile)."""
+    if params.profiler_overhead == "keep":
+        return program, 0.0
+    calibration = compensation.calibration_for(program, rt.profile)
+    key = (id(program), rt.profile.name)
+    entry = _compensations.get(key)
+    if entry is None or entry[0] is not program or entry[1] is not calibration:
+        lighter, removed_us = compensation.without_profiler_overhead(program, calibration)
+        entry = _compensations[key] = (program, calibration, lighter, removed_us)
+    return entry[2], entry[3]
 
 
 def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
@@ -83,8 +121,20 @@ def _run_thread(
     for call in thread.calls:
         if call.host_before_us > 0.0:
             yield rt.host_work(call.host_before_us, f"cpu:{call.group}" if call.group else "cpu")
-        yield from _issue(rt, params, call, shared, call.duration_us if recorded and not call.synthetic else None)
+        yield from _issue(rt, params, call, shared, _host_us(rt, call, recorded))
     return len(thread.calls)
+
+
+def _host_us(rt: Runtime, call: Call, recorded: bool) -> float | None:
+    """What a call costs the host: its recorded duration; else (added by a what-if, or host_costs = "profile")
+    what a PyTorch program pays for one of its kind when the profile says (``[host_costs.pytorch_eager]``),
+    else None: the backend's own figure (the replay engine's)."""
+    if recorded and not call.synthetic:
+        return call.duration_us
+    profile = rt.profile
+    if profile is not None and profile.pytorch_eager_measured:
+        return profile.program_call_cost_us(call.kind)
+    return None
 
 
 def _issue(rt: Runtime, params: AsRecordedParams, call: Call, shared: _Shared, host_us: float | None) -> PolicyGen:
@@ -206,7 +256,9 @@ def transformed(name: str, program: RecordedProgram, params: AsRecordedParams) -
 
 def _what_if(name: str):
     def main(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
-        return (yield from _run_program(rt, transformed(name, program, params), params))
+        program, removed_us = _compensated(rt, program, params)  # before the what-if: it moves compensated gaps
+        result = yield from _run_program(rt, transformed(name, program, params), params)
+        return replace(result, profiler_overhead=params.profiler_overhead, overhead_removed_us=removed_us)
 
     def check(program: RecordedProgram, params: AsRecordedParams) -> None:
         transformed(name, program, params)  # raises NotApplicable (a ValueError) naming what it looked for

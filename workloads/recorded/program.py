@@ -20,8 +20,11 @@ program is re-issued through the runtime (:mod:`.policies`):
 * every other call (allocation, free, queries): host time of its recorded duration.
 
 A thread's own CPU work between calls (``host_gap_us``) is host work before the
-next call. Syncs before the program's first GPU work (waits for work from before
-the recording window) are dropped, and the program starts where they ended.
+next call; each call also keeps the profiler events that CPU time held (the aten
+ops and record_function ranges of its gap, and the runtime calls folded into it),
+which :mod:`.compensation` turns into the profiler overhead to take out. Syncs
+before the program's first GPU work (waits for work from before the recording
+window) are dropped, and the program starts where they ended.
 """
 
 from __future__ import annotations
@@ -79,6 +82,11 @@ class Call:
     wait_before: tuple[tuple[StreamKey, int], ...] = ()  # inferred: (stream, event) waits before the ops
     record_after: tuple[tuple[StreamKey, int], ...] = ()  # inferred: (stream, event) records after the ops
     synthetic: bool = False  # added by a what-if (whatif.py): it costs what the profile says, not a recorded duration
+    # Profiler events recorded in host_before_us (format-3 traces; 0 otherwise): aten ops and record_function
+    # ranges that began in it, and runtime calls not modelled (allocation, queries, ...) folded into it.
+    gap_aten_ops: int = 0
+    gap_ranges: int = 0
+    gap_calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +107,13 @@ class RecordedProgram:
     inferred_waits: int  # cross-stream waits inferred from start times (no sync events)
     unlinked_ops: int  # GPU ops with no launching call in the trace (left out)
     source: str
+    profiler_mode: str = ""  # the recording's torch.profiler mode (the trace's provenance; "" when unknown)
+    gap_counts: bool = False  # the trace says which profiler events each call's gap holds (format 3)
 
 
 _OP_COLUMNS = ("correlation", "kind", "device", "stream", "name", "duration_us", "bytes", "host_memory")
 _CALL_COLUMNS = ("start_us", "host_gap_us", "duration_us", "correlation", "stream", "wait_correlation")
-_CALL_COLUMNS += ("kind", "name", "group")
+_CALL_COLUMNS += ("kind", "name", "group", "gap_aten_ops", "gap_ranges")
 
 
 def _rows(frame: pd.DataFrame, columns: tuple[str, ...]):
@@ -122,8 +132,10 @@ def is_gemm(name: str) -> bool:
 
 
 @collector_paused()  # a program of a long recording is millions of objects kept to the end
-def build_program(ops: pd.DataFrame, source: str) -> RecordedProgram:
+def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> RecordedProgram:
     """The recorded program of an imported trace (see the module docstring)."""
+    missing = [c for c in ("gap_aten_ops", "gap_ranges") if c not in ops.columns]  # frames of older traces
+    ops = ops.assign(**dict.fromkeys(missing)) if missing else ops
     is_call = ops["kind"].str.startswith("call_").to_numpy(dtype=bool)  # before the strings become objects
     text = [c for c in ops.columns if pd.api.types.is_string_dtype(ops[c].dtype)]
     ops = ops.astype(dict.fromkeys(text, object))  # row iteration over Arrow-backed strings is ~6x slower
@@ -165,6 +177,8 @@ def build_program(ops: pd.DataFrame, source: str) -> RecordedProgram:
         inferred_waits=inferred,
         unlinked_ops=len(gpu) - len(linked),
         source=source,
+        profiler_mode=profiler_mode,
+        gap_counts=bool(len(calls)) and bool(calls["gap_aten_ops"].notna().all()),
     )
 
 
@@ -180,11 +194,16 @@ def _missing(value: object) -> bool:
 def _thread_calls(rows: pd.DataFrame, by_corr, start_us: float, waits, records) -> tuple[Call, ...]:
     out: list[Call] = []
     pending_us = 0.0
+    pending_aten = pending_ranges = pending_calls = 0
     previous_end = start_us
-    for start, host_gap_us, duration, correlation, stream_id, wait, kind, name, group in _rows(rows, _CALL_COLUMNS):
+    for start, host_gap_us, duration, correlation, stream_id, wait, kind, name, group, aten, ranges in _rows(
+        rows, _CALL_COLUMNS
+    ):
         gap = float(start) - previous_end if not out and pending_us == 0.0 else float(host_gap_us or 0.0)
         previous_end = float(start) + float(duration)
         pending_us += max(0.0, gap)
+        pending_aten += 0 if _missing(aten) else int(aten)
+        pending_ranges += 0 if _missing(ranges) else int(ranges)
         corr = None if _missing(correlation) else int(correlation)
         ops = tuple(by_corr.get(corr, ())) if corr is not None else ()
         stream = (0, str(stream_id)) if isinstance(stream_id, str) and stream_id else None
@@ -197,6 +216,7 @@ def _thread_calls(rows: pd.DataFrame, by_corr, start_us: float, waits, records) 
         )
         if kind not in _MODELLED or unnamed:
             pending_us += float(duration)  # allocation, free, queries: host time
+            pending_calls += 1
             continue
         out.append(
             Call(
@@ -212,9 +232,13 @@ def _thread_calls(rows: pd.DataFrame, by_corr, start_us: float, waits, records) 
                 synchronous=kind == "call_memcpy" and "Async" not in str(name),
                 wait_before=tuple(waits.get(corr, ())),
                 record_after=tuple(records.get(corr, ())),
+                gap_aten_ops=pending_aten,
+                gap_ranges=pending_ranges,
+                gap_calls=pending_calls,
             )
         )
         pending_us = 0.0
+        pending_aten = pending_ranges = pending_calls = 0
     return tuple(out)
 
 

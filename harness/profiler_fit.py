@@ -1,0 +1,147 @@
+"""Fit torch.profiler's host overhead per recorded event kind from timed rounds (``harness calibrate --profiler``).
+
+A calibration round (one fresh process, one profiler mode) times each shape of a
+standard eager program unprofiled and then under the profiler, and counts, from
+the profiled run's own trace, the profiler events one step of each shape holds
+(:data:`harness.profile.PROFILER_EVENT_KINDS`). The overhead model is linear:
+
+    profiled_us(shape) - unprofiled_us(shape) = sum_k count_k(shape) * overhead_k
+
+solved per round by non-negative least squares over the shapes
+(:func:`fit_overheads`); the calibration reports, per kind, the median over
+rounds and the spread (half the interquartile range of the per-round fits,
+:func:`summarize`). Kinds that no shape exercises (graph launches on a CPU-only
+run; aten ops in CUDA-only mode) are left out, not reported as zero.
+:func:`compare_calibrations` says whether two calibrations (two runs) agree
+within their reported spreads. Pure numpy: no torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.profile import PROFILER_EVENT_KINDS, ProfilerCalibration, Spread
+
+
+@dataclass(frozen=True)
+class ShapeTiming:
+    """One shape of one round: per-step host-clock time without and with the profiler, and its events per step."""
+
+    shape: str
+    unprofiled_us: float
+    profiled_us: float
+    counts: dict[str, float]  # per step, by PROFILER_EVENT_KINDS
+
+
+@dataclass(frozen=True)
+class RoundFit:
+    overhead_us: dict[str, float]  # per kind fitted in this round
+    residual_us: dict[str, float]  # per shape: measured minus fitted added time, per step
+
+
+def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Least squares ``min |a x - b|`` with ``x >= 0`` (active set: the most negative coefficient is fixed at 0)."""
+    free = list(range(a.shape[1]))
+    x = np.zeros(a.shape[1])
+    while free:
+        sol, *_ = np.linalg.lstsq(a[:, free], b, rcond=None)
+        if (sol >= 0).all():
+            x[:] = 0.0
+            x[free] = sol
+            return x
+        free.pop(int(np.argmin(sol)))
+    return x
+
+
+def fit_overheads(timings: list[ShapeTiming]) -> RoundFit:
+    """One round's overhead per event kind (µs per event) by non-negative least squares over its shapes."""
+    kinds = [k for k in PROFILER_EVENT_KINDS if any(t.counts.get(k, 0.0) > 0 for t in timings)]
+    if not kinds:
+        raise ValueError("no shape recorded any profiler event: nothing to fit")
+    a = np.array([[t.counts.get(k, 0.0) for k in kinds] for t in timings], dtype=float)
+    b = np.array([t.profiled_us - t.unprofiled_us for t in timings], dtype=float)
+    x = nnls(a, b)
+    residual = b - a @ x
+    return RoundFit(dict(zip(kinds, map(float, x))), {t.shape: float(r) for t, r in zip(timings, residual)})
+
+
+def spread(values: list[float]) -> Spread:
+    """Median and half the interquartile range of ``values``."""
+    q25, q50, q75 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
+    return Spread(median_us=round(float(q50), 3), spread_us=round(float(q75 - q25) / 2.0, 3))
+
+
+def summarize(
+    rounds: list[list[ShapeTiming]],
+    floor_us: dict[str, list[float]],
+    torch_version: str,
+    date: str,
+    method: str = "",
+) -> tuple[ProfilerCalibration, str]:
+    """The calibration of one mode from its rounds (each fitted alone), and a one-paragraph note of the figures.
+
+    ``floor_us``: per ``call_*`` kind, the unprofiled per-call host times measured in the rounds (median kept).
+    A kind enters only if every round could fit it.
+    """
+    if not rounds:
+        raise ValueError("no calibration rounds")
+    fits = [fit_overheads(r) for r in rounds]
+    kinds = [k for k in PROFILER_EVENT_KINDS if all(k in f.overhead_us for f in fits)]
+    overhead = {k: spread([f.overhead_us[k] for f in fits]) for k in kinds}
+    shapes = [t.shape for t in rounds[0]]
+    lines = []
+    for shape in shapes:
+        rows = [t for r in rounds for t in r if t.shape == shape]
+        unprof = spread([t.unprofiled_us for t in rows])
+        prof = spread([t.profiled_us for t in rows])
+        resid = spread([f.residual_us[shape] for f in fits if shape in f.residual_us])
+        counts = ", ".join(f"{k} {rows[0].counts.get(k, 0):g}" for k in PROFILER_EVENT_KINDS if rows[0].counts.get(k))
+        lines.append(
+            f"{shape}: unprofiled {unprof.median_us:.1f} ± {unprof.spread_us:.1f} µs/step, profiled "
+            f"{prof.median_us:.1f} ± {prof.spread_us:.1f}, fit residual {resid.median_us:+.1f} ({counts})"
+        )
+    floors = {k: round(float(np.median(v)), 3) for k, v in floor_us.items() if v}
+    calibration = ProfilerCalibration(
+        torch=torch_version,
+        date=date,
+        rounds=len(rounds),
+        overhead=overhead,
+        floor_us=floors,
+        method=method,
+        notes="; ".join(lines),
+    )
+    return calibration, "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    mode: str
+    kind: str
+    a: Spread | None
+    b: Spread | None
+
+    @property
+    def difference_us(self) -> float | None:
+        return None if self.a is None or self.b is None else self.b.median_us - self.a.median_us
+
+    @property
+    def agrees(self) -> bool | None:
+        """Whether the medians differ by at most the sum of the two spreads (None: one side lacks the kind)."""
+        if self.a is None or self.b is None:
+            return None
+        return abs(self.b.median_us - self.a.median_us) <= self.a.spread_us + self.b.spread_us + 1e-9
+
+
+def compare_calibrations(
+    a: dict[str, ProfilerCalibration], b: dict[str, ProfilerCalibration]
+) -> list[Agreement]:
+    """Per mode both calibrated and per event kind: the two figures and whether they agree within their spreads."""
+    out = []
+    for mode in [m for m in a if m in b]:
+        for kind in PROFILER_EVENT_KINDS:
+            first, second = a[mode].overhead.get(kind), b[mode].overhead.get(kind)
+            if first is not None or second is not None:
+                out.append(Agreement(mode, kind, first, second))
+    return out

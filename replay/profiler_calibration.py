@@ -1,0 +1,492 @@
+"""Calibrate torch.profiler's host overhead on this machine (``harness calibrate --profiler``); needs torch.
+
+**What is timed.** A standard eager program, plain PyTorch, of six *shapes* whose steps
+hold different mixes of the profiler events a recording carries (aten ops, CUDA runtime
+calls, ``record_function`` ranges, CUDA-graph launches and the kernels inside them), so
+that the overhead of each kind is solvable by least squares (:mod:`harness.profiler_fit`):
+
+==============  ====================================================================
+shape           one step
+==============  ====================================================================
+``launch``      64 tiny in-place adds (one aten op and one kernel launch each)
+``views``       8 tiny adds and 64 ``view`` calls (aten ops that launch nothing)
+``composite``   32 small ``matmul`` (two aten ops, one cuBLAS launch each)
+``ranges``      32 tiny adds, each inside its own ``record_function``
+``graph16``     one replay of a captured graph of 16 tiny kernels
+``graph96``     one replay of a captured graph of 96 tiny kernels
+==============  ====================================================================
+
+Every step ends with a device synchronize, so a step's host time is on its critical
+path (the kernels are tiny: the program is host-bound, as eager decode loops are).
+
+**How.** Each *round* is one fresh Python process and one profiler mode: it warms up,
+measures a plain eager program's own host costs (``[host_costs.pytorch_eager]``) and
+times every shape unprofiled (3 passes, median), all *before* any profiling in the
+process (after the profiler has run once, a process stays slower), then times the same
+shapes under the profiler in that mode, exports the trace and counts, per shape, the
+profiler events one step holds (between two markers: the launches of one-cycle
+``_sleep`` kernels, or ``record_function`` ranges on a CPU-only run). Rounds go mode by mode in turn
+(A B C, A B C, ...; the order rotates each round), so the host's drift within a run
+reaches every mode alike; each mode's figures are the median over rounds of the
+per-round fits, and their spread half the interquartile range.
+
+Optionally ``--script`` times the user's own script the same way (a fresh process per
+round: the script run once to warm up, once unprofiled, once profiled) and reports its
+measured added time next to what the calibration predicts from its counted events.
+
+Run as ``python -m replay.profiler_calibration --worker ...`` it is one round (what the
+parent spawns); :func:`calibrate_profiler` is the parent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.profile import PROFILER_MODES, ProfilerCalibration
+from harness.profiler_fit import ShapeTiming, summarize
+
+DEFAULT_MODES = ("cpu_cuda", "cpu_cuda_sync", "cuda")
+SHAPES = ("launch", "views", "composite", "ranges", "graph16", "graph96")
+CPU_SHAPES = ("launch", "views", "composite", "ranges")  # a CPU-only run (tests): no graphs, no runtime calls
+STEPS = {"launch": 20, "views": 20, "composite": 20, "ranges": 20, "graph16": 40, "graph96": 30}
+PASSES = 3
+REPO = Path(__file__).resolve().parents[1]
+WORKER_TIMEOUT_S = 180
+
+
+# --------------------------------------------------------------------------- the standard program (worker side)
+
+
+class StandardProgram:
+    """The shapes, built once on ``device`` (graphs captured before anything is timed)."""
+
+    def __init__(self, torch: Any, device: Any) -> None:
+        self.torch, self.device = torch, device
+        self.cuda = device.type == "cuda"
+        self.y = torch.zeros(256, device=device)
+        self.a = torch.randn(16, 16, device=device)
+        self.b = torch.randn(16, 16, device=device)
+        self.shapes = SHAPES if self.cuda else CPU_SHAPES
+        self.graphs = {}
+        if self.cuda:
+            for name, kernels in (("graph16", 16), ("graph96", 96)):
+                self.graphs[name] = self._capture(kernels)
+
+    def _capture(self, kernels: int) -> Any:
+        torch = self.torch
+        z = torch.zeros(256, device=self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(kernels):
+                z.add_(1.0)
+        torch.cuda.synchronize(self.device)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side):
+            for _ in range(kernels):
+                z.add_(1.0)
+        torch.cuda.synchronize(self.device)
+        self._keep = getattr(self, "_keep", []) + [z]
+        return graph
+
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+
+    def step(self, shape: str) -> None:
+        y, torch = self.y, self.torch
+        if shape == "launch":
+            for _ in range(64):
+                y.add_(1.0)
+        elif shape == "views":
+            for _ in range(8):
+                y.add_(1.0)
+            for _ in range(64):
+                y.view(-1)
+        elif shape == "composite":
+            for _ in range(32):
+                torch.matmul(self.a, self.b)
+        elif shape == "ranges":
+            for _ in range(32):
+                with torch.profiler.record_function("r"):
+                    y.add_(1.0)
+        else:
+            self.graphs[shape].replay()
+        self.sync()
+
+    def marker(self, shape: str) -> None:
+        """A boundary between shapes that every profiler mode records: a one-cycle ``_sleep`` kernel's launch
+        (CUDA; CUPTI records every launch), inside a ``calib:`` range (CPU activities)."""
+        with self.torch.profiler.record_function(f"calib:{shape}"):
+            if self.cuda:
+                self.torch.cuda._sleep(1)
+
+    def time_us(self, shape: str, steps: int) -> float:
+        """Host-clock time of one step of ``shape`` (µs), over ``steps`` steps, between two markers."""
+        self.sync()
+        self.marker(shape)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step(shape)
+        elapsed = time.perf_counter() - start
+        self.marker(shape)
+        return elapsed * 1e6 / steps
+
+
+def _median_us(fn: Callable[[], Any], n: int, between: Callable[[], Any] | None = None) -> float:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e6)
+        if between:
+            between()
+    return statistics.median(times)
+
+
+def measure_eager_host_costs(program: StandardProgram) -> dict[str, float]:
+    """A plain eager program's host time per call kind (µs), unprofiled: what ``[host_costs.pytorch_eager]`` holds."""
+    torch, dev, y = program.torch, program.device, program.y
+    out = {}
+
+    def burst() -> None:
+        for _ in range(200):
+            y.add_(1.0)
+
+    out["launch_us"] = _median_us(burst, 5, program.sync) / 200
+    if not program.cuda:
+        return out
+    out["graph_launch_us"] = _median_us(program.graphs["graph16"].replay, 20, program.sync)
+    pinned = torch.ones(64 << 10, dtype=torch.uint8).pin_memory()
+    target = torch.empty(64 << 10, dtype=torch.uint8, device=dev)
+    out["copy_launch_us"] = _median_us(lambda: target.copy_(pinned, non_blocking=True), 20, program.sync)
+    stream = torch.cuda.current_stream(dev)
+    event = torch.cuda.Event()
+    out["record_us"] = _median_us(lambda: event.record(stream), 50)
+    out["wait_us"] = _median_us(lambda: stream.wait_event(event), 50)
+    program.sync()
+    out["sync_wake_us"] = _median_us(program.sync, 20)  # a synchronize on an idle GPU: the call's own cost
+    held = []
+    out["alloc_us"] = _median_us(lambda: held.append(torch.empty(16 << 20, dtype=torch.uint8, device=dev)), 20)
+    out["free_us"] = _median_us(lambda: held.pop(), 20)
+    return out
+
+
+def _activities(torch: Any, mode: str, cuda: bool) -> list:
+    activity = torch.profiler.ProfilerActivity
+    if not cuda:
+        return [activity.CPU]  # a CPU-only run (tests): every mode records CPU ops only
+    return [activity.CPU, activity.CUDA] if mode.startswith("cpu") else [activity.CUDA]
+
+
+def _profile(torch: Any, mode: str, cuda: bool) -> Any:
+    config = None
+    if mode.endswith("_sync"):
+        config = torch._C._profiler._ExperimentalConfig(enable_cuda_sync_events=True)
+    return torch.profiler.profile(activities=_activities(torch, mode, cuda), experimental_config=config)
+
+
+def count_events(
+    trace_path: Path, shapes: list[str], steps: dict[str, int], passes: int
+) -> dict[str, dict[str, float]]:
+    """Per shape: the profiler events one step holds (median over passes), from the exported trace.
+
+    Windows run between consecutive markers: the launches of the marker ``_sleep`` kernels
+    (``spin_kernel``) when the trace has them, else the ``calib:`` record_function ranges. The
+    trace's shapes come in ``passes`` passes over ``shapes``, two markers around each.
+    """
+    from harness.kineto_events import load_kineto_events
+    from harness.profiler_import import call_kind
+
+    ev = load_kineto_events(trace_path)
+    calls = ev.calls.sort_values("ts")
+    expected = 2 * len(shapes) * passes
+    spins = ev.gpu[ev.gpu["name"].astype(str).str.contains("spin_kernel|sleep", case=False)]["correlation"]
+    marks = calls[calls["correlation"].isin(spins.dropna())]
+    ann = ev.annotations[ev.annotations["name"].astype(str).str.startswith("calib:")].sort_values("ts")
+    candidates = [list(zip(f["ts"], f["ts"] + f["dur"])) for f in (marks, ann)]
+    bounds = next((b for b in candidates if len(b) == expected), None)
+    if bounds is None:
+        found = f"{len(marks)} marker kernel launches and {len(ann)} calib: ranges"
+        raise RuntimeError(f"{trace_path}: found {found}; expected {expected} shape markers of one kind")
+    annotations = ev.annotations[~ev.annotations["name"].astype(str).str.startswith(("calib:", "ProfilerStep#"))]
+    graph_calls = calls[calls["name"].map(call_kind) == "call_graph_launch"]
+    per_pass: dict[str, list[dict[str, float]]] = {s: [] for s in shapes}
+    for i in range(len(bounds) // 2):
+        shape = shapes[i % len(shapes)]
+        lo, hi = bounds[2 * i][1], bounds[2 * i + 1][0]
+
+        def inside(frame: Any, lo: float = lo, hi: float = hi) -> Any:
+            return frame[(frame["ts"] > lo) & (frame["ts"] < hi)]
+
+        launches = inside(graph_calls)
+        kernels = ev.gpu[ev.gpu["correlation"].isin(launches["correlation"].dropna())]
+        n = steps[shape]
+        per_pass[shape].append(
+            {
+                "aten_op": len(inside(ev.cpu_ops)) / n,
+                "runtime_call": len(inside(calls)) / n,
+                "range": len(inside(annotations)) / n,
+                "graph_launch": len(launches) / n,
+                "graph_kernel": len(kernels) / n,
+            }
+        )
+    return {s: {k: statistics.median(p[k] for p in rows) for k in rows[0]} for s, rows in per_pass.items()}
+
+
+def run_round(mode: str, device_name: str, workdir: Path) -> dict:
+    """One round in this (fresh) process: host costs and unprofiled times first, then profiled times and counts."""
+    import torch
+
+    device = torch.device(device_name)
+    program = StandardProgram(torch, device)
+    for shape in program.shapes:  # warm-up: caches, cuBLAS handles, graph upload
+        program.time_us(shape, 3)
+    host = measure_eager_host_costs(program)
+    unprofiled: dict[str, list[float]] = {s: [] for s in program.shapes}
+    for _ in range(PASSES):
+        for shape in program.shapes:
+            unprofiled[shape].append(program.time_us(shape, STEPS[shape]))
+    profiled: dict[str, list[float]] = {s: [] for s in program.shapes}
+    with _profile(torch, mode, program.cuda) as prof:
+        for _ in range(PASSES):
+            for shape in program.shapes:
+                profiled[shape].append(program.time_us(shape, STEPS[shape]))
+    trace = workdir / f"round-{mode}-{os.getpid()}.json"
+    prof.export_chrome_trace(str(trace))
+    counts = count_events(trace, list(program.shapes), STEPS, PASSES)
+    trace.unlink()
+    return {
+        "mode": mode,
+        "device": torch.cuda.get_device_name(device) if program.cuda else "cpu",
+        "torch": torch.__version__,
+        "host_costs_us": host,
+        "shapes": [
+            {
+                "shape": s,
+                "unprofiled_us": statistics.median(unprofiled[s]),
+                "profiled_us": statistics.median(profiled[s]),
+                "counts": counts[s],
+            }
+            for s in program.shapes
+        ],
+    }
+
+
+def run_script_round(mode: str, script: Path, workdir: Path) -> dict:
+    """The user's script in this (fresh) process: once to warm up, once unprofiled, once profiled (host clock)."""
+    import runpy
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+
+    def once() -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        runpy.run_path(str(script), run_name="__main__")
+        if cuda:
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) * 1e6
+
+    once()
+    unprofiled = once()
+    with _profile(torch, mode, cuda) as prof:
+        profiled = once()
+    trace = workdir / f"script-{mode}-{os.getpid()}.json"
+    prof.export_chrome_trace(str(trace))
+    from harness.kineto_events import load_kineto_events
+    from harness.profiler_import import call_kind
+
+    ev = load_kineto_events(trace)
+    graph_calls = ev.calls[ev.calls["name"].map(call_kind) == "call_graph_launch"]
+    annotations = ev.annotations[~ev.annotations["name"].astype(str).str.startswith("ProfilerStep#")]
+    counts = {
+        "aten_op": len(ev.cpu_ops),
+        "runtime_call": len(ev.calls),
+        "range": len(annotations),
+        "graph_launch": len(graph_calls),
+        "graph_kernel": int(ev.gpu["correlation"].isin(graph_calls["correlation"].dropna()).sum()),
+    }
+    trace.unlink()
+    return {"mode": mode, "script": str(script), "unprofiled_us": unprofiled, "profiled_us": profiled, "counts": counts}
+
+
+# --------------------------------------------------------------------------- the parent
+
+
+def _spawn(args: list[str], workdir: Path, log: Callable[[str], None]) -> dict:
+    out = workdir / f"result-{time.monotonic_ns()}.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "replay.profiler_calibration", "--worker", *args, "--out", str(out)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
+    if done.returncode != 0 or not out.exists():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-8:]
+        raise RuntimeError(f"calibration round {' '.join(args)} failed (exit {done.returncode}): " + " | ".join(tail))
+    result = json.loads(out.read_text())
+    out.unlink()
+    return result
+
+
+def calibrate_profiler(
+    modes: tuple[str, ...] = DEFAULT_MODES,
+    rounds: int = 9,
+    device: str = "cuda",
+    script: Path | None = None,
+    log: Callable[[str], None] = print,
+    budget_s: float | None = None,
+    raw_path: Path | None = None,
+) -> dict:
+    """Rounds of fresh processes, modes interleaved; returns the calibrations, host costs and every round's figures.
+
+    ``{"calibrations": {mode: ProfilerCalibration}, "host_costs_us": {...}, "device": str, "torch": str,
+    "rounds": [...], "script": [...], "failures": [...]}``. A round that fails is logged and left out
+    (a mode none of whose rounds succeeded is not calibrated; none at all raises RuntimeError); no round
+    starts once ``budget_s`` seconds have passed; ``raw_path`` gets every round's figures after each round.
+    """
+    unknown = [m for m in modes if m not in PROFILER_MODES]
+    if unknown:
+        raise ValueError(f"unknown profiler mode(s) {unknown}; expected some of {list(PROFILER_MODES)}")
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    results: dict[str, list[dict]] = {m: [] for m in modes}
+    scripts: list[dict] = []
+    failures: list[str] = []
+    begun = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="profiler-calibration-") as tmp:
+        workdir = Path(tmp)
+        for r in range(rounds):
+            if r > 0 and budget_s is not None and time.monotonic() - begun > budget_s:
+                log(f"time budget of {budget_s:.0f} s reached: stopping after {r} rounds")
+                break
+            order = modes[r % len(modes) :] + modes[: r % len(modes)]
+            for mode in order:
+                try:
+                    result = _spawn(["--mode", mode, "--device", device], workdir, log)
+                    if script is not None:
+                        scripts.append(_spawn(["--mode", mode, "--script", str(script)], workdir, log))
+                except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
+                    failures.append(f"round {r + 1} {mode}: {err}")
+                    log(f"round {r + 1}/{rounds} {mode}: FAILED, left out: {err}")
+                    continue
+                results[mode].append(result)
+                launch = next(s for s in result["shapes"] if s["shape"] == "launch")
+                log(
+                    f"round {r + 1}/{rounds} {mode}: launch shape {launch['unprofiled_us']:.0f} -> "
+                    f"{launch['profiled_us']:.0f} µs/step ({time.monotonic() - begun:.0f} s)"
+                )
+                if raw_path is not None:
+                    _write_json(raw_path, {"rounds": [x for m in modes for x in results[m]], "script": scripts,
+                                           "failures": failures})  # fmt: skip
+    modes = tuple(m for m in modes if results[m])
+    if not modes:
+        raise RuntimeError("every calibration round failed: " + " | ".join(failures[:3]))
+    first = results[modes[0]][0]
+    date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    method = (
+        f"harness calibrate --profiler (replay/profiler_calibration.py): {rounds} rounds, one fresh process per "
+        f"round and mode, modes interleaved; per round the standard eager program's shapes ({', '.join(SHAPES)}) "
+        f"timed on the host clock ({PASSES} passes, median) unprofiled before any profiling in the process, then "
+        "profiled; events per step counted from the profiled trace; per-kind overhead by non-negative least "
+        "squares per round; median and half-IQR over rounds; floors = unprofiled eager host time per call"
+    )
+    calibrations: dict[str, ProfilerCalibration] = {}
+    host_rounds = [r["host_costs_us"] for m in modes for r in results[m]]
+    host = {k: round(statistics.median(h[k] for h in host_rounds), 3) for k in host_rounds[0]}
+    floors = {kind: [host[f]] for kind, f in _FLOOR_FIGURES.items() if f in host}
+    for mode in modes:
+        timings = [
+            [ShapeTiming(s["shape"], s["unprofiled_us"], s["profiled_us"], s["counts"]) for s in r["shapes"]]
+            for r in results[mode]
+        ]
+        calibration, summary = summarize(timings, floors, first["torch"], date, method)
+        calibrations[mode] = calibration
+        figures = ", ".join(f"{k} {v.median_us:.2f} ± {v.spread_us:.2f}" for k, v in calibration.overhead.items())
+        log(f"{mode}: µs per event: {figures}\n  " + summary.replace("\n", "\n  "))
+    for entry in scripts:
+        cal = calibrations[entry["mode"]]
+        predicted = sum(n * cal.overhead_us(k) for k, n in entry["counts"].items())
+        measured = entry["profiled_us"] - entry["unprofiled_us"]
+        entry["predicted_added_us"] = predicted
+        log(
+            f"script {entry['mode']}: unprofiled {entry['unprofiled_us']:.0f} µs, profiled {entry['profiled_us']:.0f}"
+            f" µs; added {measured:.0f} µs, predicted from its events {predicted:.0f} µs"
+        )
+    return {
+        "calibrations": calibrations,
+        "host_costs_us": host,
+        "device": first["device"],
+        "torch": first["torch"],
+        "rounds": [r for m in modes for r in results[m]],
+        "script": scripts,
+        "failures": failures,
+    }
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=1))
+    partial.replace(path)
+
+
+_FLOOR_FIGURES = {
+    "call_launch": "launch_us",
+    "call_memset": "launch_us",
+    "call_graph_launch": "graph_launch_us",
+    "call_memcpy": "copy_launch_us",
+    "call_record": "record_us",
+    "call_wait": "wait_us",
+}
+
+
+def profile_with_calibration(base_raw: dict, result: dict, thread_wake_us: float) -> dict:
+    """``base_raw`` (a profile's TOML as a dict) with ``[host_costs.pytorch_eager]`` and ``[profiler.<mode>]`` set."""
+    raw = dict(base_raw)
+    host = result["host_costs_us"]
+    if "graph_launch_us" in host:  # a CUDA run measured every figure
+        costs = dict(host)
+        costs["thread_wake_us"] = thread_wake_us
+        host_costs = dict(raw.get("host_costs", {}))
+        host_costs["pytorch_eager"] = costs
+        raw["host_costs"] = host_costs
+    profiler = dict(raw.get("profiler", {}))
+    for mode, calibration in result["calibrations"].items():
+        profiler[mode] = calibration.model_dump(exclude_defaults=False)
+    raw["profiler"] = profiler
+    return raw
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="One round of the profiler calibration (spawned by the parent).")
+    parser.add_argument("--worker", action="store_true", required=True)
+    parser.add_argument("--mode", required=True, choices=PROFILER_MODES)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--script", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    workdir = args.out.parent
+    if args.script:
+        result = run_script_round(args.mode, args.script, workdir)
+    else:
+        result = run_round(args.mode, args.device, workdir)
+    partial = args.out.with_name(args.out.name + ".partial")
+    partial.write_text(json.dumps(result))
+    partial.replace(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

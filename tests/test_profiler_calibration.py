@@ -1,0 +1,235 @@
+"""The profiler calibration: its least-squares fit, spreads, storage in a profile, and (with torch on CPU) one round."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.profile import HardwareProfile, Profile, ProfilerCalibration, Spread, load_profile
+from harness.profiler_fit import ShapeTiming, compare_calibrations, fit_overheads, nnls, summarize
+from replay.calibrate import write_profile
+from replay.profiler_calibration import CPU_SHAPES, PASSES, STEPS, profile_with_calibration
+
+TRUE_US = {"aten_op": 1.5, "runtime_call": 4.0, "range": 6.0, "graph_launch": 30.0, "graph_kernel": 0.8}
+COUNTS = {
+    "launch": {"aten_op": 320, "runtime_call": 65},
+    "views": {"aten_op": 104, "runtime_call": 9},
+    "composite": {"aten_op": 160, "runtime_call": 33},
+    "ranges": {"aten_op": 160, "runtime_call": 33, "range": 32},
+    "graph16": {"runtime_call": 2, "graph_launch": 1, "graph_kernel": 16},
+    "graph96": {"runtime_call": 2, "graph_launch": 1, "graph_kernel": 96},
+}
+
+
+def _round(noise_us: float, rng: np.random.Generator, truth: dict[str, float] = TRUE_US) -> list[ShapeTiming]:
+    out = []
+    for shape, counts in COUNTS.items():
+        base = 400.0 + 10 * len(shape)
+        added = sum(n * truth[k] for k, n in counts.items())
+        out.append(ShapeTiming(shape, base, base + added + rng.normal(0, noise_us), counts))
+    return out
+
+
+def test_fit_recovers_each_kind_of_overhead_from_exact_timings():
+    fit = fit_overheads(_round(0.0, np.random.default_rng(0)))
+    assert fit.overhead_us == pytest.approx(TRUE_US, abs=1e-6)
+    assert all(abs(r) < 1e-6 for r in fit.residual_us.values())
+
+
+def test_fit_never_reports_a_negative_overhead_and_leaves_out_kinds_no_shape_has():
+    rng = np.random.default_rng(1)
+    timings = [t for t in _round(0.0, rng, {**TRUE_US, "range": -2.0}) if not t.shape.startswith("graph")]
+    fit = fit_overheads(timings)
+    assert set(fit.overhead_us) == {"aten_op", "runtime_call", "range"}  # no graph shape: no graph figures
+    assert fit.overhead_us["range"] == 0.0 and min(fit.overhead_us.values()) >= 0.0
+
+
+def test_nnls_matches_unconstrained_least_squares_when_that_is_non_negative():
+    rng = np.random.default_rng(2)
+    a = rng.uniform(1, 10, (8, 3))
+    b = a @ np.array([1.0, 2.0, 3.0]) + rng.normal(0, 0.01, 8)
+    assert nnls(a, b) == pytest.approx(np.linalg.lstsq(a, b, rcond=None)[0])
+
+
+def test_summary_is_the_median_over_rounds_with_half_the_interquartile_range_as_spread():
+    rng = np.random.default_rng(3)
+    rounds = [_round(5.0, rng) for _ in range(9)]
+    calibration, text = summarize(rounds, {"call_launch": [7.0, 9.0, 8.0]}, "2.11.0", "2026-12-07")
+    per_round = [fit_overheads(r).overhead_us["runtime_call"] for r in rounds]
+    q25, q50, q75 = np.percentile(per_round, [25, 50, 75])
+    assert calibration.overhead["runtime_call"].median_us == pytest.approx(q50, abs=1e-3)
+    assert calibration.overhead["runtime_call"].spread_us == pytest.approx((q75 - q25) / 2, abs=1e-3)
+    assert calibration.floor_us == {"call_launch": 8.0} and calibration.rounds == 9
+    for kind, true in TRUE_US.items():  # 5 µs of noise per shape step: each figure near the truth
+        assert calibration.overhead[kind].median_us == pytest.approx(true, abs=max(0.5, true * 0.25))
+    assert "graph96" in text and "fit residual" in text
+
+
+def test_two_calibrations_agree_when_their_medians_differ_by_less_than_their_spreads():
+    def cal(median: float, spread: float) -> dict[str, ProfilerCalibration]:
+        return {
+            "cpu_cuda": ProfilerCalibration(
+                torch="2.11", date="d", rounds=9, overhead={"aten_op": Spread(median_us=median, spread_us=spread)},
+                floor_us={},
+            )
+        }
+
+    (same,) = compare_calibrations(cal(2.0, 0.3), cal(2.5, 0.3))
+    (apart,) = compare_calibrations(cal(2.0, 0.1), cal(2.5, 0.1))
+    assert same.agrees is True and apart.agrees is False and apart.difference_us == pytest.approx(0.5)
+
+
+def _result() -> dict:
+    rng = np.random.default_rng(4)
+    floors = {"call_launch": [6.5], "call_graph_launch": [9.0]}
+    calibration, _ = summarize([_round(1.0, rng) for _ in range(3)], floors, "2.11.0+cu130", "2026-12-07")
+    host = {
+        "launch_us": 6.5, "graph_launch_us": 9.0, "copy_launch_us": 8.0, "record_us": 2.0, "wait_us": 1.5,
+        "sync_wake_us": 3.0, "alloc_us": 4.0, "free_us": 2.0,
+    }  # fmt: skip
+    return {"calibrations": {"cpu_cuda": calibration}, "host_costs_us": host}
+
+
+def test_a_calibrated_profile_is_written_read_back_and_charges_eager_calls_its_own_costs(tmp_path):
+    base = load_profile("h100")
+    raw = tomllib.loads(base.path.read_text())
+    path = write_profile(profile_with_calibration(raw, _result(), base.host.thread_wake_us), tmp_path / "p.toml")
+    loaded = load_profile(path)
+    assert loaded.host == base.host  # the replay engine's costs are untouched
+    assert loaded.pytorch_eager_measured and not base.pytorch_eager_measured
+    assert loaded.program_call_cost_us("call_launch") == 6.5
+    assert loaded.program_call_cost_us("call_graph_launch") == 9.0
+    assert loaded.program_call_cost_us("record") == 2.0
+    assert base.program_call_cost_us("call_launch") == base.host.launch_us  # no eager figures: the engine's
+    calibration = loaded.profiler_calibration("cpu_cuda")
+    assert calibration.overhead_us("graph_kernel") == pytest.approx(TRUE_US["graph_kernel"], abs=0.2)
+    assert calibration.floor_us["call_graph_launch"] == 9.0
+    assert loaded.profiler_calibration("cuda") is None
+    with pytest.raises(KeyError, match="no host cost"):
+        loaded.program_call_cost_us("call_teleport")
+
+
+def test_host_cost_kinds_load_from_named_tables_and_older_profiles_still_load():
+    raw = tomllib.loads(load_profile("h100").path.read_text())
+    named = {k: v for k, v in raw.items() if k != "host"}
+    named["host_costs"] = {"replay_engine": raw["host"], "pytorch_eager": raw["host"]}
+    figures = HardwareProfile.model_validate(named)
+    assert figures.host == figures.pytorch_eager_host == HardwareProfile.model_validate(raw).host
+    with pytest.raises(ValueError, match="once"):
+        HardwareProfile.model_validate({**raw, "host_costs": {"replay_engine": raw["host"]}})
+    with pytest.raises(ValueError, match="unknown kind"):
+        HardwareProfile.model_validate({**raw, "host_costs": {"python": raw["host"]}})
+    with pytest.raises(ValueError, match="unknown profiler mode"):
+        HardwareProfile.model_validate({**raw, "profiler": {"everything": _result()["calibrations"]["cpu_cuda"]}})
+    assert Profile(HardwareProfile.model_validate(raw)).profiler_calibration("cpu_cuda") is None
+
+
+def test_compare_tool_exits_zero_for_one_calibration_against_itself_and_two_without_one(tmp_path):
+    base = load_profile("h100")
+    raw = tomllib.loads(base.path.read_text())
+    path = write_profile(profile_with_calibration(raw, _result(), 0.0), tmp_path / "p.toml")
+    repo = Path(__file__).resolve().parents[1]
+    tool, env = repo / "tools" / "compare_profiler_calibrations.py", {**os.environ, "PYTHONPATH": str(repo)}
+    same = subprocess.run([sys.executable, str(tool), str(path), str(path)], capture_output=True, text=True, env=env)
+    assert same.returncode == 0, same.stderr
+    assert "cpu_cuda" in same.stdout and "yes" in same.stdout and "NO" not in same.stdout
+    none = subprocess.run(
+        [sys.executable, str(tool), str(path), str(base.path)], capture_output=True, text=True, env=env
+    )
+    assert none.returncode == 2 and "no profiler mode" in none.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch (CPU is enough)")
+def test_one_round_on_the_cpu_counts_every_shapes_events_from_its_own_trace(tmp_path):
+    from replay.profiler_calibration import run_round
+
+    result = run_round("cpu_cuda", "cpu", tmp_path)
+    shapes = {s["shape"]: s for s in result["shapes"]}
+    assert set(shapes) == set(CPU_SHAPES) and PASSES >= 3 and all(STEPS[s] >= 20 for s in CPU_SHAPES)
+    launch, views, ranges = shapes["launch"]["counts"], shapes["views"]["counts"], shapes["ranges"]["counts"]
+    per_add = launch["aten_op"] / 64  # the aten ops of one tiny add on this torch (counted, not assumed)
+    assert per_add >= 1 and per_add == int(per_add)
+    assert views["aten_op"] == 8 * per_add + 64  # 64 views: one aten op each, and nothing else
+    assert ranges["range"] == 32 and ranges["aten_op"] == 32 * per_add
+    assert all(s["unprofiled_us"] > 0 and s["profiled_us"] > 0 for s in shapes.values())
+    assert list(tmp_path.iterdir()) == []  # the exported trace is removed
+
+
+def test_events_of_a_cuda_only_trace_are_counted_between_the_marker_kernels(tmp_path):
+    from replay.profiler_calibration import count_events
+
+    host = {"pid": 1, "tid": 1}
+
+    def call(name, ts, corr):
+        args = {"correlation": corr}
+        return {"ph": "X", "cat": "cuda_runtime", "name": name, **host, "ts": ts, "dur": 2, "args": args}
+
+    def kernel(name, ts, corr):
+        return {"ph": "X", "cat": "kernel", "name": name, "pid": 0, "tid": 7, "ts": ts, "dur": 1,
+                "args": {"correlation": corr}}  # fmt: skip
+
+    events = [call("cudaLaunchKernel", 0, 1), kernel("at::cuda::spin_kernel(long)", 5, 1)]
+    events += [call("cudaLaunchKernel", 10 + 10 * i, 10 + i) for i in range(4)]
+    events += [call("cudaGraphLaunch", 60, 20)] + [kernel("k", 70 + i, 20) for i in range(3)]
+    events += [call("cudaLaunchKernel", 100, 2), kernel("at::cuda::spin_kernel(long)", 105, 2)]
+    events += [call("cudaLaunchKernel", 200, 30)]  # after the last marker: not counted
+    path = tmp_path / "cuda_only.json"
+    path.write_text(__import__("json").dumps({"traceEvents": events}))
+    counts = count_events(path, ["launch"], {"launch": 2}, 1)["launch"]
+    assert counts == {"aten_op": 0, "runtime_call": 2.5, "range": 0, "graph_launch": 0.5, "graph_kernel": 1.5}
+
+
+def test_the_cli_refuses_a_profiler_calibration_without_cuda_and_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    out = tmp_path / "p.toml"
+    result = CliRunner().invoke(app, ["calibrate", "--profiler", "--name", "x", "--out", str(out)])
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    assert result.exit_code == 2 and "calibrate --profiler" in result.output and "CUDA" in result.output
+    assert not out.exists()
+
+
+def test_the_parent_interleaves_modes_leaves_failed_rounds_out_and_keeps_every_round(tmp_path, monkeypatch):
+    import replay.profiler_calibration as pc
+
+    rng = np.random.default_rng(5)
+    calls: list[str] = []
+
+    def fake_spawn(args, workdir, log):
+        mode = args[args.index("--mode") + 1]
+        calls.append(mode)
+        if len(calls) == 4:
+            raise RuntimeError("calibration round failed (exit 1): boom")
+        shapes = [
+            {"shape": t.shape, "unprofiled_us": t.unprofiled_us, "profiled_us": t.profiled_us, "counts": t.counts}
+            for t in _round(1.0, rng, {**TRUE_US, "aten_op": 1.5 if mode == "cpu_cuda" else 0.0})
+        ]
+        host = {"launch_us": 6.0, "graph_launch_us": 9.0, "copy_launch_us": 8.0, "record_us": 2.0, "wait_us": 1.0,
+                "sync_wake_us": 3.0, "alloc_us": 4.0, "free_us": 2.0}  # fmt: skip
+        return {"mode": mode, "device": "fake", "torch": "2.11", "host_costs_us": host, "shapes": shapes}
+
+    monkeypatch.setattr(pc, "_spawn", fake_spawn)
+    raw = tmp_path / "rounds.json"
+    result = pc.calibrate_profiler(("cpu_cuda", "cuda"), 3, "cuda:0", log=lambda line: None, raw_path=raw)
+    assert calls == ["cpu_cuda", "cuda", "cuda", "cpu_cuda", "cpu_cuda", "cuda"]  # order rotates each round
+    assert len(result["failures"]) == 1 and "boom" in result["failures"][0]
+    cals = result["calibrations"]
+    assert (cals["cpu_cuda"].rounds, cals["cuda"].rounds) == (2, 3)
+    assert cals["cpu_cuda"].overhead_us("aten_op") == pytest.approx(1.5, abs=0.3)
+    assert cals["cpu_cuda"].floor_us["call_graph_launch"] == 9.0
+    assert len(__import__("json").loads(raw.read_text())["rounds"]) == 5
+    stopped = pc.calibrate_profiler(("cuda",), 9, "cuda:0", log=lambda line: None, budget_s=-1.0)
+    assert stopped["calibrations"]["cuda"].rounds == 1  # the first round always runs; none after the budget
