@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pydantic
 
+from harness.collective_profile import CollectiveCurve, TopologyFigures, check_curves_unique
 from harness.errors import InputError, from_validation_error
 from harness.paths import GPU_DEFAULTS_FILE, PROFILES_DIR
 from harness.runtime import Direction, HostMemory
@@ -213,6 +214,11 @@ class HardwareProfile(_Strict):
     # Optional, format version unchanged ([host_costs.pytorch_eager] and [profiler.<mode>] in TOML):
     pytorch_eager_host: HostCosts | None = None
     profiler: dict[str, ProfilerCalibration] = pydantic.Field(default_factory=dict)
+    # Optional, format version unchanged: many GPUs (harness.collective_profile, sim.collectives)
+    topology: TopologyFigures = pydantic.Field(default_factory=TopologyFigures)
+    collectives: list[CollectiveCurve] = pydantic.Field(default_factory=list)
+
+    _unique_curves = pydantic.field_validator("collectives")(check_curves_unique)
 
     @pydantic.model_validator(mode="before")
     @classmethod
