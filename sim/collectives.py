@@ -145,7 +145,7 @@ class MeasuredCurve:
     def time_us(self, size_bytes: int) -> float:
         if size_bytes >= self.last_size:
             return self.last_time_us * size_bytes / self.last_size
-        if size_bytes <= 0:
+        if size_bytes <= 0 or math.log(size_bytes) <= self.log_sizes[0]:
             return self.first_time_us
         return float(np.exp(np.interp(math.log(size_bytes), self.log_sizes, self.log_times)))
 
