@@ -40,7 +40,8 @@ def with_sections(profile: Profile, **sections) -> Profile:
 def test_ring_times_are_the_closed_forms(n):
     size = 256 * MiB
     per_us = 400.0e3  # bytes per µs
-    assert ring_time_us("all_reduce", size, n, TOPO) == pytest.approx(5.0 + 2 * (n - 1) + size * 2 * (n - 1) / n / per_us)
+    expected = 5.0 + 2 * (n - 1) + size * 2 * (n - 1) / n / per_us
+    assert ring_time_us("all_reduce", size, n, TOPO) == pytest.approx(expected)
     for op in ("all_gather", "reduce_scatter"):
         assert ring_time_us(op, size, n, TOPO) == pytest.approx(5.0 + (n - 1) + size * (n - 1) / n / per_us)
     assert ring_time_us("broadcast", size, n, TOPO) == pytest.approx(5.0 + (n - 1) + size / per_us)
@@ -85,7 +86,8 @@ def test_bus_factors_are_nccl_tests():
 
 def test_measured_curves_win_over_the_closed_form_where_they_exist(h100):
     samples = [[1 * KiB, 20.0], [1 * MiB, 40.0], [64 * MiB, 400.0]]
-    profile = with_sections(h100, collectives=[{"op": "all_reduce", "gpus": 4, "algorithm": "ring", "samples": samples}])
+    curve = {"op": "all_reduce", "gpus": 4, "algorithm": "ring", "samples": samples}
+    profile = with_sections(h100, collectives=[curve])
     model = CollectiveModel(profile)
     for size, t in samples:
         assert model.time_us(CollectiveOp.ALL_REDUCE, size, 4) == ("ring", pytest.approx(t))
@@ -291,3 +293,48 @@ def test_a_communicator_of_one_device_is_a_local_copy(h100):
 
     row = collective_rows(run_policy(SimBackend(h100, devices=1), main).ops).iloc[0]
     assert row.end_us - row.start_us == pytest.approx(h100.d2d_time_us(32 * MiB))
+
+
+# --------------------------------------------------------------------------- calibration (code only: no GPUs here)
+
+
+def test_calibration_refuses_machines_with_fewer_than_two_gpus():
+    from replay.collective_calibration import NotEnoughGpus, gpu_counts_to_measure
+
+    for available in (0, 1):
+        with pytest.raises(NotEnoughGpus, match=f"at least 2 GPUs; this one has {available}"):
+            gpu_counts_to_measure(available)
+    assert gpu_counts_to_measure(8) == (2, 4, 8)
+    assert gpu_counts_to_measure(6) == (2, 4, 6)
+    with pytest.raises(NotEnoughGpus, match=r"GPU counts \[8\] cannot be measured here"):
+        gpu_counts_to_measure(4, (2, 8))
+
+
+def test_the_fitted_topology_gives_back_the_ring_it_was_measured_on():
+    """Curves made by a known ring closed form fit back to its figures; the profile then reproduces them."""
+    from replay.collective_calibration import DEFAULT_SIZES, fit_ring_topology
+
+    truth = TopologyFigures(bus_gbps=370.0, base_latency_us=8.0, step_latency_us=0.7, algorithm="ring")
+    curves = [
+        {"op": "all_reduce", "gpus": n, "algorithm": "nccl",
+         "samples": [[s, ring_time_us("all_reduce", s, n, truth)] for s in DEFAULT_SIZES]}
+        for n in (2, 4, 8)
+    ]  # fmt: skip
+    fitted = TopologyFigures(**fit_ring_topology(curves, "nvlink"))
+    assert fitted.bus_gbps == pytest.approx(370.0, rel=1e-3)
+    assert fitted.base_latency_us == pytest.approx(8.0, abs=0.02)
+    assert fitted.step_latency_us == pytest.approx(0.7, abs=0.002)
+    at_six = ring_time_us("all_reduce", 3 * MiB, 6, truth)
+    assert ring_time_us("all_reduce", 3 * MiB, 6, fitted) == pytest.approx(at_six, rel=1e-3)
+
+
+def test_calibrate_collectives_without_gpus_fails_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    out = tmp_path / "p.toml"
+    result = CliRunner().invoke(app, ["calibrate", "--collectives", "--name", "x", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "harness calibrate --collectives:" in result.output and ("GPU" in result.output or "torch" in result.output)
+    assert not out.exists()
