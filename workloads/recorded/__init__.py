@@ -67,7 +67,7 @@ WORKLOAD = Workload(
         "group_time_us",
         "inferred_waits",
     ),
-    devices=lambda params: 1,
+    devices=lambda params: params.devices,  # a multi-rank recording: one per rank (harness.multirank_import)
     commands=commands,
     fidelity=Fidelity(shown_metrics=("makespan_us", "recorded_makespan_us", "gpu_busy_frac", "group_time_us")),
 )

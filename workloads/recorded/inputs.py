@@ -7,7 +7,9 @@ profiler recording (relative to the spec file); :func:`prepare` turns it into a
 
 from __future__ import annotations
 
-from harness.errors import InputError
+import pydantic
+
+from harness.errors import SPEC_WORKLOAD, InputError
 from harness.trace import load_trace
 from harness.workload import PrepareContext, WorkloadParams
 from workloads.recorded.program import RecordedProgram, build_program
@@ -17,6 +19,7 @@ class RecordedParams(WorkloadParams):
     """The ``[workload]`` table of a recorded spec."""
 
     trace: str  # op trace written by `harness trace import`, relative to the spec file
+    devices: int = pydantic.Field(default=1, ge=1, le=64)  # GPUs the run has: a multi-rank recording's rank count
 
 
 def prepare(ctx: PrepareContext) -> RecordedProgram:
@@ -34,4 +37,10 @@ def prepare(ctx: PrepareContext) -> RecordedProgram:
     program = build_program(ops, str(path), trace.provenance.profiler_mode)
     if not program.streams:
         raise InputError(path, "", "no GPU op of the trace is linked to a host call (column 'correlation')")
+    if program.devices > params.devices:
+        raise InputError(
+            SPEC_WORKLOAD,
+            "field 'devices'",
+            f"the trace {path.name} uses {program.devices} GPUs; set devices = {program.devices} in [workload]",
+        )
     return program

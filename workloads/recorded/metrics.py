@@ -28,7 +28,7 @@ from harness.workload import MetricRow
 from workloads.recorded.policies import RecordedResult
 from workloads.recorded.program import RecordedProgram
 
-DEVICE_KINDS = ("kernel", "copy_h2d", "copy_d2h", "copy_d2d")
+DEVICE_KINDS = ("kernel", "copy_h2d", "copy_d2h", "copy_d2d", "collective")
 
 
 def union_us(start: np.ndarray, end: np.ndarray) -> float:

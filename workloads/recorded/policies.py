@@ -39,7 +39,18 @@ from typing import Literal
 
 import pydantic
 
-from harness.runtime import Direction, Event, GraphKernel, HostMemory, KernelKind, PolicyGen, Runtime, Stream
+from harness.multirank_import import parse_collective_name
+from harness.runtime import (
+    Communicator,
+    Direction,
+    Event,
+    GraphKernel,
+    HostMemory,
+    KernelKind,
+    PolicyGen,
+    Runtime,
+    Stream,
+)
 from harness.workload import PolicyParams
 from workloads.recorded import compensation, whatif
 from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey, ThreadProgram, is_gemm
@@ -75,6 +86,7 @@ class _Shared:
     events: dict[int, Event] = field(default_factory=dict)
     outstanding: set[StreamKey] = field(default_factory=set)
     unresolved_waits: int = 0
+    communicators: dict[tuple[int, ...], Communicator] = field(default_factory=dict)  # by devices
 
 
 def as_recorded(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
@@ -118,10 +130,11 @@ def _run_thread(
     rt: Runtime, program: RecordedProgram, thread: ThreadProgram, shared: _Shared, params: AsRecordedParams
 ) -> PolicyGen:
     recorded = params.host_costs == "recorded"
+    devices = _thread_devices(thread) if program.devices > 1 else None
     for call in thread.calls:
         if call.host_before_us > 0.0:
             yield rt.host_work(call.host_before_us, f"cpu:{call.group}" if call.group else "cpu")
-        yield from _issue(rt, params, call, shared, _host_us(rt, call, recorded))
+        yield from _issue(rt, params, call, shared, _host_us(rt, call, recorded), devices)
     return len(thread.calls)
 
 
@@ -137,8 +150,24 @@ def _host_us(rt: Runtime, call: Call, recorded: bool) -> float | None:
     return None
 
 
-def _issue(rt: Runtime, params: AsRecordedParams, call: Call, shared: _Shared, host_us: float | None) -> PolicyGen:
-    """The commands one call becomes; ``host_us`` (the call's recorded cost, or None) goes to its first command."""
+def _thread_devices(thread: ThreadProgram) -> frozenset[int]:
+    """The devices a thread's calls address: what its device-wide syncs wait for (one rank of a multi-rank
+    recording syncs its own GPU, not the other ranks')."""
+    found = {op.stream[0] for call in thread.calls for op in call.ops}
+    return frozenset(found | {call.stream[0] for call in thread.calls if call.stream is not None})
+
+
+def _issue(
+    rt: Runtime,
+    params: AsRecordedParams,
+    call: Call,
+    shared: _Shared,
+    host_us: float | None,
+    devices: frozenset[int] | None = None,
+) -> PolicyGen:
+    """The commands one call becomes; ``host_us`` (the call's recorded cost, or None) goes to its first command.
+
+    ``devices``: the thread's own devices (a multi-device program): a device-wide sync waits for those only."""
     kind = call.kind
     for key, event in call.wait_before:  # inferred orderings: free on the host, the recording has no call for them
         if event in shared.events:
@@ -170,8 +199,9 @@ def _issue(rt: Runtime, params: AsRecordedParams, call: Call, shared: _Shared, h
     elif kind in ("call_sync_stream", "call_sync_device", "call_sync_event"):
         # Device-wide, or a stream/event the recording does not name: wait for every stream with work.
         for key in sorted(shared.outstanding):
-            yield rt.sync_stream(shared.streams[key])
-        shared.outstanding.clear()
+            if devices is None or key[0] in devices:
+                yield rt.sync_stream(shared.streams[key])
+                shared.outstanding.discard(key)
     for key, event in call.record_after:
         shared.events[event] = yield rt.record(shared.streams[key], host_us=0.0)
 
@@ -183,9 +213,26 @@ def _device_op(
     shared.outstanding.add(op.stream)
     if op.kind in COPIES:
         yield rt.copy(stream, op.nbytes, COPIES[op.kind], HostMemory(op.host_memory), op.name, host_us=host_us)
+    elif op.kind == "collective" and (call := parse_collective_name(op.name)) is not None:
+        yield from _collective(rt, shared, stream, call, host_us)
     else:  # kernel, memset, device-to-device copy: GPU work of the recorded duration
         k = _graph_kernel(params, op)
         yield rt.launch(stream, k.name, k.duration_us, k.compute_share, k.kind, host_us=host_us)
+
+
+def _collective(rt: Runtime, shared: _Shared, stream: Stream, call, host_us: float | None) -> PolicyGen:
+    """A recorded NCCL kernel (harness.multirank_import) as the runtime's collective: the simulator makes the
+    ranks meet and times it from the profile, rather than taking the recorded duration (which holds the wait)."""
+    comm = shared.communicators.get(call.devices)
+    if comm is None:
+        comm = yield rt.create_communicator(call.devices, "ranks" + "-".join(map(str, call.devices)))
+        shared.communicators[call.devices] = comm
+    if call.op in ("send", "recv"):
+        yield getattr(rt, call.op)(stream, comm, call.nbytes, call.peer, call.kernel, host_us)
+    elif call.op == "broadcast":
+        yield rt.broadcast(stream, comm, call.nbytes, call.peer, call.kernel, host_us)
+    else:
+        yield getattr(rt, call.op)(stream, comm, call.nbytes, call.kernel, host_us)
 
 
 def _graph_kernel(params: AsRecordedParams, op: DeviceOp) -> GraphKernel:

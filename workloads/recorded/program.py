@@ -157,7 +157,8 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     waits, records, inferred = infer_waits(gpu, calls) if not sync_events else ({}, {}, 0)
     threads = []
     for thread, rows in calls.groupby("thread", sort=False):
-        threads.append(ThreadProgram(str(thread), _thread_calls(rows, by_corr, start_us, waits, records)))
+        device = _only_device(rows, by_corr)
+        threads.append(ThreadProgram(str(thread), _thread_calls(rows, by_corr, start_us, waits, records, device)))
     threads.sort(key=lambda t: float(calls[calls["thread"] == t.name]["start_us"].min()))
 
     ends = [float((calls["start_us"] + calls["duration_us"]).max())]
@@ -191,7 +192,14 @@ def _missing(value: object) -> bool:
     return value is None or value is pd.NA or value != value
 
 
-def _thread_calls(rows: pd.DataFrame, by_corr, start_us: float, waits, records) -> tuple[Call, ...]:
+def _only_device(rows: pd.DataFrame, by_corr) -> int:
+    """The device of every GPU op a thread launched when that is one device (a rank of a multi-rank recording):
+    the device its calls that name a stream but launch nothing (syncs, records, waits) address; else 0."""
+    found = {op.stream[0] for corr in rows["correlation"].dropna() for op in by_corr.get(int(corr), ())}
+    return found.pop() if len(found) == 1 else 0
+
+
+def _thread_calls(rows: pd.DataFrame, by_corr, start_us: float, waits, records, device: int = 0) -> tuple[Call, ...]:
     out: list[Call] = []
     pending_us = 0.0
     pending_aten = pending_ranges = pending_calls = 0
@@ -206,7 +214,7 @@ def _thread_calls(rows: pd.DataFrame, by_corr, start_us: float, waits, records) 
         pending_ranges += 0 if _missing(ranges) else int(ranges)
         corr = None if _missing(correlation) else int(correlation)
         ops = tuple(by_corr.get(corr, ())) if corr is not None else ()
-        stream = (0, str(stream_id)) if isinstance(stream_id, str) and stream_id else None
+        stream = (device, str(stream_id)) if isinstance(stream_id, str) and stream_id else None
         if ops:
             stream = ops[0].stream
         # A record or wait whose stream or event the recording does not name cannot be re-issued:
