@@ -277,12 +277,16 @@ class ReplayBackend(Backend):
         if key not in self.context.warmed:
             self.last_warmup = []
             for i in range(self.warmup_runs):
-                self.last_warmup.append(_Run(self).execute(main, args))
+                self.last_warmup.append(self._new_run().execute(main, args))
                 if i == 0:
                     for device in self.context.devices:
                         device.kernels.tune_untuned()
             self.context.warmed.add(key)
-        return _Run(self).execute(main, args)
+        return self._new_run().execute(main, args)
+
+    def _new_run(self) -> _Run:
+        """The state of one run (``replay.distributed`` makes one that replays a single rank's device)."""
+        return _Run(self)
 
 
 _HOST_LINK_KINDS = (OpKind.COPY_H2D.value, OpKind.COPY_D2H.value)
@@ -473,7 +477,7 @@ class _Run:
         if len(cmd.devices) > 1:
             raise NeedsDistributedReplay(
                 f"communicator {cmd.name!r} spans devices {list(cmd.devices)}: collectives among several GPUs need"
-                " the multi-GPU replay (torch.distributed + NCCL, one process per GPU: replay/distributed.py);"
+                " the multi-GPU replay (torch.distributed + NCCL, one process per GPU: `harness replay --distributed`);"
                 " this replay runs communicators of one device only"
             )
         return Communicator(self._new_id(), cmd.devices, cmd.name)

@@ -338,3 +338,47 @@ def test_calibrate_collectives_without_gpus_fails_in_one_line(tmp_path):
     assert result.exit_code == 2
     assert "harness calibrate --collectives:" in result.output and ("GPU" in result.output or "torch" in result.output)
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- the multi-GPU replay's pure parts
+
+
+def test_the_distributed_replay_refuses_too_few_gpus():
+    from replay.distributed import NotEnoughGpusForRanks, visible_devices
+
+    assert visible_devices(4, 8) == [0, 1, 2, 3]
+    with pytest.raises(NotEnoughGpusForRanks, match="uses 8 GPUs .* this machine has 1"):
+        visible_devices(8, 1)
+    with pytest.raises(NotEnoughGpusForRanks, match="2 or more devices"):
+        visible_devices(1, 8)
+
+
+def test_rank_runs_merge_onto_one_clock_keeping_each_ranks_own_rows():
+    from replay.distributed import RankRecord, merge_rank_runs
+
+    def rows(rank):  # every rank's process saw every thread; only its own device's rows and threads count
+        return [
+            (1, -1, "main", "host_work", "w", 0, "", "main", 0.0, 0.0, 5.0),
+            (2, rank, "compute", "kernel", "k", 0, "", f"rank{rank}", 5.0, 6.0, 10.0),
+            (3, 1 - rank, "compute", "kernel", "k", 0, "", f"rank{1 - rank}", 5.0, 6.0, 10.0),  # a phantom's
+            (4, -1, f"rank{rank}", "host_sync", "s", 0, "", f"rank{rank}", 10.0, 10.0, 12.0),
+            (5, -1, f"rank{1 - rank}", "host_sync", "s", 0, "", f"rank{1 - rank}", 10.0, 10.0, 10.0),
+        ]
+
+    records = [
+        RankRecord(1, 0, rows(1), None, 20.0, 1000.000030, ("rank1",)),  # started 30 µs after rank 0
+        RankRecord(0, 0, rows(0), "result", 20.0, 1000.0, ("rank0",)),
+    ]
+    merged = merge_rank_runs(records)
+    got = sorted((r.op_id, r.device, r.thread, r.start_us) for r in merged.ops)
+    assert got == [
+        (2, -1, "main", pytest.approx(0.0)),
+        (4, 0, "rank0", pytest.approx(6.0)),
+        (5, 1, "rank1", pytest.approx(36.0)),
+        (8, -1, "rank0", pytest.approx(10.0)),
+        (9, -1, "rank1", pytest.approx(40.0)),
+    ]
+    assert merged.result == "result" and merged.main_end_us == 20.0
+    records[1].error = "RuntimeError: NCCL timeout"
+    with pytest.raises(RuntimeError, match="rank 0: RuntimeError: NCCL timeout"):
+        merge_rank_runs(records)
