@@ -382,3 +382,32 @@ def test_rank_runs_merge_onto_one_clock_keeping_each_ranks_own_rows():
     records[1].error = "RuntimeError: NCCL timeout"
     with pytest.raises(RuntimeError, match="rank 0: RuntimeError: NCCL timeout"):
         merge_rank_runs(records)
+
+
+# --------------------------------------------------------------------------- the collective sweep workload
+
+
+@pytest.mark.parametrize("gpus", [2, 4, 8])
+def test_the_sweep_measures_what_the_model_says_per_size(gpus):
+    """Through the whole pipeline (spec, workload, sim, metrics): each size's time per call is the model's where
+    the GPU bounds it; a small size is bound by the host's launches (as nccl-tests' loop is), never faster."""
+    from harness.paths import SPECS_DIR
+    from harness.runner import run_spec
+    from harness.spec import load_spec
+
+    sizes = [4 * KiB, 4 * MiB, 256 * MiB]
+    loaded = load_spec(SPECS_DIR / f"collective_sweep_{gpus}gpu.toml", {"sizes_bytes": sizes, "iters": 3})
+    results = run_spec(loaded, lambda spec, rep: SimBackend(spec.profile, spec.workload.devices(spec.workload_params)))
+    assert results.failed.empty, results.failed["error"].tolist()
+    m = results.metrics.merge(results.runs[["run_id", "policy_label", "repetition"]], on="run_id")
+    m = m[m["repetition"] == 0].set_index(["policy_label", "metric", "item"])["value"]
+    model = CollectiveModel(loaded.profile)
+    for op in ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "send_recv"):
+        for i, size in enumerate(sizes):
+            n = 2 if op == "send_recv" else gpus
+            _, expected = model.time_us(CollectiveOp.SEND if op == "send_recv" else CollectiveOp(op), size, n)
+            if expected > loaded.profile.host.launch_us:
+                assert m[op, "time_us", i] == pytest.approx(expected, rel=1e-6), (op, size)
+                assert m[op, "busbw_gbps", i] == pytest.approx(bus_gbps(op, size, n, expected), rel=1e-6)
+            else:
+                assert expected <= m[op, "time_us", i] <= loaded.profile.host.launch_us + 1e-6, (op, size)
