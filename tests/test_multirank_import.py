@@ -44,11 +44,12 @@ def nccl_args(world: int, **extra) -> dict:
 
 
 def rank_trace(rank: int, world: int, compute_us: list[float], offset_us: list[float], collective_us: float, *,
-               args_on_kernel: bool = True) -> dict:  # fmt: skip
+               args_on_kernel: bool = True, after_us: float = 0.0) -> dict:  # fmt: skip
     """Rank ``rank`` of a TP step: a gemm of ``compute_us[rank]``, an all-reduce on the same stream, a device sync.
 
     Rank r starts ``offset_us[r]`` after rank 0 (one wall clock); the all-reduce starts on each rank when its
-    gemm ends and ends on every rank together, ``collective_us`` after the last gemm ends.
+    gemm ends and ends on every rank together, ``collective_us`` after the last gemm ends. ``after_us``: a second
+    kernel of that long after the all-reduce, on the same stream (that does not read its result).
     """
     t0 = BASE + offset_us[rank]
     host = {"pid": 100 + rank, "tid": 7}
@@ -68,6 +69,15 @@ def rank_trace(rank: int, world: int, compute_us: list[float], offset_us: list[f
         {"ph": "X", "cat": "cuda_runtime", "name": "cudaDeviceSynchronize", **host, "ts": t0 + 2 * LAUNCH_US + 4,
          "dur": all_end + 1.0 - (t0 + 2 * LAUNCH_US + 4), "args": {"correlation": 3}},
     ]  # fmt: skip
+    if after_us:
+        sync = events.pop()
+        events += [
+            {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", **host, "ts": t0 + 2 * LAUNCH_US + 3,
+             "dur": 1.0, "args": {"correlation": 4}},
+            {"ph": "X", "cat": "kernel", "name": "elementwise", "pid": rank, "tid": 7, "ts": all_end,
+             "dur": after_us, "args": {"correlation": 4, "device": rank, "stream": 7}},
+            dict(sync, dur=sync["dur"] + after_us),
+        ]  # fmt: skip
     if not args_on_kernel:  # older torch: the collective's metadata is on the record_param_comms op around the launch
         events.append(
             {"ph": "X", "cat": "cpu_op", "name": "record_param_comms", **host, "ts": t0 + LAUNCH_US + 1.5,
@@ -166,3 +176,28 @@ def test_nccl_kernels_without_metadata_stay_kernels_and_are_counted(tmp_path):
     merged = import_rank_traces(paths)
     assert (merged.ops["kind"] == "collective").sum() == 0
     assert "2 NCCL kernel(s) whose operation, size or participants" in merged.provenance.notes
+
+
+def test_overlapping_the_collective_with_later_compute_shortens_the_program(tmp_path, h100):
+    """The what-if moves each all-reduce to a side stream: the kernel after it no longer waits for it."""
+    from workloads.recorded.policies import overlap_collectives
+    from workloads.recorded.whatif import NotApplicable
+    from workloads.recorded.whatif import overlap_collectives as transform
+
+    world, after = 2, 400.0
+    solo = CollectiveModel(h100).time_us(CollectiveOp.ALL_REDUCE, 4 * NELEMS, world)[1]
+    merged = import_rank_traces(write_ranks(tmp_path, world, [200.0, 260.0], [0.0, 0.0], solo, after_us=after))
+    program = build_program(merged.ops, "x", "")
+    moved = transform(program)
+    assert {s for s in moved.streams if s[1] == "comm"} == {(0, "comm"), (1, "comm")}
+    recorded = run_policy(SimBackend(h100, devices=world), as_recorded, program, AsRecordedParams())
+    overlapped = run_policy(SimBackend(h100, devices=world), overlap_collectives, program, AsRecordedParams())
+    ops = overlapped.ops
+    coll = ops[ops["kind"] == "collective"]
+    assert coll["stream"].str.endswith("comm").all()
+    after_kernels = ops[ops["name"] == "elementwise"]
+    assert (after_kernels["start_us"].to_numpy() < coll["end_us"].max()).all()  # it overlaps the all-reduce
+    assert ops["end_us"].max() < recorded.ops["end_us"].max() - 0.5 * solo
+    plain = merged.ops.assign(kind=merged.ops["kind"].replace("collective", "kernel"))  # NCCL kernels, not sized
+    with pytest.raises(NotApplicable, match="found no collective"):
+        transform(build_program(plain, "x", ""))

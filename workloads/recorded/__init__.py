@@ -52,6 +52,13 @@ WORKLOAD = Workload(
             "what-if: kernels whose name matches a pattern take factor x their recorded time",
             policies.check_scale_kernels,
         ),
+        "overlap_collectives": PolicyDef(
+            "overlap_collectives",
+            policies.AsRecordedParams,
+            policies.overlap_collectives,
+            "what-if: each collective on a side stream, waited for at the start of the next group",
+            policies.check_overlap_collectives,
+        ),
     },
     metrics=metrics,
     summary_metrics=(

@@ -27,6 +27,12 @@ the units of their own program that way: one range per layer for
   between those launches is gone (the graph replays without it).
 * :func:`scale_kernels`: kernels whose name matches a pattern take longer or
   shorter by a factor.
+* :func:`overlap_collectives`: each collective (a multi-rank recording's NCCL
+  kernels, ``harness.multirank_import``) launched on a stream that also runs
+  kernels moves to a side stream ``comm`` of its device, after an event recorded
+  behind its producer; the stream waits for it only at the start of the next
+  group (or before the thread's next sync): the program's assertion, as for
+  gradient all-reduces, that nothing in the rest of the group reads its result.
 """
 
 from __future__ import annotations
@@ -256,3 +262,59 @@ def scale_kernels(program: RecordedProgram, factors: dict[str, float]) -> Record
     if not matched:
         raise NotApplicable(f"scale_kernels: no kernel name matches {', '.join(map(repr, factors))}")
     return replace(program, threads=threads)
+
+
+# --------------------------------------------------------------------------- collectives on a side stream
+
+
+def _has_collective(call: Call) -> bool:
+    return call.kind == "call_launch" and bool(call.ops) and all(op.kind == "collective" for op in call.ops)
+
+
+def _overlapped(calls: tuple[Call, ...], base: int) -> tuple[list[Call], set[StreamKey]]:
+    """One thread's calls with its collectives on side streams (see :func:`overlap_collectives`)."""
+    kernel_streams = {op.stream for c in calls for op in c.ops if op.kind == "kernel"}
+    out: list[Call] = []
+    sides: set[StreamKey] = set()
+    pending: dict[StreamKey, list[tuple[str, int]]] = {}  # stream -> (group, event) of moved collectives
+    for call in calls:
+        stream = call.ops[0].stream if call.ops else call.stream
+        waiting = pending.get(stream, []) if stream is not None else []
+        due = [e for g, e in waiting if call.kind in SYNCS or (call.ops and call.group != g)]
+        for event in due:
+            out.append(_synthetic("call_wait", stream, call.group, waits_for=event))
+        if due:
+            pending[stream] = [(g, e) for g, e in waiting if e not in due]
+        if call.kind == "call_sync_device":  # waits for every stream of the device: the moved ones too
+            for key in list(pending):
+                for _, event in pending.pop(key):
+                    out.append(_synthetic("call_wait", key, call.group, waits_for=event))
+        if _has_collective(call) and call.ops[0].stream in kernel_streams:
+            source = call.ops[0].stream
+            side = (source[0], "comm")
+            sides.add(side)
+            n = base + len(out)
+            produced, reduced = -(5000000 + 2 * n), -(5000001 + 2 * n)
+            out.append(_synthetic("call_record", source, call.group, event=produced))
+            out.append(_synthetic("call_wait", side, call.group, waits_for=produced))
+            out.append(replace(call, ops=tuple(replace(op, stream=side) for op in call.ops), stream=side))
+            out.append(_synthetic("call_record", side, call.group, event=reduced))
+            pending.setdefault(source, []).append((call.group, reduced))
+            continue
+        out.append(call)
+    return out, sides
+
+
+def overlap_collectives(program: RecordedProgram) -> RecordedProgram:
+    threads, sides = [], set()
+    for i, thread in enumerate(program.threads):
+        calls, found = _overlapped(thread.calls, i * 10_000_000)
+        threads.append(ThreadProgram(thread.name, tuple(calls)))
+        sides |= found
+    if not sides:
+        raise NotApplicable(
+            "overlap_collectives: found no collective launched on a stream that also runs kernels (import one trace"
+            " per rank with harness trace import, so that NCCL kernels become collectives)"
+        )
+    streams = tuple(dict.fromkeys(program.streams + tuple(sorted(sides))))
+    return replace(program, threads=tuple(threads), streams=streams)
