@@ -133,6 +133,13 @@ def merge_rank_runs(records: list[RankRecord]) -> RunResult:
 # --------------------------------------------------------------------------- one rank's process (needs GPUs)
 
 
+class _NoKernels:
+    """Another rank's kernels: never planned here (its launches are phantoms), nothing to tune."""
+
+    def tune_untuned(self) -> None:
+        return None
+
+
 class _RankDevice:
     """Another rank's device as this process sees it: named and sized like its own, no GPU state."""
 
@@ -141,7 +148,7 @@ class _RankDevice:
         self.device = own.device  # calls that want "a stream of device d" get this process's one GPU
         self.name = own.name
         self.total_bytes = own.total_bytes
-        self.kernels = None
+        self.kernels = _NoKernels()
 
 
 class _OneGpuScratch:
@@ -169,6 +176,7 @@ class RankContext(ReplayContext):
         self._events = [[] for _ in range(world)]
         self._next_event = [0] * world
         self.scratch = _OneGpuScratch(self.scratch)
+        self.groups: dict[tuple[int, ...], Any] = {}  # a process group per communicator's devices, made once
 
     def free_bytes(self, device: int) -> int:
         return super().free_bytes(0)
@@ -236,7 +244,10 @@ class RankRun(_Run):
     def _create_communicator(self, cmd, thread) -> Communicator:
         import torch.distributed as dist
 
-        group = dist.new_group(ranks=list(cmd.devices))  # every process, every communicator, in the same order
+        groups = self.ctx.groups
+        if cmd.devices not in groups:  # every process makes every group, in the same order (new_group's rule)
+            groups[cmd.devices] = dist.new_group(ranks=list(cmd.devices))
+        group = groups[cmd.devices]
         return Communicator(self._new_id(), cmd.devices, cmd.name, group if self.rank in cmd.devices else None)
 
     def _collective(self, cmd: Collective, thread) -> None:

@@ -21,6 +21,10 @@ What is modelled (figures from the hardware profile, see ``harness.profile``):
 * **events** complete when their stream reaches them; a stream waiting on an
   event starts nothing after the wait until the event completes.
 * **memory**: allocations are checked against each device's capacity.
+* **collectives** (:mod:`sim.collectives`): each rank's part waits on its stream
+  until every rank's stream has reached it, then the collective runs on every
+  participating device's compute server (its solo time from the profile, at
+  NCCL's compute share) and ends on all ranks with the slowest.
 
 Every op is recorded as a row of an :class:`harness.backend.OpLog` (a tuple in
 :class:`harness.backend.OpRow` field order).
