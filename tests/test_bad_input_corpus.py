@@ -350,7 +350,8 @@ CASES: list[Case] = [
     trace_case(
         "trace 1e308 durations",
         trace_writer(segment_rows(duration=1e308) + segment_rows(duration=1e308)),
-        "group 's0'",
+        "row 1",
+        "duration_us",
     ),
     trace_case("trace negative bytes", trace_writer(segment_rows(nbytes=-1)), "row 0", "bytes"),
     trace_case("trace unknown kind", trace_writer(segment_rows(kind="dance")), "row 1", "kind"),
