@@ -172,8 +172,8 @@ def _numbers(path: Path, events: list, idx: list[int], key: str, args: bool = Fa
     get = (lambda e: (e.get("args") or {}).get(key)) if args else (lambda e: e.get(key))
     raw = [get(events[i]) for i in idx]
     where = f"args.{key}" if args else key
-    for i, v in zip(idx, raw):
-        if v is True or v is False:  # a JSON boolean is no number (numpy would read it as 1 / 0)
+    for i, v in zip(idx, raw):  # numpy would read true as 1 and "30" as 30.0
+        if v is not None and type(v) is not float and type(v) is not int:
             raise InputError(path, f"event {i}, field '{where}'", f"expected a number, got {json.dumps(v)}")
     try:
         return np.array([np.nan if v is None else v for v in raw], dtype=np.float64)

@@ -300,7 +300,9 @@ def _check_rows(path: Path, frame: pd.DataFrame) -> None:
     """Reject the first bad row, naming it (rows count from 0)."""
     for column in REQUIRED_COLUMNS:
         if (i := _first(frame[column].isna().to_numpy())) is not None:
-            raise InputError(path, f"row {i}, column '{column}'", "missing value")
+            numeric = pd.api.types.is_float_dtype(frame[column].dtype)
+            what = "missing value" + (" (null or NaN)" if numeric else "")
+            raise InputError(path, f"row {i}, column '{column}'", what)
     for column in TIME_COLUMNS:
         raw = frame[column]
         times = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
