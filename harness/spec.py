@@ -130,6 +130,7 @@ def load_spec(
         raw = tomllib.loads(data.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise InputError(path, "", f"malformed TOML: {err}") from None
+    _check_tables(path, raw)
     _check_numbers(path, {**raw, "workload": {**raw.get("workload", {}), **(workload_overrides or {})}})
     _check_no_bools(path, ExperimentSpec, raw, "")
     try:
@@ -185,6 +186,21 @@ def load_spec(
 
     return LoadedSpec(
         path, hashlib.sha256(data).hexdigest(), spec, profile, workload, workload_params, policies, memory
+    )
+
+
+def _check_tables(path: Path, raw: dict[str, Any]) -> None:
+    """Refuse ``[workload]`` given as a value (``workload = "layer_streaming"``) before anything reads into it."""
+    value = raw.get("workload")
+    if value is None or isinstance(value, dict):
+        return
+    kinds = {str: "text", int: "number", float: "number", bool: "true/false", list: "list"}
+    got = f"the {kinds.get(type(value), type(value).__name__)} {json.dumps(value, default=str)}"
+    fix = f'[workload] on a line of its own and kind = "{value}" below it' if isinstance(value, str) else ""
+    raise InputError(
+        path,
+        "field 'workload'",
+        f"must be a table (its kind and parameters), got {got}" + (f": write {fix}" if fix else ""),
     )
 
 
