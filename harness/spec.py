@@ -70,6 +70,7 @@ class ExperimentSpec(pydantic.BaseModel):
     device_memory_bytes: int | None = pydantic.Field(default=None, gt=0)  # cap below the profile's memory
     workload: dict[str, Any]
     policies: list[PolicyEntry] = pydantic.Field(min_length=1)
+    baseline: str | None = None  # the policy label the verdict measures the others against (default: the first)
 
     @pydantic.field_validator("name")
     @classmethod
@@ -102,6 +103,11 @@ class LoadedSpec:
     workload_params: WorkloadParams
     policies: list[PolicyRun]
     device_memory_bytes: int
+
+    @property
+    def baseline(self) -> str:
+        """The policy label the verdict measures the others against: the spec's ``baseline``, else the first."""
+        return self.spec.baseline or self.policies[0].label
 
     def prepare_context(self) -> PrepareContext:
         """What the workload's ``prepare`` is given for this spec."""
@@ -184,6 +190,12 @@ def load_spec(
             seen.add(label)
             policies.append(PolicyRun(label, definition, params))
 
+    if spec.baseline is not None and spec.baseline not in seen:
+        raise InputError(
+            path,
+            "field 'baseline'",
+            f"{spec.baseline!r} is not a policy label of this spec; labels: {', '.join(p.label for p in policies)}",
+        )
     return LoadedSpec(
         path, hashlib.sha256(data).hexdigest(), spec, profile, workload, workload_params, policies, memory
     )
