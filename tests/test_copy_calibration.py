@@ -134,3 +134,33 @@ def test_profiles_without_the_new_fields_still_load(name):
     profile = load_profile(name)
     assert profile.figures.link.drift is None
     assert profile.copy_time_us(64 * MiB, Direction.H2D, HostMemory.PINNED) > 0
+
+
+def test_link_probe_without_a_gpu_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from replay import link_probe
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    out = tmp_path / "probes.csv"
+    assert link_probe.main([str(out), "--when", "before"]) == 2
+    assert "error: link probe: this command needs a CUDA GPU" in capsys.readouterr().err
+    assert not out.exists()
+    assert link_probe.main([str(out), "--reps", "0"]) == 2 and "--reps must be >= 1" in capsys.readouterr().err
+
+
+def test_link_probes_append_rows_the_report_reads(tmp_path):
+    import pandas as pd
+
+    from replay.link_probe import PROBE_COLUMNS, append_probe, spec_name
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "fidelity-balanced"\n')
+    assert spec_name(spec) == "fidelity-balanced" and spec_name(None) == ""
+    out = tmp_path / "probes.csv"
+    for when, us in (("before", 1220.0), ("after", 1290.5)):
+        append_probe(out, {"when": when, "spec_name": "fidelity-balanced", "nbytes": 64 * MiB, "median_us": us})
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == list(PROBE_COLUMNS)
+    assert frame["when"].tolist() == ["before", "after"] and frame["median_us"].tolist() == [1220.0, 1290.5]
+    assert [p.name for p in tmp_path.iterdir()] != [] and not any(p.name.startswith(".") for p in tmp_path.iterdir())
