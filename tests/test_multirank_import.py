@@ -156,10 +156,11 @@ def test_a_rank_file_with_two_gpus_or_a_single_file_is_refused(tmp_path):
     with pytest.raises(InputError, match="one trace per rank, 2 or more"):
         import_rank_traces(paths[:1])
     two = json.loads(paths[0].read_text())
-    extra = dict(two["traceEvents"][1], pid=5)
-    two["traceEvents"].append(extra)
+    launch = dict(two["traceEvents"][0], args={"correlation": 50})
+    extra = dict(two["traceEvents"][1], pid=5, args={"correlation": 50, "device": 5, "stream": 7})
+    two["traceEvents"] += [launch, extra]
     paths[0].write_text(json.dumps(two))
-    with pytest.raises(InputError, match=r"rank0.json: holds GPUs \[0, 5\]: a multi-rank import takes one GPU"):
+    with pytest.raises(InputError, match=r"rank0.json: .*2 devices \[0, 5\]"):  # one rank, one GPU
         import_rank_traces(paths)
     result = CliRunner().invoke(app, ["trace", "import", *map(str, paths), "--device", "0", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2 and "cannot be given with one trace per rank" in result.output
