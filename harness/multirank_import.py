@@ -155,16 +155,17 @@ def _kernel_args(path: Path, ops: pd.DataFrame) -> dict[int, dict]:
     for event in comms:
         if "Collective name" in (event.get("args") or {}):
             by_thread.setdefault(str(event.get("tid")), []).append((float(event.get("ts", 0.0)), event["args"]))
-    for entries in by_thread.values():
+    times: dict[str, np.ndarray] = {}
+    for thread, entries in by_thread.items():
         entries.sort(key=lambda e: e[0])
+        times[thread] = np.array([t for t, _ in entries])
     found: dict[int, dict] = {}
     for index, source, thread, launch in zip(nccl.index, nccl["source_index"], nccl["thread"], nccl["launch_us"]):
         args = events[int(source)].get("args") or {}
-        if "Collective name" not in args and thread is not None and launch == launch:
-            entries = by_thread.get(str(thread), [])
-            times = [t for t, _ in entries]
-            at = int(np.searchsorted(times, _file_time(events, int(source), ops.loc[index], launch), side="right")) - 1
-            args = entries[at][1] if at >= 0 else args
+        if "Collective name" not in args and str(thread) in times and launch == launch:
+            at_us = _file_time(events, int(source), ops.loc[index], launch)
+            at = int(np.searchsorted(times[str(thread)], at_us, side="right")) - 1
+            args = by_thread[str(thread)][at][1] if at >= 0 else args
         found[index] = args
     return found
 
