@@ -224,6 +224,8 @@ PROFILER_CASES = [
     ProfilerCase("--device absent from the file", lambda doc: None, "", "device 3 has no GPU events", device=3),
     # ---- the file itself
     ProfilerCase("event not an object", lambda doc: doc["traceEvents"].insert(4, 7), "event 4", "a JSON object"),
+    ProfilerCase("kernel args a list", _set(3, "args", [1]), "event 3, field 'args'", "a JSON object, got list"),
+    ProfilerCase("call args text", _set(10, "args", "corr=5"), "event 10, field 'args'", "a JSON object, got str"),
     ProfilerCase("traceEvents not a list", lambda doc: {"traceEvents": {"a": 1}}, "", "not a Chrome trace"),
     ProfilerCase("top level a string", lambda doc: "trace", "", "not a Chrome trace"),
     ProfilerCase("truncated", lambda doc: _json(doc)[:700], "byte ", "truncated"),

@@ -37,7 +37,9 @@ def trace_import(
         ..., help="Chrome trace written by torch.profiler (export_chrome_trace), .json or .json.gz."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Op-trace Parquet file to write (must not exist)."),
-    device: int | None = typer.Option(None, help="Import this GPU only (a trace of several devices or ranks)."),
+    device: int | None = typer.Option(
+        None, help="Import this GPU only (required when the recording holds several devices)."
+    ),
 ) -> None:
     """Import a torch.profiler trace: GPU ops, every CUDA runtime call of each host thread, their links and steps."""
     from harness.profiler_import import import_to_parquet
