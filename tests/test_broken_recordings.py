@@ -415,6 +415,12 @@ OP_TRACE_CASES = [
     OpTraceCase("aten count negative", _cell("call_launch", "gap_aten_ops", -1), ("column 'gap_aten_ops'", ">= 0")),
     OpTraceCase("name null", _cell("kernel", "name", None), ("column 'name'", "missing value")),
     OpTraceCase("stream null", _cell("memset", "stream", None), ("column 'stream'", "missing value")),
+    OpTraceCase(
+        "host gap null on a call",
+        _cell("call_sync_stream", "host_gap_us", math.nan),
+        ("column 'host_gap_us'", "CPU time before it"),
+        at="prepare",
+    ),
     OpTraceCase("thread null on a call", _cell("call_memcpy", "thread", None), ("column 'thread'",), at="prepare"),
     # ---- columns missing or mistyped
     OpTraceCase("no duration column", _without("duration_us"), ("column 'duration_us'", "missing")),

@@ -37,6 +37,7 @@ def prepare(ctx: PrepareContext) -> RecordedProgram:
         raise InputError(path, "", "the trace records no host runtime calls: nothing to re-issue")
     require_values(path, ops, "start_us", np.ones(len(ops), dtype=bool), "a recorded op needs its start")
     require_values(path, ops, "thread", is_call, "a host call needs its thread")
+    require_values(path, ops, "host_gap_us", is_call, "a host call needs the CPU time before it")
     ops = _one_device(path, ops)
     program = build_program(ops, str(path), trace.provenance.profiler_mode)
     if not program.streams:
