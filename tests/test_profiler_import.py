@@ -321,9 +321,11 @@ def test_device_picks_one_gpu_of_a_multi_gpu_file(tmp_path):
         },
     ]
     path = _write(tmp_path, _trace(other))
-    both = import_profiler_trace(path)
-    assert both.devices == (0, 1) and set(both.ops.query("device >= 0")["device"]) == {0, 1}
-    one = import_profiler_trace(path, device=1).ops
+    with pytest.raises(InputError, match=r"2 devices \[0, 1\].*--device N"):
+        import_profiler_trace(path)  # a one-device simulation would fail on it
+    picked = import_profiler_trace(path, device=1)
+    assert picked.devices == (0, 1)
+    one = picked.ops
     assert set(one.query("device >= 0")["name"]) == {"on1"}
     assert 5 in set(one["correlation"]) and 1 not in set(one["correlation"])  # device 0's launch dropped
     with pytest.raises(InputError, match=r"device 4 has no GPU events.*\[0, 1\]"):
