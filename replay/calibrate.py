@@ -62,7 +62,7 @@ BUSY_CYCLES = 400_000
 
 def measure_link_isolated(torch: Any, device: Any, log: Callable[[str], None]) -> dict:
     """The host link as calibrations before the pooled method timed it: each size alone, from one pinned buffer
-    into one device buffer behind a queued ``_sleep`` (``tools/calibrate_copies.py --method isolated`` for comparisons)."""
+    into one device buffer behind a queued ``_sleep`` (``tools/calibrate_copies.py --method isolated``)."""
     stream = torch.cuda.Stream(device=device)
     events = timing_events(torch)
     biggest = max(PINNED_SIZES)
