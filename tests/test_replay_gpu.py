@@ -319,3 +319,34 @@ def test_stand_ins_are_the_timed_kernels_when_cupy_is_there(context):
     if os.environ.get("HARNESS_REPLAY_KERNELS") == "sized":
         expected = "sized"
     assert context.devices[0].kernels.stand_in == expected
+
+
+def test_copy_calibration_times_pooled_copies_and_probes_the_link(context, profile):
+    """The calibration's copy rounds and drift probe through the replay engine give a valid [link] section whose
+    pinned copies run near the PCIe bandwidth, each size with its spread, and a drift within a few percent."""
+    import time
+
+    from harness.profile import HardwareProfile
+    from replay.copy_calibration import CopyCase, CopyPlan, LinkProber, drift_section, measure_link
+
+    cases = tuple(
+        CopyCase(d, m, n, profile.copy_time_us(n, d, m))
+        for d in (Direction.H2D, Direction.D2H)
+        for m in (HostMemory.PINNED, HostMemory.PAGEABLE)
+        for n in (1 * MiB, 16 * MiB, 64 * MiB)
+    )
+    replay = backend(context, profile)
+    prober = LinkProber(replay, time.monotonic, reps=5)
+    prober.probe("start")
+    link, duplex_us = measure_link(replay, CopyPlan(cases, rounds=3, duplex_bytes=64 * MiB), print)
+    prober.probe("end")
+    link["drift"] = drift_section(prober.probes)
+    raw = profile.figures.model_dump(mode="json", exclude_none=True)
+    figures = HardwareProfile.model_validate({**raw, "link": link})
+    for direction in ("h2d", "d2h"):
+        table = getattr(figures.link, direction).pinned
+        big = dict(table.samples)[64 * MiB]
+        assert 30.0 < 64 * MiB / big / 1e3 < 70.0  # GB/s on a PCIe Gen5 x16 link
+        assert [n for n, _ in table.spread_us] == [1 * MiB, 16 * MiB, 64 * MiB]
+    assert 0 < figures.link.duplex_bandwidth_factor <= 1 and duplex_us > 0
+    assert figures.link.drift.spread_frac < 0.2
