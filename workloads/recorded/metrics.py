@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 
 from harness.workload import MetricRow
-from workloads.recorded.policies import RecordedResult
+from workloads.recorded.policies import GRAPH_LEAD_IN, GRAPH_TAIL, RecordedResult
 from workloads.recorded.program import RecordedProgram
 
 DEVICE_KINDS = ("kernel", "copy_h2d", "copy_d2h", "copy_d2d")
+SPACERS = (GRAPH_LEAD_IN, GRAPH_TAIL)  # GPU time around a graph's kernels, not work
 
 
 def union_us(start: np.ndarray, end: np.ndarray) -> float:
@@ -53,7 +54,7 @@ def waiting_for_host_us(ops: pd.DataFrame) -> float:
 
 def metrics(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult) -> list[MetricRow]:
     makespan = float(ops["end_us"].max()) if len(ops) else 0.0
-    device_ops = ops[(ops["device"] >= 0) & ops["kind"].isin(DEVICE_KINDS)]
+    device_ops = ops[(ops["device"] >= 0) & ops["kind"].isin(DEVICE_KINDS) & ~ops["name"].isin(SPACERS)]
     rows = [
         MetricRow("makespan_us", makespan, "us"),
         MetricRow("recorded_makespan_us", program.recorded_span_us, "us"),
