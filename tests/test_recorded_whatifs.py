@@ -1,0 +1,249 @@
+"""The what-ifs' rewrites on small hand-made programs (issue 24): which call each moved copy follows, on which
+stream, the events and waits added, the budget fallback, group inference, and the host cost of added calls."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.backend import run_policy
+from harness.paths import TRACES_DIR
+from harness.profile import load_profile
+from harness.trace import load_trace
+from sim import SimBackend
+from workloads.recorded import host_costs, policies
+from workloads.recorded.program import Call, DeviceOp, RecordedProgram, ThreadProgram, build_program
+from workloads.recorded.whatif import NotApplicable, async_d2h, graph_launch, grouped, prefetch_copies, scale_kernels
+
+MAIN = (0, "7")
+H200 = load_profile("h200-measured")
+
+
+def _op(kind: str, name: str, duration_us: float = 100.0, nbytes: int = 0) -> DeviceOp:
+    return DeviceOp(kind, MAIN, name, duration_us, nbytes, "pinned")
+
+
+def launch(name: str, group: str = "", duration_us: float = 100.0, call_us: float = 5.0, host_us: float = 5.0) -> Call:
+    return Call("call_launch", "cudaLaunchKernel", host_us, call_us, MAIN, (_op("kernel", name, duration_us),), group)
+
+
+def copy(direction: str, name: str, nbytes: int = 1 << 20, group: str = "", host_us: float = 5.0) -> Call:
+    op = _op(f"copy_{direction}", name, 0.0, nbytes)
+    return Call("call_memcpy", "cudaMemcpyAsync", host_us, 8.0, MAIN, (op,), group)
+
+
+def sync(group: str = "", host_us: float = 2.0) -> Call:
+    return Call("call_sync_stream", "cudaStreamSynchronize", host_us, 50.0, MAIN, (), group)
+
+
+def program(calls: list[Call]) -> RecordedProgram:
+    return RecordedProgram(
+        threads=(ThreadProgram("1", tuple(calls)),),
+        streams=(MAIN,),
+        devices=1,
+        start_us=0.0,
+        recorded_span_us=1.0,
+        recorded_group_us=(),
+        sync_events=True,
+        inferred_waits=0,
+        unlinked_ops=0,
+        source="hand-made",
+    )
+
+
+def shape(p: RecordedProgram) -> list[tuple]:
+    """Each call as (kind, what it launched or the stream it addresses, event recorded, event waited)."""
+    out = []
+    for c in p.threads[0].calls:
+        what = c.ops[0].name if c.ops else c.stream[1]
+        out.append((c.kind.removeprefix("call_"), what, c.stream[1] if c.stream else None, c.event, c.waits_for))
+    return out
+
+
+def where(p: RecordedProgram, name: str) -> int:
+    return next(i for i, c in enumerate(p.threads[0].calls) if c.ops and c.ops[0].name == name)
+
+
+# --------------------------------------------------------------------------- async_d2h
+
+
+def _backup_loop(steps: int, copies: int, marks: bool = True) -> list[Call]:
+    calls = []
+    for s in range(steps):
+        group = f"ProfilerStep#{s}" if marks else ""
+        calls += [launch(f"k{s}.{i}", group, duration_us=4.0, host_us=10.0) for i in range(40)]
+        calls += [copy("d2h", f"kv{s}.{i}", 2 << 20, group, host_us=6.0) for i in range(copies)]
+        calls.append(sync(group))
+    return calls
+
+
+def test_async_d2h_moves_a_run_of_copies_as_one_batch_behind_one_event():
+    before = program([launch("a", "s0"), copy("d2h", "c1", group="s0"), copy("d2h", "c2", group="s0"),
+                      copy("d2h", "c3", group="s0"), sync("s0"), launch("b", "s1"), sync("s1")])
+    after = async_d2h(before)
+    rows = shape(after)
+    produced, copied = rows[1][3], rows[6][3]
+    assert rows == [
+        ("launch", "a", "7", None, None),
+        ("record", "7", "7", produced, None),  # behind the producer, once
+        ("wait", "d2h", "d2h", None, produced),  # the side stream waits once
+        ("memcpy", "c1", "d2h", None, None),
+        ("memcpy", "c2", "d2h", None, None),
+        ("memcpy", "c3", "d2h", None, None),
+        ("record", "d2h", "d2h", copied, None),  # one record after the batch; the sync after it is dropped
+        ("wait", "7", "7", None, copied),  # the next step's first op waits for the copies
+        ("launch", "b", "7", None, None),
+        ("sync_stream", "7", "7", None, None),
+    ]
+    assert produced < 0 and copied < 0 and produced != copied
+    assert all(op.stream == (0, "d2h") for c in after.threads[0].calls if c.kind == "call_memcpy" for op in c.ops)
+    summary = after.what_ifs[-1]
+    assert (summary.copies_moved, summary.batches, summary.events_added, summary.waits_added) == (3, 1, 2, 2)
+    assert summary.syncs_dropped == 1 and summary.groups_from == "marks"
+    assert "3 D2H copies moved to a side stream in 1 batch(es)" in summary.text()
+
+
+def test_async_d2h_keeps_the_host_time_of_what_it_drops_and_a_later_sync_waits_for_the_copies():
+    before = program([launch("a"), copy("d2h", "c1"), launch("b", host_us=7.0), sync(host_us=3.0)])
+    after = async_d2h(before)  # no marks: steps from host syncs; the copy is followed by GPU work: no sync dropped
+    rows = shape(after)
+    assert [r[0] for r in rows] == ["launch", "record", "wait", "memcpy", "record", "launch", "wait", "sync_stream"]
+    assert rows[6][4] == rows[4][3]  # the sync's stream waits for the batch first: the host still waits for it
+    assert after.what_ifs[-1].syncs_dropped == 0 and after.what_ifs[-1].groups_from == "host_syncs"
+
+
+def test_async_d2h_pays_on_a_loop_of_many_small_backups():
+    # Issue 24: 16 D2H copies a step and one sync; one event per copy at the replay engine's host costs predicted
+    # the side-stream program slower than its recording. One batch a step at an eager call's cost pays.
+    before = program(_backup_loop(steps=6, copies=16))
+    base = run_policy(SimBackend(H200), policies.as_recorded, before, policies.AsRecordedParams())
+    moved = run_policy(SimBackend(H200), policies.async_d2h, before, policies.GroupedParams())
+    # per step: the sync dropped, 3 calls added, and a wait before the next step's first kernel
+    assert moved.result.calls == base.result.calls - 6 + 6 * 3 + 5
+    assert _span(moved) < 0.9 * _span(base)
+
+
+def _span(run) -> float:
+    return float(run.ops["end_us"].max())
+
+
+def test_added_calls_cost_an_eager_programs_call_not_the_replay_engines():
+    p = program(_backup_loop(steps=1, copies=2))
+    costs = host_costs.added_call_costs_us(p, H200)  # h200-measured has no [host_costs.pytorch_eager]
+    assert not H200.pytorch_eager_measured
+    assert costs["call_record"] == costs["call_wait"] == 5.0  # the recording's own launches, median
+    assert costs["call_record"] < H200.host.record_us
+    assert costs["call_graph_launch"] == host_costs.FALLBACK_US["call_graph_launch"]
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def _layers(n: int, nbytes: int = 64 << 20, marks: bool = False, kernels: int = 2) -> list[Call]:
+    calls = []
+    for k in range(n):
+        group = f"layer{k}" if marks else ""
+        calls.append(copy("h2d", f"w{k}", nbytes, group))
+        calls += [launch(f"k{k}.{i}", group, duration_us=500.0) for i in range(kernels)]
+    return calls
+
+
+def test_groups_are_inferred_from_copy_runs_and_host_syncs_when_the_recording_marks_none():
+    p = program([launch("pre"), *_layers(3)])
+    by_copies, how = grouped(p, "auto", "copy_runs")
+    assert how == "copy_runs"
+    assert [c.group for c in by_copies.threads[0].calls] == ["", *["group0"] * 3, *["group1"] * 3, *["group2"] * 3]
+    loop = program([launch("a"), launch("b"), sync(), launch("c"), sync()])
+    by_syncs, how = grouped(loop, "auto", "host_syncs")
+    assert how == "host_syncs" and [c.group for c in by_syncs.threads[0].calls] == ["step0"] * 3 + ["step1"] * 2
+    marked = program(_layers(2, marks=True))
+    assert grouped(marked, "auto", "copy_runs") == (marked, "marks")
+    with pytest.raises(NotApplicable, match="found 0 group"):
+        prefetch_copies(p, groups="marks")  # the spec's override: marks the recording does not have
+
+
+def test_graph_launch_captures_steps_of_a_recording_without_marks():
+    p = program([launch("a"), launch("b"), launch("c"), copy("d2h", "x"), sync(), launch("d"), launch("e"), sync()])
+    graphs = graph_launch(p)
+    rows = shape(graphs)
+    assert [r[0] for r in rows] == ["graph_launch", "memcpy", "sync_stream", "graph_launch", "sync_stream"]
+    assert [op.name for op in graphs.threads[0].calls[0].ops] == ["a", "b", "c"]
+    summary = graphs.what_ifs[-1]
+    assert (summary.groups_from, summary.groups, summary.launches_captured, summary.graph_launches) == (
+        "host_syncs", 2, 5, 2
+    )
+
+
+# --------------------------------------------------------------------------- prefetch depth and budget
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_prefetch_issues_the_first_depth_groups_up_front_then_each_after_the_compute_depth_groups_before(depth):
+    p = prefetch_copies(program(_layers(5)), depth=depth)
+    calls = p.threads[0].calls
+    for k in range(5):
+        i = where(p, f"w{k}")
+        assert calls[i].stream == (0, "prefetch") and calls[i].ops[0].stream == (0, "prefetch")
+        assert calls[i + 1].kind == "call_record" and calls[i + 1].stream == (0, "prefetch")
+        if k < depth:
+            assert i <= depth * 2  # up front: before group 0's first kernel (at most a record per earlier copy)
+            assert where(p, "k0.0") > i
+        else:
+            previous = calls[i - 1] if calls[i - 1].kind == "call_wait" else calls[i]
+            j = calls.index(previous) - 1
+            while calls[j].synthetic:  # the compute-done record of the group whose last kernel it follows
+                j -= 1
+            assert calls[j].ops[0].name == f"k{k - depth}.1", f"w{k} issued after {calls[j].ops[0].name}"
+        first = where(p, f"k{k}.0")
+        assert calls[first - 1].kind == "call_wait" and calls[first - 1].waits_for == calls[i + 1].event
+    summary = p.what_ifs[-1]
+    assert (summary.copies_moved, summary.depth, summary.in_line, summary.groups_from) == (5, depth, 0, "copy_runs")
+
+
+def test_a_prefetched_copy_waits_for_the_compute_of_the_group_whose_buffer_it_reuses():
+    p = prefetch_copies(program(_layers(4)), depth=1)
+    calls = p.threads[0].calls
+    done = {c.event: c for c in calls if c.kind == "call_record" and c.stream == MAIN}
+    for k in (2, 3):  # depth + 1 = 2 buffers: group k reuses group k - 2's
+        wait = calls[where(p, f"w{k}") - 1]
+        assert wait.kind == "call_wait" and wait.stream == (0, "prefetch")
+        assert done[wait.waits_for].group == f"group{k - 2}"
+    assert calls[where(p, "w1") - 1].kind != "call_wait"  # group 1's buffer was never used
+
+
+def test_the_budget_caps_how_far_ahead_and_a_group_that_fits_with_no_other_stays_in_line():
+    mib = 1 << 20
+    calls = [copy("h2d", f"w{k}", n * mib) for k, n in enumerate((100, 100, 100, 200))]
+    calls = [c for k, w in enumerate(calls) for c in (w, launch(f"k{k}.0"), launch(f"k{k}.1"))]
+    p = prefetch_copies(program(calls), depth=2, budget_bytes=250 * mib)
+    moved = {c.ops[0].name for c in p.threads[0].calls if c.kind == "call_memcpy" and c.stream == (0, "prefetch")}
+    assert moved == {"w0", "w1", "w2"}  # w3 with w2 is 300 MiB: in line, where it was
+    assert shape(p)[where(p, "w3")][2] == "7" and p.threads[0].calls[where(p, "w3") + 1].ops[0].name == "k3.0"
+    # depth 2 asked, but three groups in flight (300 MiB) do not fit: w2 goes one group ahead, after k1.1
+    i = where(p, "w2")
+    assert [c.ops[0].name for c in p.threads[0].calls[:i] if c.ops][-1] == "k1.1"
+    assert p.what_ifs[-1].in_line == 1
+    with pytest.raises(NotApplicable, match="fit the budget"):
+        prefetch_copies(program(calls), depth=1, budget_bytes=90 * mib)
+
+
+def test_deeper_prefetch_never_predicts_slower_on_layers_sync():
+    recording = load_trace(TRACES_DIR / "recorded" / "layers_sync-sync.parquet")
+    p = build_program(recording.ops, "layers_sync")
+    spans = [
+        _span(run_policy(SimBackend(H200), policies.prefetch_copies, p, policies.PrefetchCopiesParams(depth=d)))
+        for d in (1, 2, 3)
+    ]
+    assert spans[0] >= spans[1] >= spans[2]
+    assert spans[0] < 0.7 * p.recorded_span_us
+
+
+# --------------------------------------------------------------------------- scale_kernels
+
+
+def test_scale_kernels_names_the_closest_kernels_when_a_pattern_matches_none():
+    p = program([launch("ampere_sgemm_128x64_nn"), launch("vectorized_elementwise_kernel")])
+    with pytest.raises(NotApplicable) as refused:
+        scale_kernels(p, {"sgem_128": 0.5})
+    assert "closest kernel names: 'ampere_sgemm_128x64_nn'" in str(refused.value)
+    scaled = scale_kernels(p, {"sgemm": 0.5})
+    assert scaled.threads[0].calls[0].ops[0].duration_us == 50.0 and scaled.what_ifs[-1].kernels_scaled == 1
