@@ -247,3 +247,41 @@ def test_scale_kernels_names_the_closest_kernels_when_a_pattern_matches_none():
     assert "closest kernel names: 'ampere_sgemm_128x64_nn'" in str(refused.value)
     scaled = scale_kernels(p, {"sgemm": 0.5})
     assert scaled.threads[0].calls[0].ops[0].duration_us == 50.0 and scaled.what_ifs[-1].kernels_scaled == 1
+
+
+# --------------------------------------------------------------------------- harness trace kernels
+
+
+def test_trace_kernels_lists_kernel_names_by_total_time_with_counts_means_and_shares(tmp_path):
+    import io
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    runner = CliRunner()
+    trace = TRACES_DIR / "recorded" / "decode_inline-sync.parquet"
+    result = runner.invoke(app, ["trace", "kernels", str(trace), "--csv"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(io.StringIO(result.output))
+    ops = load_trace(trace).ops
+    kernels = ops[(ops["kind"] == "kernel") & (ops["device"] >= 0)]
+    assert table["count"].sum() == len(kernels) and set(table["name"]) == set(kernels["name"])
+    assert table["total_us"].is_monotonic_decreasing
+    assert table["mean_us"].to_numpy() == pytest.approx((table["total_us"] / table["count"]).to_numpy())
+    gpu_us = ops.loc[ops["device"] >= 0, "duration_us"].sum()
+    assert table["share"].sum() == pytest.approx(kernels["duration_us"].sum() / gpu_us)
+    top = runner.invoke(app, ["trace", "kernels", str(trace), "--csv", "--top", "1"])
+    assert pd.read_csv(io.StringIO(top.output))["name"].tolist() == table["name"].head(1).tolist()
+    shown = runner.invoke(app, ["trace", "kernels", str(TRACES_DIR / "recorded" / "layers_sync.parquet")])
+    assert shown.exit_code == 0 and "nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT" in shown.output
+    missing = runner.invoke(app, ["trace", "kernels", str(tmp_path / "none.parquet")])
+    assert missing.exit_code == 2 and "none.parquet" in missing.output
+
+
+def test_a_factor_that_matches_no_kernel_of_a_recording_names_its_closest_kernels():
+    p = build_program(load_trace(TRACES_DIR / "recorded" / "layers_sync-sync.parquet").ops, "layers_sync")
+    with pytest.raises(NotApplicable, match="closest kernel names: 'nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT'"):
+        scale_kernels(p, {"gemm": 0.5})  # the README's old example
+    assert scale_kernels(p, {"nvjet": 0.5}).what_ifs[-1].kernels_scaled == 32
