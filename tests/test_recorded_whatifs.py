@@ -285,3 +285,55 @@ def test_a_factor_that_matches_no_kernel_of_a_recording_names_its_closest_kernel
     with pytest.raises(NotApplicable, match="closest kernel names: 'nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT'"):
         scale_kernels(p, {"gemm": 0.5})  # the README's old example
     assert scale_kernels(p, {"nvjet": 0.5}).what_ifs[-1].kernels_scaled == 32
+
+
+# --------------------------------------------------------------------------- what each what-if changed, shown
+
+
+def test_harness_sim_prints_and_saves_what_each_what_if_changed(tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.paths import SPECS_DIR
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["sim", str(SPECS_DIR / "whatif_layers_prefetch.toml"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "prefetch_copies: 8 group(s) from the recording's marks" in text
+    assert "depth 1: 8 H2D copies moved to a side stream" in text
+    saved = pd.read_parquet(out / "what_ifs.parquet")
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert set(saved["run_id"]) == set(runs.loc[runs["policy_label"] == "prefetch_copies", "run_id"])
+    assert (saved["copies_moved"] == 8).all() and (saved["groups_from"] == "marks").all()
+
+
+# --------------------------------------------------------------------------- CUDA graphs: the GPU time around them
+
+
+def test_a_recorded_graph_keeps_the_gpu_time_the_recording_shows_around_its_kernels():
+    from workloads.recorded.program import GraphTiming
+
+    kernels = tuple(_op("kernel", f"g{i}", 2.0) for i in range(4))
+    graph = Call("call_graph_launch", "cudaGraphLaunch", 0.0, 40.0, MAIN, kernels, "")
+    behind = copy("d2h", "after", 1 << 20, host_us=0.0)
+    timing = GraphTiming(launches=1, lead_in_us=6.0, kernel_gap_us=0.5, tail_us=4.0)
+    p = program([graph, behind, sync()])
+    p = type(p)(**{**{f: getattr(p, f) for f in p.__slots__}, "graph_timing": timing})
+    run = run_policy(SimBackend(H200), policies.as_recorded, p, policies.AsRecordedParams())
+    ops = run.ops.set_index("name")
+    gap = H200.device.graph_kernel_gap_us
+    # the 40 µs launch call, the lead-in (and the recorded gaps beyond the profile's), the kernels, then the tail
+    assert ops.loc["g0", "start_us"] == pytest.approx(40.0 + 6.0 + 3 * (0.5 - gap))
+    assert ops.loc["g1", "start_us"] - ops.loc["g0", "end_us"] == pytest.approx(gap)
+    assert ops.loc["after", "start_us"] == pytest.approx(ops.loc["g3", "end_us"] + 4.0)
+    plain = run_policy(SimBackend(H200), policies.as_recorded, p, policies.AsRecordedParams(graph_timing="profile"))
+    assert plain.ops.set_index("name").loc["g0", "start_us"] == pytest.approx(40.0)
+
+
+def test_graph_timing_is_measured_in_the_bundled_graph_recordings():
+    p = build_program(load_trace(TRACES_DIR / "recorded" / "decode_graph-sync.parquet").ops, "decode_graph")
+    assert p.graph_timing.launches == 24
+    assert 5.0 < p.graph_timing.lead_in_us < 7.0 and 0.25 < p.graph_timing.kernel_gap_us < 0.35
+    assert 3.0 < p.graph_timing.tail_us < 6.0

@@ -11,7 +11,7 @@ from harness.workload import Fidelity, PolicyDef, Workload
 from workloads.recorded import policies
 from workloads.recorded.commands import commands
 from workloads.recorded.inputs import RecordedParams, prepare
-from workloads.recorded.metrics import metrics
+from workloads.recorded.metrics import WHAT_IFS_SCHEMA, metrics, notes, tables
 
 WORKLOAD = Workload(
     name="recorded",
@@ -68,6 +68,9 @@ WORKLOAD = Workload(
         "inferred_waits",
     ),
     devices=lambda params: 1,
+    tables=tables,
+    extra_tables={"what_ifs": WHAT_IFS_SCHEMA},
+    notes=notes,
     commands=commands,
     fidelity=Fidelity(shown_metrics=("makespan_us", "recorded_makespan_us", "gpu_busy_frac", "group_time_us")),
 )

@@ -79,6 +79,7 @@ class RecordedResult:
     unresolved_waits: int  # waits on an event the program never recorded (left out)
     profiler_overhead: str = "keep"  # what the run did with the recording's profiler overhead
     overhead_removed_us: float = 0.0  # host time taken out of the recorded calls ("subtract")
+    what_ifs: tuple = ()  # what the what-if changed (whatif.WhatIfSummary per transform; () for as_recorded)
 
 
 @dataclass
@@ -237,12 +238,14 @@ def _timed_graph(kernels: tuple[GraphKernel, ...], timing: GraphTiming, profile)
     lead-in after the launch returns, plus what its gaps take beyond the profile's ``graph_kernel_gap_us``) and one
     after the last (the tail before the next op queued behind the graph)."""
     profile_gap_us = profile.device.graph_kernel_gap_us if profile is not None else 0.0
-    lead_us = timing.lead_in_us + max(0.0, timing.kernel_gap_us - profile_gap_us) * (len(kernels) - 1)
+    # Each spacer is a node of the graph: the profile's gap follows or precedes it as any other node's.
+    lead_us = timing.lead_in_us + max(0.0, timing.kernel_gap_us - profile_gap_us) * (len(kernels) - 1) - profile_gap_us
+    tail_us = timing.tail_us - profile_gap_us
     out = list(kernels)
     if lead_us > 0.0:
         out.insert(0, GraphKernel(GRAPH_LEAD_IN, lead_us, SPACER_SHARE, KernelKind.LATENCY))
-    if timing.tail_us > 0.0:
-        out.append(GraphKernel(GRAPH_TAIL, timing.tail_us, SPACER_SHARE, KernelKind.LATENCY))
+    if tail_us > 0.0:
+        out.append(GraphKernel(GRAPH_TAIL, tail_us, SPACER_SHARE, KernelKind.LATENCY))
     return tuple(out)
 
 
@@ -318,8 +321,14 @@ def transformed(name: str, program: RecordedProgram, params: AsRecordedParams) -
 def _what_if(name: str):
     def main(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
         program, removed_us = _compensated(rt, program, params)  # before the what-if: it moves compensated gaps
-        result = yield from _run_program(rt, transformed(name, program, params), params)
-        return replace(result, profiler_overhead=params.profiler_overhead, overhead_removed_us=removed_us)
+        changed = transformed(name, program, params)
+        result = yield from _run_program(rt, changed, params)
+        return replace(
+            result,
+            profiler_overhead=params.profiler_overhead,
+            overhead_removed_us=removed_us,
+            what_ifs=changed.what_ifs,
+        )
 
     def check(program: RecordedProgram, params: AsRecordedParams) -> None:
         transformed(name, program, params)  # raises NotApplicable (a ValueError) naming what it looked for
