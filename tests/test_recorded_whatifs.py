@@ -337,3 +337,15 @@ def test_graph_timing_is_measured_in_the_bundled_graph_recordings():
     assert p.graph_timing.launches == 24
     assert 5.0 < p.graph_timing.lead_in_us < 7.0 and 0.25 < p.graph_timing.kernel_gap_us < 0.35
     assert 3.0 < p.graph_timing.tail_us < 6.0
+
+
+def test_what_ifs_compose_with_fresh_events_and_each_says_only_what_it_changed():
+    p = program([*_layers(3, marks=True), copy("d2h", "out", group="layer2"), sync("layer2")])
+    both = async_d2h(prefetch_copies(p))
+    first, second = both.what_ifs
+    assert (first.what_if, second.what_if) == ("prefetch_copies", "async_d2h")
+    assert (second.events_added, second.waits_added, second.copies_moved) == (2, 1, 1)  # no step after: no consumer
+    recorded = [c.event for c in both.threads[0].calls if c.kind == "call_record"]
+    assert len(recorded) == len(set(recorded)) == first.events_added + second.events_added
+    waited = {c.waits_for for c in both.threads[0].calls if c.kind == "call_wait"}
+    assert waited <= set(recorded)  # every wait is on an event the program records

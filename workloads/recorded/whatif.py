@@ -137,9 +137,15 @@ def _with_main(
 ) -> RecordedProgram:
     main = ThreadProgram(program.threads[0].name, tuple(calls))
     streams = tuple(dict.fromkeys(program.streams + extra_streams))
-    added = sum(1 for c in calls if c.synthetic and c.kind == "call_record")
-    waits = sum(1 for c in calls if c.synthetic and c.kind == "call_wait")
-    summary = replace(summary, events_added=added, waits_added=waits)
+    def synthetic(kind: str, of: tuple[Call, ...] | list[Call]) -> int:
+        return sum(1 for c in of if c.synthetic and c.kind == kind)
+
+    before = program.threads[0].calls  # calls an earlier what-if added are not this one's
+    summary = replace(
+        summary,
+        events_added=synthetic("call_record", calls) - synthetic("call_record", before),
+        waits_added=synthetic("call_wait", calls) - synthetic("call_wait", before),
+    )
     return replace(
         program, threads=(main, *program.threads[1:]), streams=streams, what_ifs=(*program.what_ifs, summary)
     )
