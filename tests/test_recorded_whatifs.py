@@ -77,8 +77,17 @@ def _backup_loop(steps: int, copies: int, marks: bool = True) -> list[Call]:
 
 
 def test_async_d2h_moves_a_run_of_copies_as_one_batch_behind_one_event():
-    before = program([launch("a", "s0"), copy("d2h", "c1", group="s0"), copy("d2h", "c2", group="s0"),
-                      copy("d2h", "c3", group="s0"), sync("s0"), launch("b", "s1"), sync("s1")])
+    before = program(
+        [
+            launch("a", "s0"),
+            copy("d2h", "c1", group="s0"),
+            copy("d2h", "c2", group="s0"),
+            copy("d2h", "c3", group="s0"),
+            sync("s0"),
+            launch("b", "s1"),
+            sync("s1"),
+        ]
+    )
     after = async_d2h(before)
     rows = shape(after)
     produced, copied = rows[1][3], rows[6][3]
@@ -169,7 +178,10 @@ def test_graph_launch_captures_steps_of_a_recording_without_marks():
     assert [op.name for op in graphs.threads[0].calls[0].ops] == ["a", "b", "c"]
     summary = graphs.what_ifs[-1]
     assert (summary.groups_from, summary.groups, summary.launches_captured, summary.graph_launches) == (
-        "host_syncs", 2, 5, 2
+        "host_syncs",
+        2,
+        5,
+        2,
     )
 
 

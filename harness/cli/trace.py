@@ -55,7 +55,8 @@ def trace_kernels(
     if csv:
         typer.echo(shown.to_csv(index=False), nl=False)
         return
-    out = Table(title=f"{path.name}: {len(table)} kernel names, {int(table['count'].sum())} kernels", title_justify="left")
+    title = f"{path.name}: {len(table)} kernel names, {int(table['count'].sum())} kernels"
+    out = Table(title=title, title_justify="left")
     for column, justify in (("name", "left"), ("count", "right"), ("total_us", "right"), ("mean_us", "right")):
         out.add_column(column, justify=justify)
     out.add_column("share of GPU time", justify="right")

@@ -147,5 +147,7 @@ def notes(results_tables: dict[str, pa.Table]) -> list[str]:
         return []
     frame = what_ifs.to_pandas().merge(runs.to_pandas()[["run_id", "policy_label"]], on="run_id")
     lines = frame.drop_duplicates(["policy_label", "summary"])
-    return [f"{row.policy_label}: {row.summary.split(': ', 1)[-1]}" if row.policy_label != row.what_if
-            else row.summary for row in lines.itertuples()]
+    return [
+        f"{row.policy_label}: {row.summary.split(': ', 1)[-1]}" if row.policy_label != row.what_if else row.summary
+        for row in lines.itertuples()
+    ]

@@ -137,6 +137,7 @@ def _with_main(
 ) -> RecordedProgram:
     main = ThreadProgram(program.threads[0].name, tuple(calls))
     streams = tuple(dict.fromkeys(program.streams + extra_streams))
+
     def synthetic(kind: str, of: tuple[Call, ...] | list[Call]) -> int:
         return sum(1 for c in of if c.synthetic and c.kind == kind)
 
@@ -219,11 +220,11 @@ def prefetch_copies(
     copies = {g: [i for i in members[g] if _is_copy(calls[i], "copy_h2d")] for g in order}
     order = [g for g in order if copies[g]] if sum(map(bool, copies.values())) >= 2 else order
     if len(order) < 2 or not any(copies[g] for g in order):
-        hint = "mark each layer with torch.profiler.record_function" if grouping == "marks" else "groups = \"marks\""
+        hint = "mark each layer with torch.profiler.record_function" if grouping == "marks" else 'groups = "marks"'
         raise NotApplicable(
             f"prefetch_copies: found {len(order)} group(s) ({GROUPING_TEXT[grouping]}) and "
             f"{sum(len(copies[g]) for g in order)} host-to-device copies inside them; it needs copies in two or "
-            f"more groups (try groups = \"copy_runs\" or {hint})"
+            f'more groups (try groups = "copy_runs" or {hint})'
         )
     nbytes = [sum(op.nbytes for i in copies[g] for op in calls[i].ops) for g in order]
     stream = calls[copies[order[0]][0]].ops[0].stream  # the compute stream the copies were in line on
