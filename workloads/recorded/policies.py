@@ -294,7 +294,10 @@ class ScaleKernelsParams(AsRecordedParams):
     @classmethod
     def _valid(cls, factors: dict[str, float]) -> dict[str, float]:
         for pattern, factor in factors.items():
-            re.compile(pattern)
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"{pattern!r} is not a valid regular expression ({err})") from None
             if not factor > 0:
                 raise ValueError(f"factor of {pattern!r} must be > 0, got {factor}")
         return factors
