@@ -3,6 +3,8 @@ stream, the events and waits added, the budget fallback, group inference, and th
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from harness.backend import run_policy
@@ -54,9 +56,15 @@ def shape(p: RecordedProgram) -> list[tuple]:
     """Each call as (kind, what it launched or the stream it addresses, event recorded, event waited)."""
     out = []
     for c in p.threads[0].calls:
-        what = c.ops[0].name if c.ops else c.stream[1]
+        what = c.ops[0].name if c.ops else (c.stream[1] if c.stream else None)
         out.append((c.kind.removeprefix("call_"), what, c.stream[1] if c.stream else None, c.event, c.waits_for))
     return out
+
+
+@functools.cache
+def bundled(recording: str) -> RecordedProgram:
+    """A bundled recording's program, built once for the tests of this file."""
+    return build_program(load_trace(TRACES_DIR / "recorded" / f"{recording}.parquet").ops, recording)
 
 
 def where(p: RecordedProgram, name: str) -> int:
@@ -239,8 +247,7 @@ def test_the_budget_caps_how_far_ahead_and_a_group_that_fits_with_no_other_stays
 
 
 def test_deeper_prefetch_never_predicts_slower_on_layers_sync():
-    recording = load_trace(TRACES_DIR / "recorded" / "layers_sync-sync.parquet")
-    p = build_program(recording.ops, "layers_sync")
+    p = bundled("layers_sync-sync")
     spans = [
         _span(run_policy(SimBackend(H200), policies.prefetch_copies, p, policies.PrefetchCopiesParams(depth=d)))
         for d in (1, 2, 3)
@@ -293,7 +300,7 @@ def test_trace_kernels_lists_kernel_names_by_total_time_with_counts_means_and_sh
 
 
 def test_a_factor_that_matches_no_kernel_of_a_recording_names_its_closest_kernels():
-    p = build_program(load_trace(TRACES_DIR / "recorded" / "layers_sync-sync.parquet").ops, "layers_sync")
+    p = bundled("layers_sync-sync")
     with pytest.raises(NotApplicable, match="closest kernel names: 'nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT'"):
         scale_kernels(p, {"gemm": 0.5})  # the README's old example
     assert scale_kernels(p, {"nvjet": 0.5}).what_ifs[-1].kernels_scaled == 32
@@ -309,8 +316,12 @@ def test_harness_sim_prints_and_saves_what_each_what_if_changed(tmp_path):
     from harness.cli import app
     from harness.paths import SPECS_DIR
 
-    out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["sim", str(SPECS_DIR / "whatif_layers_prefetch.toml"), "--out", str(out)])
+    out, spec = tmp_path / "out", tmp_path / "whatif.toml"
+    spec.write_text(
+        (SPECS_DIR / "whatif_layers_prefetch.toml").read_text().replace("repetitions = 3", "repetitions = 1")
+    )
+    spec.write_text(spec.read_text().replace('"../recorded/', f'"{TRACES_DIR / "recorded"}/'))
+    result = CliRunner().invoke(app, ["sim", str(spec), "--out", str(out)])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "prefetch_copies: 8 group(s) from the recording's marks" in text
@@ -345,7 +356,7 @@ def test_a_recorded_graph_keeps_the_gpu_time_the_recording_shows_around_its_kern
 
 
 def test_graph_timing_is_measured_in_the_bundled_graph_recordings():
-    p = build_program(load_trace(TRACES_DIR / "recorded" / "decode_graph-sync.parquet").ops, "decode_graph")
+    p = bundled("decode_graph-sync")
     assert p.graph_timing.launches == 24
     assert 5.0 < p.graph_timing.lead_in_us < 7.0 and 0.25 < p.graph_timing.kernel_gap_us < 0.35
     assert 3.0 < p.graph_timing.tail_us < 6.0
@@ -361,3 +372,29 @@ def test_what_ifs_compose_with_fresh_events_and_each_says_only_what_it_changed()
     assert len(recorded) == len(set(recorded)) == first.events_added + second.events_added
     waited = {c.waits_for for c in both.threads[0].calls if c.kind == "call_wait"}
     assert waited <= set(recorded)  # every wait is on an event the program records
+
+
+@pytest.mark.parametrize(
+    ("recording", "what_if", "inferred"),
+    [
+        ("layers_sync-sync", prefetch_copies, "copy_runs"),
+        ("decode_inline-sync", graph_launch, "host_syncs"),
+        ("decode_inline-sync", async_d2h, "host_syncs"),
+    ],
+)
+def test_inferred_groups_rewrite_a_recording_without_marks_as_its_marks_do(recording, what_if, inferred):
+    # A CUDA-only recording has no record_function marks: the bundled recordings with their marks taken out.
+    from dataclasses import replace
+
+    marked = bundled(recording)
+    bare = replace(
+        marked,
+        threads=tuple(ThreadProgram(t.name, tuple(replace(c, group="") for c in t.calls)) for t in marked.threads),
+    )
+    with_marks, without = what_if(marked), what_if(bare)
+    assert without.what_ifs[-1].groups_from == inferred and with_marks.what_ifs[-1].groups_from == "marks"
+
+    def rewrite(p):
+        return [(k, what, stream) for k, what, stream, _, _ in shape(p)]
+
+    assert rewrite(without) == rewrite(with_marks)
