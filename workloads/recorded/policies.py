@@ -13,7 +13,17 @@ loop pays more than eager PyTorch for a small kernel launch). With
 ``"profile"`` calls cost what the hardware profile says a PyTorch program pays
 (``[host_costs.pytorch_eager]``, :meth:`harness.profile.Profile.program_call_cost_us`;
 in a profile without those, the replay engine's own costs): a what-if of this
-program on another host. Calls a what-if adds are charged the same way.
+program on another host. Calls a what-if adds cost what an eager PyTorch program
+pays for one of their kind (:mod:`.host_costs`: the profile's
+``[host_costs.pytorch_eager]``, else the recording's own calls of that kind), never
+the replay engine's.
+
+**CUDA graphs** keep the GPU time the recording shows around their kernels
+(``graph_timing = "recorded"``: the lead-in after the launch returns, the gaps
+between kernels, the tail before the next op; :class:`~.program.GraphTiming`), as
+spacer kernels (``graph lead-in``, ``graph tail``) that the metrics leave out;
+``"profile"``: the kernels back to back with the profile's gap (for the replay,
+whose GPU adds its own).
 
 **Profiler overhead.** ``profiler_overhead = "keep"`` (the default) re-issues the
 recording as recorded, the profiler's host overhead included: the prediction is
