@@ -238,8 +238,8 @@ def test_public_kineto_traces_simulate_as_recorded(tmp_path, path):
 
 def test_what_ifs_predict_the_real_programs_from_other_recordings():
     # Sim of the what-if on one recording against the recorded span of the program that does it for real
-    # (traces/recorded/README.md): async D2H within 3% (+1.0%); prefetch -7.8%, below: the real program's
-    # matrix products ran 6% longer while a copy ran beside them (703 vs 663 µs), which is not modelled.
+    # (traces/recorded/README.md): async D2H within 3% (+1.0%); prefetch -7.8%, below: the same matrix product
+    # ran 6% longer in the real program's recording (703 vs 663 µs a kernel, copy beside it or not).
     spans = {
         p: _sim_spec(SPECS_DIR / f"recorded_{p}.toml").loc["as_recorded", "recorded_makespan_us"]
         for p in ("layers_prefetch", "decode_async")
