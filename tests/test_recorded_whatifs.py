@@ -126,6 +126,10 @@ def test_async_d2h_keeps_the_host_time_of_what_it_drops_and_a_later_sync_waits_f
     assert [r[0] for r in rows] == ["launch", "record", "wait", "memcpy", "record", "launch", "wait", "sync_stream"]
     assert rows[6][4] == rows[4][3]  # the sync's stream waits for the batch first: the host still waits for it
     assert after.what_ifs[-1].syncs_dropped == 0 and after.what_ifs[-1].groups_from == "host_syncs"
+    device_sync = Call("call_sync_device", "cudaDeviceSynchronize", 3.0, 50.0, None, (), "")
+    after = async_d2h(program([launch("a"), copy("d2h", "c1"), launch("b"), device_sync]))
+    # a device-wide sync waits for the side stream too: no wait added before it
+    assert [r[0] for r in shape(after)] == ["launch", "record", "wait", "memcpy", "record", "launch", "sync_device"]
 
 
 def test_async_d2h_pays_on_a_loop_of_many_small_backups():

@@ -39,7 +39,8 @@ The transforms:
   an event recorded on the producer's stream, one wait on the side stream, the
   copies, one event recorded after them. A host sync right after the batch is
   dropped (the host no longer waits for the copies); the next op on the producer's
-  stream in a later group, or a later host sync, waits for the batch's event.
+  stream in a later group, or a later sync of that stream, waits for the batch's event
+  (a device-wide sync waits for the side stream anyway).
 * :func:`graph_launch`: within each group, each run of consecutive kernel
   launches (memsets and device-to-device copies too) on one stream becomes one
   CUDA-graph launch: one host call instead of one per kernel, and the CPU work
@@ -355,10 +356,12 @@ def async_d2h(program: RecordedProgram, groups: str = "auto") -> RecordedProgram
             continue
         if call.ops:
             drop_sync = False  # other GPU work since the copies: a sync now also waits for that
+        if call.kind == "call_sync_device" or (call.kind == "call_sync_stream" and call.stream is None):
+            handed.clear()  # the host waits for every stream, the copies' side stream included: no wait needed
         for producer, (event, group) in list(handed.items()):
-            # The next consumer: a host sync (it waited for the copies before), or the producer stream's next op
-            # in a later group (the step that may overwrite what was copied).
-            syncs_it = call.kind in SYNCS and (call.kind == "call_sync_device" or call.stream in (None, producer))
+            # The next consumer: a sync of the producer's stream (it waited for the copies before), or the
+            # producer stream's next op in a later group (the step that may overwrite what was copied).
+            syncs_it = call.kind == "call_sync_stream" and call.stream == producer
             later_op = call.group != group and any(op.stream == producer for op in call.ops)
             if syncs_it or later_op:
                 out.append(_synthetic("call_wait", producer, call.group, waits_for=event))
