@@ -13,7 +13,17 @@ loop pays more than eager PyTorch for a small kernel launch). With
 ``"profile"`` calls cost what the hardware profile says a PyTorch program pays
 (``[host_costs.pytorch_eager]``, :meth:`harness.profile.Profile.program_call_cost_us`;
 in a profile without those, the replay engine's own costs): a what-if of this
-program on another host. Calls a what-if adds are charged the same way.
+program on another host. Calls a what-if adds cost what an eager PyTorch program
+pays for one of their kind (:mod:`.host_costs`: the profile's
+``[host_costs.pytorch_eager]``, else the recording's own calls of that kind), never
+the replay engine's.
+
+**CUDA graphs** keep the GPU time the recording shows around their kernels
+(``graph_timing = "recorded"``: the lead-in after the launch returns, the gaps
+between kernels, the tail before the next op; :class:`~.program.GraphTiming`), as
+spacer kernels (``graph lead-in``, ``graph tail``) that the metrics leave out;
+``"profile"``: the kernels back to back with the profile's gap (for the replay,
+whose GPU adds its own).
 
 **Profiler overhead.** ``profiler_overhead = "keep"`` (the default) re-issues the
 recording as recorded, the profiler's host overhead included: the prediction is
@@ -41,8 +51,19 @@ import pydantic
 
 from harness.runtime import Direction, Event, GraphKernel, HostMemory, KernelKind, PolicyGen, Runtime, Stream
 from harness.workload import PolicyParams
-from workloads.recorded import compensation, whatif
-from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey, ThreadProgram, is_gemm
+from workloads.recorded import compensation, host_costs, whatif
+from workloads.recorded.program import (
+    Call,
+    DeviceOp,
+    GraphTiming,
+    RecordedProgram,
+    StreamKey,
+    ThreadProgram,
+    is_gemm,
+)
+
+GRAPH_LEAD_IN = "graph lead-in"  # spacer kernels' names: GPU time around a graph's kernels (metrics leave them out)
+GRAPH_TAIL = "graph tail"
 
 COPIES = {"copy_h2d": Direction.H2D, "copy_d2h": Direction.D2H}
 
@@ -55,6 +76,9 @@ class AsRecordedParams(PolicyParams):
     # be shorter than the GPU's shortest back-to-back kernel (about 2 µs); 0 keeps recorded durations.
     min_kernel_us: float = pydantic.Field(default=0.0, ge=0.0)
     compute_share: float = pydantic.Field(default=1.0, gt=0.0, le=1.0)  # share of the GPU each kernel occupies
+    # "recorded": a graph's kernels start, run apart and end as the recording's graphs show (GraphTiming; a
+    # recording without graphs: DEFAULT_GRAPH_TIMING); "profile": back to back with the profile's gap only.
+    graph_timing: Literal["recorded", "profile"] = "recorded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +89,7 @@ class RecordedResult:
     unresolved_waits: int  # waits on an event the program never recorded (left out)
     profiler_overhead: str = "keep"  # what the run did with the recording's profiler overhead
     overhead_removed_us: float = 0.0  # host time taken out of the recorded calls ("subtract")
+    what_ifs: tuple = ()  # what the what-if changed (whatif.WhatIfSummary per transform; () for as_recorded)
 
 
 @dataclass
@@ -72,6 +97,8 @@ class _Shared:
     """State the program's host threads share: streams, events, which streams have work outstanding."""
 
     streams: dict[StreamKey, Stream]
+    added_us: dict[str, float] = field(default_factory=dict)  # host cost of calls a what-if added (host_costs.py)
+    graph_timing: GraphTiming | None = None  # the GPU's time around a graph's kernels (params.graph_timing)
     events: dict[int, Event] = field(default_factory=dict)
     outstanding: set[StreamKey] = field(default_factory=set)
     unresolved_waits: int = 0
@@ -104,7 +131,8 @@ def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams
     streams = {}
     for device, name in program.streams:
         streams[(device, name)] = yield rt.create_stream(device, f"s{name}" if device == 0 else f"d{device}s{name}")
-    shared = _Shared(streams)
+    timing = (program.graph_timing or DEFAULT_GRAPH_TIMING) if params.graph_timing == "recorded" else None
+    shared = _Shared(streams, _added_call_costs_us(program, rt.profile), timing)
     others = []
     for thread in program.threads[1:]:
         others.append((yield rt.spawn(_run_thread, program, thread, shared, params, name=f"thread{thread.name}")))
@@ -114,6 +142,18 @@ def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams
     return RecordedResult(calls, shared.unresolved_waits)
 
 
+_added_costs: dict[tuple[int, int], tuple[RecordedProgram, dict[str, float]]] = {}
+
+
+def _added_call_costs_us(program: RecordedProgram, profile) -> dict[str, float]:
+    """:func:`host_costs.added_call_costs_us`, made once per program and profile."""
+    key = (id(program), id(profile))
+    entry = _added_costs.get(key)
+    if entry is None or entry[0] is not program:
+        entry = _added_costs[key] = (program, host_costs.added_call_costs_us(program, profile))
+    return entry[1]
+
+
 def _run_thread(
     rt: Runtime, program: RecordedProgram, thread: ThreadProgram, shared: _Shared, params: AsRecordedParams
 ) -> PolicyGen:
@@ -121,16 +161,18 @@ def _run_thread(
     for call in thread.calls:
         if call.host_before_us > 0.0:
             yield rt.host_work(call.host_before_us, f"cpu:{call.group}" if call.group else "cpu")
-        yield from _issue(rt, params, call, shared, _host_us(rt, call, recorded))
+        yield from _issue(rt, params, call, shared, _host_us(rt, call, recorded, shared))
     return len(thread.calls)
 
 
-def _host_us(rt: Runtime, call: Call, recorded: bool) -> float | None:
-    """What a call costs the host: its recorded duration; else (added by a what-if, or host_costs = "profile")
-    what a PyTorch program pays for one of its kind when the profile says (``[host_costs.pytorch_eager]``),
-    else None: the backend's own figure (the replay engine's)."""
+def _host_us(rt: Runtime, call: Call, recorded: bool, shared: _Shared) -> float | None:
+    """What a call costs the host: its recorded duration; added by a what-if, what an eager PyTorch program pays
+    for one of its kind (:mod:`.host_costs`); with host_costs = "profile", what the profile says a PyTorch program
+    pays (``[host_costs.pytorch_eager]``), else None: the backend's own figure (the replay engine's)."""
     if recorded and not call.synthetic:
         return call.duration_us
+    if call.synthetic and call.kind in shared.added_us:
+        return shared.added_us[call.kind]
     profile = rt.profile
     if profile is not None and profile.pytorch_eager_measured:
         return profile.program_call_cost_us(call.kind)
@@ -151,6 +193,8 @@ def _issue(rt: Runtime, params: AsRecordedParams, call: Call, shared: _Shared, h
             shared.outstanding.discard(call.ops[0].stream)
     elif kind == "call_graph_launch" and call.ops:
         kernels = _graph_kernels(call, params.min_kernel_us, params.compute_share)
+        if shared.graph_timing is not None:
+            kernels = _timed_graph(kernels, shared.graph_timing, rt.profile)
         key = call.ops[0].stream
         yield rt.launch_graph(shared.streams[key], f"graph:{call.group or call.name}", kernels, host_us)
         shared.outstanding.add(key)
@@ -192,6 +236,29 @@ def _graph_kernel(params: AsRecordedParams, op: DeviceOp) -> GraphKernel:
     return _kernel(op, params.min_kernel_us, params.compute_share)
 
 
+DEFAULT_GRAPH_TIMING = GraphTiming(launches=0, lead_in_us=6.0, kernel_gap_us=0.29, tail_us=4.5)
+"""The GPU's time around a graph's kernels in the bundled H200 graph recordings (``decode_graph``, medians:
+lead-in 6.0-6.1 µs, gaps 0.288 µs, tail 4.1-5.0 µs): what a recording without graphs (``graph_launch``) gets."""
+SPACER_SHARE = 0.01  # a spacer takes this share of the GPU (it is time, not work)
+
+
+@functools.cache
+def _timed_graph(kernels: tuple[GraphKernel, ...], timing: GraphTiming, profile) -> tuple[GraphKernel, ...]:
+    """A graph's kernels with the GPU time the recording shows around them: a spacer before the first kernel (the
+    lead-in after the launch returns, plus what its gaps take beyond the profile's ``graph_kernel_gap_us``) and one
+    after the last (the tail before the next op queued behind the graph)."""
+    profile_gap_us = profile.device.graph_kernel_gap_us if profile is not None else 0.0
+    # Each spacer is a node of the graph: the profile's gap follows or precedes it as any other node's.
+    lead_us = timing.lead_in_us + max(0.0, timing.kernel_gap_us - profile_gap_us) * (len(kernels) - 1) - profile_gap_us
+    tail_us = timing.tail_us - profile_gap_us
+    out = list(kernels)
+    if lead_us > 0.0:
+        out.insert(0, GraphKernel(GRAPH_LEAD_IN, lead_us, SPACER_SHARE, KernelKind.LATENCY))
+    if tail_us > 0.0:
+        out.append(GraphKernel(GRAPH_TAIL, tail_us, SPACER_SHARE, KernelKind.LATENCY))
+    return tuple(out)
+
+
 SHORT_KERNEL_US = 10.0
 """Kernels shorter than this stand in as a timer on one warp in the replay (KernelKind.LATENCY): a
 memory- or compute-bound stand-in that short is mostly its own launch, and inside a CUDA graph it
@@ -218,9 +285,16 @@ def _graph_kernels(call: Call, min_kernel_us: float, compute_share: float) -> tu
 # --------------------------------------------------------------------------- what-ifs (whatif.py)
 
 
-class PrefetchCopiesParams(AsRecordedParams):
-    depth: int = pydantic.Field(default=1, ge=1)  # groups ahead
-    budget_bytes: int | None = pydantic.Field(default=None, gt=0)  # device memory for the copy buffers
+Groups = Literal["auto", "marks", "copy_runs", "host_syncs"]  # how a what-if finds groups (whatif.py)
+
+
+class GroupedParams(AsRecordedParams):
+    groups: Groups = "auto"  # the recording's marks when it has any, else inferred (whatif.grouped)
+
+
+class PrefetchCopiesParams(GroupedParams):
+    depth: int = pydantic.Field(default=1, ge=1)  # groups whose copies are in flight ahead of the compute
+    budget_bytes: int | None = pydantic.Field(default=None, gt=0)  # device memory for the copies in flight
 
 
 class ScaleKernelsParams(AsRecordedParams):
@@ -240,9 +314,9 @@ class ScaleKernelsParams(AsRecordedParams):
 
 
 _TRANSFORMS = {
-    "prefetch_copies": lambda program, p: whatif.prefetch_copies(program, p.depth, p.budget_bytes),
-    "async_d2h": lambda program, p: whatif.async_d2h(program),
-    "graph_launch": lambda program, p: whatif.graph_launch(program),
+    "prefetch_copies": lambda program, p: whatif.prefetch_copies(program, p.depth, p.budget_bytes, p.groups),
+    "async_d2h": lambda program, p: whatif.async_d2h(program, p.groups),
+    "graph_launch": lambda program, p: whatif.graph_launch(program, p.groups),
     "scale_kernels": lambda program, p: whatif.scale_kernels(program, p.factors),
 }
 _transformed: dict[tuple[int, str, str], tuple[RecordedProgram, RecordedProgram]] = {}
@@ -260,8 +334,14 @@ def transformed(name: str, program: RecordedProgram, params: AsRecordedParams) -
 def _what_if(name: str):
     def main(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
         program, removed_us = _compensated(rt, program, params)  # before the what-if: it moves compensated gaps
-        result = yield from _run_program(rt, transformed(name, program, params), params)
-        return replace(result, profiler_overhead=params.profiler_overhead, overhead_removed_us=removed_us)
+        changed = transformed(name, program, params)
+        result = yield from _run_program(rt, changed, params)
+        return replace(
+            result,
+            profiler_overhead=params.profiler_overhead,
+            overhead_removed_us=removed_us,
+            what_ifs=changed.what_ifs,
+        )
 
     def check(program: RecordedProgram, params: AsRecordedParams) -> None:
         transformed(name, program, params)  # raises NotApplicable (a ValueError) naming what it looked for
