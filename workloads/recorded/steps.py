@@ -131,9 +131,8 @@ class _Builder:
                 if op.kind in COPIES:
                     direction = DIRECTION_CODES[COPIES[op.kind]]
                     pageable = int(op.host_memory == "pageable")
-                    rows.append(
-                        _row(OP_COPY, direction, pageable, index[op.stream], self.name(op.name), host_us=cost, n=op.nbytes)
-                    )
+                    name = self.name(op.name)
+                    rows.append(_row(OP_COPY, direction, pageable, index[op.stream], name, host_us=cost, n=op.nbytes))
                 else:
                     k = kernel_of(op, self.min_kernel_us, self.compute_share)
                     rows.append(
@@ -153,7 +152,8 @@ class _Builder:
             first = len(self.graph_rows)
             for op in call.ops:
                 k = kernel_of(op, self.min_kernel_us, self.compute_share)
-                self.graph_rows.append((self.name(k.name), KIND_CODES[k.kind], (0, 0, 0), k.duration_us, k.compute_share))
+                name = self.name(k.name)
+                self.graph_rows.append((name, KIND_CODES[k.kind], (0, 0, 0), k.duration_us, k.compute_share))
             name = self.name(f"graph:{call.group or call.name}")
             stream = index[call.ops[0].stream]
             rows.append(_row(OP_GRAPH, stream=stream, name=name, host_us=host_us, first=first, count=len(call.ops)))
