@@ -9,6 +9,7 @@ simulator's fast path, on the timeline executor and on the event model alike.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -188,3 +189,35 @@ def test_every_op_code_runs_alike_on_every_path(seed, threads):
     for fast in (True, False):
         for fast_programs in (True, False):
             pd.testing.assert_frame_equal(_run_random(program, fast, fast_programs, False), reference, check_exact=True)
+
+
+# --------------------------------------------------------------------------- steps made column-wise
+
+
+def _resolved(program: StepProgram) -> list[pd.DataFrame]:
+    """Each thread's steps with names as strings (name indices depend on the order names were met)."""
+    names = np.array(program.names + ("",), dtype=object)  # index -1: ""
+    out = []
+    for thread in program.threads:
+        frame = pd.DataFrame(thread.steps)
+        for column in ("name", "gap_name"):
+            frame[column] = names[frame[column].to_numpy()]
+        out.append(frame)
+    return out
+
+
+@pytest.mark.parametrize("trace", sorted({s for s, _, _ in CASES}))
+@pytest.mark.parametrize("host_costs, min_kernel_us", [("recorded", 0.0), ("recorded", 12.0), ("profile", 3.0)])
+def test_steps_made_column_wise_are_the_call_by_call_steps(trace, host_costs, min_kernel_us):
+    from workloads.recorded import steps as recorded_steps
+    from workloads.recorded.program import ThreadProgram
+
+    loaded, program = _prepared(trace)
+    assert all(t.table is not None for t in program.threads)
+    by_call = dataclasses.replace(program, threads=tuple(ThreadProgram(t.name, t.calls) for t in program.threads))
+    costs = recorded_steps.HostCosts(host_costs == "recorded", loaded.profile)
+    columns = recorded_steps.step_program(program, costs, min_kernel_us, 0.5)
+    calls = recorded_steps.step_program(by_call, costs, min_kernel_us, 0.5)
+    for a, b in zip(_resolved(columns), _resolved(calls), strict=True):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert columns.sync_order == calls.sync_order

@@ -107,7 +107,7 @@ def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams
     for device, name in program.streams:
         streams.append((yield rt.create_stream(device, f"s{name}" if device == 0 else f"d{device}s{name}")))
     outcome = yield rt.run_program(step_program_for(rt, program, params), streams)
-    return RecordedResult(sum(len(t.calls) for t in program.threads), outcome.unresolved_waits)
+    return RecordedResult(sum(t.call_count for t in program.threads), outcome.unresolved_waits)
 
 
 # --------------------------------------------------------------------------- what-ifs (whatif.py)

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from harness.profile import Profile
 from harness.program import (
@@ -45,6 +46,7 @@ from harness.program import (
     new_steps,
 )
 from harness.runtime import Direction, GraphKernel, KernelKind
+from workloads.recorded.calltable import CallTable
 from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey, is_gemm
 
 COPIES = {"copy_h2d": Direction.H2D, "copy_d2h": Direction.D2H}
@@ -188,6 +190,106 @@ def _row(
     return (op, kind, pageable, 0, stream, name, -1, event, first, count, 0.0, host_us, duration, share, n)
 
 
+_OP_CALLS = ("call_launch", "call_memset", "call_memcpy")
+_DIRECTION_OF = {"copy_h2d": DIRECTION_CODES[Direction.H2D], "copy_d2h": DIRECTION_CODES[Direction.D2H]}
+
+
+def _names_of(builder: _Builder, values: np.ndarray) -> np.ndarray:
+    """The name indices of an object array of strings (each distinct string looked up once)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    lookup = np.array([builder.name(str(u)) for u in uniques.tolist()], dtype=np.int32)
+    return lookup[codes] if len(uniques) else np.zeros(len(values), np.int32)
+
+
+def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.ndarray | None:
+    """The steps of a thread given as columns, column-wise (what :meth:`_Builder.thread_steps` makes of its calls);
+    None for a thread with inferred waits or graph launches (then call by call)."""
+    kind, count = table.kind, table.op_count
+    if table.inferred or bool(((kind == "call_graph_launch") & (count > 0)).any()):
+        return None
+    ops = table.ops
+    index = builder.stream_index
+    stream = np.array([index.get(key, -1) for key in table.stream.tolist()], dtype=np.int32)
+    if costs.recorded:
+        cost = table.duration_us
+    elif costs.profile is not None and costs.profile.pytorch_eager_measured:
+        per_kind = {k: costs.profile.program_call_cost_us(k) for k in set(kind.tolist())}
+        cost = np.array([per_kind[k] for k in kind.tolist()], dtype=np.float64)
+    else:
+        cost = np.full(len(kind), math.nan)
+    op_call = np.isin(kind, _OP_CALLS)
+    synchronous = op_call & (kind == "call_memcpy") & (count > 0)
+    synchronous &= np.array(["Async" not in n for n in table.name.tolist()], dtype=bool)
+    record = (kind == "call_record") & np.array([c is not None for c in table.correlation.tolist()]) & (stream >= 0)
+    wait = (kind == "call_wait") & (stream >= 0)
+    sync = np.isin(kind, ("call_sync_event", "call_sync_stream", "call_sync_device"))
+    n_ops = np.where(op_call, count, 0)
+    n = n_ops + synchronous + record + wait + sync
+    gap = table.host_before_us
+    host_only = (n == 0) & (gap > 0.0)
+    n = n + host_only
+    offset = np.cumsum(n) - n
+    steps = new_steps(int(n.sum()))
+
+    # every call's first step carries its CPU time before it
+    with_gap = (n > 0) & (gap > 0.0)
+    groups = np.array(["cpu:" + g if g else "cpu" for g in table.group[with_gap].tolist()], dtype=object)
+    steps["gap_us"][offset[with_gap]] = gap[with_gap]
+    steps["gap_name"][offset[with_gap]] = _names_of(builder, groups)
+
+    # GPU ops: one step each, the call's cost on its first
+    calls_of = np.flatnonzero(n_ops > 0)
+    per = n_ops[calls_of]
+    total = int(per.sum())
+    if total:
+        starts = np.cumsum(per) - per
+        within = np.arange(total) - np.repeat(starts, per)
+        op = np.repeat(table.op_first[calls_of], per) + within
+        at = np.repeat(offset[calls_of], per) + within
+        op_kind = ops.kind[op]
+        copy = np.isin(op_kind, ("copy_h2d", "copy_d2h"))
+        steps["op"][at] = np.where(copy, OP_COPY, OP_LAUNCH)
+        steps["stream"][at] = [index[key] for key in ops.stream[op].tolist()]
+        steps["name"][at] = _names_of(builder, ops.name[op])
+        steps["host_us"][at] = np.where(within == 0, np.repeat(cost[calls_of], per), 0.0)
+        duration = ops.duration_us[op]
+        duration = np.where(builder.min_kernel_us > duration, builder.min_kernel_us, duration)  # max(d, min)
+        gemm = {name: is_gemm(name) for name in set(ops.name[op][~copy].tolist())}
+        is_compute = (op_kind == "kernel") & np.array([gemm.get(name, False) for name in ops.name[op].tolist()])
+        kernel_kind = np.where(
+            duration < SHORT_KERNEL_US,
+            KIND_CODES[KernelKind.LATENCY],
+            np.where(is_compute, KIND_CODES[KernelKind.COMPUTE], KIND_CODES[KernelKind.MEMORY]),
+        )
+        direction = np.array([_DIRECTION_OF.get(k, 0) for k in op_kind.tolist()], dtype=np.uint8)
+        steps["kind"][at] = np.where(copy, direction, kernel_kind)
+        steps["pageable"][at] = copy & (ops.host_memory[op] == "pageable")
+        steps["nbytes"][at] = np.where(copy, ops.nbytes[op], 0)
+        steps["duration_us"][at] = np.where(copy, 0.0, duration)
+        steps["share"][at] = np.where(copy, 1.0, builder.compute_share)
+
+    # a synchronous memcpy then syncs its first op's stream
+    at = offset[synchronous] + count[synchronous]
+    steps["op"][at] = OP_SYNC_STREAM
+    steps["stream"][at] = [index[key] for key in ops.stream[table.op_first[synchronous]].tolist()]
+
+    at = offset[record]
+    steps["op"][at], steps["stream"][at], steps["host_us"][at] = OP_RECORD, stream[record], cost[record]
+    steps["event"][at] = table.correlation[record].astype(np.int64)
+    at = offset[wait]
+    steps["op"][at], steps["stream"][at], steps["host_us"][at] = OP_WAIT, stream[wait], cost[wait]
+    steps["event"][at] = [NO_EVENT if w is None else w for w in table.waits_for[wait].tolist()]
+    sync_event = kind == "call_sync_event"
+    at = offset[sync_event]
+    steps["op"][at] = OP_SYNC_EVENT
+    steps["event"][at] = [NO_EVENT if w is None else w for w in table.waits_for[sync_event].tolist()]
+    sync_stream = (kind == "call_sync_stream") & (stream >= 0)
+    steps["op"][offset[sync_stream]], steps["stream"][offset[sync_stream]] = OP_SYNC_STREAM, stream[sync_stream]
+    steps["op"][offset[sync & ~sync_event & ~sync_stream]] = OP_SYNC_DEVICE
+    steps["op"][offset[host_only]] = OP_HOST
+    return steps
+
+
 def step_program(
     program: RecordedProgram, costs: HostCosts, min_kernel_us: float = 0.0, compute_share: float = 1.0
 ) -> StepProgram:
@@ -195,7 +297,9 @@ def step_program(
     builder = _Builder(program, min_kernel_us, compute_share)
     threads = []
     for i, thread in enumerate(program.threads):
-        steps = builder.thread_steps(thread.calls, costs)
+        steps = _table_steps(thread.table, builder, costs) if thread.table is not None else None
+        if steps is None:
+            steps = builder.thread_steps(thread.calls, costs)
         threads.append(ProgramThread("main" if i == 0 else f"thread{thread.name}", steps))
     graphs = np.zeros(len(builder.graph_rows), GRAPH_KERNEL_DTYPE)
     if builder.graph_rows:
