@@ -220,13 +220,16 @@ def infer_waits(gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[dict, dict, int
     for device, dev_ops in ops.groupby("device"):
         by_end = dev_ops.sort_values("end_us", kind="stable")
         ends, end_streams, end_corrs = (by_end[c].to_numpy() for c in ("end_us", "stream", "correlation"))
-        previous_end: dict[str, float] = {}
-        columns = (dev_ops[c].to_numpy() for c in ("stream", "start_us", "end_us", "launched_us", "correlation"))
-        for stream, start, end, launched, corr in zip(*columns):
-            allowed = max(previous_end.get(stream, -np.inf), launched)
-            previous_end[stream] = max(previous_end.get(stream, -np.inf), end)
-            if start <= allowed + INFER_TOLERANCE_US:
-                continue
+        stream_of = dev_ops["stream"].to_numpy()
+        start_of, end_of = dev_ops["start_us"].to_numpy(), dev_ops["end_us"].to_numpy()
+        # each op's stream's latest end before it (in start order; -inf for the first): a running max
+        latest = pd.Series(end_of).groupby(stream_of).cummax().groupby(stream_of).shift(1).fillna(-np.inf)
+        allowed_of = np.maximum(latest.to_numpy(), dev_ops["launched_us"].to_numpy())
+        held = np.flatnonzero(~(start_of <= allowed_of + INFER_TOLERANCE_US))  # the others were not held
+        corr_of = dev_ops["correlation"].to_numpy()
+        for stream, start, allowed, corr in zip(
+            stream_of[held].tolist(), start_of[held].tolist(), allowed_of[held].tolist(), corr_of[held].tolist()
+        ):
             i = int(np.searchsorted(ends, start + 1.0, side="right")) - 1  # the latest end by start + 1 µs ...
             while i >= 0 and ends[i] >= allowed and end_streams[i] == stream:  # ... on another stream
                 i -= 1
