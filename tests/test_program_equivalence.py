@@ -221,3 +221,30 @@ def test_steps_made_column_wise_are_the_call_by_call_steps(trace, host_costs, mi
     for a, b in zip(_resolved(columns), _resolved(calls), strict=True):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert columns.sync_order == calls.sync_order
+
+
+def test_compensation_column_wise_is_call_by_call():
+    from harness.profile import ProfilerCalibration, Spread
+    from workloads.recorded.compensation import without_profiler_overhead
+    from workloads.recorded.program import ThreadProgram
+
+    calibration = ProfilerCalibration(
+        torch="2.11.0",
+        date="2026-12-07",
+        rounds=9,
+        overhead={
+            k: Spread(median_us=v, spread_us=0.1)
+            for k, v in dict(aten_op=1.3, runtime_call=2.7, range=2.1, graph_launch=40.0, graph_kernel=0.7).items()
+        },
+        floor_us={"call_launch": 5.1, "call_graph_launch": 10.0, "call_memcpy": 3.3},
+    )
+    for trace in ("recorded_decode_async.toml", "recorded_decode_graph.toml", "recorded_layers_prefetch.toml"):
+        _, program = _prepared(trace)
+        by_call = dataclasses.replace(program, threads=tuple(ThreadProgram(t.name, t.calls) for t in program.threads))
+        columns, removed_columns = without_profiler_overhead(program, calibration)
+        calls, removed_calls = without_profiler_overhead(by_call, calibration)
+        assert removed_columns == removed_calls > 0
+        assert all(t.table is not None for t in columns.threads)
+        for a, b in zip(columns.threads, calls.threads, strict=True):
+            got = [(c.host_before_us, c.duration_us) for c in a.calls]
+            assert repr(got) == repr([(c.host_before_us, c.duration_us) for c in b.calls])
