@@ -54,6 +54,7 @@ from typing import Any
 
 from harness.backend import HOST_DEVICE, Backend, OpRow, RunResult, command_handlers
 from harness.profile import Profile
+from harness.program import expand
 from harness.runtime import (
     COPY_KIND,
     Alloc,
@@ -80,6 +81,7 @@ from harness.runtime import (
     QueryEvent,
     Queue,
     Record,
+    RunProgram,
     Runtime,
     Spawn,
     Stream,
@@ -89,7 +91,7 @@ from harness.runtime import (
     WaitEvent,
     event_name,
 )
-from replay.clock import yield_gil
+from replay.clock import RunClock, precise_wait_us, yield_gil
 from replay.gpu import require_cuda
 
 STREAM_POOL_SIZE = 32  # torch.cuda.Stream() hands out 32 streams per priority per device, round robin
@@ -341,8 +343,6 @@ class _Run:
 
     # ------------------------------------------------------------------ driving
     def execute(self, main: Callable[..., Generator[Command, Any, Any]], args: tuple) -> RunResult:
-        from replay.clock import RunClock
-
         torch = self.torch
         self.ctx.reset_events()
         self.ctx.reserve_events(256)
@@ -423,7 +423,7 @@ class _Run:
         op_id: int,
     ) -> None:
         self._device_ops.append(
-            (op_id, stream.device, stream.name, kind.value, name, nbytes, memory, thread.name, issue, start, end)
+            (op_id, stream.device, stream.name, kind._value_, name, nbytes, memory, thread.name, issue, start, end)
         )
 
     def _host_op(self, kind: OpKind, name: str, thread: Thread, start: float, op_id: int | None = None) -> None:
@@ -433,7 +433,7 @@ class _Run:
                 op_id or self._new_id(),
                 HOST_DEVICE,
                 thread.name,
-                kind.value,
+                kind._value_,  # not .value: an enum property lookup per op
                 name,
                 0,
                 "",
@@ -622,11 +622,13 @@ class _Run:
 
     # ------------------------------------------------------------------ host
     def _host_work(self, cmd: HostWork, thread: Thread) -> None:
-        from replay.clock import precise_wait_us
-
         start = self._clock.host_us()
         precise_wait_us(cmd.duration_us)
         self._host_op(OpKind.HOST_WORK, cmd.name, thread, start)
+
+    def _run_program(self, cmd: RunProgram, thread: Thread) -> Any:
+        """A program command, through its reference expansion (``harness.program.expand``) on this thread."""
+        return self._drive(expand(self.runtime, cmd), thread)
 
     def _spawn(self, cmd: Spawn, thread: Thread) -> Thread:
         child = Thread(self._new_id(), cmd.name, _ThreadState())
