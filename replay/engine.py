@@ -54,6 +54,7 @@ from typing import Any
 
 from harness.backend import HOST_DEVICE, Backend, OpRow, RunResult, command_handlers
 from harness.profile import Profile
+from harness.program import expand
 from harness.runtime import (
     COPY_KIND,
     Alloc,
@@ -80,6 +81,7 @@ from harness.runtime import (
     QueryEvent,
     Queue,
     Record,
+    RunProgram,
     Runtime,
     Spawn,
     Stream,
@@ -641,6 +643,10 @@ class _Run:
         start = self._clock.host_us()
         precise_wait_us(cmd.duration_us)
         self._host_op(OpKind.HOST_WORK, cmd.name, thread, start)
+
+    def _run_program(self, cmd: RunProgram, thread: Thread) -> Any:
+        """A program command, through its reference expansion (``harness.program.expand``) on this thread."""
+        return self._drive(expand(self.runtime, cmd), thread)
 
     def _spawn(self, cmd: Spawn, thread: Thread) -> Thread:
         child = Thread(self._new_id(), cmd.name, _ThreadState())

@@ -71,6 +71,7 @@ from simpy.events import EventPriority
 from harness.backend import HOST_DEVICE, Backend, OpLog, RunResult, command_handlers
 from harness.gc_pause import collector_paused
 from harness.profile import Profile
+from harness.program import expand
 from harness.runtime import (
     COPY_KIND,
     IMMEDIATE,
@@ -98,6 +99,7 @@ from harness.runtime import (
     QueryEvent,
     Queue,
     Record,
+    RunProgram,
     Runtime,
     Spawn,
     Stream,
@@ -315,12 +317,14 @@ class SimBackend(Backend):
         seed: int = 0,
         *,
         fast: bool = True,
+        fast_programs: bool = True,
     ) -> None:
         if devices < 1:
             raise ValueError("a simulation needs at least one device")
         self.profile = profile
         self.device_name = profile.device.gpu_name
         self.fast = fast  # False: every op through the SimPy model (the reference the fast paths are tested against)
+        self.fast_programs = fast_programs  # False: program commands through their reference expansion
         self.env = _Environment()
         capacity = min(device_memory_bytes or profile.device.memory_bytes, profile.device.memory_bytes)
         self.devices = [_SimDevice(self.env, i, profile, capacity) for i in range(devices)]
@@ -838,6 +842,10 @@ class SimBackend(Backend):
             return None
         device.used_bytes += cmd.nbytes
         return Buffer(self._new_id(), cmd.device, cmd.nbytes, cmd.name)
+
+    def _run_program(self, cmd: RunProgram, thread: Thread):
+        """A program command: its reference expansion (``harness.program.expand``), driven as a nested policy."""
+        return (yield from self._drive(expand(self.runtime, cmd), thread))
 
     def _free(self, cmd: Free, thread: Thread):
         cost = self._host.free_us
