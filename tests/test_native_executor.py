@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from replay.native.steps import (
+    STATUS_ALL_STREAMS,
     STATUS_OK,
     STATUS_UNRESOLVED,
     Dir,
@@ -125,7 +126,7 @@ needs_compiler = pytest.mark.skipif(
 def random_program(seed: int, threads: int = 1, n: int = 300) -> NativeProgram:
     """Steps of every kind on 3 streams, with gaps, recorded costs, events recorded late or never."""
     rng = np.random.default_rng(seed)
-    ops = [Op.KERNEL] * 6 + [Op.COPY, Op.RECORD, Op.WAIT, Op.SYNC_EVENT, Op.SYNC_STREAM, Op.GRAPH]
+    ops = [Op.KERNEL] * 6 + [Op.COPY, Op.RECORD, Op.WAIT, Op.SYNC_EVENT, Op.SYNC_STREAM, Op.GRAPH, Op.SYNC_DEVICE, Op.HOST]
     all_steps = []
     for t in range(threads):
         steps = empty_steps(n)
@@ -148,7 +149,7 @@ def random_program(seed: int, threads: int = 1, n: int = 300) -> NativeProgram:
             steps = np.concatenate([steps, joins])
         all_steps.append(steps)
     graphs = [GraphDef([2, 2], [1, 1], [3000, 5000]), GraphDef([0], [1], [40_000])]
-    return NativeProgram(all_steps, streams=3, events=4, graphs=graphs)
+    return NativeProgram(all_steps, streams=3, events=4, graphs=graphs, sync_order=[1, 2, 0])
 
 
 @needs_compiler
@@ -159,7 +160,7 @@ def test_compiled_executor_matches_the_twin_to_the_nanosecond(seed, tmp_path, mo
     program = random_program(seed)
     twin = run_fake(program, est0_ns=1500)
     native = run_fake_native(program, est0_ns=1500)
-    assert (twin[0]["status"] == STATUS_UNRESOLVED).any() and (twin[0]["status"] == STATUS_OK).any()
+    assert {STATUS_OK, STATUS_ALL_STREAMS} <= set(twin[0]["status"].tolist())  # the program exercises both paths
     for name in twin[0].dtype.names:
         np.testing.assert_array_equal(native[0][name], twin[0][name], err_msg=name)
 
@@ -188,3 +189,21 @@ def test_compiled_executor_runs_threads_at_once_and_keeps_each_threads_own_rules
     joins = program.threads[0]["op"] == Op.JOIN
     joined = program.threads[0]["slot"][joins]
     assert (outs[0]["done_ns"][joins] >= [outs[t]["done_ns"][-1] for t in joined]).all()
+
+
+def test_device_syncs_and_unknown_event_syncs_wait_for_every_stream_with_work_in_sync_order():
+    steps = steps_of(
+        dict(op=Op.KERNEL, stream=2, timer_ns=30_000),
+        dict(op=Op.KERNEL, stream=0, timer_ns=10_000),
+        dict(op=Op.SYNC_DEVICE),
+        dict(op=Op.HOST, gap_ns=5000),
+        dict(op=Op.KERNEL, stream=1, timer_ns=10_000),
+        dict(op=Op.SYNC_EVENT, slot=0),  # nothing recorded event 0: syncs stream 1, the one with work
+        dict(op=Op.SYNC_DEVICE),  # nothing outstanding: returns at once
+    )
+    out = run_fake(NativeProgram([steps], streams=3, events=1, sync_order=[2, 1, 0]))[0]
+    assert list(out["status"][[2, 5, 6]]) == [STATUS_ALL_STREAMS] * 3
+    assert list(out["aux"][[2, 5, 6]]) == [0b101, 0b010, 0]
+    assert out["ret_ns"][2] >= out["gpu_end_ns"][0] and out["ret_ns"][5] >= out["gpu_end_ns"][4]
+    assert out["ret_ns"][6] == out["api_ns"][6]
+    assert out["begin_ns"][3] - out["done_ns"][2] == 5000 and out["done_ns"][3] == out["begin_ns"][3]

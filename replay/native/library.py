@@ -36,7 +36,7 @@ def fake_library() -> ctypes.CDLL:
     lib.nx_fake_run.restype = ctypes.c_int
     lib.nx_fake_run.argtypes = [
         ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-        ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+        ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
         ctypes.c_int64, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
     ]  # fmt: skip
     return lib
@@ -52,10 +52,11 @@ def run_fake_native(program: NativeProgram, est0_ns: int = 2000, threaded: bool 
         [sum(t + costs.kernel_overhead for t in g.timer_ns) for g in program.graphs] or [0], dtype=np.int64
     )
     outs = _outs(program)
+    order = np.asarray(program.sync_order or [0], np.int32)
     err = ctypes.create_string_buffer(_ERR)
     rc = lib.nx_fake_run(
         len(program.threads), _pointers(program.threads), _counts(program.threads), _pointers(outs),
-        program.streams, program.events, program.timing_events, program.stamps,
+        program.streams, order.ctypes.data, program.events, program.timing_events, program.stamps,
         graph_ns.ctypes.data, len(program.graphs), est0_ns, int(threaded), err, _ERR,
     )  # fmt: skip
     if rc != 0:
@@ -84,7 +85,7 @@ class CudaLibrary:
         lib.nx_run.restype = ctypes.c_int
         lib.nx_run.argtypes = [
             ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-            ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong,
+            ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong,
             ctypes.c_longlong, ctypes.c_longlong, ctypes.c_char_p, ctypes.c_int,
         ]  # fmt: skip
         lib.nx_close.restype = None
@@ -121,8 +122,18 @@ class CudaLibrary:
             self._graphs[key] = index
         return index
 
-    def run(self, program: NativeProgram, est0_ns: int = 2000, lead_ns: int = 200_000) -> list[np.ndarray]:
-        """Run ``program`` (its graphs' slots must be indices from :meth:`graph`); the out arrays, per thread."""
+    def run(
+        self,
+        program: NativeProgram,
+        stream_handles: list[int] | None = None,
+        est0_ns: int = 2000,
+        lead_ns: int = 200_000,
+    ) -> list[np.ndarray]:
+        """Run ``program`` (its graphs' slots must be indices from :meth:`graph`); the out arrays, per thread.
+
+        ``stream_handles``: a ``cudaStream_t`` per stream (e.g. a torch stream's ``cuda_stream``), 0 for one of
+        the executor's own; None: all its own. Times are ``CLOCK_MONOTONIC`` ns (``time.perf_counter`` on Linux).
+        """
         host_bytes = device_bytes = 0
         for steps in program.threads:
             copies = steps[steps["op"] == Op.COPY]
@@ -132,10 +143,14 @@ class CudaLibrary:
                 if len(link):
                     host_bytes = max(host_bytes, int(link["nbytes"].max()))
         outs = _outs(program)
+        order = np.asarray(program.sync_order or [0], np.int32)
+        handles = np.asarray(stream_handles or [0] * program.streams, np.uint64)
+        if len(handles) != program.streams:
+            raise ValueError(f"{len(handles)} stream handles for a program of {program.streams} streams")
         err = ctypes.create_string_buffer(_ERR)
         rc = self.lib.nx_run(
             self.handle, len(program.threads), _pointers(program.threads), _counts(program.threads), _pointers(outs),
-            program.streams, program.events, program.timing_events, program.stamps, host_bytes, device_bytes,
+            program.streams, order.ctypes.data, handles.ctypes.data, program.events, program.timing_events, program.stamps, host_bytes, device_bytes,
             est0_ns, lead_ns, err, _ERR,
         )  # fmt: skip
         if rc != 0:

@@ -16,9 +16,11 @@ All times are integer nanoseconds. A step is one runtime call:
   timing events of the device op and ``stamp`` the kernel's stamp slot, given
   out by :func:`number_device_slots`.
 
-Symbolic events are resolved when a step runs: a wait (or a host sync) on an
-event no step has recorded yet is skipped and counted as unresolved, as the
-interpreted ``as_recorded`` does.
+Symbolic events are resolved when a step runs: a wait on an event no step has
+recorded yet is skipped and counted as unresolved; a host sync on one syncs
+every stream with work outstanding instead (``harness.program``'s semantics).
+Which streams have work outstanding is shared by the threads: kernels, graphs
+and copies set their stream's, syncs clear it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 
 
 class Op(enum.IntEnum):
+    HOST = 0  # host work only (the gap)
     KERNEL = 1
     GRAPH = 2  # slot: graph index
     COPY = 3
@@ -38,6 +41,7 @@ class Op(enum.IntEnum):
     SYNC_EVENT = 6  # slot: symbolic event
     SYNC_STREAM = 7
     JOIN = 8  # slot: thread index
+    SYNC_DEVICE = 9  # sync every stream with work outstanding, in the program's sync order
 
 
 class Kind(enum.IntEnum):  # harness.runtime.KernelKind, as numbers
@@ -87,13 +91,15 @@ OUT_DTYPE = np.dtype(
         ("gpu_start_ns", "<i8"),  # device op on the host clock; -1: none
         ("gpu_end_ns", "<i8"),
         ("status", "<i4"),  # STATUS_*
-        ("pad", "<i4"),
+        ("aux", "<i4"),  # wait / sync_event: the timing event it waited on; STATUS_ALL_STREAMS: the streams synced
     ]
 )
 assert OUT_DTYPE.itemsize == 64
 
 STATUS_OK = 0
-STATUS_UNRESOLVED = 1  # a wait or sync on an event nothing had recorded yet: skipped
+STATUS_UNRESOLVED = 1  # a wait on an event nothing had recorded yet: skipped
+STATUS_ALL_STREAMS = 2  # a sync of every stream with work (SYNC_DEVICE, or a SYNC_EVENT nothing had recorded):
+# aux has bit k set for each stream k < 31 it synced (in sync order)
 
 NO_EVENT = -1
 
@@ -148,8 +154,13 @@ class NativeProgram:
     streams: int
     events: int  # symbolic event slots
     graphs: list[GraphDef] = field(default_factory=list)
+    sync_order: list[int] | None = None  # SYNC_DEVICE's stream order; None: by index
 
     def __post_init__(self) -> None:
+        if self.sync_order is None:
+            self.sync_order = list(range(self.streams))
+        if sorted(self.sync_order) != list(range(self.streams)):
+            raise ValueError(f"sync_order {self.sync_order} is not an order of the {self.streams} streams")
         for i, steps in enumerate(self.threads):
             if steps.dtype != STEP_DTYPE:
                 raise TypeError(f"thread {i}: steps must have STEP_DTYPE, got {steps.dtype}")
@@ -171,7 +182,7 @@ class NativeProgram:
             if bad.any():
                 i = int(np.argmax(bad))
                 raise ValueError(f"thread {t}, step {i}: op {int(ops[i])} is not an Op")
-            streamed = ~np.isin(ops, (Op.SYNC_EVENT, Op.JOIN))
+            streamed = ~np.isin(ops, (Op.SYNC_EVENT, Op.JOIN, Op.HOST, Op.SYNC_DEVICE))
             out = streamed & ((steps["stream"] < 0) | (steps["stream"] >= self.streams))
             if out.any():
                 i = int(np.argmax(out))

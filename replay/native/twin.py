@@ -11,9 +11,10 @@ One host thread runs its steps (:mod:`.steps`) like this:
    cost this thread (a running mean, 1/8 per call, from ``est0_ns``): the call
    reaches the device at the end of its recorded cost, as in the recording and
    as the simulator charges it.
-3. **Call.** The device call (``api`` .. ``ret``). A wait or host sync on a
-   symbolic event that no step has recorded yet is skipped (status
-   unresolved). Syncs, joins and pageable copies spin until done.
+3. **Call.** The device call (``api`` .. ``ret``). A wait on a symbolic event
+   that no step has recorded yet is skipped (status unresolved); a host sync on
+   one, and a device sync, sync every stream with work outstanding, in the
+   program's sync order. Syncs, joins and pageable copies spin until done.
 4. **Go on** at ``done = max(ret, begin + call_ns)`` (``ret`` for syncs and joins;
    a join goes on no earlier than the joined thread's last step was done).
 
@@ -35,6 +36,7 @@ import numpy as np
 from replay.native.steps import (
     NO_EVENT,
     OUT_DTYPE,
+    STATUS_ALL_STREAMS,
     STATUS_OK,
     STATUS_UNRESOLVED,
     Dir,
@@ -44,6 +46,8 @@ from replay.native.steps import (
 )
 
 HELD_OPS = (Op.KERNEL, Op.GRAPH, Op.COPY, Op.RECORD, Op.WAIT)  # calls held to their recorded cost
+WORK_OPS = (Op.KERNEL, Op.GRAPH, Op.COPY)  # leave work outstanding on their stream
+MASK_STREAMS = 31  # streams a STATUS_ALL_STREAMS step can name in aux
 EST_SHIFT = 3  # the running estimate moves 1/8 of the way per call
 
 
@@ -70,10 +74,13 @@ class Device(Protocol):
 
 
 class Shared:
-    """What the threads of one run share: each symbolic event's latest record, which threads are done."""
+    """What the threads of one run share: each symbolic event's latest record, the streams with work outstanding
+    (and the order a device sync goes through them), which threads are done."""
 
-    def __init__(self, events: int, threads: int) -> None:
+    def __init__(self, events: int, threads: int, sync_order: list[int]) -> None:
         self.latest = [NO_EVENT] * events
+        self.sync_order = list(sync_order)
+        self.outstanding = [False] * len(sync_order)
         self.end_ns = [0] * threads  # when each thread's last step was done (set before done)
         self.done = [False] * threads
 
@@ -97,17 +104,33 @@ def run_thread(
         begin = dev.now()
         status = STATUS_OK
         event = NO_EVENT
+        aux = 0
         if op in (Op.WAIT, Op.SYNC_EVENT):
             event = shared.latest[int(s["slot"])]
+            aux = event
             if event == NO_EVENT:
-                status = STATUS_UNRESOLVED
+                status = STATUS_UNRESOLVED if op == Op.WAIT else STATUS_ALL_STREAMS
         held = op in HELD_OPS and status == STATUS_OK
         if held and call >= 0:
             hold = begin + call - est[op]
             if hold > begin:
                 dev.spin_until(hold)
         api = dev.now()
-        if status == STATUS_OK:
+        if op in WORK_OPS:
+            shared.outstanding[int(s["stream"])] = True
+        if op == Op.SYNC_DEVICE:
+            status = STATUS_ALL_STREAMS
+        if status == STATUS_ALL_STREAMS:
+            aux = 0
+            for k in shared.sync_order:
+                if shared.outstanding[k]:
+                    while not dev.query_stream(k):
+                        dev.relax()
+                    if k < MASK_STREAMS:
+                        aux |= 1 << k
+            for k in shared.sync_order:
+                shared.outstanding[k] = False
+        elif status == STATUS_OK:
             if op == Op.KERNEL:
                 dev.launch(s)
             elif op == Op.GRAPH:
@@ -125,6 +148,7 @@ def run_thread(
             elif op == Op.SYNC_STREAM:
                 while not dev.query_stream(int(s["stream"])):
                     dev.relax()
+                shared.outstanding[int(s["stream"])] = False
             elif op == Op.JOIN:
                 while not shared.done[int(s["slot"])]:
                     dev.pause()
@@ -137,7 +161,7 @@ def run_thread(
             est[op] += _trunc_div(ret - api - est[op], 1 << EST_SHIFT)
         end = dev.now()
         done = max(end, begin + call) if held and call >= 0 else end
-        out[i] = (target, begin, api, end, done, -1, -1, status, 0)
+        out[i] = (target, begin, api, end, done, -1, -1, status, aux)
         cursor = done
     shared.end_ns[index] = cursor
     shared.done[index] = True
@@ -270,7 +294,7 @@ def run_fake(
     share a stream, or an event recorded by one and waited on by another, race when threaded).
     """
     gpu = FakeGpu(program, costs)
-    shared = Shared(program.events, len(program.threads))
+    shared = Shared(program.events, len(program.threads), program.sync_order)
     outs = [np.zeros(len(steps), OUT_DTYPE) for steps in program.threads]
     errors: list[BaseException] = []
 

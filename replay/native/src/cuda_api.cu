@@ -111,7 +111,8 @@ struct Linear {  // host_ns = gt + offset(gt), the offset interpolated between t
 
 struct State {
     int device = 0, sms = 0;
-    std::vector<cudaStream_t> streams;
+    std::vector<cudaStream_t> streams;      // the executor's own, for a run that gives no handles
+    std::vector<cudaStream_t> run_streams;  // the streams of the run in progress
     cudaStream_t own = nullptr;  // calibration and timing
     std::vector<cudaEvent_t> events;
     cudaEvent_t t0 = nullptr, ta = nullptr, tb = nullptr;
@@ -154,15 +155,15 @@ struct CudaThread {
     void check(cudaError_t e, const char* what) {
         if (e != cudaSuccess) st.fail(e, what);
     }
-    void launch(const Step& s) { launch_kernel(st, s.kind, s.grid, s.timer_ns, st.streams[s.stream], s.stamp); }
+    void launch(const Step& s) { launch_kernel(st, s.kind, s.grid, s.timer_ns, st.run_streams[s.stream], s.stamp); }
     void launch_graph(const Step& s) {
-        cudaStream_t q = st.streams[s.stream];
+        cudaStream_t q = st.run_streams[s.stream];
         check(cudaEventRecord(st.events[s.ev_a], q), "cudaEventRecord");
         check(cudaGraphLaunch(st.graphs[s.slot], q), "cudaGraphLaunch");
         check(cudaEventRecord(st.events[s.ev_b], q), "cudaEventRecord");
     }
     void copy(const Step& s) {
-        cudaStream_t q = st.streams[s.stream];
+        cudaStream_t q = st.run_streams[s.stream];
         const size_t n = size_t(s.nbytes);
         char* host = s.memory == PAGEABLE ? st.pageable : st.pinned;
         check(cudaEventRecord(st.events[s.ev_a], q), "cudaEventRecord");
@@ -177,9 +178,9 @@ struct CudaThread {
         }
         check(cudaEventRecord(st.events[s.ev_b], q), "cudaEventRecord");
     }
-    void record(const Step& s) { check(cudaEventRecord(st.events[s.ev_a], st.streams[s.stream]), "cudaEventRecord"); }
+    void record(const Step& s) { check(cudaEventRecord(st.events[s.ev_a], st.run_streams[s.stream]), "cudaEventRecord"); }
     void wait(const Step& s, int32_t event) {
-        cudaStream_t q = st.streams[s.stream];
+        cudaStream_t q = st.run_streams[s.stream];
         check(cudaEventRecord(st.events[s.ev_a], q), "cudaEventRecord");
         check(cudaStreamWaitEvent(q, st.events[event], 0), "cudaStreamWaitEvent");
         check(cudaEventRecord(st.events[s.ev_b], q), "cudaEventRecord");
@@ -191,7 +192,7 @@ struct CudaThread {
         return true;
     }
     bool query_stream(int32_t stream) {
-        const cudaError_t e = cudaStreamQuery(st.streams[stream]);
+        const cudaError_t e = cudaStreamQuery(st.run_streams[stream]);
         if (e == cudaErrorNotReady) return false;
         check(e, "cudaStreamQuery");
         return true;
@@ -359,7 +360,8 @@ extern "C" int nx_add_graph(void* h, const int32_t* kinds, const int32_t* grids,
 
 // Run the threads' steps, one std::thread each, all starting lead_ns from now; fills outs (host clock ns).
 extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, const int64_t* counts,
-                      nx::Out* const* outs, int streams, int events, int timing_events, long long stamps,
+                      nx::Out* const* outs, int streams, const int32_t* sync_order, const uint64_t* stream_handles,
+                      int events, int timing_events, long long stamps,
                       long long host_bytes, long long device_bytes, long long est0_ns, long long lead_ns, char* err,
                       int errlen) {
     State& st = *static_cast<State*>(h);
@@ -367,6 +369,10 @@ extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, cons
         NX_CHECK(cudaSetDevice(st.device));
         nx::ensure(st, streams, timing_events, std::max(1LL, stamps), std::max(1LL, host_bytes),
                    std::max(1LL, device_bytes));
+        st.run_streams.assign(streams, nullptr);
+        for (int i = 0; i < streams; ++i)
+            st.run_streams[i] = stream_handles && stream_handles[i] ? reinterpret_cast<cudaStream_t>(stream_handles[i])
+                                                                    : st.streams[i];
         NX_CHECK(cudaMemsetAsync(st.d_starts, 0xFF, stamps * sizeof(unsigned long long), st.own));
         NX_CHECK(cudaMemsetAsync(st.d_ends, 0, stamps * sizeof(unsigned long long), st.own));
         NX_CHECK(cudaDeviceSynchronize());
@@ -375,7 +381,7 @@ extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, cons
         const auto before = nx::host_gt_pair(st);
         st.error = 0;
 
-        nx::Shared shared(events, n_threads);
+        nx::Shared shared(events, n_threads, streams, sync_order);
         const int64_t start = nx::host_ns() + lead_ns;
         std::vector<std::thread> workers;
         for (int t = 0; t < n_threads; ++t)

@@ -10,11 +10,12 @@
 #include "times.hpp"
 
 extern "C" int nx_fake_run(int n_threads, const nx::Step* const* steps, const int64_t* counts, nx::Out* const* outs,
-                           int streams, int events, int timing_events, int stamps, const int64_t* graph_ns,
-                           int n_graphs, int64_t est0_ns, int threaded, char* err, int errlen) {
+                           int streams, const int32_t* sync_order, int events, int timing_events, int stamps,
+                           const int64_t* graph_ns, int n_graphs, int64_t est0_ns, int threaded, char* err,
+                           int errlen) {
     try {
         nx::FakeGpu gpu(streams, timing_events, stamps, graph_ns, n_graphs);
-        nx::Shared shared(events, n_threads);
+        nx::Shared shared(events, n_threads, streams, sync_order);
         auto body = [&](int t) {
             nx::FakeThread dev(gpu);
             nx::run_thread(dev, shared, t, steps[t], counts[t], outs[t], 0, est0_ns);
