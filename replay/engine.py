@@ -155,6 +155,7 @@ class ReplayContext:
         self.host = HostPools(torch)
         self.scratch = DeviceScratch(torch)
         self.warmed: set[Any] = set()
+        self.native: Any = None  # replay.native.executor.NativeRunner, made when a program first runs natively
         self._graphs: dict[Any, Any] = {}  # (device, plan ids) -> captured torch.cuda.CUDAGraph
         # (device, id(kernels)) -> (kernels, plans, (kernels lifted, µs added) per launch)
         self._graph_plans: dict[tuple[int, int], tuple[Any, Any, tuple[int, float]]] = {}
@@ -345,6 +346,7 @@ class _Run:
             tuple
         ] = []  # (id, device, stream, kind, name, bytes, memory, thread, issue, start_ev, end_ev)
         self._host_ops: list[tuple] = []
+        self._native_rows: list[OpRow] = []  # device rows of program commands the compiled executor ran
         self._children: list[Thread] = []
         self._stream_handles: dict[int, str] = {}  # cuda stream pointer -> stream name
         self._abort = threading.Event()
@@ -467,7 +469,7 @@ class _Run:
             device_rows.append(
                 OpRow(op_id, device, stream, kind, name, nbytes, memory, thread, issue, start_us, max(end_us, start_us))
             )
-        return list(self._host_ops) + _engine_starts(device_rows)
+        return list(self._host_ops) + _engine_starts(device_rows + self._native_rows)
 
     # ------------------------------------------------------------------ streams and device work
     def _now(self, cmd: Now, thread: Thread) -> float:
@@ -645,8 +647,18 @@ class _Run:
         self._host_op(OpKind.HOST_WORK, cmd.name, thread, start)
 
     def _run_program(self, cmd: RunProgram, thread: Thread) -> Any:
-        """A program command, through its reference expansion (``harness.program.expand``) on this thread."""
-        return self._drive(expand(self.runtime, cmd), thread)
+        """A program command: by the compiled executor (:mod:`replay.native.executor` says when), else through
+        its reference expansion (``harness.program.expand``) on this thread."""
+        from replay.native.executor import runner_for
+
+        native = runner_for(self.ctx, cmd)
+        if native is None:
+            return self._drive(expand(self.runtime, cmd), thread)
+        host, device, outcome = native.run(cmd, thread.name, self._new_id, self._clock.origin, self.lifts)
+        with self._lock:
+            self._host_ops.extend(host)
+            self._native_rows.extend(device)
+        return outcome
 
     def _spawn(self, cmd: Spawn, thread: Thread) -> Thread:
         child = Thread(self._new_id(), cmd.name, _ThreadState())

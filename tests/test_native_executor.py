@@ -207,3 +207,17 @@ def test_device_syncs_and_unknown_event_syncs_wait_for_every_stream_with_work_in
     assert out["ret_ns"][2] >= out["gpu_end_ns"][0] and out["ret_ns"][5] >= out["gpu_end_ns"][4]
     assert out["ret_ns"][6] == out["api_ns"][6]
     assert out["begin_ns"][3] - out["done_ns"][2] == 5000 and out["done_ns"][3] == out["begin_ns"][3]
+
+
+@needs_compiler
+def test_the_rule_check_passes_the_executors_own_runs_and_catches_a_broken_one():
+    from replay.native.library import run_fake_native
+    from replay.native.twin import rule_breaks
+
+    program = random_program(3, threads=2, n=200)
+    outs = run_fake_native(program, est0_ns=1800, threaded=False)
+    assert rule_breaks(program, outs, est0_ns=1800) == []
+    held = np.flatnonzero((program.threads[1]["op"] == Op.KERNEL) & (program.threads[1]["call_ns"] > 3000))[0]
+    outs[1]["done_ns"][held] -= 1  # gone on before its recorded cost was up
+    broken = rule_breaks(program, outs, est0_ns=1800)
+    assert broken[0].startswith(f"thread 1, step {held} (KERNEL): done") and len(broken) == 2  # and the next target

@@ -318,3 +318,45 @@ def run_fake(
         raise errors[0]
     fill_device_times(program, outs, gpu)
     return outs
+
+
+# --------------------------------------------------------------------------- checking a real run against the twin
+
+
+def rule_breaks(program: NativeProgram, outs: list[np.ndarray], est0_ns: int, slack_ns: int = 0) -> list[str]:
+    """Where a run's outputs break the state machine's rules (empty: none); for runs on a real clock.
+
+    A real clock cannot be replayed, but each rule can be checked from what the
+    run wrote: every target is the previous step's ``done`` plus the gap; no
+    step begins before its target; a held call is made no earlier than
+    ``begin + call_ns - estimate``, the estimate recomputed from the run's own
+    call times exactly as the executor keeps it; ``done`` is ``max(end, begin
+    + call_ns)`` for held calls and ``end`` otherwise; times never go back.
+    ``slack_ns`` allows reading the clock late (0 for the fake device).
+    """
+    breaks: list[str] = []
+    for t, (steps, out) in enumerate(zip(program.threads, outs)):
+        est = [est0_ns] * (max(Op) + 1)
+        cursor = None
+        for i in range(len(steps)):
+            s, o = steps[i], out[i]
+            op, call, status = int(s["op"]), int(s["call_ns"]), int(o["status"])
+            target, begin, api, ret, done = (int(o[k]) for k in ("target_ns", "begin_ns", "api_ns", "ret_ns", "done_ns"))
+            where = f"thread {t}, step {i} ({Op(op).name})"
+            if cursor is not None and target != cursor + int(s["gap_ns"]):
+                breaks.append(f"{where}: target {target} != previous done {cursor} + gap {int(s['gap_ns'])}")
+            if not target <= begin <= api <= ret:
+                breaks.append(f"{where}: times out of order: target {target} begin {begin} api {api} ret {ret}")
+            held = op in HELD_OPS and status == STATUS_OK
+            if held and call >= 0 and api < begin + call - est[op]:
+                breaks.append(f"{where}: called at {api}, before its hold {begin + call - est[op]}")
+            if held and call >= 0 and api > max(begin, begin + call - est[op]) + slack_ns:
+                breaks.append(f"{where}: called at {api}, {api - max(begin, begin + call - est[op])} ns after its hold")
+            expect = max(ret, begin + call) if held and call >= 0 else ret
+            if done != expect:
+                breaks.append(f"{where}: done {done} != {expect}")
+            if held and not _pageable(s):
+                # the executor reads ``ret`` before a pageable copy's wait; otherwise ret is the call's return
+                est[op] += _trunc_div(ret - api - est[op], 1 << EST_SHIFT)
+            cursor = done
+    return breaks
