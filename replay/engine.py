@@ -654,7 +654,8 @@ class _Run:
         native = runner_for(self.ctx, cmd)
         if native is None:
             return self._drive(expand(self.runtime, cmd), thread)
-        host, device, outcome = native.run(cmd, thread.name, self._new_id, self._clock.origin, self.lifts)
+        gap_us = self.backend.profile.device.graph_kernel_gap_us
+        host, device, outcome = native.run(cmd, thread.name, self._new_id, self._clock.origin, self.lifts, gap_us)
         with self._lock:
             self._host_ops.extend(host)
             self._native_rows.extend(device)

@@ -104,3 +104,16 @@ def test_a_graph_launch_is_one_kernel_row_named_for_the_graph_as_on_the_interpre
     # the fake GPU runs a graph for its kernels' timers plus a fixed cost each: every row spans at least the timers
     timers = {i: sum(g.timer_ns) / 1e3 for i, g in enumerate(converted.native.graphs)}
     assert ((kernels["end_us"] - kernels["start_us"]).to_numpy() >= min(timers.values())).all()
+
+
+def test_graphs_are_tuned_to_their_kernels_durations_and_the_profiles_gaps():
+    loaded = load_spec(SPECS_DIR / "recorded_decode_graph.toml")
+    prepared = prepare_spec(loaded)
+    cmd = _program_command(loaded, loaded.policies[0], prepared.inputs)
+    converted = to_native(cmd.program, CAL, graph_gap_us=0.5)
+    step = next(s for t in cmd.program.threads for s in t.steps if s["op"] == 8)
+    kernels = cmd.program.graph_kernels[step["graph_first"] : step["graph_first"] + step["graph_count"]]
+    durations = np.maximum(kernels["duration_us"], CAL.floor_us)[kernels["duration_us"] > 0]
+    graph = converted.native.graphs[0]
+    assert len(graph.kinds) == len(durations)
+    assert graph.target_ns == round((durations.sum() + (len(durations) - 1) * 0.5) * 1e3)

@@ -41,6 +41,7 @@ from replay.native.program import Calibration, Converted, lifts_into, op_rows, t
 from replay.native.steps import GraphDef, Kind
 
 MODE_ENV = "HARNESS_REPLAY_NATIVE"
+LEAD_NS = 50_000  # the program's threads start this long after the call: time for them to be made
 _MODES = {"0": "off", "off": "off", "": "off", "auto": "auto", "1": "on", "on": "on"}
 
 
@@ -84,29 +85,38 @@ class NativeRunner:
         self.lib = CudaLibrary(device)
         self.calibration = measure(self.lib)
         self.offset_ns = perf_counter_offset_ns()
-        self._programs: dict[int, tuple[StepProgram, Converted]] = {}
+        self._programs: dict[tuple[int, float], tuple[StepProgram, Converted]] = {}
 
     def accepts(self, cmd: RunProgram) -> bool:
         return all(s.device == 0 for s in cmd.streams)
 
-    def converted(self, program: StepProgram) -> Converted:
-        entry = self._programs.get(id(program))
+    def converted(self, program: StepProgram, graph_gap_us: float = 0.0) -> Converted:
+        """``program``'s native steps, made once per program (its graphs captured and tuned then)."""
+        key = (id(program), graph_gap_us)
+        entry = self._programs.get(key)
         if entry is None or entry[0] is not program:
 
             def graph_index(graph: GraphDef) -> int:
-                return self.lib.graph(graph.kinds, graph.grids, graph.timer_ns)
+                return self.lib.graph(graph.kinds, graph.grids, graph.timer_ns, graph.target_ns)
 
-            entry = self._programs[id(program)] = (program, to_native(program, self.calibration, graph_index))
+            converted = to_native(program, self.calibration, graph_index, graph_gap_us)
+            entry = self._programs[key] = (program, converted)
         return entry[1]
 
     def run(
-        self, cmd: RunProgram, thread_name: str, new_id: Callable[[], int], origin_s: float, lifts: FloorLifts
+        self,
+        cmd: RunProgram,
+        thread_name: str,
+        new_id: Callable[[], int],
+        origin_s: float,
+        lifts: FloorLifts,
+        graph_gap_us: float = 0.0,
     ) -> tuple[list[OpRow], list[OpRow], ProgramOutcome]:
         """Run ``cmd``; (host rows, device rows, outcome) on the replay's clock (µs since ``origin_s``)."""
         program = cmd.program
-        converted = self.converted(program)
+        converted = self.converted(program, graph_gap_us)
         handles = [int(s.native.cuda_stream) if s.native is not None else 0 for s in cmd.streams]
-        outs = self.lib.run(converted.native, handles)
+        outs = self.lib.run(converted.native, handles, lead_ns=LEAD_NS)
         base_us = origin_s * 1e6
 
         def to_us(ns: np.ndarray) -> np.ndarray:

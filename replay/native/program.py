@@ -101,9 +101,16 @@ class Converted:
 
 
 def to_native(
-    program: StepProgram, cal: Calibration, graph_index: Callable[[GraphDef], int] | None = None
+    program: StepProgram,
+    cal: Calibration,
+    graph_index: Callable[[GraphDef], int] | None = None,
+    graph_gap_us: float = 0.0,
 ) -> Converted:
-    """The native steps of ``program`` (``graph_index``: a graph's executor index, None: its place in the list)."""
+    """The native steps of ``program`` (``graph_index``: a graph's executor index, None: its place in the list).
+
+    A graph is to take its kernels' (lifted) durations plus ``graph_gap_us`` between consecutive ones (the
+    profile's ``graph_kernel_gap_us``), as the interpreted replay tunes its captured graphs.
+    """
     floor = cal.floor_us
     events = np.unique(
         np.concatenate(
@@ -161,6 +168,7 @@ def to_native(
                     kinds,
                     [cal.grid(k, s) for k, s in zip(kinds, kernels["share"][runs].tolist())],
                     [cal.timer_ns(k, d) for k, d in zip(kinds, durations.tolist())],
+                    int(round((float(durations.sum()) + max(0, len(kinds) - 1) * graph_gap_us) * 1e3)),
                 )
                 slot = graph_index(graph) if graph_index is not None else len(graphs)
                 graphs.append(graph)

@@ -139,11 +139,16 @@ def number_device_slots(threads: list[np.ndarray]) -> tuple[int, int]:
 
 @dataclass
 class GraphDef:
-    """A graph's kernels: (kind, grid, timer_ns) each; captured once, launched by GRAPH steps."""
+    """A graph's kernels: (kind, grid, timer_ns) each; captured once, launched by GRAPH steps.
+
+    ``target_ns``: what one launch should take on the GPU (its kernels' durations and the gaps between them);
+    the CUDA executor tunes the captured graph to it (0: as captured).
+    """
 
     kinds: list[int]
     grids: list[int]
     timer_ns: list[int]
+    target_ns: int = 0
 
 
 @dataclass

@@ -358,6 +358,25 @@ extern "C" int nx_add_graph(void* h, const int32_t* kinds, const int32_t* grids,
     }
 }
 
+// Back-to-back GPU time per launch (ns) of captured graph `index`, behind a busy kernel, by events.
+extern "C" double nx_time_graph(void* h, int index, int reps, char* err, int errlen) {
+    State& st = *static_cast<State*>(h);
+    try {
+        NX_CHECK(cudaSetDevice(st.device));
+        nx::launch_kernel(st, nx::KIND_LATENCY, 1, 200000, st.own, -1);
+        NX_CHECK(cudaEventRecord(st.ta, st.own));
+        for (int r = 0; r < reps; ++r) NX_CHECK(cudaGraphLaunch(st.graphs.at(index), st.own));
+        NX_CHECK(cudaEventRecord(st.tb, st.own));
+        NX_CHECK(cudaStreamSynchronize(st.own));
+        float ms = 0;
+        NX_CHECK(cudaEventElapsedTime(&ms, st.ta, st.tb));
+        return double(ms) * 1e6 / reps;
+    } catch (const std::exception& e) {
+        put_error(err, errlen, e.what());
+        return -1.0;
+    }
+}
+
 // Run the threads' steps, one std::thread each, all starting lead_ns from now; fills outs (host clock ns).
 extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, const int64_t* counts,
                       nx::Out* const* outs, int streams, const int32_t* sync_order, const uint64_t* stream_handles,
