@@ -89,3 +89,15 @@ def test_no_compiler_is_one_clear_line(monkeypatch):
     monkeypatch.setattr("pathlib.Path.is_file", lambda self: False)
     with pytest.raises(NativeUnavailable, match="^replay.native: no nvcc"):
         compile_command("cuda")
+
+
+def test_the_probe_summarizes_launch_time_and_lateness_from_a_run():
+    from replay.native.probe import probe_program, summarize
+    from replay.native.twin import FakeCosts, run_fake
+
+    out = run_fake(probe_program(500, 5000))[0]
+    summary = summarize(out, 500)
+    assert summary["launch_median_us"] == FakeCosts().launch / 1e3  # the fake's launch cost
+    assert summary["late_median_us"] == 0.0 == summary["late_p99_us"]  # the fake clock is never late
+    # every launch is due 5 µs after the previous one returned
+    assert (out["target_ns"][1:500] - out["done_ns"][:499] == 5000).all()
