@@ -126,7 +126,16 @@ needs_compiler = pytest.mark.skipif(
 def random_program(seed: int, threads: int = 1, n: int = 300) -> NativeProgram:
     """Steps of every kind on 3 streams, with gaps, recorded costs, events recorded late or never."""
     rng = np.random.default_rng(seed)
-    ops = [Op.KERNEL] * 6 + [Op.COPY, Op.RECORD, Op.WAIT, Op.SYNC_EVENT, Op.SYNC_STREAM, Op.GRAPH, Op.SYNC_DEVICE, Op.HOST]
+    ops = [Op.KERNEL] * 6 + [
+        Op.COPY,
+        Op.RECORD,
+        Op.WAIT,
+        Op.SYNC_EVENT,
+        Op.SYNC_STREAM,
+        Op.GRAPH,
+        Op.SYNC_DEVICE,
+        Op.HOST,
+    ]
     all_steps = []
     for t in range(threads):
         steps = empty_steps(n)
@@ -183,7 +192,7 @@ def test_compiled_executor_runs_threads_at_once_and_keeps_each_threads_own_rules
 
     program = random_program(11, threads=4, n=400)
     outs = run_fake_native(program, threaded=True)
-    for t, out in enumerate(outs):
+    for out in outs:
         assert (np.diff(out["begin_ns"]) >= 0).all() and (out["begin_ns"] >= out["target_ns"]).all()
         assert (out["done_ns"] >= out["ret_ns"]).all() and (out["ret_ns"] >= out["api_ns"]).all()
     joins = program.threads[0]["op"] == Op.JOIN

@@ -98,7 +98,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--profile", default=None, help="the spec's profile (default: h200 on an H200, else h100-sxm-pcie5)")
+    ap.add_argument(
+        "--profile", default=None, help="the spec's profile (default: h200 on an H200, else h100-sxm-pcie5)"
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda", 0)

@@ -75,7 +75,13 @@ class CudaLibrary:
         lib.nx_sms.argtypes = [ctypes.c_void_p]
         lib.nx_time_kernel.restype = ctypes.c_double
         lib.nx_time_kernel.argtypes = [
-            ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_int, ctypes.c_char_p, ctypes.c_int
+            ctypes.c_void_p,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_longlong,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_int,
         ]
         lib.nx_add_graph.restype = ctypes.c_int
         lib.nx_add_graph.argtypes = [
@@ -87,8 +93,9 @@ class CudaLibrary:
         lib.nx_run.restype = ctypes.c_int
         lib.nx_run.argtypes = [
             ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-            ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong,
-            ctypes.c_longlong, ctypes.c_longlong, ctypes.c_char_p, ctypes.c_int,
+            ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+            ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong,
+            ctypes.c_char_p, ctypes.c_int,
         ]  # fmt: skip
         lib.nx_close.restype = None
         lib.nx_close.argtypes = [ctypes.c_void_p]
@@ -96,8 +103,9 @@ class CudaLibrary:
         err = ctypes.create_string_buffer(_ERR)
         self.handle = lib.nx_open(device, err, _ERR)
         if not self.handle:
-            raise NativeUnavailable(f"replay.native: the CUDA executor could not open device {device}: "
-                                    f"{err.value.decode()}")
+            raise NativeUnavailable(
+                f"replay.native: the CUDA executor could not open device {device}: {err.value.decode()}"
+            )
         self.sms = lib.nx_sms(self.handle)
         self._graphs: dict[tuple, int] = {}
 
@@ -175,8 +183,8 @@ class CudaLibrary:
         err = ctypes.create_string_buffer(_ERR)
         rc = self.lib.nx_run(
             self.handle, len(program.threads), _pointers(program.threads), _counts(program.threads), _pointers(outs),
-            program.streams, order.ctypes.data, handles.ctypes.data, program.events, program.timing_events, program.stamps, host_bytes, device_bytes,
-            est0_ns, lead_ns, err, _ERR,
+            program.streams, order.ctypes.data, handles.ctypes.data, program.events, program.timing_events,
+            program.stamps, host_bytes, device_bytes, est0_ns, lead_ns, err, _ERR,
         )  # fmt: skip
         if rc != 0:
             raise RuntimeError(f"native run failed: {err.value.decode()}")

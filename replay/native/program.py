@@ -44,7 +44,6 @@ from harness.program import (
 from replay.floor import FloorLifts
 from replay.native.steps import (
     STATUS_ALL_STREAMS,
-    STATUS_OK,
     STATUS_UNRESOLVED,
     Dir,
     GraphDef,
@@ -200,7 +199,7 @@ def op_rows(
 
     ``streams``: (device, name) per program stream; ids come from ``new_id`` in issue order.
     """
-    keyed: list[tuple[float, int, int, int, OpRow]] = []  # (issue, thread, step, sub, row without id)
+    keyed: list[tuple[tuple[float, int, int, int], OpRow]] = []  # ((issue, thread, step, sub), row without id)
     unresolved = 0
     names = program.names
     record_names: dict[int, str] = {}
@@ -214,64 +213,70 @@ def op_rows(
         gs, ge = to_us(g0), to_us(g1)
         for i, (op, status, aux, gap_us, gap_name, name, stream, nbytes, direction, pageable, ev_a) in enumerate(
             zip(
-                steps["op"][:n].tolist(), out["status"][:n].tolist(), out["aux"][:n].tolist(),
-                theirs["gap_us"].tolist(), theirs["gap_name"].tolist(), theirs["name"].tolist(),
-                steps["stream"][:n].tolist(), steps["nbytes"][:n].tolist(), steps["direction"][:n].tolist(),
-                steps["memory"][:n].tolist(), steps["ev_a"][:n].tolist(),
+                steps["op"][:n].tolist(),
+                out["status"][:n].tolist(),
+                out["aux"][:n].tolist(),
+                theirs["gap_us"].tolist(),
+                theirs["gap_name"].tolist(),
+                theirs["name"].tolist(),
+                steps["stream"][:n].tolist(),
+                steps["nbytes"][:n].tolist(),
+                steps["direction"][:n].tolist(),
+                steps["memory"][:n].tolist(),
+                steps["ev_a"][:n].tolist(),
             )  # fmt: skip
         ):
+            issue, api_us, ret_us = float(begin[i]), float(api[i]), float(ret[i])
+            label = names[name] if name >= 0 else ""
             if gap_us > 0.0:
                 start = float(target[i]) - gap_us
-                keyed.append((start, t, i, 0, OpRow(0, HOST_DEVICE, tname, "host_work", names[gap_name], 0, "",
-                                                   tname, start, start, float(begin[i]))))  # fmt: skip
-            issue = float(begin[i])
-            label = names[name] if name >= 0 else ""
-
-            def device(kind: str, row_name: str, nb: int = 0, memory: str = "") -> None:
-                device_index, stream_name = streams[stream]
-                s = float(gs[i])
-                keyed.append((issue, t, i, 1, OpRow(0, device_index, stream_name, kind, row_name, nb, memory, tname,
-                                                    issue, s, max(float(ge[i]), s))))  # fmt: skip
-
-            def host_sync(row_name: str, start: float, end: float, sub: int = 2) -> None:
-                keyed.append((issue, t, i, sub, OpRow(0, HOST_DEVICE, tname, "host_sync", row_name, 0, "", tname,
-                                                      start, start, end)))  # fmt: skip
-
+                keyed.append(((start, t, i, 0), _host_row("host_work", names[gap_name], tname, start, issue)))
+            device: tuple[str, str, int, str] | None = None  # kind, name, bytes, host memory
+            syncs: list[tuple[str, float, float]] = []  # name, start, end
             if status == STATUS_UNRESOLVED:
                 unresolved += 1
             elif status == STATUS_ALL_STREAMS:
-                first = True
-                for position, k in enumerate(program.sync_order):
+                for k in program.sync_order:
                     if k < 31 and aux >> k & 1:
-                        host_sync(f"sync:{streams[k][1]}", float(api[i]) if first else float(ret[i]), float(ret[i]),
-                                  2 + position)  # fmt: skip
-                        first = False
+                        syncs.append((f"sync:{streams[k][1]}", ret_us if syncs else api_us, ret_us))
             elif op == Op.KERNEL or op == Op.GRAPH:
-                device("kernel", label)
+                device = ("kernel", label, 0, "")
             elif op == Op.COPY:
                 link = direction != Dir.D2D
-                device(_COPY_KINDS[direction], label, nbytes, _MEMORY[pageable] if link else "")
+                device = (_COPY_KINDS[direction], label, nbytes, _MEMORY[pageable] if link else "")
                 if link and pageable:
-                    host_sync(f"pageable:{label}", float(api[i]), float(ret[i]))
+                    syncs.append((f"pageable:{label}", api_us, ret_us))
             elif op == Op.RECORD:
                 record_names[ev_a] = f"event{new_id()}"
-                device("record", record_names[ev_a])
+                device = ("record", record_names[ev_a], 0, "")
             elif op == Op.WAIT:
-                device("wait", record_names[aux])
+                device = ("wait", record_names[aux], 0, "")
             elif op == Op.SYNC_EVENT:
-                host_sync("sync_event", float(api[i]), float(ret[i]))
+                syncs.append(("sync_event", api_us, ret_us))
             elif op == Op.SYNC_STREAM:
-                host_sync(f"sync:{streams[stream][1]}", float(api[i]), float(ret[i]))
-    keyed.sort(key=lambda k: k[:4])
+                syncs.append((f"sync:{streams[stream][1]}", api_us, ret_us))
+            if device is not None:
+                device_index, stream_name = streams[stream]
+                kind, row_name, nb, memory = device
+                s0 = float(gs[i])
+                row = OpRow(
+                    0, device_index, stream_name, kind, row_name, nb, memory, tname, issue, s0, max(float(ge[i]), s0)
+                )
+                keyed.append(((issue, t, i, 1), row))
+            for sub, (row_name, s0, s1) in enumerate(syncs, start=2):
+                keyed.append(((issue, t, i, sub), _host_row("host_sync", row_name, tname, s0, s1)))
+    keyed.sort(key=lambda k: k[0])
     host_rows, device_rows = [], []
-    for *_, row in keyed:
+    for _, row in keyed:
         row = row._replace(op_id=new_id())
         (host_rows if row.device == HOST_DEVICE else device_rows).append(row)
     return host_rows, device_rows, unresolved
 
 
+def _host_row(kind: str, name: str, thread: str, start: float, end: float) -> OpRow:
+    return OpRow(0, HOST_DEVICE, thread, kind, name, 0, "", thread, start, start, end)
+
+
 def lifts_into(lifts: FloorLifts, converted: Converted) -> None:
     """Count a run of ``converted`` in the run's floor lifts."""
     lifts.add(converted.lifted, converted.lift_us)
-
-

@@ -341,7 +341,9 @@ def rule_breaks(program: NativeProgram, outs: list[np.ndarray], est0_ns: int, sl
         for i in range(len(steps)):
             s, o = steps[i], out[i]
             op, call, status = int(s["op"]), int(s["call_ns"]), int(o["status"])
-            target, begin, api, ret, done = (int(o[k]) for k in ("target_ns", "begin_ns", "api_ns", "ret_ns", "done_ns"))
+            target, begin, api, ret, done = (
+                int(o[k]) for k in ("target_ns", "begin_ns", "api_ns", "ret_ns", "done_ns")
+            )
             where = f"thread {t}, step {i} ({Op(op).name})"
             if cursor is not None and target != cursor + int(s["gap_ns"]):
                 breaks.append(f"{where}: target {target} != previous done {cursor} + gap {int(s['gap_ns'])}")
