@@ -51,8 +51,10 @@ def test_kernels_keep_their_durations_and_calls_keep_the_rules(runner):
     out = outs[0]
     assert (out["status"] == STATUS_OK).all()
     measured = (out["gpu_end_ns"][:n] - out["gpu_start_ns"][:n]) / 1e3
-    # in-kernel stamps: the timer itself, less than the back-to-back cost it was tuned to
-    assert np.median(np.abs(measured - durations_us)) < 2.0, measured[:8]
+    # in-kernel stamps span the kernel's own run: its timer (the duration less the kind's back-to-back overhead)
+    timers_us = steps["timer_ns"][:n] / 1e3
+    assert np.median(np.abs(measured - timers_us)) < 1.5, measured[:8]
+    assert (measured <= durations_us + 2.0).all()
     assert rule_breaks(program, outs, est0_ns=2000, slack_ns=20_000) == []
     lateness = out["begin_ns"][:n] - out["target_ns"][:n]
     assert np.median(lateness) < 1000 and np.percentile(lateness, 99) < 5000
