@@ -91,7 +91,7 @@ from harness.runtime import (
     WaitEvent,
     event_name,
 )
-from replay.clock import yield_gil
+from replay.clock import RunClock, precise_wait_us, yield_gil
 from replay.floor import FloorLifts, graph_lifts, lifted_us
 from replay.gpu import require_cuda
 
@@ -357,8 +357,6 @@ class _Run:
 
     # ------------------------------------------------------------------ driving
     def execute(self, main: Callable[..., Generator[Command, Any, Any]], args: tuple) -> RunResult:
-        from replay.clock import RunClock
-
         torch = self.torch
         self.ctx.reset_events()
         self.ctx.reserve_events(256)
@@ -439,7 +437,7 @@ class _Run:
         op_id: int,
     ) -> None:
         self._device_ops.append(
-            (op_id, stream.device, stream.name, kind.value, name, nbytes, memory, thread.name, issue, start, end)
+            (op_id, stream.device, stream.name, kind._value_, name, nbytes, memory, thread.name, issue, start, end)
         )
 
     def _host_op(self, kind: OpKind, name: str, thread: Thread, start: float, op_id: int | None = None) -> None:
@@ -449,7 +447,7 @@ class _Run:
                 op_id or self._new_id(),
                 HOST_DEVICE,
                 thread.name,
-                kind.value,
+                kind._value_,  # not .value: an enum property lookup per op
                 name,
                 0,
                 "",
@@ -640,8 +638,6 @@ class _Run:
 
     # ------------------------------------------------------------------ host
     def _host_work(self, cmd: HostWork, thread: Thread) -> None:
-        from replay.clock import precise_wait_us
-
         start = self._clock.host_us()
         precise_wait_us(cmd.duration_us)
         self._host_op(OpKind.HOST_WORK, cmd.name, thread, start)

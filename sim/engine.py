@@ -110,6 +110,7 @@ from harness.runtime import (
     event_name,
 )
 from sim.fluid import DONE_TOLERANCE, FluidServer, compute_rates, duplex_link_rates, solo_end_us
+from sim.program import program_commands
 from sim.timeline import NeedsEventModel, TimelineRun
 
 _KERNEL = OpKind.KERNEL.value
@@ -357,7 +358,8 @@ class SimBackend(Backend):
         with collector_paused():
             if self.fast:  # one host thread and no contention: no event queue at all (sim.timeline)
                 runtime = Runtime(self.runtime.devices, backend="sim", seed=self.seed, profile=self.profile)
-                timeline = TimelineRun(self.profile, runtime, len(self.devices), self.devices[0].capacity_bytes)
+                capacity = self.devices[0].capacity_bytes
+                timeline = TimelineRun(self.profile, runtime, len(self.devices), capacity, self.fast_programs)
                 try:
                     return timeline.run(main, *args)
                 except NeedsEventModel as gave_up:  # run it again from the start on the full model
@@ -844,8 +846,10 @@ class SimBackend(Backend):
         return Buffer(self._new_id(), cmd.device, cmd.nbytes, cmd.name)
 
     def _run_program(self, cmd: RunProgram, thread: Thread):
-        """A program command: its reference expansion (``harness.program.expand``), driven as a nested policy."""
-        return (yield from self._drive(expand(self.runtime, cmd), thread))
+        """A program command, driven as a nested policy: its commands made straight from the steps
+        (:func:`sim.program.program_commands`), or (``fast_programs`` off) its reference expansion."""
+        commands = program_commands if self.fast_programs else expand
+        return (yield from self._drive(commands(self.runtime, cmd), thread))
 
     def _free(self, cmd: Free, thread: Thread):
         cost = self._host.free_us

@@ -68,6 +68,7 @@ from harness.runtime import (
     WaitEvent,
 )
 from sim.fluid import DONE_TOLERANCE, solo_end_us
+from sim.program import run_on_timeline
 
 _NEVER = float("-inf")
 _KERNEL = OpKind.KERNEL.value
@@ -128,8 +129,11 @@ class _Stream:
 class TimelineRun:
     """Runs one policy on the timeline executor (see the module's docstring); made fresh for each run."""
 
-    def __init__(self, profile: Profile, runtime: Runtime, devices: int, capacity_bytes: int) -> None:
+    def __init__(
+        self, profile: Profile, runtime: Runtime, devices: int, capacity_bytes: int, fast_programs: bool = True
+    ) -> None:
         self.profile = profile
+        self.fast_programs = fast_programs  # False: program commands through their reference expansion
         self.runtime = runtime
         self.devices = [_Device(i, capacity_bytes, profile) for i in range(devices)]
         self.host = profile.host
@@ -183,7 +187,10 @@ class TimelineRun:
                 rows.clear()
 
     def _run_program(self, cmd: RunProgram) -> Any:
-        """A program command: its reference expansion (``harness.program.expand``) on this executor."""
+        """A program command: its steps in one loop (:func:`sim.program.run_on_timeline`), or (``fast_programs``
+        off) its reference expansion (``harness.program.expand``) on this executor."""
+        if self.fast_programs:
+            return run_on_timeline(self, cmd)
         return self._drive(expand(self.runtime, cmd))
 
     # ------------------------------------------------------------------ host

@@ -19,8 +19,16 @@ import pytest
 from harness.backend import run_policy
 from harness.paths import SPECS_DIR
 from harness.program import (
+    GRAPH_KERNEL_DTYPE,
+    OP_COPY,
+    OP_GRAPH,
+    OP_HOST,
     OP_LAUNCH,
+    OP_RECORD,
+    OP_SYNC_DEVICE,
+    OP_SYNC_EVENT,
     OP_SYNC_STREAM,
+    OP_WAIT,
     ProgramError,
     ProgramThread,
     StepProgram,
@@ -116,3 +124,67 @@ def test_expand_issues_the_steps_commands():
     kernel = ops.iloc[1]
     assert kernel["issue_us"] == 4.0 and kernel["start_us"] == 4.0 + launch
     assert kernel["end_us"] == 4.0 + launch + 10.0  # alone on the GPU: its solo duration
+
+
+# --------------------------------------------------------------------------- every op code, several threads
+
+
+def _random_program(seed: int, threads: int) -> StepProgram:
+    """A program of every op code on 3 streams (2 devices), events shared between threads, some never recorded."""
+    rng = np.random.default_rng(seed)
+    names = ("gemm", "copy", "cpu", "cpu:step", "graph")
+    graph_kernels = np.zeros(3, GRAPH_KERNEL_DTYPE)
+    graph_kernels["name"], graph_kernels["duration_us"], graph_kernels["share"] = 0, [5.0, 0.0, 12.5], [1.0, 0.5, 1.0]
+    out = []
+    for t in range(threads):
+        steps = new_steps(60)
+        ops = rng.choice(
+            [OP_HOST, OP_LAUNCH, OP_LAUNCH, OP_LAUNCH, OP_COPY, OP_RECORD, OP_WAIT, OP_SYNC_STREAM]
+            + [OP_SYNC_EVENT, OP_SYNC_DEVICE, OP_GRAPH],
+            60,
+        )
+        steps["op"] = ops
+        steps["stream"] = rng.integers(0, 3, 60)
+        steps["name"] = np.where(ops == OP_COPY, 1, np.where(ops == OP_GRAPH, 4, 0))
+        steps["gap_us"] = np.where(rng.random(60) < 0.5, rng.uniform(0.0, 30.0, 60), 0.0)
+        steps["gap_name"] = np.where(steps["gap_us"] > 0, rng.integers(2, 4, 60), -1)
+        steps["host_us"] = np.where(rng.random(60) < 0.5, rng.uniform(0.0, 8.0, 60), np.nan)
+        steps["duration_us"] = np.where(rng.random(60) < 0.1, 0.0, rng.uniform(1.0, 40.0, 60))
+        steps["share"] = rng.choice([1.0, 0.5, 0.25], 60)
+        steps["kind"] = np.where(ops == OP_COPY, rng.integers(0, 3, 60), rng.integers(0, 3, 60))
+        steps["pageable"] = rng.integers(0, 2, 60)
+        steps["nbytes"] = rng.integers(0, 1 << 22, 60)
+        steps["event"] = rng.integers(0, 6, 60)  # ids 4, 5: recorded or not, as it falls
+        steps["graph_first"], steps["graph_count"] = 0, 3
+        out.append(ProgramThread("main" if t == 0 else f"worker{t}", steps))
+    return StepProgram(tuple(out), names, 3, graph_kernels, (2, 0, 1))
+
+
+def _run_random(program: StepProgram, fast: bool, fast_programs: bool, expanded: bool) -> pd.DataFrame:
+    from harness.profile import load_profile
+
+    def main(rt):
+        streams = []
+        for device, name in ((0, "a"), (0, "b"), (1, "c")):
+            streams.append((yield rt.create_stream(device, name)))
+        command = rt.run_program(program, streams)
+        if expanded:
+            outcome = yield from expand(rt, command)
+        else:
+            outcome = yield command
+        return outcome.unresolved_waits
+
+    backend = SimBackend(load_profile("h200"), 2, fast=fast, fast_programs=fast_programs)
+    run = run_policy(backend, main)
+    return pd.concat([run.ops, pd.DataFrame({"unresolved": [run.result]})])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(4))
+def test_every_op_code_runs_alike_on_every_path(seed, threads):
+    program = _random_program(seed, threads)
+    reference = _run_random(program, fast=False, fast_programs=False, expanded=True)
+    assert len(reference) > 60 * threads // 2
+    for fast in (True, False):
+        for fast_programs in (True, False):
+            pd.testing.assert_frame_equal(_run_random(program, fast, fast_programs, False), reference, check_exact=True)

@@ -99,13 +99,14 @@ def _group_rows(program: RecordedProgram, ops: pd.DataFrame) -> list[MetricRow]:
     if not names or host.empty:
         return []
     first = host.groupby("name", sort=False)["start_us"].min().sort_values()
-    bounds = np.append(first.to_numpy(), np.inf)
     issued = ops[ops["device"] >= 0]
-    spans = {}
-    for i, (name, start) in enumerate(first.items()):
-        inside = issued[(issued["issue_us"] >= start) & (issued["issue_us"] < bounds[i + 1])]
-        if len(inside):
-            spans[name[len("cpu:") :]] = float(inside["end_us"].max() - inside["start_us"].min())
+    # each op in the group whose first host work began last at or before its issue (none before the first)
+    group = np.searchsorted(first.to_numpy(), issued["issue_us"].to_numpy(), side="right") - 1
+    inside = group >= 0
+    start, end = issued["start_us"].to_numpy()[inside], issued["end_us"].to_numpy()[inside]
+    extent = pd.DataFrame({"group": group[inside], "start": start, "end": end}).groupby("group", sort=True)
+    starts, ends = extent["start"].min(), extent["end"].max()
+    spans = {first.index[i][len("cpu:") :]: float(ends[i] - starts[i]) for i in starts.index}
     rows = [MetricRow("group_time_us", spans[g], "us", i) for i, g in enumerate(names) if g in spans]
     if rows:
         rows.append(MetricRow("group_time_us", float(np.mean([r.value for r in rows])), "us"))

@@ -126,9 +126,12 @@ def _device_op(kind, device, stream, name, duration_us, nbytes, host_memory) -> 
     return DeviceOp(kind, (int(device), str(stream)), str(name), float(duration_us), int(nbytes), memory)
 
 
+_GEMM = re.compile(r"gemm|matmul|cutlass|xmma|mma_|cublas|sm\d\d_", re.IGNORECASE)
+
+
 def is_gemm(name: str) -> bool:
     """Whether a recorded kernel is a matrix product (the replay then stands it in with matrix work)."""
-    return re.search(r"gemm|matmul|cutlass|xmma|mma_|cublas|sm\d\d_", name, re.IGNORECASE) is not None
+    return _GEMM.search(name) is not None
 
 
 @collector_paused()  # a program of a long recording is millions of objects kept to the end

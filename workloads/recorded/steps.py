@@ -22,7 +22,6 @@ against). What a call becomes:
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +45,7 @@ from harness.program import (
     new_steps,
 )
 from harness.runtime import Direction, GraphKernel, KernelKind
-from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey
+from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey, is_gemm
 
 COPIES = {"copy_h2d": Direction.H2D, "copy_d2h": Direction.D2H}
 NO_EVENT = -(2**63)  # a symbolic event no step records: a wait on it is unresolved, a sync on it syncs the device
@@ -55,15 +54,13 @@ SHORT_KERNEL_US = 10.0
 memory- or compute-bound stand-in that short is mostly its own launch, and inside a CUDA graph it
 does not keep the duration it was tuned to. The simulator does not look at the kind."""
 
-_GEMM = re.compile(r"gemm|matmul|cutlass|xmma|mma_|cublas|sm\d\d_", re.IGNORECASE)
-
 
 def kernel_of(op: DeviceOp, min_kernel_us: float, compute_share: float) -> GraphKernel:
     """The kernel a recorded GPU op (kernel, memset, device-to-device copy) re-issues as."""
     duration_us = max(op.duration_us, min_kernel_us)
     if duration_us < SHORT_KERNEL_US:
         kind = KernelKind.LATENCY
-    elif op.kind == "kernel" and _GEMM.search(op.name) is not None:
+    elif op.kind == "kernel" and is_gemm(op.name):
         kind = KernelKind.COMPUTE
     else:
         kind = KernelKind.MEMORY
@@ -131,9 +128,8 @@ class _Builder:
                 if op.kind in COPIES:
                     direction = DIRECTION_CODES[COPIES[op.kind]]
                     pageable = int(op.host_memory == "pageable")
-                    rows.append(
-                        _row(OP_COPY, direction, pageable, index[op.stream], self.name(op.name), host_us=cost, n=op.nbytes)
-                    )
+                    name = self.name(op.name)
+                    rows.append(_row(OP_COPY, direction, pageable, index[op.stream], name, host_us=cost, n=op.nbytes))
                 else:
                     k = kernel_of(op, self.min_kernel_us, self.compute_share)
                     rows.append(
@@ -153,7 +149,8 @@ class _Builder:
             first = len(self.graph_rows)
             for op in call.ops:
                 k = kernel_of(op, self.min_kernel_us, self.compute_share)
-                self.graph_rows.append((self.name(k.name), KIND_CODES[k.kind], (0, 0, 0), k.duration_us, k.compute_share))
+                name = self.name(k.name)
+                self.graph_rows.append((name, KIND_CODES[k.kind], (0, 0, 0), k.duration_us, k.compute_share))
             name = self.name(f"graph:{call.group or call.name}")
             stream = index[call.ops[0].stream]
             rows.append(_row(OP_GRAPH, stream=stream, name=name, host_us=host_us, first=first, count=len(call.ops)))
