@@ -94,6 +94,12 @@ Contract
     the simulator's model, or the replay's calibrated figures), ``rt.backend``
     ("sim" or "replay"), ``rt.seed`` and ``rt.rng``.
 
+14. **Programs.** ``run_program(program, streams)`` runs a stretch of calls given up
+    front as arrays of steps (:mod:`harness.program`): what the policy does not read
+    the results of. It is defined as the commands its reference interpreter
+    (``harness.program.expand``) issues; a backend may run it natively, with the same
+    op rows.
+
 Results are handles that are opaque to the policy (:class:`Stream`,
 :class:`Event`, :class:`Buffer`, :class:`Thread`, :class:`Queue`), plain
 values (``bool``, ``float``), or ``None``. A backend may hang its own object
@@ -110,6 +116,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from harness.profile import Profile
+    from harness.program import StepProgram
 
 
 class Direction(str, enum.Enum):
@@ -361,6 +368,18 @@ class Free(Command):
     buffer: Buffer
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class RunProgram(Command):
+    """Run a step program (:class:`harness.program.StepProgram`) on these streams, one handle per stream it indexes.
+
+    Its semantics and its reference interpreter (``expand``) are in :mod:`harness.program`;
+    it returns a :class:`harness.program.ProgramOutcome`.
+    """
+
+    program: StepProgram
+    streams: tuple[Stream, ...]
+
+
 _NOW = Now()
 
 COMMANDS: dict[type[Command], str] = {
@@ -384,6 +403,7 @@ COMMANDS: dict[type[Command], str] = {
     Get: "get",
     Alloc: "alloc",
     Free: "free",
+    RunProgram: "run_program",
 }
 """Every runtime command and the name of its handler: a backend implements ``_<name>(cmd, thread)`` for each."""
 
@@ -570,6 +590,13 @@ class Runtime:
 
     def sync_stream(self, stream: Stream) -> SyncStream:
         return SyncStream(stream)
+
+    def run_program(self, program: StepProgram, streams: Iterable[Stream]) -> RunProgram:
+        """Run ``program`` (a :class:`harness.program.StepProgram`) with ``streams[i]`` for its stream ``i``."""
+        streams = tuple(streams)
+        if len(streams) != program.streams:
+            raise ValueError(f"the program indexes {program.streams} streams, {len(streams)} given")
+        return RunProgram(program, streams)
 
     # -- host
     def host_work(self, duration_us: float, name: str = "host_work") -> HostWork:

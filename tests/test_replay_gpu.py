@@ -121,15 +121,20 @@ def test_a_series_runs_its_steps_in_turn_and_stops_when_told(context, profile):
     assert (kernels["issue_us"].to_numpy()[1:] >= syncs["end_us"].to_numpy()[:-1]).all()
 
 
-def test_kernel_shorter_than_the_gpu_resolves_is_refused(context, profile):
-    from replay.plan import KernelTooShort
+def test_kernel_shorter_than_the_gpu_runs_is_lifted_to_its_floor_and_counted(context, profile):
+    from replay.floor import KERNEL_LIFT_US, KERNELS_LIFTED
 
     def main(rt):
         s = yield rt.create_stream(0, "s")
         yield rt.launch(s, "tiny", 0.01, 1.0, KernelKind.LATENCY)
+        yield rt.launch(s, "long", 50.0, 1.0, KernelKind.LATENCY)
+        yield rt.sync_stream(s)
 
-    with pytest.raises(KernelTooShort, match=r"kernel 'tiny': duration 0.01 µs is below the shortest kernel"):
-        backend(context, profile).run(main)
+    run = backend(context, profile).run(main)
+    floor_us = context.devices[0].kernels.min_kernel_us
+    assert run.metrics[KERNELS_LIFTED] == (1.0, "count")
+    assert run.metrics[KERNEL_LIFT_US][0] == pytest.approx(floor_us - 0.01)
+    assert [r.name for r in run.ops if r.kind == "kernel"] == ["tiny", "long"]
 
 
 def test_alloc_respects_the_budget_and_prefetch_falls_back(context, profile):
