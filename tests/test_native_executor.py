@@ -230,3 +230,38 @@ def test_the_rule_check_passes_the_executors_own_runs_and_catches_a_broken_one()
     outs[1]["done_ns"][held] -= 1  # gone on before its recorded cost was up
     broken = rule_breaks(program, outs, est0_ns=1800)
     assert broken[0].startswith(f"thread 1, step {held} (KERNEL): done") and len(broken) == 2  # and the next target
+
+
+@needs_compiler
+def test_threads_at_once_on_streams_of_their_own_match_the_twin_to_the_nanosecond():
+    """Threads that share no stream and no event cannot race: run at once, each must be what the twin says."""
+    from replay.native.library import run_fake_native
+
+    rng = np.random.default_rng(21)
+    ops = [Op.KERNEL] * 4 + [Op.COPY, Op.RECORD, Op.WAIT, Op.SYNC_STREAM, Op.HOST, Op.GRAPH]
+    threads = []
+    for t in range(3):
+        n = 300
+        steps = empty_steps(n)
+        steps["op"] = rng.choice(ops, n)
+        steps["op"][0] = Op.RECORD  # its event is recorded before any wait on it
+        steps["stream"] = t
+        steps["slot"] = np.where(steps["op"] == Op.GRAPH, 0, t)
+        steps["kind"], steps["grid"] = 2, 1
+        steps["timer_ns"] = rng.integers(0, 30_000, n)
+        steps["nbytes"] = rng.integers(0, 2_000_000, n)
+        steps["direction"] = rng.integers(0, 3, n)
+        steps["memory"] = rng.integers(0, 2, n)
+        steps["gap_ns"] = rng.integers(0, 20_000, n)
+        steps["call_ns"] = np.where(rng.random(n) < 0.8, rng.integers(0, 15_000, n), -1)
+        threads.append(steps)
+    joins = empty_steps(2)
+    joins["op"], joins["slot"] = Op.JOIN, [1, 2]
+    threads[0] = np.concatenate([threads[0], joins])
+    program = NativeProgram(threads, streams=3, events=3, graphs=[GraphDef([2, 2], [1, 1], [2000, 4000])])
+    twin = run_fake(program, threaded=False)
+    for _ in range(3):
+        native = run_fake_native(program, threaded=True)
+        for t in range(3):
+            for name in twin[t].dtype.names:
+                np.testing.assert_array_equal(native[t][name], twin[t][name], err_msg=f"thread {t} {name}")
