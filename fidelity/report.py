@@ -113,7 +113,7 @@ def _percent(value: float, signed: bool = False) -> str:
 
 
 @dataclass(frozen=True)
-class LinkDrift:
+class SpecDrift:
     """The host link's drift around one spec's replay: relative to the calibration's reference copy."""
 
     changes: tuple[float, ...] = ()  # (probe - calibration) / calibration, for each probe around the spec
@@ -131,7 +131,7 @@ class LinkDrift:
 
 
 def link_drift_by_spec(specs: Sequence[str], profile: Mapping | None, probes: pd.DataFrame | None) -> dict:
-    """Each spec's :class:`LinkDrift`: its probes (in the order taken) against the calibration's reference copy
+    """Each spec's :class:`SpecDrift`: its probes (in the order taken) against the calibration's reference copy
     (the median of ``[link.drift]``'s probe medians); without probes, the calibration's own drift."""
     drift = (profile or {}).get("link", {}).get("drift") or {}
     medians = [p["median_us"] for p in drift.get("probes", [])]
@@ -143,7 +143,7 @@ def link_drift_by_spec(specs: Sequence[str], profile: Mapping | None, probes: pd
         if probes is not None and not math.isnan(reference) and "spec_name" in probes.columns:
             mine = probes[(probes["spec_name"] == spec) & (probes["nbytes"] == drift.get("nbytes"))]
             changes = tuple(float(m) / reference - 1 for m in mine["median_us"])
-        out[spec] = LinkDrift(changes, spread)
+        out[spec] = SpecDrift(changes, spread)
     return out
 
 
@@ -153,20 +153,20 @@ def run_spread(row: Any) -> float:
     return spread / abs(row.measured) if row.measured and not math.isnan(spread) else math.nan
 
 
-def noise(row: Any, drift: LinkDrift) -> float:
+def noise(row: Any, drift: SpecDrift) -> float:
     """What an error of this row cannot be told from: the larger of the run spread and the link's drift."""
     figures = [f for f in (run_spread(row), drift.size) if not math.isnan(f)]
     return max(figures) if figures else math.nan
 
 
-def _in_noise(row: Any, drift: LinkDrift) -> str:
+def _in_noise(row: Any, drift: SpecDrift) -> str:
     level = noise(row, drift)
     if math.isnan(level) or math.isnan(row.rel_error):
         return "-"
     return "yes" if abs(row.rel_error) <= level else "no"
 
 
-def metric_rows(rows: pd.DataFrame, fidelity: Fidelity, drifts: Mapping[str, LinkDrift] | None = None) -> list[str]:
+def metric_rows(rows: pd.DataFrame, fidelity: Fidelity, drifts: Mapping[str, SpecDrift] | None = None) -> list[str]:
     """The shown metrics of one workload's rows, in declared order per spec, each error next to its noise."""
     if drifts is None:  # a table stored before the noise was measured: the columns it has
         lines = ["| spec | policy | metric | simulated | measured (min-max) | error |", "|---|---|---|---:|---:|---:|"]
@@ -179,7 +179,7 @@ def metric_rows(rows: pd.DataFrame, fidelity: Fidelity, drifts: Mapping[str, Lin
     for spec in rows["spec_name"].drop_duplicates():
         part = rows[(rows["spec_name"] == spec) & rows["metric"].isin(order)]
         part = part.assign(_o=part["metric"].map(order)).sort_values("_o", kind="stable")
-        drift = (drifts or {}).get(spec, LinkDrift())
+        drift = (drifts or {}).get(spec, SpecDrift())
         for r in part.itertuples():
             line = (
                 f"| {r.spec_name} | {r.policy_label} | {r.metric} | {_fmt(r.simulated)} | "
@@ -192,7 +192,7 @@ def metric_rows(rows: pd.DataFrame, fidelity: Fidelity, drifts: Mapping[str, Lin
 
 
 def criteria_lines(
-    rows: pd.DataFrame, fidelity: Fidelity, drifts: Mapping[str, LinkDrift] | None = None
+    rows: pd.DataFrame, fidelity: Fidelity, drifts: Mapping[str, SpecDrift] | None = None
 ) -> list[str]:
     """Verdicts on the declared error bounds and rankings; how many errors lie inside their noise."""
     lines = []
@@ -203,7 +203,7 @@ def criteria_lines(
         if errors.dropna().empty:
             lines.append(f"- {bound.metric}: no row has both a simulated and a measured value")
             continue
-        verdicts = [_in_noise(r, drifts.get(r.spec_name, LinkDrift())) for r in bounded.itertuples()]
+        verdicts = [_in_noise(r, drifts.get(r.spec_name, SpecDrift())) for r in bounded.itertuples()]
         if any(v != "-" for v in verdicts):
             lines.append(
                 f"- {bound.metric}: {verdicts.count('yes')} of {len(verdicts)} errors inside their noise "

@@ -14,6 +14,11 @@ index in ``traceEvents`` (so every later error can name it):
 * ``cpu_ops``     host ``cpu_op`` events (aten ops; absent when recorded with CUDA activities only):
                   only their thread and start are kept, to count the profiler events in each host gap.
 
+Every number read is checked where it is read, naming the event: a JSON number (not text or
+true/false), ``ts`` finite and >= 0, ``dur`` finite, >= 0 and at most a day
+(:data:`MAX_RECORDED_US`), ids and sizes whole and >= 0; and the events together span at most
+a day (:func:`check_span`: a damaged or mixed-clock ``ts`` is named).
+
 Times stay in the file's own µs clock here (``ts`` as written; ``base_us`` is
 ``baseTimeNanoseconds`` / 1000 when the file has one, else 0). The whole file is
 parsed at once with the standard library (measured: ~6x the JSON's size in
@@ -44,6 +49,7 @@ taken as damaged (a profiler window is seconds to minutes)."""
 GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 CALL_CATS = ("cuda_runtime", "cuda_driver")
 _CHUNK = 16 * 1024 * 1024
+_NUMBER_TYPES = frozenset({int, float, type(None)})  # what json.loads makes of a JSON number (or an absent field)
 
 
 @dataclass
@@ -161,6 +167,12 @@ def _group_indices(path: Path, events: list) -> dict[str, list[int]]:
                 groups["cpu_ops"].append(i)
         elif cat == "ac2g" and ph in ("s", "f"):
             groups["flows"].append(i)
+    for family in ("gpu", "calls", "syncs"):  # the families whose args are read
+        idx = groups[family]
+        if not {type(events[i].get("args")) for i in idx} <= {dict, type(None)}:
+            i = next(i for i in idx if not isinstance(events[i].get("args"), (dict, type(None))))
+            got = type(events[i]["args"]).__name__
+            raise InputError(path, f"event {i}, field 'args'", f"expected a JSON object, got {got}")
     return groups
 
 
@@ -172,9 +184,10 @@ def _numbers(path: Path, events: list, idx: list[int], key: str, args: bool = Fa
     get = (lambda e: (e.get("args") or {}).get(key)) if args else (lambda e: e.get(key))
     raw = [get(events[i]) for i in idx]
     where = f"args.{key}" if args else key
-    for i, v in zip(idx, raw):  # numpy would read true as 1 and "30" as 30.0
-        if v is not None and type(v) is not float and type(v) is not int:
-            raise InputError(path, f"event {i}, field '{where}'", f"expected a number, got {json.dumps(v)}")
+    if not set(map(type, raw)) <= _NUMBER_TYPES:  # numpy would read true as 1 and "30" as 30.0
+        for i, v in zip(idx, raw):
+            if type(v) not in _NUMBER_TYPES:
+                raise InputError(path, f"event {i}, field '{where}'", f"expected a number, got {json.dumps(v)}")
     try:
         return np.array([np.nan if v is None else v for v in raw], dtype=np.float64)
     except (TypeError, ValueError):

@@ -20,9 +20,9 @@
   operation, size or participants the trace does not give stays a kernel of its
   recorded duration, counted in the provenance notes.
 
-``workloads.recorded`` re-issues such a trace with ``as_recorded``: the
-collectives through the runtime's collective commands (so the simulator times
-them from the profile and makes the ranks meet), everything else as recorded.
+Re-issuing such a trace ``as_recorded`` (the collectives through the runtime's
+collective commands) is not done yet: the recorded workload's step programs
+(``harness.program``) have no collective step (``docs/collectives.md``).
 """
 
 from __future__ import annotations

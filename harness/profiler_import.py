@@ -42,8 +42,17 @@ names and copies named ``Memcpy HtoD (Host -> Device)``; they import the same
 way, with ``host_memory`` "" (not recorded) and copy bytes from the call's
 ``size`` argument.
 
+CUPTI's copy kinds map to the model's copies (``HtoA``/``AtoH``/``AtoD``/``DtoA``/``AtoA``:
+a CUDA array is device memory); host-to-host copies (``HtoH``) have no op in the model and are
+left out, with a warning that counts them. A file holding GPU ops of several devices needs
+``device`` (a simulation runs one device).
+
 Bad input raises :class:`harness.errors.InputError` naming the file and the
-event's index in ``traceEvents``; :func:`import_to_parquet` writes atomically.
+event's index in ``traceEvents``; :func:`import_to_parquet` writes atomically. Besides
+what :mod:`harness.kineto_events` checks (times, numbers), inconsistent correlation ids are
+refused (:func:`_check_links`: a GPU op recorded twice, two calls of one id, a kernel launch
+with two GPU ops, one call's ops on two devices), and so is a copy without a size or of 0
+bytes (a size is taken from its call's ``args.size`` when the op has none).
 """
 
 from __future__ import annotations

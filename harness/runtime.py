@@ -94,7 +94,13 @@ Contract
     the simulator's model, or the replay's calibrated figures), ``rt.backend``
     ("sim" or "replay"), ``rt.seed`` and ``rt.rng``.
 
-14. **Collectives** (many GPUs, NCCL's model). ``create_communicator(devices)``
+14. **Programs.** ``run_program(program, streams)`` runs a stretch of calls given up
+    front as arrays of steps (:mod:`harness.program`): what the policy does not read
+    the results of. It is defined as the commands its reference interpreter
+    (``harness.program.expand``) issues; a backend may run it natively, with the same
+    op rows.
+
+15. **Collectives** (many GPUs, NCCL's model). ``create_communicator(devices)``
     returns a :class:`Communicator`, a fixed set of devices (its ranks, in that
     order). Each rank issues its part of a collective on a stream of its own
     device, as NCCL is called once per rank: ``all_reduce``, ``all_gather``,
@@ -123,6 +129,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from harness.profile import Profile
+    from harness.program import StepProgram
 
 
 class Direction(str, enum.Enum):
@@ -374,7 +381,7 @@ class Free(Command):
     buffer: Buffer
 
 
-# --------------------------------------------------------------------------- collectives (contract point 14)
+# --------------------------------------------------------------------------- collectives (contract point 15)
 
 
 class CollectiveOp(str, enum.Enum):
@@ -418,6 +425,16 @@ class Collective(Command):
     name: str
     peer: int | None = None  # the root device of a broadcast, the other device of a send/recv
     host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
+@dataclass(frozen=True, slots=True, eq=False)
+class RunProgram(Command):
+    """Run a step program (:class:`harness.program.StepProgram`) on these streams, one handle per stream it indexes.
+
+    Its semantics and its reference interpreter (``expand``) are in :mod:`harness.program`;
+    it returns a :class:`harness.program.ProgramOutcome`.
+    """
+
+    program: StepProgram
+    streams: tuple[Stream, ...]
 
 
 _NOW = Now()
@@ -445,6 +462,7 @@ COMMANDS: dict[type[Command], str] = {
     Free: "free",
     CreateCommunicator: "create_communicator",
     Collective: "collective",
+    RunProgram: "run_program",
 }
 """Every runtime command and the name of its handler: a backend implements ``_<name>(cmd, thread)`` for each."""
 
@@ -632,7 +650,7 @@ class Runtime:
     def sync_stream(self, stream: Stream) -> SyncStream:
         return SyncStream(stream)
 
-    # -- collectives (contract point 14)
+    # -- collectives (contract point 15)
     def create_communicator(self, devices: Iterable[int], name: str = "comm") -> CreateCommunicator:
         ranks = tuple(int(d) for d in devices)
         if not ranks or len(set(ranks)) != len(ranks):
@@ -734,6 +752,12 @@ class Runtime:
             if op is not CollectiveOp.BROADCAST and peer == stream.device:
                 raise ValueError(f"{op.value} {name!r}: a device cannot {op.value} to itself (device {peer})")
         return Collective(stream, comm, op, int(nbytes), name, peer, _host_cost(host_us))
+    def run_program(self, program: StepProgram, streams: Iterable[Stream]) -> RunProgram:
+        """Run ``program`` (a :class:`harness.program.StepProgram`) with ``streams[i]`` for its stream ``i``."""
+        streams = tuple(streams)
+        if len(streams) != program.streams:
+            raise ValueError(f"the program indexes {program.streams} streams, {len(streams)} given")
+        return RunProgram(program, streams)
 
     # -- host
     def host_work(self, duration_us: float, name: str = "host_work") -> HostWork:
@@ -787,7 +811,7 @@ class OpKind(str, enum.Enum):
     WAIT = "wait"
     HOST_WORK = "host_work"
     HOST_SYNC = "host_sync"
-    COLLECTIVE = "collective"  # one rank's part of a collective or send/recv (harness.runtime: contract point 14)
+    COLLECTIVE = "collective"  # one rank's part of a collective or send/recv (harness.runtime: contract point 15)
 
 
 def event_name(event: Event) -> str:

@@ -48,6 +48,14 @@ gap_ranges      int64      no        ... and the record_function ranges (``user_
 
 Times are µs; in an imported trace, µs since the first imported event.
 
+Reading a trace (:func:`load_trace`) and writing one (:func:`write_trace`) check it as
+strictly as a spec, naming the file and the first bad row or column: each column has its
+type (durations stored as text are refused), required values are present (not null or NaN),
+times are finite, >= 0 and at most a day (:data:`MAX_TRACE_TIME_US`), copies move bytes,
+GPU ops are on a device >= 0 and host calls on -1, ``host_memory`` is one of
+:data:`HOST_MEMORY`, and where the rows carry correlations they are consistent (one host
+call per id, a call's GPU ops on one device, one GPU op per kernel launch, no GPU op twice).
+
 File metadata (Parquet key-value, UTF-8): ``harness.trace.format_version``
 ("1"), ``harness.trace.source`` (where it came from: a tool and command, a
 recording, a generator), ``harness.trace.hardware`` (the GPU, or "synthetic"),

@@ -186,6 +186,9 @@ class Workload:
     tables: Callable[[Any, pd.DataFrame, Any], dict[str, pd.DataFrame]] | None = None
     extra_tables: dict[str, Any] = field(default_factory=dict)  # name -> pyarrow.Schema
     commands: CommandsFactory | None = None  # extra `harness` commands of this workload
+    # Optional lines `harness sim` / `replay` print below the summary table: notes(results tables by name) -> lines
+    # (what a run changed, say: the recorded workload's what-ifs).
+    notes: Callable[[dict[str, Any]], list[str]] | None = None
     fidelity: Fidelity = field(default_factory=Fidelity)
     estimate: Callable[[PrepareContext], WorkEstimate] | None = None  # size of one run, before prepare
 

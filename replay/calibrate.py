@@ -62,7 +62,7 @@ BUSY_CYCLES = 400_000
 
 def measure_link_isolated(torch: Any, device: Any, log: Callable[[str], None]) -> dict:
     """The host link as calibrations before the pooled method timed it: each size alone, from one pinned buffer
-    into one device buffer behind a queued ``_sleep`` (``tools/calibrate_copies.py --isolated`` for comparisons)."""
+    into one device buffer behind a queued ``_sleep`` (``tools/calibrate_copies.py --method isolated``)."""
     stream = torch.cuda.Stream(device=device)
     events = timing_events(torch)
     biggest = max(PINNED_SIZES)
@@ -462,7 +462,8 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
             "torch": torch.__version__,
             "method": (
                 "copies through the replay engine as runs issue them: pooled host buffer, a fresh device buffer "
-                "per copy, queued behind a kernel on the compute stream or beside one on a side stream, "
+                "per copy; pinned ones queued behind a kernel on the compute stream or beside one on a side stream, "
+                "pageable ones on an idle stream (alone or beside a kernel); "
                 f"all sizes interleaved in {ROUNDS} rounds; each sample the median over rounds (spread_us: half "
                 "the IQR); latency = intercept of the 1-16 MiB samples; "
                 f"duplex from 256 MiB each way together ({duplex_us:.1f} µs); link drift = a 64 MiB pinned H2D "

@@ -14,6 +14,10 @@ kernel, so its CUDA events time the GPU's transfer and not the host's issue:
   event until a short kernel ends, while a kernel as long as the copy runs on the
   compute stream.
 
+A pageable copy holds the host until it is done, so it is issued on an idle stream
+(**idle**: copy, then kernel; **beside**: after a kernel as long as the copy, on the
+side stream), its events counting the host's staging as runs' do (:func:`placements`).
+
 Sizes are interleaved in **rounds** (every size once per round, the order reversed
 every other round, the placement alternating), so a slow moment of the link hits
 every size alike instead of one size's every sample; each size's figure is the
@@ -49,7 +53,7 @@ ROUNDS = 9
 GATE_US = 300.0  # the kernel a copy queues behind: longer than the host takes to issue the copy
 AFTER_US = 100.0  # the kernel after a 'behind' copy (a layer's compute follows its parameters)
 COPY_PREFIX, DUPLEX_PREFIX, PROBE_PREFIX = "cal-copy", "cal-duplex", "cal-probe"
-BEHIND, BESIDE = "behind", "beside"
+BEHIND, BESIDE, IDLE = "behind", "beside", "idle"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,22 +98,41 @@ def copy_name(case: CopyCase, place: str) -> str:
     return f"{COPY_PREFIX}:{case.direction.value}:{case.memory.value}:{case.nbytes}:{place}"
 
 
+def placements(case: CopyCase) -> tuple[str, str]:
+    """The two ways a case is issued, alternating from round to round.
+
+    A pinned copy is queued behind a kernel (the events time the transfer, not the host's issue,
+    which the profile charges as ``copy_launch_us``). A pageable copy holds the host until it has
+    been staged and moved, so it is issued on an idle stream, as runs issue it and as the profile
+    has always timed it: alone (then a kernel), or beside a kernel already running.
+    """
+    return (BEHIND, BESIDE) if case.memory is HostMemory.PINNED else (IDLE, BESIDE)
+
+
 def _one_copy(rt: Runtime, compute: Any, side: Any, case: CopyCase, place: str, previous: Any) -> PolicyGen:
-    """Queue one copy into a fresh buffer behind a kernel, let it finish, free the previous buffer; returns this one."""
+    """Issue one copy into a fresh buffer among kernels, let it finish, free the previous buffer; returns this one."""
     buf = yield rt.alloc(0, case.nbytes, "cal-buffer")
     if buf is None:
         raise MemoryError(f"copy calibration: {case.nbytes} bytes do not fit the device budget")
     name = copy_name(case, place)
-    if place == BEHIND:
+    beside_us = max(case.expected_us, AFTER_US)
+    if place == IDLE:
+        yield rt.copy(compute, case.nbytes, case.direction, case.memory, name, buf)
+        yield rt.launch(compute, "cal-after", AFTER_US, 1.0, KernelKind.COMPUTE)
+    elif place == BEHIND:
         yield rt.launch(compute, "cal-gate", GATE_US, 1.0, KernelKind.COMPUTE)
         yield rt.copy(compute, case.nbytes, case.direction, case.memory, name, buf)
         yield rt.launch(compute, "cal-after", AFTER_US, 1.0, KernelKind.COMPUTE)
-    else:
+    elif case.memory is HostMemory.PINNED:  # beside, held until a short kernel ends
         yield rt.launch(compute, "cal-gate", GATE_US, 1.0, KernelKind.COMPUTE)
         gate = yield rt.record(compute)
         yield rt.wait_event(side, gate)
         yield rt.copy(side, case.nbytes, case.direction, case.memory, name, buf)
-        yield rt.launch(compute, "cal-beside", max(case.expected_us, AFTER_US), 1.0, KernelKind.COMPUTE)
+        yield rt.launch(compute, "cal-beside", beside_us, 1.0, KernelKind.COMPUTE)
+        yield rt.sync_stream(side)
+    else:  # pageable beside: the kernel first, then the copy on the idle side stream
+        yield rt.launch(compute, "cal-beside", beside_us, 1.0, KernelKind.COMPUTE)
+        yield rt.copy(side, case.nbytes, case.direction, case.memory, name, buf)
         yield rt.sync_stream(side)
     yield rt.sync_stream(compute)
     if previous is not None:
@@ -143,7 +166,7 @@ def copy_rounds_policy(rt: Runtime, plan: CopyPlan) -> PolicyGen:
     for r in range(plan.rounds):
         numbered = list(enumerate(plan.cases))
         for k, case in numbered if r % 2 == 0 else reversed(numbered):
-            place = BEHIND if (r + k) % 2 == 0 else BESIDE  # each case alternates placement from round to round
+            place = placements(case)[(r + k) % 2]  # each case alternates placement from round to round
             previous = yield from _one_copy(rt, compute, side, case, place, previous)
         if plan.duplex_bytes:
             if previous is not None:

@@ -75,6 +75,7 @@ from simpy.events import EventPriority
 from harness.backend import HOST_DEVICE, Backend, OpLog, RunResult, command_handlers
 from harness.gc_pause import collector_paused
 from harness.profile import Profile
+from harness.program import expand
 from harness.runtime import (
     COPY_KIND,
     IMMEDIATE,
@@ -105,6 +106,7 @@ from harness.runtime import (
     QueryEvent,
     Queue,
     Record,
+    RunProgram,
     Runtime,
     Spawn,
     Stream,
@@ -116,6 +118,7 @@ from harness.runtime import (
 )
 from sim.collectives import CollectiveBook, CollectiveModel, Meeting
 from sim.fluid import DONE_TOLERANCE, FluidServer, compute_rates, duplex_link_rates, solo_end_us
+from sim.program import program_commands
 from sim.timeline import NeedsEventModel, TimelineRun
 
 _KERNEL = OpKind.KERNEL.value
@@ -323,12 +326,14 @@ class SimBackend(Backend):
         seed: int = 0,
         *,
         fast: bool = True,
+        fast_programs: bool = True,
     ) -> None:
         if devices < 1:
             raise ValueError("a simulation needs at least one device")
         self.profile = profile
         self.device_name = profile.device.gpu_name
         self.fast = fast  # False: every op through the SimPy model (the reference the fast paths are tested against)
+        self.fast_programs = fast_programs  # False: program commands through their reference expansion
         self.env = _Environment()
         capacity = min(device_memory_bytes or profile.device.memory_bytes, profile.device.memory_bytes)
         self.devices = [_SimDevice(self.env, i, profile, capacity) for i in range(devices)]
@@ -363,7 +368,8 @@ class SimBackend(Backend):
         with collector_paused():
             if self.fast:  # one host thread and no contention: no event queue at all (sim.timeline)
                 runtime = Runtime(self.runtime.devices, backend="sim", seed=self.seed, profile=self.profile)
-                timeline = TimelineRun(self.profile, runtime, len(self.devices), self.devices[0].capacity_bytes)
+                capacity = self.devices[0].capacity_bytes
+                timeline = TimelineRun(self.profile, runtime, len(self.devices), capacity, self.fast_programs)
                 try:
                     return timeline.run(main, *args)
                 except NeedsEventModel as gave_up:  # run it again from the start on the full model
@@ -871,6 +877,12 @@ class SimBackend(Backend):
             return None
         device.used_bytes += cmd.nbytes
         return Buffer(self._new_id(), cmd.device, cmd.nbytes, cmd.name)
+
+    def _run_program(self, cmd: RunProgram, thread: Thread):
+        """A program command, driven as a nested policy: its commands made straight from the steps
+        (:func:`sim.program.program_commands`), or (``fast_programs`` off) its reference expansion."""
+        commands = program_commands if self.fast_programs else expand
+        return (yield from self._drive(commands(self.runtime, cmd), thread))
 
     def _free(self, cmd: Free, thread: Thread):
         cost = self._host.free_us

@@ -38,6 +38,7 @@ from typing import Any
 from harness.backend import HOST_DEVICE, RunResult
 from harness.oplog import OpLog
 from harness.profile import Profile
+from harness.program import expand
 from harness.runtime import (
     COPY_KIND,
     Alloc,
@@ -58,6 +59,7 @@ from harness.runtime import (
     PolicyGen,
     QueryEvent,
     Record,
+    RunProgram,
     Runtime,
     Stream,
     SyncEvent,
@@ -66,6 +68,7 @@ from harness.runtime import (
     WaitEvent,
 )
 from sim.fluid import DONE_TOLERANCE, solo_end_us
+from sim.program import run_on_timeline
 
 _NEVER = float("-inf")
 _KERNEL = OpKind.KERNEL.value
@@ -126,8 +129,11 @@ class _Stream:
 class TimelineRun:
     """Runs one policy on the timeline executor (see the module's docstring); made fresh for each run."""
 
-    def __init__(self, profile: Profile, runtime: Runtime, devices: int, capacity_bytes: int) -> None:
+    def __init__(
+        self, profile: Profile, runtime: Runtime, devices: int, capacity_bytes: int, fast_programs: bool = True
+    ) -> None:
         self.profile = profile
+        self.fast_programs = fast_programs  # False: program commands through their reference expansion
         self.runtime = runtime
         self.devices = [_Device(i, capacity_bytes, profile) for i in range(devices)]
         self.host = profile.host
@@ -151,12 +157,19 @@ class TimelineRun:
             HostWork: self._host_work,
             Alloc: self._alloc,
             Free: self._free,
+            RunProgram: self._run_program,
         }  # every other command (spawn, join, queues) needs the event model
 
     def run(self, main: Callable[..., PolicyGen], *args: Any) -> RunResult:
         self.next_id += 1
         Thread(self.next_id, _MAIN)  # the main thread's id, as the full model numbers it
-        send = main(self.runtime, *args).send
+        result = self._drive(main(self.runtime, *args))
+        self.log.extend(self.rows)
+        return RunResult(self.log, result, self.now_us)
+
+    def _drive(self, gen: PolicyGen) -> Any:
+        """Run a generator of commands to its end; returns its return value."""
+        send = gen.send
         handlers = self.handlers
         rows, log, chunk = self.rows, self.log, OpLog.CHUNK_ROWS
         value: Any = None
@@ -164,8 +177,7 @@ class TimelineRun:
             try:
                 cmd = send(value)
             except StopIteration as stop:
-                log.extend(rows)
-                return RunResult(log, stop.value, self.now_us)
+                return stop.value
             handler = handlers.get(type(cmd))
             if handler is None:
                 raise NeedsEventModel(f"{type(cmd).__name__} needs the event model")
@@ -173,6 +185,13 @@ class TimelineRun:
             if len(rows) >= chunk:  # rows are appended to a list (the cheapest append there is), logged in chunks
                 log.extend(rows)
                 rows.clear()
+
+    def _run_program(self, cmd: RunProgram) -> Any:
+        """A program command: its steps in one loop (:func:`sim.program.run_on_timeline`), or (``fast_programs``
+        off) its reference expansion (``harness.program.expand``) on this executor."""
+        if self.fast_programs:
+            return run_on_timeline(self, cmd)
+        return self._drive(expand(self.runtime, cmd))
 
     # ------------------------------------------------------------------ host
     def _host_row(self, kind: str, name: str, start_us: float) -> None:

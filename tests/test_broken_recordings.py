@@ -224,6 +224,8 @@ PROFILER_CASES = [
     ProfilerCase("--device absent from the file", lambda doc: None, "", "device 3 has no GPU events", device=3),
     # ---- the file itself
     ProfilerCase("event not an object", lambda doc: doc["traceEvents"].insert(4, 7), "event 4", "a JSON object"),
+    ProfilerCase("kernel args a list", _set(3, "args", [1]), "event 3, field 'args'", "a JSON object, got list"),
+    ProfilerCase("call args text", _set(10, "args", "corr=5"), "event 10, field 'args'", "a JSON object, got str"),
     ProfilerCase("traceEvents not a list", lambda doc: {"traceEvents": {"a": 1}}, "", "not a Chrome trace"),
     ProfilerCase("top level a string", lambda doc: "trace", "", "not a Chrome trace"),
     ProfilerCase("truncated", lambda doc: _json(doc)[:700], "byte ", "truncated"),
@@ -413,6 +415,12 @@ OP_TRACE_CASES = [
     OpTraceCase("aten count negative", _cell("call_launch", "gap_aten_ops", -1), ("column 'gap_aten_ops'", ">= 0")),
     OpTraceCase("name null", _cell("kernel", "name", None), ("column 'name'", "missing value")),
     OpTraceCase("stream null", _cell("memset", "stream", None), ("column 'stream'", "missing value")),
+    OpTraceCase(
+        "host gap null on a call",
+        _cell("call_sync_stream", "host_gap_us", math.nan),
+        ("column 'host_gap_us'", "CPU time before it"),
+        at="prepare",
+    ),
     OpTraceCase("thread null on a call", _cell("call_memcpy", "thread", None), ("column 'thread'",), at="prepare"),
     # ---- columns missing or mistyped
     OpTraceCase("no duration column", _without("duration_us"), ("column 'duration_us'", "missing")),

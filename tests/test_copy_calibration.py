@@ -16,6 +16,7 @@ from replay.calibrate import write_profile
 from replay.copy_calibration import (
     BEHIND,
     BESIDE,
+    IDLE,
     REFERENCE,
     copy_durations,
     copy_rounds_policy,
@@ -43,8 +44,10 @@ def test_copy_rounds_read_back_the_profiles_link_on_the_simulator(h100, read_bac
     plan, ops = read_back
     durations = copy_durations(ops)
     assert len(durations) == len(plan.cases)
-    # Each size alternates placement from round to round: behind a kernel on the compute stream, beside one.
-    assert all(set(by_place) == {BEHIND, BESIDE} for by_place in durations.values())
+    # Each size alternates placement from round to round: pinned behind a kernel on the compute stream or
+    # beside one; pageable (which holds the host) on an idle stream, alone or beside a kernel.
+    for (_, memory, _), by_place in durations.items():
+        assert set(by_place) == ({BEHIND, BESIDE} if memory == "pinned" else {IDLE, BESIDE})
     assert all(sum(map(len, by_place.values())) == 3 for by_place in durations.values())
     link = link_section(durations, duplex_durations(ops), plan.duplex_bytes)
     assert link["duplex_bandwidth_factor"] == pytest.approx(h100.duplex_bandwidth_factor, abs=1e-3)
@@ -164,3 +167,28 @@ def test_link_probes_append_rows_the_report_reads(tmp_path):
     assert list(frame.columns) == list(PROBE_COLUMNS)
     assert frame["when"].tolist() == ["before", "after"] and frame["median_us"].tolist() == [1220.0, 1290.5]
     assert [p.name for p in tmp_path.iterdir()] != [] and not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_copy_ab_sets_each_profiles_simulation_against_the_same_replay(tmp_path, capsys, monkeypatch):
+    """tools/copy_calibration_ab.py on the 2026-11-26 rerun's short-compute replay: its own profile gives the
+    report's errors (-5.00%, -6.86%); another profile gives other errors against the same measured medians."""
+    from fidelity.respec import respec
+    from harness.paths import REPO_ROOT, SPECS_DIR
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tools"))
+    import copy_calibration_ab
+
+    rerun = REPO_ROOT / "measurements" / "2026-11-26_h100-rerun_layer-streaming"
+    (tmp_path / "specs").mkdir()
+    name = "fidelity_short_compute"
+    respec(SPECS_DIR / f"{name}.toml", str(rerun / "profile.toml"), tmp_path / "specs" / f"{name}.toml")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / f"{name}-replay").symlink_to(rerun / "results" / f"{name}-replay")
+    other = REPO_ROOT / "traces" / "profiles" / "h100-sxm-pcie5-measured.toml"
+    assert copy_calibration_ab.main([str(tmp_path), str(rerun / "profile.toml"), str(other)]) == 0
+    text = (tmp_path / "copy_ab.md").read_text()
+    assert "| fidelity_short_compute | sync | 19,125.4 | 18,168.8 (-5.00%) |" in text
+    assert "- profile: median |error| 5.93%, worst 6.86%" in text
+    assert "- h100-sxm-pcie5-measured: median |error|" in text
+    assert copy_calibration_ab.main([str(tmp_path / "nowhere"), str(other)]) == 2
+    assert "no specs/ folder" in capsys.readouterr().err

@@ -457,8 +457,9 @@ def test_export_refuses_several_runs_and_writes_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.json.gz"]
 
 
+@pytest.mark.hta
 def test_holistic_trace_analysis_loads_the_export(tmp_path):
-    trace_mod = pytest.importorskip("hta.common.trace", reason="HolisticTraceAnalysis not installed")
+    import hta.common.trace as trace_mod
     path = export_perfetto(_run_ops(), tmp_path / "run.json.gz").path
     trace = trace_mod.Trace(trace_files={0: str(path)}, trace_dir=str(tmp_path))
     trace.load_traces(include_last_profiler_step=True, use_multiprocessing=False, use_memory_profiling=False)

@@ -63,7 +63,7 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = {
         "trace rows": f"{len(ops):,} ({np.count_nonzero(ops['kind'].str.startswith('call_')):,} host calls)",
-        "program calls": f"{sum(len(t.calls) for t in program.threads):,}",
+        "program calls": f"{sum(t.call_count for t in program.threads):,}",
         "prepare s": f"{prepare_s:.2f}",
         "simulated ops": f"{len(run.ops):,}",
         "simulate s (incl. ops table)": f"{simulate_s:.2f}",

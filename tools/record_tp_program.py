@@ -12,9 +12,9 @@ kernels carry their collective's size and group), and writes
 
     python3 tools/record_tp_program.py OUT --gpus 4 [--layers 16 --batch 32 --hidden 8192]
 
-Then ``harness trace import OUT/rank0.json.gz ... OUT/rank3.json.gz -o OUT/tp.parquet`` and a spec of
-``kind = "recorded"``, ``trace = "tp.parquet"``, ``devices = 4`` simulate it ``as_recorded``
-(``fidelity/run_collectives.sh`` does all of it). Needs torch with CUDA and N GPUs; imports nothing from the harness.
+Then ``harness trace import OUT/rank0.json.gz ... OUT/rank3.json.gz -o OUT/tp.parquet`` merges the ranks
+into one trace (``fidelity/run_collectives.sh`` does both). Needs torch with CUDA and N GPUs; imports nothing
+from the harness.
 """
 
 from __future__ import annotations

@@ -80,7 +80,8 @@ def calibrate(
     gpus: str = typer.Option("", help="--collectives: GPU counts to measure, comma-separated (default 2,4,8 as fit)."),
     interconnect: str = typer.Option("nvlink", help="--collectives: the [topology] interconnect (nvlink or pcie)."),
 ) -> None:
-    """Measure this GPU's hardware profile (host link, duplex, host costs, kernel tables) and write it.
+    """Measure this GPU's hardware profile (host link timed as runs issue copies, its drift, duplex, host costs,
+    kernel tables) and write it.
 
     With --profiler: measure what torch.profiler adds per recorded event in each mode, and what a plain eager
     PyTorch program pays per call, and write the base profile with them (what profiler_overhead = "subtract"

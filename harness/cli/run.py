@@ -89,6 +89,8 @@ def print_summary(loaded: LoadedSpec, results: SpecResults, out: Path, found: li
         for metric in frame.columns:
             table.add_row(metric, *(fmt(frame.loc[label, metric]) for label in frame.index))
     print_table(table)
+    for line in loaded.workload.notes(results.tables) if loaded.workload.notes else ():
+        console.print(escape(line), highlight=False)
     for _, run in results.failed.iterrows():
         err_console.print(f"[red]run {escape(run['run_id'])} failed:[/] {escape(run['error'])}", highlight=False)
     print_verdicts(list(found))

@@ -24,10 +24,15 @@ applied to the recording before any what-if transforms it.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
 
 from harness.profile import Profile, ProfilerCalibration
 from workloads.recorded.program import SYNC_CALLS, Call, RecordedProgram, ThreadProgram
+
+if TYPE_CHECKING:
+    from workloads.recorded.calltable import CallTable
 
 
 class CannotCompensate(ValueError):
@@ -100,6 +105,11 @@ def without_profiler_overhead(
     removed = 0.0
     threads = []
     for thread in program.threads:
+        if thread.table is not None:  # the same arithmetic, column-wise (its calls are all recorded ones)
+            table, removed_us = _table_without_overhead(thread.table, calibration)
+            removed = float(np.cumsum(np.concatenate(([removed], removed_us)))[-1])  # added in order, as below
+            threads.append(ThreadProgram(thread.name, table=table))
+            continue
         calls = []
         for call in thread.calls:
             if call.synthetic:
@@ -118,3 +128,38 @@ def without_profiler_overhead(
             calls.append(replace(call, host_before_us=result.host_before_us, duration_us=result.duration_us))
         threads.append(ThreadProgram(thread.name, tuple(calls)))
     return replace(program, threads=tuple(threads)), removed
+
+
+def _max(a, b):
+    """Python's ``max(a, b)``, element-wise: ``a`` unless ``b`` is greater (so a -0.0 stays -0.0)."""
+    return np.where(b > a, b, a)
+
+
+def _min(a, b):
+    """Python's ``min(a, b)``, element-wise: ``a`` unless ``b`` is less."""
+    return np.where(b < a, b, a)
+
+
+def _table_without_overhead(table: CallTable, calibration: ProfilerCalibration) -> tuple[CallTable, np.ndarray]:
+    """:func:`overheads_us` and :func:`remove_overhead` of every call of ``table``, column-wise, to the last bit."""
+    kind = table.kind
+    gap_oh = (
+        table.gap_aten_ops * calibration.overhead_us("aten_op")
+        + table.gap_ranges * calibration.overhead_us("range")
+        + (table.gap_calls + 1) * calibration.overhead_us("runtime_call")
+    )
+    graph = calibration.overhead_us("graph_launch") + table.op_count * calibration.overhead_us("graph_kernel")
+    call_oh = np.where(kind == "call_graph_launch", graph, 0.0)
+    floors = {k: calibration.floor_us.get(k, 0.0) for k in set(kind.tolist())}
+    floor = np.array([floors[k] for k in kind.tolist()], dtype=np.float64)
+    host_work = ~np.isin(kind, SYNC_CALLS)
+    duration = table.duration_us
+    before = _max(table.host_before_us, 0.0)
+    own = np.where(host_work, _max(duration, 0.0), 0.0)
+    total = before + own
+    budget = _min(_max(gap_oh, 0.0) + _max(call_oh, 0.0), _max(total - floor, 0.0))
+    from_call = _min(_min(own, _max(call_oh, 0.0)), budget)
+    from_gap = _min(before, budget - from_call)
+    from_call = from_call + _min(own - from_call, budget - from_call - from_gap)
+    lighter = table.with_costs(before - from_gap, np.where(host_work, duration - from_call, duration))
+    return lighter, from_gap + from_call

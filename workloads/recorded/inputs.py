@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pydantic
 
-from harness.errors import SPEC_WORKLOAD, InputError
+from harness.errors import InputError
 from harness.trace import load_trace, require_values
 from harness.workload import PrepareContext, WorkloadParams
 from workloads.recorded.program import RecordedProgram, build_program
@@ -21,7 +20,6 @@ class RecordedParams(WorkloadParams):
     """The ``[workload]`` table of a recorded spec."""
 
     trace: str  # op trace written by `harness trace import`, relative to the spec file
-    devices: int = pydantic.Field(default=1, ge=1, le=64)  # GPUs the run has: a multi-rank recording's rank count
 
 
 def prepare(ctx: PrepareContext) -> RecordedProgram:
@@ -39,17 +37,11 @@ def prepare(ctx: PrepareContext) -> RecordedProgram:
         raise InputError(path, "", "the trace records no host runtime calls: nothing to re-issue")
     require_values(path, ops, "start_us", np.ones(len(ops), dtype=bool), "a recorded op needs its start")
     require_values(path, ops, "thread", is_call, "a host call needs its thread")
-    if params.devices == 1:
-        ops = _one_device(path, ops)
+    require_values(path, ops, "host_gap_us", is_call, "a host call needs the CPU time before it")
+    ops = _one_device(path, ops)
     program = build_program(ops, str(path), trace.provenance.profiler_mode)
     if not program.streams:
         raise InputError(path, "", "no GPU op of the trace is linked to a host call (column 'correlation')")
-    if program.devices > params.devices:
-        raise InputError(
-            SPEC_WORKLOAD,
-            "field 'devices'",
-            f"the trace {path.name} uses {program.devices} GPUs; set devices = {program.devices} in [workload]",
-        )
     return program
 
 
@@ -61,8 +53,7 @@ def _one_device(path, ops: pd.DataFrame) -> pd.DataFrame:
             path,
             "column 'device'",
             f"GPU ops of {len(devices)} devices {devices}: a recorded program runs on one; "
-            f"re-import the recording with --device N (e.g. --device {devices[0]}), or, for one trace per rank "
-            f"merged by `harness trace import rank0 rank1 ...`, set devices = {len(devices)} in [workload]",
+            f"re-import the recording with --device N (e.g. --device {devices[0]})",
         )
     if devices and devices[0] != 0:
         ops = ops.assign(device=ops["device"].where(ops["device"] < 0, 0).astype(ops["device"].dtype))

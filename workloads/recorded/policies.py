@@ -13,7 +13,17 @@ loop pays more than eager PyTorch for a small kernel launch). With
 ``"profile"`` calls cost what the hardware profile says a PyTorch program pays
 (``[host_costs.pytorch_eager]``, :meth:`harness.profile.Profile.program_call_cost_us`;
 in a profile without those, the replay engine's own costs): a what-if of this
-program on another host. Calls a what-if adds are charged the same way.
+program on another host. Calls a what-if adds cost what an eager PyTorch program
+pays for one of their kind (:mod:`.host_costs`: the profile's
+``[host_costs.pytorch_eager]``, else the recording's own calls of that kind), never
+the replay engine's.
+
+**CUDA graphs** keep the GPU time the recording shows around their kernels
+(``graph_timing = "recorded"``: the lead-in after the launch returns, the gaps
+between kernels, the tail before the next op; :class:`~.program.GraphTiming`), as
+spacer kernels (``graph lead-in``, ``graph tail``) that the metrics leave out;
+``"profile"``: the kernels back to back with the profile's gap (for the replay,
+whose GPU adds its own).
 
 **Profiler overhead.** ``profiler_overhead = "keep"`` (the default) re-issues the
 recording as recorded, the profiler's host overhead included: the prediction is
@@ -32,30 +42,18 @@ prediction's meaning must not depend on which profile happens to be calibrated.
 
 from __future__ import annotations
 
-import functools
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import pydantic
 
-from harness.multirank_import import parse_collective_name
-from harness.runtime import (
-    Communicator,
-    Direction,
-    Event,
-    GraphKernel,
-    HostMemory,
-    KernelKind,
-    PolicyGen,
-    Runtime,
-    Stream,
-)
+from harness.program import StepProgram
+from harness.runtime import PolicyGen, Runtime
 from harness.workload import PolicyParams
-from workloads.recorded import compensation, whatif
-from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey, ThreadProgram, is_gemm
-
-COPIES = {"copy_h2d": Direction.H2D, "copy_d2h": Direction.D2H}
+from workloads.recorded import compensation, host_costs, steps, whatif
+from workloads.recorded.program import RecordedProgram
+from workloads.recorded.steps import DEFAULT_GRAPH_TIMING, GRAPH_LEAD_IN, GRAPH_TAIL  # noqa: F401 (metrics read them)
 
 
 class AsRecordedParams(PolicyParams):
@@ -66,6 +64,9 @@ class AsRecordedParams(PolicyParams):
     # be shorter than the GPU's shortest back-to-back kernel (about 2 µs); 0 keeps recorded durations.
     min_kernel_us: float = pydantic.Field(default=0.0, ge=0.0)
     compute_share: float = pydantic.Field(default=1.0, gt=0.0, le=1.0)  # share of the GPU each kernel occupies
+    # "recorded": a graph's kernels start, run apart and end as the recording's graphs show (GraphTiming; a
+    # recording without graphs: DEFAULT_GRAPH_TIMING); "profile": back to back with the profile's gap only.
+    graph_timing: Literal["recorded", "profile"] = "recorded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,17 +77,7 @@ class RecordedResult:
     unresolved_waits: int  # waits on an event the program never recorded (left out)
     profiler_overhead: str = "keep"  # what the run did with the recording's profiler overhead
     overhead_removed_us: float = 0.0  # host time taken out of the recorded calls ("subtract")
-
-
-@dataclass
-class _Shared:
-    """State the program's host threads share: streams, events, which streams have work outstanding."""
-
-    streams: dict[StreamKey, Stream]
-    events: dict[int, Event] = field(default_factory=dict)
-    outstanding: set[StreamKey] = field(default_factory=set)
-    unresolved_waits: int = 0
-    communicators: dict[tuple[int, ...], Communicator] = field(default_factory=dict)  # by devices
+    what_ifs: tuple = ()  # what the what-if changed (whatif.WhatIfSummary per transform; () for as_recorded)
 
 
 def as_recorded(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
@@ -111,163 +102,59 @@ def _compensated(rt: Runtime, program: RecordedProgram, params: AsRecordedParams
     return entry[2], entry[3]
 
 
-def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
-    """Re-issue ``program``: its streams, then each host thread's calls (the first thread is this one)."""
-    streams = {}
-    for device, name in program.streams:
-        streams[(device, name)] = yield rt.create_stream(device, f"s{name}" if device == 0 else f"d{device}s{name}")
-    shared = _Shared(streams)
-    others = []
-    for thread in program.threads[1:]:
-        others.append((yield rt.spawn(_run_thread, program, thread, shared, params, name=f"thread{thread.name}")))
-    calls = yield from _run_thread(rt, program, program.threads[0], shared, params)
-    for other in others:
-        calls += yield rt.join(other)
-    return RecordedResult(calls, shared.unresolved_waits)
+_steps: dict[tuple, tuple[RecordedProgram, StepProgram]] = {}
 
 
-def _run_thread(
-    rt: Runtime, program: RecordedProgram, thread: ThreadProgram, shared: _Shared, params: AsRecordedParams
-) -> PolicyGen:
-    recorded = params.host_costs == "recorded"
-    devices = _thread_devices(thread) if program.devices > 1 else None
-    for call in thread.calls:
-        if call.host_before_us > 0.0:
-            yield rt.host_work(call.host_before_us, f"cpu:{call.group}" if call.group else "cpu")
-        yield from _issue(rt, params, call, shared, _host_us(rt, call, recorded), devices)
-    return len(thread.calls)
-
-
-def _host_us(rt: Runtime, call: Call, recorded: bool) -> float | None:
-    """What a call costs the host: its recorded duration; else (added by a what-if, or host_costs = "profile")
-    what a PyTorch program pays for one of its kind when the profile says (``[host_costs.pytorch_eager]``),
-    else None: the backend's own figure (the replay engine's)."""
-    if recorded and not call.synthetic:
-        return call.duration_us
+def step_program_for(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> StepProgram:
+    """The steps ``program`` becomes for this run's profile and ``params``, made once (runs re-issue the same)."""
     profile = rt.profile
-    if profile is not None and profile.pytorch_eager_measured:
-        return profile.program_call_cost_us(call.kind)
-    return None
+    key = (
+        id(program),
+        params.host_costs,
+        params.min_kernel_us,
+        params.compute_share,
+        params.graph_timing,
+        getattr(profile, "name", None),
+    )
+    entry = _steps.get(key)
+    if entry is None or entry[0] is not program:
+        costs = steps.HostCosts(params.host_costs == "recorded", profile, added_call_costs_us(program, profile))
+        timing = (program.graph_timing or DEFAULT_GRAPH_TIMING) if params.graph_timing == "recorded" else None
+        made = steps.step_program(program, costs, params.min_kernel_us, params.compute_share, timing)
+        entry = _steps[key] = (program, made)
+    return entry[1]
 
 
-def _thread_devices(thread: ThreadProgram) -> frozenset[int]:
-    """The devices a thread's calls address: what its device-wide syncs wait for (one rank of a multi-rank
-    recording syncs its own GPU, not the other ranks')."""
-    found = {op.stream[0] for call in thread.calls for op in call.ops}
-    return frozenset(found | {call.stream[0] for call in thread.calls if call.stream is not None})
+def added_call_costs_us(program: RecordedProgram, profile) -> dict[str, float]:
+    """What calls a what-if added cost (:func:`host_costs.added_call_costs_us`); {} for a program with none (a
+    recording as imported: its threads are call tables, and reading their calls would build every Call)."""
+    if all(thread.table is not None for thread in program.threads):
+        return {}
+    return host_costs.added_call_costs_us(program, profile)
 
 
-def _issue(
-    rt: Runtime,
-    params: AsRecordedParams,
-    call: Call,
-    shared: _Shared,
-    host_us: float | None,
-    devices: frozenset[int] | None = None,
-) -> PolicyGen:
-    """The commands one call becomes; ``host_us`` (the call's recorded cost, or None) goes to its first command.
-
-    ``devices``: the thread's own devices (a multi-device program): a device-wide sync waits for those only."""
-    kind = call.kind
-    for key, event in call.wait_before:  # inferred orderings: free on the host, the recording has no call for them
-        if event in shared.events:
-            yield rt.wait_event(shared.streams[key], shared.events[event], host_us=0.0)
-    if kind in ("call_launch", "call_memset", "call_memcpy"):
-        for i, op in enumerate(call.ops):
-            yield from _device_op(rt, params, op, shared, host_us if i == 0 else 0.0)
-        if call.synchronous and call.ops:
-            yield rt.sync_stream(shared.streams[call.ops[0].stream])
-            shared.outstanding.discard(call.ops[0].stream)
-    elif kind == "call_graph_launch" and call.ops:
-        kernels = _graph_kernels(call, params.min_kernel_us, params.compute_share)
-        key = call.ops[0].stream
-        yield rt.launch_graph(shared.streams[key], f"graph:{call.group or call.name}", kernels, host_us)
-        shared.outstanding.add(key)
-    elif kind == "call_record" and call.event is not None and call.stream in shared.streams:
-        shared.events[call.event] = yield rt.record(shared.streams[call.stream], host_us)
-    elif kind == "call_wait" and call.stream in shared.streams:
-        event = shared.events.get(call.waits_for) if call.waits_for is not None else None
-        if event is not None:
-            yield rt.wait_event(shared.streams[call.stream], event, host_us)
-        else:
-            shared.unresolved_waits += 1
-    elif kind == "call_sync_event" and call.waits_for in shared.events:
-        yield rt.sync_event(shared.events[call.waits_for])
-    elif kind == "call_sync_stream" and call.stream in shared.streams:
-        yield rt.sync_stream(shared.streams[call.stream])
-        shared.outstanding.discard(call.stream)
-    elif kind in ("call_sync_stream", "call_sync_device", "call_sync_event"):
-        # Device-wide, or a stream/event the recording does not name: wait for every stream with work.
-        for key in sorted(shared.outstanding):
-            if devices is None or key[0] in devices:
-                yield rt.sync_stream(shared.streams[key])
-                shared.outstanding.discard(key)
-    for key, event in call.record_after:
-        shared.events[event] = yield rt.record(shared.streams[key], host_us=0.0)
-
-
-def _device_op(
-    rt: Runtime, params: AsRecordedParams, op: DeviceOp, shared: _Shared, host_us: float | None
-) -> PolicyGen:
-    stream = shared.streams[op.stream]
-    shared.outstanding.add(op.stream)
-    if op.kind in COPIES:
-        yield rt.copy(stream, op.nbytes, COPIES[op.kind], HostMemory(op.host_memory), op.name, host_us=host_us)
-    elif op.kind == "collective" and (call := parse_collective_name(op.name)) is not None:
-        yield from _collective(rt, shared, stream, call, host_us)
-    else:  # kernel, memset, device-to-device copy: GPU work of the recorded duration
-        k = _graph_kernel(params, op)
-        yield rt.launch(stream, k.name, k.duration_us, k.compute_share, k.kind, host_us=host_us)
-
-
-def _collective(rt: Runtime, shared: _Shared, stream: Stream, call, host_us: float | None) -> PolicyGen:
-    """A recorded NCCL kernel (harness.multirank_import) as the runtime's collective: the simulator makes the
-    ranks meet and times it from the profile, rather than taking the recorded duration (which holds the wait)."""
-    comm = shared.communicators.get(call.devices)
-    if comm is None:
-        comm = yield rt.create_communicator(call.devices, "ranks" + "-".join(map(str, call.devices)))
-        shared.communicators[call.devices] = comm
-    if call.op in ("send", "recv"):
-        yield getattr(rt, call.op)(stream, comm, call.nbytes, call.peer, call.kernel, host_us)
-    elif call.op == "broadcast":
-        yield rt.broadcast(stream, comm, call.nbytes, call.peer, call.kernel, host_us)
-    else:
-        yield getattr(rt, call.op)(stream, comm, call.nbytes, call.kernel, host_us)
-
-
-def _graph_kernel(params: AsRecordedParams, op: DeviceOp) -> GraphKernel:
-    return _kernel(op, params.min_kernel_us, params.compute_share)
-
-
-SHORT_KERNEL_US = 10.0
-"""Kernels shorter than this stand in as a timer on one warp in the replay (KernelKind.LATENCY): a
-memory- or compute-bound stand-in that short is mostly its own launch, and inside a CUDA graph it
-does not keep the duration it was tuned to. The simulator does not look at the kind."""
-
-
-def _kernel(op: DeviceOp, min_kernel_us: float, compute_share: float) -> GraphKernel:
-    duration_us = max(op.duration_us, min_kernel_us)
-    if duration_us < SHORT_KERNEL_US:
-        kind = KernelKind.LATENCY
-    elif op.kind == "kernel" and is_gemm(op.name):
-        kind = KernelKind.COMPUTE
-    else:
-        kind = KernelKind.MEMORY
-    return GraphKernel(op.name, duration_us, compute_share, kind)
-
-
-@functools.cache
-def _graph_kernels(call: Call, min_kernel_us: float, compute_share: float) -> tuple[GraphKernel, ...]:
-    """A graph launch's kernels, built once per call (the same tuple on every run: the replay keys its graphs by it)."""
-    return tuple(_kernel(op, min_kernel_us, compute_share) for op in call.ops)
+def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
+    """Re-issue ``program``: its streams, then every host thread's steps as one program command."""
+    streams = []
+    for device, name in program.streams:
+        streams.append((yield rt.create_stream(device, f"s{name}" if device == 0 else f"d{device}s{name}")))
+    outcome = yield rt.run_program(step_program_for(rt, program, params), streams)
+    return RecordedResult(sum(t.call_count for t in program.threads), outcome.unresolved_waits)
 
 
 # --------------------------------------------------------------------------- what-ifs (whatif.py)
 
 
-class PrefetchCopiesParams(AsRecordedParams):
-    depth: int = pydantic.Field(default=1, ge=1)  # groups ahead
-    budget_bytes: int | None = pydantic.Field(default=None, gt=0)  # device memory for the copy buffers
+Groups = Literal["auto", "marks", "copy_runs", "host_syncs"]  # how a what-if finds groups (whatif.py)
+
+
+class GroupedParams(AsRecordedParams):
+    groups: Groups = "auto"  # the recording's marks when it has any, else inferred (whatif.grouped)
+
+
+class PrefetchCopiesParams(GroupedParams):
+    depth: int = pydantic.Field(default=1, ge=1)  # groups whose copies are in flight ahead of the compute
+    budget_bytes: int | None = pydantic.Field(default=None, gt=0)  # device memory for the copies in flight
 
 
 class ScaleKernelsParams(AsRecordedParams):
@@ -287,11 +174,10 @@ class ScaleKernelsParams(AsRecordedParams):
 
 
 _TRANSFORMS = {
-    "prefetch_copies": lambda program, p: whatif.prefetch_copies(program, p.depth, p.budget_bytes),
-    "async_d2h": lambda program, p: whatif.async_d2h(program),
-    "graph_launch": lambda program, p: whatif.graph_launch(program),
+    "prefetch_copies": lambda program, p: whatif.prefetch_copies(program, p.depth, p.budget_bytes, p.groups),
+    "async_d2h": lambda program, p: whatif.async_d2h(program, p.groups),
+    "graph_launch": lambda program, p: whatif.graph_launch(program, p.groups),
     "scale_kernels": lambda program, p: whatif.scale_kernels(program, p.factors),
-    "overlap_collectives": lambda program, p: whatif.overlap_collectives(program),
 }
 _transformed: dict[tuple[int, str, str], tuple[RecordedProgram, RecordedProgram]] = {}
 
@@ -308,8 +194,14 @@ def transformed(name: str, program: RecordedProgram, params: AsRecordedParams) -
 def _what_if(name: str):
     def main(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
         program, removed_us = _compensated(rt, program, params)  # before the what-if: it moves compensated gaps
-        result = yield from _run_program(rt, transformed(name, program, params), params)
-        return replace(result, profiler_overhead=params.profiler_overhead, overhead_removed_us=removed_us)
+        changed = transformed(name, program, params)
+        result = yield from _run_program(rt, changed, params)
+        return replace(
+            result,
+            profiler_overhead=params.profiler_overhead,
+            overhead_removed_us=removed_us,
+            what_ifs=changed.what_ifs,
+        )
 
     def check(program: RecordedProgram, params: AsRecordedParams) -> None:
         transformed(name, program, params)  # raises NotApplicable (a ValueError) naming what it looked for
@@ -322,4 +214,3 @@ prefetch_copies, check_prefetch_copies = _what_if("prefetch_copies")
 async_d2h, check_async_d2h = _what_if("async_d2h")
 graph_launch, check_graph_launch = _what_if("graph_launch")
 scale_kernels, check_scale_kernels = _what_if("scale_kernels")
-overlap_collectives, check_overlap_collectives = _what_if("overlap_collectives")

@@ -31,11 +31,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from harness.gc_pause import collector_paused
+
+if TYPE_CHECKING:
+    from workloads.recorded.calltable import CallTable
 
 StreamKey = tuple[int, str]  # (device, recorded stream id)
 
@@ -49,7 +53,6 @@ MODELLED_CALLS = (
     "call_wait",
     *SYNC_CALLS,
 )
-_MODELLED = frozenset(MODELLED_CALLS)
 INFER_TOLERANCE_US = 20.0  # a GPU op that started this much later than its launch and stream allowed was held
 
 
@@ -89,10 +92,47 @@ class Call:
     gap_calls: int = 0
 
 
-@dataclass(frozen=True, slots=True)
 class ThreadProgram:
-    name: str
-    calls: tuple[Call, ...]
+    """One host thread's calls: given as ``Call`` objects, or as columns (:class:`~.calltable.CallTable`, what
+    ``build_program`` makes) whose ``Call`` objects are made the first time ``calls`` is read."""
+
+    __slots__ = ("name", "_calls", "table")
+
+    def __init__(self, name: str, calls: tuple[Call, ...] | None = None, table: CallTable | None = None) -> None:
+        if calls is None and table is None:
+            raise ValueError(f"thread {name!r}: give its calls or its call table")
+        self.name = name
+        self._calls = calls
+        self.table = table
+
+    @property
+    def calls(self) -> tuple[Call, ...]:
+        if self._calls is None:
+            self._calls = self.table.calls()
+        return self._calls
+
+    @property
+    def call_count(self) -> int:
+        return len(self._calls) if self._calls is not None else len(self.table)
+
+    def __repr__(self) -> str:
+        return f"ThreadProgram({self.name!r}, {self.call_count} calls)"
+
+
+@dataclass(frozen=True, slots=True)
+class GraphTiming:
+    """The GPU's time around a CUDA graph's kernels, as the recording shows it (medians over its graph launches).
+
+    A graph's kernels start ``lead_in_us`` after its ``cudaGraphLaunch`` returns, run
+    ``kernel_gap_us`` apart, and the next op queued behind the graph on its stream starts
+    ``tail_us`` after the graph's last kernel ends (measured only where that op was launched
+    before the graph ended, so that it waited for it).
+    """
+
+    launches: int
+    lead_in_us: float
+    kernel_gap_us: float
+    tail_us: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,31 +149,23 @@ class RecordedProgram:
     source: str
     profiler_mode: str = ""  # the recording's torch.profiler mode (the trace's provenance; "" when unknown)
     gap_counts: bool = False  # the trace says which profiler events each call's gap holds (format 3)
+    what_ifs: tuple = ()  # what each what-if applied to it changed (whatif.WhatIfSummary), in order
+    graph_timing: GraphTiming | None = None  # the GPU's time around its CUDA graphs' kernels, as recorded
 
 
-_OP_COLUMNS = ("correlation", "kind", "device", "stream", "name", "duration_us", "bytes", "host_memory")
-_CALL_COLUMNS = ("start_us", "host_gap_us", "duration_us", "correlation", "stream", "wait_correlation")
-_CALL_COLUMNS += ("kind", "name", "group", "gap_aten_ops", "gap_ranges")
-
-
-def _rows(frame: pd.DataFrame, columns: tuple[str, ...]):
-    """The frame's rows as tuples of Python values (what ``itertuples`` gives, without a namedtuple per row)."""
-    return zip(*(frame[column].tolist() for column in columns))
-
-
-def _device_op(kind, device, stream, name, duration_us, nbytes, host_memory) -> DeviceOp:
-    memory = host_memory if isinstance(host_memory, str) and host_memory else "pinned"
-    return DeviceOp(kind, (int(device), str(stream)), str(name), float(duration_us), int(nbytes), memory)
+_GEMM = re.compile(r"gemm|matmul|cutlass|xmma|mma_|cublas|sm\d\d_", re.IGNORECASE)
 
 
 def is_gemm(name: str) -> bool:
     """Whether a recorded kernel is a matrix product (the replay then stands it in with matrix work)."""
-    return re.search(r"gemm|matmul|cutlass|xmma|mma_|cublas|sm\d\d_", name, re.IGNORECASE) is not None
+    return _GEMM.search(name) is not None
 
 
 @collector_paused()  # a program of a long recording is millions of objects kept to the end
 def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> RecordedProgram:
-    """The recorded program of an imported trace (see the module docstring)."""
+    """The recorded program of an imported trace (see the module docstring); its threads' calls as columns."""
+    from workloads.recorded.calltable import OpTable, thread_table
+
     missing = [c for c in ("gap_aten_ops", "gap_ranges") if c not in ops.columns]  # frames of older traces
     ops = ops.assign(**dict.fromkeys(missing)) if missing else ops
     is_call = ops["kind"].str.startswith("call_").to_numpy(dtype=bool)  # before the strings become objects
@@ -142,31 +174,28 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     calls = ops[is_call].sort_values(["thread", "start_us"], kind="stable")
     gpu = ops[(ops["device"].to_numpy() >= 0) & ~is_call]
     linked = gpu[gpu["correlation"].isin(calls["correlation"])]
-    by_corr: dict[int, list[DeviceOp]] = {}
-    for correlation, *op in _rows(linked.sort_values(["correlation", "start_us"], kind="stable"), _OP_COLUMNS):
-        by_corr.setdefault(int(correlation), []).append(_device_op(*op))
+    op_table = OpTable.of(linked)
     # Only a wait that names its record's correlation orders streams by itself; torch 2.11's sync events
     # name the waiting stream and an event id but not the record (-1), so the ordering is inferred then.
     sync_events = bool(calls["wait_correlation"].notna().any())
 
-    first_gpu_call = calls[calls["correlation"].isin(by_corr)]["start_us"].min()
+    first_gpu_call = calls[calls["correlation"].isin(linked["correlation"])]["start_us"].min()
     leading = calls[calls["kind"].isin(SYNC_CALLS) & (calls["start_us"] < first_gpu_call)]
     start_us = float((leading["start_us"] + leading["duration_us"]).max()) if len(leading) else 0.0
     calls = calls.drop(leading.index)
 
     waits, records, inferred = infer_waits(gpu, calls) if not sync_events else ({}, {}, 0)
     threads = []
+    first_start = calls.groupby("thread", sort=False)["start_us"].min()
     for thread, rows in calls.groupby("thread", sort=False):
-        device = _only_device(rows, by_corr)
-        threads.append(ThreadProgram(str(thread), _thread_calls(rows, by_corr, start_us, waits, records, device)))
-    threads.sort(key=lambda t: float(calls[calls["thread"] == t.name]["start_us"].min()))
+        table = thread_table(rows, op_table, start_us, waits, records)
+        threads.append(ThreadProgram(str(thread), table=table))
+    threads.sort(key=lambda t: float(first_start[t.name] if t.name in first_start.index else 0.0))
 
     ends = [float((calls["start_us"] + calls["duration_us"]).max())]
     if len(linked):
         ends.append(float((linked["start_us"] + linked["duration_us"]).max()))
-    streams = tuple(
-        sorted({op.stream for group in by_corr.values() for op in group}, key=lambda s: (s[0], _natural(s[1])))
-    )
+    streams = tuple(sorted(set(op_table.stream.tolist()), key=lambda s: (s[0], _natural(s[1]))))
     return RecordedProgram(
         threads=tuple(threads),
         streams=streams,
@@ -180,74 +209,43 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
         source=source,
         profiler_mode=profiler_mode,
         gap_counts=bool(len(calls)) and bool(calls["gap_aten_ops"].notna().all()),
+        graph_timing=measure_graph_timing(gpu, calls),
+    )
+
+
+def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming | None:
+    """What the recording shows of the GPU around its graphs' kernels (:class:`GraphTiming`); None without graphs."""
+    launches = calls[calls["kind"] == "call_graph_launch"]
+    kernels = gpu[gpu["correlation"].isin(launches["correlation"])]
+    if kernels.empty:
+        return None
+    returned = (launches["start_us"] + launches["duration_us"]).groupby(launches["correlation"]).max()
+    ordered = gpu.assign(end_us=gpu["start_us"] + gpu["duration_us"]).sort_values("start_us", kind="stable")
+    leads, gaps, tails = [], [], []
+    for correlation, graph in ordered[ordered["correlation"].isin(returned.index)].groupby("correlation"):
+        starts, ends = graph["start_us"].to_numpy(), graph["end_us"].to_numpy()
+        leads.append(max(0.0, float(starts[0] - returned[correlation])))
+        gaps.extend(np.clip(starts[1:] - ends[:-1], 0.0, None).tolist())
+        last = float(ends.max())
+        device, stream = graph["device"].iloc[0], graph["stream"].iloc[0]
+        behind = ordered[
+            (ordered["device"] == device)
+            & (ordered["stream"] == stream)
+            & (ordered["start_us"] >= last - 0.5)
+            & (ordered["correlation"] != correlation)
+        ]
+        if len(behind) and float(behind["launch_us"].iloc[0]) < last:
+            tails.append(max(0.0, float(behind["start_us"].iloc[0]) - last))
+    return GraphTiming(
+        launches=len(leads),
+        lead_in_us=float(np.median(leads)),
+        kernel_gap_us=float(np.median(gaps)) if gaps else 0.0,
+        tail_us=float(np.median(tails)) if tails else 0.0,
     )
 
 
 def _natural(name: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
-
-
-def _missing(value: object) -> bool:
-    """``pd.isna`` of one cell, without its per-call cost (it is called for every row of a recording)."""
-    return value is None or value is pd.NA or value != value
-
-
-def _only_device(rows: pd.DataFrame, by_corr) -> int:
-    """The device of every GPU op a thread launched when that is one device (a rank of a multi-rank recording):
-    the device its calls that name a stream but launch nothing (syncs, records, waits) address; else 0."""
-    found = {op.stream[0] for corr in rows["correlation"].dropna() for op in by_corr.get(int(corr), ())}
-    return found.pop() if len(found) == 1 else 0
-
-
-def _thread_calls(rows: pd.DataFrame, by_corr, start_us: float, waits, records, device: int = 0) -> tuple[Call, ...]:
-    out: list[Call] = []
-    pending_us = 0.0
-    pending_aten = pending_ranges = pending_calls = 0
-    previous_end = start_us
-    for start, host_gap_us, duration, correlation, stream_id, wait, kind, name, group, aten, ranges in _rows(
-        rows, _CALL_COLUMNS
-    ):
-        gap = float(start) - previous_end if not out and pending_us == 0.0 else float(host_gap_us or 0.0)
-        previous_end = float(start) + float(duration)
-        pending_us += max(0.0, gap)
-        pending_aten += 0 if _missing(aten) else int(aten)
-        pending_ranges += 0 if _missing(ranges) else int(ranges)
-        corr = None if _missing(correlation) else int(correlation)
-        ops = tuple(by_corr.get(corr, ())) if corr is not None else ()
-        stream = (device, str(stream_id)) if isinstance(stream_id, str) and stream_id else None
-        if ops:
-            stream = ops[0].stream
-        # A record or wait whose stream or event the recording does not name cannot be re-issued:
-        # its host time stays, and the ordering it made is inferred (infer_waits).
-        unnamed = (kind == "call_record" and stream is None) or (
-            kind == "call_wait" and (stream is None or _missing(wait))
-        )
-        if kind not in _MODELLED or unnamed:
-            pending_us += float(duration)  # allocation, free, queries: host time
-            pending_calls += 1
-            continue
-        out.append(
-            Call(
-                kind=kind,
-                name=str(name),
-                host_before_us=pending_us,
-                duration_us=float(duration),
-                stream=stream,
-                ops=ops,
-                group=group if isinstance(group, str) else "",
-                event=corr if kind == "call_record" else None,
-                waits_for=None if _missing(wait) else int(wait),
-                synchronous=kind == "call_memcpy" and "Async" not in str(name),
-                wait_before=tuple(waits.get(corr, ())),
-                record_after=tuple(records.get(corr, ())),
-                gap_aten_ops=pending_aten,
-                gap_ranges=pending_ranges,
-                gap_calls=pending_calls,
-            )
-        )
-        pending_us = 0.0
-        pending_aten = pending_ranges = pending_calls = 0
-    return tuple(out)
 
 
 def infer_waits(gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[dict, dict, int]:
@@ -272,13 +270,16 @@ def infer_waits(gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[dict, dict, int
     for device, dev_ops in ops.groupby("device"):
         by_end = dev_ops.sort_values("end_us", kind="stable")
         ends, end_streams, end_corrs = (by_end[c].to_numpy() for c in ("end_us", "stream", "correlation"))
-        previous_end: dict[str, float] = {}
-        columns = (dev_ops[c].to_numpy() for c in ("stream", "start_us", "end_us", "launched_us", "correlation"))
-        for stream, start, end, launched, corr in zip(*columns):
-            allowed = max(previous_end.get(stream, -np.inf), launched)
-            previous_end[stream] = max(previous_end.get(stream, -np.inf), end)
-            if start <= allowed + INFER_TOLERANCE_US:
-                continue
+        stream_of = dev_ops["stream"].to_numpy()
+        start_of, end_of = dev_ops["start_us"].to_numpy(), dev_ops["end_us"].to_numpy()
+        # each op's stream's latest end before it (in start order; -inf for the first): a running max
+        latest = pd.Series(end_of).groupby(stream_of).cummax().groupby(stream_of).shift(1).fillna(-np.inf)
+        allowed_of = np.maximum(latest.to_numpy(), dev_ops["launched_us"].to_numpy())
+        held = np.flatnonzero(~(start_of <= allowed_of + INFER_TOLERANCE_US))  # the others were not held
+        corr_of = dev_ops["correlation"].to_numpy()
+        for stream, start, allowed, corr in zip(
+            stream_of[held].tolist(), start_of[held].tolist(), allowed_of[held].tolist(), corr_of[held].tolist()
+        ):
             i = int(np.searchsorted(ends, start + 1.0, side="right")) - 1  # the latest end by start + 1 µs ...
             while i >= 0 and ends[i] >= allowed and end_streams[i] == stream:  # ... on another stream
                 i -= 1

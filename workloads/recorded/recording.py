@@ -93,5 +93,5 @@ class RecordingBackend(Backend):
 
     def run(self, main, program: RecordedProgram, *args) -> RunResult:
         rows = recording_rows(self.trace_ops, program)
-        calls = sum(len(t.calls) for t in program.threads)
+        calls = sum(t.call_count for t in program.threads)
         return RunResult(rows, RecordedResult(calls, 0), max((r.end_us for r in rows), default=0.0))

@@ -1,0 +1,237 @@
+"""A host thread's recorded calls as columns: what :func:`~.program.build_program` makes of a long recording.
+
+A recording of a million ops is half a million calls; as :class:`~.program.Call`
+objects they cost most of the time it takes to simulate it. :func:`thread_table`
+works out, column-wise, exactly the calls ``build_program`` defines (the module
+docstring of :mod:`.program`): which trace rows become calls, each call's CPU
+time before it (its gap plus the calls folded into it, summed in trace order as
+the row-by-row definition adds them), its GPU ops (a slice of one op table), its
+stream, event and counts. :meth:`CallTable.calls` makes the ``Call`` objects
+when something needs them (a what-if, compensation of a program with graph
+launches, tests); :mod:`.steps` builds a step program from the columns directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from workloads.recorded.program import MODELLED_CALLS, Call, DeviceOp
+
+
+@dataclass(frozen=True, eq=False)
+class OpTable:
+    """A program's GPU ops linked to calls, sorted by (correlation, start): a call's ops are one slice."""
+
+    correlation: np.ndarray  # int64
+    kind: np.ndarray  # object: kernel, memset, copy_h2d, copy_d2h, copy_d2d
+    stream: np.ndarray  # object: StreamKey
+    name: np.ndarray  # object: str
+    duration_us: np.ndarray  # float64
+    nbytes: np.ndarray  # int64
+    host_memory: np.ndarray  # object: "pinned" / "pageable"
+
+    @classmethod
+    def of(cls, linked: pd.DataFrame) -> OpTable:
+        ops = linked.sort_values(["correlation", "start_us"], kind="stable")
+        devices = ops["device"].to_numpy().astype(np.int64).tolist()
+        streams = np.empty(len(ops), object)
+        streams[:] = list(zip(devices, map(str, ops["stream"].tolist())))
+        memory = ops["host_memory"].to_numpy(dtype=object)
+        memory = np.where([isinstance(m, str) and m != "" for m in memory], memory, "pinned").astype(object)
+        return cls(
+            ops["correlation"].to_numpy().astype(np.int64),
+            ops["kind"].to_numpy(dtype=object),
+            streams,
+            np.array(list(map(str, ops["name"].tolist())), dtype=object),
+            ops["duration_us"].to_numpy(dtype=np.float64),
+            ops["bytes"].to_numpy().astype(np.int64),
+            memory,
+        )
+
+    def slice_of(self, correlation: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(first, count) of each correlation's ops; 0 ops where ``known`` is False."""
+        first = np.searchsorted(self.correlation, correlation, side="left")
+        count = np.searchsorted(self.correlation, correlation, side="right") - first
+        return first.astype(np.int64), np.where(known, count, 0).astype(np.int64)
+
+    def device_ops(self, first: int, count: int) -> tuple[DeviceOp, ...]:
+        end = first + count
+        return tuple(
+            DeviceOp(kind, stream, name, duration, nbytes, memory)
+            for kind, stream, name, duration, nbytes, memory in zip(
+                self.kind[first:end].tolist(),
+                self.stream[first:end].tolist(),
+                self.name[first:end].tolist(),
+                self.duration_us[first:end].tolist(),
+                self.nbytes[first:end].tolist(),
+                self.host_memory[first:end].tolist(),
+            )
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class CallTable:
+    """One thread's calls, a row per call (the fields of :class:`~.program.Call`, ops as a slice of ``ops``)."""
+
+    kind: np.ndarray  # object
+    name: np.ndarray  # object
+    host_before_us: np.ndarray  # float64
+    duration_us: np.ndarray  # float64
+    stream: np.ndarray  # object: StreamKey or None
+    group: np.ndarray  # object: str
+    correlation: np.ndarray  # object: int or None
+    waits_for: np.ndarray  # object: int or None
+    op_first: np.ndarray  # int64
+    op_count: np.ndarray  # int64
+    gap_aten_ops: np.ndarray  # int64
+    gap_ranges: np.ndarray  # int64
+    gap_calls: np.ndarray  # int64
+    ops: OpTable
+    waits: dict  # correlation -> [(stream, event)]: inferred waits before the call's ops
+    records: dict  # correlation -> [(stream, event)]: inferred records after them
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    @property
+    def inferred(self) -> bool:
+        """Whether any call of the thread has inferred waits or records."""
+        if not self.waits and not self.records:
+            return False
+        keys = set(self.waits) | set(self.records)
+        return any(c in keys for c in self.correlation.tolist())
+
+    def with_costs(self, host_before_us: np.ndarray, duration_us: np.ndarray) -> CallTable:
+        """The same calls with other CPU times (compensation)."""
+        fields = dict(self.__dict__)
+        fields.update(host_before_us=host_before_us, duration_us=duration_us)
+        return CallTable(**fields)
+
+    def calls(self) -> tuple[Call, ...]:
+        ops, waits, records = self.ops, self.waits, self.records
+        out = []
+        columns = (
+            self.kind.tolist(),
+            self.name.tolist(),
+            self.host_before_us.tolist(),
+            self.duration_us.tolist(),
+            self.stream.tolist(),
+            self.group.tolist(),
+            self.correlation.tolist(),
+            self.waits_for.tolist(),
+            self.op_first.tolist(),
+            self.op_count.tolist(),
+            self.gap_aten_ops.tolist(),
+            self.gap_ranges.tolist(),
+            self.gap_calls.tolist(),
+        )
+        for kind, name, before, duration, stream, group, corr, wait, first, count, aten, ranges, folded in zip(
+            *columns
+        ):
+            out.append(
+                Call(
+                    kind=kind,
+                    name=name,
+                    host_before_us=before,
+                    duration_us=duration,
+                    stream=stream,
+                    ops=ops.device_ops(first, count) if count else (),
+                    group=group,
+                    event=corr if kind == "call_record" else None,
+                    waits_for=wait,
+                    synchronous=kind == "call_memcpy" and "Async" not in name,
+                    wait_before=tuple(waits.get(corr, ())),
+                    record_after=tuple(records.get(corr, ())),
+                    gap_aten_ops=aten,
+                    gap_ranges=ranges,
+                    gap_calls=folded,
+                )
+            )
+        return tuple(out)
+
+
+def _counts(column: pd.Series) -> np.ndarray:
+    """A count column (NaN / None: 0) as int64."""
+    return pd.to_numeric(column, errors="coerce").fillna(0).to_numpy().astype(np.int64)
+
+
+def thread_table(rows: pd.DataFrame, ops: OpTable, start_us: float, waits: dict, records: dict) -> CallTable:
+    """The calls of one thread's trace rows (in start order), as ``build_program`` defines them."""
+    n = len(rows)
+    start = rows["start_us"].to_numpy(dtype=np.float64)
+    duration = rows["duration_us"].to_numpy(dtype=np.float64)
+    host_gap = pd.to_numeric(rows["host_gap_us"], errors="coerce").to_numpy(dtype=np.float64)
+    corr_missing = rows["correlation"].isna().to_numpy()
+    correlation = pd.to_numeric(rows["correlation"], errors="coerce").fillna(-1).to_numpy().astype(np.int64)
+    kind = rows["kind"].to_numpy(dtype=object)
+    name = np.array(list(map(str, rows["name"].tolist())), dtype=object)
+    group_raw = rows["group"].tolist()
+    group = np.array([g if isinstance(g, str) else "" for g in group_raw], dtype=object)
+    stream_raw = rows["stream"].tolist()
+    wait_missing = rows["wait_correlation"].isna().to_numpy()
+    wait = pd.to_numeric(rows["wait_correlation"], errors="coerce").fillna(0).to_numpy().astype(np.int64)
+    aten, ranges = _counts(rows["gap_aten_ops"]), _counts(rows["gap_ranges"])
+
+    op_first, op_count = ops.slice_of(correlation, ~corr_missing)
+    stream = np.empty(n, object)
+    stream[:] = [(0, s) if isinstance(s, str) and s else None for s in stream_raw]
+    has_ops = op_count > 0
+    if has_ops.any():
+        stream[has_ops] = ops.stream[op_first[has_ops]]
+    no_stream = np.array([s is None for s in stream.tolist()], dtype=bool)
+    unnamed = ((kind == "call_record") & no_stream) | ((kind == "call_wait") & (no_stream | wait_missing))
+    kept = np.isin(kind, MODELLED_CALLS) & ~unnamed
+
+    # CPU time before each call: its gap, plus the gaps and durations of the calls folded into it, added in
+    # trace order (build_program's definition); the first call's gap is measured from the program's start.
+    gap = np.where(host_gap > 0.0, host_gap, 0.0)  # max(0.0, gap); a missing gap is 0
+    kept_at = np.flatnonzero(kept)
+    seg_begin = np.concatenate(([0], kept_at[:-1] + 1)).astype(np.int64) if len(kept_at) else kept_at
+    lengths = kept_at - seg_begin + 1
+    before = gap[kept_at]  # a call with nothing folded into it: 0.0 + its gap
+    loop = lengths > 1
+    if len(kept_at):
+        loop[0] = True  # the first call's gap has a rule of its own
+    for k in np.flatnonzero(loop).tolist():  # the rest in order, as the definition adds them
+        pending = 0.0
+        previous_end = start_us
+        last = int(kept_at[k])
+        for r in range(int(seg_begin[k]), last + 1):
+            if k == 0 and pending == 0.0:
+                g = max(0.0, float(start[r]) - previous_end)
+            else:
+                g = float(gap[r])
+            previous_end = float(start[r]) + float(duration[r])
+            pending += g
+            if r != last:
+                pending += float(duration[r])
+        before[k] = pending
+    covered = int(kept_at[-1]) + 1 if len(kept_at) else 0
+    aten_sum = np.add.reduceat(aten[:covered], seg_begin) if covered else np.zeros(0, np.int64)
+    ranges_sum = np.add.reduceat(ranges[:covered], seg_begin) if covered else np.zeros(0, np.int64)
+
+    corr_kept = np.empty(len(kept_at), object)
+    corr_kept[:] = [None if m else c for m, c in zip(corr_missing[kept_at].tolist(), correlation[kept_at].tolist())]
+    waits_for = np.empty(len(kept_at), object)
+    waits_for[:] = [None if m else w for m, w in zip(wait_missing[kept_at].tolist(), wait[kept_at].tolist())]
+    return CallTable(
+        kind=kind[kept_at],
+        name=name[kept_at],
+        host_before_us=before,
+        duration_us=duration[kept_at].copy(),
+        stream=stream[kept_at],
+        group=group[kept_at],
+        correlation=corr_kept,
+        waits_for=waits_for,
+        op_first=op_first[kept_at],
+        op_count=op_count[kept_at],
+        gap_aten_ops=aten_sum,
+        gap_ranges=ranges_sum,
+        gap_calls=(lengths - 1).astype(np.int64),
+        ops=ops,
+        waits=waits,
+        records=records,
+    )

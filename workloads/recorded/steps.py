@@ -1,0 +1,362 @@
+"""A recorded program as a step program (:mod:`harness.program`): what ``as_recorded`` and every what-if yield.
+
+:func:`step_program` turns a :class:`~workloads.recorded.program.RecordedProgram`
+(after compensation and any what-if transform) into the steps its calls become,
+call by call as :mod:`workloads.recorded.reissue` issues them one command at a
+time (that module is the reference ``tests/test_program_equivalence.py`` checks
+against). What a call becomes:
+
+* its CPU time before it (``host_before_us``): the ``gap_us`` of its first step,
+  named ``cpu:<group>`` (``cpu`` outside groups); a call that issues nothing keeps
+  it as a step of host work only;
+* inferred waits before its ops (``wait_before``): waits at no host cost;
+* a launch, memset or memcpy: one step per GPU op (host-link copies as copies,
+  everything else a kernel of its recorded duration: :func:`kernel_of`), the
+  call's host cost on the first; a synchronous memcpy then syncs its stream;
+* a graph launch: one graph step of its kernels, with spacer kernels for the GPU time the
+  recording shows around them when a :class:`~workloads.recorded.program.GraphTiming` is given
+  (:func:`timed_graph`);
+* a record, wait, sync: the step of that name; a sync of a stream or event the
+  recording does not name, or a device sync, is ``OP_SYNC_DEVICE``;
+* inferred records after its ops (``record_after``): records at no host cost.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness.profile import Profile
+from harness.program import (
+    DIRECTION_CODES,
+    GRAPH_KERNEL_DTYPE,
+    KIND_CODES,
+    OP_COPY,
+    OP_GRAPH,
+    OP_HOST,
+    OP_LAUNCH,
+    OP_RECORD,
+    OP_SYNC_DEVICE,
+    OP_SYNC_EVENT,
+    OP_SYNC_STREAM,
+    OP_WAIT,
+    ProgramThread,
+    StepProgram,
+    new_steps,
+)
+from harness.runtime import Direction, GraphKernel, KernelKind
+from workloads.recorded.calltable import CallTable
+from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, is_gemm
+
+COPIES = {"copy_h2d": Direction.H2D, "copy_d2h": Direction.D2H}
+NO_EVENT = -(2**63)  # a symbolic event no step records: a wait on it is unresolved, a sync on it syncs the device
+SHORT_KERNEL_US = 10.0
+"""Kernels shorter than this stand in as a timer on one warp in the replay (KernelKind.LATENCY): a
+memory- or compute-bound stand-in that short is mostly its own launch, and inside a CUDA graph it
+does not keep the duration it was tuned to. The simulator does not look at the kind."""
+
+
+GRAPH_LEAD_IN = "graph lead-in"  # spacer kernels' names: GPU time around a graph's kernels (metrics leave them out)
+GRAPH_TAIL = "graph tail"
+DEFAULT_GRAPH_TIMING = GraphTiming(launches=0, lead_in_us=6.0, kernel_gap_us=0.29, tail_us=4.5)
+"""The GPU's time around a graph's kernels in the bundled H200 graph recordings (``decode_graph``, medians:
+lead-in 6.0-6.1 µs, gaps 0.288 µs, tail 4.1-5.0 µs): what a recording without graphs (``graph_launch``) gets."""
+SPACER_SHARE = 0.01  # a spacer takes this share of the GPU (it is time, not work)
+
+
+@functools.cache
+def timed_graph(kernels: tuple[GraphKernel, ...], timing: GraphTiming, profile_gap_us: float) -> tuple[GraphKernel, ...]:
+    """A graph's kernels with the GPU time the recording shows around them: a spacer before the first kernel (the
+    lead-in after the launch returns, plus what its gaps take beyond the profile's ``graph_kernel_gap_us``) and one
+    after the last (the tail before the next op queued behind the graph)."""
+    # Each spacer is a node of the graph: the profile's gap follows or precedes it as any other node's.
+    lead_us = timing.lead_in_us + max(0.0, timing.kernel_gap_us - profile_gap_us) * (len(kernels) - 1) - profile_gap_us
+    tail_us = timing.tail_us - profile_gap_us
+    out = list(kernels)
+    if lead_us > 0.0:
+        out.insert(0, GraphKernel(GRAPH_LEAD_IN, lead_us, SPACER_SHARE, KernelKind.LATENCY))
+    if tail_us > 0.0:
+        out.append(GraphKernel(GRAPH_TAIL, tail_us, SPACER_SHARE, KernelKind.LATENCY))
+    return tuple(out)
+
+
+def graph_kernels_of(
+    call: Call, min_kernel_us: float, compute_share: float, timing: GraphTiming | None, profile: Profile | None
+) -> tuple[GraphKernel, ...]:
+    """The kernels a graph launch re-issues: its recorded kernels, timed as the recording shows (``timing``)."""
+    kernels = tuple(kernel_of(op, min_kernel_us, compute_share) for op in call.ops)
+    if timing is None:
+        return kernels
+    return timed_graph(kernels, timing, profile.device.graph_kernel_gap_us if profile is not None else 0.0)
+
+
+def kernel_of(op: DeviceOp, min_kernel_us: float, compute_share: float) -> GraphKernel:
+    """The kernel a recorded GPU op (kernel, memset, device-to-device copy) re-issues as."""
+    duration_us = max(op.duration_us, min_kernel_us)
+    if duration_us < SHORT_KERNEL_US:
+        kind = KernelKind.LATENCY
+    elif op.kind == "kernel" and is_gemm(op.name):
+        kind = KernelKind.COMPUTE
+    else:
+        kind = KernelKind.MEMORY
+    return GraphKernel(op.name, duration_us, compute_share, kind)
+
+
+@dataclass(frozen=True, slots=True)
+class HostCosts:
+    """What a call costs the host: its recorded duration (``recorded``, calls a what-if added excepted); else
+    what a PyTorch program pays for one of its kind when the profile says (``[host_costs.pytorch_eager]``);
+    else NaN: the backend's own figure (the replay engine's)."""
+
+    recorded: bool
+    profile: Profile | None
+    added_us: dict[str, float] = field(default_factory=dict)  # calls a what-if added, by kind (host_costs.py)
+
+    def of(self, call: Call) -> float:
+        if self.recorded and not call.synthetic:
+            return call.duration_us
+        if call.synthetic and call.kind in self.added_us:
+            return self.added_us[call.kind]
+        profile = self.profile
+        if profile is not None and profile.pytorch_eager_measured:
+            return profile.program_call_cost_us(call.kind)
+        return math.nan
+
+
+class _Builder:
+    """Steps of one program, appended as rows (tuples in STEP_DTYPE field order)."""
+
+    def __init__(
+        self,
+        program: RecordedProgram,
+        min_kernel_us: float,
+        compute_share: float,
+        graph_timing: GraphTiming | None = None,
+        profile: Profile | None = None,
+    ) -> None:
+        self.graph_timing = graph_timing
+        self.profile = profile
+        self.stream_index: dict[StreamKey, int] = {key: i for i, key in enumerate(program.streams)}
+        self.names: dict[str, int] = {}
+        self.graph_rows: list[tuple] = []
+        self.min_kernel_us = min_kernel_us
+        self.compute_share = compute_share
+
+    def name(self, text: str) -> int:
+        index = self.names.get(text)
+        if index is None:
+            index = self.names[text] = len(self.names)
+        return index
+
+    def thread_steps(self, calls: tuple[Call, ...], costs: HostCosts) -> np.ndarray:
+        rows: list[tuple] = []
+        for call in calls:
+            first = len(rows)
+            self._call(call, costs.of(call), rows)
+            gap = call.host_before_us
+            if gap > 0.0:
+                if len(rows) == first:
+                    rows.append(_row(OP_HOST))
+                gap_name = self.name(f"cpu:{call.group}" if call.group else "cpu")
+                rows[first] = rows[first][:6] + (gap_name,) + rows[first][7:10] + (gap,) + rows[first][11:]
+        steps = new_steps(len(rows))
+        if rows:
+            steps[:] = rows
+        return steps
+
+    def _call(self, call: Call, host_us: float, rows: list[tuple]) -> None:
+        index = self.stream_index
+        kind = call.kind
+        for key, event in call.wait_before:
+            rows.append(_row(OP_WAIT, stream=index[key], event=event, host_us=0.0))
+        if kind in ("call_launch", "call_memset", "call_memcpy"):
+            for i, op in enumerate(call.ops):
+                cost = host_us if i == 0 else 0.0
+                if op.kind in COPIES:
+                    direction = DIRECTION_CODES[COPIES[op.kind]]
+                    pageable = int(op.host_memory == "pageable")
+                    name = self.name(op.name)
+                    rows.append(_row(OP_COPY, direction, pageable, index[op.stream], name, host_us=cost, n=op.nbytes))
+                else:
+                    k = kernel_of(op, self.min_kernel_us, self.compute_share)
+                    rows.append(
+                        _row(
+                            OP_LAUNCH,
+                            KIND_CODES[k.kind],
+                            stream=index[op.stream],
+                            name=self.name(k.name),
+                            host_us=cost,
+                            duration=k.duration_us,
+                            share=k.compute_share,
+                        )
+                    )
+            if call.synchronous and call.ops:
+                rows.append(_row(OP_SYNC_STREAM, stream=index[call.ops[0].stream]))
+        elif kind == "call_graph_launch" and call.ops:
+            first = len(self.graph_rows)
+            kernels = graph_kernels_of(call, self.min_kernel_us, self.compute_share, self.graph_timing, self.profile)
+            for k in kernels:
+                name = self.name(k.name)
+                self.graph_rows.append((name, KIND_CODES[k.kind], (0, 0, 0), k.duration_us, k.compute_share))
+            name = self.name(f"graph:{call.group or call.name}")
+            stream = index[call.ops[0].stream]
+            rows.append(_row(OP_GRAPH, stream=stream, name=name, host_us=host_us, first=first, count=len(kernels)))
+        elif kind == "call_record" and call.event is not None and call.stream in index:
+            rows.append(_row(OP_RECORD, stream=index[call.stream], event=call.event, host_us=host_us))
+        elif kind == "call_wait" and call.stream in index:
+            event = NO_EVENT if call.waits_for is None else call.waits_for
+            rows.append(_row(OP_WAIT, stream=index[call.stream], event=event, host_us=host_us))
+        elif kind == "call_sync_event":
+            rows.append(_row(OP_SYNC_EVENT, event=NO_EVENT if call.waits_for is None else call.waits_for))
+        elif kind == "call_sync_stream" and call.stream in index:
+            rows.append(_row(OP_SYNC_STREAM, stream=index[call.stream]))
+        elif kind in ("call_sync_stream", "call_sync_device"):
+            rows.append(_row(OP_SYNC_DEVICE))
+        for key, event in call.record_after:
+            rows.append(_row(OP_RECORD, stream=index[key], event=event, host_us=0.0))
+
+
+def _row(
+    op: int,
+    kind: int = 0,
+    pageable: int = 0,
+    stream: int = -1,
+    name: int = -1,
+    *,
+    event: int = 0,
+    first: int = 0,
+    count: int = 0,
+    host_us: float = math.nan,
+    duration: float = 0.0,
+    share: float = 1.0,
+    n: int = 0,
+) -> tuple:
+    """A step as a tuple in STEP_DTYPE field order (gap_name -1 and gap 0: the call's first step gets its gap)."""
+    return (op, kind, pageable, 0, stream, name, -1, event, first, count, 0.0, host_us, duration, share, n)
+
+
+_OP_CALLS = ("call_launch", "call_memset", "call_memcpy")
+_DIRECTION_OF = {"copy_h2d": DIRECTION_CODES[Direction.H2D], "copy_d2h": DIRECTION_CODES[Direction.D2H]}
+
+
+def _names_of(builder: _Builder, values: np.ndarray) -> np.ndarray:
+    """The name indices of an object array of strings (each distinct string looked up once)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    lookup = np.array([builder.name(str(u)) for u in uniques.tolist()], dtype=np.int32)
+    return lookup[codes] if len(uniques) else np.zeros(len(values), np.int32)
+
+
+def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.ndarray | None:
+    """The steps of a thread given as columns, column-wise (what :meth:`_Builder.thread_steps` makes of its calls);
+    None for a thread with inferred waits or graph launches (then call by call)."""
+    kind, count = table.kind, table.op_count
+    if table.inferred or bool(((kind == "call_graph_launch") & (count > 0)).any()):
+        return None
+    ops = table.ops
+    index = builder.stream_index
+    stream = np.array([index.get(key, -1) for key in table.stream.tolist()], dtype=np.int32)
+    if costs.recorded:
+        cost = table.duration_us
+    elif costs.profile is not None and costs.profile.pytorch_eager_measured:
+        per_kind = {k: costs.profile.program_call_cost_us(k) for k in set(kind.tolist())}
+        cost = np.array([per_kind[k] for k in kind.tolist()], dtype=np.float64)
+    else:
+        cost = np.full(len(kind), math.nan)
+    op_call = np.isin(kind, _OP_CALLS)
+    synchronous = op_call & (kind == "call_memcpy") & (count > 0)
+    synchronous &= np.array(["Async" not in n for n in table.name.tolist()], dtype=bool)
+    record = (kind == "call_record") & np.array([c is not None for c in table.correlation.tolist()]) & (stream >= 0)
+    wait = (kind == "call_wait") & (stream >= 0)
+    sync = np.isin(kind, ("call_sync_event", "call_sync_stream", "call_sync_device"))
+    n_ops = np.where(op_call, count, 0)
+    n = n_ops + synchronous + record + wait + sync
+    gap = table.host_before_us
+    host_only = (n == 0) & (gap > 0.0)
+    n = n + host_only
+    offset = np.cumsum(n) - n
+    steps = new_steps(int(n.sum()))
+
+    # every call's first step carries its CPU time before it
+    with_gap = (n > 0) & (gap > 0.0)
+    groups = np.array(["cpu:" + g if g else "cpu" for g in table.group[with_gap].tolist()], dtype=object)
+    steps["gap_us"][offset[with_gap]] = gap[with_gap]
+    steps["gap_name"][offset[with_gap]] = _names_of(builder, groups)
+
+    # GPU ops: one step each, the call's cost on its first
+    calls_of = np.flatnonzero(n_ops > 0)
+    per = n_ops[calls_of]
+    total = int(per.sum())
+    if total:
+        starts = np.cumsum(per) - per
+        within = np.arange(total) - np.repeat(starts, per)
+        op = np.repeat(table.op_first[calls_of], per) + within
+        at = np.repeat(offset[calls_of], per) + within
+        op_kind = ops.kind[op]
+        copy = np.isin(op_kind, ("copy_h2d", "copy_d2h"))
+        steps["op"][at] = np.where(copy, OP_COPY, OP_LAUNCH)
+        steps["stream"][at] = [index[key] for key in ops.stream[op].tolist()]
+        steps["name"][at] = _names_of(builder, ops.name[op])
+        steps["host_us"][at] = np.where(within == 0, np.repeat(cost[calls_of], per), 0.0)
+        duration = ops.duration_us[op]
+        duration = np.where(builder.min_kernel_us > duration, builder.min_kernel_us, duration)  # max(d, min)
+        gemm = {name: is_gemm(name) for name in set(ops.name[op][~copy].tolist())}
+        is_compute = (op_kind == "kernel") & np.array([gemm.get(name, False) for name in ops.name[op].tolist()])
+        kernel_kind = np.where(
+            duration < SHORT_KERNEL_US,
+            KIND_CODES[KernelKind.LATENCY],
+            np.where(is_compute, KIND_CODES[KernelKind.COMPUTE], KIND_CODES[KernelKind.MEMORY]),
+        )
+        direction = np.array([_DIRECTION_OF.get(k, 0) for k in op_kind.tolist()], dtype=np.uint8)
+        steps["kind"][at] = np.where(copy, direction, kernel_kind)
+        steps["pageable"][at] = copy & (ops.host_memory[op] == "pageable")
+        steps["nbytes"][at] = np.where(copy, ops.nbytes[op], 0)
+        steps["duration_us"][at] = np.where(copy, 0.0, duration)
+        steps["share"][at] = np.where(copy, 1.0, builder.compute_share)
+
+    # a synchronous memcpy then syncs its first op's stream
+    at = offset[synchronous] + count[synchronous]
+    steps["op"][at] = OP_SYNC_STREAM
+    steps["stream"][at] = [index[key] for key in ops.stream[table.op_first[synchronous]].tolist()]
+
+    at = offset[record]
+    steps["op"][at], steps["stream"][at], steps["host_us"][at] = OP_RECORD, stream[record], cost[record]
+    steps["event"][at] = table.correlation[record].astype(np.int64)
+    at = offset[wait]
+    steps["op"][at], steps["stream"][at], steps["host_us"][at] = OP_WAIT, stream[wait], cost[wait]
+    steps["event"][at] = [NO_EVENT if w is None else w for w in table.waits_for[wait].tolist()]
+    sync_event = kind == "call_sync_event"
+    at = offset[sync_event]
+    steps["op"][at] = OP_SYNC_EVENT
+    steps["event"][at] = [NO_EVENT if w is None else w for w in table.waits_for[sync_event].tolist()]
+    sync_stream = (kind == "call_sync_stream") & (stream >= 0)
+    steps["op"][offset[sync_stream]], steps["stream"][offset[sync_stream]] = OP_SYNC_STREAM, stream[sync_stream]
+    steps["op"][offset[sync & ~sync_event & ~sync_stream]] = OP_SYNC_DEVICE
+    steps["op"][offset[host_only]] = OP_HOST
+    return steps
+
+
+def step_program(
+    program: RecordedProgram,
+    costs: HostCosts,
+    min_kernel_us: float = 0.0,
+    compute_share: float = 1.0,
+    graph_timing: GraphTiming | None = None,
+) -> StepProgram:
+    """The step program ``program``'s calls become (see the module docstring); ``graph_timing``: the GPU time
+    around each graph's kernels (:func:`timed_graph`), None for back to back."""
+    builder = _Builder(program, min_kernel_us, compute_share, graph_timing, costs.profile)
+    threads = []
+    for i, thread in enumerate(program.threads):
+        steps = _table_steps(thread.table, builder, costs) if thread.table is not None else None
+        if steps is None:
+            steps = builder.thread_steps(thread.calls, costs)
+        threads.append(ProgramThread("main" if i == 0 else f"thread{thread.name}", steps))
+    graphs = np.zeros(len(builder.graph_rows), GRAPH_KERNEL_DTYPE)
+    if builder.graph_rows:
+        graphs[:] = builder.graph_rows
+    order = sorted(range(len(program.streams)), key=lambda i: program.streams[i])  # StreamKey order
+    return StepProgram(tuple(threads), tuple(builder.names), len(program.streams), graphs, tuple(order))
