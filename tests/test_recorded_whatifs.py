@@ -366,6 +366,16 @@ def test_graph_timing_is_measured_in_the_bundled_graph_recordings():
     assert 3.0 < p.graph_timing.tail_us < 6.0
 
 
+def test_graphs_queued_behind_earlier_work_do_not_count_the_wait_as_their_lead_in():
+    """A graph launched while its stream is still busy (no sync between steps) starts when the work ahead ends: the
+    time from its launch's return to its first kernel is queueing, not the GPU's lead-in (it was read as 3.6 ms a
+    graph on the corpus's decode_graph_mid recording, and as_recorded came out 9.5x its span)."""
+    path = TRACES_DIR / "recorded" / "corpus" / "recordings" / "decode_graph_mid-sync.parquet"
+    p = build_program(load_trace(path).ops, str(path))
+    assert p.graph_timing.launches == 30
+    assert p.graph_timing.lead_in_us + p.graph_timing.tail_us < 10.0  # the GPU's gap between queued graphs
+
+
 def test_what_ifs_compose_with_fresh_events_and_each_says_only_what_it_changed():
     p = program([*_layers(3, marks=True), copy("d2h", "out", group="layer2"), sync("layer2")])
     both = async_d2h(prefetch_copies(p))

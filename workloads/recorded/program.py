@@ -221,13 +221,19 @@ def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming 
         return None
     returned = (launches["start_us"] + launches["duration_us"]).groupby(launches["correlation"]).max()
     ordered = gpu.assign(end_us=gpu["start_us"] + gpu["duration_us"]).sort_values("start_us", kind="stable")
-    leads, gaps, tails = [], [], []
+    leads, queued, gaps, tails = [], [], [], []
     for correlation, graph in ordered[ordered["correlation"].isin(returned.index)].groupby("correlation"):
         starts, ends = graph["start_us"].to_numpy(), graph["end_us"].to_numpy()
-        leads.append(max(0.0, float(starts[0] - returned[correlation])))
+        device, stream = graph["device"].iloc[0], graph["stream"].iloc[0]
+        on_stream = ordered[(ordered["device"] == device) & (ordered["stream"] == stream)]
+        before = on_stream[(on_stream["start_us"] < starts[0]) & (on_stream["correlation"] != correlation)]
+        previous_end = float(before["end_us"].max()) if len(before) else -np.inf
+        if previous_end <= returned[correlation]:  # the stream was idle when the launch returned: the lead-in
+            leads.append(max(0.0, float(starts[0] - returned[correlation])))
+        else:  # queued behind earlier work: its start follows that work's end by the previous tail + this lead-in
+            queued.append(max(0.0, float(starts[0] - previous_end)))
         gaps.extend(np.clip(starts[1:] - ends[:-1], 0.0, None).tolist())
         last = float(ends.max())
-        device, stream = graph["device"].iloc[0], graph["stream"].iloc[0]
         behind = ordered[
             (ordered["device"] == device)
             & (ordered["stream"] == stream)
@@ -236,11 +242,16 @@ def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming 
         ]
         if len(behind) and float(behind["launch_us"].iloc[0]) < last:
             tails.append(max(0.0, float(behind["start_us"].iloc[0]) - last))
+    tail_us = float(np.median(tails)) if tails else 0.0
+    if leads:
+        lead_in_us = float(np.median(leads))
+    else:  # every graph queued behind earlier work: what its start kept after the work ahead, less that work's tail
+        lead_in_us = max(0.0, float(np.median(queued)) - tail_us)
     return GraphTiming(
-        launches=len(leads),
-        lead_in_us=float(np.median(leads)),
+        launches=len(leads) + len(queued),
+        lead_in_us=lead_in_us,
         kernel_gap_us=float(np.median(gaps)) if gaps else 0.0,
-        tail_us=float(np.median(tails)) if tails else 0.0,
+        tail_us=tail_us,
     )
 
 
