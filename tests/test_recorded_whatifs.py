@@ -412,3 +412,20 @@ def test_inferred_groups_rewrite_a_recording_without_marks_as_its_marks_do(recor
         return [(k, what, stream) for k, what, stream, _, _ in shape(p)]
 
     assert rewrite(without) == rewrite(with_marks)
+
+
+def test_a_call_that_holds_the_host_for_its_copy_keeps_only_what_follows_the_copy():
+    """A pageable copy's cudaMemcpyAsync returns when the staged copy is done (15 ms a 128 MiB copy on the corpus's
+    layers_pageable, most of it waiting behind the layer's kernels and then the copy): both backends hold the host
+    until the copy ends themselves, so the call keeps only its return after the copy (it was paid twice: +120%)."""
+    path = TRACES_DIR / "recorded" / "corpus" / "recordings" / "layers_pageable-sync.parquet"
+    ops = load_trace(path).ops
+    recorded = ops[ops["kind"] == "call_memcpy"]["duration_us"]
+    assert recorded.median() > 10_000.0
+    p = build_program(ops, str(path))
+    memcpy = [c for c in p.threads[0].calls if c.kind == "call_memcpy"]
+    assert len(memcpy) == 16 and all(0.0 <= c.duration_us < 100.0 for c in memcpy)
+    pinned = TRACES_DIR / "recorded" / "corpus" / "recordings" / "layers_large-sync.parquet"
+    kept = [c for c in build_program(load_trace(pinned).ops, str(pinned)).threads[0].calls if c.kind == "call_memcpy"]
+    raw = load_trace(pinned).ops
+    assert sorted(c.duration_us for c in kept) == sorted(raw[raw["kind"] == "call_memcpy"]["duration_us"])  # async

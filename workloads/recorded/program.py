@@ -184,6 +184,7 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     start_us = float((leading["start_us"] + leading["duration_us"]).max()) if len(leading) else 0.0
     calls = calls.drop(leading.index)
 
+    calls = _without_copy_waits(calls, linked)
     waits, records, inferred = infer_waits(gpu, calls) if not sync_events else ({}, {}, 0)
     threads = []
     first_start = calls.groupby("thread", sort=False)["start_us"].min()
@@ -211,6 +212,29 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
         gap_counts=bool(len(calls)) and bool(calls["gap_aten_ops"].notna().all()),
         graph_timing=measure_graph_timing(gpu, calls),
     )
+
+
+def _without_copy_waits(calls: pd.DataFrame, linked: pd.DataFrame) -> pd.DataFrame:
+    """Calls that hold the host until their copy is done (a copy from pageable memory, which the driver stages; a
+    ``cudaMemcpy`` without ``Async``) keep as their duration only what follows the copy's end: both backends hold
+    the host until the copy ends themselves, so the recorded wait (behind the stream's earlier work, then the copy
+    itself) would be paid twice. (The copy's own start-up latency is in the profile's link curve.)"""
+    memcpy = calls["kind"].to_numpy() == "call_memcpy"
+    if not memcpy.any() or linked.empty:
+        return calls
+    copies = linked[linked["kind"].isin(("copy_h2d", "copy_d2h"))]
+    copy_end = (copies["start_us"] + copies["duration_us"]).groupby(copies["correlation"]).max()
+    pageable = set(copies.loc[copies["host_memory"] == "pageable", "correlation"].tolist())
+    synchronous = ~calls["name"].astype(str).str.contains("Async", regex=False).to_numpy()
+    holds = memcpy & (calls["correlation"].isin(pageable).to_numpy() | synchronous)
+    holds &= calls["correlation"].isin(copy_end.index).to_numpy()
+    if not holds.any():
+        return calls
+    held = calls[holds]
+    own_us = (held["start_us"] + held["duration_us"]) - held["correlation"].map(copy_end).to_numpy()
+    calls = calls.copy()
+    calls.loc[held.index, "duration_us"] = np.clip(own_us.to_numpy(dtype=float), 0.0, held["duration_us"].to_numpy())
+    return calls
 
 
 def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming | None:
