@@ -65,10 +65,6 @@ class CopyCase:
     nbytes: int
     expected_us: float = 1000.0  # sizes the kernel running beside the copy; any positive guess works
 
-    @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.direction.value, self.memory.value, self.nbytes)
-
 
 @dataclass(frozen=True, slots=True)
 class CopyPlan:
@@ -77,7 +73,6 @@ class CopyPlan:
     cases: tuple[CopyCase, ...]
     rounds: int = ROUNDS
     duplex_bytes: int = DUPLEX_BYTES  # 0: no duplex measurement
-    duplex_expected_us: float = 5000.0
 
 
 REFERENCE = CopyCase(Direction.H2D, HostMemory.PINNED, 64 * MiB)
@@ -90,8 +85,7 @@ def plan_for(profile: Any, rounds: int = ROUNDS) -> CopyPlan:
     for direction in (Direction.H2D, Direction.D2H):
         for memory, sizes in ((HostMemory.PINNED, PINNED_SIZES), (HostMemory.PAGEABLE, PAGEABLE_SIZES)):
             cases += [CopyCase(direction, memory, n, profile.copy_time_us(n, direction, memory)) for n in sizes]
-    duplex_us = profile.copy_time_us(DUPLEX_BYTES, Direction.H2D, HostMemory.PINNED)
-    return CopyPlan(tuple(cases), rounds, DUPLEX_BYTES, duplex_us / profile.duplex_bandwidth_factor)
+    return CopyPlan(tuple(cases), rounds, DUPLEX_BYTES)
 
 
 def copy_name(case: CopyCase, place: str) -> str:
