@@ -65,10 +65,9 @@ colours = policy_colours(
 fig = ui.cached_figure(metric_bars, summary, colours=colours)
 ui.show_figure(fig, key="compare-bars")
 st.dataframe(summary, hide_index=True)
-left, right = st.columns(2)
-with left:
+# Downloads in popovers: drawn only when opened, so a page load mounts fewer elements (as on the other pages).
+with st.popover("Download"):
     ui.download_table(summary, spec, backend, "metrics", key="compare-summary-csv")
-with right:
     ui.download_figure(fig, spec, backend, "metrics", key="compare-bars-html")
 
 st.subheader(f"Change against {baseline}")
@@ -76,10 +75,8 @@ change = relative_change(summary, baseline)
 change_fig = ui.cached_figure(relative_bars, change, baseline, colours=colours)
 ui.show_figure(change_fig, key="compare-change")
 st.dataframe(change_table(change, baseline, units=units))
-left, right = st.columns(2)
-with left:
+with st.popover("Download"):
     ui.download_table(change, spec, backend, "vs", baseline, key="compare-change-csv")
-with right:
     ui.download_figure(change_fig, spec, backend, "vs", baseline, key="compare-change-html")
 
 st.subheader("Latency distributions")
@@ -93,8 +90,6 @@ cdf = cdf_frame(samples)
 cdf_fig = ui.cached_figure(cdf_figure, cdf, source.label, colours=colours)
 ui.show_figure(cdf_fig, key="compare-cdf")
 st.dataframe(percentiles(samples), hide_index=True)
-left, right = st.columns(2)
-with left:
+with st.popover("Download"):
     ui.download_table(cdf, spec, backend, source.column, "cdf", key="compare-cdf-csv")
-with right:
     ui.download_figure(cdf_fig, spec, backend, source.column, "cdf", key="compare-cdf-html")
