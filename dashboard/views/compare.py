@@ -18,6 +18,7 @@ from dashboard.compare import (
     percentiles,
     relative_change,
     run_metrics,
+    spec_baseline,
 )
 from dashboard.fidelity import fidelity_badge
 from dashboard.figures import cdf_figure, metric_bars, policy_colours, relative_bars
@@ -44,7 +45,10 @@ labels = list(dict.fromkeys(summary["policy_label"]))
 ui.from_query("metric", f"compare-headline-{spec}", ranked)
 lead_column, baseline_column = st.columns(2)
 lead = lead_column.selectbox("Headline metric", ranked, key=f"compare-headline-{spec}")
-baseline = baseline_column.selectbox("Baseline policy", labels, key=f"compare-baseline-{spec}")
+named = spec_baseline(runs)  # the spec's `baseline`, as its verdict.json records it; else the first policy
+baseline = baseline_column.selectbox(
+    "Baseline policy", labels, index=labels.index(named) if named in labels else 0, key=f"compare-baseline-{spec}"
+)
 answer = headline(metric_summary(values[values["metric"].isin(headline_inputs(workload, lead))]), lead, units.get(lead, ""), baseline=baseline, workload=workload)
 st.markdown(answer.text)
 badge = fidelity_badge(ui.fidelity_pairs().table, spec, lead)
