@@ -4,6 +4,7 @@ stream, the events and waits added, the budget fallback, group inference, and th
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import pytest
 
@@ -429,3 +430,13 @@ def test_a_call_that_holds_the_host_for_its_copy_keeps_only_what_follows_the_cop
     kept = [c for c in build_program(load_trace(pinned).ops, str(pinned)).threads[0].calls if c.kind == "call_memcpy"]
     raw = load_trace(pinned).ops
     assert sorted(c.duration_us for c in kept) == sorted(raw[raw["kind"] == "call_memcpy"]["duration_us"])  # async
+
+
+def test_a_what_if_rewrites_the_thread_that_holds_what_it_changes():
+    helper = ThreadProgram("helper", tuple(launch(f"h{i}") for i in range(3)))  # issued first: the "main" thread
+    layers = ThreadProgram("layers", tuple(_layers(3)))
+    p = replace(program([]), threads=(helper, layers))
+    moved = prefetch_copies(p)
+    assert moved.threads[0] == helper and moved.threads[1].name == "layers"
+    assert [c.stream for c in moved.threads[1].calls if c.kind == "call_memcpy"] == [(0, "prefetch")] * 3
+    assert moved.what_ifs[-1].groups_from == "copy_runs" and moved.what_ifs[-1].copies_moved == 3
