@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard.catalog import RUN_KEY, Catalog
+from harness.verdict import HeadlineMetric, format_value, guess_better, metric_verdict
 
 RUN_LEVEL = -1  # metrics.item of a whole-run metric
 LATENCY_SUFFIX = "_us"
@@ -141,40 +142,7 @@ def default_metrics(workload: str, available: list[str], limit: int = 6) -> list
 
 
 # --------------------------------------------------------------------------- the headline: who wins, by how much
-
-HIGHER_IS_BETTER = ("tok_s", "tokens_per_s", "_per_s", "throughput", "goodput", "overlap_frac")
-LOWER_IS_BETTER = ("lost", "fallbacks", "dropped", "errors", "violations", "over_overlap_bound")
-
-
-def better_direction(metric: str, unit: str = "") -> str | None:
-    """``"lower"``, ``"higher"`` or None (busy fractions, bytes moved: no side is better by itself)."""
-    if any(word in metric for word in HIGHER_IS_BETTER):
-        return "higher"
-    if unit == "us" or metric.endswith("_us") or any(word in metric for word in LOWER_IS_BETTER):
-        return "lower"
-    return None
-
-
-def format_value(value: float, unit: str = "") -> str:
-    """A value in the unit people read: µs as ms or s, bytes as GB or MB, fractions as %, counts with commas."""
-    if value is None or not np.isfinite(value):
-        return "-"
-    if unit == "us":
-        from dashboard.timeline import format_duration
-
-        return format_duration(value)
-    if unit == "bytes":
-        for name, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-            if abs(value) >= size:
-                return f"{value / size:,.3g} {name}"
-        return f"{value:,.0f} B"
-    if unit == "fraction":
-        return f"{value:.1%}"
-    if unit == "count":
-        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
-    if unit == "ratio":
-        return f"{value:,.3g}×"
-    return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.4g}"
+# The same verdict as `harness sim` prints (harness.verdict): one function for both.
 
 
 def metric_units(values: pd.DataFrame) -> dict[str, str]:
@@ -184,42 +152,69 @@ def metric_units(values: pd.DataFrame) -> dict[str, str]:
     return dict(zip(values["metric"], values["unit"].fillna("")))
 
 
+def better_direction(metric: str, unit: str = "", workload: str = "") -> str | None:
+    """``"lower"``, ``"higher"`` or None: the side the workload declares for a headline metric, else the name's."""
+    declared = {h.metric: h.better for h in _headlines(workload)}
+    return declared.get(metric) or guess_better(metric, unit)
+
+
+def _headlines(workload: str) -> tuple[HeadlineMetric, ...]:
+    try:
+        from harness.workload import registry
+
+        return registry()[workload].headlines() if workload else ()
+    except Exception:  # an unknown or broken workload must not take the page down
+        return ()
+
+
+def headline_metrics(workload: str, metrics: list[str], units: dict[str, str]) -> list[str]:
+    """The metrics the headline may lead with: the workload's headline metrics first, then any with a better side."""
+    declared = [h.metric for h in _headlines(workload) if h.metric in metrics]
+    return declared + [m for m in metrics if m not in declared and better_direction(m, units.get(m, ""), workload)]
+
+
+def headline_inputs(workload: str, metric: str) -> list[str]:
+    """The metrics the headline on ``metric`` reads: itself and its declared reference (the recording's span)."""
+    reference = next((h.reference for h in _headlines(workload) if h.metric == metric and h.reference), None)
+    return [metric] + [reference] * (reference is not None)
+
+
 @dataclass(frozen=True)
 class Headline:
     metric: str
     direction: str | None  # "lower", "higher" or None
-    winner: str  # "" when nothing can win (one policy, or no better side)
+    winner: str  # "" when nothing wins (a tie, one policy, or no better side)
     text: str  # the one-line answer (Markdown)
 
 
-def headline(summary: pd.DataFrame, metric: str, unit: str = "", group: str = "policy_label") -> Headline:
-    """Which policy wins on ``metric``, by how much over the next best, and which side is better, with units."""
+def headline(
+    summary: pd.DataFrame,
+    metric: str,
+    unit: str = "",
+    group: str = "policy_label",
+    baseline: str | None = None,
+    workload: str = "",
+) -> Headline:
+    """The verdict on ``metric`` (:func:`harness.verdict.metric_verdict`): the best policy, its margin against
+    ``baseline`` (default: the first policy), which side is better, with units; a reference (the recording's
+    span) where the workload declares one."""
     rows = summary[summary["metric"] == metric].dropna(subset=["mean"])
-    direction = better_direction(metric, unit)
+    direction = better_direction(metric, unit, workload)
     if rows.empty:
         return Headline(metric, direction, "", f"No policy reports `{metric}`.")
-    if direction is None or len(rows) < 2:
+    if direction is None:
         spread = ", ".join(f"{g} {format_value(v, unit)}" for g, v in zip(rows[group], rows["mean"]))
-        why = "one policy only" if len(rows) < 2 else "neither higher nor lower is better by itself"
-        return Headline(metric, direction, "", f"`{metric}` ({why}): {spread}.")
-    ranked = rows.sort_values("mean", ascending=direction == "lower", kind="stable")
-    best, second = ranked.iloc[0], ranked.iloc[1]
-    diff = abs(best["mean"] - second["mean"])
-    if diff == 0:
-        text = f"**Tie** on `{metric}` ({direction} is better): {best[group]} and {second[group]} both at " + (
-            f"{format_value(best['mean'], unit)}."
-        )
-        return Headline(metric, direction, "", text)
-    rel = diff / abs(second["mean"]) if second["mean"] else np.nan
-    by = f"{rel:.1%} {'less' if direction == 'lower' else 'more'} than" if np.isfinite(rel) else "ahead of"
-    worst = ranked.iloc[-1]
-    tail = f"; worst: {worst[group]} at {format_value(worst['mean'], unit)}" if len(ranked) > 2 else ""
-    text = (
-        f"**{best[group]}** wins on `{metric}` ({direction} is better): {format_value(best['mean'], unit)}, "
-        f"{by} the next best, {second[group]} ({format_value(second['mean'], unit)}, "
-        f"{format_value(diff, unit)} apart){tail}."
-    )
-    return Headline(metric, direction, str(best[group]), text)
+        return Headline(metric, None, "", f"`{metric}` (neither higher nor lower is better by itself): {spread}.")
+    declared = next((h for h in _headlines(workload) if h.metric == metric), HeadlineMetric(metric, direction))
+    picked = summary[summary["metric"].isin(headline_inputs(workload, metric))]
+    table = picked.pivot_table(index=group, columns="metric", values="mean", sort=False)
+    table = table.reindex(index=list(dict.fromkeys(summary[group])))
+    verdict = metric_verdict(table, declared, unit, baseline if baseline in table.index else None)
+    winner = verdict.best[0] if verdict.outcome in ("better", "baseline_best") and len(verdict.best) == 1 else ""
+    text = verdict.text
+    if winner:
+        text = text.replace(winner, f"**{winner}**", 1)
+    return Headline(metric, direction, winner, text)
 
 
 def change_table(change: pd.DataFrame, baseline: str, group: str = "policy_label", units=None) -> pd.DataFrame:

@@ -6,10 +6,12 @@ aggregated by their median (failed runs are left out). For every run-level
 metric both sides report, the fidelity table holds one row::
 
     spec_name, policy_label, metric, unit, simulated, measured, measured_min,
-    measured_max, rel_error, n_sim, n_replay, rank_simulated, rank_measured,
-    profile, device_name, workload
+    measured_max, measured_spread, rel_error, n_sim, n_replay, rank_simulated,
+    rank_measured, profile, device_name, workload
 
-``rel_error = (simulated - measured) / measured`` (0 when both are 0, NaN when
+``measured_spread`` is the run-to-run spread of the measured repetitions, half
+their interquartile range, in the metric's unit (tables stored before it lack
+the column). ``rel_error = (simulated - measured) / measured`` (0 when both are 0, NaN when
 only the measurement is 0). ``rank_*`` rank the spec's policies by the metric
 (1 = smallest; 0 where the metric is NaN, i.e. not defined for that policy), so a
 ranking disagreement shows as differing ranks. ``workload`` is the spec's
@@ -44,6 +46,7 @@ FIDELITY_SCHEMA = pa.schema(
         ("measured", pa.float64()),  # median over the replay runs' repetitions
         ("measured_min", pa.float64()),
         ("measured_max", pa.float64()),
+        ("measured_spread", pa.float64()),  # half the interquartile range of the measured repetitions
         ("rel_error", pa.float64()),  # (simulated - measured) / measured
         ("n_sim", pa.int64()),
         ("n_replay", pa.int64()),
@@ -117,7 +120,11 @@ def fidelity_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     ok = runs[runs["status"] == "ok"]
     m = metrics.merge(ok[["run_id", "spec_name", "policy_label", "backend", "profile", "device_name"]], on="run_id")
     keys = ["spec_name", "policy_label", "metric", "unit"]
-    agg = m.groupby(keys + ["backend"], sort=False)["value"].agg(["median", "min", "max", "count"]).reset_index()
+    agg = (
+        m.groupby(keys + ["backend"], sort=False)["value"]
+        .agg(["median", "min", "max", "count", half_iqr])
+        .reset_index()
+    )
     sim = agg[agg["backend"] == "sim"].drop(columns="backend")
     rep = agg[agg["backend"] == measured].drop(columns="backend")
     joined = sim.merge(rep, on=keys, suffixes=("_sim", "_replay"))
@@ -143,6 +150,7 @@ def fidelity_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
             "measured": joined["median_replay"].astype(float),
             "measured_min": joined["min_replay"].astype(float),
             "measured_max": joined["max_replay"].astype(float),
+            "measured_spread": joined["half_iqr_replay"].astype(float),
             "n_sim": joined["count_sim"].astype("int64"),
             "n_replay": joined["count_replay"].astype("int64"),
         }
@@ -159,6 +167,11 @@ def fidelity_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     out["device_name"] = out["spec_name"].map(device).fillna("")
     out["workload"] = out["spec_name"].map(ok.groupby("spec_name")["workload"].first()).fillna("")
     return out[FIDELITY_COLUMNS].reset_index(drop=True)
+
+
+def half_iqr(values: pd.Series) -> float:
+    """Half the interquartile range (linear quantiles): the run-to-run spread of repetitions, 0 for one."""
+    return float(values.quantile(0.75) - values.quantile(0.25)) / 2
 
 
 def relative_error(simulated: np.ndarray, measured: np.ndarray) -> np.ndarray:

@@ -7,7 +7,11 @@ some. It names no workload: each spec's workload comes from the table's
 ``DIR/results/``), and what the report shows and checks for it is what the
 workload declares in its ``fidelity`` field (:class:`harness.workload.Fidelity`):
 
-* its shown metrics: simulated, measured median and range, relative error, per spec and policy;
+* its shown metrics: simulated, measured median and range, relative error, per spec and policy, and
+  next to each error the noise it was measured in: the replay's run-to-run spread (half the
+  interquartile range of the repetitions) and the host link's drift (:func:`link_drift_by_spec`:
+  the probes ``DIR/link_probes.csv`` took before and after each spec's replay against the
+  calibration's own, else the calibration's drift from the profile's ``[link.drift]``);
 * its error bounds: median and worst |error| of a metric over the workload's rows, against the limits;
 * its ranked metrics: whether each spec's policies rank the same in sim and replay;
 * its checks: each claim of the modelled change, on the simulated and on the measured side.
@@ -21,10 +25,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -34,6 +41,7 @@ from harness.results import ResultsError, read_results
 from harness.workload import Fidelity, FidelityCheck, Value, Workload, registry
 
 TABLE_FILE, PROFILE_FILE, RESULTS_DIR, REPORT_FILE = "fidelity.parquet", "profile.toml", "results", "fidelity.md"
+PROBES_FILE = "link_probes.csv"  # python3 -m replay.link_probe, before and after each spec's replay
 OP_KINDS = ("kernel", "copy_h2d", "copy_d2h", "copy_d2d")  # device ops whose durations the last section compares
 _MEASURED_STAT = {"median": "measured", "min": "measured_min", "max": "measured_max"}
 
@@ -98,29 +106,109 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def metric_rows(rows: pd.DataFrame, fidelity: Fidelity) -> list[str]:
-    """The shown metrics of one workload's rows, in declared order per spec."""
-    lines = ["| spec | policy | metric | simulated | measured (min-max) | error |", "|---|---|---|---:|---:|---:|"]
+def _percent(value: float, signed: bool = False) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:+.2%}" if signed else f"±{value:.2%}"
+
+
+@dataclass(frozen=True)
+class SpecDrift:
+    """The host link's drift around one spec's replay: relative to the calibration's reference copy."""
+
+    changes: tuple[float, ...] = ()  # (probe - calibration) / calibration, for each probe around the spec
+    calibration_spread: float = math.nan  # the calibration's own drift ([link.drift] spread_frac)
+
+    @property
+    def size(self) -> float:
+        """How far the link moved: the largest |change|, else the calibration's spread, else NaN."""
+        return max(abs(c) for c in self.changes) if self.changes else self.calibration_spread
+
+    def cell(self) -> str:
+        if self.changes:
+            return " → ".join(_percent(c, signed=True) for c in self.changes)
+        return "-" if math.isnan(self.calibration_spread) else f"{self.calibration_spread:.2%} (calibration)"
+
+
+def link_drift_by_spec(specs: Sequence[str], profile: Mapping | None, probes: pd.DataFrame | None) -> dict:
+    """Each spec's :class:`SpecDrift`: its probes (in the order taken) against the calibration's reference copy
+    (the median of ``[link.drift]``'s probe medians); without probes, the calibration's own drift."""
+    drift = (profile or {}).get("link", {}).get("drift") or {}
+    medians = [p["median_us"] for p in drift.get("probes", [])]
+    reference = statistics.median(medians) if medians else math.nan
+    spread = float(drift.get("spread_frac", math.nan))
+    out = {}
+    for spec in specs:
+        changes: tuple[float, ...] = ()
+        if probes is not None and not math.isnan(reference) and "spec_name" in probes.columns:
+            mine = probes[(probes["spec_name"] == spec) & (probes["nbytes"] == drift.get("nbytes"))]
+            changes = tuple(float(m) / reference - 1 for m in mine["median_us"])
+        out[spec] = SpecDrift(changes, spread)
+    return out
+
+
+def run_spread(row: Any) -> float:
+    """The measured repetitions' spread relative to their median (NaN for tables stored before the column)."""
+    spread = getattr(row, "measured_spread", math.nan)
+    return spread / abs(row.measured) if row.measured and not math.isnan(spread) else math.nan
+
+
+def noise(row: Any, drift: SpecDrift) -> float:
+    """What an error of this row cannot be told from: the larger of the run spread and the link's drift."""
+    figures = [f for f in (run_spread(row), drift.size) if not math.isnan(f)]
+    return max(figures) if figures else math.nan
+
+
+def _in_noise(row: Any, drift: SpecDrift) -> str:
+    level = noise(row, drift)
+    if math.isnan(level) or math.isnan(row.rel_error):
+        return "-"
+    return "yes" if abs(row.rel_error) <= level else "no"
+
+
+def metric_rows(rows: pd.DataFrame, fidelity: Fidelity, drifts: Mapping[str, SpecDrift] | None = None) -> list[str]:
+    """The shown metrics of one workload's rows, in declared order per spec, each error next to its noise."""
+    if drifts is None:  # a table stored before the noise was measured: the columns it has
+        lines = ["| spec | policy | metric | simulated | measured (min-max) | error |", "|---|---|---|---:|---:|---:|"]
+    else:
+        lines = [
+            "| spec | policy | metric | simulated | measured (min-max) | error | run spread | link drift | in noise |",
+            "|---|---|---|---:|---:|---:|---:|---:|:---:|",
+        ]
     order = {m: i for i, m in enumerate(fidelity.shown_metrics)}
     for spec in rows["spec_name"].drop_duplicates():
         part = rows[(rows["spec_name"] == spec) & rows["metric"].isin(order)]
         part = part.assign(_o=part["metric"].map(order)).sort_values("_o", kind="stable")
+        drift = (drifts or {}).get(spec, SpecDrift())
         for r in part.itertuples():
-            lines.append(
+            line = (
                 f"| {r.spec_name} | {r.policy_label} | {r.metric} | {_fmt(r.simulated)} | "
                 f"{_fmt(r.measured)} ({_fmt(r.measured_min)}-{_fmt(r.measured_max)}) | {_error(r.rel_error)} |"
             )
+            if drifts is not None:
+                line += f" {_percent(run_spread(r))} | {drift.cell()} | {_in_noise(r, drift)} |"
+            lines.append(line)
     return lines
 
 
-def criteria_lines(rows: pd.DataFrame, fidelity: Fidelity) -> list[str]:
-    """Verdicts on the declared error bounds and rankings."""
+def criteria_lines(
+    rows: pd.DataFrame, fidelity: Fidelity, drifts: Mapping[str, SpecDrift] | None = None
+) -> list[str]:
+    """Verdicts on the declared error bounds and rankings; how many errors lie inside their noise."""
     lines = []
+    drifts = drifts or {}
     for bound in fidelity.error_bounds:
-        errors = rows.loc[rows["metric"] == bound.metric, "rel_error"].abs()
+        bounded = rows[rows["metric"] == bound.metric]
+        errors = bounded["rel_error"].abs()
         if errors.dropna().empty:
             lines.append(f"- {bound.metric}: no row has both a simulated and a measured value")
             continue
+        verdicts = [_in_noise(r, drifts.get(r.spec_name, SpecDrift())) for r in bounded.itertuples()]
+        if any(v != "-" for v in verdicts):
+            lines.append(
+                f"- {bound.metric}: {verdicts.count('yes')} of {len(verdicts)} errors inside their noise "
+                "(the larger of the run spread and the link drift)"
+            )
         median, worst = float(errors.median()), float(errors.max())
         lines.append(
             f"- {bound.metric}, median |error| {median:.2%} (limit {bound.median_limit:.0%}): "
@@ -183,7 +271,31 @@ def op_ratios(results_dir: Path) -> pd.DataFrame:
     return ratio[["spec_name", "policy_label", *kinds]]
 
 
-def provenance_lines(table: pd.DataFrame, profile: Mapping | None, command: str) -> list[str]:
+def drift_lines(profile: Mapping | None, probes: pd.DataFrame | None) -> list[str]:
+    """The host link's drift: over the calibration (``[link.drift]``) and around the runs (the probes)."""
+    drift = (profile or {}).get("link", {}).get("drift")
+    lines = []
+    if drift:
+        figures = ", ".join(f"{p['label']} {p['median_us']:.1f}" for p in drift.get("probes", []))
+        lines.append(
+            f"- host link drift during calibration: {drift['spread_frac']:.2%} "
+            f"({drift['direction']} {drift['host_memory']} {drift['nbytes'] >> 20} MiB, µs: {figures})"
+        )
+    if probes is not None and len(probes):
+        lo, hi = float(probes["median_us"].min()), float(probes["median_us"].max())
+        lines.append(
+            f"- link probes around the runs ({PROBES_FILE}): {len(probes)}, the same copy in {lo:.1f}-{hi:.1f} µs"
+        )
+    return lines
+
+
+def provenance_lines(
+    table: pd.DataFrame,
+    profile: Mapping | None,
+    command: str,
+    probes: pd.DataFrame | None = None,
+    noise_shown: bool = False,
+) -> list[str]:
     devices = ", ".join(sorted(set(table["device_name"]) - {""})) or "?"
     lines = []
     if profile:
@@ -194,6 +306,7 @@ def provenance_lines(table: pd.DataFrame, profile: Mapping | None, command: str)
             f"driver {prov.get('driver', '?')}; torch {prov.get('torch', '?')}",
             f"- profile: `{profile.get('name', '?')}` measured {prov.get('date', '?')} by `harness calibrate`;"
             " host costs (µs): " + ", ".join(f"{k}={v}" for k, v in host.items()),
+            *drift_lines(profile, probes),
         ]
     else:
         lines.append(
@@ -206,6 +319,15 @@ def provenance_lines(table: pd.DataFrame, profile: Mapping | None, command: str)
         "- simulated: `harness sim` with that profile; measured: `harness replay`, "
         "median of the repetitions (range in brackets); error = (simulated - measured) / measured"
     )
+    if not noise_shown:
+        return lines
+    lines.append(
+        "- noise next to each error: run spread = half the interquartile range of the replay's repetitions over "
+        "their median; link drift = the reference copy's time in the probes before → after the spec's replay "
+        "against the calibration's (positive: the link was slower than calibrated), else the calibration's own "
+        "drift; it bounds what copies can explain of an error (in full only where copies are the critical path); "
+        "in noise: |error| ≤ the larger of the two"
+    )
     return lines
 
 
@@ -215,12 +337,16 @@ def render(
     command: str = "",
     results_dir: Path | None = None,
     workloads: Mapping[str, Workload] | None = None,
+    probes: pd.DataFrame | None = None,
 ) -> str:
     """The report's markdown: provenance, then per workload its metrics, criteria and checks."""
     workloads = registry() if workloads is None else workloads
     spec_dirs = ([results_dir.parent / "specs"] if results_dir is not None else []) + [SPECS_DIR]
     of = workload_of(table, results_dir, spec_dirs)
-    lines = ["# Sim-vs-replay fidelity", "", *provenance_lines(table, profile, command)]
+    drifts: dict | None = link_drift_by_spec(list(of), profile, probes)
+    if "measured_spread" not in table.columns and all(math.isnan(d.size) for d in drifts.values()):
+        drifts = None  # nothing measured the noise (a table and profile from before it was): no noise columns
+    lines = ["# Sim-vs-replay fidelity", "", *provenance_lines(table, profile, command, probes, drifts is not None)]
     names = list(dict.fromkeys(of.values()))
     for name in names:
         specs = [s for s, w in of.items() if w == name]
@@ -231,8 +357,8 @@ def render(
         lines += ["", f"## {title}", ""]
         if workload is None:
             lines += [f"No registered workload {name!r} for {', '.join(specs)}: its makespan only, no checks.", ""]
-        lines += metric_rows(rows, fidelity)
-        criteria = criteria_lines(rows, fidelity)
+        lines += metric_rows(rows, fidelity, drifts)
+        criteria = criteria_lines(rows, fidelity, drifts)
         if criteria:
             lines += ["", "### Criteria", "", *criteria]
         checks = check_rows(rows, fidelity)
@@ -269,7 +395,14 @@ def write_report(directory: Path, command: str = "", force: bool = False, out: P
         raise FileExistsError(f"{out} already exists (a measured report is never overwritten; --force to replace it)")
     profile_path = directory / PROFILE_FILE
     profile = tomllib.loads(profile_path.read_text()) if profile_path.is_file() else None
-    text = render(pd.read_parquet(table_path), profile, command, directory / RESULTS_DIR)
+    probes_path = directory / PROBES_FILE
+    try:
+        probes = pd.read_csv(probes_path) if probes_path.is_file() else None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(probes_path, "", f"unreadable link probes ({err})") from None
+    if probes is not None and not {"spec_name", "nbytes", "median_us"} <= set(probes.columns):
+        raise InputError(probes_path, "header", "needs the columns spec_name, nbytes, median_us")
+    text = render(pd.read_parquet(table_path), profile, command, directory / RESULTS_DIR, probes=probes)
     out.write_text(text)
     return out
 

@@ -17,7 +17,7 @@ run's rows into the ops table (``harness.results.OPS_SCHEMA``) and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -37,6 +37,9 @@ class RunResult:
     ops: OpLog | list[OpRow]  # the simulator records into an OpLog; a list of rows does as well
     result: Any  # what the policy's main thread returned
     main_end_us: float  # when the main thread returned
+    # What the backend itself reports about the run, added to its metrics as run rows:
+    # name -> (value, unit); e.g. the replay's kernels lifted to the GPU's floor (replay_kernels_lifted).
+    metrics: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 class Backend:

@@ -14,6 +14,11 @@ index in ``traceEvents`` (so every later error can name it):
 * ``cpu_ops``     host ``cpu_op`` events (aten ops; absent when recorded with CUDA activities only):
                   only their thread and start are kept, to count the profiler events in each host gap.
 
+Every number read is checked where it is read, naming the event: a JSON number (not text or
+true/false), ``ts`` finite and >= 0, ``dur`` finite, >= 0 and at most a day
+(:data:`MAX_RECORDED_US`), ids and sizes whole and >= 0; and the events together span at most
+a day (:func:`check_span`: a damaged or mixed-clock ``ts`` is named).
+
 Times stay in the file's own µs clock here (``ts`` as written; ``base_us`` is
 ``baseTimeNanoseconds`` / 1000 when the file has one, else 0). The whole file is
 parsed at once with the standard library (measured: ~6x the JSON's size in
@@ -37,9 +42,14 @@ from harness.errors import InputError
 MAX_TRACE_BYTES = 512 * 1024 * 1024
 """Largest uncompressed JSON accepted (512 MiB, ~3 GB of memory while parsing)."""
 
+MAX_RECORDED_US = 86_400e6
+"""Longest duration, and longest span of a recording's events, accepted (a day, in µs): beyond it a time is
+taken as damaged (a profiler window is seconds to minutes)."""
+
 GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 CALL_CATS = ("cuda_runtime", "cuda_driver")
 _CHUNK = 16 * 1024 * 1024
+_NUMBER_TYPES = frozenset({int, float, type(None)})  # what json.loads makes of a JSON number (or an absent field)
 
 
 @dataclass
@@ -55,7 +65,7 @@ class KinetoEvents:
     annotations: pd.DataFrame  # idx, name, pid, tid, ts, dur
     flows: pd.DataFrame  # idx, ph, id, pid, tid, ts
     device_names: dict[int, str] = field(default_factory=dict)
-    cpu_ops: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"tid": [], "ts": []}))  # tid, ts
+    cpu_ops: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"idx": [], "tid": [], "ts": []}))
     torch_version: str = ""  # where the file says (a top-level "torch_version" / "pytorch_version"), else ""
 
 
@@ -120,7 +130,7 @@ def load_kineto_events(path: Path, limit: int = MAX_TRACE_BYTES) -> KinetoEvents
     events, top = parse_events(path, read_json_bytes(path, limit))
     groups = _group_indices(path, events)
     base_ns = top.get("baseTimeNanoseconds")
-    return KinetoEvents(
+    loaded = KinetoEvents(
         path=path,
         n_events=len(events),
         base_us=float(base_ns) / 1000.0 if isinstance(base_ns, (int, float)) else 0.0,
@@ -133,6 +143,8 @@ def load_kineto_events(path: Path, limit: int = MAX_TRACE_BYTES) -> KinetoEvents
         cpu_ops=_cpu_op_table(path, events, groups["cpu_ops"]),
         torch_version=str(top.get("torch_version") or top.get("pytorch_version") or ""),
     )
+    check_span(path, [loaded.gpu, loaded.calls, loaded.annotations, loaded.cpu_ops, loaded.flows])
+    return loaded
 
 
 def _group_indices(path: Path, events: list) -> dict[str, list[int]]:
@@ -155,13 +167,27 @@ def _group_indices(path: Path, events: list) -> dict[str, list[int]]:
                 groups["cpu_ops"].append(i)
         elif cat == "ac2g" and ph in ("s", "f"):
             groups["flows"].append(i)
+    for family in ("gpu", "calls", "syncs"):  # the families whose args are read
+        idx = groups[family]
+        if not {type(events[i].get("args")) for i in idx} <= {dict, type(None)}:
+            i = next(i for i in idx if not isinstance(events[i].get("args"), (dict, type(None))))
+            got = type(events[i]["args"]).__name__
+            raise InputError(path, f"event {i}, field 'args'", f"expected a JSON object, got {got}")
     return groups
 
 
 def _numbers(path: Path, events: list, idx: list[int], key: str, args: bool = False) -> np.ndarray:
-    """``events[i][key]`` (or ``["args"][key]``) as float64 for each index; NaN where absent."""
+    """``events[i][key]`` (or ``["args"][key]``) as float64 for each index; NaN where absent.
+
+    A value that is not a JSON number (a string, a list, true/false) is refused naming the event.
+    """
     get = (lambda e: (e.get("args") or {}).get(key)) if args else (lambda e: e.get(key))
     raw = [get(events[i]) for i in idx]
+    where = f"args.{key}" if args else key
+    if not set(map(type, raw)) <= _NUMBER_TYPES:  # numpy would read true as 1 and "30" as 30.0
+        for i, v in zip(idx, raw):
+            if type(v) not in _NUMBER_TYPES:
+                raise InputError(path, f"event {i}, field '{where}'", f"expected a number, got {json.dumps(v)}")
     try:
         return np.array([np.nan if v is None else v for v in raw], dtype=np.float64)
     except (TypeError, ValueError):
@@ -169,22 +195,70 @@ def _numbers(path: Path, events: list, idx: list[int], key: str, args: bool = Fa
             try:
                 float(np.nan if v is None else v)
             except (TypeError, ValueError):
-                raise InputError(path, f"event {i}, field '{key}'", f"expected a number, got {v!r}") from None
+                raise InputError(path, f"event {i}, field '{where}'", f"expected a number, got {v!r}") from None
         raise
 
 
+def _whole(
+    path: Path, events: list, idx: list[int], key: str, args: bool = False, minimum: int = 0
+) -> np.ndarray:
+    """``_numbers`` that must be whole numbers >= ``minimum`` where present (ids, sizes, devices, streams)."""
+    values = _numbers(path, events, idx, key, args)
+    present = ~np.isnan(values)
+    bad = present & (~np.isfinite(values) | (values < minimum) | (np.round(values) != values))
+    if bad.any():
+        i = int(bad.argmax())
+        where = f"args.{key}" if args else key
+        got = values[i]
+        rule = f"must be a whole number >= {minimum}, got {got:.17g}"
+        raise InputError(path, f"event {idx[i]}, field '{where}'", rule)
+    return values
+
+
 def _times(path: Path, events: list, idx: list[int], with_dur: bool = True) -> dict[str, np.ndarray]:
-    """``ts`` and ``dur`` (µs) checked finite, and ``dur`` >= 0, naming the first bad event."""
+    """``ts`` and ``dur`` (µs) checked present, finite and >= 0, ``dur`` at most a day, naming the first bad event."""
     out = {"ts": _numbers(path, events, idx, "ts")}
     if with_dur:
         out["dur"] = _numbers(path, events, idx, "dur")
     for key, values in out.items():
-        bad = ~np.isfinite(values) | ((values < 0) if key == "dur" else False)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values) | (values < 0) | ((values > MAX_RECORDED_US) if key == "dur" else False)
         if bad.any():
             i = int(bad.argmax())
-            rule = "a finite number >= 0" if key == "dur" else "a finite number"
-            raise InputError(path, f"event {idx[i]}, field '{key}'", f"must be {rule}, got {events[idx[i]].get(key)!r}")
+            rule = "a finite number >= 0" + (f" and at most a day ({MAX_RECORDED_US:.3g} µs)" if key == "dur" else "")
+            raise InputError(
+                path, f"event {idx[i]}, field '{key}'", f"must be {rule}, got {_shown(events[idx[i]].get(key))}"
+            )
     return out
+
+
+def _shown(value: object) -> str:
+    """A field's value as the error shows it (``None``: absent)."""
+    return "nothing (the field is absent)" if value is None else repr(value)
+
+
+def check_span(path: Path, tables: list[pd.DataFrame]) -> None:
+    """Refuse a recording whose events (``idx``, ``ts`` and optional ``dur`` columns) span more than a day.
+
+    The event farthest from the median start is named: the one whose clock is off.
+    """
+    starts = np.concatenate([t["ts"].to_numpy(dtype=float) for t in tables])
+    if len(starts) == 0:
+        return
+    ends = np.concatenate([(t["ts"] + t["dur"] if "dur" in t else t["ts"]).to_numpy(dtype=float) for t in tables])
+    if ends.max() - starts.min() <= MAX_RECORDED_US:
+        return
+    index = np.concatenate([t["idx"].to_numpy(dtype=np.int64) for t in tables])
+    names = [name for t in tables for name in (t["name"] if "name" in t else [""] * len(t))]
+    middle = float(np.median(starts))
+    far = int(np.argmax(np.maximum(np.abs(starts - middle), np.abs(ends - middle))))
+    off_s = max(abs(starts[far] - middle), abs(ends[far] - middle)) / 1e6
+    raise InputError(
+        path,
+        f"event {index[far]}" + (f" ({names[far][:60]!r})" if names[far] else ""),
+        f"ts {starts[far]:.17g} lies {off_s:.6g} s from the middle of the recording; a recording spans at most a day "
+        "(a damaged or mixed-clock timestamp)",
+    )
 
 
 def _ints(values: np.ndarray) -> pd.Series:
@@ -198,11 +272,11 @@ def _gpu_table(path: Path, events: list, idx: list[int]) -> pd.DataFrame:
             "idx": np.array(idx, dtype=np.int64),
             "cat": [events[i]["cat"] for i in idx],
             "name": [str(events[i].get("name", "")) for i in idx],
-            "device": _ints(_numbers(path, events, idx, "pid")),
-            "stream": _ints(_numbers(path, events, idx, "tid")),
+            "device": _ints(_whole(path, events, idx, "pid")),
+            "stream": _ints(_whole(path, events, idx, "tid")),
             **times,
-            "correlation": _ints(_numbers(path, events, idx, "correlation", args=True)),
-            "bytes": _ints(_numbers(path, events, idx, "bytes", args=True)),
+            "correlation": _ints(_whole(path, events, idx, "correlation", args=True)),
+            "bytes": _ints(_whole(path, events, idx, "bytes", args=True)),
         }
     )
 
@@ -217,7 +291,7 @@ def _call_table(path: Path, events: list, idx: list[int]) -> pd.DataFrame:
             "pid": [events[i].get("pid") for i in idx],
             "tid": [str(events[i].get("tid")) for i in idx],
             **_times(path, events, idx),
-            "correlation": _ints(_numbers(path, events, idx, "correlation", args=True)),
+            "correlation": _ints(_whole(path, events, idx, "correlation", args=True)),
             "size": _ints(pd.to_numeric(pd.Series(sizes, dtype=object), errors="coerce").to_numpy(dtype=float)),
         }
     )
@@ -258,7 +332,11 @@ def _annotation_table(path: Path, events: list, idx: list[int]) -> pd.DataFrame:
 
 def _cpu_op_table(path: Path, events: list, idx: list[int]) -> pd.DataFrame:
     return pd.DataFrame(
-        {"tid": [str(events[i].get("tid")) for i in idx], "ts": _times(path, events, idx, with_dur=False)["ts"]}
+        {
+            "idx": np.array(idx, dtype=np.int64),
+            "tid": [str(events[i].get("tid")) for i in idx],
+            "ts": _times(path, events, idx, with_dur=False)["ts"],
+        }
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import statistics
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,9 @@ class LinkTable(_Strict):
 
     latency_us: float = pydantic.Field(ge=0)
     samples: list[tuple[int, float]] = pydantic.Field(min_length=1)
+    # Optional: each sample's spread over the calibration's rounds (half the interquartile range, µs),
+    # [size, spread] for sizes among the samples'. The simulator does not read it; the fidelity report does.
+    spread_us: list[tuple[int, float]] = pydantic.Field(default_factory=list)
 
     @pydantic.field_validator("samples")
     @classmethod
@@ -168,7 +172,47 @@ class LinkTable(_Strict):
         for size, time_us in self.samples:
             if not time_us > self.latency_us:
                 raise ValueError(f"sample [{size}, {time_us}] is not slower than latency_us={self.latency_us}")
+        sizes = {s for s, _ in self.samples}
+        for size, spread in self.spread_us:
+            if size not in sizes or not spread >= 0:
+                raise ValueError(f"spread_us [{size}, {spread}]: needs a sample of that size and a spread >= 0")
         return self
+
+
+class LinkProbeFigures(_Strict):
+    """One drift probe of ``[link.drift]``: the reference copy's median and spread at one moment."""
+
+    label: str
+    elapsed_s: float = pydantic.Field(ge=0)  # since the calibration began
+    median_us: float = pydantic.Field(gt=0)
+    spread_us: float = pydantic.Field(ge=0)  # half the interquartile range of the probe's copies
+
+
+class LinkDrift(_Strict):
+    """Optional ``[link.drift]``: one reference copy timed at the start, middle and end of the calibration.
+
+    ``spread_frac`` is (slowest - fastest probe median) / the median of the probe medians: how much
+    the link itself moved while it was being measured. The simulator does not read it.
+    """
+
+    direction: Direction
+    host_memory: HostMemory
+    nbytes: int = pydantic.Field(gt=0)
+    spread_frac: float = pydantic.Field(ge=0)
+    probes: list[LinkProbeFigures] = pydantic.Field(min_length=1)
+
+    @pydantic.model_validator(mode="after")
+    def _spread_of_the_probes(self) -> LinkDrift:
+        medians = [p.median_us for p in self.probes]
+        spread = (max(medians) - min(medians)) / self.reference_us
+        if abs(spread - self.spread_frac) > 1e-3:
+            raise ValueError(f"spread_frac = {self.spread_frac}, but the probes spread {spread:.4f}")
+        return self
+
+    @property
+    def reference_us(self) -> float:
+        """The reference copy's time over the calibration: the median of the probe medians."""
+        return statistics.median(p.median_us for p in self.probes)
 
 
 class LinkDirection(_Strict):
@@ -180,6 +224,7 @@ class LinkFigures(_Strict):
     duplex_bandwidth_factor: float = pydantic.Field(gt=0, le=1)
     h2d: LinkDirection
     d2h: LinkDirection
+    drift: LinkDrift | None = None  # optional (calibrations since the copies are timed as runs issue them)
 
 
 class KernelCalibration(_Strict):

@@ -42,8 +42,17 @@ names and copies named ``Memcpy HtoD (Host -> Device)``; they import the same
 way, with ``host_memory`` "" (not recorded) and copy bytes from the call's
 ``size`` argument.
 
+CUPTI's copy kinds map to the model's copies (``HtoA``/``AtoH``/``AtoD``/``DtoA``/``AtoA``:
+a CUDA array is device memory); host-to-host copies (``HtoH``) have no op in the model and are
+left out, with a warning that counts them. A file holding GPU ops of several devices needs
+``device`` (a simulation runs one device).
+
 Bad input raises :class:`harness.errors.InputError` naming the file and the
-event's index in ``traceEvents``; :func:`import_to_parquet` writes atomically.
+event's index in ``traceEvents``; :func:`import_to_parquet` writes atomically. Besides
+what :mod:`harness.kineto_events` checks (times, numbers), inconsistent correlation ids are
+refused (:func:`_check_links`: a GPU op recorded twice, two calls of one id, a kernel launch
+with two GPU ops, one call's ops on two devices), and so is a copy without a size or of 0
+bytes (a size is taken from its call's ``args.size`` when the op has none).
 """
 
 from __future__ import annotations
@@ -62,9 +71,22 @@ from harness.kineto_events import MAX_TRACE_BYTES, KinetoEvents, load_kineto_eve
 from harness.trace import TRACE_SCHEMA, Provenance, write_trace
 
 _MEMCPY = re.compile(r"^Memcpy (\w+) \(([\w ]+?) -> ([\w ]+?)\)$")
-_COPY_KINDS = {"HtoD": "copy_h2d", "DtoH": "copy_d2h", "DtoD": "copy_d2d", "PtoP": "copy_d2d"}
+# CUPTI's copy kinds (A: a CUDA array, device memory laid out for textures) as the model's copies.
+_COPY_KINDS = {
+    "HtoD": "copy_h2d",
+    "HtoA": "copy_h2d",
+    "DtoH": "copy_d2h",
+    "AtoH": "copy_d2h",
+    "DtoD": "copy_d2d",
+    "PtoP": "copy_d2d",
+    "DtoA": "copy_d2d",
+    "AtoD": "copy_d2d",
+    "AtoA": "copy_d2d",
+}
+SKIPPED_COPY_KINDS = ("HtoH",)
+"""CUPTI copy kinds the model has no op for (a host-to-host copy through the driver): left out with a warning."""
 _HOST_MEMORY = {"Pinned": "pinned", "Pageable": "pageable", "Host": "", "Unknown": ""}
-_DEVICE_MEMORY = {"Device", "Managed"}
+_DEVICE_MEMORY = {"Device", "Managed", "Array", "Device Static", "Managed Static"}
 _CALL_PREFIX = re.compile(r"^(cuda|hip|cu)")
 _CALL_SUFFIX = re.compile(r"(_v\d+|_ptsz|_ptds|_spt|R\d{4})+$")
 _CALL_RULES = (
@@ -96,24 +118,33 @@ class ImportedTrace:
 
 @collector_paused()  # the parsed JSON is millions of objects, kept until the tables are built
 def import_profiler_trace(path: str | Path, device: int | None = None, limit: int = MAX_TRACE_BYTES) -> ImportedTrace:
-    """Read a Kineto Chrome trace; ``device`` keeps one GPU of a multi-GPU file (None: all)."""
+    """Read a Kineto Chrome trace; ``device`` keeps one GPU of a multi-GPU file (required when it holds several)."""
     path = Path(path)
     ev = load_kineto_events(path, limit)
     if ev.gpu.empty:
         raise InputError(
             path, "", "no GPU events (kernel, gpu_memcpy, gpu_memset): a CPU-only profile cannot be imported"
         )
-    devices = tuple(int(d) for d in sorted(ev.gpu["device"].dropna().unique()))
-    gpu = _classify_gpu(path, ev.gpu)
+    gpu, skipped = _classify_gpu(path, ev.gpu)
+    devices = tuple(int(d) for d in sorted(ev.gpu["device"].unique()))
+    gpu = _link(path, ev, gpu)
+    _check_links(path, ev, gpu)
+    if device is None and len(devices) > 1:
+        raise InputError(
+            path,
+            "",
+            f"the recording holds GPU ops of {len(devices)} devices {list(devices)} and a simulation runs one: "
+            f"import one with --device N (e.g. --device {devices[0]})",
+        )
     if device is not None:
         if device not in devices:
             raise InputError(path, "", f"device {device} has no GPU events; the trace holds devices {list(devices)}")
         gpu = gpu[gpu["device"] == device]
-    gpu = _link(path, ev, gpu)
     calls = _host_calls(ev, gpu, device)
     ops, origin, notes = _assemble(path, ev, gpu, calls)
     provenance = _provenance(ev, origin, devices, device, notes)
-    return ImportedTrace(path, ops, provenance, devices, _mode_warnings(ops, provenance.profiler_mode))
+    warnings = _mode_warnings(ops, provenance.profiler_mode) + _skip_warnings(skipped)
+    return ImportedTrace(path, ops, provenance, devices, warnings)
 
 
 def import_to_parquet(path: str | Path, out: str | Path, device: int | None = None) -> ImportedTrace:
@@ -138,28 +169,113 @@ def memcpy_kind(name: str) -> tuple[str, str] | None:
     return kind, _HOST_MEMORY[host]
 
 
-def _classify_gpu(path: Path, gpu: pd.DataFrame) -> pd.DataFrame:
-    """Add ``kind`` and ``host_memory``; an unknown memcpy name is rejected by event index."""
+def skipped_copy(name: str) -> bool:
+    """Whether a Kineto memcpy name is a copy kind the model lacks (:data:`SKIPPED_COPY_KINDS`)."""
+    m = _MEMCPY.match(name)
+    return bool(m) and m.group(1) in SKIPPED_COPY_KINDS
+
+
+def _classify_gpu(path: Path, gpu: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Add ``kind`` and ``host_memory``; copies of a kind the model lacks are left out (counted per name);
+    an unknown memcpy name is rejected by event index."""
+    if gpu["device"].isna().any() or gpu["stream"].isna().any():
+        bad = int(gpu.loc[gpu["device"].isna() | gpu["stream"].isna(), "idx"].iloc[0])
+        raise InputError(path, f"event {bad}", "GPU op without a numeric pid (device) and tid (stream)")
+    copies = gpu["cat"] == "gpu_memcpy"
+    names = gpu.loc[copies, "name"].unique()
+    skip = {name for name in names if skipped_copy(name)}
+    skipped: dict[str, int] = {}
+    if skip:
+        left_out = copies & gpu["name"].isin(skip)
+        skipped = gpu.loc[left_out, "name"].value_counts().to_dict()
+        gpu, copies = gpu[~left_out], copies[~left_out]
     gpu = gpu.copy()
     gpu["kind"] = gpu["cat"].map({"kernel": "kernel", "gpu_memset": "memset", "gpu_memcpy": ""})
     gpu["host_memory"] = None
-    copies = gpu["cat"] == "gpu_memcpy"
-    parsed = {name: memcpy_kind(name) for name in gpu.loc[copies, "name"].unique()}
+    parsed = {name: memcpy_kind(name) for name in names if name not in skip}
     for name, result in parsed.items():
         if result is None:
             first = int(gpu.loc[copies & (gpu["name"] == name), "idx"].iloc[0])
             raise InputError(
                 path,
                 f"event {first}",
-                f"unknown memcpy name {name!r}; expected 'Memcpy HtoD|DtoH|DtoD|PtoP (<src> -> <dst>)'",
+                f"unknown memcpy name {name!r}; expected 'Memcpy <kind> (<src> -> <dst>)' with a kind of "
+                f"{'|'.join([*_COPY_KINDS, *SKIPPED_COPY_KINDS])} and Pinned, Pageable, Host or Device memory",
             )
     gpu.loc[copies, "kind"] = gpu.loc[copies, "name"].map(lambda n: parsed[n][0])
     gpu.loc[copies, "host_memory"] = gpu.loc[copies, "name"].map(lambda n: parsed[n][1])
     gpu.loc[gpu["kind"].isin(["copy_h2d", "copy_d2h"]) & gpu["host_memory"].isna(), "host_memory"] = ""
-    if gpu["device"].isna().any() or gpu["stream"].isna().any():
-        bad = int(gpu.loc[gpu["device"].isna() | gpu["stream"].isna(), "idx"].iloc[0])
-        raise InputError(path, f"event {bad}", "GPU op without a numeric pid (device) and tid (stream)")
-    return gpu
+    return gpu, skipped
+
+
+def _skip_warnings(skipped: dict[str, int]) -> tuple[str, ...]:
+    if not skipped:
+        return ()
+    counts = ", ".join(f"{n} x {name!r}" for name, n in sorted(skipped.items()))
+    total = sum(skipped.values())
+    return (
+        f"{total} GPU copie(s) of a kind the model lacks left out ({counts}): their launch calls stay, "
+        "as host time; a prediction misses the stream time they took",
+    )
+
+
+def _check_links(path: Path, ev: KinetoEvents, gpu: pd.DataFrame) -> None:
+    """Refuse inconsistent correlation ids, naming the two events at odds.
+
+    A GPU op recorded twice (same name, device, stream, start, duration and correlation); two
+    runtime calls of one correlation id; GPU ops of one call on two devices; a single-kernel
+    launch call (``cudaLaunchKernel`` and the like) with more than one GPU op.
+    """
+    same = ["device", "stream", "ts", "dur", "name", "correlation"]
+    twice = gpu.duplicated(same, keep="first")
+    if twice.any():
+        second = gpu[twice].iloc[0]
+        first = gpu[(gpu[same] == second[same]).all(axis=1)].iloc[0]
+        raise InputError(
+            path,
+            f"event {int(second['idx'])}",
+            f"GPU op {second['name'][:60]!r} is recorded twice: the same op as event {int(first['idx'])} "
+            f"(device {second['device']}, stream {second['stream']}, ts {second['ts']:.17g}, "
+            f"correlation {second['correlation']})",
+        )
+    calls = ev.calls.dropna(subset=["correlation"])
+    repeated = calls["correlation"].duplicated(keep="first")
+    if repeated.any():
+        second = calls[repeated].iloc[0]
+        first = calls[calls["correlation"] == second["correlation"]].iloc[0]
+        raise InputError(
+            path,
+            f"event {int(second['idx'])}",
+            f"runtime call {second['name']!r} has correlation {second['correlation']}, already the correlation "
+            f"of event {int(first['idx'])} ({first['name']!r}): a correlation id names one call",
+        )
+    devices = gpu.groupby("correlation")["device"].nunique()
+    if (devices > 1).any():
+        corr = devices[devices > 1].index[0]
+        ops = gpu[gpu["correlation"] == corr]
+        other = ops[ops["device"] != ops["device"].iloc[0]].iloc[0]
+        raise InputError(
+            path,
+            f"event {int(other['idx'])}",
+            f"GPU op {other['name'][:60]!r} on device {other['device']} shares correlation {corr} with event "
+            f"{int(ops['idx'].iloc[0])} on device {ops['device'].iloc[0]}: one launch call runs on one device",
+        )
+    kinds = calls["name"].map({n: call_kind(n) for n in calls["name"].unique()})
+    single = calls.loc[kinds == "call_launch", ["correlation", "idx", "name"]]
+    launched = gpu[gpu["correlation"].isin(single["correlation"])]
+    extra = launched["correlation"].duplicated(keep="first")
+    if extra.any():
+        second = launched[extra].iloc[0]
+        corr = second["correlation"]
+        first = launched[launched["correlation"] == corr].iloc[0]
+        call = single[single["correlation"] == corr].iloc[0]
+        raise InputError(
+            path,
+            f"event {int(second['idx'])}",
+            f"GPU op {second['name'][:60]!r} has correlation {corr} of launch call event {int(call['idx'])} "
+            f"({call['name']!r}), which already launched event {int(first['idx'])} ({first['name'][:60]!r}): "
+            "a kernel launch issues one kernel (a kernel issued twice?)",
+        )
 
 
 def _link(path: Path, ev: KinetoEvents, gpu: pd.DataFrame) -> pd.DataFrame:
@@ -229,7 +345,7 @@ def _host_calls(ev: KinetoEvents, gpu: pd.DataFrame, device: int | None) -> pd.D
     sync_stream = calls["sync_stream"].where(~calls["sync_stream"].isin(list(_NO_STREAM)))
     calls["stream"] = calls["op_stream"].fillna(sync_stream)
     calls = _record_streams(calls)
-    op_bytes = gpu.groupby("correlation")["bytes"].sum()
+    op_bytes = gpu.groupby("correlation")["bytes"].sum(min_count=1)  # NA where no op says (not 0)
     calls["size"] = calls["size"].fillna(calls["correlation"].map(op_bytes))
     return calls.drop(columns=["op_device", "op_stream", "sync_device", "sync_stream"])
 
@@ -399,7 +515,17 @@ def _gpu_rows(path: Path, gpu: pd.DataFrame, calls: pd.DataFrame, origin: float)
     if lacking.any():
         bad = gpu[lacking].iloc[0]
         raise InputError(
-            path, f"event {int(bad['idx'])}", f"{bad['kind']} {bad['name']!r} records no bytes (args.bytes)"
+            path,
+            f"event {int(bad['idx'])}",
+            f"{bad['kind']} {bad['name']!r} records no bytes (args.bytes), nor does its call (args.size)",
+        )
+    empty = gpu["kind"].str.startswith("copy_") & nbytes.eq(0)
+    if empty.any():
+        bad = gpu[empty].iloc[0]
+        raise InputError(
+            path,
+            f"event {int(bad['idx'])}",
+            f"{bad['kind']} {bad['name']!r} records 0 bytes (args.bytes): a copy moves something",
         )
     start = gpu["ts"].to_numpy() - origin
     launch_us = gpu["call_ts"].to_numpy(dtype=float) - origin

@@ -187,8 +187,9 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def write_results(out_dir: Path, tables: dict[str, pa.Table]) -> Path:
-    """Write every table into ``out_dir`` at once; refuse to overwrite.
+def write_results(out_dir: Path, tables: dict[str, pa.Table], files: dict[str, bytes] | None = None) -> Path:
+    """Write every table (and ``files``: name -> bytes, such as ``verdict.json``) into ``out_dir`` at once;
+    refuse to overwrite.
 
     Raises :class:`OutputPathError` when the folder cannot be created or written (nothing is left behind).
     """
@@ -210,6 +211,8 @@ def write_results(out_dir: Path, tables: dict[str, pa.Table]) -> Path:
     try:
         for name, table in tables.items():
             pq.write_table(table, staging / f"{name}.parquet")
+        for name, data in (files or {}).items():
+            (staging / name).write_bytes(data)
         os.rename(staging, out_dir)
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)

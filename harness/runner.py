@@ -189,6 +189,7 @@ def execute_run(
                 f"workload {loaded.workload.name!r} returned tables {unknown} without a schema in extra_tables"
             )
         rows = [(run_id, row.metric, row.item, row.value, row.unit) for row in run_metrics]
+        rows += [(run_id, name, -1, float(value), unit) for name, (value, unit) in outcome.metrics.items()]
         tables["ops"] = to_table("ops", ops)
         tables["metrics"] = to_table("metrics", pd.DataFrame(rows, columns=METRICS_SCHEMA.names))
         for name, frame in extra.items():

@@ -70,6 +70,7 @@ class ExperimentSpec(pydantic.BaseModel):
     device_memory_bytes: int | None = pydantic.Field(default=None, gt=0)  # cap below the profile's memory
     workload: dict[str, Any]
     policies: list[PolicyEntry] = pydantic.Field(min_length=1)
+    baseline: str | None = None  # the policy label the verdict measures the others against (default: the first)
 
     @pydantic.field_validator("name")
     @classmethod
@@ -103,6 +104,11 @@ class LoadedSpec:
     policies: list[PolicyRun]
     device_memory_bytes: int
 
+    @property
+    def baseline(self) -> str:
+        """The policy label the verdict measures the others against: the spec's ``baseline``, else the first."""
+        return self.spec.baseline or self.policies[0].label
+
     def prepare_context(self) -> PrepareContext:
         """What the workload's ``prepare`` is given for this spec."""
         return PrepareContext(
@@ -130,6 +136,7 @@ def load_spec(
         raw = tomllib.loads(data.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise InputError(path, "", f"malformed TOML: {err}") from None
+    _check_tables(path, raw)
     _check_numbers(path, {**raw, "workload": {**raw.get("workload", {}), **(workload_overrides or {})}})
     _check_no_bools(path, ExperimentSpec, raw, "")
     try:
@@ -183,8 +190,29 @@ def load_spec(
             seen.add(label)
             policies.append(PolicyRun(label, definition, params))
 
+    if spec.baseline is not None and spec.baseline not in seen:
+        raise InputError(
+            path,
+            "field 'baseline'",
+            f"{spec.baseline!r} is not a policy label of this spec; labels: {', '.join(p.label for p in policies)}",
+        )
     return LoadedSpec(
         path, hashlib.sha256(data).hexdigest(), spec, profile, workload, workload_params, policies, memory
+    )
+
+
+def _check_tables(path: Path, raw: dict[str, Any]) -> None:
+    """Refuse ``[workload]`` given as a value (``workload = "layer_streaming"``) before anything reads into it."""
+    value = raw.get("workload")
+    if value is None or isinstance(value, dict):
+        return
+    kinds = {str: "text", int: "number", float: "number", bool: "true/false", list: "list"}
+    got = f"the {kinds.get(type(value), type(value).__name__)} {json.dumps(value, default=str)}"
+    fix = f'[workload] on a line of its own and kind = "{value}" below it' if isinstance(value, str) else ""
+    raise InputError(
+        path,
+        "field 'workload'",
+        f"must be a table (its kind and parameters), got {got}" + (f": write {fix}" if fix else ""),
     )
 
 

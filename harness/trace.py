@@ -48,6 +48,14 @@ gap_ranges      int64      no        ... and the record_function ranges (``user_
 
 Times are µs; in an imported trace, µs since the first imported event.
 
+Reading a trace (:func:`load_trace`) and writing one (:func:`write_trace`) check it as
+strictly as a spec, naming the file and the first bad row or column: each column has its
+type (durations stored as text are refused), required values are present (not null or NaN),
+times are finite, >= 0 and at most a day (:data:`MAX_TRACE_TIME_US`), copies move bytes,
+GPU ops are on a device >= 0 and host calls on -1, ``host_memory`` is one of
+:data:`HOST_MEMORY`, and where the rows carry correlations they are consistent (one host
+call per id, a call's GPU ops on one device, one GPU op per kernel launch, no GPU op twice).
+
 File metadata (Parquet key-value, UTF-8): ``harness.trace.format_version``
 ("1"), ``harness.trace.source`` (where it came from: a tool and command, a
 recording, a generator), ``harness.trace.hardware`` (the GPU, or "synthetic"),
@@ -119,6 +127,12 @@ CALL_KINDS = (
     "call_other",  # any other runtime call (queries, attributes, stream creation, ...)
 )
 _KINDS = {k.value for k in OpKind} | set(GPU_KINDS) | set(CALL_KINDS)
+COPY_KINDS = ("copy_h2d", "copy_d2h", "copy_d2d")
+HOST_MEMORY = ("pinned", "pageable", "")
+MAX_TRACE_TIME_US = 86_400e6
+"""Longest duration or time (µs since the trace's start) a trace may give: a day. Beyond it a value is
+taken as damaged (a recording spans seconds to minutes; a synthetic op lasts ms)."""
+TIME_COLUMNS = ("duration_us", "start_us", "launch_us", "host_gap_us")
 
 
 @dataclass(frozen=True)
@@ -211,6 +225,7 @@ def load_trace(path: Path) -> Trace:
     table, meta = read_stamped_parquet(
         path, "trace file", "harness.trace", READABLE_TRACE_VERSIONS, REQUIRED_METADATA, REQUIRED_COLUMNS
     )
+    _check_types(path, table)
     frame = table.to_pandas()
     for field in TRACE_SCHEMA:
         if field.name not in frame.columns:
@@ -229,31 +244,160 @@ def load_trace(path: Path) -> Trace:
     return Trace(path, frame[TRACE_SCHEMA.names], provenance, meta["harness.trace.format_version"])
 
 
+def require_values(path: Path, ops: pd.DataFrame, column: str, rows: np.ndarray, why: str) -> None:
+    """Refuse the first of ``rows`` (a boolean mask) whose optional ``column`` is null, naming it and ``why``."""
+    if (i := _first(rows & ops[column].isna().to_numpy())) is not None:
+        raise InputError(path, f"row {i}, column '{column}'", f"missing value ({why})")
+
+
+def _plain(value: object) -> object:
+    """A cell as a Python value (numpy scalars print as ``np.float64(...)`` otherwise)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _first(mask: np.ndarray) -> int | None:
     return int(mask.argmax()) if mask.any() else None
+
+
+def _type_fits(found: pa.DataType, wanted: pa.DataType) -> bool:
+    """Whether a column stored as ``found`` reads as the schema's ``wanted`` without a change of meaning."""
+    if pa.types.is_null(found):  # a column of nulls only
+        return True
+    if pa.types.is_integer(wanted):
+        return pa.types.is_integer(found)
+    if pa.types.is_floating(wanted):
+        return pa.types.is_integer(found) or pa.types.is_floating(found)
+    if pa.types.is_string(wanted):
+        return pa.types.is_string(found) or pa.types.is_large_string(found) or pa.types.is_dictionary(found)
+    return found.equals(wanted)
+
+
+def _check_types(path: Path, table: pa.Table) -> None:
+    """Refuse a column stored with another type than the format's, naming it and its first value."""
+    for field in TRACE_SCHEMA:
+        if field.name not in table.column_names:
+            continue
+        column = table.column(field.name)
+        if pa.types.is_dictionary(column.type):
+            if not pa.types.is_string(field.type):
+                found = column.type
+            elif _type_fits(column.type.value_type, field.type):
+                continue
+            else:
+                found = column.type.value_type
+        elif _type_fits(column.type, field.type):
+            continue
+        else:
+            found = column.type
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        row = _first(valid)
+        where = f"row {row}, column '{field.name}'" if row is not None else f"column '{field.name}'"
+        shown = f": {column[row].as_py()!r}" if row is not None else ""
+        raise InputError(path, where, f"expected {_TYPE_WORDS.get(str(field.type), field.type)}, found {found}{shown}")
+
+
+_TYPE_WORDS = {
+    "int32": "whole numbers (int32)",
+    "int64": "whole numbers (int64)",
+    "double": "numbers (float64)",
+    "string": "text (string)",
+}
 
 
 def _check_rows(path: Path, frame: pd.DataFrame) -> None:
     """Reject the first bad row, naming it (rows count from 0)."""
     for column in REQUIRED_COLUMNS:
         if (i := _first(frame[column].isna().to_numpy())) is not None:
-            raise InputError(path, f"row {i}, column '{column}'", "missing value")
-    durations = pd.to_numeric(frame["duration_us"], errors="coerce").to_numpy(dtype=float)
-    if (i := _first(~np.isfinite(durations) | (durations < 0))) is not None:
-        raise InputError(
-            path,
-            f"row {i}, column 'duration_us'",
-            f"must be a finite number >= 0, got {frame['duration_us'].iloc[i]!r}",
-        )
+            numeric = pd.api.types.is_float_dtype(frame[column].dtype)
+            what = "missing value" + (" (null or NaN)" if numeric else "")
+            raise InputError(path, f"row {i}, column '{column}'", what)
+    for column in TIME_COLUMNS:
+        raw = frame[column]
+        times = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+        present = raw.notna().to_numpy()
+        with np.errstate(invalid="ignore"):
+            bad = present & ~((times >= 0) & (times <= MAX_TRACE_TIME_US))  # NaN, inf, negative, beyond a day
+        if (i := _first(bad)) is not None:
+            raise InputError(
+                path,
+                f"row {i}, column '{column}'",
+                f"must be a finite number of µs >= 0 and at most a day ({MAX_TRACE_TIME_US:.3g}), "
+                f"got {_plain(raw.iloc[i])!r}",
+            )
     sizes = pd.to_numeric(frame["bytes"], errors="coerce").to_numpy(dtype=float)
     if (i := _first(~np.isfinite(sizes) | (sizes < 0))) is not None:
-        raise InputError(path, f"row {i}, column 'bytes'", f"must be an integer >= 0, got {frame['bytes'].iloc[i]!r}")
-    if (i := _first(~frame["kind"].isin(_KINDS).to_numpy())) is not None:
+        got = _plain(frame["bytes"].iloc[i])
+        raise InputError(path, f"row {i}, column 'bytes'", f"must be an integer >= 0, got {got!r}")
+    kinds = frame["kind"]
+    if (i := _first(~kinds.isin(_KINDS).to_numpy())) is not None:
         raise InputError(
             path,
             f"row {i}, column 'kind'",
-            f"unknown op kind {frame['kind'].iloc[i]!r}; expected one of {sorted(_KINDS)}",
+            f"unknown op kind {kinds.iloc[i]!r}; expected one of {sorted(_KINDS)}",
         )
+    if (i := _first(kinds.isin(COPY_KINDS).to_numpy() & (sizes == 0))) is not None:
+        raise InputError(
+            path, f"row {i}, column 'bytes'", f"a {kinds.iloc[i]} of 0 bytes: a copy must say what it moves"
+        )
+    device = pd.to_numeric(frame["device"], errors="coerce").to_numpy(dtype=float)
+    on_gpu = kinds.isin(GPU_KINDS).to_numpy()
+    is_call = kinds.isin(CALL_KINDS).to_numpy()
+    if (i := _first((device < -1) | (on_gpu & (device < 0)) | (is_call & (device != -1)))) is not None:
+        rule = "a GPU op's device is >= 0" if on_gpu[i] else "a host call's device is -1" if is_call[i] else ">= -1"
+        raise InputError(path, f"row {i}, column 'device'", f"{kinds.iloc[i]} on device {int(device[i])}: {rule}")
     shares = pd.to_numeric(frame["compute_share"], errors="coerce").to_numpy(dtype=float)
     if (i := _first(~np.isnan(shares) & ~((shares > 0) & (shares <= 1)))) is not None:
         raise InputError(path, f"row {i}, column 'compute_share'", f"must be in (0, 1], got {shares[i]}")
+    memory = frame["host_memory"]
+    if (i := _first((memory.notna() & ~memory.isin(HOST_MEMORY)).to_numpy())) is not None:
+        raise InputError(
+            path, f"row {i}, column 'host_memory'", f"expected 'pinned', 'pageable' or '', got {memory.iloc[i]!r}"
+        )
+    for column in ("gap_aten_ops", "gap_ranges"):
+        counts = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        if (i := _first(counts < 0)) is not None:
+            got = _plain(frame[column].iloc[i])
+            raise InputError(path, f"row {i}, column '{column}'", f"must be >= 0, got {got!r}")
+    _check_correlations(path, frame, on_gpu, kinds)
+
+
+def _check_correlations(path: Path, frame: pd.DataFrame, on_gpu: np.ndarray, kinds: pd.Series) -> None:
+    """An imported trace's links: one call per correlation; a call's GPU ops on one device; one op per kernel
+    launch; no GPU op twice. Rows without a correlation (synthetic traces) are not checked."""
+    corr = frame["correlation"]
+    if corr.isna().all():
+        return
+    linked = corr.notna().to_numpy()
+    calls = np.flatnonzero(kinds.isin(CALL_KINDS).to_numpy() & linked)
+    again = corr.iloc[calls].duplicated(keep="first").to_numpy()
+    if again.any():
+        i = int(calls[again.argmax()])
+        first = int(calls[np.flatnonzero(corr.iloc[calls].to_numpy() == corr.iloc[i])[0]])
+        raise InputError(
+            path, f"row {i}, column 'correlation'", f"{corr.iloc[i]} is also the correlation of host call row {first}"
+        )
+    gpu = frame[on_gpu & linked]
+    same = ["device", "stream", "start_us", "duration_us", "name", "correlation"]
+    twice = gpu.duplicated(same, keep="first").to_numpy()
+    if twice.any():
+        i = int(gpu.index[twice.argmax()])
+        name = frame["name"].iloc[i]
+        raise InputError(path, f"row {i}", f"GPU op {name!r} is recorded twice (an identical row before)")
+    devices = gpu.groupby("correlation")["device"].transform("nunique").to_numpy()
+    if (devices > 1).any():
+        i = int(gpu.index[(devices > 1).argmax()])
+        raise InputError(
+            path,
+            f"row {i}, column 'correlation'",
+            f"GPU ops of correlation {corr.iloc[i]} run on {int(devices.max())} devices: one launch call runs on one",
+        )
+    launches = corr[(kinds == "call_launch").to_numpy() & linked]
+    per_launch = gpu[gpu["correlation"].isin(launches)]
+    extra = per_launch["correlation"].duplicated(keep="first").to_numpy()
+    if extra.any():
+        i = int(per_launch.index[extra.argmax()])
+        raise InputError(
+            path,
+            f"row {i}, column 'correlation'",
+            f"a second GPU op for the kernel launch of correlation {corr.iloc[i]}: a launch issues one kernel",
+        )

@@ -20,6 +20,9 @@ nothing outside the folder names it. A workload provides:
   of these parameters is (ops, memory), worked out *without* preparing the
   inputs (at most reading a file's row count), so that the runner can refuse a
   spec beyond the limits (``harness.limits``) before it allocates anything.
+* ``headline_metrics``: the metrics the verdict speaks about (:class:`harness.verdict.HeadlineMetric`: which
+  side is better, and a measured reference where a run carries one); without them, the first summary metric
+  whose name says which side is better.
 * optionally its own results tables (``tables`` + ``extra_tables``), its own CLI
   commands (``commands``) and its own fidelity checks (``fidelity``).
 
@@ -44,6 +47,7 @@ from harness.backend import BackendFactory
 from harness.limits import OP_ROW_BYTES
 from harness.profile import Profile
 from harness.runtime import PolicyGen, Runtime
+from harness.verdict import HeadlineMetric, guess_better
 
 ENTRY_POINT_GROUP = "gpu_policy_harness.workloads"
 
@@ -173,6 +177,7 @@ class Workload:
     policies: dict[str, PolicyDef]
     metrics: Callable[[Any, pd.DataFrame, Any], list[MetricRow]]  # (inputs, ops of one run, the policy's result)
     summary_metrics: tuple[str, ...] = field(default=())  # shown in the CLI's table
+    headline_metrics: tuple[HeadlineMetric, ...] = field(default=())  # what the verdict answers (harness.verdict)
     devices: Callable[[Any], int] = lambda params: 1  # how many GPUs a run of these parameters uses
     # Optional tables of the workload's own next to runs/ops/metrics (a per-request table, say):
     # tables(inputs, ops of one run, the policy's result) -> {table name: frame without run_id}.
@@ -181,8 +186,18 @@ class Workload:
     tables: Callable[[Any, pd.DataFrame, Any], dict[str, pd.DataFrame]] | None = None
     extra_tables: dict[str, Any] = field(default_factory=dict)  # name -> pyarrow.Schema
     commands: CommandsFactory | None = None  # extra `harness` commands of this workload
+    # Optional lines `harness sim` / `replay` print below the summary table: notes(results tables by name) -> lines
+    # (what a run changed, say: the recorded workload's what-ifs).
+    notes: Callable[[dict[str, Any]], list[str]] | None = None
     fidelity: Fidelity = field(default_factory=Fidelity)
     estimate: Callable[[PrepareContext], WorkEstimate] | None = None  # size of one run, before prepare
+
+    def headlines(self) -> tuple[HeadlineMetric, ...]:
+        """The declared headline metrics, else the first summary metric whose better side its name tells."""
+        if self.headline_metrics:
+            return self.headline_metrics
+        guessed = ((m, guess_better(m)) for m in self.summary_metrics)
+        return tuple(HeadlineMetric(m, better) for m, better in guessed if better is not None)[:1]
 
 
 @cache

@@ -4,13 +4,16 @@ What is measured, and how (every figure is a median of several repetitions):
 
 * **host link**, per direction (H2D, D2H) and host-memory kind (pinned,
   pageable): the time of one copy at sizes from 64 KiB to 1 GiB (pageable to
-  256 MiB), timed with CUDA events. Pinned copies are timed behind a queued
-  ``_sleep`` so only their GPU time counts (the host's issue time is the
-  profile's ``copy_launch_us``); pageable copies block the host anyway and are
-  timed from an idle stream. ``latency_us`` is the intercept of a line through
-  the 1-16 MiB samples (:func:`replay.fit.link_latency_us`);
+  256 MiB), timed the way runs issue them, through the replay engine: from its
+  pooled host buffers into freshly allocated device buffers, queued behind and
+  beside its stand-in kernels, all sizes interleaved in rounds
+  (:mod:`replay.copy_calibration`); each sample is the median over rounds, its
+  spread half the interquartile range (``spread_us``). ``latency_us`` is the
+  intercept of a line through the 1-16 MiB samples (:func:`replay.fit.link_latency_us`);
 * **duplex factor**: a 256 MiB pinned H2D and a 256 MiB pinned D2H released
   together on two streams, against each alone (:func:`replay.fit.duplex_factor`);
+* **link drift**: a 64 MiB pinned H2D probe at the start, middle and end of the
+  calibration (``[link.drift]``);
 * **device copies** (``d2d_latency_us``, ``d2d_gbps``): a line through the
   replay's device-copy samples of 64 MiB and more;
 * **host costs**: through the replay engine itself, so they are what a replay
@@ -36,6 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,8 @@ import tomli_w
 
 from harness.profile import HardwareProfile
 from harness.runtime import Direction, GraphKernel, HostMemory, KernelKind, Runtime
+from replay.copy_calibration import ROUNDS, LinkProber, describe_probe, drift_section, plan_for
+from replay.copy_calibration import measure_link as measure_copies
 from replay.fit import MiB, duplex_factor, fit_line, link_table
 from replay.sized import SizedKernels
 from replay.timing import median_gpu_time_us, timing_events
@@ -54,7 +60,9 @@ DUPLEX_BYTES = 256 * MiB
 BUSY_CYCLES = 400_000
 
 
-def measure_link(torch: Any, device: Any, log: Callable[[str], None]) -> dict:
+def measure_link_isolated(torch: Any, device: Any, log: Callable[[str], None]) -> dict:
+    """The host link as calibrations before the pooled method timed it: each size alone, from one pinned buffer
+    into one device buffer behind a queued ``_sleep`` (``tools/calibrate_copies.py --method isolated``)."""
     stream = torch.cuda.Stream(device=device)
     events = timing_events(torch)
     biggest = max(PINNED_SIZES)
@@ -407,7 +415,7 @@ def profiled_graph_kernel_gap_us(torch: Any, device: Any, kernels: int = 64, rep
 # ------------------------------------------------------------------ the profile
 def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str], None] = print) -> dict:
     """Measure everything on GPU 0; return the profile as a dict (validated)."""
-    from replay.engine import ReplayContext
+    from replay.engine import ReplayBackend, ReplayContext
     from replay.gpu import driver_version
 
     context = ReplayContext(1)
@@ -415,9 +423,12 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
     device = context.devices[0]
     log(f"calibrating {device.name} (torch {torch.__version__})")
     log(f"kernel stand-ins: {device.kernels.stand_in}")
-    log("host link:")
-    link = measure_link(torch, device.device, log)
-    duplex_us = link.pop("_duplex_us")
+    log("host link, copies issued as runs issue them (pooled buffers, between kernels, sizes in rounds):")
+    copy_backend = ReplayBackend(context, base_profile)
+    prober = LinkProber(copy_backend, time.monotonic)
+    log(describe_probe(prober.probe("start")))
+    link, duplex_us = measure_copies(copy_backend, plan_for(base_profile), log)
+    log(describe_probe(prober.probe("middle")))
     log("host costs through the replay engine:")
     measured_costs = measure_host_costs(context, base_profile, log)
     host = measured_costs["profile"]
@@ -435,6 +446,9 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
     d2d = [(b, t) for b, t in zip(sized.tables.d2d_bytes, sized.tables.d2d_us) if b >= 64 * MiB]
     d2d_latency, d2d_slope = fit_line([b for b, _ in d2d], [t for _, t in d2d])
     del sized
+    log(describe_probe(prober.probe("end")))
+    link["drift"] = drift_section(prober.probes)
+    log(f"  link drift over the calibration: {link['drift']['spread_frac']:.2%} (slowest - fastest probe)")
     now = dt.datetime.now(dt.UTC)
     raw = {
         "format_version": 1,
@@ -447,9 +461,13 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
             "driver": driver_version(),
             "torch": torch.__version__,
             "method": (
-                "CUDA-event medians: pinned copies timed behind a queued _sleep (GPU time only), "
-                "pageable from an idle stream; latency = intercept of the 1-16 MiB samples; "
-                f"duplex from 256 MiB each way together ({duplex_us:.1f} µs); "
+                "copies through the replay engine as runs issue them: pooled host buffer, a fresh device buffer "
+                "per copy; pinned ones queued behind a kernel on the compute stream or beside one on a side stream, "
+                "pageable ones on an idle stream (alone or beside a kernel); "
+                f"all sizes interleaved in {ROUNDS} rounds; each sample the median over rounds (spread_us: half "
+                "the IQR); latency = intercept of the 1-16 MiB samples; "
+                f"duplex from 256 MiB each way together ({duplex_us:.1f} µs); link drift = a 64 MiB pinned H2D "
+                "probe at the start, middle and end ([link.drift]); "
                 "host costs = median per-call host time of the replay engine's own commands inside a "
                 "double-buffered streaming loop (wait, launch 300 µs, alloc, side-stream copy 16 MiB, record, sync, "
                 "free), each the gap to the next command's issue; sync_wake_us = stream end to sync_stream return; "

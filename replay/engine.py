@@ -92,6 +92,7 @@ from harness.runtime import (
     event_name,
 )
 from replay.clock import RunClock, precise_wait_us, yield_gil
+from replay.floor import FloorLifts, graph_lifts, lifted_us
 from replay.gpu import require_cuda
 
 STREAM_POOL_SIZE = 32  # torch.cuda.Stream() hands out 32 streams per priority per device, round robin
@@ -154,8 +155,10 @@ class ReplayContext:
         self.host = HostPools(torch)
         self.scratch = DeviceScratch(torch)
         self.warmed: set[Any] = set()
+        self.native: Any = None  # replay.native.executor.NativeRunner, made when a program first runs natively
         self._graphs: dict[Any, Any] = {}  # (device, plan ids) -> captured torch.cuda.CUDAGraph
-        self._graph_plans: dict[tuple[int, int], tuple[Any, Any]] = {}  # (device, id(kernels)) -> (kernels, plans)
+        # (device, id(kernels)) -> (kernels, plans, (kernels lifted, µs added) per launch)
+        self._graph_plans: dict[tuple[int, int], tuple[Any, Any, tuple[int, float]]] = {}
         # Timing events, pooled per device: an event belongs to the device it was first recorded on.
         self._events: list[list[Any]] = [[] for _ in self.devices]
         self._next_event = [0] * len(self.devices)
@@ -167,14 +170,23 @@ class ReplayContext:
         entry = self._graph_plans.get((device, id(kernels)))
         if entry is None or entry[0] is not kernels:
             factory = self.devices[device].kernels
+            floor_us = factory.min_kernel_us
             plans = tuple(
-                factory.plan(k.kind, k.duration_us, k.name, k.compute_share) for k in kernels if k.duration_us > 0
+                factory.plan(k.kind, lifted_us(k.duration_us, floor_us), k.name, k.compute_share)
+                for k in kernels
+                if k.duration_us > 0
             )
+            lifts = graph_lifts([k.duration_us for k in kernels], floor_us)
             entry = self._graph_plans[(device, id(kernels))] = (
                 kernels,
                 plans,
+                lifts,
             )  # keeps kernels alive: its id stays its own
         return entry[1]
+
+    def graph_lifts(self, device: int, kernels: tuple[Any, ...]) -> tuple[int, float]:
+        """(kernels lifted to the floor, µs added) per launch of the graph of ``kernels`` (after graph_plans)."""
+        return self._graph_plans[(device, id(kernels))][2]
 
     def graph(self, device: int, plans: tuple[Any, ...], gap_us: float = 0.0) -> Any:
         """The CUDA graph of ``plans``' stand-in kernels on ``device``, captured and tuned on first use.
@@ -334,12 +346,14 @@ class _Run:
             tuple
         ] = []  # (id, device, stream, kind, name, bytes, memory, thread, issue, start_ev, end_ev)
         self._host_ops: list[tuple] = []
+        self._native_rows: list[OpRow] = []  # device rows of program commands the compiled executor ran
         self._children: list[Thread] = []
         self._stream_handles: dict[int, str] = {}  # cuda stream pointer -> stream name
         self._abort = threading.Event()
         self._clock = None
         self._thread_local = threading.local()
         self._handlers = command_handlers(self)
+        self.lifts = FloorLifts()  # kernels below the GPU's floor run at it (replay.floor)
 
     # ------------------------------------------------------------------ driving
     def execute(self, main: Callable[..., Generator[Command, Any, Any]], args: tuple) -> RunResult:
@@ -371,7 +385,7 @@ class _Run:
             torch.cuda.set_stream(caller_stream)
             for device in self.ctx.devices:
                 torch.cuda.synchronize(device.device)
-        return RunResult(rows, result, main_end)
+        return RunResult(rows, result, main_end, self.lifts.metrics())
 
     def _drive(self, gen: Generator[Command, Any, Any], thread: Thread) -> Any:
         value: Any = None
@@ -453,7 +467,7 @@ class _Run:
             device_rows.append(
                 OpRow(op_id, device, stream, kind, name, nbytes, memory, thread, issue, start_us, max(end_us, start_us))
             )
-        return list(self._host_ops) + _engine_starts(device_rows)
+        return list(self._host_ops) + _engine_starts(device_rows + self._native_rows)
 
     # ------------------------------------------------------------------ streams and device work
     def _now(self, cmd: Now, thread: Thread) -> float:
@@ -483,7 +497,8 @@ class _Run:
         issue = self._clock.host_us()
         op_id = self._new_id()
         kernels = self.ctx.devices[cmd.stream.device].kernels
-        plan = kernels.plan(cmd.kind, cmd.duration_us, cmd.name, cmd.compute_share) if cmd.duration_us > 0 else None
+        duration_us = self.lifts.lift(cmd.duration_us, kernels.min_kernel_us)
+        plan = kernels.plan(cmd.kind, duration_us, cmd.name, cmd.compute_share) if duration_us > 0 else None
         s = cmd.stream.native
         start, end = self.ctx.take_event(cmd.stream.device), self.ctx.take_event(cmd.stream.device)
         self._use_stream(s)
@@ -515,6 +530,7 @@ class _Run:
         device = cmd.stream.device
         kernels = self.ctx.devices[device].kernels
         plans = self.ctx.graph_plans(device, cmd.kernels)
+        self.lifts.add(*self.ctx.graph_lifts(device, cmd.kernels))
         s = cmd.stream.native
         start, end = self.ctx.take_event(device), self.ctx.take_event(device)
         self._use_stream(s)
@@ -627,8 +643,19 @@ class _Run:
         self._host_op(OpKind.HOST_WORK, cmd.name, thread, start)
 
     def _run_program(self, cmd: RunProgram, thread: Thread) -> Any:
-        """A program command, through its reference expansion (``harness.program.expand``) on this thread."""
-        return self._drive(expand(self.runtime, cmd), thread)
+        """A program command: by the compiled executor (:mod:`replay.native.executor` says when), else through
+        its reference expansion (``harness.program.expand``) on this thread."""
+        from replay.native.executor import runner_for
+
+        native = runner_for(self.ctx, cmd)
+        if native is None:
+            return self._drive(expand(self.runtime, cmd), thread)
+        gap_us = self.backend.profile.device.graph_kernel_gap_us
+        host, device, outcome = native.run(cmd, thread.name, self._new_id, self._clock.origin, self.lifts, gap_us)
+        with self._lock:
+            self._host_ops.extend(host)
+            self._native_rows.extend(device)
+        return outcome
 
     def _spawn(self, cmd: Spawn, thread: Thread) -> Thread:
         child = Thread(self._new_id(), cmd.name, _ThreadState())

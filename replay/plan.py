@@ -1,4 +1,4 @@
-"""What the replay's two kernel stand-ins share: a plan per described kernel, the too-short error, their interface.
+"""What the replay's two kernel stand-ins share: a plan per described kernel, their interface.
 
 A policy describes a kernel by its kind and solo duration; a stand-in
 (:class:`replay.sized.SizedKernels` or :class:`replay.timed.TimedKernels`, picked
@@ -35,17 +35,13 @@ class Plan:
     launch: Any = field(default=None, repr=False)  # timed stand-ins: (function, grid, block, args) ready to launch
 
 
-class KernelTooShort(ValueError):
-    """A kernel duration below what the GPU can run."""
-
-
 class StandIn(Protocol):
     """The interface the replay engine and calibration use, whichever stand-in runs."""
 
     stand_in: str  # "sized" or "timed", recorded in a calibrated profile
 
     @property
-    def min_kernel_us(self) -> float: ...  # the shortest kernel the GPU runs back to back; shorter ones are refused
+    def min_kernel_us(self) -> float: ...  # the shortest kernel the GPU runs back to back; shorter ones are lifted to it
 
     @property
     def scratch_bytes(self) -> int: ...

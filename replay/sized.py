@@ -29,7 +29,7 @@ from typing import Any
 
 from harness.runtime import KernelKind
 from replay.fit import fit_line, monotone_times, size_for_time, split_pieces, time_for_size
-from replay.plan import KernelTooShort, Plan
+from replay.plan import Plan
 from replay.timing import median_gpu_time_us, timing_events
 
 MATMUL_K = MATMUL_N = 8192
@@ -52,7 +52,7 @@ class KernelTables:
     d2d_us: tuple[float, ...]
     sleep_base_us: float  # _sleep(c) takes sleep_base_us + c / sleep_cycles_per_us
     sleep_cycles_per_us: float
-    min_kernel_us: float  # the shortest kernel the GPU runs back to back (a _sleep(0)); shorter durations are refused
+    min_kernel_us: float  # the shortest kernel the GPU runs back to back (a _sleep(0)); shorter ones are lifted to it
 
     def as_profile_section(self) -> dict:
         return {
@@ -114,14 +114,11 @@ class SizedKernels:
 
     # ------------------------------------------------------------------ planning
     def plan(self, kind: KernelKind, duration_us: float, name: str = "", share: float = 1.0) -> Plan:
-        key = (kind, round(float(duration_us), 1))
+        """The plan of a kernel of ``duration_us``; below the GPU's floor it runs at the floor (:mod:`replay.floor`)."""
+        duration_us = max(float(duration_us), self.tables.min_kernel_us)
+        key = (kind, round(duration_us, 1))
         plan = self._plans.get(key)
         if plan is None:
-            if duration_us < self.tables.min_kernel_us:
-                raise KernelTooShort(
-                    f"kernel {name!r}: duration {duration_us:g} µs is below the shortest kernel this GPU runs "
-                    f"({self.tables.min_kernel_us:.1f} µs measured); the replay cannot resolve it"
-                )
             plan = self._initial_plan(kind, key[1])
             self._plans[key] = plan
         return plan

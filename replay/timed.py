@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from harness.runtime import KernelKind
-from replay.plan import KernelTooShort, Plan
+from replay.plan import Plan
 from replay.timing import median_gpu_time_us, timing_events
 
 _SOURCE = r"""
@@ -151,14 +151,11 @@ class TimedKernels:
         return 1
 
     def plan(self, kind: KernelKind, duration_us: float, name: str = "", share: float = 1.0) -> Plan:
-        key = (kind, round(float(duration_us), 1), round(float(share), 3))
+        """The plan of a kernel of ``duration_us``; below the GPU's floor it runs at the floor (:mod:`replay.floor`)."""
+        duration_us = max(float(duration_us), self.min_kernel_us)
+        key = (kind, round(duration_us, 1), round(float(share), 3))
         plan = self._plans.get(key)
         if plan is None:
-            if duration_us < self.min_kernel_us:
-                raise KernelTooShort(
-                    f"kernel {name!r}: duration {duration_us:g} µs is below the shortest kernel this GPU runs "
-                    f"({self.min_kernel_us:.1f} µs measured); the replay cannot resolve it"
-                )
             ns = max(0, int(round((key[1] - self.overhead_us[kind]) * 1e3)))
             # For timed plans: pieces = grid size, size = 0, sleep_cycles = timer duration in ns.
             plan = Plan(kind, key[1], self._grid(kind, share), 0, ns)

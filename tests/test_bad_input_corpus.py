@@ -276,6 +276,19 @@ CASES: list[Case] = [
     ),
     # ------------------------------------------------------------------ workload and policies
     sim_case("workload kind unknown", spec(LAYERS, ('"layer_streaming"', '"sorting"')), "field 'workload.kind'"),
+    sim_case(
+        "workload given as a string",
+        spec(LAYERS.split("[workload]")[0], extra='workload = "layer_streaming"\n[[policies]]\nname = "sync"\n'),
+        "field 'workload'",
+        "must be a table",
+        '[workload] on a line of its own and kind = "layer_streaming"',
+    ),
+    sim_case(
+        "workload given as a number",
+        spec(LAYERS.split("[workload]")[0], extra='workload = 3\n[[policies]]\nname = "sync"\n'),
+        "field 'workload'",
+        "got the number 3",
+    ),
     sim_case("workload kind missing", spec(LAYERS, ('kind = "layer_streaming"\n', "")), "field 'workload.kind'"),
     sim_case("policy unknown", spec(LAYERS, ('name = "sync"', 'name = "magic"')), "field 'policies[0].name'"),
     sim_case(
@@ -350,7 +363,8 @@ CASES: list[Case] = [
     trace_case(
         "trace 1e308 durations",
         trace_writer(segment_rows(duration=1e308) + segment_rows(duration=1e308)),
-        "group 's0'",
+        "row 1",
+        "duration_us",
     ),
     trace_case("trace negative bytes", trace_writer(segment_rows(nbytes=-1)), "row 0", "bytes"),
     trace_case("trace unknown kind", trace_writer(segment_rows(kind="dance")), "row 1", "kind"),

@@ -90,16 +90,18 @@ def _program_class(file: str):
     return module.Program
 
 
+@pytest.mark.torch
 def test_every_program_runs_tiny_on_the_cpu():
-    torch = pytest.importorskip("torch")
+    import torch
+
     torch.set_num_threads(1)
     for p in CAT.programs.values():
         program = _program_class(p.file)("cpu", True, **p.options)
         program.run(2)  # the CUDA graph, side streams and pinned memory are guarded off on the CPU
 
 
+@pytest.mark.torch
 def test_device_script_dry_run_times_before_it_records_and_writes_a_manifest(tmp_path):
-    pytest.importorskip("torch")
     (tmp_path / "programs").symlink_to(PROGRAMS_DIR)
     (tmp_path / "corpus.toml").write_text(
         '[[job]]\nid = "j"\nmodes = ["sync", "cudaonly"]\nrounds = 3\n\n'

@@ -155,7 +155,7 @@ def test_derived_fidelity_matches_harness_compare_and_survives_duplicate_folders
         derived.drop(columns="measured_by").reset_index(drop=True), stored.reset_index(drop=True)
     )
     makespan = derived[derived["metric"] == "makespan_us"]
-    assert len(makespan) == 4 and np.allclose(makespan["rel_error"], 1 / REPLAY_SCALE - 1)
+    assert len(makespan) == 3 and np.allclose(makespan["rel_error"], 1 / REPLAY_SCALE - 1)
     # a copy of the sim folder (the same run ids): harness compare refuses; the dashboard joins both
     copy = shutil.copytree(data.good[DEMO], tmp_path / "sim-again")
     twice = derive_fidelity(build_catalog([*loads[:2], load_path(copy)])).table
@@ -208,7 +208,7 @@ def test_runs_page_lists_every_readable_run_and_names_the_broken_folders(app, da
     assert any("broken-missing-ops" in e and "ops.parquet is missing" in e for e in errors)
     assert any("broken-corrupt/metrics.parquet" in e and "unreadable Parquet file" in e for e in errors)
     app.multiselect(key="runs-filter-backend").set_value(["replay"]).run()
-    assert "**4 of 16 runs** shown" in [m.value for m in app.markdown] and total == 16
+    assert "**3 of 14 runs** shown" in [m.value for m in app.markdown] and total == 14  # demo: 3 policies
 
 
 def test_compare_page_shows_the_metrics_and_the_change_against_the_baseline(app, data):
@@ -342,7 +342,7 @@ def test_the_app_rereads_a_folder_whose_tables_changed_on_disk(data, tmp_path, m
     folder = shutil.copytree(data.good[DEMO], tmp_path / "live")
     monkeypatch.setenv(sources.DIRS_ENV, str(folder))
     at = AppTest.from_file(str(APP), default_timeout=60).run()
-    assert "**4 of 4 runs** shown" in [m.value for m in at.markdown]
+    assert "**3 of 3 runs** shown" in [m.value for m in at.markdown]
     runs = read_results(folder).runs
     time.sleep(0.01)  # a later modification time
     pq.write_table(to_table("runs", runs[runs["policy"] != "prefetch"]), folder / "runs.parquet")

@@ -19,7 +19,7 @@ from harness.cli.run import simulate_spec
 from harness.paths import SPECS_DIR
 from harness.results import read_results, to_table, write_results
 
-DEMO = "layer_streaming_demo"  # 4 policies, 1 repetition: compare, timeline, fidelity pairs
+DEMO = "layer_streaming_demo"  # 3 policies, 1 repetition: compare, timeline, fidelity pairs
 SWEEP = "layer_streaming_sweep"  # prefetch depth 1..4: the sweep page
 BATCHING = "batching_c1_window"  # ~5k ops per run and a requests table: bounded timeline, CDFs
 REPLAY_SCALE = 1.25  # the synthetic "measured" values are 25 % above the simulated ones

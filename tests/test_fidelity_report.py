@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import tomllib
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import tomli_w
 
-from fidelity.compare import fidelity_table
-from fidelity.report import main, render, side_value, workload_of, write_report
+from fidelity.compare import fidelity_table, half_iqr, write_fidelity
+from fidelity.report import link_drift_by_spec, main, render, side_value, workload_of, write_report
 from harness.paths import REPO_ROOT, SPECS_DIR
 from harness.runner import run_spec
 from harness.spec import load_spec
@@ -177,3 +179,71 @@ def test_report_of_the_committed_two_gpu_measurement_is_the_golden_file():
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+DRIFT_PROFILE = {
+    **PROVENANCE,
+    "link": {
+        "drift": {
+            "direction": "h2d",
+            "host_memory": "pinned",
+            "nbytes": 64 << 20,
+            "spread_frac": 0.02,
+            "probes": [
+                {"label": "start", "elapsed_s": 0.0, "median_us": 1000.0, "spread_us": 1.0},
+                {"label": "middle", "elapsed_s": 30.0, "median_us": 1010.0, "spread_us": 1.0},
+                {"label": "end", "elapsed_s": 60.0, "median_us": 1020.0, "spread_us": 1.0},
+            ],
+        }
+    },
+}
+
+
+def _probes(before_us: float, after_us: float, spec: str = "cmp") -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"when": w, "spec_name": spec, "nbytes": 64 << 20, "median_us": us}
+            for w, us in (("before", before_us), ("after", after_us))
+        ]
+    )
+
+
+def test_each_error_sits_next_to_its_run_spread_and_link_drift(layer_table):
+    # sync: error +1%, spread 1.5%: in noise; prefetch: error -7%, spread 0.5%, link +2% then +5%: not.
+    spread = layer_table["measured"] * layer_table["policy_label"].map({"sync": 0.015, "prefetch": 0.005})
+    table = layer_table.assign(measured_spread=spread)
+    text = render(table, DRIFT_PROFILE, "cmd", probes=_probes(1030.2, 1060.5))
+    sync = next(line for line in text.splitlines() if line.startswith("| cmp | sync | makespan_us |"))
+    prefetch = next(line for line in text.splitlines() if line.startswith("| cmp | prefetch | makespan_us |"))
+    assert sync.endswith("| +1.00% | ±1.50% | +2.00% → +5.00% | yes |"), sync
+    assert prefetch.endswith("| -7.00% | ±0.50% | +2.00% → +5.00% | no |"), prefetch
+    assert "- makespan_us: 1 of 2 errors inside their noise" in text
+    assert "host link drift during calibration: 2.00% (h2d pinned 64 MiB, µs: start 1000.0" in text
+    assert "link probes around the runs (link_probes.csv): 2, the same copy in 1030.2-1060.5 µs" in text
+    # Without probes, the calibration's own drift is the link's noise.
+    alone = render(table, DRIFT_PROFILE, "cmd")
+    assert "| ±0.50% | 2.00% (calibration) | no |" in alone and "| ±1.50% | 2.00% (calibration) | yes |" in alone
+
+
+def test_link_drift_is_against_the_calibrations_reference_copy():
+    drifts = link_drift_by_spec(["cmp", "other"], DRIFT_PROFILE, _probes(1010.0, 909.0))
+    assert drifts["cmp"].changes == pytest.approx((0.0, -0.1))
+    assert drifts["cmp"].size == pytest.approx(0.1) and drifts["cmp"].cell() == "+0.00% → -10.00%"
+    assert drifts["other"].changes == () and drifts["other"].size == 0.02
+    assert math.isnan(link_drift_by_spec(["cmp"], PROVENANCE, None)["cmp"].size)
+
+
+def test_report_of_a_folder_reads_its_link_probes(tmp_path, layer_table, capsys):
+    write_fidelity(tmp_path / "fidelity.parquet", layer_table)
+    (tmp_path / "profile.toml").write_text(tomli_w.dumps(DRIFT_PROFILE))
+    _probes(1015.0, 1030.0).to_csv(tmp_path / "link_probes.csv", index=False)
+    assert "+0.50% → +1.98%" in write_report(tmp_path).read_text()
+    (tmp_path / "link_probes.csv").write_text("when,median_us\nbefore,1.0\n")
+    assert main([str(tmp_path), "--force"]) == 2
+    assert "link_probes.csv: header: needs the columns spec_name, nbytes, median_us" in capsys.readouterr().err
+
+
+def test_the_table_holds_the_run_to_run_spread(layer_table):
+    assert "measured_spread" in layer_table.columns
+    assert (layer_table["measured_spread"] == 0).all()  # the 'replay' repeats the simulation: no spread
+    assert half_iqr(pd.Series([1.0, 2.0, 3.0, 4.0, 100.0])) == pytest.approx(1.0)  # an outlier moves it little

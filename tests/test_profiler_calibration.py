@@ -146,7 +146,7 @@ def test_compare_tool_exits_zero_for_one_calibration_against_itself_and_two_with
     assert none.returncode == 2 and "no profiler mode" in none.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch (CPU is enough)")
+@pytest.mark.torch
 def test_one_round_on_the_cpu_counts_every_shapes_events_from_its_own_trace(tmp_path):
     from replay.profiler_calibration import run_round
 

@@ -1,7 +1,8 @@
 """The torch.profiler (Kineto) importer and the Perfetto exporter.
 
-Real traces recorded by others (../shared/data/kineto_hta/, HolisticTraceAnalysis'
-test data) are imported and checked against counts made directly on their JSON;
+Real traces recorded by others (tests/data/public/kineto_hta/: HolisticTraceAnalysis' test data,
+two of them cut to one window by tools/cut_test_data.py) are imported and checked against counts
+made directly on their JSON;
 small hand-made traces cover the facts and the bad input the real ones lack.
 """
 
@@ -28,9 +29,8 @@ from harness.profiler_import import (
 from harness.results import OPS_COLUMNS
 from harness.trace import Provenance, load_trace
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "kineto_hta"
-FILES = sorted(DATA.glob("*.json.gz")) if DATA.is_dir() else []
-needs_data = pytest.mark.skipif(not FILES, reason="../shared/data/kineto_hta not present on this machine")
+DATA = Path(__file__).resolve().parent / "data" / "public" / "kineto_hta"
+FILES = sorted(DATA.glob("*.json.gz"))
 
 # Counted on the JSON by name, independently of the importer's rules.
 LAUNCHES = {"cudaLaunchKernel", "hipLaunchKernel", "hipExtModuleLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"}
@@ -57,12 +57,24 @@ def _json_counts(events: list[dict]) -> dict[str, int]:
     return counts
 
 
+def test_the_vendored_traces_are_all_here():
+    # A missing slice must fail here, not shrink the parametrized tests below to nothing.
+    assert [p.name for p in FILES] == [
+        "alexnet_trace.json.gz",
+        "cuda_event_sync_multi_stream_trace.json.gz",
+        "cuda_event_sync_trace.json.gz",
+        "mi250_minitoy_rocm.json.gz",
+        "resnet_v100_ns_resolution_rank0.json.gz",
+        "sampled_rank-0.json.gz",
+        "simple_add_trace.json.gz",
+    ]
+
+
 @pytest.fixture(scope="module")
 def imported():
     return {path.name: import_profiler_trace(path) for path in FILES}
 
 
-@needs_data
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name.split(".")[0])
 def test_every_file_imports_with_the_json_counts(path, imported):
     ops = imported[path.name].ops
@@ -76,7 +88,6 @@ def test_every_file_imports_with_the_json_counts(path, imported):
     assert ops["start_us"].min() == 0.0
 
 
-@needs_data
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name.split(".")[0])
 def test_correlation_links_resolve(path, imported):
     ops = imported[path.name].ops
@@ -92,7 +103,6 @@ def test_correlation_links_resolve(path, imported):
     assert launches["correlation"].isin(gpu["correlation"]).all()
 
 
-@needs_data
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name.split(".")[0])
 def test_profiler_steps_become_groups(path, imported):
     steps = {
@@ -107,7 +117,6 @@ def test_profiler_steps_become_groups(path, imported):
     assert gpu["group"].notna().mean() > 0.9
 
 
-@needs_data
 def test_sync_events_and_their_absence_are_in_the_provenance(imported):
     synced = imported["cuda_event_sync_multi_stream_trace.json.gz"]
     assert synced.provenance.sync_events == "recorded"
@@ -119,7 +128,6 @@ def test_sync_events_and_their_absence_are_in_the_provenance(imported):
     assert plain.sync_events == "absent" and "cross-stream dependencies are not recorded" in plain.notes
 
 
-@needs_data
 def test_amd_trace_imports_with_hip_calls_and_unrecorded_host_memory(imported):
     rocm = imported["mi250_minitoy_rocm.json.gz"]
     assert rocm.devices == (2,) and "AMD" in rocm.provenance.hardware
@@ -128,13 +136,11 @@ def test_amd_trace_imports_with_hip_calls_and_unrecorded_host_memory(imported):
     assert (copies["bytes"] == 2560).all() and (copies["host_memory"] == "").all()
 
 
-@needs_data
 def test_ns_timestamps_keep_sub_microsecond_digits(imported):
     ops = imported["resnet_v100_ns_resolution_rank0.json.gz"].ops
     assert (ops["duration_us"] % 1 != 0).any()
 
 
-@needs_data
 def test_written_trace_reads_back(tmp_path, imported):
     path = FILES[0]
     import_to_parquet(path, tmp_path / "t.parquet")
@@ -315,9 +321,11 @@ def test_device_picks_one_gpu_of_a_multi_gpu_file(tmp_path):
         },
     ]
     path = _write(tmp_path, _trace(other))
-    both = import_profiler_trace(path)
-    assert both.devices == (0, 1) and set(both.ops.query("device >= 0")["device"]) == {0, 1}
-    one = import_profiler_trace(path, device=1).ops
+    with pytest.raises(InputError, match=r"2 devices \[0, 1\].*--device N"):
+        import_profiler_trace(path)  # a one-device simulation would fail on it
+    picked = import_profiler_trace(path, device=1)
+    assert picked.devices == (0, 1)
+    one = picked.ops
     assert set(one.query("device >= 0")["name"]) == {"on1"}
     assert 5 in set(one["correlation"]) and 1 not in set(one["correlation"])  # device 0's launch dropped
     with pytest.raises(InputError, match=r"device 4 has no GPU events.*\[0, 1\]"):
@@ -449,8 +457,9 @@ def test_export_refuses_several_runs_and_writes_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.json.gz"]
 
 
+@pytest.mark.hta
 def test_holistic_trace_analysis_loads_the_export(tmp_path):
-    trace_mod = pytest.importorskip("hta.common.trace", reason="HolisticTraceAnalysis not installed")
+    import hta.common.trace as trace_mod
     path = export_perfetto(_run_ops(), tmp_path / "run.json.gz").path
     trace = trace_mod.Trace(trace_files={0: str(path)}, trace_dir=str(tmp_path))
     trace.load_traces(include_last_profiler_step=True, use_multiprocessing=False, use_memory_profiling=False)

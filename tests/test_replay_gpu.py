@@ -121,15 +121,20 @@ def test_a_series_runs_its_steps_in_turn_and_stops_when_told(context, profile):
     assert (kernels["issue_us"].to_numpy()[1:] >= syncs["end_us"].to_numpy()[:-1]).all()
 
 
-def test_kernel_shorter_than_the_gpu_resolves_is_refused(context, profile):
-    from replay.plan import KernelTooShort
+def test_kernel_shorter_than_the_gpu_runs_is_lifted_to_its_floor_and_counted(context, profile):
+    from replay.floor import KERNEL_LIFT_US, KERNELS_LIFTED
 
     def main(rt):
         s = yield rt.create_stream(0, "s")
         yield rt.launch(s, "tiny", 0.01, 1.0, KernelKind.LATENCY)
+        yield rt.launch(s, "long", 50.0, 1.0, KernelKind.LATENCY)
+        yield rt.sync_stream(s)
 
-    with pytest.raises(KernelTooShort, match=r"kernel 'tiny': duration 0.01 µs is below the shortest kernel"):
-        backend(context, profile).run(main)
+    run = backend(context, profile).run(main)
+    floor_us = context.devices[0].kernels.min_kernel_us
+    assert run.metrics[KERNELS_LIFTED] == (1.0, "count")
+    assert run.metrics[KERNEL_LIFT_US][0] == pytest.approx(floor_us - 0.01)
+    assert [r.name for r in run.ops if r.kind == "kernel"] == ["tiny", "long"]
 
 
 def test_alloc_respects_the_budget_and_prefetch_falls_back(context, profile):
@@ -319,3 +324,34 @@ def test_stand_ins_are_the_timed_kernels_when_cupy_is_there(context):
     if os.environ.get("HARNESS_REPLAY_KERNELS") == "sized":
         expected = "sized"
     assert context.devices[0].kernels.stand_in == expected
+
+
+def test_copy_calibration_times_pooled_copies_and_probes_the_link(context, profile):
+    """The calibration's copy rounds and drift probe through the replay engine give a valid [link] section whose
+    pinned copies run near the PCIe bandwidth, each size with its spread, and a drift within a few percent."""
+    import time
+
+    from harness.profile import HardwareProfile
+    from replay.copy_calibration import CopyCase, CopyPlan, LinkProber, drift_section, measure_link
+
+    cases = tuple(
+        CopyCase(d, m, n, profile.copy_time_us(n, d, m))
+        for d in (Direction.H2D, Direction.D2H)
+        for m in (HostMemory.PINNED, HostMemory.PAGEABLE)
+        for n in (1 * MiB, 16 * MiB, 64 * MiB)
+    )
+    replay = backend(context, profile)
+    prober = LinkProber(replay, time.monotonic, reps=5)
+    prober.probe("start")
+    link, duplex_us = measure_link(replay, CopyPlan(cases, rounds=3, duplex_bytes=64 * MiB), print)
+    prober.probe("end")
+    link["drift"] = drift_section(prober.probes)
+    raw = profile.figures.model_dump(mode="json", exclude_none=True)
+    figures = HardwareProfile.model_validate({**raw, "link": link})
+    for direction in ("h2d", "d2h"):
+        table = getattr(figures.link, direction).pinned
+        big = dict(table.samples)[64 * MiB]
+        assert 30.0 < 64 * MiB / big / 1e3 < 70.0  # GB/s on a PCIe Gen5 x16 link
+        assert [n for n, _ in table.spread_us] == [1 * MiB, 16 * MiB, 64 * MiB]
+    assert 0 < figures.link.duplex_bandwidth_factor <= 1 and duplex_us > 0
+    assert figures.link.drift.spread_frac < 0.2

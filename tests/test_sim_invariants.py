@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -113,5 +114,58 @@ def test_concurrent_kernels_stretch_only_past_full_share(h100, kernels):
     kernels_ops = ops[ops["kind"] == "kernel"]
     for (_, row), (duration, _share) in zip(kernels_ops.iterrows(), kernels):
         assert row["end_us"] - row["start_us"] >= duration - 1e-6
-    span = kernels_ops["end_us"].max() - kernels_ops["start_us"].min()
+    starts = kernels_ops["start_us"]
+    span = kernels_ops["end_us"].max() - starts.min()
     assert span >= sum(d * s for d, s in kernels) - 1e-6
+    # Never slower than one after another: while any kernel runs, the running ones together get through
+    # at least one µs of their solo durations per µs (each share <= 1), and the GPU idles only before the
+    # last launch.
+    assert span <= sum(d for d, _ in kernels) + (starts.max() - starts.min()) + 1e-6
+    if sum(s for _, s in kernels) <= 1.0:
+        # Shares that fit side by side: nobody stretches (an equal split of the GPU would stretch them).
+        for (_, row), (duration, _share) in zip(kernels_ops.iterrows(), kernels):
+            assert row["end_us"] - row["start_us"] == pytest.approx(duration, abs=1e-6)
+
+
+def shared_gpu_end_us(kernels: list[tuple[float, float]]) -> list[float]:
+    """When each kernel ends, all started together at 0: the model's rule worked phase by phase. All
+    running kernels progress at one rate, min(1, 1 / sum of their shares), so they end shortest first."""
+    order = sorted(range(len(kernels)), key=lambda i: kernels[i][0])
+    ends = [0.0] * len(kernels)
+    now_us, done_us = 0.0, 0.0  # elapsed time, and the solo µs every running kernel has done
+    for k, i in enumerate(order):
+        running_share = sum(kernels[j][1] for j in order[k:])
+        rate = min(1.0, 1.0 / running_share)
+        now_us += (kernels[i][0] - done_us) / rate
+        done_us = kernels[i][0]
+        ends[i] = now_us
+    return ends
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(1.0, 1000.0), st.floats(0.05, 1.0)), min_size=1, max_size=6))
+def test_kernels_started_together_end_where_their_shares_put_them(h100, kernels):
+    """Released together by one event: each ends exactly where the share rule puts it, and the set
+    takes at least max(sum(share * duration), max(duration)) and at most sum(duration)."""
+    gate_us = 2000.0  # longer than the launches behind it
+
+    def main(rt):
+        gate = yield rt.create_stream(0, "gate")
+        yield rt.launch(gate, "gate", gate_us, 1.0)
+        opened = yield rt.record(gate)
+        for i, (duration, share) in enumerate(kernels):
+            s = yield rt.create_stream(0, f"s{i}")
+            yield rt.wait_event(s, opened)
+            yield rt.launch(s, f"k{i}", duration, share)
+        return None
+
+    ops = run_policy(SimBackend(h100), main).ops
+    ops = ops[ops["kind"].eq("kernel") & ops["name"].str.match(r"k\d+$")]
+    ops = ops.assign(i=ops["name"].str[1:].astype(int)).sort_values("i")
+    start = ops["start_us"].min()
+    assert (ops["start_us"] == start).all() and start >= gate_us
+    ends = (ops["end_us"] - start).tolist()
+    assert ends == pytest.approx(shared_gpu_end_us(kernels), rel=1e-9, abs=1e-6)
+    span = max(ends)
+    assert span >= max(sum(d * s for d, s in kernels), max(d for d, _ in kernels)) - 1e-6
+    assert span <= sum(d for d, _ in kernels) + 1e-6

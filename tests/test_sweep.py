@@ -1,5 +1,6 @@
 """Parallel, resumable sweeps (harness.sweep) on the local pool and on a local Ray cluster (2 CPUs, no dashboard;
-those tests skip when Ray is not installed: the ``test`` extra installs it): the serial results, faults, resume, CLI.
+marked ``ray``: without Ray they skip naming the command that runs them, ``pip install -e '.[test,ray]' &&
+python -m pytest -m ray``): the serial results, faults, resume, CLI.
 
 "Identical" here: every table's Parquet bytes equal the serial run's, except runs.parquet's ``started_at`` and
 ``wall_s`` (when and how long each run took), whose other columns are equal row for row.
@@ -258,19 +259,21 @@ def test_ctrl_c_keeps_finished_runs_and_the_same_command_resumes(tmp_path):
     assert not cache.exists()
 
 
-# --------------------------------------------------------------------------- on Ray (skipped without it)
+# --------------------------------------------------------------------------- on Ray (marker ray: tests/README.md)
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray cluster of 2 CPUs for the module's Ray tests (last in the file: the local pool forks before it)."""
-    ray = pytest.importorskip("ray")
+    import ray
+
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
     yield ray
     ray.shutdown()
 
 
+@pytest.mark.ray
 def test_ray_sweep_equals_the_serial_run_byte_for_byte(cluster, serial, tmp_path):
     spec, reference = serial
     report = sweep_to_folder(spec, tmp_path / "out", ray="auto")
@@ -278,6 +281,7 @@ def test_ray_sweep_equals_the_serial_run_byte_for_byte(cluster, serial, tmp_path
     assert_identical(reference, tmp_path / "out")
 
 
+@pytest.mark.ray
 def test_a_killed_ray_worker_is_retried_and_the_sweep_completes(cluster, serial, tmp_path, marks):
     spec, reference = serial
     (marks / "kill").write_text(str(os.getpid()))
@@ -287,6 +291,7 @@ def test_a_killed_ray_worker_is_retried_and_the_sweep_completes(cluster, serial,
     assert_identical(reference, tmp_path / "out")
 
 
+@pytest.mark.ray
 def test_an_interrupted_ray_sweep_resumes_without_recomputing_finished_runs(cluster, serial, tmp_path, marks):
     spec, reference = serial
     cache = tmp_path / "cache"

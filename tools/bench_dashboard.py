@@ -50,6 +50,18 @@ from harness.results import to_table, write_results  # noqa: E402
 REAL_SPECS = ("layer_streaming_demo", "layer_streaming_sweep", "batching_c1_window", "kv_backup_single_gpu")
 BIG_SPEC = "synthetic-big-streaming"
 CHROMIUM = "/usr/bin/chromium"
+# As the browser test starts it: without the background-networking flags Chromium keeps trying to reach Google's
+# hosts, which a closed network refuses, and page loads slow down by seconds.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def synth_ops(n_ops: int, seed: int, scale: float = 1.0) -> pd.DataFrame:
@@ -304,6 +316,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench-dashboard"))
     parser.add_argument("--big-ops", type=int, default=1_340_000)
     parser.add_argument("--warm", type=int, default=5, help="warm visits per page (the median is reported)")
+    parser.add_argument(
+        "--pages",
+        nargs="+",
+        metavar="PAGE",
+        help="time only these pages (names as printed: runs, compare, timeline, fidelity, sweep, requests; "
+        "'interactions' for Zoom in and the request click); default: all",
+    )
     args = parser.parse_args()
     if not args.out.exists():
         t = time.perf_counter()
@@ -346,10 +365,12 @@ def main() -> None:
             ("sweep", "/sweep?" + urlencode({"spec": "synthetic-mid", "backend": "sim"}), ".js-plotly-plot"),
             ("requests (batching run, one request)", "/requests", ".js-plotly-plot .barlayer"),
         ]
+        if args.pages:
+            pages = [page for page in pages if page[0].split()[0] in args.pages]
         results = []
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
-                executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"], headless=True
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
             )
             for name, path, ready in pages:
                 first, context = time_page(browser, base + path, ready)
@@ -366,7 +387,11 @@ def main() -> None:
                 )
                 spread = f"({min(warms):.2f}-{max(warms):.2f})"
                 print(f"{name:44s} first {first:5.2f} s   warm {warm:5.2f} s {spread}")
-            interactions = time_interactions(browser, base, big_run, args.warm)
+            interactions = (
+                time_interactions(browser, base, big_run, args.warm)
+                if not args.pages or "interactions" in args.pages
+                else []
+            )
             for item in interactions:
                 warms = item.pop("warm_s")
                 item.update(warm_s=round(float(np.median(warms)), 2), warm_all_s=[round(w, 2) for w in warms])
@@ -380,7 +405,7 @@ def main() -> None:
         server.wait(timeout=20)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"], headless=True
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
         )
         floor = time_floor(browser, args.warm)
         browser.close()

@@ -193,9 +193,9 @@ class Simulator:
         elif "profiler_overhead" in type(params).model_fields:
             params = params.model_copy(update={"profiler_overhead": "keep"})
         outcome = run_policy(SimBackend(self.profile), run.policy.main, program, params)
-        summary = getattr(outcome.result, "whatif", None)  # what the what-if changed, where it says
-        if summary is not None:
-            self.summaries[(spec, recording, label)] = summary.text() if hasattr(summary, "text") else str(summary)
+        changed = getattr(outcome.result, "what_ifs", ())  # what the what-if changed (WhatIfSummary)
+        if changed:
+            self.summaries[(spec, recording, label)] = "; ".join(s.text() for s in changed)
         return float(outcome.ops["end_us"].max())
 
 

@@ -4,13 +4,14 @@ import streamlit as st
 
 from dashboard import ui
 from dashboard.compare import (
-    better_direction,
     cdf_frame,
     change_table,
     default_metrics,
     distribution_sources,
     distribution_values,
     headline,
+    headline_inputs,
+    headline_metrics,
     metric_summary,
     metric_units,
     ok_runs,
@@ -38,10 +39,13 @@ if not metrics:
 summary = metric_summary(values[values["metric"].isin(metrics)], metric_order=metrics)
 units = metric_units(values)
 reps = summary["n"].max()
-ranked = [m for m in metrics if better_direction(m, units.get(m, ""))] or metrics
+ranked = headline_metrics(workload, metrics, units) or metrics
+labels = list(dict.fromkeys(summary["policy_label"]))
 ui.from_query("metric", f"compare-headline-{spec}", ranked)
-lead = st.selectbox("Headline metric", ranked, key=f"compare-headline-{spec}")
-answer = headline(summary, lead, units.get(lead, ""))
+lead_column, baseline_column = st.columns(2)
+lead = lead_column.selectbox("Headline metric", ranked, key=f"compare-headline-{spec}")
+baseline = baseline_column.selectbox("Baseline policy", labels, key=f"compare-baseline-{spec}")
+answer = headline(metric_summary(values[values["metric"].isin(headline_inputs(workload, lead))]), lead, units.get(lead, ""), baseline=baseline, workload=workload)
 st.markdown(answer.text)
 badge = fidelity_badge(ui.fidelity_pairs().table, spec, lead)
 if badge:
@@ -67,9 +71,7 @@ with left:
 with right:
     ui.download_figure(fig, spec, backend, "metrics", key="compare-bars-html")
 
-st.subheader("Change against a baseline")
-labels = list(dict.fromkeys(summary["policy_label"]))
-baseline = st.selectbox("Baseline policy", labels, key=f"compare-baseline-{spec}")
+st.subheader(f"Change against {baseline}")
 change = relative_change(summary, baseline)
 change_fig = ui.cached_figure(relative_bars, change, baseline, colours=colours)
 ui.show_figure(change_fig, key="compare-change")

@@ -71,7 +71,8 @@ def calibrate(
         help="--profiler: start no round after this many seconds (the first always runs; the rounds done are kept).",
     ),
 ) -> None:
-    """Measure this GPU's hardware profile (host link, duplex, host costs, kernel tables) and write it.
+    """Measure this GPU's hardware profile (host link timed as runs issue copies, its drift, duplex, host costs,
+    kernel tables) and write it.
 
     With --profiler: measure what torch.profiler adds per recorded event in each mode, and what a plain eager
     PyTorch program pays per call, and write the base profile with them (what profiler_overhead = "subtract"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from harness.runner import RunStart, SpecBackendFactory, SpecResults, run_spec, 
 from harness.spec import LoadedSpec, load_spec
 from harness.sweep import RunDone, SweepOptions, run_sweep
 from harness.sweep.on_ray import RayUnavailable
+from harness.verdict import VERDICT_FILE, MetricVerdict, results_verdicts, verdict_document
 
 DEMO_SPEC = SPECS_DIR / "layer_streaming_demo.toml"
 
@@ -44,7 +46,30 @@ OUT_OPTION = typer.Option(None, "--out", "-o", help="Results folder to create (m
 ROOT_OPTION = typer.Option(Path("results"), help="Where the default results folder goes.")
 
 
-def print_summary(loaded: LoadedSpec, results: SpecResults, out: Path) -> None:
+def spec_verdicts(loaded: LoadedSpec, results: SpecResults) -> list[MetricVerdict]:
+    """The verdict on each of the workload's headline metrics, against the spec's baseline."""
+    return results_verdicts(results.runs, results.metrics, loaded.workload.headlines(), loaded.baseline)
+
+
+def verdict_file(loaded: LoadedSpec, found: list[MetricVerdict], backend: str) -> bytes:
+    """``verdict.json``: the verdicts and what they are about (schema: docs/verdict.md)."""
+    about = {
+        "spec": loaded.spec.name,
+        "workload": loaded.workload.name,
+        "backend": backend,
+        "profile": loaded.profile.name,
+        "baseline": loaded.baseline,
+    }
+    return (json.dumps(verdict_document(found, **about), indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def print_verdicts(found: list[MetricVerdict]) -> None:
+    """Each verdict's sentence under the table, one per headline metric."""
+    for verdict in found:
+        console.print(f"[bold]verdict:[/] {escape(verdict.text)}", highlight=False, soft_wrap=True)
+
+
+def print_summary(loaded: LoadedSpec, results: SpecResults, out: Path, found: list[MetricVerdict] = ()) -> None:
     """Metrics as rows, policies as columns (mean over repetitions); labels are never cut.
 
     A sweep of more than ``SUMMARY_COLUMNS`` policy labels gets policies as rows instead.
@@ -64,8 +89,11 @@ def print_summary(loaded: LoadedSpec, results: SpecResults, out: Path) -> None:
         for metric in frame.columns:
             table.add_row(metric, *(fmt(frame.loc[label, metric]) for label in frame.index))
     print_table(table)
+    for line in loaded.workload.notes(results.tables) if loaded.workload.notes else ():
+        console.print(escape(line), highlight=False)
     for _, run in results.failed.iterrows():
         err_console.print(f"[red]run {escape(run['run_id'])} failed:[/] {escape(run['error'])}", highlight=False)
+    print_verdicts(list(found))
     console.print(f"results: [bold]{escape(str(out))}[/]  ({len(results.runs)} runs)")
 
 
@@ -121,7 +149,8 @@ def run_to_folder(
                 report = run_sweep(loaded, factory_for, sweep, limits=limits, on_start=start, on_done=done)
                 results = report.results
         doing = "writing the results"
-        write_results(out, results.tables)
+        found = spec_verdicts(loaded, results)
+        write_results(out, results.tables, {VERDICT_FILE: verdict_file(loaded, found, backend)})
     except InputError as err:
         fail(str(err))
     except OutputPathError as err:
@@ -139,7 +168,7 @@ def run_to_folder(
         fail(f"interrupted (Ctrl-C) while {doing}: nothing was written", INTERRUPTED)
     if report is not None and report.cache is not None:
         report.cache.clear()
-    print_summary(loaded, results, out)
+    print_summary(loaded, results, out, found)
     if report is not None and (report.cached or report.restarts):
         console.print(
             f"{report.computed} run(s) computed, {report.cached} taken from the cache"

@@ -31,13 +31,51 @@ def trace_validate(path: Path = typer.Argument(..., help="Op-trace Parquet file.
     console.print(counts.to_string())
 
 
+@trace_app.command("kernels")
+def trace_kernels(
+    path: Path = typer.Argument(..., help="Op-trace Parquet file (from `harness trace import`, or any op trace)."),
+    top: int = typer.Option(20, "--top", min=1, help="Show the N kernel names with the most GPU time."),
+    csv: bool = typer.Option(False, "--csv", help="Print CSV (full names, machine-readable) instead of a table."),
+) -> None:
+    """Kernel breakdown: each kernel name's count, total and mean GPU time, and share of the trace's GPU time."""
+    from rich.table import Table
+
+    from harness.cli.common import print_table
+    from harness.kernel_breakdown import kernel_breakdown
+    from harness.trace import load_trace
+
+    try:
+        trace = load_trace(path)
+    except InputError as err:
+        fail(str(err))
+    table = kernel_breakdown(trace.ops)
+    if table.empty:
+        fail(f"{path}: the trace has no kernels (column 'kind' has no 'kernel' row on a GPU device)")
+    shown = table.head(top)
+    if csv:
+        typer.echo(shown.to_csv(index=False), nl=False)
+        return
+    title = f"{path.name}: {len(table)} kernel names, {int(table['count'].sum())} kernels"
+    out = Table(title=title, title_justify="left")
+    for column, justify in (("name", "left"), ("count", "right"), ("total_us", "right"), ("mean_us", "right")):
+        out.add_column(column, justify=justify)
+    out.add_column("share of GPU time", justify="right")
+    for row in shown.itertuples():
+        out.add_row(row.name, f"{row.count:,}", f"{row.total_us:,.1f}", f"{row.mean_us:,.2f}", f"{row.share:.1%}")
+    print_table(out)
+    if len(table) > top:
+        console.print(f"... and {len(table) - top} more (--top {len(table)} shows them all)", highlight=False)
+
+
 @trace_app.command("import")
 def trace_import(
     profile: Path = typer.Argument(
         ..., help="Chrome trace written by torch.profiler (export_chrome_trace), .json or .json.gz."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Op-trace Parquet file to write (must not exist)."),
-    device: int | None = typer.Option(None, help="Import this GPU only (a trace of several devices or ranks)."),
+    device: int | None = typer.Option(
+        None, help="Import this GPU only (required when the recording holds several devices)."
+    ),
 ) -> None:
     """Import a torch.profiler trace: GPU ops, every CUDA runtime call of each host thread, their links and steps."""
     from harness.profiler_import import import_to_parquet

@@ -11,6 +11,7 @@ LLM inference trace layout) or a generator (Poisson, bursty, closed-loop
 clients). Per-request rows go to a ``requests`` results table.
 """
 
+from harness.verdict import HeadlineMetric
 from harness.workload import PolicyDef, Workload
 from workloads.continuous_batching import policies
 from workloads.continuous_batching.commands import commands
@@ -52,6 +53,11 @@ WORKLOAD = Workload(
         "singleton_batches",
         "gpu_busy_frac",
         "rejected_requests",
+    ),
+    headline_metrics=(
+        HeadlineMetric("ttft_p99_us", "lower"),
+        HeadlineMetric("tpot_p50_us", "lower"),
+        HeadlineMetric("agg_tok_s", "higher"),
     ),
     tables=tables,
     extra_tables={"requests": REQUESTS_SCHEMA},

@@ -9,6 +9,7 @@ that a backup issued only on the scheduler rank loses every other
 tensor-parallel rank's shard; ``async_scheduler_rank_only`` models that bug.
 """
 
+from harness.verdict import HeadlineMetric
 from harness.workload import NoParams, PolicyDef, Workload
 from workloads.kv_backup import policies
 from workloads.kv_backup.fidelity import FIDELITY
@@ -42,6 +43,7 @@ WORKLOAD = Workload(
     },
     metrics=metrics,
     summary_metrics=("tpot_us", "backup_lag_mean_us", "bytes_backed_up", "host_link_util", "backups_lost"),
+    headline_metrics=(HeadlineMetric("tpot_us", "lower"), HeadlineMetric("backups_lost", "lower")),
     devices=lambda params: params.tp_ranks,
     fidelity=FIDELITY,
     estimate=estimate,

@@ -8,6 +8,7 @@ while the current one computes, and falls back to the synchronous path when
 the pending buffer cannot be allocated.
 """
 
+from harness.verdict import HeadlineMetric
 from harness.workload import NoParams, PolicyDef, Workload
 from workloads.layer_streaming import policies
 from workloads.layer_streaming.commands import commands
@@ -38,6 +39,7 @@ WORKLOAD = Workload(
         "overlap_frac",
         "fallbacks",
     ),
+    headline_metrics=(HeadlineMetric("makespan_us", "lower"),),
     commands=commands,
     fidelity=FIDELITY,
     estimate=estimate,

@@ -9,6 +9,7 @@ serialised entropy encoding capped throughput. Policies are documented in
 :mod:`.policies`, inputs in :mod:`.inputs`, metrics in :mod:`.metrics`.
 """
 
+from harness.verdict import HeadlineMetric
 from harness.workload import NoParams, PolicyDef, Workload
 from workloads.offload_coordinator import policies
 from workloads.offload_coordinator.fidelity import FIDELITY
@@ -53,6 +54,7 @@ WORKLOAD = Workload(
         "pressure_max",
         "pressure_final",
     ),
+    headline_metrics=(HeadlineMetric("throughput_mibps", "higher"), HeadlineMetric("latency_p99_us", "lower")),
     fidelity=FIDELITY,
     estimate=estimate,
 )

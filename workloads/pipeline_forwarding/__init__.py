@@ -8,6 +8,7 @@ allocating them per token (a modest, fixed CPU saving per token), and names
 overlapping stage-0 setup with downstream work as the larger lever.
 """
 
+from harness.verdict import HeadlineMetric
 from harness.workload import NoParams, PolicyDef, Workload
 from workloads.pipeline_forwarding import policies
 from workloads.pipeline_forwarding.fidelity import FIDELITY
@@ -42,6 +43,7 @@ WORKLOAD = Workload(
         "stage_allocate_us",
         "stage_setup_us",
     ),
+    headline_metrics=(HeadlineMetric("tpot_us", "lower"),),
     devices=lambda params: params.gpus or params.stages,
     fidelity=FIDELITY,
     estimate=estimate,

@@ -7,11 +7,12 @@ on the GPU. See :mod:`.program` for what each recorded call becomes, and
 :mod:`.metrics` for the metrics.
 """
 
+from harness.verdict import HeadlineMetric
 from harness.workload import Fidelity, PolicyDef, Workload
 from workloads.recorded import policies
 from workloads.recorded.commands import commands
 from workloads.recorded.inputs import RecordedParams, prepare
-from workloads.recorded.metrics import metrics
+from workloads.recorded.metrics import WHAT_IFS_SCHEMA, metrics, notes, tables
 
 WORKLOAD = Workload(
     name="recorded",
@@ -28,19 +29,19 @@ WORKLOAD = Workload(
             "prefetch_copies",
             policies.PrefetchCopiesParams,
             policies.prefetch_copies,
-            "what-if: each group's H2D copies on a side stream, depth groups ahead, double-buffered",
+            "what-if: each group's H2D copies on a side stream, depth groups ahead (depth + 1 buffers)",
             policies.check_prefetch_copies,
         ),
         "async_d2h": PolicyDef(
             "async_d2h",
-            policies.AsRecordedParams,
+            policies.GroupedParams,
             policies.async_d2h,
-            "what-if: D2H copies on a side stream after an event; the host sync after each is dropped",
+            "what-if: each run of D2H copies on a side stream behind one event; the host sync after it is dropped",
             policies.check_async_d2h,
         ),
         "graph_launch": PolicyDef(
             "graph_launch",
-            policies.AsRecordedParams,
+            policies.GroupedParams,
             policies.graph_launch,
             "what-if: each group's consecutive kernel launches as one CUDA-graph launch",
             policies.check_graph_launch,
@@ -67,7 +68,11 @@ WORKLOAD = Workload(
         "group_time_us",
         "inferred_waits",
     ),
+    headline_metrics=(HeadlineMetric("makespan_us", "lower", "recorded_makespan_us", "the recording"),),
     devices=lambda params: 1,
+    tables=tables,
+    extra_tables={"what_ifs": WHAT_IFS_SCHEMA},
+    notes=notes,
     commands=commands,
     fidelity=Fidelity(shown_metrics=("makespan_us", "recorded_makespan_us", "gpu_busy_frac", "group_time_us")),
 )

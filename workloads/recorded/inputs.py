@@ -7,8 +7,11 @@ profiler recording (relative to the spec file); :func:`prepare` turns it into a
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+
 from harness.errors import InputError
-from harness.trace import load_trace
+from harness.trace import load_trace, require_values
 from harness.workload import PrepareContext, WorkloadParams
 from workloads.recorded.program import RecordedProgram, build_program
 
@@ -28,10 +31,30 @@ def prepare(ctx: PrepareContext) -> RecordedProgram:
         raise InputError(
             path, "column 'correlation'", "not an imported profiler trace: write it with `harness trace import`"
         )
-    calls = ops[ops["kind"].str.startswith("call_")]
+    is_call = ops["kind"].str.startswith("call_").to_numpy(dtype=bool)
+    calls = ops[is_call]
     if calls.empty:
         raise InputError(path, "", "the trace records no host runtime calls: nothing to re-issue")
+    require_values(path, ops, "start_us", np.ones(len(ops), dtype=bool), "a recorded op needs its start")
+    require_values(path, ops, "thread", is_call, "a host call needs its thread")
+    require_values(path, ops, "host_gap_us", is_call, "a host call needs the CPU time before it")
+    ops = _one_device(path, ops)
     program = build_program(ops, str(path), trace.provenance.profiler_mode)
     if not program.streams:
         raise InputError(path, "", "no GPU op of the trace is linked to a host call (column 'correlation')")
     return program
+
+
+def _one_device(path, ops: pd.DataFrame) -> pd.DataFrame:
+    """A recorded program runs on one device: the trace's one GPU becomes device 0 (refused with several)."""
+    devices = sorted(int(d) for d in ops.loc[ops["device"] >= 0, "device"].unique())
+    if len(devices) > 1:
+        raise InputError(
+            path,
+            "column 'device'",
+            f"GPU ops of {len(devices)} devices {devices}: a recorded program runs on one; "
+            f"re-import the recording with --device N (e.g. --device {devices[0]})",
+        )
+    if devices and devices[0] != 0:
+        ops = ops.assign(device=ops["device"].where(ops["device"] < 0, 0).astype(ops["device"].dtype))
+    return ops

@@ -21,14 +21,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from harness.workload import MetricRow
-from workloads.recorded.policies import RecordedResult
+from workloads.recorded.policies import GRAPH_LEAD_IN, GRAPH_TAIL, RecordedResult
 from workloads.recorded.program import RecordedProgram
+from workloads.recorded.whatif import WhatIfSummary
 
 DEVICE_KINDS = ("kernel", "copy_h2d", "copy_d2h", "copy_d2d")
+SPACERS = (GRAPH_LEAD_IN, GRAPH_TAIL)  # GPU time around a graph's kernels, not work
 
 
 def union_us(start: np.ndarray, end: np.ndarray) -> float:
@@ -53,7 +58,7 @@ def waiting_for_host_us(ops: pd.DataFrame) -> float:
 
 def metrics(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult) -> list[MetricRow]:
     makespan = float(ops["end_us"].max()) if len(ops) else 0.0
-    device_ops = ops[(ops["device"] >= 0) & ops["kind"].isin(DEVICE_KINDS)]
+    device_ops = ops[(ops["device"] >= 0) & ops["kind"].isin(DEVICE_KINDS) & ~ops["name"].isin(SPACERS)]
     rows = [
         MetricRow("makespan_us", makespan, "us"),
         MetricRow("recorded_makespan_us", program.recorded_span_us, "us"),
@@ -113,3 +118,37 @@ def _group_rows(program: RecordedProgram, ops: pd.DataFrame) -> list[MetricRow]:
         recorded = [us for g, us in program.recorded_group_us if g in spans]
         rows.append(MetricRow("recorded_group_time_us", float(np.mean(recorded)), "us"))
     return rows
+
+
+_COUNTS = [f.name for f in dataclasses.fields(WhatIfSummary) if f.type in ("int", int)]
+WHAT_IFS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("what_if", pa.string()),
+        ("summary", pa.string()),  # WhatIfSummary.text(): what harness sim prints
+        ("groups_from", pa.string()),
+        *((name, pa.int64()) for name in _COUNTS),
+    ]
+)
+"""``what_ifs.parquet``: one row per what-if a run applied (none for ``as_recorded``)."""
+
+
+def tables(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult) -> dict[str, pd.DataFrame]:
+    rows = [
+        {"what_if": s.what_if, "summary": s.text(), "groups_from": s.groups_from, **{n: getattr(s, n) for n in _COUNTS}}
+        for s in getattr(result, "what_ifs", ())
+    ]
+    return {"what_ifs": pd.DataFrame(rows, columns=[f.name for f in WHAT_IFS_SCHEMA][1:])}
+
+
+def notes(results_tables: dict[str, pa.Table]) -> list[str]:
+    """What each what-if changed, one line per policy label (``harness sim`` prints them below its table)."""
+    what_ifs, runs = results_tables.get("what_ifs"), results_tables.get("runs")
+    if what_ifs is None or runs is None or what_ifs.num_rows == 0:
+        return []
+    frame = what_ifs.to_pandas().merge(runs.to_pandas()[["run_id", "policy_label"]], on="run_id")
+    lines = frame.drop_duplicates(["policy_label", "summary"])
+    return [
+        f"{row.policy_label}: {row.summary.split(': ', 1)[-1]}" if row.policy_label != row.what_if else row.summary
+        for row in lines.itertuples()
+    ]

@@ -13,7 +13,17 @@ loop pays more than eager PyTorch for a small kernel launch). With
 ``"profile"`` calls cost what the hardware profile says a PyTorch program pays
 (``[host_costs.pytorch_eager]``, :meth:`harness.profile.Profile.program_call_cost_us`;
 in a profile without those, the replay engine's own costs): a what-if of this
-program on another host. Calls a what-if adds are charged the same way.
+program on another host. Calls a what-if adds cost what an eager PyTorch program
+pays for one of their kind (:mod:`.host_costs`: the profile's
+``[host_costs.pytorch_eager]``, else the recording's own calls of that kind), never
+the replay engine's.
+
+**CUDA graphs** keep the GPU time the recording shows around their kernels
+(``graph_timing = "recorded"``: the lead-in after the launch returns, the gaps
+between kernels, the tail before the next op; :class:`~.program.GraphTiming`), as
+spacer kernels (``graph lead-in``, ``graph tail``) that the metrics leave out;
+``"profile"``: the kernels back to back with the profile's gap (for the replay,
+whose GPU adds its own).
 
 **Profiler overhead.** ``profiler_overhead = "keep"`` (the default) re-issues the
 recording as recorded, the profiler's host overhead included: the prediction is
@@ -41,8 +51,9 @@ import pydantic
 from harness.program import StepProgram
 from harness.runtime import PolicyGen, Runtime
 from harness.workload import PolicyParams
-from workloads.recorded import compensation, steps, whatif
+from workloads.recorded import compensation, host_costs, steps, whatif
 from workloads.recorded.program import RecordedProgram
+from workloads.recorded.steps import DEFAULT_GRAPH_TIMING, GRAPH_LEAD_IN, GRAPH_TAIL  # noqa: F401 (metrics read them)
 
 
 class AsRecordedParams(PolicyParams):
@@ -53,6 +64,9 @@ class AsRecordedParams(PolicyParams):
     # be shorter than the GPU's shortest back-to-back kernel (about 2 µs); 0 keeps recorded durations.
     min_kernel_us: float = pydantic.Field(default=0.0, ge=0.0)
     compute_share: float = pydantic.Field(default=1.0, gt=0.0, le=1.0)  # share of the GPU each kernel occupies
+    # "recorded": a graph's kernels start, run apart and end as the recording's graphs show (GraphTiming; a
+    # recording without graphs: DEFAULT_GRAPH_TIMING); "profile": back to back with the profile's gap only.
+    graph_timing: Literal["recorded", "profile"] = "recorded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +77,7 @@ class RecordedResult:
     unresolved_waits: int  # waits on an event the program never recorded (left out)
     profiler_overhead: str = "keep"  # what the run did with the recording's profiler overhead
     overhead_removed_us: float = 0.0  # host time taken out of the recorded calls ("subtract")
+    what_ifs: tuple = ()  # what the what-if changed (whatif.WhatIfSummary per transform; () for as_recorded)
 
 
 def as_recorded(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
@@ -93,12 +108,29 @@ _steps: dict[tuple, tuple[RecordedProgram, StepProgram]] = {}
 def step_program_for(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> StepProgram:
     """The steps ``program`` becomes for this run's profile and ``params``, made once (runs re-issue the same)."""
     profile = rt.profile
-    key = (id(program), params.host_costs, params.min_kernel_us, params.compute_share, getattr(profile, "name", None))
+    key = (
+        id(program),
+        params.host_costs,
+        params.min_kernel_us,
+        params.compute_share,
+        params.graph_timing,
+        getattr(profile, "name", None),
+    )
     entry = _steps.get(key)
     if entry is None or entry[0] is not program:
-        costs = steps.HostCosts(params.host_costs == "recorded", profile)
-        entry = _steps[key] = (program, steps.step_program(program, costs, params.min_kernel_us, params.compute_share))
+        costs = steps.HostCosts(params.host_costs == "recorded", profile, added_call_costs_us(program, profile))
+        timing = (program.graph_timing or DEFAULT_GRAPH_TIMING) if params.graph_timing == "recorded" else None
+        made = steps.step_program(program, costs, params.min_kernel_us, params.compute_share, timing)
+        entry = _steps[key] = (program, made)
     return entry[1]
+
+
+def added_call_costs_us(program: RecordedProgram, profile) -> dict[str, float]:
+    """What calls a what-if added cost (:func:`host_costs.added_call_costs_us`); {} for a program with none (a
+    recording as imported: its threads are call tables, and reading their calls would build every Call)."""
+    if all(thread.table is not None for thread in program.threads):
+        return {}
+    return host_costs.added_call_costs_us(program, profile)
 
 
 def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
@@ -113,9 +145,16 @@ def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams
 # --------------------------------------------------------------------------- what-ifs (whatif.py)
 
 
-class PrefetchCopiesParams(AsRecordedParams):
-    depth: int = pydantic.Field(default=1, ge=1)  # groups ahead
-    budget_bytes: int | None = pydantic.Field(default=None, gt=0)  # device memory for the copy buffers
+Groups = Literal["auto", "marks", "copy_runs", "host_syncs"]  # how a what-if finds groups (whatif.py)
+
+
+class GroupedParams(AsRecordedParams):
+    groups: Groups = "auto"  # the recording's marks when it has any, else inferred (whatif.grouped)
+
+
+class PrefetchCopiesParams(GroupedParams):
+    depth: int = pydantic.Field(default=1, ge=1)  # groups whose copies are in flight ahead of the compute
+    budget_bytes: int | None = pydantic.Field(default=None, gt=0)  # device memory for the copies in flight
 
 
 class ScaleKernelsParams(AsRecordedParams):
@@ -125,16 +164,19 @@ class ScaleKernelsParams(AsRecordedParams):
     @classmethod
     def _valid(cls, factors: dict[str, float]) -> dict[str, float]:
         for pattern, factor in factors.items():
-            re.compile(pattern)
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"{pattern!r} is not a valid regular expression ({err})") from None
             if not factor > 0:
                 raise ValueError(f"factor of {pattern!r} must be > 0, got {factor}")
         return factors
 
 
 _TRANSFORMS = {
-    "prefetch_copies": lambda program, p: whatif.prefetch_copies(program, p.depth, p.budget_bytes),
-    "async_d2h": lambda program, p: whatif.async_d2h(program),
-    "graph_launch": lambda program, p: whatif.graph_launch(program),
+    "prefetch_copies": lambda program, p: whatif.prefetch_copies(program, p.depth, p.budget_bytes, p.groups),
+    "async_d2h": lambda program, p: whatif.async_d2h(program, p.groups),
+    "graph_launch": lambda program, p: whatif.graph_launch(program, p.groups),
     "scale_kernels": lambda program, p: whatif.scale_kernels(program, p.factors),
 }
 _transformed: dict[tuple[int, str, str], tuple[RecordedProgram, RecordedProgram]] = {}
@@ -152,8 +194,14 @@ def transformed(name: str, program: RecordedProgram, params: AsRecordedParams) -
 def _what_if(name: str):
     def main(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
         program, removed_us = _compensated(rt, program, params)  # before the what-if: it moves compensated gaps
-        result = yield from _run_program(rt, transformed(name, program, params), params)
-        return replace(result, profiler_overhead=params.profiler_overhead, overhead_removed_us=removed_us)
+        changed = transformed(name, program, params)
+        result = yield from _run_program(rt, changed, params)
+        return replace(
+            result,
+            profiler_overhead=params.profiler_overhead,
+            overhead_removed_us=removed_us,
+            what_ifs=changed.what_ifs,
+        )
 
     def check(program: RecordedProgram, params: AsRecordedParams) -> None:
         transformed(name, program, params)  # raises NotApplicable (a ValueError) naming what it looked for

@@ -120,6 +120,22 @@ class ThreadProgram:
 
 
 @dataclass(frozen=True, slots=True)
+class GraphTiming:
+    """The GPU's time around a CUDA graph's kernels, as the recording shows it (medians over its graph launches).
+
+    A graph's kernels start ``lead_in_us`` after its ``cudaGraphLaunch`` returns, run
+    ``kernel_gap_us`` apart, and the next op queued behind the graph on its stream starts
+    ``tail_us`` after the graph's last kernel ends (measured only where that op was launched
+    before the graph ended, so that it waited for it).
+    """
+
+    launches: int
+    lead_in_us: float
+    kernel_gap_us: float
+    tail_us: float
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedProgram:
     threads: tuple[ThreadProgram, ...]  # the first is the main thread (the earliest caller)
     streams: tuple[StreamKey, ...]  # every stream the program uses, by device then id
@@ -133,6 +149,8 @@ class RecordedProgram:
     source: str
     profiler_mode: str = ""  # the recording's torch.profiler mode (the trace's provenance; "" when unknown)
     gap_counts: bool = False  # the trace says which profiler events each call's gap holds (format 3)
+    what_ifs: tuple = ()  # what each what-if applied to it changed (whatif.WhatIfSummary), in order
+    graph_timing: GraphTiming | None = None  # the GPU's time around its CUDA graphs' kernels, as recorded
 
 
 _GEMM = re.compile(r"gemm|matmul|cutlass|xmma|mma_|cublas|sm\d\d_", re.IGNORECASE)
@@ -202,10 +220,42 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
         source=source,
         profiler_mode=profiler_mode,
         gap_counts=bool(len(calls)) and bool(calls["gap_aten_ops"].notna().all()),
+        graph_timing=measure_graph_timing(gpu, calls),
     )
 
 
-_USED_COLUMNS = ("device", "stream", "kind", "name", "bytes", "duration_us", "start_us", "thread", "group")
+def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming | None:
+    """What the recording shows of the GPU around its graphs' kernels (:class:`GraphTiming`); None without graphs."""
+    launches = calls[calls["kind"] == "call_graph_launch"]
+    kernels = gpu[gpu["correlation"].isin(launches["correlation"])]
+    if kernels.empty:
+        return None
+    returned = (launches["start_us"] + launches["duration_us"]).groupby(launches["correlation"]).max()
+    ordered = gpu.assign(end_us=gpu["start_us"] + gpu["duration_us"]).sort_values("start_us", kind="stable")
+    leads, gaps, tails = [], [], []
+    for correlation, graph in ordered[ordered["correlation"].isin(returned.index)].groupby("correlation"):
+        starts, ends = graph["start_us"].to_numpy(), graph["end_us"].to_numpy()
+        leads.append(max(0.0, float(starts[0] - returned[correlation])))
+        gaps.extend(np.clip(starts[1:] - ends[:-1], 0.0, None).tolist())
+        last = float(ends.max())
+        device, stream = graph["device"].iloc[0], graph["stream"].iloc[0]
+        behind = ordered[
+            (ordered["device"] == device)
+            & (ordered["stream"] == stream)
+            & (ordered["start_us"] >= last - 0.5)
+            & (ordered["correlation"] != correlation)
+        ]
+        if len(behind) and float(behind["launch_us"].iloc[0]) < last:
+            tails.append(max(0.0, float(behind["start_us"].iloc[0]) - last))
+    return GraphTiming(
+        launches=len(leads),
+        lead_in_us=float(np.median(leads)),
+        kernel_gap_us=float(np.median(gaps)) if gaps else 0.0,
+        tail_us=float(np.median(tails)) if tails else 0.0,
+    )
+
+
+_USED_COLUMNS = ("device", "stream", "kind", "name", "bytes", "duration_us", "start_us", "launch_us", "thread", "group")
 _USED_COLUMNS += ("host_memory", "correlation", "host_gap_us", "wait_correlation", "gap_aten_ops", "gap_ranges")
 
 

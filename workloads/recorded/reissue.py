@@ -9,13 +9,12 @@ generator, to the last bit, for every bundled recording and what-if.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field, replace
 
 from harness.runtime import Event, GraphKernel, HostMemory, PolicyGen, Runtime, Stream
-from workloads.recorded.policies import AsRecordedParams, RecordedResult, _compensated, transformed
-from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey, ThreadProgram
-from workloads.recorded.steps import COPIES, kernel_of
+from workloads.recorded.policies import AsRecordedParams, RecordedResult, _compensated, added_call_costs_us, transformed
+from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, ThreadProgram
+from workloads.recorded.steps import COPIES, DEFAULT_GRAPH_TIMING, HostCosts, graph_kernels_of, kernel_of
 
 
 def reissue(rt: Runtime, program: RecordedProgram, params: AsRecordedParams, what_if: str = "") -> PolicyGen:
@@ -32,6 +31,8 @@ class _Shared:
     """State the program's host threads share: streams, events, which streams have work outstanding."""
 
     streams: dict[StreamKey, Stream]
+    costs: HostCosts
+    graph_timing: GraphTiming | None = None
     events: dict[int, Event] = field(default_factory=dict)
     outstanding: set[StreamKey] = field(default_factory=set)
     unresolved_waits: int = 0
@@ -42,7 +43,9 @@ def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams
     streams = {}
     for device, name in program.streams:
         streams[(device, name)] = yield rt.create_stream(device, f"s{name}" if device == 0 else f"d{device}s{name}")
-    shared = _Shared(streams)
+    costs = HostCosts(params.host_costs == "recorded", rt.profile, added_call_costs_us(program, rt.profile))
+    timing = (program.graph_timing or DEFAULT_GRAPH_TIMING) if params.graph_timing == "recorded" else None
+    shared = _Shared(streams, costs, timing)
     others = []
     for thread in program.threads[1:]:
         others.append((yield rt.spawn(_run_thread, program, thread, shared, params, name=f"thread{thread.name}")))
@@ -55,24 +58,12 @@ def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams
 def _run_thread(
     rt: Runtime, program: RecordedProgram, thread: ThreadProgram, shared: _Shared, params: AsRecordedParams
 ) -> PolicyGen:
-    recorded = params.host_costs == "recorded"
     for call in thread.calls:
         if call.host_before_us > 0.0:
             yield rt.host_work(call.host_before_us, f"cpu:{call.group}" if call.group else "cpu")
-        yield from _issue(rt, params, call, shared, _host_us(rt, call, recorded))
+        cost = shared.costs.of(call)  # steps.HostCosts: NaN = the backend's own figure
+        yield from _issue(rt, params, call, shared, None if cost != cost else cost)
     return len(thread.calls)
-
-
-def _host_us(rt: Runtime, call: Call, recorded: bool) -> float | None:
-    """What a call costs the host: its recorded duration; else (added by a what-if, or host_costs = "profile")
-    what a PyTorch program pays for one of its kind when the profile says (``[host_costs.pytorch_eager]``),
-    else None: the backend's own figure (the replay engine's)."""
-    if recorded and not call.synthetic:
-        return call.duration_us
-    profile = rt.profile
-    if profile is not None and profile.pytorch_eager_measured:
-        return profile.program_call_cost_us(call.kind)
-    return None
 
 
 def _issue(rt: Runtime, params: AsRecordedParams, call: Call, shared: _Shared, host_us: float | None) -> PolicyGen:
@@ -88,7 +79,7 @@ def _issue(rt: Runtime, params: AsRecordedParams, call: Call, shared: _Shared, h
             yield rt.sync_stream(shared.streams[call.ops[0].stream])
             shared.outstanding.discard(call.ops[0].stream)
     elif kind == "call_graph_launch" and call.ops:
-        kernels = _graph_kernels(call, params.min_kernel_us, params.compute_share)
+        kernels = graph_kernels_of(call, params.min_kernel_us, params.compute_share, shared.graph_timing, rt.profile)
         key = call.ops[0].stream
         yield rt.launch_graph(shared.streams[key], f"graph:{call.group or call.name}", kernels, host_us)
         shared.outstanding.add(key)
@@ -128,11 +119,5 @@ def _device_op(
 
 def _graph_kernel(params: AsRecordedParams, op: DeviceOp) -> GraphKernel:
     return kernel_of(op, params.min_kernel_us, params.compute_share)
-
-
-@functools.cache
-def _graph_kernels(call: Call, min_kernel_us: float, compute_share: float) -> tuple[GraphKernel, ...]:
-    """A graph launch's kernels, built once per call (the same tuple on every run: the replay keys its graphs by it)."""
-    return tuple(kernel_of(op, min_kernel_us, compute_share) for op in call.ops)
 
 

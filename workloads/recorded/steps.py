@@ -13,7 +13,9 @@ against). What a call becomes:
 * a launch, memset or memcpy: one step per GPU op (host-link copies as copies,
   everything else a kernel of its recorded duration: :func:`kernel_of`), the
   call's host cost on the first; a synchronous memcpy then syncs its stream;
-* a graph launch: one graph step of its kernels;
+* a graph launch: one graph step of its kernels, with spacer kernels for the GPU time the
+  recording shows around them when a :class:`~workloads.recorded.program.GraphTiming` is given
+  (:func:`timed_graph`);
 * a record, wait, sync: the step of that name; a sync of a stream or event the
   recording does not name, or a device sync, is ``OP_SYNC_DEVICE``;
 * inferred records after its ops (``record_after``): records at no host cost.
@@ -21,8 +23,9 @@ against). What a call becomes:
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -47,7 +50,7 @@ from harness.program import (
 )
 from harness.runtime import Direction, GraphKernel, KernelKind
 from workloads.recorded.calltable import CallTable
-from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey, is_gemm
+from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, is_gemm
 
 COPIES = {"copy_h2d": Direction.H2D, "copy_d2h": Direction.D2H}
 NO_EVENT = -(2**63)  # a symbolic event no step records: a wait on it is unresolved, a sync on it syncs the device
@@ -55,6 +58,40 @@ SHORT_KERNEL_US = 10.0
 """Kernels shorter than this stand in as a timer on one warp in the replay (KernelKind.LATENCY): a
 memory- or compute-bound stand-in that short is mostly its own launch, and inside a CUDA graph it
 does not keep the duration it was tuned to. The simulator does not look at the kind."""
+
+
+GRAPH_LEAD_IN = "graph lead-in"  # spacer kernels' names: GPU time around a graph's kernels (metrics leave them out)
+GRAPH_TAIL = "graph tail"
+DEFAULT_GRAPH_TIMING = GraphTiming(launches=0, lead_in_us=6.0, kernel_gap_us=0.29, tail_us=4.5)
+"""The GPU's time around a graph's kernels in the bundled H200 graph recordings (``decode_graph``, medians:
+lead-in 6.0-6.1 µs, gaps 0.288 µs, tail 4.1-5.0 µs): what a recording without graphs (``graph_launch``) gets."""
+SPACER_SHARE = 0.01  # a spacer takes this share of the GPU (it is time, not work)
+
+
+@functools.cache
+def timed_graph(kernels: tuple[GraphKernel, ...], timing: GraphTiming, profile_gap_us: float) -> tuple[GraphKernel, ...]:
+    """A graph's kernels with the GPU time the recording shows around them: a spacer before the first kernel (the
+    lead-in after the launch returns, plus what its gaps take beyond the profile's ``graph_kernel_gap_us``) and one
+    after the last (the tail before the next op queued behind the graph)."""
+    # Each spacer is a node of the graph: the profile's gap follows or precedes it as any other node's.
+    lead_us = timing.lead_in_us + max(0.0, timing.kernel_gap_us - profile_gap_us) * (len(kernels) - 1) - profile_gap_us
+    tail_us = timing.tail_us - profile_gap_us
+    out = list(kernels)
+    if lead_us > 0.0:
+        out.insert(0, GraphKernel(GRAPH_LEAD_IN, lead_us, SPACER_SHARE, KernelKind.LATENCY))
+    if tail_us > 0.0:
+        out.append(GraphKernel(GRAPH_TAIL, tail_us, SPACER_SHARE, KernelKind.LATENCY))
+    return tuple(out)
+
+
+def graph_kernels_of(
+    call: Call, min_kernel_us: float, compute_share: float, timing: GraphTiming | None, profile: Profile | None
+) -> tuple[GraphKernel, ...]:
+    """The kernels a graph launch re-issues: its recorded kernels, timed as the recording shows (``timing``)."""
+    kernels = tuple(kernel_of(op, min_kernel_us, compute_share) for op in call.ops)
+    if timing is None:
+        return kernels
+    return timed_graph(kernels, timing, profile.device.graph_kernel_gap_us if profile is not None else 0.0)
 
 
 def kernel_of(op: DeviceOp, min_kernel_us: float, compute_share: float) -> GraphKernel:
@@ -77,10 +114,13 @@ class HostCosts:
 
     recorded: bool
     profile: Profile | None
+    added_us: dict[str, float] = field(default_factory=dict)  # calls a what-if added, by kind (host_costs.py)
 
     def of(self, call: Call) -> float:
         if self.recorded and not call.synthetic:
             return call.duration_us
+        if call.synthetic and call.kind in self.added_us:
+            return self.added_us[call.kind]
         profile = self.profile
         if profile is not None and profile.pytorch_eager_measured:
             return profile.program_call_cost_us(call.kind)
@@ -90,7 +130,16 @@ class HostCosts:
 class _Builder:
     """Steps of one program, appended as rows (tuples in STEP_DTYPE field order)."""
 
-    def __init__(self, program: RecordedProgram, min_kernel_us: float, compute_share: float) -> None:
+    def __init__(
+        self,
+        program: RecordedProgram,
+        min_kernel_us: float,
+        compute_share: float,
+        graph_timing: GraphTiming | None = None,
+        profile: Profile | None = None,
+    ) -> None:
+        self.graph_timing = graph_timing
+        self.profile = profile
         self.stream_index: dict[StreamKey, int] = {key: i for i, key in enumerate(program.streams)}
         self.names: dict[str, int] = {}
         self.graph_rows: list[tuple] = []
@@ -149,13 +198,13 @@ class _Builder:
                 rows.append(_row(OP_SYNC_STREAM, stream=index[call.ops[0].stream]))
         elif kind == "call_graph_launch" and call.ops:
             first = len(self.graph_rows)
-            for op in call.ops:
-                k = kernel_of(op, self.min_kernel_us, self.compute_share)
+            kernels = graph_kernels_of(call, self.min_kernel_us, self.compute_share, self.graph_timing, self.profile)
+            for k in kernels:
                 name = self.name(k.name)
                 self.graph_rows.append((name, KIND_CODES[k.kind], (0, 0, 0), k.duration_us, k.compute_share))
             name = self.name(f"graph:{call.group or call.name}")
             stream = index[call.ops[0].stream]
-            rows.append(_row(OP_GRAPH, stream=stream, name=name, host_us=host_us, first=first, count=len(call.ops)))
+            rows.append(_row(OP_GRAPH, stream=stream, name=name, host_us=host_us, first=first, count=len(kernels)))
         elif kind == "call_record" and call.event is not None and call.stream in index:
             rows.append(_row(OP_RECORD, stream=index[call.stream], event=call.event, host_us=host_us))
         elif kind == "call_wait" and call.stream in index:
@@ -291,10 +340,15 @@ def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.nd
 
 
 def step_program(
-    program: RecordedProgram, costs: HostCosts, min_kernel_us: float = 0.0, compute_share: float = 1.0
+    program: RecordedProgram,
+    costs: HostCosts,
+    min_kernel_us: float = 0.0,
+    compute_share: float = 1.0,
+    graph_timing: GraphTiming | None = None,
 ) -> StepProgram:
-    """The step program ``program``'s calls become (see the module docstring)."""
-    builder = _Builder(program, min_kernel_us, compute_share)
+    """The step program ``program``'s calls become (see the module docstring); ``graph_timing``: the GPU time
+    around each graph's kernels (:func:`timed_graph`), None for back to back."""
+    builder = _Builder(program, min_kernel_us, compute_share, graph_timing, costs.profile)
     threads = []
     for i, thread in enumerate(program.threads):
         steps = _table_steps(thread.table, builder, costs) if thread.table is not None else None

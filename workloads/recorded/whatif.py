@@ -1,48 +1,117 @@
 """What-ifs on a recorded program: pure transforms of a :class:`RecordedProgram` into the changed program.
 
-Each returns a new program that ``as_recorded``'s machinery re-issues, on the
-simulator or on the GPU. Calls a transform adds (event records and waits, graph
-launches) are ``synthetic``: they cost the host what the hardware profile says,
-where recorded calls cost what they took when recorded. A transform that finds
-nothing to change raises :class:`NotApplicable`, naming what it looked for.
+Each returns a new program (so they compose) that ``as_recorded``'s machinery
+re-issues, on the simulator or on the GPU, with what it changed appended to the
+program's ``what_ifs`` (a :class:`WhatIfSummary`: ``harness sim`` prints it and
+saves it as ``what_ifs.parquet``). Calls a transform adds (event records and waits,
+graph launches) are ``synthetic``: they cost what an eager PyTorch program pays
+for such a call (:mod:`.host_costs`), where recorded calls cost what they took when
+recorded. A transform that finds nothing to change raises :class:`NotApplicable`,
+naming what it looked for.
 
-**Groups** are what the recording marks: ``ProfilerStep#N`` (``prof.step()``)
-or, inside or without steps, the innermost ``torch.profiler.record_function``
-range around a call (``with record_function("layer3"): ...``). A user marks
-the units of their own program that way: one range per layer for
-``prefetch_copies``, one per step for ``graph_launch``.
+**Groups** (the units ``prefetch_copies`` prefetches and ``graph_launch`` captures,
+and the steps ``async_d2h`` hands its copies over at) come from ``groups =``:
 
-* :func:`prefetch_copies`: the host-to-device copies of group k move to a side
-  stream and are issued at the start of group k - depth, double-buffered: the
-  copy waits for group k - depth - 1 (whose buffer it reuses) to finish, and
-  group k's first GPU op waits for the copy. A group whose ``depth + 1``
-  buffers do not fit the budget keeps its copies in line.
-* :func:`async_d2h`: each device-to-host copy moves to a side stream after an
-  event recorded behind its producer; a host sync right after it that waited
-  only for it is dropped; the next GPU op on the producer's stream waits for
-  the copy (conservatively: the next op, as the state's next writer is unknown).
+* ``"marks"``: what the recording marks: ``ProfilerStep#N`` (``prof.step()``) or,
+  inside or without steps, the innermost ``torch.profiler.record_function`` range;
+* ``"copy_runs"``: each run of host-to-device copies, and the GPU work up to the
+  next run, is one group (a layer loop that copies each layer's weights in);
+* ``"host_syncs"``: each host sync (``cudaStreamSynchronize``, ``cudaDeviceSynchronize``)
+  ends a group (a step loop that waits for each step);
+* ``"auto"`` (the default): the marks when the recording has any (recordings with
+  CUDA activities only have none), else ``copy_runs`` for ``prefetch_copies`` and
+  ``host_syncs`` for ``graph_launch`` and ``async_d2h``.
+
+The transforms:
+
+* :func:`prefetch_copies`: each group's host-to-device copies move to a side
+  stream, ``depth`` groups ahead, as a prefetcher issues them: the copies of the
+  first ``depth`` groups up front (before the first group's first call), then group
+  k + depth's copies right after group k's compute is issued (its last call on the
+  compute stream). A group's copies wait for the group whose buffer they reuse
+  (``depth + 1`` buffers: group k - depth - 1's compute) to finish; the group's
+  first op on the compute stream waits for its copies. ``budget_bytes`` caps the
+  buffers: group k is prefetched as far ahead as the copies in flight fit (groups
+  k - d .. k, d <= depth, together <= budget_bytes); where not even two groups fit
+  (d = 0), it keeps its copies in line.
+* :func:`async_d2h`: each run of consecutive device-to-host copies (no other GPU
+  work or call between them) moves to a side stream as one batch behind one event:
+  an event recorded on the producer's stream, one wait on the side stream, the
+  copies, one event recorded after them. A host sync right after the batch is
+  dropped (the host no longer waits for the copies); the next op on the producer's
+  stream in a later group, or a later sync of that stream, waits for the batch's event
+  (a device-wide sync waits for the side stream anyway).
 * :func:`graph_launch`: within each group, each run of consecutive kernel
   launches (memsets and device-to-device copies too) on one stream becomes one
   CUDA-graph launch: one host call instead of one per kernel, and the CPU work
   between those launches is gone (the graph replays without it).
 * :func:`scale_kernels`: kernels whose name matches a pattern take longer or
-  shorter by a factor.
+  shorter by a factor (``harness trace kernels T.parquet`` lists the names).
 """
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import math
 import re
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey, ThreadProgram
 
 CAPTURABLE = ("call_launch", "call_memset")
 SYNCS = ("call_sync_stream", "call_sync_device")
+GROUPINGS = ("auto", "marks", "copy_runs", "host_syncs")
+GROUPING_TEXT = {
+    "marks": "the recording's marks (ProfilerStep / record_function)",
+    "copy_runs": "inferred: each run of H2D copies and the GPU work up to the next",
+    "host_syncs": "inferred: steps ended by host syncs",
+}
 
 
 class NotApplicable(ValueError):
     """A what-if that does not apply to the recording."""
+
+
+@dataclass(frozen=True, slots=True)
+class WhatIfSummary:
+    """What one what-if changed in a program (counts of calls and ops of its main thread)."""
+
+    what_if: str
+    groups: int = 0  # groups the what-if worked with (0: it does not use groups)
+    groups_from: str = ""  # how they were found: a GROUPINGS value other than "auto" ("" when not used)
+    copies_moved: int = 0  # copy calls moved to a side stream
+    batches: int = 0  # async_d2h: runs of copies moved together behind one event
+    launches_captured: int = 0  # graph_launch: launch calls now inside a graph
+    graph_launches: int = 0  # graph launches added
+    events_added: int = 0  # event records added
+    waits_added: int = 0  # stream waits on an event added
+    syncs_dropped: int = 0  # host syncs removed
+    kernels_scaled: int = 0  # kernels whose duration changed
+    depth: int = 0  # prefetch_copies: the depth asked for
+    in_line: int = 0  # prefetch_copies: groups whose copies stay in line (the budget)
+
+    def text(self) -> str:
+        """One line a user can check against their program."""
+        parts = []
+        if self.groups_from:
+            parts.append(f"{self.groups} group(s) from {GROUPING_TEXT.get(self.groups_from, self.groups_from)}")
+        if self.what_if == "prefetch_copies":
+            parts.append(f"depth {self.depth}: {self.copies_moved} H2D copies moved to a side stream")
+            if self.in_line:
+                parts.append(f"{self.in_line} group(s) kept their copies in line (budget)")
+        if self.what_if == "async_d2h":
+            parts.append(f"{self.copies_moved} D2H copies moved to a side stream in {self.batches} batch(es)")
+        if self.what_if == "graph_launch":
+            parts.append(f"{self.launches_captured} launches captured into {self.graph_launches} graph launch(es)")
+        if self.kernels_scaled:
+            parts.append(f"{self.kernels_scaled} kernels rescaled")
+        if self.events_added or self.waits_added:
+            parts.append(f"{self.events_added} event record(s) and {self.waits_added} wait(s) added")
+        if self.syncs_dropped:
+            parts.append(f"{self.syncs_dropped} host sync(s) dropped")
+        return f"{self.what_if}: " + "; ".join(parts)
 
 
 def _synthetic(
@@ -51,12 +120,37 @@ def _synthetic(
     return Call(kind, kind, 0.0, math.nan, stream, (), group, event=event, waits_for=waits_for, synthetic=True)
 
 
+def _event_ids(program: RecordedProgram) -> Iterator[int]:
+    """Fresh event ids for added events: below every id the program uses (recorded ids are >= 0, inferred < 0)."""
+    used = [0]
+    for thread in program.threads:
+        for c in thread.calls:
+            used += [e for e in (c.event, c.waits_for) if e is not None]
+            used += [e for _, e in c.wait_before + c.record_after]
+    return itertools.count(min(used) - 1, -1)
+
+
 def _with_main(
-    program: RecordedProgram, calls: list[Call], extra_streams: tuple[StreamKey, ...] = ()
+    program: RecordedProgram,
+    calls: list[Call],
+    summary: WhatIfSummary,
+    extra_streams: tuple[StreamKey, ...] = (),
 ) -> RecordedProgram:
     main = ThreadProgram(program.threads[0].name, tuple(calls))
     streams = tuple(dict.fromkeys(program.streams + extra_streams))
-    return replace(program, threads=(main, *program.threads[1:]), streams=streams)
+
+    def synthetic(kind: str, of: tuple[Call, ...] | list[Call]) -> int:
+        return sum(1 for c in of if c.synthetic and c.kind == kind)
+
+    before = program.threads[0].calls  # calls an earlier what-if added are not this one's
+    summary = replace(
+        summary,
+        events_added=synthetic("call_record", calls) - synthetic("call_record", before),
+        waits_added=synthetic("call_wait", calls) - synthetic("call_wait", before),
+    )
+    return replace(
+        program, threads=(main, *program.threads[1:]), streams=streams, what_ifs=(*program.what_ifs, summary)
+    )
 
 
 def _group_order(calls: tuple[Call, ...]) -> list[str]:
@@ -72,107 +166,219 @@ def _carry(pending_us: float, call: Call) -> Call:
     return replace(call, host_before_us=call.host_before_us + pending_us) if pending_us else call
 
 
+# --------------------------------------------------------------------------- groups
+
+
+def grouped(program: RecordedProgram, how: str, inferred: str) -> tuple[RecordedProgram, str]:
+    """``program`` with its main thread's calls grouped ``how`` (a GROUPINGS value; ``"auto"``: the marks when
+    there are any, else ``inferred``), and the grouping used. Inferred groups are named ``group<k>`` / ``step<k>``."""
+    if how not in GROUPINGS:
+        raise NotApplicable(f"groups = {how!r}: expected one of {', '.join(map(repr, GROUPINGS))}")
+    calls = program.threads[0].calls
+    if how == "auto":
+        how = "marks" if any(c.group for c in calls) else inferred
+    if how == "marks":
+        return program, how
+    labels = _copy_run_labels(calls) if how == "copy_runs" else _sync_labels(calls)
+    relabelled = tuple(replace(c, group=g) if c.group != g else c for c, g in zip(calls, labels, strict=True))
+    main = ThreadProgram(program.threads[0].name, relabelled)
+    return replace(program, threads=(main, *program.threads[1:])), how
+
+
+def _copy_run_labels(calls: tuple[Call, ...]) -> list[str]:
+    """Each run of H2D copies opens a group that lasts to the next run; calls before the first run: none."""
+    labels, k, in_run = [], -1, False
+    for call in calls:
+        copy = _is_copy(call, "copy_h2d")
+        if copy and not in_run:
+            k += 1
+        if call.ops:
+            in_run = copy
+        labels.append(f"group{k}" if k >= 0 else "")
+    return labels
+
+
+def _sync_labels(calls: tuple[Call, ...]) -> list[str]:
+    """Each host sync ends a step (the sync belongs to the step it ends)."""
+    labels, k = [], 0
+    for call in calls:
+        labels.append(f"step{k}")
+        if call.kind in SYNCS:
+            k += 1
+    return labels
+
+
 # --------------------------------------------------------------------------- prefetch
 
 
-def prefetch_copies(program: RecordedProgram, depth: int = 1, budget_bytes: int | None = None) -> RecordedProgram:
+def prefetch_copies(
+    program: RecordedProgram, depth: int = 1, budget_bytes: int | None = None, groups: str = "auto"
+) -> RecordedProgram:
+    program, grouping = grouped(program, groups, "copy_runs")
     calls = program.threads[0].calls
-    groups = _group_order(calls)
-    copies = {g: [i for i, c in enumerate(calls) if c.group == g and _is_copy(c, "copy_h2d")] for g in groups}
-    if len(groups) < 2 or not any(copies.values()):
+    order = _group_order(calls)
+    members = {g: [i for i, c in enumerate(calls) if c.group == g] for g in order}
+    copies = {g: [i for i in members[g] if _is_copy(calls[i], "copy_h2d")] for g in order}
+    order = [g for g in order if copies[g]] if sum(map(bool, copies.values())) >= 2 else order
+    if len(order) < 2 or not any(copies[g] for g in order):
+        hint = "mark each layer with torch.profiler.record_function" if grouping == "marks" else 'groups = "marks"'
         raise NotApplicable(
-            f"prefetch_copies: found {len(groups)} group(s) and "
-            f"{sum(len(v) for v in copies.values())} host-to-device copies inside them; it needs copies in two or "
-            "more groups (mark each layer with torch.profiler.record_function)"
+            f"prefetch_copies: found {len(order)} group(s) ({GROUPING_TEXT[grouping]}) and "
+            f"{sum(len(copies[g]) for g in order)} host-to-device copies inside them; it needs copies in two or "
+            f'more groups (try groups = "copy_runs" or {hint})'
         )
-    nbytes = {g: sum(op.nbytes for i in copies[g] for op in calls[i].ops) for g in groups}
-    moved = {
-        k: g
-        for k, g in enumerate(groups)
-        if k >= depth and copies[g] and (budget_bytes is None or (depth + 1) * nbytes[g] <= budget_bytes)
-    }
-    if not moved:
-        raise NotApplicable(
-            f"prefetch_copies: no group's {depth + 1} copy buffers fit the budget of {budget_bytes} bytes"
-        )
-    stream = calls[copies[groups[max(moved)]][0]].ops[0].stream
+    nbytes = [sum(op.nbytes for i in copies[g] for op in calls[i].ops) for g in order]
+    stream = calls[copies[order[0]][0]].ops[0].stream  # the compute stream the copies were in line on
     side = (stream[0], "prefetch")
-    moved_calls = {i for g in moved.values() for i in copies[g]}
-    first_call = {g: min(i for i, c in enumerate(calls) if c.group == g) for g in groups}
-    on_stream = {
-        g: [
-            i
-            for i, c in enumerate(calls)
-            if c.group == g and i not in moved_calls and any(op.stream == stream for op in c.ops)
-        ]
-        for g in groups
+
+    # How far ahead each group is prefetched (the copies in flight, groups k - lead .. k, fit the budget),
+    # and after which group's compute its copies are issued (-1: up front), never earlier than the group before's.
+    anchor: dict[int, int] = {}
+    last_anchor = -1
+    for k in range(len(order)):
+        lead = depth
+        while budget_bytes is not None and lead > 0 and sum(nbytes[max(0, k - lead) : k + 1]) > budget_bytes:
+            lead -= 1
+        if lead == 0 or not copies[order[k]]:
+            continue
+        anchor[k] = last_anchor = max(last_anchor, k - lead)
+    if not anchor:
+        raise NotApplicable(
+            f"prefetch_copies: no group's copies fit the budget of {budget_bytes} bytes with another group's "
+            f"(the smallest two adjacent groups need {min(a + b for a, b in itertools.pairwise(nbytes))} bytes)"
+        )
+    moved = {i for k in anchor for i in copies[order[k]]}
+    compute = {
+        k: [i for i in members[g] if i not in moved and any(op.stream == stream for op in calls[i].ops)]
+        for k, g in enumerate(order)
     }
-    ready = {k: -(1000 + k) for k in moved}  # copy of group k done (side stream)
-    free = {k - depth - 1: -(2000 + k - depth - 1) for k in moved if k - depth - 1 >= 0}  # group's work done (main)
+    ids = _event_ids(program)
+    ready = {k: next(ids) for k in anchor}  # group k's copies done (side stream)
+    frees = {a - 1 for a in anchor.values() if a - 1 >= 0}
+    free = {j: next(ids) for j in sorted(frees) if compute[j]}  # group j's compute done (compute stream)
+    issue_after: dict[int, list[int]] = {}  # call index -> the groups whose copies are issued right after it
+    upfront = []
+    for k, a in anchor.items():
+        if a < 0:
+            upfront.append(k)
+        else:
+            at = compute[a][-1] if compute[a] else members[order[a]][-1]
+            issue_after.setdefault(at, []).append(k)
+    first_compute = {compute[k][0]: k for k in anchor if compute[k]}
+    last_compute = {compute[j][-1]: j for j in free}
+    first_call = members[order[0]][0]
 
     out: list[Call] = []
     pending = 0.0
-    starts = {first_call[groups[k - depth]]: k for k in moved}
+
+    def issue(k: int) -> None:
+        group = order[k]
+        a = anchor[k]
+        if a - 1 in free:
+            out.append(_synthetic("call_wait", side, group, waits_for=free[a - 1]))
+        for j in copies[group]:
+            restreamed = tuple(replace(op, stream=side) for op in calls[j].ops)
+            out.append(replace(calls[j], ops=restreamed, stream=side, host_before_us=0.0))
+        out.append(_synthetic("call_record", side, group, event=ready[k]))
+
     for i, call in enumerate(calls):
-        k_here = groups.index(call.group) if call.group in groups else None
-        if i in starts:
-            k = starts[i]
-            if k - depth - 1 >= 0:
-                out.append(_synthetic("call_wait", side, call.group, waits_for=free[k - depth - 1]))
-            for j in copies[groups[k]]:
-                restreamed = tuple(replace(op, stream=side) for op in calls[j].ops)
-                out.append(replace(calls[j], ops=restreamed, stream=side, host_before_us=0.0))
-            out.append(_synthetic("call_record", side, call.group, event=ready[k]))
-        if i in moved_calls:
+        if i == first_call:
+            for k in upfront:
+                issue(k)
+        if i in moved:
             pending += call.host_before_us  # the CPU work before it stays where it was
             continue
-        if k_here in moved and on_stream[call.group] and i == on_stream[call.group][0]:
-            out.append(_synthetic("call_wait", stream, call.group, waits_for=ready[k_here]))
+        if i in first_compute:
+            out.append(_synthetic("call_wait", stream, call.group, waits_for=ready[first_compute[i]]))
         out.append(_carry(pending, call))
         pending = 0.0
-        if k_here in free and on_stream[call.group] and i == on_stream[call.group][-1]:
-            out.append(_synthetic("call_record", stream, call.group, event=free[k_here]))
-    return _with_main(program, out, (side,))
+        if i in last_compute:
+            out.append(_synthetic("call_record", stream, call.group, event=free[last_compute[i]]))
+        for k in issue_after.get(i, ()):
+            issue(k)
+    summary = WhatIfSummary(
+        "prefetch_copies",
+        groups=len(order),
+        groups_from=grouping,
+        copies_moved=len(moved),
+        depth=depth,
+        in_line=sum(1 for k in range(len(order)) if copies[order[k]] and k not in anchor),
+    )
+    return _with_main(program, out, summary, (side,))
 
 
 # --------------------------------------------------------------------------- async D2H
 
 
-def async_d2h(program: RecordedProgram) -> RecordedProgram:
+def async_d2h(program: RecordedProgram, groups: str = "auto") -> RecordedProgram:
+    program, grouping = grouped(program, groups, "host_syncs")
     calls = program.threads[0].calls
-    targets = [i for i, c in enumerate(calls) if _is_copy(c, "copy_d2h")]
-    if not targets:
+    if not any(_is_copy(c, "copy_d2h") for c in calls):
         raise NotApplicable("async_d2h: found no device-to-host copy (a cudaMemcpy* call whose GPU op is Memcpy DtoH)")
-    stream = calls[targets[0]].ops[0].stream
-    side = (stream[0], "d2h")
+    ids = _event_ids(program)
     out: list[Call] = []
     pending = 0.0
-    waiting_for: int | None = None  # the last moved copy's event, waited on by the next op on its stream
+    batch: tuple[StreamKey, StreamKey, str] | None = None  # the open batch: producer stream, side stream, group
+    handed: dict[StreamKey, tuple[int, str]] = {}  # producer stream -> (last batch's event, its group): not waited yet
     drop_sync = False
-    for i, call in enumerate(calls):
-        if i in targets:
-            n = len(out)
-            produced, copied = -(3000 + n), -(4000 + n)
-            out.append(_synthetic("call_record", call.ops[0].stream, call.group, event=produced))
-            out.append(_synthetic("call_wait", side, call.group, waits_for=produced))
-            out.append(
-                _carry(pending, replace(call, ops=tuple(replace(op, stream=side) for op in call.ops), stream=side))
-            )
-            out.append(_synthetic("call_record", side, call.group, event=copied))
-            pending, waiting_for, drop_sync = 0.0, copied, True
+    moved = batches = dropped = 0
+
+    def close() -> None:
+        nonlocal batch, drop_sync
+        if batch is not None:
+            producer, side, group = batch
+            copied = next(ids)
+            out.append(_synthetic("call_record", side, group, event=copied))
+            handed[producer] = (copied, group)
+            batch, drop_sync = None, True
+
+    for call in calls:
+        if _is_copy(call, "copy_d2h"):
+            producer = call.ops[0].stream
+            if batch is None or batch[0] != producer:
+                close()
+                side = (producer[0], "d2h")
+                produced = next(ids)
+                out.append(_synthetic("call_record", producer, call.group, event=produced))
+                out.append(_synthetic("call_wait", side, call.group, waits_for=produced))
+                batch = (producer, side, call.group)
+                batches += 1
+            restreamed = tuple(replace(op, stream=batch[1]) for op in call.ops)
+            out.append(_carry(pending, replace(call, ops=restreamed, stream=batch[1])))
+            pending, drop_sync = 0.0, False
+            moved += 1
             continue
+        close()
         if drop_sync and call.kind in SYNCS:
-            pending += call.host_before_us  # the host no longer waits for the copy
+            pending += call.host_before_us  # the host no longer waits for the copies
             drop_sync = False
+            dropped += 1
             continue
         if call.ops:
-            drop_sync = False  # other GPU work since the copy: a sync now also waits for that
-            if waiting_for is not None and any(op.stream == stream for op in call.ops):
-                out.append(_synthetic("call_wait", stream, call.group, waits_for=waiting_for))
-                waiting_for = None
+            drop_sync = False  # other GPU work since the copies: a sync now also waits for that
+        if call.kind == "call_sync_device" or (call.kind == "call_sync_stream" and call.stream is None):
+            handed.clear()  # the host waits for every stream, the copies' side stream included: no wait needed
+        for producer, (event, group) in list(handed.items()):
+            # The next consumer: a sync of the producer's stream (it waited for the copies before), or the
+            # producer stream's next op in a later group (the step that may overwrite what was copied).
+            syncs_it = call.kind == "call_sync_stream" and call.stream == producer
+            later_op = call.group != group and any(op.stream == producer for op in call.ops)
+            if syncs_it or later_op:
+                out.append(_synthetic("call_wait", producer, call.group, waits_for=event))
+                del handed[producer]
         out.append(_carry(pending, call))
         pending = 0.0
-    return _with_main(program, out, (side,))
+    close()
+    summary = WhatIfSummary(
+        "async_d2h",
+        groups=len(_group_order(calls)),
+        groups_from=grouping,
+        copies_moved=moved,
+        batches=batches,
+        syncs_dropped=dropped,
+    )
+    sides = tuple(dict.fromkeys((c.stream[0], "d2h") for c in calls if _is_copy(c, "copy_d2h")))
+    return _with_main(program, out, summary, sides)
 
 
 # --------------------------------------------------------------------------- CUDA graphs
@@ -186,16 +392,20 @@ def _capturable(call: Call) -> bool:
     )
 
 
-def graph_launch(program: RecordedProgram) -> RecordedProgram:
+def graph_launch(program: RecordedProgram, groups: str = "auto") -> RecordedProgram:
+    program, grouping = grouped(program, groups, "host_syncs")
     calls = program.threads[0].calls
     if not _group_order(calls):
         raise NotApplicable(
-            "graph_launch: found no groups to capture (mark each step with prof.step() or record_function)"
+            "graph_launch: found no groups to capture (mark each step with prof.step() or record_function, "
+            'or set groups = "host_syncs")'
         )
     out: list[Call] = []
     run: list[Call] = []
+    captured = graphs = 0
 
     def flush() -> None:
+        nonlocal captured, graphs
         if len(run) == 1:
             out.append(run[0])
         elif run:
@@ -214,11 +424,13 @@ def graph_launch(program: RecordedProgram) -> RecordedProgram:
                 synthetic=True,
             )
             out.append(graph)
+            captured += len(run)
+            graphs += 1
         run.clear()
 
     for call in calls:
         joins = run and _capturable(call) and call.group == run[0].group and call.ops[0].stream == run[0].ops[0].stream
-        if joins and not call.wait_before:
+        if joins and not call.wait_before and not run[-1].record_after:
             run.append(call)
             continue
         flush()
@@ -227,12 +439,42 @@ def graph_launch(program: RecordedProgram) -> RecordedProgram:
         else:
             out.append(call)
     flush()
-    if not any(c.kind == "call_graph_launch" and c.synthetic for c in out):
+    if not graphs:
         raise NotApplicable("graph_launch: found no group with two or more consecutive kernel launches on one stream")
-    return _with_main(program, out)
+    summary = WhatIfSummary(
+        "graph_launch",
+        groups=len(_group_order(calls)),
+        groups_from=grouping,
+        launches_captured=captured,
+        graph_launches=graphs,
+    )
+    return _with_main(program, out, summary)
 
 
 # --------------------------------------------------------------------------- kernel durations
+
+
+def kernel_names(program: RecordedProgram) -> list[str]:
+    """The program's kernel names, most GPU time first."""
+    total: dict[str, float] = {}
+    for thread in program.threads:
+        for call in thread.calls:
+            for op in call.ops:
+                if op.kind == "kernel":
+                    total[op.name] = total.get(op.name, 0.0) + op.duration_us
+    return sorted(total, key=lambda name: -total[name])
+
+
+def closest_kernel_names(program: RecordedProgram, pattern: str, n: int = 3) -> list[str]:
+    """The kernel names nearest ``pattern`` (difflib), for an error that helps aim it."""
+    names = kernel_names(program)
+    found = difflib.get_close_matches(pattern, names, n=n, cutoff=0.0)
+    # Long templated names score low against a short pattern: also try the names' words.
+    words = {w: name for name in names for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]+", name)}
+    for word in difflib.get_close_matches(pattern, list(words), n=n, cutoff=0.6):
+        if words[word] not in found:
+            found.insert(0, words[word])
+    return found[:n]
 
 
 def scale_kernels(program: RecordedProgram, factors: dict[str, float]) -> RecordedProgram:
@@ -254,5 +496,15 @@ def scale_kernels(program: RecordedProgram, factors: dict[str, float]) -> Record
         for t in program.threads
     )
     if not matched:
-        raise NotApplicable(f"scale_kernels: no kernel name matches {', '.join(map(repr, factors))}")
-    return replace(program, threads=threads)
+        closest = [name for p in factors for name in closest_kernel_names(program, p)]
+        shown = "; ".join(repr(_short(n)) for n in dict.fromkeys(closest))
+        raise NotApplicable(
+            f"scale_kernels: no kernel name matches {', '.join(map(repr, factors))}; closest kernel names: {shown} "
+            "(`harness trace kernels TRACE` lists them all)"
+        )
+    summary = WhatIfSummary("scale_kernels", kernels_scaled=matched)
+    return replace(program, threads=threads, what_ifs=(*program.what_ifs, summary))
+
+
+def _short(name: str, limit: int = 80) -> str:
+    return name if len(name) <= limit else name[: limit - 3] + "..."

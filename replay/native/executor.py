@@ -1,0 +1,158 @@
+"""Program commands on the GPU through the compiled executor: what the replay engine calls (needs CUDA and nvcc).
+
+``HARNESS_REPLAY_NATIVE`` picks whether the replay runs program commands
+natively:
+
+* ``0`` / ``off`` (the default until the GPU check has passed on the lent
+  GPUs): always the reference expansion, command by command, in Python;
+* ``auto``: natively when the executor builds and opens (else the expansion,
+  saying why once on stderr);
+* ``1`` / ``on``: natively or fail (the GPU check uses this).
+
+A program runs natively when all its streams are on device 0 (the executor
+drives one GPU); otherwise through the expansion. The executor gets the
+program's own torch streams, so work the policy issued on them before the
+program stays ordered before it.
+
+:class:`NativeRunner` measures the stand-ins once when it opens
+(:class:`~replay.native.program.Calibration`: SMs, the floor, each kind's cost
+beyond its timer), converts each program once (:func:`~replay.native.program.to_native`,
+CUDA graphs captured once) and turns each run's stamps into op rows on the
+replay's clock.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from harness.oplog import OpRow
+from harness.program import ProgramOutcome, StepProgram
+from harness.runtime import RunProgram
+from replay.floor import FloorLifts
+from replay.native.build import NativeUnavailable
+from replay.native.program import Calibration, Converted, lifts_into, op_rows, to_native
+from replay.native.steps import GraphDef, Kind
+
+MODE_ENV = "HARNESS_REPLAY_NATIVE"
+LEAD_NS = 50_000  # the program's threads start this long after the call: time for them to be made
+_MODES = {"0": "off", "off": "off", "": "off", "auto": "auto", "1": "on", "on": "on"}
+
+
+def mode() -> str:
+    value = os.environ.get(MODE_ENV, "off").strip().lower()
+    if value not in _MODES:
+        raise ValueError(f"{MODE_ENV} must be one of 0/off, auto, 1/on; got {value!r}")
+    return _MODES[value]
+
+
+def measure(lib: Any) -> Calibration:
+    """The stand-ins' SMs, floor and per-kind cost beyond the timer, from back-to-back runs on the GPU."""
+    base = Calibration(lib.sms, 0.0, (0.0, 0.0, 0.0))
+    overhead = []
+    for kind in (Kind.COMPUTE, Kind.MEMORY, Kind.LATENCY):
+        grid = base.grid(kind, 1.0)
+        lib.time_kernel_ns(kind, grid, 10_000, reps=3)  # first launches are slow
+        at_1ms = statistics.median(lib.time_kernel_ns(kind, grid, 1_000_000, reps=3) for _ in range(3))
+        overhead.append((at_1ms - 1e6) / 1e3)
+    floor_us = statistics.median(lib.time_kernel_ns(Kind.LATENCY, 1, 0, reps=50) for _ in range(5)) / 1e3
+    return Calibration(lib.sms, floor_us, (overhead[0], overhead[1], overhead[2]))
+
+
+def perf_counter_offset_ns() -> int:
+    """``perf_counter`` ns less ``CLOCK_MONOTONIC`` ns (0 on Linux, where they are the same clock)."""
+    pairs = []
+    for _ in range(5):
+        a = time.perf_counter_ns()
+        m = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        b = time.perf_counter_ns()
+        pairs.append((b - a, (a + b) // 2 - m))
+    return min(pairs)[1]
+
+
+class NativeRunner:
+    """The compiled executor on device 0, with its calibration and converted programs."""
+
+    def __init__(self, device: int = 0) -> None:
+        from replay.native.library import CudaLibrary
+
+        self.lib = CudaLibrary(device)
+        self.calibration = measure(self.lib)
+        self.offset_ns = perf_counter_offset_ns()
+        self._programs: dict[tuple[int, float], tuple[StepProgram, Converted]] = {}
+
+    def accepts(self, cmd: RunProgram) -> bool:
+        return all(s.device == 0 for s in cmd.streams)
+
+    def converted(self, program: StepProgram, graph_gap_us: float = 0.0) -> Converted:
+        """``program``'s native steps, made once per program (its graphs captured and tuned then)."""
+        key = (id(program), graph_gap_us)
+        entry = self._programs.get(key)
+        if entry is None or entry[0] is not program:
+
+            def graph_index(graph: GraphDef) -> int:
+                return self.lib.graph(graph.kinds, graph.grids, graph.timer_ns, graph.target_ns)
+
+            converted = to_native(program, self.calibration, graph_index, graph_gap_us)
+            entry = self._programs[key] = (program, converted)
+        return entry[1]
+
+    def run(
+        self,
+        cmd: RunProgram,
+        thread_name: str,
+        new_id: Callable[[], int],
+        origin_s: float,
+        lifts: FloorLifts,
+        graph_gap_us: float = 0.0,
+    ) -> tuple[list[OpRow], list[OpRow], ProgramOutcome]:
+        """Run ``cmd``; (host rows, device rows, outcome) on the replay's clock (µs since ``origin_s``)."""
+        program = cmd.program
+        converted = self.converted(program, graph_gap_us)
+        handles = [int(s.native.cuda_stream) if s.native is not None else 0 for s in cmd.streams]
+        outs = self.lib.run(converted.native, handles, lead_ns=LEAD_NS)
+        base_us = origin_s * 1e6
+
+        def to_us(ns: np.ndarray) -> np.ndarray:
+            ns = np.asarray(ns, dtype=np.int64)
+            return np.where(ns >= 0, (ns + self.offset_ns) / 1e3 - base_us, np.nan)
+
+        names = [thread_name] + [t.name for t in program.threads[1:]]
+        host, device, unresolved = op_rows(
+            program, converted, outs, names, [(s.device, s.name) for s in cmd.streams], to_us, new_id
+        )
+        lifts_into(lifts, converted)
+        return host, device, ProgramOutcome(unresolved)
+
+
+_failed: set[str] = set()
+
+
+def runner_for(context: Any, cmd: RunProgram) -> NativeRunner | None:
+    """The context's native runner when ``cmd`` should run natively (see the module docstring), else None."""
+    chosen = mode()
+    if chosen == "off":
+        return None
+    runner = getattr(context, "native", None)
+    if runner is None:
+        try:
+            runner = context.native = NativeRunner(0)
+        except (NativeUnavailable, OSError, RuntimeError) as err:
+            if chosen == "on":
+                raise
+            if str(err) not in _failed:
+                _failed.add(str(err))
+                print(f"replay: program commands run interpreted: {err}", file=sys.stderr)
+            context.native = False
+            return None
+    if runner is False or not runner.accepts(cmd):
+        if chosen == "on" and runner is not False:
+            raise NativeUnavailable(f"{MODE_ENV}=on: a program on devices other than 0 cannot run natively")
+        return None
+    return runner

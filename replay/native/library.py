@@ -1,0 +1,196 @@
+"""The built executor through ctypes: the fake one (any machine with g++) and the CUDA one (a GPU machine).
+
+Steps and outputs cross as the numpy arrays themselves (``STEP_DTYPE`` /
+``OUT_DTYPE`` are the C structs), one pointer per host thread; no copy, no GIL
+held while the native threads run (ctypes releases it for the call).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import numpy as np
+
+from replay.native.build import NativeUnavailable, build
+from replay.native.steps import OUT_DTYPE, Dir, NativeProgram, Op
+
+_ERR = 512
+
+
+def _pointers(arrays: list[np.ndarray]) -> ctypes.Array:
+    return (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+
+
+def _counts(arrays: list[np.ndarray]) -> ctypes.Array:
+    return (ctypes.c_int64 * len(arrays))(*[len(a) for a in arrays])
+
+
+def _outs(program: NativeProgram) -> list[np.ndarray]:
+    return [np.zeros(len(steps), OUT_DTYPE) for steps in program.threads]
+
+
+@functools.cache
+def fake_library() -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(build("fake")))
+    lib.nx_fake_run.restype = ctypes.c_int
+    lib.nx_fake_run.argtypes = [
+        ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+        ctypes.c_int64, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+    ]  # fmt: skip
+    return lib
+
+
+def run_fake_native(program: NativeProgram, est0_ns: int = 2000, threaded: bool = True) -> list[np.ndarray]:
+    """``program`` run by the compiled executor on the fake device (:func:`replay.native.twin.run_fake`'s twin)."""
+    from replay.native.twin import FakeCosts
+
+    lib = fake_library()
+    costs = FakeCosts()
+    graph_ns = np.asarray(
+        [sum(t + costs.kernel_overhead for t in g.timer_ns) for g in program.graphs] or [0], dtype=np.int64
+    )
+    outs = _outs(program)
+    order = np.asarray(program.sync_order or [0], np.int32)
+    err = ctypes.create_string_buffer(_ERR)
+    rc = lib.nx_fake_run(
+        len(program.threads), _pointers(program.threads), _counts(program.threads), _pointers(outs),
+        program.streams, order.ctypes.data, program.events, program.timing_events, program.stamps,
+        graph_ns.ctypes.data, len(program.graphs), est0_ns, int(threaded), err, _ERR,
+    )  # fmt: skip
+    if rc != 0:
+        raise RuntimeError(f"native fake run failed: {err.value.decode()}")
+    return outs
+
+
+class CudaLibrary:
+    """The CUDA executor on one device: open once, run many programs (needs a GPU and nvcc)."""
+
+    def __init__(self, device: int = 0) -> None:
+        lib = ctypes.CDLL(str(build("cuda")))
+        lib.nx_open.restype = ctypes.c_void_p
+        lib.nx_open.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.nx_sms.restype = ctypes.c_int
+        lib.nx_sms.argtypes = [ctypes.c_void_p]
+        lib.nx_time_kernel.restype = ctypes.c_double
+        lib.nx_time_kernel.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_longlong,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_int,
+        ]
+        lib.nx_add_graph.restype = ctypes.c_int
+        lib.nx_add_graph.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p,
+            ctypes.c_int,
+        ]  # fmt: skip
+        lib.nx_time_graph.restype = ctypes.c_double
+        lib.nx_time_graph.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.nx_run.restype = ctypes.c_int
+        lib.nx_run.argtypes = [
+            ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+            ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong,
+            ctypes.c_char_p, ctypes.c_int,
+        ]  # fmt: skip
+        lib.nx_close.restype = None
+        lib.nx_close.argtypes = [ctypes.c_void_p]
+        self.lib = lib
+        err = ctypes.create_string_buffer(_ERR)
+        self.handle = lib.nx_open(device, err, _ERR)
+        if not self.handle:
+            raise NativeUnavailable(
+                f"replay.native: the CUDA executor could not open device {device}: {err.value.decode()}"
+            )
+        self.sms = lib.nx_sms(self.handle)
+        self._graphs: dict[tuple, int] = {}
+
+    def time_kernel_ns(self, kind: int, grid: int, timer_ns: int, reps: int = 20) -> float:
+        """Back-to-back GPU time of one stand-in kernel (ns)."""
+        err = ctypes.create_string_buffer(_ERR)
+        ns = self.lib.nx_time_kernel(self.handle, kind, grid, timer_ns, reps, err, _ERR)
+        if ns < 0:
+            raise RuntimeError(f"native kernel timing failed: {err.value.decode()}")
+        return ns
+
+    def _capture(self, kinds: list[int], grids: list[int], timer_ns: list[int]) -> int:
+        k = np.asarray(kinds, np.int32)
+        g = np.asarray(grids, np.int32)
+        t = np.asarray(timer_ns, np.int64)
+        err = ctypes.create_string_buffer(_ERR)
+        index = self.lib.nx_add_graph(self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k), err, _ERR)
+        if index < 0:
+            raise RuntimeError(f"native graph capture failed: {err.value.decode()}")
+        return index
+
+    def time_graph_ns(self, index: int, reps: int = 5) -> float:
+        err = ctypes.create_string_buffer(_ERR)
+        ns = self.lib.nx_time_graph(self.handle, index, reps, err, _ERR)
+        if ns < 0:
+            raise RuntimeError(f"native graph timing failed: {err.value.decode()}")
+        return ns
+
+    def graph(self, kinds: list[int], grids: list[int], timer_ns: list[int], target_ns: int = 0) -> int:
+        """The index of the captured graph of these kernels (captured once per distinct list).
+
+        With ``target_ns``, tuned to take that long a launch, back to back: inside a graph stand-ins run
+        shorter than on a stream (3 µs ones ran ~1 µs on the H200), so the difference is spread evenly over
+        its kernels' timers and the graph captured again, up to 4 times (as ``replay.engine`` tunes its graphs).
+        """
+        key = (tuple(kinds), tuple(grids), tuple(timer_ns), target_ns)
+        index = self._graphs.get(key)
+        if index is None:
+            timers = list(timer_ns)
+            index = self._capture(kinds, grids, timers)
+            for _ in range(4 if target_ns > 0 and timers else 0):
+                error_ns = target_ns - self.time_graph_ns(index)
+                if abs(error_ns) <= max(500.0, 1e-3 * target_ns):
+                    break
+                timers = [max(0, int(round(t + error_ns / len(timers)))) for t in timers]
+                index = self._capture(kinds, grids, timers)
+            self._graphs[key] = index
+        return index
+
+    def run(
+        self,
+        program: NativeProgram,
+        stream_handles: list[int] | None = None,
+        est0_ns: int = 2000,
+        lead_ns: int = 200_000,
+    ) -> list[np.ndarray]:
+        """Run ``program`` (its graphs' slots must be indices from :meth:`graph`); the out arrays, per thread.
+
+        ``stream_handles``: a ``cudaStream_t`` per stream (e.g. a torch stream's ``cuda_stream``), 0 for one of
+        the executor's own; None: all its own. Times are ``CLOCK_MONOTONIC`` ns (``time.perf_counter`` on Linux).
+        """
+        host_bytes = device_bytes = 0
+        for steps in program.threads:
+            copies = steps[steps["op"] == Op.COPY]
+            if len(copies):
+                device_bytes = max(device_bytes, int(copies["nbytes"].max()))
+                link = copies[copies["direction"] != Dir.D2D]
+                if len(link):
+                    host_bytes = max(host_bytes, int(link["nbytes"].max()))
+        outs = _outs(program)
+        order = np.asarray(program.sync_order or [0], np.int32)
+        handles = np.asarray(stream_handles or [0] * program.streams, np.uint64)
+        if len(handles) != program.streams:
+            raise ValueError(f"{len(handles)} stream handles for a program of {program.streams} streams")
+        err = ctypes.create_string_buffer(_ERR)
+        rc = self.lib.nx_run(
+            self.handle, len(program.threads), _pointers(program.threads), _counts(program.threads), _pointers(outs),
+            program.streams, order.ctypes.data, handles.ctypes.data, program.events, program.timing_events,
+            program.stamps, host_bytes, device_bytes, est0_ns, lead_ns, err, _ERR,
+        )  # fmt: skip
+        if rc != 0:
+            raise RuntimeError(f"native run failed: {err.value.decode()}")
+        return outs
+
+    def close(self) -> None:
+        if self.handle:
+            self.lib.nx_close(self.handle)
+            self.handle = None

@@ -1,0 +1,470 @@
+// The executor on a CUDA GPU, as a shared library loaded with ctypes (replay/native/library.py).
+//
+// * Stand-in kernels time themselves on %globaltimer (ns) like replay/timed.py's, and stamp their own start
+//   (the first block's) and end (the last block's) into device arrays: a kernel step costs one launch.
+// * Copies, graph launches and waits are timed by CUDA events around them; a record's own event times it.
+// * After the run every time is put on the host's CLOCK_MONOTONIC (Python's perf_counter): globaltimer via a
+//   kernel that writes it into mapped host memory while the host watches (before and after the run: drift is
+//   interpolated), event times via events recorded around a globaltimer stamp on an idle stream.
+#include <cuda_runtime.h>
+#include <sched.h>
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "executor.hpp"
+#include "times.hpp"
+
+namespace nx {
+
+inline int64_t host_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+#define NX_CHECK(call)                                                                                 \
+    do {                                                                                               \
+        cudaError_t e_ = (call);                                                                       \
+        if (e_ != cudaSuccess)                                                                         \
+            throw std::runtime_error(std::string(#call) + ": " + cudaGetErrorString(e_));              \
+    } while (0)
+
+__device__ __forceinline__ unsigned long long now_gt() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+__device__ __forceinline__ void stamp_start(unsigned long long* starts, int slot, unsigned long long t) {
+    if (slot >= 0 && threadIdx.x == 0) atomicMin(starts + slot, t);
+}
+
+__device__ __forceinline__ void stamp_end(unsigned long long* ends, int slot) {
+    __syncthreads();
+    if (slot >= 0 && threadIdx.x == 0) atomicMax(ends + slot, now_gt());
+}
+
+__global__ void nx_compute(long long ns, float* sink, unsigned long long* starts, unsigned long long* ends, int slot) {
+    const unsigned long long start = now_gt();
+    stamp_start(starts, slot, start);
+    float a = threadIdx.x * 1e-3f, b = 0.5f + blockIdx.x * 1e-6f, c = 1.0f - threadIdx.x * 1e-7f, d = 0.25f;
+    while ((long long)(now_gt() - start) < ns) {
+#pragma unroll
+        for (int i = 0; i < 64; ++i) {
+            a = fmaf(a, 0.999f, b);
+            b = fmaf(b, 1.001f, c);
+            c = fmaf(c, 0.998f, d);
+            d = fmaf(d, 1.002f, a);
+        }
+    }
+    if (a + b + c + d == 1234.5f) sink[threadIdx.x] = a;  // never true in practice; keeps the FMAs alive
+    stamp_end(ends, slot);
+}
+
+__global__ void nx_memory(long long ns, const float4* src, float4* dst, unsigned long long n, unsigned long long* starts,
+                          unsigned long long* ends, int slot) {
+    const unsigned long long start = now_gt();
+    stamp_start(starts, slot, start);
+    unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
+    const unsigned long long stride = gridDim.x * (unsigned long long)blockDim.x;
+    while ((long long)(now_gt() - start) < ns) {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            dst[i] = src[i];
+            i += stride;
+            if (i >= n) i -= n;
+        }
+    }
+    stamp_end(ends, slot);
+}
+
+__global__ void nx_stamp(unsigned long long* where) { *where = now_gt(); }
+
+__global__ void nx_stamp_mapped(volatile unsigned long long* host) {
+    *host = now_gt();
+    __threadfence_system();
+}
+
+constexpr int THREADS = 256;
+constexpr size_t STREAM_BYTES = size_t(256) << 20;
+constexpr int KIND_COMPUTE = 0, KIND_MEMORY = 1, KIND_LATENCY = 2;
+
+struct Linear {  // host_ns = gt + offset(gt), the offset interpolated between two calibrations
+    double gt0 = 0, off0 = 0, slope = 0;
+    int64_t operator()(int64_t gt) const { return gt + int64_t(off0 + slope * (double(gt) - gt0)); }
+};
+
+struct State {
+    int device = 0, sms = 0;
+    std::vector<cudaStream_t> streams;      // the executor's own, for a run that gives no handles
+    std::vector<cudaStream_t> run_streams;  // the streams of the run in progress
+    cudaStream_t own = nullptr;  // calibration and timing
+    std::vector<cudaEvent_t> events;
+    cudaEvent_t t0 = nullptr, ta = nullptr, tb = nullptr;
+    unsigned long long *d_starts = nullptr, *d_ends = nullptr, *d_stamp = nullptr;
+    int64_t stamp_cap = 0;
+    float* sink = nullptr;
+    float4 *src = nullptr, *dst = nullptr;
+    unsigned long long *mapped = nullptr, *mapped_dev = nullptr;
+    char *pinned = nullptr, *pageable = nullptr, *scratch = nullptr;
+    int64_t host_cap = 0, scratch_cap = 0;
+    std::vector<cudaGraphExec_t> graphs;
+    std::atomic<int> error{0};
+    std::string error_text;
+
+    void fail(cudaError_t e, const char* what) {
+        if (error.exchange(1) == 0) error_text = std::string(what) + ": " + cudaGetErrorString(e);
+    }
+};
+
+inline void launch_kernel(State& st, int kind, int grid, long long ns, cudaStream_t s, int slot) {
+    if (kind == KIND_MEMORY)
+        nx_memory<<<grid, THREADS, 0, s>>>(ns, st.src, st.dst, STREAM_BYTES / 16, st.d_starts, st.d_ends, slot);
+    else if (kind == KIND_COMPUTE)
+        nx_compute<<<grid, THREADS, 0, s>>>(ns, st.sink, st.d_starts, st.d_ends, slot);
+    else
+        nx_compute<<<1, 32, 0, s>>>(ns, st.sink, st.d_starts, st.d_ends, slot);
+}
+
+struct CudaThread {
+    State& st;
+    explicit CudaThread(State& s) : st(s) {}
+
+    int64_t now() const { return host_ns(); }
+    void spin_until(int64_t t) {
+        while (host_ns() < t) cpu_relax();
+    }
+    void relax() { cpu_relax(); }
+    void pause() { sched_yield(); }
+
+    void check(cudaError_t e, const char* what) {
+        if (e != cudaSuccess) st.fail(e, what);
+    }
+    void launch(const Step& s) { launch_kernel(st, s.kind, s.grid, s.timer_ns, st.run_streams[s.stream], s.stamp); }
+    void launch_graph(const Step& s) {
+        cudaStream_t q = st.run_streams[s.stream];
+        check(cudaEventRecord(st.events[s.ev_a], q), "cudaEventRecord");
+        check(cudaGraphLaunch(st.graphs[s.slot], q), "cudaGraphLaunch");
+        check(cudaEventRecord(st.events[s.ev_b], q), "cudaEventRecord");
+    }
+    void copy(const Step& s) {
+        cudaStream_t q = st.run_streams[s.stream];
+        const size_t n = size_t(s.nbytes);
+        char* host = s.memory == PAGEABLE ? st.pageable : st.pinned;
+        check(cudaEventRecord(st.events[s.ev_a], q), "cudaEventRecord");
+        if (n > 0) {
+            if (s.direction == H2D)
+                check(cudaMemcpyAsync(st.scratch, host, n, cudaMemcpyHostToDevice, q), "cudaMemcpyAsync");
+            else if (s.direction == D2H)
+                check(cudaMemcpyAsync(host, st.scratch, n, cudaMemcpyDeviceToHost, q), "cudaMemcpyAsync");
+            else
+                check(cudaMemcpyAsync(st.scratch + st.scratch_cap / 2, st.scratch, n, cudaMemcpyDeviceToDevice, q),
+                      "cudaMemcpyAsync");
+        }
+        check(cudaEventRecord(st.events[s.ev_b], q), "cudaEventRecord");
+    }
+    void record(const Step& s) { check(cudaEventRecord(st.events[s.ev_a], st.run_streams[s.stream]), "cudaEventRecord"); }
+    void wait(const Step& s, int32_t event) {
+        cudaStream_t q = st.run_streams[s.stream];
+        check(cudaEventRecord(st.events[s.ev_a], q), "cudaEventRecord");
+        check(cudaStreamWaitEvent(q, st.events[event], 0), "cudaStreamWaitEvent");
+        check(cudaEventRecord(st.events[s.ev_b], q), "cudaEventRecord");
+    }
+    bool query_event(int32_t event) {
+        const cudaError_t e = cudaEventQuery(st.events[event]);
+        if (e == cudaErrorNotReady) return false;
+        check(e, "cudaEventQuery");
+        return true;
+    }
+    bool query_stream(int32_t stream) {
+        const cudaError_t e = cudaStreamQuery(st.run_streams[stream]);
+        if (e == cudaErrorNotReady) return false;
+        check(e, "cudaStreamQuery");
+        return true;
+    }
+};
+
+// (host ns, globaltimer ns) of one instant: best of `reps` round trips through mapped memory.
+inline std::pair<int64_t, int64_t> host_gt_pair(State& st, int reps = 25) {
+    int64_t best_window = INT64_MAX, best_host = 0, best_gt = 0;
+    volatile unsigned long long* m = st.mapped;
+    for (int r = 0; r < reps; ++r) {
+        *m = 0;
+        const int64_t h0 = host_ns();
+        nx_stamp_mapped<<<1, 1, 0, st.own>>>(st.mapped_dev);
+        while (*m == 0) cpu_relax();
+        const int64_t h1 = host_ns();
+        NX_CHECK(cudaStreamSynchronize(st.own));
+        if (h1 - h0 < best_window) {
+            best_window = h1 - h0;
+            // The write left the GPU between h0 and h1; it takes ~1 µs to reach the host: a quarter window back.
+            best_host = h1 - (h1 - h0) / 4;
+            best_gt = int64_t(*m);
+        }
+    }
+    return {best_host, best_gt};
+}
+
+// globaltimer ns of the event clock's zero (st.t0): events recorded around a stamp on an idle stream.
+inline int64_t t0_on_globaltimer(State& st, int reps = 25) {
+    float best = 1e30f;
+    int64_t best_gt0 = 0;
+    for (int r = 0; r < reps; ++r) {
+        NX_CHECK(cudaEventRecord(st.ta, st.own));
+        nx_stamp<<<1, 1, 0, st.own>>>(st.d_stamp);
+        NX_CHECK(cudaEventRecord(st.tb, st.own));
+        NX_CHECK(cudaStreamSynchronize(st.own));
+        float a = 0, b = 0;
+        NX_CHECK(cudaEventElapsedTime(&a, st.t0, st.ta));
+        NX_CHECK(cudaEventElapsedTime(&b, st.t0, st.tb));
+        unsigned long long gt = 0;
+        NX_CHECK(cudaMemcpy(&gt, st.d_stamp, sizeof(gt), cudaMemcpyDeviceToHost));
+        if (b - a < best) {
+            best = b - a;
+            best_gt0 = int64_t(gt) - int64_t(double(a + b) * 0.5e6);  // the stamp ran mid-window, event time
+        }
+    }
+    return best_gt0;
+}
+
+void ensure(State& st, int streams, int timing_events, int64_t stamps, int64_t host_bytes, int64_t device_bytes) {
+    while (int(st.streams.size()) < streams) {
+        cudaStream_t s;
+        NX_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+        st.streams.push_back(s);
+    }
+    while (int(st.events.size()) < timing_events) {
+        cudaEvent_t e;
+        NX_CHECK(cudaEventCreate(&e));
+        st.events.push_back(e);
+    }
+    if (stamps > st.stamp_cap) {
+        if (st.d_starts) cudaFree(st.d_starts), cudaFree(st.d_ends);
+        NX_CHECK(cudaMalloc(&st.d_starts, stamps * sizeof(unsigned long long)));
+        NX_CHECK(cudaMalloc(&st.d_ends, stamps * sizeof(unsigned long long)));
+        st.stamp_cap = stamps;
+    }
+    if (host_bytes > st.host_cap) {
+        if (st.pinned) cudaFreeHost(st.pinned), free(st.pageable);
+        NX_CHECK(cudaHostAlloc((void**)&st.pinned, host_bytes, cudaHostAllocDefault));
+        st.pageable = static_cast<char*>(malloc(host_bytes));
+        if (!st.pageable) throw std::runtime_error("out of host memory for the pageable pool");
+        memset(st.pageable, 1, host_bytes);  // touched: no page faults inside the run
+        memset(st.pinned, 1, host_bytes);
+        st.host_cap = host_bytes;
+    }
+    if (2 * device_bytes > st.scratch_cap) {
+        if (st.scratch) cudaFree(st.scratch);
+        NX_CHECK(cudaMalloc(&st.scratch, 2 * device_bytes));
+        st.scratch_cap = 2 * device_bytes;
+    }
+}
+
+}  // namespace nx
+
+using nx::State;
+
+static void put_error(char* err, int errlen, const char* text) {
+    if (err && errlen > 0) std::snprintf(err, errlen, "%s", text);
+}
+
+extern "C" void* nx_open(int device, char* err, int errlen) {
+    State* st = nullptr;
+    try {
+        NX_CHECK(cudaSetDevice(device));
+        st = new State();
+        st->device = device;
+        NX_CHECK(cudaDeviceGetAttribute(&st->sms, cudaDevAttrMultiProcessorCount, device));
+        NX_CHECK(cudaStreamCreateWithFlags(&st->own, cudaStreamNonBlocking));
+        NX_CHECK(cudaEventCreate(&st->t0));
+        NX_CHECK(cudaEventCreate(&st->ta));
+        NX_CHECK(cudaEventCreate(&st->tb));
+        NX_CHECK(cudaMalloc(&st->d_stamp, sizeof(unsigned long long)));
+        NX_CHECK(cudaMalloc(&st->sink, nx::THREADS * sizeof(float)));
+        NX_CHECK(cudaMalloc(&st->src, nx::STREAM_BYTES));
+        NX_CHECK(cudaMalloc(&st->dst, nx::STREAM_BYTES));
+        NX_CHECK(cudaMemset(st->src, 0, nx::STREAM_BYTES));
+        NX_CHECK(cudaHostAlloc((void**)&st->mapped, sizeof(unsigned long long), cudaHostAllocMapped));
+        NX_CHECK(cudaHostGetDevicePointer((void**)&st->mapped_dev, st->mapped, 0));
+        nx::ensure(*st, 1, 0, 1, 1 << 20, 1 << 20);
+        return st;
+    } catch (const std::exception& e) {
+        put_error(err, errlen, e.what());
+        delete st;
+        return nullptr;
+    }
+}
+
+extern "C" int nx_sms(void* h) { return static_cast<State*>(h)->sms; }
+
+// Back-to-back GPU time per kernel (ns) of `reps` stand-ins behind a busy kernel, by events.
+extern "C" double nx_time_kernel(void* h, int kind, int grid, long long timer_ns, int reps, char* err, int errlen) {
+    State& st = *static_cast<State*>(h);
+    try {
+        NX_CHECK(cudaSetDevice(st.device));
+        nx::launch_kernel(st, nx::KIND_LATENCY, 1, 200000, st.own, -1);  // keeps the stream busy while we issue
+        NX_CHECK(cudaEventRecord(st.ta, st.own));
+        for (int r = 0; r < reps; ++r) nx::launch_kernel(st, kind, grid, timer_ns, st.own, -1);
+        NX_CHECK(cudaEventRecord(st.tb, st.own));
+        NX_CHECK(cudaStreamSynchronize(st.own));
+        NX_CHECK(cudaGetLastError());
+        float ms = 0;
+        NX_CHECK(cudaEventElapsedTime(&ms, st.ta, st.tb));
+        return double(ms) * 1e6 / reps;
+    } catch (const std::exception& e) {
+        put_error(err, errlen, e.what());
+        return -1.0;
+    }
+}
+
+// Capture a graph of stand-in kernels (no stamps); its index, or -1.
+extern "C" int nx_add_graph(void* h, const int32_t* kinds, const int32_t* grids, const int64_t* timer_ns, int n,
+                            char* err, int errlen) {
+    State& st = *static_cast<State*>(h);
+    try {
+        NX_CHECK(cudaSetDevice(st.device));
+        cudaStream_t cap;
+        NX_CHECK(cudaStreamCreateWithFlags(&cap, cudaStreamNonBlocking));
+        cudaGraph_t graph;
+        NX_CHECK(cudaStreamBeginCapture(cap, cudaStreamCaptureModeThreadLocal));
+        for (int i = 0; i < n; ++i) nx::launch_kernel(st, kinds[i], grids[i], timer_ns[i], cap, -1);
+        NX_CHECK(cudaStreamEndCapture(cap, &graph));
+        cudaGraphExec_t exec;
+        NX_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+        NX_CHECK(cudaGraphDestroy(graph));
+        NX_CHECK(cudaGraphUpload(exec, cap));
+        NX_CHECK(cudaStreamSynchronize(cap));
+        NX_CHECK(cudaStreamDestroy(cap));
+        st.graphs.push_back(exec);
+        return int(st.graphs.size()) - 1;
+    } catch (const std::exception& e) {
+        put_error(err, errlen, e.what());
+        return -1;
+    }
+}
+
+// Back-to-back GPU time per launch (ns) of captured graph `index`, behind a busy kernel, by events.
+extern "C" double nx_time_graph(void* h, int index, int reps, char* err, int errlen) {
+    State& st = *static_cast<State*>(h);
+    try {
+        NX_CHECK(cudaSetDevice(st.device));
+        nx::launch_kernel(st, nx::KIND_LATENCY, 1, 200000, st.own, -1);
+        NX_CHECK(cudaEventRecord(st.ta, st.own));
+        for (int r = 0; r < reps; ++r) NX_CHECK(cudaGraphLaunch(st.graphs.at(index), st.own));
+        NX_CHECK(cudaEventRecord(st.tb, st.own));
+        NX_CHECK(cudaStreamSynchronize(st.own));
+        float ms = 0;
+        NX_CHECK(cudaEventElapsedTime(&ms, st.ta, st.tb));
+        return double(ms) * 1e6 / reps;
+    } catch (const std::exception& e) {
+        put_error(err, errlen, e.what());
+        return -1.0;
+    }
+}
+
+// Run the threads' steps, one std::thread each, all starting lead_ns from now; fills outs (host clock ns).
+extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, const int64_t* counts,
+                      nx::Out* const* outs, int streams, const int32_t* sync_order, const uint64_t* stream_handles,
+                      int events, int timing_events, long long stamps,
+                      long long host_bytes, long long device_bytes, long long est0_ns, long long lead_ns, char* err,
+                      int errlen) {
+    State& st = *static_cast<State*>(h);
+    try {
+        NX_CHECK(cudaSetDevice(st.device));
+        nx::ensure(st, streams, timing_events, std::max(1LL, stamps), std::max(1LL, host_bytes),
+                   std::max(1LL, device_bytes));
+        st.run_streams.assign(streams, nullptr);
+        for (int i = 0; i < streams; ++i)
+            st.run_streams[i] = stream_handles && stream_handles[i] ? reinterpret_cast<cudaStream_t>(stream_handles[i])
+                                                                    : st.streams[i];
+        NX_CHECK(cudaMemsetAsync(st.d_starts, 0xFF, stamps * sizeof(unsigned long long), st.own));
+        NX_CHECK(cudaMemsetAsync(st.d_ends, 0, stamps * sizeof(unsigned long long), st.own));
+        NX_CHECK(cudaStreamSynchronize(st.own));  // not the device: work queued before the program keeps running
+        NX_CHECK(cudaEventRecord(st.t0, st.own));
+        const int64_t gt_t0 = nx::t0_on_globaltimer(st);
+        const auto before = nx::host_gt_pair(st);
+        st.error = 0;
+
+        nx::Shared shared(events, n_threads, streams, sync_order);
+        const int64_t start = nx::host_ns() + lead_ns;
+        std::vector<std::thread> workers;
+        for (int t = 0; t < n_threads; ++t)
+            workers.emplace_back([&, t] {
+                cudaSetDevice(st.device);
+                nx::CudaThread dev(st);
+                nx::run_thread(dev, shared, t, steps[t], counts[t], outs[t], start, est0_ns);
+            });
+        for (auto& w : workers) w.join();
+        for (cudaStream_t q : st.run_streams) NX_CHECK(cudaStreamSynchronize(q));  // the program's work is done
+        NX_CHECK(cudaStreamSynchronize(st.own));
+        NX_CHECK(cudaGetLastError());
+        if (st.error) throw std::runtime_error(st.error_text);
+        const auto after = nx::host_gt_pair(st);
+
+        nx::Linear to_host;
+        to_host.gt0 = double(before.second);
+        to_host.off0 = double(before.first - before.second);
+        const double span = double(after.second - before.second);
+        if (span > 0) to_host.slope = (double(after.first - after.second) - to_host.off0) / span;
+
+        std::vector<unsigned long long> starts(stamps), ends(stamps);
+        if (stamps > 0) {
+            NX_CHECK(cudaMemcpy(starts.data(), st.d_starts, stamps * 8, cudaMemcpyDeviceToHost));
+            NX_CHECK(cudaMemcpy(ends.data(), st.d_ends, stamps * 8, cudaMemcpyDeviceToHost));
+        }
+        std::vector<int64_t> s_host(stamps), e_host(stamps), ev_host(timing_events, -1);
+        for (long long i = 0; i < stamps; ++i) {
+            s_host[i] = starts[i] == ~0ULL ? -1 : to_host(int64_t(starts[i]));
+            e_host[i] = ends[i] == 0 ? -1 : to_host(int64_t(ends[i]));
+        }
+        for (int t = 0; t < n_threads; ++t)  // only the events this run recorded (a skipped wait recorded none)
+            for (int64_t i = 0; i < counts[t]; ++i) {
+                const nx::Step& s = steps[t][i];
+                if (outs[t][i].status != nx::STATUS_OK) continue;
+                for (int32_t e : {s.ev_a, s.ev_b}) {
+                    if (e == nx::NO_EVENT) continue;
+                    float ms = 0;
+                    NX_CHECK(cudaEventElapsedTime(&ms, st.t0, st.events[e]));
+                    ev_host[e] = to_host(gt_t0 + int64_t(double(ms) * 1e6));
+                }
+            }
+        for (int t = 0; t < n_threads; ++t)
+            nx::fill_device_times(steps[t], counts[t], outs[t], ev_host.data(), s_host.data(), e_host.data());
+        return 0;
+    } catch (const std::exception& e) {
+        put_error(err, errlen, e.what());
+        cudaDeviceSynchronize();
+        return 1;
+    }
+}
+
+extern "C" void nx_close(void* h) {
+    State* st = static_cast<State*>(h);
+    if (!st) return;
+    cudaSetDevice(st->device);
+    cudaDeviceSynchronize();
+    for (auto g : st->graphs) cudaGraphExecDestroy(g);
+    for (auto e : st->events) cudaEventDestroy(e);
+    for (auto s : st->streams) cudaStreamDestroy(s);
+    cudaFree(st->d_starts), cudaFree(st->d_ends), cudaFree(st->d_stamp), cudaFree(st->sink);
+    cudaFree(st->src), cudaFree(st->dst), cudaFree(st->scratch);
+    cudaFreeHost(st->pinned), cudaFreeHost(st->mapped);
+    free(st->pageable);
+    cudaStreamDestroy(st->own);
+    delete st;
+}

@@ -1,0 +1,85 @@
+"""The native executor on a real CUDA GPU (skipped without torch, CUDA or nvcc; run by tools/gpu_native_check.sh)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from harness.backend import ops_frame
+from harness.paths import SPECS_DIR
+from harness.runner import prepare_spec
+from harness.spec import load_spec
+from replay.native.steps import STATUS_OK, Kind, NativeProgram, Op, empty_steps
+from replay.native.twin import rule_breaks
+
+torch = pytest.importorskip("torch")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc to build the executor"),
+]
+
+
+@pytest.fixture(scope="module")
+def runner():
+    from replay.native.executor import NativeRunner
+
+    return NativeRunner(0)
+
+
+def test_calibration_is_sane(runner):
+    cal = runner.calibration
+    assert cal.sms > 0 and 0.5 < cal.floor_us < 10.0
+    assert all(-5.0 < o < 20.0 for o in cal.overhead_us), cal
+
+
+def test_kernels_keep_their_durations_and_calls_keep_the_rules(runner):
+    n = 400
+    steps = empty_steps(n + 1)
+    steps["op"][:n] = Op.KERNEL
+    steps["kind"][:n] = Kind.LATENCY
+    steps["grid"][:n] = 1
+    durations_us = np.tile([20.0, 50.0, 100.0, 200.0], n // 4)
+    steps["timer_ns"][:n] = [runner.calibration.timer_ns(Kind.LATENCY, d) for d in durations_us]
+    steps["gap_ns"][:n] = 150_000  # idle GPU between kernels: each runs alone
+    steps["call_ns"][:n] = 8000
+    steps["op"][n] = Op.SYNC_STREAM
+    program = NativeProgram([steps], streams=1, events=1)
+    outs = runner.lib.run(program)
+    out = outs[0]
+    assert (out["status"] == STATUS_OK).all()
+    measured = (out["gpu_end_ns"][:n] - out["gpu_start_ns"][:n]) / 1e3
+    # in-kernel stamps span the kernel's own run: its timer (the duration less the kind's back-to-back overhead)
+    timers_us = steps["timer_ns"][:n] / 1e3
+    assert np.median(np.abs(measured - timers_us)) < 1.5, measured[:8]
+    assert (measured <= durations_us + 2.0).all()
+    assert rule_breaks(program, outs, est0_ns=2000, slack_ns=20_000) == []
+    lateness = out["begin_ns"][:n] - out["target_ns"][:n]
+    assert np.median(lateness) < 1000 and np.percentile(lateness, 99) < 5000
+    # each kernel reaches the GPU about when its recorded call cost is up (8 µs after it began)
+    reach = (out["gpu_start_ns"][:n] - out["begin_ns"][:n]) / 1e3
+    assert 4.0 < np.median(reach) < 14.0
+
+
+def test_a_recorded_spec_replays_natively_with_the_interpreted_replays_rows(context, monkeypatch):
+    from replay.engine import ReplayBackend
+
+    loaded = load_spec(SPECS_DIR / "recorded_decode_async.toml")
+    prepared = prepare_spec(loaded)
+    policy = loaded.policies[0]
+    frames = {}
+    for mode in ("off", "on"):
+        monkeypatch.setenv("HARNESS_REPLAY_NATIVE", mode)
+        backend = ReplayBackend(context, loaded.profile, loaded.device_memory_bytes, seed=0)
+        run = backend.run(policy.policy.main, prepared.inputs, policy.params)
+        frames[mode] = ops_frame(run.ops)
+        assert run.metrics["replay_kernels_lifted"][0] >= 0
+    off, on = frames["off"], frames["on"]
+    assert off.groupby("kind").size().to_dict() == on.groupby("kind").size().to_dict()
+    assert (on["end_us"] >= on["start_us"]).all()
+    span_off, span_on = off["end_us"].max(), on["end_us"].max()
+    recorded = prepared.inputs.recorded_span_us
+    print(f"span: recorded {recorded:.0f} µs, interpreted {span_off:.0f}, native {span_on:.0f}")
+    assert abs(span_on / recorded - 1.0) < 0.10

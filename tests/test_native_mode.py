@@ -1,0 +1,103 @@
+"""When the replay runs program commands natively (HARNESS_REPLAY_NATIVE), without a GPU."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.runtime import RunProgram, Stream
+from replay.native import executor
+from replay.native.build import NativeUnavailable, compile_command, source_hash
+
+
+class _Context:
+    native = None
+
+
+def _cmd(device: int = 0) -> RunProgram:
+    return RunProgram(program=None, streams=(Stream(1, device, "s0"),))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value, mode", [("0", "off"), ("off", "off"), ("auto", "auto"), ("1", "on"), ("ON", "on")])
+def test_the_mode_is_read_from_the_environment(monkeypatch, value, mode):
+    monkeypatch.setenv(executor.MODE_ENV, value)
+    assert executor.mode() == mode
+
+
+def test_a_bad_mode_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv(executor.MODE_ENV, "fast")
+    with pytest.raises(ValueError, match="HARNESS_REPLAY_NATIVE must be one of"):
+        executor.mode()
+
+
+def test_off_by_default_and_auto_falls_back_when_the_executor_cannot_open(monkeypatch, capsys):
+    monkeypatch.delenv(executor.MODE_ENV, raising=False)
+    assert executor.runner_for(_Context(), _cmd()) is None
+
+    def unavailable(device):
+        raise NativeUnavailable("replay.native: no nvcc")
+
+    monkeypatch.setattr(executor, "NativeRunner", unavailable)
+    monkeypatch.setenv(executor.MODE_ENV, "auto")
+    context = _Context()
+    assert executor.runner_for(context, _cmd()) is None and context.native is False
+    assert "program commands run interpreted: replay.native: no nvcc" in capsys.readouterr().err
+    monkeypatch.setenv(executor.MODE_ENV, "on")
+    with pytest.raises(NativeUnavailable, match="no nvcc"):
+        executor.runner_for(_Context(), _cmd())
+
+
+def test_programs_on_other_devices_run_interpreted(monkeypatch):
+    class Runner:
+        def accepts(self, cmd):
+            return all(s.device == 0 for s in cmd.streams)
+
+    context = _Context()
+    context.native = Runner()
+    monkeypatch.setenv(executor.MODE_ENV, "auto")
+    assert executor.runner_for(context, _cmd(0)) is context.native
+    assert executor.runner_for(context, _cmd(1)) is None
+
+
+def test_perf_counter_and_the_executors_clock_agree_within_a_few_microseconds():
+    offset = executor.perf_counter_offset_ns()
+    mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + offset
+    assert abs(time.perf_counter_ns() - mono) < 50_000
+
+
+def test_the_build_is_cached_by_source_and_flags(monkeypatch, tmp_path):
+    monkeypatch.setenv("HARNESS_NATIVE_CACHE", str(tmp_path))
+    fake = compile_command("fake")
+    assert source_hash("fake", fake) == source_hash("fake", list(fake))
+    assert source_hash("fake", fake) != source_hash("fake", [*fake, "-DX"])
+    from replay.native.build import build
+
+    first = build("fake")
+    stamp = first.stat().st_mtime_ns
+    assert build("fake") == first and first.stat().st_mtime_ns == stamp  # not rebuilt
+    assert first.parent.parent == tmp_path and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_no_compiler_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("CXX", "")
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(NativeUnavailable, match=r"^replay.native: no C\+\+ compiler"):
+        compile_command("fake")
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setattr("pathlib.Path.is_file", lambda self: False)
+    with pytest.raises(NativeUnavailable, match="^replay.native: no nvcc"):
+        compile_command("cuda")
+
+
+def test_the_probe_summarizes_launch_time_and_lateness_from_a_run():
+    from replay.native.probe import probe_program, summarize
+    from replay.native.twin import FakeCosts, run_fake
+
+    out = run_fake(probe_program(500, 5000))[0]
+    summary = summarize(out, 500)
+    assert summary["launch_median_us"] == FakeCosts().launch / 1e3  # the fake's launch cost
+    assert summary["late_median_us"] == 0.0 == summary["late_p99_us"]  # the fake clock is never late
+    # every launch is due 5 µs after the previous one returned
+    assert (out["target_ns"][1:500] - out["done_ns"][:499] == 5000).all()

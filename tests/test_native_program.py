@@ -1,0 +1,119 @@
+"""A program command through the native executor's steps (fake device) gives the op rows of its reference
+expansion: per host thread, the same ops of the same kinds, names and streams, in the same order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.backend import ops_frame, run_policy
+from harness.paths import SPECS_DIR
+from harness.runner import prepare_spec
+from harness.runtime import CreateStream, DeviceInfo, RunProgram, Runtime, Stream
+from harness.spec import load_spec
+from replay.floor import FloorLifts
+from replay.native.program import Calibration, lifts_into, op_rows, to_native
+from replay.native.twin import run_fake
+from sim import SimBackend
+
+CAL = Calibration(sms=132, floor_us=3.2, overhead_us=(1.5, 1.8, 1.2))
+SPECS = ["recorded_decode_async.toml", "recorded_layers_prefetch.toml", "recorded_decode_inline_nosync.toml"]
+
+
+def _program_command(loaded, policy, inputs) -> RunProgram:
+    """The RunProgram the policy yields (its streams made up: nothing runs)."""
+    rt = Runtime([DeviceInfo(0, "gpu", 80 << 30)], backend="replay", seed=0, profile=loaded.profile)
+    gen = policy.policy.main(rt, inputs, policy.params)
+    value, ids = None, 0
+    while True:
+        cmd = gen.send(value)
+        if isinstance(cmd, RunProgram):
+            gen.close()
+            return cmd
+        assert isinstance(cmd, CreateStream), cmd
+        ids += 1
+        value = Stream(ids, cmd.device, cmd.name)
+
+
+def _native_frame(cmd: RunProgram, converted, outs) -> pd.DataFrame:
+    names = ["main"] + [t.name for t in cmd.program.threads[1:]]
+    ids = iter(range(1000, 10**9))
+    host, device, _ = op_rows(
+        cmd.program, converted, outs, names, [(s.device, s.name) for s in cmd.streams],
+        lambda ns: np.asarray(ns, dtype=np.float64) / 1e3, lambda: next(ids),
+    )  # fmt: skip
+    return ops_frame(host + device)
+
+
+def _shape(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per thread, in order: kind, stream, name (events by their order of first appearance)."""
+    frame = frame.sort_values("op_id", kind="stable")
+    events = {}
+    names = [events.setdefault(n, f"e{len(events)}") if n.startswith("event") else n for n in frame["name"]]
+    shaped = frame.assign(name=names)[["thread", "kind", "stream", "name", "bytes", "host_memory"]]
+    return shaped.sort_values("thread", kind="stable").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_native_rows_are_the_reference_expansions_rows(spec):
+    loaded = load_spec(SPECS_DIR / spec)
+    prepared = prepare_spec(loaded)
+    policy = loaded.policies[0]
+    reference = run_policy(SimBackend(loaded.profile), policy.policy.main, prepared.inputs, policy.params).ops
+    cmd = _program_command(loaded, policy, prepared.inputs)
+    converted = to_native(cmd.program, CAL)
+    outs = run_fake(converted.native)
+    native = _native_frame(cmd, converted, outs)
+    pd.testing.assert_frame_equal(_shape(native), _shape(reference))
+    assert (native["end_us"] >= native["start_us"]).all()
+    device_ops = native[native["device"] >= 0]
+    assert (device_ops["start_us"] >= device_ops["issue_us"]).all()  # the fake GPU ran nothing before its call
+
+
+def test_kernels_below_the_floor_are_lifted_and_counted_once_per_run():
+    loaded = load_spec(SPECS_DIR / "recorded_decode_inline.toml")
+    prepared = prepare_spec(loaded)
+    cmd = _program_command(loaded, loaded.policies[0], prepared.inputs)
+    converted = to_native(cmd.program, CAL)
+    durations = np.concatenate([t.steps["duration_us"][t.steps["op"] == 1] for t in cmd.program.threads])
+    below = durations[(durations > 0) & (durations < CAL.floor_us)]
+    assert converted.lifted == len(below) > 0
+    assert converted.lift_us == pytest.approx(float((CAL.floor_us - below).sum()))
+    lifts = FloorLifts()
+    lifts_into(lifts, converted)
+    assert lifts.count == len(below)
+    kernels = np.concatenate([t[t["op"] == 1] for t in converted.native.threads])
+    assert kernels["timer_ns"].min() >= 0
+    short = kernels["kind"] == 2
+    # a lifted latency kernel's timer is the floor less that kind's overhead
+    assert kernels["timer_ns"][short].min() == round((CAL.floor_us - CAL.overhead_us[2]) * 1e3)
+
+
+def test_a_graph_launch_is_one_kernel_row_named_for_the_graph_as_on_the_interpreted_replay():
+    loaded = load_spec(SPECS_DIR / "recorded_decode_graph.toml")
+    prepared = prepare_spec(loaded)
+    cmd = _program_command(loaded, loaded.policies[0], prepared.inputs)
+    converted = to_native(cmd.program, CAL)
+    native = _native_frame(cmd, converted, run_fake(converted.native))
+    steps = np.concatenate([t.steps for t in cmd.program.threads])
+    graphs = steps[steps["op"] == 8]
+    kernels = native[native["kind"] == "kernel"]
+    assert sorted(kernels["name"]) == sorted(cmd.program.names[n] for n in graphs["name"])
+    assert len(converted.native.graphs) == len({(int(g["graph_first"]), int(g["graph_count"])) for g in graphs})
+    # the fake GPU runs a graph for its kernels' timers plus a fixed cost each: every row spans at least the timers
+    timers = {i: sum(g.timer_ns) / 1e3 for i, g in enumerate(converted.native.graphs)}
+    assert ((kernels["end_us"] - kernels["start_us"]).to_numpy() >= min(timers.values())).all()
+
+
+def test_graphs_are_tuned_to_their_kernels_durations_and_the_profiles_gaps():
+    loaded = load_spec(SPECS_DIR / "recorded_decode_graph.toml")
+    prepared = prepare_spec(loaded)
+    cmd = _program_command(loaded, loaded.policies[0], prepared.inputs)
+    converted = to_native(cmd.program, CAL, graph_gap_us=0.5)
+    step = next(s for t in cmd.program.threads for s in t.steps if s["op"] == 8)
+    kernels = cmd.program.graph_kernels[step["graph_first"] : step["graph_first"] + step["graph_count"]]
+    durations = np.maximum(kernels["duration_us"], CAL.floor_us)[kernels["duration_us"] > 0]
+    graph = converted.native.graphs[0]
+    assert len(graph.kinds) == len(durations)
+    assert graph.target_ns == round((durations.sum() + (len(durations) - 1) * 0.5) * 1e3)

@@ -1,0 +1,404 @@
+"""The what-ifs' rewrites on small hand-made programs (issue 24): which call each moved copy follows, on which
+stream, the events and waits added, the budget fallback, group inference, and the host cost of added calls."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from harness.backend import run_policy
+from harness.paths import TRACES_DIR
+from harness.profile import load_profile
+from harness.trace import load_trace
+from sim import SimBackend
+from workloads.recorded import host_costs, policies
+from workloads.recorded.program import Call, DeviceOp, RecordedProgram, ThreadProgram, build_program
+from workloads.recorded.whatif import NotApplicable, async_d2h, graph_launch, grouped, prefetch_copies, scale_kernels
+
+MAIN = (0, "7")
+H200 = load_profile("h200-measured")
+
+
+def _op(kind: str, name: str, duration_us: float = 100.0, nbytes: int = 0) -> DeviceOp:
+    return DeviceOp(kind, MAIN, name, duration_us, nbytes, "pinned")
+
+
+def launch(name: str, group: str = "", duration_us: float = 100.0, call_us: float = 5.0, host_us: float = 5.0) -> Call:
+    return Call("call_launch", "cudaLaunchKernel", host_us, call_us, MAIN, (_op("kernel", name, duration_us),), group)
+
+
+def copy(direction: str, name: str, nbytes: int = 1 << 20, group: str = "", host_us: float = 5.0) -> Call:
+    op = _op(f"copy_{direction}", name, 0.0, nbytes)
+    return Call("call_memcpy", "cudaMemcpyAsync", host_us, 8.0, MAIN, (op,), group)
+
+
+def sync(group: str = "", host_us: float = 2.0) -> Call:
+    return Call("call_sync_stream", "cudaStreamSynchronize", host_us, 50.0, MAIN, (), group)
+
+
+def program(calls: list[Call]) -> RecordedProgram:
+    return RecordedProgram(
+        threads=(ThreadProgram("1", tuple(calls)),),
+        streams=(MAIN,),
+        devices=1,
+        start_us=0.0,
+        recorded_span_us=1.0,
+        recorded_group_us=(),
+        sync_events=True,
+        inferred_waits=0,
+        unlinked_ops=0,
+        source="hand-made",
+    )
+
+
+def shape(p: RecordedProgram) -> list[tuple]:
+    """Each call as (kind, what it launched or the stream it addresses, event recorded, event waited)."""
+    out = []
+    for c in p.threads[0].calls:
+        what = c.ops[0].name if c.ops else (c.stream[1] if c.stream else None)
+        out.append((c.kind.removeprefix("call_"), what, c.stream[1] if c.stream else None, c.event, c.waits_for))
+    return out
+
+
+@functools.cache
+def bundled(recording: str) -> RecordedProgram:
+    """A bundled recording's program, built once for the tests of this file."""
+    return build_program(load_trace(TRACES_DIR / "recorded" / f"{recording}.parquet").ops, recording)
+
+
+def where(p: RecordedProgram, name: str) -> int:
+    return next(i for i, c in enumerate(p.threads[0].calls) if c.ops and c.ops[0].name == name)
+
+
+# --------------------------------------------------------------------------- async_d2h
+
+
+def _backup_loop(steps: int, copies: int, marks: bool = True) -> list[Call]:
+    calls = []
+    for s in range(steps):
+        group = f"ProfilerStep#{s}" if marks else ""
+        calls += [launch(f"k{s}.{i}", group, duration_us=4.0, host_us=10.0) for i in range(40)]
+        calls += [copy("d2h", f"kv{s}.{i}", 2 << 20, group, host_us=6.0) for i in range(copies)]
+        calls.append(sync(group))
+    return calls
+
+
+def test_async_d2h_moves_a_run_of_copies_as_one_batch_behind_one_event():
+    before = program(
+        [
+            launch("a", "s0"),
+            copy("d2h", "c1", group="s0"),
+            copy("d2h", "c2", group="s0"),
+            copy("d2h", "c3", group="s0"),
+            sync("s0"),
+            launch("b", "s1"),
+            sync("s1"),
+        ]
+    )
+    after = async_d2h(before)
+    rows = shape(after)
+    produced, copied = rows[1][3], rows[6][3]
+    assert rows == [
+        ("launch", "a", "7", None, None),
+        ("record", "7", "7", produced, None),  # behind the producer, once
+        ("wait", "d2h", "d2h", None, produced),  # the side stream waits once
+        ("memcpy", "c1", "d2h", None, None),
+        ("memcpy", "c2", "d2h", None, None),
+        ("memcpy", "c3", "d2h", None, None),
+        ("record", "d2h", "d2h", copied, None),  # one record after the batch; the sync after it is dropped
+        ("wait", "7", "7", None, copied),  # the next step's first op waits for the copies
+        ("launch", "b", "7", None, None),
+        ("sync_stream", "7", "7", None, None),
+    ]
+    assert produced < 0 and copied < 0 and produced != copied
+    assert all(op.stream == (0, "d2h") for c in after.threads[0].calls if c.kind == "call_memcpy" for op in c.ops)
+    summary = after.what_ifs[-1]
+    assert (summary.copies_moved, summary.batches, summary.events_added, summary.waits_added) == (3, 1, 2, 2)
+    assert summary.syncs_dropped == 1 and summary.groups_from == "marks"
+    assert "3 D2H copies moved to a side stream in 1 batch(es)" in summary.text()
+
+
+def test_async_d2h_keeps_the_host_time_of_what_it_drops_and_a_later_sync_waits_for_the_copies():
+    before = program([launch("a"), copy("d2h", "c1"), launch("b", host_us=7.0), sync(host_us=3.0)])
+    after = async_d2h(before)  # no marks: steps from host syncs; the copy is followed by GPU work: no sync dropped
+    rows = shape(after)
+    assert [r[0] for r in rows] == ["launch", "record", "wait", "memcpy", "record", "launch", "wait", "sync_stream"]
+    assert rows[6][4] == rows[4][3]  # the sync's stream waits for the batch first: the host still waits for it
+    assert after.what_ifs[-1].syncs_dropped == 0 and after.what_ifs[-1].groups_from == "host_syncs"
+    device_sync = Call("call_sync_device", "cudaDeviceSynchronize", 3.0, 50.0, None, (), "")
+    after = async_d2h(program([launch("a"), copy("d2h", "c1"), launch("b"), device_sync]))
+    # a device-wide sync waits for the side stream too: no wait added before it
+    assert [r[0] for r in shape(after)] == ["launch", "record", "wait", "memcpy", "record", "launch", "sync_device"]
+
+
+def test_async_d2h_pays_on_a_loop_of_many_small_backups():
+    # Issue 24: 16 D2H copies a step and one sync; one event per copy at the replay engine's host costs predicted
+    # the side-stream program slower than its recording. One batch a step at an eager call's cost pays.
+    before = program(_backup_loop(steps=6, copies=16))
+    base = run_policy(SimBackend(H200), policies.as_recorded, before, policies.AsRecordedParams())
+    moved = run_policy(SimBackend(H200), policies.async_d2h, before, policies.GroupedParams())
+    # per step: the sync dropped, 3 calls added, and a wait before the next step's first kernel
+    assert moved.result.calls == base.result.calls - 6 + 6 * 3 + 5
+    assert _span(moved) < 0.9 * _span(base)
+
+
+def _span(run) -> float:
+    return float(run.ops["end_us"].max())
+
+
+def test_added_calls_cost_an_eager_programs_call_not_the_replay_engines():
+    p = program(_backup_loop(steps=1, copies=2))
+    costs = host_costs.added_call_costs_us(p, H200)  # h200-measured has no [host_costs.pytorch_eager]
+    assert not H200.pytorch_eager_measured
+    assert costs["call_record"] == costs["call_wait"] == 5.0  # the recording's own launches, median
+    assert costs["call_record"] < H200.host.record_us
+    assert costs["call_graph_launch"] == host_costs.FALLBACK_US["call_graph_launch"]
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def _layers(n: int, nbytes: int = 64 << 20, marks: bool = False, kernels: int = 2) -> list[Call]:
+    calls = []
+    for k in range(n):
+        group = f"layer{k}" if marks else ""
+        calls.append(copy("h2d", f"w{k}", nbytes, group))
+        calls += [launch(f"k{k}.{i}", group, duration_us=500.0) for i in range(kernels)]
+    return calls
+
+
+def test_groups_are_inferred_from_copy_runs_and_host_syncs_when_the_recording_marks_none():
+    p = program([launch("pre"), *_layers(3)])
+    by_copies, how = grouped(p, "auto", "copy_runs")
+    assert how == "copy_runs"
+    assert [c.group for c in by_copies.threads[0].calls] == ["", *["group0"] * 3, *["group1"] * 3, *["group2"] * 3]
+    loop = program([launch("a"), launch("b"), sync(), launch("c"), sync()])
+    by_syncs, how = grouped(loop, "auto", "host_syncs")
+    assert how == "host_syncs" and [c.group for c in by_syncs.threads[0].calls] == ["step0"] * 3 + ["step1"] * 2
+    marked = program(_layers(2, marks=True))
+    assert grouped(marked, "auto", "copy_runs") == (marked, "marks")
+    with pytest.raises(NotApplicable, match="found 0 group"):
+        prefetch_copies(p, groups="marks")  # the spec's override: marks the recording does not have
+
+
+def test_graph_launch_captures_steps_of_a_recording_without_marks():
+    p = program([launch("a"), launch("b"), launch("c"), copy("d2h", "x"), sync(), launch("d"), launch("e"), sync()])
+    graphs = graph_launch(p)
+    rows = shape(graphs)
+    assert [r[0] for r in rows] == ["graph_launch", "memcpy", "sync_stream", "graph_launch", "sync_stream"]
+    assert [op.name for op in graphs.threads[0].calls[0].ops] == ["a", "b", "c"]
+    summary = graphs.what_ifs[-1]
+    assert (summary.groups_from, summary.groups, summary.launches_captured, summary.graph_launches) == (
+        "host_syncs",
+        2,
+        5,
+        2,
+    )
+
+
+# --------------------------------------------------------------------------- prefetch depth and budget
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_prefetch_issues_the_first_depth_groups_up_front_then_each_after_the_compute_depth_groups_before(depth):
+    p = prefetch_copies(program(_layers(5)), depth=depth)
+    calls = p.threads[0].calls
+    for k in range(5):
+        i = where(p, f"w{k}")
+        assert calls[i].stream == (0, "prefetch") and calls[i].ops[0].stream == (0, "prefetch")
+        assert calls[i + 1].kind == "call_record" and calls[i + 1].stream == (0, "prefetch")
+        if k < depth:
+            assert i <= depth * 2  # up front: before group 0's first kernel (at most a record per earlier copy)
+            assert where(p, "k0.0") > i
+        else:
+            previous = calls[i - 1] if calls[i - 1].kind == "call_wait" else calls[i]
+            j = calls.index(previous) - 1
+            while calls[j].synthetic:  # the compute-done record of the group whose last kernel it follows
+                j -= 1
+            assert calls[j].ops[0].name == f"k{k - depth}.1", f"w{k} issued after {calls[j].ops[0].name}"
+        first = where(p, f"k{k}.0")
+        assert calls[first - 1].kind == "call_wait" and calls[first - 1].waits_for == calls[i + 1].event
+    summary = p.what_ifs[-1]
+    assert (summary.copies_moved, summary.depth, summary.in_line, summary.groups_from) == (5, depth, 0, "copy_runs")
+
+
+def test_a_prefetched_copy_waits_for_the_compute_of_the_group_whose_buffer_it_reuses():
+    p = prefetch_copies(program(_layers(4)), depth=1)
+    calls = p.threads[0].calls
+    done = {c.event: c for c in calls if c.kind == "call_record" and c.stream == MAIN}
+    for k in (2, 3):  # depth + 1 = 2 buffers: group k reuses group k - 2's
+        wait = calls[where(p, f"w{k}") - 1]
+        assert wait.kind == "call_wait" and wait.stream == (0, "prefetch")
+        assert done[wait.waits_for].group == f"group{k - 2}"
+    assert calls[where(p, "w1") - 1].kind != "call_wait"  # group 1's buffer was never used
+
+
+def test_the_budget_caps_how_far_ahead_and_a_group_that_fits_with_no_other_stays_in_line():
+    mib = 1 << 20
+    calls = [copy("h2d", f"w{k}", n * mib) for k, n in enumerate((100, 100, 100, 200))]
+    calls = [c for k, w in enumerate(calls) for c in (w, launch(f"k{k}.0"), launch(f"k{k}.1"))]
+    p = prefetch_copies(program(calls), depth=2, budget_bytes=250 * mib)
+    moved = {c.ops[0].name for c in p.threads[0].calls if c.kind == "call_memcpy" and c.stream == (0, "prefetch")}
+    assert moved == {"w0", "w1", "w2"}  # w3 with w2 is 300 MiB: in line, where it was
+    assert shape(p)[where(p, "w3")][2] == "7" and p.threads[0].calls[where(p, "w3") + 1].ops[0].name == "k3.0"
+    # depth 2 asked, but three groups in flight (300 MiB) do not fit: w2 goes one group ahead, after k1.1
+    i = where(p, "w2")
+    assert [c.ops[0].name for c in p.threads[0].calls[:i] if c.ops][-1] == "k1.1"
+    assert p.what_ifs[-1].in_line == 1
+    with pytest.raises(NotApplicable, match="fit the budget"):
+        prefetch_copies(program(calls), depth=1, budget_bytes=90 * mib)
+
+
+def test_deeper_prefetch_never_predicts_slower_on_layers_sync():
+    p = bundled("layers_sync-sync")
+    spans = [
+        _span(run_policy(SimBackend(H200), policies.prefetch_copies, p, policies.PrefetchCopiesParams(depth=d)))
+        for d in (1, 2, 3)
+    ]
+    assert spans[0] >= spans[1] >= spans[2]
+    assert spans[0] < 0.7 * p.recorded_span_us
+
+
+# --------------------------------------------------------------------------- scale_kernels
+
+
+def test_scale_kernels_names_the_closest_kernels_when_a_pattern_matches_none():
+    p = program([launch("ampere_sgemm_128x64_nn"), launch("vectorized_elementwise_kernel")])
+    with pytest.raises(NotApplicable) as refused:
+        scale_kernels(p, {"sgem_128": 0.5})
+    assert "closest kernel names: 'ampere_sgemm_128x64_nn'" in str(refused.value)
+    scaled = scale_kernels(p, {"sgemm": 0.5})
+    assert scaled.threads[0].calls[0].ops[0].duration_us == 50.0 and scaled.what_ifs[-1].kernels_scaled == 1
+
+
+# --------------------------------------------------------------------------- harness trace kernels
+
+
+def test_trace_kernels_lists_kernel_names_by_total_time_with_counts_means_and_shares(tmp_path):
+    import io
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    runner = CliRunner()
+    trace = TRACES_DIR / "recorded" / "decode_inline-sync.parquet"
+    result = runner.invoke(app, ["trace", "kernels", str(trace), "--csv"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(io.StringIO(result.output))
+    ops = load_trace(trace).ops
+    kernels = ops[(ops["kind"] == "kernel") & (ops["device"] >= 0)]
+    assert table["count"].sum() == len(kernels) and set(table["name"]) == set(kernels["name"])
+    assert table["total_us"].is_monotonic_decreasing
+    assert table["mean_us"].to_numpy() == pytest.approx((table["total_us"] / table["count"]).to_numpy())
+    gpu_us = ops.loc[ops["device"] >= 0, "duration_us"].sum()
+    assert table["share"].sum() == pytest.approx(kernels["duration_us"].sum() / gpu_us)
+    top = runner.invoke(app, ["trace", "kernels", str(trace), "--csv", "--top", "1"])
+    assert pd.read_csv(io.StringIO(top.output))["name"].tolist() == table["name"].head(1).tolist()
+    shown = runner.invoke(app, ["trace", "kernels", str(TRACES_DIR / "recorded" / "layers_sync.parquet")])
+    assert shown.exit_code == 0 and "nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT" in shown.output
+    missing = runner.invoke(app, ["trace", "kernels", str(tmp_path / "none.parquet")])
+    assert missing.exit_code == 2 and "none.parquet" in missing.output
+
+
+def test_a_factor_that_matches_no_kernel_of_a_recording_names_its_closest_kernels():
+    p = bundled("layers_sync-sync")
+    with pytest.raises(NotApplicable, match="closest kernel names: 'nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT'"):
+        scale_kernels(p, {"gemm": 0.5})  # the README's old example
+    assert scale_kernels(p, {"nvjet": 0.5}).what_ifs[-1].kernels_scaled == 32
+
+
+# --------------------------------------------------------------------------- what each what-if changed, shown
+
+
+def test_harness_sim_prints_and_saves_what_each_what_if_changed(tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.paths import SPECS_DIR
+
+    out, spec = tmp_path / "out", tmp_path / "whatif.toml"
+    spec.write_text(
+        (SPECS_DIR / "whatif_layers_prefetch.toml").read_text().replace("repetitions = 3", "repetitions = 1")
+    )
+    spec.write_text(spec.read_text().replace('"../recorded/', f'"{TRACES_DIR / "recorded"}/'))
+    result = CliRunner().invoke(app, ["sim", str(spec), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "prefetch_copies: 8 group(s) from the recording's marks" in text
+    assert "depth 1: 8 H2D copies moved to a side stream" in text
+    saved = pd.read_parquet(out / "what_ifs.parquet")
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert set(saved["run_id"]) == set(runs.loc[runs["policy_label"] == "prefetch_copies", "run_id"])
+    assert (saved["copies_moved"] == 8).all() and (saved["groups_from"] == "marks").all()
+
+
+# --------------------------------------------------------------------------- CUDA graphs: the GPU time around them
+
+
+def test_a_recorded_graph_keeps_the_gpu_time_the_recording_shows_around_its_kernels():
+    from workloads.recorded.program import GraphTiming
+
+    kernels = tuple(_op("kernel", f"g{i}", 2.0) for i in range(4))
+    graph = Call("call_graph_launch", "cudaGraphLaunch", 0.0, 40.0, MAIN, kernels, "")
+    behind = copy("d2h", "after", 1 << 20, host_us=0.0)
+    timing = GraphTiming(launches=1, lead_in_us=6.0, kernel_gap_us=0.5, tail_us=4.0)
+    p = program([graph, behind, sync()])
+    p = type(p)(**{**{f: getattr(p, f) for f in p.__slots__}, "graph_timing": timing})
+    run = run_policy(SimBackend(H200), policies.as_recorded, p, policies.AsRecordedParams())
+    ops = run.ops.set_index("name")
+    gap = H200.device.graph_kernel_gap_us
+    # the 40 µs launch call, the lead-in (and the recorded gaps beyond the profile's), the kernels, then the tail
+    assert ops.loc["g0", "start_us"] == pytest.approx(40.0 + 6.0 + 3 * (0.5 - gap))
+    assert ops.loc["g1", "start_us"] - ops.loc["g0", "end_us"] == pytest.approx(gap)
+    assert ops.loc["after", "start_us"] == pytest.approx(ops.loc["g3", "end_us"] + 4.0)
+    plain = run_policy(SimBackend(H200), policies.as_recorded, p, policies.AsRecordedParams(graph_timing="profile"))
+    assert plain.ops.set_index("name").loc["g0", "start_us"] == pytest.approx(40.0)
+
+
+def test_graph_timing_is_measured_in_the_bundled_graph_recordings():
+    p = bundled("decode_graph-sync")
+    assert p.graph_timing.launches == 24
+    assert 5.0 < p.graph_timing.lead_in_us < 7.0 and 0.25 < p.graph_timing.kernel_gap_us < 0.35
+    assert 3.0 < p.graph_timing.tail_us < 6.0
+
+
+def test_what_ifs_compose_with_fresh_events_and_each_says_only_what_it_changed():
+    p = program([*_layers(3, marks=True), copy("d2h", "out", group="layer2"), sync("layer2")])
+    both = async_d2h(prefetch_copies(p))
+    first, second = both.what_ifs
+    assert (first.what_if, second.what_if) == ("prefetch_copies", "async_d2h")
+    assert (second.events_added, second.waits_added, second.copies_moved) == (2, 1, 1)  # no step after: no consumer
+    recorded = [c.event for c in both.threads[0].calls if c.kind == "call_record"]
+    assert len(recorded) == len(set(recorded)) == first.events_added + second.events_added
+    waited = {c.waits_for for c in both.threads[0].calls if c.kind == "call_wait"}
+    assert waited <= set(recorded)  # every wait is on an event the program records
+
+
+@pytest.mark.parametrize(
+    ("recording", "what_if", "inferred"),
+    [
+        ("layers_sync-sync", prefetch_copies, "copy_runs"),
+        ("decode_inline-sync", graph_launch, "host_syncs"),
+        ("decode_inline-sync", async_d2h, "host_syncs"),
+    ],
+)
+def test_inferred_groups_rewrite_a_recording_without_marks_as_its_marks_do(recording, what_if, inferred):
+    # A CUDA-only recording has no record_function marks: the bundled recordings with their marks taken out.
+    from dataclasses import replace
+
+    marked = bundled(recording)
+    bare = replace(
+        marked,
+        threads=tuple(ThreadProgram(t.name, tuple(replace(c, group="") for c in t.calls)) for t in marked.threads),
+    )
+    with_marks, without = what_if(marked), what_if(bare)
+    assert without.what_ifs[-1].groups_from == inferred and with_marks.what_ifs[-1].groups_from == "marks"
+
+    def rewrite(p):
+        return [(k, what, stream) for k, what, stream, _, _ in shape(p)]
+
+    assert rewrite(without) == rewrite(with_marks)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The native executor's GPU check, in one device command (~8 minutes at most): build, GPU tests, the launch probe,
+# every bundled recorded spec natively + interpreted + simulated, and a two-thread two-stream program recorded and
+# replayed. Every stage is bounded and guarded: a stage that fails is reported and the next one runs.
+# Everything goes under OUT (first argument, else $OUT, else measurements/<date>_native-check); the table is last.
+#
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl; export PYTHONPATH=/tmp/site:$PWD
+#   bash tools/gpu_native_check.sh "$OUT"
+set -u
+OUT="${1:-${OUT:-measurements/$(date -u +%Y-%m-%d)_native-check}}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+PY="${PYTHON:-python3}"
+if [ -d .whl ] && ! "$PY" -c "import simpy, pydantic, tomli_w" 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH="/tmp/site:$PWD:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="${PYTHONPATH:-$PWD}"
+export HARNESS_NATIVE_CACHE="${HARNESS_NATIVE_CACHE:-$OUT/native-cache}"
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+START=$(date +%s)
+TOTAL_S="${TOTAL_S:-540}"  # the whole check stays under this: a stage gets what is left, none starts with < 20 s
+
+stage() {  # stage NAME SECONDS COMMAND...: run, log to OUT/NAME.log, note the outcome in the summary
+    local name=$1 limit=$2
+    shift 2
+    local t0=$(date +%s)
+    local left=$(( TOTAL_S - (t0 - START) ))
+    if [ "$left" -lt 20 ]; then echo "$name: skipped, the ${TOTAL_S}s are spent" | tee -a "$SUMMARY"; return; fi
+    [ "$limit" -gt "$left" ] && limit=$left
+    echo "== $name (limit ${limit}s)" | tee -a "$OUT/check.log"
+    timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    tail -n 25 "$OUT/$name.log"
+    echo "$name: rc=$rc in $(( $(date +%s) - t0 ))s" | tee -a "$SUMMARY"
+}
+
+{ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; "$PY" -c "import torch; print(torch.__version__, torch.version.cuda)"; nvcc --version | tail -2; git rev-parse HEAD; } > "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+
+stage build 150 "$PY" -c "from replay.native.build import build; print(build('cuda', verbose=True))"
+stage gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_native_gpu.py tests/test_native_executor.py \
+    "tests/test_replay_gpu.py::test_kernel_shorter_than_the_gpu_runs_is_lifted_to_its_floor_and_counted"
+stage probe 60 "$PY" -m replay.native.probe --out "$OUT/probe" --budget-s 40
+stage recorded_specs 180 "$PY" tools/native_fidelity.py --out "$OUT/fidelity" --reps 1 --budget-s 130
+stage two_threads_record 60 "$PY" tools/record_two_threads.py "$OUT/two_threads" --reps 5
+if [ -f "$OUT/two_threads/recorded_two_threads.toml" ]; then
+    stage two_threads_replay 60 "$PY" tools/native_fidelity.py --out "$OUT/two_threads/fidelity" --reps 3 \
+        --budget-s 30 --spec "$OUT/two_threads/recorded_two_threads.toml"
+fi
+
+{
+    echo
+    echo "== native check on $(head -2 "$OUT/machine.txt" | tail -1) in $(( $(date +%s) - START ))s; stages:"
+    cat "$SUMMARY"
+    echo
+    echo "== launch probe (targets: launch median <= 3 us; lateness median <= 1 us, p99 <= 3 us)"
+    tail -n 4 "$OUT/probe.log" 2>/dev/null
+    echo
+    echo "== recorded specs: span vs recording and vs simulation (targets: native within 5% and 3%)"
+    cat "$OUT/fidelity/fidelity.txt" 2>/dev/null || echo "(no table: see $OUT/recorded_specs.log)"
+    echo
+    echo "== two host threads, two streams (target: native within 5% of the recording)"
+    cat "$OUT/two_threads/fidelity/fidelity.txt" 2>/dev/null || echo "(no table: see $OUT/two_threads_*.log)"
+} | tee "$OUT/table.txt"
