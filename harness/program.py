@@ -168,7 +168,7 @@ class StepProgram:
     streams: int  # how many streams the steps index
     graph_kernels: np.ndarray = field(default_factory=lambda: np.zeros(0, GRAPH_KERNEL_DTYPE))
     sync_order: tuple[int, ...] | None = None  # OP_SYNC_DEVICE's stream order; None: by index
-    _graphs: dict = field(default_factory=dict, repr=False)  # (first, count) -> tuple[GraphKernel, ...]
+    _graphs: dict = field(default_factory=dict, init=False, repr=False)  # (first, count) -> tuple[GraphKernel, ...]
 
     def __post_init__(self) -> None:
         if self.sync_order is None:

@@ -56,6 +56,9 @@ op timeline to the last bit (``tests/test_sim_fast_paths.py`` checks it against
   (another event falls before the thread would wake), starts on its device from
   the thread itself when the stream worker's wake-up would have been the next event
   run: the worker stays parked until the kernel ends (``_Flight``);
+* a program command (``harness.program.RunProgram``) runs its steps in one loop on the
+  timeline executor (:func:`sim.program.run_on_timeline`), or, on this model, as commands
+  made straight from its steps (``SimBackend(fast_programs=False)``: its reference expansion);
 * a queue put with room (a get with an item) that no other thread waits on, while
   nothing else is due at this instant, takes effect at once: SimPy's event for it
   would have been the very next one run, and the thread did not block.

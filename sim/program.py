@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from harness.program import (
     DIRECTIONS,
+    KINDS,
     OP_COPY,
     OP_GRAPH,
     OP_HOST,
@@ -30,7 +31,6 @@ from harness.program import (
     OP_SYNC_EVENT,
     OP_SYNC_STREAM,
     OP_WAIT,
-    KINDS,
     ProgramOutcome,
     ProgramState,
     ProgramThread,
@@ -42,6 +42,7 @@ from harness.runtime import (
     HostWork,
     Launch,
     LaunchGraph,
+    OpKind,
     PolicyGen,
     Record,
     RunProgram,
@@ -49,7 +50,6 @@ from harness.runtime import (
     SyncEvent,
     SyncStream,
     WaitEvent,
-    OpKind,
 )
 from sim.fluid import DONE_TOLERANCE, solo_end_us
 

@@ -168,10 +168,21 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
 
     missing = [c for c in ("gap_aten_ops", "gap_ranges") if c not in ops.columns]  # frames of older traces
     ops = ops.assign(**dict.fromkeys(missing)) if missing else ops
-    is_call = ops["kind"].str.startswith("call_").to_numpy(dtype=bool)  # before the strings become objects
-    text = [c for c in ops.columns if pd.api.types.is_string_dtype(ops[c].dtype)]
-    ops = ops.astype(dict.fromkeys(text, object))  # row iteration over Arrow-backed strings is ~6x slower
-    calls = ops[is_call].sort_values(["thread", "start_us"], kind="stable")
+    is_call = ops["kind"].str.startswith("call_").to_numpy(dtype=bool)
+    # The columns used, built once (no copy of the frame per step); strings as Python strings (Arrow-backed
+    # ones are slow to take one by one), each distinct one made once.
+    ops = pd.DataFrame(
+        {
+            c: _shared_strings(ops[c]) if pd.api.types.is_string_dtype(ops[c].dtype) else ops[c].to_numpy()
+            for c in _USED_COLUMNS
+            if c in ops.columns
+        },
+        copy=False,
+    )
+    call_rows = np.flatnonzero(is_call)
+    thread_rank, _ = pd.factorize(ops["thread"].to_numpy()[call_rows], sort=True, use_na_sentinel=False)
+    call_rows = call_rows[np.lexsort((ops["start_us"].to_numpy()[call_rows], thread_rank))]
+    calls = ops.take(call_rows)  # by thread, then start (a stable sort: ties keep the trace's order)
     gpu = ops[(ops["device"].to_numpy() >= 0) & ~is_call]
     linked = gpu[gpu["correlation"].isin(calls["correlation"])]
     op_table = OpTable.of(linked)
@@ -277,6 +288,18 @@ def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming 
         kernel_gap_us=float(np.median(gaps)) if gaps else 0.0,
         tail_us=tail_us,
     )
+
+
+_USED_COLUMNS = ("device", "stream", "kind", "name", "bytes", "duration_us", "start_us", "launch_us", "thread", "group")
+_USED_COLUMNS += ("host_memory", "correlation", "host_gap_us", "wait_correlation", "gap_aten_ops", "gap_ranges")
+
+
+def _shared_strings(column: pd.Series) -> np.ndarray:
+    """A string column as an object array of Python strings, one object per distinct string (None where missing)."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    values = np.empty(len(uniques) + 1, object)
+    values[:-1] = [str(u) for u in uniques.tolist()] if len(uniques) else []
+    return values[codes]  # code -1 (missing): the last, None
 
 
 def _natural(name: str) -> tuple:
