@@ -22,6 +22,7 @@ KIND_COLOURS = {
     "host_work": "#E45756",
     "host_sync": "#72B7B2",
     "host_alloc": "#EECA3B",
+    "collective": "#FF9DA6",  # an NCCL collective (issue 26)
 }
 
 

@@ -114,6 +114,7 @@ class ImportedTrace:
     provenance: Provenance
     devices: tuple[int, ...]  # the GPUs the file holds (``ops`` has the chosen ones)
     warnings: tuple[str, ...] = ()  # what the user should know before trusting a prediction from it
+    origin_us: float = 0.0  # the file's clock at the ops' time 0 (epoch µs where the file's clock is; multi-rank)
 
 
 @collector_paused()  # the parsed JSON is millions of objects, kept until the tables are built
@@ -144,7 +145,7 @@ def import_profiler_trace(path: str | Path, device: int | None = None, limit: in
     ops, origin, notes = _assemble(path, ev, gpu, calls)
     provenance = _provenance(ev, origin, devices, device, notes)
     warnings = _mode_warnings(ops, provenance.profiler_mode) + _skip_warnings(skipped)
-    return ImportedTrace(path, ops, provenance, devices, warnings)
+    return ImportedTrace(path, ops, provenance, devices, warnings, ev.base_us + origin)
 
 
 def import_to_parquet(path: str | Path, out: str | Path, device: int | None = None) -> ImportedTrace:

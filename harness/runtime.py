@@ -100,6 +100,19 @@ Contract
     (``harness.program.expand``) issues; a backend may run it natively, with the same
     op rows.
 
+15. **Collectives** (many GPUs, NCCL's model). ``create_communicator(devices)``
+    returns a :class:`Communicator`, a fixed set of devices (its ranks, in that
+    order). Each rank issues its part of a collective on a stream of its own
+    device, as NCCL is called once per rank: ``all_reduce``, ``all_gather``,
+    ``reduce_scatter``, ``broadcast`` (from ``root``), ``send`` / ``recv`` (to or
+    from ``peer``); non-blocking, ordered on the stream like a kernel. The k-th
+    collective a rank issues on a communicator meets the k-th of every other
+    rank (send/recv: the k-th from one rank to one peer), and they must agree on
+    the operation and the size; it starts when every rank's stream has reached
+    it (rendezvous) and ends on every rank together. ``nbytes`` is nccl-tests'
+    *size*: the buffer of an all-reduce or broadcast, the gathered output of an
+    all-gather, the full input of a reduce-scatter, the message of a send/recv.
+
 Results are handles that are opaque to the policy (:class:`Stream`,
 :class:`Event`, :class:`Buffer`, :class:`Thread`, :class:`Queue`), plain
 values (``bool``, ``float``), or ``None``. A backend may hang its own object
@@ -368,6 +381,50 @@ class Free(Command):
     buffer: Buffer
 
 
+# --------------------------------------------------------------------------- collectives (contract point 15)
+
+
+class CollectiveOp(str, enum.Enum):
+    """What a collective does; send and recv are the two halves of one point-to-point transfer."""
+
+    ALL_REDUCE = "all_reduce"
+    ALL_GATHER = "all_gather"
+    REDUCE_SCATTER = "reduce_scatter"
+    BROADCAST = "broadcast"
+    SEND = "send"
+    RECV = "recv"
+
+
+@dataclass(eq=False, slots=True)
+class Communicator:
+    """A set of devices that run collectives together (an NCCL communicator); rank i is ``devices[i]``."""
+
+    id: int
+    devices: tuple[int, ...]
+    name: str
+    native: Any = field(default=None, repr=False)
+
+    def rank_of(self, device: int) -> int:
+        return self.devices.index(device)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateCommunicator(Command):
+    devices: tuple[int, ...]
+    name: str
+
+
+@dataclass(slots=True)  # not frozen, as Launch
+class Collective(Command):
+    """One rank's part of a collective, issued on a stream of that rank's device."""
+
+    stream: Stream
+    comm: Communicator
+    op: CollectiveOp
+    nbytes: int
+    name: str
+    peer: int | None = None  # the root device of a broadcast, the other device of a send/recv
+    host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
 @dataclass(frozen=True, slots=True, eq=False)
 class RunProgram(Command):
     """Run a step program (:class:`harness.program.StepProgram`) on these streams, one handle per stream it indexes.
@@ -403,11 +460,13 @@ COMMANDS: dict[type[Command], str] = {
     Get: "get",
     Alloc: "alloc",
     Free: "free",
+    CreateCommunicator: "create_communicator",
+    Collective: "collective",
     RunProgram: "run_program",
 }
 """Every runtime command and the name of its handler: a backend implements ``_<name>(cmd, thread)`` for each."""
 
-IMMEDIATE: frozenset[type[Command]] = frozenset({Now, CreateStream, QueryEvent, MakeQueue, Spawn})
+IMMEDIATE: frozenset[type[Command]] = frozenset({Now, CreateStream, QueryEvent, MakeQueue, Spawn, CreateCommunicator})
 """Commands during which no time passes for the host thread (contract point 3)."""
 
 PolicyGen = Generator[Command, Any, Any]
@@ -591,6 +650,108 @@ class Runtime:
     def sync_stream(self, stream: Stream) -> SyncStream:
         return SyncStream(stream)
 
+    # -- collectives (contract point 15)
+    def create_communicator(self, devices: Iterable[int], name: str = "comm") -> CreateCommunicator:
+        ranks = tuple(int(d) for d in devices)
+        if not ranks or len(set(ranks)) != len(ranks):
+            raise ValueError(f"communicator {name!r}: needs distinct devices, got {list(ranks)}")
+        for device in ranks:
+            self._check_device(device)
+        return CreateCommunicator(ranks, name)
+
+    def all_reduce(
+        self,
+        stream: Stream,
+        comm: Communicator,
+        nbytes: int,
+        name: str = "all_reduce",
+        host_us: float | None = None,
+    ) -> Collective:
+        return self._collective(stream, comm, CollectiveOp.ALL_REDUCE, nbytes, name, None, host_us)
+
+    def all_gather(
+        self,
+        stream: Stream,
+        comm: Communicator,
+        nbytes: int,
+        name: str = "all_gather",
+        host_us: float | None = None,
+    ) -> Collective:
+        """``nbytes``: the gathered output (every rank's part together), as nccl-tests counts it."""
+        return self._collective(stream, comm, CollectiveOp.ALL_GATHER, nbytes, name, None, host_us)
+
+    def reduce_scatter(
+        self,
+        stream: Stream,
+        comm: Communicator,
+        nbytes: int,
+        name: str = "reduce_scatter",
+        host_us: float | None = None,
+    ) -> Collective:
+        """``nbytes``: the full input (every rank's part together), as nccl-tests counts it."""
+        return self._collective(stream, comm, CollectiveOp.REDUCE_SCATTER, nbytes, name, None, host_us)
+
+    def broadcast(
+        self,
+        stream: Stream,
+        comm: Communicator,
+        nbytes: int,
+        root: int,
+        name: str = "broadcast",
+        host_us: float | None = None,
+    ) -> Collective:
+        """``root``: the device whose buffer every rank receives."""
+        return self._collective(stream, comm, CollectiveOp.BROADCAST, nbytes, name, root, host_us)
+
+    def send(
+        self,
+        stream: Stream,
+        comm: Communicator,
+        nbytes: int,
+        peer: int,
+        name: str = "send",
+        host_us: float | None = None,
+    ) -> Collective:
+        """Send ``nbytes`` to device ``peer``, which issues the matching ``recv``."""
+        return self._collective(stream, comm, CollectiveOp.SEND, nbytes, name, peer, host_us)
+
+    def recv(
+        self,
+        stream: Stream,
+        comm: Communicator,
+        nbytes: int,
+        peer: int,
+        name: str = "recv",
+        host_us: float | None = None,
+    ) -> Collective:
+        """Receive ``nbytes`` from device ``peer``, which issues the matching ``send``."""
+        return self._collective(stream, comm, CollectiveOp.RECV, nbytes, name, peer, host_us)
+
+    def _collective(
+        self,
+        stream: Stream,
+        comm: Communicator,
+        op: CollectiveOp,
+        nbytes: int,
+        name: str,
+        peer: int | None,
+        host_us: float | None,
+    ) -> Collective:
+        if stream.device not in comm.devices:
+            raise ValueError(
+                f"{op.value} {name!r}: stream {stream.name!r} is on device {stream.device},"
+                f" not in communicator {comm.name!r} {list(comm.devices)}"
+            )
+        if nbytes < 0:
+            raise ValueError(f"{op.value} {name!r}: nbytes must be >= 0, got {nbytes}")
+        if peer is not None:
+            if peer not in comm.devices:
+                raise ValueError(
+                    f"{op.value} {name!r}: device {peer} is not in communicator {comm.name!r} {list(comm.devices)}"
+                )
+            if op is not CollectiveOp.BROADCAST and peer == stream.device:
+                raise ValueError(f"{op.value} {name!r}: a device cannot {op.value} to itself (device {peer})")
+        return Collective(stream, comm, op, int(nbytes), name, peer, _host_cost(host_us))
     def run_program(self, program: StepProgram, streams: Iterable[Stream]) -> RunProgram:
         """Run ``program`` (a :class:`harness.program.StepProgram`) with ``streams[i]`` for its stream ``i``."""
         streams = tuple(streams)
@@ -650,6 +811,7 @@ class OpKind(str, enum.Enum):
     WAIT = "wait"
     HOST_WORK = "host_work"
     HOST_SYNC = "host_sync"
+    COLLECTIVE = "collective"  # one rank's part of a collective or send/recv (harness.runtime: contract point 15)
 
 
 def event_name(event: Event) -> str:

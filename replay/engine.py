@@ -59,8 +59,11 @@ from harness.runtime import (
     COPY_KIND,
     Alloc,
     Buffer,
+    Collective,
     Command,
+    Communicator,
     Copy,
+    CreateCommunicator,
     CreateStream,
     DeviceInfo,
     Direction,
@@ -102,6 +105,10 @@ _POLL_S = 0.05
 
 class ReplayError(RuntimeError):
     """A policy did something the replay cannot do (too many streams, a copy past the budget, ...)."""
+
+
+class NeedsDistributedReplay(ReplayError):
+    """A collective among several GPUs: this one-process replay runs communicators of one device only."""
 
 
 class ReplayAborted(RuntimeError):
@@ -284,12 +291,16 @@ class ReplayBackend(Backend):
         if key not in self.context.warmed:
             self.last_warmup = []
             for i in range(self.warmup_runs):
-                self.last_warmup.append(_Run(self).execute(main, args))
+                self.last_warmup.append(self._new_run().execute(main, args))
                 if i == 0:
                     for device in self.context.devices:
                         device.kernels.tune_untuned()
             self.context.warmed.add(key)
-        return _Run(self).execute(main, args)
+        return self._new_run().execute(main, args)
+
+    def _new_run(self) -> _Run:
+        """The state of one run (``replay.distributed`` makes one that replays a single rank's device)."""
+        return _Run(self)
 
 
 _HOST_LINK_KINDS = (OpKind.COPY_H2D.value, OpKind.COPY_D2H.value)
@@ -475,6 +486,32 @@ class _Run:
 
     def _query_event(self, cmd: QueryEvent, thread: Thread) -> bool:
         return bool(cmd.event.native.query())
+
+    def _create_communicator(self, cmd: CreateCommunicator, thread: Thread) -> Communicator:
+        if len(cmd.devices) > 1:
+            raise NeedsDistributedReplay(
+                f"communicator {cmd.name!r} spans devices {list(cmd.devices)}: collectives among several GPUs need"
+                " the multi-GPU replay (torch.distributed + NCCL, one process per GPU: `harness replay --distributed`);"
+                " this replay runs communicators of one device only"
+            )
+        return Communicator(self._new_id(), cmd.devices, cmd.name)
+
+    def _collective(self, cmd: Collective, thread: Thread) -> None:
+        """A communicator of one device: the collective is a local device-to-device copy, as NCCL's out of place."""
+        issue = self._clock.host_us()
+        op_id = self._new_id()
+        device, n = cmd.stream.device, cmd.nbytes
+        if n > self.backend.capacity_bytes[device] // 2:
+            raise ReplayError(f"{cmd.op.value} {cmd.name!r}: {n} bytes twice do not fit the device budget")
+        s = cmd.stream.native
+        start, end = self.ctx.take_event(device), self.ctx.take_event(device)
+        self._use_stream(s)
+        start.record(s)
+        if n > 0:
+            scratch = self.ctx.scratch.get(device, 2 * n)  # one buffer per device: its two halves
+            scratch[n : 2 * n].copy_(scratch[:n], non_blocking=True)
+        end.record(s)
+        self._device_op(OpKind.COLLECTIVE, cmd.stream, cmd.name, n, "", thread, issue, start, end, op_id)
 
     def _make_queue(self, cmd: MakeQueue, thread: Thread) -> Queue:
         return Queue(self._new_id(), cmd.name, cmd.capacity, queue_module.Queue(cmd.capacity))

@@ -21,6 +21,10 @@ What is modelled (figures from the hardware profile, see ``harness.profile``):
 * **events** complete when their stream reaches them; a stream waiting on an
   event starts nothing after the wait until the event completes.
 * **memory**: allocations are checked against each device's capacity.
+* **collectives** (:mod:`sim.collectives`): each rank's part waits on its stream
+  until every rank's stream has reached it, then the collective runs on every
+  participating device's compute server (its solo time from the profile, at
+  NCCL's compute share) and ends on all ranks with the slowest.
 
 Every op is recorded as a row of an :class:`harness.backend.OpLog` (a tuple in
 :class:`harness.backend.OpRow` field order).
@@ -77,8 +81,11 @@ from harness.runtime import (
     IMMEDIATE,
     Alloc,
     Buffer,
+    Collective,
     Command,
+    Communicator,
     Copy,
+    CreateCommunicator,
     CreateStream,
     DeviceInfo,
     Direction,
@@ -109,6 +116,7 @@ from harness.runtime import (
     WaitEvent,
     event_name,
 )
+from sim.collectives import CollectiveBook, CollectiveModel, Meeting
 from sim.fluid import DONE_TOLERANCE, FluidServer, compute_rates, duplex_link_rates, solo_end_us
 from sim.program import program_commands
 from sim.timeline import NeedsEventModel, TimelineRun
@@ -337,6 +345,8 @@ class SimBackend(Backend):
         )
         self.seed = seed
         self.timeline_gave_up: str | None = None  # why the run left the timeline executor, if it did
+        self.collective_model = CollectiveModel(profile)
+        self._collectives = CollectiveBook(self.env, self._start_collective)
         self.ops = OpLog()
         self._next_id = 0
         self._main_return_us = 0.0
@@ -372,8 +382,11 @@ class SimBackend(Backend):
         main_thread.native = process
         self.env.run()
         if not process.triggered:
+            unfinished = self._collectives.unfinished()
+            waiting = f"; unfinished collectives: {'; '.join(unfinished)}" if unfinished else ""
             raise SimDeadlock(
                 "the main thread is still blocked after every event ran (waiting on work that never completes?)"
+                + waiting
             )
         if not process.ok:  # pragma: no cover - SimPy re-raises before this
             raise process.value
@@ -587,6 +600,9 @@ class SimBackend(Backend):
         self.env.process(self._stream_worker(stream))
         return handle
 
+    def _create_communicator(self, cmd: CreateCommunicator, thread: Thread) -> Communicator:
+        return Communicator(self._new_id(), cmd.devices, cmd.name)
+
     def _make_queue(self, cmd: MakeQueue, thread: Thread) -> Queue:
         return Queue(self._new_id(), cmd.name, cmd.capacity, simpy.Store(self.env, cmd.capacity))
 
@@ -784,6 +800,23 @@ class SimBackend(Backend):
             _Op(self._new_id(), OpKind.WAIT, event_name(cmd.event), thread.name, issue, event=cmd.event.native),
         )
 
+    def _collective(self, cmd: Collective, thread: Thread):
+        """One rank's part of a collective (sim.collectives): queued on its stream like a kernel."""
+        issue = self.env.now
+        cost = self._host.launch_us if cmd.host_us is None else cmd.host_us
+        if cost > 0.0 and not self._skip_to(issue + cost):
+            yield self.env.timeout(cost)
+        meeting = self._collectives.issue(cmd)
+        op = _Op(self._new_id(), OpKind.COLLECTIVE, cmd.name, thread.name, issue, cmd.nbytes, event=meeting)
+        self._enqueue(cmd.stream, op)
+
+    def _start_collective(self, meeting: Meeting) -> simpy.Event:
+        """Every rank has reached ``meeting``: its solo time at NCCL's share of each GPU; ends with the slowest."""
+        _, time_us = self.collective_model.time_us(meeting.op, meeting.nbytes, len(meeting.devices))
+        share = self.collective_model.compute_share
+        parts = [self.devices[d].compute.submit(time_us, share) for d in meeting.devices]
+        return self.env.all_of(parts)
+
     def _sync_event(self, cmd: SyncEvent, thread: Thread):
         state: _SimEvent = cmd.event.native
         start = self.env.now
@@ -900,6 +933,8 @@ class SimBackend(Backend):
                     if state.waiters is None:
                         state.waiters = env.event()
                     yield state.waiters
+            elif kind is OpKind.COLLECTIVE:
+                yield self._collectives.arrive(op.event, device.index)
             else:  # H2D / D2H over the host link
                 engine = device.engines[op.direction]
                 with engine.request() as claim:

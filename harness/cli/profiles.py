@@ -68,8 +68,17 @@ def calibrate(
     raw: Path | None = typer.Option(None, help="--profiler: also write every round's figures to this JSON file."),
     budget_s: float = typer.Option(
         300.0,
-        help="--profiler: start no round after this many seconds (the first always runs; the rounds done are kept).",
+        help="--profiler: start no round after this many seconds (the first always runs; the rounds done are kept); "
+        "--collectives: measure no size after this many seconds.",
     ),
+    collectives: bool = typer.Option(
+        False,
+        "--collectives",
+        help="Measure NCCL collectives by size (1 KiB..1 GiB) and GPU count (one process per GPU, torch.distributed) "
+        "and write them into a copy of the base profile ([[collectives]], [topology]). Needs >= 2 GPUs.",
+    ),
+    gpus: str = typer.Option("", help="--collectives: GPU counts to measure, comma-separated (default 2,4,8 as fit)."),
+    interconnect: str = typer.Option("nvlink", help="--collectives: the [topology] interconnect (nvlink or pcie)."),
 ) -> None:
     """Measure this GPU's hardware profile (host link timed as runs issue copies, its drift, duplex, host costs,
     kernel tables) and write it.
@@ -79,6 +88,9 @@ def calibrate(
     and what-ifs of recorded programs read)."""
     if profiler:
         _calibrate_profiler(name, out, base_profile, force, modes, rounds, script, raw, budget_s)
+        return
+    if collectives:
+        _calibrate_collectives(name, out, base_profile, force, gpus, interconnect, budget_s)
         return
     base_profile = base_profile or QUOTED_PROFILE
     from harness.paths import PROFILES_DIR
@@ -171,6 +183,57 @@ def _calibrate_profiler(
     header = (
         f"# Hardware profile, format version 1 (see traces/README.md). {base.name} with the profiler calibration of "
         f"`harness calibrate --profiler --name {name}`.\n"
+    )
+    write_profile(updated, path, header)
+    console.print(f"wrote [bold]{path}[/]")
+
+
+def _calibrate_collectives(
+    name: str, out: Path | None, base_profile: str | None, force: bool, gpus: str, interconnect: str, budget_s: float
+) -> None:
+    import tomllib
+
+    from harness.paths import PROFILES_DIR
+    from harness.profile import HardwareProfile, load_profile
+
+    path = out or PROFILES_DIR / f"{name}.toml"
+    if path.exists() and not force:
+        fail(f"{path}: already exists; pass --force to replace it")
+    if interconnect not in ("nvlink", "pcie"):
+        fail(f"--interconnect: {interconnect!r} is neither nvlink nor pcie")
+    try:
+        counts = tuple(int(g) for g in gpus.split(",") if g.strip()) or None
+    except ValueError:
+        fail(f"--gpus: {gpus!r} is not a comma-separated list of GPU counts")
+    if not path.exists():
+        check_out(path, "profile file")
+    from replay.collective_calibration import calibrate_collectives
+    from replay.gpu import CudaUnavailable
+
+    try:
+        base = load_profile(base_profile or QUOTED_PROFILE)
+        log = lambda line: console.print(line, highlight=False)  # noqa: E731
+        base_raw = tomllib.loads(base.path.read_text())
+        updated = calibrate_collectives(base_raw, counts, interconnect=interconnect, budget_s=budget_s, log=log)
+    except CudaUnavailable as err:
+        fail(f"harness calibrate --collectives: {err}")
+    except InputError as err:
+        fail(str(err))
+    except (RuntimeError, ValueError) as err:
+        fail(f"harness calibrate --collectives: {err}", 1)
+    updated["name"] = name
+    provenance = dict(updated["provenance"])
+    provenance["notes"] = (
+        provenance.get("notes", "") + f" [[collectives]] and [topology] measured by `harness calibrate --collectives`"
+        f" (torch.distributed + NCCL, one process per GPU; base profile {base.name})."
+    ).strip()
+    updated["provenance"] = provenance
+    HardwareProfile.model_validate(updated)
+    from replay.calibrate import write_profile
+
+    header = (
+        f"# Hardware profile, format version 1 (see traces/README.md). {base.name} with the collectives of "
+        f"`harness calibrate --collectives --name {name}`.\n"
     )
     write_profile(updated, path, header)
     console.print(f"wrote [bold]{path}[/]")

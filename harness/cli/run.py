@@ -302,13 +302,25 @@ def replay(
     max_runs: int | None = MAX_RUNS_OPTION,
     max_ops: int | None = MAX_OPS_OPTION,
     max_memory_gb: float | None = MAX_MEMORY_OPTION,
+    distributed: bool = typer.Option(
+        False,
+        "--distributed",
+        help="One process per GPU (torch.distributed + NCCL), the policy on every rank: for specs of several GPUs "
+        "whose policies run collectives (replay/distributed.py).",
+    ),
+    budget_s: float = typer.Option(1800.0, help="--distributed: start no run after this many seconds."),
 ) -> None:
     """Run every policy of SPEC on the real CUDA GPU and write the same results tables (backend `replay`)."""
     from replay.gpu import CudaUnavailable
 
     try:
         limits = limit_options(max_runs, max_ops, max_memory_gb)
-        run_to_folder(spec, out, results_root, "replay", _replay_backend_factory, _replay_progress, limits)
+        factory = _replay_backend_factory
+        if distributed:
+            from replay.distributed import distributed_factory
+
+            factory = distributed_factory(budget_s, log=lambda line: console.print(line, highlight=False))
+        run_to_folder(spec, out, results_root, "replay", factory, _replay_progress, limits)
     except CudaUnavailable as err:
         fail(f"harness replay: {err}")
 

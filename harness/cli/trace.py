@@ -69,20 +69,31 @@ def trace_kernels(
 
 @trace_app.command("import")
 def trace_import(
-    profile: Path = typer.Argument(
-        ..., help="Chrome trace written by torch.profiler (export_chrome_trace), .json or .json.gz."
+    profiles: list[Path] = typer.Argument(
+        ...,
+        help="Chrome trace written by torch.profiler (export_chrome_trace), .json or .json.gz; several: one per "
+        "rank, in rank order (merged into one multi-device trace, NCCL kernels as collectives).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Op-trace Parquet file to write (must not exist)."),
     device: int | None = typer.Option(
         None, help="Import this GPU only (required when the recording holds several devices)."
     ),
 ) -> None:
-    """Import a torch.profiler trace: GPU ops, every CUDA runtime call of each host thread, their links and steps."""
+    """Import a torch.profiler trace: GPU ops, every CUDA runtime call of each host thread, their links and steps.
+
+    Given one trace per rank, merge them into one program on as many devices (rank r on device r)."""
+    from harness.multirank_import import import_ranks_to_parquet
     from harness.profiler_import import import_to_parquet
 
+    if len(profiles) > 1 and device is not None:
+        fail("--device picks a GPU of one trace; it cannot be given with one trace per rank")
     check_out(out, "trace")
+    profile = profiles[0]
     try:
-        imported = import_to_parquet(profile, out, device)
+        if len(profiles) > 1:
+            imported = import_ranks_to_parquet(profiles, out)
+        else:
+            imported = import_to_parquet(profile, out, device)
     except InputError as err:
         fail(str(err))
     except OSError as err:

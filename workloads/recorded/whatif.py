@@ -7,7 +7,9 @@ saves it as ``what_ifs.parquet``). Calls a transform adds (event records and wai
 graph launches) are ``synthetic``: they cost what an eager PyTorch program pays
 for such a call (:mod:`.host_costs`), where recorded calls cost what they took when
 recorded. A transform that finds nothing to change raises :class:`NotApplicable`,
-naming what it looked for.
+naming what it looked for. Each rewrites one host thread (:func:`target_thread`): the
+one with the most calls it changes, so that a layer loop whose helper thread happened
+to issue first is still the one prefetched.
 
 **Groups** (the units ``prefetch_copies`` prefetches and ``graph_launch`` captures,
 and the steps ``async_d2h`` hands its copies over at) come from ``groups =``:
@@ -130,27 +132,34 @@ def _event_ids(program: RecordedProgram) -> Iterator[int]:
     return itertools.count(min(used) - 1, -1)
 
 
-def _with_main(
+def target_thread(program: RecordedProgram, changes) -> int:
+    """The host thread a what-if rewrites: the one with the most calls it changes (``changes(call)``; the main
+    thread, the earliest caller, on a tie): the layer loop of a program whose helper thread issues first."""
+    counts = [sum(1 for c in t.calls if changes(c)) for t in program.threads]
+    return max(range(len(counts)), key=lambda i: (counts[i], -i))
+
+
+def _with_thread(
     program: RecordedProgram,
+    index: int,
     calls: list[Call],
     summary: WhatIfSummary,
     extra_streams: tuple[StreamKey, ...] = (),
 ) -> RecordedProgram:
-    main = ThreadProgram(program.threads[0].name, tuple(calls))
+    main = ThreadProgram(program.threads[index].name, tuple(calls))
     streams = tuple(dict.fromkeys(program.streams + extra_streams))
 
     def synthetic(kind: str, of: tuple[Call, ...] | list[Call]) -> int:
         return sum(1 for c in of if c.synthetic and c.kind == kind)
 
-    before = program.threads[0].calls  # calls an earlier what-if added are not this one's
+    before = program.threads[index].calls  # calls an earlier what-if added are not this one's
     summary = replace(
         summary,
         events_added=synthetic("call_record", calls) - synthetic("call_record", before),
         waits_added=synthetic("call_wait", calls) - synthetic("call_wait", before),
     )
-    return replace(
-        program, threads=(main, *program.threads[1:]), streams=streams, what_ifs=(*program.what_ifs, summary)
-    )
+    threads = (*program.threads[:index], main, *program.threads[index + 1 :])
+    return replace(program, threads=threads, streams=streams, what_ifs=(*program.what_ifs, summary))
 
 
 def _group_order(calls: tuple[Call, ...]) -> list[str]:
@@ -169,20 +178,20 @@ def _carry(pending_us: float, call: Call) -> Call:
 # --------------------------------------------------------------------------- groups
 
 
-def grouped(program: RecordedProgram, how: str, inferred: str) -> tuple[RecordedProgram, str]:
-    """``program`` with its main thread's calls grouped ``how`` (a GROUPINGS value; ``"auto"``: the marks when
+def grouped(program: RecordedProgram, how: str, inferred: str, index: int = 0) -> tuple[RecordedProgram, str]:
+    """``program`` with thread ``index``'s calls grouped ``how`` (a GROUPINGS value; ``"auto"``: the marks when
     there are any, else ``inferred``), and the grouping used. Inferred groups are named ``group<k>`` / ``step<k>``."""
     if how not in GROUPINGS:
         raise NotApplicable(f"groups = {how!r}: expected one of {', '.join(map(repr, GROUPINGS))}")
-    calls = program.threads[0].calls
+    calls = program.threads[index].calls
     if how == "auto":
         how = "marks" if any(c.group for c in calls) else inferred
     if how == "marks":
         return program, how
     labels = _copy_run_labels(calls) if how == "copy_runs" else _sync_labels(calls)
     relabelled = tuple(replace(c, group=g) if c.group != g else c for c, g in zip(calls, labels, strict=True))
-    main = ThreadProgram(program.threads[0].name, relabelled)
-    return replace(program, threads=(main, *program.threads[1:])), how
+    thread = ThreadProgram(program.threads[index].name, relabelled)
+    return replace(program, threads=(*program.threads[:index], thread, *program.threads[index + 1 :])), how
 
 
 def _copy_run_labels(calls: tuple[Call, ...]) -> list[str]:
@@ -214,8 +223,9 @@ def _sync_labels(calls: tuple[Call, ...]) -> list[str]:
 def prefetch_copies(
     program: RecordedProgram, depth: int = 1, budget_bytes: int | None = None, groups: str = "auto"
 ) -> RecordedProgram:
-    program, grouping = grouped(program, groups, "copy_runs")
-    calls = program.threads[0].calls
+    index = target_thread(program, lambda c: _is_copy(c, "copy_h2d"))
+    program, grouping = grouped(program, groups, "copy_runs", index)
+    calls = program.threads[index].calls
     order = _group_order(calls)
     members = {g: [i for i, c in enumerate(calls) if c.group == g] for g in order}
     copies = {g: [i for i in members[g] if _is_copy(calls[i], "copy_h2d")] for g in order}
@@ -304,15 +314,16 @@ def prefetch_copies(
         depth=depth,
         in_line=sum(1 for k in range(len(order)) if copies[order[k]] and k not in anchor),
     )
-    return _with_main(program, out, summary, (side,))
+    return _with_thread(program, index, out, summary, (side,))
 
 
 # --------------------------------------------------------------------------- async D2H
 
 
 def async_d2h(program: RecordedProgram, groups: str = "auto") -> RecordedProgram:
-    program, grouping = grouped(program, groups, "host_syncs")
-    calls = program.threads[0].calls
+    index = target_thread(program, lambda c: _is_copy(c, "copy_d2h"))
+    program, grouping = grouped(program, groups, "host_syncs", index)
+    calls = program.threads[index].calls
     if not any(_is_copy(c, "copy_d2h") for c in calls):
         raise NotApplicable("async_d2h: found no device-to-host copy (a cudaMemcpy* call whose GPU op is Memcpy DtoH)")
     ids = _event_ids(program)
@@ -378,7 +389,7 @@ def async_d2h(program: RecordedProgram, groups: str = "auto") -> RecordedProgram
         syncs_dropped=dropped,
     )
     sides = tuple(dict.fromkeys((c.stream[0], "d2h") for c in calls if _is_copy(c, "copy_d2h")))
-    return _with_main(program, out, summary, sides)
+    return _with_thread(program, index, out, summary, sides)
 
 
 # --------------------------------------------------------------------------- CUDA graphs
@@ -393,8 +404,9 @@ def _capturable(call: Call) -> bool:
 
 
 def graph_launch(program: RecordedProgram, groups: str = "auto") -> RecordedProgram:
-    program, grouping = grouped(program, groups, "host_syncs")
-    calls = program.threads[0].calls
+    index = target_thread(program, _capturable)
+    program, grouping = grouped(program, groups, "host_syncs", index)
+    calls = program.threads[index].calls
     if not _group_order(calls):
         raise NotApplicable(
             "graph_launch: found no groups to capture (mark each step with prof.step() or record_function, "
@@ -448,7 +460,7 @@ def graph_launch(program: RecordedProgram, groups: str = "auto") -> RecordedProg
         launches_captured=captured,
         graph_launches=graphs,
     )
-    return _with_main(program, out, summary)
+    return _with_thread(program, index, out, summary)
 
 
 # --------------------------------------------------------------------------- kernel durations

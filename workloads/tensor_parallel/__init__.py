@@ -1,0 +1,46 @@
+"""Tensor-parallel decode: an all-reduce after attention and after the MLP of every layer, on 2-8 GPUs,
+with the async KV backup of ``kv_backup`` on every rank (issue 26).
+
+The seed behind ``kv_backup`` (``../shared/reference/001-decode-kv-async-backup.txt``) is about every
+tensor-parallel rank; this workload puts its policies on a TP program whose ranks meet in NCCL
+all-reduces (``harness.runtime`` contract point 14, ``sim.collectives``), so a rank that falls behind
+(its backup, its host) holds every rank at the next all-reduce.
+"""
+
+from harness.workload import NoParams, PolicyDef, Workload
+from workloads.tensor_parallel import policies
+from workloads.tensor_parallel.fidelity import FIDELITY
+from workloads.tensor_parallel.inputs import TensorParallelParams, estimate, prepare
+from workloads.tensor_parallel.metrics import metrics
+
+WORKLOAD = Workload(
+    name="tensor_parallel",
+    params=TensorParallelParams,
+    prepare=prepare,
+    policies={
+        "none": PolicyDef("none", NoParams, policies.none, "no backup (the floor)"),
+        "inline": PolicyDef(
+            "inline", NoParams, policies.inline, "D2H on the compute stream after the forward; the host waits"
+        ),
+        "async_stream": PolicyDef(
+            "async_stream",
+            NoParams,
+            policies.async_stream,
+            "D2H on a backup stream after forward_done; the next forward waits on backup_done",
+        ),
+        "deferred": PolicyDef(
+            "deferred", policies.DeferredParams, policies.deferred, "as async_stream, one copy every k steps"
+        ),
+        "async_scheduler_rank_only": PolicyDef(
+            "async_scheduler_rank_only",
+            NoParams,
+            policies.async_scheduler_rank_only,
+            "BUG: async backup on rank 0 only; other TP ranks' shards are lost",
+        ),
+    },
+    metrics=metrics,
+    summary_metrics=("tpot_us", "collective_fraction", "backup_lag_mean_us", "backups_lost"),
+    devices=lambda params: params.tp_ranks,
+    fidelity=FIDELITY,
+    estimate=estimate,
+)
