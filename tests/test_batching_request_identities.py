@@ -147,7 +147,8 @@ def _queued_inputs() -> BatchingInputs:
     table = RequestTable(
         np.array(ARRIVALS_US), np.array(PROMPTS, float), np.array(OUTPUTS, float), "every 100 µs: they queue"
     )
-    return BatchingInputs(screen(table, COST.context_limit_tokens, "error"), COST, COST.context_limit_tokens, 0, 0.0, "t")
+    screened = screen(table, COST.context_limit_tokens, "error")
+    return BatchingInputs(screened, COST, COST.context_limit_tokens, 0, 0.0, "queued")
 
 
 @pytest.mark.parametrize("max_batch", [1, 3])

@@ -39,8 +39,9 @@ def test_every_slice_is_listed_with_its_source_and_every_folder_has_a_licence(cu
 
 
 def _x(cat: str, ts: float, dur: float = 1.0, **args) -> dict:
-    return {"ph": "X", "cat": cat, "name": cat, "pid": 0 if cat in ("kernel", "gpu_user_annotation") else 10,
-            "tid": 7 if cat in ("kernel", "gpu_user_annotation") else 11, "ts": ts, "dur": dur, "args": args}  # fmt: skip
+    gpu = cat in ("kernel", "gpu_user_annotation")
+    return {"ph": "X", "cat": cat, "name": cat, "pid": 0 if gpu else 10, "tid": 7 if gpu else 11, "ts": ts, "dur": dur,
+            "args": args}  # fmt: skip
 
 
 def test_a_kineto_window_keeps_launches_and_their_gpu_ops_together(cutter):

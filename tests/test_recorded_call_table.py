@@ -1,7 +1,7 @@
 """The columnar call table (workloads/recorded/calltable.py) makes exactly the calls of the row-by-row definition.
 
 ``build_program`` used to make each ``Call`` in one loop over the trace rows; that loop is kept here as
-the definition, and every bundled recording (and the public Kineto traces, where present) must give
+the definition, and every bundled recording and the public Kineto traces (tests/data/public/kineto_hta/) must give
 the same calls, field by field, to the last bit.
 """
 
@@ -18,7 +18,7 @@ from harness.profiler_import import import_to_parquet
 from harness.trace import load_trace
 from workloads.recorded.program import MODELLED_CALLS, SYNC_CALLS, Call, DeviceOp, build_program, infer_waits
 
-KINETO = Path(__file__).resolve().parents[2] / "shared" / "data" / "kineto_hta"
+KINETO = Path(__file__).resolve().parent / "data" / "public" / "kineto_hta"
 RECORDINGS = sorted((TRACES_DIR / "recorded").glob("*.parquet"))
 RECORDINGS = [p for p in RECORDINGS if p.name != "whatif_fidelity.parquet"]
 _MODELLED = frozenset(MODELLED_CALLS)
@@ -144,9 +144,10 @@ def test_call_table_makes_the_defined_calls(path):
     assert _same_calls(load_trace(path).ops, path.name) > 0
 
 
-@pytest.mark.skipif(not KINETO.is_dir(), reason="the public Kineto traces are not here")
 def test_call_table_makes_the_defined_calls_of_public_kineto_traces(tmp_path):
-    for recording in sorted(KINETO.glob("*.json.gz"))[:4]:
+    recordings = sorted(KINETO.glob("*.json.gz"))
+    assert len(recordings) == 7
+    for recording in recordings:
         path = tmp_path / f"{recording.name.split('.')[0]}.parquet"
         import_to_parquet(recording, path, device=None if "rank" not in recording.name else 0)
         _same_calls(load_trace(path).ops, recording.name)
