@@ -37,6 +37,9 @@ def _round(noise_us: float, rng: np.random.Generator, truth: dict[str, float] = 
     return out
 
 
+UNCALIBRATED = "h200"  # a bundled profile without a profiler calibration (the H100's has one since 2026-12-07)
+
+
 def test_fit_recovers_each_kind_of_overhead_from_exact_timings():
     fit = fit_overheads(_round(0.0, np.random.default_rng(0)))
     assert fit.overhead_us == pytest.approx(TRUE_US, abs=1e-6)
@@ -98,7 +101,7 @@ def _result() -> dict:
 
 
 def test_a_calibrated_profile_is_written_read_back_and_charges_eager_calls_its_own_costs(tmp_path):
-    base = load_profile("h100")
+    base = load_profile(UNCALIBRATED)
     raw = tomllib.loads(base.path.read_text())
     path = write_profile(profile_with_calibration(raw, _result(), base.host.thread_wake_us), tmp_path / "p.toml")
     loaded = load_profile(path)
@@ -117,7 +120,7 @@ def test_a_calibrated_profile_is_written_read_back_and_charges_eager_calls_its_o
 
 
 def test_host_cost_kinds_load_from_named_tables_and_older_profiles_still_load():
-    raw = tomllib.loads(load_profile("h100").path.read_text())
+    raw = tomllib.loads(load_profile(UNCALIBRATED).path.read_text())
     named = {k: v for k, v in raw.items() if k != "host"}
     named["host_costs"] = {"replay_engine": raw["host"], "pytorch_eager": raw["host"]}
     figures = HardwareProfile.model_validate(named)
@@ -132,7 +135,7 @@ def test_host_cost_kinds_load_from_named_tables_and_older_profiles_still_load():
 
 
 def test_compare_tool_exits_zero_for_one_calibration_against_itself_and_two_without_one(tmp_path):
-    base = load_profile("h100")
+    base = load_profile(UNCALIBRATED)
     raw = tomllib.loads(base.path.read_text())
     path = write_profile(profile_with_calibration(raw, _result(), 0.0), tmp_path / "p.toml")
     repo = Path(__file__).resolve().parents[1]

@@ -17,6 +17,7 @@ from harness.paths import TRACES_DIR
 from harness.profiler_import import import_to_parquet
 from harness.trace import load_trace
 from workloads.recorded.program import MODELLED_CALLS, SYNC_CALLS, Call, DeviceOp, build_program, infer_waits
+from workloads.recorded.program import _without_copy_waits
 
 KINETO = Path(__file__).resolve().parent / "data" / "public" / "kineto_hta"
 RECORDINGS = sorted((TRACES_DIR / "recorded").glob("*.parquet"))
@@ -60,6 +61,7 @@ def _definition(ops: pd.DataFrame) -> dict[str, tuple[Call, ...]]:
     leading = calls[calls["kind"].isin(SYNC_CALLS) & (calls["start_us"] < first_gpu_call)]
     start_us = float((leading["start_us"] + leading["duration_us"]).max()) if len(leading) else 0.0
     calls = calls.drop(leading.index)
+    calls = _without_copy_waits(calls, linked)  # calls that hold the host for their copy keep what follows it
     waits, records, _ = infer_waits(gpu, calls) if not sync_events else ({}, {}, 0)
     return {
         str(thread): _thread_calls(rows, by_corr, start_us, waits, records)
