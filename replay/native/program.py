@@ -216,6 +216,8 @@ def op_rows(
         theirs = thread.steps
         n = len(theirs)
         target, begin = to_us(out["target_ns"][:n]), to_us(out["begin_ns"][:n])
+        # host work runs from the previous step's done (its gap may be shortened: twin.py rule 5, catch up)
+        prev_done = to_us(np.concatenate([out["target_ns"][:1] - steps["gap_ns"][:1], out["done_ns"][: n - 1]]))
         api, ret = to_us(out["api_ns"][:n]), to_us(out["ret_ns"][:n])
         g0, g1 = out["gpu_start_ns"][:n], out["gpu_end_ns"][:n]
         gs, ge = to_us(g0), to_us(g1)
@@ -237,7 +239,7 @@ def op_rows(
             issue, api_us, ret_us = float(begin[i]), float(api[i]), float(ret[i])
             label = names[name] if name >= 0 else ""
             if gap_us > 0.0:
-                start = float(target[i]) - gap_us
+                start = float(prev_done[i])
                 keyed.append(((start, t, i, 0), _host_row("host_work", names[gap_name], tname, start, issue)))
             device: tuple[str, str, int, str] | None = None  # kind, name, bytes, host memory
             syncs: list[tuple[str, float, float]] = []  # name, start, end
