@@ -142,3 +142,26 @@ def test_graph_kernels_are_lifted_to_the_floor_inside_a_graph_not_to_the_streams
     assert converted.native.graphs[0].target_ns == round((kept.sum() + (len(kept) - 1) * 0.5) * 1e3)
     # launched kernels still lift to the stream's floor
     assert Calibration(1, 3.2, (0.0, 0.0, 0.0)).in_graph_floor_us == 3.2 and cal.in_graph_floor_us == 0.9
+
+
+def test_a_zero_duration_launch_issues_no_kernel_and_still_makes_its_zero_length_kernel_row():
+    import dataclasses
+
+    loaded = load_spec(SPECS_DIR / "recorded_decode_inline.toml")
+    prepared = prepare_spec(loaded)
+    cmd = _program_command(loaded, loaded.policies[0], prepared.inputs)
+    thread = cmd.program.threads[0]
+    steps = thread.steps.copy()
+    launches = np.flatnonzero(steps["op"] == 1)
+    steps["duration_us"][launches[::2]] = 0.0  # every other launch: nothing to run
+    program = dataclasses.replace(cmd.program, threads=(dataclasses.replace(thread, steps=steps),))
+    converted = to_native(program, CAL)
+    ours = converted.native.threads[0]
+    assert (ours["op"][launches[::2]] == 4).all() and (ours["op"][launches[1::2]] == 1).all()  # records, kernels
+    outs = run_fake(converted.native)
+    frame = _native_frame(dataclasses.replace(cmd, program=program), converted, outs)
+    kernels = frame[frame["kind"] == "kernel"].sort_values("op_id")
+    assert len(kernels) == len(launches) and (frame["kind"] == "record").sum() == 0
+    lengths = (kernels["end_us"] - kernels["start_us"]).to_numpy()
+    assert (lengths[::2] == 0).all() and (lengths[1::2] > 0).all()
+    assert converted.lifted == len(launches[1::2])  # nothing lifted for the empty ones

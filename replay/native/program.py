@@ -7,7 +7,9 @@
   what a stand-in of that kind costs beyond its timer (``Calibration``), the
   grid as :mod:`replay.timed` sizes it; a graph launch's kernels are captured
   once as a CUDA graph (``graph_index``), those below the floor *inside a
-  graph* (``Calibration.graph_floor_us``, far lower) lifted to it;
+  graph* (``Calibration.graph_floor_us``, far lower) lifted to it; a
+  zero-duration launch issues no work (as on the interpreted replay): it
+  becomes a record of its stream, its row a zero-length kernel row;
 * symbolic events become dense slots; the first thread joins the others after
   its last step, as ``harness.program.expand`` does;
 * ``gap_us``/``host_us`` become ``gap_ns``/``call_ns`` (NaN: -1, the call costs
@@ -124,6 +126,8 @@ def to_native(
             [t.steps["event"][np.isin(t.steps["op"], (OP_RECORD, OP_WAIT, OP_SYNC_EVENT))] for t in program.threads]
         )
     )
+    marker = len(events)  # the symbolic event slot zero-duration launches record (nothing waits on it)
+    has_markers = False
     graphs: list[GraphDef] = []
     graph_slots: dict[tuple[int, int], int] = {}
     graph_lifts: dict[int, tuple[int, float]] = {}
@@ -147,6 +151,13 @@ def to_native(
         ours["direction"][copy] = theirs["kind"][copy]
         ours["memory"][copy] = theirs["pageable"][copy]
         ours["nbytes"][copy] = theirs["nbytes"][copy]
+        # a zero-duration launch issues no work, as on the interpreted replay: a record of its stream marks it
+        empty = np.flatnonzero((op == Op.KERNEL) & (theirs["duration_us"] <= 0.0))
+        if len(empty):
+            ours["op"][empty] = Op.RECORD
+            ours["slot"][empty] = marker
+            op = ours["op"]
+            has_markers = True
         launch = np.flatnonzero(op == Op.KERNEL)
         if len(launch):
             duration = theirs["duration_us"][launch]
@@ -190,7 +201,7 @@ def to_native(
         threads.append(steps)
     if graph_index is not None:  # the executor's indices: the list only has to be long enough
         graphs = graphs + [GraphDef([], [], [])] * (max(graph_slots.values(), default=-1) + 1 - len(graphs))
-    native = NativeProgram(threads, program.streams, max(1, len(events)), graphs, list(program.sync_order))
+    native = NativeProgram(threads, program.streams, max(1, len(events) + has_markers), graphs, list(program.sync_order))
     return Converted(native, lifted, lift_us)
 
 
@@ -220,6 +231,7 @@ def op_rows(
         prev_done = to_us(np.concatenate([out["target_ns"][:1] - steps["gap_ns"][:1], out["done_ns"][: n - 1]]))
         api, ret = to_us(out["api_ns"][:n]), to_us(out["ret_ns"][:n])
         g0, g1 = out["gpu_start_ns"][:n], out["gpu_end_ns"][:n]
+        their_op = theirs["op"]
         gs, ge = to_us(g0), to_us(g1)
         for i, (op, status, aux, gap_us, gap_name, name, stream, nbytes, direction, pageable, ev_a) in enumerate(
             zip(
@@ -256,6 +268,8 @@ def op_rows(
                 device = (_COPY_KINDS[direction], label, nbytes, _MEMORY[pageable] if link else "")
                 if link and pageable:
                     syncs.append((f"pageable:{label}", api_us, ret_us))
+            elif op == Op.RECORD and their_op[i] == OP_LAUNCH:  # a zero-duration launch: a zero-length kernel
+                device = ("kernel", label, 0, "")
             elif op == Op.RECORD:
                 record_names[ev_a] = f"event{new_id()}"
                 device = ("record", record_names[ev_a], 0, "")
