@@ -176,7 +176,7 @@ inline void use_driver_launch(State& st) {
     if (choice && std::string(choice) == "runtime") return;
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult found;
-    if (cudaGetDriverEntryPointByVersion("cuLaunchKernel", &fn, 4000, cudaEnableDefault, &found) != cudaSuccess ||
+    if (cudaGetDriverEntryPointByVersion("cuLaunchKernel", &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
         found != cudaDriverEntryPointSuccess || !fn) {
         cudaGetLastError();
         return;
