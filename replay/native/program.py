@@ -201,7 +201,8 @@ def to_native(
         threads.append(steps)
     if graph_index is not None:  # the executor's indices: the list only has to be long enough
         graphs = graphs + [GraphDef([], [], [])] * (max(graph_slots.values(), default=-1) + 1 - len(graphs))
-    native = NativeProgram(threads, program.streams, max(1, len(events) + has_markers), graphs, list(program.sync_order))
+    symbolic = max(1, len(events) + has_markers)
+    native = NativeProgram(threads, program.streams, symbolic, graphs, list(program.sync_order))
     return Converted(native, lifted, lift_us)
 
 
