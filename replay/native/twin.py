@@ -25,7 +25,7 @@ One host thread runs its steps (:mod:`.steps`) like this:
    does not add up over thousands of calls (the simulator has none). A sync or
    a join waits for the device or another thread: it clears what was behind.
 
-The device is an interface (:class:`Device`): the CUDA one (``src/cuda_device.cu``),
+The device is an interface (:class:`Device`): the CUDA one (``src/cuda_api.cu``),
 and the fake one here and in ``src/fake_device.hpp``, which keeps a virtual clock
 per thread and models the GPU's streams in whole nanoseconds, so that the twin
 and the compiled executor must agree to the nanosecond (``tests/test_native_executor.py``).
