@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from dashboard.catalog import RUN_KEY, Catalog
-from harness.verdict import HeadlineMetric, format_value, guess_better, metric_verdict
+from harness.verdict import VERDICT_FILE, HeadlineMetric, format_value, guess_better, metric_verdict
 
 RUN_LEVEL = -1  # metrics.item of a whole-run metric
 LATENCY_SUFFIX = "_us"
@@ -171,6 +174,28 @@ def headline_metrics(workload: str, metrics: list[str], units: dict[str, str]) -
     """The metrics the headline may lead with: the workload's headline metrics first, then any with a better side."""
     declared = [h.metric for h in _headlines(workload) if h.metric in metrics]
     return declared + [m for m in metrics if m not in declared and better_direction(m, units.get(m, ""), workload)]
+
+
+def spec_baseline(runs: pd.DataFrame) -> str | None:
+    """The baseline the spec named, as its results folders' ``verdict.json`` records it (None without one)."""
+    for folder in dict.fromkeys(runs["folder"]) if "folder" in runs.columns else ():
+        path = Path(folder) / VERDICT_FILE
+        try:
+            baseline = _verdict_baseline(str(path), path.stat().st_mtime_ns)
+        except OSError:
+            continue
+        if baseline in set(runs["policy_label"]):
+            return baseline
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _verdict_baseline(path: str, mtime_ns: int) -> str | None:
+    del mtime_ns  # only a cache key: an edited file is read again
+    try:
+        return json.loads(Path(path).read_text()).get("baseline")
+    except (OSError, ValueError, AttributeError):
+        return None  # an unreadable verdict: the page falls back to the first policy
 
 
 def headline_inputs(workload: str, metric: str) -> list[str]:

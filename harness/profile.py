@@ -158,6 +158,9 @@ class LinkTable(_Strict):
     # Optional: each sample's spread over the calibration's rounds (half the interquartile range, µs),
     # [size, spread] for sizes among the samples'. The simulator does not read it; the fidelity report does.
     spread_us: list[tuple[int, float]] = pydantic.Field(default_factory=list)
+    # Optional: the same copies issued on an idle stream (events from before the host's call to the end),
+    # [size, µs] median; the simulator does not read it (replay.copy_calibration.idle_adjusted can).
+    idle_us: list[tuple[int, float]] = pydantic.Field(default_factory=list)
 
     @pydantic.field_validator("samples")
     @classmethod
@@ -176,6 +179,9 @@ class LinkTable(_Strict):
         for size, spread in self.spread_us:
             if size not in sizes or not spread >= 0:
                 raise ValueError(f"spread_us [{size}, {spread}]: needs a sample of that size and a spread >= 0")
+        for size, idle in self.idle_us:
+            if size not in sizes or not idle > 0:
+                raise ValueError(f"idle_us [{size}, {idle}]: needs a sample of that size and a time > 0")
         return self
 
 

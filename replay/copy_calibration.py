@@ -17,6 +17,9 @@ kernel, so its CUDA events time the GPU's transfer and not the host's issue:
 A pageable copy holds the host until it is done, so it is issued on an idle stream
 (**idle**: copy, then kernel; **beside**: after a kernel as long as the copy, on the
 side stream), its events counting the host's staging as runs' do (:func:`placements`).
+Pinned copies are also issued **idle** (as layer streaming issues them: the transfer
+waits for the host's call), kept apart as the table's ``idle_us``
+(:func:`idle_adjusted` makes a candidate profile of them).
 
 Sizes are interleaved in **rounds** (every size once per round, the order reversed
 every other round, the placement alternating), so a slow moment of the link hits
@@ -65,10 +68,6 @@ class CopyCase:
     nbytes: int
     expected_us: float = 1000.0  # sizes the kernel running beside the copy; any positive guess works
 
-    @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.direction.value, self.memory.value, self.nbytes)
-
 
 @dataclass(frozen=True, slots=True)
 class CopyPlan:
@@ -77,7 +76,6 @@ class CopyPlan:
     cases: tuple[CopyCase, ...]
     rounds: int = ROUNDS
     duplex_bytes: int = DUPLEX_BYTES  # 0: no duplex measurement
-    duplex_expected_us: float = 5000.0
 
 
 REFERENCE = CopyCase(Direction.H2D, HostMemory.PINNED, 64 * MiB)
@@ -90,23 +88,24 @@ def plan_for(profile: Any, rounds: int = ROUNDS) -> CopyPlan:
     for direction in (Direction.H2D, Direction.D2H):
         for memory, sizes in ((HostMemory.PINNED, PINNED_SIZES), (HostMemory.PAGEABLE, PAGEABLE_SIZES)):
             cases += [CopyCase(direction, memory, n, profile.copy_time_us(n, direction, memory)) for n in sizes]
-    duplex_us = profile.copy_time_us(DUPLEX_BYTES, Direction.H2D, HostMemory.PINNED)
-    return CopyPlan(tuple(cases), rounds, DUPLEX_BYTES, duplex_us / profile.duplex_bandwidth_factor)
+    return CopyPlan(tuple(cases), rounds, DUPLEX_BYTES)
 
 
 def copy_name(case: CopyCase, place: str) -> str:
     return f"{COPY_PREFIX}:{case.direction.value}:{case.memory.value}:{case.nbytes}:{place}"
 
 
-def placements(case: CopyCase) -> tuple[str, str]:
-    """The two ways a case is issued, alternating from round to round.
+def placements(case: CopyCase) -> tuple[str, ...]:
+    """The ways a case is issued, taken in turn from round to round.
 
-    A pinned copy is queued behind a kernel (the events time the transfer, not the host's issue,
-    which the profile charges as ``copy_launch_us``). A pageable copy holds the host until it has
-    been staged and moved, so it is issued on an idle stream, as runs issue it and as the profile
-    has always timed it: alone (then a kernel), or beside a kernel already running.
+    A pinned copy is queued behind a kernel or beside one (the events time the transfer, not the
+    host's issue, which the profile charges as ``copy_launch_us``: the samples), and also issued on
+    an idle stream, as layer streaming issues it (the events then count the host's issue too: the
+    table's ``idle_us``, kept beside the samples). A pageable copy holds the host until it has been
+    staged and moved, so it is issued on an idle stream, as runs issue it and as the profile has
+    always timed it: alone (then a kernel), or beside a kernel already running.
     """
-    return (BEHIND, BESIDE) if case.memory is HostMemory.PINNED else (IDLE, BESIDE)
+    return (BEHIND, BESIDE, IDLE) if case.memory is HostMemory.PINNED else (IDLE, BESIDE)
 
 
 def _one_copy(rt: Runtime, compute: Any, side: Any, case: CopyCase, place: str, previous: Any) -> PolicyGen:
@@ -166,7 +165,8 @@ def copy_rounds_policy(rt: Runtime, plan: CopyPlan) -> PolicyGen:
     for r in range(plan.rounds):
         numbered = list(enumerate(plan.cases))
         for k, case in numbered if r % 2 == 0 else reversed(numbered):
-            place = placements(case)[(r + k) % 2]  # each case alternates placement from round to round
+            places = placements(case)
+            place = places[(r + k) % len(places)]  # each case changes placement from round to round
             previous = yield from _one_copy(rt, compute, side, case, place, previous)
         if plan.duplex_bytes:
             if previous is not None:
@@ -241,10 +241,12 @@ def link_section(
 ) -> dict:
     """The profile's ``[link]`` from timed copies.
 
-    Per direction and memory kind: a table of each size's median (both placements pooled), the latency
-    fit of :func:`replay.fit.link_table`, and each size's spread (``spread_us``: half the interquartile
-    range). With duplex pairs: the duplex factor, their median against the pinned copies of
-    ``duplex_bytes`` timed alone in each direction.
+    Per direction and memory kind: a table of each size's median (the placements that time the
+    transfer pooled: for pinned copies behind and beside a kernel, for pageable ones all), the latency
+    fit of :func:`replay.fit.link_table`, each size's spread (``spread_us``: half the interquartile
+    range) and, for pinned copies also issued on an idle stream, that median (``idle_us``). With duplex
+    pairs: the duplex factor, their median against the pinned copies of ``duplex_bytes`` timed alone in
+    each direction.
     """
     link: dict = {}
     medians: dict[tuple[str, str, int], float] = {}
@@ -254,13 +256,19 @@ def link_section(
             keys = sorted(k for k in durations if k[0] == direction and k[1] == memory)
             if not keys:
                 raise ValueError(f"no {direction} {memory} copies were timed")
-            figures = []
+            figures, idle = [], []
             for key in keys:
-                median, spread = median_and_spread([t for ts in durations[key].values() for t in ts])
+                by_place = durations[key]
+                timed = [p for p in by_place if memory == "pageable" or p != IDLE] or list(by_place)
+                median, spread = median_and_spread([t for p in timed for t in by_place[p]])
                 medians[key] = median
                 figures.append((key[2], median, spread))
+                if memory == "pinned" and by_place.get(IDLE):
+                    idle.append([key[2], round(statistics.median(by_place[IDLE]), 2)])
             table = link_table([(n, median) for n, median, _ in figures])
             table["spread_us"] = [[n, round(spread, 2)] for n, _, spread in figures]
+            if idle:
+                table["idle_us"] = idle
             link[direction][memory] = table
     if duplex_us:
         alone = [medians.get((d, "pinned", duplex_bytes)) for d in ("h2d", "d2h")]
@@ -305,6 +313,25 @@ def drift_section(probes: Sequence[LinkProbe], case: CopyCase = REFERENCE) -> di
             for p in probes
         ],
     }
+
+
+def idle_adjusted(raw: Mapping) -> dict:
+    """A profile (raw dict) whose pinned samples count what an idle-stream issue adds to a copy.
+
+    Layer streaming issues each copy on an idle stream, where the transfer starts only once the host's
+    call has submitted it, later for bigger copies; the simulator charges ``copy_launch_us`` in front
+    of every copy. Each pinned sample becomes ``max(sample, idle_us - copy_launch_us)``: the copy as runs
+    see it, less the host cost already charged, never below its transfer time. Tables without
+    ``idle_us`` are left as they are. A candidate model, compared by ``tools/copy_calibration_ab.py``.
+    """
+    out = {**raw, "link": {**raw["link"]}}
+    launch_us = float(raw["host"]["copy_launch_us"])
+    for direction in ("h2d", "d2h"):
+        table = dict(raw["link"][direction]["pinned"])
+        idle = dict((int(n), float(us)) for n, us in table.get("idle_us", []))
+        table["samples"] = [[n, round(max(t, idle.get(n, 0.0) - launch_us), 2)] for n, t in table["samples"]]
+        out["link"][direction] = {**raw["link"][direction], "pinned": table}
+    return out
 
 
 # ------------------------------------------------------------------ on the GPU, through the replay engine

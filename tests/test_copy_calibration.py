@@ -22,6 +22,7 @@ from replay.copy_calibration import (
     copy_rounds_policy,
     drift_section,
     duplex_durations,
+    idle_adjusted,
     link_section,
     plan_for,
     probe_durations,
@@ -44,10 +45,10 @@ def test_copy_rounds_read_back_the_profiles_link_on_the_simulator(h100, read_bac
     plan, ops = read_back
     durations = copy_durations(ops)
     assert len(durations) == len(plan.cases)
-    # Each size alternates placement from round to round: pinned behind a kernel on the compute stream or
-    # beside one; pageable (which holds the host) on an idle stream, alone or beside a kernel.
+    # Each size changes placement from round to round: pinned behind a kernel on the compute stream, beside
+    # one, or on an idle stream; pageable (which holds the host) on an idle stream, alone or beside a kernel.
     for (_, memory, _), by_place in durations.items():
-        assert set(by_place) == ({BEHIND, BESIDE} if memory == "pinned" else {IDLE, BESIDE})
+        assert set(by_place) == ({BEHIND, BESIDE, IDLE} if memory == "pinned" else {IDLE, BESIDE})
     assert all(sum(map(len, by_place.values())) == 3 for by_place in durations.values())
     link = link_section(durations, duplex_durations(ops), plan.duplex_bytes)
     assert link["duplex_bandwidth_factor"] == pytest.approx(h100.duplex_bandwidth_factor, abs=1e-3)
@@ -58,6 +59,11 @@ def test_copy_rounds_read_back_the_profiles_link_on_the_simulator(h100, read_bac
         expected = h100.copy_time_us(case.nbytes, case.direction, case.memory)
         assert profile.copy_time_us(case.nbytes, case.direction, case.memory) == pytest.approx(expected, rel=1e-3)
     assert all(spread == 0.0 for _, spread in link["h2d"]["pinned"]["spread_us"])  # the simulator does not drift
+    # The simulator starts a copy after its host cost, on an idle stream too: idle_us equals the samples there.
+    idle, samples = link["d2h"]["pinned"]["idle_us"], link["d2h"]["pinned"]["samples"]
+    assert [n for n, _ in idle] == [n for n, _ in samples]
+    assert [t for _, t in idle] == pytest.approx([t for _, t in samples], abs=0.01)
+    assert "idle_us" not in link["h2d"]["pageable"]
 
 
 def test_probe_times_the_reference_copy(h100):
@@ -120,6 +126,24 @@ def test_drift_probes_and_spreads_round_trip_through_a_profile(tmp_path, h100):
     assert [p.label for p in loaded.figures.link.drift.probes] == ["start", "middle", "end"]
     assert loaded.figures.link.h2d.pinned.spread_us[0][0] == 64 << 10
     assert tomllib.loads(path.read_text())["link"]["drift"]["nbytes"] == 64 * MiB
+
+
+def test_idle_adjusted_counts_the_idle_issue_beyond_the_host_cost(h100):
+    """Each pinned sample becomes max(sample, idle - copy_launch_us); tables without idle_us stay as they are."""
+    raw = h100.figures.model_dump(mode="json", exclude_none=True)
+    raw["host"]["copy_launch_us"] = 25.0
+    pinned = raw["link"]["h2d"]["pinned"]
+    n_small, n_big = pinned["samples"][0][0], pinned["samples"][-1][0]
+    pinned["idle_us"] = [[n_small, pinned["samples"][0][1] + 10.0], [n_big, pinned["samples"][-1][1] + 90.0]]
+    adjusted = idle_adjusted(raw)
+    samples = dict(map(tuple, adjusted["link"]["h2d"]["pinned"]["samples"]))
+    assert samples[n_small] == pytest.approx(pinned["samples"][0][1])  # idle - 25 below the transfer time: kept
+    assert samples[n_big] == pytest.approx(pinned["samples"][-1][1] + 65.0)
+    assert adjusted["link"]["d2h"] == raw["link"]["d2h"] and raw["link"]["h2d"]["pinned"]["samples"][-1][0] == n_big
+    HardwareProfile.model_validate(adjusted)
+    raw["link"]["h2d"]["pinned"]["idle_us"] = [[12345, 1.0]]
+    with pytest.raises(pydantic.ValidationError, match="idle_us"):
+        HardwareProfile.model_validate(raw)
 
 
 def test_profile_checks_the_new_fields(h100):
@@ -192,3 +216,25 @@ def test_copy_ab_sets_each_profiles_simulation_against_the_same_replay(tmp_path,
     assert "- h100-sxm-pcie5-measured: median |error|" in text
     assert copy_calibration_ab.main([str(tmp_path / "nowhere"), str(other)]) == 2
     assert "no specs/ folder" in capsys.readouterr().err
+
+
+def test_calibrate_copies_derives_the_idle_adjusted_profile_without_a_gpu(tmp_path, h100, monkeypatch, capsys):
+    from harness.paths import REPO_ROOT
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tools"))
+    import calibrate_copies
+
+    raw = h100.figures.model_dump(mode="json", exclude_none=True)
+    write_profile(raw, tmp_path / "old.toml")
+    assert calibrate_copies.main(["--method", "idle-adjusted", "--base", str(tmp_path / "old.toml"),
+                                  "--out", str(tmp_path / "x.toml")]) == 2
+    assert "no pinned idle_us" in capsys.readouterr().err and not (tmp_path / "x.toml").exists()
+    n, t = raw["link"]["d2h"]["pinned"]["samples"][-1]
+    raw["link"]["d2h"]["pinned"]["idle_us"] = [[n, t + raw["host"]["copy_launch_us"] + 50.0]]
+    write_profile(raw, tmp_path / "new.toml")
+    out = tmp_path / "profile-idle.toml"
+    assert calibrate_copies.main(["--method", "idle-adjusted", "--base", str(tmp_path / "new.toml"),
+                                  "--out", str(out)]) == 0
+    adjusted = load_profile(out)
+    assert adjusted.name == "profile-idle" and "idle_us - copy_launch_us" in adjusted.figures.provenance.notes
+    assert adjusted.copy_time_us(n, Direction.D2H, HostMemory.PINNED) == pytest.approx(t + 50.0, abs=0.01)

@@ -366,6 +366,16 @@ def test_graph_timing_is_measured_in_the_bundled_graph_recordings():
     assert 3.0 < p.graph_timing.tail_us < 6.0
 
 
+def test_graphs_queued_behind_earlier_work_do_not_count_the_wait_as_their_lead_in():
+    """A graph launched while its stream is still busy (no sync between steps) starts when the work ahead ends: the
+    time from its launch's return to its first kernel is queueing, not the GPU's lead-in (it was read as 3.6 ms a
+    graph on the corpus's decode_graph_mid recording, and as_recorded came out 9.5x its span)."""
+    path = TRACES_DIR / "recorded" / "corpus" / "recordings" / "decode_graph_mid-sync.parquet"
+    p = build_program(load_trace(path).ops, str(path))
+    assert p.graph_timing.launches == 30
+    assert p.graph_timing.lead_in_us + p.graph_timing.tail_us < 10.0  # the GPU's gap between queued graphs
+
+
 def test_what_ifs_compose_with_fresh_events_and_each_says_only_what_it_changed():
     p = program([*_layers(3, marks=True), copy("d2h", "out", group="layer2"), sync("layer2")])
     both = async_d2h(prefetch_copies(p))
@@ -402,3 +412,20 @@ def test_inferred_groups_rewrite_a_recording_without_marks_as_its_marks_do(recor
         return [(k, what, stream) for k, what, stream, _, _ in shape(p)]
 
     assert rewrite(without) == rewrite(with_marks)
+
+
+def test_a_call_that_holds_the_host_for_its_copy_keeps_only_what_follows_the_copy():
+    """A pageable copy's cudaMemcpyAsync returns when the staged copy is done (15 ms a 128 MiB copy on the corpus's
+    layers_pageable, most of it waiting behind the layer's kernels and then the copy): both backends hold the host
+    until the copy ends themselves, so the call keeps only its return after the copy (it was paid twice: +120%)."""
+    path = TRACES_DIR / "recorded" / "corpus" / "recordings" / "layers_pageable-sync.parquet"
+    ops = load_trace(path).ops
+    recorded = ops[ops["kind"] == "call_memcpy"]["duration_us"]
+    assert recorded.median() > 10_000.0
+    p = build_program(ops, str(path))
+    memcpy = [c for c in p.threads[0].calls if c.kind == "call_memcpy"]
+    assert len(memcpy) == 16 and all(0.0 <= c.duration_us < 100.0 for c in memcpy)
+    pinned = TRACES_DIR / "recorded" / "corpus" / "recordings" / "layers_large-sync.parquet"
+    kept = [c for c in build_program(load_trace(pinned).ops, str(pinned)).threads[0].calls if c.kind == "call_memcpy"]
+    raw = load_trace(pinned).ops
+    assert sorted(c.duration_us for c in kept) == sorted(raw[raw["kind"] == "call_memcpy"]["duration_us"])  # async

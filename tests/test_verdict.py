@@ -176,3 +176,16 @@ def test_a_spec_baseline_changes_the_verdict_and_an_unknown_one_is_refused(tmp_p
     result = CliRunner().invoke(app, ["sim", str(spec), "--out", str(tmp_path / "r2")])
     assert result.exit_code == 2 and not (tmp_path / "r2").exists()
     assert "field 'baseline': 'prefetch-depth9' is not a policy label of this spec; labels: sync, prefetch, resident" in result.output
+
+
+def test_the_dashboard_headline_defaults_to_the_baseline_the_spec_named(tmp_path):
+    from dashboard.compare import spec_baseline
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    runs = pd.DataFrame({"folder": [str(folder)] * 2, "policy_label": ["sync", "prefetch"]})
+    assert spec_baseline(runs) is None  # no verdict.json: the page takes the first policy
+    (folder / VERDICT_FILE).write_text(json.dumps({"schema": VERDICT_SCHEMA, "baseline": "prefetch"}))
+    assert spec_baseline(runs) == "prefetch"
+    (folder / VERDICT_FILE).write_text("{not json")
+    assert spec_baseline(runs) is None

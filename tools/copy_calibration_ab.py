@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from fidelity.respec import respec
 from harness.errors import InputError
 from harness.profile import load_profile
 from harness.results import ResultsError, read_results
@@ -28,8 +30,15 @@ from sim import SimBackend
 
 
 def simulated_medians(spec_path: Path, profile_path: Path, metric: str) -> dict[str, float]:
-    """The spec's policies simulated under ``profile_path``: the median of ``metric`` per policy label."""
-    loaded = load_spec(spec_path)
+    """The spec's policies simulated under ``profile_path``: the median of ``metric`` per policy label.
+
+    The spec is read through a copy pointed at ``profile_path`` (:func:`fidelity.respec.respec`), so a
+    folder brought back from the GPU machine, whose specs name that machine's paths, still loads.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / spec_path.name
+        respec(spec_path, str(Path(profile_path).resolve()), copy)
+        loaded = load_spec(copy)
     profile = load_profile(profile_path)
     devices = loaded.workload.devices(loaded.workload_params)
     results = run_spec(

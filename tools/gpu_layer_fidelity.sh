@@ -4,8 +4,9 @@
 #      issue them, link drift probes) into OUT/profile.toml; the five layer-streaming fidelity specs
 #      simulated and replayed against it, the host link probed before and after each replay
 #      (OUT/link_probes.csv); compare and report (OUT/fidelity.md: each error next to its noise);
-#   2. if time is left: the link re-timed the old (isolated) way into OUT/profile-isolated.toml and the
-#      specs simulated under both profiles against the same replay runs (OUT/copy_ab.md);
+#   2. if time is left: the link re-timed the old (isolated) way into OUT/profile-isolated.toml, a candidate
+#      OUT/profile-idle.toml whose pinned copies count what an idle-stream issue adds (no GPU), and the specs
+#      simulated under each profile against the same replay runs (OUT/copy_ab.md);
 #   3. prints the bounds' verdicts (median |error| <= 2%, worst <= 5%) and, with --tar, packs OUT.
 #
 # Usage (from anywhere; runs in the repository root):
@@ -57,9 +58,14 @@ status=$?
 if [[ -f $out/profile.toml && -f $out/fidelity.parquet && $(left) -gt 50 ]]; then
   timeout --kill-after=5 $(( $(left) - 25 )) python3 tools/calibrate_copies.py --method isolated \
     --base "$out/profile.toml" --out "$out/profile-isolated.toml" 2>&1 | tee "$out/calibrate_isolated.log"
-  if [[ -f $out/profile-isolated.toml && $(left) -gt 20 ]]; then
-    timeout --kill-after=5 $(( $(left) - 10 )) python3 tools/copy_calibration_ab.py "$out" \
-      "$out/profile.toml" "$out/profile-isolated.toml" 2>&1 | tee "$out/copy_ab.log"
+  # A candidate model: pinned samples that count an idle-stream issue beyond copy_launch_us (no GPU).
+  python3 tools/calibrate_copies.py --method idle-adjusted --base "$out/profile.toml" \
+    --out "$out/profile-idle.toml" 2>&1 | tee -a "$out/calibrate_isolated.log"
+  profiles=("$out/profile.toml")
+  for p in "$out/profile-isolated.toml" "$out/profile-idle.toml"; do [[ -f $p ]] && profiles+=("$p"); done
+  if [[ ${#profiles[@]} -gt 1 && $(left) -gt 20 ]]; then
+    timeout --kill-after=5 $(( $(left) - 10 )) python3 tools/copy_calibration_ab.py "$out" "${profiles[@]}" \
+      2>&1 | tee "$out/copy_ab.log"
   fi
 else
   echo "skipped the isolated-copies comparison ($(left) s left)"

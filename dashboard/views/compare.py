@@ -18,6 +18,7 @@ from dashboard.compare import (
     percentiles,
     relative_change,
     run_metrics,
+    spec_baseline,
 )
 from dashboard.fidelity import fidelity_badge
 from dashboard.figures import cdf_figure, metric_bars, policy_colours, relative_bars
@@ -44,7 +45,10 @@ labels = list(dict.fromkeys(summary["policy_label"]))
 ui.from_query("metric", f"compare-headline-{spec}", ranked)
 lead_column, baseline_column = st.columns(2)
 lead = lead_column.selectbox("Headline metric", ranked, key=f"compare-headline-{spec}")
-baseline = baseline_column.selectbox("Baseline policy", labels, key=f"compare-baseline-{spec}")
+named = spec_baseline(runs)  # the spec's `baseline`, as its verdict.json records it; else the first policy
+baseline = baseline_column.selectbox(
+    "Baseline policy", labels, index=labels.index(named) if named in labels else 0, key=f"compare-baseline-{spec}"
+)
 answer = headline(metric_summary(values[values["metric"].isin(headline_inputs(workload, lead))]), lead, units.get(lead, ""), baseline=baseline, workload=workload)
 st.markdown(answer.text)
 badge = fidelity_badge(ui.fidelity_pairs().table, spec, lead)
@@ -65,10 +69,9 @@ colours = policy_colours(
 fig = ui.cached_figure(metric_bars, summary, colours=colours)
 ui.show_figure(fig, key="compare-bars")
 st.dataframe(summary, hide_index=True)
-left, right = st.columns(2)
-with left:
+# Downloads in popovers: drawn only when opened, so a page load mounts fewer elements (as on the other pages).
+with st.popover("Download"):
     ui.download_table(summary, spec, backend, "metrics", key="compare-summary-csv")
-with right:
     ui.download_figure(fig, spec, backend, "metrics", key="compare-bars-html")
 
 st.subheader(f"Change against {baseline}")
@@ -76,10 +79,8 @@ change = relative_change(summary, baseline)
 change_fig = ui.cached_figure(relative_bars, change, baseline, colours=colours)
 ui.show_figure(change_fig, key="compare-change")
 st.dataframe(change_table(change, baseline, units=units))
-left, right = st.columns(2)
-with left:
+with st.popover("Download"):
     ui.download_table(change, spec, backend, "vs", baseline, key="compare-change-csv")
-with right:
     ui.download_figure(change_fig, spec, backend, "vs", baseline, key="compare-change-html")
 
 st.subheader("Latency distributions")
@@ -93,8 +94,6 @@ cdf = cdf_frame(samples)
 cdf_fig = ui.cached_figure(cdf_figure, cdf, source.label, colours=colours)
 ui.show_figure(cdf_fig, key="compare-cdf")
 st.dataframe(percentiles(samples), hide_index=True)
-left, right = st.columns(2)
-with left:
+with st.popover("Download"):
     ui.download_table(cdf, spec, backend, source.column, "cdf", key="compare-cdf-csv")
-with right:
     ui.download_figure(cdf_fig, spec, backend, source.column, "cdf", key="compare-cdf-html")

@@ -184,6 +184,7 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     start_us = float((leading["start_us"] + leading["duration_us"]).max()) if len(leading) else 0.0
     calls = calls.drop(leading.index)
 
+    calls = _without_copy_waits(calls, linked)
     waits, records, inferred = infer_waits(gpu, calls) if not sync_events else ({}, {}, 0)
     threads = []
     first_start = calls.groupby("thread", sort=False)["start_us"].min()
@@ -213,6 +214,29 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     )
 
 
+def _without_copy_waits(calls: pd.DataFrame, linked: pd.DataFrame) -> pd.DataFrame:
+    """Calls that hold the host until their copy is done (a copy from pageable memory, which the driver stages; a
+    ``cudaMemcpy`` without ``Async``) keep as their duration only what follows the copy's end: both backends hold
+    the host until the copy ends themselves, so the recorded wait (behind the stream's earlier work, then the copy
+    itself) would be paid twice. (The copy's own start-up latency is in the profile's link curve.)"""
+    memcpy = calls["kind"].to_numpy() == "call_memcpy"
+    if not memcpy.any() or linked.empty:
+        return calls
+    copies = linked[linked["kind"].isin(("copy_h2d", "copy_d2h"))]
+    copy_end = (copies["start_us"] + copies["duration_us"]).groupby(copies["correlation"]).max()
+    pageable = set(copies.loc[copies["host_memory"] == "pageable", "correlation"].tolist())
+    synchronous = ~calls["name"].astype(str).str.contains("Async", regex=False).to_numpy()
+    holds = memcpy & (calls["correlation"].isin(pageable).to_numpy() | synchronous)
+    holds &= calls["correlation"].isin(copy_end.index).to_numpy()
+    if not holds.any():
+        return calls
+    held = calls[holds]
+    own_us = (held["start_us"] + held["duration_us"]) - held["correlation"].map(copy_end).to_numpy()
+    calls = calls.copy()
+    calls.loc[held.index, "duration_us"] = np.clip(own_us.to_numpy(dtype=float), 0.0, held["duration_us"].to_numpy())
+    return calls
+
+
 def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming | None:
     """What the recording shows of the GPU around its graphs' kernels (:class:`GraphTiming`); None without graphs."""
     launches = calls[calls["kind"] == "call_graph_launch"]
@@ -221,13 +245,19 @@ def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming 
         return None
     returned = (launches["start_us"] + launches["duration_us"]).groupby(launches["correlation"]).max()
     ordered = gpu.assign(end_us=gpu["start_us"] + gpu["duration_us"]).sort_values("start_us", kind="stable")
-    leads, gaps, tails = [], [], []
+    leads, queued, gaps, tails = [], [], [], []
     for correlation, graph in ordered[ordered["correlation"].isin(returned.index)].groupby("correlation"):
         starts, ends = graph["start_us"].to_numpy(), graph["end_us"].to_numpy()
-        leads.append(max(0.0, float(starts[0] - returned[correlation])))
+        device, stream = graph["device"].iloc[0], graph["stream"].iloc[0]
+        on_stream = ordered[(ordered["device"] == device) & (ordered["stream"] == stream)]
+        before = on_stream[(on_stream["start_us"] < starts[0]) & (on_stream["correlation"] != correlation)]
+        previous_end = float(before["end_us"].max()) if len(before) else -np.inf
+        if previous_end <= returned[correlation]:  # the stream was idle when the launch returned: the lead-in
+            leads.append(max(0.0, float(starts[0] - returned[correlation])))
+        else:  # queued behind earlier work: its start follows that work's end by the previous tail + this lead-in
+            queued.append(max(0.0, float(starts[0] - previous_end)))
         gaps.extend(np.clip(starts[1:] - ends[:-1], 0.0, None).tolist())
         last = float(ends.max())
-        device, stream = graph["device"].iloc[0], graph["stream"].iloc[0]
         behind = ordered[
             (ordered["device"] == device)
             & (ordered["stream"] == stream)
@@ -236,11 +266,16 @@ def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming 
         ]
         if len(behind) and float(behind["launch_us"].iloc[0]) < last:
             tails.append(max(0.0, float(behind["start_us"].iloc[0]) - last))
+    tail_us = float(np.median(tails)) if tails else 0.0
+    if leads:
+        lead_in_us = float(np.median(leads))
+    else:  # every graph queued behind earlier work: what its start kept after the work ahead, less that work's tail
+        lead_in_us = max(0.0, float(np.median(queued)) - tail_us)
     return GraphTiming(
-        launches=len(leads),
-        lead_in_us=float(np.median(leads)),
+        launches=len(leads) + len(queued),
+        lead_in_us=lead_in_us,
         kernel_gap_us=float(np.median(gaps)) if gaps else 0.0,
-        tail_us=float(np.median(tails)) if tails else 0.0,
+        tail_us=tail_us,
     )
 
 
