@@ -49,6 +49,33 @@ def test_each_call_is_paced_to_its_gap_and_held_to_its_recorded_cost():
     assert out["ret_ns"][2] == 16_000 and out["gpu_start_ns"][2] == -1  # the sync polled until the stream was done
 
 
+def test_calls_slower_than_recorded_are_made_up_from_the_next_gaps_up_to_the_cap_and_a_sync_clears_it():
+    from replay.native.twin import CATCH_UP_CAP_NS
+
+    steps = steps_of(
+        dict(op=Op.KERNEL, stream=0, timer_ns=0, gap_ns=5000, call_ns=1000),  # a launch costs 2000: 1000 late
+        dict(op=Op.KERNEL, stream=0, timer_ns=0, gap_ns=5000, call_ns=1000),  # gap 5000 - 1000 made up, 1000 late
+        dict(op=Op.KERNEL, stream=0, timer_ns=0, gap_ns=500, call_ns=3000),  # on time: 500 made up, 500 left
+        dict(op=Op.SYNC_STREAM, stream=0, gap_ns=200),  # 200 made up; the sync clears the 300 left
+        dict(op=Op.KERNEL, stream=0, timer_ns=0, gap_ns=5000, call_ns=3000),  # nothing to make up
+        # a pageable copy recorded at 0 that takes ~54 µs: only CATCH_UP_CAP_NS of it is made up
+        dict(op=Op.COPY, stream=0, gap_ns=1000, call_ns=0, nbytes=1_000_000, direction=Dir.H2D, memory=Mem.PAGEABLE),
+        dict(op=Op.KERNEL, stream=0, timer_ns=0, gap_ns=30_000, call_ns=3000),
+    )
+    program = NativeProgram([steps], streams=1, events=0)
+    out = run_fake(program, est0_ns=2000)[0]
+    done, target = out["done_ns"], out["target_ns"]
+    assert list(target[:3]) == [5000, 7000 + 5000 - 1000, 13_000 + 500 - 500]
+    assert done[2] == target[2] + 3000
+    assert target[3] == done[2] + 200 - 200
+    assert target[4] == done[3] + 5000  # cleared by the sync
+    assert done[5] - (target[5] + 0) > CATCH_UP_CAP_NS
+    assert target[6] == done[5] + 30_000 - CATCH_UP_CAP_NS
+    from replay.native.twin import rule_breaks
+
+    assert rule_breaks(program, [out], est0_ns=2000) == []
+
+
 def test_the_running_estimate_learns_what_calls_cost():
     steps = steps_of(*[dict(op=Op.KERNEL, stream=0, timer_ns=0, gap_ns=10_000, call_ns=5000) for _ in range(60)])
     out = run_fake(NativeProgram([steps], streams=1, events=0), est0_ns=0)[0]

@@ -57,10 +57,31 @@ def test_kernels_keep_their_durations_and_calls_keep_the_rules(runner):
     assert (measured <= durations_us + 2.0).all()
     assert rule_breaks(program, outs, est0_ns=2000, slack_ns=20_000) == []
     lateness = out["begin_ns"][:n] - out["target_ns"][:n]
-    assert np.median(lateness) < 1000 and np.percentile(lateness, 99) < 5000
+    # the median only: a p99 over 400 launches is their 4th worst, one scheduler hiccup (8.7 µs on the H100);
+    # issue 23 sets lateness p99 over 10,000 launches (the next test)
+    assert np.median(lateness) < 1000
     # each kernel reaches the GPU about when its recorded call cost is up (8 µs after it began)
     reach = (out["gpu_start_ns"][:n] - out["begin_ns"][:n]) / 1e3
     assert 4.0 < np.median(reach) < 14.0
+
+
+@pytest.mark.parametrize("gap_us", [5, 15])
+def test_paced_launches_meet_issue_23s_lateness_over_10000_launches(runner, gap_us):
+    from replay.native.probe import TARGETS, probe_program, summarize
+
+    n = 10_000
+    program = probe_program(n, gap_us * 1000)
+    runner.lib.run(program)  # warm-up, as the probe
+    out = runner.lib.run(program)[0]
+    s = summarize(out, n)
+    print(f"gap {gap_us} µs: {s}")
+    assert s["late_median_us"] <= TARGETS["late_median_us"] and s["late_p99_us"] <= TARGETS["late_p99_us"], s
+
+
+def test_stand_ins_run_shorter_back_to_back_inside_a_graph_than_on_a_stream(runner):
+    cal = runner.calibration
+    print(f"floor {cal.floor_us:.2f} µs on a stream, {cal.in_graph_floor_us:.2f} µs inside a graph")
+    assert 0.1 < cal.in_graph_floor_us < cal.floor_us
 
 
 def test_a_recorded_spec_replays_natively_with_the_interpreted_replays_rows(context, monkeypatch):

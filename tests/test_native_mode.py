@@ -101,3 +101,29 @@ def test_the_probe_summarizes_launch_time_and_lateness_from_a_run():
     assert summary["late_median_us"] == 0.0 == summary["late_p99_us"]  # the fake clock is never late
     # every launch is due 5 µs after the previous one returned
     assert (out["target_ns"][1:500] - out["done_ns"][:499] == 5000).all()
+
+
+def test_the_calibration_measures_the_floor_on_a_stream_and_inside_a_graph():
+    from replay.native.executor import GRAPH_FLOOR_KERNELS, measure
+    from replay.native.steps import Kind
+
+    class Lib:  # back to back, a stand-in costs its timer plus 1.5 µs (compute), 2 (memory), 2.5 (latency)
+        sms = 132
+        graphs: list = []
+
+        def time_kernel_ns(self, kind, grid, timer_ns, reps=20):
+            return timer_ns + (1500.0, 2000.0, 2500.0)[kind]
+
+        def graph(self, kinds, grids, timer_ns, target_ns=0):
+            self.graphs.append((kinds, timer_ns, target_ns))
+            return 7
+
+        def time_graph_ns(self, index, reps=5):
+            assert index == 7
+            return 900.0 * GRAPH_FLOOR_KERNELS  # 0.9 µs a kernel inside a graph
+
+    lib = Lib()
+    cal = measure(lib)
+    assert cal.overhead_us == pytest.approx((1.5, 2.0, 2.5)) and cal.floor_us == pytest.approx(2.5)
+    assert cal.in_graph_floor_us == pytest.approx(0.9)
+    assert lib.graphs == [([int(Kind.LATENCY)] * GRAPH_FLOOR_KERNELS, [0] * GRAPH_FLOOR_KERNELS, 0)]

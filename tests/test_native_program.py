@@ -117,3 +117,51 @@ def test_graphs_are_tuned_to_their_kernels_durations_and_the_profiles_gaps():
     graph = converted.native.graphs[0]
     assert len(graph.kinds) == len(durations)
     assert graph.target_ns == round((durations.sum() + (len(durations) - 1) * 0.5) * 1e3)
+
+
+def test_graph_kernels_are_lifted_to_the_floor_inside_a_graph_not_to_the_streams_floor():
+    # On the H100 a graph's stand-ins run back to back at ~1 µs, a stream's at ~3.2 µs: lifting the decode graphs'
+    # 1 µs kernels to the stream's floor made their graphs ~2x too long (+26% to +49% on the span).
+    loaded = load_spec(SPECS_DIR / "recorded_decode_graph.toml")
+    prepared = prepare_spec(loaded)
+    cmd = _program_command(loaded, loaded.policies[0], prepared.inputs)
+    cal = Calibration(CAL.sms, CAL.floor_us, CAL.overhead_us, graph_floor_us=0.9)
+    converted = to_native(cmd.program, cal, graph_gap_us=0.5)
+    steps = np.concatenate([t.steps for t in cmd.program.threads])
+    launches = steps[steps["op"] == 8]
+    lifted, lift_us = 0, 0.0
+    for g in launches:
+        d = cmd.program.graph_kernels["duration_us"][g["graph_first"] : g["graph_first"] + g["graph_count"]]
+        below = d[(d > 0) & (d < 0.9)]
+        lifted, lift_us = lifted + len(below), lift_us + float((0.9 - below).sum())
+    assert converted.lifted == lifted < to_native(cmd.program, CAL).lifted
+    assert converted.lift_us == pytest.approx(lift_us)
+    first = launches[0]
+    d = cmd.program.graph_kernels["duration_us"][first["graph_first"] : first["graph_first"] + first["graph_count"]]
+    kept = np.maximum(d, 0.9)[d > 0]
+    assert converted.native.graphs[0].target_ns == round((kept.sum() + (len(kept) - 1) * 0.5) * 1e3)
+    # launched kernels still lift to the stream's floor
+    assert Calibration(1, 3.2, (0.0, 0.0, 0.0)).in_graph_floor_us == 3.2 and cal.in_graph_floor_us == 0.9
+
+
+def test_a_zero_duration_launch_issues_no_kernel_and_still_makes_its_zero_length_kernel_row():
+    import dataclasses
+
+    loaded = load_spec(SPECS_DIR / "recorded_decode_inline.toml")
+    prepared = prepare_spec(loaded)
+    cmd = _program_command(loaded, loaded.policies[0], prepared.inputs)
+    thread = cmd.program.threads[0]
+    steps = thread.steps.copy()
+    launches = np.flatnonzero(steps["op"] == 1)
+    steps["duration_us"][launches[::2]] = 0.0  # every other launch: nothing to run
+    program = dataclasses.replace(cmd.program, threads=(dataclasses.replace(thread, steps=steps),))
+    converted = to_native(program, CAL)
+    ours = converted.native.threads[0]
+    assert (ours["op"][launches[::2]] == 4).all() and (ours["op"][launches[1::2]] == 1).all()  # records, kernels
+    outs = run_fake(converted.native)
+    frame = _native_frame(dataclasses.replace(cmd, program=program), converted, outs)
+    kernels = frame[frame["kind"] == "kernel"].sort_values("op_id")
+    assert len(kernels) == len(launches) and (frame["kind"] == "record").sum() == 0
+    lengths = (kernels["end_us"] - kernels["start_us"]).to_numpy()
+    assert (lengths[::2] == 0).all() and (lengths[1::2] > 0).all()
+    assert converted.lifted == len(launches[1::2])  # nothing lifted for the empty ones

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The native executor's GPU check, in one device command (~8 minutes at most): build, GPU tests, the launch probe,
-# every bundled recorded spec natively + interpreted + simulated, and a two-thread two-stream program recorded and
-# replayed. Every stage is bounded and guarded: a stage that fails is reported and the next one runs.
+# The native executor's GPU check, in one device command (TOTAL_S, default 300 s, at most): build, the launch probe
+# (driver launches, then the runtime's <<<>>> at one gap to compare), every bundled recorded spec natively +
+# interpreted + simulated (3 repetitions), the GPU tests, and a two-thread two-stream program recorded and replayed.
+# Every stage is bounded and guarded: a stage that fails is reported and the next one runs.
 # Everything goes under OUT (first argument, else $OUT, else measurements/<date>_native-check); the table is last.
 #
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl; export PYTHONPATH=/tmp/site:$PWD
@@ -19,7 +20,7 @@ export HARNESS_NATIVE_CACHE="${HARNESS_NATIVE_CACHE:-$OUT/native-cache}"
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 START=$(date +%s)
-TOTAL_S="${TOTAL_S:-540}"  # the whole check stays under this: a stage gets what is left, none starts with < 20 s
+TOTAL_S="${TOTAL_S:-300}"  # the whole check stays under this: a stage gets what is left, none starts with < 20 s
 
 stage() {  # stage NAME SECONDS COMMAND...: run, log to OUT/NAME.log, note the outcome in the summary
     local name=$1 limit=$2
@@ -38,15 +39,17 @@ stage() {  # stage NAME SECONDS COMMAND...: run, log to OUT/NAME.log, note the o
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; "$PY" -c "import torch; print(torch.__version__, torch.version.cuda)"; nvcc --version | tail -2; git rev-parse HEAD; } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 
-stage build 150 "$PY" -c "from replay.native.build import build; print(build('cuda', verbose=True))"
-stage gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_native_gpu.py tests/test_native_executor.py \
+stage build 90 "$PY" -c "from replay.native.build import build; print(build('cuda', verbose=True))"
+stage probe 40 "$PY" -m replay.native.probe --out "$OUT/probe" --budget-s 25
+stage probe_runtime_launch 25 env HARNESS_NATIVE_LAUNCH=runtime "$PY" -m replay.native.probe --out "$OUT/probe_runtime" \
+    --gaps-us 10 --budget-s 10
+stage recorded_specs 120 "$PY" tools/native_fidelity.py --out "$OUT/fidelity" --reps 3 --budget-s 95
+stage gpu_tests 70 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_native_gpu.py tests/test_native_executor.py \
     "tests/test_replay_gpu.py::test_kernel_shorter_than_the_gpu_runs_is_lifted_to_its_floor_and_counted"
-stage probe 60 "$PY" -m replay.native.probe --out "$OUT/probe" --budget-s 40
-stage recorded_specs 180 "$PY" tools/native_fidelity.py --out "$OUT/fidelity" --reps 1 --budget-s 130
-stage two_threads_record 60 "$PY" tools/record_two_threads.py "$OUT/two_threads" --reps 5
+stage two_threads_record 45 "$PY" tools/record_two_threads.py "$OUT/two_threads" --reps 3
 if [ -f "$OUT/two_threads/recorded_two_threads.toml" ]; then
-    stage two_threads_replay 60 "$PY" tools/native_fidelity.py --out "$OUT/two_threads/fidelity" --reps 3 \
-        --budget-s 30 --spec "$OUT/two_threads/recorded_two_threads.toml"
+    stage two_threads_replay 40 "$PY" tools/native_fidelity.py --out "$OUT/two_threads/fidelity" --reps 3 \
+        --budget-s 25 --spec "$OUT/two_threads/recorded_two_threads.toml"
 fi
 
 {
@@ -55,7 +58,8 @@ fi
     cat "$SUMMARY"
     echo
     echo "== launch probe (targets: launch median <= 3 us; lateness median <= 1 us, p99 <= 3 us)"
-    tail -n 4 "$OUT/probe.log" 2>/dev/null
+    tail -n 5 "$OUT/probe.log" 2>/dev/null
+    tail -n 3 "$OUT/probe_runtime_launch.log" 2>/dev/null
     echo
     echo "== recorded specs: span vs recording and vs simulation (targets: native within 5% and 3%)"
     cat "$OUT/fidelity/fidelity.txt" 2>/dev/null || echo "(no table: see $OUT/recorded_specs.log)"

@@ -104,6 +104,15 @@ def main() -> None:
                     if name != "sim":
                         row[f"{name}_lifted"] = frame.loc[label].get("replay_kernels_lifted")
             rows.append(row)
+    runner = getattr(context, "native", None)
+    if runner:  # what the native runs stood on: the floors lifted to and how kernels went out
+        cal = runner.calibration
+        print(
+            f"native: floor {cal.floor_us:.2f} µs on a stream, {cal.in_graph_floor_us:.2f} µs inside a graph; "
+            f"stand-in overheads {', '.join(f'{o:.2f}' for o in cal.overhead_us)} µs; "
+            f"launches through the {runner.lib.launch_api} API",
+            flush=True,
+        )
     table = pd.DataFrame(rows)
     for name in ("sim", "interpreted", "native"):
         if f"{name}_us" in table:

@@ -62,7 +62,21 @@ def measure(lib: Any) -> Calibration:
         at_1ms = statistics.median(lib.time_kernel_ns(kind, grid, 1_000_000, reps=3) for _ in range(3))
         overhead.append((at_1ms - 1e6) / 1e3)
     floor_us = statistics.median(lib.time_kernel_ns(Kind.LATENCY, 1, 0, reps=50) for _ in range(5)) / 1e3
-    return Calibration(lib.sms, floor_us, (overhead[0], overhead[1], overhead[2]))
+    return Calibration(lib.sms, floor_us, (overhead[0], overhead[1], overhead[2]), graph_floor_us(lib))
+
+
+GRAPH_FLOOR_KERNELS = 64
+
+
+def graph_floor_us(lib: Any) -> float:
+    """A stand-in's back-to-back time inside a CUDA graph: a graph of zero-timer stand-ins, per kernel (µs).
+
+    The graph's own launch cost is shared by its ``GRAPH_FLOOR_KERNELS`` kernels, as in a recorded graph.
+    """
+    n = GRAPH_FLOOR_KERNELS
+    index = lib.graph([int(Kind.LATENCY)] * n, [1] * n, [0] * n)
+    lib.time_graph_ns(index, reps=3)  # the first launches are slow
+    return statistics.median(lib.time_graph_ns(index, reps=10) for _ in range(3)) / n / 1e3
 
 
 def perf_counter_offset_ns() -> int:

@@ -107,6 +107,10 @@ class CudaLibrary:
                 f"replay.native: the CUDA executor could not open device {device}: {err.value.decode()}"
             )
         self.sms = lib.nx_sms(self.handle)
+        lib.nx_driver_launch.restype = ctypes.c_int
+        lib.nx_driver_launch.argtypes = [ctypes.c_void_p]
+        # "driver": cuLaunchKernel with the stand-ins looked up once; "runtime": <<<>>> (HARNESS_NATIVE_LAUNCH)
+        self.launch_api = "driver" if lib.nx_driver_launch(self.handle) else "runtime"
         self._graphs: dict[tuple, int] = {}
 
     def time_kernel_ns(self, kind: int, grid: int, timer_ns: int, reps: int = 20) -> float:

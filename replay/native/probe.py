@@ -3,7 +3,10 @@
 For each gap, one host thread launches ``--launches`` stand-in kernels of the
 GPU's floor (a one-warp timer of 0 ns) on one stream, each due ``gap`` after
 the previous launch returned, with no recorded cost (nothing holds a call).
-It reports, per gap, over the second of two runs (the first warms up):
+Kernels go out through the driver's ``cuLaunchKernel`` with the stand-ins
+looked up once (``HARNESS_NATIVE_LAUNCH=runtime``: the runtime's ``<<<>>>``,
+which looks the function up on every call). It reports, per gap, over the
+second of two runs (the first warms up):
 
 * ``launch_us``: host time of the launch call, issue to return (``ret - api``);
 * ``late_us``: pacing lateness, when the step began less when it was due
@@ -91,8 +94,9 @@ def main() -> None:
         header = ",".join(table.dtype.names)
         np.savetxt(args.out / "probe.csv", table.view(np.float64).reshape(len(table), -1), delimiter=",",
                    header=header, comments="", fmt="%.3f")  # fmt: skip
-    result = {"targets": TARGETS, "gaps": summary}
+    result = {"targets": TARGETS, "launch_api": lib.launch_api, "gaps": summary}
     (args.out / "probe.json").write_text(json.dumps(result, indent=2))
+    print(f"launches through the {lib.launch_api} API (HARNESS_NATIVE_LAUNCH=runtime: <<<>>>)")
     print(f"{'gap µs':>7} {'launch med':>11} {'launch p99':>11} {'late med':>9} {'late p99':>9} {'late max':>9}  pass")
     for gap, s in summary.items():
         ok = (

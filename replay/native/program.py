@@ -6,7 +6,10 @@
   the floor (:mod:`replay.floor`, counted), the timer is the duration less
   what a stand-in of that kind costs beyond its timer (``Calibration``), the
   grid as :mod:`replay.timed` sizes it; a graph launch's kernels are captured
-  once as a CUDA graph (``graph_index``);
+  once as a CUDA graph (``graph_index``), those below the floor *inside a
+  graph* (``Calibration.graph_floor_us``, far lower) lifted to it; a
+  zero-duration launch issues no work (as on the interpreted replay): it
+  becomes a record of its stream, its row a zero-length kernel row;
 * symbolic events become dense slots; the first thread joins the others after
   its last step, as ``harness.program.expand`` does;
 * ``gap_us``/``host_us`` become ``gap_ns``/``call_ns`` (NaN: -1, the call costs
@@ -78,6 +81,13 @@ class Calibration:
     sms: int
     floor_us: float
     overhead_us: tuple[float, float, float]  # by Kind: compute, memory, latency
+    graph_floor_us: float | None = None  # a stand-in's floor inside a CUDA graph (None: ``floor_us``)
+
+    @property
+    def in_graph_floor_us(self) -> float:
+        """The floor graph kernels are lifted to: inside a graph stand-ins run back to back far shorter than on a
+        stream (~1 µs against ~3 µs), so lifting them to the stream's floor would add ~2 µs to every one."""
+        return self.floor_us if self.graph_floor_us is None else self.graph_floor_us
 
     def grid(self, kind: int, share: float) -> int:
         if kind == Kind.COMPUTE:
@@ -110,12 +120,14 @@ def to_native(
     A graph is to take its kernels' (lifted) durations plus ``graph_gap_us`` between consecutive ones (the
     profile's ``graph_kernel_gap_us``), as the interpreted replay tunes its captured graphs.
     """
-    floor = cal.floor_us
+    floor, graph_floor = cal.floor_us, cal.in_graph_floor_us
     events = np.unique(
         np.concatenate(
             [t.steps["event"][np.isin(t.steps["op"], (OP_RECORD, OP_WAIT, OP_SYNC_EVENT))] for t in program.threads]
         )
     )
+    marker = len(events)  # the symbolic event slot zero-duration launches record (nothing waits on it)
+    has_markers = False
     graphs: list[GraphDef] = []
     graph_slots: dict[tuple[int, int], int] = {}
     graph_lifts: dict[int, tuple[int, float]] = {}
@@ -139,6 +151,13 @@ def to_native(
         ours["direction"][copy] = theirs["kind"][copy]
         ours["memory"][copy] = theirs["pageable"][copy]
         ours["nbytes"][copy] = theirs["nbytes"][copy]
+        # a zero-duration launch issues no work, as on the interpreted replay: a record of its stream marks it
+        empty = np.flatnonzero((op == Op.KERNEL) & (theirs["duration_us"] <= 0.0))
+        if len(empty):
+            ours["op"][empty] = Op.RECORD
+            ours["slot"][empty] = marker
+            op = ours["op"]
+            has_markers = True
         launch = np.flatnonzero(op == Op.KERNEL)
         if len(launch):
             duration = theirs["duration_us"][launch]
@@ -158,10 +177,10 @@ def to_native(
             if slot is None:
                 kernels = program.graph_kernels[key[0] : key[0] + key[1]]
                 durations = kernels["duration_us"]
-                below = (durations > 0) & (durations < floor)
-                graph_lifts_key = (int(below.sum()), float((floor - durations[below]).sum()))
+                below = (durations > 0) & (durations < graph_floor)
+                graph_lifts_key = (int(below.sum()), float((graph_floor - durations[below]).sum()))
                 runs = durations > 0  # a zero-duration kernel issues no work (as on the interpreted replay)
-                durations = np.where(below, floor, durations)[runs]
+                durations = np.where(below, graph_floor, durations)[runs]
                 kinds = kernels["kind"][runs].astype(int).tolist()
                 graph = GraphDef(
                     kinds,
@@ -182,7 +201,8 @@ def to_native(
         threads.append(steps)
     if graph_index is not None:  # the executor's indices: the list only has to be long enough
         graphs = graphs + [GraphDef([], [], [])] * (max(graph_slots.values(), default=-1) + 1 - len(graphs))
-    native = NativeProgram(threads, program.streams, max(1, len(events)), graphs, list(program.sync_order))
+    symbolic = max(1, len(events) + has_markers)
+    native = NativeProgram(threads, program.streams, symbolic, graphs, list(program.sync_order))
     return Converted(native, lifted, lift_us)
 
 
@@ -208,8 +228,11 @@ def op_rows(
         theirs = thread.steps
         n = len(theirs)
         target, begin = to_us(out["target_ns"][:n]), to_us(out["begin_ns"][:n])
+        # host work runs from the previous step's done (its gap may be shortened: twin.py rule 5, catch up)
+        prev_done = to_us(np.concatenate([out["target_ns"][:1] - steps["gap_ns"][:1], out["done_ns"][: n - 1]]))
         api, ret = to_us(out["api_ns"][:n]), to_us(out["ret_ns"][:n])
         g0, g1 = out["gpu_start_ns"][:n], out["gpu_end_ns"][:n]
+        their_op = theirs["op"]
         gs, ge = to_us(g0), to_us(g1)
         for i, (op, status, aux, gap_us, gap_name, name, stream, nbytes, direction, pageable, ev_a) in enumerate(
             zip(
@@ -229,7 +252,7 @@ def op_rows(
             issue, api_us, ret_us = float(begin[i]), float(api[i]), float(ret[i])
             label = names[name] if name >= 0 else ""
             if gap_us > 0.0:
-                start = float(target[i]) - gap_us
+                start = float(prev_done[i])
                 keyed.append(((start, t, i, 0), _host_row("host_work", names[gap_name], tname, start, issue)))
             device: tuple[str, str, int, str] | None = None  # kind, name, bytes, host memory
             syncs: list[tuple[str, float, float]] = []  # name, start, end
@@ -246,6 +269,8 @@ def op_rows(
                 device = (_COPY_KINDS[direction], label, nbytes, _MEMORY[pageable] if link else "")
                 if link and pageable:
                     syncs.append((f"pageable:{label}", api_us, ret_us))
+            elif op == Op.RECORD and their_op[i] == OP_LAUNCH:  # a zero-duration launch: a zero-length kernel
+                device = ("kernel", label, 0, "")
             elif op == Op.RECORD:
                 record_names[ev_a] = f"event{new_id()}"
                 device = ("record", record_names[ev_a], 0, "")

@@ -17,8 +17,15 @@ One host thread runs its steps (:mod:`.steps`) like this:
    program's sync order. Syncs, joins and pageable copies spin until done.
 4. **Go on** at ``done = max(ret, begin + call_ns)`` (``ret`` for syncs and joins;
    a join goes on no earlier than the joined thread's last step was done).
+5. **Catch up.** A held call done later than ``target + call_ns`` (paced late, or
+   a call slower than its estimate) leaves the thread behind the recorded
+   timeline by that much, at most ``CATCH_UP_CAP_NS`` a step (the jitter of a
+   launch or of the host's scheduler, not a call that blocks); the next gaps
+   are shortened by what is behind until it is made up, so that such lateness
+   does not add up over thousands of calls (the simulator has none). A sync or
+   a join waits for the device or another thread: it clears what was behind.
 
-The device is an interface (:class:`Device`): the CUDA one (``src/cuda_device.cu``),
+The device is an interface (:class:`Device`): the CUDA one (``src/cuda_api.cu``),
 and the fake one here and in ``src/fake_device.hpp``, which keeps a virtual clock
 per thread and models the GPU's streams in whole nanoseconds, so that the twin
 and the compiled executor must agree to the nanosecond (``tests/test_native_executor.py``).
@@ -47,8 +54,10 @@ from replay.native.steps import (
 
 HELD_OPS = (Op.KERNEL, Op.GRAPH, Op.COPY, Op.RECORD, Op.WAIT)  # calls held to their recorded cost
 WORK_OPS = (Op.KERNEL, Op.GRAPH, Op.COPY)  # leave work outstanding on their stream
+WAITING_OPS = (Op.SYNC_EVENT, Op.SYNC_STREAM, Op.SYNC_DEVICE, Op.JOIN)  # wait out the device or a thread (rule 5)
 MASK_STREAMS = 31  # streams a STATUS_ALL_STREAMS step can name in aux
 EST_SHIFT = 3  # the running estimate moves 1/8 of the way per call
+CATCH_UP_CAP_NS = 10_000  # a held call's lateness made up from the next gaps, at most (rule 5)
 
 
 def _trunc_div(x: int, d: int) -> int:
@@ -95,11 +104,15 @@ def run_thread(
     """Run one thread's ``steps`` from ``start_ns``, writing ``out`` (OUT_DTYPE, host fields)."""
     est = [est0_ns] * (max(Op) + 1)
     cursor = start_ns
+    behind = 0
     for i in range(len(steps)):
         s = steps[i]
         op = int(s["op"])
         call = int(s["call_ns"])
-        target = cursor + int(s["gap_ns"])
+        gap = int(s["gap_ns"])
+        caught = min(behind, gap)
+        behind -= caught
+        target = cursor + gap - caught
         dev.spin_until(target)
         begin = dev.now()
         status = STATUS_OK
@@ -160,7 +173,13 @@ def run_thread(
         elif held:
             est[op] += _trunc_div(ret - api - est[op], 1 << EST_SHIFT)
         end = dev.now()
-        done = max(end, begin + call) if held and call >= 0 else end
+        if held and call >= 0:
+            done = max(end, begin + call)
+            behind += min(done - (target + call), CATCH_UP_CAP_NS)
+        else:
+            done = end
+            if op in WAITING_OPS:
+                behind = 0
         out[i] = (target, begin, api, end, done, -1, -1, status, aux)
         cursor = done
     shared.end_ns[index] = cursor
@@ -327,7 +346,8 @@ def rule_breaks(program: NativeProgram, outs: list[np.ndarray], est0_ns: int, sl
     """Where a run's outputs break the state machine's rules (empty: none); for runs on a real clock.
 
     A real clock cannot be replayed, but each rule can be checked from what the
-    run wrote: every target is the previous step's ``done`` plus the gap; no
+    run wrote: every target is the previous step's ``done`` plus the gap less
+    what is made up of the thread's lateness (rule 5, recomputed); no
     step begins before its target; a held call is made no earlier than
     ``begin + call_ns - estimate``, the estimate recomputed from the run's own
     call times exactly as the executor keeps it; ``done`` is ``max(end, begin
@@ -338,6 +358,7 @@ def rule_breaks(program: NativeProgram, outs: list[np.ndarray], est0_ns: int, sl
     for t, (steps, out) in enumerate(zip(program.threads, outs)):
         est = [est0_ns] * (max(Op) + 1)
         cursor = None
+        behind = 0
         for i in range(len(steps)):
             s, o = steps[i], out[i]
             op, call, status = int(s["op"]), int(s["call_ns"]), int(o["status"])
@@ -345,8 +366,11 @@ def rule_breaks(program: NativeProgram, outs: list[np.ndarray], est0_ns: int, sl
                 int(o[k]) for k in ("target_ns", "begin_ns", "api_ns", "ret_ns", "done_ns")
             )
             where = f"thread {t}, step {i} ({Op(op).name})"
-            if cursor is not None and target != cursor + int(s["gap_ns"]):
-                breaks.append(f"{where}: target {target} != previous done {cursor} + gap {int(s['gap_ns'])}")
+            gap = int(s["gap_ns"])
+            caught = min(behind, gap)
+            behind -= caught
+            if cursor is not None and target != cursor + gap - caught:
+                breaks.append(f"{where}: target {target} != previous done {cursor} + gap {gap} - made up {caught}")
             if not target <= begin <= api <= ret:
                 breaks.append(f"{where}: times out of order: target {target} begin {begin} api {api} ret {ret}")
             held = op in HELD_OPS and status == STATUS_OK
@@ -357,6 +381,10 @@ def rule_breaks(program: NativeProgram, outs: list[np.ndarray], est0_ns: int, sl
             expect = max(ret, begin + call) if held and call >= 0 else ret
             if done != expect:
                 breaks.append(f"{where}: done {done} != {expect}")
+            if held and call >= 0:  # from what done should be: a wrong done shows in the next target as well
+                behind += min(expect - (target + call), CATCH_UP_CAP_NS)
+            elif op in WAITING_OPS:
+                behind = 0
             if held and not _pageable(s):
                 # the executor reads ``ret`` before a pageable copy's wait; otherwise ret is the call's return
                 est[op] += _trunc_div(ret - api - est[op], 1 << EST_SHIFT)

@@ -33,6 +33,7 @@ constexpr int32_t NO_EVENT = -1;
 constexpr int32_t STATUS_OK = 0, STATUS_UNRESOLVED = 1, STATUS_ALL_STREAMS = 2;
 constexpr int MASK_STREAMS = 31;
 constexpr int EST_SHIFT = 3;
+constexpr int64_t CATCH_UP_CAP_NS = 10000;  // a held call's lateness made up from the next gaps, at most
 constexpr int N_OPS = 10;
 
 // What the threads of one run share.
@@ -59,6 +60,9 @@ struct Shared {
 
 inline bool is_held(int32_t op) { return op == KERNEL || op == GRAPH || op == COPY || op == RECORD || op == WAIT; }
 
+// Steps that wait for the device or another thread: they clear what a thread is behind (twin.py rule 5).
+inline bool waits_out(int32_t op) { return op == SYNC_EVENT || op == SYNC_STREAM || op == SYNC_DEVICE || op == JOIN; }
+
 inline bool is_work(int32_t op) { return op == KERNEL || op == GRAPH || op == COPY; }
 
 inline bool is_pageable(const Step& s) { return s.op == COPY && s.direction != D2D && s.memory == PAGEABLE; }
@@ -69,11 +73,14 @@ void run_thread(Device& dev, Shared& shared, int index, const Step* steps, int64
     int64_t est[N_OPS];
     for (int k = 0; k < N_OPS; ++k) est[k] = est0_ns;
     int64_t cursor = start_ns;
+    int64_t behind = 0;  // how far the thread is behind the recorded timeline (rule 5 of twin.py)
     for (int64_t i = 0; i < n; ++i) {
         const Step& s = steps[i];
         const int32_t op = s.op;
         const int64_t call = s.call_ns;
-        const int64_t target = cursor + s.gap_ns;
+        const int64_t caught = behind < s.gap_ns ? behind : s.gap_ns;
+        behind -= caught;
+        const int64_t target = cursor + s.gap_ns - caught;
         dev.spin_until(target);
         const int64_t begin = dev.now();
         int32_t status = STATUS_OK;
@@ -132,7 +139,14 @@ void run_thread(Device& dev, Shared& shared, int index, const Step* steps, int64
             est[op] += (ret - api - est[op]) / (1 << EST_SHIFT);  // C++ division truncates toward zero
         }
         const int64_t end = dev.now();
-        const int64_t done = (held && call >= 0) ? (end > begin + call ? end : begin + call) : end;
+        int64_t done = end;
+        if (held && call >= 0) {
+            if (begin + call > done) done = begin + call;
+            const int64_t late = done - (target + call);
+            behind += late < CATCH_UP_CAP_NS ? late : CATCH_UP_CAP_NS;
+        } else if (waits_out(op)) {
+            behind = 0;
+        }
         out[i] = Out{target, begin, api, end, done, -1, -1, status, aux};
         cursor = done;
     }
