@@ -241,7 +241,7 @@ def test_compare_page_leads_with_the_winner(server, page, tmp_path):
     page.wait_for_selector(PLOT, timeout=30_000)
     no_exception(page)
     body = page.inner_text("body")
-    assert "resident cuts makespan 55.4% against sync" in body and "(lower is better)" in body and "sim vs replay" in body
+    assert "resident cuts makespan 55.4% against sync" in body and "lower is better" in body and "sim vs replay" in body
 
 
 def plot_layout(page) -> dict:
