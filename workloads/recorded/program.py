@@ -256,11 +256,12 @@ def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming 
         return None
     returned = (launches["start_us"] + launches["duration_us"]).groupby(launches["correlation"]).max()
     ordered = gpu.assign(end_us=gpu["start_us"] + gpu["duration_us"]).sort_values("start_us", kind="stable")
+    by_stream = dict(tuple(ordered.groupby(["device", "stream"], sort=False)))  # each stream's ops, in start order
     leads, queued, gaps, tails = [], [], [], []
     for correlation, graph in ordered[ordered["correlation"].isin(returned.index)].groupby("correlation"):
         starts, ends = graph["start_us"].to_numpy(), graph["end_us"].to_numpy()
         device, stream = graph["device"].iloc[0], graph["stream"].iloc[0]
-        on_stream = ordered[(ordered["device"] == device) & (ordered["stream"] == stream)]
+        on_stream = by_stream[(device, stream)]
         before = on_stream[(on_stream["start_us"] < starts[0]) & (on_stream["correlation"] != correlation)]
         previous_end = float(before["end_us"].max()) if len(before) else -np.inf
         if previous_end <= returned[correlation]:  # the stream was idle when the launch returned: the lead-in
@@ -269,12 +270,7 @@ def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming 
             queued.append(max(0.0, float(starts[0] - previous_end)))
         gaps.extend(np.clip(starts[1:] - ends[:-1], 0.0, None).tolist())
         last = float(ends.max())
-        behind = ordered[
-            (ordered["device"] == device)
-            & (ordered["stream"] == stream)
-            & (ordered["start_us"] >= last - 0.5)
-            & (ordered["correlation"] != correlation)
-        ]
+        behind = on_stream[(on_stream["start_us"] >= last - 0.5) & (on_stream["correlation"] != correlation)]
         if len(behind) and float(behind["launch_us"].iloc[0]) < last:
             tails.append(max(0.0, float(behind["start_us"].iloc[0]) - last))
     tail_us = float(np.median(tails)) if tails else 0.0
