@@ -81,6 +81,7 @@ import pyarrow.parquet as pq
 
 from harness.errors import InputError
 from harness.runtime import OpKind
+from harness.trace_rows import ArrowColumns, FrameColumns, check_rows
 
 TRACE_FORMAT_VERSION = "3"
 READABLE_TRACE_VERSIONS = ("1", "2", "3")
@@ -126,7 +127,7 @@ CALL_KINDS = (
     "call_free",
     "call_other",  # any other runtime call (queries, attributes, stream creation, ...)
 )
-_KINDS = {k.value for k in OpKind} | set(GPU_KINDS) | set(CALL_KINDS)
+KNOWN_KINDS = frozenset({k.value for k in OpKind} | set(GPU_KINDS) | set(CALL_KINDS))
 COPY_KINDS = ("copy_h2d", "copy_d2h", "copy_d2d")
 HOST_MEMORY = ("pinned", "pageable", "")
 MAX_TRACE_TIME_US = 86_400e6
@@ -170,7 +171,7 @@ def write_trace(path: Path, ops: pd.DataFrame, provenance: Provenance) -> Path:
             if not field.nullable:
                 raise ValueError(f"trace is missing required column {field.name!r}")
             frame[field.name] = None
-    _check_rows(Path(path), frame)
+    check_rows(Path(path), FrameColumns(frame))
     table = pa.Table.from_pandas(frame[TRACE_SCHEMA.names], schema=TRACE_SCHEMA, preserve_index=False)
     table = table.replace_schema_metadata(provenance.to_metadata())
     path = Path(path)
@@ -191,17 +192,19 @@ def read_stamped_parquet(
     version: str | tuple[str, ...],
     required_metadata: Iterable[str],
     required_columns: Iterable[str],
+    read_dictionary: Iterable[str] = (),
 ) -> tuple[pa.Table, dict[str, str]]:
     """Read a Parquet file whose metadata carries ``<prefix>.format_version`` and provenance keys.
 
     Checks the version (one, or a tuple of those accepted), that every ``<prefix>.<key>`` of ``required_metadata`` is
     non-empty and that the required columns exist; errors name the file and the
-    key or column. Returns the table and its metadata, decoded.
+    key or column. Returns the table and its metadata, decoded; the string columns named in ``read_dictionary``
+    come dictionary-encoded.
     """
     if not path.exists():
         raise InputError(path, "", f"{what} not found")
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path, read_dictionary=list(read_dictionary) or None)
     except Exception as err:  # pyarrow raises several types for malformed files
         raise InputError(path, "", f"not a readable Parquet file ({err})") from None
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
@@ -219,18 +222,33 @@ def read_stamped_parquet(
     return table, meta
 
 
-def load_trace(path: Path) -> Trace:
-    """Read and validate a trace file; errors name the file and the column or row."""
+def load_trace(path: Path, categorical_strings: bool = False) -> Trace:
+    """Read and validate a trace file; errors name the file and the column or row.
+
+    The rows are checked on the Arrow table as read (:mod:`harness.trace_rows`), its strings
+    dictionary-encoded; the frame then has them as pandas strings, or (``categorical_strings``)
+    as pandas categoricals: the same values at a small part of the memory and time (a reader
+    that only compares, groups or factorizes them, such as the recorded workload)."""
     path = Path(path)
     table, meta = read_stamped_parquet(
-        path, "trace file", "harness.trace", READABLE_TRACE_VERSIONS, REQUIRED_METADATA, REQUIRED_COLUMNS
+        path,
+        "trace file",
+        "harness.trace",
+        READABLE_TRACE_VERSIONS,
+        REQUIRED_METADATA,
+        REQUIRED_COLUMNS,
+        read_dictionary=(strings := _stored_strings(path)),
     )
     _check_types(path, table)
+    check_rows(path, ArrowColumns(table))
+    if not categorical_strings:  # back to the stored type
+        for name in strings:
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, table.column(i).cast(table.schema.field(i).type.value_type))
     frame = table.to_pandas()
     for field in TRACE_SCHEMA:
         if field.name not in frame.columns:
             frame[field.name] = None
-    _check_rows(path, frame)
     provenance = Provenance(
         meta["harness.trace.source"],
         meta["harness.trace.hardware"],
@@ -242,6 +260,15 @@ def load_trace(path: Path) -> Trace:
         meta.get("harness.trace.torch", ""),
     )
     return Trace(path, frame[TRACE_SCHEMA.names], provenance, meta["harness.trace.format_version"])
+
+
+def _stored_strings(path: Path) -> list[str]:
+    """The columns a Parquet file stores as plain strings (none where its schema cannot be read)."""
+    try:
+        schema = pq.read_schema(path)
+    except Exception:  # read_stamped_parquet names what is wrong with the file
+        return []
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
 
 
 def require_values(path: Path, ops: pd.DataFrame, column: str, rows: np.ndarray, why: str) -> None:
@@ -278,13 +305,10 @@ def _check_types(path: Path, table: pa.Table) -> None:
         if field.name not in table.column_names:
             continue
         column = table.column(field.name)
-        if pa.types.is_dictionary(column.type):
-            if not pa.types.is_string(field.type):
-                found = column.type
-            elif _type_fits(column.type.value_type, field.type):
+        if pa.types.is_dictionary(column.type):  # strings are read dictionary-encoded: their values' type counts
+            if pa.types.is_string(field.type) and _type_fits(column.type.value_type, field.type):
                 continue
-            else:
-                found = column.type.value_type
+            found = column.type.value_type
         elif _type_fits(column.type, field.type):
             continue
         else:
@@ -302,102 +326,3 @@ _TYPE_WORDS = {
     "double": "numbers (float64)",
     "string": "text (string)",
 }
-
-
-def _check_rows(path: Path, frame: pd.DataFrame) -> None:
-    """Reject the first bad row, naming it (rows count from 0)."""
-    for column in REQUIRED_COLUMNS:
-        if (i := _first(frame[column].isna().to_numpy())) is not None:
-            numeric = pd.api.types.is_float_dtype(frame[column].dtype)
-            what = "missing value" + (" (null or NaN)" if numeric else "")
-            raise InputError(path, f"row {i}, column '{column}'", what)
-    for column in TIME_COLUMNS:
-        raw = frame[column]
-        times = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-        present = raw.notna().to_numpy()
-        with np.errstate(invalid="ignore"):
-            bad = present & ~((times >= 0) & (times <= MAX_TRACE_TIME_US))  # NaN, inf, negative, beyond a day
-        if (i := _first(bad)) is not None:
-            raise InputError(
-                path,
-                f"row {i}, column '{column}'",
-                f"must be a finite number of µs >= 0 and at most a day ({MAX_TRACE_TIME_US:.3g}), "
-                f"got {_plain(raw.iloc[i])!r}",
-            )
-    sizes = pd.to_numeric(frame["bytes"], errors="coerce").to_numpy(dtype=float)
-    if (i := _first(~np.isfinite(sizes) | (sizes < 0))) is not None:
-        got = _plain(frame["bytes"].iloc[i])
-        raise InputError(path, f"row {i}, column 'bytes'", f"must be an integer >= 0, got {got!r}")
-    kinds = frame["kind"]
-    if (i := _first(~kinds.isin(_KINDS).to_numpy())) is not None:
-        raise InputError(
-            path,
-            f"row {i}, column 'kind'",
-            f"unknown op kind {kinds.iloc[i]!r}; expected one of {sorted(_KINDS)}",
-        )
-    if (i := _first(kinds.isin(COPY_KINDS).to_numpy() & (sizes == 0))) is not None:
-        raise InputError(
-            path, f"row {i}, column 'bytes'", f"a {kinds.iloc[i]} of 0 bytes: a copy must say what it moves"
-        )
-    device = pd.to_numeric(frame["device"], errors="coerce").to_numpy(dtype=float)
-    on_gpu = kinds.isin(GPU_KINDS).to_numpy()
-    is_call = kinds.isin(CALL_KINDS).to_numpy()
-    if (i := _first((device < -1) | (on_gpu & (device < 0)) | (is_call & (device != -1)))) is not None:
-        rule = "a GPU op's device is >= 0" if on_gpu[i] else "a host call's device is -1" if is_call[i] else ">= -1"
-        raise InputError(path, f"row {i}, column 'device'", f"{kinds.iloc[i]} on device {int(device[i])}: {rule}")
-    shares = pd.to_numeric(frame["compute_share"], errors="coerce").to_numpy(dtype=float)
-    if (i := _first(~np.isnan(shares) & ~((shares > 0) & (shares <= 1)))) is not None:
-        raise InputError(path, f"row {i}, column 'compute_share'", f"must be in (0, 1], got {shares[i]}")
-    memory = frame["host_memory"]
-    if (i := _first((memory.notna() & ~memory.isin(HOST_MEMORY)).to_numpy())) is not None:
-        raise InputError(
-            path, f"row {i}, column 'host_memory'", f"expected 'pinned', 'pageable' or '', got {memory.iloc[i]!r}"
-        )
-    for column in ("gap_aten_ops", "gap_ranges"):
-        counts = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
-        if (i := _first(counts < 0)) is not None:
-            got = _plain(frame[column].iloc[i])
-            raise InputError(path, f"row {i}, column '{column}'", f"must be >= 0, got {got!r}")
-    _check_correlations(path, frame, on_gpu, kinds)
-
-
-def _check_correlations(path: Path, frame: pd.DataFrame, on_gpu: np.ndarray, kinds: pd.Series) -> None:
-    """An imported trace's links: one call per correlation; a call's GPU ops on one device; one op per kernel
-    launch; no GPU op twice. Rows without a correlation (synthetic traces) are not checked."""
-    corr = frame["correlation"]
-    if corr.isna().all():
-        return
-    linked = corr.notna().to_numpy()
-    calls = np.flatnonzero(kinds.isin(CALL_KINDS).to_numpy() & linked)
-    again = corr.iloc[calls].duplicated(keep="first").to_numpy()
-    if again.any():
-        i = int(calls[again.argmax()])
-        first = int(calls[np.flatnonzero(corr.iloc[calls].to_numpy() == corr.iloc[i])[0]])
-        raise InputError(
-            path, f"row {i}, column 'correlation'", f"{corr.iloc[i]} is also the correlation of host call row {first}"
-        )
-    gpu = frame[on_gpu & linked]
-    same = ["device", "stream", "start_us", "duration_us", "name", "correlation"]
-    twice = gpu.duplicated(same, keep="first").to_numpy()
-    if twice.any():
-        i = int(gpu.index[twice.argmax()])
-        name = frame["name"].iloc[i]
-        raise InputError(path, f"row {i}", f"GPU op {name!r} is recorded twice (an identical row before)")
-    devices = gpu.groupby("correlation")["device"].transform("nunique").to_numpy()
-    if (devices > 1).any():
-        i = int(gpu.index[(devices > 1).argmax()])
-        raise InputError(
-            path,
-            f"row {i}, column 'correlation'",
-            f"GPU ops of correlation {corr.iloc[i]} run on {int(devices.max())} devices: one launch call runs on one",
-        )
-    launches = corr[(kinds == "call_launch").to_numpy() & linked]
-    per_launch = gpu[gpu["correlation"].isin(launches)]
-    extra = per_launch["correlation"].duplicated(keep="first").to_numpy()
-    if extra.any():
-        i = int(per_launch.index[extra.argmax()])
-        raise InputError(
-            path,
-            f"row {i}, column 'correlation'",
-            f"a second GPU op for the kernel launch of correlation {corr.iloc[i]}: a launch issues one kernel",
-        )

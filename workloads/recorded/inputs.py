@@ -25,7 +25,7 @@ class RecordedParams(WorkloadParams):
 def prepare(ctx: PrepareContext) -> RecordedProgram:
     params: RecordedParams = ctx.params
     path = (ctx.spec_dir / params.trace).resolve()
-    trace = load_trace(path)
+    trace = load_trace(path, categorical_strings=True)  # strings only compared and factorized here
     ops = trace.ops
     if "correlation" not in ops.columns or ops["correlation"].isna().all():
         raise InputError(

@@ -173,7 +173,7 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     # ones are slow to take one by one), each distinct one made once.
     ops = pd.DataFrame(
         {
-            c: _shared_strings(ops[c]) if pd.api.types.is_string_dtype(ops[c].dtype) else ops[c].to_numpy()
+            c: _shared_strings(ops[c]) if _is_text(ops[c].dtype) else ops[c].to_numpy()
             for c in _USED_COLUMNS
             if c in ops.columns
         },
@@ -288,6 +288,11 @@ def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming 
 
 _USED_COLUMNS = ("device", "stream", "kind", "name", "bytes", "duration_us", "start_us", "launch_us", "thread", "group")
 _USED_COLUMNS += ("host_memory", "correlation", "host_gap_us", "wait_correlation", "gap_aten_ops", "gap_ranges")
+
+
+def _is_text(dtype: object) -> bool:
+    """A column of strings: pandas strings, or a categorical of them (``load_trace(categorical_strings=True)``)."""
+    return isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype)
 
 
 def _shared_strings(column: pd.Series) -> np.ndarray:
