@@ -36,16 +36,18 @@ class OpTable:
     @classmethod
     def of(cls, linked: pd.DataFrame) -> OpTable:
         ops = linked.sort_values(["correlation", "start_us"], kind="stable")
-        devices = ops["device"].to_numpy().astype(np.int64).tolist()
-        streams = np.empty(len(ops), object)
-        streams[:] = list(zip(devices, map(str, ops["stream"].tolist())))
-        memory = ops["host_memory"].to_numpy(dtype=object)
-        memory = np.where([isinstance(m, str) and m != "" for m in memory], memory, "pinned").astype(object)
+        devices = ops["device"].to_numpy().astype(np.int64)
+        streams = _per_distinct(
+            (devices, ops["stream"].to_numpy(dtype=object)), lambda device, stream: (int(device), str(stream))
+        )
+        memory = _per_distinct(
+            (ops["host_memory"].to_numpy(dtype=object),), lambda m: m if isinstance(m, str) and m != "" else "pinned"
+        )
         return cls(
             ops["correlation"].to_numpy().astype(np.int64),
             ops["kind"].to_numpy(dtype=object),
             streams,
-            np.array(list(map(str, ops["name"].tolist())), dtype=object),
+            _per_distinct((ops["name"].to_numpy(dtype=object),), str),
             ops["duration_us"].to_numpy(dtype=np.float64),
             ops["bytes"].to_numpy().astype(np.int64),
             memory,
@@ -153,6 +155,20 @@ class CallTable:
         return tuple(out)
 
 
+def _per_distinct(keys: tuple[np.ndarray, ...], make) -> np.ndarray:
+    """An object array of ``make(*key)`` per row, ``make`` called once per distinct key (rows of a key share it)."""
+    if len(keys[0]) == 0:
+        return np.empty(0, object)
+    codes = np.zeros(len(keys[0]), np.int64)
+    for key in keys:  # one code per distinct combination: the codes of each key, mixed in
+        key_codes, uniques = pd.factorize(key, use_na_sentinel=False)
+        codes = codes * max(len(uniques), 1) + key_codes
+    distinct, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    values = np.empty(len(distinct), object)
+    values[:] = [make(*(key[i] for key in keys)) for i in first.tolist()]
+    return values[inverse]
+
+
 def _counts(column: pd.Series) -> np.ndarray:
     """A count column (NaN / None: 0) as int64."""
     return pd.to_numeric(column, errors="coerce").fillna(0).to_numpy().astype(np.int64)
@@ -167,21 +183,20 @@ def thread_table(rows: pd.DataFrame, ops: OpTable, start_us: float, waits: dict,
     corr_missing = rows["correlation"].isna().to_numpy()
     correlation = pd.to_numeric(rows["correlation"], errors="coerce").fillna(-1).to_numpy().astype(np.int64)
     kind = rows["kind"].to_numpy(dtype=object)
-    name = np.array(list(map(str, rows["name"].tolist())), dtype=object)
-    group_raw = rows["group"].tolist()
-    group = np.array([g if isinstance(g, str) else "" for g in group_raw], dtype=object)
-    stream_raw = rows["stream"].tolist()
+    name = _per_distinct((rows["name"].to_numpy(dtype=object),), str)
+    group = _per_distinct((rows["group"].to_numpy(dtype=object),), lambda g: g if isinstance(g, str) else "")
     wait_missing = rows["wait_correlation"].isna().to_numpy()
     wait = pd.to_numeric(rows["wait_correlation"], errors="coerce").fillna(0).to_numpy().astype(np.int64)
     aten, ranges = _counts(rows["gap_aten_ops"]), _counts(rows["gap_ranges"])
 
     op_first, op_count = ops.slice_of(correlation, ~corr_missing)
-    stream = np.empty(n, object)
-    stream[:] = [(0, s) if isinstance(s, str) and s else None for s in stream_raw]
+    stream = _per_distinct(
+        (rows["stream"].to_numpy(dtype=object),), lambda s: (0, s) if isinstance(s, str) and s else None
+    )
     has_ops = op_count > 0
     if has_ops.any():
         stream[has_ops] = ops.stream[op_first[has_ops]]
-    no_stream = np.array([s is None for s in stream.tolist()], dtype=bool)
+    no_stream = np.equal(stream, None)
     unnamed = ((kind == "call_record") & no_stream) | ((kind == "call_wait") & (no_stream | wait_missing))
     kept = np.isin(kind, MODELLED_CALLS) & ~unnamed
 
@@ -213,10 +228,10 @@ def thread_table(rows: pd.DataFrame, ops: OpTable, start_us: float, waits: dict,
     aten_sum = np.add.reduceat(aten[:covered], seg_begin) if covered else np.zeros(0, np.int64)
     ranges_sum = np.add.reduceat(ranges[:covered], seg_begin) if covered else np.zeros(0, np.int64)
 
-    corr_kept = np.empty(len(kept_at), object)
-    corr_kept[:] = [None if m else c for m, c in zip(corr_missing[kept_at].tolist(), correlation[kept_at].tolist())]
-    waits_for = np.empty(len(kept_at), object)
-    waits_for[:] = [None if m else w for m, w in zip(wait_missing[kept_at].tolist(), wait[kept_at].tolist())]
+    corr_kept = correlation[kept_at].astype(object)  # Python ints
+    corr_kept[corr_missing[kept_at]] = None
+    waits_for = wait[kept_at].astype(object)
+    waits_for[wait_missing[kept_at]] = None
     return CallTable(
         kind=kind[kept_at],
         name=name[kept_at],

@@ -169,11 +169,14 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     missing = [c for c in ("gap_aten_ops", "gap_ranges") if c not in ops.columns]  # frames of older traces
     ops = ops.assign(**dict.fromkeys(missing)) if missing else ops
     is_call = ops["kind"].str.startswith("call_").to_numpy(dtype=bool)
-    # The columns used, built once (no copy of the frame per step); strings as Python strings (Arrow-backed
-    # ones are slow to take one by one), each distinct one made once.
+    # The columns used, built once (no copy of the frame per step); strings as Python strings in object columns
+    # (Arrow-backed ones are slow to take and filter; pandas 3 would infer them from an object array), each
+    # distinct one made once.
     ops = pd.DataFrame(
         {
-            c: _shared_strings(ops[c]) if _is_text(ops[c].dtype) else ops[c].to_numpy()
+            c: pd.Series(_shared_strings(ops[c]), dtype=object, copy=False)
+            if _is_text(ops[c].dtype)
+            else ops[c].to_numpy()
             for c in _USED_COLUMNS
             if c in ops.columns
         },
@@ -356,4 +359,6 @@ def _group_spans(calls: pd.DataFrame, linked: pd.DataFrame) -> tuple[tuple[str, 
     ops = linked.dropna(subset=["group"])
     starts = ops.groupby("group")["start_us"].min()
     ends = (ops["start_us"] + ops["duration_us"]).groupby(ops["group"]).max()
-    return tuple((str(g), float(ends[g] - starts[g])) for g in order if g in starts.index)
+    order = order[order.isin(starts.index)]
+    spans = (ends.reindex(order) - starts.reindex(order)).tolist()
+    return tuple((str(g), float(span)) for g, span in zip(order.tolist(), spans))
