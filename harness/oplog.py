@@ -102,6 +102,29 @@ class OpLog:
             self._pending = rows[start : start + step]
             self._chunk()
 
+    def append_columns(self, op_id: np.ndarray, strings: dict[str, tuple[np.ndarray, tuple[str, ...]]], **numbers: Any) -> None:
+        """Record many ops given as columns (a backend's loop that keeps only its times): ``op_id`` (int64),
+        every string column as ``(codes, values)`` (row ``i`` holds ``values[codes[i]]``), every number column
+        (``device``, ``bytes``, ``issue_us``, ``start_us``, ``end_us``) as an array, or a scalar for every row.
+        Their op ids need not follow the rows recorded before: :meth:`frame` orders the table by op id."""
+        count = len(op_id)
+        if count == 0:
+            return
+        self._chunk()
+        chunk: list[Any] = []
+        for name, string in zip(_FIELDS, _IS_STRING):
+            if name == "op_id":
+                chunk.append(np.asarray(op_id, dtype=np.int64))
+            elif string:
+                codes, values = strings[name]
+                codes = np.zeros(count, np.int64) if np.isscalar(codes) else np.asarray(codes, dtype=np.int64)
+                chunk.append(_Coded(codes, tuple(values)))
+            else:
+                value = numbers[name]
+                chunk.append(np.full(count, value) if np.isscalar(value) else np.asarray(value))
+        self._chunks.append(chunk)
+        self._chunked_rows += count
+
     def step_kind(self, device: int, stream: str, name: str, thread: str, sync_thread: str, sync_name: str) -> int:
         """The code :meth:`append_step` takes for steps with these shared fields (the same code for the same fields)."""
         key = (device, stream, name, thread, sync_thread, sync_name)
@@ -322,6 +345,8 @@ def _rows_of(part: Any, mask: np.ndarray) -> Any:
         return part[mask]
     if isinstance(part, pa.DictionaryArray):
         return part.filter(pa.array(mask))
+    if isinstance(part, _Coded):
+        return _Coded(part.codes[mask], part.values)
     return tuple(compress(part, mask))
 
 

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from harness.gc_pause import collector_paused
 from harness.program import (
     DIRECTIONS,
     KINDS,
@@ -51,7 +54,7 @@ from harness.runtime import (
     SyncStream,
     WaitEvent,
 )
-from sim.fluid import DONE_TOLERANCE, solo_end_us
+from sim.fluid import DONE_TOLERANCE
 
 if TYPE_CHECKING:
     from sim.timeline import TimelineRun
@@ -68,82 +71,168 @@ def run_on_timeline(run: TimelineRun, command: RunProgram) -> ProgramOutcome:
     program = command.program
     if len(program.threads) > 1:
         raise NeedsEventModel("a program of several host threads needs the event model")
-    names, handles = program.names, command.streams
-    natives = [handle.native for handle in handles]
     state = ProgramState()
-    events, outstanding = state.events, state.outstanding
-    rows = run.rows
-    append = rows.append
-    log, chunk = run.log, run.log.CHUNK_ROWS
+    steps = program.threads[0].steps
+    with collector_paused():  # the loop makes no cycles: a collection would walk every object for nothing
+        for begin in range(0, len(steps), _STEPS_PER_CHUNK):
+            _run_chunk(run, command, steps[begin : begin + _STEPS_PER_CHUNK], state)
+    return ProgramOutcome(state.unresolved_waits)
+
+
+_STEPS_PER_CHUNK = 1 << 16  # steps whose columns are Python lists at once
+
+
+def _run_chunk(run: TimelineRun, command: RunProgram, steps: np.ndarray, state: ProgramState) -> None:
+    """One chunk of a program's steps. Host work and launches (nearly every step of a recording) are worked out in
+    one loop that keeps only their times, in the executor's own arithmetic; their op ids (one per host work, one
+    per kernel, in step order) and the rows' other fields come from the steps' columns after it, as columns. The
+    rarer ops go to the executor's handlers, on its clock and ids."""
+    from sim.timeline import NeedsEventModel
+
+    natives = [handle.native for handle in command.streams]
+    op, gap = steps["op"], steps["gap_us"]
+    launch, has_gap = op == OP_LAUNCH, gap > 0.0
+    own_ids = has_gap.astype(np.int64) + launch  # ids a step takes besides its handler's
+    ids_before = np.cumsum(own_ids) - own_ids  # ... taken by the chunk's earlier steps
     launch_us = run.host.launch_us
-    now, next_id = run.now_us, run.next_id
-    for op, kind, pageable, _, stream, name, gap_name, event, first, count, gap_us, host_us, duration, share, n in (
-        iter_steps(program.threads[0].steps)
-    ):
+    host_us = steps["host_us"]
+    if isinstance(launch_us, float):
+        cost_of = np.where(np.isnan(host_us), launch_us, host_us).tolist()  # TimelineRun._launch's cost
+    else:  # keep the profile's number as it is (an int adds as an int)
+        cost_of = [h if h == h else launch_us for h in host_us.tolist()]
+    gap_start, gap_end = [], []  # host work rows, in step order
+    kernel_issue, kernel_start, kernel_end = [], [], []  # kernel rows, in step order
+    handled = []  # (step, ids its handler took)
+    rows, log, chunk = run.rows, run.log, run.log.CHUNK_ROWS
+    outstanding = state.outstanding
+    first_id, taken = run.next_id, 0  # ids before the chunk; taken by handlers so far
+    now = run.now_us
+    columns = (steps[c].tolist() for c in ("op", "stream", "gap_us", "duration_us"))
+    for at, (op_, stream, gap_us, duration, cost) in enumerate(zip(*columns, cost_of)):
         if gap_us > 0.0:  # TimelineRun._host_work
-            next_id += 1
-            start, now = now, now + gap_us
-            append((next_id, -1, _MAIN, _HOST_WORK, names[gap_name], 0, "", _MAIN, start, start, now))
-        if op == OP_LAUNCH:  # TimelineRun._launch: the host pays the call, then TimelineRun._kernel
+            gap_start.append(now)
+            now = now + gap_us
+            gap_end.append(now)
+        if op_ == OP_LAUNCH:  # TimelineRun._launch: the host pays the call, then TimelineRun._kernel
             outstanding.add(stream)
-            cost = host_us if host_us == host_us else launch_us
-            issue = now
+            kernel_issue.append(now)
             if cost > 0.0:
-                now = issue + cost
+                now = now + cost
             target = natives[stream]
-            next_id += 1
             tail = target.tail_us
             start = now if now > tail else tail
-            if duration > DONE_TOLERANCE:  # TimelineRun._compute (DONE_TOLERANCE >= 0)
+            if duration > DONE_TOLERANCE:  # TimelineRun._compute (DONE_TOLERANCE >= 0); share <= 1: solo_end_us
                 device = target.device
                 if device.compute_stream is not target and start <= device.compute_end_us:
-                    run.now_us, run.next_id = now, next_id - 1
                     raise NeedsEventModel("compute work of two streams overlaps")
-                end = solo_end_us(start, duration, share)
+                end = start + duration
                 if end > device.compute_end_us:
                     device.compute_end_us = end
                     device.compute_stream = target
             else:
                 end = start
             target.tail_us = end
-            label = names[name] if name >= 0 else ""
-            append((next_id, target.device.index, target.name, _KERNEL, label, 0, "", _MAIN, issue, start, end))
-        elif op != OP_HOST:  # the rarer ops: through the executor's own handlers, on its clock
-            run.now_us, run.next_id = now, next_id
-            handle = handles[stream] if stream >= 0 else None
-            host = None if host_us != host_us else host_us
-            if op == OP_COPY:
-                outstanding.add(stream)
-                memory = HostMemory.PAGEABLE if pageable else HostMemory.PINNED
-                run._copy(Copy(handle, n, DIRECTIONS[kind], memory, names[name] if name >= 0 else "", None, host))
-            elif op == OP_GRAPH:
-                outstanding.add(stream)
-                graph = program.graph(first, count)
-                run._launch_graph(LaunchGraph(handle, names[name] if name >= 0 else "", graph, host))
-            elif op == OP_RECORD:
-                events[event] = run._record(Record(handle, host))
-            elif op == OP_WAIT:
-                recorded = events.get(event)
-                if recorded is None:
-                    state.unresolved_waits += 1
-                else:
-                    run._wait_event(WaitEvent(handle, recorded, host))
-            elif op == OP_SYNC_STREAM:
-                run._wake_after(handle.native.tail_us, handle.native.sync_name)
-                outstanding.discard(stream)
-            elif op == OP_SYNC_EVENT and event in events:
-                run._wake_after(events[event].native, "sync_event")
-            else:  # OP_SYNC_DEVICE, or OP_SYNC_EVENT on an event not recorded
-                for index in program.sync_order:
-                    if index in outstanding:
-                        run._wake_after(natives[index].tail_us, natives[index].sync_name)
-                outstanding.clear()
-            now, next_id = run.now_us, run.next_id
-        if len(rows) >= chunk:  # as TimelineRun's own loop: rows go to the log a chunk at a time
-            log.extend(rows)
-            rows.clear()
-    run.now_us, run.next_id = now, next_id
-    return ProgramOutcome(state.unresolved_waits)
+            kernel_start.append(start)
+            kernel_end.append(end)
+        elif op_ != OP_HOST:  # the rarer ops: through the executor's own handlers, on its clock
+            before = first_id + taken + int(ids_before[at]) + (gap_us > 0.0)
+            run.now_us, run.next_id = now, before
+            _rare_step(run, command, steps[at].tolist(), state)
+            now = run.now_us
+            taken += run.next_id - before
+            handled.append((at, run.next_id - before))
+            if len(rows) >= chunk:  # as TimelineRun's own loop: rows go to the log a chunk at a time
+                log.extend(rows)
+                rows.clear()
+    run.now_us, run.next_id = now, first_id + taken + int(own_ids.sum())
+    handler_ids = np.zeros(len(steps) + 1, np.int64)
+    for at, count in handled:
+        handler_ids[at + 1] += count
+    base = first_id + ids_before + np.cumsum(handler_ids)[:-1]  # the last id taken before each step
+    _log_rows(run, command, steps, base, has_gap, launch, (gap_start, gap_end), (kernel_issue, kernel_start, kernel_end))
+
+
+def _log_rows(
+    run: TimelineRun,
+    command: RunProgram,
+    steps: np.ndarray,
+    base: np.ndarray,
+    has_gap: np.ndarray,
+    launch: np.ndarray,
+    gap_times: tuple[list, list],
+    kernel_times: tuple[list, list, list],
+) -> None:
+    """The chunk's host work and kernel rows, as columns (``OpLog.append_columns``)."""
+    natives = [handle.native for handle in command.streams]
+    names = (*command.program.names, "")  # name index -1: ""
+    host = {"stream": (0, (_MAIN,)), "host_memory": (0, ("",)), "thread": (0, (_MAIN,))}
+    start = _times(gap_times[0])
+    run.log.append_columns(
+        base[has_gap] + 1,
+        {**host, "kind": (0, (_HOST_WORK,)), "name": (steps["gap_name"][has_gap], names)},
+        device=-1,
+        bytes=0,
+        issue_us=start,
+        start_us=start,
+        end_us=_times(gap_times[1]),
+    )
+    stream = steps["stream"][launch]
+    run.log.append_columns(
+        base[launch] + has_gap[launch] + 1,
+        {**host, "stream": (stream, tuple(n.name for n in natives)), "kind": (0, (_KERNEL,)),
+         "name": (steps["name"][launch], names)},
+        device=np.array([native.device.index for native in natives], np.int64)[stream],
+        bytes=0,
+        issue_us=_times(kernel_times[0]),
+        start_us=_times(kernel_times[1]),
+        end_us=_times(kernel_times[2]),
+    )
+
+
+def _times(values: list) -> np.ndarray:
+    """A column of times as numpy makes it of the same values (``np.array``). Only the first can be an int (the
+    clock starts at the int 0, and once a float is added it stays a float): else it is all floats, made faster."""
+    if values and type(values[0]) is not float:
+        return np.array(values)
+    return np.fromiter(values, np.float64, len(values))
+
+
+def _rare_step(run: TimelineRun, command: RunProgram, step: tuple, state: ProgramState) -> None:
+    """A step other than host work or a launch, through the timeline executor's handlers."""
+    program = command.program
+    handles = command.streams
+    names = program.names
+    events, outstanding = state.events, state.outstanding
+    op, kind, pageable, _, stream, name, _, event, first, count, _, host_us, _, _, n = step
+    handle = handles[stream] if stream >= 0 else None
+    host = None if host_us != host_us else host_us
+    if op == OP_COPY:
+        outstanding.add(stream)
+        memory = HostMemory.PAGEABLE if pageable else HostMemory.PINNED
+        run._copy(Copy(handle, n, DIRECTIONS[kind], memory, names[name] if name >= 0 else "", None, host))
+    elif op == OP_GRAPH:
+        outstanding.add(stream)
+        graph = program.graph(first, count)
+        run._launch_graph(LaunchGraph(handle, names[name] if name >= 0 else "", graph, host))
+    elif op == OP_RECORD:
+        events[event] = run._record(Record(handle, host))
+    elif op == OP_WAIT:
+        recorded = events.get(event)
+        if recorded is None:
+            state.unresolved_waits += 1
+        else:
+            run._wait_event(WaitEvent(handle, recorded, host))
+    elif op == OP_SYNC_STREAM:
+        run._wake_after(handle.native.tail_us, handle.native.sync_name)
+        outstanding.discard(stream)
+    elif op == OP_SYNC_EVENT and event in events:
+        run._wake_after(events[event].native, "sync_event")
+    else:  # OP_SYNC_DEVICE, or OP_SYNC_EVENT on an event not recorded
+        natives = [h.native for h in handles]
+        for index in program.sync_order:
+            if index in outstanding:
+                run._wake_after(natives[index].tail_us, natives[index].sync_name)
+        outstanding.clear()
 
 
 def program_commands(rt: Runtime, command: RunProgram) -> PolicyGen:
