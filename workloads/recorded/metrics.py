@@ -58,7 +58,8 @@ def waiting_for_host_us(ops: pd.DataFrame) -> float:
 
 def metrics(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult) -> list[MetricRow]:
     makespan = float(ops["end_us"].max()) if len(ops) else 0.0
-    device_ops = ops[(ops["device"] >= 0) & ops["kind"].isin(DEVICE_KINDS) & ~ops["name"].isin(SPACERS)]
+    on_device = (ops["device"] >= 0) & ops["kind"].isin(DEVICE_KINDS) & ~ops["name"].isin(SPACERS)
+    device_ops = ops.loc[on_device, ["device", "stream", "kind", "issue_us", "start_us", "end_us"]]  # those read
     rows = [
         MetricRow("makespan_us", makespan, "us"),
         MetricRow("recorded_makespan_us", program.recorded_span_us, "us"),
@@ -100,11 +101,13 @@ def _group_rows(program: RecordedProgram, ops: pd.DataFrame) -> list[MetricRow]:
     """Each group's GPU time: the ops issued from its first host work (named ``cpu:<group>``) until the next group's,
     first start to last end; and the recording's, for comparison."""
     names = [g for g, _ in program.recorded_group_us]
-    host = ops[(ops["kind"] == "host_work") & ops["name"].str.startswith("cpu:")]
-    if not names or host.empty:
+    if not names:
+        return []
+    host = ops.loc[(ops["kind"] == "host_work") & ops["name"].str.startswith("cpu:"), ["name", "start_us"]]
+    if host.empty:
         return []
     first = host.groupby("name", sort=False)["start_us"].min().sort_values()
-    issued = ops[ops["device"] >= 0]
+    issued = ops.loc[ops["device"] >= 0, ["issue_us", "start_us", "end_us"]]
     # each op in the group whose first host work began last at or before its issue (none before the first)
     group = np.searchsorted(first.to_numpy(), issued["issue_us"].to_numpy(), side="right") - 1
     inside = group >= 0
