@@ -250,6 +250,13 @@ def _names_of(builder: _Builder, values: np.ndarray) -> np.ndarray:
     return lookup[codes] if len(uniques) else np.zeros(len(values), np.int32)
 
 
+def _mapped(values: np.ndarray, make, dtype) -> np.ndarray:
+    """``make(v)`` for each of ``values`` (an object array), called once per distinct value."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    lookup = np.array([make(u) for u in uniques], dtype=dtype)
+    return lookup[codes] if len(uniques) else np.zeros(len(values), dtype)
+
+
 def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.ndarray | None:
     """The steps of a thread given as columns, column-wise (what :meth:`_Builder.thread_steps` makes of its calls);
     None for a thread with inferred waits or graph launches (then call by call)."""
@@ -258,7 +265,7 @@ def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.nd
         return None
     ops = table.ops
     index = builder.stream_index
-    stream = np.array([index.get(key, -1) for key in table.stream.tolist()], dtype=np.int32)
+    stream = _mapped(table.stream, lambda key: index.get(key, -1), np.int32)
     if costs.recorded:
         cost = table.duration_us
     elif costs.profile is not None and costs.profile.pytorch_eager_measured:
@@ -268,8 +275,8 @@ def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.nd
         cost = np.full(len(kind), math.nan)
     op_call = np.isin(kind, _OP_CALLS)
     synchronous = op_call & (kind == "call_memcpy") & (count > 0)
-    synchronous &= np.array(["Async" not in n for n in table.name.tolist()], dtype=bool)
-    record = (kind == "call_record") & np.array([c is not None for c in table.correlation.tolist()]) & (stream >= 0)
+    synchronous &= _mapped(table.name, lambda n: "Async" not in n, bool)
+    record = (kind == "call_record") & np.not_equal(table.correlation, None) & (stream >= 0)
     wait = (kind == "call_wait") & (stream >= 0)
     sync = np.isin(kind, ("call_sync_event", "call_sync_stream", "call_sync_device"))
     n_ops = np.where(op_call, count, 0)
@@ -282,7 +289,7 @@ def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.nd
 
     # every call's first step carries its CPU time before it
     with_gap = (n > 0) & (gap > 0.0)
-    groups = np.array(["cpu:" + g if g else "cpu" for g in table.group[with_gap].tolist()], dtype=object)
+    groups = _mapped(table.group[with_gap], lambda g: "cpu:" + g if g else "cpu", object)
     steps["gap_us"][offset[with_gap]] = gap[with_gap]
     steps["gap_name"][offset[with_gap]] = _names_of(builder, groups)
 
@@ -298,19 +305,18 @@ def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.nd
         op_kind = ops.kind[op]
         copy = np.isin(op_kind, ("copy_h2d", "copy_d2h"))
         steps["op"][at] = np.where(copy, OP_COPY, OP_LAUNCH)
-        steps["stream"][at] = [index[key] for key in ops.stream[op].tolist()]
+        steps["stream"][at] = _mapped(ops.stream[op], index.__getitem__, np.int32)
         steps["name"][at] = _names_of(builder, ops.name[op])
         steps["host_us"][at] = np.where(within == 0, np.repeat(cost[calls_of], per), 0.0)
         duration = ops.duration_us[op]
         duration = np.where(builder.min_kernel_us > duration, builder.min_kernel_us, duration)  # max(d, min)
-        gemm = {name: is_gemm(name) for name in set(ops.name[op][~copy].tolist())}
-        is_compute = (op_kind == "kernel") & np.array([gemm.get(name, False) for name in ops.name[op].tolist()])
+        is_compute = (op_kind == "kernel") & ~copy & _mapped(ops.name[op], is_gemm, bool)
         kernel_kind = np.where(
             duration < SHORT_KERNEL_US,
             KIND_CODES[KernelKind.LATENCY],
             np.where(is_compute, KIND_CODES[KernelKind.COMPUTE], KIND_CODES[KernelKind.MEMORY]),
         )
-        direction = np.array([_DIRECTION_OF.get(k, 0) for k in op_kind.tolist()], dtype=np.uint8)
+        direction = _mapped(op_kind, lambda k: _DIRECTION_OF.get(k, 0), np.uint8)
         steps["kind"][at] = np.where(copy, direction, kernel_kind)
         steps["pageable"][at] = copy & (ops.host_memory[op] == "pageable")
         steps["nbytes"][at] = np.where(copy, ops.nbytes[op], 0)
