@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from workloads.recorded.program import MODELLED_CALLS, Call, DeviceOp
+from workloads.recorded.program import MODELLED_CALLS, TEXT_CODE, Call, DeviceOp
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,16 +38,20 @@ class OpTable:
         ops = linked.sort_values(["correlation", "start_us"], kind="stable")
         devices = ops["device"].to_numpy().astype(np.int64)
         streams = _per_distinct(
-            (devices, ops["stream"].to_numpy(dtype=object)), lambda device, stream: (int(device), str(stream))
+            (devices, ops["stream"].to_numpy(dtype=object)),
+            lambda device, stream: (int(device), str(stream)),
+            (None, _codes(ops, "stream")),
         )
         memory = _per_distinct(
-            (ops["host_memory"].to_numpy(dtype=object),), lambda m: m if isinstance(m, str) and m != "" else "pinned"
+            (ops["host_memory"].to_numpy(dtype=object),),
+            lambda m: m if isinstance(m, str) and m != "" else "pinned",
+            (_codes(ops, "host_memory"),),
         )
         return cls(
             ops["correlation"].to_numpy().astype(np.int64),
             ops["kind"].to_numpy(dtype=object),
             streams,
-            _per_distinct((ops["name"].to_numpy(dtype=object),), str),
+            _per_distinct((ops["name"].to_numpy(dtype=object),), str, (_codes(ops, "name"),)),
             ops["duration_us"].to_numpy(dtype=np.float64),
             ops["bytes"].to_numpy().astype(np.int64),
             memory,
@@ -155,18 +159,30 @@ class CallTable:
         return tuple(out)
 
 
-def _per_distinct(keys: tuple[np.ndarray, ...], make) -> np.ndarray:
-    """An object array of ``make(*key)`` per row, ``make`` called once per distinct key (rows of a key share it)."""
+def _per_distinct(keys: tuple[np.ndarray, ...], make, codes: tuple[np.ndarray | None, ...] | None = None) -> np.ndarray:
+    """An object array of ``make(*key)`` per row, ``make`` called once per distinct key (rows of a key share it).
+
+    ``codes``: per key, its values' codes where known (``TEXT_CODE`` columns: one per distinct value), which
+    spares hashing the values; None (or a None entry) to factorize that key."""
     if len(keys[0]) == 0:
         return np.empty(0, object)
-    codes = np.zeros(len(keys[0]), np.int64)
-    for key in keys:  # one code per distinct combination: the codes of each key, mixed in
-        key_codes, uniques = pd.factorize(key, use_na_sentinel=False)
-        codes = codes * max(len(uniques), 1) + key_codes
-    distinct, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-    values = np.empty(len(distinct), object)
+    combined = np.zeros(len(keys[0]), np.int64)
+    for i, key in enumerate(keys):  # one code per distinct combination: the codes of each key, mixed in
+        key_codes = codes[i] if codes is not None and codes[i] is not None else None
+        if key_codes is None:
+            key_codes = pd.factorize(key, use_na_sentinel=False)[0]
+        key_codes = key_codes.astype(np.int64) - int(key_codes.min())
+        combined = combined * (int(key_codes.max()) + 1) + key_codes
+    _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    values = np.empty(len(first), object)
     values[:] = [make(*(key[i] for key in keys)) for i in first.tolist()]
     return values[inverse]
+
+
+def _codes(rows: pd.DataFrame, column: str) -> np.ndarray | None:
+    """The codes ``build_program`` keeps beside a text column (None where the frame has none)."""
+    name = TEXT_CODE.format(column)
+    return rows[name].to_numpy() if name in rows.columns else None
 
 
 def _counts(column: pd.Series) -> np.ndarray:
@@ -183,15 +199,19 @@ def thread_table(rows: pd.DataFrame, ops: OpTable, start_us: float, waits: dict,
     corr_missing = rows["correlation"].isna().to_numpy()
     correlation = pd.to_numeric(rows["correlation"], errors="coerce").fillna(-1).to_numpy().astype(np.int64)
     kind = rows["kind"].to_numpy(dtype=object)
-    name = _per_distinct((rows["name"].to_numpy(dtype=object),), str)
-    group = _per_distinct((rows["group"].to_numpy(dtype=object),), lambda g: g if isinstance(g, str) else "")
+    name = _per_distinct((rows["name"].to_numpy(dtype=object),), str, (_codes(rows, "name"),))
+    group = _per_distinct(
+        (rows["group"].to_numpy(dtype=object),), lambda g: g if isinstance(g, str) else "", (_codes(rows, "group"),)
+    )
     wait_missing = rows["wait_correlation"].isna().to_numpy()
     wait = pd.to_numeric(rows["wait_correlation"], errors="coerce").fillna(0).to_numpy().astype(np.int64)
     aten, ranges = _counts(rows["gap_aten_ops"]), _counts(rows["gap_ranges"])
 
     op_first, op_count = ops.slice_of(correlation, ~corr_missing)
     stream = _per_distinct(
-        (rows["stream"].to_numpy(dtype=object),), lambda s: (0, s) if isinstance(s, str) and s else None
+        (rows["stream"].to_numpy(dtype=object),),
+        lambda s: (0, s) if isinstance(s, str) and s else None,
+        (_codes(rows, "stream"),),
     )
     has_ops = op_count > 0
     if has_ops.any():

@@ -53,6 +53,7 @@ MODELLED_CALLS = (
     "call_wait",
     *SYNC_CALLS,
 )
+TEXT_CODE = "{}#code"  # build_program's frame: beside each text column, its codes (one per distinct string)
 INFER_TOLERANCE_US = 20.0  # a GPU op that started this much later than its launch and stream allowed was held
 
 
@@ -172,16 +173,18 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     # The columns used, built once (no copy of the frame per step); strings as Python strings in object columns
     # (Arrow-backed ones are slow to take and filter; pandas 3 would infer them from an object array), each
     # distinct one made once.
-    ops = pd.DataFrame(
-        {
-            c: pd.Series(_shared_strings(ops[c]), dtype=object, copy=False)
-            if _is_text(ops[c].dtype)
-            else ops[c].to_numpy()
-            for c in _USED_COLUMNS
-            if c in ops.columns
-        },
-        copy=False,
-    )
+    # Beside each, its codes (TEXT_CODE), which the call table reads rather than hash the strings again.
+    columns: dict[str, object] = {}
+    for c in _USED_COLUMNS:
+        if c not in ops.columns:
+            continue
+        if _is_text(ops[c].dtype):
+            values, codes = _shared_strings(ops[c])
+            columns[c] = pd.Series(values, dtype=object, copy=False)
+            columns[TEXT_CODE.format(c)] = codes
+        else:
+            columns[c] = ops[c].to_numpy()
+    ops = pd.DataFrame(columns, copy=False)
     call_rows = np.flatnonzero(is_call)
     thread_rank, _ = pd.factorize(ops["thread"].to_numpy()[call_rows], sort=True, use_na_sentinel=False)
     call_rows = call_rows[np.lexsort((ops["start_us"].to_numpy()[call_rows], thread_rank))]
@@ -298,12 +301,13 @@ def _is_text(dtype: object) -> bool:
     return isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype)
 
 
-def _shared_strings(column: pd.Series) -> np.ndarray:
-    """A string column as an object array of Python strings, one object per distinct string (None where missing)."""
+def _shared_strings(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A string column as an object array of Python strings, one object per distinct string (None where missing),
+    and each row's code (int32, one per distinct string, -1 where missing)."""
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
     values = np.empty(len(uniques) + 1, object)
     values[:-1] = [str(u) for u in uniques.tolist()] if len(uniques) else []
-    return values[codes]  # code -1 (missing): the last, None
+    return values[codes], codes.astype(np.int32)  # code -1 (missing): the last, None
 
 
 def _natural(name: str) -> tuple:
@@ -355,10 +359,16 @@ def infer_waits(gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[dict, dict, int
 
 def _group_spans(calls: pd.DataFrame, linked: pd.DataFrame) -> tuple[tuple[str, float], ...]:
     """Per group, in order of its first call: its GPU ops' span, first start to last end."""
-    order = calls.dropna(subset=["group"]).groupby("group", sort=False)["start_us"].min().sort_values().index
-    ops = linked.dropna(subset=["group"])
-    starts = ops.groupby("group")["start_us"].min()
-    ends = (ops["start_us"] + ops["duration_us"]).groupby(ops["group"]).max()
+    key = TEXT_CODE.format("group")
+    if key not in calls.columns or key not in linked.columns:  # a frame without codes: the groups themselves
+        key = "group"
+    in_calls, in_ops = calls[calls["group"].notna()], linked[linked["group"].notna()]
+    order = in_calls.groupby(key, sort=False)["start_us"].min().sort_values().index
+    starts = in_ops.groupby(key)["start_us"].min()
+    ends = (in_ops["start_us"] + in_ops["duration_us"]).groupby(in_ops[key]).max()
     order = order[order.isin(starts.index)]
     spans = (ends.reindex(order) - starts.reindex(order)).tolist()
+    if key != "group":  # each code's group name
+        named = in_calls.drop_duplicates(key).set_index(key)["group"]
+        order = named.reindex(order)
     return tuple((str(g), float(span)) for g, span in zip(order.tolist(), spans))
