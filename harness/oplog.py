@@ -102,7 +102,9 @@ class OpLog:
             self._pending = rows[start : start + step]
             self._chunk()
 
-    def append_columns(self, op_id: np.ndarray, strings: dict[str, tuple[np.ndarray, tuple[str, ...]]], **numbers: Any) -> None:
+    def append_columns(
+        self, op_id: np.ndarray, strings: dict[str, tuple[np.ndarray, tuple[str, ...]]], **numbers: Any
+    ) -> None:
         """Record many ops given as columns (a backend's loop that keeps only its times): ``op_id`` (int64),
         every string column as ``(codes, values)`` (row ``i`` holds ``values[codes[i]]``), every number column
         (``device``, ``bytes``, ``issue_us``, ``start_us``, ``end_us``) as an array, or a scalar for every row.

@@ -277,11 +277,6 @@ def require_values(path: Path, ops: pd.DataFrame, column: str, rows: np.ndarray,
         raise InputError(path, f"row {i}, column '{column}'", f"missing value ({why})")
 
 
-def _plain(value: object) -> object:
-    """A cell as a Python value (numpy scalars print as ``np.float64(...)`` otherwise)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _first(mask: np.ndarray) -> int | None:
     return int(mask.argmax()) if mask.any() else None
 

@@ -164,8 +164,8 @@ def check_rows(path: Path, columns: TraceColumns) -> None:
             )
     sizes = columns.numbers("bytes")
     if (i := _first(~np.isfinite(sizes) | (sizes < 0))) is not None:
-        raise InputError(path, f"row {i}, column 'bytes'", f"must be an integer >= 0, got {columns.value('bytes', i)!r}")
-    kind_codes, kind_values = columns.codes("kind")
+        got = columns.value("bytes", i)
+        raise InputError(path, f"row {i}, column 'bytes'", f"must be an integer >= 0, got {got!r}")
     if (i := _first(~_in(columns, "kind", KNOWN_KINDS))) is not None:
         raise InputError(
             path,
@@ -251,7 +251,9 @@ def check_correlations(
         i = int(calls[again.argmax()])
         first = int(calls[np.flatnonzero(corr[calls] == corr[i])[0]])
         shown = columns.value("correlation", i)
-        raise InputError(path, f"row {i}, column 'correlation'", f"{shown} is also the correlation of host call row {first}")
+        raise InputError(
+            path, f"row {i}, column 'correlation'", f"{shown} is also the correlation of host call row {first}"
+        )
     gpu = np.flatnonzero(on_gpu & linked)
     same = [
         columns.numbers("device")[gpu],
@@ -264,7 +266,8 @@ def check_correlations(
     twice = _duplicated(same)
     if twice.any():
         i = int(gpu[twice.argmax()])
-        raise InputError(path, f"row {i}", f"GPU op {columns.value('name', i)!r} is recorded twice (an identical row before)")
+        name = columns.value("name", i)
+        raise InputError(path, f"row {i}", f"GPU op {name!r} is recorded twice (an identical row before)")
     gpu_corr, gpu_device = same[5], same[0]
     several = _varies_within(gpu_corr, gpu_device)
     if several.any():

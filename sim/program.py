@@ -149,7 +149,8 @@ def _run_chunk(run: TimelineRun, command: RunProgram, steps: np.ndarray, state: 
     for at, count in handled:
         handler_ids[at + 1] += count
     base = first_id + ids_before + np.cumsum(handler_ids)[:-1]  # the last id taken before each step
-    _log_rows(run, command, steps, base, has_gap, launch, (gap_start, gap_end), (kernel_issue, kernel_start, kernel_end))
+    kernel_times = (kernel_issue, kernel_start, kernel_end)
+    _log_rows(run, command, steps, base, has_gap, launch, (gap_start, gap_end), kernel_times)
 
 
 def _log_rows(

@@ -196,3 +196,41 @@ def _assert_same_values(got: pd.DataFrame, table: pd.DataFrame) -> None:
             assert reader[name].astype(object).tolist() == table[name].astype(object).tolist()
         else:
             pd.testing.assert_series_equal(reader[name], table[name], check_exact=True)
+
+
+def test_rows_given_as_columns_join_the_table_in_op_id_order():
+    """``append_columns`` (the simulator's program fast path): rows whose other fields are columns of codes
+    come out as the same table as the same rows appended one by one, wherever their op ids fall."""
+    import numpy as np
+
+    rows = [
+        (1, -1, "main", "host_work", "cpu", 0, "", "main", 0.0, 0.0, 2.5),
+        (2, 0, "s7", "kernel", "gemm", 0, "", "main", 2.5, 3.0, 9.0),
+        (3, 0, "s7", "copy_d2h", "state", 64, "pinned", "main", 4.0, 9.0, 12.0),
+        (4, -1, "main", "host_work", "cpu:step", 0, "", "main", 4.0, 4.0, 6.0),
+        (5, 0, "s9", "kernel", "add", 0, "", "main", 6.0, 12.0, 12.5),
+    ]
+    log = OpLog()
+    log.append(rows[2])
+    host, kernels = [0, 3], [1, 4]
+    strings = {"host_memory": (0, ("",)), "thread": (0, ("main",))}
+    log.append_columns(
+        np.array([rows[i][0] for i in kernels]),
+        {**strings, "stream": (np.array([1, 0]), ("s9", "s7")), "kind": (0, ("kernel",)),
+         "name": (np.array([0, 1]), ("gemm", "add"))},
+        device=0, bytes=0, issue_us=np.array([2.5, 6.0]), start_us=np.array([3.0, 12.0]), end_us=np.array([9.0, 12.5]),
+    )
+    log.append_columns(
+        np.array([rows[i][0] for i in host]),
+        {
+            **strings,
+            "stream": (0, ("main",)),
+            "kind": (0, ("host_work",)),
+            "name": (np.array([1, 0]), ("cpu:step", "cpu")),
+        },
+        device=-1, bytes=0, issue_us=np.array([0.0, 4.0]), start_us=np.array([0.0, 4.0]), end_us=np.array([2.5, 6.0]),
+    )
+    assert len(log) == 5
+    pd.testing.assert_frame_equal(log.frame(), _reference(rows))
+    devices_only = _reference(rows).query("device >= 0").reset_index(drop=True)
+    pd.testing.assert_frame_equal(log.frame(host_rows=False), devices_only)
