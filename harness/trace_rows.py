@@ -42,6 +42,10 @@ class TraceColumns:
         """The cell as pandas shows it (a float in a number column that holds nulls)."""
         raise NotImplementedError
 
+    def keys(self, name: str) -> np.ndarray:
+        """A number column for comparing its values: int64 where pandas holds it as ints, else :meth:`numbers`."""
+        raise NotImplementedError
+
     def is_float(self, name: str) -> bool:
         """Whether pandas holds the column as floats (a float column, or an int column with nulls)."""
         raise NotImplementedError
@@ -71,6 +75,10 @@ class FrameColumns(TraceColumns):
     def is_float(self, name: str) -> bool:
         return pd.api.types.is_float_dtype(self.frame[name].dtype)
 
+    def keys(self, name: str) -> np.ndarray:
+        column = self.frame[name]
+        return column.to_numpy() if pd.api.types.is_integer_dtype(column.dtype) else self.numbers(name)
+
 
 class ArrowColumns(TraceColumns):
     """An Arrow table's columns (strings plain or dictionary-encoded; numbers of the format's types)."""
@@ -89,7 +97,7 @@ class ArrowColumns(TraceColumns):
         column = self._column(name)
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
             return np.full(self.rows, np.nan)  # null or text: pd.to_numeric(errors="coerce") of it, where checked
-        return column.cast(pa.float64()).to_numpy()  # nulls: NaN
+        return column.cast(pa.float64(), safe=False).to_numpy()  # nulls: NaN; as numpy converts a large int
 
     def nulls(self, name: str) -> np.ndarray:
         column = self._column(name)
@@ -121,15 +129,28 @@ class ArrowColumns(TraceColumns):
             return True
         return pa.types.is_integer(column.type) and column.null_count > 0
 
+    def keys(self, name: str) -> np.ndarray:
+        column = self._column(name)
+        if pa.types.is_integer(column.type) and column.null_count == 0:
+            return column.cast(pa.int64()).to_numpy()
+        return self.numbers(name)
+
 
 def _first(mask: np.ndarray) -> int | None:
     return int(mask.argmax()) if mask.any() else None
 
 
+def _member(value: object, allowed: object) -> bool:
+    try:
+        return value in allowed
+    except TypeError:  # an unhashable cell (a list in a frame): never one of the allowed strings
+        return False
+
+
 def _in(columns: TraceColumns, name: str, allowed: object) -> np.ndarray:
     """Where string column ``name`` holds one of ``allowed`` (never where null)."""
     codes, values = columns.codes(name)
-    lookup = np.array([v in allowed for v in values] + [False], dtype=bool)  # code -1: the last, False
+    lookup = np.array([_member(v, allowed) for v in values] + [False], dtype=bool)  # code -1: the last, False
     return lookup[codes]
 
 
@@ -244,7 +265,7 @@ def check_correlations(
     linked = ~columns.nulls("correlation")
     if not linked.any():
         return
-    corr = columns.numbers("correlation")
+    corr = columns.keys("correlation")
     calls = np.flatnonzero(is_call & linked)
     again = _duplicated([corr[calls]])
     if again.any():
@@ -256,7 +277,7 @@ def check_correlations(
         )
     gpu = np.flatnonzero(on_gpu & linked)
     same = [
-        columns.numbers("device")[gpu],
+        columns.keys("device")[gpu],
         columns.codes("stream")[0][gpu],
         columns.numbers("start_us")[gpu],
         columns.numbers("duration_us")[gpu],
