@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from harness.runtime import RunProgram, Stream
+from harness.program import OP_COLLECTIVE, ProgramThread, StepProgram, new_steps
+from harness.runtime import Communicator, RunProgram, Stream
 from replay.native import executor
 from replay.native.build import NativeUnavailable, compile_command, source_hash
 
@@ -15,8 +16,11 @@ class _Context:
     native = None
 
 
+_ONE_STEP = StepProgram((ProgramThread("main", new_steps(1)),), (), 1)
+
+
 def _cmd(device: int = 0) -> RunProgram:
-    return RunProgram(program=None, streams=(Stream(1, device, "s0"),))  # type: ignore[arg-type]
+    return RunProgram(program=_ONE_STEP, streams=(Stream(1, device, "s0"),))
 
 
 @pytest.mark.parametrize("value, mode", [("0", "off"), ("off", "off"), ("auto", "auto"), ("1", "on"), ("ON", "on")])
@@ -127,3 +131,23 @@ def test_the_calibration_measures_the_floor_on_a_stream_and_inside_a_graph():
     assert cal.overhead_us == pytest.approx((1.5, 2.0, 2.5)) and cal.floor_us == pytest.approx(2.5)
     assert cal.in_graph_floor_us == pytest.approx(0.9)
     assert lib.graphs == [([int(Kind.LATENCY)] * GRAPH_FLOOR_KERNELS, [0] * GRAPH_FLOOR_KERNELS, 0)]
+
+
+def test_programs_of_collectives_run_interpreted_in_every_mode_and_say_so(monkeypatch, capsys):
+    steps = new_steps(1)
+    steps["op"], steps["stream"], steps["graph_first"], steps["graph_count"] = OP_COLLECTIVE, 0, 0, -1
+    program = StepProgram((ProgramThread("main", steps),), (), 1, communicators=((0, 1),))
+    cmd = RunProgram(program, (Stream(1, 0, "s0"),), (Communicator(2, (0, 1), "tp"),))
+
+    class Runner:
+        def accepts(self, cmd):
+            return True
+
+    context = _Context()
+    context.native = Runner()
+    for value in ("auto", "on"):
+        monkeypatch.setenv(executor.MODE_ENV, value)
+        assert executor.runner_for(context, cmd) is None
+    assert executor.runner_for(context, _cmd(0)) is context.native  # the same runner takes one without collectives
+    err = capsys.readouterr().err
+    assert err.count("program commands run interpreted: a program of collectives") == 1  # once per program

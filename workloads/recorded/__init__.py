@@ -69,7 +69,7 @@ WORKLOAD = Workload(
         "inferred_waits",
     ),
     headline_metrics=(HeadlineMetric("makespan_us", "lower", "recorded_makespan_us", "the recording"),),
-    devices=lambda params: 1,
+    devices=lambda params: params.devices,  # a multi-rank recording: one per rank (harness.multirank_import)
     tables=tables,
     extra_tables={"what_ifs": WHAT_IFS_SCHEMA},
     notes=notes,

@@ -158,8 +158,11 @@ def _counts(column: pd.Series) -> np.ndarray:
     return pd.to_numeric(column, errors="coerce").fillna(0).to_numpy().astype(np.int64)
 
 
-def thread_table(rows: pd.DataFrame, ops: OpTable, start_us: float, waits: dict, records: dict) -> CallTable:
-    """The calls of one thread's trace rows (in start order), as ``build_program`` defines them."""
+def thread_table(
+    rows: pd.DataFrame, ops: OpTable, start_us: float, waits: dict, records: dict, device: int = 0
+) -> CallTable:
+    """The calls of one thread's trace rows (in start order), as ``build_program`` defines them; ``device``: the
+    device of the streams its calls name without launching on them (syncs, records, waits): a rank's own GPU."""
     n = len(rows)
     start = rows["start_us"].to_numpy(dtype=np.float64)
     duration = rows["duration_us"].to_numpy(dtype=np.float64)
@@ -177,7 +180,7 @@ def thread_table(rows: pd.DataFrame, ops: OpTable, start_us: float, waits: dict,
 
     op_first, op_count = ops.slice_of(correlation, ~corr_missing)
     stream = np.empty(n, object)
-    stream[:] = [(0, s) if isinstance(s, str) and s else None for s in stream_raw]
+    stream[:] = [(device, s) if isinstance(s, str) and s else None for s in stream_raw]
     has_ops = op_count > 0
     if has_ops.any():
         stream[has_ops] = ops.stream[op_first[has_ops]]

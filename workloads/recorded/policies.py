@@ -134,12 +134,22 @@ def added_call_costs_us(program: RecordedProgram, profile) -> dict[str, float]:
 
 
 def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
-    """Re-issue ``program``: its streams, then every host thread's steps as one program command."""
+    """Re-issue ``program``: its streams and communicators (a multi-rank recording's), then every host thread's
+    steps as one program command."""
     streams = []
     for device, name in program.streams:
         streams.append((yield rt.create_stream(device, f"s{name}" if device == 0 else f"d{device}s{name}")))
-    outcome = yield rt.run_program(step_program_for(rt, program, params), streams)
+    made = step_program_for(rt, program, params)
+    communicators = []
+    for devices in made.communicators:
+        communicators.append((yield rt.create_communicator(devices, communicator_name(devices))))
+    outcome = yield rt.run_program(made, streams, communicators)
     return RecordedResult(sum(t.call_count for t in program.threads), outcome.unresolved_waits)
+
+
+def communicator_name(devices: tuple[int, ...]) -> str:
+    """A recorded communicator's name: its devices (``ranks0-1-2-3``)."""
+    return "ranks" + "-".join(map(str, devices))
 
 
 # --------------------------------------------------------------------------- what-ifs (whatif.py)
