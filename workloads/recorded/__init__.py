@@ -53,6 +53,13 @@ WORKLOAD = Workload(
             "what-if: kernels whose name matches a pattern take factor x their recorded time",
             policies.check_scale_kernels,
         ),
+        "overlap_collectives": PolicyDef(
+            "overlap_collectives",
+            policies.GroupedParams,
+            policies.overlap_collectives,
+            "what-if: every rank's collectives overlap the compute after them; waited for at the next group",
+            policies.check_overlap_collectives,
+        ),
     },
     metrics=metrics,
     summary_metrics=(

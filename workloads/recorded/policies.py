@@ -188,6 +188,7 @@ _TRANSFORMS = {
     "async_d2h": lambda program, p: whatif.async_d2h(program, p.groups),
     "graph_launch": lambda program, p: whatif.graph_launch(program, p.groups),
     "scale_kernels": lambda program, p: whatif.scale_kernels(program, p.factors),
+    "overlap_collectives": lambda program, p: whatif.overlap_collectives(program, p.groups),
 }
 _transformed: dict[tuple[int, str, str], tuple[RecordedProgram, RecordedProgram]] = {}
 
@@ -224,3 +225,4 @@ prefetch_copies, check_prefetch_copies = _what_if("prefetch_copies")
 async_d2h, check_async_d2h = _what_if("async_d2h")
 graph_launch, check_graph_launch = _what_if("graph_launch")
 scale_kernels, check_scale_kernels = _what_if("scale_kernels")
+overlap_collectives, check_overlap_collectives = _what_if("overlap_collectives")
