@@ -114,7 +114,7 @@ OP_COLLECTIVE = 9
 OP_NAMES = (
     "host", "launch", "copy", "record", "wait", "sync_stream", "sync_event", "sync_device", "graph", "collective"
 )  # fmt: skip
-_STREAM_OPS = (OP_LAUNCH, OP_COPY, OP_RECORD, OP_WAIT, OP_SYNC_STREAM, OP_GRAPH, OP_COLLECTIVE)  # need a stream
+STREAM_OPS = (OP_LAUNCH, OP_COPY, OP_RECORD, OP_WAIT, OP_SYNC_STREAM, OP_GRAPH, OP_COLLECTIVE)  # need a stream
 
 KIND_CODES: dict[KernelKind, int] = {KernelKind.COMPUTE: 0, KernelKind.MEMORY: 1, KernelKind.LATENCY: 2}
 KINDS: tuple[KernelKind, ...] = tuple(KIND_CODES)
@@ -122,8 +122,8 @@ DIRECTION_CODES: dict[Direction, int] = {Direction.H2D: 0, Direction.D2H: 1, Dir
 DIRECTIONS: tuple[Direction, ...] = tuple(DIRECTION_CODES)
 COLLECTIVE_CODES: dict[CollectiveOp, int] = {op: i for i, op in enumerate(CollectiveOp)}
 COLLECTIVE_OPS: tuple[CollectiveOp, ...] = tuple(COLLECTIVE_CODES)
-_PEERED = (COLLECTIVE_CODES[CollectiveOp.BROADCAST], COLLECTIVE_CODES[CollectiveOp.SEND], COLLECTIVE_CODES[CollectiveOp.RECV])
 _P2P = (COLLECTIVE_CODES[CollectiveOp.SEND], COLLECTIVE_CODES[CollectiveOp.RECV])
+_PEERED = (COLLECTIVE_CODES[CollectiveOp.BROADCAST], *_P2P)  # steps whose graph_count is a peer device
 ALGORITHMS: tuple[str, ...] = ("", *COLLECTIVE_ALGORITHMS)  # code 0: the backend's choice
 
 STEP_DTYPE = np.dtype(
@@ -232,7 +232,7 @@ class StepProgram:
                 raise ProgramError(f"thread {thread.name!r}: steps of dtype {steps.dtype}, expected STEP_DTYPE")
             op = steps["op"]
             _first_bad(where, steps, op > OP_COLLECTIVE, "op")
-            needs_stream = np.isin(op, _STREAM_OPS)
+            needs_stream = np.isin(op, STREAM_OPS)
             stream = steps["stream"]
             _first_bad(where, steps, needs_stream & ~((stream >= 0) & (stream < self.streams)), "stream")
             for index in ("name", "gap_name"):
@@ -295,7 +295,9 @@ def _first_bad(where: str, rows: np.ndarray, bad: np.ndarray, column: str) -> No
         raise ProgramError(f"{where} {i}: field {column!r} is invalid ({value!r})")
 
 
-def check_collective_streams(program: StepProgram, streams: tuple[Stream, ...], comms: tuple[Communicator, ...]) -> None:
+def check_collective_streams(
+    program: StepProgram, streams: tuple[Stream, ...], comms: tuple[Communicator, ...]
+) -> None:
     """Raise ``ValueError`` naming the first collective step whose stream is not on a device of its communicator,
     or that sends to (receives from) its own device: what the runtime's collective builders refuse."""
     devices = np.array([s.device for s in streams], dtype=np.int64)
@@ -381,7 +383,9 @@ def _expand_thread(rt: Runtime, command: RunProgram, thread: ProgramThread, stat
     program = command.program
     names, streams, events, outstanding = program.names, command.streams, state.events, state.outstanding
     for step in iter_steps(thread.steps):
-        op, kind, pageable, algo, stream, name, gap_name, event, first, count, gap_us, host_us, duration, share, n = step
+        op, kind, pageable, algo, stream, name, gap_name, event, first, count, gap_us, host_us, duration, share, n = (
+            step
+        )
         if gap_us > 0.0:
             yield rt.host_work(gap_us, names[gap_name])
         host = None if host_us != host_us else host_us  # NaN: the backend's figure

@@ -140,10 +140,9 @@ def test_the_sim_fast_path_gives_the_reference_expansion_bit_for_bit(tmp_path, w
 
         reference = ops(False, False, run.policy.main, program, run.params)  # expand, command by command
         assert (reference["kind"] == "collective").sum() == world * LAYERS
-        pd.testing.assert_frame_equal(ops(True, True, run.policy.main, program, run.params), reference, check_exact=True)
-        pd.testing.assert_frame_equal(
-            ops(False, True, run.policy.main, program, run.params), reference, check_exact=True
-        )
+        for fast in (True, False):  # the fast path from the timeline executor (it gives up), and on the event model
+            got = ops(fast, True, run.policy.main, program, run.params)
+            pd.testing.assert_frame_equal(got, reference, check_exact=True)
         legacy = ops(True, True, reissue, program, run.params, what_if)  # one command per recorded call
         pd.testing.assert_frame_equal(legacy, reference, check_exact=True)
 
@@ -370,7 +369,8 @@ def test_overlap_moves_a_collective_off_the_compute_stream_and_waits_for_it_at_t
     assert produced < 0 and reduced < 0 and all(c.synthetic for c in (out[1], out[2], out[4], out[6]))
     assert changed.streams == (S7, SIDE)
     summary = changed.what_ifs[-1]
-    assert (summary.collectives_moved, summary.waits_deferred, summary.events_added, summary.waits_added) == (1, 0, 2, 2)
+    counts = (summary.collectives_moved, summary.waits_deferred, summary.events_added, summary.waits_added)
+    assert counts == (1, 0, 2, 2)
 
 
 def test_overlap_defers_the_waits_for_a_collective_on_its_own_stream_to_the_next_group():
@@ -394,3 +394,23 @@ def test_overlap_defers_the_waits_for_a_collective_on_its_own_stream_to_the_next
 def test_overlap_without_collectives_is_not_applicable():
     with pytest.raises(NotApplicable, match="overlap_collectives: found no collective to overlap"):
         whatif.overlap_collectives(_hand_made([_launch("gemm0", S7, "layer0")], [S7]))
+
+
+# --------------------------------------------------------------------------- the distributed replay's share
+
+
+def test_each_rank_process_runs_only_its_own_ranks_threads_of_a_program_of_collectives():
+    from harness.runtime import Communicator, RunProgram, Stream
+    from replay.distributed import own_rank_program
+
+    program = _collective_program(2)
+    host_only = new_steps(1)
+    host_only["gap_us"], host_only["gap_name"] = 4.0, 1
+    program = StepProgram((*program.threads, ProgramThread("helper", host_only)), program.names, 2,
+                          communicators=program.communicators)  # fmt: skip
+    cmd = RunProgram(program, (Stream(1, 0, "a"), Stream(2, 1, "b")), (Communicator(3, (0, 1), "c"),) * 2)
+    for rank, kept in ((0, ["main", "helper"]), (1, ["rank1"])):
+        mine = own_rank_program(cmd, rank)
+        assert [t.name for t in mine.program.threads] == ["main", "rank1", "helper"]  # places and names kept
+        assert [t.name for t in mine.program.threads if len(t.steps)] == kept
+        assert mine.streams == cmd.streams and mine.communicators == cmd.communicators
