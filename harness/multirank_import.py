@@ -20,9 +20,12 @@
   operation, size or participants the trace does not give stays a kernel of its
   recorded duration, counted in the provenance notes.
 
-Re-issuing such a trace ``as_recorded`` (the collectives through the runtime's
-collective commands) is not done yet: the recorded workload's step programs
-(``harness.program``) have no collective step (``docs/collectives.md``).
+The ranks' collectives are checked to agree (:func:`collective_mismatch`: the k-th
+on a set of ranks the same operation, size and root on each, as many on each);
+traces that disagree are refused naming the rank's file. A recorded spec of
+``devices = N`` re-issues the merged trace ``as_recorded``: each collective as an
+``OP_COLLECTIVE`` step of the program command (``harness.program``), NCCL's algorithm
+from its kernel's name (:func:`recorded_algorithm`); ``docs/collectives.md``.
 """
 
 from __future__ import annotations
