@@ -315,7 +315,7 @@ def check_collective_streams(
                 raise ValueError(f"thread {thread.name!r}, step {i}: a device cannot send to itself (device {device})")
 
 
-def collective_name(names: tuple[str, ...], name: int, code: int) -> str:
+def collective_step_name(names: tuple[str, ...], name: int, code: int) -> str:
     """A collective step's name: ``names[name]``, or its operation's when -1."""
     return names[name] if name >= 0 else COLLECTIVE_OPS[code].value
 
@@ -427,7 +427,7 @@ def _expand_thread(rt: Runtime, command: RunProgram, thread: ProgramThread, stat
         elif op == OP_COLLECTIVE:
             outstanding.add(stream)
             comm = command.communicators[first]
-            label = collective_name(names, name, kind)
+            label = collective_step_name(names, name, kind)
             yield collective_of(rt, streams[stream], comm, kind, algo, n, count, label, host)
     return len(thread.steps)
 

@@ -37,7 +37,7 @@ from harness.program import (
     ProgramOutcome,
     ProgramState,
     ProgramThread,
-    collective_name,
+    collective_step_name,
     iter_steps,
 )
 from harness.runtime import (
@@ -220,7 +220,7 @@ def _thread_commands(rt: Runtime, command: RunProgram, thread: ProgramThread, st
                         outstanding.discard(index)
         elif op == OP_COLLECTIVE:  # checked by Runtime.run_program as the collective builders check theirs
             outstanding.add(stream)
-            label = collective_name(names, name, kind)
+            label = collective_step_name(names, name, kind)
             peer = count if count >= 0 else None
             yield Collective(
                 streams[stream], comms[first], COLLECTIVE_OPS[kind], n, label, peer, host, ALGORITHMS[algo] or None
