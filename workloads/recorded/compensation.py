@@ -48,13 +48,13 @@ class Removal(NamedTuple):
 def overheads_us(call: Call, calibration: ProfilerCalibration) -> tuple[float, float]:
     """(overhead in the call's gap, overhead in the call itself), µs, from the events recorded there."""
     gap = (
-        call.gap_aten_ops * calibration.overhead_us("aten_op")
-        + call.gap_ranges * calibration.overhead_us("range")
-        + (call.gap_calls + 1) * calibration.overhead_us("runtime_call")
+        call.gap_aten_ops * calibration.compensation_us("aten_op")
+        + call.gap_ranges * calibration.compensation_us("range")
+        + (call.gap_calls + 1) * calibration.compensation_us("runtime_call")
     )
     own = 0.0
     if call.kind == "call_graph_launch":
-        own = calibration.overhead_us("graph_launch") + len(call.ops) * calibration.overhead_us("graph_kernel")
+        own = calibration.compensation_us("graph_launch") + len(call.ops) * calibration.compensation_us("graph_kernel")
     return gap, own
 
 
@@ -144,11 +144,11 @@ def _table_without_overhead(table: CallTable, calibration: ProfilerCalibration) 
     """:func:`overheads_us` and :func:`remove_overhead` of every call of ``table``, column-wise, to the last bit."""
     kind = table.kind
     gap_oh = (
-        table.gap_aten_ops * calibration.overhead_us("aten_op")
-        + table.gap_ranges * calibration.overhead_us("range")
-        + (table.gap_calls + 1) * calibration.overhead_us("runtime_call")
+        table.gap_aten_ops * calibration.compensation_us("aten_op")
+        + table.gap_ranges * calibration.compensation_us("range")
+        + (table.gap_calls + 1) * calibration.compensation_us("runtime_call")
     )
-    graph = calibration.overhead_us("graph_launch") + table.op_count * calibration.overhead_us("graph_kernel")
+    graph = calibration.compensation_us("graph_launch") + table.op_count * calibration.compensation_us("graph_kernel")
     call_oh = np.where(kind == "call_graph_launch", graph, 0.0)
     floors = {k: calibration.floor_us.get(k, 0.0) for k in set(kind.tolist())}
     floor = np.array([floors[k] for k in kind.tolist()], dtype=np.float64)
