@@ -145,6 +145,9 @@ class ProfilerCalibration(_Strict):
     method: str = ""
     notes: str = ""
     program_scale: ProgramScale | None = None
+    # GPU time the profiler adds to a CUDA graph's replay, per replay ("graph_launch") and per kernel in it
+    # ("graph_kernel"): CUDA-event timings of the calibration's graph shapes, profiled vs unprofiled
+    gpu_overhead: dict[str, Spread] = pydantic.Field(default_factory=dict)
 
     @pydantic.field_validator("overhead")
     @classmethod

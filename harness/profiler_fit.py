@@ -40,6 +40,8 @@ class ShapeTiming:
     unprofiled_us: float
     profiled_us: float
     counts: dict[str, float]  # per step, by PROFILER_EVENT_KINDS
+    gpu_unprofiled_us: float | None = None  # graph shapes: one replay's GPU time (CUDA events), unprofiled
+    gpu_profiled_us: float | None = None  # ... and profiled
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,20 @@ def fit_overheads(timings: list[ShapeTiming]) -> RoundFit:
     x = nnls(a, b)
     residual = b - a @ x
     return RoundFit(dict(zip(kinds, map(float, x))), {t.shape: float(r) for t, r in zip(timings, residual)})
+
+
+GPU_KINDS = ("graph_launch", "graph_kernel")
+
+
+def fit_gpu_overheads(timings: list[ShapeTiming]) -> dict[str, float] | None:
+    """One round's GPU time the profiler adds per graph replay and per kernel in it (µs), by non-negative least
+    squares over the shapes whose replays were timed on the GPU; None with fewer than two such shapes."""
+    timed = [t for t in timings if t.gpu_unprofiled_us is not None and t.gpu_profiled_us is not None]
+    if len(timed) < 2:
+        return None
+    a = np.array([[t.counts.get(k, 0.0) for k in GPU_KINDS] for t in timed], dtype=float)
+    b = np.array([t.gpu_profiled_us - t.gpu_unprofiled_us for t in timed], dtype=float)
+    return dict(zip(GPU_KINDS, map(float, nnls(a, b))))
 
 
 def program_scale_of(timing: ShapeTiming, overhead_us: dict[str, float]) -> float | None:
@@ -120,6 +136,8 @@ def summarize(
     kinds = [k for k in PROFILER_EVENT_KINDS if all(k in f.overhead_us for f in fits)]
     overhead = {k: spread([f.overhead_us[k] for f in fits]) for k in kinds}
     shapes = [t.shape for t in rounds[0]]
+    gpu_fits = [g for g in (fit_gpu_overheads(r) for r in rounds) if g is not None]
+    gpu_overhead = {k: spread([g[k] for g in gpu_fits]) for k in GPU_KINDS} if gpu_fits else {}
     lines = []
     for shape in shapes:
         rows = [t for r in rounds for t in r if t.shape == shape]
@@ -130,6 +148,10 @@ def summarize(
             fit_note = "not fitted, program scale " + (f"{spread(scales).median_us:.2f}" if scales else "n/a")
         else:
             fit_note = f"fit residual {spread([f.residual_us[shape] for f in fits if shape in f.residual_us]).median_us:+.1f}"
+        gpu = [t for t in rows if t.gpu_unprofiled_us is not None and t.gpu_profiled_us is not None]
+        if gpu:
+            fit_note += (f", GPU time a replay {spread([t.gpu_unprofiled_us for t in gpu]).median_us:.1f} -> "
+                         f"{spread([t.gpu_profiled_us for t in gpu]).median_us:.1f} µs profiled")  # fmt: skip
         lines.append(
             f"{shape}: unprofiled {unprof.median_us:.1f} ± {unprof.spread_us:.1f} µs/step, profiled "
             f"{prof.median_us:.1f} ± {prof.spread_us:.1f}, {fit_note} ({counts})"
@@ -143,6 +165,7 @@ def summarize(
         floor_us=floors,
         method=method,
         notes="; ".join(lines),
+        gpu_overhead=gpu_overhead,
         program_scale=scale_figure(scales, "the calibration's " + "/".join(check_shapes) + " shape") if scales else None,
     )
     return calibration, "\n".join(lines)

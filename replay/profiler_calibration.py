@@ -74,6 +74,7 @@ DEFAULT_MODES = ("cpu_cuda", "cpu_cuda_sync", "cuda")
 SHAPES = ("launch", "views", "composite", "ranges", "graph16", "graph96", "block")
 CPU_SHAPES = ("launch", "views", "composite", "ranges", "block")  # a CPU-only run (tests): no graphs, no runtime calls
 STEPS = {"launch": 20, "views": 20, "composite": 20, "ranges": 20, "graph16": 40, "graph96": 30, "block": 10}
+GPU_STEPS = 20  # graph replays timed on the GPU (CUDA events), unprofiled and profiled, per graph shape
 CHECK_SHAPES = ("block",)  # timed and counted like the others, not fitted: they give the program scale
 BLOCK = {"layers": 2, "hidden": 256, "heads": 4, "ffn": 688, "context": 32}
 PASSES = 3
@@ -161,6 +162,22 @@ class StandardProgram:
         elapsed = time.perf_counter() - start
         self.marker(shape)
         return elapsed * 1e6 / steps
+
+    def graph_gpu_us(self, steps: int) -> dict[str, float]:
+        """Per graph shape: the GPU time of one replay (µs; CUDA events around it, median over ``steps``). Taken
+        outside the counted windows (no markers): the events' calls are not counted as the shapes' events."""
+        torch, out = self.torch, {}
+        for shape, graph in self.graphs.items():
+            pairs = []
+            for _ in range(steps):
+                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                begin.record()
+                graph.replay()
+                end.record()
+                pairs.append((begin, end))
+                self.sync()
+            out[shape] = statistics.median(b.elapsed_time(e) * 1e3 for b, e in pairs)
+        return out
 
 
 class _DecoderBlock:
@@ -312,11 +329,13 @@ def run_round(mode: str, device_name: str, workdir: Path) -> dict:
     for _ in range(PASSES):
         for shape in program.shapes:
             unprofiled[shape].append(program.time_us(shape, STEPS[shape]))
+    gpu_unprofiled = program.graph_gpu_us(GPU_STEPS)
     profiled: dict[str, list[float]] = {s: [] for s in program.shapes}
     with _profile(torch, mode, program.cuda) as prof:
         for _ in range(PASSES):
             for shape in program.shapes:
                 profiled[shape].append(program.time_us(shape, STEPS[shape]))
+        gpu_profiled = program.graph_gpu_us(GPU_STEPS)
     trace = workdir / f"round-{mode}-{os.getpid()}.json"
     prof.export_chrome_trace(str(trace))
     counts = count_events(trace, list(program.shapes), STEPS, PASSES)
@@ -332,6 +351,8 @@ def run_round(mode: str, device_name: str, workdir: Path) -> dict:
                 "unprofiled_us": statistics.median(unprofiled[s]),
                 "profiled_us": statistics.median(profiled[s]),
                 "counts": counts[s],
+                **({"gpu_unprofiled_us": gpu_unprofiled[s], "gpu_profiled_us": gpu_profiled[s]}
+                   if s in gpu_unprofiled else {}),
             }
             for s in program.shapes
         ],
@@ -464,7 +485,11 @@ def calibrate_profiler(
     floors = {kind: [host[f]] for kind, f in _FLOOR_FIGURES.items() if f in host}
     for mode in modes:
         timings = [
-            [ShapeTiming(s["shape"], s["unprofiled_us"], s["profiled_us"], s["counts"]) for s in r["shapes"]]
+            [
+                ShapeTiming(s["shape"], s["unprofiled_us"], s["profiled_us"], s["counts"],
+                            s.get("gpu_unprofiled_us"), s.get("gpu_profiled_us"))  # fmt: skip
+                for s in r["shapes"]
+            ]
             for r in results[mode]
         ]
         calibration, summary = summarize(timings, floors, first["torch"], date, method, CHECK_SHAPES)
@@ -530,7 +555,7 @@ def profile_with_calibration(base_raw: dict, result: dict, thread_wake_us: float
         raw["host_costs"] = host_costs
     profiler = dict(raw.get("profiler", {}))
     for mode, calibration in result["calibrations"].items():
-        profiler[mode] = calibration.model_dump(exclude_none=True)
+        profiler[mode] = calibration.model_dump(exclude_none=True, exclude_defaults=True)
     raw["profiler"] = profiler
     return raw
 

@@ -268,3 +268,22 @@ def test_program_scale_takes_graph_events_as_predicted_and_needs_eager_events():
     assert program_scale_of(mixed, overhead) == pytest.approx(2.0)
     assert program_scale_of(ShapeTiming("g", 1.0, 30.0, {"graph_kernel": 40}), overhead) is None
     assert program_scale_of(ShapeTiming("fast", 100.0, 90.0, {"aten_op": 10}), overhead) == 0.0
+
+
+def test_gpu_time_the_profiler_adds_to_a_graph_replay_is_fitted_per_replay_and_per_kernel():
+    from harness.profiler_fit import fit_gpu_overheads
+
+    def graph(kernels: int, added_us: float) -> ShapeTiming:
+        counts = {"runtime_call": 2, "graph_launch": 1, "graph_kernel": kernels}
+        return ShapeTiming(f"graph{kernels}", 100.0, 180.0, counts, 1.5 * kernels, 1.5 * kernels + added_us)
+
+    rounds = [[*_round(0.0, np.random.default_rng(6)), graph(16, 2.0 + 16 * 0.2), graph(96, 2.0 + 96 * 0.2)]]
+    rounds[0] = [t for t in rounds[0] if t.shape not in ("graph16", "graph96")] + rounds[0][-2:]
+    fit = fit_gpu_overheads(rounds[0])
+    assert fit == pytest.approx({"graph_launch": 2.0, "graph_kernel": 0.2})
+    calibration, text = summarize(rounds, {}, "2.11.0", "2026-12-07")
+    assert calibration.gpu_overhead["graph_kernel"].median_us == pytest.approx(0.2)
+    assert "GPU time a replay 24.0 -> 29.2 µs profiled" in text
+    assert fit_gpu_overheads(rounds[0][:-1]) is None  # one timed graph shape: nothing to fit
+    untimed, _ = summarize([_round(0.0, np.random.default_rng(7))], {}, "2.11.0", "2026-12-07")
+    assert untimed.gpu_overhead == {}
