@@ -330,6 +330,9 @@ def _us(x: float) -> str:
     return "-" if isinstance(x, float) and math.isnan(x) else f"{x:,.0f}"
 
 
+ISSUE22_FAMILY = ("decode_eager_", "decode_graph_")  # the 12 programs of issue 22's Done-when
+
+
 def summary(programs: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
     """The issues' bars: |error| of predicted unprofiled spans (median, worst) per mode; pairs' signs and spans."""
     lines = []
@@ -340,6 +343,10 @@ def summary(programs: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
             if len(err):
                 lines.append(f"- {mode}: {what}: median |error| {err.median():.1%}, worst {err.max():.1%} "
                              f"({len(err)} recordings)")
+        family = part[part["program"].str.startswith(ISSUE22_FAMILY)]["error_vs_unprofiled"].abs().dropna()
+        if len(family) and len(family) < len(part):
+            lines.append(f"- {mode}: predicted unprofiled vs unprofiled, issue 22's decoder family only: median "
+                         f"|error| {family.median():.1%}, worst {family.max():.1%} ({len(family)} recordings)")
     for mode, part in pairs.groupby("mode", sort=False):
         done = part.dropna(subset=["predicted_change"])
         span = done["what_if_vs_changed_recording"].abs()
