@@ -12,7 +12,7 @@ from harness.paths import SPECS_DIR
 from harness.runner import prepare_spec
 from harness.spec import load_spec
 from replay.native.steps import STATUS_OK, Kind, NativeProgram, Op, empty_steps
-from replay.native.twin import rule_breaks
+from replay.native.twin import hold_overshoots_ns, rule_breaks
 
 torch = pytest.importorskip("torch")
 pytestmark = [
@@ -55,7 +55,12 @@ def test_kernels_keep_their_durations_and_calls_keep_the_rules(runner):
     timers_us = steps["timer_ns"][:n] / 1e3
     assert np.median(np.abs(measured - timers_us)) < 1.5, measured[:8]
     assert (measured <= durations_us + 2.0).all()
-    assert rule_breaks(program, outs, est0_ns=2000, slack_ns=20_000) == []
+    # the exact rules hold; the call after its hold is timing, which an interrupt of the host breaks (27 µs once in
+    # 400 calls on the H100): bounded like pacing lateness, median and p99 (at most 4 of the 400 calls later than 3 µs)
+    assert rule_breaks(program, outs, est0_ns=2000, slack_ns=None) == []
+    overshoot_us = hold_overshoots_ns(program, outs, est0_ns=2000) / 1e3
+    print(f"calls after their hold: median {np.median(overshoot_us):.2f} µs, worst {np.sort(overshoot_us)[-5:]}")
+    assert np.median(overshoot_us) < 1.0 and np.count_nonzero(overshoot_us > 3.0) <= n // 100
     lateness = out["begin_ns"][:n] - out["target_ns"][:n]
     # the median only: a p99 over 400 launches is their 4th worst, one scheduler hiccup (8.7 µs on the H100);
     # issue 23 sets lateness p99 over 10,000 launches (the next test)

@@ -127,3 +127,22 @@ def test_the_calibration_measures_the_floor_on_a_stream_and_inside_a_graph():
     assert cal.overhead_us == pytest.approx((1.5, 2.0, 2.5)) and cal.floor_us == pytest.approx(2.5)
     assert cal.in_graph_floor_us == pytest.approx(0.9)
     assert lib.graphs == [([int(Kind.LATENCY)] * GRAPH_FLOOR_KERNELS, [0] * GRAPH_FLOOR_KERNELS, 0)]
+
+
+def test_a_run_in_another_native_mode_warms_up_again(monkeypatch):
+    """The replay warms a policy up once per inputs and mode: a native run first opens, calibrates and converts
+    (~57 ms on the H100), which a timed run after interpreted warm-ups counted in its span (2.28x the recording)."""
+    from replay.engine import _warm_key
+
+    def main(rt):
+        yield from ()
+
+    keys = {}
+    for value in ("off", "0", "on", "auto"):
+        monkeypatch.setenv(executor.MODE_ENV, value)
+        keys[value] = _warm_key(main, (1, "x"))
+    assert keys["off"] == keys["0"]
+    assert len({keys["off"], keys["on"], keys["auto"]}) == 3
+    monkeypatch.setenv(executor.MODE_ENV, "on")
+    unhashable = ([1],)
+    assert _warm_key(main, unhashable) == _warm_key(main, unhashable) != keys["on"]

@@ -110,7 +110,7 @@ def main() -> None:
         print(
             f"native: floor {cal.floor_us:.2f} µs on a stream, {cal.in_graph_floor_us:.2f} µs inside a graph; "
             f"stand-in overheads {', '.join(f'{o:.2f}' for o in cal.overhead_us)} µs; "
-            f"launches through the {runner.lib.launch_api} API",
+            f"launches through the {runner.lib.launch_api} API; threads {runner.lib.placement}",
             flush=True,
         )
     table = pd.DataFrame(rows)

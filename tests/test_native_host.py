@@ -1,0 +1,80 @@
+"""Where the executor's threads run (HARNESS_NATIVE_CPUS / HARNESS_NATIVE_FIFO) and the host jitter probe, on this
+machine's CPUs: the code is src/host_thread.hpp, built into the fake library (no GPU needed; skips without g++)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from replay.native.library import PLACED_PINNED, check_placement_env, place_check, placement_cpus
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None and not os.environ.get("CXX"), reason="needs g++")
+
+ALLOWED = sorted(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    "value, cpus", [("off", []), ("0", []), ("none", []), ("3", [3]), ("2-4,7", [2, 3, 4, 7]), ("1,1", [1, 1])]
+)
+def test_an_explicit_cpu_list_is_the_threads_cpus_in_order(monkeypatch, value, cpus):
+    monkeypatch.setenv("HARNESS_NATIVE_CPUS", value)
+    check_placement_env()
+    assert placement_cpus() == cpus
+
+
+@pytest.mark.parametrize("value", ["fast", "3-1", "1,,2", "-1"])
+def test_a_bad_cpu_list_is_refused_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("HARNESS_NATIVE_CPUS", value)
+    with pytest.raises(ValueError, match="HARNESS_NATIVE_CPUS"):
+        check_placement_env()
+
+
+def test_a_bad_fifo_switch_is_refused(monkeypatch):
+    monkeypatch.setenv("HARNESS_NATIVE_FIFO", "yes please")
+    with pytest.raises(ValueError, match="HARNESS_NATIVE_FIFO must be 0 or 1"):
+        check_placement_env()
+
+
+def _core(cpu: int) -> tuple[str, str] | int:
+    base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+    try:
+        return (open(base + "physical_package_id").read().strip(), open(base + "core_id").read().strip())
+    except OSError:
+        return cpu
+
+
+def test_auto_takes_one_allowed_cpu_per_core_highest_first_and_the_first_cpus_core_last(monkeypatch):
+    monkeypatch.delenv("HARNESS_NATIVE_CPUS", raising=False)
+    auto = placement_cpus()
+    if len(ALLOWED) < 2:
+        assert auto == []  # one CPU: nothing to choose, the scheduler places the threads
+        return
+    assert set(auto) <= set(ALLOWED) and len({_core(c) for c in auto}) == len(auto) == len({_core(c) for c in ALLOWED})
+    assert auto[-1] in [c for c in ALLOWED if _core(c) == _core(ALLOWED[0])]
+    rest = auto[:-1] if _core(auto[-1]) == _core(ALLOWED[0]) else auto
+    assert rest == sorted(rest, reverse=True)
+
+
+def test_a_thread_placed_as_a_runs_thread_runs_on_its_cpu(monkeypatch):
+    monkeypatch.setenv("HARNESS_NATIVE_CPUS", ",".join(str(c) for c in reversed(ALLOWED)))
+    monkeypatch.delenv("HARNESS_NATIVE_FIFO", raising=False)
+    for index, cpu in enumerate(reversed(ALLOWED)):
+        assert place_check(index) == (PLACED_PINNED, cpu)
+    placed, _ = place_check(len(ALLOWED))  # beyond the list: not pinned
+    assert placed == 0
+
+
+def test_the_jitter_probe_spins_on_the_cpu_it_names_and_counts_the_clocks_jumps():
+    from replay.native.jitter import spin
+
+    cpu = ALLOWED[-1]
+    figures, gaps = spin(cpu, 0.05, threshold_ns=1000)
+    assert figures["pinned"] and figures["ran_on"] == cpu
+    assert 5 < figures["read_ns"] < 5000  # a clock read, not a system call per read
+    assert len(gaps) == round(figures["gaps_per_s"] * 0.05)
+    assert (gaps[:, 1] > 1000).all() and (gaps[:, 0] >= 0).all() and (gaps[:, 0] < 0.05e9 + 1e6).all()
+    if len(gaps):
+        assert figures["gap_max_us"] == pytest.approx(gaps[:, 1].max() / 1e3)
+        assert figures["lost_frac"] == pytest.approx(gaps[:, 1].sum() / 0.05e9)
