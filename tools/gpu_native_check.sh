@@ -46,7 +46,7 @@ stage build 90 "$PY" -c "from replay.native.build import build; print(build('cud
 stage jitter 25 "$PY" -m replay.native.jitter --out "$OUT/jitter" --seconds 0.2 --budget-s 12
 stage probe 60 "$PY" -m replay.native.probe --out "$OUT/probe" --gaps-us 0 5 10 15 --launch-apis packed driver runtime \
     --placements auto off fifo --budget-s 45
-stage recorded_specs 120 "$PY" tools/native_fidelity.py --out "$OUT/fidelity" --reps 3 --budget-s 95
+stage recorded_specs 120 "$PY" tools/native_fidelity.py --out "$OUT/fidelity" --reps 3 --budget-s 95 --save-ops graph
 stage gpu_tests 70 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_native_gpu.py tests/test_native_executor.py \
     tests/test_native_host.py tests/test_native_mode.py \
     "tests/test_replay_gpu.py::test_kernel_shorter_than_the_gpu_runs_is_lifted_to_its_floor_and_counted"
