@@ -55,6 +55,10 @@ if [ -f "$OUT/two_threads/recorded_two_threads.toml" ]; then
     stage two_threads_replay 40 "$PY" tools/native_fidelity.py --out "$OUT/two_threads/fidelity" --reps 3 \
         --budget-s 25 --spec "$OUT/two_threads/recorded_two_threads.toml"
 fi
+# The graph specs again with their graphs tuned launched alone (launch return to idle) instead of back to back
+stage graphs_tuned_alone 45 env HARNESS_NATIVE_GRAPH_TUNE=alone "$PY" tools/native_fidelity.py \
+    --out "$OUT/fidelity_graphs_alone" --reps 3 --budget-s 30 --backends sim native --save-ops graph \
+    --spec traces/specs/recorded_decode_graph.toml traces/specs/recorded_decode_graph_nosync.toml
 
 {
     echo
@@ -72,6 +76,9 @@ fi
     echo
     echo "== two host threads, two streams (target: native within 5% of the recording)"
     cat "$OUT/two_threads/fidelity/fidelity.txt" 2>/dev/null || echo "(no table: see $OUT/two_threads_*.log)"
+    echo
+    echo "== graph specs, graphs tuned launched alone (HARNESS_NATIVE_GRAPH_TUNE=alone)"
+    cat "$OUT/fidelity_graphs_alone/fidelity.txt" 2>/dev/null || echo "(no table: see $OUT/graphs_tuned_alone.log)"
     echo
     "$PY" tools/native_check_table.py "$OUT"
 } | tee "$OUT/table.txt"

@@ -75,6 +75,7 @@ def main() -> None:
     rows += probe_rows(out)
     rows += fidelity_rows(out / "fidelity" / "fidelity.csv", "recorded")
     rows += fidelity_rows(out / "two_threads" / "fidelity" / "fidelity.csv", "two threads")
+    rows += fidelity_rows(out / "fidelity_graphs_alone" / "fidelity.csv", "graphs tuned alone")
     rows += gpu_test_rows(out)
     table = pd.DataFrame(rows, columns=["check", "figure", "target", "pass"])
     table.to_csv(out / "passfail.csv", index=False)

@@ -75,6 +75,27 @@ def check_placement_env() -> None:
         raise ValueError(f"HARNESS_NATIVE_FIFO must be 0 or 1; got {fifo!r}")
 
 
+GRAPH_TUNE_ENV = "HARNESS_NATIVE_GRAPH_TUNE"
+
+
+def graph_tune() -> str:
+    """How captured graphs are timed when tuned (``HARNESS_NATIVE_GRAPH_TUNE``): "back_to_back" or "alone"."""
+    value = os.environ.get(GRAPH_TUNE_ENV, "back_to_back").strip() or "back_to_back"
+    if value not in ("back_to_back", "alone"):
+        raise ValueError(f"{GRAPH_TUNE_ENV} must be back_to_back or alone; got {value!r}")
+    return value
+
+
+def spread(timers: list[int], error_ns: float, proportional: bool = False) -> list[int]:
+    """``timers`` (ns) changed by ``error_ns`` in all: evenly, or, to shorten with ``proportional``, each by its
+    share of their sum (a long spacer gives most; evenly, timers at 0 would refuse their part). None below 0."""
+    total = sum(timers)
+    if proportional and error_ns < 0 and total > 0:
+        factor = max(0.0, 1.0 + error_ns / total)
+        return [int(round(t * factor)) for t in timers]
+    return [max(0, int(round(t + error_ns / len(timers)))) for t in timers]
+
+
 def placement_cpus() -> list[int]:
     """The CPUs a run's threads go on, in thread order, as ``HARNESS_NATIVE_CPUS`` says now ([]: not pinned)."""
     lib = fake_library()
@@ -139,6 +160,8 @@ class CudaLibrary:
         ]  # fmt: skip
         lib.nx_time_graph.restype = ctypes.c_double
         lib.nx_time_graph.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.nx_time_graph_alone.restype = ctypes.c_double
+        lib.nx_time_graph_alone.argtypes = lib.nx_time_graph.argtypes
         lib.nx_run.restype = ctypes.c_int
         lib.nx_run.argtypes = [
             ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -193,23 +216,36 @@ class CudaLibrary:
             raise RuntimeError(f"native graph timing failed: {err.value.decode()}")
         return ns
 
+    def time_graph_alone_ns(self, index: int, reps: int = 9) -> float:
+        """Median host time from the launch's return to the stream going idle, launched alone on an idle stream."""
+        err = ctypes.create_string_buffer(_ERR)
+        ns = self.lib.nx_time_graph_alone(self.handle, index, reps, err, _ERR)
+        if ns < 0:
+            raise RuntimeError(f"native graph timing failed: {err.value.decode()}")
+        return ns
+
     def graph(self, kinds: list[int], grids: list[int], timer_ns: list[int], target_ns: int = 0) -> int:
         """The index of the captured graph of these kernels (captured once per distinct list).
 
-        With ``target_ns``, tuned to take that long a launch, back to back: inside a graph stand-ins run
-        shorter than on a stream (3 µs ones ran ~1 µs on the H200), so the difference is spread evenly over
-        its kernels' timers and the graph captured again, up to 4 times (as ``replay.engine`` tunes its graphs).
+        With ``target_ns``, tuned to take that long a launch: inside a graph stand-ins run shorter than on a
+        stream (3 µs ones ran ~1 µs on the H200), so the difference is spread over its kernels' timers and the
+        graph captured again, up to 4 times (as ``replay.engine`` tunes its graphs). ``graph_tune()`` says how
+        a launch is timed: back to back (the default; the GPU's lead-in and tail overlap the previous launch) or
+        alone (launch return to idle: the recording's lead-in and tail are in the target as spacer kernels, so
+        the GPU's own are taken out of them, as when the host waits for each graph).
         """
-        key = (tuple(kinds), tuple(grids), tuple(timer_ns), target_ns)
+        alone = graph_tune() == "alone"
+        key = (tuple(kinds), tuple(grids), tuple(timer_ns), target_ns, alone)
         index = self._graphs.get(key)
         if index is None:
             timers = list(timer_ns)
             index = self._capture(kinds, grids, timers)
             for _ in range(4 if target_ns > 0 and timers else 0):
-                error_ns = target_ns - self.time_graph_ns(index)
+                took = self.time_graph_alone_ns(index) if alone else self.time_graph_ns(index)
+                error_ns = target_ns - took
                 if abs(error_ns) <= max(500.0, 1e-3 * target_ns):
                     break
-                timers = [max(0, int(round(t + error_ns / len(timers)))) for t in timers]
+                timers = spread(timers, error_ns, proportional=alone)
                 index = self._capture(kinds, grids, timers)
             self._graphs[key] = index
         return index
