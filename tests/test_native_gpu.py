@@ -79,7 +79,7 @@ def test_paced_launches_meet_issue_23s_lateness_over_10000_launches(runner, gap_
     runner.lib.run(program)  # warm-up, as the probe
     out = runner.lib.run(program)[0]
     s = summarize(out, n)
-    print(f"gap {gap_us} µs: {s}")
+    print(f"gap {gap_us} µs, {runner.lib.launch_api} launches, threads {runner.lib.placement}: {s}")
     assert s["late_median_us"] <= TARGETS["late_median_us"] and s["late_p99_us"] <= TARGETS["late_p99_us"], s
 
 

@@ -78,3 +78,30 @@ def test_the_jitter_probe_spins_on_the_cpu_it_names_and_counts_the_clocks_jumps(
     if len(gaps):
         assert figures["gap_max_us"] == pytest.approx(gaps[:, 1].max() / 1e3)
         assert figures["lost_frac"] == pytest.approx(gaps[:, 1].sum() / 0.05e9)
+
+
+def test_the_check_table_reads_a_check_folder_and_fails_what_missed_its_target(tmp_path):
+    """tools/native_check_table.py on the committed H100 check of 2026-12-07 (its old probe format included)."""
+    import runpy
+    import shutil as sh
+    import sys
+
+    from harness.paths import REPO_ROOT
+
+    folder = tmp_path / "check"
+    sh.copytree(REPO_ROOT / "measurements" / "2026-12-07_h100_native-check-2", folder)
+    argv = sys.argv
+    sys.argv = ["native_check_table.py", str(folder)]
+    try:
+        runpy.run_path(str(REPO_ROOT / "tools" / "native_check_table.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    import pandas as pd
+
+    table = pd.read_csv(folder / "passfail.csv").set_index("check")
+    assert table.loc["GPU tests", "figure"] == "3 failed, 24 passed" and not table.loc["GPU tests", "pass"]
+    assert table.index.str.contains("test_a_recorded_spec_replays_natively").any()
+    assert not table.loc["launch driver/off (unpinned) gap 10 µs", "pass"]  # late p99 8.51
+    assert table.loc["stage build", "pass"] and not table.loc["stage gpu_tests", "pass"]
+    assert table.loc["recorded recorded_decode_inline as_recorded", "pass"]
+    assert not table.loc["recorded recorded_decode_graph as_recorded", "pass"]  # +4.5% of the sim

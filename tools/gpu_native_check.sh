@@ -44,6 +44,9 @@ cat "$OUT/machine.txt"
   cat /proc/cmdline; ulimit -r; } >> "$OUT/machine.txt" 2>&1
 stage build 90 "$PY" -c "from replay.native.build import build; print(build('cuda', verbose=True), build('fake'))"
 stage jitter 25 "$PY" -m replay.native.jitter --out "$OUT/jitter" --seconds 0.2 --budget-s 12
+AUTO_CPUS=$("$PY" -c "from replay.native.library import placement_cpus as p; print(*p()[:2])" 2>/dev/null)
+stage jitter_cuda 25 "$PY" -m replay.native.jitter --out "$OUT/jitter_cuda" --seconds 1 --budget-s 6 --with-cuda \
+    ${AUTO_CPUS:+--cpus $AUTO_CPUS}
 stage probe 60 "$PY" -m replay.native.probe --out "$OUT/probe" --gaps-us 0 5 10 15 --launch-apis packed driver runtime \
     --placements auto off fifo --budget-s 45
 stage recorded_specs 120 "$PY" tools/native_fidelity.py --out "$OUT/fidelity" --reps 3 --budget-s 95 --save-ops graph
@@ -65,8 +68,9 @@ stage graphs_tuned_alone 45 env HARNESS_NATIVE_GRAPH_TUNE=alone "$PY" tools/nati
     echo "== native check on $(head -2 "$OUT/machine.txt" | tail -1) in $(( $(date +%s) - START ))s; stages:"
     cat "$SUMMARY"
     echo
-    echo "== host jitter: gaps while a thread spins on each CPU"
-    tail -n +1 "$OUT/jitter.log" 2>/dev/null | grep -v "^==" | tail -n 20
+    echo "== host jitter: gaps while a thread spins on each CPU (then on the first auto CPUs with a CUDA context open)"
+    tail -n 20 "$OUT/jitter.log" 2>/dev/null
+    tail -n 4 "$OUT/jitter_cuda.log" 2>/dev/null
     echo
     echo "== launch probe (targets: launch median <= 3 us; lateness median <= 1 us, p99 <= 3 us)"
     grep -E "^ +(api|packed|driver|runtime) |probe:" "$OUT/probe.log" 2>/dev/null

@@ -55,7 +55,7 @@ def gpu_test_rows(out: Path) -> list[tuple[str, str, str, bool]]:
     if not log.is_file():
         return [("GPU tests", "no gpu_tests.log", "", False)]
     text = log.read_text()
-    tail = re.findall(r"^=* ?(\d+ (?:passed|failed|error).*?) in [\d.]+s", text, re.M)
+    tail = re.findall(r"^=* ?(\d+ (?:passed|failed|error|skipped).*?) in [\d.]+s", text, re.M)
     rows = [("GPU tests", tail[-1] if tail else "no pytest summary", "all pass", bool(tail) and "failed" not in tail[-1]
              and "error" not in tail[-1])]  # fmt: skip
     rows += [(f"  {name}", "FAILED", "", False) for name in re.findall(r"^FAILED (\S+)", text, re.M)]

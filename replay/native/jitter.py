@@ -136,8 +136,14 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, nargs="*", help="CPUs to probe (default: every one allowed)")
     ap.add_argument("--fifo", action="store_true", help="ask for SCHED_FIFO while spinning")
     ap.add_argument("--budget-s", type=float, default=30.0)
+    ap.add_argument("--with-cuda", action="store_true", help="spin with a CUDA context open (its driver threads live)")
     args = ap.parse_args()
     from replay.native.library import placement_cpus
+
+    if args.with_cuda:
+        from replay.native.library import CudaLibrary
+
+        cuda = CudaLibrary(0)  # noqa: F841 - kept open while the CPUs are probed
 
     args.out.mkdir(parents=True, exist_ok=True)
     cpus = args.cpus if args.cpus else sorted(os.sched_getaffinity(0))

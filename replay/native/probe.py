@@ -20,7 +20,7 @@ parameters in one buffer; ``driver``, the same with an argument array;
 default, its thread pinned to a CPU of its own, ``HARNESS_NATIVE_CPUS=auto``;
 ``off``: placed by the scheduler; ``fifo``: pinned and SCHED_FIFO where
 permitted, ``HARNESS_NATIVE_FIFO=1``) runs, the defaults first, while
-``--budget-s`` lasts. Writes ``probe.csv`` (one row per launch), ``probe.json``
+``--budget-s`` lasts. Writes ``probe.parquet`` (one row per launch), ``probe.json``
 (the summaries) under ``--out`` and prints the table, one row per combination
 and gap.
 
@@ -57,7 +57,10 @@ def probe_program(launches: int, gap_ns: int):
 def summarize(out: np.ndarray, launches: int) -> dict[str, float]:
     launch = (out["ret_ns"][:launches] - out["api_ns"][:launches]) / 1e3
     late = (out["begin_ns"][:launches] - out["target_ns"][:launches]) / 1e3
+    at_us = out["begin_ns"][:launches][late > TARGETS["late_p99_us"]] / 1e3
     return {
+        "late_over_p99_target": int(len(at_us)),  # launches later than the p99 target, and how far apart (1000 µs:
+        "late_spacing_median_us": float(np.median(np.diff(at_us))) if len(at_us) > 1 else float("nan"),  # the tick)
         "launch_median_us": float(np.median(launch)),
         "launch_p99_us": float(np.percentile(launch, 99)),
         "late_median_us": float(np.median(late)),
@@ -123,7 +126,7 @@ def main() -> None:
                 )  # fmt: skip
         lib.close()
     if frames:
-        pd.concat(frames).to_csv(args.out / "probe.csv", index=False, float_format="%.3f")
+        pd.concat(frames).to_parquet(args.out / "probe.parquet", index=False)
     (args.out / "probe.json").write_text(json.dumps({"targets": TARGETS, "runs": summaries}, indent=2))
     print(f"{'api':>8} {'placement':>9} {'granted':>12} {'gap µs':>7} {'launch med':>11} {'launch p99':>11} "
           f"{'late med':>9} {'late p99':>9} {'late max':>9}  pass")  # fmt: skip
