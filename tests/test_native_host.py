@@ -31,9 +31,13 @@ def test_a_bad_cpu_list_is_refused_naming_the_variable(monkeypatch, value):
         check_placement_env()
 
 
-def test_a_bad_fifo_switch_is_refused(monkeypatch):
-    monkeypatch.setenv("HARNESS_NATIVE_FIFO", "yes please")
-    with pytest.raises(ValueError, match="HARNESS_NATIVE_FIFO must be 0 or 1"):
+@pytest.mark.parametrize(
+    "name, value, message",
+    [("HARNESS_NATIVE_FIFO", "yes please", "must be 0 or 1"), ("HARNESS_NATIVE_SPIN", "hard", "must be pause or busy")],
+)
+def test_a_bad_fifo_or_spin_switch_is_refused(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"{name} {message}; got '{value}'"):
         check_placement_env()
 
 
@@ -71,7 +75,8 @@ def test_the_jitter_probe_spins_on_the_cpu_it_names_and_counts_the_clocks_jumps(
 
     cpu = ALLOWED[-1]
     figures, gaps = spin(cpu, 0.05, threshold_ns=1000)
-    assert figures["pinned"] and figures["ran_on"] == cpu
+    assert figures["pinned"] and figures["ran_on"] == cpu and figures["spin"] == "pause"
+    assert spin(cpu, 0.01, pauses=False)[0]["spin"] == "busy"
     assert 5 < figures["read_ns"] < 5000  # a clock read, not a system call per read
     assert len(gaps) == round(figures["gaps_per_s"] * 0.05)
     assert (gaps[:, 1] > 1000).all() and (gaps[:, 0] >= 0).all() and (gaps[:, 0] < 0.05e9 + 1e6).all()

@@ -47,8 +47,10 @@ stage jitter 25 "$PY" -m replay.native.jitter --out "$OUT/jitter" --seconds 0.2 
 AUTO_CPUS=$("$PY" -c "from replay.native.library import placement_cpus as p; print(*p()[:2])" 2>/dev/null)
 stage jitter_cuda 25 "$PY" -m replay.native.jitter --out "$OUT/jitter_cuda" --seconds 1 --budget-s 6 --with-cuda \
     ${AUTO_CPUS:+--cpus $AUTO_CPUS}
+stage jitter_busy 20 "$PY" -m replay.native.jitter --out "$OUT/jitter_busy" --seconds 1 --budget-s 6 --spin busy \
+    ${AUTO_CPUS:+--cpus $AUTO_CPUS}
 stage probe 60 "$PY" -m replay.native.probe --out "$OUT/probe" --gaps-us 0 5 10 15 --launch-apis packed driver runtime \
-    --placements auto off fifo --budget-s 45
+    --placements auto off fifo busy --budget-s 45
 stage recorded_specs 120 "$PY" tools/native_fidelity.py --out "$OUT/fidelity" --reps 3 --budget-s 95 --save-ops graph
 stage gpu_tests 70 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_native_gpu.py tests/test_native_executor.py \
     tests/test_native_host.py tests/test_native_mode.py \
@@ -70,7 +72,8 @@ stage graphs_tuned_alone 45 env HARNESS_NATIVE_GRAPH_TUNE=alone "$PY" tools/nati
     echo
     echo "== host jitter: gaps while a thread spins on each CPU (then on the first auto CPUs with a CUDA context open)"
     tail -n 20 "$OUT/jitter.log" 2>/dev/null
-    tail -n 4 "$OUT/jitter_cuda.log" 2>/dev/null
+    tail -n 3 "$OUT/jitter_cuda.log" 2>/dev/null
+    tail -n 3 "$OUT/jitter_busy.log" 2>/dev/null
     echo
     echo "== launch probe (targets: launch median <= 3 us; lateness median <= 1 us, p99 <= 3 us)"
     grep -E "^ +(api|packed|driver|runtime) |probe:" "$OUT/probe.log" 2>/dev/null

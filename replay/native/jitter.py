@@ -31,14 +31,16 @@ import pandas as pd
 GAP_CAP = 200_000
 
 
-def spin(cpu: int, seconds: float, threshold_ns: int = 1000, fifo: bool = False) -> tuple[dict, np.ndarray]:
+def spin(
+    cpu: int, seconds: float, threshold_ns: int = 1000, fifo: bool = False, pauses: bool = True
+) -> tuple[dict, np.ndarray]:
     """Spin on ``cpu`` for ``seconds``; (its figures, the gaps as rows of (at ns since start, length ns))."""
     from replay.native.library import PLACED_FIFO, PLACED_PINNED, fake_library
 
     gaps = np.zeros((GAP_CAP, 2), np.int64)
     stats = np.zeros(6, np.int64)
-    fake_library().nx_host_jitter(cpu, int(fifo), int(seconds * 1e9), threshold_ns, gaps.ctypes.data, GAP_CAP,
-                                  stats.ctypes.data)  # fmt: skip
+    fake_library().nx_host_jitter(cpu, int(fifo), int(pauses), int(seconds * 1e9), threshold_ns, gaps.ctypes.data,
+                                  GAP_CAP, stats.ctypes.data)  # fmt: skip
     reads, count, lost, longest, placed, ended_on = (int(v) for v in stats)
     kept = gaps[: min(count, GAP_CAP)]
     lengths_us = kept[:, 1] / 1e3
@@ -47,6 +49,7 @@ def spin(cpu: int, seconds: float, threshold_ns: int = 1000, fifo: bool = False)
         "cpu": cpu,
         "pinned": bool(placed & PLACED_PINNED),
         "fifo": bool(placed & PLACED_FIFO),
+        "spin": "pause" if pauses else "busy",
         "ran_on": ended_on,
         "read_ns": seconds * 1e9 / max(reads, 1),
         "gaps_per_s": count / seconds,
@@ -100,7 +103,9 @@ def _steal_ticks(cpu: int) -> int | None:
     return None
 
 
-def survey(cpus: list[int], seconds: float, threshold_ns: int, fifo: bool, budget_s: float) -> pd.DataFrame:
+def survey(
+    cpus: list[int], seconds: float, threshold_ns: int, fifo: bool, budget_s: float, pauses: bool = True
+) -> pd.DataFrame:
     """:func:`spin` on each CPU in turn, with what ``/proc/interrupts`` and ``/proc/stat`` counted meanwhile."""
     started = time.perf_counter()
     rows = []
@@ -110,7 +115,7 @@ def survey(cpus: list[int], seconds: float, threshold_ns: int, fifo: bool, budge
             break
         column = _cpu_column(cpu)
         before, steal0 = _interrupts(), _steal_ticks(cpu)
-        figures, _ = spin(cpu, seconds, threshold_ns, fifo)
+        figures, _ = spin(cpu, seconds, threshold_ns, fifo, pauses)
         after, steal1 = _interrupts(), _steal_ticks(cpu)
         counted = []
         if column is not None:
@@ -135,6 +140,7 @@ def main() -> None:
     ap.add_argument("--threshold-us", type=float, default=1.0, help="a clock jump longer than this is a gap")
     ap.add_argument("--cpus", type=int, nargs="*", help="CPUs to probe (default: every one allowed)")
     ap.add_argument("--fifo", action="store_true", help="ask for SCHED_FIFO while spinning")
+    ap.add_argument("--spin", choices=["pause", "busy"], default="pause", help="a pause between clock reads, or none")
     ap.add_argument("--budget-s", type=float, default=30.0)
     ap.add_argument("--with-cuda", action="store_true", help="spin with a CUDA context open (its driver threads live)")
     args = ap.parse_args()
@@ -147,13 +153,13 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     cpus = args.cpus if args.cpus else sorted(os.sched_getaffinity(0))
-    table = survey(cpus, args.seconds, int(args.threshold_us * 1e3), args.fifo, args.budget_s)
+    table = survey(cpus, args.seconds, int(args.threshold_us * 1e3), args.fifo, args.budget_s, args.spin == "pause")
     auto = placement_cpus()
     table["auto_rank"] = [auto.index(c) if c in auto else -1 for c in table["cpu"]]
     table.to_csv(args.out / "jitter.csv", index=False)
     (args.out / "jitter.json").write_text(json.dumps({"auto_cpus": auto, "rows": table.to_dict("records")}, indent=2))
     shown = table[
-        ["cpu", "auto_rank", "pinned", "fifo", "read_ns", "gaps_per_s", "gap_median_us", "gap_p99_us", "gap_max_us",
+        ["cpu", "auto_rank", "pinned", "fifo", "spin", "read_ns", "gaps_per_s", "gap_median_us", "gap_p99_us", "gap_max_us",
          "lost_frac", "spacing_median_us", "steal_frac", "interrupts_per_s"]
     ]  # fmt: skip
     print(f"gaps > {args.threshold_us:g} µs spinning {args.seconds:g} s per CPU; HARNESS_NATIVE_CPUS=auto: {auto}")

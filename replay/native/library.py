@@ -51,7 +51,8 @@ def _declare_host(lib: ctypes.CDLL) -> None:
     lib.nx_host_cpus.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.nx_host_jitter.restype = None
     lib.nx_host_jitter.argtypes = [
-        ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+        ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+        ctypes.c_void_p,
     ]  # fmt: skip
     lib.nx_place_check.restype = None
     lib.nx_place_check.argtypes = [ctypes.c_int, ctypes.c_void_p]
@@ -73,6 +74,9 @@ def check_placement_env() -> None:
     fifo = os.environ.get("HARNESS_NATIVE_FIFO", "0").strip()
     if fifo not in ("", "0", "1", "on", "off"):
         raise ValueError(f"HARNESS_NATIVE_FIFO must be 0 or 1; got {fifo!r}")
+    spin = os.environ.get("HARNESS_NATIVE_SPIN", "pause").strip()
+    if spin not in ("", "pause", "busy"):
+        raise ValueError(f"HARNESS_NATIVE_SPIN must be pause or busy; got {spin!r}")
 
 
 GRAPH_TUNE_ENV = "HARNESS_NATIVE_GRAPH_TUNE"

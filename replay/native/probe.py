@@ -19,7 +19,9 @@ parameters in one buffer; ``driver``, the same with an argument array;
 ``runtime``, ``<<<>>>``) and ``--placements`` (``auto``: the executor's
 default, its thread pinned to a CPU of its own, ``HARNESS_NATIVE_CPUS=auto``;
 ``off``: placed by the scheduler; ``fifo``: pinned and SCHED_FIFO where
-permitted, ``HARNESS_NATIVE_FIFO=1``) runs, the defaults first, while
+permitted, ``HARNESS_NATIVE_FIFO=1``; ``busy``: pinned, spinning without a
+pause between clock reads, ``HARNESS_NATIVE_SPIN=busy``) runs (every
+placement with the first API, the first placement with the others), the defaults first, while
 ``--budget-s`` lasts. Writes ``probe.parquet`` (one row per launch), ``probe.json``
 (the summaries) under ``--out`` and prints the table, one row per combination
 and gap.
@@ -69,7 +71,12 @@ def summarize(out: np.ndarray, launches: int) -> dict[str, float]:
     }
 
 
-PLACEMENTS = {"auto": ("auto", "0"), "off": ("off", "0"), "fifo": ("auto", "1")}  # -> (_CPUS, _FIFO)
+PLACEMENTS = {  # -> HARNESS_NATIVE_CPUS, _FIFO, _SPIN
+    "auto": ("auto", "0", "pause"),
+    "off": ("off", "0", "pause"),
+    "fifo": ("auto", "1", "pause"),
+    "busy": ("auto", "0", "busy"),
+}
 
 
 def passes(s: dict[str, float]) -> bool:
@@ -103,8 +110,12 @@ def main() -> None:
         lib = CudaLibrary(0)
         if lib.launch_note:
             print(f"probe: asked for {api} launches: {lib.launch_note}")
-        for placement in args.placements:
-            os.environ["HARNESS_NATIVE_CPUS"], os.environ["HARNESS_NATIVE_FIFO"] = PLACEMENTS[placement]
+        # every placement with the first API; the others with the first placement only
+        for placement in args.placements if api == args.launch_apis[0] else args.placements[:1]:
+            cpus, fifo, spin = PLACEMENTS[placement]
+            os.environ["HARNESS_NATIVE_CPUS"], os.environ["HARNESS_NATIVE_FIFO"], os.environ["HARNESS_NATIVE_SPIN"] = (
+                cpus, fifo, spin
+            )
             for gap_us in args.gaps_us:
                 if time.perf_counter() - started > args.budget_s:
                     print(f"probe: budget of {args.budget_s:.0f} s spent; {api}/{placement} at {gap_us:g} µs not run")

@@ -155,6 +155,7 @@ struct State {
     int launch_api = LAUNCH_RUNTIME;
     std::string launch_note;  // why a launch API asked for is not the one used
     std::atomic<int> placed{0};  // PLACED_PINNED | PLACED_FIFO where every thread of the last run got it
+    bool spin_pause = true;      // HARNESS_NATIVE_SPIN, read for each run
     std::atomic<int> error{0};
     std::string error_text;
 
@@ -288,9 +289,15 @@ struct CudaThread {
 
     int64_t now() const { return host_ns(); }
     void spin_until(int64_t t) {
-        while (host_ns() < t) cpu_relax();
+        if (st.spin_pause)
+            while (host_ns() < t) cpu_relax();
+        else
+            while (host_ns() < t) {
+            }
     }
-    void relax() { cpu_relax(); }
+    void relax() {
+        if (st.spin_pause) cpu_relax();
+    }
     void pause() { sched_yield(); }
 
     void check(cudaError_t e, const char* what) {
@@ -595,6 +602,7 @@ extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, cons
         nx::Shared shared(events, n_threads, streams, sync_order);
         const std::vector<int> cpus = nx::placement_cpus();
         const bool fifo = nx::fifo_wanted();
+        st.spin_pause = nx::spin_pauses();
         st.placed = (cpus.empty() ? 0 : nx::PLACED_PINNED) | (fifo ? nx::PLACED_FIFO : 0);
         const int64_t start = nx::host_ns() + lead_ns;
         std::vector<std::thread> workers;

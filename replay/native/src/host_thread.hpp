@@ -121,6 +121,14 @@ inline std::vector<int> placement_cpus() {
     return parse_cpu_list(choice.c_str());
 }
 
+// HARNESS_NATIVE_SPIN: "pause" (default: a pause instruction between clock reads) or "busy" (none). Under a
+// hypervisor, a loop of pauses can trip pause-loop exiting (the vCPU leaves for the hypervisor, taken for a
+// lock spinner); "busy" avoids it at the cost of the core's sibling thread.
+inline bool spin_pauses() {
+    const char* env = std::getenv("HARNESS_NATIVE_SPIN");
+    return !(env && std::string(env) == "busy");
+}
+
 inline bool fifo_wanted() {
     const char* env = std::getenv("HARNESS_NATIVE_FIFO");
     return env && (std::string(env) == "1" || std::string(env) == "on");
@@ -147,18 +155,20 @@ inline int place_this_thread(int cpu, bool fifo) {
     return placed;
 }
 
-// Spin on `cpu` for `duration_ns` (with SCHED_FIFO where `fifo` and granted); every time the clock moved by more
+// Spin on `cpu` for `duration_ns` (with SCHED_FIFO where `fifo` and granted; a pause between reads where
+// `pauses`); every time the clock moved by more
 // than `threshold_ns` between two reads, (when since the start, how long) goes to `gaps` (2 int64 each, at most
 // `cap`). stats: [0] clock reads, [1] gaps seen (all, even past cap), [2] ns in gaps, [3] the longest gap,
 // [4] what was placed, [5] the CPU the spin ended on.
-inline void host_jitter(int cpu, bool fifo, int64_t duration_ns, int64_t threshold_ns, int64_t* gaps, int64_t cap,
-                        int64_t* stats) {
+inline void host_jitter(int cpu, bool fifo, bool pauses, int64_t duration_ns, int64_t threshold_ns, int64_t* gaps,
+                        int64_t cap, int64_t* stats) {
     std::thread worker([=] {
         const int64_t placed = place_this_thread(cpu, fifo);
         int64_t reads = 0, n = 0, lost = 0, longest = 0;
         const int64_t t0 = monotonic_ns();
         int64_t prev = t0;
         while (prev - t0 < duration_ns) {
+            if (pauses) spin_pause();  // as the executor spins (HARNESS_NATIVE_SPIN)
             const int64_t t = monotonic_ns();
             ++reads;
             const int64_t d = t - prev;
@@ -189,9 +199,9 @@ extern "C" int nx_host_cpus(int32_t* cpus, int cap) {
     return int(picked.size());
 }
 
-extern "C" void nx_host_jitter(int cpu, int fifo, int64_t duration_ns, int64_t threshold_ns, int64_t* gaps,
-                               int64_t cap, int64_t* stats) {
-    nx::host_jitter(cpu, fifo != 0, duration_ns, threshold_ns, gaps, cap, stats);
+extern "C" void nx_host_jitter(int cpu, int fifo, int pauses, int64_t duration_ns, int64_t threshold_ns,
+                               int64_t* gaps, int64_t cap, int64_t* stats) {
+    nx::host_jitter(cpu, fifo != 0, pauses != 0, duration_ns, threshold_ns, gaps, cap, stats);
 }
 
 // Place a fresh thread as a run's thread `index` would be; (what was placed, the CPU it ran on) into out[0..1].
