@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -81,6 +82,25 @@ def test_paced_launches_meet_issue_23s_lateness_over_10000_launches(runner, gap_
     s = summarize(out, n)
     print(f"gap {gap_us} µs, {runner.lib.launch_api} launches, threads {runner.lib.placement}: {s}")
     assert s["late_median_us"] <= TARGETS["late_median_us"] and s["late_p99_us"] <= TARGETS["late_p99_us"], s
+
+
+def test_kernels_go_out_packed_through_the_driver_from_threads_pinned_to_cpus_of_their_own(runner, monkeypatch):
+    from replay.native.probe import probe_program
+
+    assert (runner.lib.launch_api, runner.lib.launch_note) == ("packed", "")
+    monkeypatch.delenv("HARNESS_NATIVE_CPUS", raising=False)
+    runner.lib.run(probe_program(10, 5000))
+    assert runner.lib.placement == ("pinned" if len(os.sched_getaffinity(0)) > 1 else "unpinned")
+
+
+def test_a_graph_launched_alone_takes_longer_than_back_to_back(runner):
+    """Alone, a graph pays the GPU's own lead-in and tail (and the host's poll); back to back they overlap."""
+    n = 32
+    index = runner.lib.graph([int(Kind.LATENCY)] * n, [1] * n, [2000] * n)
+    runner.lib.time_graph_ns(index, reps=3)
+    back_to_back, alone = runner.lib.time_graph_ns(index, reps=10), runner.lib.time_graph_alone_ns(index)
+    print(f"graph of {n} 2 µs stand-ins: {back_to_back / 1e3:.1f} µs back to back, {alone / 1e3:.1f} µs alone")
+    assert n * 2000 <= back_to_back < alone < back_to_back + 50_000
 
 
 def test_stand_ins_run_shorter_back_to_back_inside_a_graph_than_on_a_stream(runner):
