@@ -110,3 +110,49 @@ def test_the_check_table_reads_a_check_folder_and_fails_what_missed_its_target(t
     assert table.loc["stage build", "pass"] and not table.loc["stage gpu_tests", "pass"]
     assert table.loc["recorded recorded_decode_inline as_recorded", "pass"]
     assert not table.loc["recorded recorded_decode_graph as_recorded", "pass"]  # +4.5% of the sim
+
+
+def test_the_probe_runs_every_placement_with_the_first_api_and_the_first_placement_with_the_others(
+    tmp_path, monkeypatch, capsys
+):
+    """replay.native.probe's matrix on the fake device (the CUDA library stood in for): rows, outputs, table."""
+    import json
+    import sys
+
+    import pandas as pd
+
+    from replay.native import library, probe
+    from replay.native.library import run_fake_native
+
+    seen = []
+
+    class FakeCuda:
+        def __init__(self, device):
+            self.launch_api, self.launch_note, self.placement = os.environ["HARNESS_NATIVE_LAUNCH"], "", "pinned"
+
+        def run(self, program):
+            seen.append((self.launch_api, os.environ["HARNESS_NATIVE_CPUS"], os.environ["HARNESS_NATIVE_SPIN"]))
+            return run_fake_native(program)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(library, "CudaLibrary", FakeCuda)
+    for name in ("HARNESS_NATIVE_LAUNCH", "HARNESS_NATIVE_CPUS", "HARNESS_NATIVE_FIFO", "HARNESS_NATIVE_SPIN"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # the probe sets them: put them back afterwards
+    argv = ["probe", "--out", str(tmp_path), "--launches", "50", "--gaps-us", "0", "5",
+            "--launch-apis", "packed", "runtime", "--placements", "auto", "busy"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    probe.main()
+    runs = json.loads((tmp_path / "probe.json").read_text())["runs"]
+    assert [(r["api"], r["placement"], r["gap_us"]) for r in runs] == [
+        ("packed", "auto", 0.0), ("packed", "auto", 5.0), ("packed", "busy", 0.0), ("packed", "busy", 5.0),
+        ("runtime", "auto", 0.0), ("runtime", "auto", 5.0),
+    ]  # fmt: skip
+    assert seen[4] == ("packed", "auto", "busy") and len(seen) == 12  # each run twice: warm-up, then measured
+    # the fake clock is never late and its launch costs FakeCosts.launch (2 µs): the targets are met
+    assert all(r["late_p99_us"] == 0.0 and r["launch_median_us"] == 2.0 for r in runs)
+    rows = pd.read_parquet(tmp_path / "probe.parquet")
+    assert len(rows) == 6 * 50 and set(rows["api"]) == {"packed", "runtime"}
+    table = capsys.readouterr().out
+    assert table.count("  yes") == 6 and "n > 3" in table
