@@ -38,6 +38,12 @@ trace and a profile calibrated for the recording's mode (``harness calibrate
 --profiler``); without them the run fails saying which is missing, rather than
 quietly predicting the profiled program. Keep is the default because a
 prediction's meaning must not depend on which profile happens to be calibrated.
+
+**Host stalls.** ``host_stalls = "typical"`` first gives every repeated step of the
+recording (runs of calls in one step range with the same calls) each call's median
+host gap and cost over the repeats (:mod:`.typical`): a recording is one run, and
+its host stalls are that run's, not the program's. With ``"subtract"`` it is what
+predicts the program's typical unprofiled run (a median over rounds).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ import pydantic
 from harness.program import StepProgram
 from harness.runtime import PolicyGen, Runtime
 from harness.workload import PolicyParams
-from workloads.recorded import compensation, host_costs, steps, whatif
+from workloads.recorded import compensation, host_costs, steps, typical, whatif
 from workloads.recorded.program import RecordedProgram
 from workloads.recorded.steps import DEFAULT_GRAPH_TIMING, GRAPH_LEAD_IN, GRAPH_TAIL  # noqa: F401 (metrics read them)
 
@@ -60,6 +66,9 @@ class AsRecordedParams(PolicyParams):
     host_costs: Literal["recorded", "profile"] = "recorded"
     # "subtract": take the calibrated torch.profiler overhead out of the recording first (see the module docstring)
     profiler_overhead: Literal["keep", "subtract"] = "keep"
+    # "typical": repeated steps at their per-call median host cost first (typical.py): a recording's host stalls
+    # are one run's, not the program's
+    host_stalls: Literal["keep", "typical"] = "keep"
     # Kernels shorter than this run this long (on both backends): the replay's stand-in kernels cannot
     # be shorter than the GPU's shortest back-to-back kernel (about 2 µs); 0 keeps recorded durations.
     min_kernel_us: float = pydantic.Field(default=0.0, ge=0.0)
@@ -86,18 +95,25 @@ def as_recorded(rt: Runtime, program: RecordedProgram, params: AsRecordedParams)
     return replace(result, profiler_overhead=params.profiler_overhead, overhead_removed_us=removed_us)
 
 
-_compensations: dict[tuple[int, str], tuple[RecordedProgram, object, RecordedProgram, float]] = {}
+_compensations: dict[tuple, tuple[RecordedProgram, object, RecordedProgram, float]] = {}
 
 
 def _compensated(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> tuple[RecordedProgram, float]:
-    """``program`` as it would run without the profiler (``"subtract"``; made once per program and profile)."""
-    if params.profiler_overhead == "keep":
+    """``program`` with its steps typical (``host_stalls = "typical"``) and as it would run without the profiler
+    (``"subtract"``); made once per program, profile and choice; the host µs the profiler's overhead removed."""
+    if params.profiler_overhead == "keep" and params.host_stalls == "keep":
         return program, 0.0
-    calibration = compensation.calibration_for(program, rt.profile)
-    key = (id(program), rt.profile.name)
+    calibration = None
+    if params.profiler_overhead == "subtract":
+        calibration = compensation.calibration_for(program, rt.profile)
+    key = (id(program), rt.profile.name, params.profiler_overhead, params.host_stalls)
     entry = _compensations.get(key)
     if entry is None or entry[0] is not program or entry[1] is not calibration:
-        lighter, removed_us = compensation.without_profiler_overhead(program, calibration)
+        lighter, removed_us = program, 0.0
+        if params.host_stalls == "typical":
+            lighter, _ = typical.with_typical_steps(lighter)
+        if calibration is not None:
+            lighter, removed_us = compensation.without_profiler_overhead(lighter, calibration)
         entry = _compensations[key] = (program, calibration, lighter, removed_us)
     return entry[2], entry[3]
 
