@@ -151,3 +151,45 @@ def test_programs_of_collectives_run_interpreted_in_every_mode_and_say_so(monkey
     assert executor.runner_for(context, _cmd(0)) is context.native  # the same runner takes one without collectives
     err = capsys.readouterr().err
     assert err.count("program commands run interpreted: a program of collectives") == 1  # once per program
+
+
+def test_a_run_in_another_native_mode_warms_up_again(monkeypatch):
+    """The replay warms a policy up once per inputs and mode: a native run first opens, calibrates and converts
+    (~57 ms on the H100), which a timed run after interpreted warm-ups counted in its span (2.28x the recording)."""
+    from replay.engine import _warm_key
+
+    def main(rt):
+        yield from ()
+
+    keys = {}
+    for value in ("off", "0", "on", "auto"):
+        monkeypatch.setenv(executor.MODE_ENV, value)
+        keys[value] = _warm_key(main, (1, "x"))
+    assert keys["off"] == keys["0"]
+    assert len({keys["off"], keys["on"], keys["auto"]}) == 3
+    monkeypatch.setenv(executor.MODE_ENV, "on")
+    unhashable = ([1],)
+    assert _warm_key(main, unhashable) == _warm_key(main, unhashable) != keys["on"]
+
+
+def test_graph_tuning_spreads_what_is_missing_evenly_and_takes_what_is_over_by_share():
+    from replay.native.library import spread
+
+    assert spread([1000, 0, 8000], 3000) == [2000, 1000, 9000]
+    assert spread([1000, 0, 8000], -3000) == [0, 0, 7000]  # evenly: the timer at 0 cannot give its part
+    shorter = spread([1000, 0, 8000], -3000, proportional=True)
+    assert shorter == [667, 0, 5333] and sum(shorter) == 6000  # by share: all of it taken
+    assert spread([1000, 0, 8000], -20_000, proportional=True) == [0, 0, 0]
+    assert spread([1000, 0, 8000], 3000, proportional=True) == [2000, 1000, 9000]
+
+
+def test_the_graph_tuning_mode_is_read_from_the_environment(monkeypatch):
+    from replay.native.library import GRAPH_TUNE_ENV, graph_tune
+
+    monkeypatch.delenv(GRAPH_TUNE_ENV, raising=False)
+    assert graph_tune() == "back_to_back"
+    monkeypatch.setenv(GRAPH_TUNE_ENV, "alone")
+    assert graph_tune() == "alone"
+    monkeypatch.setenv(GRAPH_TUNE_ENV, "lonely")
+    with pytest.raises(ValueError, match="HARNESS_NATIVE_GRAPH_TUNE must be back_to_back or alone; got 'lonely'"):
+        graph_tune()

@@ -40,6 +40,7 @@ from harness.program import ProgramOutcome, StepProgram
 from harness.runtime import RunProgram
 from replay.floor import FloorLifts
 from replay.native.build import NativeUnavailable
+from replay.native.library import graph_tune
 from replay.native.program import Calibration, Converted, lifts_into, op_rows, to_native
 from replay.native.steps import GraphDef, Kind
 
@@ -102,14 +103,14 @@ class NativeRunner:
         self.lib = CudaLibrary(device)
         self.calibration = measure(self.lib)
         self.offset_ns = perf_counter_offset_ns()
-        self._programs: dict[tuple[int, float], tuple[StepProgram, Converted]] = {}
+        self._programs: dict[tuple[int, float, str], tuple[StepProgram, Converted]] = {}
 
     def accepts(self, cmd: RunProgram) -> bool:
         return all(s.device == 0 for s in cmd.streams)
 
     def converted(self, program: StepProgram, graph_gap_us: float = 0.0) -> Converted:
         """``program``'s native steps, made once per program (its graphs captured and tuned then)."""
-        key = (id(program), graph_gap_us)
+        key = (id(program), graph_gap_us, graph_tune())
         entry = self._programs.get(key)
         if entry is None or entry[0] is not program:
 
