@@ -6,9 +6,12 @@
 #      (traces/specs/tensor_parallel_tp<n>.toml) at every n the machine has: simulated with OUT/profile.toml
 #      and replayed by the multi-GPU replay (harness replay --distributed);
 #   3. a plain tensor-parallel PyTorch program recorded on the largest n, one trace per rank
-#      (tools/record_tp_program.py) with its unprofiled and profiled spans, and imported
-#      (harness trace import rank0 ... rankN): kept for the as-recorded check, which needs the recorded
-#      workload to re-issue collectives (docs/collectives.md, "Not done");
+#      (tools/record_tp_program.py) with its unprofiled and profiled spans, imported
+#      (harness trace import rank0 ... rankN) and, as a recorded spec of n devices (OUT/specs/tp_recorded.toml:
+#      as_recorded and the overlap_collectives what-if): simulated (OUT/results/tp_recorded-sim), written as
+#      the recording's own run (OUT/results/tp_recorded-recording) and replayed by the multi-GPU replay
+#      (OUT/results/tp_recorded-replay); OUT/tp_recording/as_recorded.json holds the issue's third bar:
+#      as_recorded's simulated span against the recorded span (within 3%);
 #   4. harness compare of every sim/replay pair into OUT/fidelity.parquet and OUT/fidelity.md.
 #
 # Usage (from the repository root):
@@ -36,6 +39,7 @@ start=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - start) )); }
 step() {  # step SECONDS_CAP command...: runs under timeout min(cap, what is left); says when cut short
   local cap=$1; shift
+  [[ $1 == h ]] && set -- python3 -m harness "${@:2}"  # timeout runs programs, not this script's functions
   local t; t=$(left); (( t > cap )) && t=$cap
   (( t <= 10 )) && { echo "SKIPPED (budget spent): $*"; return 1; }
   timeout --kill-after=20 "$t" "$@"; local rc=$?
@@ -84,11 +88,50 @@ n=${counts[-1]}
 if step 300 python3 tools/record_tp_program.py "$out/tp_recording" --gpus "$n"; then
   ranks=()
   for ((r = 0; r < n; r++)); do ranks+=("$out/tp_recording/rank$r.json.gz"); done
-  h trace import "${ranks[@]}" --out "$out/tp_recording/tp.parquet" || echo "import of the TP recording failed"
+  if h trace import "${ranks[@]}" --out "$out/tp_recording/tp.parquet"; then
+    spec=$out/specs/tp_recorded.toml
+    cat > "$spec" <<EOF
+name = "tp-recorded"
+description = "a tensor-parallel PyTorch program recorded on $n GPUs (one trace per rank), as recorded"
+profile = "$out/profile.toml"
+seed = 0
+repetitions = 3
+
+[workload]
+kind = "recorded"
+trace = "$out/tp_recording/tp.parquet"
+devices = $n
+
+[[policies]]
+name = "as_recorded"
+
+[[policies]]
+name = "overlap_collectives"
+EOF
+    step 300 h sim "$spec" --out "$out/results/tp_recorded-sim" || echo "sim of the TP recording failed"
+    step 120 h trace as-run "$spec" --out "$out/results/tp_recorded-recording" || echo "as-run of the TP recording failed"
+    step 600 h replay --distributed --budget-s $(( $(left) / 2 )) "$spec" --out "$out/results/tp_recorded-replay" \
+      || echo "replay of the TP recording failed"
+    python3 - "$out" <<'PY' || echo "the as-recorded check could not be read"
+import json, sys
+from pathlib import Path
+import pandas as pd
+out = Path(sys.argv[1])
+m = pd.read_parquet(out / "results/tp_recorded-sim/metrics.parquet")
+m = m[(m["item"] == -1) & m["run_id"].str.contains(":as_recorded:")]
+figures = m.groupby("metric")["value"].mean()
+row = {k: float(figures[k]) for k in ("makespan_us", "recorded_makespan_us", "makespan_vs_recorded") if k in figures}
+row["within_3pct"] = bool(abs(row.get("makespan_vs_recorded", float("nan"))) <= 0.03)
+(out / "tp_recording/as_recorded.json").write_text(json.dumps(row, indent=1))
+print("TP recording as recorded:", row)
+PY
+  else
+    echo "import of the TP recording failed"
+  fi
 fi
 
 # 4. the comparison
 h compare "$out"/results/*-sim "$out"/results/*-replay --out "$out/fidelity.parquet" \
-  --show time_us --show busbw_gbps --show tpot_us --show backups_lost 2>&1 | tee "$out/compare.log"
+  --show time_us --show busbw_gbps --show tpot_us --show backups_lost --show makespan_us 2>&1 | tee "$out/compare.log"
 python3 -m fidelity.report "$out" --command "fidelity/run_collectives.sh $out --budget-s $budget" || true
 date -u

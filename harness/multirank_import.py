@@ -20,9 +20,12 @@
   operation, size or participants the trace does not give stays a kernel of its
   recorded duration, counted in the provenance notes.
 
-Re-issuing such a trace ``as_recorded`` (the collectives through the runtime's
-collective commands) is not done yet: the recorded workload's step programs
-(``harness.program``) have no collective step (``docs/collectives.md``).
+The ranks' collectives are checked to agree (:func:`collective_mismatch`: the k-th
+on a set of ranks the same operation, size and root on each, as many on each);
+traces that disagree are refused naming the rank's file. A recorded spec of
+``devices = N`` re-issues the merged trace ``as_recorded``: each collective as an
+``OP_COLLECTIVE`` step of the program command (``harness.program``), NCCL's algorithm
+from its kernel's name (:func:`recorded_algorithm`); ``docs/collectives.md``.
 """
 
 from __future__ import annotations
@@ -97,6 +100,16 @@ def parse_collective_name(name: str) -> CollectiveCall | None:
     op, nbytes, devices, peer, kernel = m.groups()
     ranks = tuple(int(d) for d in devices.split(","))
     return CollectiveCall(op, int(nbytes), ranks, None if peer == "-" else int(peer), kernel)
+
+
+_ALGORITHM = re.compile(r"_(NVLS_TREE|NVLS|COLLNET_DIRECT|COLLNET_CHAIN|RING|TREE|PAT)(?=_|\b|\()", re.IGNORECASE)
+
+
+def recorded_algorithm(kernel: str) -> str | None:
+    """NCCL's algorithm as its kernel's name gives it (``ncclDevKernel_AllReduce_Sum_f32_RING_LL``: ``"ring"``);
+    None when the name does not say (send/recv kernels, other names)."""
+    m = _ALGORITHM.search(kernel)
+    return m.group(1).lower() if m else None
 
 
 def _ranks(args: dict, world: int) -> tuple[int, ...] | None:
@@ -175,6 +188,66 @@ def _file_time(events: list, source: int, row: pd.Series, launch_us: float) -> f
     return float(events[source].get("ts", 0.0)) - float(row["start_us"]) + float(launch_us)
 
 
+def _describe(op: str, nbytes: int, root: int | None) -> str:
+    return f"{op} of {nbytes} bytes" + ("" if root is None else f" from root {root}")
+
+
+def collective_mismatch(ops: pd.DataFrame) -> tuple[int, str] | None:
+    """The first rank whose recorded collectives disagree with the other ranks': ``(rank, what is wrong)``, or None.
+
+    The k-th collective each rank issues on a set of ranks must be the same operation, size and root on every rank
+    of the set (the k-th send from a to b: the k-th receive at b from a), and every rank must issue as many, as a
+    run of the program does; traces that were cut at different steps, or that are not one run's ranks, do not.
+    A rank's collectives are taken in the order it launched them.
+    """
+    coll = ops[ops["kind"] == "collective"]
+    if coll.empty:
+        return None
+    order = coll.sort_values(["launch_us", "start_us"], kind="stable", na_position="last")
+    sequences: dict[tuple, dict[int, list[tuple]]] = {}  # channel -> device -> what it issued, in order
+    for device, name in zip(order["device"].tolist(), order["name"].tolist()):
+        call = parse_collective_name(str(name))
+        if call is None:
+            continue
+        if call.op in ("send", "recv"):
+            src, dst = (device, call.peer) if call.op == "send" else (call.peer, device)
+            channel: tuple = ("p2p", src, dst)
+            entry: tuple = ("send", call.nbytes, None)
+            members: tuple[int, ...] = (src, dst)
+        else:
+            channel = ("collective", call.devices)
+            entry = (call.op, call.nbytes, call.peer if call.op == "broadcast" else None)
+            members = call.devices
+        issued = sequences.setdefault(channel, {d: [] for d in members})
+        issued.setdefault(int(device), []).append(entry)
+    for channel in sorted(sequences, key=str):
+        issued = sequences[channel]
+        first, *others = sorted(issued)
+        for rank in others:
+            mine, theirs = issued[rank], issued[first]
+            for k, (a, b) in enumerate(zip(mine, theirs)):
+                if a != b:
+                    if channel[0] == "p2p":
+                        where = f"transfer #{k} from rank {channel[1]} to rank {channel[2]}"
+                    else:
+                        where = f"collective #{k} on ranks {list(channel[1])}"
+                    return rank, f"{where} is {_describe(*a)}, but rank {first}'s is {_describe(*b)}"
+            if len(mine) != len(theirs):
+                if channel[0] == "p2p":
+                    what = f"rank {channel[1]} sends {len(issued[channel[1]])} message(s) to rank {channel[2]}, which"
+                    what += f" receives {len(issued[channel[2]])} from it"
+                else:
+                    what = (
+                        f"{len(mine)} collective(s) on ranks {list(channel[1])}, rank {first}'s trace"
+                        f" {len(theirs)}"
+                    )
+                return rank, (
+                    f"{what}: every rank's trace must cover the same steps of one run (start and stop the profiler"
+                    " at the same step on every rank)"
+                )
+    return None
+
+
 def import_rank_traces(paths: Sequence[str | Path]) -> ImportedTrace:
     """Merge one trace per rank into one multi-device trace (see the module docstring)."""
     paths = [Path(p) for p in paths]
@@ -217,6 +290,10 @@ def import_rank_traces(paths: Sequence[str | Path]) -> ImportedTrace:
             " (or an operation the runtime has no command for) stay kernels of their recorded duration"
         )
     ops = pd.concat(frames, ignore_index=True).sort_values(["start_us", "device"], kind="stable", ignore_index=True)
+    mismatch = collective_mismatch(ops)
+    if mismatch is not None:
+        rank, what = mismatch
+        raise InputError(paths[rank], f"rank {rank}", what)
     first = imported[0].provenance
     provenance = replace(
         first,

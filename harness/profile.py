@@ -113,12 +113,28 @@ class Spread(_Strict):
     spread_us: float = pydantic.Field(ge=0)
 
 
+SCALED_EVENT_KINDS = ("aten_op", "runtime_call", "range")
+"""The event kinds whose overhead ``program_scale`` multiplies (an eager program's; a graph's kernels are not)."""
+
+
+class ProgramScale(_Strict):
+    """``[profiler.<mode>.program_scale]``: what the profiler adds to a program shaped like a real one, over what
+    the tight-loop overheads predict from its events (median over rounds, half-IQR spread); ``source`` says which
+    program (the calibration's ``block`` shape, or the user's ``--script``)."""
+
+    median: float = pydantic.Field(gt=0)
+    spread: float = pydantic.Field(ge=0)
+    source: str = ""
+
+
 class ProfilerCalibration(_Strict):
     """``[profiler.<mode>]``: what torch.profiler in one mode adds to a recording (``harness calibrate --profiler``).
 
     ``overhead``: host time each recorded event of a kind adds (per event, median over rounds of a
     least-squares fit); ``floor_us``: the unprofiled host time below which a call of a kind is never
-    compensated (an eager op launching one kernel, a graph replay), per ``call_*`` kind.
+    compensated (an eager op launching one kernel, a graph replay), per ``call_*`` kind;
+    ``program_scale`` (optional): the factor a real program's aten-op, runtime-call and range
+    overheads take over the fitted ones (:meth:`compensation_us` applies it).
     """
 
     torch: str
@@ -128,6 +144,10 @@ class ProfilerCalibration(_Strict):
     floor_us: dict[str, float]
     method: str = ""
     notes: str = ""
+    program_scale: ProgramScale | None = None
+    # GPU time the profiler adds to a CUDA graph's replay, per replay ("graph_launch") and per kernel in it
+    # ("graph_kernel"): CUDA-event timings of the calibration's graph shapes, profiled vs unprofiled
+    gpu_overhead: dict[str, Spread] = pydantic.Field(default_factory=dict)
 
     @pydantic.field_validator("overhead")
     @classmethod
@@ -149,6 +169,12 @@ class ProfilerCalibration(_Strict):
         """Median overhead of one event of ``kind`` (0 when not calibrated), never negative."""
         figure = self.overhead.get(kind)
         return max(figure.median_us, 0.0) if figure else 0.0
+
+    def compensation_us(self, kind: str) -> float:
+        """What compensation takes out per event of ``kind``: the fitted overhead, times ``program_scale`` for an
+        eager program's kinds (:data:`SCALED_EVENT_KINDS`) when the calibration has one."""
+        scale = self.program_scale.median if self.program_scale and kind in SCALED_EVENT_KINDS else 1.0
+        return self.overhead_us(kind) * scale
 
 
 class LinkTable(_Strict):

@@ -14,6 +14,13 @@ rounds and the spread (half the interquartile range of the per-round fits,
 run; aten ops in CUDA-only mode) are left out, not reported as zero.
 :func:`compare_calibrations` says whether two calibrations (two runs) agree
 within their reported spreads. Pure numpy: no torch here.
+
+*Check shapes* (``check_shapes``: the calibration's ``block``, a small eager decoder block)
+are timed and counted like the others but left out of the fit: per round, their measured
+added time over what the fitted overheads predict from their events (aten ops, runtime
+calls and ranges, the kinds an eager program scales) is the round's *program scale*
+(:func:`program_scale_of`); the calibration keeps its median and spread
+(:class:`harness.profile.ProgramScale`).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.profile import PROFILER_EVENT_KINDS, ProfilerCalibration, Spread
+from harness.profile import PROFILER_EVENT_KINDS, ProfilerCalibration, ProgramScale, Spread
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,8 @@ class ShapeTiming:
     unprofiled_us: float
     profiled_us: float
     counts: dict[str, float]  # per step, by PROFILER_EVENT_KINDS
+    gpu_unprofiled_us: float | None = None  # graph shapes: one replay's GPU time (CUDA events), unprofiled
+    gpu_profiled_us: float | None = None  # ... and profiled
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,33 @@ def fit_overheads(timings: list[ShapeTiming]) -> RoundFit:
     return RoundFit(dict(zip(kinds, map(float, x))), {t.shape: float(r) for t, r in zip(timings, residual)})
 
 
+GPU_KINDS = ("graph_launch", "graph_kernel")
+
+
+def fit_gpu_overheads(timings: list[ShapeTiming]) -> dict[str, float] | None:
+    """One round's GPU time the profiler adds per graph replay and per kernel in it (µs), by non-negative least
+    squares over the shapes whose replays were timed on the GPU; None with fewer than two such shapes."""
+    timed = [t for t in timings if t.gpu_unprofiled_us is not None and t.gpu_profiled_us is not None]
+    if len(timed) < 2:
+        return None
+    a = np.array([[t.counts.get(k, 0.0) for k in GPU_KINDS] for t in timed], dtype=float)
+    b = np.array([t.gpu_profiled_us - t.gpu_unprofiled_us for t in timed], dtype=float)
+    return dict(zip(GPU_KINDS, map(float, nnls(a, b))))
+
+
+def program_scale_of(timing: ShapeTiming, overhead_us: dict[str, float]) -> float | None:
+    """Measured added time of ``timing`` over what ``overhead_us`` predicts for the eager kinds it holds (graph
+    kinds taken as predicted); None when the eager kinds predict nothing (no such events, or no fitted figure)."""
+    from harness.profile import SCALED_EVENT_KINDS
+
+    eager = sum(timing.counts.get(k, 0.0) * overhead_us.get(k, 0.0) for k in SCALED_EVENT_KINDS)
+    other = sum(timing.counts.get(k, 0.0) * overhead_us.get(k, 0.0) for k in PROFILER_EVENT_KINDS
+                if k not in SCALED_EVENT_KINDS)  # fmt: skip
+    if eager <= 0:
+        return None
+    return max(timing.profiled_us - timing.unprofiled_us - other, 0.0) / eager
+
+
 def spread(values: list[float]) -> Spread:
     """Median and half the interquartile range of ``values``."""
     q25, q50, q75 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
@@ -79,28 +115,46 @@ def summarize(
     torch_version: str,
     date: str,
     method: str = "",
+    check_shapes: tuple[str, ...] = (),
 ) -> tuple[ProfilerCalibration, str]:
     """The calibration of one mode from its rounds (each fitted alone), and a one-paragraph note of the figures.
 
     ``floor_us``: per ``call_*`` kind, the unprofiled per-call host times measured in the rounds (median kept).
-    A kind enters only if every round could fit it.
+    A kind enters only if every round could fit it. ``check_shapes``: shapes left out of the fit, whose
+    per-round :func:`program_scale_of` gives the calibration's ``program_scale``.
     """
     if not rounds:
         raise ValueError("no calibration rounds")
-    fits = [fit_overheads(r) for r in rounds]
+    fitted = [[t for t in r if t.shape not in check_shapes] for r in rounds]
+    fits = [fit_overheads(r) for r in fitted]
+    scales = [
+        x
+        for r, f in zip(rounds, fits)
+        for t in r
+        if t.shape in check_shapes and (x := program_scale_of(t, f.overhead_us)) is not None
+    ]
     kinds = [k for k in PROFILER_EVENT_KINDS if all(k in f.overhead_us for f in fits)]
     overhead = {k: spread([f.overhead_us[k] for f in fits]) for k in kinds}
     shapes = [t.shape for t in rounds[0]]
+    gpu_fits = [g for g in (fit_gpu_overheads(r) for r in rounds) if g is not None]
+    gpu_overhead = {k: spread([g[k] for g in gpu_fits]) for k in GPU_KINDS} if gpu_fits else {}
     lines = []
     for shape in shapes:
         rows = [t for r in rounds for t in r if t.shape == shape]
         unprof = spread([t.unprofiled_us for t in rows])
         prof = spread([t.profiled_us for t in rows])
-        resid = spread([f.residual_us[shape] for f in fits if shape in f.residual_us])
         counts = ", ".join(f"{k} {rows[0].counts.get(k, 0):g}" for k in PROFILER_EVENT_KINDS if rows[0].counts.get(k))
+        if shape in check_shapes:
+            fit_note = "not fitted, program scale " + (f"{spread(scales).median_us:.2f}" if scales else "n/a")
+        else:
+            fit_note = f"fit residual {spread([f.residual_us[shape] for f in fits if shape in f.residual_us]).median_us:+.1f}"
+        gpu = [t for t in rows if t.gpu_unprofiled_us is not None and t.gpu_profiled_us is not None]
+        if gpu:
+            fit_note += (f", GPU time a replay {spread([t.gpu_unprofiled_us for t in gpu]).median_us:.1f} -> "
+                         f"{spread([t.gpu_profiled_us for t in gpu]).median_us:.1f} µs profiled")  # fmt: skip
         lines.append(
             f"{shape}: unprofiled {unprof.median_us:.1f} ± {unprof.spread_us:.1f} µs/step, profiled "
-            f"{prof.median_us:.1f} ± {prof.spread_us:.1f}, fit residual {resid.median_us:+.1f} ({counts})"
+            f"{prof.median_us:.1f} ± {prof.spread_us:.1f}, {fit_note} ({counts})"
         )
     floors = {k: round(float(np.median(v)), 3) for k, v in floor_us.items() if v}
     calibration = ProfilerCalibration(
@@ -111,8 +165,16 @@ def summarize(
         floor_us=floors,
         method=method,
         notes="; ".join(lines),
+        gpu_overhead=gpu_overhead,
+        program_scale=scale_figure(scales, "the calibration's " + "/".join(check_shapes) + " shape") if scales else None,
     )
     return calibration, "\n".join(lines)
+
+
+def scale_figure(values: list[float], source: str) -> ProgramScale:
+    """Median and half-IQR of per-round program scales (a scale of 0, nothing added, is kept as 0.01)."""
+    figure = spread(values)
+    return ProgramScale(median=max(figure.median_us, 0.01), spread=figure.spread_us, source=source)
 
 
 @dataclass(frozen=True)

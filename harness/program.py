@@ -20,18 +20,23 @@ run's stream handles: step field ``stream`` indexes ``RunProgram.streams``.
 Step fields
 -----------
 ``op``           an ``OP_*`` code (below)
-``kind``         launch: kernel kind (:data:`KIND_CODES`); copy: direction (:data:`DIRECTION_CODES`)
+``kind``         launch: kernel kind (:data:`KIND_CODES`); copy: direction (:data:`DIRECTION_CODES`);
+                 collective: the operation (:data:`COLLECTIVE_CODES`)
 ``pageable``     copy: 1 when the host side is pageable memory, else 0 (pinned)
-``stream``       index into ``RunProgram.streams`` (-1: none)
-``name``         index into ``StepProgram.names``: the kernel's, copy's or graph's name (-1: none)
+``algorithm``    collective: NCCL's algorithm when known (index into :data:`ALGORITHMS`; 0: the backend's choice)
+``stream``       index into ``RunProgram.streams`` (-1: none); sync_device / sync_event: -1, or a stream
+                 of the one device whose streams it syncs (a rank's ``cudaDeviceSynchronize``)
+``name``         index into ``StepProgram.names``: the kernel's, copy's, graph's or collective's name (-1: none)
 ``gap_name``     index into ``StepProgram.names``: the name of the host work ``gap_us`` (-1: none)
 ``event``        record / wait / sync_event: the symbolic event id
-``graph_first``, ``graph_count``  graph launch: its kernels, a slice of ``StepProgram.graph_kernels``
+``graph_first``, ``graph_count``  graph launch: its kernels, a slice of ``StepProgram.graph_kernels``;
+                 collective: the communicator (index into ``StepProgram.communicators``) and the peer
+                 device (send / recv: the other device; broadcast: the root; -1: none)
 ``gap_us``       the thread's own CPU time before the call (host work), µs; 0: none
 ``host_us``      the call's own host cost, µs (runtime contract point 12); NaN: the backend's figure
 ``duration_us``  launch: the kernel's solo duration, µs
 ``share``        launch: the kernel's compute share, (0, 1]
-``nbytes``       copy: bytes moved
+``nbytes``       copy: bytes moved; collective: nccl-tests' size (runtime contract point 15)
 
 Semantics (what :func:`expand` issues), per step, in order
 ----------------------------------------------------------
@@ -50,10 +55,21 @@ Semantics (what :func:`expand` issues), per step, in order
    * ``OP_SYNC_EVENT``: ``sync_event(that event)`` when symbolic event ``event`` has been recorded;
      else as ``OP_SYNC_DEVICE`` (a sync whose event is unknown waits for everything).
    * ``OP_SYNC_DEVICE``: ``sync_stream`` of every stream with work outstanding, in the order
-     ``StepProgram.sync_order`` gives; then none has.
+     ``StepProgram.sync_order`` gives; then none has. With ``stream`` >= 0, only the streams on that
+     stream's device (``RunProgram.streams[i].device``), which then have none.
+   * ``OP_COLLECTIVE``: the collective ``kind`` names, rank ``stream``'s part of it, on communicator
+     ``RunProgram.communicators[graph_first]``: ``all_reduce`` / ``all_gather`` / ``reduce_scatter``
+     ``(stream, comm, nbytes, name, host_us, algorithm)``, ``broadcast(..., root=graph_count, ...)``,
+     ``send`` / ``recv`` ``(stream, comm, nbytes, peer=graph_count, name, host_us)``; the stream has work
+     outstanding. (A step of each rank, on its own thread as a rank's process issues it; the ranks meet as
+     the runtime's collectives do.) The name is ``names[name]``, or the operation's when -1.
 
    "Work outstanding" and the symbolic events are shared by the program's threads and
    change when a step runs.
+
+Communicators: ``StepProgram.communicators`` lists the devices of each communicator the
+collective steps index; ``RunProgram.communicators`` holds one of those devices each
+(``Runtime.run_program`` checks them, and every collective step's stream and peer).
 
 Threads: the first runs on the thread that yielded the command; every other is spawned
 (``spawn``, named ``ProgramThread.name``) before it starts, in order, and joined after it
@@ -70,6 +86,10 @@ from typing import Any
 import numpy as np
 
 from harness.runtime import (
+    COLLECTIVE_ALGORITHMS,
+    Collective,
+    CollectiveOp,
+    Communicator,
     Direction,
     Event,
     GraphKernel,
@@ -78,6 +98,7 @@ from harness.runtime import (
     PolicyGen,
     RunProgram,
     Runtime,
+    Stream,
 )
 
 OP_HOST = 0
@@ -89,20 +110,28 @@ OP_SYNC_STREAM = 5
 OP_SYNC_EVENT = 6
 OP_SYNC_DEVICE = 7
 OP_GRAPH = 8
-OP_NAMES = ("host", "launch", "copy", "record", "wait", "sync_stream", "sync_event", "sync_device", "graph")
-_STREAM_OPS = (OP_LAUNCH, OP_COPY, OP_RECORD, OP_WAIT, OP_SYNC_STREAM, OP_GRAPH)  # need a stream
+OP_COLLECTIVE = 9
+OP_NAMES = (
+    "host", "launch", "copy", "record", "wait", "sync_stream", "sync_event", "sync_device", "graph", "collective"
+)  # fmt: skip
+STREAM_OPS = (OP_LAUNCH, OP_COPY, OP_RECORD, OP_WAIT, OP_SYNC_STREAM, OP_GRAPH, OP_COLLECTIVE)  # need a stream
 
 KIND_CODES: dict[KernelKind, int] = {KernelKind.COMPUTE: 0, KernelKind.MEMORY: 1, KernelKind.LATENCY: 2}
 KINDS: tuple[KernelKind, ...] = tuple(KIND_CODES)
 DIRECTION_CODES: dict[Direction, int] = {Direction.H2D: 0, Direction.D2H: 1, Direction.D2D: 2}
 DIRECTIONS: tuple[Direction, ...] = tuple(DIRECTION_CODES)
+COLLECTIVE_CODES: dict[CollectiveOp, int] = {op: i for i, op in enumerate(CollectiveOp)}
+COLLECTIVE_OPS: tuple[CollectiveOp, ...] = tuple(COLLECTIVE_CODES)
+_P2P = (COLLECTIVE_CODES[CollectiveOp.SEND], COLLECTIVE_CODES[CollectiveOp.RECV])
+_PEERED = (COLLECTIVE_CODES[CollectiveOp.BROADCAST], *_P2P)  # steps whose graph_count is a peer device
+ALGORITHMS: tuple[str, ...] = ("", *COLLECTIVE_ALGORITHMS)  # code 0: the backend's choice
 
 STEP_DTYPE = np.dtype(
     [
         ("op", "u1"),
         ("kind", "u1"),
         ("pageable", "u1"),
-        ("reserved", "u1"),
+        ("algorithm", "u1"),
         ("stream", "<i4"),
         ("name", "<i4"),
         ("gap_name", "<i4"),
@@ -168,6 +197,7 @@ class StepProgram:
     streams: int  # how many streams the steps index
     graph_kernels: np.ndarray = field(default_factory=lambda: np.zeros(0, GRAPH_KERNEL_DTYPE))
     sync_order: tuple[int, ...] | None = None  # OP_SYNC_DEVICE's stream order; None: by index
+    communicators: tuple[tuple[int, ...], ...] = ()  # the devices of each communicator OP_COLLECTIVE indexes
     _graphs: dict = field(default_factory=dict, init=False, repr=False)  # (first, count) -> tuple[GraphKernel, ...]
 
     def __post_init__(self) -> None:
@@ -185,6 +215,9 @@ class StepProgram:
             raise ProgramError("a step program needs at least one thread")
         if sorted(self.sync_order) != list(range(self.streams)):
             raise ProgramError(f"sync_order {self.sync_order} is not an order of the {self.streams} streams")
+        for j, devices in enumerate(self.communicators):
+            if not devices or len(set(devices)) != len(devices) or min(devices) < 0:
+                raise ProgramError(f"communicator {j}: needs distinct devices, got {list(devices)}")
         graphs = self.graph_kernels
         if graphs.dtype != GRAPH_KERNEL_DTYPE:
             raise ProgramError(f"graph_kernels: dtype {graphs.dtype}, expected GRAPH_KERNEL_DTYPE")
@@ -198,8 +231,8 @@ class StepProgram:
             if steps.dtype != STEP_DTYPE:
                 raise ProgramError(f"thread {thread.name!r}: steps of dtype {steps.dtype}, expected STEP_DTYPE")
             op = steps["op"]
-            _first_bad(where, steps, op > OP_GRAPH, "op")
-            needs_stream = np.isin(op, _STREAM_OPS)
+            _first_bad(where, steps, op > OP_COLLECTIVE, "op")
+            needs_stream = np.isin(op, STREAM_OPS)
             stream = steps["stream"]
             _first_bad(where, steps, needs_stream & ~((stream >= 0) & (stream < self.streams)), "stream")
             for index in ("name", "gap_name"):
@@ -219,6 +252,26 @@ class StepProgram:
             first, count = steps["graph_first"], steps["graph_count"]
             bad = graph & ((count < 1) | (first < 0) | (first.astype(np.int64) + count > len(graphs)))
             _first_bad(where, steps, bad, "graph_first/graph_count")
+            syncs = (op == OP_SYNC_DEVICE) | (op == OP_SYNC_EVENT)
+            _first_bad(where, steps, syncs & ~((stream >= -1) & (stream < self.streams)), "stream")
+            self._check_collectives(where, steps, op == OP_COLLECTIVE)
+
+    def _check_collectives(self, where: str, steps: np.ndarray, collective: np.ndarray) -> None:
+        if not collective.any():
+            return
+        _first_bad(where, steps, collective & (steps["kind"] >= len(COLLECTIVE_OPS)), "kind")
+        _first_bad(where, steps, collective & (steps["algorithm"] >= len(ALGORITHMS)), "algorithm")
+        _first_bad(where, steps, collective & (steps["nbytes"] < 0), "nbytes")
+        comm = steps["graph_first"]
+        _first_bad(where, steps, collective & ~((comm >= 0) & (comm < len(self.communicators))), "graph_first")
+        peered = collective & np.isin(steps["kind"], _PEERED)
+        for i in np.flatnonzero(collective).tolist():
+            peer = int(steps["graph_count"][i])
+            devices = self.communicators[int(comm[i])]
+            if (peer in devices) if peered[i] else (peer == -1):
+                continue
+            wanted = f"a device of its communicator {list(devices)}" if peered[i] else "-1 (no peer)"
+            raise ProgramError(f"{where} {i}: field 'graph_count' (the peer) is {peer}, expected {wanted}")
 
     def graph(self, first: int, count: int) -> tuple[GraphKernel, ...]:
         """The kernels of a graph launch, as the runtime describes them; the same tuple every time."""
@@ -240,6 +293,59 @@ def _first_bad(where: str, rows: np.ndarray, bad: np.ndarray, column: str) -> No
         i = int(np.argmax(bad))
         value = rows[i][column] if column in rows.dtype.names else rows[i]
         raise ProgramError(f"{where} {i}: field {column!r} is invalid ({value!r})")
+
+
+def check_collective_streams(
+    program: StepProgram, streams: tuple[Stream, ...], comms: tuple[Communicator, ...]
+) -> None:
+    """Raise ``ValueError`` naming the first collective step whose stream is not on a device of its communicator,
+    or that sends to (receives from) its own device: what the runtime's collective builders refuse."""
+    devices = np.array([s.device for s in streams], dtype=np.int64)
+    for thread in program.threads:
+        steps = thread.steps
+        for i in np.flatnonzero(steps["op"] == OP_COLLECTIVE).tolist():
+            device = int(devices[steps["stream"][i]])
+            comm = comms[int(steps["graph_first"][i])]
+            if device not in comm.devices:
+                raise ValueError(
+                    f"thread {thread.name!r}, step {i}: collective on stream {streams[steps['stream'][i]].name!r}"
+                    f" of device {device}, not in communicator {comm.name!r} {list(comm.devices)}"
+                )
+            if steps["kind"][i] in _P2P and int(steps["graph_count"][i]) == device:
+                raise ValueError(f"thread {thread.name!r}, step {i}: a device cannot send to itself (device {device})")
+
+
+def collective_step_name(names: tuple[str, ...], name: int, code: int) -> str:
+    """A collective step's name: ``names[name]``, or its operation's when -1."""
+    return names[name] if name >= 0 else COLLECTIVE_OPS[code].value
+
+
+def collective_of(
+    rt: Runtime,
+    stream: Stream,
+    comm: Communicator,
+    code: int,
+    algorithm_code: int,
+    nbytes: int,
+    peer: int,
+    name: str,
+    host: float | None,
+) -> Collective:
+    """The runtime's command a collective step stands for (its fields as named), built by ``rt``'s builders."""
+    op = COLLECTIVE_OPS[code]
+    algorithm = ALGORITHMS[algorithm_code] or None
+    if op is CollectiveOp.SEND:
+        return rt.send(stream, comm, nbytes, peer, name, host)
+    if op is CollectiveOp.RECV:
+        return rt.recv(stream, comm, nbytes, peer, name, host)
+    if op is CollectiveOp.BROADCAST:
+        return rt.broadcast(stream, comm, nbytes, peer, name, host, algorithm)
+    builder = {
+        CollectiveOp.ALL_REDUCE: rt.all_reduce,
+        CollectiveOp.ALL_GATHER: rt.all_gather,
+        CollectiveOp.REDUCE_SCATTER: rt.reduce_scatter,
+    }[op]
+    return builder(stream, comm, nbytes, name, host, algorithm)
 
 
 # --------------------------------------------------------------------------- the reference interpreter
@@ -277,7 +383,9 @@ def _expand_thread(rt: Runtime, command: RunProgram, thread: ProgramThread, stat
     program = command.program
     names, streams, events, outstanding = program.names, command.streams, state.events, state.outstanding
     for step in iter_steps(thread.steps):
-        op, kind, pageable, _, stream, name, gap_name, event, first, count, gap_us, host_us, duration, share, n = step
+        op, kind, pageable, algo, stream, name, gap_name, event, first, count, gap_us, host_us, duration, share, n = (
+            step
+        )
         if gap_us > 0.0:
             yield rt.host_work(gap_us, names[gap_name])
         host = None if host_us != host_us else host_us  # NaN: the backend's figure
@@ -305,10 +413,22 @@ def _expand_thread(rt: Runtime, command: RunProgram, thread: ProgramThread, stat
         elif op == OP_SYNC_EVENT and event in events:
             yield rt.sync_event(events[event])
         elif op == OP_SYNC_EVENT or op == OP_SYNC_DEVICE:
-            for index in program.sync_order:
-                if index in outstanding:
-                    yield rt.sync_stream(streams[index])
-            outstanding.clear()
+            if stream < 0:
+                for index in program.sync_order:
+                    if index in outstanding:
+                        yield rt.sync_stream(streams[index])
+                outstanding.clear()
+            else:  # one device's streams (a rank's device-wide sync)
+                device = streams[stream].device
+                for index in program.sync_order:
+                    if index in outstanding and streams[index].device == device:
+                        yield rt.sync_stream(streams[index])
+                        outstanding.discard(index)
+        elif op == OP_COLLECTIVE:
+            outstanding.add(stream)
+            comm = command.communicators[first]
+            label = collective_step_name(names, name, kind)
+            yield collective_of(rt, streams[stream], comm, kind, algo, n, count, label, host)
     return len(thread.steps)
 
 

@@ -94,11 +94,11 @@ Contract
     the simulator's model, or the replay's calibrated figures), ``rt.backend``
     ("sim" or "replay"), ``rt.seed`` and ``rt.rng``.
 
-14. **Programs.** ``run_program(program, streams)`` runs a stretch of calls given up
-    front as arrays of steps (:mod:`harness.program`): what the policy does not read
-    the results of. It is defined as the commands its reference interpreter
-    (``harness.program.expand``) issues; a backend may run it natively, with the same
-    op rows.
+14. **Programs.** ``run_program(program, streams, communicators)`` runs a stretch of
+    calls given up front as arrays of steps (:mod:`harness.program`): what the policy
+    does not read the results of. It is defined as the commands its reference
+    interpreter (``harness.program.expand``) issues; a backend may run it natively,
+    with the same op rows.
 
 15. **Collectives** (many GPUs, NCCL's model). ``create_communicator(devices)``
     returns a :class:`Communicator`, a fixed set of devices (its ranks, in that
@@ -112,6 +112,8 @@ Contract
     it (rendezvous) and ends on every rank together. ``nbytes`` is nccl-tests'
     *size*: the buffer of an all-reduce or broadcast, the gathered output of an
     all-gather, the full input of a reduce-scatter, the message of a send/recv.
+    ``algorithm`` (optional: ``"ring"``, ``"tree"``, ...) is the one NCCL ran when the
+    policy knows it (a recording); the simulator then times that one.
 
 Results are handles that are opaque to the policy (:class:`Stream`,
 :class:`Event`, :class:`Buffer`, :class:`Thread`, :class:`Queue`), plain
@@ -395,6 +397,11 @@ class CollectiveOp(str, enum.Enum):
     RECV = "recv"
 
 
+COLLECTIVE_ALGORITHMS = ("ring", "tree", "nvls", "nvls_tree", "collnet_direct", "collnet_chain", "pat")
+"""NCCL's algorithms, as a recording names them (its kernel names: ``..._RING_LL``); the simulator models ring and
+tree and takes its own choice for the others."""
+
+
 @dataclass(eq=False, slots=True)
 class Communicator:
     """A set of devices that run collectives together (an NCCL communicator); rank i is ``devices[i]``."""
@@ -425,9 +432,14 @@ class Collective(Command):
     name: str
     peer: int | None = None  # the root device of a broadcast, the other device of a send/recv
     host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
+    # NCCL's algorithm when the policy knows it (a recording names it: "ring", "tree", ...); None: the backend's choice
+    algorithm: str | None = None
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class RunProgram(Command):
-    """Run a step program (:class:`harness.program.StepProgram`) on these streams, one handle per stream it indexes.
+    """Run a step program (:class:`harness.program.StepProgram`) on these streams, one handle per stream it indexes,
+    and these communicators, one per communicator its collective steps index.
 
     Its semantics and its reference interpreter (``expand``) are in :mod:`harness.program`;
     it returns a :class:`harness.program.ProgramOutcome`.
@@ -435,6 +447,7 @@ class RunProgram(Command):
 
     program: StepProgram
     streams: tuple[Stream, ...]
+    communicators: tuple[Communicator, ...] = ()
 
 
 _NOW = Now()
@@ -666,8 +679,9 @@ class Runtime:
         nbytes: int,
         name: str = "all_reduce",
         host_us: float | None = None,
+        algorithm: str | None = None,
     ) -> Collective:
-        return self._collective(stream, comm, CollectiveOp.ALL_REDUCE, nbytes, name, None, host_us)
+        return self._collective(stream, comm, CollectiveOp.ALL_REDUCE, nbytes, name, None, host_us, algorithm)
 
     def all_gather(
         self,
@@ -676,9 +690,10 @@ class Runtime:
         nbytes: int,
         name: str = "all_gather",
         host_us: float | None = None,
+        algorithm: str | None = None,
     ) -> Collective:
         """``nbytes``: the gathered output (every rank's part together), as nccl-tests counts it."""
-        return self._collective(stream, comm, CollectiveOp.ALL_GATHER, nbytes, name, None, host_us)
+        return self._collective(stream, comm, CollectiveOp.ALL_GATHER, nbytes, name, None, host_us, algorithm)
 
     def reduce_scatter(
         self,
@@ -687,9 +702,10 @@ class Runtime:
         nbytes: int,
         name: str = "reduce_scatter",
         host_us: float | None = None,
+        algorithm: str | None = None,
     ) -> Collective:
         """``nbytes``: the full input (every rank's part together), as nccl-tests counts it."""
-        return self._collective(stream, comm, CollectiveOp.REDUCE_SCATTER, nbytes, name, None, host_us)
+        return self._collective(stream, comm, CollectiveOp.REDUCE_SCATTER, nbytes, name, None, host_us, algorithm)
 
     def broadcast(
         self,
@@ -699,9 +715,10 @@ class Runtime:
         root: int,
         name: str = "broadcast",
         host_us: float | None = None,
+        algorithm: str | None = None,
     ) -> Collective:
         """``root``: the device whose buffer every rank receives."""
-        return self._collective(stream, comm, CollectiveOp.BROADCAST, nbytes, name, root, host_us)
+        return self._collective(stream, comm, CollectiveOp.BROADCAST, nbytes, name, root, host_us, algorithm)
 
     def send(
         self,
@@ -736,7 +753,12 @@ class Runtime:
         name: str,
         peer: int | None,
         host_us: float | None,
+        algorithm: str | None = None,
     ) -> Collective:
+        if algorithm is not None and algorithm not in COLLECTIVE_ALGORITHMS:
+            raise ValueError(
+                f"{op.value} {name!r}: algorithm {algorithm!r} is not one of {', '.join(COLLECTIVE_ALGORITHMS)}"
+            )
         if stream.device not in comm.devices:
             raise ValueError(
                 f"{op.value} {name!r}: stream {stream.name!r} is on device {stream.device},"
@@ -751,13 +773,30 @@ class Runtime:
                 )
             if op is not CollectiveOp.BROADCAST and peer == stream.device:
                 raise ValueError(f"{op.value} {name!r}: a device cannot {op.value} to itself (device {peer})")
-        return Collective(stream, comm, op, int(nbytes), name, peer, _host_cost(host_us))
-    def run_program(self, program: StepProgram, streams: Iterable[Stream]) -> RunProgram:
-        """Run ``program`` (a :class:`harness.program.StepProgram`) with ``streams[i]`` for its stream ``i``."""
+        return Collective(stream, comm, op, int(nbytes), name, peer, _host_cost(host_us), algorithm)
+    def run_program(
+        self, program: StepProgram, streams: Iterable[Stream], communicators: Iterable[Communicator] = ()
+    ) -> RunProgram:
+        """Run ``program`` (a :class:`harness.program.StepProgram`) with ``streams[i]`` for its stream ``i`` and
+        ``communicators[j]`` for its communicator ``j`` (of the devices ``program.communicators[j]`` names).
+
+        Its collective steps are checked here as the collective builders check theirs (the stream's device in
+        the communicator, the peer in it and not the stream's own device), once for the command."""
         streams = tuple(streams)
+        communicators = tuple(communicators)
         if len(streams) != program.streams:
             raise ValueError(f"the program indexes {program.streams} streams, {len(streams)} given")
-        return RunProgram(program, streams)
+        wanted = program.communicators
+        if tuple(c.devices for c in communicators) != wanted:
+            raise ValueError(
+                f"the program's collectives need communicators of devices {[list(d) for d in wanted]},"
+                f" given {[list(c.devices) for c in communicators]}"
+            )
+        if wanted:
+            from harness.program import check_collective_streams
+
+            check_collective_streams(program, streams, communicators)
+        return RunProgram(program, streams, communicators)
 
     # -- host
     def host_work(self, duration_us: float, name: str = "host_work") -> HostWork:

@@ -15,7 +15,13 @@ of its own device (:class:`RankRun`):
   process group made for its communicator (``new_group``: every process makes every
   communicator, in the same order, so a policy must create its communicators from
   one thread, before it spawns the ranks' threads);
-* each run starts behind a barrier of every rank.
+* each run starts behind a barrier of every rank;
+* a program command of collectives (a multi-rank recording re-issued as recorded:
+  ``OP_COLLECTIVE`` steps, one host thread per rank) runs through its expansion, as
+  the native executor does not issue NCCL calls (it says so on stderr), with only
+  the threads of this rank's device (:func:`own_rank_program`): the others keep
+  their names and spawn/join order but issue nothing, so that a process spins no
+  other rank's host work, as each rank's own process did when it was recorded.
 
 **Results.** Each rank keeps the device rows of its own GPU and the host rows of
 the threads that issued work to it (rank 0 also those of ``main``); the rows of
@@ -33,6 +39,7 @@ without GPUs; the rest needs a machine of 2 or more GPUs (``docs/collectives.md`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import socket
@@ -43,9 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from harness.backend import HOST_DEVICE, Backend, RunResult
 from harness.oplog import OpRow
-from harness.runtime import Buffer, Collective, CollectiveOp, Communicator, Event, OpKind, Stream
+from harness.program import STREAM_OPS, ProgramThread, new_steps
+from harness.runtime import Buffer, Collective, CollectiveOp, Communicator, Event, OpKind, RunProgram, Stream
 from replay.engine import ReplayBackend, ReplayContext, _Run
 from replay.gpu import CudaUnavailable
 
@@ -128,6 +138,21 @@ def merge_rank_runs(records: list[RankRecord]) -> RunResult:
                 )
     first = records[0]
     return RunResult(rows, first.result, first.main_end_us + (first.wall_origin_s - origin) * 1e6)
+
+
+def own_rank_program(cmd: RunProgram, rank: int) -> RunProgram:
+    """``cmd`` as rank ``rank``'s process runs it: the threads whose steps address a stream of another device only
+    (another rank's threads) keep their place and name but have no steps; threads of no stream stay on rank 0."""
+    devices = [s.device for s in cmd.streams]
+    threads = []
+    for thread in cmd.program.threads:
+        steps = thread.steps
+        on_stream = steps["stream"][(steps["stream"] >= 0) & np.isin(steps["op"], STREAM_OPS)]
+        mine = {devices[i] for i in set(on_stream.tolist())}
+        keep = rank in mine if mine else rank == 0
+        threads.append(thread if keep else ProgramThread(thread.name, new_steps(0)))
+    program = dataclasses.replace(cmd.program, threads=tuple(threads))
+    return RunProgram(program, cmd.streams, cmd.communicators)
 
 
 # --------------------------------------------------------------------------- one rank's process (needs GPUs)
@@ -240,6 +265,11 @@ class RankRun(_Run):
     def _free(self, cmd, thread) -> None:
         if cmd.buffer.native is not PHANTOM:
             super()._free(cmd, thread)
+
+    def _run_program(self, cmd: RunProgram, thread) -> Any:
+        if cmd.program.communicators:  # one host thread per rank: this process runs its own only
+            cmd = own_rank_program(cmd, self.rank)
+        return super()._run_program(cmd, thread)
 
     def _create_communicator(self, cmd, thread) -> Communicator:
         import torch.distributed as dist

@@ -40,7 +40,7 @@ backend runs it twice untimed: the first run makes every host buffer, warms
 the caching allocator and collects the kernel durations, which are then tuned
 (:meth:`replay.plan.StandIn.tune`); the second runs the tuned plans.
 A :class:`ReplayContext` holds this state across the repetitions and policies
-of a spec.
+of a spec; a run in another ``HARNESS_REPLAY_NATIVE`` mode warms up again.
 """
 
 from __future__ import annotations
@@ -329,11 +329,15 @@ def _engine_starts(rows: list[OpRow]) -> list[OpRow]:
 
 
 def _warm_key(main: Callable, args: tuple) -> Any:
+    """What a warm-up is good for: the policy, its inputs and whether program commands run natively (a native run
+    first opens and calibrates the executor and converts the program, ~60 ms that a timed run must not count)."""
+    from replay.native.executor import mode
+
     try:
         hash(args)
-        return (main, args)
+        return (main, args, mode())
     except TypeError:
-        return (main, tuple(id(a) for a in args))
+        return (main, tuple(id(a) for a in args), mode())
 
 
 class _Run:

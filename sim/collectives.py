@@ -162,14 +162,25 @@ class CollectiveModel:
     def compute_share(self) -> float:
         return self.topology.compute_share
 
-    def time_us(self, op: CollectiveOp, size_bytes: int, gpus: int) -> tuple[str, float]:
-        """``(algorithm, solo time in µs)`` of ``op`` moving ``size_bytes`` (nccl-tests' size) among ``gpus``."""
+    def time_us(
+        self, op: CollectiveOp, size_bytes: int, gpus: int, algorithm: str | None = None
+    ) -> tuple[str, float]:
+        """``(algorithm, solo time in µs)`` of ``op`` moving ``size_bytes`` (nccl-tests' size) among ``gpus``.
+
+        ``algorithm``: the one a recording says NCCL ran; ``"ring"`` or ``"tree"`` then takes that closed form
+        (a ring where NCCL has no tree for ``op``) where no measured curve applies; others: the model's choice."""
         if gpus == 1:
             return "local_copy", self.profile.d2d_time_us(size_bytes)
         name = curve_op(op)
         curve = self._curves.get((name, gpus))
         if curve is not None:
             return curve.algorithm, curve.time_us(size_bytes)
+        if algorithm == "tree" and name != "send_recv":
+            tree = tree_time_us(name, size_bytes, gpus, self.topology)
+            if tree is not None:
+                return "tree", tree
+        if algorithm in ("ring", "tree") and name != "send_recv":
+            return "ring", ring_time_us(name, size_bytes, gpus, self.topology)
         return closed_form_time_us(name, size_bytes, gpus, self.topology)
 
 
@@ -187,6 +198,7 @@ class Meeting:
     devices: tuple[int, ...]  # the participating devices
     first_name: str
     done: simpy.Event
+    algorithm: str | None = None  # NCCL's algorithm as the first rank to issue it named it (None: the model's)
     issued: set[int] = field(default_factory=set)  # devices that issued their part
     arrived: set[int] = field(default_factory=set)  # devices whose stream reached it
 
@@ -227,7 +239,7 @@ class CollectiveBook:
         op = CollectiveOp.SEND if cmd.op in _P2P else cmd.op  # send and recv are one meeting
         root = cmd.peer if cmd.op is CollectiveOp.BROADCAST else None
         if meeting is None:
-            meeting = Meeting(key, op, cmd.nbytes, root, devices, cmd.name, self.env.event())
+            meeting = Meeting(key, op, cmd.nbytes, root, devices, cmd.name, self.env.event(), cmd.algorithm)
             self._meetings[key] = meeting
         elif (meeting.op, meeting.nbytes, meeting.root) != (op, cmd.nbytes, root):
             raise CollectiveMismatch(

@@ -815,7 +815,7 @@ class SimBackend(Backend):
 
     def _start_collective(self, meeting: Meeting) -> simpy.Event:
         """Every rank has reached ``meeting``: its solo time at NCCL's share of each GPU; ends with the slowest."""
-        _, time_us = self.collective_model.time_us(meeting.op, meeting.nbytes, len(meeting.devices))
+        _, time_us = self.collective_model.time_us(meeting.op, meeting.nbytes, len(meeting.devices), meeting.algorithm)
         share = self.collective_model.compute_share
         parts = [self.devices[d].compute.submit(time_us, share) for d in meeting.devices]
         return self.env.all_of(parts)

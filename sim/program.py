@@ -23,8 +23,11 @@ import numpy as np
 
 from harness.gc_pause import collector_paused
 from harness.program import (
+    ALGORITHMS,
+    COLLECTIVE_OPS,
     DIRECTIONS,
     KINDS,
+    OP_COLLECTIVE,
     OP_COPY,
     OP_GRAPH,
     OP_HOST,
@@ -37,9 +40,11 @@ from harness.program import (
     ProgramOutcome,
     ProgramState,
     ProgramThread,
+    collective_step_name,
     iter_steps,
 )
 from harness.runtime import (
+    Collective,
     Copy,
     HostMemory,
     HostWork,
@@ -71,6 +76,8 @@ def run_on_timeline(run: TimelineRun, command: RunProgram) -> ProgramOutcome:
     program = command.program
     if len(program.threads) > 1:
         raise NeedsEventModel("a program of several host threads needs the event model")
+    if program.communicators:
+        raise NeedsEventModel("a program of collectives needs the event model (the ranks' rendezvous)")
     state = ProgramState()
     steps = program.threads[0].steps
     with collector_paused():  # the loop makes no cycles: a collection would walk every object for nothing
@@ -228,12 +235,18 @@ def _rare_step(run: TimelineRun, command: RunProgram, step: tuple, state: Progra
         outstanding.discard(stream)
     elif op == OP_SYNC_EVENT and event in events:
         run._wake_after(events[event].native, "sync_event")
-    else:  # OP_SYNC_DEVICE, or OP_SYNC_EVENT on an event not recorded
+    elif stream < 0:  # OP_SYNC_DEVICE, or OP_SYNC_EVENT on an event not recorded
         natives = [h.native for h in handles]
         for index in program.sync_order:
             if index in outstanding:
                 run._wake_after(natives[index].tail_us, natives[index].sync_name)
         outstanding.clear()
+    else:  # ... of one device's streams
+        device = handle.device
+        for index in program.sync_order:
+            if index in outstanding and handles[index].device == device:
+                run._wake_after(handles[index].native.tail_us, handles[index].native.sync_name)
+                outstanding.discard(index)
 
 
 def program_commands(rt: Runtime, command: RunProgram) -> PolicyGen:
@@ -252,7 +265,8 @@ def program_commands(rt: Runtime, command: RunProgram) -> PolicyGen:
 def _thread_commands(rt: Runtime, command: RunProgram, thread: ProgramThread, state: ProgramState) -> PolicyGen:
     program = command.program
     names, streams, events, outstanding = program.names, command.streams, state.events, state.outstanding
-    for op, kind, pageable, _, stream, name, gap_name, event, first, count, gap_us, host_us, duration, share, n in (
+    comms = command.communicators
+    for op, kind, pageable, algo, stream, name, gap_name, event, first, count, gap_us, host_us, duration, share, n in (
         iter_steps(thread.steps)
     ):
         if gap_us > 0.0:
@@ -283,8 +297,22 @@ def _thread_commands(rt: Runtime, command: RunProgram, thread: ProgramThread, st
         elif op == OP_SYNC_EVENT and event in events:
             yield SyncEvent(events[event])
         elif op == OP_SYNC_EVENT or op == OP_SYNC_DEVICE:
-            for index in program.sync_order:
-                if index in outstanding:
-                    yield SyncStream(streams[index])
-            outstanding.clear()
+            if stream < 0:
+                for index in program.sync_order:
+                    if index in outstanding:
+                        yield SyncStream(streams[index])
+                outstanding.clear()
+            else:  # one device's streams
+                device = streams[stream].device
+                for index in program.sync_order:
+                    if index in outstanding and streams[index].device == device:
+                        yield SyncStream(streams[index])
+                        outstanding.discard(index)
+        elif op == OP_COLLECTIVE:  # checked by Runtime.run_program as the collective builders check theirs
+            outstanding.add(stream)
+            label = collective_step_name(names, name, kind)
+            peer = count if count >= 0 else None
+            yield Collective(
+                streams[stream], comms[first], COLLECTIVE_OPS[kind], n, label, peer, host, ALGORITHMS[algo] or None
+            )
     return len(thread.steps)

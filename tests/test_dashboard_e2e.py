@@ -35,6 +35,8 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboa
 PLOT = ".js-plotly-plot .main-svg"
 MARKS = ".js-plotly-plot .barlayer path, .js-plotly-plot .scatterlayer path, .js-plotly-plot .heatmaplayer image"
 ZOOM_CHART = 'iframe[title*="timeline_chart"]'  # the Timeline page's zoomable chart (dashboard/zoom_chart.py)
+# While a rerun replaces the chart, the old iframe lingers at height 0 beside the new one: aim at the drawn one.
+DRAWN_ZOOM_CHART = f'{ZOOM_CHART}:not([height="0"])'
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[test]')"
@@ -181,14 +183,14 @@ def test_timeline_page_draws_sim_over_replay(server, page, tmp_path):
     page.goto(f"{server}/timeline")
     settle(page)
     choose(page, "Run", f"{DEMO.replace('_', '-')}:prefetch:sim")
-    page.frame_locator(ZOOM_CHART).locator(PLOT).first.wait_for(timeout=30_000)
+    page.frame_locator(DRAWN_ZOOM_CHART).last.locator(PLOT).first.wait_for(timeout=30_000)
     no_exception(page)
     body = page.inner_text("body")
     assert (
         "layer-streaming-demo:prefetch:sim:r0 (sim)" in body
         and "layer-streaming-demo:prefetch:replay:r0 (replay)" in body
     )
-    assert page.frame_locator(ZOOM_CHART).locator(".js-plotly-plot .barlayer path").count() > 20
+    assert page.frame_locator(DRAWN_ZOOM_CHART).last.locator(".js-plotly-plot .barlayer path").count() > 20
     shoot(page, "3-timeline", tmp_path)
     page.get_by_role("button", name="Download", exact=True).click()  # the downloads are in a popover
     with page.expect_download() as html:

@@ -259,6 +259,39 @@ def test_the_rule_check_passes_the_executors_own_runs_and_catches_a_broken_one()
     assert broken[0].startswith(f"thread 1, step {held} (KERNEL): done") and len(broken) == 2  # and the next target
 
 
+def test_a_call_made_late_after_its_hold_is_a_timing_overshoot_not_a_broken_rule():
+    """An interrupt between the hold and the call (27 µs on the H100) breaks only the timing rule: the exact rules
+    still hold, and hold_overshoots_ns reports its length for a test to bound like pacing lateness."""
+    from replay.native.steps import OUT_DTYPE
+    from replay.native.twin import HELD_OPS, FakeGpu, FakeThread, Shared, hold_overshoots_ns, rule_breaks, run_thread
+
+    program = random_program(3, threads=1, n=200)
+    steps = program.threads[0]
+    held = int(np.flatnonzero((steps["op"] == Op.KERNEL) & (steps["call_ns"] > 3000))[3])
+
+    class Interrupted(FakeThread):
+        """The fake clock, which jumps 27 µs at the clock read that makes step ``held``'s call (its 2nd of 4)."""
+
+        reads = 0
+
+        def now(self) -> int:
+            self.reads += 1
+            if self.reads == 4 * held + 2:
+                self.t += 27_000
+            return self.t
+
+    out = np.zeros(len(steps), OUT_DTYPE)
+    run_thread(Interrupted(FakeGpu(program)), Shared(program.events, 1, program.sync_order), 0, steps, out, 0, 1800)
+    outs = [out]
+    overshoots = hold_overshoots_ns(program, outs, est0_ns=1800)
+    held_steps = np.flatnonzero(np.isin(steps["op"], HELD_OPS) & (steps["call_ns"] >= 0) & (out["status"] == STATUS_OK))
+    assert overshoots[list(held_steps).index(held)] == 27_000 and np.count_nonzero(overshoots) == 1
+    assert rule_breaks(program, outs, est0_ns=1800, slack_ns=None) == []
+    assert rule_breaks(program, outs, est0_ns=1800, slack_ns=20_000) == [
+        f"thread 0, step {held} (KERNEL): called at {out['api_ns'][held]}, 27000 ns after its hold"
+    ]
+
+
 @needs_compiler
 def test_threads_at_once_on_streams_of_their_own_match_the_twin_to_the_nanosecond():
     """Threads that share no stream and no event cannot race: run at once, each must be what the twin says."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -12,7 +13,7 @@ from harness.paths import SPECS_DIR
 from harness.runner import prepare_spec
 from harness.spec import load_spec
 from replay.native.steps import STATUS_OK, Kind, NativeProgram, Op, empty_steps
-from replay.native.twin import rule_breaks
+from replay.native.twin import hold_overshoots_ns, rule_breaks
 
 torch = pytest.importorskip("torch")
 pytestmark = [
@@ -55,7 +56,12 @@ def test_kernels_keep_their_durations_and_calls_keep_the_rules(runner):
     timers_us = steps["timer_ns"][:n] / 1e3
     assert np.median(np.abs(measured - timers_us)) < 1.5, measured[:8]
     assert (measured <= durations_us + 2.0).all()
-    assert rule_breaks(program, outs, est0_ns=2000, slack_ns=20_000) == []
+    # the exact rules hold; the call after its hold is timing, which an interrupt of the host breaks (27 µs once in
+    # 400 calls on the H100): bounded like pacing lateness, median and p99 (at most 4 of the 400 calls later than 3 µs)
+    assert rule_breaks(program, outs, est0_ns=2000, slack_ns=None) == []
+    overshoot_us = hold_overshoots_ns(program, outs, est0_ns=2000) / 1e3
+    print(f"calls after their hold: median {np.median(overshoot_us):.2f} µs, worst {np.sort(overshoot_us)[-5:]}")
+    assert np.median(overshoot_us) < 1.0 and np.count_nonzero(overshoot_us > 3.0) <= n // 100
     lateness = out["begin_ns"][:n] - out["target_ns"][:n]
     # the median only: a p99 over 400 launches is their 4th worst, one scheduler hiccup (8.7 µs on the H100);
     # issue 23 sets lateness p99 over 10,000 launches (the next test)
@@ -74,8 +80,27 @@ def test_paced_launches_meet_issue_23s_lateness_over_10000_launches(runner, gap_
     runner.lib.run(program)  # warm-up, as the probe
     out = runner.lib.run(program)[0]
     s = summarize(out, n)
-    print(f"gap {gap_us} µs: {s}")
+    print(f"gap {gap_us} µs, {runner.lib.launch_api} launches, threads {runner.lib.placement}: {s}")
     assert s["late_median_us"] <= TARGETS["late_median_us"] and s["late_p99_us"] <= TARGETS["late_p99_us"], s
+
+
+def test_kernels_go_out_packed_through_the_driver_from_threads_pinned_to_cpus_of_their_own(runner, monkeypatch):
+    from replay.native.probe import probe_program
+
+    assert (runner.lib.launch_api, runner.lib.launch_note) == ("packed", "")
+    monkeypatch.delenv("HARNESS_NATIVE_CPUS", raising=False)
+    runner.lib.run(probe_program(10, 5000))
+    assert runner.lib.placement == ("pinned" if len(os.sched_getaffinity(0)) > 1 else "unpinned")
+
+
+def test_a_graph_launched_alone_takes_longer_than_back_to_back(runner):
+    """Alone, a graph pays the GPU's own lead-in and tail (and the host's poll); back to back they overlap."""
+    n = 32
+    index = runner.lib.graph([int(Kind.LATENCY)] * n, [1] * n, [2000] * n)
+    runner.lib.time_graph_ns(index, reps=3)
+    back_to_back, alone = runner.lib.time_graph_ns(index, reps=10), runner.lib.time_graph_alone_ns(index)
+    print(f"graph of {n} 2 µs stand-ins: {back_to_back / 1e3:.1f} µs back to back, {alone / 1e3:.1f} µs alone")
+    assert n * 2000 <= back_to_back < alone < back_to_back + 50_000
 
 
 def test_stand_ins_run_shorter_back_to_back_inside_a_graph_than_on_a_stream(runner):

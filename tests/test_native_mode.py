@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from harness.runtime import RunProgram, Stream
+from harness.program import OP_COLLECTIVE, ProgramThread, StepProgram, new_steps
+from harness.runtime import Communicator, RunProgram, Stream
 from replay.native import executor
 from replay.native.build import NativeUnavailable, compile_command, source_hash
 
@@ -15,8 +16,11 @@ class _Context:
     native = None
 
 
+_ONE_STEP = StepProgram((ProgramThread("main", new_steps(1)),), (), 1)
+
+
 def _cmd(device: int = 0) -> RunProgram:
-    return RunProgram(program=None, streams=(Stream(1, device, "s0"),))  # type: ignore[arg-type]
+    return RunProgram(program=_ONE_STEP, streams=(Stream(1, device, "s0"),))
 
 
 @pytest.mark.parametrize("value, mode", [("0", "off"), ("off", "off"), ("auto", "auto"), ("1", "on"), ("ON", "on")])
@@ -127,3 +131,65 @@ def test_the_calibration_measures_the_floor_on_a_stream_and_inside_a_graph():
     assert cal.overhead_us == pytest.approx((1.5, 2.0, 2.5)) and cal.floor_us == pytest.approx(2.5)
     assert cal.in_graph_floor_us == pytest.approx(0.9)
     assert lib.graphs == [([int(Kind.LATENCY)] * GRAPH_FLOOR_KERNELS, [0] * GRAPH_FLOOR_KERNELS, 0)]
+
+
+def test_programs_of_collectives_run_interpreted_in_every_mode_and_say_so(monkeypatch, capsys):
+    steps = new_steps(1)
+    steps["op"], steps["stream"], steps["graph_first"], steps["graph_count"] = OP_COLLECTIVE, 0, 0, -1
+    program = StepProgram((ProgramThread("main", steps),), (), 1, communicators=((0, 1),))
+    cmd = RunProgram(program, (Stream(1, 0, "s0"),), (Communicator(2, (0, 1), "tp"),))
+
+    class Runner:
+        def accepts(self, cmd):
+            return True
+
+    context = _Context()
+    context.native = Runner()
+    for value in ("auto", "on"):
+        monkeypatch.setenv(executor.MODE_ENV, value)
+        assert executor.runner_for(context, cmd) is None
+    assert executor.runner_for(context, _cmd(0)) is context.native  # the same runner takes one without collectives
+    err = capsys.readouterr().err
+    assert err.count("program commands run interpreted: a program of collectives") == 1  # once per program
+
+
+def test_a_run_in_another_native_mode_warms_up_again(monkeypatch):
+    """The replay warms a policy up once per inputs and mode: a native run first opens, calibrates and converts
+    (~57 ms on the H100), which a timed run after interpreted warm-ups counted in its span (2.28x the recording)."""
+    from replay.engine import _warm_key
+
+    def main(rt):
+        yield from ()
+
+    keys = {}
+    for value in ("off", "0", "on", "auto"):
+        monkeypatch.setenv(executor.MODE_ENV, value)
+        keys[value] = _warm_key(main, (1, "x"))
+    assert keys["off"] == keys["0"]
+    assert len({keys["off"], keys["on"], keys["auto"]}) == 3
+    monkeypatch.setenv(executor.MODE_ENV, "on")
+    unhashable = ([1],)
+    assert _warm_key(main, unhashable) == _warm_key(main, unhashable) != keys["on"]
+
+
+def test_graph_tuning_spreads_what_is_missing_evenly_and_takes_what_is_over_by_share():
+    from replay.native.library import spread
+
+    assert spread([1000, 0, 8000], 3000) == [2000, 1000, 9000]
+    assert spread([1000, 0, 8000], -3000) == [0, 0, 7000]  # evenly: the timer at 0 cannot give its part
+    shorter = spread([1000, 0, 8000], -3000, proportional=True)
+    assert shorter == [667, 0, 5333] and sum(shorter) == 6000  # by share: all of it taken
+    assert spread([1000, 0, 8000], -20_000, proportional=True) == [0, 0, 0]
+    assert spread([1000, 0, 8000], 3000, proportional=True) == [2000, 1000, 9000]
+
+
+def test_the_graph_tuning_mode_is_read_from_the_environment(monkeypatch):
+    from replay.native.library import GRAPH_TUNE_ENV, graph_tune
+
+    monkeypatch.delenv(GRAPH_TUNE_ENV, raising=False)
+    assert graph_tune() == "back_to_back"
+    monkeypatch.setenv(GRAPH_TUNE_ENV, "alone")
+    assert graph_tune() == "alone"
+    monkeypatch.setenv(GRAPH_TUNE_ENV, "lonely")
+    with pytest.raises(ValueError, match="HARNESS_NATIVE_GRAPH_TUNE must be back_to_back or alone; got 'lonely'"):
+        graph_tune()

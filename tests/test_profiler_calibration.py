@@ -236,3 +236,54 @@ def test_the_parent_interleaves_modes_leaves_failed_rounds_out_and_keeps_every_r
     assert len(__import__("json").loads(raw.read_text())["rounds"]) == 5
     stopped = pc.calibrate_profiler(("cuda",), 9, "cuda:0", log=lambda line: None, budget_s=-1.0)
     assert stopped["calibrations"]["cuda"].rounds == 1  # the first round always runs; none after the budget
+
+
+def test_a_check_shape_is_left_out_of_the_fit_and_gives_the_program_scale():
+    rng = np.random.default_rng(5)
+    block = {"aten_op": 200, "runtime_call": 60, "range": 1}  # a real program's events cost 1.3x the tight loops'
+    rounds = []
+    for _ in range(5):
+        timings = _round(0.0, rng)
+        added = 1.3 * sum(n * TRUE_US[k] for k, n in block.items())
+        timings.append(ShapeTiming("block", 900.0, 900.0 + added + rng.normal(0, 2.0), block))
+        rounds.append(timings)
+    calibration, text = summarize(rounds, {}, "2.11.0", "2026-12-07", check_shapes=("block",))
+    for kind, true in TRUE_US.items():  # the block did not pull the fitted figures
+        assert calibration.overhead[kind].median_us == pytest.approx(true, abs=1e-6)
+    assert calibration.program_scale.median == pytest.approx(1.3, abs=0.01)
+    assert "block" in calibration.program_scale.source and "program scale 1.30" in text
+    scale = calibration.program_scale.median
+    assert calibration.compensation_us("runtime_call") == pytest.approx(scale * calibration.overhead_us("runtime_call"))
+    assert calibration.compensation_us("graph_kernel") == calibration.overhead_us("graph_kernel")  # graphs unscaled
+    unscaled, _ = summarize(rounds, {}, "2.11.0", "2026-12-07")  # fitted with the block: no scale
+    assert unscaled.program_scale is None and unscaled.compensation_us("aten_op") == unscaled.overhead_us("aten_op")
+
+
+def test_program_scale_takes_graph_events_as_predicted_and_needs_eager_events():
+    from harness.profiler_fit import program_scale_of
+
+    overhead = {"aten_op": 1.0, "runtime_call": 3.0, "graph_kernel": 0.5}
+    mixed = ShapeTiming("s", 100.0, 100.0 + 2 * (10 * 1.0 + 5 * 3.0) + 40 * 0.5, {"aten_op": 10, "runtime_call": 5,
+                                                                                    "graph_kernel": 40})
+    assert program_scale_of(mixed, overhead) == pytest.approx(2.0)
+    assert program_scale_of(ShapeTiming("g", 1.0, 30.0, {"graph_kernel": 40}), overhead) is None
+    assert program_scale_of(ShapeTiming("fast", 100.0, 90.0, {"aten_op": 10}), overhead) == 0.0
+
+
+def test_gpu_time_the_profiler_adds_to_a_graph_replay_is_fitted_per_replay_and_per_kernel():
+    from harness.profiler_fit import fit_gpu_overheads
+
+    def graph(kernels: int, added_us: float) -> ShapeTiming:
+        counts = {"runtime_call": 2, "graph_launch": 1, "graph_kernel": kernels}
+        return ShapeTiming(f"graph{kernels}", 100.0, 180.0, counts, 1.5 * kernels, 1.5 * kernels + added_us)
+
+    rounds = [[*_round(0.0, np.random.default_rng(6)), graph(16, 2.0 + 16 * 0.2), graph(96, 2.0 + 96 * 0.2)]]
+    rounds[0] = [t for t in rounds[0] if t.shape not in ("graph16", "graph96")] + rounds[0][-2:]
+    fit = fit_gpu_overheads(rounds[0])
+    assert fit == pytest.approx({"graph_launch": 2.0, "graph_kernel": 0.2})
+    calibration, text = summarize(rounds, {}, "2.11.0", "2026-12-07")
+    assert calibration.gpu_overhead["graph_kernel"].median_us == pytest.approx(0.2)
+    assert "GPU time a replay 24.0 -> 29.2 µs profiled" in text
+    assert fit_gpu_overheads(rounds[0][:-1]) is None  # one timed graph shape: nothing to fit
+    untimed, _ = summarize([_round(0.0, np.random.default_rng(7))], {}, "2.11.0", "2026-12-07")
+    assert untimed.gpu_overhead == {}

@@ -30,7 +30,7 @@ from workloads.recorded.compensation import (
     remove_overhead,
     without_profiler_overhead,
 )
-from workloads.recorded.program import Call, build_program
+from workloads.recorded.program import Call, ThreadProgram, build_program
 
 RECORDED = TRACES_DIR / "recorded"
 CPU_CATS = {"cpu_op", "user_annotation", "python_function"}
@@ -272,3 +272,37 @@ def test_added_and_profile_costed_calls_charge_a_pytorch_programs_own_costs(tmp_
     engine, program = spans(h200), spans(with_eager)
     assert program["profile"] < 0.8 * engine["profile"]  # 2,280 launches at 6 µs, not the engine's ~23 µs
     assert program["graph_launch"] < engine["graph_launch"]  # each added graph launch 9 µs, not a launch's 23
+
+
+def test_graph_kernels_lose_the_calibrated_gpu_time_never_below_zero_on_both_paths():
+    program = _program("decode_graph-sync")
+    gpu = CALIBRATION.model_copy(update={"gpu_overhead": {"graph_kernel": Spread(median_us=0.3, spread_us=0.01)}})
+    columns, _ = without_profiler_overhead(program, gpu)
+    objects = replace(program, threads=tuple(ThreadProgram(t.name, t.calls) for t in program.threads))
+    by_call, _ = without_profiler_overhead(objects, gpu)
+    graph_ops = [(b, a) for t0, t1 in zip(program.threads, columns.threads) for c0, c1 in zip(t0.calls, t1.calls)
+                 if c0.kind == "call_graph_launch" for b, a in zip(c0.ops, c1.ops)]  # fmt: skip
+    assert len(graph_ops) > 100
+    for before, after in graph_ops:
+        assert after.duration_us == pytest.approx(max(before.duration_us - 0.3, 0.0) if before.kind == "kernel"
+                                                  else before.duration_us)  # fmt: skip
+    eager = [(c0.ops, c1.ops) for t0, t1 in zip(program.threads, columns.threads)
+             for c0, c1 in zip(t0.calls, t1.calls) if c0.kind != "call_graph_launch"]  # fmt: skip
+    assert all(b == a for b, a in eager)  # eager kernels as recorded
+    assert [c.ops for t in by_call.threads for c in t.calls] == [c.ops for t in columns.threads for c in t.calls]
+    huge = CALIBRATION.model_copy(update={"gpu_overhead": {"graph_kernel": Spread(median_us=1e6, spread_us=0.0)}})
+    floored, _ = without_profiler_overhead(program, huge)
+    assert min(op.duration_us for t in floored.threads for c in t.calls for op in c.ops) >= 0.0
+
+
+def test_host_stalls_typical_runs_alone_or_with_subtract_and_never_lengthens_a_step(tmp_path):
+    policies = KEEP_AND_SUBTRACT + (
+        '[[policies]]\nname = "as_recorded"\nlabel = "typical"\nhost_stalls = "typical"\n'
+        '[[policies]]\nname = "as_recorded"\nlabel = "both"\nhost_stalls = "typical"\nprofiler_overhead = "subtract"\n'
+    )
+    runs = _runs(tmp_path, "decode_inline-sync.parquet", policies, CALIBRATION)
+    assert runs["failed"].empty
+    span = runs["table"]["makespan_us"]
+    assert span["typical"] <= span["as_recorded"] and span["both"] <= span["subtract"]
+    assert span["both"] == runs["table"].loc["both", "unprofiled_makespan_us"]
+    assert pd_isna(runs["table"].loc["typical"].get("unprofiled_makespan_us"))  # not a profiler compensation

@@ -159,8 +159,9 @@ def run_job(job_file: Path) -> None:
     recordings = []
     (out / "recordings").mkdir(parents=True, exist_ok=True)
     for mode in job["modes"]:
-        for pid in order:
-            path = out / "recordings" / recording_name(pid, mode)
+        for rep, pid in [(r, p) for r in range(job.get("repeat", 1)) for p in order]:
+            name = recording_name(pid, mode)
+            path = out / "recordings" / (name if rep == 0 else name.replace(".json.gz", f"-r{rep + 1}.json.gz"))
             try:
                 span, size = record(pid, mode, path)
             except Exception as err:  # noqa: BLE001
@@ -169,7 +170,8 @@ def run_job(job_file: Path) -> None:
                 traceback.print_exc()
                 continue
             recordings.append(
-                {"program": pid, "mode": mode, "recording": f"recordings/{path.name}", "bytes": size, "host_span_us": span}
+                {"program": pid, "mode": mode, "repeat": rep + 1, "recording": f"recordings/{path.name}", "bytes": size,
+                 "host_span_us": span}
             )
             print(f"[{job['id']}] recorded {pid} ({mode}): {span:10.1f} us, {size / 1e3:.0f} kB", flush=True)
 
@@ -244,7 +246,7 @@ def environment(dry_run: bool) -> dict:
     return env
 
 
-def job_file(cat: Catalogue, job: JobEntry, out: Path, dry_run: bool) -> Path:
+def job_file(cat: Catalogue, job: JobEntry, out: Path, dry_run: bool, repeat: int = 1) -> Path:
     programs = cat.programs_of(job)
     spec = {
         "id": job.id,
@@ -252,6 +254,7 @@ def job_file(cat: Catalogue, job: JobEntry, out: Path, dry_run: bool) -> Path:
         "device": "cpu" if dry_run else "cuda",
         "tiny": dry_run,
         "modes": list(job.modes),
+        "repeat": repeat,
         "rounds": 2 if dry_run else job.rounds,
         "programs": [
             {
@@ -288,6 +291,7 @@ def manifest_rows(cat: Catalogue, results: dict[str, dict]) -> list[dict]:
                     "job": job_id,
                     "truth_job": job.records,
                     "mode": rec["mode"],
+                    "repeat": rec.get("repeat", 1),
                     "mode_text": MODE_TEXT[rec["mode"]],
                     "steps": timing["steps"],
                     "rounds": res["rounds"],
@@ -324,7 +328,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             skipped.append(job.id)
             print(f"[{job.id}] skipped: {elapsed:.0f} s elapsed, budget {args.budget_s:.0f} s", flush=True)
             continue
-        spec = job_file(cat, job, out, args.dry_run)
+        spec = job_file(cat, job, out, args.dry_run, args.repeat)
         t0 = time.perf_counter()
         log = out / "logs" / f"{job.id}.log"
         with open(log, "w") as sink:
@@ -383,6 +387,9 @@ def main() -> None:
     ap.add_argument("--catalogue", type=Path, default=CATALOGUE)
     ap.add_argument("--only", nargs="*", default=None, help="job ids to run (default: all)")
     ap.add_argument("--budget-s", type=float, default=360.0, help="extra jobs start only before this (s)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="record each program this many times per mode, one after another in its process (the "
+                         "recording-to-recording spread); repeats are named <program>-<mode>-r<N>.json.gz")
     ap.add_argument("--job-timeout-s", type=float, default=JOB_TIMEOUT_S)
     ap.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU: checks the control flow")
     ap.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)

@@ -149,9 +149,10 @@ def bundled_recordings() -> tuple[dict, list[Recording]]:
 class Simulator:
     """Imports recordings (once) and simulates specs on them, on one profile."""
 
-    def __init__(self, profile: Profile, reimport: bool = False):
+    def __init__(self, profile: Profile, reimport: bool = False, host_stalls: str = "typical"):
         self.profile = profile
         self.reimport = reimport  # import every recording again (once), e.g. after the op-trace format changed
+        self.host_stalls = host_stalls  # what a compensated run does with the recording's host stalls
         self._prepared: dict[tuple[Path, Path], tuple] = {}
         self._imported: set[Path] = set()
         self.summaries: dict[tuple[Path, Path, str], str] = {}  # what each what-if said it changed
@@ -189,7 +190,10 @@ class Simulator:
         if compensate:
             if "profiler_overhead" not in type(params).model_fields:
                 raise LookupError(NO_COMPENSATION)
-            params = params.model_copy(update={"profiler_overhead": "subtract"})
+            update = {"profiler_overhead": "subtract"}
+            if "host_stalls" in type(params).model_fields:
+                update["host_stalls"] = self.host_stalls
+            params = params.model_copy(update=update)
         elif "profiler_overhead" in type(params).model_fields:
             params = params.model_copy(update={"profiler_overhead": "keep"})
         outcome = run_policy(SimBackend(self.profile), run.policy.main, program, params)
@@ -326,6 +330,9 @@ def _us(x: float) -> str:
     return "-" if isinstance(x, float) and math.isnan(x) else f"{x:,.0f}"
 
 
+ISSUE22_FAMILY = ("decode_eager_", "decode_graph_")  # the 12 programs of issue 22's Done-when
+
+
 def summary(programs: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
     """The issues' bars: |error| of predicted unprofiled spans (median, worst) per mode; pairs' signs and spans."""
     lines = []
@@ -336,6 +343,10 @@ def summary(programs: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
             if len(err):
                 lines.append(f"- {mode}: {what}: median |error| {err.median():.1%}, worst {err.max():.1%} "
                              f"({len(err)} recordings)")
+        family = part[part["program"].str.startswith(ISSUE22_FAMILY)]["error_vs_unprofiled"].abs().dropna()
+        if len(family) and len(family) < len(part):
+            lines.append(f"- {mode}: predicted unprofiled vs unprofiled, issue 22's decoder family only: median "
+                         f"|error| {family.median():.1%}, worst {family.max():.1%} ({len(family)} recordings)")
     for mode, part in pairs.groupby("mode", sort=False):
         done = part.dropna(subset=["predicted_change"])
         span = done["what_if_vs_changed_recording"].abs()
@@ -413,6 +424,13 @@ def _commit() -> str:
         return "unknown"
 
 
+def _scales(profile: Profile) -> str:
+    """The profile's program scales per profiler mode, where calibrated (``; program scale ...``)."""
+    scales = [f"{mode} {c.program_scale.median:.2f} ({c.program_scale.source})"
+              for mode, c in sorted(profile.figures.profiler.items()) if c.program_scale]  # fmt: skip
+    return "; program scale " + ", ".join(scales) if scales else "; no program scale"
+
+
 def build(
     env: dict,
     recordings: list[Recording],
@@ -420,6 +438,7 @@ def build(
     modes: tuple[str, ...] | None = None,
     profile: str | None = None,
     reimport: bool = False,
+    host_stalls: str = "typical",
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Provenance, the programs table, the pairs table and the after-effects table (empty without a manifest).
 
@@ -431,12 +450,14 @@ def build(
     alias, chosen = profile_for(env.get("gpu", ""))
     if profile is not None:
         alias, chosen = str(profile), load_profile(profile)
-    sim = Simulator(chosen, reimport)
+    sim = Simulator(chosen, reimport, host_stalls)
     profile = chosen
     provenance = {
         "recorded on": f"{env.get('gpu')} (torch {env.get('torch')}, CUDA {env.get('cuda')}, "
         f"driver {env.get('driver', 'not recorded')}), {env.get('date_utc', env.get('date'))}",
         "simulated with": f"profile {alias} ({profile.name}), harness commit {_commit()}",
+        "compensated with": f'profiler_overhead = "subtract", host_stalls = "{host_stalls}"'
+        + _scales(profile),
         "tabulated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     manifest = env.get("manifest")
@@ -472,6 +493,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--profile", default=None, help="hardware profile to simulate with (default: the GPU's)")
     ap.add_argument("--reimport", action="store_true", help="import every recording again (new op-trace format)")
+    ap.add_argument("--host-stalls", choices=("keep", "typical"), default="typical",
+                    help="what the compensated prediction does with a recording's host stalls (default: typical)")
     args = ap.parse_args(argv)
     try:
         if args.bundled:
@@ -484,7 +507,9 @@ def main(argv: list[str] | None = None) -> None:
             pairs = [Pair(p.id, p.base, p.changed, args.corpus / p.spec, p.change, p.expect) for p in cat.pairs.values()]
             out = args.out or args.corpus
         modes = tuple(args.modes) if args.modes else None
-        provenance, programs, pair_rows, effects = build(env, recordings, pairs, modes, args.profile, args.reimport)
+        provenance, programs, pair_rows, effects = build(
+            env, recordings, pairs, modes, args.profile, args.reimport, args.host_stalls
+        )
     except (InputError, CatalogueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

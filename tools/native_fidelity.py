@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--budget-s", type=float, default=300.0)
     ap.add_argument("--backends", nargs="*", default=["sim", "interpreted", "native"])
+    ap.add_argument("--save-ops", default="", help="write the ops rows of specs whose name holds this (e.g. graph)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     specs = args.spec or sorted(SPECS_DIR.glob("recorded_*.toml"))
@@ -91,6 +92,10 @@ def main() -> None:
                 for error in results.failed["error"]:
                     print(f"{path.name} {name}: run failed: {error.splitlines()[0]}", flush=True)
                 spans[name] = _spans(results)
+                if args.save_ops and args.save_ops in path.stem:  # every run's rows, to see where time went
+                    (args.out / "ops").mkdir(exist_ok=True)
+                    ops = results.tables["ops"].to_pandas().merge(results.runs[["run_id", "policy_label"]])
+                    ops.to_parquet(args.out / "ops" / f"{path.stem}-{name}.parquet")
             except Exception:  # noqa: BLE001 - one backend failing must not stop the others
                 print(f"{path.name} {name}: failed\n{traceback.format_exc(limit=6)}", flush=True)
             print(f"{path.name} {name}: {time.perf_counter() - clock:.1f} s", flush=True)
@@ -110,7 +115,7 @@ def main() -> None:
         print(
             f"native: floor {cal.floor_us:.2f} µs on a stream, {cal.in_graph_floor_us:.2f} µs inside a graph; "
             f"stand-in overheads {', '.join(f'{o:.2f}' for o in cal.overhead_us)} µs; "
-            f"launches through the {runner.lib.launch_api} API",
+            f"launches through the {runner.lib.launch_api} API; threads {runner.lib.placement}",
             flush=True,
         )
     table = pd.DataFrame(rows)

@@ -10,7 +10,10 @@ natively:
 * ``1`` / ``on``: natively or fail (the GPU check uses this).
 
 A program runs natively when all its streams are on device 0 (the executor
-drives one GPU); otherwise through the expansion. The executor gets the
+drives one GPU) and it has no collective steps (``OP_COLLECTIVE``: a multi-rank
+recording, whose ranks meet through ``torch.distributed``); otherwise through the
+expansion, in every mode, saying so once per program on stderr
+("program commands run interpreted: ..."). The executor gets the
 program's own torch streams, so work the policy issued on them before the
 program stays ordered before it.
 
@@ -37,6 +40,7 @@ from harness.program import ProgramOutcome, StepProgram
 from harness.runtime import RunProgram
 from replay.floor import FloorLifts
 from replay.native.build import NativeUnavailable
+from replay.native.library import graph_tune
 from replay.native.program import Calibration, Converted, lifts_into, op_rows, to_native
 from replay.native.steps import GraphDef, Kind
 
@@ -99,14 +103,14 @@ class NativeRunner:
         self.lib = CudaLibrary(device)
         self.calibration = measure(self.lib)
         self.offset_ns = perf_counter_offset_ns()
-        self._programs: dict[tuple[int, float], tuple[StepProgram, Converted]] = {}
+        self._programs: dict[tuple[int, float, str], tuple[StepProgram, Converted]] = {}
 
     def accepts(self, cmd: RunProgram) -> bool:
         return all(s.device == 0 for s in cmd.streams)
 
     def converted(self, program: StepProgram, graph_gap_us: float = 0.0) -> Converted:
         """``program``'s native steps, made once per program (its graphs captured and tuned then)."""
-        key = (id(program), graph_gap_us)
+        key = (id(program), graph_gap_us, graph_tune())
         entry = self._programs.get(key)
         if entry is None or entry[0] is not program:
 
@@ -148,10 +152,29 @@ class NativeRunner:
 _failed: set[str] = set()
 
 
+_told: set[int] = set()  # programs whose interpreted run was said
+
+
+def interpreted_because(cmd: RunProgram) -> str | None:
+    """Why ``cmd`` runs interpreted whatever the mode (None: the mode decides): its collective steps."""
+    if cmd.program.communicators:
+        return (
+            "a program of collectives (OP_COLLECTIVE steps) runs through its expansion: the native executor drives"
+            " one GPU and issues no NCCL calls"
+        )
+    return None
+
+
 def runner_for(context: Any, cmd: RunProgram) -> NativeRunner | None:
     """The context's native runner when ``cmd`` should run natively (see the module docstring), else None."""
     chosen = mode()
     if chosen == "off":
+        return None
+    reason = interpreted_because(cmd)
+    if reason is not None:
+        if id(cmd.program) not in _told:
+            _told.add(id(cmd.program))
+            print(f"replay: program commands run interpreted: {reason}", file=sys.stderr)
         return None
     runner = getattr(context, "native", None)
     if runner is None:

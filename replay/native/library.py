@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
+import re
 
 import numpy as np
 
@@ -39,7 +41,78 @@ def fake_library() -> ctypes.CDLL:
         ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
         ctypes.c_int64, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
     ]  # fmt: skip
+    _declare_host(lib)
     return lib
+
+
+def _declare_host(lib: ctypes.CDLL) -> None:
+    """The host-thread functions both libraries export (``src/host_thread.hpp``)."""
+    lib.nx_host_cpus.restype = ctypes.c_int
+    lib.nx_host_cpus.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.nx_host_jitter.restype = None
+    lib.nx_host_jitter.argtypes = [
+        ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+        ctypes.c_void_p,
+    ]  # fmt: skip
+    lib.nx_place_check.restype = None
+    lib.nx_place_check.argtypes = [ctypes.c_int, ctypes.c_void_p]
+
+
+PLACED_PINNED, PLACED_FIFO = 1, 2
+LAUNCH_APIS = ("runtime", "driver", "packed")  # nx_launch_api's codes, in order
+
+
+def check_placement_env() -> None:
+    """Refuse a ``HARNESS_NATIVE_CPUS`` / ``HARNESS_NATIVE_FIFO`` the executor would not understand, naming it."""
+    cpus = os.environ.get("HARNESS_NATIVE_CPUS", "auto").strip()
+    if cpus not in ("", "auto", "off", "0", "none") and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", cpus):
+        raise ValueError(f"HARNESS_NATIVE_CPUS must be auto, off or a CPU list like 5,7,9-11; got {cpus!r}")
+    for part in cpus.split(",") if cpus[:1].isdigit() else ():
+        a, _, b = part.partition("-")
+        if b and int(b) < int(a):
+            raise ValueError(f"HARNESS_NATIVE_CPUS: the range {part!r} runs backwards")
+    fifo = os.environ.get("HARNESS_NATIVE_FIFO", "0").strip()
+    if fifo not in ("", "0", "1", "on", "off"):
+        raise ValueError(f"HARNESS_NATIVE_FIFO must be 0 or 1; got {fifo!r}")
+    spin = os.environ.get("HARNESS_NATIVE_SPIN", "pause").strip()
+    if spin not in ("", "pause", "busy"):
+        raise ValueError(f"HARNESS_NATIVE_SPIN must be pause or busy; got {spin!r}")
+
+
+GRAPH_TUNE_ENV = "HARNESS_NATIVE_GRAPH_TUNE"
+
+
+def graph_tune() -> str:
+    """How captured graphs are timed when tuned (``HARNESS_NATIVE_GRAPH_TUNE``): "back_to_back" or "alone"."""
+    value = os.environ.get(GRAPH_TUNE_ENV, "back_to_back").strip() or "back_to_back"
+    if value not in ("back_to_back", "alone"):
+        raise ValueError(f"{GRAPH_TUNE_ENV} must be back_to_back or alone; got {value!r}")
+    return value
+
+
+def spread(timers: list[int], error_ns: float, proportional: bool = False) -> list[int]:
+    """``timers`` (ns) changed by ``error_ns`` in all: evenly, or, to shorten with ``proportional``, each by its
+    share of their sum (a long spacer gives most; evenly, timers at 0 would refuse their part). None below 0."""
+    total = sum(timers)
+    if proportional and error_ns < 0 and total > 0:
+        factor = max(0.0, 1.0 + error_ns / total)
+        return [int(round(t * factor)) for t in timers]
+    return [max(0, int(round(t + error_ns / len(timers)))) for t in timers]
+
+
+def placement_cpus() -> list[int]:
+    """The CPUs a run's threads go on, in thread order, as ``HARNESS_NATIVE_CPUS`` says now ([]: not pinned)."""
+    lib = fake_library()
+    cpus = np.zeros(1024, np.int32)
+    n = lib.nx_host_cpus(cpus.ctypes.data, len(cpus))
+    return [int(c) for c in cpus[: min(n, len(cpus))]]
+
+
+def place_check(index: int) -> tuple[int, int]:
+    """(PLACED_* granted, the CPU it ran on) of a fresh thread placed as a run's thread ``index`` would be."""
+    out = np.zeros(2, np.int32)
+    fake_library().nx_place_check(index, out.ctypes.data)
+    return int(out[0]), int(out[1])
 
 
 def run_fake_native(program: NativeProgram, est0_ns: int = 2000, threaded: bool = True) -> list[np.ndarray]:
@@ -68,6 +141,7 @@ class CudaLibrary:
     """The CUDA executor on one device: open once, run many programs (needs a GPU and nvcc)."""
 
     def __init__(self, device: int = 0) -> None:
+        check_placement_env()
         lib = ctypes.CDLL(str(build("cuda")))
         lib.nx_open.restype = ctypes.c_void_p
         lib.nx_open.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
@@ -90,6 +164,8 @@ class CudaLibrary:
         ]  # fmt: skip
         lib.nx_time_graph.restype = ctypes.c_double
         lib.nx_time_graph.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.nx_time_graph_alone.restype = ctypes.c_double
+        lib.nx_time_graph_alone.argtypes = lib.nx_time_graph.argtypes
         lib.nx_run.restype = ctypes.c_int
         lib.nx_run.argtypes = [
             ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -107,10 +183,16 @@ class CudaLibrary:
                 f"replay.native: the CUDA executor could not open device {device}: {err.value.decode()}"
             )
         self.sms = lib.nx_sms(self.handle)
-        lib.nx_driver_launch.restype = ctypes.c_int
-        lib.nx_driver_launch.argtypes = [ctypes.c_void_p]
-        # "driver": cuLaunchKernel with the stand-ins looked up once; "runtime": <<<>>> (HARNESS_NATIVE_LAUNCH)
-        self.launch_api = "driver" if lib.nx_driver_launch(self.handle) else "runtime"
+        lib.nx_launch_api.restype = ctypes.c_int
+        lib.nx_launch_api.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+        lib.nx_placement.restype = ctypes.c_int
+        lib.nx_placement.argtypes = [ctypes.c_void_p]
+        _declare_host(lib)
+        # HARNESS_NATIVE_LAUNCH, read at open: "packed" (default; cuLaunchKernel, the stand-ins looked up once, their
+        # parameters in one buffer), "driver" (cuLaunchKernel, an argument array), "runtime" (<<<>>>)
+        note = ctypes.create_string_buffer(_ERR)
+        self.launch_api = LAUNCH_APIS[lib.nx_launch_api(self.handle, note, _ERR)]
+        self.launch_note = note.value.decode()  # why the API asked for is not the one used ("" when it is)
         self._graphs: dict[tuple, int] = {}
 
     def time_kernel_ns(self, kind: int, grid: int, timer_ns: int, reps: int = 20) -> float:
@@ -138,23 +220,36 @@ class CudaLibrary:
             raise RuntimeError(f"native graph timing failed: {err.value.decode()}")
         return ns
 
+    def time_graph_alone_ns(self, index: int, reps: int = 9) -> float:
+        """Median host time from the launch's return to the stream going idle, launched alone on an idle stream."""
+        err = ctypes.create_string_buffer(_ERR)
+        ns = self.lib.nx_time_graph_alone(self.handle, index, reps, err, _ERR)
+        if ns < 0:
+            raise RuntimeError(f"native graph timing failed: {err.value.decode()}")
+        return ns
+
     def graph(self, kinds: list[int], grids: list[int], timer_ns: list[int], target_ns: int = 0) -> int:
         """The index of the captured graph of these kernels (captured once per distinct list).
 
-        With ``target_ns``, tuned to take that long a launch, back to back: inside a graph stand-ins run
-        shorter than on a stream (3 µs ones ran ~1 µs on the H200), so the difference is spread evenly over
-        its kernels' timers and the graph captured again, up to 4 times (as ``replay.engine`` tunes its graphs).
+        With ``target_ns``, tuned to take that long a launch: inside a graph stand-ins run shorter than on a
+        stream (3 µs ones ran ~1 µs on the H200), so the difference is spread over its kernels' timers and the
+        graph captured again, up to 4 times (as ``replay.engine`` tunes its graphs). ``graph_tune()`` says how
+        a launch is timed: back to back (the default; the GPU's lead-in and tail overlap the previous launch) or
+        alone (launch return to idle: the recording's lead-in and tail are in the target as spacer kernels, so
+        the GPU's own are taken out of them, as when the host waits for each graph).
         """
-        key = (tuple(kinds), tuple(grids), tuple(timer_ns), target_ns)
+        alone = graph_tune() == "alone"
+        key = (tuple(kinds), tuple(grids), tuple(timer_ns), target_ns, alone)
         index = self._graphs.get(key)
         if index is None:
             timers = list(timer_ns)
             index = self._capture(kinds, grids, timers)
             for _ in range(4 if target_ns > 0 and timers else 0):
-                error_ns = target_ns - self.time_graph_ns(index)
+                took = self.time_graph_alone_ns(index) if alone else self.time_graph_ns(index)
+                error_ns = target_ns - took
                 if abs(error_ns) <= max(500.0, 1e-3 * target_ns):
                     break
-                timers = [max(0, int(round(t + error_ns / len(timers)))) for t in timers]
+                timers = spread(timers, error_ns, proportional=alone)
                 index = self._capture(kinds, grids, timers)
             self._graphs[key] = index
         return index
@@ -171,6 +266,7 @@ class CudaLibrary:
         ``stream_handles``: a ``cudaStream_t`` per stream (e.g. a torch stream's ``cuda_stream``), 0 for one of
         the executor's own; None: all its own. Times are ``CLOCK_MONOTONIC`` ns (``time.perf_counter`` on Linux).
         """
+        check_placement_env()  # read again by each run
         host_bytes = device_bytes = 0
         for steps in program.threads:
             copies = steps[steps["op"] == Op.COPY]
@@ -193,6 +289,13 @@ class CudaLibrary:
         if rc != 0:
             raise RuntimeError(f"native run failed: {err.value.decode()}")
         return outs
+
+    @property
+    def placement(self) -> str:
+        """What every thread of the last run was granted: "pinned+fifo", "pinned", "fifo" or "unpinned"."""
+        placed = self.lib.nx_placement(self.handle)
+        words = [w for bit, w in ((PLACED_PINNED, "pinned"), (PLACED_FIFO, "fifo")) if placed & bit]
+        return "+".join(words) or "unpinned"
 
     def close(self) -> None:
         if self.handle:

@@ -53,6 +53,13 @@ WORKLOAD = Workload(
             "what-if: kernels whose name matches a pattern take factor x their recorded time",
             policies.check_scale_kernels,
         ),
+        "overlap_collectives": PolicyDef(
+            "overlap_collectives",
+            policies.GroupedParams,
+            policies.overlap_collectives,
+            "what-if: every rank's collectives overlap the compute after them; waited for at the next group",
+            policies.check_overlap_collectives,
+        ),
     },
     metrics=metrics,
     summary_metrics=(
@@ -69,7 +76,7 @@ WORKLOAD = Workload(
         "inferred_waits",
     ),
     headline_metrics=(HeadlineMetric("makespan_us", "lower", "recorded_makespan_us", "the recording"),),
-    devices=lambda params: 1,
+    devices=lambda params: params.devices,  # a multi-rank recording: one per rank (harness.multirank_import)
     tables=tables,
     extra_tables={"what_ifs": WHAT_IFS_SCHEMA},
     notes=notes,

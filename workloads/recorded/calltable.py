@@ -190,8 +190,11 @@ def _counts(column: pd.Series) -> np.ndarray:
     return pd.to_numeric(column, errors="coerce").fillna(0).to_numpy().astype(np.int64)
 
 
-def thread_table(rows: pd.DataFrame, ops: OpTable, start_us: float, waits: dict, records: dict) -> CallTable:
-    """The calls of one thread's trace rows (in start order), as ``build_program`` defines them."""
+def thread_table(
+    rows: pd.DataFrame, ops: OpTable, start_us: float, waits: dict, records: dict, device: int = 0
+) -> CallTable:
+    """The calls of one thread's trace rows (in start order), as ``build_program`` defines them; ``device``: the
+    device of the streams its calls name without launching on them (syncs, records, waits): a rank's own GPU."""
     n = len(rows)
     start = rows["start_us"].to_numpy(dtype=np.float64)
     duration = rows["duration_us"].to_numpy(dtype=np.float64)
@@ -210,7 +213,7 @@ def thread_table(rows: pd.DataFrame, ops: OpTable, start_us: float, waits: dict,
     op_first, op_count = ops.slice_of(correlation, ~corr_missing)
     stream = _per_distinct(
         (rows["stream"].to_numpy(dtype=object),),
-        lambda s: (0, s) if isinstance(s, str) and s else None,
+        lambda s: (device, s) if isinstance(s, str) and s else None,
         (_codes(rows, "stream"),),
     )
     has_ops = op_count > 0

@@ -17,6 +17,12 @@ mode the recording was taken in) says what each event kind costs. Per call:
   what one cannot hold comes out of the other. Neither goes negative. A sync's recorded
   duration is how long it blocked, not host work: only its gap is reduced.
 
+On the GPU, CUPTI's kernel records make a CUDA graph's kernels run longer: where the
+calibration measured it (``gpu_overhead``: the calibration's graph replays timed with
+CUDA events, profiled against unprofiled), each kernel a recorded graph launch holds
+loses ``gpu_overhead.graph_kernel`` µs of its duration, never below 0. Eager kernels
+are left as recorded.
+
 Calls a what-if adds are untouched (they cost what the profile says); compensation is
 applied to the recording before any what-if transforms it.
 """
@@ -48,13 +54,13 @@ class Removal(NamedTuple):
 def overheads_us(call: Call, calibration: ProfilerCalibration) -> tuple[float, float]:
     """(overhead in the call's gap, overhead in the call itself), µs, from the events recorded there."""
     gap = (
-        call.gap_aten_ops * calibration.overhead_us("aten_op")
-        + call.gap_ranges * calibration.overhead_us("range")
-        + (call.gap_calls + 1) * calibration.overhead_us("runtime_call")
+        call.gap_aten_ops * calibration.compensation_us("aten_op")
+        + call.gap_ranges * calibration.compensation_us("range")
+        + (call.gap_calls + 1) * calibration.compensation_us("runtime_call")
     )
     own = 0.0
     if call.kind == "call_graph_launch":
-        own = calibration.overhead_us("graph_launch") + len(call.ops) * calibration.overhead_us("graph_kernel")
+        own = calibration.compensation_us("graph_launch") + len(call.ops) * calibration.compensation_us("graph_kernel")
     return gap, own
 
 
@@ -106,7 +112,8 @@ def without_profiler_overhead(
     threads = []
     for thread in program.threads:
         if thread.table is not None:  # the same arithmetic, column-wise (its calls are all recorded ones)
-            table, removed_us = _table_without_overhead(thread.table, calibration)
+            table, removed_us = _table_without_overhead(_table_graph_kernels_shorter(thread.table, calibration),
+                                                        calibration)  # fmt: skip
             removed = float(np.cumsum(np.concatenate(([removed], removed_us)))[-1])  # added in order, as below
             threads.append(ThreadProgram(thread.name, table=table))
             continue
@@ -115,6 +122,7 @@ def without_profiler_overhead(
             if call.synthetic:
                 calls.append(call)
                 continue
+            call = _graph_kernels_shorter(call, calibration)
             gap, own = overheads_us(call, calibration)
             result = remove_overhead(
                 call.host_before_us,
@@ -128,6 +136,34 @@ def without_profiler_overhead(
             calls.append(replace(call, host_before_us=result.host_before_us, duration_us=result.duration_us))
         threads.append(ThreadProgram(thread.name, tuple(calls)))
     return replace(program, threads=tuple(threads)), removed
+
+
+def graph_kernel_gpu_us(calibration: ProfilerCalibration) -> float:
+    """GPU time the profiler added to each kernel of a graph (0 where not calibrated), never negative."""
+    figure = calibration.gpu_overhead.get("graph_kernel")
+    return max(figure.median_us, 0.0) if figure else 0.0
+
+
+def _graph_kernels_shorter(call: Call, calibration: ProfilerCalibration) -> Call:
+    cut = graph_kernel_gpu_us(calibration)
+    if cut <= 0 or call.kind != "call_graph_launch":
+        return call
+    ops = tuple(replace(op, duration_us=max(op.duration_us - cut, 0.0)) if op.kind == "kernel" else op for op in call.ops)
+    return replace(call, ops=ops)
+
+
+def _table_graph_kernels_shorter(table: CallTable, calibration: ProfilerCalibration) -> CallTable:
+    """:func:`_graph_kernels_shorter` of every graph launch of ``table``, column-wise (a copy of its op table)."""
+    cut = graph_kernel_gpu_us(calibration)
+    graph = table.kind == "call_graph_launch"
+    if cut <= 0 or not graph.any():
+        return table
+    first, count = table.op_first[graph], table.op_count[graph]
+    idx = np.repeat(first, count) + (np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count))
+    idx = idx[table.ops.kind[idx] == "kernel"]
+    duration = table.ops.duration_us.copy()
+    duration[idx] = np.maximum(duration[idx] - cut, 0.0)
+    return replace(table, ops=replace(table.ops, duration_us=duration))
 
 
 def _max(a, b):
@@ -144,11 +180,11 @@ def _table_without_overhead(table: CallTable, calibration: ProfilerCalibration) 
     """:func:`overheads_us` and :func:`remove_overhead` of every call of ``table``, column-wise, to the last bit."""
     kind = table.kind
     gap_oh = (
-        table.gap_aten_ops * calibration.overhead_us("aten_op")
-        + table.gap_ranges * calibration.overhead_us("range")
-        + (table.gap_calls + 1) * calibration.overhead_us("runtime_call")
+        table.gap_aten_ops * calibration.compensation_us("aten_op")
+        + table.gap_ranges * calibration.compensation_us("range")
+        + (table.gap_calls + 1) * calibration.compensation_us("runtime_call")
     )
-    graph = calibration.overhead_us("graph_launch") + table.op_count * calibration.overhead_us("graph_kernel")
+    graph = calibration.compensation_us("graph_launch") + table.op_count * calibration.compensation_us("graph_kernel")
     call_oh = np.where(kind == "call_graph_launch", graph, 0.0)
     floors = {k: calibration.floor_us.get(k, 0.0) for k in set(kind.tolist())}
     floor = np.array([floors[k] for k in kind.tolist()], dtype=np.float64)

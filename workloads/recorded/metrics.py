@@ -32,7 +32,7 @@ from workloads.recorded.policies import GRAPH_LEAD_IN, GRAPH_TAIL, RecordedResul
 from workloads.recorded.program import RecordedProgram
 from workloads.recorded.whatif import WhatIfSummary
 
-DEVICE_KINDS = ("kernel", "copy_h2d", "copy_d2h", "copy_d2d")
+DEVICE_KINDS = ("kernel", "copy_h2d", "copy_d2h", "copy_d2d", "collective")
 SPACERS = (GRAPH_LEAD_IN, GRAPH_TAIL)  # GPU time around a graph's kernels, not work
 
 

@@ -38,6 +38,12 @@ trace and a profile calibrated for the recording's mode (``harness calibrate
 --profiler``); without them the run fails saying which is missing, rather than
 quietly predicting the profiled program. Keep is the default because a
 prediction's meaning must not depend on which profile happens to be calibrated.
+
+**Host stalls.** ``host_stalls = "typical"`` first gives every repeated step of the
+recording (runs of calls in one step range with the same calls) each call's median
+host gap and cost over the repeats (:mod:`.typical`): a recording is one run, and
+its host stalls are that run's, not the program's. With ``"subtract"`` it is what
+predicts the program's typical unprofiled run (a median over rounds).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ import pydantic
 from harness.program import StepProgram
 from harness.runtime import PolicyGen, Runtime
 from harness.workload import PolicyParams
-from workloads.recorded import compensation, host_costs, steps, whatif
+from workloads.recorded import compensation, host_costs, steps, typical, whatif
 from workloads.recorded.program import RecordedProgram
 from workloads.recorded.steps import DEFAULT_GRAPH_TIMING, GRAPH_LEAD_IN, GRAPH_TAIL  # noqa: F401 (metrics read them)
 
@@ -60,6 +66,9 @@ class AsRecordedParams(PolicyParams):
     host_costs: Literal["recorded", "profile"] = "recorded"
     # "subtract": take the calibrated torch.profiler overhead out of the recording first (see the module docstring)
     profiler_overhead: Literal["keep", "subtract"] = "keep"
+    # "typical": repeated steps at their per-call median host cost first (typical.py): a recording's host stalls
+    # are one run's, not the program's
+    host_stalls: Literal["keep", "typical"] = "keep"
     # Kernels shorter than this run this long (on both backends): the replay's stand-in kernels cannot
     # be shorter than the GPU's shortest back-to-back kernel (about 2 µs); 0 keeps recorded durations.
     min_kernel_us: float = pydantic.Field(default=0.0, ge=0.0)
@@ -86,18 +95,25 @@ def as_recorded(rt: Runtime, program: RecordedProgram, params: AsRecordedParams)
     return replace(result, profiler_overhead=params.profiler_overhead, overhead_removed_us=removed_us)
 
 
-_compensations: dict[tuple[int, str], tuple[RecordedProgram, object, RecordedProgram, float]] = {}
+_compensations: dict[tuple, tuple[RecordedProgram, object, RecordedProgram, float]] = {}
 
 
 def _compensated(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> tuple[RecordedProgram, float]:
-    """``program`` as it would run without the profiler (``"subtract"``; made once per program and profile)."""
-    if params.profiler_overhead == "keep":
+    """``program`` with its steps typical (``host_stalls = "typical"``) and as it would run without the profiler
+    (``"subtract"``); made once per program, profile and choice; the host µs the profiler's overhead removed."""
+    if params.profiler_overhead == "keep" and params.host_stalls == "keep":
         return program, 0.0
-    calibration = compensation.calibration_for(program, rt.profile)
-    key = (id(program), rt.profile.name)
+    calibration = None
+    if params.profiler_overhead == "subtract":
+        calibration = compensation.calibration_for(program, rt.profile)
+    key = (id(program), rt.profile.name, params.profiler_overhead, params.host_stalls)
     entry = _compensations.get(key)
     if entry is None or entry[0] is not program or entry[1] is not calibration:
-        lighter, removed_us = compensation.without_profiler_overhead(program, calibration)
+        lighter, removed_us = program, 0.0
+        if params.host_stalls == "typical":
+            lighter, _ = typical.with_typical_steps(lighter)
+        if calibration is not None:
+            lighter, removed_us = compensation.without_profiler_overhead(lighter, calibration)
         entry = _compensations[key] = (program, calibration, lighter, removed_us)
     return entry[2], entry[3]
 
@@ -134,12 +150,22 @@ def added_call_costs_us(program: RecordedProgram, profile) -> dict[str, float]:
 
 
 def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
-    """Re-issue ``program``: its streams, then every host thread's steps as one program command."""
+    """Re-issue ``program``: its streams and communicators (a multi-rank recording's), then every host thread's
+    steps as one program command."""
     streams = []
     for device, name in program.streams:
         streams.append((yield rt.create_stream(device, f"s{name}" if device == 0 else f"d{device}s{name}")))
-    outcome = yield rt.run_program(step_program_for(rt, program, params), streams)
+    made = step_program_for(rt, program, params)
+    communicators = []
+    for devices in made.communicators:
+        communicators.append((yield rt.create_communicator(devices, communicator_name(devices))))
+    outcome = yield rt.run_program(made, streams, communicators)
     return RecordedResult(sum(t.call_count for t in program.threads), outcome.unresolved_waits)
+
+
+def communicator_name(devices: tuple[int, ...]) -> str:
+    """A recorded communicator's name: its devices (``ranks0-1-2-3``)."""
+    return "ranks" + "-".join(map(str, devices))
 
 
 # --------------------------------------------------------------------------- what-ifs (whatif.py)
@@ -178,6 +204,7 @@ _TRANSFORMS = {
     "async_d2h": lambda program, p: whatif.async_d2h(program, p.groups),
     "graph_launch": lambda program, p: whatif.graph_launch(program, p.groups),
     "scale_kernels": lambda program, p: whatif.scale_kernels(program, p.factors),
+    "overlap_collectives": lambda program, p: whatif.overlap_collectives(program, p.groups),
 }
 _transformed: dict[tuple[int, str, str], tuple[RecordedProgram, RecordedProgram]] = {}
 
@@ -214,3 +241,4 @@ prefetch_copies, check_prefetch_copies = _what_if("prefetch_copies")
 async_d2h, check_async_d2h = _what_if("async_d2h")
 graph_launch, check_graph_launch = _what_if("graph_launch")
 scale_kernels, check_scale_kernels = _what_if("scale_kernels")
+overlap_collectives, check_overlap_collectives = _what_if("overlap_collectives")

@@ -205,8 +205,9 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     waits, records, inferred = infer_waits(gpu, calls) if not sync_events else ({}, {}, 0)
     threads = []
     first_start = calls.groupby("thread", sort=False)["start_us"].min()
+    own_device = _thread_devices(calls, linked)
     for thread, rows in calls.groupby("thread", sort=False):
-        table = thread_table(rows, op_table, start_us, waits, records)
+        table = thread_table(rows, op_table, start_us, waits, records, own_device.get(thread, 0))
         threads.append(ThreadProgram(str(thread), table=table))
     threads.sort(key=lambda t: float(first_start[t.name] if t.name in first_start.index else 0.0))
 
@@ -229,6 +230,14 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
         gap_counts=bool(len(calls)) and bool(calls["gap_aten_ops"].notna().all()),
         graph_timing=measure_graph_timing(gpu, calls),
     )
+
+
+def _thread_devices(calls: pd.DataFrame, linked: pd.DataFrame) -> dict:
+    """Each thread whose launches all went to one device (a rank of a multi-rank recording): that device. The
+    streams its other calls name (a sync, a record, a wait) are on it; other threads' are on device 0."""
+    thread_of = calls.drop_duplicates("correlation").set_index("correlation")["thread"]
+    devices = linked["device"].groupby(linked["correlation"].map(thread_of)).unique()
+    return {thread: int(found[0]) for thread, found in devices.items() if len(found) == 1}
 
 
 def _without_copy_waits(calls: pd.DataFrame, linked: pd.DataFrame) -> pd.DataFrame:

@@ -24,6 +24,7 @@ GPU_KINDS = {
     "copy_h2d": "copy_h2d",
     "copy_d2h": "copy_d2h",
     "copy_d2d": "copy_d2d",
+    "collective": "collective",  # a multi-rank recording's NCCL kernels (harness.multirank_import)
 }
 
 

@@ -11,8 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from harness.runtime import Event, GraphKernel, HostMemory, PolicyGen, Runtime, Stream
-from workloads.recorded.policies import AsRecordedParams, RecordedResult, _compensated, added_call_costs_us, transformed
+from harness.multirank_import import CollectiveCall, parse_collective_name, recorded_algorithm
+from harness.runtime import Communicator, Event, GraphKernel, HostMemory, PolicyGen, Runtime, Stream
+from workloads.recorded.policies import (
+    AsRecordedParams,
+    RecordedResult,
+    _compensated,
+    added_call_costs_us,
+    communicator_name,
+    transformed,
+)
 from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, ThreadProgram
 from workloads.recorded.steps import COPIES, DEFAULT_GRAPH_TIMING, HostCosts, graph_kernels_of, kernel_of
 
@@ -36,6 +44,7 @@ class _Shared:
     events: dict[int, Event] = field(default_factory=dict)
     outstanding: set[StreamKey] = field(default_factory=set)
     unresolved_waits: int = 0
+    communicators: dict[tuple[int, ...], Communicator] = field(default_factory=dict)  # by devices
 
 
 def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
@@ -46,6 +55,8 @@ def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams
     costs = HostCosts(params.host_costs == "recorded", rt.profile, added_call_costs_us(program, rt.profile))
     timing = (program.graph_timing or DEFAULT_GRAPH_TIMING) if params.graph_timing == "recorded" else None
     shared = _Shared(streams, costs, timing)
+    for devices in _communicators(program):  # made up front, in the order the step program meets them
+        shared.communicators[devices] = yield rt.create_communicator(devices, communicator_name(devices))
     others = []
     for thread in program.threads[1:]:
         others.append((yield rt.spawn(_run_thread, program, thread, shared, params, name=f"thread{thread.name}")))
@@ -55,19 +66,50 @@ def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams
     return RecordedResult(calls, shared.unresolved_waits)
 
 
+def _communicators(program: RecordedProgram) -> list[tuple[int, ...]]:
+    """The devices of each communicator the program's collectives use, in the order its threads' calls meet them."""
+    found: dict[tuple[int, ...], None] = {}
+    for thread in program.threads:
+        for call in thread.calls:
+            for op in call.ops:
+                described = parse_collective_name(op.name) if op.kind == "collective" else None
+                if described is not None:
+                    found.setdefault(described.devices)
+    return list(found)
+
+
+def _own_devices(program: RecordedProgram, thread: ThreadProgram) -> frozenset[int] | None:
+    """The one device a thread's calls address in a program of several (what its device-wide syncs wait for: a
+    rank's ``cudaDeviceSynchronize``); None: every device."""
+    if len({key[0] for key in program.streams}) < 2:
+        return None
+    calls = thread.calls
+    devices = {op.stream[0] for c in calls for op in c.ops} | {c.stream[0] for c in calls if c.stream}
+    return frozenset(devices) if len(devices) == 1 else None
+
+
 def _run_thread(
     rt: Runtime, program: RecordedProgram, thread: ThreadProgram, shared: _Shared, params: AsRecordedParams
 ) -> PolicyGen:
+    own = _own_devices(program, thread)
     for call in thread.calls:
         if call.host_before_us > 0.0:
             yield rt.host_work(call.host_before_us, f"cpu:{call.group}" if call.group else "cpu")
         cost = shared.costs.of(call)  # steps.HostCosts: NaN = the backend's own figure
-        yield from _issue(rt, params, call, shared, None if cost != cost else cost)
+        yield from _issue(rt, params, call, shared, None if cost != cost else cost, own)
     return len(thread.calls)
 
 
-def _issue(rt: Runtime, params: AsRecordedParams, call: Call, shared: _Shared, host_us: float | None) -> PolicyGen:
-    """The commands one call becomes; ``host_us`` (the call's recorded cost, or None) goes to its first command."""
+def _issue(
+    rt: Runtime,
+    params: AsRecordedParams,
+    call: Call,
+    shared: _Shared,
+    host_us: float | None,
+    own: frozenset[int] | None = None,
+) -> PolicyGen:
+    """The commands one call becomes; ``host_us`` (the call's recorded cost, or None) goes to its first command;
+    ``own``: the devices a device-wide sync waits for (None: all)."""
     kind = call.kind
     for key, event in call.wait_before:  # inferred orderings: free on the host, the recording has no call for them
         if event in shared.events:
@@ -97,10 +139,12 @@ def _issue(rt: Runtime, params: AsRecordedParams, call: Call, shared: _Shared, h
         yield rt.sync_stream(shared.streams[call.stream])
         shared.outstanding.discard(call.stream)
     elif kind in ("call_sync_stream", "call_sync_device", "call_sync_event"):
-        # Device-wide, or a stream/event the recording does not name: wait for every stream with work.
+        # Device-wide, or a stream/event the recording does not name: wait for every stream with work (of the
+        # thread's own device, in a program of several).
         for key in sorted(shared.outstanding):
-            yield rt.sync_stream(shared.streams[key])
-        shared.outstanding.clear()
+            if own is None or key[0] in own:
+                yield rt.sync_stream(shared.streams[key])
+                shared.outstanding.discard(key)
     for key, event in call.record_after:
         shared.events[event] = yield rt.record(shared.streams[key], host_us=0.0)
 
@@ -110,11 +154,25 @@ def _device_op(
 ) -> PolicyGen:
     stream = shared.streams[op.stream]
     shared.outstanding.add(op.stream)
-    if op.kind in COPIES:
+    described = parse_collective_name(op.name) if op.kind == "collective" else None
+    if described is not None:
+        yield _collective(rt, shared, stream, op.name, described, host_us)
+    elif op.kind in COPIES:
         yield rt.copy(stream, op.nbytes, COPIES[op.kind], HostMemory(op.host_memory), op.name, host_us=host_us)
     else:  # kernel, memset, device-to-device copy: GPU work of the recorded duration
         k = _graph_kernel(params, op)
         yield rt.launch(stream, k.name, k.duration_us, k.compute_share, k.kind, host_us=host_us)
+
+
+def _collective(rt: Runtime, shared: _Shared, stream: Stream, name: str, call: CollectiveCall, host_us: float | None):
+    """A recorded NCCL kernel as the runtime's collective (the simulator makes the ranks meet and times it)."""
+    comm = shared.communicators[call.devices]
+    if call.op in ("send", "recv"):
+        return getattr(rt, call.op)(stream, comm, call.nbytes, call.peer, name, host_us)
+    algorithm = recorded_algorithm(call.kernel)
+    if call.op == "broadcast":
+        return rt.broadcast(stream, comm, call.nbytes, call.peer, name, host_us, algorithm)
+    return getattr(rt, call.op)(stream, comm, call.nbytes, name, host_us, algorithm)
 
 
 def _graph_kernel(params: AsRecordedParams, op: DeviceOp) -> GraphKernel:

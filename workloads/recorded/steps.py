@@ -16,8 +16,13 @@ against). What a call becomes:
 * a graph launch: one graph step of its kernels, with spacer kernels for the GPU time the
   recording shows around them when a :class:`~workloads.recorded.program.GraphTiming` is given
   (:func:`timed_graph`);
+* a collective (an NCCL kernel a multi-rank import described, :mod:`harness.multirank_import`):
+  an ``OP_COLLECTIVE`` step of its operation, size and peer on a communicator of its devices
+  (one per distinct set, in the order met), NCCL's algorithm where its kernel's name gives it;
 * a record, wait, sync: the step of that name; a sync of a stream or event the
-  recording does not name, or a device sync, is ``OP_SYNC_DEVICE``;
+  recording does not name, or a device sync, is ``OP_SYNC_DEVICE`` (in a program of several
+  devices, a thread that addresses one device syncs that device's streams only: a rank's
+  ``cudaDeviceSynchronize`` does not wait for the other ranks' GPUs);
 * inferred records after its ops (``record_after``): records at no host cost.
 """
 
@@ -30,11 +35,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from harness.multirank_import import parse_collective_name, recorded_algorithm
 from harness.profile import Profile
 from harness.program import (
+    ALGORITHMS,
+    COLLECTIVE_CODES,
     DIRECTION_CODES,
     GRAPH_KERNEL_DTYPE,
     KIND_CODES,
+    OP_COLLECTIVE,
     OP_COPY,
     OP_GRAPH,
     OP_HOST,
@@ -48,7 +57,7 @@ from harness.program import (
     StepProgram,
     new_steps,
 )
-from harness.runtime import Direction, GraphKernel, KernelKind
+from harness.runtime import CollectiveOp, Direction, GraphKernel, KernelKind
 from workloads.recorded.calltable import CallTable
 from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, is_gemm
 
@@ -141,6 +150,9 @@ class _Builder:
         self.graph_timing = graph_timing
         self.profile = profile
         self.stream_index: dict[StreamKey, int] = {key: i for i, key in enumerate(program.streams)}
+        self.several_devices = len({key[0] for key in program.streams}) > 1
+        self.communicators: dict[tuple[int, ...], int] = {}  # devices -> index, in the order met
+        self.sync_stream = -1  # the thread's device-wide syncs: -1 every device, else a stream of its one device
         self.names: dict[str, int] = {}
         self.graph_rows: list[tuple] = []
         self.min_kernel_us = min_kernel_us
@@ -153,6 +165,7 @@ class _Builder:
         return index
 
     def thread_steps(self, calls: tuple[Call, ...], costs: HostCosts) -> np.ndarray:
+        self.sync_stream = self._own_device_stream(calls) if self.several_devices else -1
         rows: list[tuple] = []
         for call in calls:
             first = len(rows)
@@ -168,6 +181,35 @@ class _Builder:
             steps[:] = rows
         return steps
 
+    def _own_device_stream(self, calls: tuple[Call, ...]) -> int:
+        """The first stream of the one device a thread's calls address (-1: none, or several)."""
+        devices = {op.stream[0] for c in calls for op in c.ops} | {c.stream[0] for c in calls if c.stream}
+        if len(devices) != 1:
+            return -1
+        (device,) = devices
+        return min((i for key, i in self.stream_index.items() if key[0] == device), default=-1)
+
+    def communicator(self, devices: tuple[int, ...]) -> int:
+        index = self.communicators.get(devices)
+        if index is None:
+            index = self.communicators[devices] = len(self.communicators)
+        return index
+
+    def _collective(self, op: DeviceOp, host_us: float) -> tuple | None:
+        """The step of a recorded collective; None when its name does not describe one (it stays a kernel)."""
+        call = parse_collective_name(op.name)
+        if call is None:
+            return None
+        code = COLLECTIVE_CODES[CollectiveOp(call.op)]
+        algorithm = ALGORITHMS.index(recorded_algorithm(call.kernel) or "") if call.op not in ("send", "recv") else 0
+        peer = -1 if call.peer is None else call.peer
+        stream, comm = self.stream_index[op.stream], self.communicator(call.devices)
+        name = self.name(op.name)
+        return _row(
+            OP_COLLECTIVE, code, 0, stream, name, algorithm=algorithm, first=comm, count=peer, host_us=host_us,
+            n=call.nbytes,
+        )  # fmt: skip
+
     def _call(self, call: Call, host_us: float, rows: list[tuple]) -> None:
         index = self.stream_index
         kind = call.kind
@@ -176,7 +218,10 @@ class _Builder:
         if kind in ("call_launch", "call_memset", "call_memcpy"):
             for i, op in enumerate(call.ops):
                 cost = host_us if i == 0 else 0.0
-                if op.kind in COPIES:
+                collective = self._collective(op, cost) if op.kind == "collective" else None
+                if collective is not None:
+                    rows.append(collective)
+                elif op.kind in COPIES:
                     direction = DIRECTION_CODES[COPIES[op.kind]]
                     pageable = int(op.host_memory == "pageable")
                     name = self.name(op.name)
@@ -211,11 +256,12 @@ class _Builder:
             event = NO_EVENT if call.waits_for is None else call.waits_for
             rows.append(_row(OP_WAIT, stream=index[call.stream], event=event, host_us=host_us))
         elif kind == "call_sync_event":
-            rows.append(_row(OP_SYNC_EVENT, event=NO_EVENT if call.waits_for is None else call.waits_for))
+            event = NO_EVENT if call.waits_for is None else call.waits_for
+            rows.append(_row(OP_SYNC_EVENT, stream=self.sync_stream, event=event))
         elif kind == "call_sync_stream" and call.stream in index:
             rows.append(_row(OP_SYNC_STREAM, stream=index[call.stream]))
         elif kind in ("call_sync_stream", "call_sync_device"):
-            rows.append(_row(OP_SYNC_DEVICE))
+            rows.append(_row(OP_SYNC_DEVICE, stream=self.sync_stream))
         for key, event in call.record_after:
             rows.append(_row(OP_RECORD, stream=index[key], event=event, host_us=0.0))
 
@@ -227,6 +273,7 @@ def _row(
     stream: int = -1,
     name: int = -1,
     *,
+    algorithm: int = 0,
     event: int = 0,
     first: int = 0,
     count: int = 0,
@@ -236,7 +283,7 @@ def _row(
     n: int = 0,
 ) -> tuple:
     """A step as a tuple in STEP_DTYPE field order (gap_name -1 and gap 0: the call's first step gets its gap)."""
-    return (op, kind, pageable, 0, stream, name, -1, event, first, count, 0.0, host_us, duration, share, n)
+    return (op, kind, pageable, algorithm, stream, name, -1, event, first, count, 0.0, host_us, duration, share, n)
 
 
 _OP_CALLS = ("call_launch", "call_memset", "call_memcpy")
@@ -356,8 +403,12 @@ def step_program(
     around each graph's kernels (:func:`timed_graph`), None for back to back."""
     builder = _Builder(program, min_kernel_us, compute_share, graph_timing, costs.profile)
     threads = []
+    tables = [t.table for t in program.threads if t.table is not None]
+    collectives = any(bool((table.ops.kind == "collective").any()) for table in tables[:1])  # one op table for all
     for i, thread in enumerate(program.threads):
-        steps = _table_steps(thread.table, builder, costs) if thread.table is not None else None
+        # programs of several devices or of collectives (a multi-rank recording's): call by call
+        column_wise = thread.table is not None and not builder.several_devices and not collectives
+        steps = _table_steps(thread.table, builder, costs) if column_wise else None
         if steps is None:
             steps = builder.thread_steps(thread.calls, costs)
         threads.append(ProgramThread("main" if i == 0 else f"thread{thread.name}", steps))
@@ -365,4 +416,5 @@ def step_program(
     if builder.graph_rows:
         graphs[:] = builder.graph_rows
     order = sorted(range(len(program.streams)), key=lambda i: program.streams[i])  # StreamKey order
-    return StepProgram(tuple(threads), tuple(builder.names), len(program.streams), graphs, tuple(order))
+    communicators = tuple(builder.communicators)
+    return StepProgram(tuple(threads), tuple(builder.names), len(program.streams), graphs, tuple(order), communicators)

@@ -49,6 +49,16 @@ The transforms:
   between those launches is gone (the graph replays without it).
 * :func:`scale_kernels`: kernels whose name matches a pattern take longer or
   shorter by a factor (``harness trace kernels T.parquet`` lists the names).
+* :func:`overlap_collectives`: a multi-rank recording's collectives (``harness trace
+  import`` of one trace per rank) overlap the compute after them, in every rank's thread:
+  a collective launched on a stream that also runs kernels moves to a side stream
+  ``comm`` of its device, behind an event recorded on that stream (it still follows its
+  producer) and followed by one recorded after it; that stream waits for the collective
+  only at its first op in a later group, or before the thread syncs it (a device-wide
+  sync waits for the side stream anyway). A collective already on a stream of its own
+  (torch's process group runs NCCL on one) stays there, and the other streams' waits for
+  it within its group move to the same place. The program's assertion, as for gradient
+  all-reduces: nothing in the rest of the group reads the collective's result.
 """
 
 from __future__ import annotations
@@ -93,6 +103,9 @@ class WhatIfSummary:
     kernels_scaled: int = 0  # kernels whose duration changed
     depth: int = 0  # prefetch_copies: the depth asked for
     in_line: int = 0  # prefetch_copies: groups whose copies stay in line (the budget)
+    collectives_moved: int = 0  # overlap_collectives: collectives moved to a side stream
+    waits_deferred: int = 0  # overlap_collectives: waits for a collective moved to the next group
+    threads: int = 0  # what-ifs of every rank's thread: the threads rewritten
 
     def text(self) -> str:
         """One line a user can check against their program."""
@@ -107,6 +120,11 @@ class WhatIfSummary:
             parts.append(f"{self.copies_moved} D2H copies moved to a side stream in {self.batches} batch(es)")
         if self.what_if == "graph_launch":
             parts.append(f"{self.launches_captured} launches captured into {self.graph_launches} graph launch(es)")
+        if self.what_if == "overlap_collectives":
+            parts.append(
+                f"{self.collectives_moved} collective(s) moved to a side stream, {self.waits_deferred} wait(s) for"
+                f" collectives deferred to the next group, in {self.threads} thread(s)"
+            )
         if self.kernels_scaled:
             parts.append(f"{self.kernels_scaled} kernels rescaled")
         if self.events_added or self.waits_added:
@@ -520,3 +538,144 @@ def scale_kernels(program: RecordedProgram, factors: dict[str, float]) -> Record
 
 def _short(name: str, limit: int = 80) -> str:
     return name if len(name) <= limit else name[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- collectives overlapped
+
+
+def _is_collective(call: Call) -> bool:
+    return call.kind == "call_launch" and bool(call.ops) and all(op.kind == "collective" for op in call.ops)
+
+
+def _restreamed(pairs: tuple[tuple[StreamKey, int], ...], source: StreamKey, side: StreamKey) -> tuple:
+    return tuple((side if key == source else key, event) for key, event in pairs)
+
+
+def _overlapped(calls: tuple[Call, ...], ids: Iterator[int]) -> tuple[list[Call], set[StreamKey], int, int]:
+    """One thread's calls with its collectives overlapped (see :func:`overlap_collectives`): the calls, the side
+    streams added, the collectives moved, the waits deferred."""
+    kernel_streams = {op.stream for c in calls if not _is_collective(c) for op in c.ops}
+    out: list[Call] = []
+    sides: set[StreamKey] = set()
+    pending: dict[StreamKey, list[tuple[int, str]]] = {}  # stream -> (event, group): waits due at its next group
+    done: dict[int, tuple[StreamKey, str]] = {}  # event recorded right behind a collective -> (its stream, group)
+    behind: dict[StreamKey, str] = {}  # streams whose last op is a collective (left on them) -> its group
+    moved = deferred = 0
+    carry = 0.0
+    for call in calls:
+        streams_used = {op.stream for op in call.ops}
+        # 1. waits that fall due before this call: its stream's first op in a later group, or a sync of it
+        if call.kind == "call_sync_device" or (call.kind == "call_sync_stream" and call.stream is None):
+            pending.clear()  # the host waits for every stream of the (rank's) device, the side stream too
+        addressed = streams_used | ({call.stream} if call.stream is not None else set())
+        for key, waiting in list(pending.items()):
+            syncs_it = call.kind == "call_sync_stream" and call.stream == key
+            later = key in addressed and any(group != call.group for _, group in waiting)
+            if syncs_it or later:
+                due = waiting if syncs_it else [(e, g) for e, g in waiting if g != call.group]
+                for event, _ in due:
+                    out.append(_synthetic("call_wait", key, call.group, waits_for=event))
+                left = [(e, g) for e, g in waiting if (e, g) not in due]
+                if left:
+                    pending[key] = left
+                else:
+                    del pending[key]
+        # 2. waits of this call for a collective of its group: deferred to the next group
+        kept_waits = []
+        for key, event in call.wait_before:
+            found = done.get(event)
+            if found is not None and found[0] != key and found[1] == call.group:
+                pending.setdefault(key, []).append((event, call.group))
+                deferred += 1
+            else:
+                kept_waits.append((key, event))
+        if len(kept_waits) != len(call.wait_before):
+            call = replace(call, wait_before=tuple(kept_waits))
+        if call.kind == "call_wait" and call.waits_for in done and call.stream is not None:
+            source, group = done[call.waits_for]
+            if source != call.stream and group == call.group:
+                pending.setdefault(call.stream, []).append((call.waits_for, call.group))
+                deferred += 1
+                carry += call.host_before_us  # the CPU work before it stays where it was
+                continue
+        # 3. the call itself
+        if _is_collective(call) and call.ops[0].stream in kernel_streams:
+            source = call.ops[0].stream
+            side = (source[0], "comm")
+            sides.add(side)
+            produced, reduced = next(ids), next(ids)
+            out.append(_carry(carry, _synthetic("call_record", source, call.group, event=produced)))
+            out.append(_synthetic("call_wait", side, call.group, waits_for=produced))
+            out.append(
+                replace(
+                    call,
+                    ops=tuple(replace(op, stream=side) for op in call.ops),
+                    stream=side,
+                    wait_before=_restreamed(call.wait_before, source, side),
+                    record_after=_restreamed(call.record_after, source, side),
+                )
+            )
+            out.append(_synthetic("call_record", side, call.group, event=reduced))
+            pending.setdefault(source, []).append((reduced, call.group))
+            for _, event in call.record_after:  # recorded behind it: waits on them are waits for it
+                done[event] = (side, call.group)
+            moved += 1
+            carry = 0.0
+            continue
+        if _is_collective(call):  # on a stream of its own: left there; what waits for it is deferred
+            for key, event in call.record_after:
+                done[event] = (key, call.group)
+            for key in streams_used:
+                behind[key] = call.group
+        elif call.kind == "call_record" and call.stream in behind and call.event is not None:
+            done[call.event] = (call.stream, behind[call.stream])
+        else:
+            for key in streams_used:
+                behind.pop(key, None)
+        out.append(_carry(carry, call))
+        carry = 0.0
+    return out, sides, moved, deferred
+
+
+def overlap_collectives(program: RecordedProgram, groups: str = "auto") -> RecordedProgram:
+    ids = _event_ids(program)
+    threads = list(program.threads)
+    sides: set[StreamKey] = set()
+    moved = deferred = rewritten = 0
+    grouping = ""
+    group_count = 0
+    events_before = waits_before = events_after = waits_after = 0
+    for index, thread in enumerate(program.threads):
+        if not any(_is_collective(c) for c in thread.calls):
+            continue
+        program, grouping = grouped(program, groups, "host_syncs", index)
+        calls = program.threads[index].calls
+        out, found, n_moved, n_deferred = _overlapped(calls, ids)
+        if not (n_moved or n_deferred):
+            continue
+        events_before += sum(1 for c in calls if c.synthetic and c.kind == "call_record")
+        waits_before += sum(1 for c in calls if c.synthetic and c.kind == "call_wait")
+        events_after += sum(1 for c in out if c.synthetic and c.kind == "call_record")
+        waits_after += sum(1 for c in out if c.synthetic and c.kind == "call_wait")
+        threads[index] = ThreadProgram(thread.name, tuple(out))
+        sides |= found
+        moved, deferred, rewritten = moved + n_moved, deferred + n_deferred, rewritten + 1
+        group_count = max(group_count, len(_group_order(calls)))
+    if not rewritten:
+        raise NotApplicable(
+            "overlap_collectives: found no collective to overlap (a multi-rank recording's NCCL kernels, imported"
+            " with `harness trace import rank0.json rank1.json ...`, whose stream runs kernels after it in its"
+            " group or that other streams wait for within its group)"
+        )
+    summary = WhatIfSummary(
+        "overlap_collectives",
+        groups=group_count,
+        groups_from=grouping,
+        collectives_moved=moved,
+        waits_deferred=deferred,
+        threads=rewritten,
+        events_added=events_after - events_before,
+        waits_added=waits_after - waits_before,
+    )
+    streams = tuple(dict.fromkeys(program.streams + tuple(sorted(sides))))
+    return replace(program, threads=tuple(threads), streams=streams, what_ifs=(*program.what_ifs, summary))

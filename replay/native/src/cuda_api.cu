@@ -23,21 +23,14 @@
 #include <vector>
 
 #include "executor.hpp"
+#include "host_thread.hpp"
 #include "times.hpp"
 
 namespace nx {
 
-inline int64_t host_ns() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return int64_t(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
-}
+inline int64_t host_ns() { return monotonic_ns(); }
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
+inline void cpu_relax() { spin_pause(); }
 
 #define NX_CHECK(call)                                                                                 \
     do {                                                                                               \
@@ -113,6 +106,27 @@ constexpr int THREADS = 256;
 constexpr size_t STREAM_BYTES = size_t(256) << 20;
 constexpr int KIND_COMPUTE = 0, KIND_MEMORY = 1, KIND_LATENCY = 2;
 
+// The stand-ins' parameters as the kernels' parameter buffers lay them out (natural alignment, in order), for
+// cuLaunchKernel's CU_LAUNCH_PARAM_BUFFER_POINTER: checked against cuFuncGetParamInfo at open.
+struct ComputeParams {
+    long long ns;
+    float* sink;
+    unsigned long long *starts, *ends;
+    int slot;
+};
+struct MemoryParams {
+    long long ns;
+    const float4* src;
+    float4* dst;
+    unsigned long long n;
+    unsigned long long *starts, *ends;
+    int slot;
+};
+constexpr size_t COMPUTE_PARAM_BYTES = offsetof(ComputeParams, slot) + sizeof(int);
+constexpr size_t MEMORY_PARAM_BYTES = offsetof(MemoryParams, slot) + sizeof(int);
+
+enum LaunchApi { LAUNCH_RUNTIME = 0, LAUNCH_DRIVER = 1, LAUNCH_PACKED = 2 };
+
 struct Linear {  // host_ns = gt + offset(gt), the offset interpolated between two calibrations
     double gt0 = 0, off0 = 0, slope = 0;
     int64_t operator()(int64_t gt) const { return gt + int64_t(off0 + slope * (double(gt) - gt0)); }
@@ -138,6 +152,10 @@ struct State {
     // the runtime's launch looks the function up and checks its module on every call.
     PFN_cuLaunchKernel_v4000 cu_launch = nullptr;
     CUfunction f_compute = nullptr, f_memory = nullptr;
+    int launch_api = LAUNCH_RUNTIME;
+    std::string launch_note;  // why a launch API asked for is not the one used
+    std::atomic<int> placed{0};  // PLACED_PINNED | PLACED_FIFO where every thread of the last run got it
+    bool spin_pause = true;      // HARNESS_NATIVE_SPIN, read for each run
     std::atomic<int> error{0};
     std::string error_text;
 
@@ -146,9 +164,24 @@ struct State {
     }
 };
 
-// Launch a stand-in; with the driver's launch its result is returned, else the runtime's launch error.
-inline int launch_kernel(State& st, int kind, int grid, long long ns, cudaStream_t s, int slot) {
-    if (st.cu_launch) {
+// Launch a stand-in through `api` (a LaunchApi no further than st.launch_api); the driver's result, 0 for <<<>>>.
+inline int launch_kernel(State& st, int kind, int grid, long long ns, cudaStream_t s, int slot, int api) {
+    if (api == LAUNCH_PACKED) {  // the parameters in one buffer: no per-argument copies by the driver
+        if (kind == KIND_MEMORY) {
+            MemoryParams p{ns, st.src, st.dst, STREAM_BYTES / 16, st.d_starts, st.d_ends, slot};
+            size_t bytes = MEMORY_PARAM_BYTES;
+            void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, &p, CU_LAUNCH_PARAM_BUFFER_SIZE, &bytes,
+                             CU_LAUNCH_PARAM_END};
+            return int(st.cu_launch(st.f_memory, grid, 1, 1, THREADS, 1, 1, 0, CUstream(s), nullptr, extra));
+        }
+        ComputeParams p{ns, st.sink, st.d_starts, st.d_ends, slot};
+        size_t bytes = COMPUTE_PARAM_BYTES;
+        void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, &p, CU_LAUNCH_PARAM_BUFFER_SIZE, &bytes, CU_LAUNCH_PARAM_END};
+        const bool one_warp = kind != KIND_COMPUTE;
+        return int(st.cu_launch(st.f_compute, one_warp ? 1 : grid, 1, 1, one_warp ? 32 : THREADS, 1, 1, 0,
+                                CUstream(s), nullptr, extra));
+    }
+    if (api == LAUNCH_DRIVER) {
         if (kind == KIND_MEMORY) {
             const float4* src = st.src;
             float4* dst = st.dst;
@@ -170,26 +203,84 @@ inline int launch_kernel(State& st, int kind, int grid, long long ns, cudaStream
     return 0;
 }
 
-// Look the driver's launch and the stand-ins' functions up once; stays on <<<>>> where that fails.
-inline void use_driver_launch(State& st) {
-    const char* choice = std::getenv("HARNESS_NATIVE_LAUNCH");
-    if (choice && std::string(choice) == "runtime") return;
+// Whether `f`'s parameters sit where `offsets` / `sizes` say (cuFuncGetParamInfo, CUDA 12.4+).
+inline bool params_match(CUfunction f, const size_t* offsets, const size_t* sizes, int n) {
+    using GetParamInfo = CUresult (*)(CUfunction, size_t, size_t*, size_t*);
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    if (cudaGetDriverEntryPointByVersion("cuFuncGetParamInfo", &fn, 12040, cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess || !fn) {
+        cudaGetLastError();
+        return false;
+    }
+    for (int i = 0; i < n; ++i) {
+        size_t offset = 0, size = 0;
+        if (reinterpret_cast<GetParamInfo>(fn)(f, i, &offset, &size) != CUDA_SUCCESS) return false;
+        if (offset != offsets[i] || size != sizes[i]) return false;
+    }
+    size_t offset = 0, size = 0;  // and no parameter after the last
+    return reinterpret_cast<GetParamInfo>(fn)(f, n, &offset, &size) != CUDA_SUCCESS;
+}
+
+// The launch API (HARNESS_NATIVE_LAUNCH): "packed" (the default: cuLaunchKernel, the stand-ins looked up once,
+// parameters in one buffer), "driver" (cuLaunchKernel with an argument array), "runtime" (<<<>>>, which looks the
+// function up and checks its module on every call). Falls back packed -> driver -> runtime, saying why.
+inline void choose_launch(State& st) {
+    const char* env = std::getenv("HARNESS_NATIVE_LAUNCH");
+    const std::string choice = env && *env ? env : "packed";
+    if (choice == "runtime") return;
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult found;
     if (cudaGetDriverEntryPointByVersion("cuLaunchKernel", &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
         found != cudaDriverEntryPointSuccess || !fn) {
         cudaGetLastError();
+        st.launch_note = "cuLaunchKernel not found: runtime launches";
         return;
     }
     cudaFunction_t compute = nullptr, memory = nullptr;
     if (cudaGetFuncBySymbol(&compute, (const void*)nx_compute) != cudaSuccess ||
         cudaGetFuncBySymbol(&memory, (const void*)nx_memory) != cudaSuccess) {
         cudaGetLastError();
+        st.launch_note = "the stand-ins' functions not found: runtime launches";
         return;
     }
     st.f_compute = CUfunction(compute);
     st.f_memory = CUfunction(memory);
     st.cu_launch = reinterpret_cast<PFN_cuLaunchKernel_v4000>(fn);
+    st.launch_api = LAUNCH_DRIVER;
+    if (choice != "packed") return;
+    const size_t c_off[] = {offsetof(ComputeParams, ns), offsetof(ComputeParams, sink), offsetof(ComputeParams, starts),
+                            offsetof(ComputeParams, ends), offsetof(ComputeParams, slot)};
+    const size_t c_size[] = {8, 8, 8, 8, 4};
+    const size_t m_off[] = {offsetof(MemoryParams, ns), offsetof(MemoryParams, src), offsetof(MemoryParams, dst),
+                            offsetof(MemoryParams, n), offsetof(MemoryParams, starts), offsetof(MemoryParams, ends),
+                            offsetof(MemoryParams, slot)};
+    const size_t m_size[] = {8, 8, 8, 8, 8, 8, 4};
+    if (!params_match(st.f_compute, c_off, c_size, 5) || !params_match(st.f_memory, m_off, m_size, 7)) {
+        st.launch_note = "packed parameters not confirmed by cuFuncGetParamInfo: driver launches with arguments";
+        return;
+    }
+    st.launch_api = LAUNCH_PACKED;
+}
+
+// One packed launch that must stamp slot 0 and run its 20 µs timer; else back to the argument array.
+inline void confirm_packed(State& st) {
+    if (st.launch_api != LAUNCH_PACKED) return;
+    NX_CHECK(cudaMemsetAsync(st.d_starts, 0xFF, sizeof(unsigned long long), st.own));
+    NX_CHECK(cudaMemsetAsync(st.d_ends, 0, sizeof(unsigned long long), st.own));
+    const int r = launch_kernel(st, KIND_LATENCY, 1, 20000, st.own, 0, st.launch_api);
+    const cudaError_t e = cudaStreamSynchronize(st.own);
+    unsigned long long a = 0, b = 0;
+    if (r == 0 && e == cudaSuccess) {
+        NX_CHECK(cudaMemcpy(&a, st.d_starts, 8, cudaMemcpyDeviceToHost));
+        NX_CHECK(cudaMemcpy(&b, st.d_ends, 8, cudaMemcpyDeviceToHost));
+    }
+    cudaGetLastError();
+    if (r != 0 || e != cudaSuccess || a == ~0ULL || b < a + 20000) {
+        st.launch_api = LAUNCH_DRIVER;
+        st.launch_note = "a packed launch did not run as asked (CUresult " + std::to_string(r) +
+                         "): driver launches with arguments";
+    }
 }
 
 struct CudaThread {
@@ -198,16 +289,22 @@ struct CudaThread {
 
     int64_t now() const { return host_ns(); }
     void spin_until(int64_t t) {
-        while (host_ns() < t) cpu_relax();
+        if (st.spin_pause)
+            while (host_ns() < t) cpu_relax();
+        else
+            while (host_ns() < t) {
+            }
     }
-    void relax() { cpu_relax(); }
+    void relax() {
+        if (st.spin_pause) cpu_relax();
+    }
     void pause() { sched_yield(); }
 
     void check(cudaError_t e, const char* what) {
         if (e != cudaSuccess) st.fail(e, what);
     }
     void launch(const Step& s) {
-        const int r = launch_kernel(st, s.kind, s.grid, s.timer_ns, st.run_streams[s.stream], s.stamp);
+        const int r = launch_kernel(st, s.kind, s.grid, s.timer_ns, st.run_streams[s.stream], s.stamp, st.launch_api);
         if (r != 0 && st.error.exchange(1) == 0) st.error_text = "cuLaunchKernel: CUresult " + std::to_string(r);
     }
     void launch_graph(const Step& s) {
@@ -356,7 +453,8 @@ extern "C" void* nx_open(int device, char* err, int errlen) {
         NX_CHECK(cudaHostAlloc((void**)&st->mapped, sizeof(unsigned long long), cudaHostAllocMapped));
         NX_CHECK(cudaHostGetDevicePointer((void**)&st->mapped_dev, st->mapped, 0));
         nx::ensure(*st, 1, 0, 1, 1 << 20, 1 << 20);
-        nx::use_driver_launch(*st);
+        nx::choose_launch(*st);
+        nx::confirm_packed(*st);
         NX_CHECK(cudaDeviceSynchronize());
         st->last_pair = nx::host_gt_pair(*st);
         return st;
@@ -369,17 +467,26 @@ extern "C" void* nx_open(int device, char* err, int errlen) {
 
 extern "C" int nx_sms(void* h) { return static_cast<State*>(h)->sms; }
 
-// 1: kernels go out through the driver's cuLaunchKernel, 0: through the runtime's <<<>>>.
-extern "C" int nx_driver_launch(void* h) { return static_cast<State*>(h)->cu_launch != nullptr; }
+// How kernels go out: 2 cuLaunchKernel with packed parameters, 1 cuLaunchKernel with an argument array,
+// 0 the runtime's <<<>>>; `note` says why the one asked for was not used ("" when it was).
+extern "C" int nx_launch_api(void* h, char* note, int notelen) {
+    const State& st = *static_cast<State*>(h);
+    put_error(note, notelen, st.launch_note.c_str());
+    return st.launch_api;
+}
+
+// PLACED_PINNED | PLACED_FIFO: what every thread of the last run was granted (HARNESS_NATIVE_CPUS / _FIFO).
+extern "C" int nx_placement(void* h) { return static_cast<State*>(h)->placed.load(); }
 
 // Back-to-back GPU time per kernel (ns) of `reps` stand-ins behind a busy kernel, by events.
 extern "C" double nx_time_kernel(void* h, int kind, int grid, long long timer_ns, int reps, char* err, int errlen) {
     State& st = *static_cast<State*>(h);
     try {
         NX_CHECK(cudaSetDevice(st.device));
-        NX_LAUNCH(nx::launch_kernel(st, nx::KIND_LATENCY, 1, 200000, st.own, -1));  // keeps the stream busy
+        const int api = st.launch_api;
+        NX_LAUNCH(nx::launch_kernel(st, nx::KIND_LATENCY, 1, 200000, st.own, -1, api));  // keeps the stream busy
         NX_CHECK(cudaEventRecord(st.ta, st.own));
-        for (int r = 0; r < reps; ++r) NX_LAUNCH(nx::launch_kernel(st, kind, grid, timer_ns, st.own, -1));
+        for (int r = 0; r < reps; ++r) NX_LAUNCH(nx::launch_kernel(st, kind, grid, timer_ns, st.own, -1, api));
         NX_CHECK(cudaEventRecord(st.tb, st.own));
         NX_CHECK(cudaStreamSynchronize(st.own));
         NX_CHECK(cudaGetLastError());
@@ -402,7 +509,9 @@ extern "C" int nx_add_graph(void* h, const int32_t* kinds, const int32_t* grids,
         NX_CHECK(cudaStreamCreateWithFlags(&cap, cudaStreamNonBlocking));
         cudaGraph_t graph;
         NX_CHECK(cudaStreamBeginCapture(cap, cudaStreamCaptureModeThreadLocal));
-        for (int i = 0; i < n; ++i) NX_LAUNCH(nx::launch_kernel(st, kinds[i], grids[i], timer_ns[i], cap, -1));
+        // captured with the argument array: a packed launch gains nothing in a graph
+        const int api = std::min(st.launch_api, int(nx::LAUNCH_DRIVER));
+        for (int i = 0; i < n; ++i) NX_LAUNCH(nx::launch_kernel(st, kinds[i], grids[i], timer_ns[i], cap, -1, api));
         NX_CHECK(cudaStreamEndCapture(cap, &graph));
         cudaGraphExec_t exec;
         NX_CHECK(cudaGraphInstantiate(&exec, graph, 0));
@@ -423,7 +532,7 @@ extern "C" double nx_time_graph(void* h, int index, int reps, char* err, int err
     State& st = *static_cast<State*>(h);
     try {
         NX_CHECK(cudaSetDevice(st.device));
-        NX_LAUNCH(nx::launch_kernel(st, nx::KIND_LATENCY, 1, 200000, st.own, -1));
+        NX_LAUNCH(nx::launch_kernel(st, nx::KIND_LATENCY, 1, 200000, st.own, -1, st.launch_api));
         NX_CHECK(cudaEventRecord(st.ta, st.own));
         for (int r = 0; r < reps; ++r) NX_CHECK(cudaGraphLaunch(st.graphs.at(index), st.own));
         NX_CHECK(cudaEventRecord(st.tb, st.own));
@@ -431,6 +540,34 @@ extern "C" double nx_time_graph(void* h, int index, int reps, char* err, int err
         float ms = 0;
         NX_CHECK(cudaEventElapsedTime(&ms, st.ta, st.tb));
         return double(ms) * 1e6 / reps;
+    } catch (const std::exception& e) {
+        put_error(err, errlen, e.what());
+        return -1.0;
+    }
+}
+
+// The median host time (ns) from cudaGraphLaunch's return to the stream going idle, of graph `index` launched alone
+// on an idle stream, `reps` times: its kernels plus the GPU's own lead-in and tail around them (what a graph that
+// the host waits for takes; back to back, nx_time_graph, the lead-in and tail overlap the previous launch).
+extern "C" double nx_time_graph_alone(void* h, int index, int reps, char* err, int errlen) {
+    State& st = *static_cast<State*>(h);
+    try {
+        NX_CHECK(cudaSetDevice(st.device));
+        cudaGraphExec_t graph = st.graphs.at(index);
+        std::vector<int64_t> spans;
+        for (int r = 0; r < reps; ++r) {
+            NX_CHECK(cudaStreamSynchronize(st.own));
+            const int64_t idle = nx::host_ns() + 20000;  // 20 µs idle: the stream's previous work is long done
+            while (nx::host_ns() < idle) nx::cpu_relax();
+            NX_CHECK(cudaGraphLaunch(graph, st.own));
+            const int64_t ret = nx::host_ns();
+            cudaError_t e;
+            while ((e = cudaStreamQuery(st.own)) == cudaErrorNotReady) nx::cpu_relax();
+            NX_CHECK(e);
+            spans.push_back(nx::host_ns() - ret);
+        }
+        std::sort(spans.begin(), spans.end());
+        return spans.empty() ? -1.0 : double(spans[spans.size() / 2]);
     } catch (const std::exception& e) {
         put_error(err, errlen, e.what());
         return -1.0;
@@ -463,10 +600,16 @@ extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, cons
         st.error = 0;
 
         nx::Shared shared(events, n_threads, streams, sync_order);
+        const std::vector<int> cpus = nx::placement_cpus();
+        const bool fifo = nx::fifo_wanted();
+        st.spin_pause = nx::spin_pauses();
+        st.placed = (cpus.empty() ? 0 : nx::PLACED_PINNED) | (fifo ? nx::PLACED_FIFO : 0);
         const int64_t start = nx::host_ns() + lead_ns;
         std::vector<std::thread> workers;
         for (int t = 0; t < n_threads; ++t)
             workers.emplace_back([&, t] {
+                const int placed = nx::place_this_thread(t < int(cpus.size()) ? cpus[t] : -1, fifo);
+                st.placed.fetch_and(placed | ~(nx::PLACED_PINNED | nx::PLACED_FIFO));
                 cudaSetDevice(st.device);
                 nx::CudaThread dev(st);
                 nx::run_thread(dev, shared, t, steps[t], counts[t], outs[t], start, est0_ns);

@@ -97,7 +97,8 @@ void run_thread(Device& dev, Shared& shared, int index, const Step* steps, int64
             if (hold > begin) dev.spin_until(hold);
         }
         const int64_t api = dev.now();
-        if (is_work(op)) shared.outstanding[s.stream].store(true);
+        // a release store, not seq_cst (an xchg that drains the store buffer) inside the timed call
+        if (is_work(op)) shared.outstanding[s.stream].store(true, std::memory_order_release);
         if (op == SYNC_DEVICE) status = STATUS_ALL_STREAMS;
         if (status == STATUS_ALL_STREAMS) {
             aux = 0;

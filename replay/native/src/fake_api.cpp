@@ -7,6 +7,7 @@
 
 #include "executor.hpp"
 #include "fake_device.hpp"
+#include "host_thread.hpp"  // nx_host_cpus, nx_host_jitter, nx_place_check: no GPU needed
 #include "times.hpp"
 
 extern "C" int nx_fake_run(int n_threads, const nx::Step* const* steps, const int64_t* counts, nx::Out* const* outs,
