@@ -114,23 +114,25 @@ def step_program_for(rt: Runtime, program: RecordedProgram, params: AsRecordedPa
         params.min_kernel_us,
         params.compute_share,
         params.graph_timing,
+        params.profiler_overhead,
         getattr(profile, "name", None),
     )
     entry = _steps.get(key)
     if entry is None or entry[0] is not program:
-        costs = steps.HostCosts(params.host_costs == "recorded", profile, added_call_costs_us(program, profile))
+        added = added_call_costs_us(program, profile, params.profiler_overhead == "keep")
+        costs = steps.HostCosts(params.host_costs == "recorded", profile, added)
         timing = (program.graph_timing or DEFAULT_GRAPH_TIMING) if params.graph_timing == "recorded" else None
         made = steps.step_program(program, costs, params.min_kernel_us, params.compute_share, timing)
         entry = _steps[key] = (program, made)
     return entry[1]
 
 
-def added_call_costs_us(program: RecordedProgram, profile) -> dict[str, float]:
+def added_call_costs_us(program: RecordedProgram, profile, profiled: bool = True) -> dict[str, float]:
     """What calls a what-if added cost (:func:`host_costs.added_call_costs_us`); {} for a program with none (a
     recording as imported: its threads are call tables, and reading their calls would build every Call)."""
     if all(thread.table is not None for thread in program.threads):
         return {}
-    return host_costs.added_call_costs_us(program, profile)
+    return host_costs.added_call_costs_us(program, profile, profiled)
 
 
 def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:

@@ -43,7 +43,8 @@ def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams
     streams = {}
     for device, name in program.streams:
         streams[(device, name)] = yield rt.create_stream(device, f"s{name}" if device == 0 else f"d{device}s{name}")
-    costs = HostCosts(params.host_costs == "recorded", rt.profile, added_call_costs_us(program, rt.profile))
+    added = added_call_costs_us(program, rt.profile, params.profiler_overhead == "keep")
+    costs = HostCosts(params.host_costs == "recorded", rt.profile, added)
     timing = (program.graph_timing or DEFAULT_GRAPH_TIMING) if params.graph_timing == "recorded" else None
     shared = _Shared(streams, costs, timing)
     others = []

@@ -50,7 +50,9 @@ from harness.program import (
 )
 from harness.runtime import Direction, GraphKernel, KernelKind
 from workloads.recorded.calltable import CallTable
+from workloads.recorded.host_costs import STREAM_HANDOFF
 from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, is_gemm
+from workloads.recorded.whatif import HANDOFF
 
 COPIES = {"copy_h2d": Direction.H2D, "copy_d2h": Direction.D2H}
 NO_EVENT = -(2**63)  # a symbolic event no step records: a wait on it is unresolved, a sync on it syncs the device
@@ -120,6 +122,8 @@ class HostCosts:
         if self.recorded and not call.synthetic:
             return call.duration_us
         if call.synthetic and call.kind in self.added_us:
+            if call.name == HANDOFF:  # async_d2h's hand-off: its record, and the eager program's Python around it
+                return self.added_us[call.kind] + self.added_us.get(STREAM_HANDOFF, 0.0)
             return self.added_us[call.kind]
         profile = self.profile
         if profile is not None and profile.pytorch_eager_measured:

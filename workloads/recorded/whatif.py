@@ -42,7 +42,9 @@ The transforms:
   copies, one event recorded after them. A host sync right after the batch is
   dropped (the host no longer waits for the copies); the next op on the producer's
   stream in a later group, or a later sync of that stream, waits for the batch's event
-  (a device-wide sync waits for the side stream anyway).
+  (a device-wide sync waits for the side stream anyway). The batch's first record is
+  named :data:`HANDOFF`: besides the four calls, each hand-off costs the host what an
+  eager program's Python for it does (``stream_handoff`` in :mod:`.host_costs`).
 * :func:`graph_launch`: within each group, each run of consecutive kernel
   launches (memsets and device-to-device copies too) on one stream becomes one
   CUDA-graph launch: one host call instead of one per kernel, and the CPU work
@@ -70,6 +72,9 @@ GROUPING_TEXT = {
     "copy_runs": "inferred: each run of H2D copies and the GPU work up to the next",
     "host_syncs": "inferred: steps ended by host syncs",
 }
+
+
+HANDOFF = "side-stream hand-off"  # async_d2h: the record that opens a batch (it also costs the hand-off's Python)
 
 
 class NotApplicable(ValueError):
@@ -117,9 +122,15 @@ class WhatIfSummary:
 
 
 def _synthetic(
-    kind: str, stream: StreamKey, group: str, *, event: int | None = None, waits_for: int | None = None
+    kind: str,
+    stream: StreamKey,
+    group: str,
+    *,
+    event: int | None = None,
+    waits_for: int | None = None,
+    name: str = "",
 ) -> Call:
-    return Call(kind, kind, 0.0, math.nan, stream, (), group, event=event, waits_for=waits_for, synthetic=True)
+    return Call(kind, name or kind, 0.0, math.nan, stream, (), group, event=event, waits_for=waits_for, synthetic=True)
 
 
 def _event_ids(program: RecordedProgram) -> Iterator[int]:
@@ -350,7 +361,7 @@ def async_d2h(program: RecordedProgram, groups: str = "auto") -> RecordedProgram
                 close()
                 side = (producer[0], "d2h")
                 produced = next(ids)
-                out.append(_synthetic("call_record", producer, call.group, event=produced))
+                out.append(_synthetic("call_record", producer, call.group, event=produced, name=HANDOFF))
                 out.append(_synthetic("call_wait", side, call.group, waits_for=produced))
                 batch = (producer, side, call.group)
                 batches += 1
