@@ -112,7 +112,9 @@ def _device_op(
     stream = shared.streams[op.stream]
     shared.outstanding.add(op.stream)
     if op.kind in COPIES:
-        yield rt.copy(stream, op.nbytes, COPIES[op.kind], HostMemory(op.host_memory), op.name, host_us=host_us)
+        recorded = op.duration_us if params.copy_timing == "recorded" and op.duration_us > 0.0 else None
+        memory = HostMemory(op.host_memory)
+        yield rt.copy(stream, op.nbytes, COPIES[op.kind], memory, op.name, host_us=host_us, duration_us=recorded)
     else:  # kernel, memset, device-to-device copy: GPU work of the recorded duration
         k = _graph_kernel(params, op)
         yield rt.launch(stream, k.name, k.duration_us, k.compute_share, k.kind, host_us=host_us)

@@ -29,8 +29,10 @@ The transforms:
 * :func:`prefetch_copies`: each group's host-to-device copies move to a side
   stream, ``depth`` groups ahead, as a prefetcher issues them: the copies of the
   first ``depth`` groups up front (before the first group's first call), then group
-  k + depth's copies right after group k's compute is issued (its last call on the
-  compute stream). A group's copies wait for the group whose buffer they reuse
+  k + depth's copies at the start of group k, before its compute is issued (as
+  hand-written prefetchers do: copy the next layer, then compute this one; for
+  pinned memory the order changes nothing on the GPU, but a pageable copy holds the
+  host, so the compute it precedes waits for it). A group's copies wait for the group whose buffer they reuse
   (``depth + 1`` buffers: group k - depth - 1's compute) to finish; the group's
   first op on the compute stream waits for its copies. ``budget_bytes`` caps the
   buffers: group k is prefetched as far ahead as the copies in flight fit (groups
@@ -277,14 +279,16 @@ def prefetch_copies(
     ready = {k: next(ids) for k in anchor}  # group k's copies done (side stream)
     frees = {a - 1 for a in anchor.values() if a - 1 >= 0}
     free = {j: next(ids) for j in sorted(frees) if compute[j]}  # group j's compute done (compute stream)
-    issue_after: dict[int, list[int]] = {}  # call index -> the groups whose copies are issued right after it
+    issue_before: dict[int, list[int]] = {}  # call index -> the groups whose copies are issued right before it
     upfront = []
     for k, a in anchor.items():
         if a < 0:
             upfront.append(k)
-        else:
-            at = compute[a][-1] if compute[a] else members[order[a]][-1]
-            issue_after.setdefault(at, []).append(k)
+        else:  # at the start of group a: its first call that stays (a prefetcher issues the copies, then the compute)
+            at = next((i for i in members[order[a]] if i not in moved), None)
+            if at is None:  # every call of group a moved: before the next call that stays
+                at = next((i for i in range(members[order[a]][-1] + 1, len(calls)) if i not in moved), len(calls))
+            issue_before.setdefault(at, []).append(k)
     first_compute = {compute[k][0]: k for k in anchor if compute[k]}
     last_compute = {compute[j][-1]: j for j in free}
     first_call = members[order[0]][0]
@@ -306,6 +310,8 @@ def prefetch_copies(
         if i == first_call:
             for k in upfront:
                 issue(k)
+        for k in issue_before.get(i, ()):
+            issue(k)
         if i in moved:
             pending += call.host_before_us  # the CPU work before it stays where it was
             continue
@@ -315,8 +321,8 @@ def prefetch_copies(
         pending = 0.0
         if i in last_compute:
             out.append(_synthetic("call_record", stream, call.group, event=free[last_compute[i]]))
-        for k in issue_after.get(i, ()):
-            issue(k)
+    for k in issue_before.get(len(calls), ()):
+        issue(k)
     summary = WhatIfSummary(
         "prefetch_copies",
         groups=len(order),
