@@ -13,7 +13,9 @@ so ``as_recorded`` of that program is 38% long. This times, at the sizes the cor
 * ``calibration``: as ``replay/calibrate.py`` does: one reused uint8 ``torch.ones`` buffer
   (pages touched), the same copy, timed with CUDA events on the stream;
 * ``program_events``: the program's tensor timed with CUDA events (separates the buffer
-  from the clock).
+  from the clock);
+* ``program_beside``: as ``program``, while matrix products run on another stream (the
+  calibration's ``beside`` placement: does compute on the GPU slow the staging?).
 
 Writes ``pageable_probe.csv`` (method, bytes, rep, µs, GB/s) and prints medians. One
 command, bounded: ``python tools/pageable_copy_probe.py --out $OUT/pageable --budget-s 120``.
@@ -29,6 +31,7 @@ from pathlib import Path
 
 MiB = 1 << 20
 SIZES = (2 * MiB, 16 * MiB, 64 * MiB, 128 * MiB, 256 * MiB)
+METHODS = ("program", "calibration", "program_events", "program_beside")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,10 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         program_host = torch.randn(elems, device=device, dtype=torch.bfloat16).cpu()  # as the corpus program
         calib_host = torch.ones(n, dtype=torch.uint8)  # as replay/calibrate.py
         dev_bytes = dev.view(torch.uint8)
-        for method in ("program", "calibration", "program_events"):
+        other = torch.cuda.Stream(device)
+        a_mat = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+        for method in METHODS:
             for rep in range(args.reps + 1):  # the first is a warm-up, not kept
                 torch.cuda.synchronize(device)
-                if method == "program":
+                if method == "program_beside":
+                    with torch.cuda.stream(other):
+                        for _ in range(max(1, n // (16 * MiB))):  # ~1.5 ms each on an H100: outlasts the copy
+                            a_mat @ a_mat
+                if method in ("program", "program_beside"):
                     start = time.perf_counter()
                     dev.copy_(program_host, non_blocking=True)
                     stream.synchronize()
@@ -72,13 +81,14 @@ def main(argv: list[str] | None = None) -> int:
                     us = a.elapsed_time(b) * 1e3
                 if rep:
                     rows.append((method, n, rep, us, n / us / 1e3))
-        del dev, program_host, calib_host
+        torch.cuda.synchronize(device)
+        del dev, program_host, calib_host, a_mat
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "pageable_probe.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(("method", "bytes", "rep", "us", "gbps"))
         writer.writerows(rows)
-    for method in ("program", "calibration", "program_events"):
+    for method in METHODS:
         for n in SIZES:
             us = [r[3] for r in rows if r[0] == method and r[1] == n]
             if us:
