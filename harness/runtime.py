@@ -87,7 +87,10 @@ Contract
     and ``wait_event`` take an optional ``host_us``: what this call costs the
     host, when the policy knows it (a recorded program knows what each call
     took). The simulator charges it instead of the profile's figure; a real
-    backend pays what the call really costs.
+    backend pays what the call really costs. Likewise ``copy`` takes an optional
+    ``duration_us``, the copy's own time as recorded: the simulator moves its
+    bytes at the rate that gives that time alone (sharing the link as any copy)
+    instead of the link model's; a real backend moves the bytes.
 
 13. **What a policy may know.** ``rt.devices`` (index, name, memory of each
     device the run has), ``rt.profile`` (the hardware profile the run uses:
