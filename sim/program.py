@@ -122,7 +122,8 @@ def run_on_timeline(run: TimelineRun, command: RunProgram) -> ProgramOutcome:
             if op == OP_COPY:
                 outstanding.add(stream)
                 memory = HostMemory.PAGEABLE if pageable else HostMemory.PINNED
-                run._copy(Copy(handle, n, DIRECTIONS[kind], memory, names[name] if name >= 0 else "", None, host))
+                label = names[name] if name >= 0 else ""
+                run._copy(Copy(handle, n, DIRECTIONS[kind], memory, label, None, host, duration if duration > 0.0 else None))
             elif op == OP_GRAPH:
                 outstanding.add(stream)
                 graph = program.graph(first, count)
@@ -189,7 +190,7 @@ def _thread_commands(rt: Runtime, command: RunProgram, thread: ProgramThread, st
         elif op == OP_COPY:
             outstanding.add(stream)
             memory = HostMemory.PAGEABLE if pageable else HostMemory.PINNED
-            yield Copy(streams[stream], n, DIRECTIONS[kind], memory, label, None, host)
+            yield Copy(streams[stream], n, DIRECTIONS[kind], memory, label, None, host, duration if duration > 0.0 else None)
         elif op == OP_GRAPH:
             outstanding.add(stream)
             yield LaunchGraph(streams[stream], label, program.graph(first, count), host)
