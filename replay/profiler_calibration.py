@@ -27,8 +27,14 @@ the calibration's ``program_scale`` (median over rounds, with its spread), which
 compensation applies to the aten-op, runtime-call and range overheads of an eager
 recording. On the 2026-12-07 H100 corpus the tight-loop overheads explained only
 0.7-0.9 of what the profiler added to a typical step of the eager decoders
-(``tools/profiler_inflation.py``), most of it in the runtime calls (about 4.4 µs a
-call in real programs against 2.6-3.3 µs fitted on the tight loops).
+(``tools/profiler_inflation.py``; in the CUDA-only recordings about 4.6 µs a runtime
+call against 3.3-3.5 µs fitted on the tight loops). The corpus cannot say which kind
+costs more (its programs' aten ops and calls come in proportion), so one factor.
+
+``graph16`` and ``graph96`` are also replayed with CUDA events around each replay,
+unprofiled and profiled, outside the counted windows: the GPU time the profiler adds
+to a replay and to each kernel in it (``gpu_overhead``), which compensation takes out
+of a recording's graph kernels.
 
 Every step ends with a device synchronize, so a step's host time is on its critical
 path (the kernels are tiny: the program is host-bound, as eager decode loops are).
