@@ -15,9 +15,13 @@ so ``as_recorded`` of that program is 38% long. This times, at the sizes the cor
 * ``program_events``: the program's tensor timed with CUDA events (separates the buffer
   from the clock);
 * ``program_beside``: as ``program``, while matrix products run on another stream (the
-  calibration's ``beside`` placement: does compute on the GPU slow the staging?).
+  calibration's ``beside`` placement: does compute on the GPU slow the staging?);
+* ``program_side_stream``: as ``program``, on a created stream instead of the default one
+  (``layers_prefetch.py``'s copy stream: its pageable copies ran 4% slower than
+  ``layers.py``'s on the default stream, the p05 pair's whole real change).
 
-Writes ``pageable_probe.csv`` (method, bytes, rep, µs, GB/s) and prints medians. One
+Methods interleaved per repetition (order rotating). Writes ``pageable_probe.csv`` (method, bytes, rep, µs,
+GB/s) and prints medians. One
 command, bounded: ``python tools/pageable_copy_probe.py --out $OUT/pageable --budget-s 120``.
 """
 
@@ -31,7 +35,7 @@ from pathlib import Path
 
 MiB = 1 << 20
 SIZES = (2 * MiB, 16 * MiB, 64 * MiB, 128 * MiB, 256 * MiB)
-METHODS = ("program", "calibration", "program_events", "program_beside")
+METHODS = ("program", "calibration", "program_events", "program_beside", "program_side_stream")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,19 +59,21 @@ def main(argv: list[str] | None = None) -> int:
         program_host = torch.randn(elems, device=device, dtype=torch.bfloat16).cpu()  # as the corpus program
         calib_host = torch.ones(n, dtype=torch.uint8)  # as replay/calibrate.py
         dev_bytes = dev.view(torch.uint8)
-        other = torch.cuda.Stream(device)
+        other, side = torch.cuda.Stream(device), torch.cuda.Stream(device)
         a_mat = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-        for method in METHODS:
-            for rep in range(args.reps + 1):  # the first is a warm-up, not kept
+        for rep in range(args.reps + 1):  # the first is a warm-up, not kept; methods interleaved, order rotating
+            for method in METHODS[rep % len(METHODS) :] + METHODS[: rep % len(METHODS)]:
                 torch.cuda.synchronize(device)
                 if method == "program_beside":
                     with torch.cuda.stream(other):
                         for _ in range(max(1, n // (16 * MiB))):  # ~1.5 ms each on an H100: outlasts the copy
                             a_mat @ a_mat
-                if method in ("program", "program_beside"):
+                if method in ("program", "program_beside", "program_side_stream"):
+                    on = side if method == "program_side_stream" else stream
                     start = time.perf_counter()
-                    dev.copy_(program_host, non_blocking=True)
-                    stream.synchronize()
+                    with torch.cuda.stream(on):
+                        dev.copy_(program_host, non_blocking=True)
+                    on.synchronize()
                     us = (time.perf_counter() - start) * 1e6
                 else:
                     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
