@@ -84,6 +84,11 @@ class HostCosts(_Strict):
     # One CUDA-graph launch (``launch_graph``), whatever the graph holds. Optional: a profile without
     # it charges a graph launch what one kernel launch costs.
     graph_launch_us: float | None = pydantic.Field(default=None, ge=0)
+    # Handing work to a side stream and back, beyond the runtime calls it makes (two event records, two
+    # waits): the Python an eager program runs for it (``torch.cuda.Event()`` twice, entering and leaving
+    # ``torch.cuda.stream(side)``). Optional ([host_costs.pytorch_eager], ``harness calibrate --profiler``):
+    # what async_d2h charges each batch it hands over; a profile without it: the recorded workload's fallback.
+    stream_handoff_us: float | None = pydantic.Field(default=None, ge=0)
 
     @property
     def graph_launch_cost_us(self) -> float:
@@ -104,6 +109,10 @@ PROFILER_EVENT_KINDS = ("aten_op", "runtime_call", "range", "graph_launch", "gra
 """Profiler events whose host overhead a calibration measures: an aten op (``cpu_op``), a CUDA runtime call,
 a ``record_function`` range (``user_annotation``, ``ProfilerStep#N`` included), a CUDA-graph launch, and each
 kernel inside a launched graph."""
+
+PROFILER_IDIOM_KINDS = ("stream_handoff",)
+"""Profiler overheads of an idiom, timed whole under the profiler and without it (not fitted per event):
+``stream_handoff``, handing work to a side stream and back (``HostCosts.stream_handoff_us``)."""
 
 
 class Spread(_Strict):
@@ -152,9 +161,10 @@ class ProfilerCalibration(_Strict):
     @pydantic.field_validator("overhead")
     @classmethod
     def _known_kinds(cls, overhead: dict[str, Spread]) -> dict[str, Spread]:
-        unknown = sorted(set(overhead) - set(PROFILER_EVENT_KINDS))
+        known = PROFILER_EVENT_KINDS + PROFILER_IDIOM_KINDS
+        unknown = sorted(set(overhead) - set(known))
         if unknown:
-            raise ValueError(f"unknown profiler event kind(s) {unknown}; expected {list(PROFILER_EVENT_KINDS)}")
+            raise ValueError(f"unknown profiler event kind(s) {unknown}; expected {list(known)}")
         return overhead
 
     @pydantic.field_validator("floor_us")

@@ -34,7 +34,7 @@ Step fields
                  device (send / recv: the other device; broadcast: the root; -1: none)
 ``gap_us``       the thread's own CPU time before the call (host work), µs; 0: none
 ``host_us``      the call's own host cost, µs (runtime contract point 12); NaN: the backend's figure
-``duration_us``  launch: the kernel's solo duration, µs
+``duration_us``  launch: the kernel's solo duration, µs; copy: its recorded time, µs (0: the backend's link model)
 ``share``        launch: the kernel's compute share, (0, 1]
 ``nbytes``       copy: bytes moved; collective: nccl-tests' size (runtime contract point 15)
 
@@ -45,7 +45,8 @@ Semantics (what :func:`expand` issues), per step, in order
 
    * ``OP_HOST``: nothing more (a step of host work only).
    * ``OP_LAUNCH``: ``launch(stream, name, duration_us, share, kind, host_us)``; the stream has work outstanding.
-   * ``OP_COPY``: ``copy(stream, nbytes, direction, pinned/pageable, name, host_us=host_us)``; work outstanding.
+   * ``OP_COPY``: ``copy(stream, nbytes, direction, pinned/pageable, name, host_us=host_us, duration_us=duration_us)``
+     (``duration_us`` 0: None, the link model's); work outstanding.
    * ``OP_GRAPH``: ``launch_graph(stream, name, kernels, host_us)``; work outstanding.
    * ``OP_RECORD``: ``record(stream, host_us)``; the event it returns becomes symbolic event ``event``
      (replacing an earlier one of that id) for every thread of the program.
@@ -395,7 +396,8 @@ def _expand_thread(rt: Runtime, command: RunProgram, thread: ProgramThread, stat
         elif op == OP_COPY:
             outstanding.add(stream)
             memory = HostMemory.PAGEABLE if pageable else HostMemory.PINNED
-            yield rt.copy(streams[stream], n, DIRECTIONS[kind], memory, _name(names, name), host_us=host)
+            recorded = duration if duration > 0.0 else None
+            yield rt.copy(streams[stream], n, DIRECTIONS[kind], memory, _name(names, name), host_us=host, duration_us=recorded)
         elif op == OP_GRAPH:
             outstanding.add(stream)
             yield rt.launch_graph(streams[stream], _name(names, name), program.graph(first, count), host)

@@ -87,7 +87,10 @@ Contract
     and ``wait_event`` take an optional ``host_us``: what this call costs the
     host, when the policy knows it (a recorded program knows what each call
     took). The simulator charges it instead of the profile's figure; a real
-    backend pays what the call really costs.
+    backend pays what the call really costs. Likewise ``copy`` takes an optional
+    ``duration_us``, the copy's own time as recorded: the simulator moves its
+    bytes at the rate that gives that time alone (sharing the link as any copy)
+    instead of the link model's; a real backend moves the bytes.
 
 13. **What a policy may know.** ``rt.devices`` (index, name, memory of each
     device the run has), ``rt.profile`` (the hardware profile the run uses:
@@ -301,6 +304,9 @@ class Copy(Command):
     name: str
     buffer: Buffer | None
     host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
+    # The copy's own time when the policy knows it (a recording): a simulator takes it for its link model's (a host-link
+    # copy moves its bytes at nbytes / duration_us, sharing the link as any copy); a GPU moves the bytes. None: the model's.
+    duration_us: float | None = None
 
 
 @dataclass(slots=True)  # not frozen, as Launch
@@ -635,6 +641,7 @@ class Runtime:
         name: str = "",
         buffer: Buffer | None = None,
         host_us: float | None = None,
+        duration_us: float | None = None,
     ) -> Copy:
         if nbytes < 0:
             raise ValueError(f"copy {name!r}: nbytes must be >= 0, got {nbytes}")
@@ -646,7 +653,9 @@ class Runtime:
         direction = direction if direction.__class__ is Direction else Direction(direction)
         host_memory = host_memory if host_memory.__class__ is HostMemory else HostMemory(host_memory)
         nbytes = nbytes if nbytes.__class__ is int else int(nbytes)
-        return Copy(stream, nbytes, direction, host_memory, name, buffer, _host_cost(host_us))
+        if duration_us is not None and not duration_us > 0.0:
+            raise ValueError(f"copy {name!r}: duration_us must be > 0 (or None: the link model's), got {duration_us}")
+        return Copy(stream, nbytes, direction, host_memory, name, buffer, _host_cost(host_us), duration_us)
 
     def record(self, stream: Stream, host_us: float | None = None) -> Record:
         return Record(stream, _host_cost(host_us))

@@ -27,8 +27,14 @@ the calibration's ``program_scale`` (median over rounds, with its spread), which
 compensation applies to the aten-op, runtime-call and range overheads of an eager
 recording. On the 2026-12-07 H100 corpus the tight-loop overheads explained only
 0.7-0.9 of what the profiler added to a typical step of the eager decoders
-(``tools/profiler_inflation.py``), most of it in the runtime calls (about 4.4 µs a
-call in real programs against 2.6-3.3 µs fitted on the tight loops).
+(``tools/profiler_inflation.py``; in the CUDA-only recordings about 4.6 µs a runtime
+call against 3.3-3.5 µs fitted on the tight loops). The corpus cannot say which kind
+costs more (its programs' aten ops and calls come in proportion), so one factor.
+
+``graph16`` and ``graph96`` are also replayed with CUDA events around each replay,
+unprofiled and profiled, outside the counted windows: the GPU time the profiler adds
+to a replay and to each kernel in it (``gpu_overhead``), which compensation takes out
+of a recording's graph kernels.
 
 Every step ends with a device synchronize, so a step's host time is on its critical
 path (the kernels are tiny: the program is host-bound, as eager decode loops are).
@@ -43,6 +49,11 @@ profiler events one step holds (between two markers: the launches of one-cycle
 (A B C, A B C, ...; the order rotates each round), so the host's drift within a run
 reaches every mode alike; each mode's figures are the median over rounds of the
 per-round fits, and their spread half the interquartile range.
+
+Each round also times, unprofiled and then under the profiler, the side-stream hand-off idiom
+(:func:`handoff_us`): its unprofiled time less its two records and two waits is
+``[host_costs.pytorch_eager] stream_handoff_us``, what the profiler adds to it
+``[profiler.<mode>.overhead.stream_handoff]``.
 
 Optionally ``--script`` times the user's own script the same way (a fresh process per
 round: the script run once to warm up, once unprofiled, once profiled) and reports its
@@ -68,7 +79,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.profile import PROFILER_MODES, ProfilerCalibration
-from harness.profiler_fit import ShapeTiming, program_scale_of, scale_figure, summarize
+from harness.profiler_fit import ShapeTiming, program_scale_of, scale_figure, spread, summarize
 
 DEFAULT_MODES = ("cpu_cuda", "cpu_cuda_sync", "cuda")
 SHAPES = ("launch", "views", "composite", "ranges", "graph16", "graph96", "block")
@@ -97,6 +108,7 @@ class StandardProgram:
         self.shapes = SHAPES if self.cuda else CPU_SHAPES
         self.block = _DecoderBlock(torch, device)
         self.graphs = {}
+        self.side = torch.cuda.Stream(device) if self.cuda else None  # the side stream of the hand-off idiom
         if self.cuda:
             for name, kernels in (("graph16", 16), ("graph96", 96)):
                 self.graphs[name] = self._capture(kernels)
@@ -246,12 +258,32 @@ def measure_eager_host_costs(program: StandardProgram) -> dict[str, float]:
     event = torch.cuda.Event()
     out["record_us"] = _median_us(lambda: event.record(stream), 50)
     out["wait_us"] = _median_us(lambda: stream.wait_event(event), 50)
+    out["stream_handoff_us"] = max(0.0, handoff_us(program) - 2 * out["record_us"] - 2 * out["wait_us"])
     program.sync()
     out["sync_wake_us"] = _median_us(program.sync, 20)  # a synchronize on an idle GPU: the call's own cost
     held = []
     out["alloc_us"] = _median_us(lambda: held.append(torch.empty(16 << 20, dtype=torch.uint8, device=dev)), 20)
     out["free_us"] = _median_us(lambda: held.pop(), 20)
     return out
+
+
+def handoff_us(program: StandardProgram, n: int = 50) -> float:
+    """Host µs of handing work to a side stream and back, as eager programs write it (median of ``n``, no work
+    inside): an event behind the main stream, the side stream waiting for it inside ``torch.cuda.stream(side)``,
+    an event behind the side stream, the main stream waiting for that (the idiom async_d2h models)."""
+    torch = program.torch
+    main, side = torch.cuda.current_stream(program.device), program.side
+
+    def once() -> None:
+        done = torch.cuda.Event()
+        done.record(main)
+        with torch.cuda.stream(side):
+            side.wait_event(done)
+            copied = torch.cuda.Event()
+            copied.record(side)
+        main.wait_event(copied)
+
+    return _median_us(once, n)
 
 
 def _activities(torch: Any, mode: str, cuda: bool) -> list:
@@ -331,11 +363,14 @@ def run_round(mode: str, device_name: str, workdir: Path) -> dict:
             unprofiled[shape].append(program.time_us(shape, STEPS[shape]))
     gpu_unprofiled = program.graph_gpu_us(GPU_STEPS)
     profiled: dict[str, list[float]] = {s: [] for s in program.shapes}
+    handoff_profiled = None
     with _profile(torch, mode, program.cuda) as prof:
         for _ in range(PASSES):
             for shape in program.shapes:
                 profiled[shape].append(program.time_us(shape, STEPS[shape]))
         gpu_profiled = program.graph_gpu_us(GPU_STEPS)
+        if program.cuda:  # after the shapes' last marker: outside every counted window
+            handoff_profiled = max(0.0, handoff_us(program) - 2 * host["record_us"] - 2 * host["wait_us"])
     trace = workdir / f"round-{mode}-{os.getpid()}.json"
     prof.export_chrome_trace(str(trace))
     counts = count_events(trace, list(program.shapes), STEPS, PASSES)
@@ -345,6 +380,7 @@ def run_round(mode: str, device_name: str, workdir: Path) -> dict:
         "device": torch.cuda.get_device_name(device) if program.cuda else "cpu",
         "torch": torch.__version__,
         "host_costs_us": host,
+        "stream_handoff_profiled_us": handoff_profiled,  # the hand-off under the profiler (None on a CPU)
         "shapes": [
             {
                 "shape": s,
@@ -493,6 +529,14 @@ def calibrate_profiler(
             for r in results[mode]
         ]
         calibration, summary = summarize(timings, floors, first["torch"], date, method, CHECK_SHAPES)
+        handoffs = [
+            r["stream_handoff_profiled_us"] - r["host_costs_us"]["stream_handoff_us"]
+            for r in results[mode]
+            if r.get("stream_handoff_profiled_us") is not None and "stream_handoff_us" in r["host_costs_us"]
+        ]
+        if handoffs:  # what the profiler adds to a side-stream hand-off (the idiom timed whole)
+            overhead = {**calibration.overhead, "stream_handoff": spread(handoffs)}
+            calibration = calibration.model_copy(update={"overhead": overhead})
         calibrations[mode] = calibration
         figures = ", ".join(f"{k} {v.median_us:.2f} ± {v.spread_us:.2f}" for k, v in calibration.overhead.items())
         log(f"{mode}: µs per event: {figures}\n  " + summary.replace("\n", "\n  "))

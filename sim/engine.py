@@ -15,7 +15,9 @@ What is modelled (figures from the hardware profile, see ``harness.profile``):
 * **copies**: one copy engine per direction per device (H2D and D2H overlap),
   FIFO across streams. A copy holds its engine for ``latency_us`` and then
   moves its bytes over the device's host link, a fluid server whose two
-  directions slow by the duplex factor while both are busy. A pageable copy
+  directions slow by the duplex factor while both are busy (a copy that carries
+  its recorded time, ``Copy.duration_us``, moves its bytes at the rate that gives
+  that time alone, without the latency). A pageable copy
   also holds its issuing host thread until it has finished. D2D copies run
   through the compute server as memory-bound work of share 1.
 * **events** complete when their stream reaches them; a stream waiting on an
@@ -761,10 +763,10 @@ class SimBackend(Backend):
         if cost > 0.0 and not self._skip_to(issue + cost):
             yield self.env.timeout(cost)
         if cmd.direction is Direction.D2D:
-            work = self.profile.d2d_time_us(cmd.nbytes)
+            work = self.profile.d2d_time_us(cmd.nbytes) if cmd.duration_us is None else cmd.duration_us
             memory = ""
         else:
-            work = 0.0
+            work = 0.0 if cmd.duration_us is None else cmd.duration_us  # > 0: the recorded time, not the link model's
             memory = cmd.host_memory.value
         op = _Op(
             self._new_id(),
@@ -943,11 +945,17 @@ class SimBackend(Backend):
                 with engine.request() as claim:
                     yield claim
                     start = env.now
-                    curve = self.profile.curve(op.direction, HostMemory(op.host_memory))
-                    if curve.latency_us > 0.0:
-                        yield env.timeout(curve.latency_us)
-                    if op.nbytes > 0:
-                        yield device.link.submit(op.nbytes, curve.bandwidth_bytes_per_us(op.nbytes), op.direction)
+                    if op.work > 0.0:  # the recorded time: its bytes at their recorded rate, sharing the link
+                        if op.nbytes > 0:
+                            yield device.link.submit(op.nbytes, op.nbytes / op.work, op.direction)
+                        else:
+                            yield env.timeout(op.work)
+                    else:
+                        curve = self.profile.curve(op.direction, HostMemory(op.host_memory))
+                        if curve.latency_us > 0.0:
+                            yield env.timeout(curve.latency_us)
+                        if op.nbytes > 0:
+                            yield device.link.submit(op.nbytes, curve.bandwidth_bytes_per_us(op.nbytes), op.direction)
             rows.append(
                 (
                     op.id,

@@ -211,13 +211,15 @@ def _rare_step(run: TimelineRun, command: RunProgram, step: tuple, state: Progra
     handles = command.streams
     names = program.names
     events, outstanding = state.events, state.outstanding
-    op, kind, pageable, _, stream, name, _, event, first, count, _, host_us, _, _, n = step
+    op, kind, pageable, _, stream, name, _, event, first, count, _, host_us, duration, _, n = step
     handle = handles[stream] if stream >= 0 else None
     host = None if host_us != host_us else host_us
     if op == OP_COPY:
         outstanding.add(stream)
         memory = HostMemory.PAGEABLE if pageable else HostMemory.PINNED
-        run._copy(Copy(handle, n, DIRECTIONS[kind], memory, names[name] if name >= 0 else "", None, host))
+        label = names[name] if name >= 0 else ""
+        recorded = duration if duration > 0.0 else None  # a copy's recorded time, where the steps keep it
+        run._copy(Copy(handle, n, DIRECTIONS[kind], memory, label, None, host, recorded))
     elif op == OP_GRAPH:
         outstanding.add(stream)
         graph = program.graph(first, count)
@@ -279,7 +281,7 @@ def _thread_commands(rt: Runtime, command: RunProgram, thread: ProgramThread, st
         elif op == OP_COPY:
             outstanding.add(stream)
             memory = HostMemory.PAGEABLE if pageable else HostMemory.PINNED
-            yield Copy(streams[stream], n, DIRECTIONS[kind], memory, label, None, host)
+            yield Copy(streams[stream], n, DIRECTIONS[kind], memory, label, None, host, duration if duration > 0.0 else None)
         elif op == OP_GRAPH:
             outstanding.add(stream)
             yield LaunchGraph(streams[stream], label, program.graph(first, count), host)

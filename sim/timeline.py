@@ -319,7 +319,8 @@ class TimelineRun:
         direction = cmd.direction
         nbytes = cmd.nbytes
         if direction is Direction.D2D:
-            end = self._compute(stream, ready, self.profile.d2d_time_us(nbytes), 1.0)
+            solo_us = self.profile.d2d_time_us(nbytes) if cmd.duration_us is None else cmd.duration_us
+            end = self._compute(stream, ready, solo_us, 1.0)
             start, kind, memory = ready, _COPY_D2D, ""
         else:
             engine = device.h2d if direction is Direction.H2D else device.d2h
@@ -332,8 +333,14 @@ class TimelineRun:
             start = ready if ready > engine.free_us else engine.free_us
             pinned = cmd.host_memory is HostMemory.PINNED
             curve = engine.pinned if pinned else engine.pageable
-            moving = start + curve.latency_us if curve.latency_us > 0.0 else start
-            if nbytes > 0:
+            recorded = cmd.duration_us
+            moving = start + curve.latency_us if curve.latency_us > 0.0 and recorded is None else start
+            if recorded is not None:  # the recording's time: the link busy for all of it
+                if moving <= engine.other.link_end_us:
+                    raise NeedsEventModel("transfers in both directions of one link overlap")
+                end = moving + recorded
+                engine.link_end_us = end
+            elif nbytes > 0:
                 if moving <= engine.other.link_end_us:
                     raise NeedsEventModel("transfers in both directions of one link overlap")
                 moving_us = nbytes / curve.bandwidth_bytes_per_us(nbytes)

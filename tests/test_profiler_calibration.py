@@ -287,3 +287,40 @@ def test_gpu_time_the_profiler_adds_to_a_graph_replay_is_fitted_per_replay_and_p
     assert fit_gpu_overheads(rounds[0][:-1]) is None  # one timed graph shape: nothing to fit
     untimed, _ = summarize([_round(0.0, np.random.default_rng(7))], {}, "2.11.0", "2026-12-07")
     assert untimed.gpu_overhead == {}
+
+
+def test_the_side_stream_hand_off_is_measured_unprofiled_and_profiled_and_charged_from_the_profile(
+    tmp_path, monkeypatch
+):
+    # Issue 24: async_d2h charges each batch the Python of the hand-off idiom ([host_costs.pytorch_eager]
+    # stream_handoff_us) plus, predicting a profiled program, what the profiler adds to it ([profiler.<mode>]).
+    import replay.profiler_calibration as pc
+    from workloads.recorded.host_costs import stream_handoff_us
+    from workloads.recorded.program import RecordedProgram
+
+    rng = np.random.default_rng(7)
+    handoff_profiled = {"cpu_cuda": 35.0, "cuda": 24.0}
+
+    def fake_spawn(args, workdir, log):
+        mode = args[args.index("--mode") + 1]
+        shapes = [
+            {"shape": t.shape, "unprofiled_us": t.unprofiled_us, "profiled_us": t.profiled_us, "counts": t.counts}
+            for t in _round(1.0, rng)
+        ]
+        host = {"launch_us": 6.0, "graph_launch_us": 9.0, "copy_launch_us": 8.0, "record_us": 2.0, "wait_us": 1.0,
+                "sync_wake_us": 3.0, "alloc_us": 4.0, "free_us": 2.0, "stream_handoff_us": 20.0}  # fmt: skip
+        return {"mode": mode, "device": "fake", "torch": "2.11", "host_costs_us": host, "shapes": shapes,
+                "stream_handoff_profiled_us": handoff_profiled[mode]}  # fmt: skip
+
+    monkeypatch.setattr(pc, "_spawn", fake_spawn)
+    result = pc.calibrate_profiler(("cpu_cuda", "cuda"), 2, "cuda:0", log=lambda line: None)
+    cals = result["calibrations"]
+    assert cals["cpu_cuda"].overhead_us("stream_handoff") == pytest.approx(15.0)
+    assert cals["cuda"].overhead_us("stream_handoff") == pytest.approx(4.0)
+    base = load_profile(UNCALIBRATED)
+    raw = tomllib.loads(base.path.read_text())
+    loaded = load_profile(write_profile(profile_with_calibration(raw, result, 0.0), tmp_path / "p.toml"))
+    assert loaded.figures.pytorch_eager_host.stream_handoff_us == 20.0
+    recording = RecordedProgram((), (), 1, 0.0, 1.0, (), True, 0, 0, "hand-made", profiler_mode="cpu_cuda")
+    assert stream_handoff_us(recording, loaded, profiled=True) == pytest.approx(35.0)
+    assert stream_handoff_us(recording, loaded, profiled=False) == pytest.approx(20.0)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this tree's harness, not an installed one
 
 from harness.backend import run_policy
 from harness.paths import SPECS_DIR, TRACES_DIR

@@ -12,6 +12,19 @@ graph launches). They cost what such a call costs *that kind of program*, in thi
 4. else :data:`FALLBACK_US`.
 
 Never the replay engine's own costs (``[host]``: 22-54 µs a launch, 2-5x an eager program's).
+
+**Side-stream hand-off** (``STREAM_HANDOFF``): ``async_d2h`` hands each batch of copies to a side
+stream and back the way an eager program does (``done = torch.cuda.Event(); done.record(main)``,
+``with torch.cuda.stream(side): side.wait_event(done); ...; copied = torch.cuda.Event();
+copied.record(side)``, then ``main.wait_event(copied)``). Beyond its two records and two waits that
+costs the host the Python around them, which the recordings show is 10-30x the calls themselves
+(traces/recorded/corpus/README.md). Per batch, in this order:
+
+1. the profile's ``stream_handoff_us`` (``[host_costs.pytorch_eager]``, measured unprofiled by
+   ``harness calibrate --profiler``), plus, when the prediction keeps the profiler's overhead
+   (``profiler_overhead = "keep"``), what the profile's ``[profiler.<mode>]`` calibration of the
+   recording's mode measured the profiler adds to it (``overhead.stream_handoff``);
+2. else :data:`STREAM_HANDOFF_FALLBACK_US`, measured on a recording (profiled).
 """
 
 from __future__ import annotations
@@ -31,11 +44,19 @@ FALLBACK_US = {
     "call_memcpy": 9.0,  # cudaMemcpyAsync, bundled decode recordings (H200)
 }
 """Recorded runtime-call durations of the bundled H200 recordings (``traces/recorded/``, medians)."""
+STREAM_HANDOFF = "stream_handoff"  # the key of the hand-off's cost in added_call_costs_us
+STREAM_HANDOFF_FALLBACK_US = 63.0
+"""The hand-off's host time beyond its two records and two waits in the bundled H200 recordings, profiled (CPU+CUDA
+with sync events): per step, the host time outside kernel launches (the head before the first launch included) of
+``decode_async-sync`` (the idiom above), less its records' and waits' own durations, against that of
+``decode_inline-sync`` (the same step, its copy in line, its stream sync left out): the median over steps 2-22 of
+the difference is 63.3 µs (medians 175.3 against 106.5 µs a step)."""
 _LIKE_A_LAUNCH = ("call_record", "call_wait")
 
 
-def added_call_costs_us(program: RecordedProgram, profile: Profile | None) -> dict[str, float]:
-    """``{call kind: host µs}`` for calls a what-if adds to ``program`` (see the module docstring)."""
+def added_call_costs_us(program: RecordedProgram, profile: Profile | None, profiled: bool = True) -> dict[str, float]:
+    """``{call kind: host µs}`` for calls a what-if adds to ``program``, and ``{STREAM_HANDOFF: µs}`` per side-stream
+    hand-off (see the module docstring); ``profiled``: the prediction keeps the profiler's overhead."""
     recorded: dict[str, list[float]] = {}
     for thread in program.threads:
         for call in thread.calls:
@@ -52,4 +73,15 @@ def added_call_costs_us(program: RecordedProgram, profile: Profile | None) -> di
             costs[kind] = statistics.median(recorded["call_launch"])
         else:
             costs[kind] = FALLBACK_US[kind]
+    costs[STREAM_HANDOFF] = stream_handoff_us(program, profile, profiled)
     return costs
+
+
+def stream_handoff_us(program: RecordedProgram, profile: Profile | None, profiled: bool = True) -> float:
+    """Host µs of one side-stream hand-off beyond its records and waits (see the module docstring)."""
+    eager = profile.figures.pytorch_eager_host if profile is not None else None
+    if eager is None or eager.stream_handoff_us is None:
+        return STREAM_HANDOFF_FALLBACK_US
+    calibration = profile.profiler_calibration(program.profiler_mode) if program.profiler_mode else None
+    added = calibration.overhead_us(STREAM_HANDOFF) if profiled and calibration is not None else 0.0
+    return eager.stream_handoff_us + added

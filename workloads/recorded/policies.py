@@ -76,6 +76,9 @@ class AsRecordedParams(PolicyParams):
     # "recorded": a graph's kernels start, run apart and end as the recording's graphs show (GraphTiming; a
     # recording without graphs: DEFAULT_GRAPH_TIMING); "profile": back to back with the profile's gap only.
     graph_timing: Literal["recorded", "profile"] = "recorded"
+    # "recorded": host-link copies take their recorded durations (as kernels do; their bytes share the link at that
+    # rate); "profile": the profile's link model times them (pinned or pageable, by size).
+    copy_timing: Literal["recorded", "profile"] = "recorded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,23 +133,27 @@ def step_program_for(rt: Runtime, program: RecordedProgram, params: AsRecordedPa
         params.min_kernel_us,
         params.compute_share,
         params.graph_timing,
+        params.copy_timing,
+        params.profiler_overhead,
         getattr(profile, "name", None),
     )
     entry = _steps.get(key)
     if entry is None or entry[0] is not program:
-        costs = steps.HostCosts(params.host_costs == "recorded", profile, added_call_costs_us(program, profile))
+        added = added_call_costs_us(program, profile, params.profiler_overhead == "keep")
+        costs = steps.HostCosts(params.host_costs == "recorded", profile, added)
         timing = (program.graph_timing or DEFAULT_GRAPH_TIMING) if params.graph_timing == "recorded" else None
-        made = steps.step_program(program, costs, params.min_kernel_us, params.compute_share, timing)
+        recorded_copies = params.copy_timing == "recorded"
+        made = steps.step_program(program, costs, params.min_kernel_us, params.compute_share, timing, recorded_copies)
         entry = _steps[key] = (program, made)
     return entry[1]
 
 
-def added_call_costs_us(program: RecordedProgram, profile) -> dict[str, float]:
+def added_call_costs_us(program: RecordedProgram, profile, profiled: bool = True) -> dict[str, float]:
     """What calls a what-if added cost (:func:`host_costs.added_call_costs_us`); {} for a program with none (a
     recording as imported: its threads are call tables, and reading their calls would build every Call)."""
     if all(thread.table is not None for thread in program.threads):
         return {}
-    return host_costs.added_call_costs_us(program, profile)
+    return host_costs.added_call_costs_us(program, profile, profiled)
 
 
 def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:

@@ -52,7 +52,8 @@ def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams
     streams = {}
     for device, name in program.streams:
         streams[(device, name)] = yield rt.create_stream(device, f"s{name}" if device == 0 else f"d{device}s{name}")
-    costs = HostCosts(params.host_costs == "recorded", rt.profile, added_call_costs_us(program, rt.profile))
+    added = added_call_costs_us(program, rt.profile, params.profiler_overhead == "keep")
+    costs = HostCosts(params.host_costs == "recorded", rt.profile, added)
     timing = (program.graph_timing or DEFAULT_GRAPH_TIMING) if params.graph_timing == "recorded" else None
     shared = _Shared(streams, costs, timing)
     for devices in _communicators(program):  # made up front, in the order the step program meets them
@@ -158,7 +159,9 @@ def _device_op(
     if described is not None:
         yield _collective(rt, shared, stream, op.name, described, host_us)
     elif op.kind in COPIES:
-        yield rt.copy(stream, op.nbytes, COPIES[op.kind], HostMemory(op.host_memory), op.name, host_us=host_us)
+        recorded = op.duration_us if params.copy_timing == "recorded" and op.duration_us > 0.0 else None
+        memory = HostMemory(op.host_memory)
+        yield rt.copy(stream, op.nbytes, COPIES[op.kind], memory, op.name, host_us=host_us, duration_us=recorded)
     else:  # kernel, memset, device-to-device copy: GPU work of the recorded duration
         k = _graph_kernel(params, op)
         yield rt.launch(stream, k.name, k.duration_us, k.compute_share, k.kind, host_us=host_us)

@@ -10,9 +10,10 @@ against). What a call becomes:
   named ``cpu:<group>`` (``cpu`` outside groups); a call that issues nothing keeps
   it as a step of host work only;
 * inferred waits before its ops (``wait_before``): waits at no host cost;
-* a launch, memset or memcpy: one step per GPU op (host-link copies as copies,
-  everything else a kernel of its recorded duration: :func:`kernel_of`), the
-  call's host cost on the first; a synchronous memcpy then syncs its stream;
+* a launch, memset or memcpy: one step per GPU op (host-link copies as copies of
+  their recorded duration, or of the profile's link model with ``copy_timing =
+  "profile"``; everything else a kernel of its recorded duration: :func:`kernel_of`),
+  the call's host cost on the first; a synchronous memcpy then syncs its stream;
 * a graph launch: one graph step of its kernels, with spacer kernels for the GPU time the
   recording shows around them when a :class:`~workloads.recorded.program.GraphTiming` is given
   (:func:`timed_graph`);
@@ -59,7 +60,9 @@ from harness.program import (
 )
 from harness.runtime import CollectiveOp, Direction, GraphKernel, KernelKind
 from workloads.recorded.calltable import CallTable
+from workloads.recorded.host_costs import STREAM_HANDOFF
 from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, is_gemm
+from workloads.recorded.whatif import HANDOFF
 
 COPIES = {"copy_h2d": Direction.H2D, "copy_d2h": Direction.D2H}
 NO_EVENT = -(2**63)  # a symbolic event no step records: a wait on it is unresolved, a sync on it syncs the device
@@ -129,6 +132,8 @@ class HostCosts:
         if self.recorded and not call.synthetic:
             return call.duration_us
         if call.synthetic and call.kind in self.added_us:
+            if call.name == HANDOFF:  # async_d2h's hand-off: its record, and the eager program's Python around it
+                return self.added_us[call.kind] + self.added_us.get(STREAM_HANDOFF, 0.0)
             return self.added_us[call.kind]
         profile = self.profile
         if profile is not None and profile.pytorch_eager_measured:
@@ -146,8 +151,10 @@ class _Builder:
         compute_share: float,
         graph_timing: GraphTiming | None = None,
         profile: Profile | None = None,
+        recorded_copies: bool = True,
     ) -> None:
         self.graph_timing = graph_timing
+        self.recorded_copies = recorded_copies  # host-link copies keep their recorded durations
         self.profile = profile
         self.stream_index: dict[StreamKey, int] = {key: i for i, key in enumerate(program.streams)}
         self.several_devices = len({key[0] for key in program.streams}) > 1
@@ -225,7 +232,10 @@ class _Builder:
                     direction = DIRECTION_CODES[COPIES[op.kind]]
                     pageable = int(op.host_memory == "pageable")
                     name = self.name(op.name)
-                    rows.append(_row(OP_COPY, direction, pageable, index[op.stream], name, host_us=cost, n=op.nbytes))
+                    recorded = op.duration_us if self.recorded_copies and op.duration_us > 0.0 else 0.0
+                    rows.append(
+                        _row(OP_COPY, direction, pageable, index[op.stream], name, host_us=cost, duration=recorded, n=op.nbytes)
+                    )
                 else:
                     k = kernel_of(op, self.min_kernel_us, self.compute_share)
                     rows.append(
@@ -367,7 +377,8 @@ def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.nd
         steps["kind"][at] = np.where(copy, direction, kernel_kind)
         steps["pageable"][at] = copy & (ops.host_memory[op] == "pageable")
         steps["nbytes"][at] = np.where(copy, ops.nbytes[op], 0)
-        steps["duration_us"][at] = np.where(copy, 0.0, duration)
+        recorded_copy = np.clip(ops.duration_us[op], 0.0, None) if builder.recorded_copies else 0.0
+        steps["duration_us"][at] = np.where(copy, recorded_copy, duration)
         steps["share"][at] = np.where(copy, 1.0, builder.compute_share)
 
     # a synchronous memcpy then syncs its first op's stream
@@ -398,10 +409,12 @@ def step_program(
     min_kernel_us: float = 0.0,
     compute_share: float = 1.0,
     graph_timing: GraphTiming | None = None,
+    recorded_copies: bool = True,
 ) -> StepProgram:
     """The step program ``program``'s calls become (see the module docstring); ``graph_timing``: the GPU time
-    around each graph's kernels (:func:`timed_graph`), None for back to back."""
-    builder = _Builder(program, min_kernel_us, compute_share, graph_timing, costs.profile)
+    around each graph's kernels (:func:`timed_graph`), None for back to back; ``recorded_copies``: host-link copies
+    take their recorded durations (else the backend's link model)."""
+    builder = _Builder(program, min_kernel_us, compute_share, graph_timing, costs.profile, recorded_copies)
     threads = []
     tables = [t.table for t in program.threads if t.table is not None]
     collectives = any(bool((table.ops.kind == "collective").any()) for table in tables[:1])  # one op table for all

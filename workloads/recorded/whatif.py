@@ -29,8 +29,10 @@ The transforms:
 * :func:`prefetch_copies`: each group's host-to-device copies move to a side
   stream, ``depth`` groups ahead, as a prefetcher issues them: the copies of the
   first ``depth`` groups up front (before the first group's first call), then group
-  k + depth's copies right after group k's compute is issued (its last call on the
-  compute stream). A group's copies wait for the group whose buffer they reuse
+  k + depth's copies at the start of group k, before its compute is issued (as
+  hand-written prefetchers do: copy the next layer, then compute this one; for
+  pinned memory the order changes nothing on the GPU, but a pageable copy holds the
+  host, so the compute it precedes waits for it). A group's copies wait for the group whose buffer they reuse
   (``depth + 1`` buffers: group k - depth - 1's compute) to finish; the group's
   first op on the compute stream waits for its copies. ``budget_bytes`` caps the
   buffers: group k is prefetched as far ahead as the copies in flight fit (groups
@@ -42,7 +44,9 @@ The transforms:
   copies, one event recorded after them. A host sync right after the batch is
   dropped (the host no longer waits for the copies); the next op on the producer's
   stream in a later group, or a later sync of that stream, waits for the batch's event
-  (a device-wide sync waits for the side stream anyway).
+  (a device-wide sync waits for the side stream anyway). The batch's first record is
+  named :data:`HANDOFF`: besides the four calls, each hand-off costs the host what an
+  eager program's Python for it does (``stream_handoff`` in :mod:`.host_costs`).
 * :func:`graph_launch`: within each group, each run of consecutive kernel
   launches (memsets and device-to-device copies too) on one stream becomes one
   CUDA-graph launch: one host call instead of one per kernel, and the CPU work
@@ -80,6 +84,9 @@ GROUPING_TEXT = {
     "copy_runs": "inferred: each run of H2D copies and the GPU work up to the next",
     "host_syncs": "inferred: steps ended by host syncs",
 }
+
+
+HANDOFF = "side-stream hand-off"  # async_d2h: the record that opens a batch (it also costs the hand-off's Python)
 
 
 class NotApplicable(ValueError):
@@ -135,9 +142,15 @@ class WhatIfSummary:
 
 
 def _synthetic(
-    kind: str, stream: StreamKey, group: str, *, event: int | None = None, waits_for: int | None = None
+    kind: str,
+    stream: StreamKey,
+    group: str,
+    *,
+    event: int | None = None,
+    waits_for: int | None = None,
+    name: str = "",
 ) -> Call:
-    return Call(kind, kind, 0.0, math.nan, stream, (), group, event=event, waits_for=waits_for, synthetic=True)
+    return Call(kind, name or kind, 0.0, math.nan, stream, (), group, event=event, waits_for=waits_for, synthetic=True)
 
 
 def _event_ids(program: RecordedProgram) -> Iterator[int]:
@@ -284,14 +297,16 @@ def prefetch_copies(
     ready = {k: next(ids) for k in anchor}  # group k's copies done (side stream)
     frees = {a - 1 for a in anchor.values() if a - 1 >= 0}
     free = {j: next(ids) for j in sorted(frees) if compute[j]}  # group j's compute done (compute stream)
-    issue_after: dict[int, list[int]] = {}  # call index -> the groups whose copies are issued right after it
+    issue_before: dict[int, list[int]] = {}  # call index -> the groups whose copies are issued right before it
     upfront = []
     for k, a in anchor.items():
         if a < 0:
             upfront.append(k)
-        else:
-            at = compute[a][-1] if compute[a] else members[order[a]][-1]
-            issue_after.setdefault(at, []).append(k)
+        else:  # at the start of group a: its first call that stays (a prefetcher issues the copies, then the compute)
+            at = next((i for i in members[order[a]] if i not in moved), None)
+            if at is None:  # every call of group a moved: before the next call that stays
+                at = next((i for i in range(members[order[a]][-1] + 1, len(calls)) if i not in moved), len(calls))
+            issue_before.setdefault(at, []).append(k)
     first_compute = {compute[k][0]: k for k in anchor if compute[k]}
     last_compute = {compute[j][-1]: j for j in free}
     first_call = members[order[0]][0]
@@ -313,6 +328,8 @@ def prefetch_copies(
         if i == first_call:
             for k in upfront:
                 issue(k)
+        for k in issue_before.get(i, ()):
+            issue(k)
         if i in moved:
             pending += call.host_before_us  # the CPU work before it stays where it was
             continue
@@ -322,8 +339,8 @@ def prefetch_copies(
         pending = 0.0
         if i in last_compute:
             out.append(_synthetic("call_record", stream, call.group, event=free[last_compute[i]]))
-        for k in issue_after.get(i, ()):
-            issue(k)
+    for k in issue_before.get(len(calls), ()):
+        issue(k)
     summary = WhatIfSummary(
         "prefetch_copies",
         groups=len(order),
@@ -368,7 +385,7 @@ def async_d2h(program: RecordedProgram, groups: str = "auto") -> RecordedProgram
                 close()
                 side = (producer[0], "d2h")
                 produced = next(ids)
-                out.append(_synthetic("call_record", producer, call.group, event=produced))
+                out.append(_synthetic("call_record", producer, call.group, event=produced, name=HANDOFF))
                 out.append(_synthetic("call_wait", side, call.group, waits_for=produced))
                 batch = (producer, side, call.group)
                 batches += 1
