@@ -33,7 +33,7 @@ def test_a_bad_cpu_list_is_refused_naming_the_variable(monkeypatch, value):
 
 @pytest.mark.parametrize(
     "name, value, message",
-    [("HARNESS_NATIVE_FIFO", "yes please", "must be 0 or 1"), ("HARNESS_NATIVE_SPIN", "hard", "must be pause or busy")],
+    [("HARNESS_NATIVE_FIFO", "yes please", "must be 0 or 1"), ("HARNESS_NATIVE_SPIN", "hard", "must be busy or pause")],
 )
 def test_a_bad_fifo_or_spin_switch_is_refused(monkeypatch, name, value, message):
     monkeypatch.setenv(name, value)
@@ -141,15 +141,15 @@ def test_the_probe_runs_every_placement_with_the_first_api_and_the_first_placeme
     for name in ("HARNESS_NATIVE_LAUNCH", "HARNESS_NATIVE_CPUS", "HARNESS_NATIVE_FIFO", "HARNESS_NATIVE_SPIN"):
         monkeypatch.setenv(name, os.environ.get(name, ""))  # the probe sets them: put them back afterwards
     argv = ["probe", "--out", str(tmp_path), "--launches", "50", "--gaps-us", "0", "5",
-            "--launch-apis", "packed", "runtime", "--placements", "auto", "busy"]  # fmt: skip
+            "--launch-apis", "packed", "runtime", "--placements", "auto", "pause"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     probe.main()
     runs = json.loads((tmp_path / "probe.json").read_text())["runs"]
     assert [(r["api"], r["placement"], r["gap_us"]) for r in runs] == [
-        ("packed", "auto", 0.0), ("packed", "auto", 5.0), ("packed", "busy", 0.0), ("packed", "busy", 5.0),
+        ("packed", "auto", 0.0), ("packed", "auto", 5.0), ("packed", "pause", 0.0), ("packed", "pause", 5.0),
         ("runtime", "auto", 0.0), ("runtime", "auto", 5.0),
     ]  # fmt: skip
-    assert seen[4] == ("packed", "auto", "busy") and len(seen) == 12  # each run twice: warm-up, then measured
+    assert seen[0] == ("packed", "auto", "busy") and seen[4] == ("packed", "auto", "pause") and len(seen) == 12  # each run twice: warm-up, then measured
     # the fake clock is never late and its launch costs FakeCosts.launch (2 µs): the targets are met
     assert all(r["late_p99_us"] == 0.0 and r["launch_median_us"] == 2.0 for r in runs)
     rows = pd.read_parquet(tmp_path / "probe.parquet")

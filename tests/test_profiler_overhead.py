@@ -277,9 +277,12 @@ def test_added_and_profile_costed_calls_charge_a_pytorch_programs_own_costs(tmp_
 def test_graph_kernels_lose_the_calibrated_gpu_time_never_below_zero_on_both_paths():
     program = _program("decode_graph-sync")
     gpu = CALIBRATION.model_copy(update={"gpu_overhead": {"graph_kernel": Spread(median_us=0.3, spread_us=0.01)}})
-    columns, _ = without_profiler_overhead(program, gpu)
+    columns, _ = without_profiler_overhead(program, gpu, graph_gpu=True)
     objects = replace(program, threads=tuple(ThreadProgram(t.name, t.calls) for t in program.threads))
-    by_call, _ = without_profiler_overhead(objects, gpu)
+    by_call, _ = without_profiler_overhead(objects, gpu, graph_gpu=True)
+    unchanged, _ = without_profiler_overhead(program, gpu)  # off unless asked for (it over-corrected the corpus)
+    assert all(c0.ops == c1.ops for t0, t1 in zip(program.threads, unchanged.threads)
+               for c0, c1 in zip(t0.calls, t1.calls) if c0.kind == "call_graph_launch")  # fmt: skip
     graph_ops = [(b, a) for t0, t1 in zip(program.threads, columns.threads) for c0, c1 in zip(t0.calls, t1.calls)
                  if c0.kind == "call_graph_launch" for b, a in zip(c0.ops, c1.ops)]  # fmt: skip
     assert len(graph_ops) > 100

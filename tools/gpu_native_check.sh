@@ -50,7 +50,7 @@ stage jitter_cuda 25 "$PY" -m replay.native.jitter --out "$OUT/jitter_cuda" --se
 stage jitter_busy 20 "$PY" -m replay.native.jitter --out "$OUT/jitter_busy" --seconds 1 --budget-s 6 --spin busy \
     ${AUTO_CPUS:+--cpus $AUTO_CPUS}
 stage probe 60 "$PY" -m replay.native.probe --out "$OUT/probe" --gaps-us 0 5 10 15 --launch-apis packed driver runtime \
-    --placements auto off fifo busy --budget-s 45
+    --placements auto off fifo pause --budget-s 45
 stage recorded_specs 120 "$PY" tools/native_fidelity.py --out "$OUT/fidelity" --reps 3 --budget-s 95 --save-ops graph
 stage gpu_tests 70 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_native_gpu.py tests/test_native_executor.py \
     tests/test_native_host.py tests/test_native_mode.py \

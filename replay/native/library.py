@@ -74,9 +74,9 @@ def check_placement_env() -> None:
     fifo = os.environ.get("HARNESS_NATIVE_FIFO", "0").strip()
     if fifo not in ("", "0", "1", "on", "off"):
         raise ValueError(f"HARNESS_NATIVE_FIFO must be 0 or 1; got {fifo!r}")
-    spin = os.environ.get("HARNESS_NATIVE_SPIN", "pause").strip()
+    spin = os.environ.get("HARNESS_NATIVE_SPIN", "busy").strip()
     if spin not in ("", "pause", "busy"):
-        raise ValueError(f"HARNESS_NATIVE_SPIN must be pause or busy; got {spin!r}")
+        raise ValueError(f"HARNESS_NATIVE_SPIN must be busy or pause; got {spin!r}")
 
 
 GRAPH_TUNE_ENV = "HARNESS_NATIVE_GRAPH_TUNE"

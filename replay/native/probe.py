@@ -73,10 +73,11 @@ def summarize(out: np.ndarray, launches: int) -> dict[str, float]:
 
 
 PLACEMENTS = {  # -> HARNESS_NATIVE_CPUS, _FIFO, _SPIN
-    "auto": ("auto", "0", "pause"),
-    "off": ("off", "0", "pause"),
-    "fifo": ("auto", "1", "pause"),
-    "busy": ("auto", "0", "busy"),
+    "auto": ("auto", "0", "busy"),  # the executor's defaults
+    "off": ("off", "0", "busy"),
+    "fifo": ("auto", "1", "busy"),
+    "pause": ("auto", "0", "pause"),  # a pause instruction between clock reads (the default before 2026-12-07)
+    "busy": ("auto", "0", "busy"),  # the same as auto, named (probes before 2026-12-07 compared it with pause)
 }
 
 

@@ -17,11 +17,15 @@ mode the recording was taken in) says what each event kind costs. Per call:
   what one cannot hold comes out of the other. Neither goes negative. A sync's recorded
   duration is how long it blocked, not host work: only its gap is reduced.
 
-On the GPU, CUPTI's kernel records make a CUDA graph's kernels run longer: where the
+On the GPU, CUPTI's kernel records make a CUDA graph's kernels run longer. Where the
 calibration measured it (``gpu_overhead``: the calibration's graph replays timed with
-CUDA events, profiled against unprofiled), each kernel a recorded graph launch holds
-loses ``gpu_overhead.graph_kernel`` µs of its duration, never below 0. Eager kernels
-are left as recorded.
+CUDA events, profiled against unprofiled) and the spec asks for it
+(``graph_gpu_overhead = "subtract"``), each kernel a recorded graph launch holds loses
+``gpu_overhead.graph_kernel`` µs of its duration, never below 0. Eager kernels are left
+as recorded. It is off by default: on the H100 corpus (2026-12-07) the calibrations'
+event-timed replays grew 0.9-1.1 µs a kernel under the profiler while the recordings'
+graph replays were only 4-8% (about 0.2 µs a kernel) over the unprofiled programs, so
+the cut made the graph programs 20-37% too fast (`traces/recorded/corpus/README.md`).
 
 Calls a what-if adds are untouched (they cost what the profile says); compensation is
 applied to the recording before any what-if transforms it.
@@ -105,9 +109,12 @@ def calibration_for(program: RecordedProgram, profile: Profile) -> ProfilerCalib
 
 
 def without_profiler_overhead(
-    program: RecordedProgram, calibration: ProfilerCalibration
+    program: RecordedProgram, calibration: ProfilerCalibration, graph_gpu: bool = False
 ) -> tuple[RecordedProgram, float]:
-    """The program with the calibrated profiler overhead taken out of every recorded call; and the µs removed."""
+    """The program with the calibrated profiler overhead taken out of every recorded call (and, with
+    ``graph_gpu``, the calibrated GPU time out of every graph kernel); and the host µs removed."""
+    if not graph_gpu:
+        calibration = calibration.model_copy(update={"gpu_overhead": {}})
     removed = 0.0
     threads = []
     for thread in program.threads:

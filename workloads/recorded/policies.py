@@ -69,6 +69,8 @@ class AsRecordedParams(PolicyParams):
     # "typical": repeated steps at their per-call median host cost first (typical.py): a recording's host stalls
     # are one run's, not the program's
     host_stalls: Literal["keep", "typical"] = "keep"
+    graph_gpu_overhead: Literal["keep", "subtract"] = "keep"  # with "subtract": graph kernels lose the calibrated
+    # GPU time the profiler adds (off by default: it over-corrected the H100 corpus, see compensation.py)
     # Kernels shorter than this run this long (on both backends): the replay's stand-in kernels cannot
     # be shorter than the GPU's shortest back-to-back kernel (about 2 µs); 0 keeps recorded durations.
     min_kernel_us: float = pydantic.Field(default=0.0, ge=0.0)
@@ -109,14 +111,15 @@ def _compensated(rt: Runtime, program: RecordedProgram, params: AsRecordedParams
     calibration = None
     if params.profiler_overhead == "subtract":
         calibration = compensation.calibration_for(program, rt.profile)
-    key = (id(program), rt.profile.name, params.profiler_overhead, params.host_stalls)
+    key = (id(program), rt.profile.name, params.profiler_overhead, params.host_stalls, params.graph_gpu_overhead)
     entry = _compensations.get(key)
     if entry is None or entry[0] is not program or entry[1] is not calibration:
         lighter, removed_us = program, 0.0
         if params.host_stalls == "typical":
             lighter, _ = typical.with_typical_steps(lighter)
         if calibration is not None:
-            lighter, removed_us = compensation.without_profiler_overhead(lighter, calibration)
+            graph_gpu = params.graph_gpu_overhead == "subtract"
+            lighter, removed_us = compensation.without_profiler_overhead(lighter, calibration, graph_gpu)
         entry = _compensations[key] = (program, calibration, lighter, removed_us)
     return entry[2], entry[3]
 

@@ -155,7 +155,7 @@ struct State {
     int launch_api = LAUNCH_RUNTIME;
     std::string launch_note;  // why a launch API asked for is not the one used
     std::atomic<int> placed{0};  // PLACED_PINNED | PLACED_FIFO where every thread of the last run got it
-    bool spin_pause = true;      // HARNESS_NATIVE_SPIN, read for each run
+    bool spin_pause = false;     // HARNESS_NATIVE_SPIN, read for each run
     std::atomic<int> error{0};
     std::string error_text;
 
