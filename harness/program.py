@@ -80,7 +80,7 @@ ends, in order. The command returns a :class:`ProgramOutcome`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -369,12 +369,19 @@ def expand(rt: Runtime, command: RunProgram) -> PolicyGen:
     ``yield from expand(rt, command)`` in a policy, or ``backend.run(expand, command)``,
     issues exactly what a backend's native executor of the command must reproduce.
     """
+    return (yield from run_threads(rt, command, _expand_thread))
+
+
+def run_threads(rt: Runtime, command: RunProgram, thread_policy: Callable[..., PolicyGen]) -> PolicyGen:
+    """``thread_policy(rt, command, thread, state)`` for each of the program's threads, sharing one
+    :class:`ProgramState`: the first on the calling thread, the others spawned under their names and joined at the
+    end; the program's outcome."""
     program = command.program
     state = ProgramState()
     others = []
     for thread in program.threads[1:]:
-        others.append((yield rt.spawn(_expand_thread, command, thread, state, name=thread.name)))
-    yield from _expand_thread(rt, command, program.threads[0], state)
+        others.append((yield rt.spawn(thread_policy, command, thread, state, name=thread.name)))
+    yield from thread_policy(rt, command, program.threads[0], state)
     for other in others:
         yield rt.join(other)
     return ProgramOutcome(state.unresolved_waits)

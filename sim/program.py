@@ -42,6 +42,7 @@ from harness.program import (
     ProgramThread,
     collective_step_name,
     iter_steps,
+    run_threads,
 )
 from harness.runtime import (
     Collective,
@@ -253,15 +254,7 @@ def _rare_step(run: TimelineRun, command: RunProgram, step: tuple, state: Progra
 
 def program_commands(rt: Runtime, command: RunProgram) -> PolicyGen:
     """``harness.program.expand``'s commands, made from the steps directly (they were checked when made)."""
-    program = command.program
-    state = ProgramState()
-    others = []
-    for thread in program.threads[1:]:
-        others.append((yield rt.spawn(_thread_commands, command, thread, state, name=thread.name)))
-    yield from _thread_commands(rt, command, program.threads[0], state)
-    for other in others:
-        yield rt.join(other)
-    return ProgramOutcome(state.unresolved_waits)
+    return (yield from run_threads(rt, command, _thread_commands))
 
 
 def _thread_commands(rt: Runtime, command: RunProgram, thread: ProgramThread, state: ProgramState) -> PolicyGen:
