@@ -34,7 +34,9 @@ A workload that decodes this way gives a :class:`DecodeLoop` what is its own:
 the forward of one step on a rank's compute stream, the D2H copies of a backup,
 and the name of a communicator of all ranks if its forward has collectives. The
 loop's methods are the five policies and :meth:`DecodeLoop.policy_defs` registers
-them; :func:`async_beats_inline` and :data:`RANK_ONLY_LOSES_BACKUPS` are their fidelity checks.
+them; :func:`backup_count_rows` and :func:`rank_share_rows` are metric rows both
+workloads report, :func:`async_beats_inline` and :data:`RANK_ONLY_LOSES_BACKUPS`
+their fidelity checks.
 """
 
 from __future__ import annotations
@@ -43,10 +45,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+import pandas as pd
 import pydantic
 
 from harness.runtime import Communicator, Event, PolicyGen, Queue, Runtime, Stream
-from harness.workload import FidelityCheck, NoParams, PolicyDef, PolicyParams, Value
+from harness.timeline import union_us
+from harness.workload import FidelityCheck, MetricRow, NoParams, PolicyDef, PolicyParams, Value
 
 
 class DecodeInputs(Protocol):
@@ -263,6 +268,34 @@ class DecodeLoop:
                 "BUG: async backup on rank 0 only; other TP ranks' shards are lost",
             ),
         }
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def backup_count_rows(saved_us: np.ndarray) -> list[MetricRow]:
+    """``backups_expected``, ``backups_done`` and ``backups_lost`` from when each ``[rank, step]``'s backup ended
+    (NaN: it never did): one backup per rank and step is due."""
+    expected = saved_us.size
+    done = int((~np.isnan(saved_us)).sum())
+    return [
+        MetricRow("backups_expected", float(expected), "count"),
+        MetricRow("backups_done", float(done), "count"),
+        MetricRow("backups_lost", float(expected - done), "count"),
+    ]
+
+
+def rank_share_rows(name: str, ops: pd.DataFrame, makespan_us: float, saved_us: np.ndarray) -> list[MetricRow]:
+    """Per rank (``item = rank``): ``name``, the share of the run that rank's ``ops`` cover, and its
+    ``backups_lost``; then ``name`` of the run, the mean over ranks."""
+    rows, shares = [], []
+    for rank in range(saved_us.shape[0]):
+        share = union_us(ops[ops["device"] == rank]) / makespan_us if makespan_us > 0 else 0.0
+        shares.append(share)
+        rows.append(MetricRow(name, share, "fraction", rank))
+        rows.append(MetricRow("backups_lost", float(np.isnan(saved_us[rank]).sum()), "count", rank))
+    rows.append(MetricRow(name, float(np.mean(shares)), "fraction"))
+    return rows
 
 
 # --------------------------------------------------------------------------- fidelity
