@@ -166,6 +166,11 @@ class CudaLibrary:
         lib.nx_time_graph.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.nx_time_graph_alone.restype = ctypes.c_double
         lib.nx_time_graph_alone.argtypes = lib.nx_time_graph.argtypes
+        lib.nx_trace_graph.restype = ctypes.c_int
+        lib.nx_trace_graph.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,
+        ]  # fmt: skip
         lib.nx_run.restype = ctypes.c_int
         lib.nx_run.argtypes = [
             ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -194,6 +199,7 @@ class CudaLibrary:
         self.launch_api = LAUNCH_APIS[lib.nx_launch_api(self.handle, note, _ERR)]
         self.launch_note = note.value.decode()  # why the API asked for is not the one used ("" when it is)
         self._graphs: dict[tuple, int] = {}
+        self.tuned_timers: dict[int, list[int]] = {}  # a tuned graph's index -> the timers it was captured with
 
     def time_kernel_ns(self, kind: int, grid: int, timer_ns: int, reps: int = 20) -> float:
         """Back-to-back GPU time of one stand-in kernel (ns)."""
@@ -228,6 +234,22 @@ class CudaLibrary:
             raise RuntimeError(f"native graph timing failed: {err.value.decode()}")
         return ns
 
+    def trace_graph(self, kinds: list[int], grids: list[int], timer_ns: list[int], reps: int = 5) -> np.ndarray:
+        """A diagnostic: these stand-ins captured as a graph whose kernels stamp themselves, launched alone ``reps``
+        times. An int64 array (reps, 3 + 2n), host-clock ns (``CLOCK_MONOTONIC``): the launch call's start, its
+        return, the stream seen idle, then the n kernels' GPU starts and ends (-1: not stamped)."""
+        k = np.asarray(kinds, np.int32)
+        g = np.asarray(grids, np.int32)
+        t = np.asarray(timer_ns, np.int64)
+        out = np.zeros((reps, 3 + 2 * len(k)), np.int64)
+        err = ctypes.create_string_buffer(_ERR)
+        rc = self.lib.nx_trace_graph(
+            self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k), reps, out.ctypes.data, err, _ERR
+        )
+        if rc != 0:
+            raise RuntimeError(f"native graph trace failed: {err.value.decode()}")
+        return out
+
     def graph(self, kinds: list[int], grids: list[int], timer_ns: list[int], target_ns: int = 0) -> int:
         """The index of the captured graph of these kernels (captured once per distinct list).
 
@@ -252,6 +274,7 @@ class CudaLibrary:
                 timers = spread(timers, error_ns, proportional=alone)
                 index = self._capture(kinds, grids, timers)
             self._graphs[key] = index
+            self.tuned_timers[index] = timers
         return index
 
     def run(

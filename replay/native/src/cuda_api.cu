@@ -574,6 +574,72 @@ extern "C" double nx_time_graph_alone(void* h, int index, int reps, char* err, i
     }
 }
 
+// A diagnostic (tools/graph_diag.py): a graph of these stand-ins captured with each kernel stamping its own start and
+// end (slots 0..n-1), launched alone on an idle stream `reps` times. Per launch, 3 + 2n host-clock ns into `out`:
+// the launch call's start, its return, when the host saw the stream idle, then the n kernels' starts and ends.
+// Returns 0, or 1 with `err` set. Leaves the stamp slots dirty (a run resets the ones it uses).
+extern "C" int nx_trace_graph(void* h, const int32_t* kinds, const int32_t* grids, const int64_t* timer_ns, int n,
+                              int reps, int64_t* out, char* err, int errlen) {
+    State& st = *static_cast<State*>(h);
+    cudaGraphExec_t exec = nullptr;
+    try {
+        NX_CHECK(cudaSetDevice(st.device));
+        nx::ensure(st, 1, 0, std::max(1, n), 1, 1);
+        cudaStream_t cap;
+        NX_CHECK(cudaStreamCreateWithFlags(&cap, cudaStreamNonBlocking));
+        cudaGraph_t graph;
+        NX_CHECK(cudaStreamBeginCapture(cap, cudaStreamCaptureModeThreadLocal));
+        const int api = std::min(st.launch_api, int(nx::LAUNCH_DRIVER));
+        for (int i = 0; i < n; ++i) NX_LAUNCH(nx::launch_kernel(st, kinds[i], grids[i], timer_ns[i], cap, i, api));
+        NX_CHECK(cudaStreamEndCapture(cap, &graph));
+        NX_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+        NX_CHECK(cudaGraphDestroy(graph));
+        NX_CHECK(cudaGraphUpload(exec, cap));
+        NX_CHECK(cudaStreamSynchronize(cap));
+        NX_CHECK(cudaStreamDestroy(cap));
+        const auto before = nx::host_gt_pair(st);
+        std::vector<std::vector<unsigned long long>> gts(reps, std::vector<unsigned long long>(2 * size_t(n)));
+        for (int r = 0; r < reps; ++r) {
+            int64_t* row = out + size_t(r) * (3 + 2 * size_t(n));
+            NX_CHECK(cudaMemsetAsync(st.d_starts, 0xFF, n * sizeof(unsigned long long), st.own));
+            NX_CHECK(cudaMemsetAsync(st.d_ends, 0, n * sizeof(unsigned long long), st.own));
+            NX_CHECK(cudaStreamSynchronize(st.own));
+            const int64_t idle = nx::host_ns() + 20000;  // 20 µs idle: the stream's previous work is long done
+            while (nx::host_ns() < idle) nx::cpu_relax();
+            row[0] = nx::host_ns();
+            NX_CHECK(cudaGraphLaunch(exec, st.own));
+            row[1] = nx::host_ns();
+            cudaError_t e;
+            while ((e = cudaStreamQuery(st.own)) == cudaErrorNotReady) nx::cpu_relax();
+            NX_CHECK(e);
+            row[2] = nx::host_ns();
+            NX_CHECK(cudaMemcpy(gts[r].data(), st.d_starts, n * 8, cudaMemcpyDeviceToHost));
+            NX_CHECK(cudaMemcpy(gts[r].data() + n, st.d_ends, n * 8, cudaMemcpyDeviceToHost));
+        }
+        const auto after = nx::host_gt_pair(st);
+        nx::Linear to_host;
+        to_host.gt0 = double(before.second);
+        to_host.off0 = double(before.first - before.second);
+        const double span = double(after.second - before.second);
+        if (span > 0) to_host.slope = (double(after.first - after.second) - to_host.off0) / span;
+        for (int r = 0; r < reps; ++r) {
+            int64_t* row = out + size_t(r) * (3 + 2 * size_t(n));
+            for (int i = 0; i < n; ++i) {
+                const unsigned long long a = gts[r][i], b = gts[r][n + i];
+                row[3 + i] = a == ~0ULL ? -1 : to_host(int64_t(a));
+                row[3 + n + i] = b == 0 ? -1 : to_host(int64_t(b));
+            }
+        }
+        NX_CHECK(cudaGraphExecDestroy(exec));
+        return 0;
+    } catch (const std::exception& e) {
+        put_error(err, errlen, e.what());
+        if (exec) cudaGraphExecDestroy(exec);
+        cudaDeviceSynchronize();
+        return 1;
+    }
+}
+
 // Run the threads' steps, one std::thread each, all starting lead_ns from now; fills outs (host clock ns).
 extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, const int64_t* counts,
                       nx::Out* const* outs, int streams, const int32_t* sync_order, const uint64_t* stream_handles,
