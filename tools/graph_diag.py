@@ -10,7 +10,8 @@ logged and the next runs), so a partial folder still says something:
    and launched alone, against the target it was tuned to (``program_graphs.csv``); the runner's calibration
    (stream floor, in-graph floor, per-kind overheads) in ``calibration.json``.
 3. ``traced``: the same graphs (as tuned) and 96-kernel probe graphs of 1/3/5/10 µs, captured with each kernel
-   stamping its own GPU start and end (``nx_trace_graph``), launched alone 10 times: every kernel's start and end
+   stamping its own GPU start and end (``nx_trace_graph``), launched alone 10 times (program graphs after 20 and
+   200 µs of idle stream, probes after 20): every kernel's start and end
    from the launch's return (``traced_graphs.csv.gz``; medians in ``traced_summary.csv``: lead-in, kernel
    time, gap, last end, stream idle as the host saw it).
 4. ``probe``: untuned stand-in graphs of N one-warp timer kernels of d µs (N in 1/8/96, d in 0..20 µs): the
@@ -214,8 +215,10 @@ def stage_traced(d: Diag, context) -> None:
         if target_ns <= 0:
             continue
         tuned = lib.tuned_timers.get(index, list(timers))
-        trace = lib.trace_graph(list(kinds), list(grids), tuned, reps=10)
-        rows += _traced_rows(trace, {"graph": f"program{index}", "target_us": target_ns / 1e3}, list(timers), tuned)
+        for idle_us in (20, 200):  # a decode_graph step's GPU is idle ~180 µs before its graph
+            trace = lib.trace_graph(list(kinds), list(grids), tuned, reps=10, idle_ns=idle_us * 1000)
+            tag = {"graph": f"program{index}-idle{idle_us}", "target_us": target_ns / 1e3}
+            rows += _traced_rows(trace, tag, list(timers), tuned)
     latency = int(Kind.LATENCY)
     for d_us in (1.0, 3.0, 5.0, 10.0):
         n = 96

@@ -169,7 +169,7 @@ class CudaLibrary:
         lib.nx_trace_graph.restype = ctypes.c_int
         lib.nx_trace_graph.argtypes = [
             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,
+            ctypes.c_longlong, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,
         ]  # fmt: skip
         lib.nx_run.restype = ctypes.c_int
         lib.nx_run.argtypes = [
@@ -234,17 +234,20 @@ class CudaLibrary:
             raise RuntimeError(f"native graph timing failed: {err.value.decode()}")
         return ns
 
-    def trace_graph(self, kinds: list[int], grids: list[int], timer_ns: list[int], reps: int = 5) -> np.ndarray:
-        """A diagnostic: these stand-ins captured as a graph whose kernels stamp themselves, launched alone ``reps``
-        times. An int64 array (reps, 3 + 2n), host-clock ns (``CLOCK_MONOTONIC``): the launch call's start, its
-        return, the stream seen idle, then the n kernels' GPU starts and ends (-1: not stamped)."""
+    def trace_graph(
+        self, kinds: list[int], grids: list[int], timer_ns: list[int], reps: int = 5, idle_ns: int = 20_000
+    ) -> np.ndarray:
+        """A diagnostic: these stand-ins captured as a graph whose kernels stamp themselves, launched ``reps`` times
+        alone, each after the stream has been idle ``idle_ns``. An int64 array (reps, 3 + 2n), host-clock ns
+        (``CLOCK_MONOTONIC``): the launch call's start, its return, the stream seen idle, then the n kernels' GPU
+        starts and ends (-1: not stamped)."""
         k = np.asarray(kinds, np.int32)
         g = np.asarray(grids, np.int32)
         t = np.asarray(timer_ns, np.int64)
         out = np.zeros((reps, 3 + 2 * len(k)), np.int64)
         err = ctypes.create_string_buffer(_ERR)
         rc = self.lib.nx_trace_graph(
-            self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k), reps, out.ctypes.data, err, _ERR
+            self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k), reps, idle_ns, out.ctypes.data, err, _ERR
         )
         if rc != 0:
             raise RuntimeError(f"native graph trace failed: {err.value.decode()}")

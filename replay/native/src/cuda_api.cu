@@ -575,11 +575,11 @@ extern "C" double nx_time_graph_alone(void* h, int index, int reps, char* err, i
 }
 
 // A diagnostic (tools/graph_diag.py): a graph of these stand-ins captured with each kernel stamping its own start and
-// end (slots 0..n-1), launched alone on an idle stream `reps` times. Per launch, 3 + 2n host-clock ns into `out`:
+// end (slots 0..n-1), launched alone on a stream idle for `idle_ns` before each launch, `reps` times. Per launch, 3 + 2n host-clock ns into `out`:
 // the launch call's start, its return, when the host saw the stream idle, then the n kernels' starts and ends.
 // Returns 0, or 1 with `err` set. Leaves the stamp slots dirty (a run resets the ones it uses).
 extern "C" int nx_trace_graph(void* h, const int32_t* kinds, const int32_t* grids, const int64_t* timer_ns, int n,
-                              int reps, int64_t* out, char* err, int errlen) {
+                              int reps, long long idle_ns, int64_t* out, char* err, int errlen) {
     State& st = *static_cast<State*>(h);
     cudaGraphExec_t exec = nullptr;
     try {
@@ -604,7 +604,7 @@ extern "C" int nx_trace_graph(void* h, const int32_t* kinds, const int32_t* grid
             NX_CHECK(cudaMemsetAsync(st.d_starts, 0xFF, n * sizeof(unsigned long long), st.own));
             NX_CHECK(cudaMemsetAsync(st.d_ends, 0, n * sizeof(unsigned long long), st.own));
             NX_CHECK(cudaStreamSynchronize(st.own));
-            const int64_t idle = nx::host_ns() + 20000;  // 20 µs idle: the stream's previous work is long done
+            const int64_t idle = nx::host_ns() + idle_ns;
             while (nx::host_ns() < idle) nx::cpu_relax();
             row[0] = nx::host_ns();
             NX_CHECK(cudaGraphLaunch(exec, st.own));
