@@ -14,12 +14,16 @@ logged and the next runs), so a partial folder still says something:
    200 µs of idle stream, probes after 20): every kernel's start and end
    from the launch's return (``traced_graphs.csv.gz``; medians in ``traced_summary.csv``: lead-in, kernel
    time, gap, last end, stream idle as the host saw it).
-4. ``probe``: untuned stand-in graphs of N one-warp timer kernels of d µs (N in 1/8/96, d in 0..20 µs): the
+4. ``stamped_replay``: every program the runner converted, run natively again (3 times) with each graph launch a
+   graph of its own whose kernels stamp themselves: each step's host and event times and each graph kernel's GPU
+   start and end in the replay itself (``stamped_steps.parquet``, ``stamped_kernels.parquet``; µs from the
+   program's start).
+5. ``probe``: untuned stand-in graphs of N one-warp timer kernels of d µs (N in 1/8/96, d in 0..20 µs): the
    launch's GPU time back to back and alone (launch return to stream idle), per kernel; and the same timer as a
    plain stream launch back to back (``probe.csv``).
-5. ``copy``: the recording's 8 MiB device-to-pinned copy timed on this GPU (alone, and queued behind a busy
+6. ``copy``: the recording's 8 MiB device-to-pinned copy timed on this GPU (alone, and queued behind a busy
    kernel) against its recorded 152.6 µs (``copy.csv``).
-6. ``profiled``: a native replay of ``recorded_decode_graph`` (as_recorded, one repetition) and the probe graphs
+7. ``profiled``: a native replay of ``recorded_decode_graph`` (as_recorded, one repetition) and the probe graphs
    launched alone, under ``torch.profiler`` (CUPTI: every graph kernel's GPU start and end, as the recording
    was made), exported to ``profiled_replay.json.gz`` / ``profiled_probe.json.gz`` for ``harness trace import``.
 
@@ -250,6 +254,86 @@ def stage_traced(d: Diag, context) -> None:
     d.say("traced graphs (µs from the launch's return; medians):\n" + summary.to_string(float_format=lambda v: f"{v:.2f}"))
 
 
+OUT_FIELDS = ("target_ns", "begin_ns", "api_ns", "ret_ns", "done_ns", "gpu_start_ns", "gpu_end_ns")
+
+
+def stage_stamped_replay(d: Diag, context, reps: int = 3) -> None:
+    """Each program the native runner converted, run again natively with every graph launch a graph of its own
+    whose kernels stamp themselves (the same tuned stand-ins): each step's times and each graph kernel's GPU start
+    and end, on the host clock, in the replay itself (``stamped_steps.parquet``, ``stamped_kernels.parquet``)."""
+    import numpy as np
+
+    from harness.program import OP_COPY
+    from replay.native.steps import GraphDef, NativeProgram, Op
+
+    runner = context.native
+    lib = runner.lib
+    by_index = {index: key for key, index in lib._graphs.items()}
+    step_rows, kernel_rows = [], []
+    for p_i, (program, converted) in enumerate(list(runner._programs.values())):
+        native = converted.native
+        threads = [t.copy() for t in native.threads]
+        base = native.stamps
+        launches = []  # (thread, step, executor slot, stamp base, kernels)
+        for t, steps in enumerate(threads):
+            for i in np.flatnonzero(steps["op"] == Op.GRAPH).tolist():
+                slot = int(steps["slot"][i])
+                n = len(by_index[slot][0])
+                launches.append((t, i, slot, base, n))
+                base += n
+        capacity = max(1, base)
+        highest = 0
+        for t, i, slot, first, n in launches:
+            kinds, grids, timers, _, _ = by_index[slot]
+            tuned = lib.tuned_timers.get(slot, list(timers))
+            index = lib.graph_stamped(list(kinds), list(grids), tuned, first, capacity)
+            threads[t]["slot"][i] = index
+            highest = max(highest, index)
+        graphs = [GraphDef([], [], [])] * (highest + 1)
+        stamped = NativeProgram(threads, native.streams, native.events, graphs, list(native.sync_order))
+        object.__setattr__(stamped, "stamps", capacity)
+        main = program.threads[0].steps
+        copies = main[main["op"] == OP_COPY]
+        tag = {
+            "program": p_i,
+            "graph_kernel_us": float(program.graph_kernels["duration_us"].sum()),
+            "copy_us": float(np.median(copies["duration_us"])) if len(copies) else float("nan"),
+        }
+        for rep in range(reps):
+            outs = lib.run(stamped, lead_ns=50_000)
+            starts, ends = lib.last_stamps(capacity)
+            zero = int(outs[0]["target_ns"][0] - threads[0]["gap_ns"][0])
+            for t, (steps, out) in enumerate(zip(threads, outs)):
+                frame = {f: np.where(out[f] >= 0, (out[f] - zero) / 1e3, np.nan) for f in OUT_FIELDS}
+                frame.update(op=steps["op"], gap_ns=steps["gap_ns"], call_ns=steps["call_ns"], status=out["status"])
+                step_rows.append(pd.DataFrame(frame).assign(thread=t, step=np.arange(len(steps)), rep=rep, **tag))
+            for launch, (t, i, _, first, n) in enumerate(launches):
+                s, e = starts[first : first + n], ends[first : first + n]
+                kernel_rows.append(
+                    pd.DataFrame(
+                        {
+                            "kernel": np.arange(n),
+                            "start_us": np.where(s >= 0, (s - zero) / 1e3, np.nan),
+                            "end_us": np.where(e >= 0, (e - zero) / 1e3, np.nan),
+                        }
+                    ).assign(launch=launch, thread=t, step=i, rep=rep, **tag)
+                )
+    pd.concat(step_rows, ignore_index=True).to_parquet(d.out / "stamped_steps.parquet")
+    kernels = pd.concat(kernel_rows, ignore_index=True)
+    kernels.to_parquet(d.out / "stamped_kernels.parquet")
+    k = kernels.sort_values(["program", "rep", "launch", "kernel"])
+    k["dur"] = k["end_us"] - k["start_us"]
+    k["gap"] = k["start_us"] - k.groupby(["program", "rep", "launch"])["end_us"].shift()
+    summary = k.groupby("program").agg(
+        graph_kernel_us=("graph_kernel_us", "first"),
+        copy_us=("copy_us", "first"),
+        kernel_median_us=("dur", "median"),
+        gap_median_us=("gap", "median"),
+        stamped=("start_us", "count"),
+    )
+    d.say("stamped replay (per graph kernel, medians):\n" + summary.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
 def stage_probe(d: Diag, context) -> dict:
     from replay.native.steps import Kind
 
@@ -379,6 +463,7 @@ def main() -> None:
     if getattr(context, "native", None):
         d.stage("program_graphs", 15, stage_program_graphs, d, context)
         d.stage("traced", 15, stage_traced, d, context)
+        d.stage("stamped_replay", 15, stage_stamped_replay, d, context)
         graphs = d.stage("probe", 30, stage_probe, d, context) or {}
     else:
         d.say("no native runner was opened: program_graphs and probe skipped")

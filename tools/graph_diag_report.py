@@ -87,6 +87,34 @@ def run_steps(ops: pd.DataFrame, backend: str) -> pd.DataFrame:
     )
 
 
+def stamped_steps(out: Path) -> list[pd.DataFrame]:
+    """The stamped native replay's steps (graph_diag's ``stamped_replay``): the graph's first and last kernel from
+    their own stamps, the copy from its events, the sync's return; one frame per program and repetition."""
+    steps_file, kernels_file = out / "stamped_steps.parquet", out / "stamped_kernels.parquet"
+    if not (steps_file.exists() and kernels_file.exists()):
+        return []
+    steps, kernels = pd.read_parquet(steps_file), pd.read_parquet(kernels_file)
+    frames = []
+    for (program, rep), rows in steps[steps["thread"] == 0].groupby(["program", "rep"]):
+        rows = rows.sort_values("step")
+        graphs = rows[rows["op"] == 2]
+        k = kernels[(kernels["program"] == program) & (kernels["rep"] == rep)]
+        per_launch = k.groupby("step").agg(g0=("start_us", "min"), g1=("end_us", "max")).reindex(graphs["step"])
+        copies, syncs = rows[rows["op"] == 3], rows[rows["op"] == 7]
+        frame = _segments(
+            graphs["begin_ns"], per_launch["g0"], per_launch["g1"], copies["gpu_start_ns"], copies["gpu_end_ns"],
+            syncs["ret_ns"],
+        )  # fmt: skip
+        n = len(frame)
+        frame["own_lead_in"] = per_launch["g0"].to_numpy()[:n] - graphs["ret_ns"].to_numpy()[:n]
+        frame["launch_call"] = graphs["ret_ns"].to_numpy()[:n] - graphs["api_ns"].to_numpy()[:n]
+        frame["launch_late"] = graphs["ret_ns"].to_numpy()[:n] - (graphs["begin_ns"] + graphs["call_ns"] / 1e3).to_numpy()[:n]
+        spec = "recorded_decode_graph" if rows["copy_us"].iloc[0] < 157.5 else "recorded_decode_graph_nosync"
+        policy = "as_recorded" if rows["graph_kernel_us"].iloc[0] < 5000 else "as_recorded-min3us"
+        frames.append(frame.assign(spec=spec, policy=policy, backend="native-stamped", run=f"p{program}r{rep}"))
+    return frames
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     frames = []
@@ -100,6 +128,7 @@ def main() -> None:
             ops = pd.read_parquet(f)
             for (policy, run), rows in ops.groupby(["policy_label", "run_id"]):
                 frames.append(run_steps(rows, backend).assign(spec=spec, policy=policy, backend=backend, run=run))
+    frames += stamped_steps(out)
     steps = pd.concat(frames, ignore_index=True)
     steps.to_csv(out / "steps.csv", index=False)
     keys = ["spec", "policy", "backend"]
@@ -114,14 +143,20 @@ def main() -> None:
     print(medians.round(2).to_string())
     print("\nsum over the steps, median over runs (µs):")
     print(sums.round(1).to_string())
+    if "own_lead_in" in steps:
+        extra = steps[steps["backend"] == "native-stamped"].groupby(["spec", "policy"])
+        print("\nstamped native replay, per step, median (µs): the launch's own lead-in (return to first kernel),")
+        print("the launch call (api to return), the return less the sim's (begin + recorded call cost):")
+        print(extra[["own_lead_in", "launch_call", "launch_late"]].median().round(2).to_string())
     print("\nnative - sim, sum over the steps (µs per run; % of the simulated step sum):")
     for (spec, policy), block in sums.groupby(level=[0, 1]):
         block = block.droplevel([0, 1])
-        if {"native", "sim"} <= set(block.index):
-            diff = block.loc["native"] - block.loc["sim"]
-            pct = 100 * diff / block.loc["sim", "step"]
-            cells = ", ".join(f"{s} {diff[s]:+.1f} ({pct[s]:+.2f}%)" for s in SEGMENTS)
-            print(f"{spec} {policy}: {cells}")
+        for native in ("native", "native-stamped"):
+            if {native, "sim"} <= set(block.index):
+                diff = block.loc[native] - block.loc["sim"]
+                pct = 100 * diff / block.loc["sim", "step"]
+                cells = ", ".join(f"{s} {diff[s]:+.1f} ({pct[s]:+.2f}%)" for s in SEGMENTS)
+                print(f"{spec} {policy} {native}: {cells}")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,13 @@ class CudaLibrary:
         lib.nx_time_graph.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.nx_time_graph_alone.restype = ctypes.c_double
         lib.nx_time_graph_alone.argtypes = lib.nx_time_graph.argtypes
+        lib.nx_add_graph_stamped.restype = ctypes.c_int
+        lib.nx_add_graph_stamped.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+            ctypes.c_longlong, ctypes.c_char_p, ctypes.c_int,
+        ]  # fmt: skip
+        lib.nx_last_stamps.restype = ctypes.c_longlong
+        lib.nx_last_stamps.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong]
         lib.nx_trace_graph.restype = ctypes.c_int
         lib.nx_trace_graph.argtypes = [
             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
@@ -233,6 +240,29 @@ class CudaLibrary:
         if ns < 0:
             raise RuntimeError(f"native graph timing failed: {err.value.decode()}")
         return ns
+
+    def graph_stamped(
+        self, kinds: list[int], grids: list[int], timer_ns: list[int], stamp_base: int, capacity: int
+    ) -> int:
+        """A diagnostic: the index of a graph of these stand-ins (captured as given, not tuned) whose kernel i stamps
+        slot ``stamp_base + i`` in the runs that launch it; a run's program must then have ``stamps == capacity``
+        (the stamp arrays are made that size first, so the run keeps them where the graph writes)."""
+        k = np.asarray(kinds, np.int32)
+        g = np.asarray(grids, np.int32)
+        t = np.asarray(timer_ns, np.int64)
+        err = ctypes.create_string_buffer(_ERR)
+        index = self.lib.nx_add_graph_stamped(
+            self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k), stamp_base, capacity, err, _ERR
+        )
+        if index < 0:
+            raise RuntimeError(f"native graph capture failed: {err.value.decode()}")
+        return index
+
+    def last_stamps(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last run's stamp slots [0, n): (starts, ends), host-clock ns (``CLOCK_MONOTONIC``), -1 where none."""
+        starts, ends = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+        got = self.lib.nx_last_stamps(self.handle, starts.ctypes.data, ends.ctypes.data, n)
+        return starts[:got], ends[:got]
 
     def trace_graph(
         self, kinds: list[int], grids: list[int], timer_ns: list[int], reps: int = 5, idle_ns: int = 20_000

@@ -148,6 +148,7 @@ struct State {
     int64_t host_cap = 0, scratch_cap = 0;
     std::vector<cudaGraphExec_t> graphs;
     std::pair<int64_t, int64_t> last_pair{0, 0};  // the latest (host ns, globaltimer ns) calibration
+    std::vector<int64_t> last_starts, last_ends;  // the last run's stamps on the host clock (-1: none)
     // The driver's launch with the stand-ins' functions looked up once (HARNESS_NATIVE_LAUNCH=runtime: <<<>>>):
     // the runtime's launch looks the function up and checks its module on every call.
     PFN_cuLaunchKernel_v4000 cu_launch = nullptr;
@@ -499,28 +500,62 @@ extern "C" double nx_time_kernel(void* h, int kind, int grid, long long timer_ns
     }
 }
 
+// Capture a graph of stand-in kernels (kernel i stamps slot stamp_base + i; stamp_base -1: no stamps); its index.
+static int capture_graph(State& st, const int32_t* kinds, const int32_t* grids, const int64_t* timer_ns, int n,
+                         int stamp_base) {
+    NX_CHECK(cudaSetDevice(st.device));
+    cudaStream_t cap;
+    NX_CHECK(cudaStreamCreateWithFlags(&cap, cudaStreamNonBlocking));
+    cudaGraph_t graph;
+    NX_CHECK(cudaStreamBeginCapture(cap, cudaStreamCaptureModeThreadLocal));
+    // captured with the argument array: a packed launch gains nothing in a graph
+    const int api = std::min(st.launch_api, int(nx::LAUNCH_DRIVER));
+    for (int i = 0; i < n; ++i) {
+        const int slot = stamp_base < 0 ? -1 : stamp_base + i;
+        NX_LAUNCH(nx::launch_kernel(st, kinds[i], grids[i], timer_ns[i], cap, slot, api));
+    }
+    NX_CHECK(cudaStreamEndCapture(cap, &graph));
+    cudaGraphExec_t exec;
+    NX_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    NX_CHECK(cudaGraphDestroy(graph));
+    NX_CHECK(cudaGraphUpload(exec, cap));
+    NX_CHECK(cudaStreamSynchronize(cap));
+    NX_CHECK(cudaStreamDestroy(cap));
+    st.graphs.push_back(exec);
+    return int(st.graphs.size()) - 1;
+}
+
+// A diagnostic (tools/graph_diag.py): a graph whose kernel i stamps slot stamp_base + i in the runs that launch it
+// (nx_last_stamps reads them); the stamp arrays are first made to hold `capacity` slots, so a run of at most that
+// many stamps keeps them where this graph writes. Its index, or -1.
+extern "C" int nx_add_graph_stamped(void* h, const int32_t* kinds, const int32_t* grids, const int64_t* timer_ns,
+                                    int n, int stamp_base, long long capacity, char* err, int errlen) {
+    State& st = *static_cast<State*>(h);
+    try {
+        NX_CHECK(cudaSetDevice(st.device));
+        if (stamp_base < 0 || stamp_base + n > capacity) throw std::runtime_error("stamp slots out of the capacity");
+        nx::ensure(st, 1, 0, capacity, 1, 1);
+        return capture_graph(st, kinds, grids, timer_ns, n, stamp_base);
+    } catch (const std::exception& e) {
+        put_error(err, errlen, e.what());
+        return -1;
+    }
+}
+
+// The last run's stamps on the host clock (ns, -1: not stamped), slots [0, n); how many were copied.
+extern "C" long long nx_last_stamps(void* h, int64_t* starts, int64_t* ends, long long n) {
+    const State& st = *static_cast<State*>(h);
+    const long long m = std::min<long long>(n, (long long)st.last_starts.size());
+    for (long long i = 0; i < m; ++i) starts[i] = st.last_starts[i], ends[i] = st.last_ends[i];
+    return m;
+}
+
 // Capture a graph of stand-in kernels (no stamps); its index, or -1.
 extern "C" int nx_add_graph(void* h, const int32_t* kinds, const int32_t* grids, const int64_t* timer_ns, int n,
                             char* err, int errlen) {
     State& st = *static_cast<State*>(h);
     try {
-        NX_CHECK(cudaSetDevice(st.device));
-        cudaStream_t cap;
-        NX_CHECK(cudaStreamCreateWithFlags(&cap, cudaStreamNonBlocking));
-        cudaGraph_t graph;
-        NX_CHECK(cudaStreamBeginCapture(cap, cudaStreamCaptureModeThreadLocal));
-        // captured with the argument array: a packed launch gains nothing in a graph
-        const int api = std::min(st.launch_api, int(nx::LAUNCH_DRIVER));
-        for (int i = 0; i < n; ++i) NX_LAUNCH(nx::launch_kernel(st, kinds[i], grids[i], timer_ns[i], cap, -1, api));
-        NX_CHECK(cudaStreamEndCapture(cap, &graph));
-        cudaGraphExec_t exec;
-        NX_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-        NX_CHECK(cudaGraphDestroy(graph));
-        NX_CHECK(cudaGraphUpload(exec, cap));
-        NX_CHECK(cudaStreamSynchronize(cap));
-        NX_CHECK(cudaStreamDestroy(cap));
-        st.graphs.push_back(exec);
-        return int(st.graphs.size()) - 1;
+        return capture_graph(st, kinds, grids, timer_ns, n, -1);
     } catch (const std::exception& e) {
         put_error(err, errlen, e.what());
         return -1;
@@ -718,6 +753,8 @@ extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, cons
             }
         for (int t = 0; t < n_threads; ++t)
             nx::fill_device_times(steps[t], counts[t], outs[t], ev_host.data(), s_host.data(), e_host.data());
+        st.last_starts = std::move(s_host);
+        st.last_ends = std::move(e_host);
         return 0;
     } catch (const std::exception& e) {
         put_error(err, errlen, e.what());
