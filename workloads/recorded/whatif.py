@@ -285,8 +285,10 @@ def _repeat_labels(calls: tuple[Call, ...], labels: list[str]) -> list[str]:
     repeat begins at its first GPU call (the CPU work before that call comes with it); calls without GPU work
     belong to the repeat before them (a step's sync to the step it ends). Named ``step<k>.<r>``."""
     out = list(labels)
-    for step in dict.fromkeys(labels):
-        members = [i for i, g in enumerate(labels) if g == step]
+    steps: dict[str, list[int]] = {}
+    for i, step in enumerate(labels):
+        steps.setdefault(step, []).append(i)
+    for step, members in steps.items():
         gpu = [i for i in members if calls[i].ops]
         period = _period([_gpu_signature(calls[i]) for i in gpu])
         if not period:
