@@ -1,6 +1,6 @@
 """How much of a layer-streaming fidelity error is the replay's host time? (no GPU; after a benchmark call)
 
-    python3 tools/paid_host_costs.py OUT [--md FILE]
+    python3 tools/paid_host_costs.py OUT [--md FILE] [--device FIELD=VALUE ...]
 
 For a folder written by ``fidelity/run_benchmark.sh`` on the layer-streaming specs (``OUT/specs/*.toml``,
 ``OUT/results/<spec>-replay/ops.parquet``, ``OUT/profile.toml``), reads from each replay policy's ops the
@@ -9,7 +9,9 @@ the next command's issue, as ``harness calibrate`` defines them, median over eve
 and every repetition), then simulates each spec twice: under the calibrated profile, and under the same
 profile with its ``[host]`` replaced by what that policy's replay paid. What the second simulation still
 misses is the GPU side's (copies, kernels, dependencies); what it recovers is host time the calibration
-did not predict. Prints a markdown table (``--md`` writes it too).
+did not predict. ``--device`` sets ``[device]`` figures of the profile first (both simulations), to see what
+a figure the calibration did not take yet would change (``kernel_after_copy_us=6.5``). Prints a markdown table
+(``--md`` writes it too).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import pydantic
 
 from fidelity.respec import respec
 from harness.profile import Profile, load_profile
@@ -118,11 +121,20 @@ def _makespans(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     return rows.groupby("policy_label", sort=False)["value"].median()
 
 
-def attribution(out: Path) -> pd.DataFrame:
+def with_device(profile: Profile, device: dict[str, float]) -> Profile:
+    """``profile`` with some of its ``[device]`` figures set (validated as the profile file's would be)."""
+    if not device:
+        return profile
+    figures = profile.figures.model_copy(update={"device": profile.device.model_validate(
+        {**profile.device.model_dump(), **device})})  # fmt: skip
+    return Profile(figures, profile.path)
+
+
+def attribution(out: Path, device: dict[str, float] | None = None) -> pd.DataFrame:
     """Per spec and policy: the replay's makespan, the simulated one under the calibrated profile and
     under the host costs that policy's replay paid, their errors, and the paid host costs."""
     profile_path = out / "profile.toml"
-    profile = load_profile(profile_path)
+    profile = with_device(load_profile(profile_path), device or {})
     calibrated = profile.host.model_dump()
     rows = []
     for spec in sorted((out / "specs").glob("*.toml")):
@@ -187,16 +199,28 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="a benchmark folder: profile.toml, specs/ and results/<spec>-replay")
     ap.add_argument("--md", type=Path, help="also write the table to this file")
+    ap.add_argument("--device", action="append", default=[], metavar="FIELD=VALUE", help="set a [device] figure")
     args = ap.parse_args(argv)
+    try:
+        device = {k: float(v) for k, v in (item.split("=", 1) for item in args.device)}
+    except ValueError:
+        print(f"error: --device wants FIELD=NUMBER, got {args.device}", file=sys.stderr)
+        return 2
     for need in ("profile.toml", "specs"):
         if not (args.out / need).exists():
             print(f"error: {args.out}: no {need} (not a fidelity/run_benchmark.sh output)", file=sys.stderr)
             return 2
-    table = attribution(args.out)
+    try:
+        table = attribution(args.out, device)
+    except pydantic.ValidationError as err:
+        print(f"error: --device: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}", file=sys.stderr)
+        return 2
     if table.empty:
         print(f"error: {args.out}: no spec has replay results", file=sys.stderr)
         return 2
     text = render(table, load_profile(args.out / "profile.toml").host.model_dump())
+    if device:
+        text += "- with [device] " + ", ".join(f"{k} = {v:g}" for k, v in device.items()) + "\n"
     if args.md:
         args.md.write_text(text)
     print(text)
