@@ -157,3 +157,19 @@ def test_recorded_programs_same_with_and_without_fast_paths_under_the_handoff(sp
     plain_profile = handoff_profile(0.0, 0.0)
     plain = run_spec(loaded, lambda s, rep: SimBackend(plain_profile, devices, s.device_memory_bytes, seed=rep))
     assert not plain.tables["ops"].to_pandas().equals(ops[True])  # the recording has kernels behind copies
+
+
+def test_the_calibration_reads_the_figures_back_from_a_simulated_run():
+    """replay.handoff_calibration's policy on the simulator gives back the profile's own figures."""
+    from harness.backend import run_policy
+    from replay.handoff_calibration import ROUNDS, handoff_figures, handoff_policy
+
+    for after_copy, after_event in ((AFTER_COPY_US, AFTER_EVENT_US), (0.0, 0.0)):
+        run = run_policy(SimBackend(handoff_profile(after_copy, after_event), 1, None, 0), handoff_policy)
+        assert handoff_figures(run.ops) == {
+            "kernel_after_copy_us": pytest.approx(after_copy),
+            "kernel_after_event_us": pytest.approx(after_event),
+        }
+    with pytest.raises(ValueError, match="not the policy's rounds"):
+        handoff_figures(run.ops[run.ops["name"] != "cal-handoff:copy"])
+    assert ROUNDS >= 9
