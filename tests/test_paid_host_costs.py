@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from harness.paths import REPO_ROOT, SPECS_DIR
@@ -65,3 +66,24 @@ def test_the_h100_short_compute_gap_is_mostly_host_time(tool):
 def test_cli_refuses_a_folder_that_is_not_a_benchmark(tool, tmp_path, capsys):
     assert tool.main([str(tmp_path)]) == 2
     assert "not a fidelity/run_benchmark.sh output" in capsys.readouterr().err
+
+
+def test_host_probe_reads_a_simulated_loop_back_as_the_profiles_costs(monkeypatch):
+    """tools/probe_host_costs.py's loop and its reading, on the simulator: every figure is the profile's."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tools"))
+    import probe_host_costs as probe
+
+    from harness.backend import run_policy
+
+    profile = load_profile(H100_RUN / "profile.toml")
+    host = profile.host
+    run = run_policy(SimBackend(profile, 1, None, 0), probe.sync_loop, 16 << 20, 200.0)
+    figures = probe.run_figures(run.ops)
+    assert figures["copy_launch_us"] == pytest.approx(host.copy_launch_us)
+    assert figures["launch_us"] == pytest.approx(host.launch_us)
+    assert figures["free_alloc_us"] == pytest.approx(host.free_us + host.alloc_us)
+    assert figures["sync_wake_us"] == pytest.approx(host.sync_wake_us)
+    assert figures["first_copy_issue_us"] == pytest.approx(host.alloc_us)
+    rows = [{"process": p, "cell": "16MiB/200us", **figures} for p in ("p0", "p1")]
+    text = probe.summary(pd.DataFrame(rows))
+    assert "## copy_launch_us" in text and f"| 16MiB/200us | {host.copy_launch_us:.1f} |" in text
