@@ -9,7 +9,8 @@ and ``harness calibrate``'s own streaming loop (``replay.calibrate._loop_policy`
 Each run's per-command host time is read from its ops as ``tools/paid_host_costs.py`` reads a fidelity run's
 (copy, launch, free + alloc, wake: medians over the run's middle segments), and its first segment's apart
 (``first_*``: the run's start-up). Then the same in ``--processes`` fresh processes, each pinned to another CPU
-when ``--pin`` is given (placement), fewer rounds each.
+when ``--pin`` is given (placement), fewer rounds each; odd ones run the 16 MiB cells only, so their pinned
+host pool stays small (the first process's round 0 ran its 16 MiB cells before its pool grew, too).
 
 What each outcome means: costs that grow along a row (copy size) or a column (kernel length, the wait before
 the next command) within one process are a model gap (a host cost that depends on what the call follows);
@@ -73,8 +74,10 @@ def run_figures(ops: Any) -> dict[str, float]:
     return out
 
 
-def one_process(rounds: int, deadline: float, label: str) -> list[dict]:
-    """Every cell once per round (and the calibration loop), until ``rounds`` or ``deadline``."""
+def one_process(rounds: int, deadline: float, label: str, copy_mib: tuple[int, ...] = COPY_MIB) -> list[dict]:
+    """Every cell of ``copy_mib`` x ``KERNEL_US`` once per round (and the calibration loop), until ``rounds`` or
+    ``deadline``. The replay's pinned host pool grows to the largest copy and stays: a process of 16 MiB copies
+    only keeps a 64 MiB pinned buffer, one that ran a 512 MiB cell a 512 MiB one."""
     from harness.backend import ops_frame
     from harness.profile import load_profile
     from replay.calibrate import _loop_costs, _loop_policy
@@ -82,7 +85,7 @@ def one_process(rounds: int, deadline: float, label: str) -> list[dict]:
 
     context = ReplayContext(1)
     backend = ReplayBackend(context, load_profile("h100-sxm-pcie5"), warmup_runs=2)
-    cells = [(c, k) for c in COPY_MIB for k in KERNEL_US]
+    cells = [(c, k) for c in copy_mib for k in KERNEL_US]
     rows = []
     cpus = sorted(os.sched_getaffinity(0))
     for r in range(rounds):
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.child:
         job = json.loads(args.child)
-        rows = one_process(job["rounds"], job["deadline"], job["label"])
+        rows = one_process(job["rounds"], job["deadline"], job["label"], tuple(job["copy_mib"]))
         Path(job["rows"]).write_text(json.dumps(rows))
         return 0
     if args.out.exists():
@@ -149,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         file = args.out / f".rows-p{i}.json"
         # CLOCK_MONOTONIC is the machine's, so the child reads the same clock
         deadline = time.monotonic() + min(share, left) - 15
-        job = {"label": f"p{i}", "rounds": max(2, args.rounds // 2), "deadline": deadline, "rows": str(file)}
+        # odd processes copy 16 MiB only (a small pinned pool), even ones the whole grid
+        sizes = COPY_MIB[:1] if i % 2 else COPY_MIB
+        job = {"label": f"p{i}", "rounds": max(2, args.rounds // 2), "deadline": deadline, "rows": str(file),
+               "copy_mib": list(sizes)}  # fmt: skip
         prefix = ["taskset", "-c", str(cpus[(i * 3) % len(cpus)])] if args.pin else []
         cmd = [*prefix, sys.executable, __file__, "--out", str(args.out), "--child", json.dumps(job)]
         try:
