@@ -87,3 +87,18 @@ def test_host_probe_reads_a_simulated_loop_back_as_the_profiles_costs(monkeypatc
     rows = [{"process": p, "cell": "16MiB/200us", **figures} for p in ("p0", "p1")]
     text = probe.summary(pd.DataFrame(rows))
     assert "## copy_launch_us" in text and f"| 16MiB/200us | {host.copy_launch_us:.1f} |" in text
+
+
+def test_host_probe_dry_run_writes_its_table(tmp_path, monkeypatch, capsys):
+    """The probe's control flow on the simulator (--dry-run), one process, one round: every cell and the
+    calibration loop get a row; a second call refuses the same folder."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tools"))
+    import probe_host_costs as probe
+
+    out = tmp_path / "probe"
+    assert probe.main(["--out", str(out), "--dry-run", "--rounds", "1", "--processes", "0"]) == 0
+    table = pd.read_csv(out / "host_costs.csv")
+    assert len(table) == len(probe.COPY_MIB) * len(probe.KERNEL_US) + 1
+    assert "calibrate-loop" in set(table["cell"]) and "## free_alloc_us" in (out / "summary.md").read_text()
+    assert probe.main(["--out", str(out), "--dry-run"]) == 2
+    assert "never overwritten" in capsys.readouterr().err

@@ -18,7 +18,7 @@ costs flat over the grid but different between processes are the process's place
 (calibrate beside the runs, or pin the replay's thread); the calibration loop's figures against the grid's
 say whether ``harness calibrate`` measures what runs pay.
 
-Usage: python3 tools/probe_host_costs.py --out OUT [--budget-s 240] [--processes 3] [--pin] [--rounds 9]
+Usage: python3 tools/probe_host_costs.py --out OUT [--budget-s 240] [--processes 3] [--pin] [--rounds 9] [--dry-run]
 Writes OUT/host_costs.csv (one row per run) and OUT/summary.md (medians per process and cell); prints the summary.
 """
 
@@ -74,17 +74,26 @@ def run_figures(ops: Any) -> dict[str, float]:
     return out
 
 
-def one_process(rounds: int, deadline: float, label: str, copy_mib: tuple[int, ...] = COPY_MIB) -> list[dict]:
+def one_process(
+    rounds: int, deadline: float, label: str, copy_mib: tuple[int, ...] = COPY_MIB, dry_run: bool = False
+) -> list[dict]:
     """Every cell of ``copy_mib`` x ``KERNEL_US`` once per round (and the calibration loop), until ``rounds`` or
     ``deadline``. The replay's pinned host pool grows to the largest copy and stays: a process of 16 MiB copies
-    only keeps a 64 MiB pinned buffer, one that ran a 512 MiB cell a 512 MiB one."""
+    only keeps a 64 MiB pinned buffer, one that ran a 512 MiB cell a 512 MiB one. ``dry_run``: on the simulator
+    (checks the control flow without a GPU; its figures are the profile's)."""
     from harness.backend import ops_frame
     from harness.profile import load_profile
     from replay.calibrate import _loop_costs, _loop_policy
-    from replay.engine import ReplayBackend, ReplayContext
 
-    context = ReplayContext(1)
-    backend = ReplayBackend(context, load_profile("h100-sxm-pcie5"), warmup_runs=2)
+    profile = load_profile("h100-sxm-pcie5")
+    if dry_run:
+        from sim import SimBackend
+
+        backend: Any = SimBackend(profile, 1, None, 0)
+    else:
+        from replay.engine import ReplayBackend, ReplayContext
+
+        backend = ReplayBackend(ReplayContext(1), profile, warmup_runs=2)
     cells = [(c, k) for c in copy_mib for k in KERNEL_US]
     rows = []
     cpus = sorted(os.sched_getaffinity(0))
@@ -129,11 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--processes", type=int, default=3, help="fresh processes after the first (0: none)")
     ap.add_argument("--pin", action="store_true", help="pin each fresh process to another CPU")
+    ap.add_argument("--dry-run", action="store_true", help="on the simulator: check the control flow (no GPU)")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # JSON: label, rounds, deadline, rows file
     args = ap.parse_args(argv)
     if args.child:
         job = json.loads(args.child)
-        rows = one_process(job["rounds"], job["deadline"], job["label"], tuple(job["copy_mib"]))
+        if job["cpu"] is not None:
+            os.sched_setaffinity(0, {job["cpu"]})
+        rows = one_process(job["rounds"], job["deadline"], job["label"], tuple(job["copy_mib"]), job["dry_run"])
         Path(job["rows"]).write_text(json.dumps(rows))
         return 0
     if args.out.exists():
@@ -142,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True)
     start = time.monotonic()
     share = args.budget_s / (2 + args.processes)  # the first process gets twice a fresh one's time
-    rows = one_process(args.rounds, start + 2 * share - 15, "p0")
+    rows = one_process(args.rounds, start + 2 * share - 15, "p0", COPY_MIB, args.dry_run)
     cpus = sorted(os.sched_getaffinity(0))
     for i in range(1, args.processes + 1):
         left = start + args.budget_s - time.monotonic()
@@ -155,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         # odd processes copy 16 MiB only (a small pinned pool), even ones the whole grid
         sizes = COPY_MIB[:1] if i % 2 else COPY_MIB
         job = {"label": f"p{i}", "rounds": max(2, args.rounds // 2), "deadline": deadline, "rows": str(file),
-               "copy_mib": list(sizes)}  # fmt: skip
-        prefix = ["taskset", "-c", str(cpus[(i * 3) % len(cpus)])] if args.pin else []
-        cmd = [*prefix, sys.executable, __file__, "--out", str(args.out), "--child", json.dumps(job)]
+               "copy_mib": list(sizes), "dry_run": args.dry_run}  # fmt: skip
+        job["cpu"] = cpus[(i * 3) % len(cpus)] if args.pin else None
+        cmd = [sys.executable, __file__, "--out", str(args.out), "--child", json.dumps(job)]
         try:
             subprocess.run(cmd, check=True, timeout=min(share, left) + 20)
             rows += json.loads(file.read_text())
