@@ -173,3 +173,33 @@ def test_the_calibration_reads_the_figures_back_from_a_simulated_run():
     with pytest.raises(ValueError, match="not the policy's rounds"):
         handoff_figures(run.ops[run.ops["name"] != "cal-handoff:copy"])
     assert ROUNDS >= 9
+
+
+def _both_ways_on(profile: Profile, devices: int, main, *args) -> None:
+    fast = SimBackend(profile, devices, None, 0).run(main, *args)
+    reference = SimBackend(profile, devices, None, 0, fast=False).run(main, *args)
+    assert ops_frame(fast.ops).equals(ops_frame(reference.ops))
+    assert fast.main_end_us == reference.main_end_us and fast.result == reference.result
+
+
+def _fast_path_programs():
+    from test_sim_fast_paths import PROGRAM_WITH_SERIES, SOLO_STEP, _program_main, _single_thread_main
+
+    return PROGRAM_WITH_SERIES, SOLO_STEP, _program_main, _single_thread_main
+
+
+_THREADS, _SOLO, _PROGRAM_MAIN, _SINGLE_MAIN = _fast_path_programs()
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), streams_per_device=st.integers(1, 3), devices=st.integers(1, 2), single=st.booleans())
+def test_fast_path_programs_same_both_ways_under_the_handoff(data, streams_per_device, devices, single):
+    """tests/test_sim_fast_paths.py's random programs (several threads, queues, launch_sync, series; or one
+    thread on the timeline) under a profile with both hand-offs: the fast paths give the full model's ops."""
+    profile = handoff_profile()
+    if single:
+        steps = data.draw(st.lists(_SOLO, max_size=40), label="steps")
+        _both_ways_on(profile, devices, _SINGLE_MAIN, steps, streams_per_device, devices)
+    else:
+        threads = data.draw(_THREADS, label="threads")
+        _both_ways_on(profile, devices, _PROGRAM_MAIN, threads, streams_per_device, devices)
