@@ -102,3 +102,25 @@ def test_host_probe_dry_run_writes_its_table(tmp_path, monkeypatch, capsys):
     assert "calibrate-loop" in set(table["cell"]) and "## free_alloc_us" in (out / "summary.md").read_text()
     assert probe.main(["--out", str(out), "--dry-run"]) == 2
     assert "never overwritten" in capsys.readouterr().err
+
+
+def test_the_reports_host_column_is_the_host_time_between_commands():
+    """fidelity.report.host_between_us on simulated runs: twice the host costs, twice the host time between
+    commands (what the report's `host replay/sim` column divides), whatever the GPU does meanwhile."""
+    from fidelity.report import host_between_us
+    from harness.profile import Profile
+
+    profile = load_profile(H100_RUN / "profile.toml")
+    doubled_host = profile.host.model_copy(update={k: 2 * getattr(profile.host, k) for k in ("launch_us",
+        "copy_launch_us", "record_us", "wait_us", "alloc_us", "free_us")})  # fmt: skip
+    doubled = Profile(profile.figures.model_copy(update={"host": doubled_host}))
+    ops = {p.host.launch_us: _simulated_ops(p) for p in (profile, doubled)}
+    for policy in ("sync", "prefetch"):
+        one, two = (o[o["run_id"].str.endswith(f":{policy}:sim:r0")] for o in ops.values())
+        assert host_between_us(two) == pytest.approx(2 * host_between_us(one), rel=0.02), policy
+    sync = ops[profile.host.launch_us]
+    sync = sync[sync["run_id"].str.endswith(":sync:sim:r0")]
+    host = profile.host
+    per_segment = host.alloc_us + host.copy_launch_us + host.launch_us + host.free_us  # the sync wait is not host
+    # the first alloc comes before the first row, the last free after the last one
+    assert host_between_us(sync) == pytest.approx(32 * per_segment - host.alloc_us - host.free_us, rel=1e-6)
