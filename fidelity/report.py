@@ -247,9 +247,27 @@ def check_rows(rows: pd.DataFrame, fidelity: Fidelity) -> list[str]:
     return lines
 
 
+HOST_OP_KINDS = ("host_sync", "host_work")  # ops that hold their thread from start to end
+
+
+def host_between_us(ops: pd.DataFrame) -> float:
+    """A run's host time between commands: on each thread, from each op's issue (a sync's or host work's end)
+    to the thread's next op's issue, summed (µs). In the simulator these are the profile's host costs (alloc
+    and free, which leave no row, fall in the gap after the op before them)."""
+    total = 0.0
+    for _, thread_ops in ops.groupby("thread", sort=False):
+        thread_ops = thread_ops.sort_values(["issue_us", "op_id"])
+        held = thread_ops["kind"].isin(HOST_OP_KINDS).to_numpy()
+        free_at = thread_ops["end_us"].where(held, thread_ops["issue_us"]).to_numpy()
+        issues = thread_ops["issue_us"].to_numpy()
+        total += float((issues[1:] - free_at[:-1]).clip(min=0.0).sum())
+    return total
+
+
 def op_ratios(results_dir: Path) -> pd.DataFrame:
-    """Per spec and policy: the replay's median duration of each device-op kind over the simulator's."""
-    frames = []
+    """Per spec and policy: the replay's median duration of each device-op kind over the simulator's, and its
+    median host time between commands (:func:`host_between_us`) over the simulator's (column ``host``)."""
+    frames, hosts = [], []
     for folder in sorted(p for p in results_dir.iterdir() if p.is_dir()):
         try:
             res = read_results(folder)
@@ -258,7 +276,9 @@ def op_ratios(results_dir: Path) -> pd.DataFrame:
         ok = res.runs[res.runs["status"] == "ok"][["run_id", "spec_name", "policy_label", "backend"]]
         ops = res.ops[res.ops["kind"].isin(OP_KINDS)]
         frames.append(ops.merge(ok, on="run_id").assign(dur=lambda f: f["end_us"] - f["start_us"]))
-    columns = ["spec_name", "policy_label", *OP_KINDS]
+        between = {run_id: host_between_us(run_ops) for run_id, run_ops in res.ops.groupby("run_id", sort=False)}
+        hosts.append(ok.assign(host=ok["run_id"].map(between)))
+    columns = ["spec_name", "policy_label", *OP_KINDS, "host"]
     if not frames:
         return pd.DataFrame(columns=columns)
     frame = pd.concat(frames, ignore_index=True)
@@ -266,8 +286,11 @@ def op_ratios(results_dir: Path) -> pd.DataFrame:
     if not {"sim", "replay"} <= set(med.columns):
         return pd.DataFrame(columns=columns)
     ratio = (med["replay"] / med["sim"]).unstack("kind")
+    host = pd.concat(hosts).groupby(["spec_name", "policy_label", "backend"], sort=False)["host"].median()
+    host = host.unstack("backend")
+    ratio["host"] = host["replay"] / host["sim"]
     ratio = ratio.dropna(how="all").reset_index()
-    kinds = [k for k in OP_KINDS if k in ratio.columns]
+    kinds = [k for k in (*OP_KINDS, "host") if k in ratio.columns]
     return ratio[["spec_name", "policy_label", *kinds]]
 
 
@@ -366,13 +389,15 @@ def render(
             lines += ["", "### Do the modelled change's results keep their direction?", "", *checks]
     ratios = op_ratios(results_dir) if results_dir is not None and results_dir.is_dir() else None
     if ratios is not None and len(ratios):
-        kinds = [k for k in OP_KINDS if k in ratios.columns]
+        kinds = [k for k in (*OP_KINDS, "host") if k in ratios.columns]
         lines += [
             "",
             "## Where the differences are",
             "",
             "Median replay duration over simulated duration, per op kind (a kernel or copy on an idle stream",
-            "includes the host's issue time in the replay). The rest of an error is host time between ops.",
+            "includes the host's issue time in the replay). The rest of an error is host time between ops:",
+            "`host` is the replay's host time from each command to the next (after a sync, from its return),",
+            "summed over a run, over the simulator's (which charges the profile's host costs); median runs.",
             "",
             "| spec | policy | " + " | ".join(f"{k} replay/sim" for k in kinds) + " |",
             "|---|---|" + "---:|" * len(kinds),

@@ -65,6 +65,13 @@ class DeviceFigures(_Strict):
     # GPU time between two kernels of one CUDA graph (the device's own launch of the next node).
     # Optional: a profile without it runs a graph's kernels back to back.
     graph_kernel_gap_us: float = pydantic.Field(default=0.0, ge=0)
+    # GPU time from a host-link copy's end to the start of a kernel queued behind it on the same stream
+    # (the device hands the stream from its copy engine back to compute), and from an awaited event's
+    # completion to the start of a kernel queued behind that wait (another stream's work released it).
+    # Measured by ``harness calibrate`` as the kernel's end after the copy's (or event's) against its end
+    # after a kernel. Optional: a profile without them starts such a kernel the instant it is released.
+    kernel_after_copy_us: float = pydantic.Field(default=0.0, ge=0)
+    kernel_after_event_us: float = pydantic.Field(default=0.0, ge=0)
 
 
 class HostCosts(_Strict):

@@ -26,6 +26,9 @@ What is measured, and how (every figure is a median of several repetitions):
   that queue, running again (a Python thread's wake-up and GIL hand-over). The same commands
   repeated in tight loops cost less (hot caches); those figures go to the
   provenance notes, not the model;
+* **hand-offs** (``kernel_after_copy_us``, ``kernel_after_event_us``): how much later than behind a kernel a
+  kernel queued behind a copy on its stream, or behind another stream's event, ends
+  (:mod:`replay.handoff_calibration`);
 * **kernel tables**: the sized stand-ins' matmul, device-copy and ``_sleep``
   tables (:class:`replay.sized.KernelTables`) and, when the replay uses the
   timer-bounded stand-ins (:mod:`replay.timed`), their measured overheads,
@@ -51,6 +54,7 @@ from harness.runtime import Direction, GraphKernel, HostMemory, KernelKind, Runt
 from replay.copy_calibration import ROUNDS, LinkProber, describe_probe, drift_section, plan_for
 from replay.copy_calibration import measure_link as measure_copies
 from replay.fit import MiB, duplex_factor, fit_line, link_table
+from replay.handoff_calibration import measure_handoffs
 from replay.sized import SizedKernels
 from replay.timing import median_gpu_time_us, timing_events
 
@@ -432,6 +436,8 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
     log("host costs through the replay engine:")
     measured_costs = measure_host_costs(context, base_profile, log)
     host = measured_costs["profile"]
+    log("hand-offs to a kernel released by a copy or an event:")
+    handoffs = measure_handoffs(ReplayBackend(context, base_profile, warmup_runs=2), log)
     log("CUDA graphs through the replay engine:")
     graph = measure_graph_costs(context, base_profile, log)
     host["graph_launch_us"] = graph["graph_launch_us"]
@@ -474,7 +480,9 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
                 "thread_wake_us = put to a blocked get's return on another host thread; "
                 "d2d from the device-copy table (>= 64 MiB); graph_launch_us = host time of "
                 f"launch_graph of {GRAPH_KERNELS} kernels of {GRAPH_KERNEL_US:g} µs, "
-                "graph_kernel_gap_us = (its span - their sum) / (kernels - 1)"
+                "graph_kernel_gap_us = (its span - their sum) / (kernels - 1); kernel_after_copy_us / "
+                "kernel_after_event_us = a 100 µs kernel's end after a 1 MiB copy on its stream / after another "
+                "stream's event recorded behind that copy, less its end after a kernel (medians over rounds)"
             ),
             "notes": (notes + " " if notes else "")
             + f"The same commands repeated in tight loops cost (µs): {tight_note}.",
@@ -485,6 +493,7 @@ def calibrate(name: str, base_profile: Any, notes: str = "", log: Callable[[str]
             "d2d_latency_us": round(max(d2d_latency, 0.0), 2),
             "d2d_gbps": round(1.0 / d2d_slope / 1e3, 1),
             "graph_kernel_gap_us": graph["graph_kernel_gap_us"],
+            **handoffs,
         },
         "host": host,
         "link": link,

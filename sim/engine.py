@@ -250,6 +250,7 @@ class _SimStream:
         "sync_waiters",
         "sync_name",
         "step_kinds",
+        "handoff_us",
     )
 
     def __init__(self, handle: Stream, device: _SimDevice) -> None:
@@ -262,6 +263,12 @@ class _SimStream:
         self.issued = 0
         self.completed = 0
         self.sync_waiters: deque[tuple[int, simpy.Event]] = deque()
+        # A kernel reaching this stream starts no earlier: the latest copy's end plus kernel_after_copy_us,
+        # or the latest awaited event's completion plus kernel_after_event_us (-inf: nothing to wait for).
+        self.handoff_us = _NO_HANDOFF
+
+
+_NO_HANDOFF = float("-inf")
 
 
 def _count_completed(stream: _SimStream) -> None:
@@ -637,7 +644,8 @@ class SimBackend(Backend):
         self._next_id += 1
         op_id = self._next_id
         stream: _SimStream = cmd.stream.native
-        if self.fast and stream.wakeup is not None and not stream.device.compute.jobs:
+        fast = self.fast and stream.wakeup is not None and not stream.device.compute.jobs
+        if fast and stream.handoff_us <= self.env._now:
             # Idle stream, idle compute: the kernel runs solo from now (sim.fluid's arithmetic).
             # Held for the next call; _fused_sync or _release_held takes it.
             end = solo_end_us(self.env._now, cmd.duration_us, cmd.compute_share)
@@ -705,6 +713,8 @@ class SimBackend(Backend):
         stream: _SimStream = handle.native
         issue = env._now
         if stream.wakeup is None or stream.device.compute.jobs or not env.last_callback or issue.__class__ is not float:
+            return duration_us
+        if stream.handoff_us > issue:  # a kernel released by a copy or an event just now: the worker starts it
             return duration_us
         queue = env._queue
         horizon = queue[0][0] if queue else _INFINITY  # a step must wake before the next pending event
@@ -915,6 +925,8 @@ class SimBackend(Backend):
         device = stream.device
         name = stream.handle.name
         rows = self.ops
+        after_copy = self.profile.device.kernel_after_copy_us
+        after_event = self.profile.device.kernel_after_event_us
         while True:
             if not stream.pending:
                 stream.wakeup = env.event()
@@ -924,6 +936,9 @@ class SimBackend(Backend):
                 yield env.timeout(op.delay)
             start = env.now
             kind = op.kind
+            if kind is OpKind.KERNEL and stream.handoff_us > start:  # released by a copy or an event just now
+                yield env.timeout(stream.handoff_us - start)
+                start = env.now
             if kind is OpKind.KERNEL or kind is OpKind.COPY_D2D:
                 if op.work > 0.0:
                     yield device.compute.submit(op.work, op.share)
@@ -938,6 +953,8 @@ class SimBackend(Backend):
                     if state.waiters is None:
                         state.waiters = env.event()
                     yield state.waiters
+                    if after_event > 0.0:
+                        stream.handoff_us = env.now + after_event
             elif kind is OpKind.COLLECTIVE:
                 yield self._collectives.arrive(op.event, device.index)
             else:  # H2D / D2H over the host link
@@ -956,6 +973,8 @@ class SimBackend(Backend):
                             yield env.timeout(curve.latency_us)
                         if op.nbytes > 0:
                             yield device.link.submit(op.nbytes, curve.bandwidth_bytes_per_us(op.nbytes), op.direction)
+                if after_copy > 0.0:
+                    stream.handoff_us = env.now + after_copy
             rows.append(
                 (
                     op.id,

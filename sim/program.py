@@ -129,6 +129,8 @@ def _run_chunk(run: TimelineRun, command: RunProgram, steps: np.ndarray, state: 
             target = natives[stream]
             tail = target.tail_us
             start = now if now > tail else tail
+            if target.handoff_us > start:  # TimelineRun._kernel: released by a copy or an event just now
+                start = start + (target.handoff_us - start)
             if duration > DONE_TOLERANCE:  # TimelineRun._compute (DONE_TOLERANCE >= 0); share <= 1: solo_end_us
                 device = target.device
                 if device.compute_stream is not target and start <= device.compute_end_us:

@@ -11,7 +11,10 @@ will start and end is known the moment it reaches its stream:
 * a copy takes its direction's copy engine when its stream reaches it, or when
   the engine's previous copy ends, then pays the curve's latency and moves its
   bytes at the curve's bandwidth for its size;
-* a sync ends when the op it waits for ends, plus ``sync_wake_us``.
+* a sync ends when the op it waits for ends, plus ``sync_wake_us``;
+* a kernel queued behind a host-link copy starts ``kernel_after_copy_us`` after
+  the copy's end at the earliest, one queued behind a wait that blocked
+  ``kernel_after_event_us`` after the event completed (the stream's ``handoff_us``).
 
 These are the full model's rules (``sim.engine``) with the same arithmetic, so
 the op timeline is identical to the last bit. The executor gives up, raising
@@ -117,13 +120,14 @@ class _Device:
 
 
 class _Stream:
-    __slots__ = ("device", "name", "tail_us", "sync_name")
+    __slots__ = ("device", "name", "tail_us", "sync_name", "handoff_us")
 
     def __init__(self, device: _Device, name: str) -> None:
         self.device = device
         self.name = name
         self.tail_us = _NEVER  # when the last op issued to it ends
         self.sync_name = "sync:" + name  # the name of a host sync on it
+        self.handoff_us = _NEVER  # a kernel starts no earlier: the latest copy's end or awaited event, plus latency
 
 
 class TimelineRun:
@@ -137,6 +141,8 @@ class TimelineRun:
         self.runtime = runtime
         self.devices = [_Device(i, capacity_bytes, profile) for i in range(devices)]
         self.host = profile.host
+        self.after_copy_us = profile.device.kernel_after_copy_us
+        self.after_event_us = profile.device.kernel_after_event_us
         self.rows: list[tuple] = []  # op rows (OpRow field order) not yet in the log
         self.log = OpLog()
         self.now_us = 0  # SimPy's clock starts at the int 0 too: a run that never moves it records ints
@@ -278,6 +284,8 @@ class TimelineRun:
         self.next_id += 1
         ready = self.now_us if self.now_us > stream.tail_us else stream.tail_us
         start = ready + gap_us if gap_us > 0.0 else ready
+        if stream.handoff_us > start:  # released by a copy or an event just now (the model's timeout)
+            start = start + (stream.handoff_us - start)
         end = self._compute(stream, start, work_us, share) if work_us > 0.0 else start
         stream.tail_us = end
         self.rows.append(
@@ -352,6 +360,8 @@ class TimelineRun:
                 end = moving
             engine.free_us = end
             kind, memory = engine.kind, _PINNED if pinned else _PAGEABLE
+            if self.after_copy_us > 0.0:
+                stream.handoff_us = end + self.after_copy_us
         stream.tail_us = end
         row = (self.next_id, device.index, stream.name, kind, cmd.name, nbytes, memory, _MAIN, issue, start, end)
         self.rows.append(row)
@@ -393,6 +403,11 @@ class TimelineRun:
         start = now if now > stream.tail_us else stream.tail_us
         done_us = cmd.event.native
         end = done_us if done_us > start else start
+        if self.after_event_us > 0.0:
+            if done_us == start:
+                raise NeedsEventModel("a wait reached at the instant its event completes (is it released or not?)")
+            if done_us > start:
+                stream.handoff_us = end + self.after_event_us
         stream.tail_us = end
         self.rows.append(
             (

@@ -7,7 +7,11 @@
 #   2. if time is left: the link re-timed the old (isolated) way into OUT/profile-isolated.toml, a candidate
 #      OUT/profile-idle.toml whose pinned copies count what an idle-stream issue adds (no GPU), and the specs
 #      simulated under each profile against the same replay runs (OUT/copy_ab.md);
-#   3. prints the bounds' verdicts (median |error| <= 2%, worst <= 5%) and, with --tar, packs OUT.
+#   3. (no GPU) every spec simulated again at the host costs its replay paid (OUT/paid_host.md,
+#      tools/paid_host_costs.py): how much of each error is the replay's host time;
+#   4. if 100 s or more are left: tools/probe_host_costs.py into OUT/host_probe (what the replay's host cost per
+#      command depends on: copy size, kernel length, the process), given what is left but 20 s;
+#   5. prints the bounds' verdicts (median |error| <= 2%, worst <= 5%) and, with --tar, packs OUT.
 #
 # Usage (from anywhere; runs in the repository root):
 #   tools/gpu_layer_fidelity.sh [--budget-s S] [--tar FILE.tar.gz] OUT
@@ -71,7 +75,21 @@ else
   echo "skipped the isolated-copies comparison ($(left) s left)"
 fi
 
-# 3. the verdicts.
+# 3. how much of each error is the replay's host time (no GPU).
+if [[ -f $out/profile.toml && -d $out/specs ]]; then
+  python3 tools/paid_host_costs.py "$out" --md "$out/paid_host.md" > "$out/paid_host.log" 2>&1 \
+    || echo "paid_host_costs failed: see $out/paid_host.log"
+fi
+
+# 4. what the replay's host cost per command depends on, with the time left.
+if [[ $(left) -ge 100 ]]; then
+  timeout --kill-after=10 $(( $(left) - 15 )) python3 tools/probe_host_costs.py --out "$out/host_probe" \
+    --budget-s $(( $(left) - 25 )) --processes 3 --pin 2>&1 | tee "$out/host_probe.log"
+else
+  echo "skipped the host-cost probe ($(left) s left)"
+fi
+
+# 5. the verdicts.
 echo "== layer-streaming fidelity ($(( SECONDS - start )) s) =="
 if [[ -f $out/fidelity.md ]]; then
   grep -E "host link drift|link probes around|makespan_us(,|:)" "$out/fidelity.md"
@@ -79,4 +97,5 @@ else
   echo "no report: see $out/benchmark_call.log"
 fi
 [[ -f $out/copy_ab.md ]] && grep -E "^- " "$out/copy_ab.md"
+[[ -f $out/paid_host.md ]] && grep -E "^- " "$out/paid_host.md"
 exit 0
