@@ -183,13 +183,41 @@ def test_graph_tuning_spreads_what_is_missing_evenly_and_takes_what_is_over_by_s
     assert spread([1000, 0, 8000], 3000, proportional=True) == [2000, 1000, 9000]
 
 
+def test_tuning_spreads_first_then_gives_the_error_to_one_kernel():
+    from replay.native.library import SPREAD_ROUNDS, retune
+
+    timers = [7000, 500, 500, 500]
+    # the first rounds spread it over every timer (a timer moves by a quarter)
+    assert retune(timers, -400, 0, absorber=0) == [6900, 400, 400, 400]
+    # later rounds move the absorber alone: the graph moves by what was asked, not by 4 kernels' clock steps
+    assert retune(timers, -400, SPREAD_ROUNDS, absorber=0) == [6600, 500, 500, 500]
+    assert retune(timers, 250, SPREAD_ROUNDS, absorber=0) == [7250, 500, 500, 500]
+    # an absorber that cannot take it (it would go below 0): spread again
+    assert retune(timers, -8000, SPREAD_ROUNDS, absorber=0) == [5000, 0, 0, 0]
+
+
+def test_captured_timers_are_dithered_around_their_values_never_below_zero():
+    from replay.native.library import DITHER_NS, dithered
+
+    timers = [400] * 96
+    out = dithered(timers)
+    offsets = [o - t for o, t in zip(out, timers)]
+    assert max(abs(x) for x in offsets) <= DITHER_NS // 2
+    assert abs(sum(offsets)) / len(offsets) < 20  # mean ~0: the tuning keeps its target
+    assert len(set(out)) > 50  # spread over the span, not one value: kernels cross the GPU timer's steps apart
+    assert min(dithered([0] * 8)) == 0 and dithered([]) == []
+    assert dithered(timers) == out  # fixed: a graph captured again gets the same offsets
+
+
 def test_the_graph_tuning_mode_is_read_from_the_environment(monkeypatch):
     from replay.native.library import GRAPH_TUNE_ENV, graph_tune
 
     monkeypatch.delenv(GRAPH_TUNE_ENV, raising=False)
+    assert graph_tune() == "auto"
+    monkeypatch.setenv(GRAPH_TUNE_ENV, "back_to_back")
     assert graph_tune() == "back_to_back"
     monkeypatch.setenv(GRAPH_TUNE_ENV, "alone")
     assert graph_tune() == "alone"
     monkeypatch.setenv(GRAPH_TUNE_ENV, "lonely")
-    with pytest.raises(ValueError, match="HARNESS_NATIVE_GRAPH_TUNE must be back_to_back or alone; got 'lonely'"):
+    with pytest.raises(ValueError, match="HARNESS_NATIVE_GRAPH_TUNE must be auto, back_to_back or alone; got 'lonely'"):
         graph_tune()

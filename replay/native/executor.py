@@ -115,7 +115,7 @@ class NativeRunner:
         if entry is None or entry[0] is not program:
 
             def graph_index(graph: GraphDef) -> int:
-                return self.lib.graph(graph.kinds, graph.grids, graph.timer_ns, graph.target_ns)
+                return self.lib.graph(graph.kinds, graph.grids, graph.timer_ns, graph.target_ns, graph.alone)
 
             converted = to_native(program, self.calibration, graph_index, graph_gap_us)
             entry = self._programs[key] = (program, converted)
