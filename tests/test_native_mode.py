@@ -209,6 +209,18 @@ def test_captured_timers_are_dithered_around_their_values_never_below_zero():
     assert dithered(timers) == out  # fixed: a graph captured again gets the same offsets
 
 
+def test_a_native_program_starts_at_its_commands_issue_unless_told_otherwise(monkeypatch):
+    from replay.native.executor import START_ENV, start_at_issue
+
+    monkeypatch.delenv(START_ENV, raising=False)
+    assert start_at_issue()
+    monkeypatch.setenv(START_ENV, "lead")
+    assert not start_at_issue()
+    monkeypatch.setenv(START_ENV, "later")
+    with pytest.raises(ValueError, match="HARNESS_NATIVE_START must be issue or lead; got 'later'"):
+        start_at_issue()
+
+
 def test_the_graph_tuning_mode_is_read_from_the_environment(monkeypatch):
     from replay.native.library import GRAPH_TUNE_ENV, graph_tune
 

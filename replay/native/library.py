@@ -214,7 +214,7 @@ class CudaLibrary:
             ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
             ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
             ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong,
-            ctypes.c_char_p, ctypes.c_int,
+            ctypes.c_longlong, ctypes.c_char_p, ctypes.c_int,
         ]  # fmt: skip
         lib.nx_close.restype = None
         lib.nx_close.argtypes = [ctypes.c_void_p]
@@ -366,11 +366,14 @@ class CudaLibrary:
         stream_handles: list[int] | None = None,
         est0_ns: int = 2000,
         lead_ns: int = 200_000,
+        start_ns: int = 0,
     ) -> list[np.ndarray]:
         """Run ``program`` (its graphs' slots must be indices from :meth:`graph`); the out arrays, per thread.
 
         ``stream_handles``: a ``cudaStream_t`` per stream (e.g. a torch stream's ``cuda_stream``), 0 for one of
         the executor's own; None: all its own. Times are ``CLOCK_MONOTONIC`` ns (``time.perf_counter`` on Linux).
+        The program starts at ``start_ns`` (> 0: e.g. when its command was issued, already past: the set-up since
+        is taken from its first gaps), else ``lead_ns`` from the call (time for its threads to be made).
         """
         check_placement_env()  # read again by each run
         host_bytes = device_bytes = 0
@@ -390,7 +393,7 @@ class CudaLibrary:
         rc = self.lib.nx_run(
             self.handle, len(program.threads), _pointers(program.threads), _counts(program.threads), _pointers(outs),
             program.streams, order.ctypes.data, handles.ctypes.data, program.events, program.timing_events,
-            program.stamps, host_bytes, device_bytes, est0_ns, lead_ns, err, _ERR,
+            program.stamps, host_bytes, device_bytes, est0_ns, lead_ns, start_ns, err, _ERR,
         )  # fmt: skip
         if rc != 0:
             raise RuntimeError(f"native run failed: {err.value.decode()}")
