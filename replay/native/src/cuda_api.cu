@@ -1,7 +1,8 @@
 // The executor on a CUDA GPU, as a shared library loaded with ctypes (replay/native/library.py).
 //
-// * Stand-in kernels time themselves on %globaltimer (ns) like replay/timed.py's, and stamp their own start
-//   (the first block's) and end (the last block's) into device arrays: a kernel step costs one launch.
+// * Stand-in kernels do replay/timed.py's work (stand_in_work.cuh) until %globaltimer (ns) says their time is up, and
+//   stamp their own start (the first block's) and end (the last block's) into device arrays: a kernel step costs one
+//   launch.
 // * Copies, graph launches and waits are timed by CUDA events around them; a record's own event times it.
 // * After the run every time is put on the host's CLOCK_MONOTONIC (Python's perf_counter): globaltimer via a
 //   kernel that writes it into mapped host memory while the host watches (before and after the run: drift is
@@ -24,6 +25,7 @@
 
 #include "executor.hpp"
 #include "host_thread.hpp"
+#include "stand_in_work.cuh"
 #include "times.hpp"
 
 namespace nx {
@@ -46,59 +48,34 @@ inline void cpu_relax() { spin_pause(); }
         NX_CHECK(cudaGetLastError());                                                                  \
     } while (0)
 
-__device__ __forceinline__ unsigned long long now_gt() {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-}
-
 __device__ __forceinline__ void stamp_start(unsigned long long* starts, int slot, unsigned long long t) {
     if (slot >= 0 && threadIdx.x == 0) atomicMin(starts + slot, t);
 }
 
 __device__ __forceinline__ void stamp_end(unsigned long long* ends, int slot) {
     __syncthreads();
-    if (slot >= 0 && threadIdx.x == 0) atomicMax(ends + slot, now_gt());
+    if (slot >= 0 && threadIdx.x == 0) atomicMax(ends + slot, globaltimer_ns());
 }
 
 __global__ void nx_compute(long long ns, float* sink, unsigned long long* starts, unsigned long long* ends, int slot) {
-    const unsigned long long start = now_gt();
+    const unsigned long long start = globaltimer_ns();
     stamp_start(starts, slot, start);
-    float a = threadIdx.x * 1e-3f, b = 0.5f + blockIdx.x * 1e-6f, c = 1.0f - threadIdx.x * 1e-7f, d = 0.25f;
-    while ((long long)(now_gt() - start) < ns) {
-#pragma unroll
-        for (int i = 0; i < 64; ++i) {
-            a = fmaf(a, 0.999f, b);
-            b = fmaf(b, 1.001f, c);
-            c = fmaf(c, 0.998f, d);
-            d = fmaf(d, 1.002f, a);
-        }
-    }
-    if (a + b + c + d == 1234.5f) sink[threadIdx.x] = a;  // never true in practice; keeps the FMAs alive
+    fma_chains_until(start, ns, sink);
     stamp_end(ends, slot);
 }
 
 __global__ void nx_memory(long long ns, const float4* src, float4* dst, unsigned long long n, unsigned long long* starts,
                           unsigned long long* ends, int slot) {
-    const unsigned long long start = now_gt();
+    const unsigned long long start = globaltimer_ns();
     stamp_start(starts, slot, start);
-    unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
-    const unsigned long long stride = gridDim.x * (unsigned long long)blockDim.x;
-    while ((long long)(now_gt() - start) < ns) {
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-            dst[i] = src[i];
-            i += stride;
-            if (i >= n) i -= n;
-        }
-    }
+    stream_copy_until(start, ns, src, dst, n);
     stamp_end(ends, slot);
 }
 
-__global__ void nx_stamp(unsigned long long* where) { *where = now_gt(); }
+__global__ void nx_stamp(unsigned long long* where) { *where = globaltimer_ns(); }
 
 __global__ void nx_stamp_mapped(volatile unsigned long long* host) {
-    *host = now_gt();
+    *host = globaltimer_ns();
     __threadfence_system();
 }
 
