@@ -62,7 +62,9 @@ rm -rf "$OUT/native-cache"
     echo "== graph specs, graphs tuned back to back (HARNESS_NATIVE_GRAPH_TUNE=back_to_back: the fix undone)"
     cat "$OUT/fidelity_tune_b2b/fidelity.txt" 2>/dev/null
     echo
-    echo "== the decode_graph steps, native - sim (graph_diag_report)"
+    echo "== the decode_graph steps, native - sim (graph_diag_report), and where each run's program started"
     grep -A12 "native - sim" "$OUT/report.log" 2>/dev/null
+    grep -A11 "the run's origin to its first row" "$OUT/report.log" 2>/dev/null
+    grep "tuned_alone" -A6 "$OUT/graph_diag/diag.log" 2>/dev/null
     grep "first step due" "$OUT/graph_diag/diag.log" 2>/dev/null
 } | tee "$OUT/table.txt"

@@ -150,8 +150,9 @@ class NativeRunner:
         issued_ns = time.perf_counter_ns() - self.offset_ns  # CLOCK_MONOTONIC: the program starts now
         handles = [int(s.native.cuda_stream) if s.native is not None else 0 for s in cmd.streams]
         start_ns = issued_ns if start_at_issue() else 0
+        called_ns = time.perf_counter_ns() - self.offset_ns
         outs = self.lib.run(converted.native, handles, lead_ns=LEAD_NS, start_ns=start_ns)
-        self.last_run = (issued_ns, outs)  # for diagnostics (tools/graph_diag.py): the set-up, the first steps
+        self.last_run = (issued_ns, called_ns, outs)  # for diagnostics (tools/graph_diag.py): the set-up
         base_us = origin_s * 1e6
 
         def to_us(ns: np.ndarray) -> np.ndarray:
