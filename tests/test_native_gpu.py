@@ -103,6 +103,21 @@ def test_a_graph_launched_alone_takes_longer_than_back_to_back(runner):
     assert n * 2000 <= back_to_back < alone < back_to_back + 50_000
 
 
+def test_a_program_given_its_start_paces_its_first_step_from_it(runner):
+    import time
+
+    steps = empty_steps(2)
+    steps["op"][0], steps["kind"][0], steps["grid"][0], steps["timer_ns"][0] = Op.KERNEL, Kind.LATENCY, 1, 5000
+    steps["gap_ns"][0] = 400_000  # the set-up before the threads run is taken from this first gap
+    steps["op"][1] = Op.SYNC_STREAM
+    program = NativeProgram([steps], streams=1, events=1)
+    runner.lib.run(program)  # warm-up
+    start = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    out = runner.lib.run(program, start_ns=start)[0]
+    assert out["target_ns"][0] == start + 400_000
+    assert 0 <= out["begin_ns"][0] - out["target_ns"][0] < 20_000
+
+
 def test_a_traced_graph_stamps_each_kernel_in_order_after_the_launch_returns(runner):
     n, timer_ns = 8, 5000
     trace = runner.lib.trace_graph([int(Kind.LATENCY)] * n, [1] * n, [timer_ns] * n, reps=3)

@@ -209,13 +209,95 @@ def test_graph_tuning_spreads_what_is_missing_evenly_and_takes_what_is_over_by_s
     assert spread([1000, 0, 8000], 3000, proportional=True) == [2000, 1000, 9000]
 
 
+def test_tuning_spreads_first_then_gives_the_error_to_one_kernel():
+    from replay.native.library import SPREAD_ROUNDS, retune
+
+    timers = [7000, 500, 500, 500]
+    # the first rounds spread it over every timer (a timer moves by a quarter)
+    assert retune(timers, -400, 0, absorber=0) == [6900, 400, 400, 400]
+    # later rounds move the absorber alone: the graph moves by what was asked, not by 4 kernels' clock steps
+    assert retune(timers, -400, SPREAD_ROUNDS, absorber=0) == [6600, 500, 500, 500]
+    assert retune(timers, 250, SPREAD_ROUNDS, absorber=0) == [7250, 500, 500, 500]
+    # an absorber that cannot take it (it would go below 0): spread again
+    assert retune(timers, -8000, SPREAD_ROUNDS, absorber=0) == [5000, 0, 0, 0]
+
+
+class _StaircaseGpu:
+    """A graph on a GPU whose timer moves in 192 ns steps (the H200's): each stand-in runs until the clock has passed
+    its timer, plus 0.67 µs (its in-graph floor with its gap); alone adds the GPU's own lead-in and tail."""
+
+    def __init__(self) -> None:
+        self._graphs: dict = {}
+        self.tuned_timers: dict = {}
+        self.captured: list[list[int]] = []
+
+    def _capture(self, kinds, grids, timers) -> int:
+        self.captured.append(list(timers))
+        return len(self.captured) - 1
+
+    def time_graph_ns(self, index: int, reps: int = 5) -> float:
+        return float(sum(max(1, -(-t // 192)) * 192 + 670 for t in self.captured[index]))
+
+    def time_graph_alone_ns(self, index: int, reps: int = 9) -> float:
+        return self.time_graph_ns(index) + 3400.0
+
+
+def test_a_graph_of_near_floor_stand_ins_is_tuned_to_its_target_on_a_gpu_whose_clock_moves_in_steps(monkeypatch):
+    from replay.native.library import GRAPH_TUNE_ENV, CudaLibrary, spread
+
+    monkeypatch.delenv(GRAPH_TUNE_ENV, raising=False)
+    # decode_graph's graph: a lead-in spacer, 96 kernels of ~1 µs (timers 0 after the stream's overhead), a tail
+    timers, target = [6608] + [0] * 96 + [1648], 138_700
+    gpu = _StaircaseGpu()
+    index = gpu._capture(None, None, timers)
+    old = []  # as before: four rounds, each spreading the error evenly: every kernel crosses a clock step together
+    for _ in range(4):
+        timers = spread(timers, target - gpu.time_graph_ns(index))
+        index = gpu._capture(None, None, timers)
+        old.append(target - gpu.time_graph_ns(index))
+    assert min(abs(e) for e in old) > 5000  # stuck 8-10 µs away, as the H200's graphs were
+    for alone in (False, True):
+        gpu = _StaircaseGpu()
+        index = CudaLibrary.graph(gpu, [2] * 98, [1] * 98, [6608] + [0] * 96 + [1648], target, alone)
+        took = gpu.time_graph_alone_ns(index) if alone else gpu.time_graph_ns(index)
+        assert abs(target - took) <= 500, (alone, target - took)
+        assert len(gpu.captured) <= 7 and gpu.tuned_timers[index] == gpu.captured[index]
+
+
+def test_captured_timers_are_dithered_around_their_values_never_below_zero():
+    from replay.native.library import DITHER_NS, dithered
+
+    timers = [400] * 96
+    out = dithered(timers)
+    offsets = [o - t for o, t in zip(out, timers)]
+    assert max(abs(x) for x in offsets) <= DITHER_NS // 2
+    assert abs(sum(offsets)) / len(offsets) < 20  # mean ~0: the tuning keeps its target
+    assert len(set(out)) > 50  # spread over the span, not one value: kernels cross the GPU timer's steps apart
+    assert min(dithered([0] * 8)) == 0 and dithered([]) == []
+    assert dithered(timers) == out  # fixed: a graph captured again gets the same offsets
+
+
+def test_a_native_program_starts_at_its_commands_issue_unless_told_otherwise(monkeypatch):
+    from replay.native.executor import START_ENV, start_at_issue
+
+    monkeypatch.delenv(START_ENV, raising=False)
+    assert start_at_issue()
+    monkeypatch.setenv(START_ENV, "lead")
+    assert not start_at_issue()
+    monkeypatch.setenv(START_ENV, "later")
+    with pytest.raises(ValueError, match="HARNESS_NATIVE_START must be issue or lead; got 'later'"):
+        start_at_issue()
+
+
 def test_the_graph_tuning_mode_is_read_from_the_environment(monkeypatch):
     from replay.native.library import GRAPH_TUNE_ENV, graph_tune
 
     monkeypatch.delenv(GRAPH_TUNE_ENV, raising=False)
+    assert graph_tune() == "auto"
+    monkeypatch.setenv(GRAPH_TUNE_ENV, "back_to_back")
     assert graph_tune() == "back_to_back"
     monkeypatch.setenv(GRAPH_TUNE_ENV, "alone")
     assert graph_tune() == "alone"
     monkeypatch.setenv(GRAPH_TUNE_ENV, "lonely")
-    with pytest.raises(ValueError, match="HARNESS_NATIVE_GRAPH_TUNE must be back_to_back or alone; got 'lonely'"):
+    with pytest.raises(ValueError, match="HARNESS_NATIVE_GRAPH_TUNE must be auto, back_to_back or alone; got 'lonely'"):
         graph_tune()

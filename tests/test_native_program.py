@@ -119,6 +119,24 @@ def test_graphs_are_tuned_to_their_kernels_durations_and_the_profiles_gaps():
     assert graph.target_ns == round((durations.sum() + (len(durations) - 1) * 0.5) * 1e3)
 
 
+def test_a_graph_launched_on_a_stream_the_program_synced_is_tuned_alone_else_back_to_back():
+    from replay.native.program import launched_idle
+    from replay.native.steps import Op
+
+    op = np.array([Op.GRAPH, Op.COPY, Op.GRAPH, Op.SYNC_STREAM, Op.GRAPH, Op.KERNEL, Op.SYNC_DEVICE, Op.GRAPH])
+    stream = np.array([0, 0, 0, 0, 0, 1, -1, 1])
+    assert launched_idle(op, stream).tolist() == [True, False, False, False, True, True, True, True]
+    # a sync of another stream leaves this one busy
+    other = launched_idle(np.array([Op.KERNEL, Op.GRAPH, Op.SYNC_STREAM, Op.GRAPH]), np.array([1, 0, 1, 0]))
+    assert other.tolist() == [True, True, False, False]
+    # decode_graph syncs its stream after each step's copy: every launch finds it idle
+    loaded = load_spec(SPECS_DIR / "recorded_decode_graph.toml")
+    prepared = prepare_spec(loaded)
+    cmd = _program_command(loaded, loaded.policies[0], prepared.inputs)
+    converted = to_native(cmd.program, CAL, graph_gap_us=0.5)
+    assert converted.native.graphs and all(g.alone for g in converted.native.graphs)
+
+
 def test_graph_kernels_are_lifted_to_the_floor_inside_a_graph_not_to_the_streams_floor():
     # On the H100 a graph's stand-ins run back to back at ~1 µs, a stream's at ~3.2 µs: lifting the decode graphs'
     # 1 µs kernels to the stream's floor made their graphs ~2x too long (+26% to +49% on the span).

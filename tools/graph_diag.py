@@ -130,6 +130,15 @@ def stage_spans(d: Diag, context, reps: int) -> None:
                     {"spec": stem, "backend": name, "policy": label, **{k: spans.loc[label].get(k) for k in spans}}
                 )
             d.say(f"{stem} {name}: {time.perf_counter() - t0:.1f} s")
+            last = getattr(getattr(context, "native", None), "last_run", None) if name == "native" else None
+            if last is not None:  # the executor's set-up: the command's issue to its first step's begin
+                issued_ns, called_ns, outs = last
+                first = outs[0]
+                d.say(
+                    f"{stem} native, last run: the executor called {(called_ns - issued_ns) / 1e3:.1f} µs after the "
+                    f"command's issue; first step due {(first['target_ns'][0] - issued_ns) / 1e3:.1f} µs after the "
+                    f"issue, began {(first['begin_ns'][0] - issued_ns) / 1e3:.1f} µs after it"
+                )
     table = pd.DataFrame(rows)
     table.to_csv(d.out / "spans.csv", index=False)
     d.say("spans (median makespan_us):\n" + table[["spec", "backend", "policy", "makespan_us"]].to_string(index=False))

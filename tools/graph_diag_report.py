@@ -117,7 +117,7 @@ def stamped_steps(out: Path) -> list[pd.DataFrame]:
 
 def main() -> None:
     out = Path(sys.argv[1])
-    frames = []
+    frames, starts = [], []
     for spec, path in RECORDINGS.items():
         if path.exists():
             frames.append(recording_steps(path).assign(spec=spec, policy="as_recorded", backend="recording", run=""))
@@ -128,6 +128,9 @@ def main() -> None:
             ops = pd.read_parquet(f)
             for (policy, run), rows in ops.groupby(["policy_label", "run_id"]):
                 frames.append(run_steps(rows, backend).assign(spec=spec, policy=policy, backend=backend, run=run))
+                first, end = float(rows["start_us"].min()), float(rows["end_us"].max())
+                starts.append({"spec": spec, "policy": policy, "backend": backend, "run": run, "first_row_us": first,
+                               "last_end_us": end})  # fmt: skip
     frames += stamped_steps(out)
     steps = pd.concat(frames, ignore_index=True)
     steps.to_csv(out / "steps.csv", index=False)
@@ -139,6 +142,11 @@ def main() -> None:
     summary.columns = [f"{seg}_{stat}_us" for stat, seg in summary.columns]
     summary.to_csv(out / "steps_summary.csv")
     pd.set_option("display.width", 250)
+    if starts:
+        print("the run's origin to its first row (the program's start) and to its last end (the span), µs:")
+        print(pd.DataFrame(starts).groupby(["spec", "policy", "backend"])[["first_row_us", "last_end_us"]].median()
+              .round(1).to_string())  # fmt: skip
+        print()
     print("per step, median (µs):")
     print(medians.round(2).to_string())
     print("\nsum over the steps, median over runs (µs):")

@@ -109,6 +109,24 @@ class Converted:
     lift_us: float
 
 
+def launched_idle(op: np.ndarray, stream: np.ndarray) -> np.ndarray:
+    """Per step of one thread (native ops): whether its stream has no work outstanding from this thread when the
+    step runs, as far as the thread knows: a kernel, graph or copy makes its stream busy; a sync of that stream
+    or a device sync idles it (an event sync does not: which stream's work it waited for is not followed). A graph launched on an idle stream
+    pays the GPU's own lead-in and tail in full (its launch is timed alone when tuned, :class:`GraphDef`)."""
+    idle = np.ones(len(op), bool)
+    busy: set[int] = set()
+    for i, (o, s) in enumerate(zip(op.tolist(), stream.tolist())):
+        idle[i] = s not in busy
+        if o in (Op.KERNEL, Op.GRAPH, Op.COPY):
+            busy.add(s)
+        elif o == Op.SYNC_STREAM:
+            busy.discard(s)
+        elif o == Op.SYNC_DEVICE:
+            busy.clear()
+    return idle
+
+
 def to_native(
     program: StepProgram,
     cal: Calibration,
@@ -171,8 +189,10 @@ def to_native(
             ours["timer_ns"][launch] = np.maximum(0, np.rint((duration - overhead) * 1e3)).astype(np.int64)
             shares = theirs["share"][launch]
             ours["grid"][launch] = [cal.grid(k, s) for k, s in zip(kinds.tolist(), shares.tolist())]
-        for i in np.flatnonzero(op == Op.GRAPH).tolist():
-            key = (int(theirs["graph_first"][i]), int(theirs["graph_count"][i]))
+        graph_steps = np.flatnonzero(op == Op.GRAPH)
+        idle = launched_idle(op, ours["stream"]) if len(graph_steps) else None
+        for i in graph_steps.tolist():
+            key = (int(theirs["graph_first"][i]), int(theirs["graph_count"][i]), bool(idle[i]))
             slot = graph_slots.get(key)
             if slot is None:
                 kernels = program.graph_kernels[key[0] : key[0] + key[1]]
@@ -187,6 +207,7 @@ def to_native(
                     [cal.grid(k, s) for k, s in zip(kinds, kernels["share"][runs].tolist())],
                     [cal.timer_ns(k, d) for k, d in zip(kinds, durations.tolist())],
                     int(round((float(durations.sum()) + max(0, len(kinds) - 1) * graph_gap_us) * 1e3)),
+                    alone=key[2],
                 )
                 slot = graph_index(graph) if graph_index is not None else len(graphs)
                 graphs.append(graph)

@@ -142,13 +142,15 @@ class GraphDef:
     """A graph's kernels: (kind, grid, timer_ns) each; captured once, launched by GRAPH steps.
 
     ``target_ns``: what one launch should take on the GPU (its kernels' durations and the gaps between them);
-    the CUDA executor tunes the captured graph to it (0: as captured).
+    the CUDA executor tunes the captured graph to it (0: as captured). ``alone``: its launches find their stream
+    idle (the program synced it since its last work), so a launch is timed alone when tuned, else back to back.
     """
 
     kinds: list[int]
     grids: list[int]
     timer_ns: list[int]
     target_ns: int = 0
+    alone: bool = False
 
 
 @dataclass

@@ -656,7 +656,8 @@ extern "C" int nx_trace_graph(void* h, const int32_t* kinds, const int32_t* grid
 extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, const int64_t* counts,
                       nx::Out* const* outs, int streams, const int32_t* sync_order, const uint64_t* stream_handles,
                       int events, int timing_events, long long stamps,
-                      long long host_bytes, long long device_bytes, long long est0_ns, long long lead_ns, char* err,
+                      long long host_bytes, long long device_bytes, long long est0_ns, long long lead_ns,
+                      long long start_ns, char* err,
                       int errlen) {
     State& st = *static_cast<State*>(h);
     try {
@@ -682,7 +683,8 @@ extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, cons
         const bool fifo = nx::fifo_wanted();
         st.spin_pause = nx::spin_pauses();
         st.placed = (cpus.empty() ? 0 : nx::PLACED_PINNED) | (fifo ? nx::PLACED_FIFO : 0);
-        const int64_t start = nx::host_ns() + lead_ns;
+        // start_ns > 0: the program started then (its command's issue; its first gaps absorb the set-up since)
+        const int64_t start = start_ns > 0 ? int64_t(start_ns) : nx::host_ns() + lead_ns;
         std::vector<std::thread> workers;
         for (int t = 0; t < n_threads; ++t)
             workers.emplace_back([&, t] {
