@@ -46,6 +46,9 @@ stage start_lead 40 env HARNESS_NATIVE_START=lead "$PY" tools/native_fidelity.py
     --reps 3 --budget-s 25 --backends sim native --spec $GRAPHS
 stage tune_back_to_back 40 env HARNESS_NATIVE_GRAPH_TUNE=back_to_back "$PY" tools/native_fidelity.py \
     --out "$OUT/fidelity_tune_b2b" --reps 3 --budget-s 25 --backends sim native --spec $GRAPHS
+# where the executor's set-up goes, and whether it is the pinned threads' CPUs waking up (unpinned: none moves)
+stage graph_diag_unpinned 40 env HARNESS_NATIVE_CPUS=off "$PY" tools/graph_diag.py --out "$OUT/graph_diag_unpinned" \
+    --budget-s 20
 stage gpu_tests 70 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_native_gpu.py
 rm -rf "$OUT/native-cache"
 {
@@ -66,5 +69,8 @@ rm -rf "$OUT/native-cache"
     grep -A12 "native - sim" "$OUT/report.log" 2>/dev/null
     grep -A11 "the run's origin to its first row" "$OUT/report.log" 2>/dev/null
     grep "tuned_alone" -A6 "$OUT/graph_diag/diag.log" 2>/dev/null
-    grep "first step due" "$OUT/graph_diag/diag.log" 2>/dev/null
+    grep -A1 "first step due" "$OUT/graph_diag/diag.log" 2>/dev/null
+    echo "-- the same, threads unpinned (HARNESS_NATIVE_CPUS=off):"
+    grep -A1 "first step due" "$OUT/graph_diag_unpinned/diag.log" 2>/dev/null
+    grep -A9 "makespan_us" "$OUT/graph_diag_unpinned/diag.log" 2>/dev/null
 } | tee "$OUT/table.txt"

@@ -139,6 +139,10 @@ def stage_spans(d: Diag, context, reps: int) -> None:
                     f"command's issue; first step due {(first['target_ns'][0] - issued_ns) / 1e3:.1f} µs after the "
                     f"issue, began {(first['begin_ns'][0] - issued_ns) / 1e3:.1f} µs after it"
                 )
+                marks = context.native.lib.last_setup_ns()
+                names = ("entered", "stream synced", "threads spawned", "first thread placed", "its device set")
+                d.say("  set-up, µs after the issue: " + ", ".join(
+                    f"{n} {(m - issued_ns) / 1e3:.1f}" for n, m in zip(names, marks)))  # fmt: skip
     table = pd.DataFrame(rows)
     table.to_csv(d.out / "spans.csv", index=False)
     d.say("spans (median makespan_us):\n" + table[["spec", "backend", "policy", "makespan_us"]].to_string(index=False))

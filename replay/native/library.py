@@ -202,6 +202,8 @@ class CudaLibrary:
             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
             ctypes.c_longlong, ctypes.c_char_p, ctypes.c_int,
         ]  # fmt: skip
+        lib.nx_last_setup.restype = None
+        lib.nx_last_setup.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         lib.nx_last_stamps.restype = ctypes.c_longlong
         lib.nx_last_stamps.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong]
         lib.nx_trace_graph.restype = ctypes.c_int
@@ -288,6 +290,13 @@ class CudaLibrary:
         if index < 0:
             raise RuntimeError(f"native graph capture failed: {err.value.decode()}")
         return index
+
+    def last_setup_ns(self) -> list[int]:
+        """The last run's set-up, host-clock ns: entered, stream synced, threads spawned, the first thread placed
+        on its CPU, its CUDA device set (a diagnostic: ``tools/graph_diag.py``)."""
+        out = np.zeros(5, np.int64)
+        self.lib.nx_last_setup(self.handle, out.ctypes.data)
+        return [int(v) for v in out]
 
     def last_stamps(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The last run's stamp slots [0, n): (starts, ends), host-clock ns (``CLOCK_MONOTONIC``), -1 where none."""

@@ -126,6 +126,9 @@ struct State {
     std::vector<cudaGraphExec_t> graphs;
     std::pair<int64_t, int64_t> last_pair{0, 0};  // the latest (host ns, globaltimer ns) calibration
     std::vector<int64_t> last_starts, last_ends;  // the last run's stamps on the host clock (-1: none)
+    // the last run's set-up on the host clock (nx_last_setup): entry, stream synced, threads spawned, the first
+    // thread placed, the first thread's CUDA device set
+    int64_t setup_ns[5] = {0, 0, 0, 0, 0};
     // The driver's launch with the stand-ins' functions looked up once (HARNESS_NATIVE_LAUNCH=runtime: <<<>>>):
     // the runtime's launch looks the function up and checks its module on every call.
     PFN_cuLaunchKernel_v4000 cu_launch = nullptr;
@@ -519,6 +522,13 @@ extern "C" int nx_add_graph_stamped(void* h, const int32_t* kinds, const int32_t
     }
 }
 
+// The last run's set-up (host clock ns, 5 values): nx_run entered, its stream synced (memsets, t0 recorded), its
+// threads about to be spawned, the first thread placed on its CPU, the first thread's CUDA device set.
+extern "C" void nx_last_setup(void* h, int64_t* out) {
+    const State& st = *static_cast<State*>(h);
+    for (int i = 0; i < 5; ++i) out[i] = st.setup_ns[i];
+}
+
 // The last run's stamps on the host clock (ns, -1: not stamped), slots [0, n); how many were copied.
 extern "C" long long nx_last_stamps(void* h, int64_t* starts, int64_t* ends, long long n) {
     const State& st = *static_cast<State*>(h);
@@ -661,6 +671,7 @@ extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, cons
                       int errlen) {
     State& st = *static_cast<State*>(h);
     try {
+        st.setup_ns[0] = nx::host_ns();
         NX_CHECK(cudaSetDevice(st.device));
         nx::ensure(st, streams, timing_events, std::max(1LL, stamps), std::max(1LL, host_bytes),
                    std::max(1LL, device_bytes));
@@ -675,6 +686,7 @@ extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, cons
         // (its rows start when its threads do), and each mapping costs ~1 ms. The event clock's zero is recorded
         // now; drift is interpolated from the previous mapping (at open or the previous run's end) to the next.
         NX_CHECK(cudaEventRecord(st.t0, st.own));
+        st.setup_ns[1] = nx::host_ns();
         const auto before = st.last_pair;
         st.error = 0;
 
@@ -686,11 +698,14 @@ extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, cons
         // start_ns > 0: the program started then (its command's issue; its first gaps absorb the set-up since)
         const int64_t start = start_ns > 0 ? int64_t(start_ns) : nx::host_ns() + lead_ns;
         std::vector<std::thread> workers;
+        st.setup_ns[2] = nx::host_ns();
         for (int t = 0; t < n_threads; ++t)
             workers.emplace_back([&, t] {
                 const int placed = nx::place_this_thread(t < int(cpus.size()) ? cpus[t] : -1, fifo);
+                if (t == 0) st.setup_ns[3] = nx::host_ns();
                 st.placed.fetch_and(placed | ~(nx::PLACED_PINNED | nx::PLACED_FIFO));
                 cudaSetDevice(st.device);
+                if (t == 0) st.setup_ns[4] = nx::host_ns();
                 nx::CudaThread dev(st);
                 nx::run_thread(dev, shared, t, steps[t], counts[t], outs[t], start, est0_ns);
             });
