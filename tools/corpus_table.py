@@ -48,6 +48,7 @@ from harness.errors import InputError  # noqa: E402
 from harness.paths import TRACES_DIR  # noqa: E402
 from harness.profile import Profile, gpu_defaults, load_profile  # noqa: E402
 from harness.spec import load_spec  # noqa: E402
+from workloads.recorded.compensation import SLOW_HOST_RATIO  # noqa: E402
 from sim import SimBackend  # noqa: E402
 
 NO_CHANGE = 0.01  # |change| below this is "no change" (sign 0)
@@ -177,6 +178,18 @@ class Simulator:
             self._prepared[key] = (loaded, program)
         return self._prepared[key]
 
+    def host_vs_calibration(self, recording: Path) -> tuple[float, bool]:
+        """The recording's simple calls over the calibration's (``compensation.host_speed``) and whether that flags
+        it as taken on a host much slower than the calibration's; (nan, False) where there is no such figure."""
+        from workloads.recorded import compensation
+
+        program = self._loaded(AS_RECORDED_SPEC, recording)[1]
+        try:
+            speed = compensation.host_speed(program, compensation.calibration_for(program, self.profile))
+        except compensation.CannotCompensate:
+            return math.nan, False
+        return (speed.ratio, speed.slow) if speed is not None else (math.nan, False)
+
     def recorded_span_us(self, recording: Path) -> float:
         return self._loaded(AS_RECORDED_SPEC, recording)[1].recorded_span_us
 
@@ -221,6 +234,7 @@ def programs_table(sim: Simulator, recordings: list[Recording]) -> pd.DataFrame:
         recorded = sim.recorded_span_us(rec.path)
         predicted, note = _attempt(sim.span_us, AS_RECORDED_SPEC, rec.path, "as_recorded", False)
         unprof, unprof_note = _attempt(sim.span_us, AS_RECORDED_SPEC, rec.path, "as_recorded", True)
+        host_ratio, host_slow = sim.host_vs_calibration(rec.path)
         rows.append(
             {
                 "program": rec.program,
@@ -235,6 +249,8 @@ def programs_table(sim: Simulator, recordings: list[Recording]) -> pd.DataFrame:
                 "recording_vs_unprofiled": recorded / rec.unprofiled_us - 1,
                 "predicted_unprofiled_us": unprof,
                 "error_vs_unprofiled": unprof / rec.unprofiled_us - 1,
+                "host_vs_calibration": host_ratio,  # compensation.host_speed: the recording's simple calls
+                "host_slow": host_slow,  # ... above SLOW_HOST_RATIO: a host much slower than the calibration's
                 "note": "; ".join(n for n in (note, unprof_note) if n),
             }
         )
@@ -330,6 +346,13 @@ def _us(x: float) -> str:
     return "-" if isinstance(x, float) and math.isnan(x) else f"{x:,.0f}"
 
 
+def _host(row) -> str:
+    ratio = getattr(row, "host_vs_calibration", math.nan)
+    if ratio is None or math.isnan(ratio):
+        return "-"
+    return f"{ratio:.2f}" + (" SLOW" if getattr(row, "host_slow", False) else "")
+
+
 ISSUE22_FAMILY = ("decode_eager_", "decode_graph_")  # the 12 programs of issue 22's Done-when
 
 
@@ -343,10 +366,20 @@ def summary(programs: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
             if len(err):
                 lines.append(f"- {mode}: {what}: median |error| {err.median():.1%}, worst {err.max():.1%} "
                              f"({len(err)} recordings)")
-        family = part[part["program"].str.startswith(ISSUE22_FAMILY)]["error_vs_unprofiled"].abs().dropna()
+        in_family = part["program"].str.startswith(ISSUE22_FAMILY)
+        family = part[in_family]["error_vs_unprofiled"].abs().dropna()
         if len(family) and len(family) < len(part):
             lines.append(f"- {mode}: predicted unprofiled vs unprofiled, issue 22's decoder family only: median "
                          f"|error| {family.median():.1%}, worst {family.max():.1%} ({len(family)} recordings)")
+        slow = part["host_slow"].fillna(False).astype(bool) if "host_slow" in part else in_family & False
+        if slow.any():
+            names = ", ".join(part.loc[slow, "program"])
+            kept = part[in_family & ~slow]["error_vs_unprofiled"].abs().dropna()
+            lines.append(f"- {mode}: flagged as recorded on a host much slower than the calibration's "
+                         f"(simple calls > {SLOW_HOST_RATIO:.1f}x the calibrated): {names}")
+            if len(kept):
+                lines.append(f"- {mode}: decoder family without the flagged recordings: median |error| "
+                             f"{kept.median():.1%}, worst {kept.max():.1%} ({len(kept)} recordings)")
     for mode, part in pairs.groupby("mode", sort=False):
         done = part.dropna(subset=["predicted_change"])
         span = done["what_if_vs_changed_recording"].abs()
@@ -366,8 +399,8 @@ def markdown(provenance: dict, programs: pd.DataFrame, pairs: pd.DataFrame, effe
     lines += ["", "## Programs: as_recorded against the recording, compensated against the unprofiled run", ""]
     lines += [
         "| program | mode | recorded µs | predicted (error) | unprofiled µs (min-max) | recording vs unprofiled "
-        "| predicted unprofiled (error) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| predicted unprofiled (error) | host vs calibration |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in programs.itertuples():
         unprof = (
@@ -378,7 +411,7 @@ def markdown(provenance: dict, programs: pd.DataFrame, pairs: pd.DataFrame, effe
         lines.append(
             f"| {r.program} | {r.mode} | {_us(r.recorded_span_us)} | {_us(r.predicted_recording_us)} "
             f"({_pct(r.error_vs_recording)}) | {_us(r.unprofiled_us)} ({_us(r.unprofiled_min_us)}-"
-            f"{_us(r.unprofiled_max_us)}) | {_pct(r.recording_vs_unprofiled)} | {unprof} |"
+            f"{_us(r.unprofiled_max_us)}) | {_pct(r.recording_vs_unprofiled)} | {unprof} | {_host(r)} |"
         )
     notes = sorted({n for n in programs["note"] if n})
     lines += [""] + [f"Note: {n}" for n in notes]

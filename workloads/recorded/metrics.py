@@ -16,7 +16,10 @@
 * With ``profiler_overhead = "subtract"`` only: ``unprofiled_makespan_us``, the predicted span of
   the program *without* the profiler (the run's makespan, named for what it is: ``makespan_us``
   and ``recorded_makespan_us`` are then the prediction and the profiled recording), and
-  ``profiler_overhead_removed_us``, the host time taken out of the recorded calls.
+  ``profiler_overhead_removed_us``, the host time taken out of the recorded calls;
+  ``recording_host_vs_calibration``, the recording's simple calls over the calibration's
+  (``compensation.host_speed``), and ``recording_host_slow`` (1 above ``SLOW_HOST_RATIO``: the
+  recording's host ran much slower than the calibration's, and the prediction is not to be trusted).
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ def metrics(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult)
             MetricRow("unprofiled_makespan_us", makespan, "us"),
             MetricRow("profiler_overhead_removed_us", float(result.overhead_removed_us), "us"),
         ]
+        speed = getattr(result, "host_speed", None)
+        if speed is not None:  # the recording's simple calls against the calibration's (compensation.host_speed)
+            rows += [
+                MetricRow("recording_host_vs_calibration", speed.ratio, "ratio"),
+                MetricRow("recording_host_slow", float(speed.slow), "flag"),
+            ]
     per = max(makespan, 1e-9)
     busy, waited = [], []
     for device, part in device_ops.groupby("device"):

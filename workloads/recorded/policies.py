@@ -92,12 +92,22 @@ class RecordedResult:
     profiler_overhead: str = "keep"  # what the run did with the recording's profiler overhead
     overhead_removed_us: float = 0.0  # host time taken out of the recorded calls ("subtract")
     what_ifs: tuple = ()  # what the what-if changed (whatif.WhatIfSummary per transform; () for as_recorded)
+    host_speed: compensation.HostSpeed | None = None  # "subtract": the recording's host against the calibration's
 
 
 def as_recorded(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
+    speed = host_speed_of(rt, program, params)
     program, removed_us = _compensated(rt, program, params)
     result = yield from _run_program(rt, program, params)
-    return replace(result, profiler_overhead=params.profiler_overhead, overhead_removed_us=removed_us)
+    return replace(result, profiler_overhead=params.profiler_overhead, overhead_removed_us=removed_us, host_speed=speed)
+
+
+def host_speed_of(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> compensation.HostSpeed | None:
+    """With ``profiler_overhead = "subtract"``: the recording's simple calls against the calibration's
+    (:func:`.compensation.host_speed`; flagged when the recording's host ran much slower); else None."""
+    if params.profiler_overhead != "subtract":
+        return None
+    return compensation.host_speed(program, compensation.calibration_for(program, rt.profile))
 
 
 _compensations: dict[tuple, tuple[RecordedProgram, object, RecordedProgram, float]] = {}
@@ -230,6 +240,7 @@ def transformed(name: str, program: RecordedProgram, params: AsRecordedParams) -
 
 def _what_if(name: str):
     def main(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
+        speed = host_speed_of(rt, program, params)
         program, removed_us = _compensated(rt, program, params)  # before the what-if: it moves compensated gaps
         changed = transformed(name, program, params)
         result = yield from _run_program(rt, changed, params)
@@ -238,6 +249,7 @@ def _what_if(name: str):
             profiler_overhead=params.profiler_overhead,
             overhead_removed_us=removed_us,
             what_ifs=changed.what_ifs,
+            host_speed=speed,
         )
 
     def check(program: RecordedProgram, params: AsRecordedParams) -> None:

@@ -1,0 +1,127 @@
+"""The recording's host against the calibration's (compensation.host_speed): a slow-host recording is flagged.
+
+The figure is the recording's median *simple call* (a kernel launch whose gap holds one aten op,
+none in a CUDA-only recording, and nothing else) over the calibration's launch-shape call
+(``floor_us.call_launch`` + ``aten_op`` + ``runtime_call``). Checked on the bundled H200 recording
+of decode_inline against the same figure worked out from its op-trace columns.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.paths import TRACES_DIR
+from harness.profile import ProfilerCalibration, Spread
+from harness.trace import load_trace
+from workloads.recorded.compensation import (
+    MIN_SIMPLE_CALLS,
+    SLOW_HOST_RATIO,
+    host_speed,
+    simple_calls,
+)
+from workloads.recorded.program import ThreadProgram, build_program
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+RECORDED = TRACES_DIR / "recorded"
+
+
+def _calibration(floor: float | None = 5.0, aten: float = 1.0, call: float = 3.0) -> ProfilerCalibration:
+    return ProfilerCalibration(
+        torch="2.11.0",
+        date="2026-12-07",
+        rounds=9,
+        overhead={"aten_op": Spread(median_us=aten, spread_us=0.1), "runtime_call": Spread(median_us=call, spread_us=0.1)},
+        floor_us={} if floor is None else {"call_launch": floor},
+    )
+
+
+@pytest.fixture(scope="module")
+def program():
+    trace = load_trace(RECORDED / "decode_inline-sync.parquet")
+    return build_program(trace.ops, "decode_inline-sync", trace.provenance.profiler_mode)
+
+
+def _slower(program, factor: float):
+    """The program with every recorded gap and call cost ``factor`` times as long (a slower host)."""
+    threads = []
+    for thread in program.threads:
+        calls = tuple(replace(c, host_before_us=c.host_before_us * factor, duration_us=c.duration_us * factor)
+                      for c in thread.calls)  # fmt: skip
+        threads.append(ThreadProgram(thread.name, calls))
+    return replace(program, threads=tuple(threads))
+
+
+def test_simple_calls_are_launches_with_one_aten_op_and_nothing_else_in_their_gap():
+    kind = np.array(["call_launch", "call_launch", "call_launch", "call_launch", "call_memcpy", "call_launch"])
+    aten = np.array([1, 2, 1, 1, 1, 0])
+    ranges = np.array([0, 0, 1, 0, 0, 0])
+    folded = np.array([0, 0, 0, 1, 0, 0])
+    assert simple_calls(kind, aten, ranges, folded, cuda_only=False).tolist() == [1, 0, 0, 0, 0, 0]
+    assert simple_calls(kind, aten, ranges, folded, cuda_only=True).tolist() == [0, 0, 0, 0, 0, 1]
+
+
+def test_the_ratio_is_the_median_simple_call_over_the_calibrated_one(program):
+    ops = load_trace(RECORDED / "decode_inline-sync.parquet").ops
+    calls = ops[ops["kind"] == "call_launch"]
+    assert program.profiler_mode == "cpu_cuda_sync"
+    speed = host_speed(program, _calibration(floor=5.0, aten=1.0, call=3.0))
+    assert speed is not None and speed.calibrated_us == pytest.approx(9.0)
+    assert speed.calls >= MIN_SIMPLE_CALLS and speed.calls <= len(calls)
+    assert speed.ratio == pytest.approx(speed.recorded_us / 9.0)
+    # the same figure from the calls' own columns: gap (with folded calls: none here) plus the call's time
+    mine = [c.host_before_us + c.duration_us for t in program.threads for c in t.calls
+            if c.kind == "call_launch" and c.gap_aten_ops == 1 and c.gap_ranges == 0 and c.gap_calls == 0]  # fmt: skip
+    assert speed.recorded_us == pytest.approx(float(np.median(mine)))
+
+
+def test_a_slower_host_scales_the_ratio_and_is_flagged_past_the_bar(program):
+    calibration = _calibration()
+    base = host_speed(program, calibration)
+    # a calibration under which this recording sits just below the bar, then the same recording 1.2x slower
+    at_bar = _calibration(floor=base.recorded_us / (SLOW_HOST_RATIO * 0.95) - 4.0)
+    normal = host_speed(program, at_bar)
+    assert normal.ratio == pytest.approx(SLOW_HOST_RATIO * 0.95) and not normal.slow
+    slow = host_speed(_slower(program, 1.2), at_bar)
+    assert slow.ratio == pytest.approx(normal.ratio * 1.2) and slow.slow
+
+
+def test_no_figure_without_a_launch_floor_or_enough_simple_calls(program):
+    assert host_speed(program, _calibration(floor=None)) is None
+    few = []
+    for thread in program.threads:
+        kept, simple = [], 0
+        for c in thread.calls:
+            if c.kind == "call_launch" and c.gap_aten_ops == 1 and c.gap_ranges == 0 and c.gap_calls == 0:
+                simple += 1
+                if simple >= MIN_SIMPLE_CALLS:
+                    c = replace(c, gap_aten_ops=2)
+            kept.append(c)
+        few.append(ThreadProgram(thread.name, tuple(kept)))
+    assert host_speed(replace(program, threads=tuple(few)), _calibration()) is None
+
+
+def test_the_corpus_summary_names_flagged_recordings_and_gives_the_family_without_them():
+    from corpus_table import summary
+
+    programs = pd.DataFrame(
+        {
+            "program": ["decode_eager_host", "decode_eager_host_backup", "decode_graph_host", "layers_small"],
+            "mode": ["sync"] * 4,
+            "error_vs_recording": [0.0, 0.0, 0.0, 0.0],
+            "error_vs_unprofiled": [0.02, 0.9, -0.04, 0.1],
+            "host_vs_calibration": [1.3, 1.9, np.nan, np.nan],
+            "host_slow": [False, True, False, False],
+        }
+    )
+    pairs = pd.DataFrame(columns=["mode", "predicted_change"])
+    lines = summary(programs, pairs)
+    assert any("decoder family only: median |error| 4.0%, worst 90.0% (3 recordings)" in x for x in lines)
+    assert any("much slower than the calibration's" in x and "decode_eager_host_backup" in x for x in lines)
+    assert any("without the flagged recordings: median |error| 3.0%, worst 4.0% (2 recordings)" in x for x in lines)
