@@ -37,7 +37,10 @@ def _calibration(floor: float | None = 5.0, aten: float = 1.0, call: float = 3.0
         torch="2.11.0",
         date="2026-12-07",
         rounds=9,
-        overhead={"aten_op": Spread(median_us=aten, spread_us=0.1), "runtime_call": Spread(median_us=call, spread_us=0.1)},
+        overhead={
+            "aten_op": Spread(median_us=aten, spread_us=0.1),
+            "runtime_call": Spread(median_us=call, spread_us=0.1),
+        },
         floor_us={} if floor is None else {"call_launch": floor},
     )
 
@@ -125,3 +128,55 @@ def test_the_corpus_summary_names_flagged_recordings_and_gives_the_family_withou
     assert any("decoder family only: median |error| 4.0%, worst 90.0% (3 recordings)" in x for x in lines)
     assert any("much slower than the calibration's" in x and "decode_eager_host_backup" in x for x in lines)
     assert any("without the flagged recordings: median |error| 3.0%, worst 4.0% (2 recordings)" in x for x in lines)
+
+
+# --------------------------------------------------------------------------- the overheads scaled to the recording's host
+
+
+def test_recording_host_scale_multiplies_the_eager_overheads_by_the_ratio(program):
+    from workloads.recorded.compensation import scaled_to, without_profiler_overhead
+
+    calibration = _calibration(floor=1.0, aten=0.2, call=0.5)  # small figures: no call is clamped at its floor
+    speed = host_speed(program, calibration)
+    scaled = scaled_to(calibration, speed)
+    assert scaled.compensation_us("aten_op") == pytest.approx(0.2 * speed.ratio)
+    assert scaled.compensation_us("runtime_call") == pytest.approx(0.5 * speed.ratio)
+    assert scaled_to(calibration, None) is calibration
+    _, plain = without_profiler_overhead(program, calibration)
+    _, by_host = without_profiler_overhead(program, scaled)
+    assert by_host == pytest.approx(plain * speed.ratio, rel=1e-9)
+    # a recording 1.2x slower (same events) has 1.2x the ratio, and 1.2x the overhead is taken out
+    slower = _slower(program, 1.2)
+    _, slower_removed = without_profiler_overhead(slower, scaled_to(calibration, host_speed(slower, calibration)))
+    assert slower_removed == pytest.approx(by_host * 1.2, rel=1e-9)
+
+
+def test_runs_scale_by_the_recording_host_by_default_and_by_the_calibration_when_asked(tmp_path):
+    from harness.profile import ProgramScale, load_profile
+    from harness.runner import run_spec
+    from harness.spec import load_spec
+    from sim import SimBackend
+
+    calibration = _calibration(floor=1.0, aten=0.2, call=0.5).model_copy(
+        update={"program_scale": ProgramScale(median=1.0, spread=0.0, source="test")}
+    )
+    h200 = load_profile("h200")
+    profile = type(h200)(h200.figures.model_copy(update={"profiler": {"cpu_cuda_sync": calibration}}))
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'name = "r"\nprofile = "h200"\nrepetitions = 1\n[workload]\nkind = "recorded"\n'
+        f'trace = "{RECORDED / "decode_inline-sync.parquet"}"\n'
+        '[[policies]]\nname = "as_recorded"\nlabel = "host"\nprofiler_overhead = "subtract"\n'
+        '[[policies]]\nname = "as_recorded"\nlabel = "cal"\nprofiler_overhead = "subtract"\n'
+        'overhead_scale = "calibration"\n'
+    )
+    results = run_spec(load_spec(spec), lambda s, rep: SimBackend(profile, 1, s.device_memory_bytes, seed=rep))
+    assert results.failed.empty
+    m = results.metrics.merge(results.runs[["run_id", "policy_label"]])
+    table = m[m["item"] == -1].pivot_table(index="policy_label", columns="metric", values="value")
+    ratio = table.loc["host", "recording_host_vs_calibration"]
+    assert ratio == pytest.approx(table.loc["cal", "recording_host_vs_calibration"]) and ratio > 1.0
+    assert table.loc["host", "recording_host_slow"] == float(ratio > SLOW_HOST_RATIO)
+    removed_host, removed_cal = (table.loc[x, "profiler_overhead_removed_us"] for x in ("host", "cal"))
+    assert removed_host == pytest.approx(removed_cal * ratio, rel=1e-6)
+    assert table.loc["host", "makespan_us"] < table.loc["cal", "makespan_us"]

@@ -48,8 +48,8 @@ from harness.errors import InputError  # noqa: E402
 from harness.paths import TRACES_DIR  # noqa: E402
 from harness.profile import Profile, gpu_defaults, load_profile  # noqa: E402
 from harness.spec import load_spec  # noqa: E402
-from workloads.recorded.compensation import SLOW_HOST_RATIO  # noqa: E402
 from sim import SimBackend  # noqa: E402
+from workloads.recorded.compensation import SLOW_HOST_RATIO  # noqa: E402
 
 NO_CHANGE = 0.01  # |change| below this is "no change" (sign 0)
 AS_RECORDED_SPEC = CORPUS_DIR / "specs" / "as_recorded.toml"
@@ -150,10 +150,13 @@ def bundled_recordings() -> tuple[dict, list[Recording]]:
 class Simulator:
     """Imports recordings (once) and simulates specs on them, on one profile."""
 
-    def __init__(self, profile: Profile, reimport: bool = False, host_stalls: str = "typical"):
+    def __init__(
+        self, profile: Profile, reimport: bool = False, host_stalls: str = "typical", graph_gpu: str = "keep"
+    ):
         self.profile = profile
         self.reimport = reimport  # import every recording again (once), e.g. after the op-trace format changed
         self.host_stalls = host_stalls  # what a compensated run does with the recording's host stalls
+        self.graph_gpu = graph_gpu  # graph_gpu_overhead of a compensated run (the calibration's GPU time a kernel)
         self._prepared: dict[tuple[Path, Path], tuple] = {}
         self._imported: set[Path] = set()
         self.summaries: dict[tuple[Path, Path, str], str] = {}  # what each what-if said it changed
@@ -179,11 +182,14 @@ class Simulator:
         return self._prepared[key]
 
     def host_vs_calibration(self, recording: Path) -> tuple[float, bool]:
-        """The recording's simple calls over the calibration's (``compensation.host_speed``) and whether that flags
-        it as taken on a host much slower than the calibration's; (nan, False) where there is no such figure."""
-        from workloads.recorded import compensation
+        """The recording's simple calls over the calibration's (``compensation.host_speed``, of its steps made typical
+        when the compensated runs make them so) and whether that flags it as taken on a host much slower than the
+        calibration's; (nan, False) where there is no such figure."""
+        from workloads.recorded import compensation, typical
 
         program = self._loaded(AS_RECORDED_SPEC, recording)[1]
+        if self.host_stalls == "typical":
+            program = typical.with_typical_steps(program)[0]
         try:
             speed = compensation.host_speed(program, compensation.calibration_for(program, self.profile))
         except compensation.CannotCompensate:
@@ -206,6 +212,8 @@ class Simulator:
             update = {"profiler_overhead": "subtract"}
             if "host_stalls" in type(params).model_fields:
                 update["host_stalls"] = self.host_stalls
+            if "graph_gpu_overhead" in type(params).model_fields:
+                update["graph_gpu_overhead"] = self.graph_gpu
             params = params.model_copy(update=update)
         elif "profiler_overhead" in type(params).model_fields:
             params = params.model_copy(update={"profiler_overhead": "keep"})
@@ -472,6 +480,7 @@ def build(
     profile: str | None = None,
     reimport: bool = False,
     host_stalls: str = "typical",
+    graph_gpu: str = "keep",
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Provenance, the programs table, the pairs table and the after-effects table (empty without a manifest).
 
@@ -483,13 +492,14 @@ def build(
     alias, chosen = profile_for(env.get("gpu", ""))
     if profile is not None:
         alias, chosen = str(profile), load_profile(profile)
-    sim = Simulator(chosen, reimport, host_stalls)
+    sim = Simulator(chosen, reimport, host_stalls, graph_gpu)
     profile = chosen
     provenance = {
         "recorded on": f"{env.get('gpu')} (torch {env.get('torch')}, CUDA {env.get('cuda')}, "
         f"driver {env.get('driver', 'not recorded')}), {env.get('date_utc', env.get('date'))}",
         "simulated with": f"profile {alias} ({profile.name}), harness commit {_commit()}",
-        "compensated with": f'profiler_overhead = "subtract", host_stalls = "{host_stalls}"'
+        "compensated with": f'profiler_overhead = "subtract", host_stalls = "{host_stalls}", '
+        f'graph_gpu_overhead = "{graph_gpu}", overhead_scale = "recording_host"'
         + _scales(profile),
         "tabulated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -528,6 +538,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reimport", action="store_true", help="import every recording again (new op-trace format)")
     ap.add_argument("--host-stalls", choices=("keep", "typical"), default="typical",
                     help="what the compensated prediction does with a recording's host stalls (default: typical)")
+    ap.add_argument("--graph-gpu", choices=("keep", "subtract"), default="keep",
+                    help="graph_gpu_overhead of the compensated prediction: subtract the calibration's GPU time a "
+                    "graph kernel (a calibration with the graph_block shape) or keep (default)")  # fmt: skip
     args = ap.parse_args(argv)
     try:
         if args.bundled:
@@ -541,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
             out = args.out or args.corpus
         modes = tuple(args.modes) if args.modes else None
         provenance, programs, pair_rows, effects = build(
-            env, recordings, pairs, modes, args.profile, args.reimport, args.host_stalls
+            env, recordings, pairs, modes, args.profile, args.reimport, args.host_stalls, args.graph_gpu
         )
     except (InputError, CatalogueError) as err:
         print(f"error: {err}", file=sys.stderr)

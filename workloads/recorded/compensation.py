@@ -38,10 +38,25 @@ and nothing else: no range, no folded call) against what the calibration measure
 call: its ``launch`` shape, one tiny op and its launch, costs ``floor_us.call_launch`` unprofiled
 plus ``aten_op`` and ``runtime_call`` overhead profiled. The ratio of the recording's median
 simple call (gap plus the call's own time) to that is reported with every compensated run; a
-real program's simple calls cost more than a tight loop's (1.25-1.52 over the corpus's ordinary
-recordings with calibrations A and D), and a ratio above :data:`SLOW_HOST_RATIO` flags the
-recording as taken on a host much slower than the calibration's (1.82-1.86 for the slow-phase
-recording): record again, or calibrate on that host.
+real program's simple calls cost more than a tight loop's (1.24-1.44 over the corpus's ordinary
+recordings with calibration A, their steps made typical; 1.25-1.52 as recorded), and a ratio
+above :data:`SLOW_HOST_RATIO` flags the recording as taken on a host much slower than the
+calibration's (1.78 for the slow-phase recording; 1.82 as recorded): record again, or calibrate
+on that host. The figure is taken of the program compensation starts from (its steps made
+typical first, with ``host_stalls = "typical"``).
+
+**Scaled to the recording's host** (``overhead_scale = "recording_host"``, the default of the
+recorded workload's policies). The calibration's overheads are what the profiler adds to its
+tight loops on its host; a real program's calls cost more than a tight loop's, and so does the
+profiler's work around them (the calibration's ``block`` shape: 1.31x the fitted overheads, D),
+and another host or phase runs both faster or slower. The ratio above measures both at once on
+the recording itself: the same simplest call, in the program as recorded against the tight loop
+as calibrated. With ``"recording_host"`` it replaces the calibration's ``program_scale``
+(:func:`scaled_to`); with ``"calibration"`` the calibration's own scale applies (the ``block``
+shape's, or a ``--script`` calibration's for that program). On the 2026-12-07 H100 corpus the
+ratio of the ordinary eager recordings was 1.25-1.52 with calibrations A and D (the block's
+scale 1.31-1.53), 0.67-0.97 with calibration C (taken on a host 1.7x slower: its call floor
+10.4 µs against 6.1).
 
 Calls a what-if adds are untouched (they cost what the profile says); compensation is
 applied to the recording before any what-if transforms it.
@@ -54,7 +69,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from harness.profile import Profile, ProfilerCalibration
+from harness.profile import Profile, ProfilerCalibration, ProgramScale
 from workloads.recorded.program import SYNC_CALLS, Call, RecordedProgram, ThreadProgram
 
 if TYPE_CHECKING:
@@ -161,7 +176,8 @@ def host_speed(program: RecordedProgram, calibration: ProfilerCalibration) -> Ho
     per_call = np.concatenate(times) if times else np.zeros(0)
     if len(per_call) < MIN_SIMPLE_CALLS:
         return None
-    calibrated = floor + calibration.overhead_us("runtime_call") + (0.0 if cuda_only else calibration.overhead_us("aten_op"))
+    aten_us = 0.0 if cuda_only else calibration.overhead_us("aten_op")
+    calibrated = floor + aten_us + calibration.overhead_us("runtime_call")
     recorded_us = float(np.median(per_call))
     return HostSpeed(recorded_us / calibrated, recorded_us, calibrated, len(per_call))
 
@@ -186,11 +202,21 @@ def calibration_for(program: RecordedProgram, profile: Profile) -> ProfilerCalib
     return calibration
 
 
+def scaled_to(calibration: ProfilerCalibration, speed: HostSpeed | None) -> ProfilerCalibration:
+    """``calibration`` with the recording's host ratio (:func:`host_speed`) as its program scale: the aten-op,
+    runtime-call and range overheads times ``speed.ratio``; unchanged when there is no ratio."""
+    if speed is None:
+        return calibration
+    source = "the recording's simple calls over the calibration's (host_speed)"
+    return calibration.model_copy(update={"program_scale": ProgramScale(median=speed.ratio, spread=0.0, source=source)})
+
+
 def without_profiler_overhead(
     program: RecordedProgram, calibration: ProfilerCalibration, graph_gpu: bool = False
 ) -> tuple[RecordedProgram, float]:
     """The program with the calibrated profiler overhead taken out of every recorded call (and, with
-    ``graph_gpu``, the calibrated GPU time out of every graph kernel); and the host µs removed."""
+    ``graph_gpu``, the calibrated GPU time out of every graph kernel); and the host µs removed. The eager kinds'
+    overheads are scaled by the calibration's ``program_scale`` (see :func:`scaled_to`)."""
     if not graph_gpu:
         calibration = calibration.model_copy(update={"gpu_overhead": {}})
     removed = 0.0

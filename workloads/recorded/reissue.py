@@ -18,8 +18,8 @@ from workloads.recorded.policies import (
     RecordedResult,
     _compensated,
     added_call_costs_us,
-    host_speed_of,
     communicator_name,
+    host_speed_of,
     transformed,
 )
 from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, ThreadProgram
