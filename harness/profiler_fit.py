@@ -180,7 +180,8 @@ def summarize(
             f"{shape}: unprofiled {unprof.median_us:.1f} ± {unprof.spread_us:.1f} µs/step, profiled "
             f"{prof.median_us:.1f} ± {prof.spread_us:.1f}, {fit_note} ({counts})"
         )
-    lines[-1] += tight_note if lines else ""
+    if lines and tight_note:
+        lines[-1] += tight_note
     floors = {k: round(float(np.median(v)), 3) for k, v in floor_us.items() if v}
     calibration = ProfilerCalibration(
         torch=torch_version,

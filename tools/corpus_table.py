@@ -381,7 +381,7 @@ def summary(programs: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
                          f"|error| {family.median():.1%}, worst {family.max():.1%} ({len(family)} recordings)")
         slow = part["host_slow"].fillna(False).astype(bool) if "host_slow" in part else in_family & False
         if slow.any():
-            names = ", ".join(part.loc[slow, "program"])
+            names = ", ".join(dict.fromkeys(part.loc[slow, "program"])) + f" ({int(slow.sum())} recordings)"
             kept = part[in_family & ~slow]["error_vs_unprofiled"].abs().dropna()
             lines.append(f"- {mode}: flagged as recorded on a host much slower than the calibration's "
                          f"(simple calls > {SLOW_HOST_RATIO:.1f}x the calibrated): {names}")
