@@ -39,7 +39,7 @@ call: its ``launch`` shape, one tiny op and its launch, costs ``floor_us.call_la
 plus ``aten_op`` and ``runtime_call`` overhead profiled. The ratio of the recording's median
 simple call (gap plus the call's own time) to that is reported with every compensated run; a
 real program's simple calls cost more than a tight loop's (1.24-1.44 over the corpus's ordinary
-recordings with calibration A, their steps made typical; 1.25-1.52 as recorded), and a ratio
+recordings with calibration A, 1.27-1.43 with D, their steps made typical), and a ratio
 above :data:`SLOW_HOST_RATIO` flags the recording as taken on a host much slower than the
 calibration's (1.78 for the slow-phase recording; 1.82 as recorded): record again, or calibrate
 on that host. The figure is taken of the program compensation starts from (its steps made
@@ -54,9 +54,10 @@ the recording itself: the same simplest call, in the program as recorded against
 as calibrated. With ``"recording_host"`` it replaces the calibration's ``program_scale``
 (:func:`scaled_to`); with ``"calibration"`` the calibration's own scale applies (the ``block``
 shape's, or a ``--script`` calibration's for that program). On the 2026-12-07 H100 corpus the
-ratio of the ordinary eager recordings was 1.25-1.52 with calibrations A and D (the block's
-scale 1.31-1.53), 0.67-0.97 with calibration C (taken on a host 1.7x slower: its call floor
-10.4 µs against 6.1).
+ratio of the ordinary eager recordings was 1.24-1.44 with calibration A and 1.27-1.43 with D
+(D's block scale 1.31-1.53), 0.67-0.95 with calibration C (taken on a host 1.7x slower: its
+call floor 10.4 µs against 6.1); the slow-phase recording 1.78 (A) and 1.82 (D), and every
+eager recording of the second corpus (made on C's slow host) 1.67-2.63 against D.
 
 Calls a what-if adds are untouched (they cost what the profile says); compensation is
 applied to the recording before any what-if transforms it.
