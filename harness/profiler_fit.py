@@ -169,7 +169,8 @@ def summarize(
             fit_note = "not fitted, program scale " + (f"{spread(scales).median_us:.2f}" if scales else "n/a")
         elif shape in gpu_check_shapes:
             per_kernel = [x for t in rows if (x := realistic_graph_kernel_us(t)) is not None]
-            fit_note = "not fitted, GPU µs a kernel " + (f"{spread(per_kernel).median_us:.3f}" if per_kernel else "n/a")
+            figure = f"{spread(per_kernel).median_us:.3f}" if per_kernel else "n/a"
+            fit_note = "not fitted, GPU µs a kernel " + figure
         else:
             fit_note = f"fit residual {spread([f.residual_us[shape] for f in fits if shape in f.residual_us]).median_us:+.1f}"
         gpu = [t for t in rows if t.gpu_unprofiled_us is not None and t.gpu_profiled_us is not None]

@@ -131,7 +131,7 @@ def test_the_corpus_summary_names_flagged_recordings_and_gives_the_family_withou
     assert any("without the flagged recordings: median |error| 3.0%, worst 4.0% (2 recordings)" in x for x in lines)
 
 
-# --------------------------------------------------------------------------- the overheads scaled to the recording's host
+# --------------------------------------------------------------------------- overheads scaled to the recording host
 
 
 def test_recording_host_scale_multiplies_the_eager_overheads_by_the_ratio(program):
@@ -181,3 +181,34 @@ def test_runs_scale_by_the_recording_host_by_default_and_by_the_calibration_when
     removed_host, removed_cal = (table.loc[x, "profiler_overhead_removed_us"] for x in ("host", "cal"))
     assert removed_host == pytest.approx(removed_cal * ratio, rel=1e-6)
     assert table.loc["host", "makespan_us"] < table.loc["cal", "makespan_us"]
+
+
+def test_harness_sim_warns_below_its_table_about_a_slow_host_recording(tmp_path):
+    """The notes ``harness sim`` prints: a warning for a compensated run whose recording was flagged, none else."""
+    from harness.profile import load_profile
+    from harness.runner import run_spec
+    from harness.spec import load_spec
+    from sim import SimBackend
+    from workloads.recorded.metrics import notes
+
+    h200 = load_profile("h200")
+
+    def results(floor: float):
+        calibration = _calibration(floor=floor, aten=0.2, call=0.5)
+        profile = type(h200)(h200.figures.model_copy(update={"profiler": {"cpu_cuda_sync": calibration}}))
+        spec = tmp_path / f"spec{floor}.toml"
+        spec.write_text(
+            f'name = "r"\nprofile = "h200"\nrepetitions = 1\n[workload]\nkind = "recorded"\n'
+            f'trace = "{RECORDED / "decode_inline-sync.parquet"}"\n'
+            '[[policies]]\nname = "as_recorded"\n'
+            '[[policies]]\nname = "as_recorded"\nlabel = "unprofiled"\nprofiler_overhead = "subtract"\n'
+        )
+        return run_spec(load_spec(spec), lambda s, rep: SimBackend(profile, 1, s.device_memory_bytes, seed=rep))
+
+    program = build_program(load_trace(RECORDED / "decode_inline-sync.parquet").ops, "x", "cpu_cuda_sync")
+    recorded = host_speed(program, _calibration()).recorded_us
+    slow = notes(results(floor=recorded / (2 * SLOW_HOST_RATIO) - 0.7).tables)  # the ratio 2x the bar
+    assert [x for x in slow if "WARNING" in x] == [slow[-1]] and slow[-1].startswith("unprofiled: WARNING")
+    assert f"took {2 * SLOW_HOST_RATIO:.2f}x" in slow[-1] and "record again" in slow[-1]
+    ordinary = notes(results(floor=recorded - 0.7).tables)  # the ratio 1
+    assert not [x for x in ordinary if "WARNING" in x]
