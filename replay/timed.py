@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,44 +33,26 @@ from harness.runtime import KernelKind
 from replay.plan import Plan
 from replay.timing import median_gpu_time_us, timing_events
 
-_SOURCE = r"""
-__device__ __forceinline__ unsigned long long now_ns() {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-}
+# The kernels' work (the FMA chains, the streaming copy, the timer read) is the native executor's too: one header.
+STAND_IN_WORK = Path(__file__).resolve().parent / "native" / "src" / "stand_in_work.cuh"
 
+_KERNELS = r"""
 extern "C" __global__ void timed_compute(unsigned long long duration_ns, float* sink) {
-    const unsigned long long start = now_ns();
-    float a = threadIdx.x * 1e-3f, b = 0.5f + blockIdx.x * 1e-6f, c = 1.0f - threadIdx.x * 1e-7f, d = 0.25f;
-    while (now_ns() - start < duration_ns) {
-        #pragma unroll
-        for (int i = 0; i < 64; ++i) {
-            a = fmaf(a, 0.999f, b);
-            b = fmaf(b, 1.001f, c);
-            c = fmaf(c, 0.998f, d);
-            d = fmaf(d, 1.002f, a);
-        }
-    }
-    if (a + b + c + d == 1234.5f) sink[threadIdx.x] = a;  // never true in practice; keeps the FMAs alive
+    fma_chains_until(globaltimer_ns(), duration_ns, sink);
 }
 
 extern "C" __global__ void timed_memory(
     unsigned long long duration_ns, const float4* src, float4* dst, unsigned long long n
 ) {
-    const unsigned long long start = now_ns();
-    unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
-    const unsigned long long stride = gridDim.x * (unsigned long long)blockDim.x;
-    while (now_ns() - start < duration_ns) {
-        #pragma unroll
-        for (int k = 0; k < 8; ++k) {
-            dst[i] = src[i];
-            i += stride;
-            if (i >= n) i -= n;
-        }
-    }
+    stream_copy_until(globaltimer_ns(), duration_ns, src, dst, n);
 }
 """
+
+
+def kernel_source() -> str:
+    """The CUDA source CuPy compiles: the shared work header's text, then the two kernels over it."""
+    return STAND_IN_WORK.read_text() + _KERNELS
+
 
 THREADS = 256
 STREAM_BYTES = 256 << 20
@@ -90,7 +73,7 @@ class TimedKernels:
         props = torch.cuda.get_device_properties(device)
         self.sms = props.multi_processor_count
         with cupy.cuda.Device(device.index):
-            module = cupy.RawModule(code=_SOURCE)
+            module = cupy.RawModule(code=kernel_source())
             self._compute = module.get_function("timed_compute")
             self._memory = module.get_function("timed_memory")
         self._sink = torch.zeros(THREADS, device=device)

@@ -19,18 +19,10 @@ from pathlib import Path
 import pytest
 from test_dashboard_support import BATCHING, DEMO, DashboardData, build
 
+from dashboard.headless_chromium import CHROMIUM_ARGS
+
 CHROMIUM_ENV = "HARNESS_CHROMIUM"
 SYSTEM_CHROMIUM = (Path("/usr/bin/chromium"), Path("/usr/bin/chromium-browser"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
 PLOT = ".js-plotly-plot .main-svg"
 MARKS = ".js-plotly-plot .barlayer path, .js-plotly-plot .scatterlayer path, .js-plotly-plot .heatmaplayer image"

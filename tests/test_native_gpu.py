@@ -103,6 +103,20 @@ def test_a_graph_launched_alone_takes_longer_than_back_to_back(runner):
     assert n * 2000 <= back_to_back < alone < back_to_back + 50_000
 
 
+def test_a_traced_graph_stamps_each_kernel_in_order_after_the_launch_returns(runner):
+    n, timer_ns = 8, 5000
+    trace = runner.lib.trace_graph([int(Kind.LATENCY)] * n, [1] * n, [timer_ns] * n, reps=3)
+    assert trace.shape == (3, 3 + 2 * n)
+    for row in trace:
+        call, ret, idle = row[:3]
+        starts, ends = row[3 : 3 + n], row[3 + n :]
+        assert call <= ret < idle
+        assert (starts > 0).all() and (ends > starts).all()
+        assert (starts[1:] >= ends[:-1] - 200).all()  # in order, one after another (200 ns: the clock mapping)
+        assert np.median(ends - starts) == pytest.approx(timer_ns, abs=1500)
+        assert starts[0] > call - 1000 and ends[-1] < idle + 1000  # within the launch and the host seeing it idle
+
+
 def test_stand_ins_run_shorter_back_to_back_inside_a_graph_than_on_a_stream(runner):
     cal = runner.calibration
     print(f"floor {cal.floor_us:.2f} µs on a stream, {cal.in_graph_floor_us:.2f} µs inside a graph")

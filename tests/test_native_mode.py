@@ -83,6 +83,32 @@ def test_the_build_is_cached_by_source_and_flags(monkeypatch, tmp_path):
     assert first.parent.parent == tmp_path and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_the_build_hash_covers_every_header_the_sources_include():
+    import re
+
+    from replay.native.build import HEADERS, SRC, TARGETS
+
+    seen, todo = set(), list(TARGETS.values())
+    while todo:
+        for name in re.findall(r'^#include "([^"]+)"', (SRC / todo.pop()).read_text(), re.M):
+            if name not in seen:
+                seen.add(name)
+                todo.append(name)
+    assert seen <= set(HEADERS), f"included but not hashed: {sorted(seen - set(HEADERS))}"
+    assert "stand_in_work.cuh" in seen
+
+
+def test_the_stand_in_work_is_written_once_for_the_native_and_the_cupy_kernels():
+    from replay import timed
+    from replay.native.build import SRC
+
+    work = timed.STAND_IN_WORK.read_text()
+    assert timed.STAND_IN_WORK.parent == SRC and "fmaf(" in work and "%%globaltimer" in work
+    assert timed.kernel_source().startswith(work)
+    for own in (timed._KERNELS, (SRC / "cuda_api.cu").read_text()):
+        assert "fmaf(" not in own and "%%globaltimer" not in own and "fma_chains_until(" in own
+
+
 def test_no_compiler_is_one_clear_line(monkeypatch):
     monkeypatch.setenv("CXX", "")
     monkeypatch.setattr("shutil.which", lambda name: None)

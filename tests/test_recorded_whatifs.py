@@ -199,6 +199,40 @@ def test_async_d2h_charges_each_hand_off_the_python_an_eager_program_runs_for_it
     assert host_costs.added_call_costs_us(before, costly)["call_record"] == 1.0
 
 
+def test_prefetch_charges_each_hand_off_the_python_of_a_hand_written_prefetcher_at_the_programs_own_speed():
+    # Issue 24 (p06 of the corpus: 96 small layers, host-bound): the hand-written prefetcher paid ~40 µs a layer
+    # more host time than its two records and two waits (entering torch.cuda.stream(copies), wait_event, a new
+    # torch.cuda.Event() and its record); charged the calls alone the what-if predicted +3.7% where it was +40%.
+    def layers(n: int, host_per_op_us: float) -> list[Call]:
+        calls = []
+        for k in range(n):
+            calls.append(copy("h2d", f"w{k}", 128 << 10, f"layer{k}"))
+            for i in range(4):  # two aten ops a launch (matmul -> mm), each `host_per_op_us` of Python
+                kernel = launch(f"k{k}.{i}", f"layer{k}", duration_us=2.5, host_us=2 * host_per_op_us)
+                calls.append(replace(kernel, gap_aten_ops=2))
+        return calls
+
+    before = program(layers(8, host_per_op_us=7.0))
+    after = prefetch_copies(before)
+    handoffs = [c for c in after.threads[0].calls if c.name == "prefetch hand-off"]
+    assert len(handoffs) == 8 and all(c.kind == "call_record" and c.stream == (0, "prefetch") for c in handoffs)
+    costs = host_costs.added_call_costs_us(after, H200)
+    assert host_costs.host_us_per_aten_op(after) == 7.0
+    assert costs["prefetch_handoff"] == pytest.approx(host_costs.PREFETCH_HANDOFF_ATEN_OPS * 7.0)
+    # a slower host (the same Python at 11 µs an op) pays a longer hand-off
+    slower = host_costs.added_call_costs_us(prefetch_copies(program(layers(8, host_per_op_us=11.0))), H200)
+    assert slower["prefetch_handoff"] == pytest.approx(host_costs.PREFETCH_HANDOFF_ATEN_OPS * 11.0)
+    # a trace that does not count aten ops: the figure measured on the bundled recordings, in µs
+    uncounted = prefetch_copies(program(_layers(3, marks=True)))
+    assert host_costs.added_call_costs_us(uncounted, H200)["prefetch_handoff"] == host_costs.PREFETCH_HANDOFF_FALLBACK_US
+    # host-bound: every hand-off is on the critical path, and the prefetch does not pay
+    base = _span(run_policy(SimBackend(H200), policies.as_recorded, before, policies.AsRecordedParams()))
+    moved = _span(run_policy(SimBackend(H200), policies.prefetch_copies, before, policies.PrefetchCopiesParams()))
+    assert moved > base + 8 * costs["prefetch_handoff"]
+    # async_d2h's hand-off is another idiom's: a prefetch record does not pay it
+    assert costs[host_costs.STREAM_HANDOFF] != costs["prefetch_handoff"]
+
+
 # --------------------------------------------------------------------------- groups
 
 
@@ -238,6 +272,66 @@ def test_graph_launch_captures_steps_of_a_recording_without_marks():
         5,
         2,
     )
+
+
+def test_graph_launch_finds_the_steps_of_a_loop_that_never_waits_from_its_repeated_kernels():
+    # Issue 24 (p11/p12 of the corpus, CUDA-only): a decode loop without a per-step sync has no marks and one
+    # host-sync step; captured whole it was one graph of 3,420 kernels whose launch the host paid before any GPU
+    # work began. Its steps repeat one sequence of kernels: each repeat is one graph, as the real program's.
+    step = ["embed", "mm", "add", "mm", "add", "head"]
+    loop = program([launch(f"{name}", host_us=4.0) for _ in range(3) for name in step] + [sync()])
+    relabelled, how = grouped(loop, "auto", "repeats")
+    assert how == "repeats"
+    assert [c.group for c in relabelled.threads[0].calls] == [f"step0.{r}" for r in range(3) for _ in step] + [
+        "step0.2"  # the sync belongs to the repeat it ends
+    ]
+    graphs = graph_launch(loop)
+    assert [r[0] for r in shape(graphs)] == ["graph_launch"] * 3 + ["sync_stream"]
+    assert [op.name for op in graphs.threads[0].calls[1].ops] == step
+    assert "3 group(s) from inferred: steps ended by host syncs, split where a step repeats" in graphs.what_ifs[-1].text()
+    # nothing repeats (a step's own layers repeat, its head and tail do not): the host syncs' steps, and it says so
+    once = program([launch(n) for n in step] + [sync()] + [launch(n) for n in step] + [sync()])
+    assert grouped(once, "auto", "repeats")[1] == "host_syncs"
+    assert graph_launch(once).what_ifs[-1].graph_launches == 2
+    # one kernel over and over is no step: left whole
+    same = program([launch("k") for _ in range(4)] + [sync()])
+    assert grouped(same, "auto", "repeats")[1] == "host_syncs"
+
+
+def test_an_added_graph_launch_under_the_profiler_pays_its_kernels_records():
+    # Issue 24 (p13 of the corpus): a recorded cudaGraphLaunch of 122 kernels took 105 µs under the profiler
+    # (CUPTI records each kernel), the profile's unprofiled graph launch 2.8 µs. Predicting the profiled program
+    # (profiler_overhead = "keep"), an added graph launch pays what compensation takes out of a recorded one.
+    from workloads.recorded.steps import HostCosts
+
+    h100 = load_profile("h100")  # [host_costs.pytorch_eager] and [profiler.cpu_cuda_sync] measured
+    calibration = h100.profiler_calibration("cpu_cuda_sync")
+    steps = [launch(f"k{i}", "step", host_us=4.0) for i in range(50)] + [sync("step")]
+    before = replace(program(steps), profiler_mode="cpu_cuda_sync")
+    graphs = graph_launch(before)
+    launched = next(c for c in graphs.threads[0].calls if c.kind == "call_graph_launch")
+    profiled = HostCosts(True, h100, host_costs.added_call_costs_us(graphs, h100, profiled=True))
+    unprofiled = HostCosts(True, h100, host_costs.added_call_costs_us(graphs, h100, profiled=False))
+    per_kernel = calibration.compensation_us("graph_kernel")
+    assert per_kernel > 0.5
+    assert unprofiled.of(launched) == h100.program_call_cost_us("call_graph_launch")
+    assert profiled.of(launched) == pytest.approx(
+        unprofiled.of(launched)
+        + calibration.compensation_us("runtime_call")
+        + calibration.compensation_us("graph_launch")
+        + 50 * per_kernel
+    )
+    # a cost from the recording or the bundled fallback is a profiled figure already: no kernel charge on top
+    assert host_costs.GRAPH_KERNEL not in host_costs.added_call_costs_us(graphs, H200, profiled=True)
+    # on the critical path of a step the host waits for: the span grows by what the launch pays the profiler
+    from harness.profile import Profile
+
+    bare = Profile(h100.figures.model_copy(update={"profiler": {}, "name": "h100 without [profiler.*]"}))
+
+    def span(profile) -> float:
+        return _span(run_policy(SimBackend(profile), policies.graph_launch, before, policies.GroupedParams()))
+
+    assert span(h100) == pytest.approx(span(bare) + profiled.of(launched) - unprofiled.of(launched))
 
 
 # --------------------------------------------------------------------------- copy durations

@@ -45,23 +45,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dashboard.headless_chromium import CHROMIUM_ARGS  # noqa: E402
 from harness.results import to_table, write_results  # noqa: E402
 
 REAL_SPECS = ("layer_streaming_demo", "layer_streaming_sweep", "batching_c1_window", "kv_backup_single_gpu")
 BIG_SPEC = "synthetic-big-streaming"
 CHROMIUM = "/usr/bin/chromium"
-# As the browser test starts it: without the background-networking flags Chromium keeps trying to reach Google's
-# hosts, which a closed network refuses, and page loads slow down by seconds.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def synth_ops(n_ops: int, seed: int, scale: float = 1.0) -> pd.DataFrame:

@@ -161,9 +161,14 @@ class Simulator:
         self._imported: set[Path] = set()
         self.summaries: dict[tuple[Path, Path, str], str] = {}  # what each what-if said it changed
 
+    @staticmethod
+    def parquet_of(recording: Path) -> Path:
+        """The .parquet beside ``recording`` (a .json.gz): its op trace once imported."""
+        return recording.with_name(recording.name.removesuffix(".json.gz") + ".parquet")
+
     def trace(self, recording: Path) -> Path:
         """The op trace of ``recording`` (a .json.gz): the .parquet beside it, imported if missing."""
-        parquet = recording.with_name(recording.name.removesuffix(".json.gz") + ".parquet")
+        parquet = self.parquet_of(recording)
         if not parquet.exists() or (self.reimport and parquet not in self._imported):
             self._imported.add(parquet)
             from harness.profiler_import import import_to_parquet
@@ -323,7 +328,8 @@ def effects_table(sim: Simulator, corpus: Path, manifest: dict) -> pd.DataFrame:
     for job, again in manifest.get("again", {}).items():
         first = next((r for r in manifest["rows"] if r["job"] == job and r["program"] == again["program"]
                       and r["mode"] == again["mode"]), None)
-        if first is None or not (corpus / again["recording"]).exists():
+        recording = corpus / again["recording"]  # the raw .json.gz, or (as committed) only its .parquet beside it
+        if first is None or not (recording.exists() or sim.parquet_of(recording).exists()):
             continue
         first_us = sim.recorded_span_us(corpus / first["recording"])
         again_us = sim.recorded_span_us(corpus / again["recording"])

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent / "src"
-HEADERS = ("executor.hpp", "fake_device.hpp", "host_thread.hpp", "times.hpp")
+HEADERS = ("executor.hpp", "fake_device.hpp", "host_thread.hpp", "stand_in_work.cuh", "times.hpp")
 TARGETS = {"fake": "fake_api.cpp", "cuda": "cuda_api.cu"}
 
 

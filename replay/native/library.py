@@ -166,6 +166,18 @@ class CudaLibrary:
         lib.nx_time_graph.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.nx_time_graph_alone.restype = ctypes.c_double
         lib.nx_time_graph_alone.argtypes = lib.nx_time_graph.argtypes
+        lib.nx_add_graph_stamped.restype = ctypes.c_int
+        lib.nx_add_graph_stamped.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+            ctypes.c_longlong, ctypes.c_char_p, ctypes.c_int,
+        ]  # fmt: skip
+        lib.nx_last_stamps.restype = ctypes.c_longlong
+        lib.nx_last_stamps.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong]
+        lib.nx_trace_graph.restype = ctypes.c_int
+        lib.nx_trace_graph.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+            ctypes.c_longlong, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,
+        ]  # fmt: skip
         lib.nx_run.restype = ctypes.c_int
         lib.nx_run.argtypes = [
             ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -194,6 +206,7 @@ class CudaLibrary:
         self.launch_api = LAUNCH_APIS[lib.nx_launch_api(self.handle, note, _ERR)]
         self.launch_note = note.value.decode()  # why the API asked for is not the one used ("" when it is)
         self._graphs: dict[tuple, int] = {}
+        self.tuned_timers: dict[int, list[int]] = {}  # a tuned graph's index -> the timers it was captured with
 
     def time_kernel_ns(self, kind: int, grid: int, timer_ns: int, reps: int = 20) -> float:
         """Back-to-back GPU time of one stand-in kernel (ns)."""
@@ -228,6 +241,48 @@ class CudaLibrary:
             raise RuntimeError(f"native graph timing failed: {err.value.decode()}")
         return ns
 
+    def graph_stamped(
+        self, kinds: list[int], grids: list[int], timer_ns: list[int], stamp_base: int, capacity: int
+    ) -> int:
+        """A diagnostic: the index of a graph of these stand-ins (captured as given, not tuned) whose kernel i stamps
+        slot ``stamp_base + i`` in the runs that launch it; a run's program must then have ``stamps == capacity``
+        (the stamp arrays are made that size first, so the run keeps them where the graph writes)."""
+        k = np.asarray(kinds, np.int32)
+        g = np.asarray(grids, np.int32)
+        t = np.asarray(timer_ns, np.int64)
+        err = ctypes.create_string_buffer(_ERR)
+        index = self.lib.nx_add_graph_stamped(
+            self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k), stamp_base, capacity, err, _ERR
+        )
+        if index < 0:
+            raise RuntimeError(f"native graph capture failed: {err.value.decode()}")
+        return index
+
+    def last_stamps(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last run's stamp slots [0, n): (starts, ends), host-clock ns (``CLOCK_MONOTONIC``), -1 where none."""
+        starts, ends = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+        got = self.lib.nx_last_stamps(self.handle, starts.ctypes.data, ends.ctypes.data, n)
+        return starts[:got], ends[:got]
+
+    def trace_graph(
+        self, kinds: list[int], grids: list[int], timer_ns: list[int], reps: int = 5, idle_ns: int = 20_000
+    ) -> np.ndarray:
+        """A diagnostic: these stand-ins captured as a graph whose kernels stamp themselves, launched ``reps`` times
+        alone, each after the stream has been idle ``idle_ns``. An int64 array (reps, 3 + 2n), host-clock ns
+        (``CLOCK_MONOTONIC``): the launch call's start, its return, the stream seen idle, then the n kernels' GPU
+        starts and ends (-1: not stamped)."""
+        k = np.asarray(kinds, np.int32)
+        g = np.asarray(grids, np.int32)
+        t = np.asarray(timer_ns, np.int64)
+        out = np.zeros((reps, 3 + 2 * len(k)), np.int64)
+        err = ctypes.create_string_buffer(_ERR)
+        rc = self.lib.nx_trace_graph(
+            self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k), reps, idle_ns, out.ctypes.data, err, _ERR
+        )
+        if rc != 0:
+            raise RuntimeError(f"native graph trace failed: {err.value.decode()}")
+        return out
+
     def graph(self, kinds: list[int], grids: list[int], timer_ns: list[int], target_ns: int = 0) -> int:
         """The index of the captured graph of these kernels (captured once per distinct list).
 
@@ -252,6 +307,7 @@ class CudaLibrary:
                 timers = spread(timers, error_ns, proportional=alone)
                 index = self._capture(kinds, grids, timers)
             self._graphs[key] = index
+            self.tuned_timers[index] = timers
         return index
 
     def run(

@@ -10,7 +10,7 @@ tensor-parallel rank's shard; ``async_scheduler_rank_only`` models that bug.
 """
 
 from harness.verdict import HeadlineMetric
-from harness.workload import NoParams, PolicyDef, Workload
+from harness.workload import Workload
 from workloads.kv_backup import policies
 from workloads.kv_backup.fidelity import FIDELITY
 from workloads.kv_backup.inputs import KvBackupParams, estimate, prepare
@@ -20,27 +20,7 @@ WORKLOAD = Workload(
     name="kv_backup",
     params=KvBackupParams,
     prepare=prepare,
-    policies={
-        "none": PolicyDef("none", NoParams, policies.none, "no backup (the floor)"),
-        "inline": PolicyDef(
-            "inline", NoParams, policies.inline, "D2H on the compute stream after the forward; the host waits"
-        ),
-        "async_stream": PolicyDef(
-            "async_stream",
-            NoParams,
-            policies.async_stream,
-            "D2H on a backup stream after forward_done; the next forward waits on backup_done",
-        ),
-        "deferred": PolicyDef(
-            "deferred", policies.DeferredParams, policies.deferred, "as async_stream, one copy per layer every k steps"
-        ),
-        "async_scheduler_rank_only": PolicyDef(
-            "async_scheduler_rank_only",
-            NoParams,
-            policies.async_scheduler_rank_only,
-            "BUG: async backup on rank 0 only; other TP ranks' shards are lost",
-        ),
-    },
+    policies=policies.POLICIES,
     metrics=metrics,
     summary_metrics=("tpot_us", "backup_lag_mean_us", "bytes_backed_up", "host_link_util", "backups_lost"),
     headline_metrics=(HeadlineMetric("tpot_us", "lower"), HeadlineMetric("backups_lost", "lower")),

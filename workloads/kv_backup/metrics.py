@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.timeline import union_us
+from harness.decode_backup import backup_count_rows, rank_share_rows
 from harness.workload import MetricRow
 from workloads.kv_backup.inputs import KvBackupInputs
 from workloads.kv_backup.policies import BACKUP_RE, FORWARD_RE
@@ -66,23 +66,12 @@ def metrics(inputs: KvBackupInputs, ops: pd.DataFrame, result: None) -> list[Met
     saved = backup_ends(copies, inputs)
     lag = (saved - fwd)[~np.isnan(saved)]
 
-    expected = inputs.tp_ranks * inputs.steps
-    done = int((~np.isnan(saved)).sum())
-    rows = [
+    return [
         MetricRow("tpot_us", float(np.diff(step_end).mean()), "us"),
         MetricRow("makespan_us", makespan, "us"),
         MetricRow("backup_lag_mean_us", float(lag.mean()) if lag.size else 0.0, "us"),
         MetricRow("backup_lag_max_us", float(lag.max()) if lag.size else 0.0, "us"),
         MetricRow("bytes_backed_up", float(copies["bytes"].sum()), "bytes"),
-        MetricRow("backups_expected", float(expected), "count"),
-        MetricRow("backups_done", float(done), "count"),
-        MetricRow("backups_lost", float(expected - done), "count"),
+        *backup_count_rows(saved),
+        *rank_share_rows("host_link_util", copies, makespan, saved),
     ]
-    utils = []
-    for rank in range(inputs.tp_ranks):
-        util = union_us(copies[copies["rank"] == rank]) / makespan if makespan > 0 else 0.0
-        utils.append(util)
-        rows.append(MetricRow("host_link_util", util, "fraction", rank))
-        rows.append(MetricRow("backups_lost", float(np.isnan(saved[rank]).sum()), "count", rank))
-    rows.append(MetricRow("host_link_util", float(np.mean(utils)), "fraction"))
-    return rows

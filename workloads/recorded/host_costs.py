@@ -25,6 +25,26 @@ costs the host the Python around them, which the recordings show is 10-30x the c
    (``profiler_overhead = "keep"``), what the profile's ``[profiler.<mode>]`` calibration of the
    recording's mode measured the profiler adds to it (``overhead.stream_handoff``);
 2. else :data:`STREAM_HANDOFF_FALLBACK_US`, measured on a recording (profiled).
+
+**Prefetch hand-off** (``PREFETCH_HANDOFF``): ``prefetch_copies`` hands each group's copies to a copy
+stream the way a hand-written prefetcher does each layer (``with torch.cuda.stream(copies):
+copies.wait_event(free); buf.copy_(w, non_blocking=True); ready.record(copies)``, then
+``main.wait_event(ready)`` and, after the layer, ``free = torch.cuda.Event(); free.record(main)``).
+Beyond its records and waits that costs the host the Python around them, which runs at the speed of the
+program's own Python: it is charged as :data:`PREFETCH_HANDOFF_ATEN_OPS` times the recording's host time
+per aten op (:func:`host_us_per_aten_op`: the median CPU gap before a kernel launch or memset per aten op
+begun in it; after compensation when the prediction takes the profiler out), else, for a trace that
+does not count aten ops, :data:`PREFETCH_HANDOFF_FALLBACK_US`.
+
+**A graph launch under the profiler** (``GRAPH_KERNEL``): CUPTI records each kernel of a launched graph
+inside ``cudaGraphLaunch``, so a recorded graph launch costs the host far more than an unprofiled one
+(82-105 µs for the H100 corpus's 114-122-kernel graphs, 192-211 µs for 234 kernels, against 2.8 µs
+unprofiled). When the cost of an added graph launch is the profile's unprofiled figure (1. above) and the
+prediction keeps the profiler's overhead, it also pays what the profile's ``[profiler.<mode>]`` calibration
+of the recording's mode says the profiler adds to a graph launch: what compensation takes out of a recorded
+one (``runtime_call + graph_launch``, plus ``graph_kernel`` per kernel in it: ``costs[GRAPH_KERNEL]``,
+charged per kernel by :meth:`.steps.HostCosts.of`). A cost from the recording or :data:`FALLBACK_US` is a
+profiled figure already.
 """
 
 from __future__ import annotations
@@ -45,6 +65,15 @@ FALLBACK_US = {
 }
 """Recorded runtime-call durations of the bundled H200 recordings (``traces/recorded/``, medians)."""
 STREAM_HANDOFF = "stream_handoff"  # the key of the hand-off's cost in added_call_costs_us
+PREFETCH_HANDOFF = "prefetch_handoff"  # the key of the prefetcher's hand-off cost in added_call_costs_us
+PREFETCH_HANDOFF_ATEN_OPS = 5.3
+"""The prefetcher's hand-off per group, beyond its records' and waits' own durations, in aten ops' worth of the
+program's own host time: the bundled H200 recordings (``traces/recorded/``) ``layers_prefetch`` against
+``layers_sync``, per layer (layers 1-5), the host time outside kernel launches, memsets and copies (the gaps before
+launches and memsets left out, the gap before the copy kept) less the records' and waits' durations: 60.0 µs more
+at 11.42 µs per aten op with sync events (5.26), 58.7 µs at 11.07 without (5.30)."""
+PREFETCH_HANDOFF_FALLBACK_US = 60.0  # the same, in µs, with sync events (a trace without aten-op counts)
+GRAPH_KERNEL = "graph_kernel"  # the key of the profiler's host cost per kernel of an added graph launch
 STREAM_HANDOFF_FALLBACK_US = 63.0
 """The hand-off's host time beyond its two records and two waits in the bundled H200 recordings, profiled (CPU+CUDA
 with sync events): per step, the host time outside kernel launches (the head before the first launch included) of
@@ -74,6 +103,13 @@ def added_call_costs_us(program: RecordedProgram, profile: Profile | None, profi
         else:
             costs[kind] = FALLBACK_US[kind]
     costs[STREAM_HANDOFF] = stream_handoff_us(program, profile, profiled)
+    costs[PREFETCH_HANDOFF] = prefetch_handoff_us(program)
+    calibration = profile.profiler_calibration(program.profiler_mode) if eager and program.profiler_mode else None
+    if profiled and calibration is not None:  # a graph launch under the profiler, as compensation sees it
+        costs["call_graph_launch"] += calibration.compensation_us("runtime_call") + calibration.compensation_us(
+            "graph_launch"
+        )
+        costs[GRAPH_KERNEL] = calibration.compensation_us("graph_kernel")
     return costs
 
 
@@ -85,3 +121,21 @@ def stream_handoff_us(program: RecordedProgram, profile: Profile | None, profile
     calibration = profile.profiler_calibration(program.profiler_mode) if program.profiler_mode else None
     added = calibration.overhead_us(STREAM_HANDOFF) if profiled and calibration is not None else 0.0
     return eager.stream_handoff_us + added
+
+
+def host_us_per_aten_op(program: RecordedProgram) -> float | None:
+    """The program's host time per aten op: the median, over its recorded kernel launches and memsets whose CPU gap
+    began aten ops, of the gap over those ops (None when the trace does not count them)."""
+    per_op = [
+        call.host_before_us / call.gap_aten_ops
+        for thread in program.threads
+        for call in thread.calls
+        if not call.synthetic and call.kind in ("call_launch", "call_memset") and call.gap_aten_ops > 0
+    ]
+    return statistics.median(per_op) if per_op else None
+
+
+def prefetch_handoff_us(program: RecordedProgram) -> float:
+    """Host µs of one prefetch hand-off beyond its records and waits (see the module docstring)."""
+    unit = host_us_per_aten_op(program)
+    return PREFETCH_HANDOFF_FALLBACK_US if unit is None else PREFETCH_HANDOFF_ATEN_OPS * unit

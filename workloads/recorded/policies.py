@@ -222,7 +222,7 @@ def communicator_name(devices: tuple[int, ...]) -> str:
 # --------------------------------------------------------------------------- what-ifs (whatif.py)
 
 
-Groups = Literal["auto", "marks", "copy_runs", "host_syncs"]  # how a what-if finds groups (whatif.py)
+Groups = Literal["auto", "marks", "copy_runs", "host_syncs", "repeats"]  # how a what-if finds groups (whatif.py)
 
 
 class GroupedParams(AsRecordedParams):

@@ -60,9 +60,10 @@ from harness.program import (
 )
 from harness.runtime import CollectiveOp, Direction, GraphKernel, KernelKind
 from workloads.recorded.calltable import CallTable
-from workloads.recorded.host_costs import STREAM_HANDOFF
+from workloads.recorded.host_costs import GRAPH_KERNEL, PREFETCH_HANDOFF, STREAM_HANDOFF
 from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, is_gemm
 from workloads.recorded.whatif import HANDOFF
+from workloads.recorded.whatif import PREFETCH_HANDOFF as PREFETCH_RECORD
 
 COPIES = {"copy_h2d": Direction.H2D, "copy_d2h": Direction.D2H}
 NO_EVENT = -(2**63)  # a symbolic event no step records: a wait on it is unresolved, a sync on it syncs the device
@@ -134,6 +135,10 @@ class HostCosts:
         if call.synthetic and call.kind in self.added_us:
             if call.name == HANDOFF:  # async_d2h's hand-off: its record, and the eager program's Python around it
                 return self.added_us[call.kind] + self.added_us.get(STREAM_HANDOFF, 0.0)
+            if call.name == PREFETCH_RECORD:  # prefetch_copies's hand-off: its record and the prefetcher's Python
+                return self.added_us[call.kind] + self.added_us.get(PREFETCH_HANDOFF, 0.0)
+            if call.kind == "call_graph_launch":  # under the profiler: its kernels' records (host_costs.py)
+                return self.added_us[call.kind] + len(call.ops) * self.added_us.get(GRAPH_KERNEL, 0.0)
             return self.added_us[call.kind]
         profile = self.profile
         if profile is not None and profile.pytorch_eager_measured:

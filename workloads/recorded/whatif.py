@@ -20,9 +20,14 @@ and the steps ``async_d2h`` hands its copies over at) come from ``groups =``:
   next run, is one group (a layer loop that copies each layer's weights in);
 * ``"host_syncs"``: each host sync (``cudaStreamSynchronize``, ``cudaDeviceSynchronize``)
   ends a group (a step loop that waits for each step);
+* ``"repeats"``: the host syncs' steps, and a step whose GPU work is one sequence of
+  launches and copies repeated (the same kinds and kernel names, two or more times
+  over, nothing left over) split at each repeat: a loop that never waits for its
+  steps (a decode loop without a per-step sync recorded with CUDA activities only);
+  where nothing repeats it is ``host_syncs`` (and says so);
 * ``"auto"`` (the default): the marks when the recording has any (recordings with
-  CUDA activities only have none), else ``copy_runs`` for ``prefetch_copies`` and
-  ``host_syncs`` for ``graph_launch`` and ``async_d2h``.
+  CUDA activities only have none), else ``copy_runs`` for ``prefetch_copies``,
+  ``repeats`` for ``graph_launch`` and ``host_syncs`` for ``async_d2h``.
 
 The transforms:
 
@@ -34,7 +39,10 @@ The transforms:
   pinned memory the order changes nothing on the GPU, but a pageable copy holds the
   host, so the compute it precedes waits for it). A group's copies wait for the group whose buffer they reuse
   (``depth + 1`` buffers: group k - depth - 1's compute) to finish; the group's
-  first op on the compute stream waits for its copies. ``budget_bytes`` caps the
+  first op on the compute stream waits for its copies. The record behind a group's copies is
+  named :data:`PREFETCH_HANDOFF`: besides its calls, each group handed to the copy stream costs
+  the host the Python a hand-written prefetcher runs for it (``prefetch_handoff`` in :mod:`.host_costs`).
+  ``budget_bytes`` caps the
   buffers: group k is prefetched as far ahead as the copies in flight fit (groups
   k - d .. k, d <= depth, together <= budget_bytes); where not even two groups fit
   (d = 0), it keeps its copies in line.
@@ -78,15 +86,17 @@ from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKe
 
 CAPTURABLE = ("call_launch", "call_memset")
 SYNCS = ("call_sync_stream", "call_sync_device")
-GROUPINGS = ("auto", "marks", "copy_runs", "host_syncs")
+GROUPINGS = ("auto", "marks", "copy_runs", "host_syncs", "repeats")
 GROUPING_TEXT = {
     "marks": "the recording's marks (ProfilerStep / record_function)",
     "copy_runs": "inferred: each run of H2D copies and the GPU work up to the next",
     "host_syncs": "inferred: steps ended by host syncs",
+    "repeats": "inferred: steps ended by host syncs, split where a step repeats one sequence of GPU work",
 }
 
 
 HANDOFF = "side-stream hand-off"  # async_d2h: the record that opens a batch (it also costs the hand-off's Python)
+PREFETCH_HANDOFF = "prefetch hand-off"  # prefetch_copies: the record behind a group's copies (and the prefetcher's Python)
 
 
 class NotApplicable(ValueError):
@@ -219,7 +229,14 @@ def grouped(program: RecordedProgram, how: str, inferred: str, index: int = 0) -
         how = "marks" if any(c.group for c in calls) else inferred
     if how == "marks":
         return program, how
-    labels = _copy_run_labels(calls) if how == "copy_runs" else _sync_labels(calls)
+    if how == "copy_runs":
+        labels = _copy_run_labels(calls)
+    else:
+        labels = _sync_labels(calls)
+        if how == "repeats":
+            split = _repeat_labels(calls, labels)
+            how = "repeats" if split != labels else "host_syncs"  # say which inference found the groups
+            labels = split
     relabelled = tuple(replace(c, group=g) if c.group != g else c for c, g in zip(calls, labels, strict=True))
     thread = ThreadProgram(program.threads[index].name, relabelled)
     return replace(program, threads=(*program.threads[:index], thread, *program.threads[index + 1 :])), how
@@ -246,6 +263,42 @@ def _sync_labels(calls: tuple[Call, ...]) -> list[str]:
         if call.kind in SYNCS:
             k += 1
     return labels
+
+
+def _gpu_signature(call: Call) -> tuple | None:
+    """What a call issues on the GPU, for finding a repeated sequence (None: it issues nothing)."""
+    return (call.kind, *(op.name for op in call.ops)) if call.ops else None
+
+
+def _period(signatures: list[tuple]) -> int:
+    """The smallest period p >= 2 that repeats ``signatures`` exactly, two or more times, nothing left over (0: none;
+    a sequence of one repeated launch has no step to find)."""
+    n = len(signatures)
+    for p in range(1, n // 2 + 1):
+        if n % p == 0 and signatures[p:] == signatures[:-p]:
+            return p if p >= 2 else 0
+    return 0
+
+
+def _repeat_labels(calls: tuple[Call, ...], labels: list[str]) -> list[str]:
+    """``labels`` (host-sync steps) with each step whose GPU work repeats one sequence split at every repeat: a
+    repeat begins at its first GPU call (the CPU work before that call comes with it); calls without GPU work
+    belong to the repeat before them (a step's sync to the step it ends). Named ``step<k>.<r>``."""
+    out = list(labels)
+    steps: dict[str, list[int]] = {}
+    for i, step in enumerate(labels):
+        steps.setdefault(step, []).append(i)
+    for step, members in steps.items():
+        gpu = [i for i in members if calls[i].ops]
+        period = _period([_gpu_signature(calls[i]) for i in gpu])
+        if not period:
+            continue
+        starts = {gpu[k]: k // period for k in range(0, len(gpu), period)}
+        r = 0
+        for i in members:
+            r = starts.get(i, r)
+            out[i] = f"{step}.{r}"
+    return out
 
 
 # --------------------------------------------------------------------------- prefetch
@@ -322,7 +375,7 @@ def prefetch_copies(
         for j in copies[group]:
             restreamed = tuple(replace(op, stream=side) for op in calls[j].ops)
             out.append(replace(calls[j], ops=restreamed, stream=side, host_before_us=0.0))
-        out.append(_synthetic("call_record", side, group, event=ready[k]))
+        out.append(_synthetic("call_record", side, group, event=ready[k], name=PREFETCH_HANDOFF))
 
     for i, call in enumerate(calls):
         if i == first_call:
@@ -440,7 +493,7 @@ def _capturable(call: Call) -> bool:
 
 def graph_launch(program: RecordedProgram, groups: str = "auto") -> RecordedProgram:
     index = target_thread(program, _capturable)
-    program, grouping = grouped(program, groups, "host_syncs", index)
+    program, grouping = grouped(program, groups, "repeats", index)
     calls = program.threads[index].calls
     if not _group_order(calls):
         raise NotApplicable(

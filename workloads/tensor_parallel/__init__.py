@@ -7,7 +7,7 @@ all-reduces (``harness.runtime`` contract point 14, ``sim.collectives``), so a r
 (its backup, its host) holds every rank at the next all-reduce.
 """
 
-from harness.workload import NoParams, PolicyDef, Workload
+from harness.workload import Workload
 from workloads.tensor_parallel import policies
 from workloads.tensor_parallel.fidelity import FIDELITY
 from workloads.tensor_parallel.inputs import TensorParallelParams, estimate, prepare
@@ -17,27 +17,7 @@ WORKLOAD = Workload(
     name="tensor_parallel",
     params=TensorParallelParams,
     prepare=prepare,
-    policies={
-        "none": PolicyDef("none", NoParams, policies.none, "no backup (the floor)"),
-        "inline": PolicyDef(
-            "inline", NoParams, policies.inline, "D2H on the compute stream after the forward; the host waits"
-        ),
-        "async_stream": PolicyDef(
-            "async_stream",
-            NoParams,
-            policies.async_stream,
-            "D2H on a backup stream after forward_done; the next forward waits on backup_done",
-        ),
-        "deferred": PolicyDef(
-            "deferred", policies.DeferredParams, policies.deferred, "as async_stream, one copy every k steps"
-        ),
-        "async_scheduler_rank_only": PolicyDef(
-            "async_scheduler_rank_only",
-            NoParams,
-            policies.async_scheduler_rank_only,
-            "BUG: async backup on rank 0 only; other TP ranks' shards are lost",
-        ),
-    },
+    policies=policies.POLICIES,
     metrics=metrics,
     summary_metrics=("tpot_us", "collective_fraction", "backup_lag_mean_us", "backups_lost"),
     devices=lambda params: params.tp_ranks,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.timeline import union_us
+from harness.decode_backup import backup_count_rows, rank_share_rows
 from harness.workload import MetricRow
 from workloads.tensor_parallel.inputs import TensorParallelInputs
 from workloads.tensor_parallel.policies import BACKUP_RE, LAYER_RE
@@ -51,23 +51,11 @@ def metrics(inputs: TensorParallelInputs, ops: pd.DataFrame, result: None) -> li
     ends = step_ends(device_ops, inputs)
     saved, copies = backup_ends(device_ops, inputs)
     lag = (saved - ends)[~np.isnan(saved)]
-    expected = inputs.tp_ranks * inputs.steps
-    done = int((~np.isnan(saved)).sum())
-    rows = [
+    return [
         MetricRow("tpot_us", float(np.diff(ends.max(axis=0)).mean()), "us"),
         MetricRow("makespan_us", makespan, "us"),
         MetricRow("backup_lag_mean_us", float(lag.mean()) if lag.size else 0.0, "us"),
         MetricRow("bytes_backed_up", float(copies["bytes"].sum()), "bytes"),
-        MetricRow("backups_expected", float(expected), "count"),
-        MetricRow("backups_done", float(done), "count"),
-        MetricRow("backups_lost", float(expected - done), "count"),
+        *backup_count_rows(saved),
+        *rank_share_rows("collective_fraction", device_ops[device_ops["kind"] == "collective"], makespan, saved),
     ]
-    collectives = device_ops[device_ops["kind"] == "collective"]
-    fractions = []
-    for rank in range(inputs.tp_ranks):
-        fraction = union_us(collectives[collectives["device"] == rank]) / makespan if makespan > 0 else 0.0
-        fractions.append(fraction)
-        rows.append(MetricRow("collective_fraction", fraction, "fraction", rank))
-        rows.append(MetricRow("backups_lost", float(np.isnan(saved[rank]).sum()), "count", rank))
-    rows.append(MetricRow("collective_fraction", float(np.mean(fractions)), "fraction"))
-    return rows

@@ -1,7 +1,8 @@
 // The executor on a CUDA GPU, as a shared library loaded with ctypes (replay/native/library.py).
 //
-// * Stand-in kernels time themselves on %globaltimer (ns) like replay/timed.py's, and stamp their own start
-//   (the first block's) and end (the last block's) into device arrays: a kernel step costs one launch.
+// * Stand-in kernels do replay/timed.py's work (stand_in_work.cuh) until %globaltimer (ns) says their time is up, and
+//   stamp their own start (the first block's) and end (the last block's) into device arrays: a kernel step costs one
+//   launch.
 // * Copies, graph launches and waits are timed by CUDA events around them; a record's own event times it.
 // * After the run every time is put on the host's CLOCK_MONOTONIC (Python's perf_counter): globaltimer via a
 //   kernel that writes it into mapped host memory while the host watches (before and after the run: drift is
@@ -24,6 +25,7 @@
 
 #include "executor.hpp"
 #include "host_thread.hpp"
+#include "stand_in_work.cuh"
 #include "times.hpp"
 
 namespace nx {
@@ -46,59 +48,34 @@ inline void cpu_relax() { spin_pause(); }
         NX_CHECK(cudaGetLastError());                                                                  \
     } while (0)
 
-__device__ __forceinline__ unsigned long long now_gt() {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-}
-
 __device__ __forceinline__ void stamp_start(unsigned long long* starts, int slot, unsigned long long t) {
     if (slot >= 0 && threadIdx.x == 0) atomicMin(starts + slot, t);
 }
 
 __device__ __forceinline__ void stamp_end(unsigned long long* ends, int slot) {
     __syncthreads();
-    if (slot >= 0 && threadIdx.x == 0) atomicMax(ends + slot, now_gt());
+    if (slot >= 0 && threadIdx.x == 0) atomicMax(ends + slot, globaltimer_ns());
 }
 
 __global__ void nx_compute(long long ns, float* sink, unsigned long long* starts, unsigned long long* ends, int slot) {
-    const unsigned long long start = now_gt();
+    const unsigned long long start = globaltimer_ns();
     stamp_start(starts, slot, start);
-    float a = threadIdx.x * 1e-3f, b = 0.5f + blockIdx.x * 1e-6f, c = 1.0f - threadIdx.x * 1e-7f, d = 0.25f;
-    while ((long long)(now_gt() - start) < ns) {
-#pragma unroll
-        for (int i = 0; i < 64; ++i) {
-            a = fmaf(a, 0.999f, b);
-            b = fmaf(b, 1.001f, c);
-            c = fmaf(c, 0.998f, d);
-            d = fmaf(d, 1.002f, a);
-        }
-    }
-    if (a + b + c + d == 1234.5f) sink[threadIdx.x] = a;  // never true in practice; keeps the FMAs alive
+    fma_chains_until(start, ns, sink);
     stamp_end(ends, slot);
 }
 
 __global__ void nx_memory(long long ns, const float4* src, float4* dst, unsigned long long n, unsigned long long* starts,
                           unsigned long long* ends, int slot) {
-    const unsigned long long start = now_gt();
+    const unsigned long long start = globaltimer_ns();
     stamp_start(starts, slot, start);
-    unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
-    const unsigned long long stride = gridDim.x * (unsigned long long)blockDim.x;
-    while ((long long)(now_gt() - start) < ns) {
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-            dst[i] = src[i];
-            i += stride;
-            if (i >= n) i -= n;
-        }
-    }
+    stream_copy_until(start, ns, src, dst, n);
     stamp_end(ends, slot);
 }
 
-__global__ void nx_stamp(unsigned long long* where) { *where = now_gt(); }
+__global__ void nx_stamp(unsigned long long* where) { *where = globaltimer_ns(); }
 
 __global__ void nx_stamp_mapped(volatile unsigned long long* host) {
-    *host = now_gt();
+    *host = globaltimer_ns();
     __threadfence_system();
 }
 
@@ -148,6 +125,7 @@ struct State {
     int64_t host_cap = 0, scratch_cap = 0;
     std::vector<cudaGraphExec_t> graphs;
     std::pair<int64_t, int64_t> last_pair{0, 0};  // the latest (host ns, globaltimer ns) calibration
+    std::vector<int64_t> last_starts, last_ends;  // the last run's stamps on the host clock (-1: none)
     // The driver's launch with the stand-ins' functions looked up once (HARNESS_NATIVE_LAUNCH=runtime: <<<>>>):
     // the runtime's launch looks the function up and checks its module on every call.
     PFN_cuLaunchKernel_v4000 cu_launch = nullptr;
@@ -499,28 +477,62 @@ extern "C" double nx_time_kernel(void* h, int kind, int grid, long long timer_ns
     }
 }
 
+// Capture a graph of stand-in kernels (kernel i stamps slot stamp_base + i; stamp_base -1: no stamps); its index.
+static int capture_graph(State& st, const int32_t* kinds, const int32_t* grids, const int64_t* timer_ns, int n,
+                         int stamp_base) {
+    NX_CHECK(cudaSetDevice(st.device));
+    cudaStream_t cap;
+    NX_CHECK(cudaStreamCreateWithFlags(&cap, cudaStreamNonBlocking));
+    cudaGraph_t graph;
+    NX_CHECK(cudaStreamBeginCapture(cap, cudaStreamCaptureModeThreadLocal));
+    // captured with the argument array: a packed launch gains nothing in a graph
+    const int api = std::min(st.launch_api, int(nx::LAUNCH_DRIVER));
+    for (int i = 0; i < n; ++i) {
+        const int slot = stamp_base < 0 ? -1 : stamp_base + i;
+        NX_LAUNCH(nx::launch_kernel(st, kinds[i], grids[i], timer_ns[i], cap, slot, api));
+    }
+    NX_CHECK(cudaStreamEndCapture(cap, &graph));
+    cudaGraphExec_t exec;
+    NX_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    NX_CHECK(cudaGraphDestroy(graph));
+    NX_CHECK(cudaGraphUpload(exec, cap));
+    NX_CHECK(cudaStreamSynchronize(cap));
+    NX_CHECK(cudaStreamDestroy(cap));
+    st.graphs.push_back(exec);
+    return int(st.graphs.size()) - 1;
+}
+
+// A diagnostic (tools/graph_diag.py): a graph whose kernel i stamps slot stamp_base + i in the runs that launch it
+// (nx_last_stamps reads them); the stamp arrays are first made to hold `capacity` slots, so a run of at most that
+// many stamps keeps them where this graph writes. Its index, or -1.
+extern "C" int nx_add_graph_stamped(void* h, const int32_t* kinds, const int32_t* grids, const int64_t* timer_ns,
+                                    int n, int stamp_base, long long capacity, char* err, int errlen) {
+    State& st = *static_cast<State*>(h);
+    try {
+        NX_CHECK(cudaSetDevice(st.device));
+        if (stamp_base < 0 || stamp_base + n > capacity) throw std::runtime_error("stamp slots out of the capacity");
+        nx::ensure(st, 1, 0, capacity, 1, 1);
+        return capture_graph(st, kinds, grids, timer_ns, n, stamp_base);
+    } catch (const std::exception& e) {
+        put_error(err, errlen, e.what());
+        return -1;
+    }
+}
+
+// The last run's stamps on the host clock (ns, -1: not stamped), slots [0, n); how many were copied.
+extern "C" long long nx_last_stamps(void* h, int64_t* starts, int64_t* ends, long long n) {
+    const State& st = *static_cast<State*>(h);
+    const long long m = std::min<long long>(n, (long long)st.last_starts.size());
+    for (long long i = 0; i < m; ++i) starts[i] = st.last_starts[i], ends[i] = st.last_ends[i];
+    return m;
+}
+
 // Capture a graph of stand-in kernels (no stamps); its index, or -1.
 extern "C" int nx_add_graph(void* h, const int32_t* kinds, const int32_t* grids, const int64_t* timer_ns, int n,
                             char* err, int errlen) {
     State& st = *static_cast<State*>(h);
     try {
-        NX_CHECK(cudaSetDevice(st.device));
-        cudaStream_t cap;
-        NX_CHECK(cudaStreamCreateWithFlags(&cap, cudaStreamNonBlocking));
-        cudaGraph_t graph;
-        NX_CHECK(cudaStreamBeginCapture(cap, cudaStreamCaptureModeThreadLocal));
-        // captured with the argument array: a packed launch gains nothing in a graph
-        const int api = std::min(st.launch_api, int(nx::LAUNCH_DRIVER));
-        for (int i = 0; i < n; ++i) NX_LAUNCH(nx::launch_kernel(st, kinds[i], grids[i], timer_ns[i], cap, -1, api));
-        NX_CHECK(cudaStreamEndCapture(cap, &graph));
-        cudaGraphExec_t exec;
-        NX_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-        NX_CHECK(cudaGraphDestroy(graph));
-        NX_CHECK(cudaGraphUpload(exec, cap));
-        NX_CHECK(cudaStreamSynchronize(cap));
-        NX_CHECK(cudaStreamDestroy(cap));
-        st.graphs.push_back(exec);
-        return int(st.graphs.size()) - 1;
+        return capture_graph(st, kinds, grids, timer_ns, n, -1);
     } catch (const std::exception& e) {
         put_error(err, errlen, e.what());
         return -1;
@@ -571,6 +583,72 @@ extern "C" double nx_time_graph_alone(void* h, int index, int reps, char* err, i
     } catch (const std::exception& e) {
         put_error(err, errlen, e.what());
         return -1.0;
+    }
+}
+
+// A diagnostic (tools/graph_diag.py): a graph of these stand-ins captured with each kernel stamping its own start and
+// end (slots 0..n-1), launched alone on a stream idle for `idle_ns` before each launch, `reps` times. Per launch, 3 + 2n host-clock ns into `out`:
+// the launch call's start, its return, when the host saw the stream idle, then the n kernels' starts and ends.
+// Returns 0, or 1 with `err` set. Leaves the stamp slots dirty (a run resets the ones it uses).
+extern "C" int nx_trace_graph(void* h, const int32_t* kinds, const int32_t* grids, const int64_t* timer_ns, int n,
+                              int reps, long long idle_ns, int64_t* out, char* err, int errlen) {
+    State& st = *static_cast<State*>(h);
+    cudaGraphExec_t exec = nullptr;
+    try {
+        NX_CHECK(cudaSetDevice(st.device));
+        nx::ensure(st, 1, 0, std::max(1, n), 1, 1);
+        cudaStream_t cap;
+        NX_CHECK(cudaStreamCreateWithFlags(&cap, cudaStreamNonBlocking));
+        cudaGraph_t graph;
+        NX_CHECK(cudaStreamBeginCapture(cap, cudaStreamCaptureModeThreadLocal));
+        const int api = std::min(st.launch_api, int(nx::LAUNCH_DRIVER));
+        for (int i = 0; i < n; ++i) NX_LAUNCH(nx::launch_kernel(st, kinds[i], grids[i], timer_ns[i], cap, i, api));
+        NX_CHECK(cudaStreamEndCapture(cap, &graph));
+        NX_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+        NX_CHECK(cudaGraphDestroy(graph));
+        NX_CHECK(cudaGraphUpload(exec, cap));
+        NX_CHECK(cudaStreamSynchronize(cap));
+        NX_CHECK(cudaStreamDestroy(cap));
+        const auto before = nx::host_gt_pair(st);
+        std::vector<std::vector<unsigned long long>> gts(reps, std::vector<unsigned long long>(2 * size_t(n)));
+        for (int r = 0; r < reps; ++r) {
+            int64_t* row = out + size_t(r) * (3 + 2 * size_t(n));
+            NX_CHECK(cudaMemsetAsync(st.d_starts, 0xFF, n * sizeof(unsigned long long), st.own));
+            NX_CHECK(cudaMemsetAsync(st.d_ends, 0, n * sizeof(unsigned long long), st.own));
+            NX_CHECK(cudaStreamSynchronize(st.own));
+            const int64_t idle = nx::host_ns() + idle_ns;
+            while (nx::host_ns() < idle) nx::cpu_relax();
+            row[0] = nx::host_ns();
+            NX_CHECK(cudaGraphLaunch(exec, st.own));
+            row[1] = nx::host_ns();
+            cudaError_t e;
+            while ((e = cudaStreamQuery(st.own)) == cudaErrorNotReady) nx::cpu_relax();
+            NX_CHECK(e);
+            row[2] = nx::host_ns();
+            NX_CHECK(cudaMemcpy(gts[r].data(), st.d_starts, n * 8, cudaMemcpyDeviceToHost));
+            NX_CHECK(cudaMemcpy(gts[r].data() + n, st.d_ends, n * 8, cudaMemcpyDeviceToHost));
+        }
+        const auto after = nx::host_gt_pair(st);
+        nx::Linear to_host;
+        to_host.gt0 = double(before.second);
+        to_host.off0 = double(before.first - before.second);
+        const double span = double(after.second - before.second);
+        if (span > 0) to_host.slope = (double(after.first - after.second) - to_host.off0) / span;
+        for (int r = 0; r < reps; ++r) {
+            int64_t* row = out + size_t(r) * (3 + 2 * size_t(n));
+            for (int i = 0; i < n; ++i) {
+                const unsigned long long a = gts[r][i], b = gts[r][n + i];
+                row[3 + i] = a == ~0ULL ? -1 : to_host(int64_t(a));
+                row[3 + n + i] = b == 0 ? -1 : to_host(int64_t(b));
+            }
+        }
+        NX_CHECK(cudaGraphExecDestroy(exec));
+        return 0;
+    } catch (const std::exception& e) {
+        put_error(err, errlen, e.what());
+        if (exec) cudaGraphExecDestroy(exec);
+        cudaDeviceSynchronize();
+        return 1;
     }
 }
 
@@ -652,6 +730,8 @@ extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, cons
             }
         for (int t = 0; t < n_threads; ++t)
             nx::fill_device_times(steps[t], counts[t], outs[t], ev_host.data(), s_host.data(), e_host.data());
+        st.last_starts = std::move(s_host);
+        st.last_ends = std::move(e_host);
         return 0;
     } catch (const std::exception& e) {
         put_error(err, errlen, e.what());
