@@ -103,6 +103,15 @@ def program_scale_of(timing: ShapeTiming, overhead_us: dict[str, float]) -> floa
     return max(timing.profiled_us - timing.unprofiled_us - other, 0.0) / eager
 
 
+def realistic_graph_kernel_us(timing: ShapeTiming) -> float | None:
+    """GPU time the profiler added to each kernel of a graph replay (µs: profiled less unprofiled CUDA-event time
+    of one replay, over its kernels); None without GPU timings or kernels."""
+    kernels = timing.counts.get("graph_kernel", 0.0)
+    if timing.gpu_unprofiled_us is None or timing.gpu_profiled_us is None or kernels <= 0:
+        return None
+    return (timing.gpu_profiled_us - timing.gpu_unprofiled_us) / kernels
+
+
 def spread(values: list[float]) -> Spread:
     """Median and half the interquartile range of ``values``."""
     q25, q50, q75 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
@@ -116,16 +125,20 @@ def summarize(
     date: str,
     method: str = "",
     check_shapes: tuple[str, ...] = (),
+    gpu_check_shapes: tuple[str, ...] = (),
 ) -> tuple[ProfilerCalibration, str]:
     """The calibration of one mode from its rounds (each fitted alone), and a one-paragraph note of the figures.
 
     ``floor_us``: per ``call_*`` kind, the unprofiled per-call host times measured in the rounds (median kept).
     A kind enters only if every round could fit it. ``check_shapes``: shapes left out of the fit, whose
-    per-round :func:`program_scale_of` gives the calibration's ``program_scale``.
+    per-round :func:`program_scale_of` gives the calibration's ``program_scale``. ``gpu_check_shapes``: graph
+    shapes shaped like a real program's graph, left out of both fits; where their replays were timed on the GPU,
+    the per-kernel GPU time the profiler added to them (:func:`realistic_graph_kernel_us`) is the calibration's
+    ``gpu_overhead.graph_kernel`` (the tight graphs' fit stays in the notes).
     """
     if not rounds:
         raise ValueError("no calibration rounds")
-    fitted = [[t for t in r if t.shape not in check_shapes] for r in rounds]
+    fitted = [[t for t in r if t.shape not in check_shapes + gpu_check_shapes] for r in rounds]
     fits = [fit_overheads(r) for r in fitted]
     scales = [
         x
@@ -136,8 +149,16 @@ def summarize(
     kinds = [k for k in PROFILER_EVENT_KINDS if all(k in f.overhead_us for f in fits)]
     overhead = {k: spread([f.overhead_us[k] for f in fits]) for k in kinds}
     shapes = [t.shape for t in rounds[0]]
-    gpu_fits = [g for g in (fit_gpu_overheads(r) for r in rounds) if g is not None]
+    gpu_fits = [g for g in (fit_gpu_overheads(r) for r in fitted) if g is not None]
     gpu_overhead = {k: spread([g[k] for g in gpu_fits]) for k in GPU_KINDS} if gpu_fits else {}
+    realistic = [x for r in rounds for t in r if t.shape in gpu_check_shapes
+                 and (x := realistic_graph_kernel_us(t)) is not None]  # fmt: skip
+    tight_note = ""
+    if realistic:
+        if gpu_overhead:
+            tight_note = ("; tight graphs' GPU fit (not used): " + ", ".join(
+                f"{k} {v.median_us:.3f} ± {v.spread_us:.3f} µs" for k, v in gpu_overhead.items()))  # fmt: skip
+        gpu_overhead = {"graph_kernel": spread(realistic)}
     lines = []
     for shape in shapes:
         rows = [t for r in rounds for t in r if t.shape == shape]
@@ -146,6 +167,10 @@ def summarize(
         counts = ", ".join(f"{k} {rows[0].counts.get(k, 0):g}" for k in PROFILER_EVENT_KINDS if rows[0].counts.get(k))
         if shape in check_shapes:
             fit_note = "not fitted, program scale " + (f"{spread(scales).median_us:.2f}" if scales else "n/a")
+        elif shape in gpu_check_shapes:
+            per_kernel = [x for t in rows if (x := realistic_graph_kernel_us(t)) is not None]
+            figure = f"{spread(per_kernel).median_us:.3f}" if per_kernel else "n/a"
+            fit_note = "not fitted, GPU µs a kernel " + figure
         else:
             fit_note = f"fit residual {spread([f.residual_us[shape] for f in fits if shape in f.residual_us]).median_us:+.1f}"
         gpu = [t for t in rows if t.gpu_unprofiled_us is not None and t.gpu_profiled_us is not None]
@@ -156,6 +181,8 @@ def summarize(
             f"{shape}: unprofiled {unprof.median_us:.1f} ± {unprof.spread_us:.1f} µs/step, profiled "
             f"{prof.median_us:.1f} ± {prof.spread_us:.1f}, {fit_note} ({counts})"
         )
+    if lines and tight_note:
+        lines[-1] += tight_note
     floors = {k: round(float(np.median(v)), 3) for k, v in floor_us.items() if v}
     calibration = ProfilerCalibration(
         torch=torch_version,

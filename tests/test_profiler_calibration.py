@@ -324,3 +324,22 @@ def test_the_side_stream_hand_off_is_measured_unprofiled_and_profiled_and_charge
     recording = RecordedProgram((), (), 1, 0.0, 1.0, (), True, 0, 0, "hand-made", profiler_mode="cpu_cuda")
     assert stream_handoff_us(recording, loaded, profiled=True) == pytest.approx(35.0)
     assert stream_handoff_us(recording, loaded, profiled=False) == pytest.approx(20.0)
+
+
+def test_a_real_programs_graph_gives_the_gpu_figure_and_stays_out_of_both_fits():
+    """graph_block (the block step as one CUDA graph): its replays' added GPU time per kernel is gpu_overhead."""
+    rng = np.random.default_rng(7)
+    rounds, per_kernel = [], [0.18, 0.21, 0.2, 0.19, 0.22]
+    for x in per_kernel:
+        timings = _round(0.0, rng)
+        counts = {"runtime_call": 3, "graph_launch": 1, "graph_kernel": 120}
+        timings.append(ShapeTiming("graph_block", 300.0, 900.0, counts, 250.0, 250.0 + 120 * x))
+        rounds.append(timings)
+    with_block, text = summarize(rounds, {}, "2.11.0", "2026-12-07", gpu_check_shapes=("graph_block",))
+    without, _ = summarize([r[:-1] for r in rounds], {}, "2.11.0", "2026-12-07")
+    assert with_block.overhead == without.overhead  # its 600 µs of host time pulled no fitted figure
+    assert with_block.gpu_overhead["graph_kernel"].median_us == pytest.approx(0.2, abs=1e-6)
+    assert set(with_block.gpu_overhead) == {"graph_kernel"}
+    assert "graph_block" in text and "GPU µs a kernel 0.200" in text
+    if without.gpu_overhead:  # the tight graphs' fit is kept in the notes, not used
+        assert "tight graphs' GPU fit (not used)" in text

@@ -49,6 +49,7 @@ from harness.paths import TRACES_DIR  # noqa: E402
 from harness.profile import Profile, gpu_defaults, load_profile  # noqa: E402
 from harness.spec import load_spec  # noqa: E402
 from sim import SimBackend  # noqa: E402
+from workloads.recorded.compensation import SLOW_HOST_RATIO  # noqa: E402
 
 NO_CHANGE = 0.01  # |change| below this is "no change" (sign 0)
 AS_RECORDED_SPEC = CORPUS_DIR / "specs" / "as_recorded.toml"
@@ -149,10 +150,13 @@ def bundled_recordings() -> tuple[dict, list[Recording]]:
 class Simulator:
     """Imports recordings (once) and simulates specs on them, on one profile."""
 
-    def __init__(self, profile: Profile, reimport: bool = False, host_stalls: str = "typical"):
+    def __init__(
+        self, profile: Profile, reimport: bool = False, host_stalls: str = "typical", graph_gpu: str = "keep"
+    ):
         self.profile = profile
         self.reimport = reimport  # import every recording again (once), e.g. after the op-trace format changed
         self.host_stalls = host_stalls  # what a compensated run does with the recording's host stalls
+        self.graph_gpu = graph_gpu  # graph_gpu_overhead of a compensated run (the calibration's GPU time a kernel)
         self._prepared: dict[tuple[Path, Path], tuple] = {}
         self._imported: set[Path] = set()
         self.summaries: dict[tuple[Path, Path, str], str] = {}  # what each what-if said it changed
@@ -182,6 +186,21 @@ class Simulator:
             self._prepared[key] = (loaded, program)
         return self._prepared[key]
 
+    def host_vs_calibration(self, recording: Path) -> tuple[float, bool]:
+        """The recording's simple calls over the calibration's (``compensation.host_speed``, of its steps made typical
+        when the compensated runs make them so) and whether that flags it as taken on a host much slower than the
+        calibration's; (nan, False) where there is no such figure."""
+        from workloads.recorded import compensation, typical
+
+        program = self._loaded(AS_RECORDED_SPEC, recording)[1]
+        if self.host_stalls == "typical":
+            program = typical.with_typical_steps(program)[0]
+        try:
+            speed = compensation.host_speed(program, compensation.calibration_for(program, self.profile))
+        except compensation.CannotCompensate:
+            return math.nan, False
+        return (speed.ratio, speed.slow) if speed is not None else (math.nan, False)
+
     def recorded_span_us(self, recording: Path) -> float:
         return self._loaded(AS_RECORDED_SPEC, recording)[1].recorded_span_us
 
@@ -198,6 +217,8 @@ class Simulator:
             update = {"profiler_overhead": "subtract"}
             if "host_stalls" in type(params).model_fields:
                 update["host_stalls"] = self.host_stalls
+            if "graph_gpu_overhead" in type(params).model_fields:
+                update["graph_gpu_overhead"] = self.graph_gpu
             params = params.model_copy(update=update)
         elif "profiler_overhead" in type(params).model_fields:
             params = params.model_copy(update={"profiler_overhead": "keep"})
@@ -226,6 +247,7 @@ def programs_table(sim: Simulator, recordings: list[Recording]) -> pd.DataFrame:
         recorded = sim.recorded_span_us(rec.path)
         predicted, note = _attempt(sim.span_us, AS_RECORDED_SPEC, rec.path, "as_recorded", False)
         unprof, unprof_note = _attempt(sim.span_us, AS_RECORDED_SPEC, rec.path, "as_recorded", True)
+        host_ratio, host_slow = sim.host_vs_calibration(rec.path)
         rows.append(
             {
                 "program": rec.program,
@@ -240,6 +262,8 @@ def programs_table(sim: Simulator, recordings: list[Recording]) -> pd.DataFrame:
                 "recording_vs_unprofiled": recorded / rec.unprofiled_us - 1,
                 "predicted_unprofiled_us": unprof,
                 "error_vs_unprofiled": unprof / rec.unprofiled_us - 1,
+                "host_vs_calibration": host_ratio,  # compensation.host_speed: the recording's simple calls
+                "host_slow": host_slow,  # ... above SLOW_HOST_RATIO: a host much slower than the calibration's
                 "note": "; ".join(n for n in (note, unprof_note) if n),
             }
         )
@@ -336,6 +360,13 @@ def _us(x: float) -> str:
     return "-" if isinstance(x, float) and math.isnan(x) else f"{x:,.0f}"
 
 
+def _host(row) -> str:
+    ratio = getattr(row, "host_vs_calibration", math.nan)
+    if ratio is None or math.isnan(ratio):
+        return "-"
+    return f"{ratio:.2f}" + (" SLOW" if getattr(row, "host_slow", False) else "")
+
+
 ISSUE22_FAMILY = ("decode_eager_", "decode_graph_")  # the 12 programs of issue 22's Done-when
 
 
@@ -349,10 +380,20 @@ def summary(programs: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
             if len(err):
                 lines.append(f"- {mode}: {what}: median |error| {err.median():.1%}, worst {err.max():.1%} "
                              f"({len(err)} recordings)")
-        family = part[part["program"].str.startswith(ISSUE22_FAMILY)]["error_vs_unprofiled"].abs().dropna()
+        in_family = part["program"].str.startswith(ISSUE22_FAMILY)
+        family = part[in_family]["error_vs_unprofiled"].abs().dropna()
         if len(family) and len(family) < len(part):
             lines.append(f"- {mode}: predicted unprofiled vs unprofiled, issue 22's decoder family only: median "
                          f"|error| {family.median():.1%}, worst {family.max():.1%} ({len(family)} recordings)")
+        slow = part["host_slow"].fillna(False).astype(bool) if "host_slow" in part else in_family & False
+        if slow.any():
+            names = ", ".join(dict.fromkeys(part.loc[slow, "program"])) + f" ({int(slow.sum())} recordings)"
+            kept = part[in_family & ~slow]["error_vs_unprofiled"].abs().dropna()
+            lines.append(f"- {mode}: flagged as recorded on a host much slower than the calibration's "
+                         f"(simple calls > {SLOW_HOST_RATIO:.1f}x the calibrated): {names}")
+            if len(kept):
+                lines.append(f"- {mode}: decoder family without the flagged recordings: median |error| "
+                             f"{kept.median():.1%}, worst {kept.max():.1%} ({len(kept)} recordings)")
     for mode, part in pairs.groupby("mode", sort=False):
         done = part.dropna(subset=["predicted_change"])
         span = done["what_if_vs_changed_recording"].abs()
@@ -372,8 +413,8 @@ def markdown(provenance: dict, programs: pd.DataFrame, pairs: pd.DataFrame, effe
     lines += ["", "## Programs: as_recorded against the recording, compensated against the unprofiled run", ""]
     lines += [
         "| program | mode | recorded µs | predicted (error) | unprofiled µs (min-max) | recording vs unprofiled "
-        "| predicted unprofiled (error) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| predicted unprofiled (error) | host vs calibration |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in programs.itertuples():
         unprof = (
@@ -384,7 +425,7 @@ def markdown(provenance: dict, programs: pd.DataFrame, pairs: pd.DataFrame, effe
         lines.append(
             f"| {r.program} | {r.mode} | {_us(r.recorded_span_us)} | {_us(r.predicted_recording_us)} "
             f"({_pct(r.error_vs_recording)}) | {_us(r.unprofiled_us)} ({_us(r.unprofiled_min_us)}-"
-            f"{_us(r.unprofiled_max_us)}) | {_pct(r.recording_vs_unprofiled)} | {unprof} |"
+            f"{_us(r.unprofiled_max_us)}) | {_pct(r.recording_vs_unprofiled)} | {unprof} | {_host(r)} |"
         )
     notes = sorted({n for n in programs["note"] if n})
     lines += [""] + [f"Note: {n}" for n in notes]
@@ -445,6 +486,7 @@ def build(
     profile: str | None = None,
     reimport: bool = False,
     host_stalls: str = "typical",
+    graph_gpu: str = "keep",
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Provenance, the programs table, the pairs table and the after-effects table (empty without a manifest).
 
@@ -456,13 +498,14 @@ def build(
     alias, chosen = profile_for(env.get("gpu", ""))
     if profile is not None:
         alias, chosen = str(profile), load_profile(profile)
-    sim = Simulator(chosen, reimport, host_stalls)
+    sim = Simulator(chosen, reimport, host_stalls, graph_gpu)
     profile = chosen
     provenance = {
         "recorded on": f"{env.get('gpu')} (torch {env.get('torch')}, CUDA {env.get('cuda')}, "
         f"driver {env.get('driver', 'not recorded')}), {env.get('date_utc', env.get('date'))}",
         "simulated with": f"profile {alias} ({profile.name}), harness commit {_commit()}",
-        "compensated with": f'profiler_overhead = "subtract", host_stalls = "{host_stalls}"'
+        "compensated with": f'profiler_overhead = "subtract", host_stalls = "{host_stalls}", '
+        f'graph_gpu_overhead = "{graph_gpu}", overhead_scale = "recording_host"'
         + _scales(profile),
         "tabulated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -501,6 +544,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reimport", action="store_true", help="import every recording again (new op-trace format)")
     ap.add_argument("--host-stalls", choices=("keep", "typical"), default="typical",
                     help="what the compensated prediction does with a recording's host stalls (default: typical)")
+    ap.add_argument("--graph-gpu", choices=("keep", "subtract"), default="keep",
+                    help="graph_gpu_overhead of the compensated prediction: subtract the calibration's GPU time a "
+                    "graph kernel (a calibration with the graph_block shape) or keep (default)")  # fmt: skip
     args = ap.parse_args(argv)
     try:
         if args.bundled:
@@ -514,7 +560,7 @@ def main(argv: list[str] | None = None) -> None:
             out = args.out or args.corpus
         modes = tuple(args.modes) if args.modes else None
         provenance, programs, pair_rows, effects = build(
-            env, recordings, pairs, modes, args.profile, args.reimport, args.host_stalls
+            env, recordings, pairs, modes, args.profile, args.reimport, args.host_stalls, args.graph_gpu
         )
     except (InputError, CatalogueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -67,6 +67,8 @@ WORKLOAD = Workload(
         "recorded_makespan_us",
         "unprofiled_makespan_us",
         "profiler_overhead_removed_us",
+        "recording_host_vs_calibration",
+        "recording_host_slow",
         "makespan_vs_recorded",
         "gpu_busy_frac",
         "gpu_wait_for_host_us",

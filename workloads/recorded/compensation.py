@@ -27,6 +27,38 @@ event-timed replays grew 0.9-1.1 µs a kernel under the profiler while the recor
 graph replays were only 4-8% (about 0.2 µs a kernel) over the unprofiled programs, so
 the cut made the graph programs 20-37% too fast (`traces/recorded/corpus/README.md`).
 
+**The recording's host against the calibration's** (:func:`host_speed`). The calibration's
+overheads are µs measured on one host in one phase; a recording made while the host ran much
+slower (a slow phase of the GPU machine's host, which can last a whole recording: on the
+2026-12-07 H100 corpus ``decode_eager_host_backup``'s sync recording ran every step 1.47x its
+nosync recording's, with the same events) holds more profiler cost than the calibration can
+take out, and its prediction is not the program's. The check sets the recording's *simple
+calls* (a kernel launch whose gap holds exactly one aten op, in a CUDA-only recording none,
+and nothing else: no range, no folded call) against what the calibration measured for the same
+call: its ``launch`` shape, one tiny op and its launch, costs ``floor_us.call_launch`` unprofiled
+plus ``aten_op`` and ``runtime_call`` overhead profiled. The ratio of the recording's median
+simple call (gap plus the call's own time) to that is reported with every compensated run; a
+real program's simple calls cost more than a tight loop's (1.24-1.44 over the corpus's ordinary
+recordings with calibration A, 1.27-1.43 with D, their steps made typical), and a ratio
+above :data:`SLOW_HOST_RATIO` flags the recording as taken on a host much slower than the
+calibration's (1.78 for the slow-phase recording; 1.82 as recorded): record again, or calibrate
+on that host. The figure is taken of the program compensation starts from (its steps made
+typical first, with ``host_stalls = "typical"``).
+
+**Scaled to the recording's host** (``overhead_scale = "recording_host"``, the default of the
+recorded workload's policies). The calibration's overheads are what the profiler adds to its
+tight loops on its host; a real program's calls cost more than a tight loop's, and so does the
+profiler's work around them (the calibration's ``block`` shape: 1.31x the fitted overheads, D),
+and another host or phase runs both faster or slower. The ratio above measures both at once on
+the recording itself: the same simplest call, in the program as recorded against the tight loop
+as calibrated. With ``"recording_host"`` it replaces the calibration's ``program_scale``
+(:func:`scaled_to`); with ``"calibration"`` the calibration's own scale applies (the ``block``
+shape's, or a ``--script`` calibration's for that program). On the 2026-12-07 H100 corpus the
+ratio of the ordinary eager recordings was 1.24-1.44 with calibration A and 1.27-1.43 with D
+(D's block scale 1.31-1.53), 0.67-0.95 with calibration C (taken on a host 1.7x slower: its
+call floor 10.4 µs against 6.1); the slow-phase recording 1.78 (A) and 1.82 (D), and every
+eager recording of the second corpus (made on C's slow host) 1.67-2.63 against D.
+
 Calls a what-if adds are untouched (they cost what the profile says); compensation is
 applied to the recording before any what-if transforms it.
 """
@@ -38,7 +70,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from harness.profile import Profile, ProfilerCalibration
+from harness.profile import Profile, ProfilerCalibration, ProgramScale
 from workloads.recorded.program import SYNC_CALLS, Call, RecordedProgram, ThreadProgram
 
 if TYPE_CHECKING:
@@ -47,6 +79,23 @@ if TYPE_CHECKING:
 
 class CannotCompensate(ValueError):
     """The recording or the profile lacks what compensation needs (the message says what, and the way out)."""
+
+
+SLOW_HOST_RATIO = 1.6  # a recording's simple calls this much slower than the calibration's: flagged (see above)
+MIN_SIMPLE_CALLS = 20  # fewer simple calls than this: no host-speed figure
+
+
+class HostSpeed(NamedTuple):
+    """The recording's simple calls against the calibration's (:func:`host_speed`)."""
+
+    ratio: float  # recorded median over calibrated
+    recorded_us: float  # median host time of the recording's simple calls (gap + own time)
+    calibrated_us: float  # the calibration's: floor_us.call_launch + aten_op (not CUDA-only) + runtime_call
+    calls: int  # simple calls in the recording
+
+    @property
+    def slow(self) -> bool:
+        return self.ratio > SLOW_HOST_RATIO
 
 
 class Removal(NamedTuple):
@@ -88,6 +137,52 @@ def remove_overhead(
     return Removal(before - from_gap, duration, from_gap + from_call)
 
 
+def simple_calls(
+    kind: np.ndarray, gap_aten_ops: np.ndarray, gap_ranges: np.ndarray, gap_calls: np.ndarray, cuda_only: bool
+) -> np.ndarray:
+    """Which calls are *simple*: a kernel launch whose gap holds one aten op (none in a CUDA-only recording, which
+    records no aten ops), no range and no folded call: what the calibration's ``launch`` shape times."""
+    return (
+        (np.asarray(kind, dtype=object) == "call_launch")
+        & (np.asarray(gap_aten_ops) == (0 if cuda_only else 1))
+        & (np.asarray(gap_ranges) == 0)
+        & (np.asarray(gap_calls) == 0)
+    )
+
+
+def host_speed(program: RecordedProgram, calibration: ProfilerCalibration) -> HostSpeed | None:
+    """The recording's median simple call (gap plus own time, every thread) over the calibration's simple call
+    (``floor_us.call_launch`` + ``aten_op`` + ``runtime_call``, CUDA-only: without ``aten_op``); None with fewer
+    than :data:`MIN_SIMPLE_CALLS` simple calls or no ``call_launch`` floor."""
+    floor = calibration.floor_us.get("call_launch")
+    if floor is None:
+        return None
+    cuda_only = program.profiler_mode.startswith("cuda")
+    times = []
+    for thread in program.threads:
+        if thread.table is not None:
+            t = thread.table
+            mask = simple_calls(t.kind, t.gap_aten_ops, t.gap_ranges, t.gap_calls, cuda_only)
+            times.append((t.host_before_us + t.duration_us)[mask])
+            continue
+        recorded = [c for c in thread.calls if not c.synthetic]
+        mask = simple_calls(
+            np.array([c.kind for c in recorded], dtype=object),
+            np.array([c.gap_aten_ops for c in recorded]),
+            np.array([c.gap_ranges for c in recorded]),
+            np.array([c.gap_calls for c in recorded]),
+            cuda_only,
+        )
+        times.append(np.array([c.host_before_us + c.duration_us for c in recorded], dtype=np.float64)[mask])
+    per_call = np.concatenate(times) if times else np.zeros(0)
+    if len(per_call) < MIN_SIMPLE_CALLS:
+        return None
+    aten_us = 0.0 if cuda_only else calibration.overhead_us("aten_op")
+    calibrated = floor + aten_us + calibration.overhead_us("runtime_call")
+    recorded_us = float(np.median(per_call))
+    return HostSpeed(recorded_us / calibrated, recorded_us, calibrated, len(per_call))
+
+
 def calibration_for(program: RecordedProgram, profile: Profile) -> ProfilerCalibration:
     """The profile's calibration for the recording's mode, or :class:`CannotCompensate` saying why not."""
     if profile is None:
@@ -108,11 +203,21 @@ def calibration_for(program: RecordedProgram, profile: Profile) -> ProfilerCalib
     return calibration
 
 
+def scaled_to(calibration: ProfilerCalibration, speed: HostSpeed | None) -> ProfilerCalibration:
+    """``calibration`` with the recording's host ratio (:func:`host_speed`) as its program scale: the aten-op,
+    runtime-call and range overheads times ``speed.ratio``; unchanged when there is no ratio."""
+    if speed is None:
+        return calibration
+    source = "the recording's simple calls over the calibration's (host_speed)"
+    return calibration.model_copy(update={"program_scale": ProgramScale(median=speed.ratio, spread=0.0, source=source)})
+
+
 def without_profiler_overhead(
     program: RecordedProgram, calibration: ProfilerCalibration, graph_gpu: bool = False
 ) -> tuple[RecordedProgram, float]:
     """The program with the calibrated profiler overhead taken out of every recorded call (and, with
-    ``graph_gpu``, the calibrated GPU time out of every graph kernel); and the host µs removed."""
+    ``graph_gpu``, the calibrated GPU time out of every graph kernel); and the host µs removed. The eager kinds'
+    overheads are scaled by the calibration's ``program_scale`` (see :func:`scaled_to`)."""
     if not graph_gpu:
         calibration = calibration.model_copy(update={"gpu_overhead": {}})
     removed = 0.0

@@ -16,7 +16,10 @@
 * With ``profiler_overhead = "subtract"`` only: ``unprofiled_makespan_us``, the predicted span of
   the program *without* the profiler (the run's makespan, named for what it is: ``makespan_us``
   and ``recorded_makespan_us`` are then the prediction and the profiled recording), and
-  ``profiler_overhead_removed_us``, the host time taken out of the recorded calls.
+  ``profiler_overhead_removed_us``, the host time taken out of the recorded calls;
+  ``recording_host_vs_calibration``, the recording's simple calls over the calibration's
+  (``compensation.host_speed``), and ``recording_host_slow`` (1 above ``SLOW_HOST_RATIO``: the
+  recording's host ran much slower than the calibration's, and the prediction is not to be trusted).
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ def metrics(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult)
             MetricRow("unprofiled_makespan_us", makespan, "us"),
             MetricRow("profiler_overhead_removed_us", float(result.overhead_removed_us), "us"),
         ]
+        speed = getattr(result, "host_speed", None)
+        if speed is not None:  # the recording's simple calls against the calibration's (compensation.host_speed)
+            rows += [
+                MetricRow("recording_host_vs_calibration", speed.ratio, "ratio"),
+                MetricRow("recording_host_slow", float(speed.slow), "flag"),
+            ]
     per = max(makespan, 1e-9)
     busy, waited = [], []
     for device, part in device_ops.groupby("device"):
@@ -145,7 +154,12 @@ def tables(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult) 
 
 
 def notes(results_tables: dict[str, pa.Table]) -> list[str]:
-    """What each what-if changed, one line per policy label (``harness sim`` prints them below its table)."""
+    """What each what-if changed, one line per policy label, and a warning for each label whose recording's host ran
+    much slower than the calibration's (``harness sim`` prints them below its table)."""
+    return _what_if_notes(results_tables) + slow_host_notes(results_tables)
+
+
+def _what_if_notes(results_tables: dict[str, pa.Table]) -> list[str]:
     what_ifs, runs = results_tables.get("what_ifs"), results_tables.get("runs")
     if what_ifs is None or runs is None or what_ifs.num_rows == 0:
         return []
@@ -154,4 +168,29 @@ def notes(results_tables: dict[str, pa.Table]) -> list[str]:
     return [
         f"{row.policy_label}: {row.summary.split(': ', 1)[-1]}" if row.policy_label != row.what_if else row.summary
         for row in lines.itertuples()
+    ]
+
+
+def slow_host_notes(results_tables: dict[str, pa.Table]) -> list[str]:
+    """One warning per policy label whose compensated runs flagged the recording (``recording_host_slow``)."""
+    from workloads.recorded.compensation import SLOW_HOST_RATIO
+
+    metrics, runs = results_tables.get("metrics"), results_tables.get("runs")
+    if metrics is None or runs is None or metrics.num_rows == 0:
+        return []
+    m = metrics.to_pandas()
+    m = m[(m["item"] == -1) & m["metric"].isin(["recording_host_vs_calibration", "recording_host_slow"])]
+    if m.empty:
+        return []
+    m = m.merge(runs.to_pandas()[["run_id", "policy_label"]], on="run_id")
+    table = m.pivot_table(index="policy_label", columns="metric", values="value", aggfunc="max", sort=False)
+    if "recording_host_slow" not in table:
+        return []
+    return [
+        f"{label}: WARNING: the recording's simple calls took {row.recording_host_vs_calibration:.2f}x what the "
+        f"calibration measured for them (over {SLOW_HOST_RATIO:.1f}x): its host ran much slower than the "
+        "calibration's (a slow phase, or another machine), and the unprofiled prediction is not the program's; "
+        "record again, or calibrate on that host"
+        for label, row in table.iterrows()
+        if row.recording_host_slow > 0
     ]

@@ -38,6 +38,12 @@ trace and a profile calibrated for the recording's mode (``harness calibrate
 --profiler``); without them the run fails saying which is missing, rather than
 quietly predicting the profiled program. Keep is the default because a
 prediction's meaning must not depend on which profile happens to be calibrated.
+The eager overheads are scaled (``overhead_scale``) by the recording's own simple
+calls against the calibration's (``"recording_host"``, the default: how much slower
+this program's calls, on this host, ran than the calibration's tight loop) or by the
+calibration's ``program_scale`` (``"calibration"``); every compensated run reports
+that ratio and flags a recording whose host ran much slower than the calibration's
+(``recording_host_slow``).
 
 **Host stalls.** ``host_stalls = "typical"`` first gives every repeated step of the
 recording (runs of calls in one step range with the same calls) each call's median
@@ -69,6 +75,10 @@ class AsRecordedParams(PolicyParams):
     # "typical": repeated steps at their per-call median host cost first (typical.py): a recording's host stalls
     # are one run's, not the program's
     host_stalls: Literal["keep", "typical"] = "keep"
+    # "recording_host": the eager overheads scaled by the recording's simple calls over the calibration's
+    # (compensation.host_speed: the program's and the host's speed against the calibration's tight loop);
+    # "calibration": by the calibration's program_scale (its block shape, or a --script calibration's program)
+    overhead_scale: Literal["recording_host", "calibration"] = "recording_host"
     graph_gpu_overhead: Literal["keep", "subtract"] = "keep"  # with "subtract": graph kernels lose the calibrated
     # GPU time the profiler adds (off by default: it over-corrected the H100 corpus, see compensation.py)
     # Kernels shorter than this run this long (on both backends): the replay's stand-in kernels cannot
@@ -92,36 +102,67 @@ class RecordedResult:
     profiler_overhead: str = "keep"  # what the run did with the recording's profiler overhead
     overhead_removed_us: float = 0.0  # host time taken out of the recorded calls ("subtract")
     what_ifs: tuple = ()  # what the what-if changed (whatif.WhatIfSummary per transform; () for as_recorded)
+    host_speed: compensation.HostSpeed | None = None  # "subtract": the recording's host against the calibration's
 
 
 def as_recorded(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
+    speed = host_speed_of(rt, program, params)
     program, removed_us = _compensated(rt, program, params)
     result = yield from _run_program(rt, program, params)
-    return replace(result, profiler_overhead=params.profiler_overhead, overhead_removed_us=removed_us)
+    return replace(result, profiler_overhead=params.profiler_overhead, overhead_removed_us=removed_us, host_speed=speed)
 
 
-_compensations: dict[tuple, tuple[RecordedProgram, object, RecordedProgram, float]] = {}
+def host_speed_of(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> compensation.HostSpeed | None:
+    """With ``profiler_overhead = "subtract"``: the simple calls of the program compensation starts from (its steps
+    typical first where ``host_stalls = "typical"``) against the calibration's (:func:`.compensation.host_speed`;
+    flagged when the recording's host ran much slower); else None."""
+    if params.profiler_overhead != "subtract":
+        return None
+    return _compensation_of(rt, program, params)[2]
 
 
 def _compensated(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> tuple[RecordedProgram, float]:
     """``program`` with its steps typical (``host_stalls = "typical"``) and as it would run without the profiler
     (``"subtract"``); made once per program, profile and choice; the host µs the profiler's overhead removed."""
+    lighter, removed_us, _ = _compensation_of(rt, program, params)
+    return lighter, removed_us
+
+
+_compensations: dict[tuple, tuple] = {}
+
+
+def _compensation_of(
+    rt: Runtime, program: RecordedProgram, params: AsRecordedParams
+) -> tuple[RecordedProgram, float, compensation.HostSpeed | None]:
+    """:func:`_compensated`'s program and removed µs, and the host speed of the program it compensated (None
+    without ``"subtract"``); made once per program, profile and choice."""
     if params.profiler_overhead == "keep" and params.host_stalls == "keep":
-        return program, 0.0
+        return program, 0.0, None
     calibration = None
     if params.profiler_overhead == "subtract":
         calibration = compensation.calibration_for(program, rt.profile)
-    key = (id(program), rt.profile.name, params.profiler_overhead, params.host_stalls, params.graph_gpu_overhead)
+    key = (
+        id(program),
+        rt.profile.name,
+        params.profiler_overhead,
+        params.host_stalls,
+        params.graph_gpu_overhead,
+        params.overhead_scale,
+    )
     entry = _compensations.get(key)
     if entry is None or entry[0] is not program or entry[1] is not calibration:
-        lighter, removed_us = program, 0.0
+        lighter, removed_us, speed = program, 0.0, None
         if params.host_stalls == "typical":
             lighter, _ = typical.with_typical_steps(lighter)
         if calibration is not None:
             graph_gpu = params.graph_gpu_overhead == "subtract"
-            lighter, removed_us = compensation.without_profiler_overhead(lighter, calibration, graph_gpu)
-        entry = _compensations[key] = (program, calibration, lighter, removed_us)
-    return entry[2], entry[3]
+            speed = compensation.host_speed(lighter, calibration)  # of the steps compensated (typical, if asked)
+            scaled = calibration
+            if params.overhead_scale == "recording_host":
+                scaled = compensation.scaled_to(calibration, speed)
+            lighter, removed_us = compensation.without_profiler_overhead(lighter, scaled, graph_gpu)
+        entry = _compensations[key] = (program, calibration, lighter, removed_us, speed)
+    return entry[2], entry[3], entry[4]
 
 
 _steps: dict[tuple, tuple[RecordedProgram, StepProgram]] = {}
@@ -230,6 +271,7 @@ def transformed(name: str, program: RecordedProgram, params: AsRecordedParams) -
 
 def _what_if(name: str):
     def main(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> PolicyGen:
+        speed = host_speed_of(rt, program, params)
         program, removed_us = _compensated(rt, program, params)  # before the what-if: it moves compensated gaps
         changed = transformed(name, program, params)
         result = yield from _run_program(rt, changed, params)
@@ -238,6 +280,7 @@ def _what_if(name: str):
             profiler_overhead=params.profiler_overhead,
             overhead_removed_us=removed_us,
             what_ifs=changed.what_ifs,
+            host_speed=speed,
         )
 
     def check(program: RecordedProgram, params: AsRecordedParams) -> None:
