@@ -509,8 +509,9 @@ def calibrate_profiler(
     with tempfile.TemporaryDirectory(prefix="profiler-calibration-") as tmp:
         workdir = Path(tmp)
         for r in range(rounds):
-            if r > 0 and budget_s is not None and time.monotonic() - begun > budget_s:
-                log(f"time budget of {budget_s:.0f} s reached: stopping after {r} rounds")
+            elapsed = time.monotonic() - begun
+            if r > 0 and budget_s is not None and elapsed + elapsed / r > budget_s:  # the next round would overrun
+                log(f"time budget of {budget_s:.0f} s: stopping after {r} rounds ({elapsed:.0f} s, {elapsed / r:.0f} s a round)")
                 break
             order = modes[r % len(modes) :] + modes[: r % len(modes)]
             for mode in order:
@@ -531,9 +532,38 @@ def calibrate_profiler(
                 if raw_path is not None:
                     _write_json(raw_path, {"rounds": [x for m in modes for x in results[m]], "script": scripts,
                                            "failures": failures})  # fmt: skip
-    modes = tuple(m for m in modes if results[m])
+    return fit_rounds(results, scripts, failures, log)
+
+
+def rounds_by_mode(raw: dict, source: str) -> dict[str, list[dict]]:
+    """The rounds of a ``--raw`` JSON file (what ``calibrate_profiler`` writes after each round), by mode."""
+    rounds = raw.get("rounds") if isinstance(raw, dict) else None
+    if not isinstance(rounds, list) or not rounds:
+        raise ValueError(f"{source}: no 'rounds' list: not a `harness calibrate --profiler --raw` file")
+    results: dict[str, list[dict]] = {}
+    for i, r in enumerate(rounds):
+        missing = [k for k in ("mode", "device", "torch", "host_costs_us", "shapes") if k not in r]
+        if missing:
+            raise ValueError(f"{source}: round {i} has no {', '.join(missing)}")
+        if r["mode"] not in PROFILER_MODES:
+            raise ValueError(f"{source}: round {i}: unknown profiler mode {r['mode']!r}")
+        if not any(s.get("shape") == "launch" for s in r["shapes"]):
+            raise ValueError(f"{source}: round {i} ({r['mode']}) has no 'launch' shape")
+        results.setdefault(r["mode"], []).append(r)
+    return results
+
+
+def fit_rounds(
+    results: dict[str, list[dict]], scripts: list[dict], failures: list[str], log: Callable[[str], None] = print
+) -> dict:
+    """Fit the rounds' figures (per mode) into calibrations: what ``calibrate_profiler`` returns.
+
+    Also refits a ``--raw`` file of rounds taken earlier (``harness calibrate --profiler --from-raw``), e.g.
+    when a calibration was stopped before it could write its profile."""
+    modes = tuple(m for m in results if results[m])
     if not modes:
         raise RuntimeError("every calibration round failed: " + " | ".join(failures[:3]))
+    rounds = max(len(results[m]) for m in modes)
     first = results[modes[0]][0]
     date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     method = (

@@ -343,3 +343,63 @@ def test_a_real_programs_graph_gives_the_gpu_figure_and_stays_out_of_both_fits()
     assert "graph_block" in text and "GPU µs a kernel 0.200" in text
     if without.gpu_overhead:  # the tight graphs' fit is kept in the notes, not used
         assert "tight graphs' GPU fit (not used)" in text
+
+
+def _fake_rounds(monkeypatch, seconds_a_round: list[float]):
+    """calibrate_profiler with fake rounds that each take the given (fake) seconds."""
+    import replay.profiler_calibration as pc
+
+    rng = np.random.default_rng(11)
+    clock = [0.0]
+
+    def fake_spawn(args, workdir, log):
+        mode = args[args.index("--mode") + 1]
+        clock[0] += seconds_a_round[0]
+        shapes = [
+            {"shape": t.shape, "unprofiled_us": t.unprofiled_us, "profiled_us": t.profiled_us, "counts": t.counts}
+            for t in _round(1.0, rng)
+        ]
+        host = {"launch_us": 6.0, "graph_launch_us": 9.0, "copy_launch_us": 8.0, "record_us": 2.0, "wait_us": 1.0,
+                "sync_wake_us": 3.0, "alloc_us": 4.0, "free_us": 2.0}  # fmt: skip
+        return {"mode": mode, "device": "fake GPU", "torch": "2.11", "host_costs_us": host, "shapes": shapes}
+
+    monkeypatch.setattr(pc, "_spawn", fake_spawn)
+    monkeypatch.setattr(pc.time, "monotonic", lambda: clock[0])
+    return pc
+
+
+def test_no_round_starts_that_would_end_after_the_budget(monkeypatch):
+    pc = _fake_rounds(monkeypatch, [50.0])  # each mode's process 50 s: a round of two modes 100 s
+    lines: list[str] = []
+    result = pc.calibrate_profiler(("cpu_cuda", "cuda"), 9, "cuda:0", log=lines.append, budget_s=250.0)
+    # after 2 rounds (200 s) a third would end at 300 s > 250 s: it is not started (it used to be, 200 < 250)
+    assert result["calibrations"]["cuda"].rounds == 2
+    assert any("stopping after 2 rounds" in line for line in lines)
+
+
+def test_from_raw_refits_the_rounds_a_stopped_calibration_left_into_a_profile(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    pc = _fake_rounds(monkeypatch, [1.0])
+    raw = tmp_path / "rounds.json"
+    measured = pc.calibrate_profiler(("cpu_cuda", "cuda"), 3, "cuda:0", log=lambda line: None, raw_path=raw)
+    out = tmp_path / "refit.toml"
+    args = ["calibrate", "--profiler", "--name", "refit", "--out", str(out), "--from-raw", str(raw),
+            "--base-profile", UNCALIBRATED]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    refit = load_profile(str(out))
+    for mode in ("cpu_cuda", "cuda"):
+        cal = refit.profiler_calibration(mode)
+        assert cal is not None and cal.rounds == 3
+        assert cal.overhead_us("aten_op") == pytest.approx(measured["calibrations"][mode].overhead_us("aten_op"))
+    # a file that is not a --raw file is refused naming it, and nothing is written
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rounds": [{"mode": "cpu_cuda"}]}')
+    out2 = tmp_path / "never.toml"
+    args = ["calibrate", "--profiler", "--name", "x", "--out", str(out2), "--from-raw", str(bad)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "bad.json: round 0 has no device" in result.output
+    assert not out2.exists()

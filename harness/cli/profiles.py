@@ -66,6 +66,12 @@ def calibrate(
         None, help="--profiler: also time this script of yours unprofiled and profiled, in each round and mode."
     ),
     raw: Path | None = typer.Option(None, help="--profiler: also write every round's figures to this JSON file."),
+    from_raw: Path | None = typer.Option(
+        None,
+        "--from-raw",
+        help="--profiler: fit the rounds of an earlier --raw file instead of measuring (no GPU needed), e.g. a "
+        "calibration stopped before it wrote its profile.",
+    ),
     budget_s: float = typer.Option(
         300.0,
         help="--profiler: start no round after this many seconds (the first always runs; the rounds done are kept); "
@@ -87,7 +93,7 @@ def calibrate(
     PyTorch program pays per call, and write the base profile with them (what profiler_overhead = "subtract"
     and what-ifs of recorded programs read)."""
     if profiler:
-        _calibrate_profiler(name, out, base_profile, force, modes, rounds, script, raw, budget_s)
+        _calibrate_profiler(name, out, base_profile, force, modes, rounds, script, raw, budget_s, from_raw)
         return
     if collectives:
         _calibrate_collectives(name, out, base_profile, force, gpus, interconnect, budget_s)
@@ -133,14 +139,14 @@ def _calibrate_profiler(
     script: Path | None,
     raw: Path | None,
     budget_s: float,
+    from_raw: Path | None = None,
 ) -> None:
-    import tomllib
+    import json
 
     from harness.paths import PROFILES_DIR
-    from harness.profile import HardwareProfile, gpu_defaults, load_profile
-    from replay.calibrate import write_profile
+    from harness.profile import gpu_defaults, load_profile
     from replay.gpu import CudaUnavailable, require_cuda
-    from replay.profiler_calibration import calibrate_profiler, profile_with_calibration
+    from replay.profiler_calibration import calibrate_profiler, fit_rounds, rounds_by_mode
 
     path = out or PROFILES_DIR / f"{name}.toml"
     if path.exists() and not force:
@@ -150,6 +156,26 @@ def _calibrate_profiler(
     if script is not None and not script.is_file():
         fail(f"{script}: script not found")
     chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+    log = lambda line: console.print(line, highlight=False)  # noqa: E731
+    if from_raw is not None:
+        try:
+            recorded = json.loads(from_raw.read_text())
+            by_mode = rounds_by_mode(recorded, str(from_raw))
+            first = next(iter(by_mode.values()))[0]
+            if base_profile is None:
+                match = [a for a, d in sorted(gpu_defaults().items()) if d.gpu_name == first["device"]]
+                base_profile = match[0] if match else QUOTED_PROFILE
+            base = load_profile(base_profile)
+            result = fit_rounds(by_mode, recorded.get("script") or [], recorded.get("failures") or [], log)
+        except OSError as err:
+            fail(f"{from_raw}: cannot read: {err.strerror or err}")
+        except json.JSONDecodeError as err:
+            fail(f"{from_raw}: not JSON: line {err.lineno}: {err.msg}")
+        except (InputError, ValueError, RuntimeError) as err:
+            fail(f"harness calibrate --profiler --from-raw: {err}")
+        rounds = max(len(v) for v in by_mode.values())
+        _write_profiler_profile(name, path, base, result, rounds)
+        return
     try:
         torch = require_cuda()
         gpu = torch.cuda.get_device_name(0)
@@ -158,7 +184,6 @@ def _calibrate_profiler(
             match = [a for a, d in sorted(gpu_defaults().items()) if d.gpu_name == gpu]
             base_profile = match[0] if match else QUOTED_PROFILE
         base = load_profile(base_profile)
-        log = lambda line: console.print(line, highlight=False)  # noqa: E731
         result = calibrate_profiler(chosen, rounds, "cuda:0", script, log=log, budget_s=budget_s, raw_path=raw)
     except CudaUnavailable as err:
         fail(f"harness calibrate --profiler: {err}")
@@ -166,6 +191,16 @@ def _calibrate_profiler(
         fail(f"harness calibrate --profiler: {err}")
     except RuntimeError as err:
         fail(f"harness calibrate --profiler: {err}", 1)
+    _write_profiler_profile(name, path, base, result, rounds)
+
+
+def _write_profiler_profile(name: str, path: Path, base, result: dict, rounds: int) -> None:
+    import tomllib
+
+    from harness.profile import HardwareProfile
+    from replay.calibrate import write_profile
+    from replay.profiler_calibration import profile_with_calibration
+
     base_raw = tomllib.loads(base.path.read_text())
     thread_wake = base.host.thread_wake_us
     updated = profile_with_calibration(base_raw, result, thread_wake)
