@@ -649,3 +649,48 @@ def test_a_what_if_rewrites_the_thread_that_holds_what_it_changes():
     assert moved.threads[0] == helper and moved.threads[1].name == "layers"
     assert [c.stream for c in moved.threads[1].calls if c.kind == "call_memcpy"] == [(0, "prefetch")] * 3
     assert moved.what_ifs[-1].groups_from == "copy_runs" and moved.what_ifs[-1].copies_moved == 3
+
+
+def test_an_added_graph_launchs_profiler_charge_follows_the_recordings_host_not_the_calibrations():
+    # A calibration taken on a host 1.7x slower than the recording's (calibration E, 2026-12-07) charged p13's added
+    # graph launch 1.7x what the recording's own launches paid: +19.5% against the changed recording. The profiler's
+    # per-event costs are scaled by the recording's host speed: its simple calls over the calibration's, divided by
+    # the calibration's program scale (a real program's higher cost per event, also in that ratio); the recording's
+    # simple calls are kept through the what-if (the graph launch replaces them).
+    from harness.profile import Profile, ProgramScale
+    from workloads.recorded import compensation
+
+    h100 = load_profile("h100")
+    plain = h100.profiler_calibration("cpu_cuda_sync")
+    calibration = plain.model_copy(update={"program_scale": ProgramScale(median=1.25, spread=0.05, source="block")})
+    profile = Profile(h100.figures.model_copy(update={"profiler": {**h100.figures.profiler, "cpu_cuda_sync": calibration}}))
+    calibrated_simple_us = (
+        calibration.floor_us["call_launch"] + calibration.overhead_us("aten_op") + calibration.overhead_us("runtime_call")
+    )
+
+    def recorded(ratio: float) -> RecordedProgram:
+        per_call = ratio * calibrated_simple_us
+        calls = [replace(launch(f"k{i}", "step", host_us=per_call - 5.0), gap_aten_ops=1) for i in range(40)]
+        return replace(program(calls + [sync("step")]), profiler_mode="cpu_cuda_sync")
+
+    charges = {}
+    for ratio in (1.25, 2.5):  # the calibration's own host (its program scale only), and a host twice as slow
+        base = recorded(ratio)
+        assert compensation.host_speed(base, calibration).ratio == pytest.approx(ratio)
+        graphs = graph_launch(base)
+        assert not any(c.kind == "call_launch" for c in graphs.threads[0].calls)  # the simple calls are gone...
+        assert compensation.host_speed(graphs, calibration).ratio == pytest.approx(ratio)  # ...their speed is not
+        assert host_costs.profiler_cost_scale(graphs, calibration) == pytest.approx(ratio / 1.25)
+        charges[ratio] = host_costs.added_call_costs_us(graphs, profile, profiled=True)
+    per_kernel = calibration.compensation_us("graph_kernel")
+    assert charges[1.25][host_costs.GRAPH_KERNEL] == pytest.approx(per_kernel)
+    assert charges[2.5][host_costs.GRAPH_KERNEL] == pytest.approx(2 * per_kernel)
+    unprofiled = profile.program_call_cost_us("call_graph_launch")
+    assert charges[2.5]["call_graph_launch"] - unprofiled == pytest.approx(
+        2 * (charges[1.25]["call_graph_launch"] - unprofiled)
+    )
+    # no program scale to separate the host's speed from the program's cost per event: the calibration's figures
+    assert host_costs.profiler_cost_scale(graph_launch(recorded(2.5)), plain) == 1.0
+    # a second what-if keeps the recording's figure, not one of the first what-if's program
+    twice = scale_kernels(graph_launch(recorded(2.5)), {"k1": 0.5})
+    assert compensation.host_speed(twice, calibration).ratio == pytest.approx(2.5)

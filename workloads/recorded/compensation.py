@@ -157,6 +157,21 @@ def host_speed(program: RecordedProgram, calibration: ProfilerCalibration) -> Ho
     floor = calibration.floor_us.get("call_launch")
     if floor is None:
         return None
+    simple = simple_call_median(program)
+    if simple is None:
+        return None
+    recorded_us, calls = simple
+    aten_us = 0.0 if program.profiler_mode.startswith("cuda") else calibration.overhead_us("aten_op")
+    calibrated = floor + aten_us + calibration.overhead_us("runtime_call")
+    return HostSpeed(recorded_us / calibrated, recorded_us, calibrated, calls)
+
+
+def simple_call_median(program: RecordedProgram) -> tuple[float, int] | None:
+    """The median host time (gap plus own time, every thread) of the recording's simple calls and their count;
+    after a what-if, the recording's as it was before (``recorded_simple_calls``); None with fewer than
+    :data:`MIN_SIMPLE_CALLS`."""
+    if program.recorded_simple_calls is not None:
+        return program.recorded_simple_calls
     cuda_only = program.profiler_mode.startswith("cuda")
     times = []
     for thread in program.threads:
@@ -177,10 +192,7 @@ def host_speed(program: RecordedProgram, calibration: ProfilerCalibration) -> Ho
     per_call = np.concatenate(times) if times else np.zeros(0)
     if len(per_call) < MIN_SIMPLE_CALLS:
         return None
-    aten_us = 0.0 if cuda_only else calibration.overhead_us("aten_op")
-    calibrated = floor + aten_us + calibration.overhead_us("runtime_call")
-    recorded_us = float(np.median(per_call))
-    return HostSpeed(recorded_us / calibrated, recorded_us, calibrated, len(per_call))
+    return float(np.median(per_call)), len(per_call)
 
 
 def calibration_for(program: RecordedProgram, profile: Profile) -> ProfilerCalibration:

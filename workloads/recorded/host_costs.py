@@ -51,7 +51,8 @@ from __future__ import annotations
 
 import statistics
 
-from harness.profile import Profile
+from harness.profile import Profile, ProfilerCalibration
+from workloads.recorded.compensation import host_speed
 from workloads.recorded.program import RecordedProgram
 
 ADDED_KINDS = ("call_record", "call_wait", "call_graph_launch", "call_launch", "call_memcpy", "call_sync_event")
@@ -106,11 +107,26 @@ def added_call_costs_us(program: RecordedProgram, profile: Profile | None, profi
     costs[PREFETCH_HANDOFF] = prefetch_handoff_us(program)
     calibration = profile.profiler_calibration(program.profiler_mode) if eager and program.profiler_mode else None
     if profiled and calibration is not None:  # a graph launch under the profiler, as compensation sees it
-        costs["call_graph_launch"] += calibration.compensation_us("runtime_call") + calibration.compensation_us(
-            "graph_launch"
+        scale = profiler_cost_scale(program, calibration)
+        costs["call_graph_launch"] += scale * (
+            calibration.compensation_us("runtime_call") + calibration.compensation_us("graph_launch")
         )
-        costs[GRAPH_KERNEL] = calibration.compensation_us("graph_kernel")
+        costs[GRAPH_KERNEL] = scale * calibration.compensation_us("graph_kernel")
     return costs
+
+
+def profiler_cost_scale(program: RecordedProgram, calibration: ProfilerCalibration) -> float:
+    """How much faster or slower the recording's host ran than the calibration's: what the profiler's calibrated
+    per-event costs are multiplied by for a call a what-if adds. The recording's simple calls over the
+    calibration's (``compensation.host_speed``) hold two factors, the host's speed and a real program's higher
+    cost per event, which the calibration measures as its ``program_scale`` (a real decoder block): the speed is
+    the ratio over that scale. 1 where the calibration has no program scale to tell them apart, or the recording
+    too few simple calls. (A calibration on a host 1.7x slower than the recording's charged an added graph launch
+    1.7x what the recording's own launches paid.)"""
+    speed = host_speed(program, calibration)
+    if speed is None or calibration.program_scale is None:
+        return 1.0
+    return speed.ratio / calibration.program_scale.median
 
 
 def stream_handoff_us(program: RecordedProgram, profile: Profile | None, profiled: bool = True) -> float:

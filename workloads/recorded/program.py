@@ -152,6 +152,9 @@ class RecordedProgram:
     gap_counts: bool = False  # the trace says which profiler events each call's gap holds (format 3)
     what_ifs: tuple = ()  # what each what-if applied to it changed (whatif.WhatIfSummary), in order
     graph_timing: GraphTiming | None = None  # the GPU's time around its CUDA graphs' kernels, as recorded
+    # the recording's simple calls (median µs, count) before a what-if changed its calls, which a graph launch
+    # replaces: the recording's host speed stays known (compensation.host_speed); None until a what-if runs
+    recorded_simple_calls: tuple[float, int] | None = None
 
 
 _GEMM = re.compile(r"gemm|matmul|cutlass|xmma|mma_|cublas|sm\d\d_", re.IGNORECASE)

@@ -82,6 +82,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from workloads.recorded.compensation import simple_call_median
 from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey, ThreadProgram
 
 CAPTURABLE = ("call_launch", "call_memset")
@@ -173,6 +174,15 @@ def _event_ids(program: RecordedProgram) -> Iterator[int]:
     return itertools.count(min(used) - 1, -1)
 
 
+def _changed(program: RecordedProgram, summary: WhatIfSummary, **fields) -> RecordedProgram:
+    """``program`` with ``fields`` replaced and ``summary`` appended to its what-ifs; the recording's simple calls
+    kept from before the first what-if (a graph launch replaces them: the host speed must stay the recording's)."""
+    simple = program.recorded_simple_calls
+    if simple is None and not program.what_ifs:
+        simple = simple_call_median(program)
+    return replace(program, **fields, what_ifs=(*program.what_ifs, summary), recorded_simple_calls=simple)
+
+
 def target_thread(program: RecordedProgram, changes) -> int:
     """The host thread a what-if rewrites: the one with the most calls it changes (``changes(call)``; the main
     thread, the earliest caller, on a tie): the layer loop of a program whose helper thread issues first."""
@@ -200,7 +210,7 @@ def _with_thread(
         waits_added=synthetic("call_wait", calls) - synthetic("call_wait", before),
     )
     threads = (*program.threads[:index], main, *program.threads[index + 1 :])
-    return replace(program, threads=threads, streams=streams, what_ifs=(*program.what_ifs, summary))
+    return _changed(program, summary, threads=threads, streams=streams)
 
 
 def _group_order(calls: tuple[Call, ...]) -> list[str]:
@@ -603,7 +613,7 @@ def scale_kernels(program: RecordedProgram, factors: dict[str, float]) -> Record
             "(`harness trace kernels TRACE` lists them all)"
         )
     summary = WhatIfSummary("scale_kernels", kernels_scaled=matched)
-    return replace(program, threads=threads, what_ifs=(*program.what_ifs, summary))
+    return _changed(program, summary, threads=threads)
 
 
 def _short(name: str, limit: int = 80) -> str:
@@ -748,4 +758,4 @@ def overlap_collectives(program: RecordedProgram, groups: str = "auto") -> Recor
         waits_added=waits_after - waits_before,
     )
     streams = tuple(dict.fromkeys(program.streams + tuple(sorted(sides))))
-    return replace(program, threads=tuple(threads), streams=streams, what_ifs=(*program.what_ifs, summary))
+    return _changed(program, summary, threads=tuple(threads), streams=streams)
