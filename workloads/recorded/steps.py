@@ -34,7 +34,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from harness.multirank_import import parse_collective_name, recorded_algorithm
 from harness.profile import Profile
@@ -59,7 +58,7 @@ from harness.program import (
     new_steps,
 )
 from harness.runtime import CollectiveOp, Direction, GraphKernel, KernelKind
-from workloads.recorded.calltable import CallTable
+from workloads.recorded.calltable import CallTable, factorize_shared
 from workloads.recorded.host_costs import STREAM_HANDOFF
 from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, is_gemm
 from workloads.recorded.whatif import HANDOFF
@@ -302,15 +301,15 @@ _DIRECTION_OF = {"copy_h2d": DIRECTION_CODES[Direction.H2D], "copy_d2h": DIRECTI
 
 def _names_of(builder: _Builder, values: np.ndarray) -> np.ndarray:
     """The name indices of an object array of strings (each distinct string looked up once)."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    codes, uniques = factorize_shared(values)
     lookup = np.array([builder.name(str(u)) for u in uniques.tolist()], dtype=np.int32)
     return lookup[codes] if len(uniques) else np.zeros(len(values), np.int32)
 
 
 def _mapped(values: np.ndarray, make, dtype) -> np.ndarray:
     """``make(v)`` for each of ``values`` (an object array), called once per distinct value."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    lookup = np.array([make(u) for u in uniques], dtype=dtype)
+    codes, uniques = factorize_shared(values)
+    lookup = np.array([make(u) for u in uniques.tolist()], dtype=dtype)
     return lookup[codes] if len(uniques) else np.zeros(len(values), dtype)
 
 
