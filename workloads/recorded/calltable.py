@@ -192,10 +192,9 @@ def factorize_shared(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.intp), np.empty(0, object)
     # An object array's buffer holds one object address per row: read as integers (copied while ``values`` lives).
     addresses = np.frombuffer((ctypes.c_size_t * len(values)).from_address(values.ctypes.data), np.uintp).copy()
-    codes = pd.factorize(addresses)[0]
-    uniques = np.empty(int(codes.max()) + 1, object)
-    uniques[codes] = values  # each code's object (rows of one code hold the same one)
-    return codes, uniques
+    codes = pd.factorize(addresses)[0]  # numbered in order of first appearance: each first row raises the maximum
+    first = np.flatnonzero(np.diff(np.maximum.accumulate(codes), prepend=-1))
+    return codes, values[first]
 
 
 def _codes(rows: pd.DataFrame, column: str) -> np.ndarray | None:
