@@ -203,6 +203,23 @@ def _codes(rows: pd.DataFrame, column: str) -> np.ndarray | None:
     return rows[name].to_numpy() if name in rows.columns else None
 
 
+def _member_of(rows: pd.DataFrame, column: str):
+    """``is_in(*wanted)``: where text column ``column`` holds one of ``wanted`` (through its codes where the frame
+    has them: each distinct value compared once)."""
+    values = rows[column].to_numpy(dtype=object)
+    codes = _codes(rows, column)
+    if codes is None:
+        return lambda *wanted: np.isin(values, wanted)
+    kept, first = np.unique(codes, return_index=True)
+
+    def is_in(*wanted: object) -> np.ndarray:
+        lookup = np.zeros(int(kept.max()) + 2 if len(kept) else 1, bool)  # code -1 (missing): the last
+        lookup[kept] = [v in wanted for v in values[first].tolist()]
+        return lookup[codes]
+
+    return is_in
+
+
 def _counts(column: pd.Series) -> np.ndarray:
     """A count column (NaN / None: 0) as int64."""
     return pd.to_numeric(column, errors="coerce").fillna(0).to_numpy().astype(np.int64)
@@ -238,8 +255,9 @@ def thread_table(
     if has_ops.any():
         stream[has_ops] = ops.stream[op_first[has_ops]]
     no_stream = np.equal(stream, None)
-    unnamed = ((kind == "call_record") & no_stream) | ((kind == "call_wait") & (no_stream | wait_missing))
-    kept = np.isin(kind, MODELLED_CALLS) & ~unnamed
+    kind_is = _member_of(rows, "kind")
+    unnamed = (kind_is("call_record") & no_stream) | (kind_is("call_wait") & (no_stream | wait_missing))
+    kept = kind_is(*MODELLED_CALLS) & ~unnamed
 
     # CPU time before each call: its gap, plus the gaps and durations of the calls folded into it, added in
     # trace order (build_program's definition); the first call's gap is measured from the program's start.
