@@ -29,6 +29,7 @@ from harness import __version__
 from harness.backend import Backend, ops_frame
 from harness.errors import SPEC_WORKLOAD, InputError
 from harness.limits import Limits, beyond
+from harness.memory_release import release_freed_memory
 from harness.results import CORE_SCHEMAS, METRICS_SCHEMA, table_metadata, to_table
 from harness.spec import LoadedSpec, PolicyRun
 
@@ -152,6 +153,7 @@ def prepare_spec(loaded: LoadedSpec, limits: Limits | None = None) -> PreparedSp
                 policy.policy.check(inputs, policy.params)
             except ValueError as err:
                 raise InputError(loaded.path, f"field 'policies' ({policy.label!r})", str(err)) from None
+    release_freed_memory()  # the inputs' build is over: what it freed goes back before the runs
     return PreparedSpec(loaded, inputs, estimate)
 
 
@@ -176,6 +178,7 @@ def execute_run(
     clock = time.perf_counter()
     status, error, n_ops = "ok", "", 0
     tables: RunTables = {}
+    outcome = ops = None
     try:
         outcome = backend.run(policy.policy.main, prepared.inputs, policy.params)
         wall_s = time.perf_counter() - clock
@@ -202,6 +205,8 @@ def execute_run(
             error += "\n" + traceback.format_exc(limit=8)
         tables = {}
     tables["runs"] = _run_row(prepared, index, backend, status, error, started, wall_s, n_ops)
+    outcome = ops = None  # the run's op log and frame: its tables are made
+    release_freed_memory()
     return tables
 
 

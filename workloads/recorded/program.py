@@ -191,7 +191,7 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     # The calls by thread, then start (a stable sort: ties keep the trace's order): their columns read here first,
     # the frame taken once the syncs before the first GPU work are left out.
     call_column = {c: ops[c].take(call_rows) for c in ("correlation", "kind", "start_us", "duration_us")}
-    gpu = ops[(ops["device"].to_numpy() >= 0) & ~is_call]
+    gpu = ops.loc[(ops["device"].to_numpy() >= 0) & ~is_call, _read_by(ops, _CALL_ONLY)]
     linked = gpu[gpu["correlation"].isin(call_column["correlation"])]
     op_table = OpTable.of(linked)
     # Only a wait that names its record's correlation orders streams by itself; torch 2.11's sync events
@@ -205,7 +205,8 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     if is_leading.any():
         start_us = float((call_start[is_leading] + call_column["duration_us"][is_leading]).max())
         call_rows = call_rows[~is_leading]
-    calls = ops.take(call_rows)
+    calls = ops[_read_by(ops, _GPU_ONLY)].take(call_rows)
+    del ops, call_column  # the calls and the GPU ops hold what is read from here on
 
     calls = _without_copy_waits(calls, linked)
     waits, records, inferred = infer_waits(gpu, calls) if not sync_events else ({}, {}, 0)
@@ -312,6 +313,16 @@ def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming 
 
 _USED_COLUMNS = ("device", "stream", "kind", "name", "bytes", "duration_us", "start_us", "launch_us", "thread", "group")
 _USED_COLUMNS += ("host_memory", "correlation", "host_gap_us", "wait_correlation", "gap_aten_ops", "gap_ranges")
+
+
+_CALL_ONLY = ("thread", "host_gap_us", "wait_correlation", "gap_aten_ops", "gap_ranges")  # read of calls only
+_GPU_ONLY = ("device", "bytes", "launch_us", "host_memory")  # read of GPU ops only
+
+
+def _read_by(ops: pd.DataFrame, others: tuple[str, ...]) -> list[str]:
+    """The columns of ``ops`` but ``others``' (and their codes): those the calls, or the GPU ops, are read for."""
+    left_out = {*others, *(TEXT_CODE.format(c) for c in others)}
+    return [c for c in ops.columns if c not in left_out]
 
 
 def _is_text(dtype: object) -> bool:
