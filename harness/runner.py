@@ -183,16 +183,18 @@ def execute_run(
         outcome = backend.run(policy.policy.main, prepared.inputs, policy.params)
         wall_s = time.perf_counter() - clock
         ops = ops_frame(outcome.ops, run_id)
+        result, backend_metrics = outcome.result, outcome.metrics
+        outcome = None  # its op log, now that the frame is made (a long run's: ~100 MB)
         n_ops = len(ops)
-        run_metrics = loaded.workload.metrics(prepared.inputs, ops, outcome.result)
-        extra = loaded.workload.tables(prepared.inputs, ops, outcome.result) if loaded.workload.tables else {}
+        run_metrics = loaded.workload.metrics(prepared.inputs, ops, result)
+        extra = loaded.workload.tables(prepared.inputs, ops, result) if loaded.workload.tables else {}
         unknown = sorted(set(extra) - set(loaded.workload.extra_tables))
         if unknown:
             raise ValueError(
                 f"workload {loaded.workload.name!r} returned tables {unknown} without a schema in extra_tables"
             )
         rows = [(run_id, row.metric, row.item, row.value, row.unit) for row in run_metrics]
-        rows += [(run_id, name, -1, float(value), unit) for name, (value, unit) in outcome.metrics.items()]
+        rows += [(run_id, name, -1, float(value), unit) for name, (value, unit) in backend_metrics.items()]
         tables["ops"] = to_table("ops", ops)
         tables["metrics"] = to_table("metrics", pd.DataFrame(rows, columns=METRICS_SCHEMA.names))
         for name, frame in extra.items():
