@@ -429,7 +429,8 @@ def step_program(
     builder = _Builder(program, min_kernel_us, compute_share, graph_timing, costs.profile, recorded_copies)
     threads = []
     tables = [t.table for t in program.threads if t.table is not None]
-    collectives = any(bool(_member_of(table.ops.kind)("collective").any()) for table in tables[:1])  # one op table for all
+    # one op table for all threads: the first's
+    collectives = any(bool(_member_of(table.ops.kind)("collective").any()) for table in tables[:1])
     for i, thread in enumerate(program.threads):
         # programs of several devices or of collectives (a multi-rank recording's): call by call
         column_wise = thread.table is not None and not builder.several_devices and not collectives
