@@ -245,6 +245,10 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
 def _thread_devices(calls: pd.DataFrame, linked: pd.DataFrame) -> dict:
     """Each thread whose launches all went to one device (a rank of a multi-rank recording): that device. The
     streams its other calls name (a sync, a record, a wait) are on it; other threads' are on device 0."""
+    threads = calls["thread"].unique()
+    if len(threads) == 1 and pd.notna(threads[0]):  # one thread: the devices of the GPU ops its calls launched
+        found = linked["device"][linked["correlation"].isin(calls["correlation"]).to_numpy()].unique()
+        return {threads[0]: int(found[0])} if len(found) == 1 else {}
     thread_of = calls[["correlation", "thread"]].drop_duplicates("correlation").set_index("correlation")["thread"]
     devices = linked["device"].groupby(linked["correlation"].map(thread_of)).unique()
     return {thread: int(found[0]) for thread, found in devices.items() if len(found) == 1}
@@ -373,11 +377,12 @@ def infer_waits(gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[dict, dict, int
     call_end = (calls["start_us"] + calls["duration_us"]).groupby(calls["correlation"]).max()
     ops = gpu[["device", "stream", "start_us", "duration_us", "correlation"]]  # the columns read (no copy of the rest)
     ops = ops.assign(end_us=ops["start_us"] + ops["duration_us"]).sort_values("start_us", kind="stable")
-    ops = ops[ops["correlation"].isin(call_end.index)]
+    at = call_end.index.get_indexer(ops["correlation"])  # each op's call (-1: none among the calls)
+    ops = ops[at >= 0]
     stream = ops["stream"]
     if pd.api.types.infer_dtype(stream, skipna=False) != "string":  # as text (already so: Python strings)
         stream = stream.astype(str)
-    ops = ops.assign(launched_us=call_end.reindex(ops["correlation"]).to_numpy(), stream=stream)
+    ops = ops.assign(launched_us=call_end.to_numpy()[at[at >= 0]], stream=stream)
     waits: dict[int, list] = {}
     records: dict[int, list] = {}
     inferred = 0
