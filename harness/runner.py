@@ -185,6 +185,7 @@ def execute_run(
         ops = ops_frame(outcome.ops, run_id)
         result, backend_metrics = outcome.result, outcome.metrics
         outcome = None  # its op log, now that the frame is made (a long run's: ~100 MB)
+        release_freed_memory()
         n_ops = len(ops)
         run_metrics = loaded.workload.metrics(prepared.inputs, ops, result)
         extra = loaded.workload.tables(prepared.inputs, ops, result) if loaded.workload.tables else {}
