@@ -186,7 +186,7 @@ class ProgramError(ValueError):
     """A step program that breaks the layout's rules (the message names the thread, the step and the field)."""
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)  # weakly cached by the policies that make it
 class StepProgram:
     """The data of a program command: per-thread steps, the names they index, graph kernels, sync order.
 

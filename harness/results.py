@@ -210,7 +210,7 @@ def write_results(out_dir: Path, tables: dict[str, pa.Table], files: dict[str, b
         raise OutputPathError(f"{out_dir}: cannot create the results folder: {err.strerror or err}") from None
     try:
         for name, table in tables.items():
-            pq.write_table(table, staging / f"{name}.parquet")
+            pq.write_table(table, staging / f"{name}.parquet", use_dictionary=_dictionary_columns(table))
         for name, data in (files or {}).items():
             (staging / name).write_bytes(data)
         os.rename(staging, out_dir)
@@ -220,6 +220,12 @@ def write_results(out_dir: Path, tables: dict[str, pa.Table], files: dict[str, b
             raise OutputPathError(f"{out_dir}: cannot write the results: {_reason(err)}") from None
         raise
     return out_dir
+
+
+def _dictionary_columns(table: pa.Table) -> list[str]:
+    """The columns worth dictionary-encoding in the file: all but the floats (times: nearly every value distinct,
+    so the writer would build a dictionary of a million values, then give it up for plain encoding)."""
+    return [field.name for field in table.schema if not pa.types.is_floating(field.type)]
 
 
 def _is_os_error(err: BaseException) -> bool:

@@ -29,6 +29,7 @@ from harness import __version__
 from harness.backend import Backend, ops_frame
 from harness.errors import SPEC_WORKLOAD, InputError
 from harness.limits import Limits, beyond
+from harness.memory_release import release_freed_memory
 from harness.results import CORE_SCHEMAS, METRICS_SCHEMA, table_metadata, to_table
 from harness.spec import LoadedSpec, PolicyRun
 
@@ -152,6 +153,7 @@ def prepare_spec(loaded: LoadedSpec, limits: Limits | None = None) -> PreparedSp
                 policy.policy.check(inputs, policy.params)
             except ValueError as err:
                 raise InputError(loaded.path, f"field 'policies' ({policy.label!r})", str(err)) from None
+    release_freed_memory()  # the inputs' build is over: what it freed goes back before the runs
     return PreparedSpec(loaded, inputs, estimate)
 
 
@@ -176,20 +178,24 @@ def execute_run(
     clock = time.perf_counter()
     status, error, n_ops = "ok", "", 0
     tables: RunTables = {}
+    outcome = ops = None
     try:
         outcome = backend.run(policy.policy.main, prepared.inputs, policy.params)
         wall_s = time.perf_counter() - clock
         ops = ops_frame(outcome.ops, run_id)
+        result, backend_metrics = outcome.result, outcome.metrics
+        outcome = None  # its op log, now that the frame is made (a long run's: ~100 MB)
+        release_freed_memory()
         n_ops = len(ops)
-        run_metrics = loaded.workload.metrics(prepared.inputs, ops, outcome.result)
-        extra = loaded.workload.tables(prepared.inputs, ops, outcome.result) if loaded.workload.tables else {}
+        run_metrics = loaded.workload.metrics(prepared.inputs, ops, result)
+        extra = loaded.workload.tables(prepared.inputs, ops, result) if loaded.workload.tables else {}
         unknown = sorted(set(extra) - set(loaded.workload.extra_tables))
         if unknown:
             raise ValueError(
                 f"workload {loaded.workload.name!r} returned tables {unknown} without a schema in extra_tables"
             )
         rows = [(run_id, row.metric, row.item, row.value, row.unit) for row in run_metrics]
-        rows += [(run_id, name, -1, float(value), unit) for name, (value, unit) in outcome.metrics.items()]
+        rows += [(run_id, name, -1, float(value), unit) for name, (value, unit) in backend_metrics.items()]
         tables["ops"] = to_table("ops", ops)
         tables["metrics"] = to_table("metrics", pd.DataFrame(rows, columns=METRICS_SCHEMA.names))
         for name, frame in extra.items():
@@ -202,6 +208,8 @@ def execute_run(
             error += "\n" + traceback.format_exc(limit=8)
         tables = {}
     tables["runs"] = _run_row(prepared, index, backend, status, error, started, wall_s, n_ops)
+    outcome = ops = None  # the run's op log and frame: its tables are made
+    release_freed_memory()
     return tables
 
 

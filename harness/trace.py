@@ -80,6 +80,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import InputError
+from harness.memory_release import release_freed_memory
 from harness.runtime import OpKind
 from harness.trace_rows import ArrowColumns, FrameColumns, check_rows
 
@@ -259,7 +260,10 @@ def load_trace(path: Path, categorical_strings: bool = False) -> Trace:
         meta.get("harness.trace.profiler_mode", ""),
         meta.get("harness.trace.torch", ""),
     )
-    return Trace(path, frame[TRACE_SCHEMA.names], provenance, meta["harness.trace.format_version"])
+    trace = Trace(path, frame[TRACE_SCHEMA.names], provenance, meta["harness.trace.format_version"])
+    del table, frame
+    release_freed_memory()  # the Arrow table and the reader's buffers (a long trace's: hundreds of MB)
+    return trace
 
 
 def _stored_strings(path: Path) -> list[str]:

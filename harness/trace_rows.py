@@ -301,7 +301,7 @@ def check_correlations(
             "one launch call runs on one",
         )
     launches = corr[is_launch & linked]
-    per_launch = gpu[np.isin(gpu_corr, launches)]
+    per_launch = gpu[pd.Series(gpu_corr).isin(launches).to_numpy()]  # hashed: np.isin sorts (10x slower here)
     extra = _duplicated([corr[per_launch]])
     if extra.any():
         i = int(per_launch[extra.argmax()])

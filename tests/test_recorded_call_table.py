@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -153,3 +154,24 @@ def test_call_table_makes_the_defined_calls_of_public_kineto_traces(tmp_path):
         path = tmp_path / f"{recording.name.split('.')[0]}.parquet"
         import_to_parquet(recording, path, device=None if "rank" not in recording.name else 0)
         _same_calls(load_trace(path).ops, recording.name)
+
+
+def test_factorize_shared_matches_pandas_factorize_by_value():
+    """Codes by object identity: shared objects as pd.factorize codes them; equal values held by distinct objects
+    get a code each, but every code's value is the value pandas gives that row (first appearances in order)."""
+    from workloads.recorded.calltable import factorize_shared
+
+    a, b = "kernel_" + "x" * 100, "memset"
+    a_again = "".join(["kernel_", "x" * 100])  # equal to a, another object
+    assert a_again is not a
+    values = np.array([b, a, None, a, b, a_again, None], dtype=object)
+    codes, uniques = factorize_shared(values)
+    assert uniques[codes].tolist() == values.tolist()
+    assert [uniques[c] for c in codes] == list(values)
+    assert uniques.tolist()[:3] == [b, a, None]  # in order of first appearance
+    assert codes[1] == codes[3] and codes[5] != codes[1]  # a_again: a code of its own, the same value
+    pandas_codes, pandas_uniques = pd.factorize(values, use_na_sentinel=False)
+    by_pandas = pandas_uniques[pandas_codes].tolist()  # pandas holds the missing value as NaN
+    assert [None if _missing(v) else v for v in by_pandas] == uniques[codes].tolist()
+    empty_codes, empty_uniques = factorize_shared(np.empty(0, object))
+    assert len(empty_codes) == 0 and len(empty_uniques) == 0

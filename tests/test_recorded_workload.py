@@ -308,3 +308,27 @@ def test_a_recording_as_a_run_is_on_the_simulations_clock_and_compares_with_it(t
         app, ["trace", "as-run", str(SPECS_DIR / "layer_streaming_demo.toml"), "--out", str(tmp_path / "x")]
     )
     assert again.exit_code == 2 and "recorded spec" in again.output
+
+
+def test_step_program_is_made_once_while_it_lives_and_freed_with_its_run():
+    """The policies cache a program's steps weakly: the same object while a run holds it, made again after."""
+    import gc
+    import weakref
+
+    from workloads.recorded.policies import step_program_for
+
+    program = build_program(load_trace(TRACES_DIR / "recorded" / "decode_inline.parquet").ops, "decode_inline")
+
+    class _Rt:
+        profile = load_profile("h200")
+
+    made = step_program_for(_Rt(), program, AsRecordedParams())
+    assert step_program_for(_Rt(), program, AsRecordedParams()) is made  # found while it lives
+    assert step_program_for(_Rt(), program, AsRecordedParams(min_kernel_us=4.0)) is not made  # other parameters
+    dropped = weakref.ref(made)
+    steps_count = made.steps_count
+    del made
+    gc.collect()
+    assert dropped() is None  # nothing but the run held it
+    again = step_program_for(_Rt(), program, AsRecordedParams())
+    assert again.steps_count == steps_count

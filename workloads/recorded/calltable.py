@@ -13,6 +13,7 @@ launches, tests); :mod:`.steps` builds a step program from the columns directly.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,10 +180,44 @@ def _per_distinct(keys: tuple[np.ndarray, ...], make, codes: tuple[np.ndarray | 
     return values[inverse]
 
 
+def factorize_shared(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, uniques)`` of an object array by object identity: ``uniques[codes]`` is ``values``, the uniques in
+    order of first appearance, as ``pd.factorize(values, use_na_sentinel=False)`` gives them where every distinct
+    value is one object (the columns :func:`_per_distinct` makes). Equal values held by distinct objects get a
+    code each; a caller that maps each unique through a function of its value (or registers it by value, in
+    order) gets the same result as from ``pd.factorize``, which hashes every row's value (50x slower for a
+    column of a few long kernel names)."""
+    values = np.ascontiguousarray(values, dtype=object)
+    if len(values) == 0:
+        return np.zeros(0, np.intp), np.empty(0, object)
+    # An object array's buffer holds one object address per row: read as integers (copied while ``values`` lives).
+    addresses = np.frombuffer((ctypes.c_size_t * len(values)).from_address(values.ctypes.data), np.uintp).copy()
+    codes = pd.factorize(addresses)[0]  # numbered in order of first appearance: each first row raises the maximum
+    first = np.flatnonzero(np.diff(np.maximum.accumulate(codes), prepend=-1))
+    return codes, values[first]
+
+
 def _codes(rows: pd.DataFrame, column: str) -> np.ndarray | None:
     """The codes ``build_program`` keeps beside a text column (None where the frame has none)."""
     name = TEXT_CODE.format(column)
     return rows[name].to_numpy() if name in rows.columns else None
+
+
+def _member_of(rows: pd.DataFrame, column: str):
+    """``is_in(*wanted)``: where text column ``column`` holds one of ``wanted`` (through its codes where the frame
+    has them: each distinct value compared once)."""
+    values = rows[column].to_numpy(dtype=object)
+    codes = _codes(rows, column)
+    if codes is None:
+        return lambda *wanted: np.isin(values, wanted)
+    kept, first = np.unique(codes, return_index=True)
+
+    def is_in(*wanted: object) -> np.ndarray:
+        lookup = np.zeros(int(kept.max()) + 2 if len(kept) else 1, bool)  # code -1 (missing): the last
+        lookup[kept] = [v in wanted for v in values[first].tolist()]
+        return lookup[codes]
+
+    return is_in
 
 
 def _counts(column: pd.Series) -> np.ndarray:
@@ -220,8 +255,9 @@ def thread_table(
     if has_ops.any():
         stream[has_ops] = ops.stream[op_first[has_ops]]
     no_stream = np.equal(stream, None)
-    unnamed = ((kind == "call_record") & no_stream) | ((kind == "call_wait") & (no_stream | wait_missing))
-    kept = np.isin(kind, MODELLED_CALLS) & ~unnamed
+    kind_is = _member_of(rows, "kind")
+    unnamed = (kind_is("call_record") & no_stream) | (kind_is("call_wait") & (no_stream | wait_missing))
+    kept = kind_is(*MODELLED_CALLS) & ~unnamed
 
     # CPU time before each call: its gap, plus the gaps and durations of the calls folded into it, added in
     # trace order (build_program's definition); the first call's gap is measured from the program's start.

@@ -123,7 +123,9 @@ def _group_rows(program: RecordedProgram, ops: pd.DataFrame) -> list[MetricRow]:
     start, end = issued["start_us"].to_numpy()[inside], issued["end_us"].to_numpy()[inside]
     extent = pd.DataFrame({"group": group[inside], "start": start, "end": end}).groupby("group", sort=True)
     starts, ends = extent["start"].min(), extent["end"].max()
-    spans = {first.index[i][len("cpu:") :]: float(ends[i] - starts[i]) for i in starts.index}
+    named = first.index.to_numpy()[starts.index.to_numpy()].tolist()  # each group's host work name (ends: same index)
+    widths = (ends.to_numpy() - starts.to_numpy()).tolist()
+    spans = {name[len("cpu:") :]: float(width) for name, width in zip(named, widths)}
     rows = [MetricRow("group_time_us", spans[g], "us", i) for i, g in enumerate(names) if g in spans]
     if rows:
         rows.append(MetricRow("group_time_us", float(np.mean([r.value for r in rows])), "us"))

@@ -55,6 +55,7 @@ predicts the program's typical unprofiled run (a median over rounds).
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -165,7 +166,10 @@ def _compensation_of(
     return entry[2], entry[3], entry[4]
 
 
-_steps: dict[tuple, tuple[RecordedProgram, StepProgram]] = {}
+# Each entry holds its step program weakly: made once for the runs that use it at once (and found again while it
+# lives), freed with its run: a long recording's steps (130 MB for a million ops) are not kept while the run's ops
+# table is made.
+_steps: dict[tuple, tuple[RecordedProgram, weakref.ref[StepProgram]]] = {}
 
 
 def step_program_for(rt: Runtime, program: RecordedProgram, params: AsRecordedParams) -> StepProgram:
@@ -182,14 +186,15 @@ def step_program_for(rt: Runtime, program: RecordedProgram, params: AsRecordedPa
         getattr(profile, "name", None),
     )
     entry = _steps.get(key)
-    if entry is None or entry[0] is not program:
+    made = entry[1]() if entry is not None and entry[0] is program else None
+    if made is None:
         added = added_call_costs_us(program, profile, params.profiler_overhead == "keep")
         costs = steps.HostCosts(params.host_costs == "recorded", profile, added)
         timing = (program.graph_timing or DEFAULT_GRAPH_TIMING) if params.graph_timing == "recorded" else None
         recorded_copies = params.copy_timing == "recorded"
         made = steps.step_program(program, costs, params.min_kernel_us, params.compute_share, timing, recorded_copies)
-        entry = _steps[key] = (program, made)
-    return entry[1]
+        _steps[key] = (program, weakref.ref(made))
+    return made
 
 
 def added_call_costs_us(program: RecordedProgram, profile, profiled: bool = True) -> dict[str, float]:

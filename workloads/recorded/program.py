@@ -191,25 +191,35 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     call_rows = np.flatnonzero(is_call)
     thread_rank, _ = pd.factorize(ops["thread"].to_numpy()[call_rows], sort=True, use_na_sentinel=False)
     call_rows = call_rows[np.lexsort((ops["start_us"].to_numpy()[call_rows], thread_rank))]
-    calls = ops.take(call_rows)  # by thread, then start (a stable sort: ties keep the trace's order)
-    gpu = ops[(ops["device"].to_numpy() >= 0) & ~is_call]
-    linked = gpu[gpu["correlation"].isin(calls["correlation"])]
+    # The calls by thread, then start (a stable sort: ties keep the trace's order): their columns read here first,
+    # the frame taken once the syncs before the first GPU work are left out.
+    call_column = {c: ops[c].take(call_rows) for c in ("correlation", "kind", "start_us", "duration_us")}
+    gpu = ops.loc[(ops["device"].to_numpy() >= 0) & ~is_call, _read_by(ops, _CALL_ONLY)]
+    linked = gpu[gpu["correlation"].isin(call_column["correlation"])]
     op_table = OpTable.of(linked)
     # Only a wait that names its record's correlation orders streams by itself; torch 2.11's sync events
     # name the waiting stream and an event id but not the record (-1), so the ordering is inferred then.
-    sync_events = bool(calls["wait_correlation"].notna().any())
+    sync_events = bool(ops["wait_correlation"].take(call_rows).notna().any())
 
-    first_gpu_call = calls[calls["correlation"].isin(linked["correlation"])]["start_us"].min()
-    leading = calls[calls["kind"].isin(SYNC_CALLS) & (calls["start_us"] < first_gpu_call)]
-    start_us = float((leading["start_us"] + leading["duration_us"]).max()) if len(leading) else 0.0
-    calls = calls.drop(leading.index)
+    call_start = call_column["start_us"]
+    first_gpu_call = call_start[call_column["correlation"].isin(linked["correlation"])].min()
+    is_leading = (call_column["kind"].isin(SYNC_CALLS) & (call_start < first_gpu_call)).to_numpy()
+    start_us = 0.0
+    if is_leading.any():
+        start_us = float((call_start[is_leading] + call_column["duration_us"][is_leading]).max())
+        call_rows = call_rows[~is_leading]
+    calls = ops[_read_by(ops, _GPU_ONLY)].take(call_rows)
+    del ops, call_column  # the calls and the GPU ops hold what is read from here on
 
     calls = _without_copy_waits(calls, linked)
     waits, records, inferred = infer_waits(gpu, calls) if not sync_events else ({}, {}, 0)
     threads = []
     first_start = calls.groupby("thread", sort=False)["start_us"].min()
     own_device = _thread_devices(calls, linked)
-    for thread, rows in calls.groupby("thread", sort=False):
+    thread_names = calls["thread"].unique()
+    one = len(thread_names) == 1 and pd.notna(thread_names[0])
+    by_thread = [(thread_names[0], calls)] if one else calls.groupby("thread", sort=False)
+    for thread, rows in by_thread:  # one thread: its rows are the calls (a group would be a copy of them)
         table = thread_table(rows, op_table, start_us, waits, records, own_device.get(thread, 0))
         threads.append(ThreadProgram(str(thread), table=table))
     threads.sort(key=lambda t: float(first_start[t.name] if t.name in first_start.index else 0.0))
@@ -238,7 +248,11 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
 def _thread_devices(calls: pd.DataFrame, linked: pd.DataFrame) -> dict:
     """Each thread whose launches all went to one device (a rank of a multi-rank recording): that device. The
     streams its other calls name (a sync, a record, a wait) are on it; other threads' are on device 0."""
-    thread_of = calls.drop_duplicates("correlation").set_index("correlation")["thread"]
+    threads = calls["thread"].unique()
+    if len(threads) == 1 and pd.notna(threads[0]):  # one thread: the devices of the GPU ops its calls launched
+        found = linked["device"][linked["correlation"].isin(calls["correlation"]).to_numpy()].unique()
+        return {threads[0]: int(found[0])} if len(found) == 1 else {}
+    thread_of = calls[["correlation", "thread"]].drop_duplicates("correlation").set_index("correlation")["thread"]
     devices = linked["device"].groupby(linked["correlation"].map(thread_of)).unique()
     return {thread: int(found[0]) for thread, found in devices.items() if len(found) == 1}
 
@@ -254,7 +268,7 @@ def _without_copy_waits(calls: pd.DataFrame, linked: pd.DataFrame) -> pd.DataFra
     copies = linked[linked["kind"].isin(("copy_h2d", "copy_d2h"))]
     copy_end = (copies["start_us"] + copies["duration_us"]).groupby(copies["correlation"]).max()
     pageable = set(copies.loc[copies["host_memory"] == "pageable", "correlation"].tolist())
-    synchronous = ~calls["name"].astype(str).str.contains("Async", regex=False).to_numpy()
+    synchronous = ~_per_value(calls, "name", lambda name: "Async" in str(name), bool)
     holds = memcpy & (calls["correlation"].isin(pageable).to_numpy() | synchronous)
     holds &= calls["correlation"].isin(copy_end.index).to_numpy()
     if not holds.any():
@@ -308,6 +322,16 @@ _USED_COLUMNS = ("device", "stream", "kind", "name", "bytes", "duration_us", "st
 _USED_COLUMNS += ("host_memory", "correlation", "host_gap_us", "wait_correlation", "gap_aten_ops", "gap_ranges")
 
 
+_CALL_ONLY = ("thread", "host_gap_us", "wait_correlation", "gap_aten_ops", "gap_ranges")  # read of calls only
+_GPU_ONLY = ("device", "bytes", "launch_us", "host_memory")  # read of GPU ops only
+
+
+def _read_by(ops: pd.DataFrame, others: tuple[str, ...]) -> list[str]:
+    """The columns of ``ops`` but ``others``' (and their codes): those the calls, or the GPU ops, are read for."""
+    left_out = {*others, *(TEXT_CODE.format(c) for c in others)}
+    return [c for c in ops.columns if c not in left_out]
+
+
 def _is_text(dtype: object) -> bool:
     """A column of strings: pandas strings, or a categorical of them (``load_trace(categorical_strings=True)``)."""
     return isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype)
@@ -320,6 +344,21 @@ def _shared_strings(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     values = np.empty(len(uniques) + 1, object)
     values[:-1] = [str(u) for u in uniques.tolist()] if len(uniques) else []
     return values[codes], codes.astype(np.int32)  # code -1 (missing): the last, None
+
+
+def _per_value(frame: pd.DataFrame, column: str, make, dtype) -> np.ndarray:
+    """``make(value)`` for each row's value of text column ``column``, called once per distinct value (through the
+    column's codes where the frame has them, else pd.factorize)."""
+    codes_column = TEXT_CODE.format(column)
+    if codes_column in frame.columns:
+        codes = frame[codes_column].to_numpy()
+        values = frame[column].to_numpy(dtype=object)
+        kept, first = np.unique(codes, return_index=True)
+        lookup = np.zeros(int(kept.max()) + 2 if len(kept) else 1, dtype)
+        lookup[kept] = [make(v) for v in values[first].tolist()]  # code -1 (missing): the last
+        return lookup[codes]
+    codes, uniques = pd.factorize(frame[column], use_na_sentinel=False)
+    return np.array([make(v) for v in uniques.tolist()] + [make(None)], dtype)[codes]
 
 
 def _natural(name: str) -> tuple:
@@ -339,9 +378,14 @@ def infer_waits(gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[dict, dict, int
     correlation: [(stream, event)]}, count)``; inferred events have ids < 0.
     """
     call_end = (calls["start_us"] + calls["duration_us"]).groupby(calls["correlation"]).max()
-    ops = gpu.assign(end_us=gpu["start_us"] + gpu["duration_us"]).sort_values("start_us", kind="stable")
-    ops = ops[ops["correlation"].isin(call_end.index)]
-    ops = ops.assign(launched_us=call_end.reindex(ops["correlation"]).to_numpy(), stream=ops["stream"].astype(str))
+    ops = gpu[["device", "stream", "start_us", "duration_us", "correlation"]]  # the columns read (no copy of the rest)
+    ops = ops.assign(end_us=ops["start_us"] + ops["duration_us"]).sort_values("start_us", kind="stable")
+    at = call_end.index.get_indexer(ops["correlation"])  # each op's call (-1: none among the calls)
+    ops = ops[at >= 0]
+    stream = ops["stream"]
+    if pd.api.types.infer_dtype(stream, skipna=False) != "string":  # as text (already so: Python strings)
+        stream = stream.astype(str)
+    ops = ops.assign(launched_us=call_end.to_numpy()[at[at >= 0]], stream=stream)
     waits: dict[int, list] = {}
     records: dict[int, list] = {}
     inferred = 0

@@ -34,7 +34,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from harness.multirank_import import parse_collective_name, recorded_algorithm
 from harness.profile import Profile
@@ -59,7 +58,7 @@ from harness.program import (
     new_steps,
 )
 from harness.runtime import CollectiveOp, Direction, GraphKernel, KernelKind
-from workloads.recorded.calltable import CallTable
+from workloads.recorded.calltable import CallTable, factorize_shared
 from workloads.recorded.host_costs import GRAPH_KERNEL, PREFETCH_HANDOFF, STREAM_HANDOFF
 from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, is_gemm
 from workloads.recorded.whatif import HANDOFF
@@ -307,23 +306,34 @@ _DIRECTION_OF = {"copy_h2d": DIRECTION_CODES[Direction.H2D], "copy_d2h": DIRECTI
 
 def _names_of(builder: _Builder, values: np.ndarray) -> np.ndarray:
     """The name indices of an object array of strings (each distinct string looked up once)."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    codes, uniques = factorize_shared(values)
     lookup = np.array([builder.name(str(u)) for u in uniques.tolist()], dtype=np.int32)
     return lookup[codes] if len(uniques) else np.zeros(len(values), np.int32)
 
 
 def _mapped(values: np.ndarray, make, dtype) -> np.ndarray:
     """``make(v)`` for each of ``values`` (an object array), called once per distinct value."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    lookup = np.array([make(u) for u in uniques], dtype=dtype)
+    codes, uniques = factorize_shared(values)
+    lookup = np.array([make(u) for u in uniques.tolist()], dtype=dtype)
     return lookup[codes] if len(uniques) else np.zeros(len(values), dtype)
+
+
+def _member_of(values: np.ndarray):
+    """``is_in(*wanted)``: where an object array's values are one of ``wanted`` (each distinct object compared once)."""
+    codes, uniques = factorize_shared(values)
+
+    def is_in(*wanted: object) -> np.ndarray:
+        return np.array([u in wanted for u in uniques.tolist()] + [False], dtype=bool)[codes]
+
+    return is_in
 
 
 def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.ndarray | None:
     """The steps of a thread given as columns, column-wise (what :meth:`_Builder.thread_steps` makes of its calls);
     None for a thread with inferred waits or graph launches (then call by call)."""
     kind, count = table.kind, table.op_count
-    if table.inferred or bool(((kind == "call_graph_launch") & (count > 0)).any()):
+    kind_is = _member_of(kind)
+    if table.inferred or bool((kind_is("call_graph_launch") & (count > 0)).any()):
         return None
     ops = table.ops
     index = builder.stream_index
@@ -335,12 +345,13 @@ def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.nd
         cost = np.array([per_kind[k] for k in kind.tolist()], dtype=np.float64)
     else:
         cost = np.full(len(kind), math.nan)
-    op_call = np.isin(kind, _OP_CALLS)
-    synchronous = op_call & (kind == "call_memcpy") & (count > 0)
+    op_call = kind_is(*_OP_CALLS)
+    synchronous = op_call & kind_is("call_memcpy") & (count > 0)
     synchronous &= _mapped(table.name, lambda n: "Async" not in n, bool)
-    record = (kind == "call_record") & np.not_equal(table.correlation, None) & (stream >= 0)
-    wait = (kind == "call_wait") & (stream >= 0)
-    sync = np.isin(kind, ("call_sync_event", "call_sync_stream", "call_sync_device"))
+    record = kind_is("call_record") & (stream >= 0)
+    record[record] = np.not_equal(table.correlation[record], None)
+    wait = kind_is("call_wait") & (stream >= 0)
+    sync = kind_is("call_sync_event", "call_sync_stream", "call_sync_device")
     n_ops = np.where(op_call, count, 0)
     n = n_ops + synchronous + record + wait + sync
     gap = table.host_before_us
@@ -365,14 +376,15 @@ def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.nd
         op = np.repeat(table.op_first[calls_of], per) + within
         at = np.repeat(offset[calls_of], per) + within
         op_kind = ops.kind[op]
-        copy = np.isin(op_kind, ("copy_h2d", "copy_d2h"))
+        op_kind_is = _member_of(op_kind)
+        copy = op_kind_is("copy_h2d", "copy_d2h")
         steps["op"][at] = np.where(copy, OP_COPY, OP_LAUNCH)
         steps["stream"][at] = _mapped(ops.stream[op], index.__getitem__, np.int32)
         steps["name"][at] = _names_of(builder, ops.name[op])
         steps["host_us"][at] = np.where(within == 0, np.repeat(cost[calls_of], per), 0.0)
         duration = ops.duration_us[op]
         duration = np.where(builder.min_kernel_us > duration, builder.min_kernel_us, duration)  # max(d, min)
-        is_compute = (op_kind == "kernel") & ~copy & _mapped(ops.name[op], is_gemm, bool)
+        is_compute = op_kind_is("kernel") & ~copy & _mapped(ops.name[op], is_gemm, bool)
         kernel_kind = np.where(
             duration < SHORT_KERNEL_US,
             KIND_CODES[KernelKind.LATENCY],
@@ -380,7 +392,7 @@ def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.nd
         )
         direction = _mapped(op_kind, lambda k: _DIRECTION_OF.get(k, 0), np.uint8)
         steps["kind"][at] = np.where(copy, direction, kernel_kind)
-        steps["pageable"][at] = copy & (ops.host_memory[op] == "pageable")
+        steps["pageable"][at] = copy & _member_of(ops.host_memory[op])("pageable")
         steps["nbytes"][at] = np.where(copy, ops.nbytes[op], 0)
         recorded_copy = np.clip(ops.duration_us[op], 0.0, None) if builder.recorded_copies else 0.0
         steps["duration_us"][at] = np.where(copy, recorded_copy, duration)
@@ -397,11 +409,11 @@ def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.nd
     at = offset[wait]
     steps["op"][at], steps["stream"][at], steps["host_us"][at] = OP_WAIT, stream[wait], cost[wait]
     steps["event"][at] = [NO_EVENT if w is None else w for w in table.waits_for[wait].tolist()]
-    sync_event = kind == "call_sync_event"
+    sync_event = kind_is("call_sync_event")
     at = offset[sync_event]
     steps["op"][at] = OP_SYNC_EVENT
     steps["event"][at] = [NO_EVENT if w is None else w for w in table.waits_for[sync_event].tolist()]
-    sync_stream = (kind == "call_sync_stream") & (stream >= 0)
+    sync_stream = kind_is("call_sync_stream") & (stream >= 0)
     steps["op"][offset[sync_stream]], steps["stream"][offset[sync_stream]] = OP_SYNC_STREAM, stream[sync_stream]
     steps["op"][offset[sync & ~sync_event & ~sync_stream]] = OP_SYNC_DEVICE
     steps["op"][offset[host_only]] = OP_HOST
@@ -422,7 +434,8 @@ def step_program(
     builder = _Builder(program, min_kernel_us, compute_share, graph_timing, costs.profile, recorded_copies)
     threads = []
     tables = [t.table for t in program.threads if t.table is not None]
-    collectives = any(bool((table.ops.kind == "collective").any()) for table in tables[:1])  # one op table for all
+    # one op table for all threads: the first's
+    collectives = any(bool(_member_of(table.ops.kind)("collective").any()) for table in tables[:1])
     for i, thread in enumerate(program.threads):
         # programs of several devices or of collectives (a multi-rank recording's): call by call
         column_wise = thread.table is not None and not builder.several_devices and not collectives
