@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from fidelity.benchmark_folder import replayed_specs
 from fidelity.respec import respec
 from harness.errors import InputError
 from harness.profile import load_profile
-from harness.results import ResultsError, read_results
 from harness.runner import run_spec
 from harness.spec import load_spec
 from sim import SimBackend
@@ -55,13 +55,7 @@ def _medians(runs: pd.DataFrame, metrics: pd.DataFrame, metric: str) -> dict[str
 
 def ab_table(out: Path, profiles: list[Path], metric: str) -> pd.DataFrame:
     rows = []
-    for spec in sorted((out / "specs").glob("*.toml")):
-        folder = out / "results" / f"{spec.stem}-replay"
-        try:
-            replay = read_results(folder)
-        except ResultsError as err:
-            print(f"skipping {spec.stem}: {err}", file=sys.stderr)
-            continue
+    for spec, replay in replayed_specs(out):
         measured = _medians(replay.runs, replay.metrics, metric)
         row_of = {label: {"spec": spec.stem, "policy": label, "measured": value} for label, value in measured.items()}
         for profile in profiles:

@@ -23,19 +23,8 @@ SUMMARY="$OUT/summary.txt"
 START=$(date +%s)
 TOTAL_S="${TOTAL_S:-300}"  # the whole check stays under this: a stage gets what is left, none starts with < 20 s
 
-stage() {  # stage NAME SECONDS COMMAND...: run, log to OUT/NAME.log, note the outcome in the summary
-    local name=$1 limit=$2
-    shift 2
-    local t0=$(date +%s)
-    local left=$(( TOTAL_S - (t0 - START) ))
-    if [ "$left" -lt 20 ]; then echo "$name: skipped, the ${TOTAL_S}s are spent" | tee -a "$SUMMARY"; return; fi
-    [ "$limit" -gt "$left" ] && limit=$left
-    echo "== $name (limit ${limit}s)" | tee -a "$OUT/check.log"
-    timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
-    local rc=$?
-    tail -n 25 "$OUT/$name.log"
-    echo "$name: rc=$rc in $(( $(date +%s) - t0 ))s" | tee -a "$SUMMARY"
-}
+# shellcheck source=tools/stages.sh
+source "$(dirname "$0")/stages.sh"  # stage NAME SECONDS COMMAND...
 
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; "$PY" -c "import torch; print(torch.__version__, torch.version.cuda)"; nvcc --version | tail -2; git rev-parse HEAD; } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"

@@ -25,9 +25,9 @@ from pathlib import Path
 import pandas as pd
 import pydantic
 
+from fidelity.benchmark_folder import replayed_specs
 from fidelity.respec import respec
 from harness.profile import Profile, load_profile
-from harness.results import ResultsError, read_results
 from harness.runner import run_spec
 from harness.spec import load_spec
 from sim import SimBackend
@@ -137,13 +137,7 @@ def attribution(out: Path, device: dict[str, float] | None = None) -> pd.DataFra
     profile = with_device(load_profile(profile_path), device or {})
     calibrated = profile.host.model_dump()
     rows = []
-    for spec in sorted((out / "specs").glob("*.toml")):
-        folder = out / "results" / f"{spec.stem}-replay"
-        try:
-            replay = read_results(folder)
-        except ResultsError as err:
-            print(f"skipping {spec.stem}: {err}", file=sys.stderr)
-            continue
+    for spec, replay in replayed_specs(out):
         measured = _makespans(replay.runs, replay.metrics)
         simulated = _simulate(spec, profile, profile_path)
         ops = replay.ops
