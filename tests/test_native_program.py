@@ -183,3 +183,19 @@ def test_a_zero_duration_launch_issues_no_kernel_and_still_makes_its_zero_length
     lengths = (kernels["end_us"] - kernels["start_us"]).to_numpy()
     assert (lengths[::2] == 0).all() and (lengths[1::2] > 0).all()
     assert converted.lifted == len(launches[1::2])  # nothing lifted for the empty ones
+
+
+def test_a_native_program_knows_its_copy_buffers_when_made_not_on_each_run():
+    # The buffers the executor's copies need were worked out from the steps on every run, after the program's
+    # issue (tens of µs of its first gap); they are the program's own figures now.
+    from replay.native.steps import Dir, NativeProgram, Op, empty_steps
+
+    steps = empty_steps(4)
+    for i, (direction, nbytes) in enumerate([(Dir.H2D, 1 << 20), (Dir.D2D, 4 << 20), (Dir.D2H, 2 << 20)]):
+        steps["op"][i], steps["direction"][i], steps["nbytes"][i] = Op.COPY, direction, nbytes
+    steps["op"][3] = Op.SYNC_STREAM
+    program = NativeProgram([steps], streams=1, events=1)
+    assert (program.host_bytes, program.device_bytes) == (2 << 20, 4 << 20)  # the link's largest; the largest
+    none = empty_steps(1)
+    none["op"][0] = Op.SYNC_STREAM
+    assert (NativeProgram([none], streams=1, events=1).host_bytes, NativeProgram([none], streams=1, events=1).device_bytes) == (0, 0)

@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from replay.native.build import NativeUnavailable, build
-from replay.native.steps import OUT_DTYPE, Dir, NativeProgram, Op
+from replay.native.steps import OUT_DTYPE, NativeProgram
 
 _ERR = 512
 
@@ -385,14 +385,6 @@ class CudaLibrary:
         is taken from its first gaps), else ``lead_ns`` from the call (time for its threads to be made).
         """
         check_placement_env()  # read again by each run
-        host_bytes = device_bytes = 0
-        for steps in program.threads:
-            copies = steps[steps["op"] == Op.COPY]
-            if len(copies):
-                device_bytes = max(device_bytes, int(copies["nbytes"].max()))
-                link = copies[copies["direction"] != Dir.D2D]
-                if len(link):
-                    host_bytes = max(host_bytes, int(link["nbytes"].max()))
         outs = _outs(program)
         order = np.asarray(program.sync_order or [0], np.int32)
         handles = np.asarray(stream_handles or [0] * program.streams, np.uint64)
@@ -402,7 +394,7 @@ class CudaLibrary:
         rc = self.lib.nx_run(
             self.handle, len(program.threads), _pointers(program.threads), _counts(program.threads), _pointers(outs),
             program.streams, order.ctypes.data, handles.ctypes.data, program.events, program.timing_events,
-            program.stamps, host_bytes, device_bytes, est0_ns, lead_ns, start_ns, err, _ERR,
+            program.stamps, program.host_bytes, program.device_bytes, est0_ns, lead_ns, start_ns, err, _ERR,
         )  # fmt: skip
         if rc != 0:
             raise RuntimeError(f"native run failed: {err.value.decode()}")

@@ -118,6 +118,20 @@ def needs_events(op: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def buffer_bytes(threads: list[np.ndarray]) -> tuple[int, int]:
+    """(host, device) bytes the executor's copy buffers need: the largest host-link copy, the largest copy. Worked out
+    once, when the program is made, not on each run: on the run's path it cost ~40 µs of a program's first gap."""
+    host_bytes = device_bytes = 0
+    for steps in threads:
+        copies = steps[steps["op"] == int(Op.COPY)]
+        if len(copies):
+            device_bytes = max(device_bytes, int(copies["nbytes"].max()))
+            link = copies[copies["direction"] != int(Dir.D2D)]
+            if len(link):
+                host_bytes = max(host_bytes, int(link["nbytes"].max()))
+    return host_bytes, device_bytes
+
+
 def number_device_slots(threads: list[np.ndarray]) -> tuple[int, int]:
     """Give every step its timing events and stamp slot (in place); (events, stamps) the run needs."""
     events = stamps = 0
@@ -172,6 +186,7 @@ class NativeProgram:
             if steps.dtype != STEP_DTYPE:
                 raise TypeError(f"thread {i}: steps must have STEP_DTYPE, got {steps.dtype}")
         self.timing_events, self.stamps = number_device_slots(self.threads)
+        self.host_bytes, self.device_bytes = buffer_bytes(self.threads)
         self.check()
 
     def check(self) -> None:
