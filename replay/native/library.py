@@ -28,6 +28,20 @@ def _counts(arrays: list[np.ndarray]) -> ctypes.Array:
     return (ctypes.c_int64 * len(arrays))(*[len(a) for a in arrays])
 
 
+def _checked(fn, *args, what: str, ok=lambda result: result >= 0):
+    """Call native ``fn(*args, err, errlen)``; its result, or a RuntimeError "native WHAT failed: <its message>"."""
+    err = ctypes.create_string_buffer(_ERR)
+    result = fn(*args, err, _ERR)
+    if not ok(result):
+        raise RuntimeError(f"native {what} failed: {err.value.decode()}")
+    return result
+
+
+def _graph_arrays(kinds: list[int], grids: list[int], timer_ns: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A graph's stand-ins as the native calls take them: kinds and grids int32, timers int64."""
+    return np.asarray(kinds, np.int32), np.asarray(grids, np.int32), np.asarray(timer_ns, np.int64)
+
+
 def _outs(program: NativeProgram) -> list[np.ndarray]:
     return [np.zeros(len(steps), OUT_DTYPE) for steps in program.threads]
 
@@ -157,14 +171,11 @@ def run_fake_native(program: NativeProgram, est0_ns: int = 2000, threaded: bool 
     )
     outs = _outs(program)
     order = np.asarray(program.sync_order or [0], np.int32)
-    err = ctypes.create_string_buffer(_ERR)
-    rc = lib.nx_fake_run(
-        len(program.threads), _pointers(program.threads), _counts(program.threads), _pointers(outs),
+    _checked(
+        lib.nx_fake_run, len(program.threads), _pointers(program.threads), _counts(program.threads), _pointers(outs),
         program.streams, order.ctypes.data, program.events, program.timing_events, program.stamps,
-        graph_ns.ctypes.data, len(program.graphs), est0_ns, int(threaded), err, _ERR,
+        graph_ns.ctypes.data, len(program.graphs), est0_ns, int(threaded), what="fake run", ok=lambda rc: rc == 0,
     )  # fmt: skip
-    if rc != 0:
-        raise RuntimeError(f"native fake run failed: {err.value.decode()}")
     return outs
 
 
@@ -243,36 +254,20 @@ class CudaLibrary:
 
     def time_kernel_ns(self, kind: int, grid: int, timer_ns: int, reps: int = 20) -> float:
         """Back-to-back GPU time of one stand-in kernel (ns)."""
-        err = ctypes.create_string_buffer(_ERR)
-        ns = self.lib.nx_time_kernel(self.handle, kind, grid, timer_ns, reps, err, _ERR)
-        if ns < 0:
-            raise RuntimeError(f"native kernel timing failed: {err.value.decode()}")
-        return ns
+        return _checked(self.lib.nx_time_kernel, self.handle, kind, grid, timer_ns, reps, what="kernel timing")
 
     def _capture(self, kinds: list[int], grids: list[int], timer_ns: list[int]) -> int:
-        k = np.asarray(kinds, np.int32)
-        g = np.asarray(grids, np.int32)
-        t = np.asarray(timer_ns, np.int64)
-        err = ctypes.create_string_buffer(_ERR)
-        index = self.lib.nx_add_graph(self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k), err, _ERR)
-        if index < 0:
-            raise RuntimeError(f"native graph capture failed: {err.value.decode()}")
-        return index
+        k, g, t = _graph_arrays(kinds, grids, timer_ns)
+        return _checked(
+            self.lib.nx_add_graph, self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k), what="graph capture"
+        )
 
     def time_graph_ns(self, index: int, reps: int = 5) -> float:
-        err = ctypes.create_string_buffer(_ERR)
-        ns = self.lib.nx_time_graph(self.handle, index, reps, err, _ERR)
-        if ns < 0:
-            raise RuntimeError(f"native graph timing failed: {err.value.decode()}")
-        return ns
+        return _checked(self.lib.nx_time_graph, self.handle, index, reps, what="graph timing")
 
     def time_graph_alone_ns(self, index: int, reps: int = 9) -> float:
         """Median host time from the launch's return to the stream going idle, launched alone on an idle stream."""
-        err = ctypes.create_string_buffer(_ERR)
-        ns = self.lib.nx_time_graph_alone(self.handle, index, reps, err, _ERR)
-        if ns < 0:
-            raise RuntimeError(f"native graph timing failed: {err.value.decode()}")
-        return ns
+        return _checked(self.lib.nx_time_graph_alone, self.handle, index, reps, what="graph timing")
 
     def graph_stamped(
         self, kinds: list[int], grids: list[int], timer_ns: list[int], stamp_base: int, capacity: int
@@ -280,16 +275,11 @@ class CudaLibrary:
         """A diagnostic: the index of a graph of these stand-ins (captured as given, not tuned) whose kernel i stamps
         slot ``stamp_base + i`` in the runs that launch it; a run's program must then have ``stamps == capacity``
         (the stamp arrays are made that size first, so the run keeps them where the graph writes)."""
-        k = np.asarray(kinds, np.int32)
-        g = np.asarray(grids, np.int32)
-        t = np.asarray(timer_ns, np.int64)
-        err = ctypes.create_string_buffer(_ERR)
-        index = self.lib.nx_add_graph_stamped(
-            self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k), stamp_base, capacity, err, _ERR
-        )
-        if index < 0:
-            raise RuntimeError(f"native graph capture failed: {err.value.decode()}")
-        return index
+        k, g, t = _graph_arrays(kinds, grids, timer_ns)
+        return _checked(
+            self.lib.nx_add_graph_stamped, self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k),
+            stamp_base, capacity, what="graph capture",
+        )  # fmt: skip
 
     def last_setup_ns(self) -> list[int]:
         """The last run's set-up, host-clock ns: entered, stream synced, threads spawned, the first thread placed
@@ -311,16 +301,12 @@ class CudaLibrary:
         alone, each after the stream has been idle ``idle_ns``. An int64 array (reps, 3 + 2n), host-clock ns
         (``CLOCK_MONOTONIC``): the launch call's start, its return, the stream seen idle, then the n kernels' GPU
         starts and ends (-1: not stamped)."""
-        k = np.asarray(kinds, np.int32)
-        g = np.asarray(grids, np.int32)
-        t = np.asarray(timer_ns, np.int64)
+        k, g, t = _graph_arrays(kinds, grids, timer_ns)
         out = np.zeros((reps, 3 + 2 * len(k)), np.int64)
-        err = ctypes.create_string_buffer(_ERR)
-        rc = self.lib.nx_trace_graph(
-            self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k), reps, idle_ns, out.ctypes.data, err, _ERR
-        )
-        if rc != 0:
-            raise RuntimeError(f"native graph trace failed: {err.value.decode()}")
+        _checked(
+            self.lib.nx_trace_graph, self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k), reps, idle_ns,
+            out.ctypes.data, what="graph trace", ok=lambda rc: rc == 0,
+        )  # fmt: skip
         return out
 
     def graph(
@@ -390,14 +376,12 @@ class CudaLibrary:
         handles = np.asarray(stream_handles or [0] * program.streams, np.uint64)
         if len(handles) != program.streams:
             raise ValueError(f"{len(handles)} stream handles for a program of {program.streams} streams")
-        err = ctypes.create_string_buffer(_ERR)
-        rc = self.lib.nx_run(
-            self.handle, len(program.threads), _pointers(program.threads), _counts(program.threads), _pointers(outs),
-            program.streams, order.ctypes.data, handles.ctypes.data, program.events, program.timing_events,
-            program.stamps, program.host_bytes, program.device_bytes, est0_ns, lead_ns, start_ns, err, _ERR,
+        _checked(
+            self.lib.nx_run, self.handle, len(program.threads), _pointers(program.threads), _counts(program.threads),
+            _pointers(outs), program.streams, order.ctypes.data, handles.ctypes.data, program.events,
+            program.timing_events, program.stamps, program.host_bytes, program.device_bytes, est0_ns, lead_ns,
+            start_ns, what="run", ok=lambda rc: rc == 0,
         )  # fmt: skip
-        if rc != 0:
-            raise RuntimeError(f"native run failed: {err.value.decode()}")
         return outs
 
     @property
