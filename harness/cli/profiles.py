@@ -129,6 +129,14 @@ def calibrate(
     )
 
 
+def _gpu_default_profile(gpu_name: str) -> str:
+    """The profile alias whose GPU is ``gpu_name`` (traces/profiles/gpu-defaults.toml), else the quoted default."""
+    from harness.profile import gpu_defaults
+
+    match = [alias for alias, default in sorted(gpu_defaults().items()) if default.gpu_name == gpu_name]
+    return match[0] if match else QUOTED_PROFILE
+
+
 def _calibrate_profiler(
     name: str,
     out: Path | None,
@@ -144,7 +152,7 @@ def _calibrate_profiler(
     import json
 
     from harness.paths import PROFILES_DIR
-    from harness.profile import gpu_defaults, load_profile
+    from harness.profile import load_profile
     from replay.gpu import CudaUnavailable, require_cuda
     from replay.profiler_calibration import calibrate_profiler, fit_rounds, rounds_by_mode
 
@@ -162,10 +170,7 @@ def _calibrate_profiler(
             recorded = json.loads(from_raw.read_text())
             by_mode = rounds_by_mode(recorded, str(from_raw))
             first = next(iter(by_mode.values()))[0]
-            if base_profile is None:
-                match = [a for a, d in sorted(gpu_defaults().items()) if d.gpu_name == first["device"]]
-                base_profile = match[0] if match else QUOTED_PROFILE
-            base = load_profile(base_profile)
+            base = load_profile(base_profile or _gpu_default_profile(first["device"]))
             result = fit_rounds(by_mode, recorded.get("script") or [], recorded.get("failures") or [], log)
         except OSError as err:
             fail(f"{from_raw}: cannot read: {err.strerror or err}")
@@ -180,10 +185,7 @@ def _calibrate_profiler(
         torch = require_cuda()
         gpu = torch.cuda.get_device_name(0)
         del torch  # the rounds run in fresh processes; this one only names the GPU
-        if base_profile is None:
-            match = [a for a, d in sorted(gpu_defaults().items()) if d.gpu_name == gpu]
-            base_profile = match[0] if match else QUOTED_PROFILE
-        base = load_profile(base_profile)
+        base = load_profile(base_profile or _gpu_default_profile(gpu))
         result = calibrate_profiler(chosen, rounds, "cuda:0", script, log=log, budget_s=budget_s, raw_path=raw)
     except CudaUnavailable as err:
         fail(f"harness calibrate --profiler: {err}")
