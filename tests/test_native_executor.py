@@ -325,3 +325,41 @@ def test_threads_at_once_on_streams_of_their_own_match_the_twin_to_the_nanosecon
         for t in range(3):
             for name in twin[t].dtype.names:
                 np.testing.assert_array_equal(native[t][name], twin[t][name], err_msg=f"thread {t} {name}")
+
+
+@needs_compiler
+def test_threaded_runs_reuse_the_pools_threads_and_place_them_again_only_when_asked(monkeypatch):
+    """The executor's host threads are made and placed once (src/worker_pool.hpp): a run that spawned and pinned
+    its threads took 160-180 µs on the lent hosts before its first step. Runs of more threads grow the pool, runs
+    of fewer leave the rest idle, a changed HARNESS_NATIVE_CPUS places them again, and every run's results stay
+    the twin's."""
+    from replay.native.library import fake_pool_stats, run_fake_native
+
+    monkeypatch.setenv("HARNESS_NATIVE_CPUS", "off")
+    program = random_program(5, threads=3, n=60)
+    twin = run_fake(program, threaded=False)
+    serial = run_fake_native(program, threaded=False)  # the same rules, run one thread after another
+    for t in range(3):
+        for name in twin[t].dtype.names:
+            np.testing.assert_array_equal(serial[t][name], twin[t][name], err_msg=f"thread {t} {name}")
+
+    run_fake_native(program, threaded=True)
+    size, placed = fake_pool_stats()
+    assert size >= 3
+    for _ in range(3):
+        outs = run_fake_native(program, threaded=True)
+        for out in outs:  # each thread still keeps its own rules
+            assert (np.diff(out["begin_ns"]) >= 0).all() and (out["begin_ns"] >= out["target_ns"]).all()
+    assert fake_pool_stats() == (size, placed), "the same placement again must not place (or make) threads again"
+
+    one = NativeProgram([program.threads[1][program.threads[1]["op"] != Op.JOIN]], streams=program.streams,
+                        events=program.events, graphs=program.graphs)  # fmt: skip
+    run_fake_native(one, threaded=True)
+    assert fake_pool_stats() == (size, placed), "a run of fewer threads leaves the others where they are"
+
+    monkeypatch.setenv("HARNESS_NATIVE_CPUS", "0,0,0")  # every thread onto CPU 0 (granted or not, each is placed)
+    run_fake_native(program, threaded=True)
+    size_after, placed_after = fake_pool_stats()
+    assert size_after == size and placed_after == placed + 3, "a new placement is applied to each thread once"
+    run_fake_native(program, threaded=True)
+    assert fake_pool_stats() == (size, placed + 3)

@@ -140,7 +140,7 @@ def stage_spans(d: Diag, context, reps: int) -> None:
                     f"issue, began {(first['begin_ns'][0] - issued_ns) / 1e3:.1f} µs after it"
                 )
                 marks = context.native.lib.last_setup_ns()
-                names = ("entered", "stream synced", "threads spawned", "first thread placed", "its device set")
+                names = ("entered", "stream synced", "handed to the pool", "first thread started", "its device set")
                 d.say("  set-up, µs after the issue: " + ", ".join(
                     f"{n} {(m - issued_ns) / 1e3:.1f}" for n, m in zip(names, marks)))  # fmt: skip
     table = pd.DataFrame(rows)

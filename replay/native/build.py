@@ -29,7 +29,9 @@ import tempfile
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent / "src"
-HEADERS = ("executor.hpp", "fake_device.hpp", "host_thread.hpp", "stand_in_work.cuh", "times.hpp")
+HEADERS = (
+    "executor.hpp", "fake_device.hpp", "host_thread.hpp", "stand_in_work.cuh", "times.hpp", "worker_pool.hpp"
+)
 TARGETS = {"fake": "fake_api.cpp", "cuda": "cuda_api.cu"}
 
 

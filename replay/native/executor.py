@@ -147,6 +147,7 @@ class NativeRunner:
         """Run ``cmd``; (host rows, device rows, outcome) on the replay's clock (µs since ``origin_s``)."""
         program = cmd.program
         converted = self.converted(program, graph_gap_us)  # made once, in a warm-up run (graphs tuned then)
+        self.lib.wake()  # the host threads spin from now: they are awake by the time the run reaches them
         issued_ns = time.perf_counter_ns() - self.offset_ns  # CLOCK_MONOTONIC: the program starts now
         handles = [int(s.native.cuda_stream) if s.native is not None else 0 for s in cmd.streams]
         start_ns = issued_ns if start_at_issue() else 0

@@ -55,8 +55,18 @@ def fake_library() -> ctypes.CDLL:
         ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
         ctypes.c_int64, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
     ]  # fmt: skip
+    lib.nx_fake_pool_stats.restype = None
+    lib.nx_fake_pool_stats.argtypes = [ctypes.c_void_p]
     _declare_host(lib)
     return lib
+
+
+def fake_pool_stats() -> tuple[int, int]:
+    """The fake library's thread pool (``src/worker_pool.hpp``): (threads it holds, placements made since it was
+    loaded)."""
+    out = np.zeros(2, np.int64)
+    fake_library().nx_fake_pool_stats(out.ctypes.data)
+    return int(out[0]), int(out[1])
 
 
 def _declare_host(lib: ctypes.CDLL) -> None:
@@ -215,6 +225,10 @@ class CudaLibrary:
         ]  # fmt: skip
         lib.nx_last_setup.restype = None
         lib.nx_last_setup.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.nx_wake.restype = None
+        lib.nx_wake.argtypes = [ctypes.c_void_p]
+        lib.nx_pool_stats.restype = None
+        lib.nx_pool_stats.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         lib.nx_last_stamps.restype = ctypes.c_longlong
         lib.nx_last_stamps.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong]
         lib.nx_trace_graph.restype = ctypes.c_int
@@ -281,9 +295,22 @@ class CudaLibrary:
             stamp_base, capacity, what="graph capture",
         )  # fmt: skip
 
+    def wake(self) -> None:
+        """A run is coming: the executor's host threads spin from now for ``HARNESS_NATIVE_LINGER_MS`` (default 500),
+        so the run does not wait for a sleeping thread or CPU to wake (``src/worker_pool.hpp``)."""
+        self.lib.nx_wake(self.handle)
+
+    def pool_stats(self) -> tuple[int, int]:
+        """(host threads the executor holds, placements made since it was opened): a thread is placed when a run
+        first asks for its CPU, not on every run."""
+        out = np.zeros(2, np.int64)
+        self.lib.nx_pool_stats(self.handle, out.ctypes.data)
+        return int(out[0]), int(out[1])
+
     def last_setup_ns(self) -> list[int]:
-        """The last run's set-up, host-clock ns: entered, stream synced, threads spawned, the first thread placed
-        on its CPU, its CUDA device set (a diagnostic: ``tools/graph_diag.py``)."""
+        """The last run's set-up, host-clock ns: entered, stream synced, the run handed to the thread pool, its first
+        thread started (placed on its CPU where it was not yet), its CUDA device set (a diagnostic:
+        ``tools/graph_diag.py``)."""
         out = np.zeros(5, np.int64)
         self.lib.nx_last_setup(self.handle, out.ctypes.data)
         return [int(v) for v in out]

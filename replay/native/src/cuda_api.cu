@@ -27,6 +27,7 @@
 #include "host_thread.hpp"
 #include "stand_in_work.cuh"
 #include "times.hpp"
+#include "worker_pool.hpp"
 
 namespace nx {
 
@@ -126,9 +127,10 @@ struct State {
     std::vector<cudaGraphExec_t> graphs;
     std::pair<int64_t, int64_t> last_pair{0, 0};  // the latest (host ns, globaltimer ns) calibration
     std::vector<int64_t> last_starts, last_ends;  // the last run's stamps on the host clock (-1: none)
-    // the last run's set-up on the host clock (nx_last_setup): entry, stream synced, threads spawned, the first
-    // thread placed, the first thread's CUDA device set
+    // the last run's set-up on the host clock (nx_last_setup): entry, stream synced, the run handed to the pool,
+    // its first thread started (placed where it was not yet), the first thread's CUDA device set
     int64_t setup_ns[5] = {0, 0, 0, 0, 0};
+    nx::WorkerPool pool{500};  // the runs' host threads, kept between runs (destroyed, and joined, first)
     // The driver's launch with the stand-ins' functions looked up once (HARNESS_NATIVE_LAUNCH=runtime: <<<>>>):
     // the runtime's launch looks the function up and checks its module on every call.
     PFN_cuLaunchKernel_v4000 cu_launch = nullptr;
@@ -522,8 +524,18 @@ extern "C" int nx_add_graph_stamped(void* h, const int32_t* kinds, const int32_t
     }
 }
 
-// The last run's set-up (host clock ns, 5 values): nx_run entered, its stream synced (memsets, t0 recorded), its
-// threads about to be spawned, the first thread placed on its CPU, the first thread's CUDA device set.
+// A run is coming: the pool's threads spin from now (HARNESS_NATIVE_LINGER_MS), so the run finds them awake.
+extern "C" void nx_wake(void* h) { static_cast<State*>(h)->pool.wake(); }
+
+// How many host threads the pool holds, and how many times one was placed (pinned or unpinned) since nx_open.
+extern "C" void nx_pool_stats(void* h, int64_t* out) {
+    const State& st = *static_cast<State*>(h);
+    out[0] = st.pool.size();
+    out[1] = st.pool.placements();
+}
+
+// The last run's set-up (host clock ns, 5 values): nx_run entered, its stream synced (memsets, t0 recorded), the
+// run handed to the pool, its first thread started (placed on its CPU where it was not yet), its CUDA device set.
 extern "C" void nx_last_setup(void* h, int64_t* out) {
     const State& st = *static_cast<State*>(h);
     for (int i = 0; i < 5; ++i) out[i] = st.setup_ns[i];
@@ -697,19 +709,16 @@ extern "C" int nx_run(void* h, int n_threads, const nx::Step* const* steps, cons
         st.placed = (cpus.empty() ? 0 : nx::PLACED_PINNED) | (fifo ? nx::PLACED_FIFO : 0);
         // start_ns > 0: the program started then (its command's issue; its first gaps absorb the set-up since)
         const int64_t start = start_ns > 0 ? int64_t(start_ns) : nx::host_ns() + lead_ns;
-        std::vector<std::thread> workers;
         st.setup_ns[2] = nx::host_ns();
-        for (int t = 0; t < n_threads; ++t)
-            workers.emplace_back([&, t] {
-                const int placed = nx::place_this_thread(t < int(cpus.size()) ? cpus[t] : -1, fifo);
-                if (t == 0) st.setup_ns[3] = nx::host_ns();
-                st.placed.fetch_and(placed | ~(nx::PLACED_PINNED | nx::PLACED_FIFO));
-                cudaSetDevice(st.device);
-                if (t == 0) st.setup_ns[4] = nx::host_ns();
-                nx::CudaThread dev(st);
-                nx::run_thread(dev, shared, t, steps[t], counts[t], outs[t], start, est0_ns);
-            });
-        for (auto& w : workers) w.join();
+        // The pool's threads (worker_pool.hpp): made once, placed once, awake since nx_wake or the last run.
+        st.pool.run(n_threads, cpus, fifo, [&](int t, int placed) {
+            if (t == 0) st.setup_ns[3] = nx::host_ns();
+            st.placed.fetch_and(placed | ~(nx::PLACED_PINNED | nx::PLACED_FIFO));
+            cudaSetDevice(st.device);
+            if (t == 0) st.setup_ns[4] = nx::host_ns();
+            nx::CudaThread dev(st);
+            nx::run_thread(dev, shared, t, steps[t], counts[t], outs[t], start, est0_ns);
+        });
         for (cudaStream_t q : st.run_streams) NX_CHECK(cudaStreamSynchronize(q));  // the program's work is done
         NX_CHECK(cudaStreamSynchronize(st.own));
         NX_CHECK(cudaGetLastError());

@@ -9,6 +9,16 @@
 #include "fake_device.hpp"
 #include "host_thread.hpp"  // nx_host_cpus, nx_host_jitter, nx_place_check: no GPU needed
 #include "times.hpp"
+#include "worker_pool.hpp"
+
+namespace {
+// The threaded runs' host threads, kept between runs as the GPU executor keeps them (no spinning between runs
+// unless HARNESS_NATIVE_LINGER_MS asks for it).
+nx::WorkerPool& fake_pool() {
+    static nx::WorkerPool pool{0};
+    return pool;
+}
+}  // namespace
 
 extern "C" int nx_fake_run(int n_threads, const nx::Step* const* steps, const int64_t* counts, nx::Out* const* outs,
                            int streams, const int32_t* sync_order, int events, int timing_events, int stamps,
@@ -21,10 +31,8 @@ extern "C" int nx_fake_run(int n_threads, const nx::Step* const* steps, const in
             nx::FakeThread dev(gpu);
             nx::run_thread(dev, shared, t, steps[t], counts[t], outs[t], 0, est0_ns);
         };
-        if (threaded) {
-            std::vector<std::thread> workers;
-            for (int t = 0; t < n_threads; ++t) workers.emplace_back(body, t);
-            for (auto& w : workers) w.join();
+        if (threaded) {  // on the pool's threads, placed as the GPU executor places them
+            fake_pool().run(n_threads, nx::placement_cpus(), nx::fifo_wanted(), [&](int t, int) { body(t); });
         } else {  // one after another, the last thread first (twin.run_fake does the same)
             for (int t = n_threads - 1; t >= 0; --t) body(t);
         }
@@ -36,4 +44,10 @@ extern "C" int nx_fake_run(int n_threads, const nx::Step* const* steps, const in
         std::snprintf(err, errlen, "%s", e.what());
         return 1;
     }
+}
+
+// The fake runs' pool: out[0] its threads, out[1] how many times one was placed since the library was loaded.
+extern "C" void nx_fake_pool_stats(int64_t* out) {
+    out[0] = fake_pool().size();
+    out[1] = fake_pool().placements();
 }
