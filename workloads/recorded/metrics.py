@@ -99,7 +99,7 @@ def metrics(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult)
         rows.append(
             MetricRow(metric, union_us(part["start_us"].to_numpy(), part["end_us"].to_numpy()) / per, "fraction")
         )
-    for (device, stream), part in device_ops.groupby(["device", "stream"]):
+    for (device, stream), part in device_ops.groupby(["device", "stream"], observed=True):
         value = union_us(part["start_us"].to_numpy(), part["end_us"].to_numpy()) / per
         rows.append(MetricRow(f"stream_{device}_{stream}_busy_frac", value, "fraction"))
     rows += _group_rows(program, ops)
@@ -115,7 +115,7 @@ def _group_rows(program: RecordedProgram, ops: pd.DataFrame) -> list[MetricRow]:
     host = ops.loc[(ops["kind"] == "host_work") & ops["name"].str.startswith("cpu:"), ["name", "start_us"]]
     if host.empty:
         return []
-    first = host.groupby("name", sort=False)["start_us"].min().sort_values()
+    first = host.groupby("name", sort=False, observed=True)["start_us"].min().sort_values()
     issued = ops.loc[ops["device"] >= 0, ["issue_us", "start_us", "end_us"]]
     # each op in the group whose first host work began last at or before its issue (none before the first)
     group = np.searchsorted(first.to_numpy(), issued["issue_us"].to_numpy(), side="right") - 1
