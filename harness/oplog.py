@@ -424,19 +424,35 @@ def _gathered(parts: list[Any], string: bool, order: np.ndarray | None, categori
 def _typed_parts(parts: list[Any], string: bool) -> bool:
     """Whether a column's parts are all typed: numpy numbers, dictionary-encoded strings, step columns of str (a
     string column) or of int (a number column)."""
-    return all(not isinstance(p, tuple) for p in parts) and all(
-        not isinstance(p, _Coded) or all(isinstance(v, str) if string else type(v) is int for v in p.values)
-        for p in parts
-    )
+    if any(isinstance(p, tuple) for p in parts):
+        return False
+    checked: set[tuple] = set()  # the values of many parts are one tuple (a program's kernel names): checked once
+    for p in parts:
+        if not isinstance(p, _Coded):
+            continue
+        try:
+            if p.values in checked:
+                continue
+        except TypeError:  # an unhashable value: neither a str nor an int
+            return False
+        if not all(isinstance(v, str) if string else type(v) is int for v in p.values):
+            return False
+        checked.add(p.values)
+    return True
 
 
 def _codes(parts: list[Any], order: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
     """A typed string column as codes (int64, in ``order``) into its distinct values (first seen first)."""
     uniques: dict[str, int] = {}
     codes = []
+    remaps: dict[tuple, np.ndarray] = {}  # per values tuple (many parts share one): its values' codes
     for p in parts:
         if isinstance(p, _Coded):
-            remap = np.array([uniques.setdefault(v, len(uniques)) for v in p.values], dtype=np.int64)
+            remap = remaps.get(p.values)
+            if remap is None:
+                remap = remaps[p.values] = np.array(
+                    [uniques.setdefault(v, len(uniques)) for v in p.values], dtype=np.int64
+                )
             codes.append(remap[p.codes] if len(remap) else np.zeros(0, np.int64))
         else:  # a dictionary-encoded chunk
             remap = np.array([uniques.setdefault(v, len(uniques)) for v in p.dictionary.to_pylist()], dtype=np.int64)

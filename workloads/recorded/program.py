@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from harness.gc_pause import collector_paused
+from harness.id_membership import isin_ids
 
 if TYPE_CHECKING:
     from workloads.recorded.calltable import CallTable
@@ -195,14 +196,14 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     # the frame taken once the syncs before the first GPU work are left out.
     call_column = {c: ops[c].take(call_rows) for c in ("correlation", "kind", "start_us", "duration_us")}
     gpu = ops.loc[(ops["device"].to_numpy() >= 0) & ~is_call, _read_by(ops, _CALL_ONLY)]
-    linked = gpu[gpu["correlation"].isin(call_column["correlation"])]
+    linked = gpu[isin_ids(gpu["correlation"], call_column["correlation"])]
     op_table = OpTable.of(linked)
     # Only a wait that names its record's correlation orders streams by itself; torch 2.11's sync events
     # name the waiting stream and an event id but not the record (-1), so the ordering is inferred then.
     sync_events = bool(ops["wait_correlation"].take(call_rows).notna().any())
 
     call_start = call_column["start_us"]
-    first_gpu_call = call_start[call_column["correlation"].isin(linked["correlation"])].min()
+    first_gpu_call = call_start[isin_ids(call_column["correlation"], linked["correlation"])].min()
     is_leading = (call_column["kind"].isin(SYNC_CALLS) & (call_start < first_gpu_call)).to_numpy()
     start_us = 0.0
     if is_leading.any():
@@ -216,6 +217,12 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     threads = []
     first_start = calls.groupby("thread", sort=False)["start_us"].min()
     own_device = _thread_devices(calls, linked)
+    # What is read of the GPU ops, taken before the threads' tables are made: the ops are freed first.
+    ends = [float((calls["start_us"] + calls["duration_us"]).max())]
+    if len(linked):
+        ends.append(float((linked["start_us"] + linked["duration_us"]).max()))
+    group_us, unlinked, graph_timing = _group_spans(calls, linked), len(gpu) - len(linked), measure_graph_timing(gpu, calls)
+    del gpu, linked
     thread_names = calls["thread"].unique()
     one = len(thread_names) == 1 and pd.notna(thread_names[0])
     by_thread = [(thread_names[0], calls)] if one else calls.groupby("thread", sort=False)
@@ -224,9 +231,6 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
         threads.append(ThreadProgram(str(thread), table=table))
     threads.sort(key=lambda t: float(first_start[t.name] if t.name in first_start.index else 0.0))
 
-    ends = [float((calls["start_us"] + calls["duration_us"]).max())]
-    if len(linked):
-        ends.append(float((linked["start_us"] + linked["duration_us"]).max()))
     streams = tuple(sorted(set(op_table.stream.tolist()), key=lambda s: (s[0], _natural(s[1]))))
     return RecordedProgram(
         threads=tuple(threads),
@@ -234,14 +238,14 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
         devices=max((s[0] for s in streams), default=0) + 1,
         start_us=start_us,
         recorded_span_us=max(ends) - start_us,
-        recorded_group_us=_group_spans(calls, linked),
+        recorded_group_us=group_us,
         sync_events=sync_events,
         inferred_waits=inferred,
-        unlinked_ops=len(gpu) - len(linked),
+        unlinked_ops=unlinked,
         source=source,
         profiler_mode=profiler_mode,
         gap_counts=bool(len(calls)) and bool(calls["gap_aten_ops"].notna().all()),
-        graph_timing=measure_graph_timing(gpu, calls),
+        graph_timing=graph_timing,
     )
 
 
@@ -250,7 +254,7 @@ def _thread_devices(calls: pd.DataFrame, linked: pd.DataFrame) -> dict:
     streams its other calls name (a sync, a record, a wait) are on it; other threads' are on device 0."""
     threads = calls["thread"].unique()
     if len(threads) == 1 and pd.notna(threads[0]):  # one thread: the devices of the GPU ops its calls launched
-        found = linked["device"][linked["correlation"].isin(calls["correlation"]).to_numpy()].unique()
+        found = linked["device"][isin_ids(linked["correlation"], calls["correlation"])].unique()
         return {threads[0]: int(found[0])} if len(found) == 1 else {}
     thread_of = calls[["correlation", "thread"]].drop_duplicates("correlation").set_index("correlation")["thread"]
     devices = linked["device"].groupby(linked["correlation"].map(thread_of)).unique()
