@@ -119,7 +119,7 @@ def categorical_ops_frame(table: pa.Table) -> pd.DataFrame:
     An empty table gives :func:`ops_frame`'s empty frame."""
     if table.num_rows == 0:
         return ops_frame([], run_id="")  # the run id of no row: its column typed as ops_frame types it
-    frame = pd.DataFrame(index=pd.RangeIndex(table.num_rows))
+    columns: dict[str, Any] = {}  # the frame is made of them as they are (setting each column would copy it)
     for name, column in zip(table.column_names, table.columns):
         if pa.types.is_dictionary(column.type):
             array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
@@ -128,11 +128,11 @@ def categorical_ops_frame(table: pa.Table) -> pd.DataFrame:
             rank = np.empty(len(values), np.int64)
             rank[order] = np.arange(len(values))
             codes = rank[array.indices.to_numpy(zero_copy_only=False)] if len(values) else np.zeros(0, np.int64)
-            frame[name] = pd.Categorical.from_codes(codes, categories=values[order].tolist())
+            columns[name] = pd.Categorical.from_codes(codes, categories=values[order].tolist())
         else:
-            numbers = column.to_numpy()
-            frame[name] = numbers.astype(np.int64) if numbers.dtype.kind in "iu" else numbers
-    return frame
+            numbers = column.to_numpy()  # the table's own buffer, read-only
+            columns[name] = numbers.astype(np.int64) if numbers.dtype.kind in "iu" and numbers.dtype != np.int64 else numbers
+    return pd.DataFrame(columns, index=pd.RangeIndex(table.num_rows), copy=False)
 
 
 @dataclass(frozen=True)

@@ -183,13 +183,13 @@ def execute_run(
         outcome = backend.run(policy.policy.main, prepared.inputs, policy.params)
         wall_s = time.perf_counter() - clock
         ops_arrow = ops_table(outcome.ops, run_id)  # strings dictionary-encoded, as the op log keeps them
-        if loaded.workload.ops_categorical_strings:
-            ops = categorical_ops_frame(ops_arrow)
-        else:
-            ops = ops_frame(outcome.ops, run_id)
+        categorical = loaded.workload.ops_categorical_strings
+        ops = None if categorical else ops_frame(outcome.ops, run_id)
         result, backend_metrics = outcome.result, outcome.metrics
         outcome = None  # its op log, now that the tables are made (a long run's: ~100 MB)
         release_freed_memory()
+        if categorical:  # made from the table once the log is freed
+            ops = categorical_ops_frame(ops_arrow)
         n_ops = ops_arrow.num_rows
         run_metrics = loaded.workload.metrics(prepared.inputs, ops, result)
         extra = loaded.workload.tables(prepared.inputs, ops, result) if loaded.workload.tables else {}

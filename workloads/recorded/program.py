@@ -38,6 +38,7 @@ import pandas as pd
 
 from harness.gc_pause import collector_paused
 from harness.id_membership import isin_ids
+from harness.memory_release import release_freed_memory
 
 if TYPE_CHECKING:
     from workloads.recorded.calltable import CallTable
@@ -189,6 +190,7 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
         else:
             columns[c] = ops[c].to_numpy()
     ops = pd.DataFrame(columns, copy=False)
+    del columns  # the frame holds them (and the trace's frame, handed over, is freed with them below)
     call_rows = np.flatnonzero(is_call)
     thread_rank, _ = pd.factorize(ops["thread"].to_numpy()[call_rows], sort=True, use_na_sentinel=False)
     call_rows = call_rows[np.lexsort((ops["start_us"].to_numpy()[call_rows], thread_rank))]
@@ -196,7 +198,8 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     # the frame taken once the syncs before the first GPU work are left out.
     call_column = {c: ops[c].take(call_rows) for c in ("correlation", "kind", "start_us", "duration_us")}
     gpu = ops.loc[(ops["device"].to_numpy() >= 0) & ~is_call, _read_by(ops, _CALL_ONLY)]
-    linked = gpu[isin_ids(gpu["correlation"], call_column["correlation"])]
+    is_linked = isin_ids(gpu["correlation"], call_column["correlation"])
+    linked = gpu if is_linked.all() else gpu[is_linked]  # read only: every op linked (as usual), no copy of them
     op_table = OpTable.of(linked)
     # Only a wait that names its record's correlation orders streams by itself; torch 2.11's sync events
     # name the waiting stream and an event id but not the record (-1), so the ordering is inferred then.
@@ -211,6 +214,7 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
         call_rows = call_rows[~is_leading]
     calls = ops[_read_by(ops, _GPU_ONLY)].take(call_rows)
     del ops, call_column  # the calls and the GPU ops hold what is read from here on
+    release_freed_memory()  # the trace's columns, freed: their pages back before the next frames are made
 
     calls = _without_copy_waits(calls, linked)
     waits, records, inferred = infer_waits(gpu, calls) if not sync_events else ({}, {}, 0)
@@ -223,6 +227,7 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
         ends.append(float((linked["start_us"] + linked["duration_us"]).max()))
     group_us, unlinked, graph_timing = _group_spans(calls, linked), len(gpu) - len(linked), measure_graph_timing(gpu, calls)
     del gpu, linked
+    release_freed_memory()
     thread_names = calls["thread"].unique()
     one = len(thread_names) == 1 and pd.notna(thread_names[0])
     by_thread = [(thread_names[0], calls)] if one else calls.groupby("thread", sort=False)
