@@ -200,7 +200,6 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     gpu = ops.loc[(ops["device"].to_numpy() >= 0) & ~is_call, _read_by(ops, _CALL_ONLY)]
     is_linked = isin_ids(gpu["correlation"], call_column["correlation"])
     linked = gpu if is_linked.all() else gpu[is_linked]  # read only: every op linked (as usual), no copy of them
-    op_table = OpTable.of(linked)
     # Only a wait that names its record's correlation orders streams by itself; torch 2.11's sync events
     # name the waiting stream and an event id but not the record (-1), so the ordering is inferred then.
     sync_events = bool(ops["wait_correlation"].take(call_rows).notna().any())
@@ -215,6 +214,7 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     calls = ops[_read_by(ops, _GPU_ONLY)].take(call_rows)
     del ops, call_column  # the calls and the GPU ops hold what is read from here on
     release_freed_memory()  # the trace's columns, freed: their pages back before the next frames are made
+    op_table = OpTable.of(linked)
 
     calls = _without_copy_waits(calls, linked)
     waits, records, inferred = infer_waits(gpu, calls) if not sync_events else ({}, {}, 0)
@@ -387,39 +387,55 @@ def infer_waits(gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[dict, dict, int
     correlation: [(stream, event)]}, count)``; inferred events have ids < 0.
     """
     call_end = (calls["start_us"] + calls["duration_us"]).groupby(calls["correlation"]).max()
-    ops = gpu[["device", "stream", "start_us", "duration_us", "correlation"]]  # the columns read (no copy of the rest)
-    ops = ops.assign(end_us=ops["start_us"] + ops["duration_us"]).sort_values("start_us", kind="stable")
-    at = call_end.index.get_indexer(ops["correlation"])  # each op's call (-1: none among the calls)
-    ops = ops[at >= 0]
-    stream = ops["stream"]
+    # The columns read, as arrays in start order (stable), of the ops whose call is among the calls: no frame copies
+    start = gpu["start_us"].to_numpy()
+    order = np.argsort(start, kind="stable")
+    at = _positions(call_end.index.to_numpy(), gpu["correlation"].to_numpy()[order])  # each op's call (-1: none)
+    order, at = order[at >= 0], at[at >= 0]
+    stream = gpu["stream"]
     if pd.api.types.infer_dtype(stream, skipna=False) != "string":  # as text (already so: Python strings)
         stream = stream.astype(str)
-    ops = ops.assign(launched_us=call_end.to_numpy()[at[at >= 0]], stream=stream)
+    stream = stream.to_numpy(dtype=object)[order]
+    start = start[order]
+    end = start + gpu["duration_us"].to_numpy()[order]  # the same sums as over the rows before the sort
+    device, correlation = gpu["device"].to_numpy()[order], gpu["correlation"].to_numpy()[order]
+    launched = call_end.to_numpy()[at]
+    del order, at
     waits: dict[int, list] = {}
     records: dict[int, list] = {}
     inferred = 0
-    for device, dev_ops in ops.groupby("device"):
-        by_end = dev_ops.sort_values("end_us", kind="stable")
-        ends, end_streams, end_corrs = (by_end[c].to_numpy() for c in ("end_us", "stream", "correlation"))
-        stream_of = dev_ops["stream"].to_numpy()
-        start_of, end_of = dev_ops["start_us"].to_numpy(), dev_ops["end_us"].to_numpy()
+    devices = np.unique(device)
+    for dev in devices.tolist():  # each device's ops, in start order
+        mine = slice(None) if len(devices) == 1 else device == dev
+        stream_of, start_of, end_of = stream[mine], start[mine], end[mine]
+        corr_of = correlation[mine]
+        by_end = np.argsort(end_of, kind="stable")
+        ends, end_streams, end_corrs = end_of[by_end], stream_of[by_end], corr_of[by_end]
         # each op's stream's latest end before it (in start order; -inf for the first): a running max
         latest = pd.Series(end_of).groupby(stream_of).cummax().groupby(stream_of).shift(1).fillna(-np.inf)
-        allowed_of = np.maximum(latest.to_numpy(), dev_ops["launched_us"].to_numpy())
+        allowed_of = np.maximum(latest.to_numpy(), launched[mine])
         held = np.flatnonzero(~(start_of <= allowed_of + INFER_TOLERANCE_US))  # the others were not held
-        corr_of = dev_ops["correlation"].to_numpy()
-        for stream, start, allowed, corr in zip(
+        for stream_name, op_start, allowed, corr in zip(
             stream_of[held].tolist(), start_of[held].tolist(), allowed_of[held].tolist(), corr_of[held].tolist()
         ):
-            i = int(np.searchsorted(ends, start + 1.0, side="right")) - 1  # the latest end by start + 1 µs ...
-            while i >= 0 and ends[i] >= allowed and end_streams[i] == stream:  # ... on another stream
+            i = int(np.searchsorted(ends, op_start + 1.0, side="right")) - 1  # the latest end by start + 1 µs ...
+            while i >= 0 and ends[i] >= allowed and end_streams[i] == stream_name:  # ... on another stream
                 i -= 1
             if i < 0 or ends[i] < allowed:
                 continue
             inferred += 1
-            records.setdefault(int(end_corrs[i]), []).append(((int(device), str(end_streams[i])), -inferred))
-            waits.setdefault(int(corr), []).append(((int(device), str(stream)), -inferred))
+            records.setdefault(int(end_corrs[i]), []).append(((int(dev), str(end_streams[i])), -inferred))
+            waits.setdefault(int(corr), []).append(((int(dev), str(stream_name)), -inferred))
     return waits, records, inferred
+
+
+def _positions(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each value's position in ``keys`` (sorted, distinct, no NaN), -1 where it is not one: ``Index.get_indexer``
+    by binary search (no hash table of the keys)."""
+    at = np.searchsorted(keys, values)
+    found = at < len(keys)
+    found[found] = keys[at[found]] == values[found]
+    return np.where(found, at, -1)
 
 
 def _group_spans(calls: pd.DataFrame, linked: pd.DataFrame) -> tuple[tuple[str, float], ...]:
