@@ -20,11 +20,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from harness.gc_pause import collector_paused
 from harness.oplog import OpLog, OpRow
 from harness.profile import Profile
+from harness.results import OPS_TABLE_SCHEMA, to_table
 from harness.runtime import COMMANDS, Command, PolicyGen
 
 HOST_DEVICE = -1  # the ops table's device for host-thread ops
@@ -92,6 +95,44 @@ def ops_frame(
     if run_id is not None:
         frame.insert(0, "run_id", run_id)
     return frame
+
+
+def ops_table(rows: OpLog | Iterable[tuple], run_id: str) -> pa.Table:
+    """A run's results ops table (``harness.results.OPS_TABLE_SCHEMA``: strings dictionary-encoded), in ``op_id``
+    order: :meth:`harness.oplog.OpLog.table`, or, for rows whose values a column's type cannot hold, the table of
+    :func:`ops_frame` (with the same dictionary-encoded strings)."""
+    with collector_paused():
+        log = rows if isinstance(rows, OpLog) else OpLog(rows if isinstance(rows, list) else list(rows))
+        table = log.table(run_id)
+    if table is not None:
+        return table
+    plain = to_table("ops", ops_frame(log, run_id))
+    return pa.Table.from_arrays(
+        [c.dictionary_encode() if pa.types.is_string(c.type) else c for c in plain.columns], schema=OPS_TABLE_SCHEMA
+    )
+
+
+def categorical_ops_frame(table: pa.Table) -> pd.DataFrame:
+    """An ops table (:func:`ops_table`) as the frame :func:`ops_frame` makes, its string columns pandas categoricals
+    of the same values, their categories sorted (a group-by over one orders its groups as over the strings), its
+    number columns numpy's int64 and the table's float64 (a time column of ints too): for metrics that read the strings only by value (compare, test, group).
+    An empty table gives :func:`ops_frame`'s empty frame."""
+    if table.num_rows == 0:
+        return ops_frame([], run_id="")  # the run id of no row: its column typed as ops_frame types it
+    columns: dict[str, Any] = {}  # the frame is made of them as they are (setting each column would copy it)
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_dictionary(column.type):
+            array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+            values = np.array(array.dictionary.to_pylist(), dtype=object)
+            order = np.argsort(values, kind="stable") if len(values) else np.zeros(0, np.int64)
+            rank = np.empty(len(values), np.int64)
+            rank[order] = np.arange(len(values))
+            codes = rank[array.indices.to_numpy(zero_copy_only=False)] if len(values) else np.zeros(0, np.int64)
+            columns[name] = pd.Categorical.from_codes(codes, categories=values[order].tolist())
+        else:
+            numbers = column.to_numpy()  # the table's own buffer, read-only
+            columns[name] = numbers.astype(np.int64) if numbers.dtype.kind in "iu" and numbers.dtype != np.int64 else numbers
+    return pd.DataFrame(columns, index=pd.RangeIndex(table.num_rows), copy=False)
 
 
 @dataclass(frozen=True)

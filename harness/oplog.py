@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from harness.results import OPS_COLUMNS
+from harness.results import OPS_COLUMNS, OPS_TABLE_SCHEMA
 
 
 class OpRow(NamedTuple):
@@ -238,6 +238,37 @@ class OpLog:
             frame[name] = _gathered(self._parts(i, steps, kept), _IS_STRING[i], order, categorical_strings)
         return frame
 
+    def table(self, run_id: str) -> pa.Table | None:
+        """The results' ops table of these rows: :data:`harness.results.OPS_TABLE_SCHEMA` (``run_id`` first), in
+        ``op_id`` order (stable), with the values :meth:`frame` gives, its string columns dictionary-encoded as the
+        log keeps them (a long run's table holds no string per row: ``harness.results.write_results`` writes them
+        as the schema's strings). None when a column holds a value its type cannot (a string where a number
+        belongs, a non-string name): the caller then builds the table from :meth:`frame`."""
+        self._chunk()
+        count = len(self)
+        if count == 0:
+            return OPS_TABLE_SCHEMA.empty_table()
+        steps = self._steps()
+        if not all(_typed_parts(self._parts(i, steps, numbers=False), _IS_STRING[i]) for i in range(len(_FIELDS))):
+            return None
+        op_id = np.concatenate(self._parts(0, steps))
+        order = None
+        if len(op_id) > 1 and not (op_id[1:] > op_id[:-1]).all():
+            order = np.argsort(op_id, kind="stable")
+        del op_id
+        columns = [pa.DictionaryArray.from_arrays(np.zeros(count, np.int32), pa.array([run_id], pa.string()))]
+        for i, (name, string) in enumerate(zip(_FIELDS, _IS_STRING)):
+            parts, field = self._parts(i, steps), OPS_TABLE_SCHEMA.field(name)
+            if string:
+                codes, dictionary = _codes(parts, order)
+                columns.append(
+                    pa.DictionaryArray.from_arrays(codes.astype(np.int32), pa.array(dictionary, pa.string()))
+                )
+            else:
+                column = np.concatenate([_numbers(p) for p in parts])
+                columns.append(pa.array(column if order is None else column[order]).cast(field.type))
+        return pa.Table.from_arrays(columns, schema=OPS_TABLE_SCHEMA)
+
     # ------------------------------------------------------------------ internals
     def _chunk(self) -> None:
         """The pending tuples become one chunk of typed columns."""
@@ -251,14 +282,17 @@ class OpLog:
         self._chunks.append([_typed(values, string) for values, string in zip(columns, _IS_STRING)])
         self._chunked_rows += len(pending)
 
-    def _parts(self, i: int, steps: _Steps | None, kept: list[np.ndarray] | None = None) -> list[Any]:
+    def _parts(
+        self, i: int, steps: _Steps | None, kept: list[np.ndarray] | None = None, numbers: bool = True
+    ) -> list[Any]:
         """Column ``i`` in parts: each chunk's, then the steps' kernel rows, then their sync rows; with ``kept``
-        (a row mask per chunk), only the chunks' kept rows and no sync rows."""
+        (a row mask per chunk), only the chunks' kept rows and no sync rows; without ``numbers``, the chunks'
+        parts only when the column is a number column (the steps' numbers are always typed)."""
         if kept is None:
             parts = [chunk[i] for chunk in self._chunks]
         else:
             parts = [_rows_of(chunk[i], mask) for chunk, mask in zip(self._chunks, kept)]
-        if steps is None:
+        if steps is None or (not numbers and not _IS_STRING[i] and _FIELDS[i] not in ("device", "bytes")):
             return parts
         name = _FIELDS[i]
         if name == "issue_us":
@@ -370,29 +404,13 @@ _DEFAULT_STRING_DTYPE = pd.Series(["x"]).dtype  # what this pandas infers for a 
 def _gathered(parts: list[Any], string: bool, order: np.ndarray | None, categorical: bool = False) -> Any:
     """One column from its parts, in ``order`` (None: as they come), typed as pandas would type its values
     (strings as a categorical when ``categorical``)."""
-    typed = all(not isinstance(p, tuple) for p in parts) and all(
-        not isinstance(p, _Coded) or all(isinstance(v, str) if string else type(v) is int for v in p.values)
-        for p in parts
-    )
-    if not typed:  # Python values, in order, for pandas to infer from
+    if not _typed_parts(parts, string):  # Python values, in order, for pandas to infer from
         values = [v for p in parts for v in _to_list(p)]
         return values if order is None else [values[i] for i in order]
     if not string:
         column = np.concatenate([_numbers(p) for p in parts])
         return column if order is None else column[order]
-    uniques: dict[str, int] = {}
-    codes = []
-    for p in parts:
-        if isinstance(p, _Coded):
-            remap = np.array([uniques.setdefault(v, len(uniques)) for v in p.values], dtype=np.int64)
-            codes.append(remap[p.codes] if len(remap) else np.zeros(0, np.int64))
-        else:  # a dictionary-encoded chunk
-            remap = np.array([uniques.setdefault(v, len(uniques)) for v in p.dictionary.to_pylist()], dtype=np.int64)
-            codes.append(remap[p.indices.to_numpy(zero_copy_only=False)] if len(remap) else np.zeros(0, np.int64))
-    all_codes = np.concatenate(codes)
-    if order is not None:
-        all_codes = all_codes[order]
-    dictionary = list(uniques)
+    all_codes, dictionary = _codes(parts, order)
     if categorical:
         return pd.Categorical.from_codes(all_codes, categories=dictionary)
     if isinstance(_DEFAULT_STRING_DTYPE, pd.StringDtype):  # pandas >= 3 (or future.infer_string): Arrow-backed str
@@ -401,6 +419,46 @@ def _gathered(parts: list[Any], string: bool, order: np.ndarray | None, categori
         )
         return pd.Series(_DEFAULT_STRING_DTYPE.__from_arrow__(encoded), copy=False)
     return np.array(dictionary, dtype=object)[all_codes]  # object dtype: one str object per distinct value
+
+
+def _typed_parts(parts: list[Any], string: bool) -> bool:
+    """Whether a column's parts are all typed: numpy numbers, dictionary-encoded strings, step columns of str (a
+    string column) or of int (a number column)."""
+    if any(isinstance(p, tuple) for p in parts):
+        return False
+    checked: set[tuple] = set()  # the values of many parts are one tuple (a program's kernel names): checked once
+    for p in parts:
+        if not isinstance(p, _Coded):
+            continue
+        try:
+            if p.values in checked:
+                continue
+        except TypeError:  # an unhashable value: neither a str nor an int
+            return False
+        if not all(isinstance(v, str) if string else type(v) is int for v in p.values):
+            return False
+        checked.add(p.values)
+    return True
+
+
+def _codes(parts: list[Any], order: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+    """A typed string column as codes (int64, in ``order``) into its distinct values (first seen first)."""
+    uniques: dict[str, int] = {}
+    codes = []
+    remaps: dict[tuple, np.ndarray] = {}  # per values tuple (many parts share one): its values' codes
+    for p in parts:
+        if isinstance(p, _Coded):
+            remap = remaps.get(p.values)
+            if remap is None:
+                remap = remaps[p.values] = np.array(
+                    [uniques.setdefault(v, len(uniques)) for v in p.values], dtype=np.int64
+                )
+            codes.append(remap[p.codes] if len(remap) else np.zeros(0, np.int64))
+        else:  # a dictionary-encoded chunk
+            remap = np.array([uniques.setdefault(v, len(uniques)) for v in p.dictionary.to_pylist()], dtype=np.int64)
+            codes.append(remap[p.indices.to_numpy(zero_copy_only=False)] if len(remap) else np.zeros(0, np.int64))
+    all_codes = np.concatenate(codes)
+    return (all_codes if order is None else all_codes[order]), list(uniques)
 
 
 def _numbers(part: Any) -> np.ndarray:

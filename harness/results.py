@@ -20,6 +20,7 @@ folder removes every such folder whose process is gone.
 
 from __future__ import annotations
 
+import base64
 import errno
 import os
 import re
@@ -75,6 +76,29 @@ OPS_SCHEMA = pa.schema(
     ]
 )
 OPS_COLUMNS = OPS_SCHEMA.names
+
+
+def dictionary_encoded(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with its string columns dictionary-encoded (int32 codes): how a long table is held in memory."""
+    return pa.schema(
+        [f.with_type(pa.dictionary(pa.int32(), f.type)) if pa.types.is_string(f.type) else f for f in schema],
+        metadata=schema.metadata,
+    )
+
+
+def declared(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with its dictionary-encoded columns as their values' type: what a file of it declares."""
+    return pa.schema(
+        [f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema],
+        metadata=schema.metadata,
+    )
+
+
+OPS_TABLE_SCHEMA = dictionary_encoded(OPS_SCHEMA).with_metadata(
+    {b"harness.schema_version": RESULTS_SCHEMA_VERSION.encode(), b"harness.table": b"ops"}
+)
+"""A run's ops table in memory (``harness.oplog.OpLog.table``): ``OPS_SCHEMA`` with its strings dictionary-encoded
+(a million rows share a few hundred names); written and read back as ``OPS_SCHEMA``."""
 
 METRICS_SCHEMA = pa.schema(
     [
@@ -210,7 +234,7 @@ def write_results(out_dir: Path, tables: dict[str, pa.Table], files: dict[str, b
         raise OutputPathError(f"{out_dir}: cannot create the results folder: {err.strerror or err}") from None
     try:
         for name, table in tables.items():
-            pq.write_table(table, staging / f"{name}.parquet", use_dictionary=_dictionary_columns(table))
+            _write_table(table, staging / f"{name}.parquet")
         for name, data in (files or {}).items():
             (staging / name).write_bytes(data)
         os.rename(staging, out_dir)
@@ -220,6 +244,22 @@ def write_results(out_dir: Path, tables: dict[str, pa.Table], files: dict[str, b
             raise OutputPathError(f"{out_dir}: cannot write the results: {_reason(err)}") from None
         raise
     return out_dir
+
+
+def _write_table(table: pa.Table, path: Path) -> None:
+    """One results file. A dictionary-encoded string column is written from its codes as they are (no string per
+    row made, none hashed again) and declared as a string column: the file reads back as the strings' table would,
+    its Arrow schema (``ARROW:schema``, what readers take the column types from) the same bytes."""
+    dictionary_encoded = any(pa.types.is_dictionary(field.type) for field in table.schema)
+    if not dictionary_encoded:
+        pq.write_table(table, path, use_dictionary=_dictionary_columns(table))
+        return
+    schema = declared(table.schema)
+    with pq.ParquetWriter(path, table.schema, use_dictionary=_dictionary_columns(table), store_schema=False) as writer:
+        writer.write_table(table)
+        writer.add_key_value_metadata(
+            {**(schema.metadata or {}), b"ARROW:schema": base64.b64encode(schema.serialize().to_pybytes())}
+        )
 
 
 def _dictionary_columns(table: pa.Table) -> list[str]:

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from harness import __version__
-from harness.backend import Backend, ops_frame
+from harness.backend import Backend, categorical_ops_frame, ops_frame, ops_table
 from harness.errors import SPEC_WORKLOAD, InputError
 from harness.limits import Limits, beyond
 from harness.memory_release import release_freed_memory
@@ -178,15 +178,19 @@ def execute_run(
     clock = time.perf_counter()
     status, error, n_ops = "ok", "", 0
     tables: RunTables = {}
-    outcome = ops = None
+    outcome = ops = ops_arrow = None
     try:
         outcome = backend.run(policy.policy.main, prepared.inputs, policy.params)
         wall_s = time.perf_counter() - clock
-        ops = ops_frame(outcome.ops, run_id)
+        ops_arrow = ops_table(outcome.ops, run_id)  # strings dictionary-encoded, as the op log keeps them
+        categorical = loaded.workload.ops_categorical_strings
+        ops = None if categorical else ops_frame(outcome.ops, run_id)
         result, backend_metrics = outcome.result, outcome.metrics
-        outcome = None  # its op log, now that the frame is made (a long run's: ~100 MB)
+        outcome = None  # its op log, now that the tables are made (a long run's: ~100 MB)
         release_freed_memory()
-        n_ops = len(ops)
+        if categorical:  # made from the table once the log is freed
+            ops = categorical_ops_frame(ops_arrow)
+        n_ops = ops_arrow.num_rows
         run_metrics = loaded.workload.metrics(prepared.inputs, ops, result)
         extra = loaded.workload.tables(prepared.inputs, ops, result) if loaded.workload.tables else {}
         unknown = sorted(set(extra) - set(loaded.workload.extra_tables))
@@ -196,7 +200,7 @@ def execute_run(
             )
         rows = [(run_id, row.metric, row.item, row.value, row.unit) for row in run_metrics]
         rows += [(run_id, name, -1, float(value), unit) for name, (value, unit) in backend_metrics.items()]
-        tables["ops"] = to_table("ops", ops)
+        tables["ops"] = ops_arrow
         tables["metrics"] = to_table("metrics", pd.DataFrame(rows, columns=METRICS_SCHEMA.names))
         for name, frame in extra.items():
             tables[name] = to_table(name, frame.assign(run_id=run_id), loaded.workload.extra_tables[name])
@@ -208,7 +212,7 @@ def execute_run(
             error += "\n" + traceback.format_exc(limit=8)
         tables = {}
     tables["runs"] = _run_row(prepared, index, backend, status, error, started, wall_s, n_ops)
-    outcome = ops = None  # the run's op log and frame: its tables are made
+    outcome = ops = ops_arrow = None  # the run's op log and frame: its tables are made
     release_freed_memory()
     return tables
 

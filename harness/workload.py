@@ -184,6 +184,9 @@ class Workload:
     # Each name needs its Arrow schema in extra_tables, with "run_id" as first column; the runner adds
     # run_id to every row and writes <name>.parquet (an empty table when no run succeeded).
     tables: Callable[[Any, pd.DataFrame, Any], dict[str, pd.DataFrame]] | None = None
+    # The metrics and tables read the ops' string columns only by value (compare, isin, .str tests, group-by): they
+    # may take them as pandas categoricals (harness.backend.categorical_ops_frame), no string per row made.
+    ops_categorical_strings: bool = False
     extra_tables: dict[str, Any] = field(default_factory=dict)  # name -> pyarrow.Schema
     commands: CommandsFactory | None = None  # extra `harness` commands of this workload
     # Optional lines `harness sim` / `replay` print below the summary table: notes(results tables by name) -> lines

@@ -80,6 +80,7 @@ WORKLOAD = Workload(
     headline_metrics=(HeadlineMetric("makespan_us", "lower", "recorded_makespan_us", "the recording"),),
     devices=lambda params: params.devices,  # a multi-rank recording: one per rank (harness.multirank_import)
     tables=tables,
+    ops_categorical_strings=True,  # the metrics compare, test and group the ops' strings
     extra_tables={"what_ifs": WHAT_IFS_SCHEMA},
     notes=notes,
     commands=commands,

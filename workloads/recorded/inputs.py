@@ -32,23 +32,29 @@ def prepare(ctx: PrepareContext) -> RecordedProgram:
     params: RecordedParams = ctx.params
     path = (ctx.spec_dir / params.trace).resolve()
     trace = load_trace(path, categorical_strings=True)  # strings only compared and factorized here
-    ops = trace.ops
+    profiler_mode = trace.provenance.profiler_mode
+    handed = [_checked_ops(path, trace.ops, params)]
+    del trace
+    # The trace's frame handed over (no name here holds it): build_program frees it once it has read it.
+    program = build_program(handed.pop(), str(path), profiler_mode)
+    if not program.streams:
+        raise InputError(path, "", "no GPU op of the trace is linked to a host call (column 'correlation')")
+    return program
+
+
+def _checked_ops(path, ops: pd.DataFrame, params: RecordedParams) -> pd.DataFrame:
+    """The trace's ops, checked for what a recorded program needs, on the run's devices."""
     if "correlation" not in ops.columns or ops["correlation"].isna().all():
         raise InputError(
             path, "column 'correlation'", "not an imported profiler trace: write it with `harness trace import`"
         )
     is_call = ops["kind"].str.startswith("call_").to_numpy(dtype=bool)
-    calls = ops[is_call]
-    if calls.empty:
+    if not is_call.any():
         raise InputError(path, "", "the trace records no host runtime calls: nothing to re-issue")
     require_values(path, ops, "start_us", np.ones(len(ops), dtype=bool), "a recorded op needs its start")
     require_values(path, ops, "thread", is_call, "a host call needs its thread")
     require_values(path, ops, "host_gap_us", is_call, "a host call needs the CPU time before it")
-    ops = _one_device(path, ops) if params.devices == 1 else _ranks(path, ops, params.devices)
-    program = build_program(ops, str(path), trace.provenance.profiler_mode)
-    if not program.streams:
-        raise InputError(path, "", "no GPU op of the trace is linked to a host call (column 'correlation')")
-    return program
+    return _one_device(path, ops) if params.devices == 1 else _ranks(path, ops, params.devices)
 
 
 def _one_device(path, ops: pd.DataFrame) -> pd.DataFrame:

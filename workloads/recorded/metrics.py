@@ -51,18 +51,43 @@ def union_us(start: np.ndarray, end: np.ndarray) -> float:
 
 def waiting_for_host_us(ops: pd.DataFrame) -> float:
     """Idle time of one device before ops the host had not issued yet when the device went idle."""
-    ops = ops.sort_values("start_us", kind="stable")
-    start, end, issue = ops["start_us"].to_numpy(), ops["end_us"].to_numpy(), ops["issue_us"].to_numpy()
+    return _waited_us(ops["start_us"].to_numpy(), ops["end_us"].to_numpy(), ops["issue_us"].to_numpy())
+
+
+def _waited_us(start: np.ndarray, end: np.ndarray, issue: np.ndarray) -> float:
+    """:func:`waiting_for_host_us` of one device's ops given as arrays (in the table's order)."""
+    order = np.argsort(start, kind="stable")
+    start, end, issue = start[order], end[order], issue[order]
     busy_until = np.maximum.accumulate(end)
     idle_from = np.concatenate(([0.0], busy_until[:-1]))
     waited = np.minimum(start, np.maximum(issue, idle_from)) - idle_from
     return float(np.clip(waited, 0.0, None).sum())
 
 
+def _text(ops: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """A string column as (codes, values): ``values[codes]`` is the column, the values sorted (codes ordered as the
+    strings are), from a categorical's codes as they are (no string per row) or by factorizing the strings."""
+    series = ops[column]
+    if isinstance(series.dtype, pd.CategoricalDtype) and series.cat.categories.is_monotonic_increasing:
+        return series.cat.codes.to_numpy(), series.cat.categories.to_numpy(dtype=object)
+    if isinstance(series.dtype, pd.CategoricalDtype):  # categories in another order: sorted as the strings
+        series = series.astype(object)
+    codes, values = pd.factorize(series, sort=True)  # a missing value: code -1
+    return codes, np.asarray(values, dtype=object)
+
+
 def metrics(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult) -> list[MetricRow]:
     makespan = float(ops["end_us"].max()) if len(ops) else 0.0
-    on_device = (ops["device"] >= 0) & ops["kind"].isin(DEVICE_KINDS) & ~ops["name"].isin(SPACERS)
-    device_ops = ops.loc[on_device, ["device", "stream", "kind", "issue_us", "start_us", "end_us"]]  # those read
+    # The devices' ops, as arrays in the table's order (no frame of them: a long run's are half a million rows)
+    device = ops["device"].to_numpy()
+    kind_codes, kinds = _text(ops, "kind")
+    stream_codes, streams = _text(ops, "stream")
+    name_codes, names = _text(ops, "name")
+    on_device = (device >= 0) & np.isin(kind_codes, np.flatnonzero(np.isin(kinds, DEVICE_KINDS)))
+    on_device &= ~np.isin(name_codes, np.flatnonzero(np.isin(names, SPACERS)))
+    del name_codes
+    device, kind_codes, stream_codes = device[on_device], kind_codes[on_device], stream_codes[on_device]
+    start, end, issue = (ops[c].to_numpy()[on_device] for c in ("start_us", "end_us", "issue_us"))
     rows = [
         MetricRow("makespan_us", makespan, "us"),
         MetricRow("recorded_makespan_us", program.recorded_span_us, "us"),
@@ -83,25 +108,33 @@ def metrics(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult)
             ]
     per = max(makespan, 1e-9)
     busy, waited = [], []
-    for device, part in device_ops.groupby("device"):
-        busy.append(union_us(part["start_us"].to_numpy(), part["end_us"].to_numpy()) / per)
-        waited.append(waiting_for_host_us(part))
+    devices = np.unique(device)
+    for d in devices.tolist():  # each device's ops in the table's order (all of them: one device)
+        mine = slice(None) if len(devices) == 1 else device == d
+        busy.append(union_us(start[mine], end[mine]) / per)
+        waited.append(_waited_us(start[mine], end[mine], issue[mine]))
         rows += [
-            MetricRow("gpu_busy_frac", busy[-1], "fraction", int(device)),
-            MetricRow("gpu_wait_for_host_us", waited[-1], "us", int(device)),
+            MetricRow("gpu_busy_frac", busy[-1], "fraction", int(d)),
+            MetricRow("gpu_wait_for_host_us", waited[-1], "us", int(d)),
         ]
     rows += [
         MetricRow("gpu_busy_frac", float(np.mean(busy)) if busy else 0.0, "fraction"),
         MetricRow("gpu_wait_for_host_us", float(sum(waited)), "us"),
     ]
     for kind, metric in (("copy_h2d", "h2d_busy_frac"), ("copy_d2h", "d2h_busy_frac")):
-        part = device_ops[device_ops["kind"] == kind]
-        rows.append(
-            MetricRow(metric, union_us(part["start_us"].to_numpy(), part["end_us"].to_numpy()) / per, "fraction")
-        )
-    for (device, stream), part in device_ops.groupby(["device", "stream"]):
-        value = union_us(part["start_us"].to_numpy(), part["end_us"].to_numpy()) / per
-        rows.append(MetricRow(f"stream_{device}_{stream}_busy_frac", value, "fraction"))
+        code = np.flatnonzero(kinds == kind)
+        mine = kind_codes == (code[0] if len(code) else -2)
+        rows.append(MetricRow(metric, union_us(start[mine], end[mine]) / per, "fraction"))
+    # each (device, stream) in order (device, then the stream's name: its code), its ops in the table's order
+    width = len(streams) + 1  # code -1 (no stream) is 0 here
+    for pair in np.unique(device.astype(np.int64) * width + stream_codes.astype(np.int64) + 1).tolist():
+        d, code = divmod(pair, width)
+        code -= 1
+        if code < 0:  # no stream: a group-by leaves it out
+            continue
+        mine = (device == d) & (stream_codes == code)
+        value = union_us(start[mine], end[mine]) / per
+        rows.append(MetricRow(f"stream_{d}_{streams[code]}_busy_frac", value, "fraction"))
     rows += _group_rows(program, ops)
     return rows
 
@@ -115,12 +148,12 @@ def _group_rows(program: RecordedProgram, ops: pd.DataFrame) -> list[MetricRow]:
     host = ops.loc[(ops["kind"] == "host_work") & ops["name"].str.startswith("cpu:"), ["name", "start_us"]]
     if host.empty:
         return []
-    first = host.groupby("name", sort=False)["start_us"].min().sort_values()
-    issued = ops.loc[ops["device"] >= 0, ["issue_us", "start_us", "end_us"]]
+    first = host.groupby("name", sort=False, observed=True)["start_us"].min().sort_values()
+    issued = ops["device"].to_numpy() >= 0
     # each op in the group whose first host work began last at or before its issue (none before the first)
-    group = np.searchsorted(first.to_numpy(), issued["issue_us"].to_numpy(), side="right") - 1
+    group = np.searchsorted(first.to_numpy(), ops["issue_us"].to_numpy()[issued], side="right") - 1
     inside = group >= 0
-    start, end = issued["start_us"].to_numpy()[inside], issued["end_us"].to_numpy()[inside]
+    start, end = ops["start_us"].to_numpy()[issued][inside], ops["end_us"].to_numpy()[issued][inside]
     extent = pd.DataFrame({"group": group[inside], "start": start, "end": end}).groupby("group", sort=True)
     starts, ends = extent["start"].min(), extent["end"].max()
     named = first.index.to_numpy()[starts.index.to_numpy()].tolist()  # each group's host work name (ends: same index)

@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 
 from harness.gc_pause import collector_paused
+from harness.id_membership import isin_ids
+from harness.memory_release import release_freed_memory
 
 if TYPE_CHECKING:
     from workloads.recorded.calltable import CallTable
@@ -188,6 +190,7 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
         else:
             columns[c] = ops[c].to_numpy()
     ops = pd.DataFrame(columns, copy=False)
+    del columns  # the frame holds them (and the trace's frame, handed over, is freed with them below)
     call_rows = np.flatnonzero(is_call)
     thread_rank, _ = pd.factorize(ops["thread"].to_numpy()[call_rows], sort=True, use_na_sentinel=False)
     call_rows = call_rows[np.lexsort((ops["start_us"].to_numpy()[call_rows], thread_rank))]
@@ -195,14 +198,14 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     # the frame taken once the syncs before the first GPU work are left out.
     call_column = {c: ops[c].take(call_rows) for c in ("correlation", "kind", "start_us", "duration_us")}
     gpu = ops.loc[(ops["device"].to_numpy() >= 0) & ~is_call, _read_by(ops, _CALL_ONLY)]
-    linked = gpu[gpu["correlation"].isin(call_column["correlation"])]
-    op_table = OpTable.of(linked)
+    is_linked = isin_ids(gpu["correlation"], call_column["correlation"])
+    linked = gpu if is_linked.all() else gpu[is_linked]  # read only: every op linked (as usual), no copy of them
     # Only a wait that names its record's correlation orders streams by itself; torch 2.11's sync events
     # name the waiting stream and an event id but not the record (-1), so the ordering is inferred then.
     sync_events = bool(ops["wait_correlation"].take(call_rows).notna().any())
 
     call_start = call_column["start_us"]
-    first_gpu_call = call_start[call_column["correlation"].isin(linked["correlation"])].min()
+    first_gpu_call = call_start[isin_ids(call_column["correlation"], linked["correlation"])].min()
     is_leading = (call_column["kind"].isin(SYNC_CALLS) & (call_start < first_gpu_call)).to_numpy()
     start_us = 0.0
     if is_leading.any():
@@ -210,12 +213,21 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
         call_rows = call_rows[~is_leading]
     calls = ops[_read_by(ops, _GPU_ONLY)].take(call_rows)
     del ops, call_column  # the calls and the GPU ops hold what is read from here on
+    release_freed_memory()  # the trace's columns, freed: their pages back before the next frames are made
+    op_table = OpTable.of(linked)
 
     calls = _without_copy_waits(calls, linked)
     waits, records, inferred = infer_waits(gpu, calls) if not sync_events else ({}, {}, 0)
     threads = []
     first_start = calls.groupby("thread", sort=False)["start_us"].min()
     own_device = _thread_devices(calls, linked)
+    # What is read of the GPU ops, taken before the threads' tables are made: the ops are freed first.
+    ends = [float((calls["start_us"] + calls["duration_us"]).max())]
+    if len(linked):
+        ends.append(float((linked["start_us"] + linked["duration_us"]).max()))
+    group_us, unlinked, graph_timing = _group_spans(calls, linked), len(gpu) - len(linked), measure_graph_timing(gpu, calls)
+    del gpu, linked
+    release_freed_memory()
     thread_names = calls["thread"].unique()
     one = len(thread_names) == 1 and pd.notna(thread_names[0])
     by_thread = [(thread_names[0], calls)] if one else calls.groupby("thread", sort=False)
@@ -224,9 +236,6 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
         threads.append(ThreadProgram(str(thread), table=table))
     threads.sort(key=lambda t: float(first_start[t.name] if t.name in first_start.index else 0.0))
 
-    ends = [float((calls["start_us"] + calls["duration_us"]).max())]
-    if len(linked):
-        ends.append(float((linked["start_us"] + linked["duration_us"]).max()))
     streams = tuple(sorted(set(op_table.stream.tolist()), key=lambda s: (s[0], _natural(s[1]))))
     return RecordedProgram(
         threads=tuple(threads),
@@ -234,14 +243,14 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
         devices=max((s[0] for s in streams), default=0) + 1,
         start_us=start_us,
         recorded_span_us=max(ends) - start_us,
-        recorded_group_us=_group_spans(calls, linked),
+        recorded_group_us=group_us,
         sync_events=sync_events,
         inferred_waits=inferred,
-        unlinked_ops=len(gpu) - len(linked),
+        unlinked_ops=unlinked,
         source=source,
         profiler_mode=profiler_mode,
         gap_counts=bool(len(calls)) and bool(calls["gap_aten_ops"].notna().all()),
-        graph_timing=measure_graph_timing(gpu, calls),
+        graph_timing=graph_timing,
     )
 
 
@@ -250,7 +259,7 @@ def _thread_devices(calls: pd.DataFrame, linked: pd.DataFrame) -> dict:
     streams its other calls name (a sync, a record, a wait) are on it; other threads' are on device 0."""
     threads = calls["thread"].unique()
     if len(threads) == 1 and pd.notna(threads[0]):  # one thread: the devices of the GPU ops its calls launched
-        found = linked["device"][linked["correlation"].isin(calls["correlation"]).to_numpy()].unique()
+        found = linked["device"][isin_ids(linked["correlation"], calls["correlation"])].unique()
         return {threads[0]: int(found[0])} if len(found) == 1 else {}
     thread_of = calls[["correlation", "thread"]].drop_duplicates("correlation").set_index("correlation")["thread"]
     devices = linked["device"].groupby(linked["correlation"].map(thread_of)).unique()
@@ -378,39 +387,55 @@ def infer_waits(gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[dict, dict, int
     correlation: [(stream, event)]}, count)``; inferred events have ids < 0.
     """
     call_end = (calls["start_us"] + calls["duration_us"]).groupby(calls["correlation"]).max()
-    ops = gpu[["device", "stream", "start_us", "duration_us", "correlation"]]  # the columns read (no copy of the rest)
-    ops = ops.assign(end_us=ops["start_us"] + ops["duration_us"]).sort_values("start_us", kind="stable")
-    at = call_end.index.get_indexer(ops["correlation"])  # each op's call (-1: none among the calls)
-    ops = ops[at >= 0]
-    stream = ops["stream"]
+    # The columns read, as arrays in start order (stable), of the ops whose call is among the calls: no frame copies
+    start = gpu["start_us"].to_numpy()
+    order = np.argsort(start, kind="stable")
+    at = _positions(call_end.index.to_numpy(), gpu["correlation"].to_numpy()[order])  # each op's call (-1: none)
+    order, at = order[at >= 0], at[at >= 0]
+    stream = gpu["stream"]
     if pd.api.types.infer_dtype(stream, skipna=False) != "string":  # as text (already so: Python strings)
         stream = stream.astype(str)
-    ops = ops.assign(launched_us=call_end.to_numpy()[at[at >= 0]], stream=stream)
+    stream = stream.to_numpy(dtype=object)[order]
+    start = start[order]
+    end = start + gpu["duration_us"].to_numpy()[order]  # the same sums as over the rows before the sort
+    device, correlation = gpu["device"].to_numpy()[order], gpu["correlation"].to_numpy()[order]
+    launched = call_end.to_numpy()[at]
+    del order, at
     waits: dict[int, list] = {}
     records: dict[int, list] = {}
     inferred = 0
-    for device, dev_ops in ops.groupby("device"):
-        by_end = dev_ops.sort_values("end_us", kind="stable")
-        ends, end_streams, end_corrs = (by_end[c].to_numpy() for c in ("end_us", "stream", "correlation"))
-        stream_of = dev_ops["stream"].to_numpy()
-        start_of, end_of = dev_ops["start_us"].to_numpy(), dev_ops["end_us"].to_numpy()
+    devices = np.unique(device)
+    for dev in devices.tolist():  # each device's ops, in start order
+        mine = slice(None) if len(devices) == 1 else device == dev
+        stream_of, start_of, end_of = stream[mine], start[mine], end[mine]
+        corr_of = correlation[mine]
+        by_end = np.argsort(end_of, kind="stable")
+        ends, end_streams, end_corrs = end_of[by_end], stream_of[by_end], corr_of[by_end]
         # each op's stream's latest end before it (in start order; -inf for the first): a running max
         latest = pd.Series(end_of).groupby(stream_of).cummax().groupby(stream_of).shift(1).fillna(-np.inf)
-        allowed_of = np.maximum(latest.to_numpy(), dev_ops["launched_us"].to_numpy())
+        allowed_of = np.maximum(latest.to_numpy(), launched[mine])
         held = np.flatnonzero(~(start_of <= allowed_of + INFER_TOLERANCE_US))  # the others were not held
-        corr_of = dev_ops["correlation"].to_numpy()
-        for stream, start, allowed, corr in zip(
+        for stream_name, op_start, allowed, corr in zip(
             stream_of[held].tolist(), start_of[held].tolist(), allowed_of[held].tolist(), corr_of[held].tolist()
         ):
-            i = int(np.searchsorted(ends, start + 1.0, side="right")) - 1  # the latest end by start + 1 µs ...
-            while i >= 0 and ends[i] >= allowed and end_streams[i] == stream:  # ... on another stream
+            i = int(np.searchsorted(ends, op_start + 1.0, side="right")) - 1  # the latest end by start + 1 µs ...
+            while i >= 0 and ends[i] >= allowed and end_streams[i] == stream_name:  # ... on another stream
                 i -= 1
             if i < 0 or ends[i] < allowed:
                 continue
             inferred += 1
-            records.setdefault(int(end_corrs[i]), []).append(((int(device), str(end_streams[i])), -inferred))
-            waits.setdefault(int(corr), []).append(((int(device), str(stream)), -inferred))
+            records.setdefault(int(end_corrs[i]), []).append(((int(dev), str(end_streams[i])), -inferred))
+            waits.setdefault(int(corr), []).append(((int(dev), str(stream_name)), -inferred))
     return waits, records, inferred
+
+
+def _positions(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each value's position in ``keys`` (sorted, distinct, no NaN), -1 where it is not one: ``Index.get_indexer``
+    by binary search (no hash table of the keys)."""
+    at = np.searchsorted(keys, values)
+    found = at < len(keys)
+    found[found] = keys[at[found]] == values[found]
+    return np.where(found, at, -1)
 
 
 def _group_spans(calls: pd.DataFrame, linked: pd.DataFrame) -> tuple[tuple[str, float], ...]:

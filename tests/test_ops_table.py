@@ -1,0 +1,156 @@
+"""The results' ops table made straight from the op log (``harness.backend.ops_table``: strings dictionary-encoded),
+its file, and the categorical frame the recorded metrics read: the same table, file and metrics as the ops frame's."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.backend import categorical_ops_frame, ops_frame, ops_table
+from harness.oplog import OpLog
+from harness.paths import SPECS_DIR
+from harness.results import OPS_SCHEMA, OPS_TABLE_SCHEMA, declared, to_table, write_results
+from harness.spec import load_spec
+from sim import SimBackend
+from tests.test_oplog import ROW, STEP, _log_of
+
+RUN_ID = "spec:policy:sim:r0"
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """A dictionary-encoded table with its strings as strings."""
+    return table.cast(declared(table.schema))
+
+
+def _expected(log: OpLog) -> pa.Table:
+    """The ops table as the runner made it before: the ops frame, converted."""
+    return to_table("ops", ops_frame(log, RUN_ID))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(st.one_of(ROW, STEP), max_size=40), chunk=st.integers(1, 9))
+def test_the_log_table_is_the_frame_table(records, chunk) -> None:
+    log = _log_of(records, chunk)
+    table = ops_table(log, RUN_ID)
+    assert table.schema.equals(OPS_TABLE_SCHEMA, check_metadata=True)
+    assert _plain(table).equals(_expected(log), check_metadata=True)
+
+
+def test_values_a_typed_column_cannot_hold_come_through_the_frame() -> None:
+    rows = [
+        (1, 0, "s", "kernel", "a", 0, "", "main", 0.0, 1.0, 2.0),
+        (2, 0, "s", "kernel", None, 0, "", "main", 1.0, 2.0, 3.0),  # a missing name
+        (3, 0, "s", "kernel", "b", 0, "", "main", 2, 2.0, 3.0),  # an int time beside floats
+    ]
+    log = OpLog(rows)
+    assert log.table(RUN_ID) is None  # the log cannot: the frame's table, dictionary-encoded
+    table = ops_table(log, RUN_ID)
+    assert table.schema.equals(OPS_TABLE_SCHEMA, check_metadata=True)
+    assert _plain(table).equals(_expected(log), check_metadata=True)
+    assert table["name"].to_pylist() == ["a", None, "b"]
+
+
+def test_rows_given_as_columns_and_out_of_order_ids() -> None:
+    log = OpLog()
+    log.append((9, 0, "s7", "copy_d2h", "state", 64, "pinned", "main", 4.0, 9.0, 12.0))
+    log.append_columns(
+        np.array([5, 2]),
+        {
+            "stream": (np.array([1, 0]), ("s9", "s7")),
+            "kind": (0, ("kernel",)),
+            "name": (np.array([0, 1]), ("gemm", "add")),
+            "host_memory": (0, ("",)),
+            "thread": (0, ("main",)),
+        },
+        device=0,
+        bytes=0,
+        issue_us=np.array([2.5, 6.0]),
+        start_us=np.array([3.0, 12.0]),
+        end_us=np.array([9.0, 12.5]),
+    )
+    table = ops_table(log, RUN_ID)
+    assert table["op_id"].to_pylist() == [2, 5, 9]
+    assert _plain(table).equals(_expected(log), check_metadata=True)
+
+
+def test_an_empty_log_makes_the_empty_table() -> None:
+    table = ops_table(OpLog(), RUN_ID)
+    assert table.num_rows == 0 and table.schema.equals(OPS_TABLE_SCHEMA)
+    assert _plain(table).equals(_expected(OpLog()), check_metadata=True)
+
+
+def test_a_dictionary_encoded_table_is_written_as_its_strings(tmp_path) -> None:
+    """The file of the dictionary-encoded table is the strings' file as read back: same table, same key-value
+    metadata (the Arrow schema, ``ARROW:schema``, included), same pandas dtypes."""
+    log = _log_of([(0, 0, "gpu", "kernel", "naïve ✓", 0, "", "main", 0.0, 1.0, 2.0)] * 3, 2)
+    for i in range(5):
+        kind = log.step_kind(0, "gpu", f"k{i % 2}", "main", "main", "sync:gpu")
+        log.append_step(kind, 100 + 2 * i, 10.0 * i, 10.0 * i + 1, 10.0 * i + 4, 10.0 * i + 5)
+    encoded = ops_table(log, RUN_ID)
+    write_results(tmp_path / "encoded", {"ops": encoded})
+    write_results(tmp_path / "plain", {"ops": _expected(log)})
+    a, b = (pq.read_table(tmp_path / side / "ops.parquet") for side in ("encoded", "plain"))
+    assert a.schema.equals(OPS_SCHEMA.with_metadata(b.schema.metadata), check_metadata=True)
+    assert a.equals(b, check_metadata=True)
+    assert pq.read_metadata(tmp_path / "encoded" / "ops.parquet").metadata == pq.read_metadata(
+        tmp_path / "plain" / "ops.parquet"
+    ).metadata
+    frames = [pq.read_table(tmp_path / side / "ops.parquet").to_pandas() for side in ("encoded", "plain")]
+    pd.testing.assert_frame_equal(frames[0], frames[1], check_exact=True)
+    assert frames[0]["name"].dtype == pd.Series(["x"]).dtype  # the strings' dtype, not a categorical
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(st.one_of(ROW, STEP), max_size=30), chunk=st.integers(1, 9))
+def test_the_categorical_frame_holds_the_frame_values_and_groups_alike(records, chunk) -> None:
+    log = _log_of(records, chunk)
+    strings, got = ops_frame(log, RUN_ID), categorical_ops_frame(ops_table(log, RUN_ID))
+    assert list(got.columns) == list(strings.columns) and len(got) == len(strings)
+    for name in strings.columns:
+        if isinstance(got[name].dtype, pd.CategoricalDtype):
+            assert got[name].astype(object).tolist() == strings[name].astype(object).tolist()
+        else:
+            # the table's types: a time column of ints (SimPy's clock starts at the int 0) comes as float64
+            pd.testing.assert_series_equal(got[name], strings[name].astype(got[name].dtype), check_exact=True)
+            assert not len(got) or got[name].dtype == (np.float64 if name.endswith("_us") else np.int64)
+    if len(strings):
+        keys = ["device", "stream", "name"]
+        by_string = strings.groupby(keys)["end_us"].max()
+        by_category = got.groupby(keys, observed=True)["end_us"].max()
+        assert by_category.index.tolist() == by_string.index.tolist()
+        assert by_category.tolist() == by_string.tolist()
+
+
+def _recorded_specs() -> list[str]:
+    return sorted(p.name for p in SPECS_DIR.glob("*.toml") if 'kind = "recorded"' in p.read_text())
+
+
+@functools.cache
+def _prepared(spec_name: str):
+    loaded = load_spec(SPECS_DIR / spec_name)
+    return loaded, loaded.workload.prepare(loaded.prepare_context())
+
+
+@pytest.mark.parametrize("spec_name", _recorded_specs())
+def test_recorded_metrics_from_the_categorical_frame_are_the_string_frames(spec_name) -> None:
+    """The recorded workload takes its ops as categoricals (``ops_categorical_strings``): each policy's metrics
+    and tables from that frame are those from the ops frame of strings, value for value, row for row."""
+    loaded, inputs = _prepared(spec_name)
+    assert loaded.workload.ops_categorical_strings
+    for policy in loaded.policies:
+        backend = SimBackend(loaded.profile, 1, loaded.device_memory_bytes, seed=loaded.spec.seed)
+        outcome = backend.run(policy.policy.main, inputs, policy.params)
+        strings = ops_frame(outcome.ops, RUN_ID)
+        categorical = categorical_ops_frame(ops_table(outcome.ops, RUN_ID))
+        expected = loaded.workload.metrics(inputs, strings, outcome.result)
+        assert loaded.workload.metrics(inputs, categorical, outcome.result) == expected
+        tables = loaded.workload.tables(inputs, categorical, outcome.result)
+        for name, frame in loaded.workload.tables(inputs, strings, outcome.result).items():
+            pd.testing.assert_frame_equal(tables[name], frame, check_exact=True)
