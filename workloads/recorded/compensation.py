@@ -22,10 +22,14 @@ calibration measured it (``gpu_overhead``: the calibration's graph replays timed
 CUDA events, profiled against unprofiled) and the spec asks for it
 (``graph_gpu_overhead = "subtract"``), each kernel a recorded graph launch holds loses
 ``gpu_overhead.graph_kernel`` µs of its duration, never below 0. Eager kernels are left
-as recorded. It is off by default: on the H100 corpus (2026-12-07) the calibrations'
-event-timed replays grew 0.9-1.1 µs a kernel under the profiler while the recordings'
-graph replays were only 4-8% (about 0.2 µs a kernel) over the unprofiled programs, so
-the cut made the graph programs 20-37% too fast (`traces/recorded/corpus/README.md`).
+as recorded. The default, ``"auto"``, subtracts only a figure timed with the replay
+*queued* behind GPU work (``gpu_timing = "queued"``, calibrations from 2026-12-07 evening
+on). The older figures were timed with the GPU idle: under CUPTI a ``cudaGraphLaunch``
+takes 0.7-1 µs a kernel of host time and the graph's kernels start only after it returns
+(the H100 recordings: ~6 µs after), so their 0.9-1.3 µs a kernel held the launch's host
+time too, while the recordings' graph replays were only 0.15-0.19 µs a kernel over the
+unprofiled programs; subtracting them made the graph programs 20-37% too fast
+(`measurements/2026-12-07_cpu_decoder-compensation/`).
 
 **The recording's host against the calibration's** (:func:`host_speed`). The calibration's
 overheads are µs measured on one host in one phase; a recording made while the host ran much
@@ -260,6 +264,15 @@ def without_profiler_overhead(
             calls.append(replace(call, host_before_us=result.host_before_us, duration_us=result.duration_us))
         threads.append(ThreadProgram(thread.name, tuple(calls)))
     return replace(program, threads=tuple(threads)), removed
+
+
+def subtracts_graph_gpu(choice: str, calibration: ProfilerCalibration) -> bool:
+    """Whether a compensated run takes the calibrated GPU time out of graph kernels: ``"subtract"`` always,
+    ``"keep"`` never, ``"auto"`` where the calibration timed its graph replays queued behind GPU work
+    (``gpu_timing = "queued"``): the GPU's own time, not the profiled launch's host time with it."""
+    if choice == "auto":
+        return calibration.gpu_timing == "queued" and graph_kernel_gpu_us(calibration) > 0
+    return choice == "subtract"
 
 
 def graph_kernel_gpu_us(calibration: ProfilerCalibration) -> float:
