@@ -401,12 +401,17 @@ def count_events(
                 "graph_launch": len(launches) / n,
                 "graph_kernel": len(kernels) / n,
                 LAUNCH_CALL_KEY: float(launches["dur"].median()) if len(launches) else 0.0,
+                KERNEL_CALL_KEY: float(kernel_calls["dur"].median()) if len(kernel_calls := inside(
+                    calls[calls["name"] == "cudaLaunchKernel"])) else 0.0,  # fmt: skip
             }
         )
     return {s: {k: statistics.median(p[k] for p in rows) for k in rows[0]} for s, rows in per_pass.items()}
 
 
 LAUNCH_CALL_KEY = "graph_launch_call_us"  # count_events' median recorded cudaGraphLaunch duration (not a count)
+# ... and median recorded cudaLaunchKernel duration: a host-speed reference a recording has too (its launches' own
+# durations track its simple calls at 0.33-0.36 of them across the 2026-12-07 H100 corpus, the slow phase included)
+KERNEL_CALL_KEY = "kernel_launch_call_us"
 
 
 def run_round(mode: str, device_name: str, workdir: Path) -> dict:
@@ -450,7 +455,8 @@ def run_round(mode: str, device_name: str, workdir: Path) -> dict:
                 "shape": s,
                 "unprofiled_us": statistics.median(unprofiled[s]),
                 "profiled_us": statistics.median(profiled[s]),
-                "counts": {k: v for k, v in counts[s].items() if k != LAUNCH_CALL_KEY},
+                "counts": {k: v for k, v in counts[s].items() if k not in (LAUNCH_CALL_KEY, KERNEL_CALL_KEY)},
+                "kernel_launch_call_profiled_us": counts[s].get(KERNEL_CALL_KEY),
                 **({"gpu_unprofiled_us": gpu_unprofiled[s], "gpu_profiled_us": gpu_profiled[s],
                     "gpu_queued_unprofiled_us": queued_unprofiled[s], "gpu_queued_profiled_us": queued_profiled[s],
                     "launch_unprofiled_us": launch_unprofiled[s],

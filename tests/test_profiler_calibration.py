@@ -188,7 +188,7 @@ def test_events_of_a_cuda_only_trace_are_counted_between_the_marker_kernels(tmp_
     path.write_text(__import__("json").dumps({"traceEvents": events}))
     counts = count_events(path, ["launch"], {"launch": 2}, 1)["launch"]
     assert counts == {"aten_op": 0, "runtime_call": 2.5, "range": 0, "graph_launch": 0.5, "graph_kernel": 1.5,
-                      "graph_launch_call_us": 2.0}  # the graph launch call's recorded duration (median), not a count
+                      "graph_launch_call_us": 2.0, "kernel_launch_call_us": 2.0}  # calls' durations, not counts
 
 
 def test_the_cli_refuses_a_profiler_calibration_without_cuda_and_writes_nothing(tmp_path):
