@@ -28,6 +28,7 @@ import statistics
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pydantic
 
@@ -164,6 +165,10 @@ class ProfilerCalibration(_Strict):
     # GPU time the profiler adds to a CUDA graph's replay, per replay ("graph_launch") and per kernel in it
     # ("graph_kernel"): CUDA-event timings of the calibration's graph shapes, profiled vs unprofiled
     gpu_overhead: dict[str, Spread] = pydantic.Field(default_factory=dict)
+    # how gpu_overhead's replays were timed: "queued" (behind held GPU work: the replay's GPU time alone), "idle"
+    # (the GPU idle at the launch: the interval holds the profiled cudaGraphLaunch's host time too, 0.7-1 µs a
+    # kernel under CUPTI), "" (unknown: calibrations before 2026-12-07 evening, which timed them idle)
+    gpu_timing: Literal["", "idle", "queued"] = ""
 
     @pydantic.field_validator("overhead")
     @classmethod

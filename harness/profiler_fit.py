@@ -41,7 +41,19 @@ class ShapeTiming:
     profiled_us: float
     counts: dict[str, float]  # per step, by PROFILER_EVENT_KINDS
     gpu_unprofiled_us: float | None = None  # graph shapes: one replay's GPU time (CUDA events), unprofiled
-    gpu_profiled_us: float | None = None  # ... and profiled
+    gpu_profiled_us: float | None = None  # ... and profiled (the GPU idle at the launch: holds the launch's host time)
+    gpu_queued_unprofiled_us: float | None = None  # the same with the replay queued behind GPU work: GPU time alone
+    gpu_queued_profiled_us: float | None = None  # ... and profiled (rounds before 2026-12-07 evening lack them)
+
+    def gpu_pair(self) -> tuple[float, float, str] | None:
+        """(unprofiled, profiled) GPU µs of one replay and how they were timed: ``"queued"`` where the round timed
+        the replay behind held GPU work (its GPU time alone), else ``"idle"`` (the profiled launch's host time
+        included); None without GPU timings."""
+        if self.gpu_queued_unprofiled_us is not None and self.gpu_queued_profiled_us is not None:
+            return self.gpu_queued_unprofiled_us, self.gpu_queued_profiled_us, "queued"
+        if self.gpu_unprofiled_us is not None and self.gpu_profiled_us is not None:
+            return self.gpu_unprofiled_us, self.gpu_profiled_us, "idle"
+        return None
 
 
 @dataclass(frozen=True)
@@ -105,11 +117,13 @@ def program_scale_of(timing: ShapeTiming, overhead_us: dict[str, float]) -> floa
 
 def realistic_graph_kernel_us(timing: ShapeTiming) -> float | None:
     """GPU time the profiler added to each kernel of a graph replay (µs: profiled less unprofiled CUDA-event time
-    of one replay, over its kernels); None without GPU timings or kernels."""
+    of one replay, over its kernels; the queued timings where the round has them, :meth:`ShapeTiming.gpu_pair`);
+    None without GPU timings or kernels."""
     kernels = timing.counts.get("graph_kernel", 0.0)
-    if timing.gpu_unprofiled_us is None or timing.gpu_profiled_us is None or kernels <= 0:
+    pair = timing.gpu_pair()
+    if pair is None or kernels <= 0:
         return None
-    return (timing.gpu_profiled_us - timing.gpu_unprofiled_us) / kernels
+    return (pair[1] - pair[0]) / kernels
 
 
 def spread(values: list[float]) -> Spread:
@@ -154,11 +168,15 @@ def summarize(
     realistic = [x for r in rounds for t in r if t.shape in gpu_check_shapes
                  and (x := realistic_graph_kernel_us(t)) is not None]  # fmt: skip
     tight_note = ""
+    timed = {p[2] for r in rounds for t in r if t.shape in gpu_check_shapes and (p := t.gpu_pair()) is not None}
+    gpu_timing = "queued" if timed == {"queued"} else ("idle" if timed else "")
     if realistic:
         if gpu_overhead:
             tight_note = ("; tight graphs' GPU fit (not used): " + ", ".join(
                 f"{k} {v.median_us:.3f} ± {v.spread_us:.3f} µs" for k, v in gpu_overhead.items()))  # fmt: skip
         gpu_overhead = {"graph_kernel": spread(realistic)}
+    else:
+        gpu_timing = "idle" if gpu_overhead else ""  # the tight graphs' fit, timed with the GPU idle
     lines = []
     for shape in shapes:
         rows = [t for r in rounds for t in r if t.shape == shape]
@@ -177,6 +195,10 @@ def summarize(
         if gpu:
             fit_note += (f", GPU time a replay {spread([t.gpu_unprofiled_us for t in gpu]).median_us:.1f} -> "
                          f"{spread([t.gpu_profiled_us for t in gpu]).median_us:.1f} µs profiled")  # fmt: skip
+        queued = [t for t in rows if (p := t.gpu_pair()) is not None and p[2] == "queued"]
+        if queued:
+            fit_note += (f", queued {spread([t.gpu_queued_unprofiled_us for t in queued]).median_us:.1f} -> "
+                         f"{spread([t.gpu_queued_profiled_us for t in queued]).median_us:.1f} µs")  # fmt: skip
         lines.append(
             f"{shape}: unprofiled {unprof.median_us:.1f} ± {unprof.spread_us:.1f} µs/step, profiled "
             f"{prof.median_us:.1f} ± {prof.spread_us:.1f}, {fit_note} ({counts})"
@@ -193,6 +215,7 @@ def summarize(
         method=method,
         notes="; ".join(lines),
         gpu_overhead=gpu_overhead,
+        gpu_timing=gpu_timing,
         program_scale=scale_figure(scales, "the calibration's " + "/".join(check_shapes) + " shape") if scales else None,
     )
     return calibration, "\n".join(lines)

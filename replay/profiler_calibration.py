@@ -95,6 +95,8 @@ CPU_SHAPES = ("launch", "views", "composite", "ranges", "block")  # a CPU-only r
 STEPS = {"launch": 20, "views": 20, "composite": 20, "ranges": 20, "graph16": 40, "graph96": 30, "block": 10,
          "graph_block": 20}  # fmt: skip
 GPU_STEPS = 20  # graph replays timed on the GPU (CUDA events), unprofiled and profiled, per graph shape
+HOLD_ELEMENTS = 32 << 20  # hold_gpu's buffer: 32 Mi floats (128 MiB), ~80 µs a pass on an H100
+HOLD_PASSES = 24  # ~2 ms of GPU work ahead of a queued replay: longer than its profiled launch (0.1-0.3 ms)
 CHECK_SHAPES = ("block",)  # timed and counted like the others, not fitted: they give the program scale
 GPU_CHECK_SHAPES = ("graph_block",)  # a real program's graph: its replays' GPU time gives gpu_overhead.graph_kernel
 BLOCK = {"layers": 2, "hidden": 256, "heads": 4, "ffn": 688, "context": 32}
@@ -118,6 +120,7 @@ class StandardProgram:
         self.shapes = SHAPES if self.cuda else CPU_SHAPES
         self.block = _DecoderBlock(torch, device)
         self.graphs = {}
+        self._hold = None  # the buffer hold_gpu() works on, made at first use
         self.side = torch.cuda.Stream(device) if self.cuda else None  # the side stream of the hand-off idiom
         if self.cuda:
             for name, kernels in (("graph16", 16), ("graph96", 96)):
@@ -205,14 +208,24 @@ class StandardProgram:
         self.marker(shape)
         return elapsed * 1e6 / steps
 
-    def graph_gpu_us(self, steps: int) -> dict[str, float]:
+    def graph_gpu_us(self, steps: int, queued: bool = False) -> dict[str, float]:
         """Per graph shape: the GPU time of one replay (µs; CUDA events around it, median over ``steps``). Taken
-        outside the counted windows (no markers): the events' calls are not counted as the shapes' events."""
+        outside the counted windows (no markers): the events' calls are not counted as the shapes' events.
+
+        With the GPU idle (``queued`` False) the begin event runs at once and the replay's kernels reach the GPU
+        only when ``cudaGraphLaunch`` has submitted them: under the profiler that call takes 0.7-1 µs a kernel
+        (CUPTI; the 2026-12-07 H100 recordings' graph kernels start ~6 µs after the call *returns*), so the
+        interval holds the profiled launch's host time too. ``queued``: the GPU is first held busy
+        (:meth:`hold_gpu`, ~2 ms), so the begin event, the whole replay and the end event are all queued before
+        the GPU reaches them: the interval is the replay's GPU time alone, as in a program whose graphs run
+        back to back (``decode_graph``)."""
         torch, out = self.torch, {}
         for shape, graph in self.graphs.items():
             pairs = []
             for _ in range(steps):
                 begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                if queued:
+                    self.hold_gpu()
                 begin.record()
                 graph.replay()
                 end.record()
@@ -220,6 +233,20 @@ class StandardProgram:
                 self.sync()
             out[shape] = statistics.median(b.elapsed_time(e) * 1e3 for b, e in pairs)
         return out
+
+    def hold_gpu(self) -> None:
+        """Queue ~2 ms of GPU work (``HOLD_PASSES`` in-place passes over a 128 MiB buffer: plain elementwise
+        kernels, not the ``_sleep`` spin kernels that mark the counted windows) so that what the host queues next
+        waits for it."""
+        if self._hold is None:
+            self._hold = self.torch.zeros(HOLD_ELEMENTS, device=self.device)
+        for _ in range(HOLD_PASSES):
+            self._hold.mul_(1.0)
+
+    def launch_host_us(self, steps: int) -> dict[str, float]:
+        """Per graph shape: the host time of ``replay()`` alone (µs, median over ``steps``, the GPU idle at each
+        call), unprofiled: the launch call's part of a graph step."""
+        return {shape: _median_us(graph.replay, steps, self.sync) for shape, graph in self.graphs.items()}
 
 
 class _DecoderBlock:
@@ -373,9 +400,18 @@ def count_events(
                 "range": len(inside(annotations)) / n,
                 "graph_launch": len(launches) / n,
                 "graph_kernel": len(kernels) / n,
+                LAUNCH_CALL_KEY: float(launches["dur"].median()) if len(launches) else 0.0,
+                KERNEL_CALL_KEY: float(kernel_calls["dur"].median()) if len(kernel_calls := inside(
+                    calls[calls["name"] == "cudaLaunchKernel"])) else 0.0,  # fmt: skip
             }
         )
     return {s: {k: statistics.median(p[k] for p in rows) for k in rows[0]} for s, rows in per_pass.items()}
+
+
+LAUNCH_CALL_KEY = "graph_launch_call_us"  # count_events' median recorded cudaGraphLaunch duration (not a count)
+# ... and median recorded cudaLaunchKernel duration: a host-speed reference a recording has too (its launches' own
+# durations track its simple calls at 0.33-0.36 of them across the 2026-12-07 H100 corpus, the slow phase included)
+KERNEL_CALL_KEY = "kernel_launch_call_us"
 
 
 def run_round(mode: str, device_name: str, workdir: Path) -> dict:
@@ -392,6 +428,8 @@ def run_round(mode: str, device_name: str, workdir: Path) -> dict:
         for shape in program.shapes:
             unprofiled[shape].append(program.time_us(shape, STEPS[shape]))
     gpu_unprofiled = program.graph_gpu_us(GPU_STEPS)
+    queued_unprofiled = program.graph_gpu_us(GPU_STEPS, queued=True)
+    launch_unprofiled = program.launch_host_us(GPU_STEPS)
     profiled: dict[str, list[float]] = {s: [] for s in program.shapes}
     handoff_profiled = None
     with _profile(torch, mode, program.cuda) as prof:
@@ -399,6 +437,7 @@ def run_round(mode: str, device_name: str, workdir: Path) -> dict:
             for shape in program.shapes:
                 profiled[shape].append(program.time_us(shape, STEPS[shape]))
         gpu_profiled = program.graph_gpu_us(GPU_STEPS)
+        queued_profiled = program.graph_gpu_us(GPU_STEPS, queued=True)
         if program.cuda:  # after the shapes' last marker: outside every counted window
             handoff_profiled = max(0.0, handoff_us(program) - 2 * host["record_us"] - 2 * host["wait_us"])
     trace = workdir / f"round-{mode}-{os.getpid()}.json"
@@ -416,8 +455,12 @@ def run_round(mode: str, device_name: str, workdir: Path) -> dict:
                 "shape": s,
                 "unprofiled_us": statistics.median(unprofiled[s]),
                 "profiled_us": statistics.median(profiled[s]),
-                "counts": counts[s],
-                **({"gpu_unprofiled_us": gpu_unprofiled[s], "gpu_profiled_us": gpu_profiled[s]}
+                "counts": {k: v for k, v in counts[s].items() if k not in (LAUNCH_CALL_KEY, KERNEL_CALL_KEY)},
+                "kernel_launch_call_profiled_us": counts[s].get(KERNEL_CALL_KEY),
+                **({"gpu_unprofiled_us": gpu_unprofiled[s], "gpu_profiled_us": gpu_profiled[s],
+                    "gpu_queued_unprofiled_us": queued_unprofiled[s], "gpu_queued_profiled_us": queued_profiled[s],
+                    "launch_unprofiled_us": launch_unprofiled[s],
+                    "launch_profiled_us": counts[s].get(LAUNCH_CALL_KEY)}
                    if s in gpu_unprofiled else {}),
             }
             for s in program.shapes
@@ -584,7 +627,8 @@ def fit_rounds(
         timings = [
             [
                 ShapeTiming(s["shape"], s["unprofiled_us"], s["profiled_us"], s["counts"],
-                            s.get("gpu_unprofiled_us"), s.get("gpu_profiled_us"))  # fmt: skip
+                            s.get("gpu_unprofiled_us"), s.get("gpu_profiled_us"),
+                            s.get("gpu_queued_unprofiled_us"), s.get("gpu_queued_profiled_us"))  # fmt: skip
                 for s in r["shapes"]
             ]
             for r in results[mode]

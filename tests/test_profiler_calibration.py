@@ -17,6 +17,7 @@ from harness.profiler_fit import ShapeTiming, compare_calibrations, fit_overhead
 from replay.calibrate import write_profile
 from replay.profiler_calibration import CPU_SHAPES, PASSES, STEPS, profile_with_calibration
 
+ROOT = Path(__file__).resolve().parent.parent
 TRUE_US = {"aten_op": 1.5, "runtime_call": 4.0, "range": 6.0, "graph_launch": 30.0, "graph_kernel": 0.8}
 COUNTS = {
     "launch": {"aten_op": 320, "runtime_call": 65},
@@ -186,7 +187,8 @@ def test_events_of_a_cuda_only_trace_are_counted_between_the_marker_kernels(tmp_
     path = tmp_path / "cuda_only.json"
     path.write_text(__import__("json").dumps({"traceEvents": events}))
     counts = count_events(path, ["launch"], {"launch": 2}, 1)["launch"]
-    assert counts == {"aten_op": 0, "runtime_call": 2.5, "range": 0, "graph_launch": 0.5, "graph_kernel": 1.5}
+    assert counts == {"aten_op": 0, "runtime_call": 2.5, "range": 0, "graph_launch": 0.5, "graph_kernel": 1.5,
+                      "graph_launch_call_us": 2.0, "kernel_launch_call_us": 2.0}  # calls' durations, not counts
 
 
 def test_the_cli_refuses_a_profiler_calibration_without_cuda_and_writes_nothing(tmp_path):
@@ -403,3 +405,45 @@ def test_from_raw_refits_the_rounds_a_stopped_calibration_left_into_a_profile(tm
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "bad.json: round 0 has no device" in result.output
     assert not out2.exists()
+
+
+def test_a_graph_replay_timed_behind_held_gpu_work_gives_the_gpu_figure_and_says_so():
+    """Timed with the GPU idle, a profiled replay's interval holds its cudaGraphLaunch's host time under CUPTI
+    (here 1.1 µs a kernel more); the queued timing (the replay behind held GPU work) is the GPU's time alone and is
+    the figure; the calibration says which timing it holds (gpu_timing)."""
+    rng = np.random.default_rng(3)
+    counts = {"runtime_call": 3, "graph_launch": 1, "graph_kernel": 52}
+    idle, queued = [], []
+    for x in (0.18, 0.21, 0.2, 0.19, 0.22):
+        timings = _round(0.0, rng)
+        launch_us = 52 * 1.1  # the profiled launch's host time, in the idle interval only
+        idle.append(timings + [ShapeTiming("graph_block", 98.0, 190.0, counts, 91.0, 91.0 + 52 * x + launch_us)])
+        queued.append(timings + [ShapeTiming("graph_block", 98.0, 190.0, counts, 91.0, 91.0 + 52 * x + launch_us,
+                                             88.0, 88.0 + 52 * x)])  # fmt: skip
+    old, _ = summarize(idle, {}, "2.11.0", "2026-12-07", gpu_check_shapes=("graph_block",))
+    new, text = summarize(queued, {}, "2.11.0", "2026-12-07", gpu_check_shapes=("graph_block",))
+    assert old.gpu_overhead["graph_kernel"].median_us == pytest.approx(1.3, abs=1e-6) and old.gpu_timing == "idle"
+    assert new.gpu_overhead["graph_kernel"].median_us == pytest.approx(0.2, abs=1e-6) and new.gpu_timing == "queued"
+    assert "queued 88.0 -> 98.4 µs" in text
+    assert ProfilerCalibration.model_validate(new.model_dump()).gpu_timing == "queued"  # survives the profile's TOML
+    assert ProfilerCalibration.model_validate(old.model_dump(exclude={"gpu_timing"})).gpu_timing == ""  # older ones
+
+
+def test_the_graph_probe_reads_each_launchs_kernels_and_call_time_and_refuses_without_cuda(tmp_path):
+    spec = importlib.util.spec_from_file_location("graph_gpu_probe", ROOT / "tools" / "graph_gpu_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    events = []
+    for corr, (kernels, dur) in enumerate([(3, 80.0), (3, 90.0), (3, 200.0)]):
+        events.append({"ph": "X", "cat": "cuda_runtime", "name": "cudaGraphLaunch", "ts": 1000 * corr, "dur": dur,
+                       "args": {"correlation": corr}})  # fmt: skip
+        events += [{"ph": "X", "cat": "kernel", "name": "k", "ts": 1000 * corr + 300 + i, "dur": 1.0,
+                    "args": {"correlation": corr}} for i in range(kernels)]  # fmt: skip
+    events.append({"ph": "X", "cat": "kernel", "name": "hold", "ts": 5, "dur": 80, "args": {"correlation": 99}})
+    trace = tmp_path / "t.json"
+    trace.write_text(__import__("json").dumps({"traceEvents": events}))
+    assert probe._trace_figures(trace) == {"graph_kernels": 3, "launch_call_profiled_us": 90.0}
+    if importlib.util.find_spec("torch") is None:  # the CI box: no torch, so no CUDA: one line, exit 2
+        command = [sys.executable, str(ROOT / "tools" / "graph_gpu_probe.py"), "--out", str(tmp_path / "o")]
+        done = subprocess.run(command, capture_output=True, text=True)
+        assert done.returncode == 2 and "no CUDA device" in done.stderr and not (tmp_path / "o").exists()

@@ -309,3 +309,27 @@ def test_host_stalls_typical_runs_alone_or_with_subtract_and_never_lengthens_a_s
     assert span["typical"] <= span["as_recorded"] and span["both"] <= span["subtract"]
     assert span["both"] == runs["table"].loc["both", "unprofiled_makespan_us"]
     assert pd_isna(runs["table"].loc["typical"].get("unprofiled_makespan_us"))  # not a profiler compensation
+
+
+def test_auto_takes_the_graph_gpu_figure_out_only_where_it_was_timed_queued(tmp_path):
+    """graph_gpu_overhead = "auto" (the default): a figure timed with the replay queued behind GPU work (its GPU time
+    alone) comes out of the recording's graph kernels; the older idle-GPU figure (which holds the profiled launch's
+    host time) and an unknown one are kept; "subtract" / "keep" decide regardless."""
+    from workloads.recorded.compensation import subtracts_graph_gpu
+
+    figure = {"graph_kernel": Spread(median_us=0.2, spread_us=0.01)}
+    kinds = ("", "idle", "queued")
+    timed = {t: CALIBRATION.model_copy(update={"gpu_overhead": figure, "gpu_timing": t}) for t in kinds}
+    assert [subtracts_graph_gpu("auto", timed[t]) for t in ("", "idle", "queued")] == [False, False, True]
+    assert not subtracts_graph_gpu("auto", CALIBRATION.model_copy(update={"gpu_timing": "queued"}))  # no figure
+    assert all(subtracts_graph_gpu("subtract", c) and not subtracts_graph_gpu("keep", c) for c in timed.values())
+    policies = (
+        '[[policies]]\nname = "as_recorded"\nlabel = "auto"\nprofiler_overhead = "subtract"\n'
+        '[[policies]]\nname = "as_recorded"\nlabel = "keep"\nprofiler_overhead = "subtract"\n'
+        'graph_gpu_overhead = "keep"\n'
+    )
+    spans = {t: _runs(tmp_path, "decode_graph-sync.parquet", policies, timed[t])["table"]["makespan_us"]
+             for t in ("idle", "queued")}  # fmt: skip
+    assert spans["idle"]["auto"] == spans["idle"]["keep"] == spans["queued"]["keep"]
+    # the bundled decode_graph: 24 replays of 96 kernels back to back on the GPU, 0.2 µs off each kernel
+    assert spans["queued"]["keep"] - spans["queued"]["auto"] == pytest.approx(24 * 96 * 0.2, rel=0.01)

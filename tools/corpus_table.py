@@ -151,7 +151,7 @@ class Simulator:
     """Imports recordings (once) and simulates specs on them, on one profile."""
 
     def __init__(
-        self, profile: Profile, reimport: bool = False, host_stalls: str = "typical", graph_gpu: str = "keep"
+        self, profile: Profile, reimport: bool = False, host_stalls: str = "typical", graph_gpu: str = "auto"
     ):
         self.profile = profile
         self.reimport = reimport  # import every recording again (once), e.g. after the op-trace format changed
@@ -486,7 +486,7 @@ def build(
     profile: str | None = None,
     reimport: bool = False,
     host_stalls: str = "typical",
-    graph_gpu: str = "keep",
+    graph_gpu: str = "auto",
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Provenance, the programs table, the pairs table and the after-effects table (empty without a manifest).
 
@@ -544,9 +544,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reimport", action="store_true", help="import every recording again (new op-trace format)")
     ap.add_argument("--host-stalls", choices=("keep", "typical"), default="typical",
                     help="what the compensated prediction does with a recording's host stalls (default: typical)")
-    ap.add_argument("--graph-gpu", choices=("keep", "subtract"), default="keep",
+    ap.add_argument("--graph-gpu", choices=("keep", "subtract", "auto"), default="auto",
                     help="graph_gpu_overhead of the compensated prediction: subtract the calibration's GPU time a "
-                    "graph kernel (a calibration with the graph_block shape) or keep (default)")  # fmt: skip
+                    "graph kernel (a calibration with the graph_block shape), keep it, or auto (default): subtract "
+                    "only a figure timed with the replay queued behind GPU work (gpu_timing = queued)")  # fmt: skip
     args = ap.parse_args(argv)
     try:
         if args.bundled:

@@ -22,10 +22,14 @@ calibration measured it (``gpu_overhead``: the calibration's graph replays timed
 CUDA events, profiled against unprofiled) and the spec asks for it
 (``graph_gpu_overhead = "subtract"``), each kernel a recorded graph launch holds loses
 ``gpu_overhead.graph_kernel`` µs of its duration, never below 0. Eager kernels are left
-as recorded. It is off by default: on the H100 corpus (2026-12-07) the calibrations'
-event-timed replays grew 0.9-1.1 µs a kernel under the profiler while the recordings'
-graph replays were only 4-8% (about 0.2 µs a kernel) over the unprofiled programs, so
-the cut made the graph programs 20-37% too fast (`traces/recorded/corpus/README.md`).
+as recorded. The default, ``"auto"``, subtracts only a figure timed with the replay
+*queued* behind GPU work (``gpu_timing = "queued"``, calibrations from 2026-12-07 evening
+on). The older figures were timed with the GPU idle: under CUPTI a ``cudaGraphLaunch``
+takes 0.7-1 µs a kernel of host time and the graph's kernels start only after it returns
+(the H100 recordings: ~6 µs after), so their 0.9-1.3 µs a kernel held the launch's host
+time too, while the recordings' graph replays were only 0.15-0.19 µs a kernel over the
+unprofiled programs; subtracting them made the graph programs 20-37% too fast
+(`measurements/2026-12-07_cpu_decoder-compensation/`).
 
 **The recording's host against the calibration's** (:func:`host_speed`). The calibration's
 overheads are µs measured on one host in one phase; a recording made while the host ran much
@@ -58,6 +62,18 @@ ratio of the ordinary eager recordings was 1.24-1.44 with calibration A and 1.27
 (D's block scale 1.31-1.53), 0.67-0.95 with calibration C (taken on a host 1.7x slower: its
 call floor 10.4 µs against 6.1); the slow-phase recording 1.78 (A) and 1.82 (D), and every
 eager recording of the second corpus (made on C's slow host) 1.67-2.63 against D.
+
+The calls' floors are µs of the calibration's host too: with ``"recording_host"`` they are
+scaled by the recording's host speed alone (:func:`floor_scale`: the ratio over the
+calibration's own program scale, which holds what a real program's call costs over the tight
+loop's; kept where the calibration has none, as A). Left at a slow host's µs they clamped a
+faster recording's calls: against calibration E (a host 1.75x slower) the clamp withheld
+20-29% of the eager decoders' overhead (0-5% with A), which is what put E's eager predictions
++3 to +7% over the truth while A's were 0 to -7% under. With the floors scaled, E and F (both
+slow hosts) take out 10-17% too much in the CPU modes, the CUDA-only mode improves (E 9.3 ->
+4.5%, F 12.4 -> 8.1% median): their aten-op figure is too big for the recording's host (on E's
+host a ``view`` cost 2.35x A's unprofiled, a launch only 1.75x; one ratio scales both alike).
+See ``measurements/2026-12-07_cpu_decoder-compensation/``.
 
 Calls a what-if adds are untouched (they cost what the profile says); compensation is
 applied to the recording before any what-if transforms it.
@@ -217,11 +233,28 @@ def calibration_for(program: RecordedProgram, profile: Profile) -> ProfilerCalib
 
 def scaled_to(calibration: ProfilerCalibration, speed: HostSpeed | None) -> ProfilerCalibration:
     """``calibration`` with the recording's host ratio (:func:`host_speed`) as its program scale: the aten-op,
-    runtime-call and range overheads times ``speed.ratio``; unchanged when there is no ratio."""
+    runtime-call and range overheads times ``speed.ratio``; and its calls' floors times the recording's host speed
+    alone (:func:`floor_scale`); unchanged when there is no ratio."""
     if speed is None:
         return calibration
     source = "the recording's simple calls over the calibration's (host_speed)"
-    return calibration.model_copy(update={"program_scale": ProgramScale(median=speed.ratio, spread=0.0, source=source)})
+    host = floor_scale(calibration, speed)
+    floors = {kind: us * host for kind, us in calibration.floor_us.items()}
+    scale = ProgramScale(median=speed.ratio, spread=0.0, source=source)
+    return calibration.model_copy(update={"program_scale": scale, "floor_us": floors})
+
+
+def floor_scale(calibration: ProfilerCalibration, speed: HostSpeed) -> float:
+    """How much faster or slower the recording's host ran than the calibration's, for the calls' floors: the
+    recording's simple-call ratio over the calibration's own ``program_scale`` (its ``block`` shape: what a real
+    program's call costs over the tight loop's on the calibration's host), as an added graph launch's charge is
+    scaled (:func:`workloads.recorded.host_costs.profiler_cost_scale`); 1 without a program scale to tell the two
+    apart. A floor is the fastest a call can be, measured on the calibration's host: a recording from a host 1.8x
+    faster than calibration E's had its calls clamped at E's floors (10.8 µs a launch, against the recording's whole
+    profiled simple call of 13.2 µs), which withheld 20-29% of the overhead of the H100 corpus's eager decoders."""
+    if calibration.program_scale is None or calibration.program_scale.median <= 0:
+        return 1.0
+    return speed.ratio / calibration.program_scale.median
 
 
 def without_profiler_overhead(
@@ -260,6 +293,15 @@ def without_profiler_overhead(
             calls.append(replace(call, host_before_us=result.host_before_us, duration_us=result.duration_us))
         threads.append(ThreadProgram(thread.name, tuple(calls)))
     return replace(program, threads=tuple(threads)), removed
+
+
+def subtracts_graph_gpu(choice: str, calibration: ProfilerCalibration) -> bool:
+    """Whether a compensated run takes the calibrated GPU time out of graph kernels: ``"subtract"`` always,
+    ``"keep"`` never, ``"auto"`` where the calibration timed its graph replays queued behind GPU work
+    (``gpu_timing = "queued"``): the GPU's own time, not the profiled launch's host time with it."""
+    if choice == "auto":
+        return calibration.gpu_timing == "queued" and graph_kernel_gpu_us(calibration) > 0
+    return choice == "subtract"
 
 
 def graph_kernel_gpu_us(calibration: ProfilerCalibration) -> float:

@@ -80,8 +80,10 @@ class AsRecordedParams(PolicyParams):
     # (compensation.host_speed: the program's and the host's speed against the calibration's tight loop);
     # "calibration": by the calibration's program_scale (its block shape, or a --script calibration's program)
     overhead_scale: Literal["recording_host", "calibration"] = "recording_host"
-    graph_gpu_overhead: Literal["keep", "subtract"] = "keep"  # with "subtract": graph kernels lose the calibrated
-    # GPU time the profiler adds (off by default: it over-corrected the H100 corpus, see compensation.py)
+    # "subtract": graph kernels lose the calibrated GPU time the profiler adds; "auto": only where the calibration
+    # timed it with the replay queued behind GPU work (gpu_timing = "queued": the GPU's time alone), not the older
+    # idle-GPU timing that holds the profiled launch's host time and over-corrected the H100 corpus (compensation.py)
+    graph_gpu_overhead: Literal["keep", "subtract", "auto"] = "auto"
     # Kernels shorter than this run this long (on both backends): the replay's stand-in kernels cannot
     # be shorter than the GPU's shortest back-to-back kernel (about 2 µs); 0 keeps recorded durations.
     min_kernel_us: float = pydantic.Field(default=0.0, ge=0.0)
@@ -156,7 +158,7 @@ def _compensation_of(
         if params.host_stalls == "typical":
             lighter, _ = typical.with_typical_steps(lighter)
         if calibration is not None:
-            graph_gpu = params.graph_gpu_overhead == "subtract"
+            graph_gpu = compensation.subtracts_graph_gpu(params.graph_gpu_overhead, calibration)
             speed = compensation.host_speed(lighter, calibration)  # of the steps compensated (typical, if asked)
             scaled = calibration
             if params.overhead_scale == "recording_host":

@@ -127,9 +127,13 @@ class GraphTiming:
     """The GPU's time around a CUDA graph's kernels, as the recording shows it (medians over its graph launches).
 
     A graph's kernels start ``lead_in_us`` after its ``cudaGraphLaunch`` returns, run
-    ``kernel_gap_us`` apart, and the next op queued behind the graph on its stream starts
-    ``tail_us`` after the graph's last kernel ends (measured only where that op was launched
-    before the graph ended, so that it waited for it).
+    ``kernel_gap_us`` apart on average (the median over graphs of each graph's mean gap: the
+    gaps' sum is what the GPU spends, and a big model's graph has a few 7 µs gaps among its
+    0.4 µs ones), and the next op queued behind the graph on its stream starts ``tail_us`` after
+    the graph's last kernel ends (measured only where that op was launched before the graph
+    ended, so that it waited for it). Where most graphs were queued behind earlier work (graphs
+    issued back to back), a graph's start after the work ahead is the tail and the lead-in
+    together, so the lead-in is what that start kept beyond the tail (often 0).
     """
 
     launches: int
@@ -309,15 +313,16 @@ def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming 
             leads.append(max(0.0, float(starts[0] - returned[correlation])))
         else:  # queued behind earlier work: its start follows that work's end by the previous tail + this lead-in
             queued.append(max(0.0, float(starts[0] - previous_end)))
-        gaps.extend(np.clip(starts[1:] - ends[:-1], 0.0, None).tolist())
+        if len(starts) > 1:
+            gaps.append(float(np.clip(starts[1:] - ends[:-1], 0.0, None).mean()))
         last = float(ends.max())
         behind = on_stream[(on_stream["start_us"] >= last - 0.5) & (on_stream["correlation"] != correlation)]
         if len(behind) and float(behind["launch_us"].iloc[0]) < last:
             tails.append(max(0.0, float(behind["start_us"].iloc[0]) - last))
     tail_us = float(np.median(tails)) if tails else 0.0
-    if leads:
+    if len(leads) >= len(queued):
         lead_in_us = float(np.median(leads))
-    else:  # every graph queued behind earlier work: what its start kept after the work ahead, less that work's tail
+    else:  # most graphs queued behind earlier work: what their start kept after the work ahead, less its tail
         lead_in_us = max(0.0, float(np.median(queued)) - tail_us)
     return GraphTiming(
         launches=len(leads) + len(queued),
