@@ -248,3 +248,16 @@ def test_rounds_pair_each_changed_run_with_its_base_in_the_same_round_and_split_
     p05 = next(line for line in table.splitlines() if line.startswith("| p05"))
     assert "+14.1% (-6.8% to +19.4%, n=6) | +0.6% (-0.2% to +1.5%, n=5)" in p05
     assert corpus_rounds.main(["--pair", "p99"]) == 2
+
+
+def test_rounds_copies_show_the_pageable_prefetch_programs_copies_slower_from_the_first_one_on(capsys):
+    # Issue 24, p05: the changed recording's copies ran 3.1% longer on average, and its first copy (issued with
+    # nothing before it on the GPU, where no prefetch mechanism is at work) 7.1% longer than the base's first
+    import corpus_rounds
+
+    assert corpus_rounds.main(["--pair", "p05_prefetch_pageable", "--copies"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    base = next(line for line in lines if line.startswith("| layers_pageable |"))
+    changed = next(line for line in lines if line.startswith("| layers_pageable_prefetch |"))
+    assert "| 16 | 12,656 (12,344-13,022) | 12,504 |" in base
+    assert "| 16 | 13,049 (12,586-13,490) | 13,387 |" in changed

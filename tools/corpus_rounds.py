@@ -8,8 +8,14 @@ splits the rounds by order, to tell a program's change from an order effect (iss
 pageable prefetch program ran +0.6% against its base when it ran first of the two, +6 to +19%
 in five of six rounds when it ran right after the base).
 
-Usage: ``python tools/corpus_rounds.py [--corpus traces/recorded/corpus] [--pair ID ...]``;
-prints a markdown table (no GPU, reads ``manifest.json`` and ``corpus.toml``).
+``--copies`` adds, per recording of the pairs (sync mode), its host-to-device copies as
+recorded: their GPU durations (the first one too: issued with nothing before it), how long each
+copy call held the host, how long the copy waited on the GPU after its call, and the GPU's gap
+from each copy's end to the next op (the host's work between the copy returning and the next
+launch, where the copy held the host).
+
+Usage: ``python tools/corpus_rounds.py [--corpus traces/recorded/corpus] [--pair ID ...] [--copies]``;
+prints markdown tables (no GPU, reads ``manifest.json``, ``corpus.toml`` and the recordings' ``.parquet``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import argparse
 import json
 import statistics
 import sys
+
+import pandas as pd
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,10 +89,50 @@ def markdown(rows: list[PairRounds]) -> str:
     return "\n".join(lines)
 
 
+def copy_figures(trace: pd.DataFrame) -> pd.DataFrame:
+    """Per host-to-device copy of an op trace (``harness trace import``), in start order: its stream, GPU µs, the
+    µs its call held the host, the µs from its call to its start on the GPU, and the GPU's gap after it (µs from its
+    end to the next GPU op's start on any stream; NaN for the last)."""
+    copies = trace[trace["kind"] == "copy_h2d"].sort_values("start_us")
+    calls = trace[trace["kind"] == "call_memcpy"].drop_duplicates("correlation").set_index("correlation")
+    gpu_starts = trace.loc[trace["device"] >= 0, "start_us"].sort_values().to_numpy()
+    ends = (copies["start_us"] + copies["duration_us"]).to_numpy()
+    after = [gpu_starts[gpu_starts > end].min() - end if (gpu_starts > end).any() else float("nan") for end in ends]
+    call = calls.reindex(copies["correlation"])
+    return pd.DataFrame(
+        {
+            "stream": copies["stream"].to_numpy(),
+            "duration_us": copies["duration_us"].to_numpy(),
+            "call_us": call["duration_us"].to_numpy(),
+            "waited_us": copies["start_us"].to_numpy() - call["start_us"].to_numpy(),
+            "gap_after_us": after,
+        }
+    )
+
+
+def copies_markdown(recordings: dict[str, pd.DataFrame]) -> str:
+    lines = [
+        "| recording | copies | GPU µs a copy, mean (min-max) | first copy µs | call held the host µs, median "
+        "| waited on the GPU µs, median | GPU gap after a copy µs, median |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, trace in recordings.items():
+        f = copy_figures(trace)
+        if f.empty:
+            continue
+        d = f["duration_us"]
+        lines.append(
+            f"| {name} | {len(f)} | {d.mean():,.0f} ({d.min():,.0f}-{d.max():,.0f}) | {d.iloc[0]:,.0f} | "
+            f"{f['call_us'].median():,.0f} | {f['waited_us'].median():,.0f} | {f['gap_after_us'].median():,.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=CORPUS_DIR)
     ap.add_argument("--pair", nargs="*", default=None, help="pair ids (default: every pair)")
+    ap.add_argument("--copies", action="store_true", help="also the pairs' recorded host-to-device copies")
     args = ap.parse_args(argv)
     path = args.corpus / "manifest.json"
     if not path.exists():
@@ -106,6 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         elif len(found.changes) >= 2:
             rows.append(found)
     print(markdown(rows))
+    if args.copies:
+        recordings = {}
+        for pair_id in wanted:
+            for program in (catalogue.pairs[pair_id].base, catalogue.pairs[pair_id].changed):
+                path = args.corpus / "recordings" / f"{program}-sync.parquet"
+                if path.exists() and program not in recordings:
+                    recordings[program] = pd.read_parquet(path)
+        print()
+        print(copies_markdown(recordings))
     return 0
 
 
