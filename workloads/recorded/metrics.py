@@ -102,12 +102,13 @@ def metrics(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult)
     for (device, stream), part in device_ops.groupby(["device", "stream"]):
         value = union_us(part["start_us"].to_numpy(), part["end_us"].to_numpy()) / per
         rows.append(MetricRow(f"stream_{device}_{stream}_busy_frac", value, "fraction"))
-    rows += _group_rows(program, ops)
+    rows += _group_rows(program, ops, device_ops)
     return rows
 
 
-def _group_rows(program: RecordedProgram, ops: pd.DataFrame) -> list[MetricRow]:
-    """Each group's GPU time: the ops issued from its first host work (named ``cpu:<group>``) until the next group's,
+def _group_rows(program: RecordedProgram, ops: pd.DataFrame, device_ops: pd.DataFrame) -> list[MetricRow]:
+    """Each group's GPU time: the GPU work (``device_ops``: no event waits or records, which the recording's group
+    times do not hold either) issued from the group's first host work (named ``cpu:<group>``) until the next group's,
     first start to last end; and the recording's, for comparison."""
     names = [g for g, _ in program.recorded_group_us]
     if not names:
@@ -116,7 +117,7 @@ def _group_rows(program: RecordedProgram, ops: pd.DataFrame) -> list[MetricRow]:
     if host.empty:
         return []
     first = host.groupby("name", sort=False)["start_us"].min().sort_values()
-    issued = ops.loc[ops["device"] >= 0, ["issue_us", "start_us", "end_us"]]
+    issued = device_ops[["issue_us", "start_us", "end_us"]]
     # each op in the group whose first host work began last at or before its issue (none before the first)
     group = np.searchsorted(first.to_numpy(), issued["issue_us"].to_numpy(), side="right") - 1
     inside = group >= 0

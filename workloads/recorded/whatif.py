@@ -383,13 +383,14 @@ def prefetch_copies(
         nonlocal pending
         group = order[k]
         a = anchor[k]
+        inside = order[a] if a >= 0 else group  # issued within group a, as a prefetcher's calls are recorded
         start = len(out)
         if a - 1 in free:
-            out.append(_synthetic("call_wait", side, group, waits_for=free[a - 1]))
+            out.append(_synthetic("call_wait", side, inside, waits_for=free[a - 1]))
         for j in copies[group]:
             restreamed = tuple(replace(op, stream=side) for op in calls[j].ops)
-            out.append(replace(calls[j], ops=restreamed, stream=side, host_before_us=0.0))
-        out.append(_synthetic("call_record", side, group, event=ready[k], name=PREFETCH_HANDOFF))
+            out.append(replace(calls[j], ops=restreamed, stream=side, host_before_us=0.0, group=inside))
+        out.append(_synthetic("call_record", side, inside, event=ready[k], name=PREFETCH_HANDOFF))
         # The CPU work the group did before the calls that moved out of it (entering the layer, the copy's own
         # dispatch) runs before the prefetch it now starts with, as in a hand-written prefetcher: where the copies
         # hold the host (pageable), that work overlaps the GPU work they wait for instead of following them.
