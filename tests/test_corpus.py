@@ -227,3 +227,37 @@ def test_table_of_a_device_run_writes_programs_pairs_and_after_effects(tmp_path,
     assert effects["unprofiled_after_profiling_median"].iloc[0] == pytest.approx(0.27)
     assert "| p1 | sync | async_d2h |" in text and "## The profiler's after-effects" in text
     assert "provenance_recorded_on" in pd.read_parquet(corpus / "programs.parquet").columns
+
+
+def test_rounds_pair_each_changed_run_with_its_base_in_the_same_round_and_split_them_by_order(capsys):
+    import corpus_rounds
+
+    # the run order alternates: A B C in even rounds, C B A in odd ones
+    assert corpus_rounds.round_order(["a", "b", "c"], 0, "a", "b") == "changed right after base"
+    assert corpus_rounds.round_order(["a", "b", "c"], 1, "a", "b") == "base right after changed"
+    assert corpus_rounds.round_order(["a", "b", "c"], 0, "a", "c") == "apart"
+    manifest = {"samples": {"job": {"a": [100.0, 100.0, 200.0, 100.0], "b": [120.0, 101.0, 240.0, 99.0]}}}
+    rounds = corpus_rounds.pair_rounds(manifest, "p", "a", "b")
+    assert rounds.changes == pytest.approx((0.2, 0.01, 0.2, -0.01))  # per round, not a ratio of medians
+    assert rounds.of("changed right after base") == pytest.approx([0.2, 0.2])
+    assert rounds.of("base right after changed") == pytest.approx([0.01, -0.01])
+    assert corpus_rounds.pair_rounds(manifest, "p", "a", "missing") is None
+    # the committed corpus: p05's change depends on which of its programs ran first (issue 24)
+    assert corpus_rounds.main(["--pair", "p04_prefetch_pinned", "p05_prefetch_pageable"]) == 0
+    table = capsys.readouterr().out
+    p05 = next(line for line in table.splitlines() if line.startswith("| p05"))
+    assert "+14.1% (-6.8% to +19.4%, n=6) | +0.6% (-0.2% to +1.5%, n=5)" in p05
+    assert corpus_rounds.main(["--pair", "p99"]) == 2
+
+
+def test_rounds_copies_show_the_pageable_prefetch_programs_copies_slower_from_the_first_one_on(capsys):
+    # Issue 24, p05: the changed recording's copies ran 3.1% longer on average, and its first copy (issued with
+    # nothing before it on the GPU, where no prefetch mechanism is at work) 7.1% longer than the base's first
+    import corpus_rounds
+
+    assert corpus_rounds.main(["--pair", "p05_prefetch_pageable", "--copies"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    base = next(line for line in lines if line.startswith("| layers_pageable |"))
+    changed = next(line for line in lines if line.startswith("| layers_pageable_prefetch |"))
+    assert "| 16 | 12,656 (12,344-13,022) | 12,504 |" in base
+    assert "| 16 | 13,049 (12,586-13,490) | 13,387 |" in changed

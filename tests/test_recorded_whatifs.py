@@ -15,6 +15,7 @@ from harness.trace import load_trace
 from sim import SimBackend
 from workloads.recorded import host_costs, policies
 from workloads.recorded.program import Call, DeviceOp, RecordedProgram, ThreadProgram, build_program
+from workloads.recorded.metrics import metrics as recorded_metrics
 from workloads.recorded.whatif import NotApplicable, async_d2h, graph_launch, grouped, prefetch_copies, scale_kernels
 
 MAIN = (0, "7")
@@ -430,6 +431,43 @@ def test_a_prefetched_pageable_copy_holds_the_host_before_the_compute_it_precede
     assert prefetched > 0.97 * base  # nothing to overlap: each copy holds the host before the compute is issued
     base, prefetched = spans("pinned")
     assert prefetched < 0.9 * base  # pinned: the copy is queued, the compute issued at once, the two overlap
+
+
+def test_a_layers_cpu_work_before_its_copy_stays_before_the_prefetch_where_a_pageable_copys_wait_hides_it():
+    # Issue 24 (p05 of the corpus): in the hand-written prefetcher each layer's entry (its Python, record_function,
+    # the copy's dispatch: 80-120 µs in layers_pageable) runs before the next layer's pageable copy, while the GPU
+    # still runs the layer before, which that copy waits for; after the copy returns, the host only hands off and
+    # launches (169 µs from copy end to the next kernel, recorded). The what-if had carried the entry to after the
+    # copy, onto the critical path (255 µs).
+    entry_us, layers = 200.0, 4
+
+    def pageable_copy(k: int) -> Call:
+        op = DeviceOp("copy_h2d", MAIN, f"w{k}", 5000.0, 64 << 20, "pageable")
+        return Call("call_memcpy", "cudaMemcpyAsync", entry_us, 0.0, MAIN, (op,), f"layer{k}")
+
+    calls = []
+    for k in range(layers):
+        calls += [pageable_copy(k), *(launch(f"k{k}.{i}", f"layer{k}", duration_us=1000.0) for i in range(2))]
+    before = program(calls)
+    after = prefetch_copies(before)
+    moved = after.threads[0].calls
+    for k in range(1, layers - 1):  # group k starts with its entry, then the prefetch of k + 1, then its compute
+        first = where(after, f"k{k}.0")
+        issued = next(i for i, c in enumerate(moved) if c.group == f"layer{k}")  # the wait before w(k + 1)
+        assert moved[issued].kind == "call_wait" and issued < where(after, f"w{k + 1}") < first
+        assert moved[issued].host_before_us == entry_us
+        assert moved[first].host_before_us == 5.0  # the compute's own gap only
+        assert {c.group for c in moved[issued:first]} == {f"layer{k}"}  # the prefetch is issued inside group k
+    run = run_policy(SimBackend(H200), policies.prefetch_copies, before, policies.PrefetchCopiesParams())
+    copies, kernels = _rows(run, "copy_h2d"), _rows(run, "kernel")
+    for end in copies["end_us"].iloc[2:]:
+        next_kernel = kernels["start_us"][kernels["start_us"] >= end].min()
+        assert next_kernel - end < entry_us  # the entry ran while the copy waited for the GPU, not after it
+    # each middle group's GPU time is the copy it issues and its compute (as the recording's groups hold them), not
+    # the wait for the layer before, which a hand-written prefetcher's recording does not show
+    groups = replace(before, recorded_group_us=tuple((f"layer{k}", 7000.0) for k in range(layers)))
+    group_us = {r.item: r.value for r in recorded_metrics(groups, run.ops, run.result) if r.metric == "group_time_us"}
+    assert all(7000.0 < group_us[k] < 7000.0 + entry_us for k in range(1, layers - 1)), group_us
 
 
 def test_a_prefetched_copy_waits_for_the_compute_of_the_group_whose_buffer_it_reuses():

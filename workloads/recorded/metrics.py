@@ -135,13 +135,17 @@ def metrics(program: RecordedProgram, ops: pd.DataFrame, result: RecordedResult)
         mine = (device == d) & (stream_codes == code)
         value = union_us(start[mine], end[mine]) / per
         rows.append(MetricRow(f"stream_{d}_{streams[code]}_busy_frac", value, "fraction"))
-    rows += _group_rows(program, ops)
+    rows += _group_rows(program, ops, issue, start, end)
     return rows
 
 
-def _group_rows(program: RecordedProgram, ops: pd.DataFrame) -> list[MetricRow]:
-    """Each group's GPU time: the ops issued from its first host work (named ``cpu:<group>``) until the next group's,
-    first start to last end; and the recording's, for comparison."""
+def _group_rows(
+    program: RecordedProgram, ops: pd.DataFrame, issue: np.ndarray, start: np.ndarray, end: np.ndarray
+) -> list[MetricRow]:
+    """Each group's GPU time: the GPU work (``issue``/``start``/``end`` of the device ops, in the table's order: no
+    event waits or records, which the recording's group times do not hold either) issued from the group's first host
+    work (named ``cpu:<group>``) until the next group's, first start to last end; and the recording's, for
+    comparison."""
     names = [g for g, _ in program.recorded_group_us]
     if not names:
         return []
@@ -149,11 +153,10 @@ def _group_rows(program: RecordedProgram, ops: pd.DataFrame) -> list[MetricRow]:
     if host.empty:
         return []
     first = host.groupby("name", sort=False, observed=True)["start_us"].min().sort_values()
-    issued = ops["device"].to_numpy() >= 0
     # each op in the group whose first host work began last at or before its issue (none before the first)
-    group = np.searchsorted(first.to_numpy(), ops["issue_us"].to_numpy()[issued], side="right") - 1
+    group = np.searchsorted(first.to_numpy(), issue, side="right") - 1
     inside = group >= 0
-    start, end = ops["start_us"].to_numpy()[issued][inside], ops["end_us"].to_numpy()[issued][inside]
+    start, end = start[inside], end[inside]
     extent = pd.DataFrame({"group": group[inside], "start": start, "end": end}).groupby("group", sort=True)
     starts, ends = extent["start"].min(), extent["end"].max()
     named = first.index.to_numpy()[starts.index.to_numpy()].tolist()  # each group's host work name (ends: same index)

@@ -37,7 +37,9 @@ The transforms:
   k + depth's copies at the start of group k, before its compute is issued (as
   hand-written prefetchers do: copy the next layer, then compute this one; for
   pinned memory the order changes nothing on the GPU, but a pageable copy holds the
-  host, so the compute it precedes waits for it). A group's copies wait for the group whose buffer they reuse
+  host, so the compute it precedes waits for it; the CPU work the group did before its own moved copies, entering
+  the layer, stays before the prefetch, where a pageable copy's wait for the GPU hides it). A group's copies wait
+  for the group whose buffer they reuse
   (``depth + 1`` buffers: group k - depth - 1's compute) to finish; the group's
   first op on the compute stream waits for its copies. The record behind a group's copies is
   named :data:`PREFETCH_HANDOFF`: besides its calls, each group handed to the copy stream costs
@@ -378,14 +380,22 @@ def prefetch_copies(
     pending = 0.0
 
     def issue(k: int) -> None:
+        nonlocal pending
         group = order[k]
         a = anchor[k]
+        inside = order[a] if a >= 0 else group  # issued within group a, as a prefetcher's calls are recorded
+        start = len(out)
         if a - 1 in free:
-            out.append(_synthetic("call_wait", side, group, waits_for=free[a - 1]))
+            out.append(_synthetic("call_wait", side, inside, waits_for=free[a - 1]))
         for j in copies[group]:
             restreamed = tuple(replace(op, stream=side) for op in calls[j].ops)
-            out.append(replace(calls[j], ops=restreamed, stream=side, host_before_us=0.0))
-        out.append(_synthetic("call_record", side, group, event=ready[k], name=PREFETCH_HANDOFF))
+            out.append(replace(calls[j], ops=restreamed, stream=side, host_before_us=0.0, group=inside))
+        out.append(_synthetic("call_record", side, inside, event=ready[k], name=PREFETCH_HANDOFF))
+        # The CPU work the group did before the calls that moved out of it (entering the layer, the copy's own
+        # dispatch) runs before the prefetch it now starts with, as in a hand-written prefetcher: where the copies
+        # hold the host (pageable), that work overlaps the GPU work they wait for instead of following them.
+        out[start] = _carry(pending, out[start])
+        pending = 0.0
 
     for i, call in enumerate(calls):
         if i == first_call:
