@@ -63,17 +63,14 @@ ratio of the ordinary eager recordings was 1.24-1.44 with calibration A and 1.27
 call floor 10.4 µs against 6.1); the slow-phase recording 1.78 (A) and 1.82 (D), and every
 eager recording of the second corpus (made on C's slow host) 1.67-2.63 against D.
 
-The calls' floors are µs of the calibration's host too: with ``"recording_host"`` they are
-scaled by the recording's host speed alone (:func:`floor_scale`: the ratio over the
-calibration's own program scale, which holds what a real program's call costs over the tight
-loop's; kept where the calibration has none, as A). Left at a slow host's µs they clamped a
-faster recording's calls: against calibration E (a host 1.75x slower) the clamp withheld
-20-29% of the eager decoders' overhead (0-5% with A), which is what put E's eager predictions
-+3 to +7% over the truth while A's were 0 to -7% under. With the floors scaled, E and F (both
-slow hosts) take out 10-17% too much in the CPU modes, the CUDA-only mode improves (E 9.3 ->
-4.5%, F 12.4 -> 8.1% median): their aten-op figure is too big for the recording's host (on E's
-host a ``view`` cost 2.35x A's unprofiled, a launch only 1.75x; one ratio scales both alike).
-See ``measurements/2026-12-07_cpu_decoder-compensation/``.
+The calls' floors stay in the calibration host's µs. Scaling them by the recording's host speed
+as well (tried 2026-12-07, ``measurements/2026-12-07_cpu_decoder-compensation/``) is right in
+principle (against calibration E, a host 1.75x slower, the clamp withheld 20-29% of the eager
+decoders' overhead) but made the default mode worse with both slow-host calibrations (E 4.1 ->
+10.8%, F 3.8 -> 9.0% median over the decoder family, sync mode; CUDA-only better): their
+aten-op figure is too big for the recording's host (a ``view`` slowed 2.35x on E's host, a
+launch 1.75x; one ratio scales both alike), and the clamp was cancelling it. Until the
+per-kind drift is modelled, the floors are not scaled.
 
 Calls a what-if adds are untouched (they cost what the profile says); compensation is
 applied to the recording before any what-if transforms it.
@@ -233,28 +230,11 @@ def calibration_for(program: RecordedProgram, profile: Profile) -> ProfilerCalib
 
 def scaled_to(calibration: ProfilerCalibration, speed: HostSpeed | None) -> ProfilerCalibration:
     """``calibration`` with the recording's host ratio (:func:`host_speed`) as its program scale: the aten-op,
-    runtime-call and range overheads times ``speed.ratio``; and its calls' floors times the recording's host speed
-    alone (:func:`floor_scale`); unchanged when there is no ratio."""
+    runtime-call and range overheads times ``speed.ratio``; unchanged when there is no ratio."""
     if speed is None:
         return calibration
     source = "the recording's simple calls over the calibration's (host_speed)"
-    host = floor_scale(calibration, speed)
-    floors = {kind: us * host for kind, us in calibration.floor_us.items()}
-    scale = ProgramScale(median=speed.ratio, spread=0.0, source=source)
-    return calibration.model_copy(update={"program_scale": scale, "floor_us": floors})
-
-
-def floor_scale(calibration: ProfilerCalibration, speed: HostSpeed) -> float:
-    """How much faster or slower the recording's host ran than the calibration's, for the calls' floors: the
-    recording's simple-call ratio over the calibration's own ``program_scale`` (its ``block`` shape: what a real
-    program's call costs over the tight loop's on the calibration's host), as an added graph launch's charge is
-    scaled (:func:`workloads.recorded.host_costs.profiler_cost_scale`); 1 without a program scale to tell the two
-    apart. A floor is the fastest a call can be, measured on the calibration's host: a recording from a host 1.8x
-    faster than calibration E's had its calls clamped at E's floors (10.8 µs a launch, against the recording's whole
-    profiled simple call of 13.2 µs), which withheld 20-29% of the overhead of the H100 corpus's eager decoders."""
-    if calibration.program_scale is None or calibration.program_scale.median <= 0:
-        return 1.0
-    return speed.ratio / calibration.program_scale.median
+    return calibration.model_copy(update={"program_scale": ProgramScale(median=speed.ratio, spread=0.0, source=source)})
 
 
 def without_profiler_overhead(
