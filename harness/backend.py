@@ -97,13 +97,14 @@ def ops_frame(
     return frame
 
 
-def ops_table(rows: OpLog | Iterable[tuple], run_id: str) -> pa.Table:
+def ops_table(rows: OpLog | Iterable[tuple], run_id: str, consume: bool = False) -> pa.Table:
     """A run's results ops table (``harness.results.OPS_TABLE_SCHEMA``: strings dictionary-encoded), in ``op_id``
     order: :meth:`harness.oplog.OpLog.table`, or, for rows whose values a column's type cannot hold, the table of
-    :func:`ops_frame` (with the same dictionary-encoded strings)."""
+    :func:`ops_frame` (with the same dictionary-encoded strings). ``consume``: an op log is emptied as its table is
+    made (:meth:`harness.oplog.OpLog.table`), when nothing reads it after."""
     with collector_paused():
         log = rows if isinstance(rows, OpLog) else OpLog(rows if isinstance(rows, list) else list(rows))
-        table = log.table(run_id)
+        table = log.table(run_id, consume=consume)
     if table is not None:
         return table
     plain = to_table("ops", ops_frame(log, run_id))

@@ -41,6 +41,9 @@ def test_the_log_table_is_the_frame_table(records, chunk) -> None:
     table = ops_table(log, RUN_ID)
     assert table.schema.equals(OPS_TABLE_SCHEMA, check_metadata=True)
     assert _plain(table).equals(_expected(log), check_metadata=True)
+    consumed = ops_table(log, RUN_ID, consume=True)  # the runner's: the log emptied as the table is made
+    assert consumed.equals(table, check_metadata=True)
+    assert len(log) == 0 or log.table(RUN_ID) is None
 
 
 def test_values_a_typed_column_cannot_hold_come_through_the_frame() -> None:
