@@ -196,7 +196,7 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     call_rows = call_rows[np.lexsort((ops["start_us"].to_numpy()[call_rows], thread_rank))]
     # The calls by thread, then start (a stable sort: ties keep the trace's order): their columns read here first,
     # the frame taken once the syncs before the first GPU work are left out.
-    call_column = {c: ops[c].take(call_rows) for c in ("correlation", "kind", "start_us", "duration_us")}
+    call_column = {c: ops[c].to_numpy()[call_rows] for c in ("correlation", "kind", "start_us", "duration_us")}
     gpu = ops.loc[(ops["device"].to_numpy() >= 0) & ~is_call, _read_by(ops, _CALL_ONLY)]
     is_linked = isin_ids(gpu["correlation"], call_column["correlation"])
     linked = gpu if is_linked.all() else gpu[is_linked]  # read only: every op linked (as usual), no copy of them
@@ -205,11 +205,11 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     sync_events = bool(ops["wait_correlation"].take(call_rows).notna().any())
 
     call_start = call_column["start_us"]
-    first_gpu_call = call_start[isin_ids(call_column["correlation"], linked["correlation"])].min()
-    is_leading = (call_column["kind"].isin(SYNC_CALLS) & (call_start < first_gpu_call)).to_numpy()
+    first_gpu_call = pd.Series(call_start[isin_ids(call_column["correlation"], linked["correlation"])]).min()
+    is_leading = np.isin(call_column["kind"], SYNC_CALLS) & (call_start < first_gpu_call)
     start_us = 0.0
     if is_leading.any():
-        start_us = float((call_start[is_leading] + call_column["duration_us"][is_leading]).max())
+        start_us = float(pd.Series(call_start[is_leading] + call_column["duration_us"][is_leading]).max())
         call_rows = call_rows[~is_leading]
     calls = ops[_read_by(ops, _GPU_ONLY)].take(call_rows)
     del ops, call_column, call_start, call_rows, thread_rank, is_call, is_leading  # the calls and the GPU ops hold
