@@ -265,7 +265,7 @@ class OpLog:
                 for chunk in self._chunks:
                     chunk[i] = None
             if string:
-                codes, dictionary = _codes(parts, order)
+                codes, dictionary = _sorted_dictionary(*_codes(parts, order))
                 del parts
                 columns.append(
                     pa.DictionaryArray.from_arrays(codes.astype(np.int32), pa.array(dictionary, pa.string()))
@@ -468,6 +468,17 @@ def _codes(parts: list[Any], order: np.ndarray | None) -> tuple[np.ndarray, list
             codes.append(remap[p.indices.to_numpy(zero_copy_only=False)] if len(remap) else np.zeros(0, np.int64))
     all_codes = np.concatenate(codes)
     return (all_codes if order is None else all_codes[order]), list(uniques)
+
+
+def _sorted_dictionary(codes: np.ndarray, values: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Codes into ``values`` as codes into the values they use, sorted: one table's dictionary for the same strings
+    however its rows were recorded (a frame of it then has the same categories)."""
+    used = np.flatnonzero(np.bincount(codes, minlength=len(values)) > 0) if len(codes) else np.zeros(0, np.int64)
+    kept = np.array(values, dtype=object)[used] if len(used) else np.zeros(0, object)
+    order = np.argsort(kept, kind="stable")
+    rank = np.zeros(len(values), np.int64)
+    rank[used[order]] = np.arange(len(order))
+    return rank[codes], kept[order].tolist()
 
 
 def _numbers(part: Any) -> np.ndarray:

@@ -213,3 +213,32 @@ def test_recorded_metrics_over_devices_and_streams_are_the_frames(seed, rows) ->
             or m.metric.startswith("stream_")
         ]
         assert device_rows == expected
+
+
+def test_the_dictionaries_are_the_used_values_sorted() -> None:
+    """However its rows were recorded (one by one, as columns with a program's every name), a table's dictionaries
+    are the values it uses, sorted: two runs of the same ops give equal frames (categories included)."""
+    rows = [(i, 0, "s", "kernel", name, 0, "", "main", float(i), float(i), i + 0.5) for i, name in enumerate("cab")]
+    one_by_one = OpLog(rows)
+    as_columns = OpLog()
+    as_columns.append_columns(
+        np.arange(3),
+        {
+            "stream": (0, ("s",)),
+            "kind": (0, ("kernel",)),
+            "name": (np.array([2, 0, 3]), ("a", "unused", "c", "b")),
+            "host_memory": (0, ("",)),
+            "thread": (0, ("main",)),
+        },
+        device=0,
+        bytes=0,
+        issue_us=np.arange(3.0),
+        start_us=np.arange(3.0),
+        end_us=np.arange(3.0) + 0.5,
+    )
+    tables = [ops_table(log, RUN_ID) for log in (one_by_one, as_columns)]
+    assert tables[0]["name"].chunk(0).dictionary.to_pylist() == ["a", "b", "c"]
+    assert tables[0].equals(tables[1]) and tables[0].to_pandas().equals(tables[1].to_pandas())
+    fallback = ops_table([(*rows[0][:4], None, *rows[0][5:]), *rows[1:]], RUN_ID)  # through the frame
+    assert fallback["name"].chunk(0).dictionary.to_pylist() == ["a", "b"]
+    assert fallback["name"].to_pylist() == [None, "a", "b"]
