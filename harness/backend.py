@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from harness.gc_pause import collector_paused
 from harness.oplog import OpLog, OpRow
@@ -97,18 +98,29 @@ def ops_frame(
     return frame
 
 
-def ops_table(rows: OpLog | Iterable[tuple], run_id: str) -> pa.Table:
+def ops_table(rows: OpLog | Iterable[tuple], run_id: str, consume: bool = False) -> pa.Table:
     """A run's results ops table (``harness.results.OPS_TABLE_SCHEMA``: strings dictionary-encoded), in ``op_id``
     order: :meth:`harness.oplog.OpLog.table`, or, for rows whose values a column's type cannot hold, the table of
-    :func:`ops_frame` (with the same dictionary-encoded strings)."""
+    :func:`ops_frame` (with the same dictionary-encoded strings). ``consume``: an op log is emptied as its table is
+    made (:meth:`harness.oplog.OpLog.table`), when nothing reads it after."""
     with collector_paused():
         log = rows if isinstance(rows, OpLog) else OpLog(rows if isinstance(rows, list) else list(rows))
-        table = log.table(run_id)
+        table = log.table(run_id, consume=consume)
     if table is not None:
         return table
     plain = to_table("ops", ops_frame(log, run_id))
     return pa.Table.from_arrays(
-        [c.dictionary_encode() if pa.types.is_string(c.type) else c for c in plain.columns], schema=OPS_TABLE_SCHEMA
+        [_sorted_encoding(c) if pa.types.is_string(c.type) else c for c in plain.columns], schema=OPS_TABLE_SCHEMA
+    )
+
+
+def _sorted_encoding(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A string column dictionary-encoded with its distinct values, sorted, as dictionary (nulls kept)."""
+    values = pc.drop_null(pc.unique(column))
+    values = values.take(pc.sort_indices(values))
+    codes = pc.index_in(column, value_set=values).cast(pa.int32())
+    return pa.chunked_array(
+        [pa.DictionaryArray.from_arrays(chunk, values) for chunk in codes.chunks], pa.dictionary(pa.int32(), pa.string())
     )
 
 

@@ -1,4 +1,4 @@
-"""Membership of integer ids (correlations, op ids) in a set of them, by a bitmap over their range.
+"""Membership of integer ids (correlations, op ids) in a set of them, by a bitmap over their range (a bit per id).
 
 ``pandas.Series.isin`` hashes every value (tens of ms for half a million correlations, and a long recording's
 inputs test several such columns); ids are whole numbers in a range not much wider than their count, so a lookup
@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-MAX_TABLE_RATIO = 8
-"""A bitmap is made only for a range at most this many times the values' and the wanted ids' count (or 1 Mi)."""
+MAX_TABLE_RATIO = 128
+"""A bitmap (a bit per id) is made only for a range at most this many times the values' and the wanted ids' count
+(or 8 Mi ids), and at most ``MAX_TABLE_IDS``: a million correlations spread over 51 million ids take 6.4 MB."""
+MAX_TABLE_IDS = 1 << 28
 
 
 def isin_ids(values: Any, wanted: Any) -> np.ndarray:
@@ -26,10 +28,13 @@ def isin_ids(values: Any, wanted: Any) -> np.ndarray:
     if table is None:
         return pd.Series(v).isin(w).to_numpy()
     (v_ids, v_nan), (w_ids, w_nan), low, high = table
-    bitmap = np.zeros(high - low + 1, bool)
-    bitmap[w_ids - low] = True
+    bits = np.zeros((high - low) // 8 + 1, np.uint8)  # one bit per id of the range
+    w_ids -= low
+    np.bitwise_or.at(bits, w_ids >> 3, np.left_shift(1, w_ids & 7).astype(np.uint8))
+    del w_ids
+    v_ids -= low
     found = np.empty(len(v), bool)
-    found[~v_nan] = bitmap[v_ids - low]
+    found[~v_nan] = (bits[v_ids >> 3] >> (v_ids & 7).astype(np.uint8)) & 1
     found[v_nan] = bool(w_nan.any())
     return found
 
@@ -53,6 +58,6 @@ def _bitmap_parts(v: np.ndarray, w: np.ndarray):
         return (*sides, 0, 0)
     low = min(int(i.min()) for i in ids)
     high = max(int(i.max()) for i in ids)
-    if high - low > max(MAX_TABLE_RATIO * (len(v) + len(w)), 1 << 20):
+    if high - low > min(max(MAX_TABLE_RATIO * (len(v) + len(w)), 1 << 23), MAX_TABLE_IDS):
         return None
     return (*sides, low, high)

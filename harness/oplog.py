@@ -238,12 +238,14 @@ class OpLog:
             frame[name] = _gathered(self._parts(i, steps, kept), _IS_STRING[i], order, categorical_strings)
         return frame
 
-    def table(self, run_id: str) -> pa.Table | None:
+    def table(self, run_id: str, consume: bool = False) -> pa.Table | None:
         """The results' ops table of these rows: :data:`harness.results.OPS_TABLE_SCHEMA` (``run_id`` first), in
         ``op_id`` order (stable), with the values :meth:`frame` gives, its string columns dictionary-encoded as the
         log keeps them (a long run's table holds no string per row: ``harness.results.write_results`` writes them
         as the schema's strings). None when a column holds a value its type cannot (a string where a number
-        belongs, a non-string name): the caller then builds the table from :meth:`frame`."""
+        belongs, a non-string name): the caller then builds the table from :meth:`frame`. With ``consume``, each
+        of the log's columns is dropped once the table's is made, and the log is empty after (a long run's log and
+        its table are not held whole at once)."""
         self._chunk()
         count = len(self)
         if count == 0:
@@ -259,14 +261,21 @@ class OpLog:
         columns = [pa.DictionaryArray.from_arrays(np.zeros(count, np.int32), pa.array([run_id], pa.string()))]
         for i, (name, string) in enumerate(zip(_FIELDS, _IS_STRING)):
             parts, field = self._parts(i, steps), OPS_TABLE_SCHEMA.field(name)
+            if consume:
+                for chunk in self._chunks:
+                    chunk[i] = None
             if string:
-                codes, dictionary = _codes(parts, order)
+                codes, dictionary = _sorted_dictionary(*_codes(parts, order))
+                del parts
                 columns.append(
                     pa.DictionaryArray.from_arrays(codes.astype(np.int32), pa.array(dictionary, pa.string()))
                 )
             else:
                 column = np.concatenate([_numbers(p) for p in parts])
+                del parts
                 columns.append(pa.array(column if order is None else column[order]).cast(field.type))
+        if consume:
+            self.__init__()  # empty
         return pa.Table.from_arrays(columns, schema=OPS_TABLE_SCHEMA)
 
     # ------------------------------------------------------------------ internals
@@ -459,6 +468,17 @@ def _codes(parts: list[Any], order: np.ndarray | None) -> tuple[np.ndarray, list
             codes.append(remap[p.indices.to_numpy(zero_copy_only=False)] if len(remap) else np.zeros(0, np.int64))
     all_codes = np.concatenate(codes)
     return (all_codes if order is None else all_codes[order]), list(uniques)
+
+
+def _sorted_dictionary(codes: np.ndarray, values: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Codes into ``values`` as codes into the values they use, sorted: one table's dictionary for the same strings
+    however its rows were recorded (a frame of it then has the same categories)."""
+    used = np.flatnonzero(np.bincount(codes, minlength=len(values)) > 0) if len(codes) else np.zeros(0, np.int64)
+    kept = np.array(values, dtype=object)[used] if len(used) else np.zeros(0, object)
+    order = np.argsort(kept, kind="stable")
+    rank = np.zeros(len(values), np.int64)
+    rank[used[order]] = np.arange(len(order))
+    return rank[codes], kept[order].tolist()
 
 
 def _numbers(part: Any) -> np.ndarray:

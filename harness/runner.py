@@ -182,9 +182,10 @@ def execute_run(
     try:
         outcome = backend.run(policy.policy.main, prepared.inputs, policy.params)
         wall_s = time.perf_counter() - clock
-        ops_arrow = ops_table(outcome.ops, run_id)  # strings dictionary-encoded, as the op log keeps them
         categorical = loaded.workload.ops_categorical_strings
         ops = None if categorical else ops_frame(outcome.ops, run_id)
+        # strings dictionary-encoded, as the op log keeps them; the log emptied column by column as it is made
+        ops_arrow = ops_table(outcome.ops, run_id, consume=True)
         result, backend_metrics = outcome.result, outcome.metrics
         outcome = None  # its op log, now that the tables are made (a long run's: ~100 MB)
         release_freed_memory()

@@ -115,8 +115,9 @@ class ArrowColumns(TraceColumns):
         encoded = column.unify_dictionaries() if isinstance(column, pa.ChunkedArray) else column
         chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
         dictionary = chunks[0].dictionary.to_pylist() if chunks else []
-        parts = [c.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) for c in chunks]
-        codes = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        # int32: a code per row of each string column checked, kept while the checks run (4 MB a million rows)
+        parts = [c.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32) for c in chunks]
+        codes = np.concatenate(parts) if parts else np.zeros(0, np.int32)
         found = self._codes[name] = (codes, dictionary)
         return found
 

@@ -41,6 +41,9 @@ def test_the_log_table_is_the_frame_table(records, chunk) -> None:
     table = ops_table(log, RUN_ID)
     assert table.schema.equals(OPS_TABLE_SCHEMA, check_metadata=True)
     assert _plain(table).equals(_expected(log), check_metadata=True)
+    consumed = ops_table(log, RUN_ID, consume=True)  # the runner's: the log emptied as the table is made
+    assert consumed.equals(table, check_metadata=True)
+    assert len(log) == 0 or log.table(RUN_ID) is None
 
 
 def test_values_a_typed_column_cannot_hold_come_through_the_frame() -> None:
@@ -154,3 +157,88 @@ def test_recorded_metrics_from_the_categorical_frame_are_the_string_frames(spec_
         tables = loaded.workload.tables(inputs, categorical, outcome.result)
         for name, frame in loaded.workload.tables(inputs, strings, outcome.result).items():
             pd.testing.assert_frame_equal(tables[name], frame, check_exact=True)
+
+
+def _reference_device_rows(ops: pd.DataFrame, per: float) -> list[tuple]:
+    """The per-device, per-direction and per-stream rows as the recorded metrics made them from frames."""
+    from workloads.recorded.metrics import DEVICE_KINDS, SPACERS, union_us, waiting_for_host_us
+
+    on_device = (ops["device"] >= 0) & ops["kind"].isin(DEVICE_KINDS) & ~ops["name"].isin(SPACERS)
+    device_ops = ops.loc[on_device, ["device", "stream", "kind", "issue_us", "start_us", "end_us"]]
+    rows = []
+    for device, part in device_ops.groupby("device"):
+        rows.append(("gpu_busy_frac", int(device), union_us(part["start_us"].to_numpy(), part["end_us"].to_numpy()) / per))
+        rows.append(("gpu_wait_for_host_us", int(device), waiting_for_host_us(part)))
+    for kind in ("copy_h2d", "copy_d2h"):
+        part = device_ops[device_ops["kind"] == kind]
+        rows.append((kind, -1, union_us(part["start_us"].to_numpy(), part["end_us"].to_numpy()) / per))
+    for (device, stream), part in device_ops.groupby(["device", "stream"]):
+        rows.append((f"stream_{device}_{stream}", -1, union_us(part["start_us"].to_numpy(), part["end_us"].to_numpy()) / per))
+    return rows
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), rows=st.integers(1, 60))
+def test_recorded_metrics_over_devices_and_streams_are_the_frames(seed, rows) -> None:
+    """The recorded metrics' device rows (numpy over category codes) are those of the group-bys over frames, for
+    several devices and streams, copies, spacers and host rows, from the string frame and the categorical one."""
+    from types import SimpleNamespace
+
+    from workloads.recorded.metrics import SPACERS, metrics
+
+    rng = np.random.default_rng(seed)
+    log = OpLog()
+    kinds = ["kernel", "copy_h2d", "copy_d2h", "memset", "host_sync"]
+    for op_id in range(rows):
+        device = int(rng.integers(-1, 3))
+        stream = ["s7", "s10", "main", "s2"][int(rng.integers(0, 4))]
+        kind = kinds[int(rng.integers(0, len(kinds)))]
+        name = [SPACERS[0], "gemm", "cpu:step"][int(rng.integers(0, 3))]
+        issue = float(rng.integers(0, 50))
+        start = issue + float(rng.integers(0, 20))
+        log.append((op_id, device, stream, kind, name, 0, "", "main", issue, start, start + float(rng.integers(0, 9))))
+    program = SimpleNamespace(recorded_span_us=100.0, inferred_waits=0, recorded_group_us=())
+    result = SimpleNamespace(unresolved_waits=0)
+    strings = ops_frame(log, RUN_ID)
+    per = max(float(strings["end_us"].max()), 1e-9)
+    expected = _reference_device_rows(strings, per)
+    for frame in (strings, categorical_ops_frame(ops_table(log, RUN_ID))):
+        got = metrics(program, frame, result)
+        device_rows = [
+            (m.metric if m.metric.startswith("gpu_") else m.metric.removesuffix("_busy_frac").replace("h2d", "copy_h2d")
+             .replace("d2h", "copy_d2h"), m.item, m.value)
+            for m in got
+            if (m.metric in ("gpu_busy_frac", "gpu_wait_for_host_us") and m.item >= 0)
+            or m.metric in ("h2d_busy_frac", "d2h_busy_frac")
+            or m.metric.startswith("stream_")
+        ]
+        assert device_rows == expected
+
+
+def test_the_dictionaries_are_the_used_values_sorted() -> None:
+    """However its rows were recorded (one by one, as columns with a program's every name), a table's dictionaries
+    are the values it uses, sorted: two runs of the same ops give equal frames (categories included)."""
+    rows = [(i, 0, "s", "kernel", name, 0, "", "main", float(i), float(i), i + 0.5) for i, name in enumerate("cab")]
+    one_by_one = OpLog(rows)
+    as_columns = OpLog()
+    as_columns.append_columns(
+        np.arange(3),
+        {
+            "stream": (0, ("s",)),
+            "kind": (0, ("kernel",)),
+            "name": (np.array([2, 0, 3]), ("a", "unused", "c", "b")),
+            "host_memory": (0, ("",)),
+            "thread": (0, ("main",)),
+        },
+        device=0,
+        bytes=0,
+        issue_us=np.arange(3.0),
+        start_us=np.arange(3.0),
+        end_us=np.arange(3.0) + 0.5,
+    )
+    tables = [ops_table(log, RUN_ID) for log in (one_by_one, as_columns)]
+    assert tables[0]["name"].chunk(0).dictionary.to_pylist() == ["a", "b", "c"]
+    assert tables[0].equals(tables[1]) and tables[0].to_pandas().equals(tables[1].to_pandas())
+    fallback = ops_table([(*rows[0][:4], None, *rows[0][5:]), *rows[1:]], RUN_ID)  # through the frame
+    assert fallback["name"].chunk(0).dictionary.to_pylist() == ["a", "b"]
+    assert fallback["name"].to_pylist() == [None, "a", "b"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from harness.memory_release import release_freed_memory
 from workloads.recorded.program import MODELLED_CALLS, TEXT_CODE, Call, DeviceOp
 
 
@@ -287,24 +288,34 @@ def thread_table(
     aten_sum = np.add.reduceat(aten[:covered], seg_begin) if covered else np.zeros(0, np.int64)
     ranges_sum = np.add.reduceat(ranges[:covered], seg_begin) if covered else np.zeros(0, np.int64)
 
-    corr_kept = correlation[kept_at].astype(object)  # Python ints
-    corr_kept[corr_missing[kept_at]] = None
-    waits_for = wait[kept_at].astype(object)
-    waits_for[wait_missing[kept_at]] = None
+    table = {
+        "kind": kind[kept_at],
+        "name": name[kept_at],
+        "host_before_us": before,
+        "duration_us": duration[kept_at].copy(),
+        "stream": stream[kept_at],
+        "group": group[kept_at],
+        "op_first": op_first[kept_at],
+        "op_count": op_count[kept_at],
+        "gap_aten_ops": aten_sum,
+        "gap_ranges": ranges_sum,
+        "gap_calls": (lengths - 1).astype(np.int64),
+    }
+    correlation, corr_missing = correlation[kept_at], corr_missing[kept_at]
+    wait, wait_missing = wait[kept_at], wait_missing[kept_at]
+    # The rows' columns are freed, and their pages handed back, before the call's ids become Python ints (half a
+    # million of them, in memory of their own): a long recording's build peaks here.
+    del rows, start, duration, host_gap, kind, name, group, aten, ranges, op_first, op_count, stream, no_stream
+    del unnamed, kept, gap, kept_at, seg_begin, lengths, before, loop, kind_is, has_ops
+    release_freed_memory()
+    corr_kept = correlation.astype(object)  # Python ints
+    corr_kept[corr_missing] = None
+    waits_for = wait.astype(object)
+    waits_for[wait_missing] = None
     return CallTable(
-        kind=kind[kept_at],
-        name=name[kept_at],
-        host_before_us=before,
-        duration_us=duration[kept_at].copy(),
-        stream=stream[kept_at],
-        group=group[kept_at],
+        **table,
         correlation=corr_kept,
         waits_for=waits_for,
-        op_first=op_first[kept_at],
-        op_count=op_count[kept_at],
-        gap_aten_ops=aten_sum,
-        gap_ranges=ranges_sum,
-        gap_calls=(lengths - 1).astype(np.int64),
         ops=ops,
         waits=waits,
         records=records,

@@ -200,7 +200,7 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     call_rows = call_rows[np.lexsort((ops["start_us"].to_numpy()[call_rows], thread_rank))]
     # The calls by thread, then start (a stable sort: ties keep the trace's order): their columns read here first,
     # the frame taken once the syncs before the first GPU work are left out.
-    call_column = {c: ops[c].take(call_rows) for c in ("correlation", "kind", "start_us", "duration_us")}
+    call_column = {c: ops[c].to_numpy()[call_rows] for c in ("correlation", "kind", "start_us", "duration_us")}
     gpu = ops.loc[(ops["device"].to_numpy() >= 0) & ~is_call, _read_by(ops, _CALL_ONLY)]
     is_linked = isin_ids(gpu["correlation"], call_column["correlation"])
     linked = gpu if is_linked.all() else gpu[is_linked]  # read only: every op linked (as usual), no copy of them
@@ -209,14 +209,15 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     sync_events = bool(ops["wait_correlation"].take(call_rows).notna().any())
 
     call_start = call_column["start_us"]
-    first_gpu_call = call_start[isin_ids(call_column["correlation"], linked["correlation"])].min()
-    is_leading = (call_column["kind"].isin(SYNC_CALLS) & (call_start < first_gpu_call)).to_numpy()
+    first_gpu_call = pd.Series(call_start[isin_ids(call_column["correlation"], linked["correlation"])]).min()
+    is_leading = np.isin(call_column["kind"], SYNC_CALLS) & (call_start < first_gpu_call)
     start_us = 0.0
     if is_leading.any():
-        start_us = float((call_start[is_leading] + call_column["duration_us"][is_leading]).max())
+        start_us = float(pd.Series(call_start[is_leading] + call_column["duration_us"][is_leading]).max())
         call_rows = call_rows[~is_leading]
     calls = ops[_read_by(ops, _GPU_ONLY)].take(call_rows)
-    del ops, call_column  # the calls and the GPU ops hold what is read from here on
+    del ops, call_column, call_start, call_rows, thread_rank, is_call, is_leading  # the calls and the GPU ops hold
+    # what is read from here on
     release_freed_memory()  # the trace's columns, freed: their pages back before the next frames are made
     op_table = OpTable.of(linked)
 
@@ -398,9 +399,12 @@ def infer_waits(gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[dict, dict, int
     at = _positions(call_end.index.to_numpy(), gpu["correlation"].to_numpy()[order])  # each op's call (-1: none)
     order, at = order[at >= 0], at[at >= 0]
     stream = gpu["stream"]
+    codes = TEXT_CODE.format("stream")
     if pd.api.types.infer_dtype(stream, skipna=False) != "string":  # as text (already so: Python strings)
-        stream = stream.astype(str)
+        stream, codes = stream.astype(str), None
     stream = stream.to_numpy(dtype=object)[order]
+    # each op's stream as a number, one per distinct stream name (a group-by over them hashes no string)
+    stream_key = gpu[codes].to_numpy()[order] if codes in gpu.columns else pd.factorize(stream)[0]
     start = start[order]
     end = start + gpu["duration_us"].to_numpy()[order]  # the same sums as over the rows before the sort
     device, correlation = gpu["device"].to_numpy()[order], gpu["correlation"].to_numpy()[order]
@@ -412,12 +416,12 @@ def infer_waits(gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[dict, dict, int
     devices = np.unique(device)
     for dev in devices.tolist():  # each device's ops, in start order
         mine = slice(None) if len(devices) == 1 else device == dev
-        stream_of, start_of, end_of = stream[mine], start[mine], end[mine]
+        stream_of, start_of, end_of, key_of = stream[mine], start[mine], end[mine], stream_key[mine]
         corr_of = correlation[mine]
         by_end = np.argsort(end_of, kind="stable")
         ends, end_streams, end_corrs = end_of[by_end], stream_of[by_end], corr_of[by_end]
         # each op's stream's latest end before it (in start order; -inf for the first): a running max
-        latest = pd.Series(end_of).groupby(stream_of).cummax().groupby(stream_of).shift(1).fillna(-np.inf)
+        latest = pd.Series(end_of).groupby(key_of).cummax().groupby(key_of).shift(1).fillna(-np.inf)
         allowed_of = np.maximum(latest.to_numpy(), launched[mine])
         held = np.flatnonzero(~(start_of <= allowed_of + INFER_TOLERANCE_US))  # the others were not held
         for stream_name, op_start, allowed, corr in zip(
