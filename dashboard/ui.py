@@ -22,6 +22,7 @@ from dashboard.export import PLOTLY_CONFIG, PLOTLY_THEME, csv_bytes, figure_html
 from dashboard.fidelity import Derived, derive_fidelity
 from dashboard.figures import timeline_figure
 from dashboard.machines import machine_groups
+from dashboard.markdown_table import MAX_MARKDOWN_ROWS, markdown_table
 from dashboard.requests_view import request_labels, run_requests
 from dashboard.sources import dirs_from_env, expand, signature
 from dashboard.timeline import TimelineView, resolve_window, timeline_view, window_from_relayout
@@ -316,6 +317,15 @@ def require_runs(cat: Catalog) -> None:
     if cat.runs.empty:
         st.info("No runs loaded. Name results folders in the sidebar (or run `harness dashboard RESULTS_DIR`).")
         st.stop()
+
+
+def show_table(frame: pd.DataFrame, key: str, index: bool = False) -> None:
+    """A small table of formatted cells as Markdown (no data grid for the browser to load: issue 25, the Compare
+    page's speed); one of more than ``MAX_MARKDOWN_ROWS`` rows in the data grid, which scrolls and sorts."""
+    if len(frame) <= MAX_MARKDOWN_ROWS:
+        st.markdown(markdown_table(frame, index=index))
+    else:
+        st.dataframe(frame, hide_index=not index, key=key)
 
 
 def show_figure(fig: go.Figure, key: str) -> None:

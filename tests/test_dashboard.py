@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -21,13 +22,15 @@ from test_dashboard_support import (
     build,
 )
 
-from dashboard import compare, sources, sweep
+from dashboard import compare, sources, sweep, ui
 from dashboard.catalog import build_catalog, load_path
 from dashboard.export import csv_bytes, figure_html, file_stem
 from dashboard.fidelity import derive_fidelity, error_summary, stored_fidelity
 from dashboard.figures import timeline_figure
 from dashboard.timeline import lane_bars, lanes, timeline_view
+from dashboard.markdown_table import markdown_table
 from harness.results import read_results, to_table
+from harness.verdict import format_value
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 
@@ -211,23 +214,39 @@ def test_runs_page_lists_every_readable_run_and_names_the_broken_folders(app, da
     assert "**3 of 14 runs** shown" in [m.value for m in app.markdown] and total == 14  # demo: 3 policies
 
 
+def read_markdown_table(text: str) -> pd.DataFrame:
+    """A Markdown table as the page wrote it, cells unescaped (strings)."""
+    rows = [
+        [re.sub(r"\\(.)", r"\1", cell.strip()) for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+        for line in text.splitlines()
+    ]
+    return pd.DataFrame(rows[2:], columns=rows[0])
+
+
+def shown_tables(at: AppTest) -> list[pd.DataFrame]:
+    """The page's tables drawn as Markdown, in page order."""
+    return [read_markdown_table(m.value) for m in at.markdown if m.value.startswith("| ")]
+
+
 def test_compare_page_shows_the_metrics_and_the_change_against_the_baseline(app, data):
     app.switch_page("views/compare.py").run()
     app.selectbox(key="compare-spec").set_value("layer-streaming-demo").run()
     app.selectbox(key="compare-backend").set_value("sim").run()
     no_exception(app)
     makespan = run_level(data.good[DEMO], "makespan_us")
-    summary = app.dataframe[0].value
+    summary = shown_tables(app)[0]
     shown = summary[summary["metric"] == "makespan_us"].set_index("policy_label")["mean"].to_dict()
-    assert shown == pytest.approx(makespan)
+    assert shown == {policy: format_value(value, "us") for policy, value in makespan.items()}
     app.selectbox(key="compare-baseline-layer-streaming-demo").set_value("sync").run()
-    change = app.dataframe[1].value
+    change = shown_tables(app)[1].set_index("metric")
     expected = 100 * (makespan["prefetch"] / makespan["sync"] - 1)
     assert change.loc["makespan_us", "prefetch"] == f"{expected:+.1f} %"
     assert "sync" not in change.columns  # the baseline against itself is no information
     assert not change.isin(["None", "nan"]).any().any()
     assert len(app.get("plotly_chart")) == 3  # bars, change, segment-time CDF
     assert app.selectbox(key="compare-dist-layer-streaming-demo").value.column == "segment_time_us"
+    # Issue 25 (page speed): the small tables are Markdown, so the browser loads no data grid for this page.
+    assert len(shown_tables(app)) == 3 and not app.dataframe
 
 
 def test_compare_page_draws_request_latency_cdfs(app, data):
@@ -240,8 +259,31 @@ def test_compare_page_draws_request_latency_cdfs(app, data):
         read_results(data.good[BATCHING]).extra["requests"].merge(read_results(data.good[BATCHING]).runs, on="run_id")
     )
     p50 = requests.groupby("policy_label")["ttft_us"].quantile(0.5)
-    table = app.dataframe[-1].value.set_index("policy_label")
-    assert table["p50"].to_dict() == pytest.approx(p50.to_dict())
+    table = shown_tables(app)[-1].set_index("policy_label")
+    assert table["p50"].to_dict() == {policy: format_value(value, "us") for policy, value in p50.items()}
+    assert table["n"].astype(int).to_dict() == requests.groupby("policy_label").size().to_dict()
+
+
+def test_compare_tables_longer_than_the_markdown_bound_go_to_the_data_grid(app, monkeypatch):
+    monkeypatch.setattr(ui, "MAX_MARKDOWN_ROWS", 2)  # the demo's summary has 3 policies x its metrics
+    app.switch_page("views/compare.py").run()
+    app.selectbox(key="compare-spec").set_value("layer-streaming-demo").run()
+    no_exception(app)
+    summary = app.dataframe[0].value
+    assert {"policy_label", "metric", "mean", "std", "min", "max", "n"} <= set(summary.columns)
+    assert set(summary["policy_label"]) == {"sync", "prefetch", "resident"}
+
+
+def test_a_markdown_table_keeps_cells_that_look_like_markdown():
+    frame = pd.DataFrame({"policy": ["a|b", "x_y*", "line\nbreak", "[link](x)"], "n": [1, 2, 3, 4]})
+    text = markdown_table(frame)
+    assert text.splitlines()[1] == "| :--- | ---: |"  # text left, numbers right
+    assert len(text.splitlines()) == 2 + len(frame)
+    back = read_markdown_table(text)
+    assert list(back["policy"]) == ["a|b", "x_y*", "line break", "[link](x)"]
+    assert list(back["n"]) == ["1", "2", "3", "4"]
+    indexed = markdown_table(pd.DataFrame({"p": ["+1.0 %"]}, index=pd.Index(["makespan_us"], name="metric")), True)
+    assert read_markdown_table(indexed).to_dict("records") == [{"metric": "makespan_us", "p": "+1.0 %"}]
 
 
 def test_timeline_page_stacks_sim_over_replay_and_bounds_large_runs(app, data):

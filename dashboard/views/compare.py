@@ -15,10 +15,12 @@ from dashboard.compare import (
     metric_summary,
     metric_units,
     ok_runs,
+    percentile_cells,
     percentiles,
     relative_change,
     run_metrics,
     spec_baseline,
+    summary_cells,
 )
 from dashboard.fidelity import fidelity_badge
 from dashboard.figures import cdf_figure, metric_bars, policy_colours, relative_bars
@@ -68,7 +70,7 @@ colours = policy_colours(
 )  # one colour per policy, every page
 fig = ui.cached_figure(metric_bars, summary, colours=colours)
 ui.show_figure(fig, key="compare-bars")
-st.dataframe(summary, hide_index=True)
+ui.show_table(summary_cells(summary, units), key="compare-summary")  # Markdown: no data grid to load
 # Downloads in popovers: drawn only when opened, so a page load mounts fewer elements (as on the other pages).
 with st.popover("Download"):
     ui.download_table(summary, spec, backend, "metrics", key="compare-summary-csv")
@@ -78,7 +80,7 @@ st.subheader(f"Change against {baseline}")
 change = relative_change(summary, baseline)
 change_fig = ui.cached_figure(relative_bars, change, baseline, colours=colours)
 ui.show_figure(change_fig, key="compare-change")
-st.dataframe(change_table(change, baseline, units=units))
+ui.show_table(change_table(change, baseline, units=units), key="compare-change-table", index=True)
 with st.popover("Download"):
     ui.download_table(change, spec, backend, "vs", baseline, key="compare-change-csv")
     ui.download_figure(change_fig, spec, backend, "vs", baseline, key="compare-change-html")
@@ -93,7 +95,7 @@ samples = distribution_values(cat, runs, source)
 cdf = cdf_frame(samples)
 cdf_fig = ui.cached_figure(cdf_figure, cdf, source.label, colours=colours)
 ui.show_figure(cdf_fig, key="compare-cdf")
-st.dataframe(percentiles(samples), hide_index=True)
+ui.show_table(percentile_cells(percentiles(samples)), key="compare-percentiles")
 with st.popover("Download"):
     ui.download_table(cdf, spec, backend, source.column, "cdf", key="compare-cdf-csv")
     ui.download_figure(cdf_fig, spec, backend, source.column, "cdf", key="compare-cdf-html")
