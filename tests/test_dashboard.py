@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ from test_dashboard_support import (
     SWEEP,
     DashboardData,
     build,
+    read_markdown_table,
+    shown_tables,
 )
 
 from dashboard import compare, sources, sweep, ui
@@ -214,20 +215,6 @@ def test_runs_page_lists_every_readable_run_and_names_the_broken_folders(app, da
     assert "**3 of 14 runs** shown" in [m.value for m in app.markdown] and total == 14  # demo: 3 policies
 
 
-def read_markdown_table(text: str) -> pd.DataFrame:
-    """A Markdown table as the page wrote it, cells unescaped (strings)."""
-    rows = [
-        [re.sub(r"\\(.)", r"\1", cell.strip()) for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
-        for line in text.splitlines()
-    ]
-    return pd.DataFrame(rows[2:], columns=rows[0])
-
-
-def shown_tables(at: AppTest) -> list[pd.DataFrame]:
-    """The page's tables drawn as Markdown, in page order."""
-    return [read_markdown_table(m.value) for m in at.markdown if m.value.startswith("| ")]
-
-
 def test_compare_page_shows_the_metrics_and_the_change_against_the_baseline(app, data):
     app.switch_page("views/compare.py").run()
     app.selectbox(key="compare-spec").set_value("layer-streaming-demo").run()
@@ -414,3 +401,27 @@ def test_a_policy_keeps_its_colour_across_the_compare_charts():
     change = colour_of(relative_bars(compare.relative_change(summary, "sync"), "sync", colours=colours))
     assert change == {"prefetch": colours["prefetch"], "resident": colours["resident"]}  # the baseline is not drawn
     assert bars == colours
+
+
+def test_a_warm_compare_visit_builds_no_section_again_and_a_new_choice_builds_one(app, monkeypatch):
+    """Issue 25 (page speed): the summary and the change against the baseline (their tables and figures) are built
+    once per input; a rerun with the same choices hashes a few strings and rebuilds nothing."""
+    built = []
+    for name in ("summary_section", "change_section"):
+        real = getattr(ui, name)
+        monkeypatch.setattr(ui, name, lambda *a, _real=real, _name=name, **k: built.append(_name) or _real(*a, **k))
+    ui._summary_section.clear()
+    ui._change_section.clear()
+    app.switch_page("views/compare.py").run()
+    app.selectbox(key="compare-spec").set_value("layer-streaming-demo").run()
+    app.selectbox(key="compare-backend").set_value("sim").run()
+    no_exception(app)
+    assert sorted(set(built)) == ["change_section", "summary_section"]
+    built.clear()
+    app.run()
+    assert built == []  # warm: nothing built
+    first_tables = [t.to_dict() for t in shown_tables(app)[:2]]
+    app.selectbox(key="compare-baseline-layer-streaming-demo").set_value("resident").run()
+    assert built == ["change_section"]  # a new baseline: the summary stays, the change is built for it
+    assert shown_tables(app)[0].to_dict() == first_tables[0] and shown_tables(app)[1].to_dict() != first_tables[1]
+    assert "resident" not in shown_tables(app)[1].columns
