@@ -270,3 +270,27 @@ def change_table(change: pd.DataFrame, baseline: str, group: str = "policy_label
                 sign = "+" if diff > 0 else "-"
                 cells[g].append(f"baseline 0, {sign}{format_value(abs(diff), units.get(metric, ''))}")
     return pd.DataFrame(cells, index=pd.Index(metrics, name="metric"), columns=others)
+
+
+# --------------------------------------------------------------------------- the tables as shown: formatted cells
+# The page draws its small tables as Markdown (dashboard.markdown_table); the CSV downloads keep the raw numbers.
+
+STAT_COLUMNS = ("mean", "std", "min", "max")
+
+
+def summary_cells(summary: pd.DataFrame, units: dict[str, str] | None = None) -> pd.DataFrame:
+    """:func:`metric_summary` with its statistics in the metric's unit (``338 ms``, ``2.5 GB``, ``25.0%``)."""
+    units = units or {}
+    cells = summary.copy()
+    for column in STAT_COLUMNS:
+        cells[column] = [format_value(v, units.get(m, "")) for v, m in zip(summary[column], summary["metric"])]
+    return cells
+
+
+def percentile_cells(table: pd.DataFrame, unit: str = "us", group: str = "policy_label") -> pd.DataFrame:
+    """:func:`percentiles` with its statistics in ``unit`` (the distributions are ``*_us`` columns: durations)."""
+    cells = table.copy()
+    for column in table.columns:
+        if column not in (group, "n"):
+            cells[column] = [format_value(v, unit) for v in table[column]]
+    return cells

@@ -17,11 +17,14 @@ import streamlit as st
 import streamlit.components.v1 as components
 from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
-from dashboard.catalog import TIMELINE_COLUMNS, Catalog, FolderLoad, build_catalog, load_path, read_run_ops
+from dashboard.catalog import RUN_KEY, TIMELINE_COLUMNS, Catalog, FolderLoad, build_catalog, load_path, read_run_ops
+from dashboard.compare import DistributionSource, distribution_sources, distribution_values, run_metrics
+from dashboard.compare_sections import ChangeSection, SummarySection, change_section, summary_section
 from dashboard.export import PLOTLY_CONFIG, PLOTLY_THEME, csv_bytes, figure_html, file_stem
 from dashboard.fidelity import Derived, derive_fidelity
 from dashboard.figures import timeline_figure
 from dashboard.machines import machine_groups
+from dashboard.markdown_table import MAX_MARKDOWN_ROWS, markdown_table
 from dashboard.requests_view import request_labels, run_requests
 from dashboard.sources import dirs_from_env, expand, signature
 from dashboard.timeline import TimelineView, resolve_window, timeline_view, window_from_relayout
@@ -114,7 +117,9 @@ def _figure(name: str, _build, args: tuple, kwargs: dict) -> go.Figure:
 def cached_figure(build, *args, **kwargs) -> go.Figure:
     """``build(*args, **kwargs)``, a figure function of ``dashboard.figures``, cached by its name and arguments:
     a warm visit builds no plotly express figure again (~50 ms of the Compare page's server time on the 2-core
-    dev box). The figure returned is a copy, the caller's to change."""
+    dev box). The figure returned is a copy, the caller's to change (unpickled, so plotly validates it again:
+    50-100 ms a figure on that box; the Compare page's upper sections hold theirs in
+    :func:`compare_summary` and :func:`compare_change` instead)."""
     return _figure(f"{build.__module__}.{build.__qualname__}", build, args, kwargs)
 
 
@@ -286,6 +291,64 @@ def requests_table(folder: str, run_id: str, sort_by: str, ascending: bool) -> t
     return _requests(_keys(), folder, run_id, sort_by, ascending)
 
 
+def _run_keys(runs: pd.DataFrame) -> tuple[tuple[str, str], ...]:
+    return tuple(runs[RUN_KEY].itertuples(index=False, name=None))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _compare_rows(keys: tuple, run_keys: tuple, what: str, source: DistributionSource | None, _runs: pd.DataFrame):
+    cat = _catalog(keys)
+    if what == "metrics":
+        return run_metrics(cat, _runs)
+    if what == "sources":
+        return distribution_sources(cat, _runs)
+    return distribution_values(cat, _runs, source)
+
+
+def compare_metrics(runs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`dashboard.compare.run_metrics` of ``runs`` (runs of the loaded folders), cached by the folders'
+    signatures and the runs: a warm Compare visit merges no tables again. Do not mutate."""
+    return _compare_rows(_keys(), _run_keys(runs), "metrics", None, runs)
+
+
+def compare_sources(runs: pd.DataFrame) -> list[DistributionSource]:
+    """:func:`dashboard.compare.distribution_sources` of ``runs``, cached as :func:`compare_metrics`."""
+    return _compare_rows(_keys(), _run_keys(runs), "sources", None, runs)
+
+
+def compare_samples(runs: pd.DataFrame, source: DistributionSource) -> pd.DataFrame:
+    """:func:`dashboard.compare.distribution_values` of ``runs``, cached as :func:`compare_metrics`. Do not mutate."""
+    return _compare_rows(_keys(), _run_keys(runs), "samples", source, runs)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _summary_section(keys: tuple, run_keys: tuple, metrics: tuple, workload: str, _runs) -> SummarySection:
+    values = _compare_rows(keys, run_keys, "metrics", None, _runs)
+    return summary_section(values, list(metrics), workload, _catalog(keys).runs["policy_label"])
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _change_section(
+    keys: tuple, run_keys: tuple, metrics: tuple, workload: str, lead: str, baseline: str, _runs
+) -> ChangeSection:
+    values = _compare_rows(keys, run_keys, "metrics", None, _runs)
+    section = _summary_section(keys, run_keys, metrics, workload, _runs)
+    return change_section(values, section, lead, baseline, workload)
+
+
+def compare_summary(runs: pd.DataFrame, metrics: list[str], workload: str) -> SummarySection:
+    """The Compare page's "Metrics per policy" (:func:`dashboard.compare_sections.summary_section`), cached by
+    the folders' signatures, the runs and the metrics: a warm visit hashes these strings, not data frames, and
+    builds no figure. Shared, not a copy: do not mutate."""
+    return _summary_section(_keys(), _run_keys(runs), tuple(metrics), workload, runs)
+
+
+def compare_change(runs: pd.DataFrame, metrics: list[str], workload: str, lead: str, baseline: str) -> ChangeSection:
+    """The headline and the change against ``baseline`` (:func:`dashboard.compare_sections.change_section`),
+    cached as :func:`compare_summary` and by the headline metric and the baseline. Do not mutate."""
+    return _change_section(_keys(), _run_keys(runs), tuple(metrics), workload, lead, baseline, runs)
+
+
 def sidebar(cat: Catalog) -> None:
     """Folder chooser and the load status of every folder (errors name the folder and file).
 
@@ -318,6 +381,15 @@ def require_runs(cat: Catalog) -> None:
         st.stop()
 
 
+def show_table(frame: pd.DataFrame, key: str, index: bool = False) -> None:
+    """A small table of formatted cells as Markdown (no data grid for the browser to load: issue 25, the Compare
+    page's speed); one of more than ``MAX_MARKDOWN_ROWS`` rows in the data grid, which scrolls and sorts."""
+    if len(frame) <= MAX_MARKDOWN_ROWS:
+        st.markdown(markdown_table(frame, index=index))
+    else:
+        st.dataframe(frame, hide_index=not index, key=key)
+
+
 def show_figure(fig: go.Figure, key: str) -> None:
     st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, theme=PLOTLY_THEME)
 
@@ -341,6 +413,25 @@ def download_figure(fig: go.Figure, *stem: str, key: str) -> None:
     )
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _spec_machine_groups(keys: tuple, run_keys: tuple, _runs: pd.DataFrame) -> dict[str, dict[str, pd.DataFrame]]:
+    """spec -> :func:`machine_groups` of its runs, in spec order: selecting rows of the catalog's Arrow-string
+    columns costs ~10 ms a selection on the 2-core dev box, so a warm page load makes none (issue 25)."""
+    return {spec: machine_groups(_runs[_runs["spec_name"] == spec]) for spec in sorted(_runs["spec_name"].unique())}
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _ok_runs(keys: tuple) -> pd.DataFrame:
+    runs = _catalog(keys).runs
+    return runs[runs["status"] == "ok"]
+
+
+def ok_runs() -> pd.DataFrame:
+    """The loaded runs that finished (``dashboard.compare.ok_runs`` of the catalog), cached by the folders'
+    signatures. Do not mutate."""
+    return _ok_runs(_keys())
+
+
 def pick_spec_backend(runs: pd.DataFrame, key: str) -> tuple[str, str, pd.DataFrame]:
     """Choose an experiment (spec) and a backend on one machine; return them and those runs.
 
@@ -348,10 +439,11 @@ def pick_spec_backend(runs: pd.DataFrame, key: str) -> tuple[str, str, pd.DataFr
     The choice is kept in the URL (``?spec=...&backend=...``).
     """
     left, right = st.columns(2)
-    specs = sorted(runs["spec_name"].unique())
+    by_spec = _spec_machine_groups(_keys(), _run_keys(runs), runs)
+    specs = list(by_spec)
     from_query("spec", f"{key}-spec", specs)
     spec = left.selectbox("Experiment (spec)", specs, key=f"{key}-spec")
-    groups = machine_groups(runs[runs["spec_name"] == spec])
+    groups = by_spec.get(spec, {})
     from_query("backend", f"{key}-backend", groups)
     backend = right.selectbox("Backend (and machine)", list(groups), key=f"{key}-backend")
     to_query(spec=spec, backend=backend)

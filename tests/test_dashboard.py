@@ -19,15 +19,19 @@ from test_dashboard_support import (
     SWEEP,
     DashboardData,
     build,
+    read_markdown_table,
+    shown_tables,
 )
 
-from dashboard import compare, sources, sweep
+from dashboard import compare, sources, sweep, ui
 from dashboard.catalog import build_catalog, load_path
 from dashboard.export import csv_bytes, figure_html, file_stem
 from dashboard.fidelity import derive_fidelity, error_summary, stored_fidelity
 from dashboard.figures import timeline_figure
 from dashboard.timeline import lane_bars, lanes, timeline_view
+from dashboard.markdown_table import markdown_table
 from harness.results import read_results, to_table
+from harness.verdict import format_value
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 
@@ -217,17 +221,19 @@ def test_compare_page_shows_the_metrics_and_the_change_against_the_baseline(app,
     app.selectbox(key="compare-backend").set_value("sim").run()
     no_exception(app)
     makespan = run_level(data.good[DEMO], "makespan_us")
-    summary = app.dataframe[0].value
+    summary = shown_tables(app)[0]
     shown = summary[summary["metric"] == "makespan_us"].set_index("policy_label")["mean"].to_dict()
-    assert shown == pytest.approx(makespan)
+    assert shown == {policy: format_value(value, "us") for policy, value in makespan.items()}
     app.selectbox(key="compare-baseline-layer-streaming-demo").set_value("sync").run()
-    change = app.dataframe[1].value
+    change = shown_tables(app)[1].set_index("metric")
     expected = 100 * (makespan["prefetch"] / makespan["sync"] - 1)
     assert change.loc["makespan_us", "prefetch"] == f"{expected:+.1f} %"
     assert "sync" not in change.columns  # the baseline against itself is no information
     assert not change.isin(["None", "nan"]).any().any()
     assert len(app.get("plotly_chart")) == 3  # bars, change, segment-time CDF
     assert app.selectbox(key="compare-dist-layer-streaming-demo").value.column == "segment_time_us"
+    # Issue 25 (page speed): the small tables are Markdown, so the browser loads no data grid for this page.
+    assert len(shown_tables(app)) == 3 and not app.dataframe
 
 
 def test_compare_page_draws_request_latency_cdfs(app, data):
@@ -240,8 +246,31 @@ def test_compare_page_draws_request_latency_cdfs(app, data):
         read_results(data.good[BATCHING]).extra["requests"].merge(read_results(data.good[BATCHING]).runs, on="run_id")
     )
     p50 = requests.groupby("policy_label")["ttft_us"].quantile(0.5)
-    table = app.dataframe[-1].value.set_index("policy_label")
-    assert table["p50"].to_dict() == pytest.approx(p50.to_dict())
+    table = shown_tables(app)[-1].set_index("policy_label")
+    assert table["p50"].to_dict() == {policy: format_value(value, "us") for policy, value in p50.items()}
+    assert table["n"].astype(int).to_dict() == requests.groupby("policy_label").size().to_dict()
+
+
+def test_compare_tables_longer_than_the_markdown_bound_go_to_the_data_grid(app, monkeypatch):
+    monkeypatch.setattr(ui, "MAX_MARKDOWN_ROWS", 2)  # the demo's summary has 3 policies x its metrics
+    app.switch_page("views/compare.py").run()
+    app.selectbox(key="compare-spec").set_value("layer-streaming-demo").run()
+    no_exception(app)
+    summary = app.dataframe[0].value
+    assert {"policy_label", "metric", "mean", "std", "min", "max", "n"} <= set(summary.columns)
+    assert set(summary["policy_label"]) == {"sync", "prefetch", "resident"}
+
+
+def test_a_markdown_table_keeps_cells_that_look_like_markdown():
+    frame = pd.DataFrame({"policy": ["a|b", "x_y*", "line\nbreak", "[link](x)"], "n": [1, 2, 3, 4]})
+    text = markdown_table(frame)
+    assert text.splitlines()[1] == "| :--- | ---: |"  # text left, numbers right
+    assert len(text.splitlines()) == 2 + len(frame)
+    back = read_markdown_table(text)
+    assert list(back["policy"]) == ["a|b", "x_y*", "line break", "[link](x)"]
+    assert list(back["n"]) == ["1", "2", "3", "4"]
+    indexed = markdown_table(pd.DataFrame({"p": ["+1.0 %"]}, index=pd.Index(["makespan_us"], name="metric")), True)
+    assert read_markdown_table(indexed).to_dict("records") == [{"metric": "makespan_us", "p": "+1.0 %"}]
 
 
 def test_timeline_page_stacks_sim_over_replay_and_bounds_large_runs(app, data):
@@ -372,3 +401,27 @@ def test_a_policy_keeps_its_colour_across_the_compare_charts():
     change = colour_of(relative_bars(compare.relative_change(summary, "sync"), "sync", colours=colours))
     assert change == {"prefetch": colours["prefetch"], "resident": colours["resident"]}  # the baseline is not drawn
     assert bars == colours
+
+
+def test_a_warm_compare_visit_builds_no_section_again_and_a_new_choice_builds_one(app, monkeypatch):
+    """Issue 25 (page speed): the summary and the change against the baseline (their tables and figures) are built
+    once per input; a rerun with the same choices hashes a few strings and rebuilds nothing."""
+    built = []
+    for name in ("summary_section", "change_section"):
+        real = getattr(ui, name)
+        monkeypatch.setattr(ui, name, lambda *a, _real=real, _name=name, **k: built.append(_name) or _real(*a, **k))
+    ui._summary_section.clear()
+    ui._change_section.clear()
+    app.switch_page("views/compare.py").run()
+    app.selectbox(key="compare-spec").set_value("layer-streaming-demo").run()
+    app.selectbox(key="compare-backend").set_value("sim").run()
+    no_exception(app)
+    assert sorted(set(built)) == ["change_section", "summary_section"]
+    built.clear()
+    app.run()
+    assert built == []  # warm: nothing built
+    first_tables = [t.to_dict() for t in shown_tables(app)[:2]]
+    app.selectbox(key="compare-baseline-layer-streaming-demo").set_value("resident").run()
+    assert built == ["change_section"]  # a new baseline: the summary stays, the change is built for it
+    assert shown_tables(app)[0].to_dict() == first_tables[0] and shown_tables(app)[1].to_dict() != first_tables[1]
+    assert "resident" not in shown_tables(app)[1].columns

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_dashboard_support import BATCHING, DEMO, DashboardData, build
+from test_dashboard_support import BATCHING, DEMO, DashboardData, build, shown_tables
 
 from dashboard import compare, sources, sweep
 from dashboard.catalog import Catalog, build_catalog, load_path, read_run_ops
@@ -651,7 +651,7 @@ def test_compare_and_fidelity_pages_keep_each_machines_replays_apart(data, tmp_p
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="compare-backend").options == ["replay · NVIDIA H100", "replay · NVIDIA H200", "sim"]
     assert at.selectbox(key="compare-backend").value == "replay · NVIDIA H200"
-    assert set(at.dataframe[0].value["n"]) == {1}  # one repetition on that machine, not both pooled
+    assert set(shown_tables(at)[0]["n"]) == {"1"}  # one repetition on that machine, not both pooled
     at.switch_page("views/fidelity.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="fidelity-machine").options == ["NVIDIA H100", "NVIDIA H200"]

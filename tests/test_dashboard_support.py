@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+import pandas as pd
 
 from fidelity.compare import fidelity_table, load_many, write_fidelity
 from harness.cli.run import simulate_spec
@@ -68,3 +71,21 @@ def build(root: Path) -> DashboardData:
     runs, metrics = load_many([good[DEMO], good["replay"]])
     fidelity_file = write_fidelity(root / "fidelity-test.parquet", fidelity_table(runs, metrics))
     return DashboardData(root, good, missing_ops, corrupt, fidelity_file)
+
+
+# --------------------------------------------------------------------------- tables the pages draw as Markdown
+
+
+def read_markdown_table(text: str) -> pd.DataFrame:
+    """A Markdown table as the page wrote it, cells unescaped (strings)."""
+    rows = [
+        [re.sub(r"\\(.)", r"\1", cell.strip()) for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+        for line in text.splitlines()
+    ]
+    return pd.DataFrame(rows[2:], columns=rows[0])
+
+
+def shown_tables(at) -> list[pd.DataFrame]:
+    """The page's tables drawn as Markdown (an AppTest's), in page order."""
+    return [read_markdown_table(m.value) for m in at.markdown if m.value.startswith("| ")]
+

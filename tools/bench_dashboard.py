@@ -170,6 +170,27 @@ def build_collection(out: Path, big_ops: int) -> None:
     synth_folder(out / "mid-sim", "synthetic-mid", mids, "sim", 100)
 
 
+BIG_RUN = f"{BIG_SPEC}:prefetch:sim:r0 @ big-sim"  # run labels name the folder
+# (name, path, the element that says the page is drawn)
+PAGES = [
+    ("runs", "/", '[data-testid="stDataFrame"] canvas'),
+    ("compare", "/compare?" + urlencode({"spec": BIG_SPEC, "backend": "sim"}), ".js-plotly-plot .barlayer"),
+    (
+        "timeline (1.34 M ops, whole run)",
+        "/timeline?" + urlencode({"run": BIG_RUN}),
+        ".js-plotly-plot .barlayer",
+    ),
+    (
+        "timeline (10 ms window)",
+        "/timeline?" + urlencode({"run": BIG_RUN, "start": "10000000", "end": "10010000"}),
+        ".js-plotly-plot .barlayer",
+    ),
+    ("fidelity", "/fidelity", ".js-plotly-plot .scatterlayer"),
+    ("sweep", "/sweep?" + urlencode({"spec": "synthetic-mid", "backend": "sim"}), ".js-plotly-plot"),
+    ("requests (batching run, one request)", "/requests", ".js-plotly-plot .barlayer"),
+]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -336,24 +357,8 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base)
-        big_run = f"{BIG_SPEC}:prefetch:sim:r0 @ big-sim"  # run labels name the folder
-        pages = [
-            ("runs", "/", '[data-testid="stDataFrame"] canvas'),
-            ("compare", "/compare?" + urlencode({"spec": BIG_SPEC, "backend": "sim"}), ".js-plotly-plot .barlayer"),
-            (
-                "timeline (1.34 M ops, whole run)",
-                "/timeline?" + urlencode({"run": big_run}),
-                ".js-plotly-plot .barlayer",
-            ),
-            (
-                "timeline (10 ms window)",
-                "/timeline?" + urlencode({"run": big_run, "start": "10000000", "end": "10010000"}),
-                ".js-plotly-plot .barlayer",
-            ),
-            ("fidelity", "/fidelity", ".js-plotly-plot .scatterlayer"),
-            ("sweep", "/sweep?" + urlencode({"spec": "synthetic-mid", "backend": "sim"}), ".js-plotly-plot"),
-            ("requests (batching run, one request)", "/requests", ".js-plotly-plot .barlayer"),
-        ]
+        big_run = BIG_RUN
+        pages = PAGES
         if args.pages:
             pages = [page for page in pages if page[0].split()[0] in args.pages]
         results = []

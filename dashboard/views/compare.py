@@ -3,31 +3,15 @@
 import streamlit as st
 
 from dashboard import ui
-from dashboard.compare import (
-    cdf_frame,
-    change_table,
-    default_metrics,
-    distribution_sources,
-    distribution_values,
-    headline,
-    headline_inputs,
-    headline_metrics,
-    metric_summary,
-    metric_units,
-    ok_runs,
-    percentiles,
-    relative_change,
-    run_metrics,
-    spec_baseline,
-)
+from dashboard.compare import cdf_frame, default_metrics, percentile_cells, percentiles, spec_baseline
 from dashboard.fidelity import fidelity_badge
-from dashboard.figures import cdf_figure, metric_bars, policy_colours, relative_bars
+from dashboard.figures import cdf_figure
 
 st.title("Compare policies")
 cat = ui.catalog()
 ui.require_runs(cat)
-spec, backend, runs = ui.pick_spec_backend(ok_runs(cat.runs), key="compare")
-values = run_metrics(cat, runs)
+spec, backend, runs = ui.pick_spec_backend(ui.ok_runs(), key="compare")
+values = ui.compare_metrics(runs)  # cached by the folders and the runs
 available = list(dict.fromkeys(values["metric"]))
 workload = runs["workload"].iloc[0] if len(runs) else ""
 metrics = st.multiselect(
@@ -37,11 +21,9 @@ if not metrics:
     st.info("Choose at least one metric.")
     st.stop()
 
-summary = metric_summary(values[values["metric"].isin(metrics)], metric_order=metrics)
-units = metric_units(values)
-reps = summary["n"].max()
-ranked = headline_metrics(workload, metrics, units) or metrics
-labels = list(dict.fromkeys(summary["policy_label"]))
+section = ui.compare_summary(runs, metrics, workload)  # cached: the summary, its cells, its chart
+summary, units, colours = section.summary, section.units, section.colours  # one colour per policy, every page
+ranked, labels = section.ranked, section.labels
 ui.from_query("metric", f"compare-headline-{spec}", ranked)
 lead_column, baseline_column = st.columns(2)
 lead = lead_column.selectbox("Headline metric", ranked, key=f"compare-headline-{spec}")
@@ -49,8 +31,8 @@ named = spec_baseline(runs)  # the spec's `baseline`, as its verdict.json record
 baseline = baseline_column.selectbox(
     "Baseline policy", labels, index=labels.index(named) if named in labels else 0, key=f"compare-baseline-{spec}"
 )
-answer = headline(metric_summary(values[values["metric"].isin(headline_inputs(workload, lead))]), lead, units.get(lead, ""), baseline=baseline, workload=workload)
-st.markdown(answer.text)
+against = ui.compare_change(runs, metrics, workload, lead, baseline)  # cached: headline, change, its chart
+st.markdown(against.answer.text)
 badge = fidelity_badge(ui.fidelity_pairs().table, spec, lead)
 if badge:
     st.success(badge, icon=":material/target:")
@@ -61,39 +43,34 @@ elif (
 ui.to_query(metric=lead)
 st.subheader("Metrics per policy")
 st.caption(
-    f"{spec} on {backend}: bars are the mean over repetitions, whiskers the min and max ({reps} repetition(s) at most)."
+    f"{spec} on {backend}: bars are the mean over repetitions, whiskers the min and max "
+    f"({section.reps} repetition(s) at most)."
 )
-colours = policy_colours(
-    summary["policy_label"], universe=cat.runs["policy_label"]
-)  # one colour per policy, every page
-fig = ui.cached_figure(metric_bars, summary, colours=colours)
-ui.show_figure(fig, key="compare-bars")
-st.dataframe(summary, hide_index=True)
+ui.show_figure(section.figure, key="compare-bars")
+ui.show_table(section.cells, key="compare-summary")  # Markdown: no data grid to load
 # Downloads in popovers: drawn only when opened, so a page load mounts fewer elements (as on the other pages).
 with st.popover("Download"):
     ui.download_table(summary, spec, backend, "metrics", key="compare-summary-csv")
-    ui.download_figure(fig, spec, backend, "metrics", key="compare-bars-html")
+    ui.download_figure(section.figure, spec, backend, "metrics", key="compare-bars-html")
 
 st.subheader(f"Change against {baseline}")
-change = relative_change(summary, baseline)
-change_fig = ui.cached_figure(relative_bars, change, baseline, colours=colours)
-ui.show_figure(change_fig, key="compare-change")
-st.dataframe(change_table(change, baseline, units=units))
+ui.show_figure(against.figure, key="compare-change")
+ui.show_table(against.cells, key="compare-change-table", index=True)
 with st.popover("Download"):
-    ui.download_table(change, spec, backend, "vs", baseline, key="compare-change-csv")
-    ui.download_figure(change_fig, spec, backend, "vs", baseline, key="compare-change-html")
+    ui.download_table(against.change, spec, backend, "vs", baseline, key="compare-change-csv")
+    ui.download_figure(against.figure, spec, backend, "vs", baseline, key="compare-change-html")
 
 st.subheader("Latency distributions")
-sources = distribution_sources(cat, runs)
+sources = ui.compare_sources(runs)
 if not sources:
     st.info("This workload records no per-item latencies (`*_us` metrics with item ≥ 0, or a `requests` table).")
     st.stop()
 source = st.selectbox("Distribution", sources, format_func=lambda s: s.label, key=f"compare-dist-{spec}")
-samples = distribution_values(cat, runs, source)
+samples = ui.compare_samples(runs, source)
 cdf = cdf_frame(samples)
 cdf_fig = ui.cached_figure(cdf_figure, cdf, source.label, colours=colours)
 ui.show_figure(cdf_fig, key="compare-cdf")
-st.dataframe(percentiles(samples), hide_index=True)
+ui.show_table(percentile_cells(percentiles(samples)), key="compare-percentiles")
 with st.popover("Download"):
     ui.download_table(cdf, spec, backend, source.column, "cdf", key="compare-cdf-csv")
     ui.download_figure(cdf_fig, spec, backend, source.column, "cdf", key="compare-cdf-html")

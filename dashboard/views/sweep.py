@@ -3,7 +3,7 @@
 import streamlit as st
 
 from dashboard import ui
-from dashboard.compare import default_metrics, ok_runs, run_metrics
+from dashboard.compare import default_metrics, run_metrics
 from dashboard.figures import sweep_heatmap_figure, sweep_line_figure
 from dashboard.sweep import grid_configurations, numeric_params, sweep_frame, sweep_grid, sweep_line
 
@@ -12,7 +12,7 @@ NONE = "(none)"
 st.title("Sweep")
 cat = ui.catalog()
 ui.require_runs(cat)
-spec, backend, runs = ui.pick_spec_backend(ok_runs(cat.runs), key="sweep")
+spec, backend, runs = ui.pick_spec_backend(ui.ok_runs(), key="sweep")
 available = list(dict.fromkeys(run_metrics(cat, runs)["metric"]))
 if not available:
     st.info("These runs have no whole-run metrics.")
