@@ -146,7 +146,7 @@ def remove_overhead(
     from_call = min(own, max(call_overhead_us, 0.0), budget)
     from_gap = min(before, budget - from_call)
     from_call += min(own - from_call, budget - from_call - from_gap)
-    duration = duration_us - from_call if duration_is_host_work else duration_us
+    duration = max(duration_us - from_call, 0.0) if duration_is_host_work else duration_us  # no -1e-14 from rounding
     return Removal(before - from_gap, duration, from_gap + from_call)
 
 
@@ -343,5 +343,5 @@ def _table_without_overhead(table: CallTable, calibration: ProfilerCalibration) 
     from_call = _min(_min(own, _max(call_oh, 0.0)), budget)
     from_gap = _min(before, budget - from_call)
     from_call = from_call + _min(own - from_call, budget - from_call - from_gap)
-    lighter = table.with_costs(before - from_gap, np.where(host_work, duration - from_call, duration))
+    lighter = table.with_costs(before - from_gap, np.where(host_work, np.maximum(duration - from_call, 0.0), duration))
     return lighter, from_gap + from_call
