@@ -106,7 +106,7 @@ class WorkerPool {
         std::thread thread;
         int cpu = -1;  // the CPU it is pinned to (-1: not pinned)
         bool fifo = false;
-        int placed = 0;
+        int placed = -1;  // what its placement was granted; -1: not placed yet
         cpu_set_t original;  // the affinity it was made with: restored when a run asks for no pinning
     };
 
@@ -131,28 +131,21 @@ class WorkerPool {
         raw->thread = std::thread([this, raw, index, seen] { loop(*raw, index, seen); });
     }
 
-    // Put this thread where the run wants it, if it is not there already.
+    // Put this thread where the run wants it, if it is not there already: undo what the last placement set that
+    // this one does not ask for, then place it as a fresh run thread is placed.
     void place(Worker& w, int cpu, bool fifo) {
         if (cpu == w.cpu && fifo == w.fifo && w.placed != -1) return;
-        int placed = 0;
-        if (cpu >= 0) {
-            placed |= place_this_thread(cpu, false);
-        } else if (w.cpu >= 0) {
-            pthread_setaffinity_np(pthread_self(), sizeof(w.original), &w.original);
-        }
-        if (fifo) {
-            placed |= place_this_thread(-1, true);
-        } else if (w.fifo) {
+        if (cpu < 0 && w.cpu >= 0) pthread_setaffinity_np(pthread_self(), sizeof(w.original), &w.original);
+        if (!fifo && w.fifo) {
             sched_param p{};
             p.sched_priority = 0;
             pthread_setschedparam(pthread_self(), SCHED_OTHER, &p);
         }
-        w.cpu = cpu, w.fifo = fifo, w.placed = placed;
+        w.cpu = cpu, w.fifo = fifo, w.placed = place_this_thread(cpu, fifo);
         placements_.fetch_add(1, std::memory_order_relaxed);
     }
 
     void loop(Worker& w, int index, uint64_t seen) {
-        w.placed = -1;  // not yet placed
         for (;;) {
             // Wait for the next run: spin while the pool is meant to be awake, else sleep.
             while (generation_.load(std::memory_order_acquire) == seen) {
