@@ -20,7 +20,7 @@ from workloads.recorded.policies import (
     added_call_costs_us,
     communicator_name,
     host_speed_of,
-    transformed,
+    what_if_program,
 )
 from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, ThreadProgram
 from workloads.recorded.steps import (
@@ -37,9 +37,10 @@ from workloads.recorded.steps import (
 def reissue(rt: Runtime, program: RecordedProgram, params: AsRecordedParams, what_if: str = "") -> PolicyGen:
     """``as_recorded`` (or the what-if ``what_if``) with one command per call."""
     speed = host_speed_of(rt, program, params)
-    program, removed_us = _compensated(rt, program, params)
     if what_if:
-        program = transformed(what_if, program, params)
+        program, removed_us = what_if_program(rt, what_if, program, params)
+    else:
+        program, removed_us = _compensated(rt, program, params)
     result = yield from _run_program(rt, program, params)
     return replace(result, profiler_overhead=params.profiler_overhead, overhead_removed_us=removed_us, host_speed=speed)
 
