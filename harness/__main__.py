@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 
 def main() -> None:
@@ -14,7 +15,9 @@ def main() -> None:
     """
     gc.disable()
     try:
-        from harness.cli import app
+        from harness.cli import command_line
+
+        app = command_line(sys.argv[1:])
     finally:
         gc.freeze()
         gc.enable()
