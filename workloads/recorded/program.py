@@ -354,8 +354,12 @@ def _is_text(dtype: object) -> bool:
 
 def _shared_strings(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """A string column as an object array of Python strings, one object per distinct string (None where missing),
-    and each row's code (int32, one per distinct string, -1 where missing)."""
-    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    and each row's code (int32, one per distinct string, -1 where missing; a categorical's own codes, so that the
+    numbering of the strings is not that of their first rows: the codes are only compared and grouped)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):  # load_trace(categorical_strings=True): its codes as they are
+        codes, uniques = column.cat.codes.to_numpy(), column.cat.categories
+    else:
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
     values = np.empty(len(uniques) + 1, object)
     values[:-1] = [str(u) for u in uniques.tolist()] if len(uniques) else []
     return values[codes], codes.astype(np.int32)  # code -1 (missing): the last, None
@@ -452,6 +456,8 @@ def _group_spans(calls: pd.DataFrame, linked: pd.DataFrame) -> tuple[tuple[str, 
     key = TEXT_CODE.format("group")
     if key not in calls.columns or key not in linked.columns:  # a frame without codes: the groups themselves
         key = "group"
+    elif len(calls) and len(linked):
+        return _group_spans_by_code(calls, linked, key)
     in_calls, in_ops = calls[calls["group"].notna()], linked[linked["group"].notna()]
     order = in_calls.groupby(key, sort=False)["start_us"].min().sort_values().index
     starts = in_ops.groupby(key)["start_us"].min()
@@ -462,3 +468,35 @@ def _group_spans(calls: pd.DataFrame, linked: pd.DataFrame) -> tuple[tuple[str, 
         named = in_calls.drop_duplicates(key).set_index(key)["group"]
         order = named.reindex(order)
     return tuple((str(g), float(span)) for g, span in zip(order.tolist(), spans))
+
+
+def _group_spans_by_code(calls: pd.DataFrame, linked: pd.DataFrame, key: str) -> tuple[tuple[str, float], ...]:
+    """:func:`_group_spans` through the groups' codes (``key``), on arrays: the same minima, maxima and sums, the
+    groups in the same order (by first call in order of first appearance, then a quicksort of their first starts,
+    as ``Series.sort_values`` sorts). Start times are present (a recorded op needs its start)."""
+    call_codes, op_codes = calls[key].to_numpy().astype(np.int64), linked[key].to_numpy().astype(np.int64)
+    size = int(max(call_codes.max(), op_codes.max())) + 1
+    if size <= 0:
+        return ()
+    grouped = call_codes >= 0
+    codes, starts = call_codes[grouped], calls["start_us"].to_numpy(dtype=np.float64)[grouped]
+    first_row = np.full(size, len(codes), np.int64)  # each group's first call (among the grouped calls)
+    np.minimum.at(first_row, codes, np.arange(len(codes)))
+    first_start = np.full(size, np.inf)
+    np.minimum.at(first_start, codes, starts)
+    seen = np.flatnonzero(first_row < len(codes))
+    seen = seen[np.argsort(first_row[seen], kind="stable")]  # in order of first appearance (groupby sort=False)
+    order = seen[first_start[seen].argsort(kind="quicksort")]
+    grouped = op_codes >= 0
+    codes = op_codes[grouped]
+    op_start = linked["start_us"].to_numpy(dtype=np.float64)[grouped]
+    op_end = op_start + linked["duration_us"].to_numpy(dtype=np.float64)[grouped]
+    lowest, highest = np.full(size, np.inf), np.full(size, -np.inf)
+    np.minimum.at(lowest, codes, op_start)
+    np.maximum.at(highest, codes, op_end)
+    has_ops = np.zeros(size, bool)
+    has_ops[codes] = True
+    order = order[has_ops[order]]
+    names = calls["group"].to_numpy(dtype=object)[np.flatnonzero(call_codes >= 0)[first_row[order]]]
+    spans = (highest[order] - lowest[order]).tolist()
+    return tuple((str(g), float(span)) for g, span in zip(names.tolist(), spans))
