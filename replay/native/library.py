@@ -243,6 +243,8 @@ class CudaLibrary:
             ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong,
             ctypes.c_longlong, ctypes.c_char_p, ctypes.c_int,
         ]  # fmt: skip
+        lib.nx_launch_floor.restype = ctypes.c_int
+        lib.nx_launch_floor.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
         lib.nx_close.restype = None
         lib.nx_close.argtypes = [ctypes.c_void_p]
         self.lib = lib
@@ -294,6 +296,14 @@ class CudaLibrary:
             self.lib.nx_add_graph_stamped, self.handle, k.ctypes.data, g.ctypes.data, t.ctypes.data, len(k),
             stamp_base, capacity, what="graph capture",
         )  # fmt: skip
+
+    def launch_floor_ns(self, reps: int = 10_000) -> np.ndarray:
+        """The driver's own launch call on this host (ns per call, ``reps`` of them): an empty kernel with no
+        parameters launched back to back through the driver (``cuLaunchKernel``; ``<<<>>>`` where the driver's entry
+        point was not found), each call timed alone: the floor under any launch command, the replay's or PyTorch's."""
+        out = np.zeros(reps, np.int64)
+        _checked(self.lib.nx_launch_floor, self.handle, reps, out.ctypes.data, what="launch floor")
+        return out
 
     def wake(self) -> None:
         """A run is coming: the executor's host threads spin from now for ``HARNESS_NATIVE_LINGER_MS`` (default 500),

@@ -11,7 +11,10 @@ It reports, per gap, over the second of two runs (the first warms up):
 
 median and p99 each, against the targets of issue 23 (launch median <= 3 µs;
 lateness median <= 1 µs, p99 <= 3 µs). A gap of 0 launches back to back: the
-call's cost without pacing. ``n > 3`` counts the launches later than 3 µs and
+call's cost without pacing. First, once per launch API, the driver's own
+launch call (``floor``: an empty kernel with no parameters, back to back,
+each call timed alone, ``CudaLibrary.launch_floor_ns``): the host's floor under
+any launch command, the replay's or a PyTorch program's. ``n > 3`` counts the launches later than 3 µs and
 ``apart`` is the median µs between them (1000: the scheduler's tick).
 
 Each combination of ``--launch-apis`` (``HARNESS_NATIVE_LAUNCH``: ``packed``,
@@ -103,6 +106,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     frames, summaries = [], []
+    floor: dict[str, float] = {}
     n = args.launches
     for api in args.launch_apis:
         if time.perf_counter() - started > args.budget_s:
@@ -112,6 +116,13 @@ def main() -> None:
         lib = CudaLibrary(0)
         if lib.launch_note:
             print(f"probe: asked for {api} launches: {lib.launch_note}")
+        if api == args.launch_apis[0]:
+            floor_us = lib.launch_floor_ns(n) / 1e3
+            floor = {"median_us": float(np.median(floor_us)), "p99_us": float(np.percentile(floor_us, 99)),
+                     "p25_us": float(np.percentile(floor_us, 25)), "p75_us": float(np.percentile(floor_us, 75))}
+            print(f"probe: the driver's own launch call (an empty kernel, no parameters, back to back, {n} calls): "
+                  f"median {floor['median_us']:.2f} µs (quartiles {floor['p25_us']:.2f}-{floor['p75_us']:.2f}), "
+                  f"p99 {floor['p99_us']:.2f} µs")  # fmt: skip
         # every placement with the first API; the others with the first placement only
         for placement in args.placements if api == args.launch_apis[0] else args.placements[:1]:
             cpus, fifo, spin = PLACEMENTS[placement]
@@ -140,7 +151,7 @@ def main() -> None:
         lib.close()
     if frames:
         pd.concat(frames).to_parquet(args.out / "probe.parquet", index=False)
-    (args.out / "probe.json").write_text(json.dumps({"targets": TARGETS, "runs": summaries}, indent=2))
+    (args.out / "probe.json").write_text(json.dumps({"targets": TARGETS, "launch_floor": floor, "runs": summaries}, indent=2))
     print(f"{'api':>8} {'placement':>9} {'granted':>12} {'gap µs':>7} {'launch med':>11} {'launch p99':>11} "
           f"{'late med':>9} {'late p99':>9} {'late max':>9} {'n > 3':>6} {'apart':>7}  pass")  # fmt: skip
     for s in summaries:

@@ -75,6 +75,8 @@ __global__ void nx_memory(long long ns, const float4* src, float4* dst, unsigned
 
 __global__ void nx_stamp(unsigned long long* where) { *where = globaltimer_ns(); }
 
+__global__ void nx_empty() {}  // the launch floor's kernel: no parameters, no work
+
 __global__ void nx_stamp_mapped(volatile unsigned long long* host) {
     *host = globaltimer_ns();
     __threadfence_system();
@@ -518,6 +520,40 @@ extern "C" int nx_add_graph_stamped(void* h, const int32_t* kinds, const int32_t
         if (stamp_base < 0 || stamp_base + n > capacity) throw std::runtime_error("stamp slots out of the capacity");
         nx::ensure(st, 1, 0, capacity, 1, 1);
         return capture_graph(st, kinds, grids, timer_ns, n, stamp_base);
+    } catch (const std::exception& e) {
+        put_error(err, errlen, e.what());
+        return -1;
+    }
+}
+
+// The driver's own launch call on this host, the floor under any launch command: `reps` launches of an empty kernel
+// with no parameters, back to back on the executor's own stream through cuLaunchKernel (the runtime's <<<>>> where
+// the driver's entry point was not found), each call timed alone on CLOCK_MONOTONIC; the host ns of each into `out`.
+// After `reps / 8` discarded warm-up launches; the stream is synced every 512 launches so no queue fills. 0 or -1.
+extern "C" int nx_launch_floor(void* h, int reps, int64_t* out, char* err, int errlen) {
+    State& st = *static_cast<State*>(h);
+    try {
+        NX_CHECK(cudaSetDevice(st.device));
+        CUfunction f = nullptr;
+        if (st.cu_launch) {
+            cudaFunction_t g = nullptr;
+            NX_CHECK(cudaGetFuncBySymbol(&g, (const void*)nx::nx_empty));
+            f = CUfunction(g);
+        }
+        for (int i = -reps / 8; i < reps; ++i) {
+            if (((i + reps) & 511) == 0) NX_CHECK(cudaStreamSynchronize(st.own));
+            const int64_t a = nx::monotonic_ns();
+            if (f) {
+                NX_LAUNCH(int(st.cu_launch(f, 1, 1, 1, 32, 1, 1, 0, CUstream(st.own), nullptr, nullptr)));
+            } else {
+                nx::nx_empty<<<1, 32, 0, st.own>>>();
+            }
+            const int64_t b = nx::monotonic_ns();
+            if (i >= 0) out[i] = b - a;
+        }
+        NX_CHECK(cudaStreamSynchronize(st.own));
+        NX_CHECK(cudaGetLastError());
+        return 0;
     } catch (const std::exception& e) {
         put_error(err, errlen, e.what());
         return -1;
