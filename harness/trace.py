@@ -246,7 +246,7 @@ def load_trace(path: Path, categorical_strings: bool = False) -> Trace:
         for name in strings:
             i = table.column_names.index(name)
             table = table.set_column(i, name, table.column(i).cast(table.schema.field(i).type.value_type))
-    frame = table.to_pandas()
+    frame = table.to_pandas(split_blocks=True, self_destruct=True)  # each column freed once converted
     for field in TRACE_SCHEMA:
         if field.name not in frame.columns:
             frame[field.name] = None
