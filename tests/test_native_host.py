@@ -119,6 +119,7 @@ def test_the_probe_runs_every_placement_with_the_first_api_and_the_first_placeme
     import json
     import sys
 
+    import numpy as np
     import pandas as pd
 
     from replay.native import library, probe
@@ -134,9 +135,14 @@ def test_the_probe_runs_every_placement_with_the_first_api_and_the_first_placeme
             seen.append((self.launch_api, os.environ["HARNESS_NATIVE_CPUS"], os.environ["HARNESS_NATIVE_SPIN"]))
             return run_fake_native(program)
 
+        def launch_floor_ns(self, reps):
+            floors.append(self.launch_api)
+            return np.full(reps, 1500, np.int64)
+
         def close(self):
             pass
 
+    floors: list[str] = []
     monkeypatch.setattr(library, "CudaLibrary", FakeCuda)
     for name in ("HARNESS_NATIVE_LAUNCH", "HARNESS_NATIVE_CPUS", "HARNESS_NATIVE_FIFO", "HARNESS_NATIVE_SPIN"):
         monkeypatch.setenv(name, os.environ.get(name, ""))  # the probe sets them: put them back afterwards
@@ -156,3 +162,6 @@ def test_the_probe_runs_every_placement_with_the_first_api_and_the_first_placeme
     assert len(rows) == 6 * 50 and set(rows["api"]) == {"packed", "runtime"}
     table = capsys.readouterr().out
     assert table.count("  yes") == 6 and "n > 3" in table
+    # the driver's own launch call, once, with the first API, printed and kept beside the runs
+    assert floors == ["packed"] and "the driver's own launch call" in table and "median 1.50 µs" in table
+    assert json.loads((tmp_path / "probe.json").read_text())["launch_floor"]["median_us"] == 1.5

@@ -333,3 +333,36 @@ def test_auto_takes_the_graph_gpu_figure_out_only_where_it_was_timed_queued(tmp_
     assert spans["idle"]["auto"] == spans["idle"]["keep"] == spans["queued"]["keep"]
     # the bundled decode_graph: 24 replays of 96 kernels back to back on the GPU, 0.2 µs off each kernel
     assert spans["queued"]["keep"] - spans["queued"]["auto"] == pytest.approx(24 * 96 * 0.2, rel=0.01)
+
+
+def test_graphs_a_what_if_adds_lose_the_graph_gpu_figure_only_when_compensating(tmp_path):
+    """graph_launch captures eager kernels into graphs: a compensated run predicts the unprofiled graph program, so
+    the captured kernels lose the calibrated GPU time CUPTI adds to a graph's kernels, as recorded graph kernels do;
+    a run that keeps the profiler (the profiled graph program) keeps them as recorded. Helper and end to end."""
+    from workloads.recorded import whatif
+    from workloads.recorded.compensation import added_graphs_without_gpu_overhead
+
+    figure = {"graph_kernel": Spread(median_us=0.2, spread_us=0.01)}
+    queued = CALIBRATION.model_copy(update={"gpu_overhead": figure, "gpu_timing": "queued"})
+    program = _program("decode_inline-sync")
+    captured = whatif.graph_launch(program)
+    shorter = added_graphs_without_gpu_overhead(captured, queued)
+    pairs = [(c0, c1) for t0, t1 in zip(captured.threads, shorter.threads) for c0, c1 in zip(t0.calls, t1.calls)]
+    graphs = [(c0, c1) for c0, c1 in pairs if c0.synthetic and c0.kind == "call_graph_launch"]
+    assert len(graphs) == 24  # one a decode step
+    for c0, c1 in graphs:
+        for before, after in zip(c0.ops, c1.ops):
+            expected = max(before.duration_us - 0.2, 0.0) if before.kind == "kernel" else before.duration_us
+            assert after.duration_us == pytest.approx(expected)
+    assert all(c0 is c1 for c0, c1 in pairs if not c0.synthetic)  # every recorded call as it was
+    assert added_graphs_without_gpu_overhead(captured, CALIBRATION) is captured  # no figure: nothing to take out
+    policies = (
+        '[[policies]]\nname = "graph_launch"\nlabel = "keep"\n'
+        '[[policies]]\nname = "graph_launch"\nlabel = "auto"\nprofiler_overhead = "subtract"\n'
+        '[[policies]]\nname = "graph_launch"\nlabel = "without"\nprofiler_overhead = "subtract"\n'
+        'graph_gpu_overhead = "keep"\n'
+    )
+    span = _runs(tmp_path, "decode_inline-sync.parquet", policies, queued)["table"]["makespan_us"]
+    gpu_bound_cut = sum(op.kind == "kernel" for _, c1 in graphs for op in c1.ops) * 0.2
+    assert 0.0 < span["without"] - span["auto"] <= gpu_bound_cut + 1e-6
+    assert span["auto"] < span["without"] < span["keep"]

@@ -24,6 +24,8 @@ from harness.trace import Provenance, load_trace, write_trace
 from sim import SimBackend
 from workloads.recorded.policies import AsRecordedParams, as_recorded
 from workloads.recorded.program import build_program
+from workloads.recorded.reissue import reissue
+from workloads.recorded.steps import GRAPH_LAUNCH_REST
 
 runner = CliRunner()
 RECORDED_SPECS = sorted(SPECS_DIR.glob("recorded_*.toml"))
@@ -165,6 +167,61 @@ def test_a_graph_launch_is_one_host_call_and_its_kernels_run_with_the_profile_ga
     assert len(kernels) == 4 and set(kernels["issue_us"]) == {0.0}
     assert kernels["start_us"].iloc[0] == pytest.approx(40.0)  # the recorded 40 µs launch call, then the kernels
     assert kernels["start_us"].diff().dropna().tolist() == pytest.approx([2.0 + gap] * 3)
+
+
+def _backup_graph_steps(steps: int, kernels: int = 20, into_us: float = 20.0, call_us: float = 200.0) -> list[dict]:
+    """A CUDA-graph decode loop with a per-step backup, as the profiler records a big graph (decode_graph_gpu_backup):
+    each step's ``cudaGraphLaunch`` lasts ``call_us`` but its kernels start ``into_us`` after the call starts (the
+    first launch also uploads the graph: 400 µs more before its kernels start); then the D2H copy of the step's K/V
+    rows behind the graph, and a stream sync."""
+    rows, t, corr = [], 0.0, 1
+    for step in range(steps):
+        group = f"step{step}"
+        upload = 400.0 if step == 0 else 0.0
+        rows.append(_row("call_graph_launch", "cudaGraphLaunch", t, call_us + upload, corr, gap=10.0, group=group))
+        first = t + upload + into_us
+        for j in range(kernels):
+            start = first + j * 10.5
+            rows.append(_row("kernel", f"g{j}", start, 10.0, corr, device=0, group=group, launch_us=t))
+        graph_end = first + kernels * 10.5 - 0.5
+        copy_call = t + upload + call_us + 2.0
+        rows.append(_row("call_memcpy", "cudaMemcpyAsync", copy_call, 5.0, corr + 1, gap=2.0, nbytes=1 << 20,
+                         group=group))  # fmt: skip
+        copy_start = max(graph_end + 3.0, copy_call + 5.0)
+        rows.append(_row("copy_d2h", "Memcpy DtoH (Device -> Pinned)", copy_start, 40.0, corr + 1, device=0,
+                         nbytes=1 << 20, memory="pinned", group=group, launch_us=copy_call))  # fmt: skip
+        sync_call = copy_call + 5.0 + 2.0
+        sync_end = copy_start + 40.0 + 7.0  # the wake after the copy (the H100 profile: 7.15 µs)
+        rows.append(_row("call_sync_stream", "cudaStreamSynchronize", sync_call, sync_end - sync_call, corr + 2,
+                         gap=2.0, group=group))  # fmt: skip
+        t, corr = sync_end + 10.0, corr + 3
+    return rows
+
+
+def test_a_graph_that_starts_inside_its_launch_call_is_issued_there(tmp_path):
+    """A big CUDA graph under the profiler starts on the GPU ~19 µs into a ~211 µs cudaGraphLaunch (the gpu-size
+    corpus decoder). With a sync a step the launch is on the critical path: issued at the call's end, as_recorded
+    of decode_graph_gpu_backup was +7.8% of its recording (190 µs a step late); issued where the recording shows the
+    GPU had the graph, with the rest of the call as host time after it, it is within 1%."""
+    rows = _backup_graph_steps(8)
+    program, run = _run(tmp_path, rows, profile="h100")
+    timing = program.graph_timing
+    assert timing.issued_in_call_us == pytest.approx(20.0) and timing.lead_in_us == 0.0
+    assert timing.call_after_issue_us == pytest.approx(180.0)
+    assert run.ops["end_us"].max() == pytest.approx(program.recorded_span_us, rel=0.01)
+    ops = run.ops
+    rest = ops[ops["name"] == GRAPH_LAUNCH_REST]
+    assert len(rest) == 8 and rest["end_us"].sub(rest["start_us"]).iloc[1:].tolist() == pytest.approx([180.0] * 7)
+    # the first launch (the upload: 600 µs, its kernels 420 µs in) keeps its last 180 µs after the issue
+    assert rest["end_us"].sub(rest["start_us"]).iloc[0] == pytest.approx(180.0)
+    # the call-by-call reference issues the same (steps.py and reissue.py split the launch alike)
+    legacy = run_policy(SimBackend(load_profile("h100")), reissue, program, AsRecordedParams())
+    pd.testing.assert_frame_equal(legacy.ops, run.ops, check_exact=True)
+    # a recording whose graphs start after their calls return (smaller graphs) is not split
+    small = _backup_graph_steps(4, into_us=206.0, call_us=200.0)
+    program, run = _run(tmp_path, small, profile="h100")
+    assert program.graph_timing.issued_in_call_us is None and program.graph_timing.lead_in_us == pytest.approx(6.0)
+    assert not (run.ops["name"] == GRAPH_LAUNCH_REST).any()
 
 
 def test_min_kernel_us_lengthens_short_kernels_on_every_backend(tmp_path):

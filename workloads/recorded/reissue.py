@@ -23,7 +23,15 @@ from workloads.recorded.policies import (
     transformed,
 )
 from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, ThreadProgram
-from workloads.recorded.steps import COPIES, DEFAULT_GRAPH_TIMING, HostCosts, graph_kernels_of, kernel_of
+from workloads.recorded.steps import (
+    COPIES,
+    DEFAULT_GRAPH_TIMING,
+    GRAPH_LAUNCH_REST,
+    HostCosts,
+    graph_kernels_of,
+    graph_launch_split_us,
+    kernel_of,
+)
 
 
 def reissue(rt: Runtime, program: RecordedProgram, params: AsRecordedParams, what_if: str = "") -> PolicyGen:
@@ -126,8 +134,11 @@ def _issue(
     elif kind == "call_graph_launch" and call.ops:
         kernels = graph_kernels_of(call, params.min_kernel_us, params.compute_share, shared.graph_timing, rt.profile)
         key = call.ops[0].stream
-        yield rt.launch_graph(shared.streams[key], f"graph:{call.group or call.name}", kernels, host_us)
+        issue_us, rest_us = (None, 0.0) if host_us is None else graph_launch_split_us(host_us, shared.graph_timing)
+        yield rt.launch_graph(shared.streams[key], f"graph:{call.group or call.name}", kernels, issue_us)
         shared.outstanding.add(key)
+        if rest_us > 0.0:
+            yield rt.host_work(rest_us, GRAPH_LAUNCH_REST)
     elif kind == "call_record" and call.event is not None and call.stream in shared.streams:
         shared.events[call.event] = yield rt.record(shared.streams[call.stream], host_us)
     elif kind == "call_wait" and call.stream in shared.streams:

@@ -16,7 +16,9 @@ against). What a call becomes:
   the call's host cost on the first; a synchronous memcpy then syncs its stream;
 * a graph launch: one graph step of its kernels, with spacer kernels for the GPU time the
   recording shows around them when a :class:`~workloads.recorded.program.GraphTiming` is given
-  (:func:`timed_graph`);
+  (:func:`timed_graph`); where that timing says the recording's graphs start before their launch
+  call returns, the graph is issued that far into the call and the rest of the call follows as
+  host work (:func:`graph_launch_split_us`);
 * a collective (an NCCL kernel a multi-rank import described, :mod:`harness.multirank_import`):
   an ``OP_COLLECTIVE`` step of its operation, size and peer on a communicator of its devices
   (one per distinct set, in the order met), NCCL's algorithm where its kernel's name gives it;
@@ -78,6 +80,20 @@ DEFAULT_GRAPH_TIMING = GraphTiming(launches=0, lead_in_us=6.0, kernel_gap_us=0.2
 """The GPU's time around a graph's kernels in the bundled H200 graph recordings (``decode_graph``, medians:
 lead-in 6.0-6.1 µs, gaps 0.288 µs, tail 4.1-5.0 µs): what a recording without graphs (``graph_launch``) gets."""
 SPACER_SHARE = 0.01  # a spacer takes this share of the GPU (it is time, not work)
+GRAPH_LAUNCH_REST = "cudaGraphLaunch after the GPU had the graph"  # host work: a launch call's time after the issue
+
+
+def graph_launch_split_us(host_us: float, timing: GraphTiming | None) -> tuple[float, float]:
+    """A graph launch call's host cost split at the point the GPU had its graph: the cost before the graph is issued
+    and the host time after it (0 unless the recording's graphs start before their calls return:
+    ``GraphTiming.issued_in_call_us`` into the call, or the call's last ``call_after_issue_us`` where that is
+    later, and the call lasts longer than that). NaN (the backend's figure) is not split."""
+    if timing is None or timing.issued_in_call_us is None:
+        return host_us, 0.0
+    issued_us = max(timing.issued_in_call_us, host_us - timing.call_after_issue_us)
+    if not host_us > issued_us:
+        return host_us, 0.0
+    return issued_us, host_us - issued_us
 
 
 @functools.cache
@@ -263,7 +279,11 @@ class _Builder:
                 self.graph_rows.append((name, KIND_CODES[k.kind], (0, 0, 0), k.duration_us, k.compute_share))
             name = self.name(f"graph:{call.group or call.name}")
             stream = index[call.ops[0].stream]
-            rows.append(_row(OP_GRAPH, stream=stream, name=name, host_us=host_us, first=first, count=len(kernels)))
+            issue_us, rest_us = graph_launch_split_us(host_us, self.graph_timing)
+            rows.append(_row(OP_GRAPH, stream=stream, name=name, host_us=issue_us, first=first, count=len(kernels)))
+            if rest_us > 0.0:  # the call goes on on the host while the GPU runs the graph
+                rest = _row(OP_HOST)
+                rows.append(rest[:6] + (self.name(GRAPH_LAUNCH_REST),) + rest[7:10] + (rest_us,) + rest[11:])
         elif kind == "call_record" and call.event is not None and call.stream in index:
             rows.append(_row(OP_RECORD, stream=index[call.stream], event=call.event, host_us=host_us))
         elif kind == "call_wait" and call.stream in index:
