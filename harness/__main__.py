@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 
 def main() -> None:
@@ -12,9 +13,15 @@ def main() -> None:
     thousands: every module, class and function, alive to the end) are then frozen, so that no later
     collection walks them again: 0.05-0.1 s of a 1.6 s command on the dev box.
     """
+    if sys.argv[1:2] == ["sim"]:  # a simulation: the C allocator on huge pages (a new process, see the module)
+        from harness.huge_pages import rerun_with_huge_pages
+
+        rerun_with_huge_pages()
     gc.disable()
     try:
-        from harness.cli import app
+        from harness.cli import command_line
+
+        app = command_line(sys.argv[1:])
     finally:
         gc.freeze()
         gc.enable()

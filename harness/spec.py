@@ -21,7 +21,7 @@ import pydantic
 from harness.errors import InputError, from_validation_error
 from harness.limits import ENV_RUNS, MAX_DURATION_US, Limits
 from harness.profile import Profile, load_profile
-from harness.workload import PolicyDef, PolicyParams, PrepareContext, Workload, WorkloadParams, registry
+from harness.workload import PolicyDef, PolicyParams, PrepareContext, Workload, WorkloadParams, registry, workload_named
 
 
 class PolicyEntry(pydantic.BaseModel):
@@ -147,14 +147,13 @@ def load_spec(
     profile = _load_spec_profile(path, spec.profile)
     memory = min(spec.device_memory_bytes or profile.device.memory_bytes, profile.device.memory_bytes)
 
-    workloads = registry()
     values = {**spec.workload, **(workload_overrides or {})}
     kind = values.pop("kind", None)
-    if kind not in workloads:
+    workload = workload_named(kind)
+    if workload is None:
         raise InputError(
-            path, "field 'workload.kind'", f"unknown workload {kind!r}; known: {', '.join(sorted(workloads))}"
+            path, "field 'workload.kind'", f"unknown workload {kind!r}; known: {', '.join(sorted(registry()))}"
         )
-    workload = workloads[kind]
     _check_no_bools(path, workload.params, values, "workload")
     try:
         workload_params = workload.params.model_validate(values)

@@ -11,6 +11,7 @@ strings), :class:`FrameColumns` a pandas frame about to be written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +229,35 @@ def check_rows(path: Path, columns: TraceColumns) -> None:
 
 def _duplicated(keys: list[np.ndarray]) -> np.ndarray:
     """Per row, whether an earlier row has the same keys (``DataFrame.duplicated(keep="first")``; NaN equals NaN)."""
+    if len(keys[0]) and keys[-1].dtype.kind in "iu":
+        return _duplicated_ids(keys[-1], lambda rows: [key[rows] for key in keys[:-1]])
+    return _duplicated_rows(keys)
+
+
+def _duplicated_ids(ids: np.ndarray, other_keys: Callable[[np.ndarray], list[np.ndarray]]) -> np.ndarray:
+    """:func:`_duplicated` of the keys ``[*other_keys(rows), ids]`` where ``ids`` are whole numbers (correlations:
+    nearly all distinct) and ``other_keys(rows)`` gives the other keys at ``rows``: only the rows whose id another
+    row shares can repeat a row, so they alone are compared on every key (the other keys are made for them only);
+    ids in increasing order (a recording's calls and, as a rule, its GPU ops) share none, told in one pass."""
+    count = len(ids)
+    again = np.zeros(count, bool)
+    if count < 2 or (ids[1:] > ids[:-1]).all():
+        return again
+    order = np.argsort(ids, kind="stable")
+    ordered = ids[order]
+    shared = ordered[1:] == ordered[:-1]
+    if not shared.any():
+        return again
+    repeated = np.zeros(count, bool)  # rows whose id another row has
+    repeated[order[1:][shared]] = True
+    repeated[order[:-1][shared]] = True
+    rows = np.flatnonzero(repeated)  # in row order: the first of equal rows stays the first
+    again[rows] = _duplicated_rows([*other_keys(rows), ids[rows]])
+    return again
+
+
+def _duplicated_rows(keys: list[np.ndarray]) -> np.ndarray:
+    """:func:`_duplicated` by a sort on every key."""
     count = len(keys[0])
     if count == 0:
         return np.zeros(0, bool)
@@ -246,8 +276,8 @@ def _duplicated(keys: list[np.ndarray]) -> np.ndarray:
 
 def _varies_within(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Per row, whether ``values`` takes more than one value among the rows of its group."""
-    if len(groups) == 0:
-        return np.zeros(0, bool)
+    if len(groups) < 2 or (groups[1:] > groups[:-1]).all() or values.min() == values.max():
+        return np.zeros(len(groups), bool)  # a row per group, or one value in all
     order = np.argsort(groups, kind="stable")
     ordered = groups[order]
     begins = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
@@ -278,20 +308,28 @@ def check_correlations(
             path, f"row {i}, column 'correlation'", f"{shown} is also the correlation of host call row {first}"
         )
     gpu = np.flatnonzero(on_gpu & linked)
-    same = [
-        columns.keys("device")[gpu],
-        columns.codes("stream")[0][gpu],
-        columns.numbers("start_us")[gpu],
-        columns.numbers("duration_us")[gpu],
-        columns.codes("name")[0][gpu],
-        corr[gpu],
-    ]
-    twice = _duplicated(same)
+    gpu_corr = corr[gpu]
+    if len(gpu_corr) < 2 or (gpu_corr[1:] > gpu_corr[:-1]).all():
+        return  # no two GPU ops share a correlation (a recording's usual order): none twice, none on two devices
+    gpu_device = columns.keys("device")[gpu]
+
+    def gpu_keys(rows: np.ndarray) -> list[np.ndarray]:  # device, stream, start, duration and name of gpu[rows]
+        at = gpu[rows]
+        return [
+            gpu_device[rows],
+            columns.codes("stream")[0][at],
+            columns.numbers("start_us")[at],
+            columns.numbers("duration_us")[at],
+            columns.codes("name")[0][at],
+        ]
+
+    twice = _duplicated_ids(gpu_corr, gpu_keys) if gpu_corr.dtype.kind in "iu" else _duplicated(
+        [*gpu_keys(np.arange(len(gpu))), gpu_corr]
+    )
     if twice.any():
         i = int(gpu[twice.argmax()])
         name = columns.value("name", i)
         raise InputError(path, f"row {i}", f"GPU op {name!r} is recorded twice (an identical row before)")
-    gpu_corr, gpu_device = same[5], same[0]
     several = _varies_within(gpu_corr, gpu_device)
     if several.any():
         i = int(gpu[several.argmax()])

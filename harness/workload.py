@@ -32,7 +32,6 @@ Copy ``workloads/layer_streaming/`` to start a new one.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -214,8 +213,25 @@ def registry() -> dict[str, Workload]:
         workload = getattr(importlib.import_module(module), "WORKLOAD", None)
         if isinstance(workload, Workload):
             found[workload.name] = workload
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    from importlib.metadata import entry_points  # here: ~50 ms of imports a command of one workload does without
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
         workload = entry.load()
         if isinstance(workload, Workload):
             found.setdefault(workload.name, workload)
     return found
+
+
+def workload_named(name: object) -> Workload | None:
+    """The workload ``name`` (None where there is none), as :func:`registry` finds it. A workload whose package
+    under ``workloads/`` bears its name (as every bundled one does; the package of a name is its workload) is
+    found by importing that package alone, without the others or the entry points: a ``harness sim`` of one
+    spec imports ~0.15 s less."""
+    import workloads as package
+
+    if isinstance(name, str) and name.isidentifier() and registry.cache_info().currsize == 0:
+        if any(m.ispkg and m.name == name for m in pkgutil.iter_modules(package.__path__)):
+            workload = getattr(importlib.import_module(f"{package.__name__}.{name}"), "WORKLOAD", None)
+            if isinstance(workload, Workload) and workload.name == name:
+                return workload
+    return registry().get(name) if isinstance(name, str) else None

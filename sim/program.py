@@ -108,22 +108,24 @@ def _run_chunk(run: TimelineRun, command: RunProgram, steps: np.ndarray, state: 
         cost_of = np.where(np.isnan(host_us), launch_us, host_us).tolist()  # TimelineRun._launch's cost
     else:  # keep the profile's number as it is (an int adds as an int)
         cost_of = [h if h == h else launch_us for h in host_us.tolist()]
-    gap_start, gap_end = [], []  # host work rows, in step order
-    kernel_issue, kernel_start, kernel_end = [], [], []  # kernel rows, in step order
+    # host work rows' starts and kernel rows' issue and start times, in step order (their ends, the same sums as
+    # here, are made from them and the steps' columns after the loop)
+    gap_start, kernel_issue, kernel_start = [], [], []
     handled = []  # (step, ids its handler took)
     rows, log, chunk = run.rows, run.log, run.log.CHUNK_ROWS
     outstanding = state.outstanding
     first_id, taken = run.next_id, 0  # ids before the chunk; taken by handlers so far
     now = run.now_us
     columns = (steps[c].tolist() for c in ("op", "stream", "gap_us", "duration_us"))
+    # the lists' appends and the set's add, bound once (a million steps call them)
+    gap_began, issued, started, launched = gap_start.append, kernel_issue.append, kernel_start.append, outstanding.add
     for at, (op_, stream, gap_us, duration, cost) in enumerate(zip(*columns, cost_of)):
         if gap_us > 0.0:  # TimelineRun._host_work
-            gap_start.append(now)
+            gap_began(now)
             now = now + gap_us
-            gap_end.append(now)
         if op_ == OP_LAUNCH:  # TimelineRun._launch: the host pays the call, then TimelineRun._kernel
-            outstanding.add(stream)
-            kernel_issue.append(now)
+            launched(stream)
+            issued(now)
             if cost > 0.0:
                 now = now + cost
             target = natives[stream]
@@ -142,8 +144,7 @@ def _run_chunk(run: TimelineRun, command: RunProgram, steps: np.ndarray, state: 
             else:
                 end = start
             target.tail_us = end
-            kernel_start.append(start)
-            kernel_end.append(end)
+            started(start)
         elif op_ != OP_HOST:  # the rarer ops: through the executor's own handlers, on its clock
             before = first_id + taken + int(ids_before[at]) + (gap_us > 0.0)
             run.now_us, run.next_id = now, before
@@ -159,8 +160,7 @@ def _run_chunk(run: TimelineRun, command: RunProgram, steps: np.ndarray, state: 
     for at, count in handled:
         handler_ids[at + 1] += count
     base = first_id + ids_before + np.cumsum(handler_ids)[:-1]  # the last id taken before each step
-    kernel_times = (kernel_issue, kernel_start, kernel_end)
-    _log_rows(run, command, steps, base, has_gap, launch, (gap_start, gap_end), kernel_times)
+    _log_rows(run, command, steps, base, has_gap, launch, gap_start, (kernel_issue, kernel_start))
 
 
 def _log_rows(
@@ -170,14 +170,15 @@ def _log_rows(
     base: np.ndarray,
     has_gap: np.ndarray,
     launch: np.ndarray,
-    gap_times: tuple[list, list],
-    kernel_times: tuple[list, list, list],
+    gap_start: list,
+    kernel_times: tuple[list, list],
 ) -> None:
-    """The chunk's host work and kernel rows, as columns (``OpLog.append_columns``)."""
+    """The chunk's host work and kernel rows, as columns (``OpLog.append_columns``); their ends are the loop's sums
+    (``now + gap_us``, ``start + duration`` where the kernel computes), as float64 here."""
     natives = [handle.native for handle in command.streams]
     names = (*command.program.names, "")  # name index -1: ""
     host = {"stream": (0, (_MAIN,)), "host_memory": (0, ("",)), "thread": (0, (_MAIN,))}
-    start = _times(gap_times[0])
+    start = _times(gap_start)
     run.log.append_columns(
         base[has_gap] + 1,
         {**host, "kind": (0, (_HOST_WORK,)), "name": (steps["gap_name"][has_gap], names)},
@@ -185,9 +186,10 @@ def _log_rows(
         bytes=0,
         issue_us=start,
         start_us=start,
-        end_us=_times(gap_times[1]),
+        end_us=start + steps["gap_us"][has_gap],
     )
     stream = steps["stream"][launch]
+    kernel_start, duration = _times(kernel_times[1]), steps["duration_us"][launch]
     run.log.append_columns(
         base[launch] + has_gap[launch] + 1,
         {**host, "stream": (stream, tuple(n.name for n in natives)), "kind": (0, (_KERNEL,)),
@@ -195,8 +197,8 @@ def _log_rows(
         device=np.array([native.device.index for native in natives], np.int64)[stream],
         bytes=0,
         issue_us=_times(kernel_times[0]),
-        start_us=_times(kernel_times[1]),
-        end_us=_times(kernel_times[2]),
+        start_us=kernel_start,
+        end_us=np.where(duration > DONE_TOLERANCE, kernel_start + duration, kernel_start),
     )
 
 

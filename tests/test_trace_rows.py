@@ -98,3 +98,22 @@ def test_duplicated_rows_are_pandas_duplicated_nan_equal_to_nan():
     expected = frame.duplicated(keep="first").to_numpy()
     found = _duplicated([frame[c].to_numpy() for c in frame.columns])
     assert found.any() and (found == expected).all()
+
+
+@pytest.mark.parametrize("ids", ["shuffled", "increasing", "few"])
+def test_duplicated_by_an_integer_id_is_pandas_duplicated(ids):
+    """The last key an id: rows compared only where the id repeats (or none where ids increase), same answer."""
+    rng = np.random.default_rng(11)
+    count = 2000
+    values = rng.integers(0, 3, size=(count, 2)).astype(float)
+    values[rng.random((count, 2)) < 0.2] = np.nan
+    id_column = {
+        "shuffled": rng.permutation(np.repeat(np.arange(count // 2), 2)),
+        "increasing": np.arange(count) * 3,
+        "few": rng.integers(0, 5, size=count),
+    }[ids].astype(np.int64)
+    frame = pd.DataFrame({"a": values[:, 0], "b": values[:, 1], "id": id_column})
+    expected = frame.duplicated(keep="first").to_numpy()
+    found = _duplicated([frame[c].to_numpy() for c in frame.columns])
+    assert (found == expected).all()
+    assert found.any() == (ids != "increasing")

@@ -175,10 +175,20 @@ def _per_distinct(keys: tuple[np.ndarray, ...], make, codes: tuple[np.ndarray | 
             key_codes = pd.factorize(key, use_na_sentinel=False)[0]
         key_codes = key_codes.astype(np.int64) - int(key_codes.min())
         combined = combined * (int(key_codes.max()) + 1) + key_codes
+    if int(combined.max()) < _LOOKUP_CODES:  # a row of each distinct code (any: its rows hold the same key), no sort
+        row_of = np.full(int(combined.max()) + 1, -1, np.int64)
+        row_of[combined] = np.arange(len(combined))
+        used = np.flatnonzero(row_of >= 0)
+        values = np.empty(len(row_of), object)
+        values[used] = [make(*(key[i] for key in keys)) for i in row_of[used].tolist()]
+        return values[combined]
     _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
     values = np.empty(len(first), object)
     values[:] = [make(*(key[i] for key in keys)) for i in first.tolist()]
     return values[inverse]
+
+
+_LOOKUP_CODES = 1 << 22  # combined codes below it: a lookup table by code (32 MB at most) rather than a sort
 
 
 def factorize_shared(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -211,10 +221,14 @@ def _member_of(rows: pd.DataFrame, column: str):
     codes = _codes(rows, column)
     if codes is None:
         return lambda *wanted: np.isin(values, wanted)
-    kept, first = np.unique(codes, return_index=True)
+    size = int(codes.max()) + 2 if len(codes) else 1  # code -1 (missing): the last
+    row_of = np.full(size, -1, np.int64)
+    row_of[codes] = np.arange(len(codes))  # a row of each code (any: they hold the same value)
+    kept = np.flatnonzero(row_of[:-1] >= 0)
+    first = row_of[kept]
 
     def is_in(*wanted: object) -> np.ndarray:
-        lookup = np.zeros(int(kept.max()) + 2 if len(kept) else 1, bool)  # code -1 (missing): the last
+        lookup = np.zeros(size, bool)
         lookup[kept] = [v in wanted for v in values[first].tolist()]
         return lookup[codes]
 

@@ -196,29 +196,34 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     missing = [c for c in ("gap_aten_ops", "gap_ranges") if c not in ops.columns]  # frames of older traces
     ops = ops.assign(**dict.fromkeys(missing)) if missing else ops
     is_call = ops["kind"].str.startswith("call_").to_numpy(dtype=bool)
-    # The columns used, built once (no copy of the frame per step); strings as Python strings in object columns
-    # (Arrow-backed ones are slow to take and filter; pandas 3 would infer them from an object array), each
-    # distinct one made once.
-    # Beside each, its codes (TEXT_CODE), which the call table reads rather than hash the strings again.
+    # The columns used, built once (no copy of the frame per step). A text column is its codes (TEXT_CODE, one per
+    # distinct string, -1 where missing) until the calls and the GPU ops are taken from the rows: then it becomes
+    # Python strings in an object column (Arrow-backed ones are slow to take and filter; pandas 3 would infer them
+    # from an object array), each distinct one made once, beside its codes, which the call table reads rather than
+    # hash the strings again.
     columns: dict[str, object] = {}
+    strings: dict[str, np.ndarray] = {}  # per text column, its distinct strings by code (code -1: the last, None)
     for c in _USED_COLUMNS:
         if c not in ops.columns:
             continue
         if _is_text(ops[c].dtype):
-            values, codes = _shared_strings(ops[c])
-            columns[c] = pd.Series(values, dtype=object, copy=False)
-            columns[TEXT_CODE.format(c)] = codes
+            strings[c], columns[TEXT_CODE.format(c)] = _distinct_strings(ops[c])
         else:
             columns[c] = ops[c].to_numpy()
+    order = [name for c in _USED_COLUMNS for name in (c, TEXT_CODE.format(c)) if name in columns or name in strings]
     ops = pd.DataFrame(columns, copy=False)
     del columns  # the frame holds them (and the trace's frame, handed over, is freed with them below)
     call_rows = np.flatnonzero(is_call)
-    thread_rank, _ = pd.factorize(ops["thread"].to_numpy()[call_rows], sort=True, use_na_sentinel=False)
+    if "thread" in strings:  # the threads in the order of their names (each code ranked once)
+        thread_rank = _sorted_rank(strings["thread"])[ops[TEXT_CODE.format("thread")].to_numpy()[call_rows]]
+    else:
+        thread_rank, _ = pd.factorize(ops["thread"].to_numpy()[call_rows], sort=True, use_na_sentinel=False)
     call_rows = call_rows[np.lexsort((ops["start_us"].to_numpy()[call_rows], thread_rank))]
     # The calls by thread, then start (a stable sort: ties keep the trace's order): their columns read here first,
     # the frame taken once the syncs before the first GPU work are left out.
-    call_column = {c: ops[c].to_numpy()[call_rows] for c in ("correlation", "kind", "start_us", "duration_us")}
-    gpu = ops.loc[(ops["device"].to_numpy() >= 0) & ~is_call, _read_by(ops, _CALL_ONLY)]
+    call_column = {c: ops[c].to_numpy()[call_rows] for c in ("correlation", "start_us", "duration_us")}
+    call_column["kind"] = _text_of(ops, strings, "kind", call_rows)
+    gpu = _with_strings(ops.loc[(ops["device"].to_numpy() >= 0) & ~is_call, _read_by(ops, _CALL_ONLY)], strings, order)
     is_linked = isin_ids(gpu["correlation"], call_column["correlation"])
     linked = gpu if is_linked.all() else gpu[is_linked]  # read only: every op linked (as usual), no copy of them
     # Only a wait that names its record's correlation orders streams by itself; torch 2.11's sync events
@@ -232,7 +237,7 @@ def build_program(ops: pd.DataFrame, source: str, profiler_mode: str = "") -> Re
     if is_leading.any():
         start_us = float(pd.Series(call_start[is_leading] + call_column["duration_us"][is_leading]).max())
         call_rows = call_rows[~is_leading]
-    calls = ops[_read_by(ops, _GPU_ONLY)].take(call_rows)
+    calls = _with_strings(ops[_read_by(ops, _GPU_ONLY)].take(call_rows), strings, order)
     del ops, call_column, call_start, call_rows, thread_rank, is_call, is_leading  # the calls and the GPU ops hold
     # what is read from here on
     release_freed_memory()  # the trace's columns, freed: their pages back before the next frames are made
@@ -382,11 +387,53 @@ def _is_text(dtype: object) -> bool:
 
 def _shared_strings(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """A string column as an object array of Python strings, one object per distinct string (None where missing),
-    and each row's code (int32, one per distinct string, -1 where missing)."""
-    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    and each row's code (int32, one per distinct string, -1 where missing; a categorical's own codes, so that the
+    numbering of the strings is not that of their first rows: the codes are only compared and grouped)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):  # load_trace(categorical_strings=True): its codes as they are
+        codes, uniques = column.cat.codes.to_numpy(), column.cat.categories
+    else:
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
     values = np.empty(len(uniques) + 1, object)
     values[:-1] = [str(u) for u in uniques.tolist()] if len(uniques) else []
     return values[codes], codes.astype(np.int32)  # code -1 (missing): the last, None
+
+
+def _distinct_strings(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A string column's distinct strings as Python strings (an object array, one per code, None last) and each
+    row's code (int32, -1 where missing): :func:`_shared_strings` without the object array of a string per row."""
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.astype("category")
+    values = np.empty(len(column.cat.categories) + 1, object)
+    values[:-1] = [str(u) for u in column.cat.categories.tolist()]
+    return values, column.cat.codes.to_numpy().astype(np.int32)
+
+
+def _sorted_rank(values: np.ndarray) -> np.ndarray:
+    """Each code's rank among the distinct strings ``values`` (by code, None last) in sorted order, None after them:
+    the codes ``pd.factorize(sort=True)`` would order rows by."""
+    rank = np.empty(len(values), np.int64)
+    rank[sorted(range(len(values) - 1), key=values.__getitem__)] = np.arange(len(values) - 1)
+    rank[-1] = len(values) - 1
+    return rank
+
+
+def _text_of(frame: pd.DataFrame, strings: dict[str, np.ndarray], column: str, rows: np.ndarray) -> np.ndarray:
+    """Text column ``column`` at ``rows``, as an object array (from its codes where ``strings`` has it)."""
+    if column in strings:
+        return strings[column][frame[TEXT_CODE.format(column)].to_numpy()[rows]]
+    return frame[column].to_numpy()[rows]
+
+
+def _with_strings(frame: pd.DataFrame, strings: dict[str, np.ndarray], order: list[str]) -> pd.DataFrame:
+    """``frame`` (rows taken from build_program's frame of codes) with each text column as Python strings beside
+    its codes, the columns in ``order``."""
+    made = {
+        c: pd.Series(values[frame[TEXT_CODE.format(c)].to_numpy()], index=frame.index, dtype=object, copy=False)
+        for c, values in strings.items()
+        if TEXT_CODE.format(c) in frame.columns
+    }
+    whole = frame.assign(**made) if made else frame
+    return whole[[c for c in order if c in whole.columns]]
 
 
 def _per_value(frame: pd.DataFrame, column: str, make, dtype) -> np.ndarray:
@@ -480,6 +527,8 @@ def _group_spans(calls: pd.DataFrame, linked: pd.DataFrame) -> tuple[tuple[str, 
     key = TEXT_CODE.format("group")
     if key not in calls.columns or key not in linked.columns:  # a frame without codes: the groups themselves
         key = "group"
+    elif len(calls) and len(linked):
+        return _group_spans_by_code(calls, linked, key)
     in_calls, in_ops = calls[calls["group"].notna()], linked[linked["group"].notna()]
     order = in_calls.groupby(key, sort=False)["start_us"].min().sort_values().index
     starts = in_ops.groupby(key)["start_us"].min()
@@ -490,3 +539,35 @@ def _group_spans(calls: pd.DataFrame, linked: pd.DataFrame) -> tuple[tuple[str, 
         named = in_calls.drop_duplicates(key).set_index(key)["group"]
         order = named.reindex(order)
     return tuple((str(g), float(span)) for g, span in zip(order.tolist(), spans))
+
+
+def _group_spans_by_code(calls: pd.DataFrame, linked: pd.DataFrame, key: str) -> tuple[tuple[str, float], ...]:
+    """:func:`_group_spans` through the groups' codes (``key``), on arrays: the same minima, maxima and sums, the
+    groups in the same order (by first call in order of first appearance, then a quicksort of their first starts,
+    as ``Series.sort_values`` sorts). Start times are present (a recorded op needs its start)."""
+    call_codes, op_codes = calls[key].to_numpy().astype(np.int64), linked[key].to_numpy().astype(np.int64)
+    size = int(max(call_codes.max(), op_codes.max())) + 1
+    if size <= 0:
+        return ()
+    grouped = call_codes >= 0
+    codes, starts = call_codes[grouped], calls["start_us"].to_numpy(dtype=np.float64)[grouped]
+    first_row = np.full(size, len(codes), np.int64)  # each group's first call (among the grouped calls)
+    np.minimum.at(first_row, codes, np.arange(len(codes)))
+    first_start = np.full(size, np.inf)
+    np.minimum.at(first_start, codes, starts)
+    seen = np.flatnonzero(first_row < len(codes))
+    seen = seen[np.argsort(first_row[seen], kind="stable")]  # in order of first appearance (groupby sort=False)
+    order = seen[first_start[seen].argsort(kind="quicksort")]
+    grouped = op_codes >= 0
+    codes = op_codes[grouped]
+    op_start = linked["start_us"].to_numpy(dtype=np.float64)[grouped]
+    op_end = op_start + linked["duration_us"].to_numpy(dtype=np.float64)[grouped]
+    lowest, highest = np.full(size, np.inf), np.full(size, -np.inf)
+    np.minimum.at(lowest, codes, op_start)
+    np.maximum.at(highest, codes, op_end)
+    has_ops = np.zeros(size, bool)
+    has_ops[codes] = True
+    order = order[has_ops[order]]
+    names = calls["group"].to_numpy(dtype=object)[np.flatnonzero(call_codes >= 0)[first_row[order]]]
+    spans = (highest[order] - lowest[order]).tolist()
+    return tuple((str(g), float(span)) for g, span in zip(names.tolist(), spans))
