@@ -367,21 +367,3 @@ def test_graphs_a_what_if_adds_lose_the_graph_gpu_figure_only_when_compensating(
     assert 0.0 < span["without"] - span["auto"] <= gpu_bound_cut + 1e-6
     assert span["auto"] < span["without"] < span["keep"]
 
-
-def test_an_added_hand_off_measured_only_profiled_is_charged_at_the_compensated_programs_speed():
-    """Without a calibrated ``stream_handoff_us`` the side-stream hand-off costs the profiled 63 µs measured on a
-    recording; a prediction without the profiler charges it times what compensation did to the program's own Python
-    (host µs per aten op after over before), one that keeps the profiler charges it as measured."""
-    from workloads.recorded import host_costs
-    from workloads.recorded.policies import _with_compensated_host_ratio
-
-    program = _program("decode_inline-sync")
-    lighter, _ = without_profiler_overhead(program, CALIBRATION)
-    with_ratio = _with_compensated_host_ratio(program, lighter)
-    expected = host_costs.host_us_per_aten_op(lighter) / host_costs.host_us_per_aten_op(program)
-    assert with_ratio.compensated_host_ratio == pytest.approx(expected) and 0.2 < expected < 1.0
-    assert _with_compensated_host_ratio(program, lighter) is with_ratio  # made once
-    fallback = host_costs.STREAM_HANDOFF_FALLBACK_US
-    assert host_costs.stream_handoff_us(with_ratio, None, profiled=False) == pytest.approx(fallback * expected)
-    assert host_costs.stream_handoff_us(with_ratio, None, profiled=True) == fallback
-    assert host_costs.stream_handoff_us(program, None, profiled=False) == fallback  # not compensated: as measured

@@ -24,10 +24,10 @@ costs the host the Python around them, which the recordings show is 10-30x the c
    ``harness calibrate --profiler``), plus, when the prediction keeps the profiler's overhead
    (``profiler_overhead = "keep"``), what the profile's ``[profiler.<mode>]`` calibration of the
    recording's mode measured the profiler adds to it (``overhead.stream_handoff``);
-2. else :data:`STREAM_HANDOFF_FALLBACK_US`, measured on a recording (profiled); a prediction that takes the
-   profiler out charges it times what compensation did to the program's own Python
-   (``RecordedProgram.compensated_host_ratio``: host µs per aten op after over before), as the hand-off's
-   Python runs at the program's speed.
+2. else :data:`STREAM_HANDOFF_FALLBACK_US`, measured on a recording (profiled), also where the prediction takes
+   the profiler out: scaled by what compensation did to the program's aten ops (~0.55 on the H100 corpus) it
+   under-charged the real unprofiled hand-off (p02: +6.5% predicted against +13.9% real, +17.0% unscaled;
+   traces/recorded/corpus/README.md), whose Python the profiler inflates less than an aten op's.
 
 **Prefetch hand-off** (``PREFETCH_HANDOFF``): ``prefetch_copies`` hands each group's copies to a copy
 stream the way a hand-written prefetcher does each layer (``with torch.cuda.stream(copies):
@@ -136,8 +136,6 @@ def stream_handoff_us(program: RecordedProgram, profile: Profile | None, profile
     """Host µs of one side-stream hand-off beyond its records and waits (see the module docstring)."""
     eager = profile.figures.pytorch_eager_host if profile is not None else None
     if eager is None or eager.stream_handoff_us is None:
-        if not profiled and program.compensated_host_ratio is not None:  # the profiled figure, as the program's
-            return STREAM_HANDOFF_FALLBACK_US * program.compensated_host_ratio  # Python runs without the profiler
         return STREAM_HANDOFF_FALLBACK_US
     calibration = profile.profiler_calibration(program.profiler_mode) if program.profiler_mode else None
     added = calibration.overhead_us(STREAM_HANDOFF) if profiled and calibration is not None else 0.0

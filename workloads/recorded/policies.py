@@ -276,22 +276,6 @@ def transformed(name: str, program: RecordedProgram, params: AsRecordedParams) -
     return entry[1]
 
 
-_host_ratios: dict[int, tuple[RecordedProgram, RecordedProgram]] = {}
-
-
-def _with_compensated_host_ratio(recorded: RecordedProgram, compensated: RecordedProgram) -> RecordedProgram:
-    """``compensated`` knowing what compensation did to the program's own Python (``compensated_host_ratio``: host
-    µs per aten op after over before), which converts a cost measured only under the profiler for the calls a
-    what-if adds (``host_costs.stream_handoff_us``); made once per compensated program, for what-ifs only (it reads
-    every call of the recording)."""
-    entry = _host_ratios.get(id(compensated))
-    if entry is None or entry[0] is not compensated:
-        before, after = host_costs.host_us_per_aten_op(recorded), host_costs.host_us_per_aten_op(compensated)
-        ratio = after / before if before and after is not None else None
-        entry = _host_ratios[id(compensated)] = (compensated, replace(compensated, compensated_host_ratio=ratio))
-    return entry[1]
-
-
 _added_graphs: dict[tuple[int, float], tuple[RecordedProgram, RecordedProgram]] = {}
 
 
@@ -318,8 +302,6 @@ def what_if_program(
     as the params ask (before the what-if: it moves compensated gaps), then transformed, the graphs it added
     compensated as recorded ones are. The step program and the call-by-call re-issue (``reissue.py``) both run it."""
     compensated, removed_us = _compensated(rt, program, params)
-    if params.profiler_overhead == "subtract":
-        compensated = _with_compensated_host_ratio(program, compensated)
     return _added_graphs_compensated(rt, transformed(name, compensated, params), params), removed_us
 
 

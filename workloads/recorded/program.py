@@ -174,10 +174,6 @@ class RecordedProgram:
     # the recording's simple calls (median µs, count) before a what-if changed its calls, which a graph launch
     # replaces: the recording's host speed stays known (compensation.host_speed); None until a what-if runs
     recorded_simple_calls: tuple[float, int] | None = None
-    # profiler compensation's effect on the program's own Python: its host µs per aten op after compensation over
-    # before (host_costs.host_us_per_aten_op); None unless compensated. Converts a cost measured only under the
-    # profiler into the unprofiled program's (host_costs.stream_handoff_us)
-    compensated_host_ratio: float | None = None
 
 
 _GEMM = re.compile(r"gemm|matmul|cutlass|xmma|mma_|cublas|sm\d\d_", re.IGNORECASE)
