@@ -81,6 +81,29 @@ def test_program_gives_the_call_by_call_ops_table(spec_name, label, index):
         pd.testing.assert_frame_equal(native, legacy, check_exact=True)
 
 
+def test_a_compensated_graph_launch_is_the_same_call_by_call(tmp_path):
+    """A compensated what-if that adds graphs (graph_launch with profiler_overhead = "subtract" on the H100 profile,
+    whose calibration takes CUPTI's GPU time out of graph kernels) re-issues call by call as the step program does:
+    both compensate the graphs it added."""
+    from harness.paths import TRACES_DIR
+
+    trace = TRACES_DIR / "recorded" / "corpus" / "recordings" / "decode_eager_host-sync.parquet"
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'name = "g"\nprofile = "h100"\nrepetitions = 1\n[workload]\nkind = "recorded"\ntrace = "{trace}"\n'
+                    '[[policies]]\nname = "graph_launch"\nprofiler_overhead = "subtract"\n')  # fmt: skip
+    loaded = load_spec(spec)
+    program = loaded.workload.prepare(loaded.prepare_context())
+    run = loaded.policies[0]
+    backend = SimBackend(loaded.profile, 1, loaded.device_memory_bytes, fast=True, fast_programs=True)
+    legacy = _ops(backend, reissue, program, run.params, "graph_launch")
+    steps = _ops(SimBackend(loaded.profile, 1, loaded.device_memory_bytes, fast=True, fast_programs=True),
+                 run.policy.main, program, run.params)  # fmt: skip
+    pd.testing.assert_frame_equal(steps, legacy, check_exact=True)
+    kept = run.params.model_copy(update={"graph_gpu_overhead": "keep"})
+    longer = _ops(SimBackend(loaded.profile, 1, loaded.device_memory_bytes), run.policy.main, program, kept)
+    assert longer["end_us"].max() > steps["end_us"].max()  # the added graphs did lose the GPU time
+
+
 # --------------------------------------------------------------------------- the layout and its checks
 
 
