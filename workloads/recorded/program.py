@@ -301,8 +301,9 @@ def _without_copy_waits(calls: pd.DataFrame, linked: pd.DataFrame) -> pd.DataFra
     copy_end = (copies["start_us"] + copies["duration_us"]).groupby(copies["correlation"]).max()
     pageable = set(copies.loc[copies["host_memory"] == "pageable", "correlation"].tolist())
     synchronous = ~_per_value(calls, "name", lambda name: "Async" in str(name), bool)
-    holds = memcpy & (calls["correlation"].isin(pageable).to_numpy() | synchronous)
-    holds &= calls["correlation"].isin(copy_end.index).to_numpy()
+    correlation = calls["correlation"]  # ids tested by a bitmap (Series.isin hashes every row's)
+    holds = memcpy & (isin_ids(correlation, np.array(list(pageable))) | synchronous)
+    holds &= isin_ids(correlation, copy_end.index)
     if not holds.any():
         return calls
     held = calls[holds]
