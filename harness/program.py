@@ -231,31 +231,43 @@ class StepProgram:
             where = f"thread {thread.name!r}, step"
             if steps.dtype != STEP_DTYPE:
                 raise ProgramError(f"thread {thread.name!r}: steps of dtype {steps.dtype}, expected STEP_DTYPE")
-            op = steps["op"]
-            _first_bad(where, steps, op > OP_COLLECTIVE, "op")
-            needs_stream = np.isin(op, STREAM_OPS)
-            stream = steps["stream"]
-            _first_bad(where, steps, needs_stream & ~((stream >= 0) & (stream < self.streams)), "stream")
-            for index in ("name", "gap_name"):
-                _first_bad(where, steps, ~((steps[index] >= -1) & (steps[index] < len(self.names))), index)
-            _first_bad(where, steps, (steps["gap_us"] > 0.0) & (steps["gap_name"] < 0), "gap_name")
-            _first_bad(where, steps, ~(steps["gap_us"] >= 0.0), "gap_us")
-            host = steps["host_us"]
-            _first_bad(where, steps, ~np.isnan(host) & ~(host >= 0.0), "host_us")
-            launch = op == OP_LAUNCH
-            _first_bad(where, steps, launch & ~(steps["duration_us"] >= 0.0), "duration_us")
-            _first_bad(where, steps, launch & ~((steps["share"] > 0.0) & (steps["share"] <= 1.0)), "share")
-            _first_bad(where, steps, launch & (steps["kind"] >= len(KINDS)), "kind")
-            copy = op == OP_COPY
-            _first_bad(where, steps, copy & (steps["kind"] >= len(DIRECTIONS)), "kind")
-            _first_bad(where, steps, copy & (steps["nbytes"] < 0), "nbytes")
-            graph = op == OP_GRAPH
-            first, count = steps["graph_first"], steps["graph_count"]
-            bad = graph & ((count < 1) | (first < 0) | (first.astype(np.int64) + count > len(graphs)))
-            _first_bad(where, steps, bad, "graph_first/graph_count")
-            syncs = (op == OP_SYNC_DEVICE) | (op == OP_SYNC_EVENT)
-            _first_bad(where, steps, syncs & ~((stream >= -1) & (stream < self.streams)), "stream")
-            self._check_collectives(where, steps, op == OP_COLLECTIVE)
+            if len(steps) <= _CHECK_CHUNK_STEPS:
+                self._check_steps(where, steps, graphs)
+                continue
+            try:  # a chunk at a time, each while it is in the cache (each rule's pass reads a 72-byte stride)
+                for begin in range(0, len(steps), _CHECK_CHUNK_STEPS):
+                    self._check_steps(where, steps[begin : begin + _CHECK_CHUNK_STEPS], graphs)
+            except ProgramError:  # the message of the whole thread's check: its first rule broken, at its first step
+                self._check_steps(where, steps, graphs)
+                raise
+
+    def _check_steps(self, where: str, steps: np.ndarray, graphs: np.ndarray) -> None:
+        """Raise :class:`ProgramError` naming the first of ``steps`` that breaks the first rule any of them breaks."""
+        op = steps["op"]
+        _first_bad(where, steps, op > OP_COLLECTIVE, "op")
+        needs_stream = np.isin(op, STREAM_OPS)
+        stream = steps["stream"]
+        _first_bad(where, steps, needs_stream & ~((stream >= 0) & (stream < self.streams)), "stream")
+        for index in ("name", "gap_name"):
+            _first_bad(where, steps, ~((steps[index] >= -1) & (steps[index] < len(self.names))), index)
+        _first_bad(where, steps, (steps["gap_us"] > 0.0) & (steps["gap_name"] < 0), "gap_name")
+        _first_bad(where, steps, ~(steps["gap_us"] >= 0.0), "gap_us")
+        host = steps["host_us"]
+        _first_bad(where, steps, ~np.isnan(host) & ~(host >= 0.0), "host_us")
+        launch = op == OP_LAUNCH
+        _first_bad(where, steps, launch & ~(steps["duration_us"] >= 0.0), "duration_us")
+        _first_bad(where, steps, launch & ~((steps["share"] > 0.0) & (steps["share"] <= 1.0)), "share")
+        _first_bad(where, steps, launch & (steps["kind"] >= len(KINDS)), "kind")
+        copy = op == OP_COPY
+        _first_bad(where, steps, copy & (steps["kind"] >= len(DIRECTIONS)), "kind")
+        _first_bad(where, steps, copy & (steps["nbytes"] < 0), "nbytes")
+        graph = op == OP_GRAPH
+        first, count = steps["graph_first"], steps["graph_count"]
+        bad = graph & ((count < 1) | (first < 0) | (first.astype(np.int64) + count > len(graphs)))
+        _first_bad(where, steps, bad, "graph_first/graph_count")
+        syncs = (op == OP_SYNC_DEVICE) | (op == OP_SYNC_EVENT)
+        _first_bad(where, steps, syncs & ~((stream >= -1) & (stream < self.streams)), "stream")
+        self._check_collectives(where, steps, op == OP_COLLECTIVE)
 
     def _check_collectives(self, where: str, steps: np.ndarray, collective: np.ndarray) -> None:
         if not collective.any():
@@ -287,6 +299,9 @@ class StepProgram:
                 ].tolist()
             )
         return kernels
+
+
+_CHECK_CHUNK_STEPS = 1 << 16  # steps checked at once (4.7 MB of them: in the cache for all the rules' passes)
 
 
 def _first_bad(where: str, rows: np.ndarray, bad: np.ndarray, column: str) -> None:

@@ -41,3 +41,25 @@ def test_spans_by_code_are_the_frames(seed):
     by_code = _group_spans(_with_codes(calls, categories), _with_codes(ops, categories))
     by_frame = _group_spans(calls, ops)
     assert by_code == by_frame and len(by_frame) > 3
+
+
+@pytest.mark.parametrize("order", ["increasing", "shuffled", "duplicates", "missing"])
+def test_each_correlations_latest_end_is_the_group_by_max(order: str):
+    from workloads.recorded.program import _ends_by_correlation
+
+    rng = np.random.default_rng(7)
+    correlation = np.arange(10, 210, 2, dtype=np.int64)
+    if order == "shuffled":
+        rng.shuffle(correlation)
+    elif order == "duplicates":
+        correlation[5:9] = correlation[4]
+    calls = pd.DataFrame(
+        {"correlation": correlation, "start_us": rng.random(100) * 50, "duration_us": rng.random(100) * 5}
+    )
+    if order == "missing":  # correlations as floats, some NaN: those calls belong to no correlation
+        calls["correlation"] = calls["correlation"].astype(float).where(rng.random(100) > 0.2)
+    expected = (calls["start_us"] + calls["duration_us"]).groupby(calls["correlation"]).max()
+    keys, ends = _ends_by_correlation(calls)
+    assert keys.dtype == expected.index.dtype and ends.dtype == np.float64
+    np.testing.assert_array_equal(keys, expected.index.to_numpy())
+    np.testing.assert_array_equal(ends, expected.to_numpy())  # bit for bit: the same sums

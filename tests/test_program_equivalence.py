@@ -128,6 +128,25 @@ def test_a_bad_step_is_named_by_thread_step_and_field():
         _program(steps)
 
 
+def test_a_long_thread_checked_a_chunk_at_a_time_names_what_the_whole_check_names():
+    from harness.program import _CHECK_CHUNK_STEPS as CHUNK
+
+    steps = new_steps(2 * CHUNK + 5)
+    steps["op"] = OP_LAUNCH
+    steps["stream"] = 0
+    steps["duration_us"] = 1.0
+    steps["gap_us"][CHUNK + 7] = -1.0  # the first chunk is clean: the step is named by its place in the thread
+    with pytest.raises(ProgramError, match=rf"step {CHUNK + 7}: field 'gap_us'"):
+        _program(steps)
+    steps["gap_us"][3] = -1.0  # a rule checked later broken in the first chunk, an earlier rule in the third:
+    steps["stream"][2 * CHUNK + 1] = 4  # the first rule broken, at its first step, as one pass over all would say
+    with pytest.raises(ProgramError, match=rf"step {2 * CHUNK + 1}: field 'stream'"):
+        _program(steps)
+    steps["stream"][2 * CHUNK + 1] = 0
+    steps["gap_us"][[3, CHUNK + 7]] = 0.0
+    assert _program(steps).steps_count == 2 * CHUNK + 5
+
+
 def test_expand_issues_the_steps_commands():
     from harness.profile import load_profile
 

@@ -301,8 +301,9 @@ def _without_copy_waits(calls: pd.DataFrame, linked: pd.DataFrame) -> pd.DataFra
     copy_end = (copies["start_us"] + copies["duration_us"]).groupby(copies["correlation"]).max()
     pageable = set(copies.loc[copies["host_memory"] == "pageable", "correlation"].tolist())
     synchronous = ~_per_value(calls, "name", lambda name: "Async" in str(name), bool)
-    holds = memcpy & (calls["correlation"].isin(pageable).to_numpy() | synchronous)
-    holds &= calls["correlation"].isin(copy_end.index).to_numpy()
+    correlation = calls["correlation"]  # ids tested by a bitmap (Series.isin hashes every row's)
+    holds = memcpy & (isin_ids(correlation, np.array(list(pageable))) | synchronous)
+    holds &= isin_ids(correlation, copy_end.index)
     if not holds.any():
         return calls
     held = calls[holds]
@@ -463,11 +464,11 @@ def infer_waits(gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[dict, dict, int
     Returns ``({consumer call correlation: [(stream, event)]}, {producer call
     correlation: [(stream, event)]}, count)``; inferred events have ids < 0.
     """
-    call_end = (calls["start_us"] + calls["duration_us"]).groupby(calls["correlation"]).max()
+    call_keys, call_end = _ends_by_correlation(calls)
     # The columns read, as arrays in start order (stable), of the ops whose call is among the calls: no frame copies
     start = gpu["start_us"].to_numpy()
     order = np.argsort(start, kind="stable")
-    at = _positions(call_end.index.to_numpy(), gpu["correlation"].to_numpy()[order])  # each op's call (-1: none)
+    at = _positions(call_keys, gpu["correlation"].to_numpy()[order])  # each op's call (-1: none)
     order, at = order[at >= 0], at[at >= 0]
     stream = gpu["stream"]
     codes = TEXT_CODE.format("stream")
@@ -479,7 +480,7 @@ def infer_waits(gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[dict, dict, int
     start = start[order]
     end = start + gpu["duration_us"].to_numpy()[order]  # the same sums as over the rows before the sort
     device, correlation = gpu["device"].to_numpy()[order], gpu["correlation"].to_numpy()[order]
-    launched = call_end.to_numpy()[at]
+    launched = call_end[at]
     del order, at
     waits: dict[int, list] = {}
     records: dict[int, list] = {}
@@ -507,6 +508,17 @@ def infer_waits(gpu: pd.DataFrame, calls: pd.DataFrame) -> tuple[dict, dict, int
             records.setdefault(int(end_corrs[i]), []).append(((int(dev), str(end_streams[i])), -inferred))
             waits.setdefault(int(corr), []).append(((int(dev), str(stream_name)), -inferred))
     return waits, records, inferred
+
+
+def _ends_by_correlation(calls: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The calls' correlations (sorted, distinct) and the latest end of each one's calls: their group-by max, taken
+    as they are where the correlations are integers, distinct and increasing already (a recording's usual order)."""
+    correlation = calls["correlation"].to_numpy()
+    end = calls["start_us"] + calls["duration_us"]
+    if correlation.dtype.kind in "iu" and len(correlation) and bool((correlation[1:] > correlation[:-1]).all()):
+        return correlation, end.to_numpy()
+    grouped = end.groupby(calls["correlation"]).max()
+    return grouped.index.to_numpy(), grouped.to_numpy()
 
 
 def _positions(keys: np.ndarray, values: np.ndarray) -> np.ndarray:

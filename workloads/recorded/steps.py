@@ -324,23 +324,24 @@ _OP_CALLS = ("call_launch", "call_memset", "call_memcpy")
 _DIRECTION_OF = {"copy_h2d": DIRECTION_CODES[Direction.H2D], "copy_d2h": DIRECTION_CODES[Direction.D2H]}
 
 
-def _names_of(builder: _Builder, values: np.ndarray) -> np.ndarray:
-    """The name indices of an object array of strings (each distinct string looked up once)."""
-    codes, uniques = factorize_shared(values)
-    lookup = np.array([builder.name(str(u)) for u in uniques.tolist()], dtype=np.int32)
-    return lookup[codes] if len(uniques) else np.zeros(len(values), np.int32)
+def _names_of(builder: _Builder, values: np.ndarray | tuple[np.ndarray, np.ndarray], make=str) -> np.ndarray:
+    """The name indices of an object array of strings (each distinct string looked up once), or of its
+    ``factorize_shared``; ``make``: the name of a value (registered in the order the values first appear)."""
+    return _mapped(values, lambda u: builder.name(make(u)), np.int32)
 
 
-def _mapped(values: np.ndarray, make, dtype) -> np.ndarray:
-    """``make(v)`` for each of ``values`` (an object array), called once per distinct value."""
-    codes, uniques = factorize_shared(values)
+def _mapped(values: np.ndarray | tuple[np.ndarray, np.ndarray], make, dtype) -> np.ndarray:
+    """``make(v)`` for each of ``values`` (an object array, or its ``factorize_shared``: factorized once for
+    several maps), called once per distinct value, in the order they first appear."""
+    codes, uniques = factorize_shared(values) if isinstance(values, np.ndarray) else values
     lookup = np.array([make(u) for u in uniques.tolist()], dtype=dtype)
-    return lookup[codes] if len(uniques) else np.zeros(len(values), dtype)
+    return lookup[codes] if len(uniques) else np.zeros(len(codes), dtype)
 
 
-def _member_of(values: np.ndarray):
-    """``is_in(*wanted)``: where an object array's values are one of ``wanted`` (each distinct object compared once)."""
-    codes, uniques = factorize_shared(values)
+def _member_of(values: np.ndarray | tuple[np.ndarray, np.ndarray]):
+    """``is_in(*wanted)``: where an object array's values (or those of its ``factorize_shared``) are one of
+    ``wanted`` (each distinct object compared once)."""
+    codes, uniques = factorize_shared(values) if isinstance(values, np.ndarray) else values
 
     def is_in(*wanted: object) -> np.ndarray:
         return np.array([u in wanted for u in uniques.tolist()] + [False], dtype=bool)[codes]
@@ -382,9 +383,9 @@ def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.nd
 
     # every call's first step carries its CPU time before it
     with_gap = (n > 0) & (gap > 0.0)
-    groups = _mapped(table.group[with_gap], lambda g: "cpu:" + g if g else "cpu", object)
     steps["gap_us"][offset[with_gap]] = gap[with_gap]
-    steps["gap_name"][offset[with_gap]] = _names_of(builder, groups)
+    gap_names = _names_of(builder, table.group[with_gap], lambda g: "cpu:" + g if g else "cpu")
+    steps["gap_name"][offset[with_gap]] = gap_names
 
     # GPU ops: one step each, the call's cost on its first
     calls_of = np.flatnonzero(n_ops > 0)
@@ -395,16 +396,17 @@ def _table_steps(table: CallTable, builder: _Builder, costs: HostCosts) -> np.nd
         within = np.arange(total) - np.repeat(starts, per)
         op = np.repeat(table.op_first[calls_of], per) + within
         at = np.repeat(offset[calls_of], per) + within
-        op_kind = ops.kind[op]
+        op_kind = factorize_shared(ops.kind[op])  # each column of the ops factorized once for its maps
+        op_name = factorize_shared(ops.name[op])
         op_kind_is = _member_of(op_kind)
         copy = op_kind_is("copy_h2d", "copy_d2h")
         steps["op"][at] = np.where(copy, OP_COPY, OP_LAUNCH)
         steps["stream"][at] = _mapped(ops.stream[op], index.__getitem__, np.int32)
-        steps["name"][at] = _names_of(builder, ops.name[op])
+        steps["name"][at] = _names_of(builder, op_name)
         steps["host_us"][at] = np.where(within == 0, np.repeat(cost[calls_of], per), 0.0)
         duration = ops.duration_us[op]
         duration = np.where(builder.min_kernel_us > duration, builder.min_kernel_us, duration)  # max(d, min)
-        is_compute = op_kind_is("kernel") & ~copy & _mapped(ops.name[op], is_gemm, bool)
+        is_compute = op_kind_is("kernel") & ~copy & _mapped(op_name, is_gemm, bool)
         kernel_kind = np.where(
             duration < SHORT_KERNEL_US,
             KIND_CODES[KernelKind.LATENCY],
