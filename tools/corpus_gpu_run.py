@@ -76,7 +76,9 @@ def _spread(samples: list[float]) -> dict:
     }
 
 
-def _profiler_kwargs(torch, mode: str, cuda: bool) -> dict:
+def profiler_kwargs(torch, mode: str, cuda: bool) -> dict:
+    """torch.profiler.profile's arguments for a corpus mode (``sync``, ``nosync``, ``cudaonly``; ``cuda`` False: the
+    CPU profiler of a dry run), also tools/graph_launch_split_probe.py's."""
     from torch.profiler import ProfilerActivity
 
     if not cuda:  # dry run: the CPU profiler, with the mode's config where it applies
@@ -144,7 +146,7 @@ def run_job(job_file: Path) -> None:
     def record(pid: str, mode: str, path: Path | None) -> tuple[float, int]:
         """Record one run of ``pid``; export it gzipped to ``path``; the host span and the file's size."""
         sync()
-        with profile(**_profiler_kwargs(torch, mode, cuda)) as prof:
+        with profile(**profiler_kwargs(torch, mode, cuda)) as prof:
             span = timed(built[pid], steps[pid] if path is not None else 1)
         if path is None:
             return span, 0

@@ -27,17 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus_gpu_run import profiler_kwargs  # noqa: E402  (the corpus's own modes: sync, nosync, cudaonly)
+
 SIZES = (16, 32, 64, 96, 128, 160, 192, 224, 256, 320, 384, 512)
-
-
-def profiler_kwargs(torch, mode: str) -> dict:
-    from torch.profiler import ProfilerActivity
-
-    kwargs: dict = {"activities": [ProfilerActivity.CUDA] if mode == "cudaonly" else
-                    [ProfilerActivity.CPU, ProfilerActivity.CUDA]}  # fmt: skip
-    if mode == "sync":
-        kwargs["experimental_config"] = torch._C._profiler._ExperimentalConfig(enable_cuda_sync_events=True)
-    return kwargs
 
 
 def capture(torch, kernels: int):
@@ -79,7 +72,7 @@ def split_from_trace(events: list[dict]) -> list[tuple[float, float]]:
 def probe_size(torch, kernels: int, replays: int, mode: str) -> dict:
     graph, _ = capture(torch, kernels)
     with tempfile.TemporaryDirectory() as tmp:
-        with torch.profiler.profile(**profiler_kwargs(torch, mode)) as prof:
+        with torch.profiler.profile(**profiler_kwargs(torch, mode, cuda=True)) as prof:
             for _ in range(replays + 1):
                 graph.replay()
                 torch.cuda.synchronize()
