@@ -103,9 +103,11 @@ def main() -> None:
     ap.add_argument("--modes", nargs="*", default=["sync"], choices=["sync", "nosync", "cudaonly"])
     ap.add_argument("--budget-s", type=float, default=90.0)
     args = ap.parse_args()
-    import torch
-
-    if not torch.cuda.is_available():
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is None or not torch.cuda.is_available():
         print("graph_launch_split_probe: needs CUDA (none here)", file=sys.stderr)
         sys.exit(2)
     args.out.mkdir(parents=True, exist_ok=True)
