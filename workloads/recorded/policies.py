@@ -192,7 +192,7 @@ def step_program_for(rt: Runtime, program: RecordedProgram, params: AsRecordedPa
     if made is None:
         added = added_call_costs_us(program, profile, params.profiler_overhead == "keep")
         costs = steps.HostCosts(params.host_costs == "recorded", profile, added)
-        timing = (program.graph_timing or DEFAULT_GRAPH_TIMING) if params.graph_timing == "recorded" else None
+        timing = steps.graph_timing_for(program, profile) if params.graph_timing == "recorded" else None
         recorded_copies = params.copy_timing == "recorded"
         made = steps.step_program(program, costs, params.min_kernel_us, params.compute_share, timing, recorded_copies)
         _steps[key] = (program, weakref.ref(made))

@@ -153,6 +153,8 @@ class GraphTiming:
     tail_us: float
     issued_in_call_us: float | None = None
     call_after_issue_us: float = 0.0
+    idle_lead_us: float | None = None  # median first kernel after the launch returned, stream idle (None: none such)
+    queued_gap_us: float | None = None  # median first kernel after the work ahead ended, queued (None: none such)
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +362,8 @@ def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming 
         tail_us=tail_us,
         issued_in_call_us=issued_in_call_us,
         call_after_issue_us=call_after_issue_us,
+        idle_lead_us=float(np.median(np.clip(leads, 0.0, None))) if leads else None,
+        queued_gap_us=float(np.median(queued)) if queued else None,
     )
 
 
