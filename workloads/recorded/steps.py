@@ -14,9 +14,10 @@ against). What a call becomes:
   their recorded duration, or of the profile's link model with ``copy_timing =
   "profile"``; everything else a kernel of its recorded duration: :func:`kernel_of`),
   the call's host cost on the first; a synchronous memcpy then syncs its stream;
-* a graph launch: one graph step of its kernels, with spacer kernels for the GPU time the
-  recording shows around them when a :class:`~workloads.recorded.program.GraphTiming` is given
-  (:func:`timed_graph`); where that timing says the recording's graphs start before their launch
+* a graph launch: one graph step of its kernels, with the launch's latency (the lead-in the
+  recording shows after a launch onto an idle stream: :func:`graph_latency_us`, the step's
+  ``duration_us``) and spacer kernels for the GPU time the recording shows around them when a
+  :class:`~workloads.recorded.program.GraphTiming` is given (:func:`timed_graph`); where that timing says the recording's graphs start before their launch
   call returns, the graph is issued that far into the call and the rest of the call follows as
   host work (:func:`graph_launch_split_us`);
 * a collective (an NCCL kernel a multi-rank import described, :mod:`harness.multirank_import`):
