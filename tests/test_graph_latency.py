@@ -153,7 +153,9 @@ def test_recorded_graph_timing_idle_lead_is_a_latency_and_queued_graphs_keep_onl
     starts what the recording's queued graphs kept beyond the tail after it; one queued behind a graph, the queued
     gap after that graph's last kernel. (Before, the idle lead-in was a spacer of GPU time on every graph, and the
     queued graph started 6 µs after the long kernel rather than 1.)"""
-    timing = GraphTiming(launches=3, lead_in_us=6.0, kernel_gap_us=0.0, tail_us=2.0, idle_lead_us=6.0, queued_gap_us=3.0)
+    timing = GraphTiming(
+        launches=3, lead_in_us=6.0, kernel_gap_us=0.0, tail_us=2.0, idle_lead_us=6.0, queued_gap_us=3.0
+    )
     latency = graph_latency_us(timing)
     assert latency == pytest.approx(5.0)  # the idle lead-in less the 1 µs lead spacer a queued graph keeps too
     kernels_of = {
@@ -178,7 +180,8 @@ def test_a_timing_without_the_idle_and_queued_figures_reads_its_lead_in_as_the_l
 
 def test_added_graphs_take_the_profiles_device_figures_else_the_defaults():
     timing = profile_graph_timing(H100)
-    assert timing.idle_lead_us == H100.device.graph_lead_in_us and timing.queued_gap_us == H100.device.graph_queued_gap_us
+    assert timing.idle_lead_us == H100.device.graph_lead_in_us
+    assert timing.queued_gap_us == H100.device.graph_queued_gap_us
     assert timing.tail_us == H100.device.graph_queued_gap_us  # graphs back to back: the whole gap after the graph
     assert graph_latency_us(timing) == H100.device.graph_lead_in_us
     assert 5.0 < H100.device.graph_lead_in_us < 7.0 and 3.0 < H100.device.graph_queued_gap_us < 6.0

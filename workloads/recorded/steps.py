@@ -17,9 +17,10 @@ against). What a call becomes:
 * a graph launch: one graph step of its kernels, with the launch's latency (the lead-in the
   recording shows after a launch onto an idle stream: :func:`graph_latency_us`, the step's
   ``duration_us``) and spacer kernels for the GPU time the recording shows around them when a
-  :class:`~workloads.recorded.program.GraphTiming` is given (:func:`timed_graph`); where that timing says the recording's graphs start before their launch
-  call returns, the graph is issued that far into the call and the rest of the call follows as
-  host work (:func:`graph_launch_split_us`);
+  :class:`~workloads.recorded.program.GraphTiming` is given (:func:`timed_graph`); where that
+  timing says the recording's graphs start before their launch call returns, the graph is
+  issued that far into the call and the rest of the call follows as host work
+  (:func:`graph_launch_split_us`);
 * a collective (an NCCL kernel a multi-rank import described, :mod:`harness.multirank_import`):
   an ``OP_COLLECTIVE`` step of its operation, size and peer on a communicator of its devices
   (one per distinct set, in the order met), NCCL's algorithm where its kernel's name gives it;
