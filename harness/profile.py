@@ -73,6 +73,12 @@ class DeviceFigures(_Strict):
     # after a kernel. Optional: a profile without them starts such a kernel the instant it is released.
     kernel_after_copy_us: float = pydantic.Field(default=0.0, ge=0)
     kernel_after_event_us: float = pydantic.Field(default=0.0, ge=0)
+    # What recordings of CUDA graphs on this device show around a graph's kernels (the recorded workload's
+    # timing of the graphs a what-if adds, where the recording has none of its own): the first kernel's start
+    # after its ``cudaGraphLaunch`` returned onto an idle stream (the launch's latency), and the gap from the end
+    # of one graph's last kernel to the next graph's first when they are queued back to back. Optional.
+    graph_lead_in_us: float | None = pydantic.Field(default=None, ge=0)
+    graph_queued_gap_us: float | None = pydantic.Field(default=None, ge=0)
 
 
 class HostCosts(_Strict):

@@ -34,7 +34,8 @@ Step fields
                  device (send / recv: the other device; broadcast: the root; -1: none)
 ``gap_us``       the thread's own CPU time before the call (host work), µs; 0: none
 ``host_us``      the call's own host cost, µs (runtime contract point 12); NaN: the backend's figure
-``duration_us``  launch: the kernel's solo duration, µs; copy: its recorded time, µs (0: the backend's link model)
+``duration_us``  launch: the kernel's solo duration, µs; copy: its recorded time, µs (0: the backend's link model);
+                 graph launch: the launch's latency, µs (``launch_graph``'s ``latency_us``, runtime contract point 16)
 ``share``        launch: the kernel's compute share, (0, 1]
 ``nbytes``       copy: bytes moved; collective: nccl-tests' size (runtime contract point 15)
 
@@ -47,7 +48,7 @@ Semantics (what :func:`expand` issues), per step, in order
    * ``OP_LAUNCH``: ``launch(stream, name, duration_us, share, kind, host_us)``; the stream has work outstanding.
    * ``OP_COPY``: ``copy(stream, nbytes, direction, pinned/pageable, name, host_us=host_us, duration_us=duration_us)``
      (``duration_us`` 0: None, the link model's); work outstanding.
-   * ``OP_GRAPH``: ``launch_graph(stream, name, kernels, host_us)``; work outstanding.
+   * ``OP_GRAPH``: ``launch_graph(stream, name, kernels, host_us, latency_us=duration_us)``; work outstanding.
    * ``OP_RECORD``: ``record(stream, host_us)``; the event it returns becomes symbolic event ``event``
      (replacing an earlier one of that id) for every thread of the program.
    * ``OP_WAIT``: ``wait_event(stream, that event, host_us)`` when symbolic event ``event`` has been
@@ -265,6 +266,7 @@ class StepProgram:
         first, count = steps["graph_first"], steps["graph_count"]
         bad = graph & ((count < 1) | (first < 0) | (first.astype(np.int64) + count > len(graphs)))
         _first_bad(where, steps, bad, "graph_first/graph_count")
+        _first_bad(where, steps, graph & ~(steps["duration_us"] >= 0.0), "duration_us")
         syncs = (op == OP_SYNC_DEVICE) | (op == OP_SYNC_EVENT)
         _first_bad(where, steps, syncs & ~((stream >= -1) & (stream < self.streams)), "stream")
         self._check_collectives(where, steps, op == OP_COLLECTIVE)
@@ -422,7 +424,7 @@ def _expand_thread(rt: Runtime, command: RunProgram, thread: ProgramThread, stat
             yield rt.copy(streams[stream], n, DIRECTIONS[kind], memory, _name(names, name), host_us=host, duration_us=recorded)
         elif op == OP_GRAPH:
             outstanding.add(stream)
-            yield rt.launch_graph(streams[stream], _name(names, name), program.graph(first, count), host)
+            yield rt.launch_graph(streams[stream], _name(names, name), program.graph(first, count), host, duration)
         elif op == OP_RECORD:
             events[event] = yield rt.record(streams[stream], host)
         elif op == OP_WAIT:

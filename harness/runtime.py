@@ -118,6 +118,12 @@ Contract
     ``algorithm`` (optional: ``"ring"``, ``"tree"``, ...) is the one NCCL ran when the
     policy knows it (a recording); the simulator then times that one.
 
+16. **Launch latency.** ``launch_graph`` takes an optional ``latency_us``: its first
+    kernel starts at the later of the stream's earlier work's end and the call's
+    return plus ``latency_us`` (a graph launched onto an idle stream waits it out,
+    one queued behind earlier work hides it). The simulator models it so; a real
+    backend's graph launch has a latency of its own and pays that instead.
+
 Results are handles that are opaque to the policy (:class:`Stream`,
 :class:`Event`, :class:`Buffer`, :class:`Thread`, :class:`Queue`), plain
 values (``bool``, ``float``), or ``None``. A backend may hang its own object
@@ -293,6 +299,7 @@ class LaunchGraph(Command):
     name: str
     kernels: tuple[GraphKernel, ...]
     host_us: float | None = None  # the call's own host cost when the policy knows it (a recording); None: the profile's
+    latency_us: float = 0.0  # the launch's latency: its first kernel starts no earlier than this after the call returns
 
 
 @dataclass(slots=True)  # not frozen, as Launch
@@ -617,20 +624,29 @@ class Runtime:
         return series
 
     def launch_graph(
-        self, stream: Stream, name: str, kernels: tuple[GraphKernel, ...], host_us: float | None = None
+        self,
+        stream: Stream,
+        name: str,
+        kernels: tuple[GraphKernel, ...],
+        host_us: float | None = None,
+        latency_us: float = 0.0,
     ) -> LaunchGraph:
         """Launch a captured CUDA graph of ``kernels`` on ``stream``.
 
-        One host launch cost (``graph_launch_us``), then the kernels run in order.
+        One host launch cost (``graph_launch_us``), then the kernels run in order. ``latency_us`` (contract
+        point 16): the first kernel starts no earlier than that long after the call returns, nor before the
+        stream's earlier work has ended: the launch's own latency, which a graph queued behind earlier work hides.
         """
         if not kernels:
             raise ValueError(f"graph {name!r}: has no kernels")
+        if not latency_us >= 0.0:  # also rejects NaN
+            raise ValueError(f"graph {name!r}: latency_us must be >= 0, got {latency_us}")
         for k in kernels:
             if not (k.duration_us >= 0.0 and 0.0 < k.compute_share <= 1.0):  # a launch's checks; also rejects NaN
                 raise ValueError(
                     f"graph {name!r}, kernel {k.name!r}: needs duration_us >= 0 and compute_share in (0, 1]"
                 )
-        return LaunchGraph(stream, name, tuple(kernels), _host_cost(host_us))
+        return LaunchGraph(stream, name, tuple(kernels), _host_cost(host_us), float(latency_us))
 
     def copy(
         self,

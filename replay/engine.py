@@ -566,6 +566,9 @@ class _Run:
         return times
 
     def _launch_graph(self, cmd: LaunchGraph, thread: Thread) -> None:
+        # cmd.latency_us (runtime contract point 16) is not played: the stand-in graph's own cudaGraphLaunch has the
+        # GPU's latency, waited out onto an idle stream and hidden behind queued work, as the simulator models it.
+        # (The native executor tunes a graph launched onto an idle stream to hold it: replay/native/program.py.)
         issue = self._clock.host_us()
         op_id = self._new_id()
         device = cmd.stream.device

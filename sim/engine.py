@@ -189,6 +189,7 @@ class _Op:
         "thread",
         "issue_us",
         "delay",
+        "not_before",
     )
 
     def __init__(
@@ -217,6 +218,7 @@ class _Op:
         self.thread = thread
         self.issue_us = issue_us
         self.delay = 0.0  # device time before the op starts once its stream reaches it (a graph node's launch)
+        self.not_before = _NO_HANDOFF  # it starts no earlier (a graph launch's latency after its call returned)
 
 
 class _SimEvent:
@@ -765,6 +767,8 @@ class SimBackend(Backend):
             )
             if i:
                 op.delay = gap
+            elif cmd.latency_us > 0.0:
+                op.not_before = self.env._now + cmd.latency_us
             self._enqueue(cmd.stream, op)
 
     def _copy(self, cmd: Copy, thread: Thread):
@@ -934,6 +938,8 @@ class SimBackend(Backend):
             op = stream.pending.popleft()
             if op.delay > 0.0:
                 yield env.timeout(op.delay)
+            if op.not_before > env._now:  # a graph launch's latency, not yet out
+                yield env.timeout(op.not_before - env._now)
             start = env.now
             kind = op.kind
             if kind is OpKind.KERNEL and stream.handoff_us > start:  # released by a copy or an event just now

@@ -228,7 +228,7 @@ def _rare_step(run: TimelineRun, command: RunProgram, step: tuple, state: Progra
     elif op == OP_GRAPH:
         outstanding.add(stream)
         graph = program.graph(first, count)
-        run._launch_graph(LaunchGraph(handle, names[name] if name >= 0 else "", graph, host))
+        run._launch_graph(LaunchGraph(handle, names[name] if name >= 0 else "", graph, host, duration))
     elif op == OP_RECORD:
         events[event] = run._record(Record(handle, host))
     elif op == OP_WAIT:
@@ -281,7 +281,7 @@ def _thread_commands(rt: Runtime, command: RunProgram, thread: ProgramThread, st
             yield Copy(streams[stream], n, DIRECTIONS[kind], memory, label, None, host, duration if duration > 0.0 else None)
         elif op == OP_GRAPH:
             outstanding.add(stream)
-            yield LaunchGraph(streams[stream], label, program.graph(first, count), host)
+            yield LaunchGraph(streams[stream], label, program.graph(first, count), host, duration)
         elif op == OP_RECORD:
             events[event] = yield Record(streams[stream], host)
         elif op == OP_WAIT:

@@ -5,7 +5,8 @@ calls in time order, and as long as nothing on its devices contends, when an op
 will start and end is known the moment it reaches its stream:
 
 * a stream's op starts when the op is issued or when the stream's previous op
-  ends, whichever is later (after a graph node's launch gap);
+  ends, whichever is later (after a graph node's launch gap; a graph's first
+  kernel no earlier than its launch's ``latency_us`` after the call returned);
 * a kernel alone on the device's compute runs at its solo rate; a wait ends when
   its event's record op runs; a record op runs when its stream reaches it;
 * a copy takes its direction's copy engine when its stream reaches it, or when
@@ -279,11 +280,22 @@ class TimelineRun:
             device.compute_stream = stream
         return end
 
-    def _kernel(self, handle: Stream, name: str, work_us: float, share: float, issue_us: float, gap_us: float) -> None:
+    def _kernel(
+        self,
+        handle: Stream,
+        name: str,
+        work_us: float,
+        share: float,
+        issue_us: float,
+        gap_us: float,
+        not_before_us: float = _NEVER,
+    ) -> None:
         stream: _Stream = handle.native
         self.next_id += 1
         ready = self.now_us if self.now_us > stream.tail_us else stream.tail_us
         start = ready + gap_us if gap_us > 0.0 else ready
+        if not_before_us > start:  # a graph launch's latency, not yet out (the model's timeout)
+            start = start + (not_before_us - start)
         if stream.handoff_us > start:  # released by a copy or an event just now (the model's timeout)
             start = start + (stream.handoff_us - start)
         end = self._compute(stream, start, work_us, share) if work_us > 0.0 else start
@@ -314,8 +326,12 @@ class TimelineRun:
     def _launch_graph(self, cmd: LaunchGraph) -> None:
         issue = self._pay(self.host.graph_launch_cost_us if cmd.host_us is None else cmd.host_us)
         gap = self.profile.device.graph_kernel_gap_us
-        for i, k in enumerate(cmd.kernels):
-            self._kernel(cmd.stream, k.name, k.duration_us, k.compute_share, issue, gap if i else 0.0)
+        kernels = cmd.kernels
+        first = kernels[0]
+        not_before = self.now_us + cmd.latency_us if cmd.latency_us > 0.0 else _NEVER
+        self._kernel(cmd.stream, first.name, first.duration_us, first.compute_share, issue, 0.0, not_before)
+        for k in kernels[1:]:
+            self._kernel(cmd.stream, k.name, k.duration_us, k.compute_share, issue, gap)
 
     def _copy(self, cmd: Copy) -> None:
         issue = self._pay(self.host.copy_launch_us if cmd.host_us is None else cmd.host_us)

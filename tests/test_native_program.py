@@ -9,6 +9,7 @@ import pytest
 
 from harness.backend import ops_frame, run_policy
 from harness.paths import SPECS_DIR
+from harness.program import GRAPH_KERNEL_DTYPE, OP_GRAPH, OP_SYNC_STREAM, ProgramThread, StepProgram, new_steps
 from harness.runner import prepare_spec
 from harness.runtime import CreateStream, DeviceInfo, RunProgram, Runtime, Stream
 from harness.spec import load_spec
@@ -116,7 +117,31 @@ def test_graphs_are_tuned_to_their_kernels_durations_and_the_profiles_gaps():
     durations = np.maximum(kernels["duration_us"], CAL.floor_us)[kernels["duration_us"] > 0]
     graph = converted.native.graphs[0]
     assert len(graph.kinds) == len(durations)
-    assert graph.target_ns == round((durations.sum() + (len(durations) - 1) * 0.5) * 1e3)
+    # launched onto an idle stream (tuned alone, from the launch's return): the launch's latency too
+    assert graph.alone and step["duration_us"] > 5.0
+    assert graph.target_ns == round((step["duration_us"] + durations.sum() + (len(durations) - 1) * 0.5) * 1e3)
+
+
+def test_a_graph_tuned_alone_takes_its_launchs_latency_and_one_tuned_back_to_back_does_not():
+    """The simulator starts a graph launched onto an idle stream its latency after the call returns (runtime contract
+    point 16); the native replay times such a launch alone, from the call's return, the GPU's own lead-in included,
+    so its target holds the latency: the replay's idle launch then takes what the simulator's does. A graph queued
+    behind work hides its latency in both."""
+    names = ("k", "g")
+    graphs = np.zeros(2, GRAPH_KERNEL_DTYPE)
+    graphs["name"], graphs["kind"], graphs["duration_us"], graphs["share"] = 0, 2, [10.0, 20.0], 1.0
+    steps = new_steps(4)
+    steps["stream"] = 0
+    steps["op"] = [OP_GRAPH, OP_SYNC_STREAM, OP_GRAPH, OP_GRAPH]
+    steps["name"], steps["graph_first"], steps["graph_count"] = 1, 0, 2
+    steps["duration_us"] = [6.0, 0.0, 6.0, 6.0]
+    program = StepProgram((ProgramThread("main", steps),), names, 1, graphs)
+    converted = to_native(program, CAL, graph_gap_us=0.5)
+    alone, queued = converted.native.graphs
+    assert alone.alone and not queued.alone
+    assert alone.target_ns == round((6.0 + 30.0 + 0.5) * 1e3) and queued.target_ns == round((30.0 + 0.5) * 1e3)
+    slots = converted.native.threads[0]["slot"]
+    assert slots[0] == slots[2] != slots[3]  # after the sync the stream is idle again: the alone graph, reused
 
 
 def test_a_graph_launched_on_a_stream_the_program_synced_is_tuned_alone_else_back_to_back():
@@ -157,7 +182,8 @@ def test_graph_kernels_are_lifted_to_the_floor_inside_a_graph_not_to_the_streams
     first = launches[0]
     d = cmd.program.graph_kernels["duration_us"][first["graph_first"] : first["graph_first"] + first["graph_count"]]
     kept = np.maximum(d, 0.9)[d > 0]
-    assert converted.native.graphs[0].target_ns == round((kept.sum() + (len(kept) - 1) * 0.5) * 1e3)
+    latency = first["duration_us"]  # an idle launch (tuned alone): the launch's latency in its target
+    assert converted.native.graphs[0].target_ns == round((latency + kept.sum() + (len(kept) - 1) * 0.5) * 1e3)
     # launched kernels still lift to the stream's floor
     assert Calibration(1, 3.2, (0.0, 0.0, 0.0)).in_graph_floor_us == 3.2 and cal.in_graph_floor_us == 0.9
 

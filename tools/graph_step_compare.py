@@ -4,8 +4,9 @@ For each step (the i-th graph launch, the i-th host-link copy after it, the i-th
 (``harness trace import``'s ``.parquet``, its own timestamps) and in the simulator's ops table of
 ``as_recorded`` on it (``profiler_overhead = "keep"``: the recording as recorded): the launch call's start
 (against the program's start), when the graph reached the GPU (its first GPU op against the launch call's
-start; in the simulation the ``graph lead-in`` spacer, which holds the recording's lead-in and the gaps between
-its kernels beyond the profile's), the graph's GPU span (the simulation's holds its lead-in and tail spacers),
+start; in the simulation its first op after the launch's latency, the recording's lead-in after an idle launch:
+the ``graph lead-in`` spacer where there is one, which holds what queued graphs kept beyond the tail and the gaps
+between its kernels beyond the profile's), the graph's GPU span (the simulation's holds its lead-in and tail spacers),
 the copy's start after the graph's end and its duration, the sync's return after the copy's end (the wake), the
 next launch after that return (the host's step head), and the step period (launch to launch). Medians over
 steps 2 on (the first launch of a graph also uploads it), and each step with ``--per-step``. Made to find why

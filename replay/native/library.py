@@ -354,10 +354,10 @@ class CudaLibrary:
         With ``target_ns``, tuned to take that long a launch: inside a graph stand-ins run shorter than on a
         stream (3 µs ones ran ~1 µs on the H200), so the difference goes to its kernels' timers and the graph is
         captured again (:func:`retune`; timers :func:`dithered`), the closest capture kept. A launch is timed alone (launch return to
-        the stream idle: the GPU's own lead-in and tail are inside the target, whose spacer kernels hold the
-        recording's) when ``alone`` (the host waits for each launch: the program synced the stream since its last
-        work), else back to back (they overlap the previous launch); ``HARNESS_NATIVE_GRAPH_TUNE`` may force
-        either (:func:`graph_tune`).
+        the stream idle: the GPU's own lead-in and tail are inside the target, which holds the launch's latency and
+        the recording's tail as a spacer kernel) when ``alone`` (the host waits for each launch: the program synced
+        the stream since its last work), else back to back (they overlap the previous launch);
+        ``HARNESS_NATIVE_GRAPH_TUNE`` may force either (:func:`graph_tune`).
         """
         forced = graph_tune()
         if forced != "auto":

@@ -113,7 +113,8 @@ def launched_idle(op: np.ndarray, stream: np.ndarray) -> np.ndarray:
     """Per step of one thread (native ops): whether its stream has no work outstanding from this thread when the
     step runs, as far as the thread knows: a kernel, graph or copy makes its stream busy; a sync of that stream
     or a device sync idles it (an event sync does not: which stream's work it waited for is not followed). A graph launched on an idle stream
-    pays the GPU's own lead-in and tail in full (its launch is timed alone when tuned, :class:`GraphDef`)."""
+    pays the GPU's own lead-in and tail in full (its launch is timed alone when tuned, :class:`GraphDef`, to the
+    launch's latency and its kernels: :func:`to_native`)."""
     idle = np.ones(len(op), bool)
     busy: set[int] = set()
     for i, (o, s) in enumerate(zip(op.tolist(), stream.tolist())):
@@ -136,7 +137,10 @@ def to_native(
     """The native steps of ``program`` (``graph_index``: a graph's executor index, None: its place in the list).
 
     A graph is to take its kernels' (lifted) durations plus ``graph_gap_us`` between consecutive ones (the
-    profile's ``graph_kernel_gap_us``), as the interpreted replay tunes its captured graphs.
+    profile's ``graph_kernel_gap_us``), as the interpreted replay tunes its captured graphs. A graph launched onto
+    an idle stream (tuned alone, from its launch's return to its stream going idle: the GPU's own lead-in
+    included) is to take its launch's latency too (the step's ``duration_us``, runtime contract point 16), which
+    the simulator waits out there; one queued behind work hides its latency on the GPU as in the simulator.
     """
     floor, graph_floor = cal.floor_us, cal.in_graph_floor_us
     events = np.unique(
@@ -192,7 +196,9 @@ def to_native(
         graph_steps = np.flatnonzero(op == Op.GRAPH)
         idle = launched_idle(op, ours["stream"]) if len(graph_steps) else None
         for i in graph_steps.tolist():
-            key = (int(theirs["graph_first"][i]), int(theirs["graph_count"][i]), bool(idle[i]))
+            alone = bool(idle[i])
+            latency_us = float(theirs["duration_us"][i]) if alone else 0.0  # in an alone launch's target only
+            key = (int(theirs["graph_first"][i]), int(theirs["graph_count"][i]), alone, latency_us)
             slot = graph_slots.get(key)
             if slot is None:
                 kernels = program.graph_kernels[key[0] : key[0] + key[1]]
@@ -206,8 +212,8 @@ def to_native(
                     kinds,
                     [cal.grid(k, s) for k, s in zip(kinds, kernels["share"][runs].tolist())],
                     [cal.timer_ns(k, d) for k, d in zip(kinds, durations.tolist())],
-                    int(round((float(durations.sum()) + max(0, len(kinds) - 1) * graph_gap_us) * 1e3)),
-                    alone=key[2],
+                    int(round((latency_us + float(durations.sum()) + max(0, len(kinds) - 1) * graph_gap_us) * 1e3)),
+                    alone=alone,
                 )
                 slot = graph_index(graph) if graph_index is not None else len(graphs)
                 graphs.append(graph)

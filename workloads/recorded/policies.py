@@ -20,8 +20,9 @@ the replay engine's.
 
 **CUDA graphs** keep the GPU time the recording shows around their kernels
 (``graph_timing = "recorded"``: the lead-in after the launch returns, the gaps
-between kernels, the tail before the next op; :class:`~.program.GraphTiming`), as
-spacer kernels (``graph lead-in``, ``graph tail``) that the metrics leave out;
+between kernels, the tail before the next op; :class:`~.program.GraphTiming`): the
+lead-in after an idle launch as the launch's latency (a queued graph hides it), the
+rest as spacer kernels (``graph lead-in``, ``graph tail``) that the metrics leave out;
 ``"profile"``: the kernels back to back with the profile's gap (for the replay,
 whose GPU adds its own).
 
@@ -89,7 +90,8 @@ class AsRecordedParams(PolicyParams):
     min_kernel_us: float = pydantic.Field(default=0.0, ge=0.0)
     compute_share: float = pydantic.Field(default=1.0, gt=0.0, le=1.0)  # share of the GPU each kernel occupies
     # "recorded": a graph's kernels start, run apart and end as the recording's graphs show (GraphTiming; a
-    # recording without graphs: DEFAULT_GRAPH_TIMING); "profile": back to back with the profile's gap only.
+    # recording without graphs: its profile's [device] graph figures, else DEFAULT_GRAPH_TIMING; steps.graph_timing_for)
+    # "profile": back to back with the profile's gap only, no launch latency.
     graph_timing: Literal["recorded", "profile"] = "recorded"
     # "recorded": host-link copies take their recorded durations (as kernels do; their bytes share the link at that
     # rate); "profile": the profile's link model times them (pinned or pageable, by size).
@@ -192,7 +194,7 @@ def step_program_for(rt: Runtime, program: RecordedProgram, params: AsRecordedPa
     if made is None:
         added = added_call_costs_us(program, profile, params.profiler_overhead == "keep")
         costs = steps.HostCosts(params.host_costs == "recorded", profile, added)
-        timing = (program.graph_timing or DEFAULT_GRAPH_TIMING) if params.graph_timing == "recorded" else None
+        timing = steps.graph_timing_for(program, profile) if params.graph_timing == "recorded" else None
         recorded_copies = params.copy_timing == "recorded"
         made = steps.step_program(program, costs, params.min_kernel_us, params.compute_share, timing, recorded_copies)
         _steps[key] = (program, weakref.ref(made))

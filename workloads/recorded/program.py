@@ -133,7 +133,11 @@ class GraphTiming:
     the graph's last kernel ends (measured only where that op was launched before the graph
     ended, so that it waited for it). Where most graphs were queued behind earlier work (graphs
     issued back to back), a graph's start after the work ahead is the tail and the lead-in
-    together, so the lead-in is what that start kept beyond the tail (often 0).
+    together, so the lead-in is what that start kept beyond the tail (often 0). Both are kept
+    apart too: ``idle_lead_us``, the median lead-in of the launches onto an idle stream, and
+    ``queued_gap_us``, the median start of the queued ones after the work ahead (None where
+    there are none): the re-issue makes the first a latency of the launch and keeps of the second
+    only what it holds beyond the tail as GPU time (``steps.graph_latency_us``, ``steps.timed_graph``).
 
     Where the graphs launched onto an idle stream start their first kernel *before* the launch
     call returns (a big graph under the profiler: the gpu-size decoder's 250 kernels start 19 µs
@@ -153,6 +157,8 @@ class GraphTiming:
     tail_us: float
     issued_in_call_us: float | None = None
     call_after_issue_us: float = 0.0
+    idle_lead_us: float | None = None  # median first kernel after the launch returned, stream idle (None: none such)
+    queued_gap_us: float | None = None  # median first kernel after the work ahead ended, queued (None: none such)
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +366,8 @@ def measure_graph_timing(gpu: pd.DataFrame, calls: pd.DataFrame) -> GraphTiming 
         tail_us=tail_us,
         issued_in_call_us=issued_in_call_us,
         call_after_issue_us=call_after_issue_us,
+        idle_lead_us=float(np.median(np.clip(leads, 0.0, None))) if leads else None,
+        queued_gap_us=float(np.median(queued)) if queued else None,
     )
 
 

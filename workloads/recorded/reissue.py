@@ -25,11 +25,12 @@ from workloads.recorded.policies import (
 from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, ThreadProgram
 from workloads.recorded.steps import (
     COPIES,
-    DEFAULT_GRAPH_TIMING,
     GRAPH_LAUNCH_REST,
     HostCosts,
     graph_kernels_of,
+    graph_latency_us,
     graph_launch_split_us,
+    graph_timing_for,
     kernel_of,
 )
 
@@ -65,7 +66,7 @@ def _run_program(rt: Runtime, program: RecordedProgram, params: AsRecordedParams
         streams[(device, name)] = yield rt.create_stream(device, f"s{name}" if device == 0 else f"d{device}s{name}")
     added = added_call_costs_us(program, rt.profile, params.profiler_overhead == "keep")
     costs = HostCosts(params.host_costs == "recorded", rt.profile, added)
-    timing = (program.graph_timing or DEFAULT_GRAPH_TIMING) if params.graph_timing == "recorded" else None
+    timing = graph_timing_for(program, rt.profile) if params.graph_timing == "recorded" else None
     shared = _Shared(streams, costs, timing)
     for devices in _communicators(program):  # made up front, in the order the step program meets them
         shared.communicators[devices] = yield rt.create_communicator(devices, communicator_name(devices))
@@ -136,7 +137,8 @@ def _issue(
         kernels = graph_kernels_of(call, params.min_kernel_us, params.compute_share, shared.graph_timing, rt.profile)
         key = call.ops[0].stream
         issue_us, rest_us = (None, 0.0) if host_us is None else graph_launch_split_us(host_us, shared.graph_timing)
-        yield rt.launch_graph(shared.streams[key], f"graph:{call.group or call.name}", kernels, issue_us)
+        latency_us = graph_latency_us(shared.graph_timing)
+        yield rt.launch_graph(shared.streams[key], f"graph:{call.group or call.name}", kernels, issue_us, latency_us)
         shared.outstanding.add(key)
         if rest_us > 0.0:
             yield rt.host_work(rest_us, GRAPH_LAUNCH_REST)

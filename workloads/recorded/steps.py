@@ -14,11 +14,13 @@ against). What a call becomes:
   their recorded duration, or of the profile's link model with ``copy_timing =
   "profile"``; everything else a kernel of its recorded duration: :func:`kernel_of`),
   the call's host cost on the first; a synchronous memcpy then syncs its stream;
-* a graph launch: one graph step of its kernels, with spacer kernels for the GPU time the
-  recording shows around them when a :class:`~workloads.recorded.program.GraphTiming` is given
-  (:func:`timed_graph`); where that timing says the recording's graphs start before their launch
-  call returns, the graph is issued that far into the call and the rest of the call follows as
-  host work (:func:`graph_launch_split_us`);
+* a graph launch: one graph step of its kernels, with the launch's latency (the lead-in the
+  recording shows after a launch onto an idle stream: :func:`graph_latency_us`, the step's
+  ``duration_us``) and spacer kernels for the GPU time the recording shows around them when a
+  :class:`~workloads.recorded.program.GraphTiming` is given (:func:`timed_graph`); where that
+  timing says the recording's graphs start before their launch call returns, the graph is
+  issued that far into the call and the rest of the call follows as host work
+  (:func:`graph_launch_split_us`);
 * a collective (an NCCL kernel a multi-rank import described, :mod:`harness.multirank_import`):
   an ``OP_COLLECTIVE`` step of its operation, size and peer on a communicator of its devices
   (one per distinct set, in the order met), NCCL's algorithm where its kernel's name gives it;
@@ -76,11 +78,56 @@ does not keep the duration it was tuned to. The simulator does not look at the k
 
 GRAPH_LEAD_IN = "graph lead-in"  # spacer kernels' names: GPU time around a graph's kernels (metrics leave them out)
 GRAPH_TAIL = "graph tail"
-DEFAULT_GRAPH_TIMING = GraphTiming(launches=0, lead_in_us=6.0, kernel_gap_us=0.29, tail_us=4.5)
+DEFAULT_GRAPH_TIMING = GraphTiming(launches=0, lead_in_us=6.0, kernel_gap_us=0.29, tail_us=4.5, idle_lead_us=6.0)
 """The GPU's time around a graph's kernels in the bundled H200 graph recordings (``decode_graph``, medians:
-lead-in 6.0-6.1 µs, gaps 0.288 µs, tail 4.1-5.0 µs): what a recording without graphs (``graph_launch``) gets."""
+lead-in 6.0-6.1 µs after an idle launch, gaps 0.288 µs, tail 4.1-5.0 µs): what a recording without graphs
+(``graph_launch``) gets where its profile gives no graph figures of its device (:func:`graph_timing_for`)."""
 SPACER_SHARE = 0.01  # a spacer takes this share of the GPU (it is time, not work)
 GRAPH_LAUNCH_REST = "cudaGraphLaunch after the GPU had the graph"  # host work: a launch call's time after the issue
+
+
+def profile_graph_timing(profile: Profile | None) -> GraphTiming | None:
+    """The graph timing of the profile's device (``[device] graph_lead_in_us`` and ``graph_queued_gap_us``, from
+    recordings of CUDA graphs on it): the lead-in after an idle launch, and the gap between graphs queued back to
+    back as the tail (the GPU's time after a graph before the next op it holds up); the gaps between a graph's
+    kernels the profile's ``graph_kernel_gap_us``, or :data:`DEFAULT_GRAPH_TIMING`'s where it has none. None where
+    the profile has neither figure."""
+    device = profile.device if profile is not None else None
+    if device is None or (device.graph_lead_in_us is None and device.graph_queued_gap_us is None):
+        return None
+    default = DEFAULT_GRAPH_TIMING
+    lead_us = default.lead_in_us if device.graph_lead_in_us is None else device.graph_lead_in_us
+    queued_us = default.tail_us if device.graph_queued_gap_us is None else device.graph_queued_gap_us
+    gap_us = device.graph_kernel_gap_us if device.graph_kernel_gap_us > 0.0 else default.kernel_gap_us
+    return GraphTiming(
+        launches=0, lead_in_us=lead_us, kernel_gap_us=gap_us, tail_us=queued_us, idle_lead_us=lead_us,
+        queued_gap_us=queued_us,
+    )  # fmt: skip
+
+
+def graph_timing_for(program: RecordedProgram, profile: Profile | None) -> GraphTiming:
+    """The GPU's time around the graphs ``program`` launches: its recording's own (:class:`GraphTiming`), else its
+    profile's device figures (:func:`profile_graph_timing`), else :data:`DEFAULT_GRAPH_TIMING`."""
+    return program.graph_timing or profile_graph_timing(profile) or DEFAULT_GRAPH_TIMING
+
+
+def queued_lead_us(timing: GraphTiming) -> float:
+    """GPU time before a graph's first kernel that a graph queued behind earlier work keeps too: what the
+    recording's queued graphs started after the work ahead of them beyond its tail (0 without queued graphs)."""
+    if timing.queued_gap_us is None:
+        return 0.0
+    return max(0.0, timing.queued_gap_us - timing.tail_us)
+
+
+def graph_latency_us(timing: GraphTiming | None) -> float:
+    """A graph launch's latency (runtime contract point 16): its first kernel starts no earlier than this after
+    the call returns. The lead-in of the recording's graphs launched onto an idle stream (a timing without that
+    figure: its ``lead_in_us``), less what the graph's lead spacer already holds (:func:`queued_lead_us`); 0
+    where the graphs start inside their call (``issued_in_call_us``)."""
+    if timing is None or timing.issued_in_call_us is not None:
+        return 0.0
+    idle_us = timing.lead_in_us if timing.idle_lead_us is None else timing.idle_lead_us
+    return max(0.0, idle_us - queued_lead_us(timing))
 
 
 def graph_launch_split_us(host_us: float, timing: GraphTiming | None) -> tuple[float, float]:
@@ -98,11 +145,14 @@ def graph_launch_split_us(host_us: float, timing: GraphTiming | None) -> tuple[f
 
 @functools.cache
 def timed_graph(kernels: tuple[GraphKernel, ...], timing: GraphTiming, profile_gap_us: float) -> tuple[GraphKernel, ...]:
-    """A graph's kernels with the GPU time the recording shows around them: a spacer before the first kernel (the
-    lead-in after the launch returns, plus what its gaps take beyond the profile's ``graph_kernel_gap_us``) and one
-    after the last (the tail before the next op queued behind the graph)."""
+    """A graph's kernels with the GPU time the recording shows around them: a spacer before the first kernel (what
+    a queued graph's start keeps beyond the tail ahead of it, :func:`queued_lead_us`, plus what its gaps take
+    beyond the profile's ``graph_kernel_gap_us``) and one after the last (the tail before the next op queued
+    behind the graph). The lead-in after an idle launch is the launch's latency (:func:`graph_latency_us`), not
+    GPU time: a graph queued behind earlier work does not wait it out."""
     # Each spacer is a node of the graph: the profile's gap follows or precedes it as any other node's.
-    lead_us = timing.lead_in_us + max(0.0, timing.kernel_gap_us - profile_gap_us) * (len(kernels) - 1) - profile_gap_us
+    excess_us = max(0.0, timing.kernel_gap_us - profile_gap_us) * (len(kernels) - 1)
+    lead_us = queued_lead_us(timing) + excess_us - profile_gap_us
     tail_us = timing.tail_us - profile_gap_us
     out = list(kernels)
     if lead_us > 0.0:
@@ -280,7 +330,11 @@ class _Builder:
             name = self.name(f"graph:{call.group or call.name}")
             stream = index[call.ops[0].stream]
             issue_us, rest_us = graph_launch_split_us(host_us, self.graph_timing)
-            rows.append(_row(OP_GRAPH, stream=stream, name=name, host_us=issue_us, first=first, count=len(kernels)))
+            latency_us = graph_latency_us(self.graph_timing)  # OP_GRAPH's duration: the launch's latency
+            rows.append(
+                _row(OP_GRAPH, stream=stream, name=name, host_us=issue_us, first=first, count=len(kernels),
+                     duration=latency_us)
+            )  # fmt: skip
             if rest_us > 0.0:  # the call goes on on the host while the GPU runs the graph
                 rest = _row(OP_HOST)
                 rows.append(rest[:6] + (self.name(GRAPH_LAUNCH_REST),) + rest[7:10] + (rest_us,) + rest[11:])
