@@ -85,7 +85,7 @@ launches and memsets left out, the gap before the copy kept) less the records' a
 at 11.42 µs per aten op with sync events (5.26), 58.7 µs at 11.07 without (5.30)."""
 PREFETCH_HANDOFF_FALLBACK_US = 60.0  # the same, in µs, with sync events (a trace without aten-op counts)
 GRAPH_KERNEL = "graph_kernel"  # the key of the profiler's host cost per kernel of an added graph launch
-GRAPH_FIRST_LAUNCH = "graph_first_launch"  # the key of what a graph's first launch under the profiler costs beyond
+GRAPH_FIRST_LAUNCH = "graph_first_launch"  # the key of the extra a distinct graph's first launch pays under the profiler
 GRAPH_FIRST_LAUNCH_PROFILED_US = 448.0
 """What a graph's first ``cudaGraphLaunch`` under torch.profiler takes beyond its later launches (host µs): the
 bundled H200 recordings' ``decode_graph`` (96 kernels a graph; ``traces/recorded/``), its first launch against
