@@ -48,6 +48,13 @@ of the recording's mode says the profiler adds to a graph launch: what compensat
 one (``runtime_call + graph_launch``, plus ``graph_kernel`` per kernel in it: ``costs[GRAPH_KERNEL]``,
 charged per kernel by :meth:`.steps.HostCosts.of`). A cost from the recording or :data:`FALLBACK_US` is a
 profiled figure already.
+
+**A graph's first launch under the profiler** (``GRAPH_FIRST_LAUNCH``): the first ``cudaGraphLaunch`` of a graph
+in a profiled recording lasts hundreds of µs longer than the later ones (the profiler's first sight of the graph),
+which a recording's median launch, the profile's unprofiled cost and its per-kernel profiler figure all leave out.
+When the prediction keeps the profiler's overhead, the first launch of each distinct graph a what-if adds
+(``whatif.GRAPH_FIRST_LAUNCH``) also pays :data:`GRAPH_FIRST_LAUNCH_PROFILED_US`. A compensated prediction does
+not: it predicts the warmed-up program without the profiler, which has no such launch.
 """
 
 from __future__ import annotations
@@ -78,6 +85,13 @@ launches and memsets left out, the gap before the copy kept) less the records' a
 at 11.42 µs per aten op with sync events (5.26), 58.7 µs at 11.07 without (5.30)."""
 PREFETCH_HANDOFF_FALLBACK_US = 60.0  # the same, in µs, with sync events (a trace without aten-op counts)
 GRAPH_KERNEL = "graph_kernel"  # the key of the profiler's host cost per kernel of an added graph launch
+GRAPH_FIRST_LAUNCH = "graph_first_launch"  # the key of the extra a distinct graph's first launch pays under the profiler
+GRAPH_FIRST_LAUNCH_PROFILED_US = 448.0
+"""What a graph's first ``cudaGraphLaunch`` under torch.profiler takes beyond its later launches (host µs): the
+bundled H200 recordings' ``decode_graph`` (96 kernels a graph; ``traces/recorded/``), its first launch against
+the median of its others, 436 µs with CUDA sync events (576 against 140) and 459 without (591 against 133): 448,
+their mean. The H100 corpus's graph recordings (the graph pairs' changed programs, so not used for the figure)
+show 378-613 µs (114-250 kernels, all three modes; 410 their median): not a figure per kernel."""
 STREAM_HANDOFF_FALLBACK_US = 63.0
 """The hand-off's host time beyond its two records and two waits in the bundled H200 recordings, profiled (CPU+CUDA
 with sync events): per step, the host time outside kernel launches (the head before the first launch included) of
@@ -115,6 +129,8 @@ def added_call_costs_us(program: RecordedProgram, profile: Profile | None, profi
             calibration.compensation_us("runtime_call") + calibration.compensation_us("graph_launch")
         )
         costs[GRAPH_KERNEL] = scale * calibration.compensation_us("graph_kernel")
+    if profiled:  # a graph's first launch under the profiler (none in the warmed-up unprofiled program)
+        costs[GRAPH_FIRST_LAUNCH] = GRAPH_FIRST_LAUNCH_PROFILED_US
     return costs
 
 

@@ -63,8 +63,9 @@ from harness.program import (
 )
 from harness.runtime import CollectiveOp, Direction, GraphKernel, KernelKind
 from workloads.recorded.calltable import CallTable, factorize_shared
-from workloads.recorded.host_costs import GRAPH_KERNEL, PREFETCH_HANDOFF, STREAM_HANDOFF
+from workloads.recorded.host_costs import GRAPH_FIRST_LAUNCH, GRAPH_KERNEL, PREFETCH_HANDOFF, STREAM_HANDOFF
 from workloads.recorded.program import Call, DeviceOp, GraphTiming, RecordedProgram, StreamKey, is_gemm
+from workloads.recorded.whatif import GRAPH_FIRST_LAUNCH as GRAPH_FIRST_LAUNCH_CALL
 from workloads.recorded.whatif import HANDOFF
 from workloads.recorded.whatif import PREFETCH_HANDOFF as PREFETCH_RECORD
 
@@ -202,8 +203,9 @@ class HostCosts:
                 return self.added_us[call.kind] + self.added_us.get(STREAM_HANDOFF, 0.0)
             if call.name == PREFETCH_RECORD:  # prefetch_copies's hand-off: its record and the prefetcher's Python
                 return self.added_us[call.kind] + self.added_us.get(PREFETCH_HANDOFF, 0.0)
-            if call.kind == "call_graph_launch":  # under the profiler: its kernels' records (host_costs.py)
-                return self.added_us[call.kind] + len(call.ops) * self.added_us.get(GRAPH_KERNEL, 0.0)
+            if call.kind == "call_graph_launch":  # profiled: its kernels' records, a first launch (host_costs.py)
+                first = self.added_us.get(GRAPH_FIRST_LAUNCH, 0.0) if call.name == GRAPH_FIRST_LAUNCH_CALL else 0.0
+                return self.added_us[call.kind] + len(call.ops) * self.added_us.get(GRAPH_KERNEL, 0.0) + first
             return self.added_us[call.kind]
         profile = self.profile
         if profile is not None and profile.pytorch_eager_measured:

@@ -60,7 +60,18 @@ The transforms:
 * :func:`graph_launch`: within each group, each run of consecutive kernel
   launches (memsets and device-to-device copies too) on one stream becomes one
   CUDA-graph launch: one host call instead of one per kernel, and the CPU work
-  between those launches is gone (the graph replays without it).
+  between those launches is gone (the graph replays without it). So is the host
+  time of the aten ops that began before the run's first launch (in its CPU gap:
+  the first captured op's own dispatch and any op before it in the captured code),
+  charged as the gap's aten-op count times the program's host µs per aten op
+  (:func:`.host_costs.host_us_per_aten_op`, of the program as compensated when the
+  prediction takes the profiler out); the rest of that gap (the loop's Python, a
+  ``record_function`` range) stays before the graph launch. The program's
+  assertion: the aten ops in that gap are the captured code's (a recording
+  without aten-op counts, CUDA-only, keeps the gap whole). The first launch of
+  each distinct graph (its kernels' names and streams) is named
+  :data:`GRAPH_FIRST_LAUNCH`: under the profiler it costs more (``graph_first_launch``
+  in :mod:`.host_costs`).
 * :func:`scale_kernels`: kernels whose name matches a pattern take longer or
   shorter by a factor (``harness trace kernels T.parquet`` lists the names).
 * :func:`overlap_collectives`: a multi-rank recording's collectives (``harness trace
@@ -85,6 +96,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from workloads.recorded.compensation import simple_call_median
+from workloads.recorded.host_costs import host_us_per_aten_op
 from workloads.recorded.program import Call, DeviceOp, RecordedProgram, StreamKey, ThreadProgram
 
 CAPTURABLE = ("call_launch", "call_memset")
@@ -100,6 +112,8 @@ GROUPING_TEXT = {
 
 HANDOFF = "side-stream hand-off"  # async_d2h: the record that opens a batch (it also costs the hand-off's Python)
 PREFETCH_HANDOFF = "prefetch hand-off"  # prefetch_copies: the record behind a group's copies (and the prefetcher's Python)
+GRAPH = "graph"  # graph_launch: an added graph launch
+GRAPH_FIRST_LAUNCH = "graph (first launch)"  # graph_launch: a distinct graph's first launch (dearer under the profiler)
 
 
 class NotApplicable(ValueError):
@@ -117,6 +131,9 @@ class WhatIfSummary:
     batches: int = 0  # async_d2h: runs of copies moved together behind one event
     launches_captured: int = 0  # graph_launch: launch calls now inside a graph
     graph_launches: int = 0  # graph launches added
+    distinct_graphs: int = 0  # graph_launch: graphs of distinct kernels (each pays a first launch)
+    aten_ops_removed: int = 0  # graph_launch: aten ops before the captured launches, their host time removed
+    host_removed_us: float = 0.0  # graph_launch: that host time, µs
     events_added: int = 0  # event records added
     waits_added: int = 0  # stream waits on an event added
     syncs_dropped: int = 0  # host syncs removed
@@ -139,7 +156,15 @@ class WhatIfSummary:
         if self.what_if == "async_d2h":
             parts.append(f"{self.copies_moved} D2H copies moved to a side stream in {self.batches} batch(es)")
         if self.what_if == "graph_launch":
-            parts.append(f"{self.launches_captured} launches captured into {self.graph_launches} graph launch(es)")
+            parts.append(
+                f"{self.launches_captured} launches captured into {self.graph_launches} graph launch(es) of"
+                f" {self.distinct_graphs} distinct graph(s)"
+            )
+            if self.aten_ops_removed:
+                parts.append(
+                    f"host time of {self.aten_ops_removed} aten op(s) before the captured launches removed"
+                    f" ({self.host_removed_us:,.0f} µs)"
+                )
         if self.what_if == "overlap_collectives":
             parts.append(
                 f"{self.collectives_moved} collective(s) moved to a side stream, {self.waits_deferred} wait(s) for"
@@ -522,19 +547,28 @@ def graph_launch(program: RecordedProgram, groups: str = "auto") -> RecordedProg
         )
     out: list[Call] = []
     run: list[Call] = []
-    captured = graphs = 0
+    captured = graphs = removed_ops = 0
+    removed_us = 0.0
+    per_aten_op_us = host_us_per_aten_op(program) or 0.0  # None: the trace counts no aten ops
+    seen: set[tuple] = set()  # the graphs launched so far, by their kernels
 
     def flush() -> None:
-        nonlocal captured, graphs
+        nonlocal captured, graphs, removed_ops, removed_us
         if len(run) == 1:
             out.append(run[0])
         elif run:
             ops = tuple(op for c in run for op in c.ops)
             first = run[0]
+            signature = tuple((op.kind, op.name, op.stream) for op in ops)
+            name = GRAPH if signature in seen else GRAPH_FIRST_LAUNCH
+            seen.add(signature)
+            cut = min(first.gap_aten_ops * per_aten_op_us, max(first.host_before_us, 0.0))
+            removed_ops += first.gap_aten_ops if cut > 0 else 0
+            removed_us += cut
             graph = Call(
                 "call_graph_launch",
-                "graph",
-                first.host_before_us,
+                name,
+                first.host_before_us - cut,
                 math.nan,
                 ops[0].stream,
                 ops,
@@ -567,6 +601,9 @@ def graph_launch(program: RecordedProgram, groups: str = "auto") -> RecordedProg
         groups_from=grouping,
         launches_captured=captured,
         graph_launches=graphs,
+        distinct_graphs=len(seen),
+        aten_ops_removed=removed_ops,
+        host_removed_us=removed_us,
     )
     return _with_thread(program, index, out, summary)
 
