@@ -88,6 +88,63 @@ def fit_overheads(timings: list[ShapeTiming]) -> RoundFit:
     return RoundFit(dict(zip(kinds, map(float, x))), {t.shape: float(r) for t, r in zip(timings, residual)})
 
 
+ESTIMATORS = ("nnls", "isolated")  # how a round's per-kind overheads are fitted (summarize's ``estimator``)
+
+# The ``isolated`` estimator's stages: each stage's kinds fitted on its own shapes, with the kinds of the stages
+# before it held at their fitted figures (subtracted from the shapes' added time first).
+ISOLATED_STAGES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("launch", "views"), ("aten_op", "runtime_call")),  # one add + its launch; views: aten ops that launch nothing
+    (("ranges",), ("range",)),  # the launch shape's adds, each inside a record_function: the range alone is new
+    (("graph16", "graph96"), ("graph_launch", "graph_kernel")),  # two graph sizes: per replay and per kernel
+)
+
+
+def fit_overheads_isolated(timings: list[ShapeTiming]) -> RoundFit:
+    """One round's overhead per event kind, each kind from the shapes that isolate it (:data:`ISOLATED_STAGES`).
+
+    The aten op and the runtime call come from the ``launch`` and ``views`` shapes alone (two shapes, two kinds:
+    exactly determined, so the launch shape's simple call, one aten op and its launch, is reproduced to the µs);
+    the range from the ``ranges`` shape less its adds' aten ops and calls at those figures; the graph kinds from
+    the two graph shapes less their runtime calls. Shapes in no stage (``composite``: nested ops that cost the
+    profiler more per counted event than the tight loops do) are not fitted; their residual is reported. A round
+    without a stage's shapes falls back to :func:`fit_overheads` (non-negative least squares over every shape)
+    for the kinds no stage fitted. Negative solutions are held at 0 (non-negative least squares per stage)."""
+    by_shape = {t.shape: t for t in timings}
+    known: dict[str, float] = {}
+    for shapes, kinds in ISOLATED_STAGES:
+        rows = [by_shape[s] for s in shapes if s in by_shape]
+        kinds_here = [k for k in kinds if k not in known and any(t.counts.get(k, 0.0) > 0 for t in rows)]
+        if not rows or not kinds_here:
+            continue
+        a = np.array([[t.counts.get(k, 0.0) for k in kinds_here] for t in rows], dtype=float)
+        b = np.array([_added_us(t) - sum(t.counts.get(k, 0.0) * v for k, v in known.items()) for t in rows])
+        known.update(zip(kinds_here, map(float, nnls(a, b))))
+    missing = [k for k in PROFILER_EVENT_KINDS if k not in known and any(t.counts.get(k, 0.0) > 0 for t in timings)]
+    if missing:  # a round lacking a stage's shapes: those kinds by least squares over every shape, the rest held
+        rest = [t for t in timings if any(t.counts.get(k, 0.0) > 0 for k in missing)]
+        a = np.array([[t.counts.get(k, 0.0) for k in missing] for t in rest], dtype=float)
+        b = np.array([_added_us(t) - sum(t.counts.get(k, 0.0) * v for k, v in known.items()) for t in rest])
+        known.update(zip(missing, map(float, nnls(a, b))))
+    if not known:
+        raise ValueError("no shape recorded any profiler event: nothing to fit")
+    overhead = {k: known[k] for k in PROFILER_EVENT_KINDS if k in known}
+    residual = {t.shape: _added_us(t) - sum(t.counts.get(k, 0.0) * v for k, v in overhead.items()) for t in timings}
+    return RoundFit(overhead, residual)
+
+
+def _added_us(timing: ShapeTiming) -> float:
+    return timing.profiled_us - timing.unprofiled_us
+
+
+def fit_round(timings: list[ShapeTiming], estimator: str = "nnls") -> RoundFit:
+    """One round's fit by ``estimator`` (:data:`ESTIMATORS`)."""
+    if estimator == "nnls":
+        return fit_overheads(timings)
+    if estimator == "isolated":
+        return fit_overheads_isolated(timings)
+    raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+
+
 GPU_KINDS = ("graph_launch", "graph_kernel")
 
 
@@ -140,6 +197,7 @@ def summarize(
     method: str = "",
     check_shapes: tuple[str, ...] = (),
     gpu_check_shapes: tuple[str, ...] = (),
+    estimator: str = "nnls",
 ) -> tuple[ProfilerCalibration, str]:
     """The calibration of one mode from its rounds (each fitted alone), and a one-paragraph note of the figures.
 
@@ -148,12 +206,14 @@ def summarize(
     per-round :func:`program_scale_of` gives the calibration's ``program_scale``. ``gpu_check_shapes``: graph
     shapes shaped like a real program's graph, left out of both fits; where their replays were timed on the GPU,
     the per-kernel GPU time the profiler added to them (:func:`realistic_graph_kernel_us`) is the calibration's
-    ``gpu_overhead.graph_kernel`` (the tight graphs' fit stays in the notes).
+    ``gpu_overhead.graph_kernel`` (the tight graphs' fit stays in the notes). ``estimator``: how each round is
+    fitted (:func:`fit_round`: ``"nnls"`` over every fitted shape, or ``"isolated"``, each kind from the shapes
+    that isolate it).
     """
     if not rounds:
         raise ValueError("no calibration rounds")
     fitted = [[t for t in r if t.shape not in check_shapes + gpu_check_shapes] for r in rounds]
-    fits = [fit_overheads(r) for r in fitted]
+    fits = [fit_round(r, estimator) for r in fitted]
     scales = [
         x
         for r, f in zip(rounds, fits)
