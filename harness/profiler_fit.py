@@ -88,7 +88,11 @@ def fit_overheads(timings: list[ShapeTiming]) -> RoundFit:
     return RoundFit(dict(zip(kinds, map(float, x))), {t.shape: float(r) for t, r in zip(timings, residual)})
 
 
-ESTIMATORS = ("nnls", "isolated")  # how a round's per-kind overheads are fitted (summarize's ``estimator``)
+# How a round's per-kind overheads are fitted (summarize's ``estimator``): ``nnls`` over every tight shape, or
+# ``isolated`` (each kind from the shapes that isolate it); ``*_share``: the same per round, then each eager kind
+# taken as a share of the round's own simple call before the median over rounds (:func:`share_of_simple_call`).
+ESTIMATORS = ("nnls", "isolated", "nnls_share", "isolated_share")
+LAUNCH_SHAPE_CALLS = 64  # simple calls (an add and its launch) in one step of the ``launch`` shape
 
 # The ``isolated`` estimator's stages: each stage's kinds fitted on its own shapes, with the kinds of the stages
 # before it held at their fitted figures (subtracted from the shapes' added time first).
@@ -137,12 +141,51 @@ def _added_us(timing: ShapeTiming) -> float:
 
 
 def fit_round(timings: list[ShapeTiming], estimator: str = "nnls") -> RoundFit:
-    """One round's fit by ``estimator`` (:data:`ESTIMATORS`)."""
+    """One round's fit by ``estimator`` (:data:`ESTIMATORS`; a ``*_share`` estimator fits its round as its base)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+    estimator = estimator.removesuffix("_share")
     if estimator == "nnls":
         return fit_overheads(timings)
     if estimator == "isolated":
         return fit_overheads_isolated(timings)
     raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+
+
+def simple_call_us(timings: list[ShapeTiming]) -> float | None:
+    """The round's profiled simple call (µs): the ``launch`` shape's profiled step over its
+    :data:`LAUNCH_SHAPE_CALLS` calls; None without that shape."""
+    launch = next((t for t in timings if t.shape == "launch"), None)
+    return None if launch is None or launch.profiled_us <= 0 else launch.profiled_us / LAUNCH_SHAPE_CALLS
+
+
+def share_of_simple_call(
+    fits: list[RoundFit], simple_us: list[float | None], floor_us: float | None
+) -> dict[str, Spread]:
+    """Per eager kind (:data:`harness.profile.SCALED_EVENT_KINDS`): the median over rounds of each round's figure
+    as a share of the same round's profiled simple call, put back in µs against the calibration's call floor.
+
+    ``overhead_scale = "recording_host"`` multiplies each eager figure by the recording's simple call over the
+    calibration's (floor + aten op + runtime call), so what carries to a recording is each figure's share of the
+    simple call. A per-kind median over rounds mixes rounds taken while the host ran at different speeds (and the
+    floor is a separate measurement, in its own moment); the share is taken within the round, where the figure
+    and its simple call were timed together. With ``f_k`` the median shares and ``F`` the floor, the figures
+    are ``f_k F / (1 - f_aten - f_runtime)``: a simple call of floor plus aten op plus runtime call then has the
+    measured shares. Without a floor, the median simple call times the share. Spreads scale the same way."""
+    from harness.profile import SCALED_EVENT_KINDS
+
+    pairs = [(f, s) for f, s in zip(fits, simple_us) if s]
+    kinds = [k for k in SCALED_EVENT_KINDS if pairs and all(k in f.overhead_us for f, _ in pairs)]
+    if not kinds:
+        return {}
+    shares = {k: spread([f.overhead_us[k] / s for f, s in pairs]) for k in kinds}
+    simple_share = sum(shares[k].median_us for k in ("aten_op", "runtime_call") if k in shares)
+    if floor_us is not None and simple_share < 0.95:
+        unit = floor_us / (1.0 - simple_share)
+    else:
+        unit = float(np.median([s for _, s in pairs]))
+    return {k: Spread(median_us=round(v.median_us * unit, 3), spread_us=round(v.spread_us * unit, 3))
+            for k, v in shares.items()}  # fmt: skip
 
 
 GPU_KINDS = ("graph_launch", "graph_kernel")
@@ -208,7 +251,8 @@ def summarize(
     the per-kernel GPU time the profiler added to them (:func:`realistic_graph_kernel_us`) is the calibration's
     ``gpu_overhead.graph_kernel`` (the tight graphs' fit stays in the notes). ``estimator``: how each round is
     fitted (:func:`fit_round`: ``"nnls"`` over every fitted shape, or ``"isolated"``, each kind from the shapes
-    that isolate it).
+    that isolate it; ``"*_share"``: the eager kinds then as shares of each round's simple call,
+    :func:`share_of_simple_call`).
     """
     if not rounds:
         raise ValueError("no calibration rounds")
@@ -222,6 +266,10 @@ def summarize(
     ]
     kinds = [k for k in PROFILER_EVENT_KINDS if all(k in f.overhead_us for f in fits)]
     overhead = {k: spread([f.overhead_us[k] for f in fits]) for k in kinds}
+    if estimator.endswith("_share"):
+        floor = np.median(floor_us["call_launch"]) if floor_us.get("call_launch") else None
+        shared = share_of_simple_call(fits, [simple_call_us(r) for r in fitted], floor)
+        overhead.update({k: v for k, v in shared.items() if k in overhead})
     shapes = [t.shape for t in rounds[0]]
     gpu_fits = [g for g in (fit_gpu_overheads(r) for r in fitted) if g is not None]
     gpu_overhead = {k: spread([g[k] for g in gpu_fits]) for k in GPU_KINDS} if gpu_fits else {}

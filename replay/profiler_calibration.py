@@ -619,10 +619,13 @@ def fit_rounds(
         f"round and mode, modes interleaved; per round the standard eager program's shapes ({', '.join(SHAPES)}) "
         f"timed on the host clock ({PASSES} passes, median) unprofiled before any profiling in the process, then "
         "profiled; events per step counted from the profiled trace; per-kind overhead "
-        + ("by non-negative least squares per round over all but the check shape(s) " if estimator == "nnls" else
+        + ("by non-negative least squares per round over all but the check shape(s) "
+           if estimator.startswith("nnls") else
            "per round from the shapes that isolate each kind (estimator 'isolated': aten op and runtime call from "
            "launch and views, range from ranges, graph kinds from graph16 and graph96; composite not fitted), not "
            "from the check shape(s) ")  # fmt: skip
+        + ("(eager kinds as the median of each round's share of its launch shape's profiled simple call, against "
+           "the call floor: estimator '" + estimator + "') " if estimator.endswith("_share") else "")  # fmt: skip
         + f"{', '.join(CHECK_SHAPES)}, whose added time over the "
         "fit's prediction is the program scale (the user's --script's instead, when given), and the graph "
         f"shape(s) {', '.join(GPU_CHECK_SHAPES)}, whose replays' added GPU time (CUDA events) per kernel is "

@@ -104,7 +104,7 @@ def test_calibrate_from_raw_takes_the_estimator_and_refuses_an_unknown_one(tmp_p
     cmd = [sys.executable, "-m", "harness", "calibrate", "--profiler", "--name", "a-iso", "--from-raw", str(raw),
            "--out", str(out)]  # fmt: skip
     bad = subprocess.run(cmd + ["--estimator", "ols"], capture_output=True, text=True, cwd=ROOT)
-    assert bad.returncode == 2 and "--estimator: 'ols' is not one of nnls, isolated" in bad.stdout + bad.stderr
+    assert bad.returncode == 2 and "--estimator: 'ols' is not one of nnls, isolated, nnls_share" in bad.stdout + bad.stderr
     assert not out.exists()
     done = subprocess.run(cmd + ["--estimator", "isolated"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -112,3 +112,42 @@ def test_calibrate_from_raw_takes_the_estimator_and_refuses_an_unknown_one(tmp_p
     assert "estimator 'isolated'" in text
     first = json.loads(raw.read_text())["rounds"]
     assert any(r["mode"] == "cpu_cuda" for r in first)
+
+
+def _drifting_rounds(rng: np.random.Generator, floor_us: float, factors: list[float]) -> list[list[ShapeTiming]]:
+    """Rounds on a host whose speed drifts round to round: every time in round i, the launch shape's unprofiled call
+    (``floor_us``) and every profiler event, times ``factors[i]``."""
+    rounds = []
+    for c in factors:
+        out = []
+        for shape, counts in COUNTS.items():
+            base = (64 * floor_us if shape == "launch" else 300.0) * c
+            added = c * sum(n * TRUE_US[k] for k, n in counts.items())
+            out.append(ShapeTiming(shape, base, base + added + rng.normal(0, 0.5), counts))
+        rounds.append(out)
+    return rounds
+
+
+@pytest.mark.parametrize("estimator", ["nnls_share", "isolated_share"])
+def test_share_estimators_keep_each_kinds_share_of_the_simple_call_when_the_floor_was_timed_in_another_moment(
+    estimator,
+):
+    """The floor (measured apart from the shapes) was timed while the host ran at 1.0; the shapes' rounds ran at
+    1.1-1.6x. ``overhead_scale = "recording_host"`` carries each figure's share of floor + aten op + runtime call:
+    the plain medians over rounds inflate the shares by the drift; the share estimators keep the shares measured
+    within each round (the launch shape's 65th runtime call, its synchronize, biases them by < 1%)."""
+    floor = 6.0
+    rounds = _drifting_rounds(np.random.default_rng(7), floor, [1.1, 1.6, 1.3, 1.5, 1.2, 1.4, 1.3])
+    simple_true = floor + TRUE_US["aten_op"] + TRUE_US["runtime_call"]
+    plain, _ = summarize(rounds, {"call_launch": [floor]}, "2.11.0", "2026-12-08", estimator=estimator[:-6])
+    shared, _ = summarize(rounds, {"call_launch": [floor]}, "2.11.0", "2026-12-08", estimator=estimator)
+
+    def shares(cal):
+        o = {k: cal.overhead[k].median_us for k in ("aten_op", "runtime_call", "range")}
+        return {k: v / (floor + o["aten_op"] + o["runtime_call"]) for k, v in o.items()}
+
+    for kind in ("aten_op", "runtime_call", "range"):
+        true_share = TRUE_US[kind] / simple_true
+        assert shares(shared)[kind] == pytest.approx(true_share, rel=0.03)
+        assert shares(plain)[kind] > true_share * 1.15  # the drift, taken as overhead
+    assert shared.overhead["graph_kernel"] == plain.overhead["graph_kernel"]  # graph kinds are not shares

@@ -75,7 +75,8 @@ def calibrate(
     estimator: str = typer.Option(
         "nnls",
         help="--profiler: how each round's per-event overheads are fitted: nnls (least squares over every tight "
-        "shape) or isolated (each kind from the shapes that isolate it; docs/recorded-fidelity.md).",
+        "shape) or isolated (each kind from the shapes that isolate it); nnls_share / isolated_share: the eager "
+        "kinds as shares of each round's simple call (docs/recorded-fidelity.md).",
     ),
     budget_s: float = typer.Option(
         300.0,
