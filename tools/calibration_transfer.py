@@ -93,7 +93,29 @@ def summarize(programs: pd.DataFrame) -> pd.DataFrame:
     return grouped.agg(median="median", worst="max", recordings="count").reset_index()
 
 
-def markdown(summary: pd.DataFrame, fits: pd.DataFrame) -> str:
+def eager_level_lines(programs: pd.DataFrame) -> list[str]:
+    """Per corpus, default mode (nosync): the eager decoders' mean signed error and their range (min..max), per
+    calibration and estimator: the estimator moves the level, the range is the programs'."""
+    eager = programs[programs["program"].str.startswith("decode_eager_") & (programs["mode"] == "nosync")]
+    if eager.empty:
+        return []
+    estimators = [e for e in ESTIMATORS if e in set(eager["estimator"])]
+    lines = ["### Eager decoders, default mode: mean signed error [min .. max]", ""]
+    for corpus in sorted(eager["corpus"].unique()):
+        part = eager[eager["corpus"] == corpus]
+        lines += [f"Corpus {corpus}:", "", "| calibration | " + " | ".join(estimators) + " |",
+                  "|---|" + "---:|" * len(estimators)]  # fmt: skip
+        for cal in sorted(part["calibration"].unique()):
+            cells = []
+            for e in estimators:
+                err = part[(part["calibration"] == cal) & (part["estimator"] == e)]["error_vs_unprofiled"]
+                cells.append(f"{err.mean():+.1%} [{err.min():+.1%} .. {err.max():+.1%}]" if len(err) else "-")
+            lines.append(f"| {cal} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def markdown(summary: pd.DataFrame, fits: pd.DataFrame, programs: pd.DataFrame) -> str:
     lines = ["Decoder family (issue 22), predicted unprofiled span against the real one: median / worst |error|.", ""]
     for corpus in sorted(summary["corpus"].unique()):
         part = summary[summary["corpus"] == corpus]
@@ -110,6 +132,7 @@ def markdown(summary: pd.DataFrame, fits: pd.DataFrame) -> str:
                     cells.append(f"{row['median'].iloc[0]:.1%} / {row['worst'].iloc[0]:.1%}" if len(row) else "-")
             lines.append(f"| {cal} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += eager_level_lines(programs)
     lines += ["### Fitted figures, CPU+CUDA mode (µs per event; simple = floor + aten op + runtime call)", "",
               "| calibration | estimator | floor | aten op | runtime call | range | simple | (aten + rt) / simple "
               "| range / simple |", "|---|---|" + "---:|" * 7]  # fmt: skip
@@ -128,7 +151,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--corpus", action="append", default=[], type=Path, help="corpus folder(s) (default: both)")
     ap.add_argument("--estimator", action="append", default=[], choices=ESTIMATORS, help="default: all")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--merge", nargs="+", type=Path, default=None, metavar="DIR",
+                    help="measure nothing: combine the tables of earlier --out folders (e.g. one per estimator, "
+                    "run side by side) into --out")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.merge:
+        try:
+            programs = pd.concat([pd.read_parquet(d / "programs.parquet") for d in args.merge], ignore_index=True)
+            fit_table = pd.concat([pd.read_parquet(d / "fits.parquet") for d in args.merge], ignore_index=True)
+        except OSError as err:
+            print(f"error: --merge: {err}", file=sys.stderr)
+            sys.exit(2)
+        write_tables(args.out, programs, fit_table)
+        return
     try:
         calibrations = dict(c.split("=", 1) for c in args.calibration) if args.calibration else CALIBRATIONS
     except ValueError:
@@ -155,14 +190,17 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    programs = pd.concat(frames, ignore_index=True)
+    write_tables(args.out, pd.concat(frames, ignore_index=True), pd.DataFrame(fits))
+
+
+def write_tables(out: Path, programs: pd.DataFrame, fit_table: pd.DataFrame) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     summary = summarize(programs)
-    fit_table = pd.DataFrame(fits)
-    programs.to_parquet(args.out / "programs.parquet", index=False)
-    summary.to_parquet(args.out / "transfer.parquet", index=False)
-    fit_table.to_parquet(args.out / "fits.parquet", index=False)
-    text = markdown(summary, fit_table)
-    (args.out / "transfer.md").write_text(text)
+    programs.to_parquet(out / "programs.parquet", index=False)
+    summary.to_parquet(out / "transfer.parquet", index=False)
+    fit_table.to_parquet(out / "fits.parquet", index=False)
+    text = markdown(summary, fit_table, programs)
+    (out / "transfer.md").write_text(text)
     print(text)
 
 
