@@ -104,7 +104,8 @@ def test_calibrate_from_raw_takes_the_estimator_and_refuses_an_unknown_one(tmp_p
     cmd = [sys.executable, "-m", "harness", "calibrate", "--profiler", "--name", "a-iso", "--from-raw", str(raw),
            "--out", str(out)]  # fmt: skip
     bad = subprocess.run(cmd + ["--estimator", "ols"], capture_output=True, text=True, cwd=ROOT)
-    assert bad.returncode == 2 and "--estimator: 'ols' is not one of nnls, isolated, nnls_share" in bad.stdout + bad.stderr
+    assert bad.returncode == 2
+    assert "--estimator: 'ols' is not one of nnls, isolated, nnls_share" in bad.stdout + bad.stderr
     assert not out.exists()
     done = subprocess.run(cmd + ["--estimator", "isolated"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
