@@ -299,6 +299,8 @@ def summarize(
             fit_note = "not fitted, GPU µs a kernel " + figure
         else:
             fit_note = f"fit residual {spread([f.residual_us[shape] for f in fits if shape in f.residual_us]).median_us:+.1f}"
+            if estimator.startswith("isolated") and not any(shape in shapes for shapes, _ in ISOLATED_STAGES):
+                fit_note = "not fitted (isolated estimator), r" + fit_note[5:]
         gpu = [t for t in rows if t.gpu_unprofiled_us is not None and t.gpu_profiled_us is not None]
         if gpu:
             fit_note += (f", GPU time a replay {spread([t.gpu_unprofiled_us for t in gpu]).median_us:.1f} -> "

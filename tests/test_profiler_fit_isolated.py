@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,12 @@ def test_share_estimators_keep_each_kinds_share_of_the_simple_call_when_the_floo
         assert shares(shared)[kind] == pytest.approx(true_share, rel=0.03)
         assert shares(plain)[kind] > true_share * 1.15  # the drift, taken as overhead
     assert shared.overhead["graph_kernel"] == plain.overhead["graph_kernel"]  # graph kinds are not shares
+
+
+def test_the_summary_says_which_shapes_the_isolated_estimator_left_out():
+    rounds = [_round(np.random.default_rng(8), 1.0, {"composite": 100.0}) for _ in range(3)]
+    _, text = summarize(rounds, {}, "2.11.0", "2026-12-08", estimator="isolated")
+    composite = next(line for line in text.splitlines() if line.startswith("composite"))
+    match = re.search(r"not fitted \(isolated estimator\), residual ([+-][0-9.]+)", composite)
+    assert match and float(match.group(1)) == pytest.approx(100.0, abs=3.0)  # the composite's own excess
+    assert "not fitted" not in next(line for line in text.splitlines() if line.startswith("views"))
