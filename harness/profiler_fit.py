@@ -88,6 +88,106 @@ def fit_overheads(timings: list[ShapeTiming]) -> RoundFit:
     return RoundFit(dict(zip(kinds, map(float, x))), {t.shape: float(r) for t, r in zip(timings, residual)})
 
 
+# How a round's per-kind overheads are fitted (summarize's ``estimator``): ``nnls`` over every tight shape, or
+# ``isolated`` (each kind from the shapes that isolate it); ``*_share``: the same per round, then each eager kind
+# taken as a share of the round's own simple call before the median over rounds (:func:`share_of_simple_call`).
+ESTIMATORS = ("nnls", "isolated", "nnls_share", "isolated_share")
+LAUNCH_SHAPE_CALLS = 64  # simple calls (an add and its launch) in one step of the ``launch`` shape
+
+# The ``isolated`` estimator's stages: each stage's kinds fitted on its own shapes, with the kinds of the stages
+# before it held at their fitted figures (subtracted from the shapes' added time first).
+ISOLATED_STAGES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("launch", "views"), ("aten_op", "runtime_call")),  # one add + its launch; views: aten ops that launch nothing
+    (("ranges",), ("range",)),  # the launch shape's adds, each inside a record_function: the range alone is new
+    (("graph16", "graph96"), ("graph_launch", "graph_kernel")),  # two graph sizes: per replay and per kernel
+)
+
+
+def fit_overheads_isolated(timings: list[ShapeTiming]) -> RoundFit:
+    """One round's overhead per event kind, each kind from the shapes that isolate it (:data:`ISOLATED_STAGES`).
+
+    The aten op and the runtime call come from the ``launch`` and ``views`` shapes alone (two shapes, two kinds:
+    exactly determined, so the launch shape's simple call, one aten op and its launch, is reproduced to the µs);
+    the range from the ``ranges`` shape less its adds' aten ops and calls at those figures; the graph kinds from
+    the two graph shapes less their runtime calls. Shapes in no stage (``composite``: nested ops that cost the
+    profiler more per counted event than the tight loops do) are not fitted; their residual is reported. A round
+    without a stage's shapes falls back to :func:`fit_overheads` (non-negative least squares over every shape)
+    for the kinds no stage fitted. Negative solutions are held at 0 (non-negative least squares per stage)."""
+    by_shape = {t.shape: t for t in timings}
+    known: dict[str, float] = {}
+    for shapes, kinds in ISOLATED_STAGES:
+        rows = [by_shape[s] for s in shapes if s in by_shape]
+        kinds_here = [k for k in kinds if k not in known and any(t.counts.get(k, 0.0) > 0 for t in rows)]
+        if not rows or not kinds_here:
+            continue
+        a = np.array([[t.counts.get(k, 0.0) for k in kinds_here] for t in rows], dtype=float)
+        b = np.array([_added_us(t) - sum(t.counts.get(k, 0.0) * v for k, v in known.items()) for t in rows])
+        known.update(zip(kinds_here, map(float, nnls(a, b))))
+    missing = [k for k in PROFILER_EVENT_KINDS if k not in known and any(t.counts.get(k, 0.0) > 0 for t in timings)]
+    if missing:  # a round lacking a stage's shapes: those kinds by least squares over every shape, the rest held
+        rest = [t for t in timings if any(t.counts.get(k, 0.0) > 0 for k in missing)]
+        a = np.array([[t.counts.get(k, 0.0) for k in missing] for t in rest], dtype=float)
+        b = np.array([_added_us(t) - sum(t.counts.get(k, 0.0) * v for k, v in known.items()) for t in rest])
+        known.update(zip(missing, map(float, nnls(a, b))))
+    if not known:
+        raise ValueError("no shape recorded any profiler event: nothing to fit")
+    overhead = {k: known[k] for k in PROFILER_EVENT_KINDS if k in known}
+    residual = {t.shape: _added_us(t) - sum(t.counts.get(k, 0.0) * v for k, v in overhead.items()) for t in timings}
+    return RoundFit(overhead, residual)
+
+
+def _added_us(timing: ShapeTiming) -> float:
+    return timing.profiled_us - timing.unprofiled_us
+
+
+def fit_round(timings: list[ShapeTiming], estimator: str = "nnls") -> RoundFit:
+    """One round's fit by ``estimator`` (:data:`ESTIMATORS`; a ``*_share`` estimator fits its round as its base)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+    estimator = estimator.removesuffix("_share")
+    if estimator == "nnls":
+        return fit_overheads(timings)
+    if estimator == "isolated":
+        return fit_overheads_isolated(timings)
+    raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+
+
+def simple_call_us(timings: list[ShapeTiming]) -> float | None:
+    """The round's profiled simple call (µs): the ``launch`` shape's profiled step over its
+    :data:`LAUNCH_SHAPE_CALLS` calls; None without that shape."""
+    launch = next((t for t in timings if t.shape == "launch"), None)
+    return None if launch is None or launch.profiled_us <= 0 else launch.profiled_us / LAUNCH_SHAPE_CALLS
+
+
+def share_of_simple_call(
+    fits: list[RoundFit], simple_us: list[float | None], floor_us: float | None
+) -> dict[str, Spread]:
+    """Per eager kind (:data:`harness.profile.SCALED_EVENT_KINDS`): the median over rounds of each round's figure
+    as a share of the same round's profiled simple call, put back in µs against the calibration's call floor.
+
+    ``overhead_scale = "recording_host"`` multiplies each eager figure by the recording's simple call over the
+    calibration's (floor + aten op + runtime call), so what carries to a recording is each figure's share of the
+    simple call. A per-kind median over rounds mixes rounds taken while the host ran at different speeds (and the
+    floor is a separate measurement, in its own moment); the share is taken within the round, where the figure
+    and its simple call were timed together. With ``f_k`` the median shares and ``F`` the floor, the figures
+    are ``f_k F / (1 - f_aten - f_runtime)``: a simple call of floor plus aten op plus runtime call then has the
+    measured shares. Without a floor, the median simple call times the share. Spreads scale the same way."""
+    from harness.profile import SCALED_EVENT_KINDS
+
+    pairs = [(f, s) for f, s in zip(fits, simple_us) if s]
+    kinds = [k for k in SCALED_EVENT_KINDS if pairs and all(k in f.overhead_us for f, _ in pairs)]
+    if not kinds:
+        return {}
+    shares = {k: spread([f.overhead_us[k] / s for f, s in pairs]) for k in kinds}
+    simple_share = sum(shares[k].median_us for k in ("aten_op", "runtime_call") if k in shares)
+    if floor_us is not None and simple_share < 0.95:
+        unit = floor_us / (1.0 - simple_share)
+    else:
+        unit = float(np.median([s for _, s in pairs]))
+    return {k: Spread(median_us=round(v.median_us * unit, 3), spread_us=round(v.spread_us * unit, 3))
+            for k, v in shares.items()}  # fmt: skip
+
+
 GPU_KINDS = ("graph_launch", "graph_kernel")
 
 
@@ -140,6 +240,7 @@ def summarize(
     method: str = "",
     check_shapes: tuple[str, ...] = (),
     gpu_check_shapes: tuple[str, ...] = (),
+    estimator: str = "nnls",
 ) -> tuple[ProfilerCalibration, str]:
     """The calibration of one mode from its rounds (each fitted alone), and a one-paragraph note of the figures.
 
@@ -148,12 +249,15 @@ def summarize(
     per-round :func:`program_scale_of` gives the calibration's ``program_scale``. ``gpu_check_shapes``: graph
     shapes shaped like a real program's graph, left out of both fits; where their replays were timed on the GPU,
     the per-kernel GPU time the profiler added to them (:func:`realistic_graph_kernel_us`) is the calibration's
-    ``gpu_overhead.graph_kernel`` (the tight graphs' fit stays in the notes).
+    ``gpu_overhead.graph_kernel`` (the tight graphs' fit stays in the notes). ``estimator``: how each round is
+    fitted (:func:`fit_round`: ``"nnls"`` over every fitted shape, or ``"isolated"``, each kind from the shapes
+    that isolate it; ``"*_share"``: the eager kinds then as shares of each round's simple call,
+    :func:`share_of_simple_call`).
     """
     if not rounds:
         raise ValueError("no calibration rounds")
     fitted = [[t for t in r if t.shape not in check_shapes + gpu_check_shapes] for r in rounds]
-    fits = [fit_overheads(r) for r in fitted]
+    fits = [fit_round(r, estimator) for r in fitted]
     scales = [
         x
         for r, f in zip(rounds, fits)
@@ -162,6 +266,10 @@ def summarize(
     ]
     kinds = [k for k in PROFILER_EVENT_KINDS if all(k in f.overhead_us for f in fits)]
     overhead = {k: spread([f.overhead_us[k] for f in fits]) for k in kinds}
+    if estimator.endswith("_share"):
+        floor = np.median(floor_us["call_launch"]) if floor_us.get("call_launch") else None
+        shared = share_of_simple_call(fits, [simple_call_us(r) for r in fitted], floor)
+        overhead.update({k: v for k, v in shared.items() if k in overhead})
     shapes = [t.shape for t in rounds[0]]
     gpu_fits = [g for g in (fit_gpu_overheads(r) for r in fitted) if g is not None]
     gpu_overhead = {k: spread([g[k] for g in gpu_fits]) for k in GPU_KINDS} if gpu_fits else {}
@@ -191,6 +299,8 @@ def summarize(
             fit_note = "not fitted, GPU µs a kernel " + figure
         else:
             fit_note = f"fit residual {spread([f.residual_us[shape] for f in fits if shape in f.residual_us]).median_us:+.1f}"
+            if estimator.startswith("isolated") and not any(shape in shapes for shapes, _ in ISOLATED_STAGES):
+                fit_note = "not fitted (isolated estimator), r" + fit_note[5:]
         gpu = [t for t in rows if t.gpu_unprofiled_us is not None and t.gpu_profiled_us is not None]
         if gpu:
             fit_note += (f", GPU time a replay {spread([t.gpu_unprofiled_us for t in gpu]).median_us:.1f} -> "

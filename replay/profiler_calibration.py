@@ -532,6 +532,7 @@ def calibrate_profiler(
     log: Callable[[str], None] = print,
     budget_s: float | None = None,
     raw_path: Path | None = None,
+    estimator: str = "nnls",
 ) -> dict:
     """Rounds of fresh processes, modes interleaved; returns the calibrations, host costs and every round's figures.
 
@@ -575,7 +576,7 @@ def calibrate_profiler(
                 if raw_path is not None:
                     _write_json(raw_path, {"rounds": [x for m in modes for x in results[m]], "script": scripts,
                                            "failures": failures})  # fmt: skip
-    return fit_rounds(results, scripts, failures, log)
+    return fit_rounds(results, scripts, failures, log, estimator)
 
 
 def rounds_by_mode(raw: dict, source: str) -> dict[str, list[dict]]:
@@ -597,7 +598,11 @@ def rounds_by_mode(raw: dict, source: str) -> dict[str, list[dict]]:
 
 
 def fit_rounds(
-    results: dict[str, list[dict]], scripts: list[dict], failures: list[str], log: Callable[[str], None] = print
+    results: dict[str, list[dict]],
+    scripts: list[dict],
+    failures: list[str],
+    log: Callable[[str], None] = print,
+    estimator: str = "nnls",
 ) -> dict:
     """Fit the rounds' figures (per mode) into calibrations: what ``calibrate_profiler`` returns.
 
@@ -613,8 +618,15 @@ def fit_rounds(
         f"harness calibrate --profiler (replay/profiler_calibration.py): {rounds} rounds, one fresh process per "
         f"round and mode, modes interleaved; per round the standard eager program's shapes ({', '.join(SHAPES)}) "
         f"timed on the host clock ({PASSES} passes, median) unprofiled before any profiling in the process, then "
-        "profiled; events per step counted from the profiled trace; per-kind overhead by non-negative least "
-        f"squares per round over all but the check shape(s) {', '.join(CHECK_SHAPES)}, whose added time over the "
+        "profiled; events per step counted from the profiled trace; per-kind overhead "
+        + ("by non-negative least squares per round over all but the check shape(s) "
+           if estimator.startswith("nnls") else
+           "per round from the shapes that isolate each kind (estimator 'isolated': aten op and runtime call from "
+           "launch and views, range from ranges, graph kinds from graph16 and graph96; composite not fitted), not "
+           "from the check shape(s) ")  # fmt: skip
+        + ("(eager kinds as the median of each round's share of its launch shape's profiled simple call, against "
+           "the call floor: estimator '" + estimator + "') " if estimator.endswith("_share") else "")  # fmt: skip
+        + f"{', '.join(CHECK_SHAPES)}, whose added time over the "
         "fit's prediction is the program scale (the user's --script's instead, when given), and the graph "
         f"shape(s) {', '.join(GPU_CHECK_SHAPES)}, whose replays' added GPU time (CUDA events) per kernel is "
         "gpu_overhead.graph_kernel; median and half-IQR over rounds; floors = unprofiled eager host time per call"
@@ -633,7 +645,9 @@ def fit_rounds(
             ]
             for r in results[mode]
         ]
-        calibration, summary = summarize(timings, floors, first["torch"], date, method, CHECK_SHAPES, GPU_CHECK_SHAPES)
+        calibration, summary = summarize(
+            timings, floors, first["torch"], date, method, CHECK_SHAPES, GPU_CHECK_SHAPES, estimator
+        )
         handoffs = [
             r["stream_handoff_profiled_us"] - r["host_costs_us"]["stream_handoff_us"]
             for r in results[mode]

@@ -72,6 +72,12 @@ def calibrate(
         help="--profiler: fit the rounds of an earlier --raw file instead of measuring (no GPU needed), e.g. a "
         "calibration stopped before it wrote its profile.",
     ),
+    estimator: str = typer.Option(
+        "nnls",
+        help="--profiler: how each round's per-event overheads are fitted: nnls (least squares over every tight "
+        "shape) or isolated (each kind from the shapes that isolate it); nnls_share / isolated_share: the eager "
+        "kinds as shares of each round's simple call (docs/recorded-fidelity.md).",
+    ),
     budget_s: float = typer.Option(
         300.0,
         help="--profiler: start no round after this many seconds (the first always runs; the rounds done are kept); "
@@ -93,7 +99,7 @@ def calibrate(
     PyTorch program pays per call, and write the base profile with them (what profiler_overhead = "subtract"
     and what-ifs of recorded programs read)."""
     if profiler:
-        _calibrate_profiler(name, out, base_profile, force, modes, rounds, script, raw, budget_s, from_raw)
+        _calibrate_profiler(name, out, base_profile, force, modes, rounds, script, raw, budget_s, from_raw, estimator)
         return
     if collectives:
         _calibrate_collectives(name, out, base_profile, force, gpus, interconnect, budget_s)
@@ -148,6 +154,7 @@ def _calibrate_profiler(
     raw: Path | None,
     budget_s: float,
     from_raw: Path | None = None,
+    estimator: str = "nnls",
 ) -> None:
     import json
 
@@ -164,6 +171,10 @@ def _calibrate_profiler(
     if script is not None and not script.is_file():
         fail(f"{script}: script not found")
     chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+    from harness.profiler_fit import ESTIMATORS
+
+    if estimator not in ESTIMATORS:
+        fail(f"--estimator: {estimator!r} is not one of {', '.join(ESTIMATORS)}")
     log = lambda line: console.print(line, highlight=False)  # noqa: E731
     if from_raw is not None:
         try:
@@ -171,7 +182,9 @@ def _calibrate_profiler(
             by_mode = rounds_by_mode(recorded, str(from_raw))
             first = next(iter(by_mode.values()))[0]
             base = load_profile(base_profile or _gpu_default_profile(first["device"]))
-            result = fit_rounds(by_mode, recorded.get("script") or [], recorded.get("failures") or [], log)
+            result = fit_rounds(
+                by_mode, recorded.get("script") or [], recorded.get("failures") or [], log, estimator
+            )
         except OSError as err:
             fail(f"{from_raw}: cannot read: {err.strerror or err}")
         except json.JSONDecodeError as err:
@@ -186,7 +199,8 @@ def _calibrate_profiler(
         gpu = torch.cuda.get_device_name(0)
         del torch  # the rounds run in fresh processes; this one only names the GPU
         base = load_profile(base_profile or _gpu_default_profile(gpu))
-        result = calibrate_profiler(chosen, rounds, "cuda:0", script, log=log, budget_s=budget_s, raw_path=raw)
+        result = calibrate_profiler(chosen, rounds, "cuda:0", script, log=log, budget_s=budget_s, raw_path=raw,
+                                    estimator=estimator)
     except CudaUnavailable as err:
         fail(f"harness calibrate --profiler: {err}")
     except (InputError, ValueError) as err:
