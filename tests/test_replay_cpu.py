@@ -113,4 +113,5 @@ def test_host_threads_waiting_at_once_do_not_serialise():
         th.join()
     wall_us = (time.perf_counter() - t0) * 1e6
     assert min(took) >= 10_000.0
-    assert wall_us < 30_000.0, (wall_us, took)
+    # serialised, the eight waits would take >= 80 ms; together ~10 ms, 43 ms seen on a 2-core box under full load
+    assert wall_us < 60_000.0, (wall_us, took)
