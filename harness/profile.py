@@ -124,6 +124,11 @@ PROFILER_EVENT_KINDS = ("aten_op", "runtime_call", "range", "graph_launch", "gra
 a ``record_function`` range (``user_annotation``, ``ProfilerStep#N`` included), a CUDA-graph launch, and each
 kernel inside a launched graph."""
 
+PROFILER_CALL_KINDS = ("gemm_launch",)
+"""Profiler overheads of a kind of call over a plain runtime call, fitted from a shape's residual rather than
+counted in the trace: ``gemm_launch``, the extra cost of a GEMM's launch (cuBLAS's ``cuLaunchKernelEx``) over the
+``runtime_call`` figure, from the calibration's ``composite`` shape (estimator ``isolated_share_gemm``); optional."""
+
 PROFILER_IDIOM_KINDS = ("stream_handoff",)
 """Profiler overheads of an idiom, timed whole under the profiler and without it (not fitted per event):
 ``stream_handoff``, handing work to a side stream and back (``HostCosts.stream_handoff_us``)."""
@@ -136,7 +141,7 @@ class Spread(_Strict):
     spread_us: float = pydantic.Field(ge=0)
 
 
-SCALED_EVENT_KINDS = ("aten_op", "runtime_call", "range")
+SCALED_EVENT_KINDS = ("aten_op", "runtime_call", "range", "gemm_launch")
 """The event kinds whose overhead ``program_scale`` multiplies (an eager program's; a graph's kernels are not)."""
 
 
@@ -179,7 +184,7 @@ class ProfilerCalibration(_Strict):
     @pydantic.field_validator("overhead")
     @classmethod
     def _known_kinds(cls, overhead: dict[str, Spread]) -> dict[str, Spread]:
-        known = PROFILER_EVENT_KINDS + PROFILER_IDIOM_KINDS
+        known = PROFILER_EVENT_KINDS + PROFILER_CALL_KINDS + PROFILER_IDIOM_KINDS
         unknown = sorted(set(overhead) - set(known))
         if unknown:
             raise ValueError(f"unknown profiler event kind(s) {unknown}; expected {list(known)}")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.profile import PROFILER_EVENT_KINDS, ProfilerCalibration, ProgramScale, Spread
+from harness.profile import PROFILER_CALL_KINDS, PROFILER_EVENT_KINDS, ProfilerCalibration, ProgramScale, Spread
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,13 @@ def fit_overheads(timings: list[ShapeTiming]) -> RoundFit:
 
 # How a round's per-kind overheads are fitted (summarize's ``estimator``): ``nnls`` over every tight shape, or
 # ``isolated`` (each kind from the shapes that isolate it); ``*_share``: the same per round, then each eager kind
-# taken as a share of the round's own simple call before the median over rounds (:func:`share_of_simple_call`).
-ESTIMATORS = ("nnls", "isolated", "nnls_share", "isolated_share")
+# taken as a share of the round's own simple call before the median over rounds (:func:`share_of_simple_call`);
+# ``isolated_share_gemm``: isolated_share plus the GEMM launch's premium (``gemm_launch``, :func:`gemm_launch_us`).
+ESTIMATORS = ("nnls", "isolated", "nnls_share", "isolated_share", "isolated_share_gemm")
 LAUNCH_SHAPE_CALLS = 64  # simple calls (an add and its launch) in one step of the ``launch`` shape
+# GEMM launches in one step of the ``composite`` shape: 32 ``torch.matmul`` of small matrices
+# (replay/profiler_calibration.py), each one cuBLAS kernel launched by ``cuLaunchKernelEx``
+COMPOSITE_GEMM_LAUNCHES = 32
 
 # The ``isolated`` estimator's stages: each stage's kinds fitted on its own shapes, with the kinds of the stages
 # before it held at their fitted figures (subtracted from the shapes' added time first).
@@ -136,19 +140,44 @@ def fit_overheads_isolated(timings: list[ShapeTiming]) -> RoundFit:
     return RoundFit(overhead, residual)
 
 
+def gemm_launch_us(timings: list[ShapeTiming], overhead_us: dict[str, float]) -> float | None:
+    """The profiler's extra cost of one GEMM launch over a plain runtime call (µs): the ``composite`` shape's added
+    time less what ``overhead_us`` predicts from its counted events (its aten ops and runtime calls; in CUDA-only
+    rounds its runtime calls alone), over its :data:`COMPOSITE_GEMM_LAUNCHES`; held at 0 when negative. None
+    without a ``composite`` shape."""
+    composite = next((t for t in timings if t.shape == "composite"), None)
+    if composite is None:
+        return None
+    predicted = sum(composite.counts.get(k, 0.0) * v for k, v in overhead_us.items())
+    return max(_added_us(composite) - predicted, 0.0) / COMPOSITE_GEMM_LAUNCHES
+
+
+def _with_gemm_launch(timings: list[ShapeTiming], fit: RoundFit) -> RoundFit:
+    """``fit`` with the round's ``gemm_launch`` figure (:func:`gemm_launch_us`) and composite's residual after it."""
+    gemm = gemm_launch_us(timings, fit.overhead_us)
+    if gemm is None:
+        return fit
+    residual = dict(fit.residual_us)
+    residual["composite"] = residual.get("composite", 0.0) - gemm * COMPOSITE_GEMM_LAUNCHES
+    return RoundFit({**fit.overhead_us, "gemm_launch": gemm}, residual)
+
+
 def _added_us(timing: ShapeTiming) -> float:
     return timing.profiled_us - timing.unprofiled_us
 
 
 def fit_round(timings: list[ShapeTiming], estimator: str = "nnls") -> RoundFit:
-    """One round's fit by ``estimator`` (:data:`ESTIMATORS`; a ``*_share`` estimator fits its round as its base)."""
+    """One round's fit by ``estimator`` (:data:`ESTIMATORS`; a ``*_share`` estimator fits its round as its base;
+    ``*_gemm`` adds the round's ``gemm_launch`` figure from the ``composite`` shape, :func:`gemm_launch_us`)."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
-    estimator = estimator.removesuffix("_share")
+    gemm = estimator.endswith("_gemm")
+    estimator = estimator.removesuffix("_gemm").removesuffix("_share")
     if estimator == "nnls":
         return fit_overheads(timings)
     if estimator == "isolated":
-        return fit_overheads_isolated(timings)
+        fit = fit_overheads_isolated(timings)
+        return _with_gemm_launch(timings, fit) if gemm else fit
     raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
 
 
@@ -266,7 +295,9 @@ def summarize(
     ]
     kinds = [k for k in PROFILER_EVENT_KINDS if all(k in f.overhead_us for f in fits)]
     overhead = {k: spread([f.overhead_us[k] for f in fits]) for k in kinds}
-    if estimator.endswith("_share"):
+    kinds += [k for k in PROFILER_CALL_KINDS if all(k in f.overhead_us for f in fits)]
+    overhead.update({k: spread([f.overhead_us[k] for f in fits]) for k in kinds if k not in overhead})
+    if "_share" in estimator:
         floor = np.median(floor_us["call_launch"]) if floor_us.get("call_launch") else None
         shared = share_of_simple_call(fits, [simple_call_us(r) for r in fitted], floor)
         overhead.update({k: v for k, v in shared.items() if k in overhead})
@@ -299,7 +330,9 @@ def summarize(
             fit_note = "not fitted, GPU µs a kernel " + figure
         else:
             fit_note = f"fit residual {spread([f.residual_us[shape] for f in fits if shape in f.residual_us]).median_us:+.1f}"
-            if estimator.startswith("isolated") and not any(shape in shapes for shapes, _ in ISOLATED_STAGES):
+            if estimator.endswith("_gemm") and shape == "composite":
+                fit_note = "gives gemm_launch (its residual over its counted events), r" + fit_note[5:]
+            elif estimator.startswith("isolated") and not any(shape in shapes for shapes, _ in ISOLATED_STAGES):
                 fit_note = "not fitted (isolated estimator), r" + fit_note[5:]
         gpu = [t for t in rows if t.gpu_unprofiled_us is not None and t.gpu_profiled_us is not None]
         if gpu:

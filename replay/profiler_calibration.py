@@ -625,7 +625,9 @@ def fit_rounds(
            "launch and views, range from ranges, graph kinds from graph16 and graph96; composite not fitted), not "
            "from the check shape(s) ")  # fmt: skip
         + ("(eager kinds as the median of each round's share of its launch shape's profiled simple call, against "
-           "the call floor: estimator '" + estimator + "') " if estimator.endswith("_share") else "")  # fmt: skip
+           "the call floor: estimator '" + estimator + "') " if "_share" in estimator else "")  # fmt: skip
+        + ("(gemm_launch: the composite shape's added time over its counted events, per GEMM launch) "
+           if estimator.endswith("_gemm") else "")  # fmt: skip
         + f"{', '.join(CHECK_SHAPES)}, whose added time over the "
         "fit's prediction is the program scale (the user's --script's instead, when given), and the graph "
         f"shape(s) {', '.join(GPU_CHECK_SHAPES)}, whose replays' added GPU time (CUDA events) per kernel is "

@@ -135,12 +135,16 @@ def markdown(summary: pd.DataFrame, fits: pd.DataFrame, programs: pd.DataFrame) 
     lines += eager_level_lines(programs)
     lines += ["### Fitted figures, CPU+CUDA mode (µs per event; simple = floor + aten op + runtime call)", "",
               "| calibration | estimator | floor | aten op | runtime call | range | simple | (aten + rt) / simple "
-              "| range / simple |", "|---|---|" + "---:|" * 7]  # fmt: skip
+              "| range / simple | gemm launch | gemm / simple |", "|---|---|" + "---:|" * 9]  # fmt: skip
+    if "gemm_launch" not in fits:
+        fits = fits.assign(gemm_launch=float("nan"))
     for _, f in fits.sort_values(["calibration", "estimator"]).iterrows():
         simple = f["floor_us"] + f["aten_op"] + f["runtime_call"]
+        gemm = "-" if pd.isna(f["gemm_launch"]) else f"{f['gemm_launch']:.2f} | {f['gemm_launch'] / simple:.2f}"
         lines.append(f"| {f['calibration']} | {f['estimator']} | {f['floor_us']:.2f} | {f['aten_op']:.2f} | "
                      f"{f['runtime_call']:.2f} | {f['range']:.2f} | {simple:.2f} | "
-                     f"{(f['aten_op'] + f['runtime_call']) / simple:.2f} | {f['range'] / simple:.2f} |")  # fmt: skip
+                     f"{(f['aten_op'] + f['runtime_call']) / simple:.2f} | {f['range'] / simple:.2f} | "
+                     f"{gemm if gemm != '-' else '- | -'} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -182,7 +186,9 @@ def main(argv: list[str] | None = None) -> None:
                 if cal is not None:
                     fits.append({"calibration": name, "estimator": estimator,
                                  "floor_us": cal.floor_us.get("call_launch", float("nan")),
-                                 **{k: cal.overhead_us(k) for k in ("aten_op", "runtime_call", "range")}})  # fmt: skip
+                                 **{k: cal.overhead_us(k) for k in ("aten_op", "runtime_call", "range")},
+                                 "gemm_launch": cal.overhead_us("gemm_launch") if "gemm_launch" in cal.overhead
+                                 else float("nan")})  # fmt: skip
                 for corpus_id, corpus in corpora.items():
                     rows = family_rows(path, Path(corpus))
                     frames.append(rows.assign(calibration=name, estimator=estimator, corpus=corpus_id))

@@ -76,7 +76,8 @@ def calibrate(
         "nnls",
         help="--profiler: how each round's per-event overheads are fitted: nnls (least squares over every tight "
         "shape) or isolated (each kind from the shapes that isolate it); nnls_share / isolated_share: the eager "
-        "kinds as shares of each round's simple call (docs/recorded-fidelity.md).",
+        "kinds as shares of each round's simple call; isolated_share_gemm: isolated_share plus gemm_launch, a GEMM "
+        "launch's (cuLaunchKernelEx) premium from the composite shape (docs/recorded-fidelity.md).",
     ),
     budget_s: float = typer.Option(
         300.0,

@@ -10,6 +10,10 @@ mode the recording was taken in) says what each event kind costs. Per call:
 * overhead of the gap: ``aten ops x aten_op + ranges x range + (folded calls + the call
   itself) x runtime_call``; overhead of the call: for a graph launch, ``graph_launch +
   kernels x graph_kernel``;
+* a GEMM launch (a call whose name, as imported, is ``cuLaunchKernelEx``: cuBLAS's driver-API launch, one per
+  GEMM in the decoders and in the calibration's ``composite`` shape; :func:`is_gemm_launch`) carries, where the
+  calibration has it (``gemm_launch``, estimator ``isolated_share_gemm``), that figure too in its own overhead,
+  scaled as the other eager figures; calibrations without it change nothing;
 * the host time removed is that overhead, but never more than takes the call's CPU time
   (gap plus its own cost) below the calibrated unprofiled floor of a call of its kind
   (``floor_us``; 0 for kinds without one), and nothing when it is already below;
@@ -119,6 +123,17 @@ class Removal(NamedTuple):
     removed_us: float
 
 
+GEMM_LAUNCH_CALL = "cuLaunchKernelEx"  # a recorded call of this name is a GEMM launch (cuBLAS's driver-API launch)
+
+
+def is_gemm_launch(name) -> bool | np.ndarray:
+    """Whether a recorded call is a GEMM launch: its name, as imported, is exactly :data:`GEMM_LAUNCH_CALL`
+    (element-wise for an array of names)."""
+    if isinstance(name, np.ndarray):
+        return name == GEMM_LAUNCH_CALL
+    return name == GEMM_LAUNCH_CALL
+
+
 def overheads_us(call: Call, calibration: ProfilerCalibration) -> tuple[float, float]:
     """(overhead in the call's gap, overhead in the call itself), µs, from the events recorded there."""
     gap = (
@@ -129,6 +144,8 @@ def overheads_us(call: Call, calibration: ProfilerCalibration) -> tuple[float, f
     own = 0.0
     if call.kind == "call_graph_launch":
         own = calibration.compensation_us("graph_launch") + len(call.ops) * calibration.compensation_us("graph_kernel")
+    elif is_gemm_launch(call.name):
+        own = calibration.compensation_us("gemm_launch")
     return gap, own
 
 
@@ -354,7 +371,8 @@ def _table_without_overhead(table: CallTable, calibration: ProfilerCalibration) 
         + (table.gap_calls + 1) * calibration.compensation_us("runtime_call")
     )
     graph = calibration.compensation_us("graph_launch") + table.op_count * calibration.compensation_us("graph_kernel")
-    call_oh = np.where(kind == "call_graph_launch", graph, 0.0)
+    gemm = np.where(is_gemm_launch(np.asarray(table.name, dtype=object)), calibration.compensation_us("gemm_launch"), 0.0)
+    call_oh = np.where(kind == "call_graph_launch", graph, gemm)
     floors = {k: calibration.floor_us.get(k, 0.0) for k in set(kind.tolist())}
     floor = np.array([floors[k] for k in kind.tolist()], dtype=np.float64)
     host_work = ~np.isin(kind, SYNC_CALLS)
