@@ -16,17 +16,9 @@ from harness.profiler_fit import COMPOSITE_GEMM_LAUNCHES, ShapeTiming, fit_round
 from harness.trace import load_trace
 from workloads.recorded.compensation import overheads_us, without_profiler_overhead
 from workloads.recorded.program import Call, ThreadProgram, build_program
+from tests.profiler_shapes import COUNTS, TRUE_US
 
-TRUE_US = {"aten_op": 1.2, "runtime_call": 3.0, "range": 2.5, "graph_launch": 12.0, "graph_kernel": 0.9}
 GEMM_US = 2.2  # the premium a GEMM launch costs the profiler over a plain runtime call
-COUNTS = {  # the calibration's shapes as counted on an H100 (CPU+CUDA mode)
-    "launch": {"aten_op": 64, "runtime_call": 65},
-    "views": {"aten_op": 72, "runtime_call": 9},
-    "composite": {"aten_op": 64, "runtime_call": 33},
-    "ranges": {"aten_op": 32, "runtime_call": 33, "range": 32},
-    "graph16": {"runtime_call": 3, "graph_launch": 1, "graph_kernel": 16},
-    "graph96": {"runtime_call": 3, "graph_launch": 1, "graph_kernel": 96},
-}
 CUDA_ONLY = {shape: {k: n for k, n in c.items() if k != "aten_op"} for shape, c in COUNTS.items()}
 
 

@@ -12,17 +12,9 @@ import numpy as np
 import pytest
 
 from harness.profiler_fit import ShapeTiming, fit_overheads, fit_overheads_isolated, fit_round, summarize
+from tests.profiler_shapes import COUNTS, TRUE_US
 
 ROOT = Path(__file__).resolve().parent.parent
-TRUE_US = {"aten_op": 1.2, "runtime_call": 3.0, "range": 2.5, "graph_launch": 12.0, "graph_kernel": 0.9}
-COUNTS = {  # the calibration's shapes as counted on an H100 (CPU+CUDA mode)
-    "launch": {"aten_op": 64, "runtime_call": 65},
-    "views": {"aten_op": 72, "runtime_call": 9},
-    "composite": {"aten_op": 64, "runtime_call": 33},
-    "ranges": {"aten_op": 32, "runtime_call": 33, "range": 32},
-    "graph16": {"runtime_call": 3, "graph_launch": 1, "graph_kernel": 16},
-    "graph96": {"runtime_call": 3, "graph_launch": 1, "graph_kernel": 96},
-}
 
 
 def _round(rng: np.random.Generator, noise_us: float = 0.0, extra_us: dict[str, float] | None = None,
