@@ -29,7 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.profile import PROFILER_CALL_KINDS, PROFILER_EVENT_KINDS, ProfilerCalibration, ProgramScale, Spread
+from harness.profile import (
+    PROFILER_CALL_KINDS,
+    PROFILER_EVENT_KINDS,
+    SCALED_EVENT_KINDS,
+    ProfilerCalibration,
+    ProgramScale,
+    Spread,
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ def fit_overheads(timings: list[ShapeTiming]) -> RoundFit:
     if not kinds:
         raise ValueError("no shape recorded any profiler event: nothing to fit")
     a = np.array([[t.counts.get(k, 0.0) for k in kinds] for t in timings], dtype=float)
-    b = np.array([t.profiled_us - t.unprofiled_us for t in timings], dtype=float)
+    b = np.array([_added_us(t) for t in timings], dtype=float)
     x = nnls(a, b)
     residual = b - a @ x
     return RoundFit(dict(zip(kinds, map(float, x))), {t.shape: float(r) for t, r in zip(timings, residual)})
@@ -125,18 +132,18 @@ def fit_overheads_isolated(timings: list[ShapeTiming]) -> RoundFit:
         if not rows or not kinds_here:
             continue
         a = np.array([[t.counts.get(k, 0.0) for k in kinds_here] for t in rows], dtype=float)
-        b = np.array([_added_us(t) - sum(t.counts.get(k, 0.0) * v for k, v in known.items()) for t in rows])
+        b = np.array([_unexplained_us(t, known) for t in rows])
         known.update(zip(kinds_here, map(float, nnls(a, b))))
     missing = [k for k in PROFILER_EVENT_KINDS if k not in known and any(t.counts.get(k, 0.0) > 0 for t in timings)]
     if missing:  # a round lacking a stage's shapes: those kinds by least squares over every shape, the rest held
         rest = [t for t in timings if any(t.counts.get(k, 0.0) > 0 for k in missing)]
         a = np.array([[t.counts.get(k, 0.0) for k in missing] for t in rest], dtype=float)
-        b = np.array([_added_us(t) - sum(t.counts.get(k, 0.0) * v for k, v in known.items()) for t in rest])
+        b = np.array([_unexplained_us(t, known) for t in rest])
         known.update(zip(missing, map(float, nnls(a, b))))
     if not known:
         raise ValueError("no shape recorded any profiler event: nothing to fit")
     overhead = {k: known[k] for k in PROFILER_EVENT_KINDS if k in known}
-    residual = {t.shape: _added_us(t) - sum(t.counts.get(k, 0.0) * v for k, v in overhead.items()) for t in timings}
+    residual = {t.shape: _unexplained_us(t, overhead) for t in timings}
     return RoundFit(overhead, residual)
 
 
@@ -148,8 +155,7 @@ def gemm_launch_us(timings: list[ShapeTiming], overhead_us: dict[str, float]) ->
     composite = next((t for t in timings if t.shape == "composite"), None)
     if composite is None:
         return None
-    predicted = sum(composite.counts.get(k, 0.0) * v for k, v in overhead_us.items())
-    return max(_added_us(composite) - predicted, 0.0) / COMPOSITE_GEMM_LAUNCHES
+    return max(_unexplained_us(composite, overhead_us), 0.0) / COMPOSITE_GEMM_LAUNCHES
 
 
 def _with_gemm_launch(timings: list[ShapeTiming], fit: RoundFit) -> RoundFit:
@@ -166,6 +172,11 @@ def _added_us(timing: ShapeTiming) -> float:
     return timing.profiled_us - timing.unprofiled_us
 
 
+def _unexplained_us(timing: ShapeTiming, overhead_us: dict[str, float]) -> float:
+    """The shape's added time less what its counted events cost at ``overhead_us`` (µs per step)."""
+    return _added_us(timing) - sum(timing.counts.get(k, 0.0) * v for k, v in overhead_us.items())
+
+
 def fit_round(timings: list[ShapeTiming], estimator: str = "nnls") -> RoundFit:
     """One round's fit by ``estimator`` (:data:`ESTIMATORS`; a ``*_share`` estimator fits its round as its base;
     ``*_gemm`` adds the round's ``gemm_launch`` figure from the ``composite`` shape, :func:`gemm_launch_us`)."""
@@ -175,10 +186,8 @@ def fit_round(timings: list[ShapeTiming], estimator: str = "nnls") -> RoundFit:
     estimator = estimator.removesuffix("_gemm").removesuffix("_share")
     if estimator == "nnls":
         return fit_overheads(timings)
-    if estimator == "isolated":
-        fit = fit_overheads_isolated(timings)
-        return _with_gemm_launch(timings, fit) if gemm else fit
-    raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+    fit = fit_overheads_isolated(timings)  # "isolated", the only other base
+    return _with_gemm_launch(timings, fit) if gemm else fit
 
 
 def simple_call_us(timings: list[ShapeTiming]) -> float | None:
@@ -201,8 +210,6 @@ def share_of_simple_call(
     and its simple call were timed together. With ``f_k`` the median shares and ``F`` the floor, the figures
     are ``f_k F / (1 - f_aten - f_runtime)``: a simple call of floor plus aten op plus runtime call then has the
     measured shares. Without a floor, the median simple call times the share. Spreads scale the same way."""
-    from harness.profile import SCALED_EVENT_KINDS
-
     pairs = [(f, s) for f, s in zip(fits, simple_us) if s]
     kinds = [k for k in SCALED_EVENT_KINDS if pairs and all(k in f.overhead_us for f, _ in pairs)]
     if not kinds:
@@ -234,8 +241,6 @@ def fit_gpu_overheads(timings: list[ShapeTiming]) -> dict[str, float] | None:
 def program_scale_of(timing: ShapeTiming, overhead_us: dict[str, float]) -> float | None:
     """Measured added time of ``timing`` over what ``overhead_us`` predicts for the eager kinds it holds (graph
     kinds taken as predicted); None when the eager kinds predict nothing (no such events, or no fitted figure)."""
-    from harness.profile import SCALED_EVENT_KINDS
-
     eager = sum(timing.counts.get(k, 0.0) * overhead_us.get(k, 0.0) for k in SCALED_EVENT_KINDS)
     other = sum(timing.counts.get(k, 0.0) * overhead_us.get(k, 0.0) for k in PROFILER_EVENT_KINDS
                 if k not in SCALED_EVENT_KINDS)  # fmt: skip
@@ -293,10 +298,8 @@ def summarize(
         for t in r
         if t.shape in check_shapes and (x := program_scale_of(t, f.overhead_us)) is not None
     ]
-    kinds = [k for k in PROFILER_EVENT_KINDS if all(k in f.overhead_us for f in fits)]
+    kinds = [k for k in PROFILER_EVENT_KINDS + PROFILER_CALL_KINDS if all(k in f.overhead_us for f in fits)]
     overhead = {k: spread([f.overhead_us[k] for f in fits]) for k in kinds}
-    kinds += [k for k in PROFILER_CALL_KINDS if all(k in f.overhead_us for f in fits)]
-    overhead.update({k: spread([f.overhead_us[k] for f in fits]) for k in kinds if k not in overhead})
     if "_share" in estimator:
         floor = np.median(floor_us["call_launch"]) if floor_us.get("call_launch") else None
         shared = share_of_simple_call(fits, [simple_call_us(r) for r in fitted], floor)
@@ -329,11 +332,13 @@ def summarize(
             figure = f"{spread(per_kernel).median_us:.3f}" if per_kernel else "n/a"
             fit_note = "not fitted, GPU µs a kernel " + figure
         else:
-            fit_note = f"fit residual {spread([f.residual_us[shape] for f in fits if shape in f.residual_us]).median_us:+.1f}"
+            residual = f"residual {spread([f.residual_us[shape] for f in fits if shape in f.residual_us]).median_us:+.1f}"
             if estimator.endswith("_gemm") and shape == "composite":
-                fit_note = "gives gemm_launch (its residual over its counted events), r" + fit_note[5:]
+                fit_note = "gives gemm_launch (its residual over its counted events), " + residual
             elif estimator.startswith("isolated") and not any(shape in shapes for shapes, _ in ISOLATED_STAGES):
-                fit_note = "not fitted (isolated estimator), r" + fit_note[5:]
+                fit_note = "not fitted (isolated estimator), " + residual
+            else:
+                fit_note = "fit " + residual
         gpu = [t for t in rows if t.gpu_unprofiled_us is not None and t.gpu_profiled_us is not None]
         if gpu:
             fit_note += (f", GPU time a replay {spread([t.gpu_unprofiled_us for t in gpu]).median_us:.1f} -> "
