@@ -129,8 +129,6 @@ GEMM_LAUNCH_CALL = "cuLaunchKernelEx"  # a recorded call of this name is a GEMM 
 def is_gemm_launch(name) -> bool | np.ndarray:
     """Whether a recorded call is a GEMM launch: its name, as imported, is exactly :data:`GEMM_LAUNCH_CALL`
     (element-wise for an array of names)."""
-    if isinstance(name, np.ndarray):
-        return name == GEMM_LAUNCH_CALL
     return name == GEMM_LAUNCH_CALL
 
 

@@ -338,8 +338,7 @@ class _Builder:
                      duration=latency_us)
             )  # fmt: skip
             if rest_us > 0.0:  # the call goes on on the host while the GPU runs the graph
-                rest = _row(OP_HOST)
-                rows.append(rest[:6] + (self.name(GRAPH_LAUNCH_REST),) + rest[7:10] + (rest_us,) + rest[11:])
+                rows.append(_row(OP_HOST, gap_name=self.name(GRAPH_LAUNCH_REST), gap_us=rest_us))
         elif kind == "call_record" and call.event is not None and call.stream in index:
             rows.append(_row(OP_RECORD, stream=index[call.stream], event=call.event, host_us=host_us))
         elif kind == "call_wait" and call.stream in index:
@@ -371,9 +370,13 @@ def _row(
     duration: float = 0.0,
     share: float = 1.0,
     n: int = 0,
+    gap_name: int = -1,
+    gap_us: float = 0.0,
 ) -> tuple:
-    """A step as a tuple in STEP_DTYPE field order (gap_name -1 and gap 0: the call's first step gets its gap)."""
-    return (op, kind, pageable, algorithm, stream, name, -1, event, first, count, 0.0, host_us, duration, share, n)
+    """A step as a tuple in STEP_DTYPE field order (gap_name -1 and gap 0 by default: the call's first step gets
+    its gap)."""
+    return (op, kind, pageable, algorithm, stream, name, gap_name, event, first, count, gap_us, host_us, duration,
+            share, n)  # fmt: skip
 
 
 _OP_CALLS = ("call_launch", "call_memset", "call_memcpy")
