@@ -11,12 +11,12 @@ import pydantic
 import pytest
 
 from harness.paths import TRACES_DIR
-from harness.profile import ProfilerCalibration, ProgramScale, Spread
+from harness.profile import ProfilerCalibration, ProgramScale
 from harness.profiler_fit import COMPOSITE_GEMM_LAUNCHES, ShapeTiming, fit_round, summarize
 from harness.trace import load_trace
 from workloads.recorded.compensation import overheads_us, without_profiler_overhead
 from workloads.recorded.program import Call, ThreadProgram, build_program
-from tests.profiler_shapes import COUNTS, TRUE_US
+from tests.profiler_shapes import COUNTS, TRUE_US, calibration_of
 
 GEMM_US = 2.2  # the premium a GEMM launch costs the profiler over a plain runtime call
 CUDA_ONLY = {shape: {k: n for k, n in c.items() if k != "aten_op"} for shape, c in COUNTS.items()}
@@ -69,13 +69,7 @@ def test_the_calibration_carries_the_premium_as_a_share_of_the_simple_call_like_
 
 
 def _calibration(**overhead: float) -> ProfilerCalibration:
-    return ProfilerCalibration(
-        torch="2.11.0",
-        date="2026-12-08",
-        rounds=9,
-        overhead={k: Spread(median_us=v, spread_us=0.1) for k, v in overhead.items()},
-        floor_us={"call_launch": 5.0},
-    )
+    return calibration_of({"call_launch": 5.0}, **overhead)
 
 
 WITHOUT = _calibration(aten_op=1.0, runtime_call=3.0, range=2.0)

@@ -31,19 +31,14 @@ from workloads.recorded.compensation import (
     without_profiler_overhead,
 )
 from workloads.recorded.program import Call, ThreadProgram, build_program
+from tests.profiler_shapes import calibration_of
 
 RECORDED = TRACES_DIR / "recorded"
 CPU_CATS = {"cpu_op", "user_annotation", "python_function"}
 
 
 def _calibration(**overhead: float) -> ProfilerCalibration:
-    return ProfilerCalibration(
-        torch="2.11.0",
-        date="2026-12-07",
-        rounds=9,
-        overhead={k: Spread(median_us=v, spread_us=0.1) for k, v in overhead.items()},
-        floor_us={"call_launch": 5.0, "call_graph_launch": 10.0},
-    )
+    return calibration_of({"call_launch": 5.0, "call_graph_launch": 10.0}, **overhead)
 
 
 CALIBRATION = _calibration(aten_op=1.0, runtime_call=3.0, range=2.0, graph_launch=40.0, graph_kernel=0.5)

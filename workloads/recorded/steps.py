@@ -389,10 +389,15 @@ def _names_of(builder: _Builder, values: np.ndarray | tuple[np.ndarray, np.ndarr
     return _mapped(values, lambda u: builder.name(make(u)), np.int32)
 
 
+def _factorized(values: np.ndarray | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``factorize_shared(values)`` of an object array; a factorization already made, as it is."""
+    return factorize_shared(values) if isinstance(values, np.ndarray) else values
+
+
 def _mapped(values: np.ndarray | tuple[np.ndarray, np.ndarray], make, dtype) -> np.ndarray:
     """``make(v)`` for each of ``values`` (an object array, or its ``factorize_shared``: factorized once for
     several maps), called once per distinct value, in the order they first appear."""
-    codes, uniques = factorize_shared(values) if isinstance(values, np.ndarray) else values
+    codes, uniques = _factorized(values)
     lookup = np.array([make(u) for u in uniques.tolist()], dtype=dtype)
     return lookup[codes] if len(uniques) else np.zeros(len(codes), dtype)
 
@@ -400,7 +405,7 @@ def _mapped(values: np.ndarray | tuple[np.ndarray, np.ndarray], make, dtype) -> 
 def _member_of(values: np.ndarray | tuple[np.ndarray, np.ndarray]):
     """``is_in(*wanted)``: where an object array's values (or those of its ``factorize_shared``) are one of
     ``wanted`` (each distinct object compared once)."""
-    codes, uniques = factorize_shared(values) if isinstance(values, np.ndarray) else values
+    codes, uniques = _factorized(values)
 
     def is_in(*wanted: object) -> np.ndarray:
         return np.array([u in wanted for u in uniques.tolist()] + [False], dtype=bool)[codes]
